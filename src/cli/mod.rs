@@ -1,0 +1,71 @@
+//! The command line: one file per subcommand, each an `Args` struct with `run`.
+//! Nothing imports this module.
+//!
+//! Exit codes, for scripts: 0 success; 1 a check failed (healthcheck, drift, doctor);
+//! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
+
+mod admin;
+mod healthcheck;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("ELIOR_GIT_REVISION"),
+    ")"
+);
+
+#[derive(Parser)]
+#[command(
+    name = "elior",
+    version = LONG_VERSION,
+    about = "Deploy and run the Elior Fitness stack on one Docker host",
+    long_about = "elior is one binary that is both the Elior Fitness API server (`elior serve`) \
+                  and the tool that deploys and maintains that server behind nginx with HTTPS \
+                  and backups on a single Docker host.",
+    after_help = "Exit codes: 0 success, 1 a check failed, 2 usage or runtime error.\n\
+                  Run `elior <command> --help` for the details of a command."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Serve(serve::ServeArgs),
+    Healthcheck(healthcheck::HealthcheckArgs),
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Serve(args) => args.run(),
+            Command::Healthcheck(args) => args.run(),
+            Command::Admin(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
+        }
+    }
+}
+
+/// Parses the command line, runs it and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    match Cli::parse().run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("elior: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `elior serve`: the API server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::config::{RawSettings, ServeConfig};
+use crate::db::Db;
+use crate::logging::{self, Format};
+use crate::server::{self, AppState};
+
+/// Run the Elior Fitness API server.
+///
+/// Settings come from the environment and, with --env-file, from a stack's env file
+/// (variables in the environment win). Keys: ENVIRONMENT (development|production), DOMAIN,
+/// CORS_ORIGINS, JWT_SECRET, ACCESS_TOKEN_EXPIRE_MINUTES, DATABASE_URL
+/// (default sqlite:///./data/elior_fitness.db), UPLOAD_DIR, MAX_FILE_SIZE, LOG_LEVEL,
+/// BIND_ADDRESS and TRUSTED_PROXIES (addresses or CIDRs whose X-Forwarded-For is believed).
+///
+/// In development a missing JWT_SECRET is replaced by a random one for this run. In
+/// production the server refuses to start without a secret of at least 32 characters.
+/// SIGTERM or Ctrl-C drains in-flight requests (up to 10 s) and checkpoints the database.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ServeArgs {
+    /// Read settings from this env file, e.g. .env.production
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+    /// Listen address; beats BIND_ADDRESS [default: 0.0.0.0:8000]
+    #[arg(long, value_name = "IP:PORT")]
+    bind: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let mut raw = match &self.env_file {
+            Some(path) => RawSettings::from_env_file(path)?,
+            None => RawSettings::default(),
+        };
+        raw.overlay_process_env();
+        let config = ServeConfig::from_raw(&raw, self.bind).context("invalid configuration")?;
+
+        let format = if config.is_production() {
+            Format::Json
+        } else {
+            Format::Human
+        };
+        logging::init(&config.log_filter, format);
+        if config.jwt_secret_is_ephemeral {
+            tracing::warn!("JWT_SECRET is not set: using a random secret for this run; tokens stop working at restart");
+        }
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        runtime.block_on(async move {
+            let db = tokio::task::block_in_place(|| Db::open(&config.database_path))?;
+            let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| {
+                format!(
+                    "failed to listen on {}\nis another process using the port? pick another with --bind or BIND_ADDRESS",
+                    config.bind
+                )
+            })?;
+            let local = listener.local_addr()?;
+            tracing::info!(
+                version = crate::VERSION,
+                environment = config.environment.as_str(),
+                database = %config.database_path.display(),
+                "listening on http://{local}"
+            );
+            let state = AppState::new(config, db);
+            server::launch(listener, state, server::shutdown_signal()).await
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,202 @@
+//! Typed queries on `users`. Every statement is parameterised.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::DbError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    Admin,
+    Trainer,
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "ADMIN",
+            Role::Trainer => "TRAINER",
+            Role::Client => "CLIENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.to_ascii_uppercase().as_str() {
+            "ADMIN" => Some(Role::Admin),
+            "TRAINER" => Some(Role::Trainer),
+            "CLIENT" => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
+
+/// A user row. `password_hash` never leaves the server: it is skipped when serialising.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    pub is_active: bool,
+    pub trainer_id: Option<i64>,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+    pub last_login: Option<String>,
+    #[serde(skip)]
+    pub password_hash: String,
+    #[serde(skip)]
+    pub token_version: i64,
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub full_name: &'a str,
+    pub password_hash: &'a str,
+    pub role: Role,
+    pub trainer_id: Option<i64>,
+}
+
+const COLUMNS: &str = "id, username, email, full_name, role, is_active, trainer_id, created_at, \
+                       updated_at, last_login, password_hash, token_version";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = row.get(4)?;
+    Ok(User {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        email: row.get(2)?,
+        full_name: row.get(3)?,
+        role: Role::parse(&role).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, role.into())
+        })?,
+        is_active: row.get(5)?,
+        trainer_id: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        last_login: row.get(9)?,
+        password_hash: row.get(10)?,
+        token_version: row.get(11)?,
+    })
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn insert(conn: &Connection, new: &NewUser<'_>) -> Result<User, DbError> {
+    conn.execute(
+        "INSERT INTO users (username, email, full_name, password_hash, role, trainer_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            new.username,
+            new.email,
+            new.full_name,
+            new.password_hash,
+            new.role.as_str(),
+            new.trainer_id,
+            now()
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    find_by_id(conn, id)?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+pub fn find_by_id(conn: &Connection, id: i64) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// Finds a user by username or, as the original API allowed, by email.
+pub fn find_by_login(conn: &Connection, login: &str) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
+        ))?
+        .query_row([login], from_row)
+        .optional()?)
+}
+
+pub fn count_admins(conn: &Connection) -> Result<i64, DbError> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM users WHERE role = 'ADMIN'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Stores a new password hash and invalidates every token issued before.
+pub fn set_password(conn: &Connection, id: i64, password_hash: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, token_version = token_version + 1, updated_at = ?3
+         WHERE id = ?1",
+        params![id, password_hash, now()],
+    )?;
+    Ok(())
+}
+
+pub fn touch_last_login(conn: &Connection, id: i64) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE users SET last_login = ?2 WHERE id = ?1",
+        params![id, now()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrations::migrate(&mut c).unwrap();
+        c
+    }
+
+    fn new<'a>(name: &'a str, email: &'a str) -> NewUser<'a> {
+        NewUser {
+            username: name,
+            email,
+            full_name: "Test User",
+            password_hash: "x",
+            role: Role::Client,
+            trainer_id: None,
+        }
+    }
+
+    #[test]
+    fn login_by_username_or_email_case_insensitively() {
+        let c = db();
+        let u = insert(&c, &new("Alice", "alice@example.com")).unwrap();
+        assert_eq!(find_by_login(&c, "alice").unwrap().unwrap().id, u.id);
+        assert_eq!(
+            find_by_login(&c, "ALICE@example.com").unwrap().unwrap().id,
+            u.id
+        );
+        assert!(find_by_login(&c, "bob").unwrap().is_none());
+    }
+
+    #[test]
+    fn duplicate_email_names_the_column() {
+        let c = db();
+        insert(&c, &new("a", "same@example.com")).unwrap();
+        let err = insert(&c, &new("b", "SAME@example.com")).unwrap_err();
+        assert_eq!(err.unique_violation(), Some("users.email"));
+    }
+
+    #[test]
+    fn password_change_bumps_token_version() {
+        let c = db();
+        let u = insert(&c, &new("a", "a@example.com")).unwrap();
+        set_password(&c, u.id, "y").unwrap();
+        assert_eq!(
+            find_by_id(&c, u.id).unwrap().unwrap().token_version,
+            u.token_version + 1
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! elior: provisions, deploys and maintains the Elior Fitness stack on one Docker host,
+//! and is that stack's API server.
+//!
+//! Layout (see STYLE.md): `config` and `plan` are pure; `db`, `probe` and the other
+//! effect modules talk to the world; `server` is the API; `cli` wires them together and
+//! nothing imports it.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod logging;
+pub mod probe;
+pub mod server;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_REVISION: &str = env!("ELIOR_GIT_REVISION");

@@ -1,0 +1,121 @@
+//! The API's one error type and its JSON shape.
+//!
+//! Bodies follow the original FastAPI service so its frontend keeps working:
+//! `{"detail": "message"}`, and for 422 `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`.
+//! A 5xx body is generic; the cause goes to the log, tagged with the request id.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::db::DbError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// An error in a field of the JSON body.
+    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+        FieldError {
+            loc: vec!["body".into(), field.into()],
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn field(field: &str, msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::body(field, msg)])
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::PoolTimeout(_) => ApiError::Unavailable("Database busy, try again"),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "detail": m })),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "detail": m })),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "detail": m })),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "detail": m })),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "detail": m })),
+            ApiError::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "detail": errors }),
+            ),
+            ApiError::TooManyRequests { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({
+                    "detail": "Too many failed attempts, try again later",
+                    "retry_after": retry_after_secs,
+                }),
+            ),
+            ApiError::Unavailable(m) => {
+                tracing::warn!(reason = m, "service unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, json!({ "detail": m }))
+            }
+            ApiError::Internal(e) => {
+                // The span of the request carries its id, so this line can be found from
+                // the X-Request-ID the client saw.
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "detail": "Internal server error" }),
+                )
+            }
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

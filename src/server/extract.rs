@@ -1,0 +1,226 @@
+//! Extractors: JSON and form bodies whose rejections use the API's 422 shape, the
+//! authenticated user, and the client's address as seen through trusted proxies.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, FieldError};
+use super::state::AppState;
+use crate::auth::token::TokenError;
+use crate::config::{net::canonical, IpNet};
+use crate::db::users::{self, User};
+
+/// `Json<T>` with errors as 422 field errors, like FastAPI's request validation.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let (loc, kind) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            (vec!["header".into(), "content-type".into()], "content_type")
+        }
+        JsonRejection::JsonSyntaxError(_) => (vec!["body".into()], "json_invalid"),
+        _ => (vec!["body".into()], "value_error"),
+    };
+    let msg = rejection.body_text();
+    let mut loc = loc;
+    // serde names the field in "missing field `x`" / "unknown field `x`"; point at it.
+    if let Some(field) = msg.split('`').nth(1) {
+        if msg.contains("field `") {
+            loc.push(field.to_string());
+        }
+    }
+    ApiError::Validation(vec![FieldError {
+        loc,
+        msg,
+        kind: kind.into(),
+    }])
+}
+
+/// `Form<T>` with errors as 422 field errors (the OAuth2 password form).
+pub struct ApiForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(ApiForm(value)),
+            Err(rejection) => Err(form_rejection(rejection)),
+        }
+    }
+}
+
+fn form_rejection(rejection: FormRejection) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        loc: vec!["body".into()],
+        msg: rejection.body_text(),
+        kind: "value_error".into(),
+    }])
+}
+
+/// The user behind a valid bearer token. The user is re-read on every request, so a
+/// deactivated account or a changed password takes effect at once.
+pub struct AuthUser(pub User);
+
+const BAD_CREDENTIALS: &str = "Could not validate credentials";
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer_token(&parts.headers).ok_or(ApiError::Unauthorized("Not authenticated"))?;
+        let claims = state.tokens.verify(token).map_err(|e| match e {
+            TokenError::Expired => ApiError::Unauthorized("Token expired"),
+            TokenError::Invalid => ApiError::Unauthorized(BAD_CREDENTIALS),
+        })?;
+        let id = claims
+            .user_id()
+            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
+        let user = state
+            .db
+            .call(move |c| users::find_by_id(c, id))
+            .await?
+            .filter(|u| u.is_active && u.token_version == claims.ver)
+            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
+        Ok(AuthUser(user))
+    }
+}
+
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's address. Forwarding headers are believed only when the TCP peer is one of
+/// `TRUSTED_PROXIES`; from anyone else they are ignored, so a client cannot claim to be
+/// internal by sending `X-Forwarded-For: 127.0.0.1`.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("server started without ConnectInfo"))
+            })?;
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    // Walk X-Forwarded-For from the right, skipping our own proxies: the first address
+    // not ours is the one the nearest trusted proxy saw.
+    if let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let mut candidate = None;
+        for hop in xff.rsplit(',').map(str::trim) {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if is_trusted(canonical(ip)) => candidate = Some(canonical(ip)),
+                Ok(ip) => return canonical(ip),
+                Err(_) => break,
+            }
+        }
+        if let Some(ip) = candidate {
+            return ip;
+        }
+    }
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["172.18.0.0/16".parse().unwrap()];
+        let spoof = headers(&[("x-forwarded-for", "127.0.0.1"), ("x-real-ip", "10.0.0.1")]);
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(stranger, &spoof, &trusted), stranger);
+
+        let proxy: IpAddr = "172.18.0.5".parse().unwrap();
+        let chain = headers(&[("x-forwarded-for", "10.9.9.9, 198.51.100.7, 172.18.0.4")]);
+        assert_eq!(
+            client_ip(proxy, &chain, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let real = headers(&[("x-real-ip", "198.51.100.8")]);
+        assert_eq!(
+            client_ip(proxy, &real, &trusted),
+            "198.51.100.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The HTTP API. [`router`] builds the whole app with no I/O, so tests can drive it with
+//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown.
+//!
+//! Must not import `cli`.
+
+pub mod cors;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+pub mod throttle;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use state::AppState;
+
+/// How long in-flight requests may run after a shutdown signal before we exit anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::system::router())
+        .merge(routes::auth::router())
+        .fallback(|| async { error::ApiError::NotFound("Not Found") })
+        .layer(axum::middleware::from_fn_with_state(
+            cors::Origins(Arc::new(state.config.cors_origins.clone())),
+            cors::cors,
+        ))
+        // Outermost, so CORS preflights and 404s get ids, timing and metrics too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::track,
+        ))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and checkpoints the WAL.
+pub async fn launch(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let db = state.db.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; draining in-flight requests");
+        let _ = signalled_tx.send(());
+    });
+    let drain_deadline = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        () = drain_deadline => tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; exiting anyway"),
+    }
+    let checkpoint = tokio::task::spawn_blocking(move || db.checkpoint()).await;
+    match checkpoint {
+        Ok(Ok(())) => tracing::info!("WAL checkpointed; bye"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "WAL checkpoint at shutdown failed"),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint task failed"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (docker stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}

@@ -1,0 +1,375 @@
+//! `/api/auth`: registration, login (JSON and OAuth2 form), the current user, token
+//! refresh, password change and first-admin setup.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::password;
+use crate::db::users::{self, NewUser, Role, User};
+use crate::db::DbError;
+use crate::server::error::{ApiError, ApiResult, FieldError};
+use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
+use crate::server::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/token", post(token_form))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/password/change", post(change_password))
+        .route("/api/auth/setup/admin", post(setup_admin))
+}
+
+/// Same message for an unknown user and a wrong password, so accounts can't be probed.
+const BAD_LOGIN: &str = "Incorrect username or password";
+
+#[derive(Deserialize)]
+pub struct Registration {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub full_name: String,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    grant_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user: User,
+}
+
+fn token_for(state: &AppState, user: User) -> TokenResponse {
+    TokenResponse {
+        access_token: state.tokens.issue(user.id, user.role, user.token_version),
+        token_type: "bearer",
+        expires_in: state.tokens.ttl().as_secs(),
+        user,
+    }
+}
+
+/// Checks the fields of a new account; all problems are reported at once.
+pub fn validate_registration(r: &Registration) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let username_ok = (3..=50).contains(&r.username.chars().count())
+        && r.username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !username_ok {
+        errors.push(FieldError::body(
+            "username",
+            "must be 3-50 characters of letters, digits, '.', '_' or '-'",
+        ));
+    }
+    if !is_email(&r.email) {
+        errors.push(FieldError::body("email", "is not a valid email address"));
+    }
+    if let Err(e) = check_password(&r.password) {
+        errors.push(FieldError::body("password", e));
+    }
+    if r.full_name.trim().is_empty() || r.full_name.chars().count() > 100 {
+        errors.push(FieldError::body("full_name", "must be 1-100 characters"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn check_password(p: &str) -> Result<(), String> {
+    let n = p.chars().count();
+    if n < password::MIN_LEN {
+        Err(format!("must be at least {} characters", password::MIN_LEN))
+    } else if n > password::MAX_LEN {
+        Err(format!("must be at most {} characters", password::MAX_LEN))
+    } else {
+        Ok(())
+    }
+}
+
+/// A pragmatic address check: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Hashes off the async workers: argon2 is deliberately slow.
+async fn hash_password(plain: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || password::hash(&plain))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn conflict_from(e: DbError) -> ApiError {
+    match e.unique_violation() {
+        Some("users.email") => ApiError::Conflict("Email already registered".into()),
+        Some("users.username") => ApiError::Conflict("Username already taken".into()),
+        _ => e.into(),
+    }
+}
+
+/// Creates an account with `role`; shared by self-registration and the admin's forms.
+pub async fn create_user(
+    state: &AppState,
+    r: Registration,
+    role: Role,
+    trainer_id: Option<i64>,
+) -> ApiResult<User> {
+    validate_registration(&r)?;
+    let hash = hash_password(r.password).await?;
+    state
+        .db
+        .call(move |c| {
+            users::insert(
+                c,
+                &NewUser {
+                    username: r.username.trim(),
+                    email: r.email.trim(),
+                    full_name: r.full_name.trim(),
+                    password_hash: &hash,
+                    role,
+                    trainer_id,
+                },
+            )
+        })
+        .await
+        .map_err(conflict_from)
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(r): ApiJson<Registration>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let user = create_user(&state, r, Role::Client, None).await?;
+    tracing::info!(user_id = user.id, "client registered");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn authenticate(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    login: String,
+    plain: String,
+) -> ApiResult<User> {
+    let login = login.trim().to_string();
+    if let Err(wait) = state.throttle.check(&login, ip, Instant::now()) {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    let lookup = login.clone();
+    let user = state
+        .db
+        .call(move |c| users::find_by_login(c, &lookup))
+        .await?;
+    let verified = tokio::task::spawn_blocking(move || match user {
+        Some(u) if password::verify(&plain, &u.password_hash) => Some(u),
+        Some(_) => None,
+        None => {
+            password::verify_against_dummy(&plain);
+            None
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    match verified {
+        Some(user) if user.is_active => {
+            state.throttle.record_success(&login);
+            let id = user.id;
+            state
+                .db
+                .call(move |c| users::touch_last_login(c, id))
+                .await?;
+            Ok(user)
+        }
+        // An inactive account gets the same answer as a bad password.
+        _ => {
+            state.throttle.record_failure(&login, ip, Instant::now());
+            tracing::info!(client = %ip, "failed login");
+            Err(ApiError::Unauthorized(BAD_LOGIN))
+        }
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(l): ApiJson<Login>,
+) -> ApiResult<Json<TokenResponse>> {
+    let user = authenticate(&state, ip, l.username, l.password).await?;
+    Ok(Json(token_for(&state, user)))
+}
+
+async fn token_form(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiForm(f): ApiForm<PasswordForm>,
+) -> ApiResult<Json<TokenResponse>> {
+    if f.grant_type.as_deref().is_some_and(|g| g != "password") {
+        return Err(ApiError::field("grant_type", "must be \"password\""));
+    }
+    let user = authenticate(&state, ip, f.username, f.password).await?;
+    Ok(Json(token_for(&state, user)))
+}
+
+async fn me(AuthUser(user): AuthUser) -> Json<User> {
+    Json(user)
+}
+
+async fn refresh(State(state): State<AppState>, AuthUser(user): AuthUser) -> Json<TokenResponse> {
+    Json(token_for(&state, user))
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(p): ApiJson<PasswordChange>,
+) -> ApiResult<Json<serde_json::Value>> {
+    check_password(&p.new_password).map_err(|e| ApiError::field("new_password", e))?;
+    let stored = user.password_hash.clone();
+    let current = p.current_password;
+    let ok = tokio::task::spawn_blocking(move || password::verify(&current, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if !ok {
+        return Err(ApiError::field("current_password", "is incorrect"));
+    }
+    let hash = hash_password(p.new_password).await?;
+    let id = user.id;
+    let updated = state
+        .db
+        .call(move |c| {
+            users::set_password(c, id, &hash)?;
+            users::find_by_id(c, id)
+        })
+        .await?
+        .ok_or(ApiError::Unauthorized("Could not validate credentials"))?;
+    tracing::info!(user_id = id, "password changed; older tokens revoked");
+    let token = token_for(&state, updated);
+    Ok(Json(json!({
+        "message": "Password changed",
+        "access_token": token.access_token,
+        "token_type": token.token_type,
+    })))
+}
+
+/// Creates the first admin; refused once any admin exists. The check and the insert run in
+/// one IMMEDIATE transaction so two racing requests can't both succeed.
+async fn setup_admin(
+    State(state): State<AppState>,
+    ApiJson(r): ApiJson<Registration>,
+) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    validate_registration(&r)?;
+    let hash = hash_password(r.password.clone()).await?;
+    let created = state
+        .db
+        .call(move |c| create_first_admin(c, &r, &hash))
+        .await
+        .map_err(conflict_from)?;
+    let user = created.ok_or(ApiError::Forbidden(
+        "An admin already exists; ask them to create your account",
+    ))?;
+    tracing::info!(user_id = user.id, "first admin created through the API");
+    Ok((StatusCode::CREATED, Json(token_for(&state, user))))
+}
+
+/// `Ok(None)` when an admin already exists.
+pub fn create_first_admin(
+    c: &mut rusqlite::Connection,
+    r: &Registration,
+    hash: &str,
+) -> Result<Option<User>, DbError> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if users::count_admins(&tx)? > 0 {
+        return Ok(None);
+    }
+    let user = users::insert(
+        &tx,
+        &NewUser {
+            username: r.username.trim(),
+            email: r.email.trim(),
+            full_name: r.full_name.trim(),
+            password_hash: hash,
+            role: Role::Admin,
+            trainer_id: None,
+        },
+    )?;
+    tx.commit()?;
+    Ok(Some(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.co", "first.last+tag@example.com"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.com",
+            "a@@b.com",
+            "a b@c.com",
+            "a@.com",
+            "a@b.com.",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registration_reports_every_bad_field() {
+        let r = Registration {
+            username: "a b".into(),
+            email: "nope".into(),
+            password: "short".into(),
+            full_name: " ".into(),
+        };
+        let ApiError::Validation(errors) = validate_registration(&r).unwrap_err() else {
+            panic!()
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.loc[1].as_str()).collect();
+        assert_eq!(fields, ["username", "email", "password", "full_name"]);
+    }
+}

@@ -1,0 +1,4 @@
+//! One router per resource, merged in [`crate::server::router`].
+
+pub mod auth;
+pub mod system;

@@ -1,0 +1,137 @@
+//! Service endpoints: `/`, `/health`, `/status/database` and `/metrics`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::db;
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::ClientIp;
+use crate::server::state::AppState;
+use crate::{GIT_REVISION, VERSION};
+
+/// How long `/health` waits for the database before answering 503. Docker's probe and
+/// nginx both time out after a few seconds; an answer beats a hang.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/status/database", get(database_status))
+        .route("/metrics", get(metrics))
+}
+
+async fn root() -> Json<serde_json::Value> {
+    Json(json!({
+        "message": "Welcome to Elior Fitness API",
+        "name": "elior",
+        "version": VERSION,
+    }))
+}
+
+/// Runs the database ping with a deadline; `Err` holds a reason safe to show.
+async fn ping(state: &AppState) -> Result<(), &'static str> {
+    match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.db.call(|c| db::ping(c))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "database health check failed");
+            Err("query failed")
+        }
+        Err(_) => Err("timed out"),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let db_result = ping(&state).await;
+    let healthy = db_result.is_ok();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "version": VERSION,
+        "environment": state.config.environment.as_str(),
+        "domain": state.config.domain,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "database": {
+            "status": if healthy { "connected" } else { "disconnected" },
+            "error": db_result.err(),
+            "pool_stats": state.db.pool_stats(),
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
+    let path = state.db.path().to_path_buf();
+    let result = tokio::time::timeout(
+        HEALTH_DB_TIMEOUT,
+        state.db.call(move |c| {
+            db::ping(c)?;
+            db::status(c, &path)
+        }),
+    )
+    .await;
+    let pool = state.db.pool_stats();
+    let (code, body) = match result {
+        Ok(Ok(status)) => (
+            StatusCode::OK,
+            json!({
+                "healthy": true,
+                "journal_mode": status.journal_mode,
+                "schema_version": status.schema_version,
+                "latest_schema_version": db::migrations::latest_version(),
+                "file_size_bytes": status.file_size_bytes,
+                "wal_size_bytes": status.wal_size_bytes,
+                "connection_pool": pool,
+                "database_url_type": "sqlite",
+            }),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "database status query failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "healthy": false, "connection_pool": pool }),
+            )
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "healthy": false, "connection_pool": pool }),
+        ),
+    };
+    Ok((code, Json(body)).into_response())
+}
+
+/// Prometheus metrics, for loopback and private networks only. Behind nginx the client
+/// address comes from the forwarding headers, believed only from `TRUSTED_PROXIES`.
+async fn metrics(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Response> {
+    if !crate::config::net::is_internal(ip) {
+        tracing::info!(client = %ip, "refused /metrics to a non-internal address");
+        return Err(ApiError::Forbidden(
+            "Metrics are only available from internal networks",
+        ));
+    }
+    let text = state.metrics.render(
+        state.db.pool_stats(),
+        state.started.elapsed(),
+        VERSION,
+        GIT_REVISION,
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

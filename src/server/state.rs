@@ -1,0 +1,38 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::token::TokenKeys;
+use crate::config::ServeConfig;
+use crate::db::Db;
+
+use super::metrics::Metrics;
+use super::throttle::Throttle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub db: Db,
+    pub tokens: Arc<TokenKeys>,
+    pub metrics: Arc<Metrics>,
+    pub throttle: Arc<Throttle>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig, db: Db) -> Self {
+        let tokens = TokenKeys::new(
+            config.jwt_secret.expose().as_bytes(),
+            config.access_token_ttl,
+        );
+        AppState {
+            config: Arc::new(config),
+            db,
+            tokens: Arc::new(tokens),
+            metrics: Arc::new(Metrics::default()),
+            throttle: Arc::new(Throttle::default()),
+            started: Instant::now(),
+        }
+    }
+}
