@@ -37,6 +37,7 @@ async fn root() -> Json<serde_json::Value> {
 
 /// Runs the database ping with a deadline; `Err` holds a reason safe to show.
 async fn ping(state: &AppState) -> Result<(), &'static str> {
+    state.db.check_file()?;
     match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.db.call(|c| db::ping(c))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -73,6 +74,11 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
     let path = state.db.path().to_path_buf();
+    if let Err(reason) = state.db.check_file() {
+        let body =
+            json!({ "healthy": false, "error": reason, "connection_pool": state.db.pool_stats() });
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
     let result = tokio::time::timeout(
         HEALTH_DB_TIMEOUT,
         state.db.call(move |c| {
