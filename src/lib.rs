@@ -10,7 +10,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod docker;
 pub mod logging;
+pub mod plan;
 pub mod probe;
 pub mod server;
 
