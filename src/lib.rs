@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod logging;
+pub mod plan;
 pub mod probe;
 pub mod server;
 
