@@ -393,7 +393,7 @@ fn safe_path(v: &str) -> bool {
 
 /// A deliberately plain check: one `@`, a local part without spaces or quotes, and a
 /// domain that passes the hostname rules. ACME servers do their own, stricter check.
-fn parse_email(v: &str) -> Result<String, String> {
+pub fn parse_email(v: &str) -> Result<String, String> {
     let fail = || format!("{v:?} is not an email address; use NAME@example.com");
     let (local, host) = v.split_once('@').ok_or_else(fail)?;
     let local_ok = !local.is_empty()
