@@ -5,7 +5,10 @@
 //! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
 
 mod admin;
+mod config;
 mod healthcheck;
+mod init;
+mod render;
 mod serve;
 
 use std::process::ExitCode;
@@ -44,6 +47,11 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    Init(init::InitArgs),
+    Render(render::RenderArgs),
+    /// Inspect a stack's settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Cli {
@@ -55,6 +63,9 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Init(args) => args.run(),
+            Command::Render(args) => args.run(),
+            Command::Config(cmd) => cmd.run(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Pure planning: from settings and observed state to data describing what should exist.
-//! No I/O and no async here; effect modules carry plans out.
+//! Pure planning: from validated settings and observed facts to what should exist or
+//! happen. No I/O and no async here; tests assert exact outputs.
 
 pub mod containers;
+pub mod render;
