@@ -7,11 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod lock;
 pub mod logging;
+pub mod plan;
 pub mod probe;
+pub mod schedule;
 pub mod server;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,7 +5,10 @@
 //! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
 
 mod admin;
+mod backup;
 mod healthcheck;
+mod restore;
+mod schedule;
 mod serve;
 
 use std::process::ExitCode;
@@ -44,6 +47,9 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    Backup(backup::BackupArgs),
+    Restore(restore::RestoreArgs),
+    Schedule(schedule::ScheduleArgs),
 }
 
 impl Cli {
@@ -55,6 +61,9 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Backup(args) => args.run(),
+            Command::Restore(args) => args.run(),
+            Command::Schedule(args) => args.run(),
         }
     }
 }
