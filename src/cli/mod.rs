@@ -9,6 +9,9 @@ mod config;
 mod healthcheck;
 mod init;
 mod render;
+mod backup;
+mod restore;
+mod schedule;
 mod serve;
 
 use std::process::ExitCode;
@@ -52,6 +55,9 @@ enum Command {
     /// Inspect a stack's settings
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    Backup(backup::BackupArgs),
+    Restore(restore::RestoreArgs),
+    Schedule(schedule::ScheduleArgs),
 }
 
 impl Cli {
@@ -66,6 +72,9 @@ impl Cli {
             Command::Init(args) => args.run(),
             Command::Render(args) => args.run(),
             Command::Config(cmd) => cmd.run(),
+            Command::Backup(args) => args.run(),
+            Command::Restore(args) => args.run(),
+            Command::Schedule(args) => args.run(),
         }
     }
 }
