@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod cert;
 mod healthcheck;
 mod init;
 mod render;
@@ -58,6 +59,9 @@ enum Command {
     Backup(backup::BackupArgs),
     Restore(restore::RestoreArgs),
     Schedule(schedule::ScheduleArgs),
+    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 impl Cli {
@@ -75,6 +79,10 @@ impl Cli {
             Command::Backup(args) => args.run(),
             Command::Restore(args) => args.run(),
             Command::Schedule(args) => args.run(),
+            Command::Cert(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
         }
     }
 }

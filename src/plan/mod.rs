@@ -4,3 +4,4 @@
 pub mod containers;
 pub mod render;
 pub mod retention;
+pub mod certs;
