@@ -5,15 +5,19 @@
 //! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
 
 mod admin;
-mod config;
+mod backup;
 mod cert;
+mod config;
+mod deploy;
+mod down;
 mod healthcheck;
 mod init;
+mod logs;
 mod render;
-mod backup;
 mod restore;
 mod schedule;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 
@@ -62,6 +66,10 @@ enum Command {
     /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    Deploy(deploy::DeployArgs),
+    Status(status::StatusArgs),
+    Logs(logs::LogsArgs),
+    Down(down::DownArgs),
 }
 
 impl Cli {
@@ -83,6 +91,10 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Deploy(args) => args.run(),
+            Command::Status(args) => args.run(),
+            Command::Logs(args) => args.run(),
+            Command::Down(args) => args.run(),
         }
     }
 }

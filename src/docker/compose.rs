@@ -207,7 +207,9 @@ fn resolve_service(
         match cond.condition.as_str() {
             "service_healthy" => depends_on_healthy.push(dep),
             "service_started" => {}
-            other => bail!("depends_on.{dep}.condition {other:?} is not service_healthy or service_started"),
+            other => bail!(
+                "depends_on.{dep}.condition {other:?} is not service_healthy or service_started"
+            ),
         }
     }
     Ok(ContainerSpec {
@@ -282,7 +284,11 @@ fn parse_port(port: &str) -> Result<PortSpec> {
 
 fn opt_duration(value: Option<&str>, key: &str) -> Result<Option<i64>> {
     value
-        .map(|v| parse_duration_ns(v).ok_or_else(|| anyhow!("{key}: {v:?} is not a duration such as 10s, 500ms or 1m30s")))
+        .map(|v| {
+            parse_duration_ns(v).ok_or_else(|| {
+                anyhow!("{key}: {v:?} is not a duration such as 10s, 500ms or 1m30s")
+            })
+        })
         .transpose()
 }
 
@@ -300,7 +306,9 @@ pub fn parse_duration_ns(text: &str) -> Option<i64> {
         }
         let number: i64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let scale: i64 = match &rest[..unit_len] {
             "h" => 3_600_000_000_000,
             "m" => 60_000_000_000,
@@ -320,7 +328,10 @@ mod tests {
     use super::*;
 
     fn no_env(_: &str) -> Result<Vec<(String, String)>> {
-        Ok(vec![("A".into(), "from-file".into()), ("B".into(), "file".into())])
+        Ok(vec![
+            ("A".into(), "from-file".into()),
+            ("B".into(), "file".into()),
+        ])
     }
 
     const COMPOSE: &str = r#"
@@ -367,10 +378,20 @@ networks:
         assert_eq!(health.start_period_ns, Some(90_000_000_000));
         let nginx = &stack.services[1];
         assert_eq!(nginx.binds, ["/srv/stack/nginx:/etc/nginx/elior:ro"]);
-        assert_eq!(nginx.ports[1], PortSpec { host_ip: "127.0.0.1".into(), host_port: 18443, container_port: 443 });
+        assert_eq!(
+            nginx.ports[1],
+            PortSpec {
+                host_ip: "127.0.0.1".into(),
+                host_port: 18443,
+                container_port: 443
+            }
+        );
         assert_eq!(nginx.depends_on_healthy, ["api"]);
         assert_eq!(stack.networks.len(), 2);
-        assert!(stack.networks.iter().any(|n| n.name == "internal" && n.internal));
+        assert!(stack
+            .networks
+            .iter()
+            .any(|n| n.name == "internal" && n.internal));
     }
 
     #[test]

@@ -66,10 +66,12 @@ pub fn image_files(binary: &Path) -> Result<Vec<ImageFile>> {
         source: binary.to_path_buf(),
         mode: 0o755,
     }];
-    let output = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .with_context(|| format!("failed to run ldd on {}\ninstall libc-bin, which ships ldd", binary.display()))?;
+    let output = Command::new("ldd").arg(binary).output().with_context(|| {
+        format!(
+            "failed to run ldd on {}\ninstall libc-bin, which ships ldd",
+            binary.display()
+        )
+    })?;
     // ldd exits non-zero for a static binary ("not a dynamic executable").
     let stdout = String::from_utf8_lossy(&output.stdout);
     if output.status.success() {
@@ -133,12 +135,15 @@ pub fn context_tar(dockerfile: &str, files: &[ImageFile]) -> Result<Vec<u8>> {
         builder.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
     }
     for (path, file) in sorted {
-        let data = std::fs::read(&file.source)
-            .with_context(|| format!("failed to read {} for the API image", file.source.display()))?;
+        let data = std::fs::read(&file.source).with_context(|| {
+            format!("failed to read {} for the API image", file.source.display())
+        })?;
         let mut h = header(data.len() as u64, file.mode, tar::EntryType::Regular);
         builder.append_data(&mut h, path, data.as_slice())?;
     }
-    builder.into_inner().context("failed to finish the build context tar")
+    builder
+        .into_inner()
+        .context("failed to finish the build context tar")
 }
 
 /// The content hash of a build context: the first 12 hex digits of its SHA-256.
@@ -166,14 +171,25 @@ pub struct ApiImage {
     pub size_bytes: i64,
 }
 
+/// The build context of the API image for `binary`, and its content hash.
+pub fn prepare(binary: &Path) -> Result<(Vec<u8>, String)> {
+    let files = image_files(binary)?;
+    let context = context_tar(&dockerfile(crate::VERSION, crate::GIT_REVISION), &files)?;
+    let hash = content_hash(&context);
+    Ok((context, hash))
+}
+
+/// The reference [`ensure_api_image`] would produce, without building anything.
+pub fn planned_reference(api_image: &str, binary: &Path) -> Result<String> {
+    let (_, hash) = prepare(binary)?;
+    Ok(format!("{}:{hash}", repository(api_image)))
+}
+
 /// Builds the API image from `binary` as `repository(api_image):HASH` unless that tag
 /// exists, then points `api_image` (e.g. `elior-fitness-api:latest`, the name the compose
 /// file uses) at it too.
 pub async fn ensure_api_image(docker: &Docker, api_image: &str, binary: &Path) -> Result<ApiImage> {
-    let files = image_files(binary)?;
-    let dockerfile = dockerfile(crate::VERSION, crate::GIT_REVISION);
-    let context = context_tar(&dockerfile, &files)?;
-    let hash = content_hash(&context);
+    let (context, hash) = prepare(binary)?;
     let repo = repository(api_image);
     let reference = format!("{repo}:{hash}");
 
@@ -188,9 +204,18 @@ pub async fn ensure_api_image(docker: &Docker, api_image: &str, binary: &Path) -
         .await
         .with_context(|| format!("failed to inspect image {reference} after building it"))?;
     if api_image != reference {
-        let tag = api_image.strip_prefix(repo).and_then(|t| t.strip_prefix(':')).unwrap_or("latest");
+        let tag = api_image
+            .strip_prefix(repo)
+            .and_then(|t| t.strip_prefix(':'))
+            .unwrap_or("latest");
         docker
-            .tag_image(&reference, Some(TagImageOptions { repo: Some(repo.to_string()), tag: Some(tag.to_string()) }))
+            .tag_image(
+                &reference,
+                Some(TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: Some(tag.to_string()),
+                }),
+            )
             .await
             .with_context(|| format!("failed to tag {reference} as {repo}:{tag}"))?;
     }
@@ -209,7 +234,10 @@ async fn build(docker: &Docker, reference: &str, hash: &str, context: Vec<u8>) -
         t: Some(reference.to_string()),
         rm: true,
         forcerm: true,
-        labels: Some(HashMap::from([(LABEL_CONTENT_HASH.to_string(), hash.to_string())])),
+        labels: Some(HashMap::from([(
+            LABEL_CONTENT_HASH.to_string(),
+            hash.to_string(),
+        )])),
         ..Default::default()
     };
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
@@ -258,7 +286,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::write(&bin, b"one").unwrap();
-        let files = [ImageFile { path: "usr/local/bin/elior".into(), source: bin.clone(), mode: 0o755 }];
+        let files = [ImageFile {
+            path: "usr/local/bin/elior".into(),
+            source: bin.clone(),
+            mode: 0o755,
+        }];
         let a = context_tar("FROM scratch\n", &files).unwrap();
         let b = context_tar("FROM scratch\n", &files).unwrap();
         assert_eq!(content_hash(&a), content_hash(&b));

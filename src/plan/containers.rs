@@ -243,10 +243,9 @@ fn start_order(specs: &[ContainerSpec]) -> Vec<&ContainerSpec> {
         let before = ordered.len();
         for spec in specs {
             let placed = ordered.iter().any(|o| o.service == spec.service);
-            let ready = spec
-                .depends_on_healthy
-                .iter()
-                .all(|d| ordered.iter().any(|o| &o.service == d) || !specs.iter().any(|s| &s.service == d));
+            let ready = spec.depends_on_healthy.iter().all(|d| {
+                ordered.iter().any(|o| &o.service == d) || !specs.iter().any(|s| &s.service == d)
+            });
             if !placed && ready {
                 ordered.push(spec);
             }
@@ -264,7 +263,12 @@ fn start_order(specs: &[ContainerSpec]) -> Vec<&ContainerSpec> {
 }
 
 /// Compares the desired stack with the observed one.
-pub fn plan(project: &str, networks: &[NetworkSpec], specs: &[ContainerSpec], observed: &Observed) -> Plan {
+pub fn plan(
+    project: &str,
+    networks: &[NetworkSpec],
+    specs: &[ContainerSpec],
+    observed: &Observed,
+) -> Plan {
     let network_steps = networks
         .iter()
         .map(|n| {
@@ -288,9 +292,9 @@ pub fn plan(project: &str, networks: &[NetworkSpec], specs: &[ContainerSpec], ob
             .iter()
             .filter(|c| c.service == spec.service)
             .collect();
-        let healthy_match = of_service.iter().find(|c| {
-            c.config_hash == hash && c.state == "running" && c.health != "unhealthy"
-        });
+        let healthy_match = of_service
+            .iter()
+            .find(|c| c.config_hash == hash && c.state == "running" && c.health != "unhealthy");
         let change = if let Some(current) = healthy_match {
             used.push(&current.name);
             Change::Keep
@@ -387,7 +391,11 @@ mod tests {
             log_driver: None,
             log_options: BTreeMap::new(),
             labels: BTreeMap::new(),
-            depends_on_healthy: if service == PROXY_SERVICE { vec![API_SERVICE.into()] } else { vec![] },
+            depends_on_healthy: if service == PROXY_SERVICE {
+                vec![API_SERVICE.into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -403,7 +411,11 @@ mod tests {
     }
 
     fn nets() -> Vec<NetworkSpec> {
-        vec![NetworkSpec { name: "internal".into(), internal: true, labels: BTreeMap::new() }]
+        vec![NetworkSpec {
+            name: "internal".into(),
+            internal: true,
+            labels: BTreeMap::new(),
+        }]
     }
 
     #[test]
@@ -422,7 +434,10 @@ mod tests {
     fn an_unchanged_stack_is_a_noop() {
         let specs = [spec("api", "api:1"), spec("nginx", "nginx:1")];
         let observed = Observed {
-            containers: vec![observe(&specs[0], "running", "healthy"), observe(&specs[1], "running", "")],
+            containers: vec![
+                observe(&specs[0], "running", "healthy"),
+                observe(&specs[1], "running", ""),
+            ],
             networks: vec!["p-internal".into()],
             proxy_config_differs: false,
         };
@@ -442,7 +457,10 @@ mod tests {
         new.env.insert("LOG_LEVEL".into(), "debug".into());
         let proxy = spec("nginx", "nginx:1");
         let observed = Observed {
-            containers: vec![observe(&old, "running", "healthy"), observe(&proxy, "running", "")],
+            containers: vec![
+                observe(&old, "running", "healthy"),
+                observe(&proxy, "running", ""),
+            ],
             networks: vec!["p-internal".into()],
             proxy_config_differs: false,
         };
@@ -463,16 +481,26 @@ mod tests {
         let mut stale = observe(&spec("api", "api:0"), "exited", "");
         stale.name = "p-api-old".into();
         let observed = Observed {
-            containers: vec![observe(&proxy, "exited", ""), stale, observe(&spec("worker", "w"), "running", "")],
+            containers: vec![
+                observe(&proxy, "exited", ""),
+                stale,
+                observe(&spec("worker", "w"), "running", ""),
+            ],
             networks: vec![],
             proxy_config_differs: true,
         };
         let plan = plan("p", &[], &[spec("api", "api:1"), proxy.clone()], &observed);
         let text = plan.render();
-        assert!(text.contains("nginx: replace p-nginx with p-nginx (exited)\n"), "{text}");
+        assert!(
+            text.contains("nginx: replace p-nginx with p-nginx (exited)\n"),
+            "{text}"
+        );
         assert!(text.contains("api: replace p-api-old with"), "{text}");
         assert!(text.contains("(image changed)"), "{text}");
-        assert!(text.ends_with("remove p-worker (service worker is no longer in the compose file)\n"), "{text}");
+        assert!(
+            text.ends_with("remove p-worker (service worker is no longer in the compose file)\n"),
+            "{text}"
+        );
         assert!(!text.contains("reload"), "{text}");
     }
 }
