@@ -17,7 +17,9 @@ mod render;
 mod restore;
 mod schedule;
 mod serve;
+mod rollback;
 mod status;
+mod update;
 
 use std::process::ExitCode;
 
@@ -70,6 +72,8 @@ enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Down(down::DownArgs),
+    Update(update::UpdateArgs),
+    Rollback(rollback::RollbackArgs),
 }
 
 impl Cli {
@@ -95,6 +99,8 @@ impl Cli {
             Command::Status(args) => args.run(),
             Command::Logs(args) => args.run(),
             Command::Down(args) => args.run(),
+            Command::Update(args) => args.run(),
+            Command::Rollback(args) => args.run(),
         }
     }
 }
