@@ -458,13 +458,16 @@ const SECURITY_HEADERS: &[&str] = &[
     "Content-Security-Policy",
 ];
 
+/// A location's name, the port of its server, and the add_header directives it ends up with.
+type LocationHeaders<'a> = (String, Option<String>, Vec<&'a Vec<String>>);
+
 /// Walks every location with the add_header set it ends up with: its own if it has any,
 /// else the nearest enclosing block's (nginx's inheritance rule).
 fn effective_headers<'a>(
     block: &'a Block,
     inherited: &[&'a Vec<String>],
     server_port: Option<&str>,
-    out: &mut Vec<(String, Option<String>, Vec<&'a Vec<String>>)>,
+    out: &mut Vec<LocationHeaders<'a>>,
 ) {
     let own: Vec<&Vec<String>> = block
         .directives
