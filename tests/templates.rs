@@ -749,6 +749,7 @@ fn docker_compose_accepts_the_rendered_file() {
         "no-new-privileges:true",
         "published: 8443",
         "max-size: 10m",
+        "net.ipv4.tcp_tw_reuse: '1'",
         "- /usr/local/bin/elior\n      - healthcheck",
     ] {
         assert!(
