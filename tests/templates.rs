@@ -665,21 +665,27 @@ fn rand_suffix() -> u32 {
         .subsec_nanos()
 }
 
-/// `-v` flags mounting a stack's folders where the compose file mounts them.
-fn stack_mounts(stack: &Stack) -> Vec<String> {
-    [
+/// `docker run` of the fixture nginx on the stack's rendered config, with the stack's
+/// folders mounted where the compose file mounts them.
+fn run_nginx(stack: &Stack, image: &str, docker_opts: &[&str], nginx_args: &[&str]) -> Output {
+    let mut args: Vec<String> = ["run", "--label", "elior.test=1"]
+        .map(String::from)
+        .to_vec();
+    args.extend(docker_opts.iter().map(|s| s.to_string()));
+    for (host, target) in [
         ("nginx", "/etc/nginx/elior:ro"),
         ("uploads", "/srv/elior/uploads:ro"),
         ("frontend", "/srv/elior/frontend:ro"),
-    ]
-    .iter()
-    .flat_map(|(host, target)| {
-        [
-            "-v".to_string(),
-            format!("{}:{target}", stack.dir.join(host).display()),
-        ]
-    })
-    .collect()
+    ] {
+        args.push("-v".into());
+        args.push(format!("{}:{target}", stack.dir.join(host).display()));
+    }
+    args.extend([image, "nginx", "-c", "/etc/nginx/elior/nginx.conf"].map(String::from));
+    args.extend(nginx_args.iter().map(|s| s.to_string()));
+    Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("run docker")
 }
 
 #[test]
@@ -701,17 +707,7 @@ fn nginx_accepts_every_rendered_config() {
             containers: vec![name.clone()],
             network: None,
         };
-        let mut args = vec!["run", "--rm", "--name", &name, "--label", "elior.test=1"];
-        let mounts = stack_mounts(&stack);
-        args.extend(mounts.iter().map(String::as_str));
-        args.extend([
-            image.as_str(),
-            "nginx",
-            "-t",
-            "-c",
-            "/etc/nginx/elior/nginx.conf",
-        ]);
-        let out = docker(&args);
+        let out = run_nginx(&stack, &image, &["--rm", "--name", &name], &["-t"]);
         let log = text(&out.stderr);
         assert!(
             out.status.success(),
@@ -823,28 +819,22 @@ fn nginx_serves_the_rendered_config() {
     let out = docker(&["network", "create", "--label", "elior.test=1", &network]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        &proxy,
-        "--label",
-        "elior.test=1",
-        "--network",
-        &network,
-    ];
-    args.extend(["-p", "127.0.0.1::80", "-p", "127.0.0.1::443"]);
-    let mounts = stack_mounts(&stack);
-    args.extend(mounts.iter().map(String::as_str));
-    args.extend([
-        image.as_str(),
-        "nginx",
-        "-c",
-        "/etc/nginx/elior/nginx.conf",
-        "-g",
-        "daemon off;",
-    ]);
-    let out = docker(&args);
+    let out = run_nginx(
+        &stack,
+        &image,
+        &[
+            "-d",
+            "--name",
+            &proxy,
+            "--network",
+            &network,
+            "-p",
+            "127.0.0.1::80",
+            "-p",
+            "127.0.0.1::443",
+        ],
+        &["-g", "daemon off;"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let port = |p: &str| {
         let out = docker(&["port", &proxy, p]);
