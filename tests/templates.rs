@@ -895,8 +895,14 @@ fn nginx_serves_the_rendered_config() {
     assert_security_headers("502", &headers, true);
 
     // A stand-in API (nginx echoing what it received) joins under the service name.
-    let fake_api = "events {}\nhttp { server { listen 8000; location / { default_type application/json; \
-        return 200 '{\"uri\":\"$request_uri\",\"request_id\":\"$http_x_request_id\",\"forwarded_for\":\"$http_x_forwarded_for\",\"proto\":\"$http_x_forwarded_proto\"}'; } } }\n";
+    // It grants two downloads the way the API does, with X-Accel-Redirect.
+    let fake_api = r#"events {}
+http { server { listen 8000;
+    location = /uploads/granted { add_header X-Accel-Redirect /_protected/uploads/u1/photo.txt; return 200 ""; }
+    location = /uploads/dotfile { add_header X-Accel-Redirect /_protected/uploads/u1/.env; return 200 ""; }
+    location / { default_type application/json;
+        return 200 '{"uri":"$request_uri","request_id":"$http_x_request_id","forwarded_for":"$http_x_forwarded_for","proto":"$http_x_forwarded_proto"}'; } } }
+"#;
     let api_conf = stack.dir.join("fake-api");
     fs::create_dir(&api_conf).unwrap();
     fs::write(api_conf.join("nginx.conf"), fake_api).unwrap();
@@ -960,11 +966,36 @@ fn nginx_serves_the_rendered_config() {
     let (status, headers, _) = get("/backup.sql", &[]);
     assert_eq!(status, 403);
     assert_security_headers("403", &headers, true);
-    let (status, _, _) = get("/_protected/uploads/x.png", &[]);
+    let (status, _, _) = get("/_protected/uploads/u1/photo.txt", &[]);
     assert_eq!(
         status, 404,
         "the internal uploads location answered a client"
     );
+    fs::create_dir(stack.dir.join("uploads/u1")).unwrap();
+    fs::write(stack.dir.join("uploads/u1/photo.txt"), "pixels").unwrap();
+    fs::write(stack.dir.join("uploads/u1/.env"), "JWT_SECRET=x").unwrap();
+    let (status, headers, body) = get("/uploads/granted", &[]);
+    assert_eq!((status, body.as_str()), (200, "pixels"), "{headers}");
+    assert_security_headers("download", &headers, true);
+    let (status, _, body) = get("/uploads/dotfile", &[]);
+    assert_eq!(status, 403, "a dotfile in uploads was served: {body}");
+
+    // With a frontend build: files as they are, unknown paths get index.html (SPA).
+    fs::create_dir_all(stack.dir.join("frontend/assets")).unwrap();
+    fs::write(stack.dir.join("frontend/index.html"), "<html>spa</html>").unwrap();
+    fs::write(stack.dir.join("frontend/assets/app.1a2b.js"), "js").unwrap();
+    let (status, _, body) = get("/clients/42/progress", &[]);
+    assert_eq!((status, body.as_str()), (200, "<html>spa</html>"));
+    let (status, headers, body) = get("/assets/app.1a2b.js", &[]);
+    assert_eq!((status, body.as_str()), (200, "js"));
+    assert!(
+        headers.contains("cache-control: public, max-age=31536000, immutable"),
+        "{headers}"
+    );
+    assert_security_headers("asset", &headers, true);
+    let (status, headers, _) = get("/assets/missing.js", &[]);
+    assert_eq!(status, 404);
+    assert_security_headers("404", &headers, true);
 
     // Many requests on one connection, as fast as curl sends them; their status codes.
     let burst = |path: &str, n: usize| -> Vec<String> {
