@@ -300,15 +300,23 @@ impl StackConfig {
 
         let in_container = |key: &str, path: &Path, example: &str| -> Result<()> {
             let text = path.to_string_lossy();
+            // The folder is a bind mount: over a system folder it would hide the binary
+            // or the libraries it needs.
+            let system = [
+                "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev",
+            ]
+            .iter()
+            .any(|sys| path.starts_with(sys));
             let safe = path.is_absolute()
                 && path.parent().is_some_and(|p| p != Path::new("/"))
+                && !system
                 && safe_path(&text)
                 && !text.contains("/../");
             if !safe {
                 let origin = raw.get_with_origin(key).map(|(_, o)| o.clone());
                 let at = origin.map_or_else(String::new, |o| format!(" ({o})"));
                 bail!(
-                    "{key}{at}: {text:?} must be an absolute path inside the API container, below a folder (not /), with letters, digits, '.', '_', '-' and '/'; use {example}"
+                    "{key}{at}: {text:?} must be an absolute path inside the API container, below a folder that is not / or a system folder, with letters, digits, '.', '_', '-' and '/'; use {example}"
                 );
             }
             Ok(())
@@ -658,6 +666,8 @@ mod tests {
                 "inside the API container",
             ),
             (vec![("UPLOAD_DIR", "/app/up loads")], "UPLOAD_DIR"),
+            (vec![("UPLOAD_DIR", "/usr/local/bin")], "system folder"),
+            (vec![("DATABASE_URL", "sqlite:////x.db")], "DATABASE_URL"),
             (vec![("BACKUP_DIR", "./back ups")], "BACKUP_DIR"),
         ] {
             let e = err(&pairs);
