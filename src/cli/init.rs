@@ -12,9 +12,10 @@ use crate::config::stack::{self, StackConfig};
 use crate::config::{domain, envfile, RawSettings};
 use crate::plan::render::{self, paths, Templates, API_UID};
 
-/// Create a stack directory for DOMAIN: .env.production (mode 0600, with a fresh
-/// JWT_SECRET) and the folders data/, uploads/, backups/, frontend/, nginx/ssl/ and
-/// nginx/acme/.
+/// Create a stack directory for DOMAIN, or add missing keys to an existing one.
+///
+/// Writes .env.production (mode 0600, with a fresh JWT_SECRET) and the folders data/,
+/// uploads/, backups/, frontend/, nginx/ssl/ and nginx/acme/.
 ///
 /// An existing .env.production is never overwritten: run again, init only appends the keys
 /// it lacks and says which. DOMAIN is checked first (a hostname, localhost, or an IP

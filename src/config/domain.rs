@@ -147,7 +147,7 @@ fn check_ldh(ascii: &str) -> Result<(), String> {
         }
         if !label
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == '-' as u8)
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             return Err(format!(
                 "the label {label:?} has characters other than letters, digits and '-'"

@@ -78,13 +78,63 @@ impl FromStr for CronExpr {
             ));
         }
         let expr = fields.join(" ");
-        let schedule = cron::Schedule::from_str(&format!("0 {expr}")).map_err(|e| {
+        let weekday = cron_crate_weekdays(fields[4])
+            .map_err(|m| format!("{s:?} has a bad weekday field: {m}"))?;
+        let for_crate = format!("0 {} {weekday}", fields[..4].join(" "));
+        let schedule = cron::Schedule::from_str(&for_crate).map_err(|e| {
             format!(
                 "{s:?} is not a cron expression ({e}); for example \"0 2 * * *\" is 02:00 daily"
             )
         })?;
         Ok(CronExpr { expr, schedule })
     }
+}
+
+/// Standard cron numbers weekdays 0-7 with Sunday as 0 and 7; the `cron` crate numbers
+/// them 1-7 from Sunday. Names (`Mon-Fri`) mean the same in both and pass through.
+fn cron_crate_weekdays(field: &str) -> Result<String, String> {
+    let shift = |n: &str| -> Result<u8, String> {
+        match n.parse::<u8>() {
+            Ok(7) => Ok(1),
+            Ok(d) if d < 7 => Ok(d + 1),
+            _ => Err(format!(
+                "{n:?} is not a weekday; use 0-7 (0 and 7 are Sunday) or Sun-Sat"
+            )),
+        }
+    };
+    let numeric = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    let mut items = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let step_suffix = step.map_or(String::new(), |s| format!("/{s}"));
+        match range.split_once('-') {
+            Some((a, b)) if numeric(a) && numeric(b) => {
+                let (start, end) = (shift(a)?, b.parse::<u8>().unwrap_or(u8::MAX));
+                if end == 7 && a == "0" {
+                    items.push(format!("1-7{step_suffix}"));
+                } else if end == 7 {
+                    // `5-7` is Friday to Sunday: Friday-Saturday, then Sunday (1).
+                    if step.is_some() {
+                        return Err(format!(
+                            "{item:?}: a stepped range ending in 7 is ambiguous; use 0-6 or names"
+                        ));
+                    }
+                    items.push(format!("{start}-7"));
+                    items.push("1".to_string());
+                } else {
+                    items.push(format!("{start}-{}{step_suffix}", shift(b)?));
+                }
+            }
+            None if numeric(range) && !range.is_empty() => {
+                items.push(format!("{}{step_suffix}", shift(range)?))
+            }
+            _ => items.push(item.to_string()),
+        }
+    }
+    Ok(items.join(","))
 }
 
 /// A Docker image reference: `[registry[:port]/]path[:tag][@sha256:digest]`, as the
@@ -250,15 +300,23 @@ impl StackConfig {
 
         let in_container = |key: &str, path: &Path, example: &str| -> Result<()> {
             let text = path.to_string_lossy();
+            // The folder is a bind mount: over a system folder it would hide the binary
+            // or the libraries it needs.
+            let system = [
+                "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev",
+            ]
+            .iter()
+            .any(|sys| path.starts_with(sys));
             let safe = path.is_absolute()
                 && path.parent().is_some_and(|p| p != Path::new("/"))
+                && !system
                 && safe_path(&text)
                 && !text.contains("/../");
             if !safe {
                 let origin = raw.get_with_origin(key).map(|(_, o)| o.clone());
                 let at = origin.map_or_else(String::new, |o| format!(" ({o})"));
                 bail!(
-                    "{key}{at}: {text:?} must be an absolute path inside the API container, below a folder (not /), with letters, digits, '.', '_', '-' and '/'; use {example}"
+                    "{key}{at}: {text:?} must be an absolute path inside the API container, below a folder that is not / or a system folder, with letters, digits, '.', '_', '-' and '/'; use {example}"
                 );
             }
             Ok(())
@@ -608,6 +666,8 @@ mod tests {
                 "inside the API container",
             ),
             (vec![("UPLOAD_DIR", "/app/up loads")], "UPLOAD_DIR"),
+            (vec![("UPLOAD_DIR", "/usr/local/bin")], "system folder"),
+            (vec![("DATABASE_URL", "sqlite:////x.db")], "DATABASE_URL"),
             (vec![("BACKUP_DIR", "./back ups")], "BACKUP_DIR"),
         ] {
             let e = err(&pairs);
@@ -652,6 +712,34 @@ mod tests {
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cron_weekdays_are_numbered_as_in_standard_cron() {
+        use chrono::{Datelike, TimeZone, Utc, Weekday::*};
+        let days = |expr: &str| {
+            let c: CronExpr = expr.parse().unwrap();
+            let from = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap(); // a Sunday
+            let mut days: Vec<_> = c
+                .schedule()
+                .after(&from)
+                .take(7)
+                .map(|t| t.weekday())
+                .collect();
+            days.sort_by_key(|d| d.num_days_from_sunday());
+            days.dedup();
+            days
+        };
+        assert_eq!(days("0 2 * * 0"), vec![Sun]);
+        assert_eq!(days("0 2 * * 7"), vec![Sun]);
+        assert_eq!(days("0 2 * * 1"), vec![Mon]);
+        assert_eq!(days("0 2 * * 1-5"), vec![Mon, Tue, Wed, Thu, Fri]);
+        assert_eq!(days("0 2 * * 5-7"), vec![Sun, Fri, Sat]);
+        assert_eq!(days("0 2 * * 0,6"), vec![Sun, Sat]);
+        assert_eq!(days("0 2 * * 1-5/2"), vec![Mon, Wed, Fri]);
+        assert_eq!(days("0 2 * * Sat"), vec![Sat]);
+        assert_eq!(days("0 2 * * 0-7").len(), 7);
+        assert!("0 2 * * 8".parse::<CronExpr>().is_err());
     }
 
     #[test]
