@@ -41,12 +41,8 @@ pub async fn install_and_verify<P: Proxy + Sync>(
     server_name: &str,
 ) -> Result<CertInfo> {
     // Refuse bad material before touching anything.
-    let chain = inspect::parse_chain(chain_pem.as_bytes(), "the new certificate")?;
-    let key = inspect::parse_key(key_pem.as_bytes(), "the new key")?;
-    if !inspect::key_matches(&chain[0], &key)? {
-        bail!("the new key does not match the new certificate; nothing was changed");
-    }
-    let info = inspect::describe(&chain[0])?;
+    let info = inspect::validate_pair(chain_pem.as_bytes(), key_pem.as_bytes(), server_name)
+        .context("the new certificate was not installed")?;
 
     let cert_path = paths.cert();
     let key_path = paths.key();
