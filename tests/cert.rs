@@ -307,3 +307,36 @@ fn cert_status_fails_on_expired_mismatched_and_unserved_certs() {
         "{text}"
     );
 }
+
+#[test]
+fn a_certificate_nginx_rejects_is_rolled_back_and_the_old_one_stays_served() {
+    // The running nginx keeps its loaded configuration, but `nginx -t` now fails (a
+    // hand-broken config file): the issued certificate must not stay on disk.
+    let (stack, _pebble, nginx) = served_stack();
+    let (before_file, before_served) = (stack.cert_pem(), served_serial(&stack));
+    let mut conf = std::fs::read_to_string(&nginx.conf).unwrap();
+    conf.push_str("this is not a directive;\n");
+    std::fs::write(&nginx.conf, conf).unwrap();
+
+    let output = stack.elior(&[
+        "cert",
+        "issue",
+        "--nginx-conf",
+        nginx.conf.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "elior: nginx rejected the new certificate; the previous certificate was put back and stays served: "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stack.cert_pem(), before_file);
+    assert_eq!(served_serial(&stack), before_served);
+    let staged: Vec<_> = std::fs::read_dir(stack.path().join("nginx/ssl"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(staged.len(), 2, "{staged:?}");
+}

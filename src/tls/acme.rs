@@ -118,6 +118,9 @@ fn ca_error(err: instant_acme::Error, ca: &CaSettings, what: &str) -> anyhow::Er
             Some(t) if t.ends_with(":invalidContact") || t.ends_with(":unsupportedContact") => {
                 "fix ACME_EMAIL in .env.production"
             }
+            Some(t) if t.ends_with(":accountDoesNotExist") => {
+                "the CA no longer knows the stored account; move .elior/acme/account.json away to register again"
+            }
             Some(t) if t.ends_with(":rejectedIdentifier") => {
                 "the CA will not issue for this name (policy); check DOMAIN"
             }
