@@ -71,7 +71,7 @@ pub async fn issue_if_due<P: Proxy + Sync>(
     paths: &StackPaths,
     settings: &CertSettings,
     options: IssueOptions,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
     if !settings.wants_acme() {
         bail!(
@@ -184,4 +184,26 @@ pub async fn issue_if_due<P: Proxy + Sync>(
         info,
         renewal,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // deploy may run the flow on a multi-threaded runtime; keep the future Send.
+    #[allow(dead_code)]
+    fn issue_if_due_is_send(
+        proxy: &install::HostNginx,
+        paths: &StackPaths,
+        settings: &CertSettings,
+    ) {
+        fn assert_send<T: Send>(_: T) {}
+        assert_send(issue_if_due(
+            proxy,
+            paths,
+            settings,
+            IssueOptions::default(),
+            &|_| {},
+        ));
+    }
 }
