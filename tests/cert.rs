@@ -141,6 +141,7 @@ fn forced_renewal_changes_the_serial_without_a_failed_request() {
     let conf = nginx.conf.to_str().unwrap();
     stdout_json(&stack.elior(&["cert", "issue", "--json", "--nginx-conf", conf]));
     let before = file_serial(&stack);
+    let account = std::fs::read(stack.path().join(".elior/acme/account.json")).unwrap();
 
     // Clients keep making HTTPS requests while the certificate is swapped and nginx
     // reloads; the loop is bounded so a hang cannot stall the suite.
@@ -185,6 +186,45 @@ fn forced_renewal_changes_the_serial_without_a_failed_request() {
     let after = file_serial(&stack);
     assert_ne!(after, before);
     assert_eq!(served_serial(&stack), after);
+    // The stored account was reused, not registered again.
+    assert_eq!(
+        std::fs::read(stack.path().join(".elior/acme/account.json")).unwrap(),
+        account
+    );
+}
+
+#[test]
+fn a_challenge_the_ca_cannot_reach_fails_and_the_bootstrap_cert_stays_served() {
+    // Our nginx answers the preflight, but the CA validates on another port where
+    // nothing listens: the CA refuses, and nothing on disk or on the wire changes.
+    let stack = Stack::new(&[("ACME_EMAIL", "ops@elior.test")]);
+    let pebble = Pebble::start(cert_harness::free_port());
+    stack.append_env(&[
+        ("ACME_DIRECTORY", &pebble.directory_url),
+        ("ACME_CA_FILE", pebble.ca_bundle.to_str().unwrap()),
+    ]);
+    stack.bootstrap();
+    let nginx = Nginx::start(&stack);
+    let (before_file, before_served) = (stack.cert_pem(), served_serial(&stack));
+
+    let output = stack.elior(&[
+        "cert",
+        "issue",
+        "--nginx-conf",
+        nginx.conf.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("elior: the CA did not validate elior.test, www.elior.test: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("connect: connection refused\nthe CA must reach"),
+        "{stderr}"
+    );
+    assert_eq!(stack.cert_pem(), before_file);
+    assert_eq!(served_serial(&stack), before_served);
 }
 
 #[test]
@@ -266,4 +306,37 @@ fn cert_status_fails_on_expired_mismatched_and_unserved_certs() {
         text.contains("served       NOT SERVED: cannot connect to"),
         "{text}"
     );
+}
+
+#[test]
+fn a_certificate_nginx_rejects_is_rolled_back_and_the_old_one_stays_served() {
+    // The running nginx keeps its loaded configuration, but `nginx -t` now fails (a
+    // hand-broken config file): the issued certificate must not stay on disk.
+    let (stack, _pebble, nginx) = served_stack();
+    let (before_file, before_served) = (stack.cert_pem(), served_serial(&stack));
+    let mut conf = std::fs::read_to_string(&nginx.conf).unwrap();
+    conf.push_str("this is not a directive;\n");
+    std::fs::write(&nginx.conf, conf).unwrap();
+
+    let output = stack.elior(&[
+        "cert",
+        "issue",
+        "--nginx-conf",
+        nginx.conf.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "elior: nginx rejected the new certificate; the previous certificate was put back and stays served: "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stack.cert_pem(), before_file);
+    assert_eq!(served_serial(&stack), before_served);
+    let staged: Vec<_> = std::fs::read_dir(stack.path().join("nginx/ssl"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(staged.len(), 2, "{staged:?}");
 }

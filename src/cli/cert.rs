@@ -11,13 +11,13 @@ use clap::{Args, Subcommand};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::plan::certs::{self, Renewal};
-use crate::tls::acme::{self, CaSettings};
+use crate::plan::certs;
 use crate::tls::files::StackPaths;
-use crate::tls::inspect::{self, rfc3339, unix_now, CertInfo};
-use crate::tls::install::{self, HostNginx};
+use crate::tls::inspect::{self, rfc3339, unix_now};
+use crate::tls::install::HostNginx;
+use crate::tls::issue::{self, IssueOptions, Outcome};
+use crate::tls::served;
 use crate::tls::settings::CertSettings;
-use crate::tls::{preflight, resolve, served};
 
 use super::EXIT_CHECK_FAILED;
 
@@ -134,8 +134,8 @@ struct ObtainReport {
     action: &'static str,
     reason: Option<certs::Reason>,
     names: Vec<String>,
-    serial: Option<String>,
-    not_after: Option<String>,
+    serial: String,
+    not_after: String,
     renewal_due_at: Option<String>,
 }
 
@@ -145,191 +145,63 @@ fn https_address(stack: &StackArgs, settings: &CertSettings) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], settings.https_port)))
 }
 
-/// The certificate in place, if any. A file that exists but does not parse is an error:
-/// replacing it needs --force.
-fn current_certificate(
-    paths: &StackPaths,
-) -> Result<Option<(Vec<rustls::pki_types::CertificateDer<'static>>, CertInfo)>> {
-    let path = paths.cert();
-    if !path.exists() {
-        return Ok(None);
-    }
-    let chain = inspect::parse_chain(
-        &crate::tls::files::read(&path)?,
-        &path.display().to_string(),
-    )?;
-    let info = inspect::describe(&chain[0])?;
-    Ok(Some((chain, info)))
-}
-
-fn current_facts(info: &CertInfo, names: &[String]) -> certs::Current {
-    certs::Current {
-        not_before: info.not_before,
-        not_after: info.not_after,
-        self_signed: info.self_signed,
-        covers_names: names.iter().all(|n| info.covers(n)),
-    }
-}
-
-async fn obtain(args: &ObtainArgs, is_renew: bool, jitter: u64) -> Result<ExitCode> {
+async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCode> {
     let paths = StackPaths::new(&args.stack.dir);
     let settings = CertSettings::load(&args.stack.dir, args.staging)?;
-    if !settings.wants_acme() {
-        bail!(
-            "DOMAIN {} is not a public name; no CA issues for localhost or IP addresses\nset DOMAIN in {} to the site's name, or keep the self-signed certificate",
-            settings.domain,
-            paths.env_file().display()
-        );
-    }
+    let nginx = host_nginx(args, &settings)?;
     if jitter > 0 {
         let wait = rand::thread_rng().gen_range(0..=jitter);
         eprintln!("waiting {wait} s (--jitter)");
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
-    let ca = CaSettings {
-        directory: settings.directory.clone(),
-        email: settings.email.clone(),
-        ca_file: settings.ca_file.clone(),
+    let options = IssueOptions {
+        force: args.force,
+        ask_ari,
     };
-    let www = format!("www.{}", settings.domain);
-    let mut names = vec![settings.domain.clone()];
-    if resolve::lookup(&www, settings.http_port).is_ok() {
-        names.push(www);
-    }
-
-    let current = if args.force {
-        current_certificate(&paths).ok().flatten()
-    } else {
-        current_certificate(&paths)
-            .context("the current certificate is unreadable\nrun with --force to replace it")?
-    };
-    let now = unix_now();
-    let facts = current
-        .as_ref()
-        .map(|(_, info)| current_facts(info, &names));
-    let mut decision = certs::renewal(facts.as_ref(), now, None, 0.0, args.force);
-    let mut account = None;
-    // Ask the CA's renewal window only for its own certificates, and only when the
-    // lifetime rule alone would wait: ARI can only bring renewal forward.
-    if !decision.due && is_renew && paths.account().exists() {
-        if let Some((chain, _)) = &current {
-            let acct = acme::account(&paths.account(), &ca).await?;
-            match acme::renewal_window(&acct, &chain[0]).await {
-                Ok(window) => {
-                    let jitter_fraction = rand::thread_rng().gen_range(0.0..1.0);
-                    decision = certs::renewal(facts.as_ref(), now, window, jitter_fraction, false);
-                }
-                Err(err) => eprintln!("note: {err:#}; using the lifetime rule alone"),
-            }
-            account = Some(acct);
-        }
-    }
-    if !decision.due {
-        return report_not_due(args, &names, current.as_ref().map(|(_, i)| i), decision);
-    }
-    let reason = decision.reason;
-    eprintln!(
-        "{}: {}",
-        settings.domain,
-        reason.map_or("due", certs::Reason::describe)
-    );
-
-    let nginx = host_nginx(args, &settings)?;
-    let challenge_dir = paths.challenge_dir();
-    eprintln!(
-        "checking that the CA can reach http://{}:{}/.well-known/acme-challenge/",
-        settings.domain, settings.http_port
-    );
-    preflight::check_name(&names[0], settings.http_port, &challenge_dir).await?;
-    if names.len() > 1 {
-        if let Err(err) = preflight::check_name(&names[1], settings.http_port, &challenge_dir).await
-        {
-            eprintln!("note: leaving {} out of the certificate: {err:#}", names[1]);
-            names.truncate(1);
-        }
-    }
-
-    let account = match account {
-        Some(account) => account,
-        None => acme::account(&paths.account(), &ca).await?,
-    };
-    // Mark a renewal of a CA certificate as such (ARI `replaces`) when the CA supports it.
-    let replaces = match &current {
-        Some((chain, info))
-            if !info.self_signed && account_supports_ari(&account, &chain[0]).await =>
-        {
-            acme::certificate_id(&chain[0]).ok()
-        }
-        _ => None,
-    };
-    eprintln!(
-        "ordering a certificate for {} from {}",
-        names.join(", "),
-        ca.directory
-    );
-    let issued = acme::obtain(&account, &ca, &names, &challenge_dir, replaces).await?;
-    eprintln!("installing it and reloading nginx");
-    let info = install::install_and_verify(
-        &nginx,
-        &paths,
-        &issued.cert_pem,
-        &issued.key_pem,
-        &settings.domain,
-    )
-    .await?;
-
-    let report = ObtainReport {
-        action: "issued",
-        reason,
-        names: names.clone(),
-        serial: Some(info.serial.clone()),
-        not_after: Some(rfc3339(info.not_after)),
-        renewal_due_at: certs::renewal(Some(&current_facts(&info, &names)), now, None, 0.0, false)
-            .due_at
-            .map(rfc3339),
+    let progress = |line: &str| eprintln!("{line}");
+    let outcome = issue::issue_if_due(&nginx, &paths, &settings, options, &progress).await?;
+    let report = match &outcome {
+        Outcome::NotDue {
+            names,
+            current,
+            renewal,
+        } => ObtainReport {
+            action: "not_due",
+            reason: None,
+            names: names.clone(),
+            serial: current.serial.clone(),
+            not_after: rfc3339(current.not_after),
+            renewal_due_at: renewal.due_at.map(rfc3339),
+        },
+        Outcome::Issued {
+            names,
+            reason,
+            info,
+            renewal,
+        } => ObtainReport {
+            action: "issued",
+            reason: Some(*reason),
+            names: names.clone(),
+            serial: info.serial.clone(),
+            not_after: rfc3339(info.not_after),
+            renewal_due_at: renewal.due_at.map(rfc3339),
+        },
     };
     if args.stack.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if let Outcome::Issued { .. } = outcome {
         println!(
             "issued a certificate for {}: serial {}, valid until {}; nginx serves it on {}",
-            names.join(", "),
-            info.serial,
-            rfc3339(info.not_after),
+            report.names.join(", "),
+            report.serial,
+            report.not_after,
             nginx.https
         );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn account_supports_ari(
-    account: &instant_acme::Account,
-    leaf: &rustls::pki_types::CertificateDer<'_>,
-) -> bool {
-    matches!(acme::renewal_window(account, leaf).await, Ok(Some(_)))
-}
-
-fn report_not_due(
-    args: &ObtainArgs,
-    names: &[String],
-    info: Option<&CertInfo>,
-    decision: Renewal,
-) -> Result<ExitCode> {
-    let report = ObtainReport {
-        action: "not_due",
-        reason: None,
-        names: names.to_vec(),
-        serial: info.map(|i| i.serial.clone()),
-        not_after: info.map(|i| rfc3339(i.not_after)),
-        renewal_due_at: decision.due_at.map(rfc3339),
-    };
-    if args.stack.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "not due: the certificate for {} is valid until {}; renewal is due from {}",
-            names.join(", "),
-            report.not_after.as_deref().unwrap_or("?"),
+            report.names.join(", "),
+            report.not_after,
             report.renewal_due_at.as_deref().unwrap_or("?")
         );
     }
@@ -380,7 +252,7 @@ impl StatusArgs {
     async fn run(self) -> Result<ExitCode> {
         let paths = StackPaths::new(&self.stack.dir);
         let settings = CertSettings::load(&self.stack.dir, false)?;
-        let Some((chain, info)) = current_certificate(&paths)? else {
+        let Some((chain, info)) = issue::current(&paths)? else {
             eprintln!(
                 "no certificate at {}\nrun elior deploy or elior cert issue",
                 paths.cert().display()
@@ -420,7 +292,7 @@ impl StatusArgs {
         let is_served = served_serial.as_deref() == Some(info.serial.as_str());
 
         let names = [settings.domain.clone()];
-        let renewal = certs::renewal(Some(&current_facts(&info, &names)), now, None, 0.0, false);
+        let renewal = certs::renewal(Some(&issue::facts(&info, &names)), now, None, 0.0, false);
         let expired = now >= info.not_after;
         let report = StatusReport {
             certificate: paths.cert(),

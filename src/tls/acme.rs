@@ -118,10 +118,13 @@ fn ca_error(err: instant_acme::Error, ca: &CaSettings, what: &str) -> anyhow::Er
             Some(t) if t.ends_with(":invalidContact") || t.ends_with(":unsupportedContact") => {
                 "fix ACME_EMAIL in .env.production"
             }
+            Some(t) if t.ends_with(":accountDoesNotExist") => {
+                "the CA no longer knows the stored account; move .elior/acme/account.json away to register again"
+            }
             Some(t) if t.ends_with(":rejectedIdentifier") => {
                 "the CA will not issue for this name (policy); check DOMAIN"
             }
-            _ => "the CA's answer is above",
+            _ => "see the CA's problem type and detail above; retry once it is fixed",
         },
         _ => "check ACME_DIRECTORY and that the CA is reachable (ACME_CA_FILE for a private CA)",
     };
@@ -172,10 +175,24 @@ pub async fn obtain(
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
         .timeout(ORDER_TIMEOUT);
-    let status = order
-        .poll_ready(&retry)
-        .await
-        .map_err(|e| ca_error(e, ca, "the order did not become ready"))?;
+    let not_validated = |detail: String| {
+        anyhow!(
+            "the CA did not validate {}: {detail}\nthe CA must reach http://NAME/.well-known/acme-challenge/ on this host's HTTP port; check DNS, the firewall and port forwarding",
+            names.join(", ")
+        )
+    };
+    let status = match order.poll_ready(&retry).await {
+        Ok(status) => status,
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(not_validated(
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.to_string()),
+            ))
+        }
+        Err(err) => return Err(ca_error(err, ca, "the order did not become ready")),
+    };
     if status != OrderStatus::Ready {
         let mut reasons = Vec::new();
         let mut authorizations = order.authorizations();
@@ -186,15 +203,10 @@ pub async fn obtain(
                 }
             }
         }
-        bail!(
-            "the CA did not validate {}: order is {status:?}{}\nthe CA must reach http://NAME:80/.well-known/acme-challenge/ on this host",
-            names.join(", "),
-            if reasons.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", reasons.join("; "))
-            }
-        );
+        if reasons.is_empty() {
+            reasons.push(format!("the order is {status:?}"));
+        }
+        return Err(not_validated(reasons.join("; ")));
     }
     let key_pem = order
         .finalize()

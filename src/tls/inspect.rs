@@ -182,6 +182,24 @@ pub fn verify_chain(
     Ok(())
 }
 
+/// Checks a certificate/key pair before it is used: both PEM parse, the key belongs to
+/// the leaf, and the leaf covers `domain`. For `--cert/--key` files and new ACME pairs.
+pub fn validate_pair(chain_pem: &[u8], key_pem: &[u8], domain: &str) -> Result<CertInfo> {
+    let chain = parse_chain(chain_pem, "the certificate")?;
+    let key = parse_key(key_pem, "the key")?;
+    if !key_matches(&chain[0], &key)? {
+        bail!("the key does not belong to the certificate\npass the key that was generated with this certificate");
+    }
+    let info = describe(&chain[0])?;
+    if !info.covers(domain) {
+        bail!(
+            "the certificate is for {} and does not cover DOMAIN {domain}\nuse a certificate whose SANs include {domain}",
+            info.sans.join(", ")
+        );
+    }
+    Ok(info)
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -217,6 +235,22 @@ mod tests {
         let other = crate::tls::selfsigned::generate("elior.test", 30).unwrap();
         let other_key = parse_key(other.key_pem.as_bytes(), "key.pem").unwrap();
         assert!(!key_matches(&chain[0], &other_key).unwrap());
+        let pair =
+            |key: &str| validate_pair(issued.cert_pem.as_bytes(), key.as_bytes(), "elior.test");
+        assert!(pair(&issued.key_pem).is_ok());
+        assert!(pair(&other.key_pem)
+            .unwrap_err()
+            .to_string()
+            .starts_with("the key does not belong"));
+        let wrong_name = validate_pair(
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            "x.test",
+        );
+        assert!(wrong_name
+            .unwrap_err()
+            .to_string()
+            .contains("does not cover DOMAIN x.test"));
     }
 
     #[test]

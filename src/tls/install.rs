@@ -41,51 +41,99 @@ pub async fn install_and_verify<P: Proxy + Sync>(
     server_name: &str,
 ) -> Result<CertInfo> {
     // Refuse bad material before touching anything.
-    let chain = inspect::parse_chain(chain_pem.as_bytes(), "the new certificate")?;
-    let key = inspect::parse_key(key_pem.as_bytes(), "the new key")?;
-    if !inspect::key_matches(&chain[0], &key)? {
-        bail!("the new key does not match the new certificate; nothing was changed");
-    }
-    let info = inspect::describe(&chain[0])?;
+    let info = inspect::validate_pair(chain_pem.as_bytes(), key_pem.as_bytes(), server_name)
+        .context("the new certificate was not installed")?;
 
     let cert_path = paths.cert();
     let key_path = paths.key();
     let staged_cert = sibling(&cert_path, "new");
     let staged_key = sibling(&key_path, "new");
-    write_atomic(&staged_key, key_pem.as_bytes(), SECRET_MODE)?;
-    write_atomic(&staged_cert, chain_pem.as_bytes(), PUBLIC_MODE)?;
-    let backup = Backup::take(&cert_path, &key_path)?;
-
-    let promote = || -> Result<()> {
-        std::fs::rename(&staged_key, &key_path)
-            .with_context(|| format!("failed to move {} into place", staged_key.display()))?;
-        std::fs::rename(&staged_cert, &cert_path)
-            .with_context(|| format!("failed to move {} into place", staged_cert.display()))
+    let remove_staged = || {
+        let _ = std::fs::remove_file(&staged_cert);
+        let _ = std::fs::remove_file(&staged_key);
     };
-    if let Err(err) = promote() {
-        backup.restore()?;
-        return Err(err);
+    let staged = write_atomic(&staged_key, key_pem.as_bytes(), SECRET_MODE)
+        .and_then(|()| write_atomic(&staged_cert, chain_pem.as_bytes(), PUBLIC_MODE))
+        .and_then(|()| Backup::take(&cert_path, &key_path));
+    let backup = match staged {
+        Ok(backup) => backup,
+        Err(err) => {
+            remove_staged();
+            return Err(
+                err.context("the new certificate was not installed; the previous one is untouched")
+            );
+        }
+    };
+
+    let promoted = std::fs::rename(&staged_key, &key_path)
+        .and_then(|()| std::fs::rename(&staged_cert, &cert_path))
+        .with_context(|| {
+            format!(
+                "failed to move the new files into {}",
+                paths.ssl_dir().display()
+            )
+        });
+    if let Err(err) = promoted {
+        remove_staged();
+        return Err(roll_back(
+            &backup,
+            proxy,
+            false,
+            err,
+            "the new certificate was not installed",
+        )
+        .await);
     }
     if let Err(err) = proxy.test_config().await {
-        backup.restore()?;
-        return Err(
-            err.context("nginx rejected the new certificate; the previous one stays in place")
-        );
+        return Err(roll_back(
+            &backup,
+            proxy,
+            false,
+            err,
+            "nginx rejected the new certificate",
+        )
+        .await);
     }
     if let Err(err) = proxy.reload().await {
-        backup.restore()?;
-        let _ = proxy.reload().await;
-        return Err(err.context("nginx did not reload; the previous certificate was put back"));
+        return Err(roll_back(&backup, proxy, true, err, "nginx did not reload").await);
     }
     if let Err(err) = wait_until_served(proxy.https_address(), server_name, &info.serial).await {
-        backup.restore()?;
-        let _ = proxy.reload().await;
-        return Err(
-            err.context("the new certificate is not being served; the previous one was put back")
-        );
+        return Err(roll_back(
+            &backup,
+            proxy,
+            true,
+            err,
+            "the new certificate is not being served",
+        )
+        .await);
     }
-    backup.discard();
     Ok(info)
+}
+
+/// Puts the previous files back (and reloads nginx when it may have loaded the new
+/// ones), and says so in the error.
+async fn roll_back<P: Proxy>(
+    backup: &Backup,
+    proxy: &P,
+    reload: bool,
+    err: anyhow::Error,
+    what: &str,
+) -> anyhow::Error {
+    if let Err(restore_err) = backup.restore() {
+        return err.context(format!(
+            "{what}, and putting the previous certificate back failed too: {restore_err:#}\nrestore nginx/ssl/ by hand, then run elior cert status"
+        ));
+    }
+    if reload {
+        if let Err(reload_err) = proxy.reload().await {
+            return err.context(format!(
+                "{what}; the previous certificate was put back, but nginx did not reload it: {reload_err:#}"
+            ));
+        }
+    }
+    err.context(format!(
+        "{what}; the previous certificate was put back and stays served"
+    ))
 }
 
 /// Polls the served certificate until its serial is `serial` or the deadline passes.
@@ -148,8 +196,6 @@ impl Backup {
         }
         Ok(())
     }
-
-    fn discard(self) {}
 }
 
 /// A host nginx process started as `nginx -p PREFIX -c CONF` (Debian's package).

@@ -9,6 +9,7 @@ pub mod acme;
 pub mod files;
 pub mod inspect;
 pub mod install;
+pub mod issue;
 pub mod preflight;
 pub mod resolve;
 pub mod selfsigned;

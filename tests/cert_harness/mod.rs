@@ -335,18 +335,14 @@ http {{
         }
     }
 
-    /// Stops nginx (graceful shutdown of master and workers) and waits for it.
+    /// Stops nginx (master and workers) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("/usr/sbin/nginx")
-                .arg("-p")
-                .arg(self.prefix.path())
-                .arg("-c")
-                .arg(&self.conf)
-                .arg("-e")
-                .arg(self.prefix.path().join("error.log"))
-                .args(["-s", "stop"])
-                .output();
+            // SIGTERM to the master: it stops its workers. (`nginx -s stop` would
+            // re-read the config, which a test may have broken on purpose.)
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
