@@ -20,7 +20,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
 fn fixture_nginx_image() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
-    let out = Command::new(&script).output().expect("run scripts/build-fixture-images");
+    let out = Command::new(&script)
+        .output()
+        .expect("run scripts/build-fixture-images");
     assert!(
         out.status.success(),
         "building the nginx fixture image failed: {}",
@@ -30,11 +32,18 @@ fn fixture_nginx_image() -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A stack directory with its own project, ports and API image repository.
@@ -50,7 +59,16 @@ struct Stack {
 impl Stack {
     fn new(name: &str) -> Stack {
         let tmp = tempfile::tempdir().unwrap();
-        let unique = format!("{name}-{}-{}", std::process::id(), tmp.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+        let unique = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            tmp.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
         let domain = format!("{unique}.elior.test");
         Stack {
             dir: tmp.path().join("stack"),
@@ -126,7 +144,12 @@ impl Stack {
 
     fn get_health(&self) -> elior::probe::https::Response {
         runtime()
-            .block_on(self.client().get(self.addr(), &self.domain, "/health", Duration::from_secs(10)))
+            .block_on(self.client().get(
+                self.addr(),
+                &self.domain,
+                "/health",
+                Duration::from_secs(10),
+            ))
             .expect("GET /health through nginx")
     }
 
@@ -140,7 +163,10 @@ impl Stack {
     }
 
     fn api_container(&self) -> serde_json::Value {
-        self.status().into_iter().find(|s| s["service"] == "api").expect("an api container")
+        self.status()
+            .into_iter()
+            .find(|s| s["service"] == "api")
+            .expect("an api container")
     }
 }
 
@@ -149,7 +175,9 @@ impl Drop for Stack {
         let project = self.project.clone();
         let repo = self.api_repo.clone();
         runtime().block_on(async move {
-            let Ok(docker) = elior::docker::connect().await else { return };
+            let Ok(docker) = elior::docker::connect().await else {
+                return;
+            };
             let _ = elior::docker::apply::remove_stack(&docker, &project).await;
             let images = docker
                 .list_images(Some(bollard::query_parameters::ListImagesOptions {
@@ -161,7 +189,14 @@ impl Drop for Stack {
             for image in images {
                 for tag in image.repo_tags {
                     let _ = docker
-                        .remove_image(&tag, Some(bollard::query_parameters::RemoveImageOptions { force: true, noprune: false }), None)
+                        .remove_image(
+                            &tag,
+                            Some(bollard::query_parameters::RemoveImageOptions {
+                                force: true,
+                                noprune: false,
+                            }),
+                            None,
+                        )
                         .await;
                 }
             }
@@ -187,7 +222,12 @@ struct ClientLoop {
 impl ClientLoop {
     fn start(stack: &Stack) -> ClientLoop {
         let stop = Arc::new(AtomicBool::new(false));
-        let (client, addr, domain, flag) = (stack.client(), stack.addr(), stack.domain.clone(), stop.clone());
+        let (client, addr, domain, flag) = (
+            stack.client(),
+            stack.addr(),
+            stack.domain.clone(),
+            stop.clone(),
+        );
         let handle = std::thread::spawn(move || {
             runtime().block_on(async move {
                 let (mut ok, mut failures) = (0, Vec::new());
@@ -196,7 +236,10 @@ impl ClientLoop {
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
-                    match client.get(addr, &domain, "/health", Duration::from_secs(10)).await {
+                    match client
+                        .get(addr, &domain, "/health", Duration::from_secs(10))
+                        .await
+                    {
                         Ok(r) if r.status == 200 => ok += 1,
                         Ok(r) => failures.push(format!("status {}: {}", r.status, r.body.trim())),
                         Err(e) => failures.push(format!("{e:#}")),
@@ -235,22 +278,53 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     std::fs::create_dir_all(&stack.dir).unwrap();
     let out = elior(&["deploy", &stack.domain, "--dir", &dir, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("has no stack"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("has no stack"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(std::fs::read_dir(&stack.dir).unwrap().count(), 0);
 
     // First deploy: render, image, certificate, containers, health gate, HTTPS proof.
     stack.init();
     let out = elior(&["deploy", &stack.domain, "--dir", &dir]);
-    assert!(out.status.success(), "deploy failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("deployed"), "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("deployed"),
+        "{}",
+        text(&out.stdout)
+    );
     let health = stack.get_health();
     assert_eq!(health.status, 200, "{}", health.body);
-    assert!(health.body.contains("\"status\":\"healthy\""), "{}", health.body);
-    for header in ["strict-transport-security", "x-content-type-options", "x-frame-options", "content-security-policy"] {
-        assert!(health.header(header).is_some(), "/health through nginx lacks {header}: {:?}", health.headers);
+    assert!(
+        health.body.contains("\"status\":\"healthy\""),
+        "{}",
+        health.body
+    );
+    for header in [
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+    ] {
+        assert!(
+            health.header(header).is_some(),
+            "/health through nginx lacks {header}: {:?}",
+            health.headers
+        );
     }
-    let key_mode = std::fs::metadata(stack.dir.join("nginx/ssl/key.pem")).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777, 0o600);
+    let key_mode = std::fs::metadata(stack.dir.join("nginx/ssl/key.pem"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
 
     // The API image: FROM scratch, numeric user, exec-form healthcheck, labelled.
     let api = stack.api_container();
@@ -268,39 +342,80 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
         let labels = config.labels.unwrap();
         assert_eq!(labels["org.opencontainers.image.version"], elior::VERSION);
         assert!(first_image.ends_with(&labels["elior.content-hash"]));
-        assert_eq!(image.root_fs.unwrap().layers.unwrap().len(), 1, "FROM scratch: one layer");
+        assert_eq!(
+            image.root_fs.unwrap().layers.unwrap().len(),
+            1,
+            "FROM scratch: one layer"
+        );
 
         // status --json agrees with the engine.
         let name = api["container"].as_str().unwrap();
         let inspect = docker
-            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
             .unwrap();
         let state = inspect.state.unwrap();
         assert_eq!(api["state"], state.status.unwrap().to_string());
-        assert_eq!(api["health"], state.health.unwrap().status.unwrap().to_string());
+        assert_eq!(
+            api["health"],
+            state.health.unwrap().status.unwrap().to_string()
+        );
         assert_eq!(api["health"], "healthy");
     });
-    let nginx = stack.status().into_iter().find(|s| s["service"] == "nginx").unwrap();
+    let nginx = stack
+        .status()
+        .into_iter()
+        .find(|s| s["service"] == "nginx")
+        .unwrap();
     assert_eq!(nginx["state"], "running");
-    assert!(nginx["ports"].to_string().contains(&stack.https_port.to_string()), "{nginx}");
+    assert!(
+        nginx["ports"]
+            .to_string()
+            .contains(&stack.https_port.to_string()),
+        "{nginx}"
+    );
 
     // Second deploy: nothing changed, nothing done.
     let before = stack.status();
     let out = stack.run(&["update"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("up to date"), "{}", text(&out.stdout));
-    assert_eq!(stack.status().iter().map(|s| s["container"].clone()).collect::<Vec<_>>(),
-               before.iter().map(|s| s["container"].clone()).collect::<Vec<_>>());
+    assert!(
+        text(&out.stdout).contains("up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        stack
+            .status()
+            .iter()
+            .map(|s| s["container"].clone())
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|s| s["container"].clone())
+            .collect::<Vec<_>>()
+    );
 
     // --dry-run after an env change prints the plan with its reason and changes nothing.
     stack.set_env(&[("LOG_LEVEL", "debug")]);
     let out = stack.run(&["update", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
-    assert!(plan.contains(&format!("api: replace {}", api["container"].as_str().unwrap())), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "api: replace {}",
+            api["container"].as_str().unwrap()
+        )),
+        "{plan}"
+    );
     assert!(plan.contains("(environment changed)"), "{plan}");
-    assert!(plan.contains("nginx: reload (switch to the new api container)"), "{plan}");
+    assert!(
+        plan.contains("nginx: reload (switch to the new api container)"),
+        "{plan}"
+    );
     assert_eq!(stack.api_container()["container"], api["container"]);
 
     // A new binary and config: zero-downtime update while a client keeps asking.
@@ -310,18 +425,34 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     let out = stack.run_with(&next, &["update"]);
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failures) = clients.finish();
-    assert!(out.status.success(), "update failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(failures.is_empty(), "{} of {} requests failed during the update: {failures:?}", failures.len(), ok + failures.len());
+    assert!(
+        out.status.success(),
+        "update failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the update: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
     assert!(ok > 20, "the client loop made only {ok} requests");
     let updated = stack.api_container();
     assert_ne!(updated["container"], api["container"]);
-    assert_ne!(updated["image"], api["image"], "a new binary is a new image");
+    assert_ne!(
+        updated["image"], api["image"],
+        "a new binary is a new image"
+    );
     assert_eq!(stack.status().len(), 2, "the old api container is gone");
 
     // A broken new version (serve cannot open its database) leaves the old one serving.
     stack.set_env(&[("DATABASE_URL", "sqlite:////nonexistent/elior.db")]);
     let out = stack.run(&["update", "--timeout", "60"]);
-    assert!(!out.status.success(), "a broken version must fail the deploy");
+    assert!(
+        !out.status.success(),
+        "a broken version must fail the deploy"
+    );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("log lines ---"), "{stderr}");
     assert!(stderr.contains("keeps serving"), "{stderr}");
@@ -334,26 +465,48 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     let clients = ClientLoop::start(&stack);
     let out = stack.run(&["rollback"]);
     let (_, failures) = clients.finish();
-    assert!(out.status.success(), "rollback failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(failures.is_empty(), "requests failed during the rollback: {failures:?}");
+    assert!(
+        out.status.success(),
+        "rollback failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rollback: {failures:?}"
+    );
     assert_eq!(stack.api_container()["image"], first_image.as_str());
     assert_eq!(stack.get_health().status, 200);
 
     // Every deploy is in the audit log, the failed one too.
     let audit = std::fs::read_to_string(stack.dir.join(".elior/audit.log")).unwrap();
-    assert!(audit.lines().any(|l| l.contains("\"action\":\"rollback\"") && l.contains("\"result\":\"ok\"")), "{audit}");
-    assert!(audit.lines().any(|l| l.contains("\"result\":\"failed\"")), "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"rollback\"") && l.contains("\"result\":\"ok\"")),
+        "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("\"result\":\"failed\"")),
+        "{audit}"
+    );
 
     // down removes containers and networks and keeps the data.
     let out = stack.run(&["down"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("kept"), "{}", text(&out.stdout));
     assert!(stack.status().is_empty());
-    assert!(stack.dir.join("data/elior_fitness.db").exists(), "down must keep the database");
+    assert!(
+        stack.dir.join("data/elior_fitness.db").exists(),
+        "down must keep the database"
+    );
     assert!(stack.dir.join("uploads").is_dir() && stack.dir.join("nginx/ssl/cert.pem").exists());
     runtime().block_on(async {
         let docker = elior::docker::connect().await.unwrap();
-        assert!(elior::docker::project_networks(&docker, &stack.project).await.unwrap().is_empty());
+        assert!(elior::docker::project_networks(&docker, &stack.project)
+            .await
+            .unwrap()
+            .is_empty());
     });
 }
 
@@ -371,7 +524,12 @@ fn a_held_deploy_lock_refuses_a_concurrent_deploy() {
         "since": "2026-01-01T00:00:00+00:00",
     });
     std::fs::write(stack.dir.join(".elior/deploy.lock"), holder.to_string()).unwrap();
-    let out = elior(&["deploy", &stack.domain, "--dir", stack.dir.to_str().unwrap()]);
+    let out = elior(&[
+        "deploy",
+        &stack.domain,
+        "--dir",
+        stack.dir.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("elior restore latest"), "{stderr}");

@@ -377,17 +377,14 @@ async fn deploy_async(
         progress.note(&format!("plan: {line}"));
     }
     preflight_ports(&plan, &stack.services)?;
-    apply::execute(
-        &docker,
-        &project,
-        &plan,
-        &stack.networks,
-        &stack.services,
-        &proxy,
-        Duration::from_secs(options.timeout),
-        &mut progress,
-    )
-    .await?;
+    let target = apply::Target {
+        project: &project,
+        networks: &stack.networks,
+        specs: &stack.services,
+        proxy: &proxy,
+        health_timeout: Duration::from_secs(options.timeout),
+    };
+    apply::execute(&docker, &target, &plan, &mut progress).await?;
 
     progress_begin(
         &mut progress,

@@ -15,9 +15,9 @@ mod init;
 mod logs;
 mod render;
 mod restore;
+mod rollback;
 mod schedule;
 mod serve;
-mod rollback;
 mod status;
 mod update;
 

@@ -170,6 +170,7 @@ pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> Container
                 config: Some(spec.log_options.clone().into_iter().collect()),
             }),
             network_mode: spec.networks.first().map(|n| network_name(project, n)),
+            sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
             ..Default::default()
         }),
         networking_config: first_network.map(|endpoints| NetworkingConfig {
@@ -357,17 +358,32 @@ pub async fn test_and_reload_proxy(
         .with_context(|| format!("failed to send SIGHUP to {container}"))
 }
 
-/// Carries out `plan`. `specs` are the services in any order; `proxy` is nginx's config.
+/// What a plan is carried out against: the stack's desired resources.
+pub struct Target<'a> {
+    pub project: &'a str,
+    pub networks: &'a [NetworkSpec],
+    /// The services, in any order.
+    pub specs: &'a [ContainerSpec],
+    /// nginx's configuration for the API container the plan ends with.
+    pub proxy: &'a ProxyConfig,
+    /// How long a new container gets to become healthy.
+    pub health_timeout: Duration,
+}
+
+/// Carries out `plan`.
 pub async fn execute(
     docker: &Docker,
-    project: &str,
+    target: &Target<'_>,
     plan: &Plan,
-    networks: &[NetworkSpec],
-    specs: &[ContainerSpec],
-    proxy: &ProxyConfig,
-    health_timeout: Duration,
     steps: &mut dyn Steps,
 ) -> Result<()> {
+    let Target {
+        project,
+        networks,
+        specs,
+        proxy,
+        health_timeout,
+    } = *target;
     for step in plan.networks.iter().filter(|n| n.create) {
         let spec = networks
             .iter()
