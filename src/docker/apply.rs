@@ -32,8 +32,9 @@ use crate::plan::containers::{
 };
 
 /// How long the old API keeps running after nginx switched away from it, so requests that
-/// old nginx workers already accepted still reach it; then it gets SIGTERM and drains.
-pub const DRAIN: Duration = Duration::from_millis(1500);
+/// old nginx workers had accepted but not yet passed on still reach it (a window of
+/// milliseconds); then it gets SIGTERM and finishes what it is serving (up to 10 s).
+pub const DRAIN: Duration = Duration::from_millis(500);
 /// Seconds a container gets to stop gracefully before it is killed.
 pub const STOP_GRACE_SECS: i32 = 10;
 

@@ -32,14 +32,16 @@ pub const LABEL_CONFIG_PARTS: &str = "elior.config-parts";
 /// Connects to the engine at DOCKER_HOST or /var/run/docker.sock and agrees on an API
 /// version both sides speak (engines seen here speak 1.41 and refuse newer clients).
 pub async fn connect() -> Result<Docker> {
-    let docker = Docker::connect_with_local_defaults()
-        .context("failed to set up the Docker Engine client")?;
-    let docker = docker.negotiate_version().await.map_err(|e| {
+    let unreachable = |e: DockerError| {
         anyhow!(
-            "cannot reach the Docker Engine: {e}\nis dockerd running and is /var/run/docker.sock (or DOCKER_HOST) readable by you?"
+            "cannot reach the Docker Engine: {e}\nis dockerd running, and is /var/run/docker.sock (or DOCKER_HOST) readable by you?"
         )
-    })?;
-    Ok(docker)
+    };
+    Docker::connect_with_local_defaults()
+        .map_err(unreachable)?
+        .negotiate_version()
+        .await
+        .map_err(unreachable)
 }
 
 /// True when the engine answered 404: the thing does not exist.
