@@ -5,6 +5,7 @@
 //! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
 
 mod admin;
+mod cert;
 mod healthcheck;
 mod serve;
 
@@ -44,6 +45,9 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 impl Cli {
@@ -52,6 +56,10 @@ impl Cli {
             Command::Serve(args) => args.run(),
             Command::Healthcheck(args) => args.run(),
             Command::Admin(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
+            Command::Cert(cmd) => {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
