@@ -6,7 +6,10 @@
 
 mod admin;
 mod cert;
+mod config;
 mod healthcheck;
+mod init;
+mod render;
 mod serve;
 
 use std::process::ExitCode;
@@ -48,6 +51,11 @@ enum Command {
     /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    Init(init::InitArgs),
+    Render(render::RenderArgs),
+    /// Inspect a stack's settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Cli {
@@ -63,6 +71,9 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Init(args) => args.run(),
+            Command::Render(args) => args.run(),
+            Command::Config(cmd) => cmd.run(),
         }
     }
 }

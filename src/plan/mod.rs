@@ -2,3 +2,4 @@
 //! happen. No I/O and no async here; tests assert exact outputs.
 
 pub mod certs;
+pub mod render;
