@@ -28,17 +28,15 @@ fn health_reports_the_database_and_turns_503_when_the_file_is_gone() {
     let db = server.dir.path().join("data/elior_fitness.db");
     let moved = server.dir.path().join("moved.db");
     std::fs::rename(&db, &moved).unwrap();
-    let r = server.get("/health");
+    // /health caches its verdict for half a second; poll past that.
+    let r = poll_until(|| server.get("/health"), |r| r.status != 200);
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["database"]["status"], "disconnected");
     assert_eq!(server.get("/status/database").status, 503);
 
     std::fs::rename(&moved, &db).unwrap();
-    assert_eq!(
-        server.get("/health").status,
-        200,
-        "recovers when the file is back"
-    );
+    let r = poll_until(|| server.get("/health"), |r| r.status == 200);
+    assert_eq!(r.status, 200, "recovers when the file is back");
 }
 
 #[test]
@@ -670,4 +668,16 @@ fn version_names_the_git_revision() {
         "{text}"
     );
     assert!(text.contains("(git "), "{text}");
+}
+
+/// Calls `f` until `done` holds or 5 s pass; returns the last answer.
+fn poll_until(f: impl Fn() -> common::Resp, done: impl Fn(&common::Resp) -> bool) -> common::Resp {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = f();
+        if done(&r) || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

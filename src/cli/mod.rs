@@ -107,6 +107,7 @@ impl Cli {
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     match Cli::parse().run() {
         Ok(code) => code,
         Err(err) => {
@@ -114,4 +115,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `elior status | head -1` must not end in a panic message: when stdout's reader goes
+/// away, `println!` panics with EPIPE (Rust ignores SIGPIPE), and we exit 0 instead, as
+/// the reader asked for no more.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

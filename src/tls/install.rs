@@ -136,23 +136,39 @@ async fn roll_back<P: Proxy>(
     ))
 }
 
-/// Polls the served certificate until its serial is `serial` or the deadline passes.
+/// How many fresh connections in a row must present the new serial. After a graceful
+/// reload, old nginx workers may still accept a connection or two with the old
+/// certificate before they stop listening; one match proves only that a new worker runs.
+const CONSECUTIVE_MATCHES: u32 = 3;
+
+/// Polls the served certificate until [`CONSECUTIVE_MATCHES`] connections in a row show
+/// `serial`, or the deadline passes.
 pub async fn wait_until_served(addr: SocketAddr, server_name: &str, serial: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + SERVE_DEADLINE;
+    let mut matches = 0;
     loop {
         let seen = match served::served_chain(addr, server_name, Duration::from_secs(3)).await {
             Ok(chain) => inspect::describe(&chain[0]).map(|i| i.serial),
             Err(err) => Err(err),
         };
         match seen {
-            Ok(seen) if seen == serial => return Ok(()),
+            Ok(seen) if seen == serial => {
+                matches += 1;
+                if matches >= CONSECUTIVE_MATCHES {
+                    return Ok(());
+                }
+                continue;
+            }
             outcome if tokio::time::Instant::now() >= deadline => {
                 return Err(match outcome {
                     Ok(seen) => anyhow!("{addr} still serves serial {seen}, not {serial}"),
                     Err(err) => err,
                 });
             }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => {
+                matches = 0;
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
 }
