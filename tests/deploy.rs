@@ -381,7 +381,11 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     // logs streams what the engine has for one service.
     let out = stack.run(&["logs", "api"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("listening on"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("listening on"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = stack.run(&["logs", "worker"]);
     assert!(!out.status.success(), "an unknown service is an error");
 
@@ -558,14 +562,27 @@ fn deploy_into_an_empty_directory_runs_init_and_render_first() {
     let dir = tmp.path().join("fresh");
     let out = Command::new(BIN)
         .args(["deploy", "fresh.elior.test", "--dir", dir.to_str().unwrap()])
-        .env("DOCKER_HOST", format!("unix://{}/missing.sock", tmp.path().display()))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/missing.sock", tmp.path().display()),
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("cannot reach the Docker Engine"), "{stderr}");
-    for file in [".env.production", "docker-compose.prod.yml", "nginx/nginx.conf"] {
+    assert!(
+        stderr.contains("cannot reach the Docker Engine"),
+        "{stderr}"
+    );
+    for file in [
+        ".env.production",
+        "docker-compose.prod.yml",
+        "nginx/nginx.conf",
+    ] {
         assert!(dir.join(file).exists(), "{file} was not written: {stderr}");
     }
-    assert!(!dir.join(".elior/deploy.lock").exists(), "the lock is released on failure");
+    assert!(
+        !dir.join(".elior/deploy.lock").exists(),
+        "the lock is released on failure"
+    );
 }
