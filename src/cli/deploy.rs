@@ -272,7 +272,12 @@ async fn deploy_async(
 
     // The API image.
     let api_image = match source {
-        ImageSource::Existing(reference) => reference,
+        ImageSource::Existing(reference) => {
+            if apply::image_id(&docker, &reference).await?.is_none() {
+                bail!("image {reference} is not on this host\n`docker images` lists what is; elior keeps the last {KEEP_API_IMAGES} API builds");
+            }
+            reference
+        }
         ImageSource::Build => {
             let binary =
                 std::env::current_exe().context("failed to find the running elior binary")?;
