@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +33,8 @@ impl Stack {
         fs::write(
             dir.join(".env.production"),
             format!(
-                "DATABASE_URL=sqlite:///./data/elior_fitness.db\nUPLOAD_DIR=./uploads\nBACKUP_DIR={}\nBACKUP_RETENTION_DAYS=30\n",
+                // As `elior init` writes them: paths inside the API container.
+                "DATABASE_URL=sqlite:////app/data/elior_fitness.db\nUPLOAD_DIR=/app/uploads\nBACKUP_DIR={}\nBACKUP_RETENTION_DAYS=30\n",
                 backups.display()
             ),
         )
@@ -101,6 +102,14 @@ impl Stack {
         fs::write(up.join("private.txt"), "only for the owner").unwrap();
         fs::set_permissions(up.join("private.txt"), fs::Permissions::from_mode(0o600)).unwrap();
         symlink("progress/2026/front.jpg", up.join("latest.jpg")).unwrap();
+        // Old mtimes, so a restore that stamps "now" is noticed.
+        let old = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        for path in ["progress/2026/front.jpg", "progress/2026", "notes.txt"] {
+            fs::File::open(up.join(path))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
     }
 }
 
@@ -122,22 +131,24 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Relative path -> (mode, content sha256 or link target) of every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, (u32, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, String)>) {
+/// Relative path -> (mode, mtime, content sha256 or link target) of every entry under
+/// `root`.
+fn tree(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, i64, String)>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
             let meta = fs::symlink_metadata(&path).unwrap();
             let mode = meta.permissions().mode() & 0o7777;
+            let mtime = meta.mtime();
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&path).unwrap().display().to_string();
-                out.insert(rel, (0, format!("-> {target}")));
+                out.insert(rel, (0, 0, format!("-> {target}")));
             } else if meta.is_dir() {
-                out.insert(rel, (mode, "dir".into()));
+                out.insert(rel, (mode, mtime, "dir".into()));
                 walk(root, &path, out);
             } else {
-                out.insert(rel, (mode, sha256(&fs::read(&path).unwrap())));
+                out.insert(rel, (mode, mtime, sha256(&fs::read(&path).unwrap())));
             }
         }
     }
