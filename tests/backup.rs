@@ -609,3 +609,37 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
     assert!(log.contains("job succeeded"), "{log}");
     assert!(log.contains("scheduler stopped"), "{log}");
 }
+
+#[test]
+fn schedule_install_print_shows_a_unit_running_this_binary_for_this_stack() {
+    let stack = Stack::new();
+    let out = stack.elior(&["schedule", "install", "--print"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = stdout(&out);
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={ELIOR} schedule --dir {}\n",
+            stack.dir.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("WantedBy=multi-user.target"));
+}
+
+#[test]
+fn schedule_refuses_a_bad_cron_expression_naming_the_key() {
+    let stack = Stack::new();
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=nightly\n"),
+    )
+    .unwrap();
+    let out = stack.elior(&["schedule"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("elior: BACKUP_SCHEDULE: \"nightly\" is not a cron expression"),
+        "{}",
+        stderr(&out)
+    );
+}
