@@ -344,6 +344,20 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     )
     .unwrap();
 
+    // Temporary files of a backup killed two days ago go; those of a running one stay.
+    let stale = stack
+        .backups
+        .join(format!(".db_backup_{}.db.tmp", id_days_ago(2)));
+    fs::write(&stale, "killed mid-copy").unwrap();
+    fs::File::open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+        .unwrap();
+    let running = stack
+        .backups
+        .join(format!(".db_backup_{}.db.tmp", id_days_ago(0)));
+    fs::write(&running, "being written").unwrap();
+
     let dry = stack.elior(&["backup", "prune", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     let plan = stdout(&dry);
@@ -362,7 +376,7 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert!(out.status.success(), "{}", stderr(&out));
     let after = backup_files(&stack.backups);
     let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
-    let mut expected = Vec::new();
+    let mut expected = vec![stale.file_name().unwrap().to_string_lossy().into_owned()];
     for id in &ids[..2] {
         expected.push(format!("backup_{id}.json"));
         expected.push(format!("db_backup_{id}.db"));
