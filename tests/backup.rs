@@ -272,15 +272,24 @@ fn restore_replaces_live_data_and_keeps_a_safety_backup() {
     stack.seed_uploads();
     let files = tree(&stack.uploads());
     stack.backup();
-    // Change the live state, with a live -wal beside the database.
+    // Change the live state, leaving the change only in a -wal beside the database, as a
+    // crashed server would: the safety backup must include it, and the restored file
+    // must not have it replayed into it.
+    let wal = PathBuf::from(format!("{}-wal", stack.db_path().display()));
     let conn = Connection::open(stack.db_path()).unwrap();
     conn.execute("DELETE FROM items WHERE id > 10", []).unwrap();
+    let stale_wal = fs::read(&wal).unwrap();
+    drop(conn);
+    fs::write(&wal, stale_wal).unwrap();
     fs::write(stack.uploads().join("new.txt"), "added after the backup").unwrap();
 
     let out = stack.elior(&["restore", "--yes", "--json"]);
-    drop(conn);
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !wal.exists(),
+        "the stale -wal is still beside the restored database"
+    );
     assert_eq!(count_rows(&stack.db_path()), 100);
     assert_eq!(tree(&stack.uploads()), files);
 
@@ -409,6 +418,26 @@ fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
     );
     assert!(stack.backups.join(format!("backup_{old}.json")).exists());
     assert!(stack.backups.join(format!("db_backup_{old}.db")).exists());
+}
+
+#[test]
+fn restore_refuses_while_another_process_has_the_database_open() {
+    let stack = Stack::new();
+    stack.seed_database(20);
+    stack.backup();
+    // This test process plays the running server.
+    let server = Connection::open(stack.db_path()).unwrap();
+    server.execute("DELETE FROM items", []).unwrap();
+    let out = stack.elior(&["restore", "--yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("is open by process {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(count_rows(&stack.db_path()), 0);
+    drop(server);
 }
 
 #[test]

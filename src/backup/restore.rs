@@ -112,6 +112,11 @@ fn restore_locked(
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
     let dir = &settings.backup_dir;
+    let was_running = api.is_running()?;
+    if !was_running {
+        // Fail before doing anything when a server we do not control has the file open.
+        refuse_if_open(&settings.database_path)?;
+    }
     let mut staged = Staged::default();
     if let Some(db) = manifest.file(PartName::Database) {
         reporter.phase("staging the database");
@@ -146,21 +151,22 @@ fn restore_locked(
         None
     };
 
-    let was_running = api.is_running()?;
     if was_running {
         reporter.phase("stopping the API");
         api.stop()
             .context("failed to stop the API; nothing was changed")?;
     }
     let mut undo = Undo::default();
-    let result = swap_in(settings, &staged, &mut undo).and_then(|()| {
-        if was_running {
-            reporter.phase("starting the API and waiting until it is healthy");
-            api.start()
-        } else {
-            Ok(())
-        }
-    });
+    let result = refuse_if_open(&settings.database_path)
+        .and_then(|()| swap_in(settings, &staged, &mut undo))
+        .and_then(|()| {
+            if was_running {
+                reporter.phase("starting the API and waiting until it is healthy");
+                api.start()
+            } else {
+                Ok(())
+            }
+        });
     if let Err(error) = result {
         let rollback = undo.roll_back();
         let restart = if was_running { api.start().err() } else { None };
@@ -196,6 +202,52 @@ fn restore_locked(
         upload_stats,
         api_restarted: was_running,
     })
+}
+
+/// Refuses to swap a database file that another process has open: a server writing to it
+/// would carry on writing to the file moved aside, and its writes would be lost.
+fn refuse_if_open(db: &Path) -> Result<()> {
+    let holders = processes_holding(db);
+    if holders.is_empty() {
+        return Ok(());
+    }
+    let who: Vec<String> = holders
+        .iter()
+        .map(|pid| {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", name.trim())
+        })
+        .collect();
+    bail!(
+        "database {} is open by process {}; restoring under a running server would lose its writes\nstop the API first (elior down, or stop that process), then restore again; nothing was changed",
+        db.display(),
+        who.join(", ")
+    )
+}
+
+/// Processes other than this one with `path` open, matched by device and inode so a
+/// container's view of the same file counts too. Empty where /proc cannot be read.
+fn processes_holding(path: &Path) -> Vec<u32> {
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    fs::metadata(fd.path())
+                        .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+                })
+            })
+        })
+        .collect()
 }
 
 /// Restored files waiting under temporary names beside their targets; removed on drop
