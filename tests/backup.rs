@@ -565,6 +565,19 @@ fn archive_with_dotdot_or_absolute_paths_is_refused_and_nothing_lands_outside() 
 }
 
 #[test]
+fn backup_past_its_time_limit_fails_and_leaves_no_partial_file() {
+    let stack = Stack::new();
+    stack.seed_database(20_000);
+    stack.seed_uploads();
+    let out = stack.elior(&["backup", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("backup timed out while"), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    assert_eq!(backup_files(&stack.backups), Vec::<String>::new());
+}
+
+#[test]
 fn unwritable_backup_dir_gives_a_clear_error() {
     let stack = Stack::new();
     stack.seed_database(10);
