@@ -412,3 +412,96 @@ fn swap_in(settings: &BackupSettings, staged: &Staged, undo: &mut Undo) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// Stands in for deploy's engine client: the API "runs" until stopped, and its first
+    /// start after the swap fails its health check.
+    #[derive(Default)]
+    struct ApiFailingFirstStart {
+        running: bool,
+        calls: Vec<&'static str>,
+    }
+
+    impl ApiControl for ApiFailingFirstStart {
+        fn is_running(&mut self) -> Result<bool> {
+            Ok(self.running)
+        }
+        fn stop(&mut self) -> Result<()> {
+            self.calls.push("stop");
+            self.running = false;
+            Ok(())
+        }
+        fn start(&mut self) -> Result<()> {
+            self.calls.push("start");
+            if self.calls.iter().filter(|c| **c == "start").count() == 1 {
+                bail!("the API did not become healthy within 60s");
+            }
+            self.running = true;
+            Ok(())
+        }
+    }
+
+    fn rows(db: &Path) -> i64 {
+        Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_start_puts_the_pre_restore_state_back_and_starts_the_api_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::create_dir_all(dir.join("data")).unwrap();
+        fs::create_dir_all(dir.join("uploads")).unwrap();
+        fs::write(
+            dir.join(".env.production"),
+            format!("BACKUP_DIR={}\n", dir.join("backups").display()),
+        )
+        .unwrap();
+        let settings = BackupSettings::load(dir).unwrap();
+        let conn = Connection::open(&settings.database_path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+        fs::write(settings.uploads_dir.join("a.txt"), "backed up").unwrap();
+        super::super::create(
+            &settings,
+            &CreateOptions::default(),
+            &mut Reporter::new(true),
+        )
+        .unwrap();
+        conn.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        drop(conn);
+        fs::write(settings.uploads_dir.join("a.txt"), "live").unwrap();
+
+        let mut api = ApiFailingFirstStart {
+            running: true,
+            calls: Vec::new(),
+        };
+        let err = restore(&settings, "latest", &mut api, &mut Reporter::new(true)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.starts_with("the API did not become healthy"), "{err}");
+        assert!(err.contains("the pre-restore state was put back"), "{err}");
+        assert_eq!(api.calls, ["stop", "start", "start"]);
+        assert!(api.running);
+        assert_eq!(rows(&settings.database_path), 3);
+        assert_eq!(
+            fs::read_to_string(settings.uploads_dir.join("a.txt")).unwrap(),
+            "live"
+        );
+        for folder in [dir, &dir.join("data")] {
+            let leftovers: Vec<_> = fs::read_dir(folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("restore"))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+        let audit = fs::read_to_string(dir.join(".elior/audit.log")).unwrap();
+        assert!(audit.contains("\"result\":\"failed\""), "{audit}");
+    }
+}
