@@ -17,6 +17,7 @@ pub mod plan;
 pub mod probe;
 pub mod schedule;
 pub mod server;
+pub mod tls;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_REVISION: &str = env!("ELIOR_GIT_REVISION");

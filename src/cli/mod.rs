@@ -6,7 +6,11 @@
 
 mod admin;
 mod backup;
+mod cert;
+mod config;
 mod healthcheck;
+mod init;
+mod render;
 mod restore;
 mod schedule;
 mod serve;
@@ -47,6 +51,14 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    Init(init::InitArgs),
+    Render(render::RenderArgs),
+    /// Inspect a stack's settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     Backup(backup::BackupArgs),
     Restore(restore::RestoreArgs),
     Schedule(schedule::ScheduleArgs),
@@ -61,6 +73,13 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Cert(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
+            Command::Init(args) => args.run(),
+            Command::Render(args) => args.run(),
+            Command::Config(cmd) => cmd.run(),
             Command::Backup(args) => args.run(),
             Command::Restore(args) => args.run(),
             Command::Schedule(args) => args.run(),
@@ -70,6 +89,7 @@ impl Cli {
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     match Cli::parse().run() {
         Ok(code) => code,
         Err(err) => {
@@ -77,4 +97,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `elior status | head -1` must not end in a panic message: when stdout's reader goes
+/// away, `println!` panics with EPIPE (Rust ignores SIGPIPE), and we exit 0 instead, as
+/// the reader asked for no more.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -16,8 +16,8 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// Jobs and their cron expressions come from DIR/.env.production:
 ///     BACKUP_SCHEDULE      backup, then prune (default "0 2 * * *", 02:00 daily)
 ///     CERT_RENEW_SCHEDULE  `elior cert renew --jitter 1800` (renews only when due)
-/// Expressions have 5 fields as in crontab, or 6 with seconds first; write weekdays as
-/// names (Mon-Fri). Times are local. Each run's start, result and duration are logged,
+/// Expressions have 5 fields as in crontab (weekdays 0-7 or Sun-Sat), or 6 with seconds
+/// first. Times are local. Each run's start, result and duration are logged,
 /// a failing job does not stop the scheduler, and the last success of each job is kept
 /// in DIR/.elior/state.json. On SIGTERM a running job is allowed to finish.
 ///

@@ -1,4 +1,6 @@
-//! Pure planning: from configuration and observed facts to data (what should exist).
-//! No I/O, no async; exact-output tests.
+//! Pure planning: from validated settings and observed facts to what should exist or
+//! happen. No I/O and no async here; tests assert exact outputs.
 
+pub mod certs;
+pub mod render;
 pub mod retention;

@@ -6,6 +6,7 @@
 pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;

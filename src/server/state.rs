@@ -7,6 +7,7 @@ use crate::auth::token::TokenKeys;
 use crate::config::ServeConfig;
 use crate::db::Db;
 
+use super::health::HealthCache;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
 
@@ -17,6 +18,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub metrics: Arc<Metrics>,
     pub throttle: Arc<Throttle>,
+    pub health: Arc<HealthCache>,
     pub started: Instant,
 }
 
@@ -32,6 +34,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::default()),
             throttle: Arc::new(Throttle::default()),
+            health: Arc::new(HealthCache::default()),
             started: Instant::now(),
         }
     }
