@@ -13,10 +13,12 @@ use anyhow::{bail, Result};
 
 use crate::config::{self, RawSettings};
 
+// The defaults are the stack config's, so backup, doctor and `config show` agree.
+use crate::config::stack::{
+    DEFAULT_BACKUP_DIR, DEFAULT_BACKUP_RETENTION_DAYS, DEFAULT_BACKUP_SCHEDULE,
+};
+
 pub const ENV_FILE: &str = ".env.production";
-pub const DEFAULT_BACKUP_DIR: &str = "/opt/backups/elior-fitness";
-pub const DEFAULT_RETENTION_DAYS: u32 = 30;
-pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
 /// The stack's folders that the API container mounts as its data and upload folders.
 pub const DATA_DIR: &str = "data";
 pub const UPLOADS_DIR: &str = "uploads";
@@ -72,11 +74,11 @@ impl BackupSettings {
             value("BACKUP_DIR").unwrap_or(DEFAULT_BACKUP_DIR),
         ));
         let retention_days = match value("BACKUP_RETENTION_DAYS") {
-            None => DEFAULT_RETENTION_DAYS,
+            None => DEFAULT_BACKUP_RETENTION_DAYS,
             Some(v) => match v.parse::<u32>() {
-                Ok(days) if days <= 36_500 => days,
+                Ok(days) if (1..=3650).contains(&days) => days,
                 _ => bail!(
-                    "BACKUP_RETENTION_DAYS: {v:?} is not a number of days\nuse a whole number such as 30"
+                    "BACKUP_RETENTION_DAYS: {v:?} is not a number of days between 1 and 3650\nuse a whole number such as 30"
                 ),
             },
         };
@@ -112,7 +114,7 @@ mod tests {
             PathBuf::from("/srv/stack/data/elior_fitness.db")
         );
         assert_eq!(s.uploads_dir, PathBuf::from("/srv/stack/uploads"));
-        assert_eq!(s.backup_dir, PathBuf::from("/opt/backups/elior-fitness"));
+        assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.schedule, "0 2 * * *");
     }

@@ -142,8 +142,13 @@ fn copy(source: &Path, dest: &Path) -> Result<()> {
     src.busy_timeout(Duration::from_secs(5))?;
     // Read the main file through mmap: a 1 GiB copy is otherwise 250,000 read calls.
     src.pragma_update(None, "mmap_size", MMAP_SIZE)?;
-    let mut dst = Connection::open(dest)
-        .with_context(|| format!("failed to open backup file {}", dest.display()))?;
+    // Never create: after a timeout the caller removes the file, and this thread, if it
+    // only now gets here, must not bring it back.
+    let mut dst = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("failed to open backup file {}", dest.display()))?;
     // The copy is fsynced as a whole once complete; no journal is needed for a file nobody
     // else can see yet.
     dst.pragma_update(None, "journal_mode", "OFF")?;

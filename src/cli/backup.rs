@@ -19,7 +19,7 @@ use crate::plan::retention;
 /// manifest exists. Files are mode 0600 in a 0700 folder.
 ///
 /// Settings come from DIR/.env.production: DATABASE_URL, UPLOAD_DIR, BACKUP_DIR
-/// (default /opt/backups/elior-fitness) and BACKUP_RETENTION_DAYS (default 30).
+/// (default DIR/backups; `elior init` writes it) and BACKUP_RETENTION_DAYS (default 30).
 ///
 /// Examples:
 ///     elior backup --dir /srv/elior            take a backup now
