@@ -293,14 +293,20 @@ impl Walker<'_> {
                 self.root.display()
             );
         }
-        let meta = fs::symlink_metadata(path)
-            .with_context(|| format!("failed to read {}", path.display()))?;
+        let meta = match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+            other => other.with_context(|| format!("failed to read {}", path.display()))?,
+        };
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(&meta, HeaderMode::Complete);
         let file_type = meta.file_type();
         if file_type.is_symlink() {
-            let target = fs::read_link(path)
-                .with_context(|| format!("failed to read symlink {}", path.display()))?;
+            let target = match fs::read_link(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+                other => {
+                    other.with_context(|| format!("failed to read symlink {}", path.display()))?
+                }
+            };
             header.set_size(0);
             let bytes = self.header(&mut header, name, Some(&target))?;
             batcher.push(None, &bytes)?;
@@ -309,11 +315,13 @@ impl Walker<'_> {
             let bytes = self.header(&mut header, name, None)?;
             batcher.push(None, &bytes)?;
             self.stats.dirs += 1;
-            let mut children: Vec<_> = fs::read_dir(path)
-                .with_context(|| format!("failed to list {}", path.display()))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .with_context(|| format!("failed to list {}", path.display()))?;
+            let listed = fs::read_dir(path)
+                .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect());
+            let mut children: Vec<_> = match listed {
+                // Deleted after its header was written: it stays in the archive, empty.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                other => other.with_context(|| format!("failed to list {}", path.display()))?,
+            };
             children.sort();
             for child in children {
                 self.entry(batcher, &name.join(&child), &path.join(&child))?;
@@ -335,8 +343,10 @@ impl Walker<'_> {
         path: &Path,
         size: u64,
     ) -> Result<()> {
-        let mut file =
-            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        let mut file = match File::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+            other => other.with_context(|| format!("failed to open {}", path.display()))?,
+        };
         let first = read_up_to(&mut file, &mut self.buf, size, path)?;
         let kind = if is_precompressed(path, &self.buf[..first]) {
             Kind::Store
@@ -380,6 +390,13 @@ impl Walker<'_> {
         });
         Ok(())
     }
+}
+
+/// Notes an entry deleted (by the running API) between listing and reading it: the
+/// archive simply goes without it, as it would had the backup started a moment later.
+fn vanished(path: &Path) -> Result<()> {
+    tracing::info!(path = %path.display(), "left out of the archive: deleted while archiving");
+    Ok(())
 }
 
 /// Reads at most `limit` bytes (and at most the buffer) into `buf`; 0 at end of file.
