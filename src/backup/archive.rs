@@ -179,6 +179,10 @@ pub fn create(
     deadline: Instant,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ArchiveStats> {
+    // The uploads folder itself may be a symlink (to a bigger disk): follow that one link,
+    // and no other.
+    let root = &fs::canonicalize(root)
+        .with_context(|| format!("failed to resolve uploads folder {}", root.display()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
@@ -289,14 +293,20 @@ impl Walker<'_> {
                 self.root.display()
             );
         }
-        let meta = fs::symlink_metadata(path)
-            .with_context(|| format!("failed to read {}", path.display()))?;
+        let meta = match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+            other => other.with_context(|| format!("failed to read {}", path.display()))?,
+        };
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(&meta, HeaderMode::Complete);
         let file_type = meta.file_type();
         if file_type.is_symlink() {
-            let target = fs::read_link(path)
-                .with_context(|| format!("failed to read symlink {}", path.display()))?;
+            let target = match fs::read_link(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+                other => {
+                    other.with_context(|| format!("failed to read symlink {}", path.display()))?
+                }
+            };
             header.set_size(0);
             let bytes = self.header(&mut header, name, Some(&target))?;
             batcher.push(None, &bytes)?;
@@ -305,11 +315,13 @@ impl Walker<'_> {
             let bytes = self.header(&mut header, name, None)?;
             batcher.push(None, &bytes)?;
             self.stats.dirs += 1;
-            let mut children: Vec<_> = fs::read_dir(path)
-                .with_context(|| format!("failed to list {}", path.display()))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .with_context(|| format!("failed to list {}", path.display()))?;
+            let listed = fs::read_dir(path)
+                .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect());
+            let mut children: Vec<_> = match listed {
+                // Deleted after its header was written: it stays in the archive, empty.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                other => other.with_context(|| format!("failed to list {}", path.display()))?,
+            };
             children.sort();
             for child in children {
                 self.entry(batcher, &name.join(&child), &path.join(&child))?;
@@ -331,8 +343,10 @@ impl Walker<'_> {
         path: &Path,
         size: u64,
     ) -> Result<()> {
-        let mut file =
-            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        let mut file = match File::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return vanished(path),
+            other => other.with_context(|| format!("failed to open {}", path.display()))?,
+        };
         let first = read_up_to(&mut file, &mut self.buf, size, path)?;
         let kind = if is_precompressed(path, &self.buf[..first]) {
             Kind::Store
@@ -376,6 +390,13 @@ impl Walker<'_> {
         });
         Ok(())
     }
+}
+
+/// Notes an entry deleted (by the running API) between listing and reading it: the
+/// archive simply goes without it, as it would had the backup started a moment later.
+fn vanished(path: &Path) -> Result<()> {
+    tracing::info!(path = %path.display(), "left out of the archive: deleted while archiving");
+    Ok(())
 }
 
 /// Reads at most `limit` bytes (and at most the buffer) into `buf`; 0 at end of file.
@@ -427,6 +448,7 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
     };
     let mut stats = ExtractStats::default();
     let mut links = Vec::new();
+    let mut dir_mtimes = Vec::new();
     for entry in tar.entries().with_context(damaged)? {
         let mut entry = entry.with_context(damaged)?;
         let name = entry.path().with_context(damaged)?.into_owned();
@@ -483,12 +505,27 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
             )
         })?;
         match entry_type {
-            EntryType::Directory => stats.dirs += 1,
+            EntryType::Directory => {
+                stats.dirs += 1;
+                let mtime = entry.header().mtime().unwrap_or(0);
+                dir_mtimes.push((
+                    target.clone(),
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime),
+                ));
+            }
             EntryType::Symlink => stats.symlinks += 1,
             _ => {
                 stats.files += 1;
                 stats.bytes += entry.size();
             }
+        }
+    }
+    // Creating a folder's entries changed its mtime; put the archived ones back.
+    for (dir, mtime) in dir_mtimes.into_iter().rev() {
+        let set =
+            File::open(&dir).and_then(|f| f.set_times(fs::FileTimes::new().set_modified(mtime)));
+        if let Err(e) = set {
+            tracing::warn!(dir = %dir.display(), "failed to restore the folder's mtime: {e}");
         }
     }
     // A chain of links can escape where each alone looks inside; resolve them for real.

@@ -19,7 +19,7 @@ use crate::plan::retention;
 /// manifest exists. Files are mode 0600 in a 0700 folder.
 ///
 /// Settings come from DIR/.env.production: DATABASE_URL, UPLOAD_DIR, BACKUP_DIR
-/// (default /opt/backups/elior-fitness) and BACKUP_RETENTION_DAYS (default 30).
+/// (default DIR/backups; `elior init` writes it) and BACKUP_RETENTION_DAYS (default 30).
 ///
 /// Examples:
 ///     elior backup --dir /srv/elior            take a backup now
@@ -232,6 +232,14 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
                 damaged.id,
                 damaged.problems.join("\n  ")
             );
+        }
+        for name in &report.stale_temp_files {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            eprintln!("elior: {verb} {name}, left over by a backup that was killed over a day ago");
         }
         for id in &report.incomplete {
             eprintln!("elior: backup {id} is incomplete (no manifest); left alone");

@@ -8,16 +8,16 @@ mod admin;
 mod backup;
 mod cert;
 mod config;
-mod deploy;
-mod down;
 mod healthcheck;
 mod init;
-mod logs;
 mod render;
 mod restore;
-mod rollback;
 mod schedule;
 mod serve;
+mod deploy;
+mod down;
+mod logs;
+mod rollback;
 mod status;
 mod update;
 
@@ -57,6 +57,9 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
     Init(init::InitArgs),
     Render(render::RenderArgs),
     /// Inspect a stack's settings
@@ -65,9 +68,6 @@ enum Command {
     Backup(backup::BackupArgs),
     Restore(restore::RestoreArgs),
     Schedule(schedule::ScheduleArgs),
-    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
-    #[command(subcommand)]
-    Cert(cert::CertCommand),
     Deploy(deploy::DeployArgs),
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
@@ -85,16 +85,16 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Cert(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
             Command::Init(args) => args.run(),
             Command::Render(args) => args.run(),
             Command::Config(cmd) => cmd.run(),
             Command::Backup(args) => args.run(),
             Command::Restore(args) => args.run(),
             Command::Schedule(args) => args.run(),
-            Command::Cert(cmd) => {
-                crate::logging::init("warn", crate::logging::Format::Human);
-                cmd.run()
-            }
             Command::Deploy(args) => args.run(),
             Command::Status(args) => args.run(),
             Command::Logs(args) => args.run(),

@@ -27,8 +27,8 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job on a crontab expression: 5 fields (`0 2 * * *`, as crontab), or 6 with
-    /// seconds first (`*/10 * * * * *`). `key` names the setting in errors.
+    /// A job on a crontab expression: 5 fields (`0 2 * * *`, read as crontab reads them),
+    /// or 6 with seconds first (`*/10 * * * * *`). `key` names the setting in errors.
     pub fn new(name: &str, key: &str, expression: &str) -> Result<Job> {
         let schedule = parse_expression(expression)
             .map_err(|m| anyhow::anyhow!("{key}: {expression:?} {m}"))?;
@@ -47,28 +47,22 @@ impl Job {
 
 fn parse_expression(expression: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expression.split_whitespace().collect();
-    let full = match fields.len() {
-        5 => {
-            // crontab numbers weekdays 0-7 from Sunday, the cron crate 1-7; rather than
-            // guess, ask for names, which both read the same way.
-            if fields[4].chars().any(|c| c.is_ascii_digit()) {
-                return Err(
-                    "numbers its weekdays; write them as names (Mon-Fri, Sun) so they cannot be misread"
-                        .into(),
-                );
-            }
-            format!("0 {}", fields.join(" "))
-        }
-        6 => fields.join(" "),
-        _ => {
-            return Err(
-                "is not a cron expression; use 5 fields like \"0 2 * * *\" (02:00 daily), or 6 with seconds first"
-                    .into(),
-            )
-        }
-    };
-    cron::Schedule::from_str(&full)
-        .map_err(|e| format!("is not a valid cron expression ({e}); example: \"0 2 * * *\""))
+    match fields.len() {
+        // The stack's own reading of crontab's form (weekdays 0-7, Sunday 0 and 7), so
+        // `elior config show`, doctor and the scheduler agree on what a schedule means.
+        5 => crate::config::stack::CronExpr::from_str(expression)
+            .map(|cron| cron.schedule().clone())
+            .map_err(|m| m.trim_start_matches(&format!("{expression:?} ")).to_string()),
+        // Seconds first, in the cron crate's syntax (weekdays as names, or 1-7 from
+        // Sunday): for schedules tighter than a minute, such as tests.
+        6 => cron::Schedule::from_str(&fields.join(" ")).map_err(|e| {
+            format!("is not a valid cron expression ({e}); example: \"0 2 * * *\"")
+        }),
+        _ => Err(
+            "is not a cron expression; use 5 fields like \"0 2 * * *\" (02:00 daily), or 6 with seconds first"
+                .into(),
+        ),
+    }
 }
 
 /// The job due next after `after`, and when.
@@ -271,7 +265,7 @@ mod tests {
         assert!(Job::new("b", "BACKUP_SCHEDULE", "0 3 * * Mon-Fri").is_ok());
         let err = |e: &str| format!("{:#}", Job::new("b", "BACKUP_SCHEDULE", e).unwrap_err());
         assert!(err("daily").starts_with("BACKUP_SCHEDULE: \"daily\" is not a cron expression"));
-        assert!(err("0 2 * * 1-5").contains("names"));
-        assert!(err("0 25 * * *").contains("not a valid cron expression"));
+        assert!(Job::new("b", "BACKUP_SCHEDULE", "0 2 * * 1-5").is_ok());
+        assert!(err("0 25 * * *").contains("not a cron expression"));
     }
 }
