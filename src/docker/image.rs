@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 /// Where the binary lives inside the image; the compose file's command and healthcheck
 /// name this path.
 pub const BINARY_PATH: &str = "usr/local/bin/elior";
-/// The numeric user the API runs as; needs no /etc/passwd in a scratch image.
-pub const API_UID: u32 = 10001;
+/// The numeric user the API runs as (the compose file's `user:` too); needs no
+/// /etc/passwd in a scratch image.
+pub const API_UID: u32 = crate::plan::render::API_UID;
 /// Labels on every image elior builds.
 pub const LABEL_IMAGE_ROLE: &str = "elior.image";
 pub const LABEL_CONTENT_HASH: &str = "elior.content-hash";
