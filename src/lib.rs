@@ -7,12 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod docker;
+pub mod lock;
 pub mod logging;
 pub mod plan;
 pub mod probe;
+pub mod schedule;
 pub mod server;
 pub mod tls;
 

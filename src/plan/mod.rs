@@ -2,4 +2,6 @@
 //! happen. No I/O and no async here; tests assert exact outputs.
 
 pub mod certs;
+pub mod containers;
 pub mod render;
+pub mod retention;

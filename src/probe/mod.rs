@@ -2,3 +2,4 @@
 //! healthcheck, which runs in a `FROM scratch` image with no curl, shell or TLS.
 
 pub mod http;
+pub mod https;

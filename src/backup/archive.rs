@@ -1,0 +1,621 @@
+//! The uploads archive: a tar.gz of `uploads/`, streamed, and its safe extraction.
+//!
+//! Writing: the tree is walked in name order and cut into batches of about 1 MiB. Each
+//! batch becomes its own gzip member (RFC 1952 allows a concatenation of members, and GNU
+//! gzip/tar read it as one stream). Batches of files that are already compressed (JPEG,
+//! PNG, WebP, video, zip...) are *stored* (deflate level 0), since deflating them again
+//! costs almost all of `tar czf`'s time and gains nothing; the rest are deflated on all
+//! cores. Batches are written in order through a bounded window, so memory stays at a few
+//! MiB whatever the tree's size. Entries keep their relative path (under `uploads/`),
+//! mode, owner and mtime; symlinks are stored as links and never followed.
+//!
+//! Extracting: every entry must lie under `uploads/` with no absolute or `..` path, be a
+//! file, directory or symlink, and never be written through a symlink; a symlink must not
+//! point outside the tree. Anything else refuses the whole archive. Extraction goes into
+//! a folder the caller gives (beside the target); swapping it into place is the caller's
+//! job.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use tar::{EntryType, Header, HeaderMode};
+
+use super::manifest::HashingWriter;
+
+/// The top folder of every entry in the archive, as `tar -C DIR -czf ... uploads` makes.
+pub const ROOT_NAME: &str = "uploads";
+/// Target size of one gzip member.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches in flight between the reader, the compressors and the writer.
+const IN_FLIGHT: usize = 8;
+const READ_CHUNK: usize = 256 << 10;
+
+/// Extensions of formats that are compressed already; deflating them again is wasted work.
+const COMPRESSED_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "avif", "jxl", "mp4", "m4v", "mov",
+    "webm", "mkv", "mp3", "m4a", "aac", "ogg", "opus", "zip", "gz", "tgz", "bz2", "xz", "zst",
+    "7z", "rar", "pdf", "docx", "xlsx", "pptx",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sockets, fifos and devices found in the tree and left out.
+    pub skipped: u64,
+    /// Bytes of file content read.
+    pub content_bytes: u64,
+    /// Size and sha256 of the archive written.
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Store,
+    Deflate,
+}
+
+struct Batch {
+    seq: u64,
+    kind: Kind,
+    data: Vec<u8>,
+}
+
+/// Whether a file's bytes are already compressed, from its name or its first bytes.
+fn is_precompressed(path: &Path, head: &[u8]) -> bool {
+    let by_name = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| COMPRESSED_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    let by_magic = head.starts_with(&[0xFF, 0xD8, 0xFF]) // JPEG
+        || head.starts_with(b"\x89PNG")
+        || head.starts_with(b"GIF8")
+        || (head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WEBP"))
+        || head.starts_with(b"PK\x03\x04")
+        || head.starts_with(&[0x1F, 0x8B])
+        || head.starts_with(b"\xFD7zXZ")
+        || head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]); // zstd
+    by_name || by_magic
+}
+
+/// Appends `data` to `out` as one gzip member of stored (uncompressed) deflate blocks.
+fn stored_member(data: &[u8], out: &mut Vec<u8>) {
+    const MAX_BLOCK: usize = 65_535;
+    out.reserve(data.len() + data.len() / MAX_BLOCK * 5 + 32);
+    // Header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+    out.extend_from_slice(&[0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF]);
+    let mut blocks = data.chunks(MAX_BLOCK).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xFF, 0xFF]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = blocks.peek().is_none();
+        let len = block.len() as u16;
+        out.push(u8::from(last)); // BFINAL, BTYPE=00 (stored)
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+}
+
+fn deflated_member(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2), Compression::default());
+    encoder
+        .write_all(data)
+        .and_then(|_| encoder.finish())
+        .expect("compressing into memory cannot fail")
+}
+
+/// Cuts the tar stream into batches and hands them to the compressors.
+struct Batcher<'a> {
+    current: Vec<u8>,
+    kind: Kind,
+    seq: u64,
+    work: &'a SyncSender<Batch>,
+    tokens: &'a Receiver<()>,
+}
+
+impl Batcher<'_> {
+    /// Appends bytes of the given kind (None: metadata that fits any batch).
+    fn push(&mut self, kind: Option<Kind>, bytes: &[u8]) -> Result<()> {
+        if let Some(kind) = kind {
+            if kind != self.kind {
+                self.flush()?;
+                self.kind = kind;
+            }
+        }
+        self.current.extend_from_slice(bytes);
+        if self.current.len() >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        // A token is a free slot in the window; none comes back once the writer stops.
+        self.tokens
+            .recv()
+            .map_err(|_| anyhow!("the archive writer stopped"))?;
+        let data = std::mem::replace(&mut self.current, Vec::with_capacity(BATCH_BYTES + 1024));
+        self.work
+            .send(Batch {
+                seq: self.seq,
+                kind: self.kind,
+                data,
+            })
+            .map_err(|_| anyhow!("the archive compressors stopped"))?;
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// Progress of an archive being written, for a progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Writes a tar.gz of the tree at `root` to `out` (a new file), before `deadline`.
+pub fn create(
+    root: &Path,
+    out: File,
+    deadline: Instant,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ArchiveStats> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(IN_FLIGHT);
+    let work_rx = Mutex::new(work_rx);
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        let (token_tx, token_rx) = mpsc::sync_channel::<()>(IN_FLIGHT);
+        for _ in 0..IN_FLIGHT {
+            token_tx.send(()).expect("the window has room");
+        }
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let work_rx = &work_rx;
+            s.spawn(move || loop {
+                let next = work_rx.lock().expect("queue lock").recv();
+                let Ok(batch) = next else { break };
+                let bytes = match batch.kind {
+                    Kind::Store => {
+                        let mut out = Vec::new();
+                        stored_member(&batch.data, &mut out);
+                        out
+                    }
+                    Kind::Deflate => deflated_member(&batch.data),
+                };
+                if done_tx.send((batch.seq, bytes)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let writer = s.spawn(move || -> io::Result<(u64, String)> {
+            let mut sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            for (seq, bytes) in done_rx {
+                pending.insert(seq, bytes);
+                while let Some(bytes) = pending.remove(&next) {
+                    sink.write_all(&bytes)?;
+                    next += 1;
+                    let _ = token_tx.send(());
+                }
+            }
+            let (buffered, size, sha256) = sink.finish();
+            buffered.into_inner().map_err(|e| e.into_error())?;
+            Ok((size, sha256))
+        });
+
+        let mut batcher = Batcher {
+            current: Vec::with_capacity(BATCH_BYTES + 1024),
+            kind: Kind::Deflate,
+            seq: 0,
+            work: &work_tx,
+            tokens: &token_rx,
+        };
+        let mut stats = ArchiveStats::default();
+        let produced = (|| {
+            let mut walker = Walker {
+                root,
+                headers: tar::Builder::new(Vec::new()),
+                buf: vec![0u8; READ_CHUNK],
+                stats: &mut stats,
+                deadline,
+                progress,
+            };
+            walker.entry(&mut batcher, Path::new(ROOT_NAME), root)?;
+            // End of archive: two zero blocks.
+            batcher.push(None, &[0u8; 1024])?;
+            batcher.flush()
+        })();
+        drop(batcher);
+        drop(work_tx);
+        drop(token_rx);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("the archive writer panicked"))?;
+        // A writer error (disk full...) explains a producer error, so report it first.
+        let (size, sha256) = written.context("failed to write the uploads archive")?;
+        produced?;
+        stats.size = size;
+        stats.sha256 = sha256;
+        Ok(stats)
+    })
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    headers: tar::Builder<Vec<u8>>,
+    buf: Vec<u8>,
+    stats: &'a mut ArchiveStats,
+    deadline: Instant,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl Walker<'_> {
+    /// Tar header bytes for `path` (with a GNU long-name entry first when needed).
+    fn header(&mut self, header: &mut Header, name: &Path, link: Option<&Path>) -> Result<Vec<u8>> {
+        match link {
+            Some(target) => self.headers.append_link(header, name, target),
+            None => self.headers.append_data(header, name, io::empty()),
+        }
+        .with_context(|| format!("cannot store {} in a tar archive", name.display()))?;
+        Ok(std::mem::take(self.headers.get_mut()))
+    }
+
+    fn entry(&mut self, batcher: &mut Batcher<'_>, name: &Path, path: &Path) -> Result<()> {
+        if Instant::now() > self.deadline {
+            bail!(
+                "backup timed out while archiving {}\nraise the limit with --timeout",
+                self.root.display()
+            );
+        }
+        let meta = fs::symlink_metadata(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let mut header = Header::new_gnu();
+        header.set_metadata_in_mode(&meta, HeaderMode::Complete);
+        let file_type = meta.file_type();
+        if file_type.is_symlink() {
+            let target = fs::read_link(path)
+                .with_context(|| format!("failed to read symlink {}", path.display()))?;
+            header.set_size(0);
+            let bytes = self.header(&mut header, name, Some(&target))?;
+            batcher.push(None, &bytes)?;
+            self.stats.symlinks += 1;
+        } else if file_type.is_dir() {
+            let bytes = self.header(&mut header, name, None)?;
+            batcher.push(None, &bytes)?;
+            self.stats.dirs += 1;
+            let mut children: Vec<_> = fs::read_dir(path)
+                .with_context(|| format!("failed to list {}", path.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .with_context(|| format!("failed to list {}", path.display()))?;
+            children.sort();
+            for child in children {
+                self.entry(batcher, &name.join(&child), &path.join(&child))?;
+            }
+        } else if file_type.is_file() {
+            self.file(batcher, &mut header, name, path, meta.len())?;
+        } else {
+            tracing::warn!(path = %path.display(), "skipping a special file (socket, fifo or device) in uploads");
+            self.stats.skipped += 1;
+        }
+        Ok(())
+    }
+
+    fn file(
+        &mut self,
+        batcher: &mut Batcher<'_>,
+        header: &mut Header,
+        name: &Path,
+        path: &Path,
+        size: u64,
+    ) -> Result<()> {
+        let mut file =
+            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        let first = read_up_to(&mut file, &mut self.buf, size, path)?;
+        let kind = if is_precompressed(path, &self.buf[..first]) {
+            Kind::Store
+        } else {
+            Kind::Deflate
+        };
+        let header_bytes = self.header(header, name, None)?;
+        batcher.push(Some(kind), &header_bytes)?;
+        let mut remaining = size;
+        let mut n = first;
+        loop {
+            if n == 0 && remaining > 0 {
+                // The file shrank while we read it: pad to the size in its header, as GNU
+                // tar does, so the archive stays readable.
+                tracing::warn!(path = %path.display(), "file shrank while archiving; padded with zeros");
+                let pad = vec![0u8; remaining.min(READ_CHUNK as u64) as usize];
+                batcher.push(Some(kind), &pad)?;
+                remaining -= pad.len() as u64;
+                continue;
+            }
+            batcher.push(Some(kind), &self.buf[..n])?;
+            remaining -= n as u64;
+            self.stats.content_bytes += n as u64;
+            if remaining == 0 {
+                break;
+            }
+            if Instant::now() > self.deadline {
+                bail!(
+                    "backup timed out while archiving {}\nraise the limit with --timeout",
+                    path.display()
+                );
+            }
+            n = read_up_to(&mut file, &mut self.buf, remaining, path)?;
+        }
+        let padding = (512 - size % 512) % 512;
+        batcher.push(Some(kind), &[0u8; 512][..padding as usize])?;
+        self.stats.files += 1;
+        (self.progress)(Progress {
+            files: self.stats.files,
+            bytes: self.stats.content_bytes,
+        });
+        Ok(())
+    }
+}
+
+/// Reads at most `limit` bytes (and at most the buffer) into `buf`; 0 at end of file.
+fn read_up_to(file: &mut File, buf: &mut [u8], limit: u64, path: &Path) -> Result<usize> {
+    let want = buf.len().min(limit.try_into().unwrap_or(usize::MAX));
+    let mut filled = 0;
+    while filled < want {
+        match file.read(&mut buf[filled..want]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+        }
+    }
+    Ok(filled)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExtractStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// Extracts `archive` into the existing empty folder `dest`, which becomes the uploads
+/// root. Refuses (with an error naming the entry) anything that could write outside
+/// `dest` or create a device; on error `dest` may hold a partial tree for the caller to
+/// remove.
+pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
+    let file = File::open(archive)
+        .with_context(|| format!("failed to open archive {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(1 << 20, file),
+    ));
+    tar.set_preserve_permissions(true);
+    tar.set_preserve_mtime(true);
+    tar.set_preserve_ownerships(running_as_root());
+    tar.set_unpack_xattrs(false);
+    tar.set_overwrite(true);
+
+    let damaged = || format!("archive {} is damaged or not a tar.gz", archive.display());
+    let refuse = |name: &Path, why: &str| {
+        anyhow!(
+            "archive {} holds {:?}, {why}; refusing to restore it\nnothing was written outside the temporary folder",
+            archive.display(),
+            name
+        )
+    };
+    let mut stats = ExtractStats::default();
+    let mut links = Vec::new();
+    for entry in tar.entries().with_context(damaged)? {
+        let mut entry = entry.with_context(damaged)?;
+        let name = entry.path().with_context(damaged)?.into_owned();
+        let rel = relative_in_root(&name).ok_or_else(|| {
+            refuse(
+                &name,
+                "a path that is absolute, uses '..', or lies outside uploads/",
+            )
+        })?;
+        let target = dest.join(&rel);
+        // Never write through a symlink an earlier entry created.
+        let mut ancestor = dest.to_path_buf();
+        for component in rel.parent().into_iter().flat_map(|p| p.components()) {
+            ancestor.push(component);
+            if fs::symlink_metadata(&ancestor).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(refuse(&name, "a path through a symlink"));
+            }
+        }
+        let entry_type = entry.header().entry_type();
+        match entry_type {
+            EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .with_context(damaged)?
+                    .ok_or_else(|| refuse(&name, "a symlink with no target"))?
+                    .into_owned();
+                if !link_stays_inside(&rel, &link) {
+                    return Err(refuse(&name, "a symlink that points outside uploads/"));
+                }
+                links.push(target.clone());
+            }
+            EntryType::Link => return Err(refuse(&name, "a hard link")),
+            _ => return Err(refuse(&name, "a device, fifo or other special file")),
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create {}", parent.display()))?;
+        }
+        if entry_type != EntryType::Directory {
+            if let Ok(existing) = fs::symlink_metadata(&target) {
+                if existing.is_dir() {
+                    return Err(refuse(&name, "a file where the archive has a folder"));
+                }
+                fs::remove_file(&target)
+                    .with_context(|| format!("failed to replace {}", target.display()))?;
+            }
+        }
+        entry.unpack(&target).with_context(|| {
+            format!(
+                "failed to extract {} from {}",
+                name.display(),
+                archive.display()
+            )
+        })?;
+        match entry_type {
+            EntryType::Directory => stats.dirs += 1,
+            EntryType::Symlink => stats.symlinks += 1,
+            _ => {
+                stats.files += 1;
+                stats.bytes += entry.size();
+            }
+        }
+    }
+    // A chain of links can escape where each alone looks inside; resolve them for real.
+    let real_root =
+        fs::canonicalize(dest).with_context(|| format!("failed to resolve {}", dest.display()))?;
+    for link in links {
+        if let Ok(resolved) = fs::canonicalize(&link) {
+            if !resolved.starts_with(&real_root) {
+                bail!(
+                    "archive {} holds a symlink {} that resolves outside uploads/; refusing to restore it",
+                    archive.display(),
+                    link.display()
+                );
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The entry's path below `uploads/`, or None when it is absolute, uses `..`, or is not
+/// under `uploads/`. `uploads` itself maps to the empty path.
+fn relative_in_root(name: &Path) -> Option<PathBuf> {
+    let mut components = name.components().filter(|c| *c != Component::CurDir);
+    match components.next()? {
+        Component::Normal(first) if first == ROOT_NAME => {}
+        _ => return None,
+    }
+    let mut rel = PathBuf::new();
+    for component in components {
+        match component {
+            Component::Normal(part) => rel.push(part),
+            _ => return None,
+        }
+    }
+    Some(rel)
+}
+
+/// Whether a symlink at `rel` (below the root) pointing at `target` stays in the tree,
+/// judged on the names alone.
+fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+    let mut depth: Vec<&std::ffi::OsStr> = rel
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    for component in target.components() {
+        match component {
+            Component::Normal(part) => depth.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+fn running_as_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_member_is_valid_gzip() {
+        for len in [0usize, 1, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut member = Vec::new();
+            stored_member(&data, &mut member);
+            stored_member(b"tail", &mut member);
+            let mut back = Vec::new();
+            flate2::read::MultiGzDecoder::new(&member[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back.len(), len + 4);
+            assert_eq!(&back[..len], &data[..]);
+        }
+    }
+
+    #[test]
+    fn entry_paths_must_stay_under_uploads() {
+        assert_eq!(
+            relative_in_root(Path::new("uploads/a/b.jpg")),
+            Some(PathBuf::from("a/b.jpg"))
+        );
+        assert_eq!(
+            relative_in_root(Path::new("./uploads/")),
+            Some(PathBuf::new())
+        );
+        for bad in [
+            "/etc/passwd",
+            "uploads/../evil",
+            "../evil",
+            "other/x",
+            "uploads/a/../../x",
+        ] {
+            assert_eq!(relative_in_root(Path::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn symlink_targets_are_judged_from_their_folder() {
+        let inside = |rel: &str, target: &str| link_stays_inside(Path::new(rel), Path::new(target));
+        assert!(inside("a/link", "../b/photo.jpg"));
+        assert!(inside("link", "a/./b"));
+        assert!(!inside("link", "../x"));
+        assert!(!inside("a/link", "../../x"));
+        assert!(!inside("a/link", "/etc/passwd"));
+    }
+
+    #[test]
+    fn precompressed_by_name_or_magic() {
+        assert!(is_precompressed(Path::new("a/IMG_1.JPG"), b"anything"));
+        assert!(is_precompressed(
+            Path::new("a/blob"),
+            &[0xFF, 0xD8, 0xFF, 0xE0]
+        ));
+        assert!(is_precompressed(Path::new("a/x"), b"RIFF\0\0\0\0WEBPVP8 "));
+        assert!(!is_precompressed(Path::new("notes.txt"), b"hello"));
+    }
+}

@@ -1,0 +1,228 @@
+//! The manifest of a backup (`backup_ID.json`): when it was taken, by which elior, at
+//! which schema version, and the size and sha256 of each file. It is written last, so a
+//! backup is complete exactly when its manifest exists. Also the sha256 and atomic-write
+//! helpers the backup files share.
+//!
+//! This module reads and writes manifests and hashes files; it does not decide what a
+//! backup contains.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::names::Part;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub created_at: String,
+    pub elior_version: String,
+    /// The database's schema version (highest applied migration), when it was backed up.
+    pub schema_version: Option<i64>,
+    /// Why it was taken: `manual`, `scheduled` or `pre-restore`.
+    pub reason: String,
+    /// The check the database copy passed: `quick_check` or `integrity_check`.
+    pub database_check: Option<String>,
+    /// How many regular files the uploads archive holds.
+    pub upload_files: Option<u64>,
+    pub duration_ms: u64,
+    pub files: Vec<FileRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub part: PartName,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartName {
+    Database,
+    Uploads,
+}
+
+impl PartName {
+    pub fn part(self) -> Part {
+        match self {
+            PartName::Database => Part::Database,
+            PartName::Uploads => Part::Uploads,
+        }
+    }
+}
+
+impl Manifest {
+    pub fn file(&self, part: PartName) -> Option<&FileRecord> {
+        self.files.iter().find(|f| f.part == part)
+    }
+
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("failed to read manifest {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("manifest {} is not an elior manifest", path.display()))
+    }
+}
+
+/// A writer that hashes what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// Returns the inner writer, the byte count and the hex sha256.
+    pub fn finish(self) -> (W, u64, String) {
+        (
+            self.inner,
+            self.written,
+            hex::encode(self.hasher.finalize()),
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The size and hex sha256 of a file, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// The hidden temporary name a file is written under before it is renamed into place.
+pub fn temp_path(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Creates a new file with mode 0600 for writing, replacing a leftover temporary file.
+pub fn create_private(path: &Path) -> Result<File> {
+    let _ = fs::remove_file(path);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))
+}
+
+/// Fsyncs `temp`, renames it to `final_path`, and fsyncs the directory so the rename
+/// survives a crash.
+pub fn commit(temp: &Path, final_path: &Path) -> Result<()> {
+    File::open(temp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("failed to flush {}", temp.display()))?;
+    fs::rename(temp, final_path).with_context(|| {
+        format!(
+            "failed to rename {} to {}",
+            temp.display(),
+            final_path.display()
+        )
+    })?;
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to flush directory {}", dir.display()))
+}
+
+/// Writes `bytes` to `path` atomically (temp + fsync + rename) with mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = temp_path(path);
+    let mut file = create_private(&temp)?;
+    if let Err(e) = file.write_all(bytes) {
+        let _ = fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("failed to write {}", temp.display()));
+    }
+    drop(file);
+    commit(&temp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&temp);
+    })
+}
+
+/// Writes the manifest into `dir` as `backup_ID.json`, atomically.
+pub fn write(dir: &Path, manifest: &Manifest) -> Result<PathBuf> {
+    let path = dir.join(Part::Manifest.file_name(&manifest.id));
+    let mut text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
+    text.push('\n');
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Re-checks each file the manifest lists against its size and sha256. Returns one line
+/// per problem; empty means the files are intact.
+pub fn check_files(dir: &Path, manifest: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    for record in &manifest.files {
+        let expected_name = record.part.part().file_name(&manifest.id);
+        if record.name != expected_name {
+            problems.push(format!(
+                "manifest names {} but a backup with id {} must use {}",
+                record.name, manifest.id, expected_name
+            ));
+            continue;
+        }
+        let path = dir.join(&record.name);
+        match sha256_file(&path) {
+            Err(e) => problems.push(format!("{e:#}")),
+            Ok((size, _)) if size != record.size => problems.push(format!(
+                "{} is {size} bytes; the manifest says {}",
+                record.name, record.size
+            )),
+            Ok((_, sha)) if sha != record.sha256 => problems.push(format!(
+                "{} has sha256 {sha}; the manifest says {}",
+                record.name, record.sha256
+            )),
+            Ok(_) => {}
+        }
+    }
+    problems
+}

@@ -1,0 +1,124 @@
+//! The backup keys of a stack's env file (`DIR/.env.production`), validated.
+//!
+//! Pure apart from reading the env file. Relative paths are resolved against the stack
+//! directory, so `elior backup --dir DIR` works from any working directory. Nothing is
+//! created here. (The stack's typed config may later replace this struct.)
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::config::{self, RawSettings};
+
+pub const ENV_FILE: &str = ".env.production";
+pub const DEFAULT_BACKUP_DIR: &str = "/opt/backups/elior-fitness";
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
+
+/// Where a stack keeps its data and its backups, and how long backups are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    pub stack_dir: PathBuf,
+    pub database_path: PathBuf,
+    pub uploads_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub retention_days: u32,
+    /// The cron expression of the scheduled backup, as written in the env file.
+    pub schedule: String,
+}
+
+impl BackupSettings {
+    /// Reads `DIR/.env.production` and validates the keys backups need.
+    pub fn load(stack_dir: &Path) -> Result<Self> {
+        let env_file = stack_dir.join(ENV_FILE);
+        if !env_file.exists() {
+            bail!(
+                "{} does not exist\nis {} a stack directory? create one with `elior init`, or pass --dir",
+                env_file.display(),
+                stack_dir.display()
+            );
+        }
+        let raw = RawSettings::from_env_file(&env_file)?;
+        Self::from_raw(stack_dir, &raw)
+    }
+
+    pub fn from_raw(stack_dir: &Path, raw: &RawSettings) -> Result<Self> {
+        let value = |key: &str| raw.get(key).map(str::trim).filter(|v| !v.is_empty());
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() {
+                p
+            } else {
+                stack_dir.join(p)
+            }
+        };
+
+        let database_url = value("DATABASE_URL").unwrap_or(config::DEFAULT_DATABASE_URL);
+        let database_path = resolve(
+            config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?,
+        );
+        let uploads_dir = resolve(PathBuf::from(value("UPLOAD_DIR").unwrap_or("./uploads")));
+        let backup_dir = resolve(PathBuf::from(
+            value("BACKUP_DIR").unwrap_or(DEFAULT_BACKUP_DIR),
+        ));
+        let retention_days = match value("BACKUP_RETENTION_DAYS") {
+            None => DEFAULT_RETENTION_DAYS,
+            Some(v) => match v.parse::<u32>() {
+                Ok(days) if days <= 36_500 => days,
+                _ => bail!(
+                    "BACKUP_RETENTION_DAYS: {v:?} is not a number of days\nuse a whole number such as 30"
+                ),
+            },
+        };
+        let schedule = value("BACKUP_SCHEDULE")
+            .unwrap_or(DEFAULT_BACKUP_SCHEDULE)
+            .to_string();
+        Ok(BackupSettings {
+            stack_dir: stack_dir.to_path_buf(),
+            database_path,
+            uploads_dir,
+            backup_dir,
+            retention_days,
+            schedule,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<BackupSettings> {
+        let mut raw = RawSettings::default();
+        raw.overlay(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        BackupSettings::from_raw(Path::new("/srv/stack"), &raw)
+    }
+
+    #[test]
+    fn defaults_resolve_against_the_stack_directory() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(
+            s.database_path,
+            PathBuf::from("/srv/stack/./data/elior_fitness.db")
+        );
+        assert_eq!(s.uploads_dir, PathBuf::from("/srv/stack/./uploads"));
+        assert_eq!(s.backup_dir, PathBuf::from("/opt/backups/elior-fitness"));
+        assert_eq!(s.retention_days, 30);
+        assert_eq!(s.schedule, "0 2 * * *");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = format!(
+            "{:#}",
+            settings(&[("BACKUP_RETENTION_DAYS", "a month")]).unwrap_err()
+        );
+        assert!(err.starts_with("BACKUP_RETENTION_DAYS"), "{err}");
+        let err = format!(
+            "{:#}",
+            settings(&[("DATABASE_URL", "postgres://x")]).unwrap_err()
+        );
+        assert!(err.starts_with("DATABASE_URL"), "{err}");
+        let s = settings(&[("BACKUP_DIR", "backups")]).unwrap();
+        assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
+    }
+}

@@ -1,0 +1,241 @@
+//! `elior backup`: take, list, verify and prune backups of a stack.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::backup::{self, BackupSettings, Check, CreateOptions, Reporter};
+use crate::plan::retention;
+
+/// Back up the stack's database and uploads into BACKUP_DIR.
+///
+/// The database is copied with SQLite's online backup API in one step, so the API keeps
+/// writing meanwhile, and the copy must pass `PRAGMA quick_check` (with --full-check,
+/// `integrity_check`). The uploads folder becomes a tar.gz that GNU tar reads. A manifest
+/// with each file's size and sha256 is written last: a backup is complete only once its
+/// manifest exists. Files are mode 0600 in a 0700 folder.
+///
+/// Settings come from DIR/.env.production: DATABASE_URL, UPLOAD_DIR, BACKUP_DIR
+/// (default /opt/backups/elior-fitness) and BACKUP_RETENTION_DAYS (default 30).
+///
+/// Examples:
+///     elior backup --dir /srv/elior            take a backup now
+///     elior backup list                        show backups with age, size and status
+///     elior backup verify --all                re-check every backup's checksums
+///     elior backup prune --dry-run             show what retention would delete
+#[derive(Args)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    command: Option<BackupCommand>,
+    /// The stack directory, which holds .env.production
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+    /// Print the result as JSON on stdout (for backup: the manifest)
+    #[arg(long, global = true)]
+    json: bool,
+    /// Run a full integrity_check on the copy instead of quick_check (slower)
+    #[arg(long)]
+    full_check: bool,
+    /// Fail the backup if it takes longer than this many seconds
+    #[arg(long, default_value_t = backup::DEFAULT_TIME_LIMIT.as_secs(), value_name = "SECONDS")]
+    timeout: u64,
+    /// Record the backup as taken by `elior schedule`
+    #[arg(long, hide = true)]
+    scheduled: bool,
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// List the backups with their size, age and status
+    List,
+    /// Re-check backups: checksums, and quick_check on the database copy
+    Verify(VerifyArgs),
+    /// Delete backups that retention no longer keeps
+    Prune(PruneArgs),
+}
+
+/// Re-check a backup's files against its manifest, and open its database copy with
+/// `PRAGMA quick_check`. Exits 1 when a backup fails.
+#[derive(Args)]
+struct VerifyArgs {
+    /// The backup id (like 20261129_020000) or `latest`
+    #[arg(default_value = "latest", conflicts_with = "all")]
+    id: String,
+    /// Verify every backup
+    #[arg(long)]
+    all: bool,
+}
+
+/// Delete backups older than BACKUP_RETENTION_DAYS (age from the name, not the mtime).
+///
+/// Only complete elior backups whose files match their manifest are deleted; foreign
+/// files, incomplete backups and the newest verified backup always stay. The --keep-*
+/// options keep, in addition, the newest backup of each of the last N days, weeks or
+/// months (as restic's).
+///
+/// Example:
+///     elior backup prune --keep-weekly 8 --keep-monthly 12 --dry-run
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+struct PruneArgs {
+    /// Only show what would be deleted
+    #[arg(long)]
+    dry_run: bool,
+    /// Also keep the newest backup of each of the last N days
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_daily: u32,
+    /// Also keep the newest backup of each of the last N weeks
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_weekly: u32,
+    /// Also keep the newest backup of each of the last N months
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_monthly: u32,
+}
+
+impl BackupArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        crate::logging::init("warn", crate::logging::Format::Human);
+        let settings = BackupSettings::load(&self.dir)?;
+        match self.command {
+            None => {
+                let options = CreateOptions {
+                    check: if self.full_check {
+                        Check::Full
+                    } else {
+                        Check::Quick
+                    },
+                    time_limit: Duration::from_secs(self.timeout),
+                    reason: if self.scheduled {
+                        "scheduled"
+                    } else {
+                        "manual"
+                    },
+                    require_database: true,
+                };
+                let mut reporter = Reporter::new(false);
+                let manifest = backup::create(&settings, &options, &mut reporter)?;
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&manifest)?);
+                } else {
+                    println!(
+                        "backup {} complete in {}",
+                        manifest.id,
+                        settings.backup_dir.display()
+                    );
+                    for file in &manifest.files {
+                        println!("  {}  {}", file.name, backup::human_bytes(file.size));
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(BackupCommand::List) => list(&settings, self.json),
+            Some(BackupCommand::Verify(args)) => verify(&settings, &args, self.json),
+            Some(BackupCommand::Prune(args)) => prune(&settings, &args, self.json),
+        }
+    }
+}
+
+fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
+    let sets = backup::scan(&settings.backup_dir)?;
+    let now = chrono::Local::now().naive_local();
+    let rows: Vec<serde_json::Value> = sets
+        .iter()
+        .rev()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "age_days": now.signed_duration_since(s.taken_at).num_days(),
+                "size": s.total_size(),
+                "status": if s.has_manifest() { "complete" } else { "incomplete" },
+                "parts": s.parts.keys().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!("no backups in {}", settings.backup_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    for (set, row) in sets.iter().rev().zip(&rows) {
+        println!(
+            "{:<15}  {:>4}d  {:>10}  {}",
+            set.id,
+            row["age_days"],
+            backup::human_bytes(set.total_size()),
+            row["status"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<ExitCode> {
+    let dir = &settings.backup_dir;
+    let sets = backup::scan(dir)?;
+    let chosen: Vec<&backup::BackupSet> = if args.all {
+        sets.iter().rev().collect()
+    } else {
+        vec![backup::find(&sets, &args.id)?]
+    };
+    let results: Vec<backup::Verification> = chosen
+        .into_iter()
+        .map(|set| backup::verify(dir, set, Some(Check::Quick)).0)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for v in &results {
+            if v.ok {
+                println!("ok      {}", v.id);
+            } else {
+                println!("FAILED  {}", v.id);
+                for problem in &v.problems {
+                    println!("        {}", problem.replace('\n', "\n        "));
+                }
+            }
+        }
+    }
+    Ok(if results.iter().all(|v| v.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_CHECK_FAILED)
+    })
+}
+
+fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<ExitCode> {
+    let policy = backup::policy(
+        settings,
+        args.keep_daily,
+        args.keep_weekly,
+        args.keep_monthly,
+    );
+    let now = chrono::Local::now().naive_local();
+    let report =
+        backup::prune(settings, &policy, now, args.dry_run).context("pruning backups failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!(
+            "{}",
+            retention::render(&report.decisions, &policy, args.dry_run)
+        );
+        for damaged in &report.damaged {
+            eprintln!(
+                "elior: backup {} is past retention but does not match its manifest; left for you to inspect:\n  {}",
+                damaged.id,
+                damaged.problems.join("\n  ")
+            );
+        }
+        for id in &report.incomplete {
+            eprintln!("elior: backup {id} is incomplete (no manifest); left alone");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,633 @@
+//! `elior deploy DOMAIN`: takes a directory to a running, healthy, HTTPS-served stack on
+//! this host's Docker Engine and proves it; again with nothing changed, it does nothing.
+//! Also the shared path of `update` and `rollback` ([`deploy_stack`]).
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::Docker;
+use clap::{Args, FromArgMatches};
+use futures_util::StreamExt;
+
+use crate::config::stack::StackConfig;
+use crate::docker::{self, apply, compose, image};
+use crate::plan::containers::{self, Change, Observed, API_SERVICE, PROXY_SERVICE};
+use crate::plan::render::{self, paths, Templates, Upstream};
+use crate::probe::https::PinnedClient;
+
+/// Deploy the stack to this host's Docker Engine, health-gated, and prove it over HTTPS.
+///
+/// On a directory without a stack it runs `elior init DOMAIN` and `elior render` first.
+/// Then: builds the API image from this very binary (FROM scratch, tagged by content
+/// hash; skipped when it exists), makes a self-signed bootstrap certificate when
+/// nginx/ssl/ has none, creates networks and containers exactly as
+/// docker-compose.prod.yml says, waits until the API is healthy, starts or reloads nginx,
+/// and GETs https://DOMAIN/health through it with the certificate pinned.
+///
+/// Run again with nothing changed, it does nothing and says "up to date". With a changed
+/// binary or config, the new API container starts beside the old one, nginx switches to
+/// it with `nginx -t` and a graceful reload once it is healthy, and the old one is drained
+/// and stopped: no request fails. A new version that does not become healthy is removed
+/// with its logs printed, the old one keeps serving, and deploy exits non-zero.
+///
+/// Examples:
+///     elior deploy fit.example.com --dir /srv/elior
+///     elior deploy fit.example.com --dir /srv/elior --dry-run   # print the plan only
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct DeployArgs {
+    /// The server's public name, such as fit.example.com
+    domain: String,
+    #[command(flatten)]
+    options: DeployOptions,
+}
+
+/// Options shared by deploy, update and rollback.
+#[derive(Args, Clone)]
+pub struct DeployOptions {
+    /// The stack directory
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print the plan (create, replace or keep, with the reason) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds a new container gets to become healthy
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+impl DeployArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        crate::logging::init("warn", crate::logging::Format::Human);
+        let dir = &self.options.dir;
+        if !stack_exists(dir) {
+            if self.options.dry_run {
+                println!(
+                    "{} has no stack: deploy would run `elior init {}` and `elior render`, then create every network and container",
+                    dir.display(),
+                    self.domain
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            run_subcommand::<super::init::InitArgs>(&[
+                "init",
+                &self.domain,
+                "--dir",
+                &dir.to_string_lossy(),
+            ])?;
+        }
+        let config = StackConfig::load(dir)?;
+        if config.domain.as_str() != self.domain {
+            bail!(
+                "{} holds the stack of {}, not {}\nrun `elior deploy {}` there, or change DOMAIN in {} and run `elior render`",
+                dir.display(),
+                config.domain.as_str(),
+                self.domain,
+                config.domain.as_str(),
+                dir.join(crate::config::stack::ENV_FILE).display()
+            );
+        }
+        deploy_stack(
+            &self.options,
+            &format!("elior deploy {}", self.domain),
+            "deploy",
+            ImageSource::Build,
+        )
+    }
+}
+
+/// Where the API image comes from.
+pub enum ImageSource {
+    /// Built from the running binary.
+    Build,
+    /// An image the engine already has (rollback).
+    Existing(String),
+}
+
+fn stack_exists(dir: &Path) -> bool {
+    dir.join(crate::config::stack::ENV_FILE).exists()
+}
+
+/// Runs another subcommand of this binary in-process (init, render), as the user would.
+fn run_subcommand<A: Args + FromArgMatches + Runnable>(argv: &[&str]) -> Result<()> {
+    let command = A::augment_args(clap::Command::new("elior"));
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(|e| anyhow!("{e}"))?;
+    let args = A::from_arg_matches(&matches).map_err(|e| anyhow!("{e}"))?;
+    if args.run_it()? != ExitCode::SUCCESS {
+        bail!("`elior {}` failed", argv.join(" "));
+    }
+    Ok(())
+}
+
+/// The subcommands deploy runs on the user's behalf.
+trait Runnable {
+    fn run_it(self) -> Result<ExitCode>;
+}
+impl Runnable for super::init::InitArgs {
+    fn run_it(self) -> Result<ExitCode> {
+        self.run()
+    }
+}
+impl Runnable for super::render::RenderArgs {
+    fn run_it(self) -> Result<ExitCode> {
+        self.run()
+    }
+}
+
+/// Progress of the steps on stderr: a spinner with the elapsed time on a terminal, plain
+/// lines otherwise (CI logs, pipes).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: String,
+    started: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            bar: None,
+            what: String::new(),
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+impl apply::Steps for Progress {
+    fn begin(&mut self, what: &str) {
+        self.what = what.to_string();
+        self.started = Instant::now();
+        if self.tty {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.set_message(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            self.bar = Some(bar);
+        } else {
+            eprintln!("{what} ...");
+        }
+    }
+
+    fn end(&mut self) {
+        let line = format!(
+            "{} ({:.1}s)",
+            self.what,
+            self.started.elapsed().as_secs_f64()
+        );
+        match self.bar.take() {
+            Some(bar) => bar.finish_with_message(line),
+            None => eprintln!("done: {line}"),
+        }
+    }
+}
+
+/// What a deploy finished with, for the summary and the audit log.
+struct Outcome {
+    api_image: String,
+    api_container: String,
+    up_to_date: bool,
+}
+
+/// The deploy of an existing stack directory: plan, apply, prove. `command` is recorded
+/// in the lock and `action` in the audit log.
+pub fn deploy_stack(
+    options: &DeployOptions,
+    command: &str,
+    action: &str,
+    source: ImageSource,
+) -> Result<ExitCode> {
+    let dir = options
+        .dir
+        .canonicalize()
+        .with_context(|| format!("stack directory {} does not exist", options.dir.display()))?;
+    if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
+        run_subcommand::<super::render::RenderArgs>(&["render", "--dir", &dir.to_string_lossy()])?;
+    }
+    let config = StackConfig::load(&dir)?;
+    let lock = if options.dry_run {
+        None
+    } else {
+        Some(crate::lock::DeployLock::acquire(&dir, command)?)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let started = Instant::now();
+    let result = runtime.block_on(deploy_async(&dir, &config, options, source));
+    match result {
+        Ok(None) => Ok(ExitCode::SUCCESS),
+        Ok(Some(outcome)) => {
+            let _ = crate::lock::audit(
+                &dir,
+                action,
+                serde_json::json!({
+                    "command": command,
+                    "result": if outcome.up_to_date { "up to date" } else { "ok" },
+                    "api_image": outcome.api_image,
+                    "api_container": outcome.api_container,
+                    "seconds": started.elapsed().as_secs_f64(),
+                }),
+            );
+            drop(lock);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            let _ = crate::lock::audit(
+                &dir,
+                action,
+                serde_json::json!({ "command": command, "result": "failed", "error": format!("{err:#}") }),
+            );
+            Err(err)
+        }
+    }
+}
+
+/// `Ok(None)` for a dry run.
+async fn deploy_async(
+    dir: &Path,
+    config: &StackConfig,
+    options: &DeployOptions,
+    source: ImageSource,
+) -> Result<Option<Outcome>> {
+    let mut progress = Progress::new();
+    let steps: &mut dyn apply::Steps = &mut progress;
+    let docker = docker::connect().await?;
+    let project = docker::project_name(config.domain.as_str());
+
+    // The API image.
+    let api_image = match source {
+        ImageSource::Existing(reference) => reference,
+        ImageSource::Build => {
+            let binary =
+                std::env::current_exe().context("failed to find the running elior binary")?;
+            if options.dry_run {
+                image::planned_reference(config.api_image.as_str(), &binary)?
+            } else {
+                steps.begin("building the API image from this binary");
+                let built =
+                    image::ensure_api_image(&docker, config.api_image.as_str(), &binary).await?;
+                steps.end();
+                if !built.built {
+                    progress.note(&format!(
+                        "api image {} exists; not rebuilt",
+                        built.reference
+                    ));
+                }
+                built.reference
+            }
+        }
+    };
+    let proxy_image = config.proxy_image.as_str().to_string();
+    if !options.dry_run {
+        ensure_proxy_image(&docker, &proxy_image, &mut progress).await?;
+        ensure_bootstrap_certificate(dir, config.domain.as_str(), &progress)?;
+        prepare_data_dirs(dir, &progress);
+    }
+
+    // Desired state, from the compose file.
+    let mut stack = compose::load(dir)?;
+    for spec in &mut stack.services {
+        if ![API_SERVICE, PROXY_SERVICE].contains(&spec.service.as_str()) {
+            bail!(
+                "{}: service {} is not one elior deploys (it runs {API_SERVICE} and {PROXY_SERVICE})\nremove it from the compose file or run `elior render`",
+                compose::COMPOSE_FILE,
+                spec.service
+            );
+        }
+        if spec.service == API_SERVICE {
+            // The compose file names API_IMAGE; the container runs the content-hash tag,
+            // so rollback can return to an exact earlier build.
+            spec.image = api_image.clone();
+        }
+        spec.image_id = apply::image_id(&docker, &spec.image)
+            .await?
+            .unwrap_or_default();
+    }
+    let api_spec = stack
+        .services
+        .iter()
+        .find(|s| s.service == API_SERVICE)
+        .ok_or_else(|| anyhow!("{} has no {API_SERVICE} service", compose::COMPOSE_FILE))?;
+    let api_container = api_spec.container_name(&project);
+
+    // nginx points at the API container by name, so a switch is one reload.
+    let upstream =
+        Upstream::new(&api_container, config.serve.bind.port()).map_err(|e| anyhow!(e))?;
+    let rendered = render::render_stack(config, &Templates::embedded(), &upstream)?;
+    let nginx_conf = rendered
+        .into_iter()
+        .find(|f| f.path == paths::NGINX_CONF)
+        .ok_or_else(|| anyhow!("render produced no {}", paths::NGINX_CONF))?;
+    let proxy = apply::ProxyConfig {
+        host_path: dir.join(paths::NGINX_CONF),
+        container_path: format!("{}/nginx.conf", paths::NGINX_MOUNT),
+        contents: nginx_conf.contents,
+    };
+
+    let observed = Observed {
+        containers: apply::observe(&docker, &project).await?,
+        networks: apply::observe_networks(&docker, &project).await?,
+        proxy_config_differs: std::fs::read_to_string(&proxy.host_path).ok().as_deref()
+            != Some(proxy.contents.as_str()),
+    };
+    let plan = containers::plan(&project, &stack.networks, &stack.services, &observed);
+
+    if options.dry_run {
+        print!("{}", plan.render());
+        println!(
+            "{}",
+            if plan.is_noop() {
+                "up to date: nothing would change"
+            } else {
+                "dry run: nothing was changed"
+            }
+        );
+        return Ok(None);
+    }
+    let url = format!(
+        "https://{}{}",
+        config.domain.as_str(),
+        port_suffix(config.https_port)
+    );
+    if plan.is_noop() {
+        println!("up to date: {project} runs {api_image} at {url}");
+        return Ok(Some(Outcome {
+            api_image,
+            api_container,
+            up_to_date: true,
+        }));
+    }
+    for line in plan.render().lines().filter(|l| !l.contains(": keep")) {
+        progress.note(&format!("plan: {line}"));
+    }
+    preflight_ports(&plan, &stack.services)?;
+    apply::execute(
+        &docker,
+        &project,
+        &plan,
+        &stack.networks,
+        &stack.services,
+        &proxy,
+        Duration::from_secs(options.timeout),
+        &mut progress,
+    )
+    .await?;
+
+    progress_begin(
+        &mut progress,
+        &format!("proving {url}/health through nginx"),
+    );
+    let response = prove(dir, config.domain.as_str(), config.https_port).await?;
+    apply::Steps::end(&mut progress);
+    println!("deployed {project}: {api_image} healthy behind nginx");
+    println!(
+        "  {url}/health -> {} {}",
+        response.status,
+        response.body.trim()
+    );
+    println!("  {url}/");
+    println!(
+        "  http://{}{} redirects to HTTPS",
+        config.domain.as_str(),
+        if config.http_port == 80 {
+            String::new()
+        } else {
+            format!(":{}", config.http_port)
+        }
+    );
+    if let Err(e) = prune_api_images(&docker, config.api_image.as_str(), &api_image).await {
+        progress.note(&format!("warning: {e:#}"));
+    }
+    Ok(Some(Outcome {
+        api_image,
+        api_container,
+        up_to_date: false,
+    }))
+}
+
+fn progress_begin(progress: &mut Progress, what: &str) {
+    apply::Steps::begin(progress, what);
+}
+
+fn port_suffix(https_port: u16) -> String {
+    if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    }
+}
+
+/// GET https://DOMAIN/health at 127.0.0.1:HTTPS_PORT with the certificate on disk pinned;
+/// retried for a few seconds while nginx comes up. Fails unless the answer is 200 with
+/// the security headers.
+pub async fn prove(
+    dir: &Path,
+    domain: &str,
+    https_port: u16,
+) -> Result<crate::probe::https::Response> {
+    let client = PinnedClient::from_pem_file(&dir.join(paths::CERT_FILE))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], https_port));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let response = loop {
+        match client
+            .get(addr, domain, "/health", Duration::from_secs(5))
+            .await
+        {
+            Ok(r) if r.status == 200 => break r,
+            Ok(r) if Instant::now() >= deadline => bail!(
+                "https://{domain}/health at {addr} answered {} instead of 200: {}",
+                r.status,
+                r.body.trim()
+            ),
+            Err(e) if Instant::now() >= deadline => return Err(e.context(
+                "the stack runs but does not answer over HTTPS\nrun `elior logs nginx` to see why",
+            )),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    for header in [
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+    ] {
+        if response.header(header).is_none() {
+            bail!("https://{domain}/health answered without the {header} header\nis nginx/nginx.conf the one `elior render` writes?");
+        }
+    }
+    Ok(response)
+}
+
+/// Ports nginx will publish must be free, unless nginx already holds them.
+fn preflight_ports(plan: &containers::Plan, specs: &[containers::ContainerSpec]) -> Result<()> {
+    for step in &plan.services {
+        if !matches!(step.change, Change::Create { .. }) {
+            continue;
+        }
+        let Some(spec) = specs.iter().find(|s| s.service == step.service) else {
+            continue;
+        };
+        for port in &spec.ports {
+            let ip = if port.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &port.host_ip
+            };
+            if let Err(e) = TcpListener::bind((ip, port.host_port)) {
+                bail!(
+                    "port {ip}:{} that {} publishes is taken: {e}\nstop what listens there (ss -ltnp 'sport = :{}'), or set HTTP_PORT/HTTPS_PORT in .env.production and run `elior render`",
+                    port.host_port,
+                    step.service,
+                    port.host_port
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The proxy image must be on the engine; if not, it is pulled (with progress).
+async fn ensure_proxy_image(
+    docker: &Docker,
+    reference: &str,
+    progress: &mut Progress,
+) -> Result<()> {
+    if apply::image_id(docker, reference).await?.is_some() {
+        return Ok(());
+    }
+    apply::Steps::begin(progress, &format!("pulling {reference}"));
+    let mut stream = docker.create_image(
+        Some(bollard::query_parameters::CreateImageOptions {
+            from_image: Some(reference.to_string()),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        let failed = match item {
+            Err(e) => Some(e.to_string()),
+            Ok(info) => info.error_detail.and_then(|d| d.message),
+        };
+        if let Some(error) = failed {
+            apply::Steps::end(progress);
+            bail!(
+                "the proxy image {reference} is not on this host and cannot be pulled: {error}\nload it with `docker load -i FILE`, or set PROXY_IMAGE in .env.production to an image this host has"
+            );
+        }
+    }
+    apply::Steps::end(progress);
+    Ok(())
+}
+
+/// Writes a self-signed certificate for the domain when nginx/ssl/ has none, so nginx can
+/// start on 443 before a CA issued anything.
+fn ensure_bootstrap_certificate(dir: &Path, domain: &str, progress: &Progress) -> Result<()> {
+    let tls_paths = crate::tls::files::StackPaths::new(dir);
+    if tls_paths.cert().exists() && tls_paths.key().exists() {
+        return Ok(());
+    }
+    let issued = crate::tls::selfsigned::generate(domain, 90)?;
+    crate::tls::selfsigned::write(&tls_paths, &issued)?;
+    progress.note(&format!(
+        "wrote a self-signed bootstrap certificate for {domain} to {} (key mode 0600)",
+        tls_paths.ssl_dir().display()
+    ));
+    Ok(())
+}
+
+/// The API runs as uid 10001 and writes data/ and uploads/.
+fn prepare_data_dirs(dir: &Path, progress: &Progress) {
+    for sub in ["data", "uploads", "frontend"] {
+        let path = dir.join(sub);
+        let _ = std::fs::create_dir_all(&path);
+        if sub == "frontend" {
+            continue;
+        }
+        if let Err(e) =
+            std::os::unix::fs::chown(&path, Some(render::API_UID), Some(render::API_UID))
+        {
+            progress.note(&format!(
+                "warning: could not give {} to uid {} (the API's user): {e}",
+                path.display(),
+                render::API_UID
+            ));
+        }
+    }
+}
+
+/// How many API images are kept for rollback, the running one included.
+pub const KEEP_API_IMAGES: usize = 3;
+
+/// Removes API images of this repository beyond the newest [`KEEP_API_IMAGES`], never the
+/// one just deployed; images a container still uses are refused by the engine and kept.
+async fn prune_api_images(docker: &Docker, api_image: &str, current: &str) -> Result<()> {
+    let images = api_images(docker, api_image).await?;
+    for old in images
+        .iter()
+        .filter(|i| i.reference != current)
+        .skip(KEEP_API_IMAGES - 1)
+    {
+        let _ = docker
+            .remove_image(
+                &old.reference,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// An API image on the engine.
+pub struct ApiImageInfo {
+    pub reference: String,
+    pub created: i64,
+}
+
+/// The content-hash tags of API_IMAGE's repository, newest first.
+pub async fn api_images(docker: &Docker, api_image: &str) -> Result<Vec<ApiImageInfo>> {
+    let repo = image::repository(api_image);
+    let list = docker
+        .list_images(Some(bollard::query_parameters::ListImagesOptions {
+            filters: Some(docker::label_filter(&[(image::LABEL_IMAGE_ROLE, "api")])),
+            ..Default::default()
+        }))
+        .await
+        .context("failed to list images")?;
+    let mut found = Vec::new();
+    for summary in list {
+        for tag in &summary.repo_tags {
+            if image::repository(tag) == repo
+                && summary.labels.contains_key(image::LABEL_CONTENT_HASH)
+                && !tag.ends_with(":latest")
+            {
+                found.push(ApiImageInfo {
+                    reference: tag.clone(),
+                    created: summary.created,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(b.reference.cmp(&a.reference))
+    });
+    Ok(found)
+}

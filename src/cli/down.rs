@@ -1,0 +1,61 @@
+//! `elior down`: stops and removes the stack's containers and networks, keeping its data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::config::stack::StackConfig;
+use crate::docker;
+
+/// Stop and remove the stack's containers and networks.
+///
+/// Only resources labelled with this stack's project are touched. The stack directory is
+/// kept as it is: data/ (the database), uploads/, nginx/ssl/ (certificates) and
+/// .env.production stay, and `elior deploy` brings the stack back with them.
+///
+/// Example:
+///     elior down --dir /srv/elior
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct DownArgs {
+    /// The stack directory
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+}
+
+impl DownArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let config = StackConfig::load(&self.dir)?;
+        let project = docker::project_name(config.domain.as_str());
+        let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        let (containers, networks) = runtime.block_on(async {
+            let docker = docker::connect().await?;
+            docker::apply::remove_stack(&docker, &project).await
+        })?;
+        for c in &containers {
+            println!("removed container {c}");
+        }
+        for n in &networks {
+            println!("removed network {n}");
+        }
+        if containers.is_empty() && networks.is_empty() {
+            println!("{project} has no containers or networks; nothing to remove");
+        }
+        println!(
+            "kept in {}: data/ (database), uploads/, nginx/ssl/ (certificates), .env.production",
+            self.dir.display()
+        );
+        let _ = crate::lock::audit(
+            &self.dir,
+            "down",
+            serde_json::json!({ "containers": containers, "networks": networks }),
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,105 @@
+//! `elior restore`: put a backup back over a stack.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::backup::restore::{self, NoStackRunning};
+use crate::backup::{BackupSettings, Reporter};
+
+/// Restore a backup's database and uploads over the stack.
+///
+/// The backup is verified first (checksums and quick_check); a bad one is refused and
+/// nothing is touched. Then elior takes the deploy lock, takes a safety backup of the
+/// current state, stops the API if it runs, swaps the restored files in atomically
+/// (removing stale -wal/-shm files), and starts the API again. If a step fails after the
+/// stop, the pre-restore state is put back.
+///
+/// Asks for confirmation unless --yes is given (and refuses without it when not on a
+/// terminal).
+///
+/// Examples:
+///     elior restore --dir /srv/elior              the newest backup, after confirming
+///     elior restore 20261129_020000 --yes         a given backup, no questions
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RestoreArgs {
+    /// The backup id (like 20261129_020000) or `latest`
+    #[arg(default_value = "latest")]
+    id: String,
+    /// The stack directory, which holds .env.production
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Print what was restored as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl RestoreArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        crate::logging::init("warn", crate::logging::Format::Human);
+        let settings = BackupSettings::load(&self.dir)?;
+        if !self.yes {
+            confirm(&self.id, &settings)?;
+        }
+        let mut reporter = Reporter::new(false);
+        // The deploy issue plugs its engine client in here when a stack is running.
+        let report = restore::restore(&settings, &self.id, &mut NoStackRunning, &mut reporter)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "restored backup {} (taken {})",
+            report.backup, report.created_at
+        );
+        if let Some(db) = &report.database {
+            let version = report
+                .schema_version
+                .map_or("unknown".to_string(), |v| v.to_string());
+            println!("  database  {} (schema version {version})", db.display());
+        }
+        if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
+            println!(
+                "  uploads   {} ({} files, {})",
+                uploads.display(),
+                stats.files,
+                crate::backup::human_bytes(stats.bytes)
+            );
+        }
+        match &report.safety_backup {
+            Some(id) => println!(
+                "  the state before the restore is backup {id}; undo with `elior restore {id}`"
+            ),
+            None => println!("  there was no previous state to keep"),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn confirm(id: &str, settings: &BackupSettings) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("restore replaces the stack's data, so it needs confirmation\npass --yes to restore without asking");
+    }
+    eprint!(
+        "restore backup {id} over the data of {}? the current state is backed up first [y/N] ",
+        settings.stack_dir.display()
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("failed to read the answer")?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        bail!("restore cancelled; nothing was changed");
+    }
+    Ok(())
+}

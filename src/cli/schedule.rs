@@ -1,0 +1,184 @@
+//! `elior schedule`: run a stack's periodic jobs in the foreground, or install the
+//! systemd service that does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::backup::{manifest, BackupSettings};
+use crate::config::RawSettings;
+use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
+
+/// Run the stack's scheduled jobs in the foreground until SIGTERM or Ctrl-C.
+///
+/// Jobs and their cron expressions come from DIR/.env.production:
+///     BACKUP_SCHEDULE      backup, then prune (default "0 2 * * *", 02:00 daily)
+/// Expressions have 5 fields as in crontab, or 6 with seconds first; write weekdays as
+/// names (Mon-Fri). Times are local. Each run's start, result and duration are logged,
+/// a failing job does not stop the scheduler, and the last success of each job is kept
+/// in DIR/.elior/state.json. On SIGTERM a running job is allowed to finish.
+///
+/// Examples:
+///     elior schedule --dir /srv/elior               run in the foreground
+///     elior schedule install --dir /srv/elior       install and start a systemd service
+///     elior schedule install --print                print that service's unit
+#[derive(Args)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+pub struct ScheduleArgs {
+    #[command(subcommand)]
+    command: Option<ScheduleCommand>,
+    /// The stack directory, which holds .env.production
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Write and enable a systemd service that runs `elior schedule` for this stack
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Print the unit instead of installing it (for hosts without systemd)
+    #[arg(long)]
+    print: bool,
+}
+
+const UNIT_DIR: &str = "/etc/systemd/system";
+
+impl ScheduleArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let dir = std::path::absolute(&self.dir)
+            .with_context(|| format!("failed to resolve {}", self.dir.display()))?;
+        match self.command {
+            Some(ScheduleCommand::Install(args)) => install(&dir, args.print),
+            None => run_scheduler(&dir),
+        }
+    }
+}
+
+fn jobs(dir: &Path) -> Result<Vec<Job>> {
+    let settings = BackupSettings::load(dir)?;
+    let raw = RawSettings::from_env_file(&dir.join(crate::backup::settings::ENV_FILE))?;
+    if raw.get("CERT_RENEW_SCHEDULE").is_some() {
+        tracing::warn!("CERT_RENEW_SCHEDULE is set, but this elior has no certificate renewal yet; only backups are scheduled");
+    }
+    Ok(vec![Job::new(
+        "backup",
+        "BACKUP_SCHEDULE",
+        &settings.schedule,
+    )?])
+}
+
+fn run_scheduler(dir: &Path) -> Result<ExitCode> {
+    crate::logging::init("info", crate::logging::Format::Human);
+    let jobs = jobs(dir)?;
+    let exe = std::env::current_exe().context("failed to find the elior executable")?;
+    let stop = Stop::default();
+    watch_signals(stop.clone())?;
+    for job in &jobs {
+        tracing::info!(job = %job.name, schedule = %job.expression, "scheduled");
+    }
+    schedule::run(
+        &jobs,
+        &SystemClock,
+        &stop,
+        &mut |job| match job.name.as_str() {
+            "backup" => {
+                run_child(&exe, &["backup", "--scheduled"], dir)?;
+                run_child(&exe, &["backup", "prune"], dir)
+            }
+            other => bail!("unknown job {other}"),
+        },
+        &mut |outcome| {
+            if let Err(e) = state::record(dir, outcome) {
+                tracing::error!("{e:#}");
+            }
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one step of a job as a child `elior`, so a crash or hang stays in the child (every
+/// backup has its own time limit).
+fn run_child(exe: &Path, args: &[&str], dir: &Path) -> Result<()> {
+    let status = Command::new(exe)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .status()
+        .with_context(|| format!("failed to run {}", exe.display()))?;
+    if !status.success() {
+        bail!("`elior {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Requests a stop on SIGTERM or SIGINT, from a small thread with its own runtime.
+fn watch_signals(stop: Stop) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("failed to start the signal watcher")?;
+    let mut terminate = runtime
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        })
+        .context("failed to watch SIGTERM")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            });
+            tracing::info!("stop requested; finishing the running job, if any");
+            stop.request();
+        })
+        .context("failed to start the signal watcher")?;
+    Ok(())
+}
+
+fn install(dir: &Path, print: bool) -> Result<ExitCode> {
+    // Validate first: a unit for a stack whose schedule is broken would only crash-loop.
+    jobs(dir)?;
+    let exe = std::env::current_exe().context("failed to find the elior executable")?;
+    let text = unit::render(&exe, dir);
+    if print {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !Path::new("/run/systemd/system").is_dir() {
+        bail!("systemd is not running on this host, so there is nothing to install the service into\nrun `elior schedule install --print` and set the unit up by hand, or run `elior schedule` under your own supervisor");
+    }
+    let path = Path::new(UNIT_DIR).join(unit::UNIT_NAME);
+    manifest::write_atomic(&path, text.as_bytes())?;
+    for args in [
+        &["daemon-reload"][..],
+        &["enable", "--now", unit::UNIT_NAME][..],
+    ] {
+        let status = Command::new("systemctl")
+            .args(args)
+            .status()
+            .context("failed to run systemctl")?;
+        if !status.success() {
+            bail!(
+                "`systemctl {}` failed ({status})\nsee `journalctl -u {}`",
+                args.join(" "),
+                unit::UNIT_NAME
+            );
+        }
+    }
+    println!(
+        "installed and started {} ({}); follow it with `journalctl -fu {}`",
+        unit::UNIT_NAME,
+        path.display(),
+        unit::UNIT_NAME
+    );
+    Ok(ExitCode::SUCCESS)
+}

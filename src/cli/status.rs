@@ -1,0 +1,163 @@
+//! `elior status`: what the engine runs for a stack, one line per container.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::config::stack::StackConfig;
+use crate::docker;
+
+/// Show the stack's containers: service, container, image, state, health, uptime,
+/// restart count and published ports.
+///
+/// Exits 1 when a container is not running or not healthy, so scripts can use it as a
+/// check. --json prints the same facts as a JSON array.
+///
+/// Examples:
+///     elior status --dir /srv/elior
+///     elior status --json | jq '.[] | select(.health != "healthy")'
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {
+    /// The stack directory
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ContainerStatus {
+    service: String,
+    container: String,
+    image: String,
+    state: String,
+    health: String,
+    started_at: String,
+    uptime_seconds: Option<i64>,
+    restart_count: i64,
+    ports: Vec<String>,
+}
+
+impl StatusArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let config = StackConfig::load(&self.dir)?;
+        let project = docker::project_name(config.domain.as_str());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        let statuses = runtime.block_on(collect(&project))?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&statuses)?);
+        } else if statuses.is_empty() {
+            println!(
+                "{project}: no containers (run `elior deploy {}`)",
+                config.domain.as_str()
+            );
+        } else {
+            println!(
+                "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  PORTS",
+                "SERVICE", "CONTAINER", "IMAGE", "STATE", "HEALTH", "UPTIME", "RESTARTS"
+            );
+            for s in &statuses {
+                println!(
+                    "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  {}",
+                    s.service,
+                    s.container,
+                    s.image,
+                    s.state,
+                    if s.health.is_empty() { "-" } else { &s.health },
+                    s.uptime_seconds
+                        .map(human_duration)
+                        .unwrap_or_else(|| "-".into()),
+                    s.restart_count,
+                    s.ports.join(", ")
+                );
+            }
+        }
+        let all_fine = !statuses.is_empty()
+            && statuses
+                .iter()
+                .all(|s| s.state == "running" && (s.health.is_empty() || s.health == "healthy"));
+        Ok(if all_fine {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(super::EXIT_CHECK_FAILED)
+        })
+    }
+}
+
+async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
+    let docker = docker::connect().await?;
+    let mut statuses = Vec::new();
+    for summary in docker::project_containers(&docker, project).await? {
+        let name = docker::summary_name(&summary);
+        let Some(inspect) = docker::absent_as_none(
+            docker
+                .inspect_container(
+                    &name,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await,
+        )?
+        else {
+            continue;
+        };
+        let state = inspect.state.clone().unwrap_or_default();
+        let started_at = state.started_at.clone().unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let uptime_seconds = chrono::DateTime::parse_from_rfc3339(&started_at)
+            .ok()
+            .filter(|_| running)
+            .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds());
+        let mut ports: Vec<String> = summary
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                p.public_port.map(|public| {
+                    format!("{}:{public}->{}", p.ip.unwrap_or_default(), p.private_port)
+                })
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        statuses.push(ContainerStatus {
+            service: summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(docker::LABEL_SERVICE))
+                .cloned()
+                .unwrap_or_default(),
+            container: name,
+            image: inspect.config.and_then(|c| c.image).unwrap_or_default(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| s != "none")
+                .unwrap_or_default(),
+            started_at,
+            uptime_seconds,
+            restart_count: inspect.restart_count.unwrap_or(0),
+            ports,
+        });
+    }
+    statuses.sort_by(|a, b| (&a.service, &a.container).cmp(&(&b.service, &b.container)));
+    Ok(statuses)
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}

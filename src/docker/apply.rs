@@ -1,0 +1,513 @@
+//! Carries a container plan out on the engine: networks, containers and bind mounts as
+//! the compose file says, every resource labelled with its project, service and config
+//! hash, names derived from the project. The API is replaced blue/green: the new
+//! container starts beside the old one, must become healthy, then nginx is switched to it
+//! with `nginx -t` and a graceful reload, and only then is the old one drained and stopped.
+//! A new container that fails is removed and the old one keeps serving.
+//!
+//! It follows the plan it is given and never decides what should exist.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::{
+    absent_as_ok, health, LABEL_CONFIG_HASH, LABEL_CONFIG_PARTS, LABEL_PROJECT, LABEL_SERVICE,
+};
+use crate::plan::containers::{
+    network_name, Change, ContainerSpec, NetworkSpec, ObservedContainer, Plan, API_SERVICE,
+    PROXY_SERVICE,
+};
+
+/// How long the old API keeps running after nginx switched away from it, so requests that
+/// old nginx workers already accepted still reach it; then it gets SIGTERM and drains.
+pub const DRAIN: Duration = Duration::from_millis(1500);
+/// Seconds a container gets to stop gracefully before it is killed.
+pub const STOP_GRACE_SECS: i32 = 10;
+
+/// Reports progress of long steps; the CLI shows a spinner or plain lines.
+pub trait Steps {
+    fn begin(&mut self, what: &str);
+    fn end(&mut self);
+}
+
+/// Everything of one stack's containers the plan needs, read from the engine.
+pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedContainer>> {
+    let mut observed = Vec::new();
+    for summary in super::project_containers(docker, project).await? {
+        let name = super::summary_name(&summary);
+        let labels = summary.labels.unwrap_or_default();
+        let Some(inspect) = super::absent_as_none(
+            docker
+                .inspect_container(
+                    &name,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await,
+        )
+        .with_context(|| format!("failed to inspect container {name}"))?
+        else {
+            continue;
+        };
+        let state = inspect.state.unwrap_or_default();
+        observed.push(ObservedContainer {
+            name,
+            service: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+            config_hash: labels.get(LABEL_CONFIG_HASH).cloned().unwrap_or_default(),
+            config_parts: labels.get(LABEL_CONFIG_PARTS).cloned().unwrap_or_default(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| s != "none")
+                .unwrap_or_default(),
+        });
+    }
+    observed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(observed)
+}
+
+/// Engine names of the stack's networks.
+pub async fn observe_networks(docker: &Docker, project: &str) -> Result<Vec<String>> {
+    Ok(super::project_networks(docker, project)
+        .await?
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect())
+}
+
+/// The image ID a reference points at, or `None` when the engine lacks it.
+pub async fn image_id(docker: &Docker, reference: &str) -> Result<Option<String>> {
+    Ok(super::absent_as_none(docker.inspect_image(reference).await)
+        .with_context(|| format!("failed to inspect image {reference}"))?
+        .and_then(|i| i.id))
+}
+
+fn labels_for(project: &str, spec: &ContainerSpec) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_PROJECT.into(), project.into());
+    labels.insert(LABEL_SERVICE.into(), spec.service.clone());
+    labels.insert(LABEL_CONFIG_HASH.into(), spec.config_hash());
+    labels.insert(LABEL_CONFIG_PARTS.into(), spec.config_parts());
+    labels
+}
+
+fn endpoint(spec: &ContainerSpec, name: &str) -> EndpointSettings {
+    EndpointSettings {
+        aliases: Some(vec![spec.service.clone(), name.to_string()]),
+        ..Default::default()
+    }
+}
+
+/// The engine's create body for a spec.
+pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> ContainerCreateBody {
+    let mut exposed = HashMap::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let key = format!("{}/tcp", port.container_port);
+        exposed.insert(key.clone(), HashMap::new());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .as_mut()
+            .unwrap()
+            .push(PortBinding {
+                host_ip: Some(port.host_ip.clone()).filter(|s| !s.is_empty()),
+                host_port: Some(port.host_port.to_string()),
+            });
+    }
+    let restart = spec.restart.as_deref().map(|r| RestartPolicy {
+        name: Some(match r {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: None,
+    });
+    // API 1.41 accepts one network at create; the others are connected before start.
+    let first_network = spec
+        .networks
+        .first()
+        .map(|n| HashMap::from([(network_name(project, n), endpoint(spec, name))]));
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: spec.user.clone(),
+        labels: Some(labels_for(project, spec)),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: h.interval_ns,
+            timeout: h.timeout_ns,
+            retries: Some(h.retries),
+            start_period: h.start_period_ns,
+            start_interval: None,
+        }),
+        host_config: Some(HostConfig {
+            binds: Some(spec.binds.clone()),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            restart_policy: restart,
+            readonly_rootfs: Some(spec.read_only),
+            security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+            cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
+            log_config: spec.log_driver.as_ref().map(|d| HostConfigLogConfig {
+                typ: Some(d.clone()),
+                config: Some(spec.log_options.clone().into_iter().collect()),
+            }),
+            network_mode: spec.networks.first().map(|n| network_name(project, n)),
+            ..Default::default()
+        }),
+        networking_config: first_network.map(|endpoints| NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates a network of the stack.
+pub async fn create_network(docker: &Docker, project: &str, spec: &NetworkSpec) -> Result<()> {
+    let name = network_name(project, &spec.name);
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_PROJECT.into(), project.into());
+    docker
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(spec.internal),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("failed to create network {name}"))?;
+    Ok(())
+}
+
+/// Creates (not starts) a container, connected to all its networks.
+pub async fn create_container(
+    docker: &Docker,
+    project: &str,
+    spec: &ContainerSpec,
+    name: &str,
+) -> Result<()> {
+    for bind in &spec.binds {
+        let host = PathBuf::from(bind.split(':').next().unwrap_or_default());
+        if !host.exists() {
+            std::fs::create_dir_all(&host).with_context(|| {
+                format!(
+                    "failed to create {} for a bind mount of {name}",
+                    host.display()
+                )
+            })?;
+        }
+    }
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            create_body(project, spec, name),
+        )
+        .await
+        .with_context(|| format!("failed to create container {name} from {}", spec.image))?;
+    for network in spec.networks.iter().skip(1) {
+        let net = network_name(project, network);
+        docker
+            .connect_network(
+                &net,
+                NetworkConnectRequest {
+                    container: Some(name.to_string()),
+                    endpoint_config: Some(endpoint(spec, name)),
+                },
+            )
+            .await
+            .with_context(|| format!("failed to connect {name} to network {net}"))?;
+    }
+    Ok(())
+}
+
+pub async fn start(docker: &Docker, name: &str) -> Result<()> {
+    docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .with_context(|| format!("failed to start container {name}"))
+}
+
+/// Stops (SIGTERM, or the image's stop signal, then SIGKILL after the grace) and removes a
+/// container; one that is already gone is fine.
+pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
+    absent_as_ok(
+        docker
+            .stop_container(
+                name,
+                Some(StopContainerOptions {
+                    t: Some(STOP_GRACE_SECS),
+                    signal: None,
+                }),
+            )
+            .await,
+    )
+    .or_else(|e| match e {
+        // 304: already stopped.
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        } => Ok(()),
+        e => Err(e),
+    })
+    .with_context(|| format!("failed to stop container {name}"))?;
+    absent_as_ok(
+        docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await,
+    )
+    .with_context(|| format!("failed to remove container {name}"))
+}
+
+/// Runs `cmd` in a running container; returns its exit code and combined output.
+pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    let created = docker
+        .create_exec(
+            container,
+            bollard::models::ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("failed to run {cmd:?} in {container}"))?;
+    let mut output = String::new();
+    if let bollard::exec::StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker
+        .start_exec(&created.id, None)
+        .await
+        .with_context(|| format!("failed to run {cmd:?} in {container}"))?
+    {
+        while let Some(chunk) = stream.next().await {
+            output.push_str(
+                &chunk
+                    .with_context(|| format!("failed to read {cmd:?} output in {container}"))?
+                    .to_string(),
+            );
+        }
+    }
+    let inspect = docker
+        .inspect_exec(&created.id)
+        .await
+        .with_context(|| format!("failed to read the exit code of {cmd:?} in {container}"))?;
+    Ok((inspect.exit_code.unwrap_or(-1), output))
+}
+
+/// What the proxy runs from: where its config is inside the container, and the new
+/// content to write on the host before it starts or reloads.
+pub struct ProxyConfig {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub contents: String,
+}
+
+/// Checks the proxy's configuration with `nginx -t` and reloads it gracefully (SIGHUP to
+/// the master: old workers finish their requests, new ones use the new config).
+pub async fn test_and_reload_proxy(
+    docker: &Docker,
+    container: &str,
+    config_path: &str,
+) -> Result<()> {
+    let (code, output) = exec(docker, container, &["nginx", "-t", "-c", config_path]).await?;
+    if code != 0 {
+        bail!(
+            "nginx -t rejected the new configuration in {container}:\n{}",
+            output.trim_end()
+        );
+    }
+    docker
+        .kill_container(
+            container,
+            Some(KillContainerOptions {
+                signal: "HUP".into(),
+            }),
+        )
+        .await
+        .with_context(|| format!("failed to send SIGHUP to {container}"))
+}
+
+/// Carries out `plan`. `specs` are the services in any order; `proxy` is nginx's config.
+pub async fn execute(
+    docker: &Docker,
+    project: &str,
+    plan: &Plan,
+    networks: &[NetworkSpec],
+    specs: &[ContainerSpec],
+    proxy: &ProxyConfig,
+    health_timeout: Duration,
+    steps: &mut dyn Steps,
+) -> Result<()> {
+    for step in plan.networks.iter().filter(|n| n.create) {
+        let spec = networks
+            .iter()
+            .find(|n| network_name(project, &n.name) == step.network)
+            .ok_or_else(|| anyhow!("network {} is not in the compose file", step.network))?;
+        steps.begin(&format!("creating network {}", step.network));
+        create_network(docker, project, spec).await?;
+        steps.end();
+    }
+
+    let spec_of = |service: &str| specs.iter().find(|s| s.service == service);
+    let mut retired_api: Option<String> = None;
+    let mut new_api: Option<String> = None;
+    for step in &plan.services {
+        let spec = spec_of(&step.service)
+            .ok_or_else(|| anyhow!("service {} has no spec", step.service))?;
+        match (&step.change, step.service.as_str()) {
+            (Change::Keep, _) => {}
+            (change, API_SERVICE) => {
+                if let Change::Replace { old, .. } = change {
+                    if old == &step.container {
+                        // Same name (a stopped container of the same config): make room.
+                        stop_and_remove(docker, old).await?;
+                    } else {
+                        retired_api = Some(old.clone());
+                    }
+                }
+                steps.begin(&format!(
+                    "starting {} and waiting until it is healthy",
+                    step.container
+                ));
+                stop_and_remove(docker, &step.container).await?;
+                create_container(docker, project, spec, &step.container).await?;
+                start(docker, &step.container).await?;
+                if let Err(err) =
+                    health::wait_healthy(docker, &step.container, health_timeout).await
+                {
+                    steps.end();
+                    let _ = stop_and_remove(docker, &step.container).await;
+                    let kept = retired_api
+                        .as_deref()
+                        .map(|o| format!("\nthe previous container {o} keeps serving"))
+                        .unwrap_or_default();
+                    return Err(err.context(format!(
+                        "the new api container failed; it was removed{kept}"
+                    )));
+                }
+                steps.end();
+                new_api = Some(step.container.clone());
+            }
+            (change, _) => {
+                if let Change::Replace { old, .. } = change {
+                    steps.begin(&format!("stopping {old}"));
+                    stop_and_remove(docker, old).await?;
+                    steps.end();
+                }
+                if step.service == PROXY_SERVICE {
+                    write_proxy_config(proxy)?;
+                }
+                steps.begin(&format!("starting {}", step.container));
+                stop_and_remove(docker, &step.container).await?;
+                create_container(docker, project, spec, &step.container).await?;
+                start(docker, &step.container).await?;
+                // A proxy with a broken config exits at once; catch it here, with its logs.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                health::wait_healthy(docker, &step.container, health_timeout).await?;
+                steps.end();
+            }
+        }
+    }
+
+    if let Some(reason) = &plan.reload_proxy {
+        let nginx = plan
+            .services
+            .iter()
+            .find(|s| s.service == PROXY_SERVICE)
+            .map(|s| s.container.clone())
+            .ok_or_else(|| anyhow!("no nginx service to reload"))?;
+        steps.begin(&format!("reloading nginx ({reason})"));
+        let previous = std::fs::read_to_string(&proxy.host_path).ok();
+        write_proxy_config(proxy)?;
+        if let Err(err) = test_and_reload_proxy(docker, &nginx, &proxy.container_path).await {
+            steps.end();
+            if let Some(previous) = previous {
+                crate::tls::files::write_atomic(&proxy.host_path, previous.as_bytes(), 0o644)?;
+            }
+            if let Some(new) = &new_api {
+                let _ = stop_and_remove(docker, new).await;
+            }
+            return Err(err.context("nginx keeps its previous configuration and containers"));
+        }
+        steps.end();
+    }
+
+    if let Some(old) = retired_api {
+        steps.begin(&format!("draining and stopping {old}"));
+        tokio::time::sleep(DRAIN).await;
+        stop_and_remove(docker, &old).await?;
+        steps.end();
+    }
+    for removal in &plan.remove {
+        steps.begin(&format!(
+            "removing {} ({})",
+            removal.container, removal.reason
+        ));
+        stop_and_remove(docker, &removal.container).await?;
+        steps.end();
+    }
+    Ok(())
+}
+
+fn write_proxy_config(proxy: &ProxyConfig) -> Result<()> {
+    if std::fs::read_to_string(&proxy.host_path).is_ok_and(|c| c == proxy.contents) {
+        return Ok(());
+    }
+    crate::tls::files::write_atomic(&proxy.host_path, proxy.contents.as_bytes(), 0o644)
+}
+
+/// Stops and removes every container and network of `project`; returns their names.
+pub async fn remove_stack(docker: &Docker, project: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let mut containers = Vec::new();
+    let mut summaries = super::project_containers(docker, project).await?;
+    // The proxy first, so no request reaches an API that is going away.
+    summaries.sort_by_key(|s| {
+        s.labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE))
+            .map(|s| s != PROXY_SERVICE)
+    });
+    for summary in summaries {
+        let name = super::summary_name(&summary);
+        stop_and_remove(docker, &name).await?;
+        containers.push(name);
+    }
+    let mut networks = Vec::new();
+    for network in super::project_networks(docker, project).await? {
+        let Some(name) = network.name else { continue };
+        absent_as_ok(docker.remove_network(&name).await)
+            .with_context(|| format!("failed to remove network {name}"))?;
+        networks.push(name);
+    }
+    Ok((containers, networks))
+}

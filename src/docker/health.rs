@@ -1,0 +1,109 @@
+//! Waiting for a container to become healthy. The engine has no such call, so this polls
+//! `inspect_container` against a deadline; a container that exits or restarts fails at
+//! once instead of at the deadline. On failure the error carries the container's last log
+//! lines and its health log, so the user sees *why* without another command.
+//!
+//! It only observes: it never stops or removes the container (the caller decides).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::query_parameters::LogsOptions;
+use bollard::Docker;
+use futures_util::StreamExt;
+
+/// How many log lines a failure shows.
+pub const FAILURE_LOG_LINES: usize = 50;
+const POLL: Duration = Duration::from_millis(200);
+
+/// Waits until `container` is running and (if it has a healthcheck) healthy.
+pub async fn wait_healthy(docker: &Docker, container: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let inspect = docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .with_context(|| format!("failed to inspect container {container}"))?;
+        let state = inspect.state.unwrap_or_default();
+        let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
+        let health = state.health.as_ref().and_then(|h| h.status);
+        let restarts = inspect.restart_count.unwrap_or(0);
+        let failure = match status {
+            ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => Some(format!(
+                "exited with code {}",
+                state.exit_code.unwrap_or(-1)
+            )),
+            ContainerStateStatusEnum::RESTARTING => Some(format!(
+                "is restarting (exit code {})",
+                state.exit_code.unwrap_or(-1)
+            )),
+            _ if restarts > 0 => Some(format!("restarted {restarts} time(s)")),
+            _ if health == Some(HealthStatusEnum::UNHEALTHY) => Some("is unhealthy".to_string()),
+            ContainerStateStatusEnum::RUNNING
+                if matches!(
+                    health,
+                    None | Some(
+                        HealthStatusEnum::HEALTHY
+                            | HealthStatusEnum::NONE
+                            | HealthStatusEnum::EMPTY
+                    )
+                ) =>
+            {
+                return Ok(());
+            }
+            _ if Instant::now() >= deadline => Some(format!(
+                "did not become healthy within {}s",
+                timeout.as_secs()
+            )),
+            _ => None,
+        };
+        if let Some(reason) = failure {
+            let logs = last_logs(docker, container, FAILURE_LOG_LINES)
+                .await
+                .unwrap_or_else(|e| format!("(could not read its logs: {e:#})"));
+            let health_log = state
+                .health
+                .and_then(|h| h.log)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| {
+                    format!(
+                        "  exit {}: {}",
+                        r.exit_code.unwrap_or(-1),
+                        r.output.unwrap_or_default().trim()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(anyhow!(
+                "container {container} {reason}\n--- its last {FAILURE_LOG_LINES} log lines ---\n{}\n--- its health log ---\n{}",
+                logs.trim_end(),
+                if health_log.is_empty() { "  (no health checks ran)".to_string() } else { health_log }
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The last `lines` lines a container wrote to stdout and stderr.
+pub async fn last_logs(docker: &Docker, container: &str, lines: usize) -> Result<String> {
+    let mut stream = docker.logs(
+        container,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.with_context(|| format!("failed to read the logs of {container}"))?;
+        text.push_str(&chunk.to_string());
+    }
+    Ok(text)
+}

@@ -1,0 +1,140 @@
+//! The Docker Engine, through bollard: connecting (with API version negotiation), the
+//! labels that mark what elior owns, and reading a 404 as "absent" rather than failure.
+//!
+//! Submodules carry out plans: `image` builds the API image, `compose` reads the rendered
+//! compose file into container specs, `apply` creates networks and containers, `health`
+//! waits for a container to become healthy. Nothing here decides *what* should exist
+//! (that is `plan`), and nothing here prints to stdout.
+
+pub mod apply;
+pub mod compose;
+pub mod health;
+pub mod image;
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Context, Result};
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
+use bollard::Docker;
+
+pub use bollard;
+
+/// The stack a resource belongs to; two stacks on one host never share a value.
+pub const LABEL_PROJECT: &str = "elior.project";
+/// The compose service a container runs (`api`, `nginx`).
+pub const LABEL_SERVICE: &str = "elior.service";
+/// A hash of everything a container was created from; equal hash, same container.
+pub const LABEL_CONFIG_HASH: &str = "elior.config-hash";
+/// Per-aspect hashes (`image=…,env=…`), so a plan can say *what* changed.
+pub const LABEL_CONFIG_PARTS: &str = "elior.config-parts";
+
+/// Connects to the engine at DOCKER_HOST or /var/run/docker.sock and agrees on an API
+/// version both sides speak (engines seen here speak 1.41 and refuse newer clients).
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults()
+        .context("failed to set up the Docker Engine client")?;
+    let docker = docker.negotiate_version().await.map_err(|e| {
+        anyhow!(
+            "cannot reach the Docker Engine: {e}\nis dockerd running and is /var/run/docker.sock (or DOCKER_HOST) readable by you?"
+        )
+    })?;
+    Ok(docker)
+}
+
+/// True when the engine answered 404: the thing does not exist.
+pub fn is_not_found(err: &DockerError) -> bool {
+    matches!(
+        err,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Turns a 404 into `Ok(None)`: absence is state, not failure.
+pub fn absent_as_none<T>(result: Result<T, DockerError>) -> Result<Option<T>, DockerError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if is_not_found(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Turns a 404 into success, for removals of things that may already be gone.
+pub fn absent_as_ok(result: Result<(), DockerError>) -> Result<(), DockerError> {
+    absent_as_none(result).map(|_| ())
+}
+
+/// A label filter for list calls: `label=KEY=VALUE` for each pair.
+pub fn label_filter(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        pairs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    )])
+}
+
+/// Every container (running or not) of `project`.
+pub async fn project_containers(
+    docker: &Docker,
+    project: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(label_filter(&[(LABEL_PROJECT, project)])),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("failed to list the containers of stack {project}"))
+}
+
+/// Every network of `project`.
+pub async fn project_networks(
+    docker: &Docker,
+    project: &str,
+) -> Result<Vec<bollard::models::Network>> {
+    docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(label_filter(&[(LABEL_PROJECT, project)])),
+        }))
+        .await
+        .with_context(|| format!("failed to list the networks of stack {project}"))
+}
+
+/// The project name of a stack: `elior-` and the domain with every character Docker
+/// names do not allow (and the dots, for readability) as `-`. Container and network
+/// names all start with it, so two stacks on one host never collide.
+pub fn project_name(domain: &str) -> String {
+    let mut name = String::from("elior-");
+    for c in domain.chars() {
+        name.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        });
+    }
+    name
+}
+
+/// A container's name as the engine reports it in a listing, without the leading `/`.
+pub fn summary_name(summary: &bollard::models::ContainerSummary) -> String {
+    summary
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_are_docker_names() {
+        assert_eq!(project_name("Fit.Example.com"), "elior-fit-example-com");
+        assert_eq!(project_name("::1"), "elior---1");
+    }
+}

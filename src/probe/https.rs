@@ -1,0 +1,199 @@
+//! The HTTPS proof of a deploy: `GET https://DOMAIN/PATH` sent to a local address (the
+//! stack's HTTPS port) with DOMAIN as SNI and Host, the served certificate pinned to the
+//! one on disk (the bootstrap certificate is self-signed, so no CA could vouch for it; a
+//! pin proves nginx serves exactly the file elior installed). Returns status, headers and
+//! body so callers can check the security headers too.
+//!
+//! One request per connection (`Connection: close`). It never sends credentials.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// An answer, with header names in lower case.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A client that trusts exactly one certificate.
+#[derive(Clone)]
+pub struct PinnedClient {
+    connector: TlsConnector,
+}
+
+impl PinnedClient {
+    /// Pins the first certificate (the leaf) of the PEM file at `cert_path`.
+    pub fn from_pem_file(cert_path: &Path) -> Result<PinnedClient> {
+        let leaf = CertificateDer::pem_file_iter(cert_path)
+            .with_context(|| format!("failed to read certificate {}", cert_path.display()))?
+            .next()
+            .ok_or_else(|| anyhow!("{} holds no certificate", cert_path.display()))?
+            .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("TLS setup failed")?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { leaf, provider }))
+            .with_no_client_auth();
+        Ok(PinnedClient {
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// `GET path` at `addr` for `domain`, bounded by `timeout`.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        domain: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let url = format!("https://{domain}{path} at {addr}");
+        tokio::time::timeout(timeout, self.get_unbounded(addr, domain, path))
+            .await
+            .map_err(|_| anyhow!("{url} did not answer within {timeout:?}"))?
+            .with_context(|| format!("GET {url} failed"))
+    }
+
+    async fn get_unbounded(&self, addr: SocketAddr, domain: &str, path: &str) -> Result<Response> {
+        let name = ServerName::try_from(domain.to_string())
+            .map_err(|e| anyhow!("{domain:?} is not a server name: {e}"))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let mut tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake failed")?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {domain}\r\nUser-Agent: elior-deploy\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        // nginx may close without a TLS close_notify; what was read still counts.
+        let read = tls.read_to_end(&mut answer).await;
+        if answer.is_empty() {
+            read.context("no answer")?;
+            bail!("the connection closed without an answer");
+        }
+        parse_response(&answer)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Result<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("not an HTTP answer: {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the served certificate is not the one in nginx/ssl/ (a reload pending, or another server on the port?)".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_headers_and_body() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nX-Frame-Options: DENY\r\nContent-Type: application/json\r\n\r\n{\"status\":\"ok\"}").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        assert_eq!(r.body, "{\"status\":\"ok\"}");
+        assert!(parse_response(b"garbage").is_err());
+    }
+}
