@@ -9,6 +9,7 @@ mod backup;
 mod cert;
 mod config;
 mod deploy;
+mod doctor;
 mod down;
 mod healthcheck;
 mod init;
@@ -70,6 +71,7 @@ enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Down(down::DownArgs),
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -95,6 +97,7 @@ impl Cli {
             Command::Status(args) => args.run(),
             Command::Logs(args) => args.run(),
             Command::Down(args) => args.run(),
+            Command::Doctor(args) => args.run(),
         }
     }
 }
