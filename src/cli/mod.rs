@@ -14,6 +14,7 @@ mod down;
 mod healthcheck;
 mod init;
 mod logs;
+mod probe;
 mod render;
 mod restore;
 mod schedule;
@@ -72,6 +73,9 @@ enum Command {
     Logs(logs::LogsArgs),
     Down(down::DownArgs),
     Doctor(doctor::DoctorArgs),
+    /// Look at a running stack from outside: timing of /health, TLS grade
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
 }
 
 impl Cli {
@@ -98,6 +102,7 @@ impl Cli {
             Command::Logs(args) => args.run(),
             Command::Down(args) => args.run(),
             Command::Doctor(args) => args.run(),
+            Command::Probe(cmd) => cmd.run(),
         }
     }
 }
