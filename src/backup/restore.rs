@@ -2,9 +2,10 @@
 //! it was.
 //!
 //! Order (issue 6): verify the backup (a bad one is refused before anything is touched);
-//! take the deploy lock; take a safety backup of the current state; stage the restored
-//! database and uploads beside their targets (a copy and an extraction into temporary
-//! names, done while the API still serves); stop the API if it runs; swap the staged files
+//! take the deploy lock; stage the restored database and uploads beside their targets (a
+//! copy and an extraction into temporary names, done while the API still serves, so an
+//! unsafe archive is refused before anything else happens); take a safety backup of the
+//! current state; stop the API if it runs; swap the staged files
 //! in with renames, moving the current ones (and any `-wal`/`-shm`) aside; start the API
 //! and wait until it is healthy. If anything fails after the stop, every rename is undone
 //! and the API is started again.
@@ -111,23 +112,6 @@ fn restore_locked(
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
     let dir = &settings.backup_dir;
-    let has_state = settings.database_path.is_file() || settings.uploads_dir.is_dir();
-    let safety_backup = if has_state {
-        reporter.phase("taking a safety backup of the current state");
-        let options = CreateOptions {
-            reason: "pre-restore",
-            require_database: false,
-            ..CreateOptions::default()
-        };
-        let safety = super::create(settings, &options, reporter).context(
-            "the safety backup of the current state failed, so nothing was restored or changed",
-        )?;
-        reporter.phase(&format!("  safety backup {}", safety.id));
-        Some(safety.id)
-    } else {
-        None
-    };
-
     let mut staged = Staged::default();
     if let Some(db) = manifest.file(PartName::Database) {
         reporter.phase("staging the database");
@@ -144,6 +128,23 @@ fn restore_locked(
         staged.uploads = Some(temp);
         upload_stats = Some(stats);
     }
+
+    let has_state = settings.database_path.is_file() || settings.uploads_dir.is_dir();
+    let safety_backup = if has_state {
+        reporter.phase("taking a safety backup of the current state");
+        let options = CreateOptions {
+            reason: "pre-restore",
+            require_database: false,
+            ..CreateOptions::default()
+        };
+        let safety = super::create(settings, &options, reporter).context(
+            "the safety backup of the current state failed, so nothing was restored or changed",
+        )?;
+        reporter.phase(&format!("  safety backup {}", safety.id));
+        Some(safety.id)
+    } else {
+        None
+    };
 
     let was_running = api.is_running()?;
     if was_running {

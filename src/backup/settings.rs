@@ -44,13 +44,8 @@ impl BackupSettings {
 
     pub fn from_raw(stack_dir: &Path, raw: &RawSettings) -> Result<Self> {
         let value = |key: &str| raw.get(key).map(str::trim).filter(|v| !v.is_empty());
-        let resolve = |p: PathBuf| {
-            if p.is_absolute() {
-                p
-            } else {
-                stack_dir.join(p)
-            }
-        };
+        // Absolute and without `.` components, so messages name the real place.
+        let resolve = |p: PathBuf| std::path::absolute(stack_dir.join(p)).unwrap_or_default();
 
         let database_url = value("DATABASE_URL").unwrap_or(config::DEFAULT_DATABASE_URL);
         let database_path = resolve(
@@ -73,7 +68,7 @@ impl BackupSettings {
             .unwrap_or(DEFAULT_BACKUP_SCHEDULE)
             .to_string();
         Ok(BackupSettings {
-            stack_dir: stack_dir.to_path_buf(),
+            stack_dir: std::path::absolute(stack_dir).unwrap_or_else(|_| stack_dir.to_path_buf()),
             database_path,
             uploads_dir,
             backup_dir,
@@ -98,9 +93,9 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(
             s.database_path,
-            PathBuf::from("/srv/stack/./data/elior_fitness.db")
+            PathBuf::from("/srv/stack/data/elior_fitness.db")
         );
-        assert_eq!(s.uploads_dir, PathBuf::from("/srv/stack/./uploads"));
+        assert_eq!(s.uploads_dir, PathBuf::from("/srv/stack/uploads"));
         assert_eq!(s.backup_dir, PathBuf::from("/opt/backups/elior-fitness"));
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.schedule, "0 2 * * *");

@@ -168,7 +168,7 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
         println!(
             "{:<15}  {:>4}d  {:>10}  {}",
             set.id,
-            row["age_days"],
+            row["age_days"].as_i64().unwrap_or_default(),
             backup::human_bytes(set.total_size()),
             row["status"].as_str().unwrap_or_default()
         );

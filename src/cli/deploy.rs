@@ -326,25 +326,30 @@ async fn deploy_async(
         .ok_or_else(|| anyhow!("{} has no {API_SERVICE} service", compose::COMPOSE_FILE))?;
     let api_container = api_spec.container_name(&project);
 
-    // nginx points at the API container by name, so a switch is one reload.
-    let upstream =
-        Upstream::new(&api_container, config.serve.bind.port()).map_err(|e| anyhow!(e))?;
-    let rendered = render::render_stack(config, &Templates::embedded(), &upstream)?;
-    let nginx_conf = rendered
-        .into_iter()
-        .find(|f| f.path == paths::NGINX_CONF)
-        .ok_or_else(|| anyhow!("render produced no {}", paths::NGINX_CONF))?;
+    // nginx.conf as `elior render` writes it, with the upstream host swappable: deploy
+    // points nginx at one container by name during a swap.
+    let port = config.serve.bind.port();
+    let templates = Templates::embedded();
+    let render_proxy = |host: &str| -> Result<String> {
+        let upstream = Upstream::new(host, port).map_err(|e| anyhow!(e))?;
+        render::render_stack(config, &templates, &upstream)?
+            .into_iter()
+            .find(|f| f.path == paths::NGINX_CONF)
+            .map(|f| f.contents)
+            .ok_or_else(|| anyhow!("render produced no {}", paths::NGINX_CONF))
+    };
     let proxy = apply::ProxyConfig {
         host_path: dir.join(paths::NGINX_CONF),
         container_path: format!("{}/nginx.conf", paths::NGINX_MOUNT),
-        contents: nginx_conf.contents,
+        render: &render_proxy,
     };
+    let steady_proxy_config = render_proxy(API_SERVICE)?;
 
     let observed = Observed {
         containers: apply::observe(&docker, &project).await?,
         networks: apply::observe_networks(&docker, &project).await?,
         proxy_config_differs: std::fs::read_to_string(&proxy.host_path).ok().as_deref()
-            != Some(proxy.contents.as_str()),
+            != Some(steady_proxy_config.as_str()),
     };
     let plan = containers::plan(&project, &stack.networks, &stack.services, &observed);
 
@@ -377,17 +382,14 @@ async fn deploy_async(
         progress.note(&format!("plan: {line}"));
     }
     preflight_ports(&plan, &stack.services)?;
-    apply::execute(
-        &docker,
-        &project,
-        &plan,
-        &stack.networks,
-        &stack.services,
-        &proxy,
-        Duration::from_secs(options.timeout),
-        &mut progress,
-    )
-    .await?;
+    let target = apply::Target {
+        project: &project,
+        networks: &stack.networks,
+        specs: &stack.services,
+        proxy: &proxy,
+        health_timeout: Duration::from_secs(options.timeout),
+    };
+    apply::execute(&docker, &target, &plan, &mut progress).await?;
 
     progress_begin(
         &mut progress,

@@ -17,9 +17,11 @@ mod logs;
 mod probe;
 mod render;
 mod restore;
+mod rollback;
 mod schedule;
 mod serve;
 mod status;
+mod update;
 
 use std::process::ExitCode;
 
@@ -76,6 +78,8 @@ enum Command {
     /// Look at a running stack from outside: timing of /health, TLS grade
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
+    Update(update::UpdateArgs),
+    Rollback(rollback::RollbackArgs),
 }
 
 impl Cli {
@@ -103,6 +107,8 @@ impl Cli {
             Command::Down(args) => args.run(),
             Command::Doctor(args) => args.run(),
             Command::Probe(cmd) => cmd.run(),
+            Command::Update(args) => args.run(),
+            Command::Rollback(args) => args.run(),
         }
     }
 }

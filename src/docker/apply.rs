@@ -170,6 +170,7 @@ pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> Container
                 config: Some(spec.log_options.clone().into_iter().collect()),
             }),
             network_mode: spec.networks.first().map(|n| network_name(project, n)),
+            sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
             ..Default::default()
         }),
         networking_config: first_network.map(|endpoints| NetworkingConfig {
@@ -324,12 +325,14 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
     Ok((inspect.exit_code.unwrap_or(-1), output))
 }
 
-/// What the proxy runs from: where its config is inside the container, and the new
-/// content to write on the host before it starts or reloads.
-pub struct ProxyConfig {
+/// What the proxy runs from: where its config is on the host and inside the container,
+/// and how to render it for a given upstream host.
+pub struct ProxyConfig<'a> {
     pub host_path: PathBuf,
     pub container_path: String,
-    pub contents: String,
+    /// nginx.conf with the API upstream at this host: the service name `api` (the steady
+    /// state, what `elior render` writes) or one container's name (during a swap).
+    pub render: &'a dyn Fn(&str) -> Result<String>,
 }
 
 /// Checks the proxy's configuration with `nginx -t` and reloads it gracefully (SIGHUP to
@@ -357,17 +360,61 @@ pub async fn test_and_reload_proxy(
         .with_context(|| format!("failed to send SIGHUP to {container}"))
 }
 
-/// Carries out `plan`. `specs` are the services in any order; `proxy` is nginx's config.
+/// Points the running proxy's upstream at `upstream_host` with a checked, graceful
+/// reload. Nothing happens when the file already says so. If `nginx -t` refuses the new
+/// file, the previous one is put back and nginx keeps running on it.
+async fn switch_proxy(
+    docker: &Docker,
+    nginx: &str,
+    proxy: &ProxyConfig<'_>,
+    upstream_host: &str,
+) -> Result<bool> {
+    let contents = (proxy.render)(upstream_host)?;
+    let previous = std::fs::read_to_string(&proxy.host_path).ok();
+    if previous.as_deref() == Some(contents.as_str()) {
+        return Ok(false);
+    }
+    crate::tls::files::write_atomic(&proxy.host_path, contents.as_bytes(), 0o644)?;
+    if let Err(err) = test_and_reload_proxy(docker, nginx, &proxy.container_path).await {
+        if let Some(previous) = previous {
+            crate::tls::files::write_atomic(&proxy.host_path, previous.as_bytes(), 0o644)?;
+        }
+        return Err(err.context(format!("{nginx} keeps its previous configuration")));
+    }
+    Ok(true)
+}
+
+/// What a plan is carried out against: the stack's desired resources.
+pub struct Target<'a> {
+    pub project: &'a str,
+    pub networks: &'a [NetworkSpec],
+    /// The services, in any order.
+    pub specs: &'a [ContainerSpec],
+    pub proxy: &'a ProxyConfig<'a>,
+    /// How long a new container gets to become healthy.
+    pub health_timeout: Duration,
+}
+
+/// Carries out `plan`.
+///
+/// The API swap, when nginx keeps running: pin nginx to the current API container by
+/// name (so nothing reaches the new one before it is healthy, although both answer to
+/// `api`), start the new one and wait until it is healthy, switch nginx to it by name,
+/// drain and stop the old one, then point nginx back at `api`, which only the new
+/// container answers to now. Every switch is `nginx -t` plus a graceful reload.
 pub async fn execute(
     docker: &Docker,
-    project: &str,
+    target: &Target<'_>,
     plan: &Plan,
-    networks: &[NetworkSpec],
-    specs: &[ContainerSpec],
-    proxy: &ProxyConfig,
-    health_timeout: Duration,
     steps: &mut dyn Steps,
 ) -> Result<()> {
+    let Target {
+        project,
+        networks,
+        specs,
+        proxy,
+        health_timeout,
+    } = *target;
     for step in plan.networks.iter().filter(|n| n.create) {
         let spec = networks
             .iter()
@@ -378,22 +425,33 @@ pub async fn execute(
         steps.end();
     }
 
+    let nginx_step = plan.services.iter().find(|s| s.service == PROXY_SERVICE);
+    // The running nginx that stays, if any: it is switched by reloads, never restarted.
+    let kept_nginx = nginx_step
+        .filter(|s| s.change == Change::Keep)
+        .map(|s| s.container.clone());
     let spec_of = |service: &str| specs.iter().find(|s| s.service == service);
     let mut retired_api: Option<String> = None;
-    let mut new_api: Option<String> = None;
     for step in &plan.services {
         let spec = spec_of(&step.service)
             .ok_or_else(|| anyhow!("service {} has no spec", step.service))?;
         match (&step.change, step.service.as_str()) {
             (Change::Keep, _) => {}
             (change, API_SERVICE) => {
-                if let Change::Replace { old, .. } = change {
-                    if old == &step.container {
+                let old = match change {
+                    Change::Replace { old, .. } if old != &step.container => Some(old.clone()),
+                    Change::Replace { old, .. } => {
                         // Same name (a stopped container of the same config): make room.
                         stop_and_remove(docker, old).await?;
-                    } else {
-                        retired_api = Some(old.clone());
+                        None
                     }
+                    _ => None,
+                };
+                let swap = kept_nginx.as_deref().zip(old.as_deref());
+                if let Some((nginx, old)) = swap {
+                    steps.begin(&format!("pinning nginx to {old}"));
+                    switch_proxy(docker, nginx, proxy, old).await?;
+                    steps.end();
                 }
                 steps.begin(&format!(
                     "starting {} and waiting until it is healthy",
@@ -407,7 +465,10 @@ pub async fn execute(
                 {
                     steps.end();
                     let _ = stop_and_remove(docker, &step.container).await;
-                    let kept = retired_api
+                    if let Some(nginx) = &kept_nginx {
+                        let _ = switch_proxy(docker, nginx, proxy, API_SERVICE).await;
+                    }
+                    let kept = old
                         .as_deref()
                         .map(|o| format!("\nthe previous container {o} keeps serving"))
                         .unwrap_or_default();
@@ -416,7 +477,24 @@ pub async fn execute(
                     )));
                 }
                 steps.end();
-                new_api = Some(step.container.clone());
+                if let Some((nginx, old)) = swap {
+                    steps.begin(&format!("switching nginx to {}", step.container));
+                    if let Err(err) = switch_proxy(docker, nginx, proxy, &step.container).await {
+                        steps.end();
+                        let _ = stop_and_remove(docker, &step.container).await;
+                        let _ = switch_proxy(docker, nginx, proxy, API_SERVICE).await;
+                        return Err(err.context(format!("{old} keeps serving")));
+                    }
+                    steps.end();
+                    steps.begin(&format!("draining and stopping {old}"));
+                    // Requests old nginx workers already accepted still reach the old
+                    // API; after the pause it gets SIGTERM and finishes its own.
+                    tokio::time::sleep(DRAIN).await;
+                    stop_and_remove(docker, old).await?;
+                    steps.end();
+                } else {
+                    retired_api = old;
+                }
             }
             (change, _) => {
                 if let Change::Replace { old, .. } = change {
@@ -425,7 +503,16 @@ pub async fn execute(
                     steps.end();
                 }
                 if step.service == PROXY_SERVICE {
-                    write_proxy_config(proxy)?;
+                    let contents = (proxy.render)(API_SERVICE)?;
+                    if std::fs::read_to_string(&proxy.host_path).ok().as_deref()
+                        != Some(contents.as_str())
+                    {
+                        crate::tls::files::write_atomic(
+                            &proxy.host_path,
+                            contents.as_bytes(),
+                            0o644,
+                        )?;
+                    }
                 }
                 steps.begin(&format!("starting {}", step.container));
                 stop_and_remove(docker, &step.container).await?;
@@ -439,32 +526,15 @@ pub async fn execute(
         }
     }
 
-    if let Some(reason) = &plan.reload_proxy {
-        let nginx = plan
-            .services
-            .iter()
-            .find(|s| s.service == PROXY_SERVICE)
-            .map(|s| s.container.clone())
-            .ok_or_else(|| anyhow!("no nginx service to reload"))?;
+    if let Some(nginx) = &kept_nginx {
+        // Back to the steady state (`api`), or a changed nginx.conf taking effect.
+        let reason = plan.reload_proxy.as_deref().unwrap_or("nginx.conf changed");
         steps.begin(&format!("reloading nginx ({reason})"));
-        let previous = std::fs::read_to_string(&proxy.host_path).ok();
-        write_proxy_config(proxy)?;
-        if let Err(err) = test_and_reload_proxy(docker, &nginx, &proxy.container_path).await {
-            steps.end();
-            if let Some(previous) = previous {
-                crate::tls::files::write_atomic(&proxy.host_path, previous.as_bytes(), 0o644)?;
-            }
-            if let Some(new) = &new_api {
-                let _ = stop_and_remove(docker, new).await;
-            }
-            return Err(err.context("nginx keeps its previous configuration and containers"));
-        }
+        switch_proxy(docker, nginx, proxy, API_SERVICE).await?;
         steps.end();
     }
-
     if let Some(old) = retired_api {
-        steps.begin(&format!("draining and stopping {old}"));
-        tokio::time::sleep(DRAIN).await;
+        steps.begin(&format!("stopping {old}"));
         stop_and_remove(docker, &old).await?;
         steps.end();
     }
@@ -477,13 +547,6 @@ pub async fn execute(
         steps.end();
     }
     Ok(())
-}
-
-fn write_proxy_config(proxy: &ProxyConfig) -> Result<()> {
-    if std::fs::read_to_string(&proxy.host_path).is_ok_and(|c| c == proxy.contents) {
-        return Ok(());
-    }
-    crate::tls::files::write_atomic(&proxy.host_path, proxy.contents.as_bytes(), 0o644)
 }
 
 /// Stops and removes every container and network of `project`; returns their names.

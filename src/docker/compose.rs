@@ -61,6 +61,8 @@ struct Service {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     depends_on: BTreeMap<String, DependsOn>,
+    #[serde(default)]
+    sysctls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +232,7 @@ fn resolve_service(
         log_driver: service.logging.as_ref().map(|l| l.driver.clone()),
         log_options: service.logging.map(|l| l.options).unwrap_or_default(),
         labels: service.labels,
+        sysctls: service.sysctls,
         depends_on_healthy,
     })
 }
@@ -357,6 +360,8 @@ services:
     ports: ["18080:80", "127.0.0.1:18443:443"]
     volumes: ["./nginx:/etc/nginx/elior:ro"]
     networks: ["edge", "internal"]
+    sysctls:
+      net.ipv4.tcp_tw_reuse: "1"
     depends_on:
       api:
         condition: service_healthy
@@ -387,11 +392,23 @@ networks:
             }
         );
         assert_eq!(nginx.depends_on_healthy, ["api"]);
+        assert_eq!(nginx.sysctls["net.ipv4.tcp_tw_reuse"], "1");
         assert_eq!(stack.networks.len(), 2);
         assert!(stack
             .networks
             .iter()
             .any(|n| n.name == "internal" && n.internal));
+    }
+
+    /// Regression guard: a key added to the compose template that deploy cannot carry
+    /// out must fail here, not on a user's server.
+    #[test]
+    fn reads_the_compose_file_elior_render_writes() {
+        let text = include_str!("../plan/testdata/docker-compose.prod.yml");
+        let stack = parse(text, Path::new("/srv/stack"), &no_env).unwrap();
+        let services: Vec<&str> = stack.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(services, ["api", "nginx"]);
+        assert!(stack.services[0].healthcheck.is_some());
     }
 
     #[test]

@@ -93,7 +93,6 @@ pub fn dockerfile(version: &str, revision: &str) -> String {
         "FROM scratch\n\
          COPY rootfs/ /\n\
          USER {API_UID}:{API_UID}\n\
-         WORKDIR /app\n\
          EXPOSE 8000\n\
          HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD [\"/{BINARY_PATH}\", \"healthcheck\"]\n\
          CMD [\"/{BINARY_PATH}\", \"serve\"]\n\

@@ -58,6 +58,7 @@ pub struct ContainerSpec {
     pub log_driver: Option<String>,
     pub log_options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    pub sysctls: BTreeMap<String, String>,
     pub depends_on_healthy: Vec<String>,
 }
 
@@ -94,6 +95,7 @@ impl ContainerSpec {
                     &self.restart,
                     (&self.log_driver, &self.log_options),
                     &self.labels,
+                    &self.sysctls,
                 )),
             ),
         ];
@@ -391,6 +393,7 @@ mod tests {
             log_driver: None,
             log_options: BTreeMap::new(),
             labels: BTreeMap::new(),
+            sysctls: BTreeMap::new(),
             depends_on_healthy: if service == PROXY_SERVICE {
                 vec![API_SERVICE.into()]
             } else {

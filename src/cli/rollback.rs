@@ -1,0 +1,81 @@
+//! `elior rollback`: back to the previous API image, by the same zero-downtime path as a
+//! deploy. elior keeps the last few API images for this (see `deploy::KEEP_API_IMAGES`).
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+
+use super::deploy::{api_images, deploy_stack, DeployOptions, ImageSource};
+use crate::config::stack::StackConfig;
+use crate::docker;
+use crate::plan::containers::API_SERVICE;
+
+/// Return the API to the image it ran before the current one (or to --to IMAGE).
+///
+/// The previous container is started beside the current one, must become healthy, and
+/// nginx switches to it with a graceful reload: no request fails. The last 3 API images
+/// are kept for this; `elior status` shows which one runs.
+///
+/// Examples:
+///     elior rollback --dir /srv/elior
+///     elior rollback --dir /srv/elior --to elior-fitness-api:3f2a9c1b7d4e
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    options: DeployOptions,
+    /// The API image to return to [default: the one before the running one]
+    #[arg(long, value_name = "IMAGE")]
+    to: Option<String>,
+}
+
+impl RollbackArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        crate::logging::init("warn", crate::logging::Format::Human);
+        let config = StackConfig::load(&self.options.dir)?;
+        let target = match self.to.clone() {
+            Some(image) => image,
+            None => previous_image(&config)?,
+        };
+        eprintln!("rolling back to {target}");
+        deploy_stack(
+            &self.options,
+            &format!("elior rollback to {target}"),
+            "rollback",
+            ImageSource::Existing(target),
+        )
+    }
+}
+
+/// The newest API image older than the one the running API container uses.
+fn previous_image(config: &StackConfig) -> Result<String> {
+    let project = docker::project_name(config.domain.as_str());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let docker = docker::connect().await?;
+        let running = docker::apply::observe(&docker, &project)
+            .await?
+            .into_iter()
+            .find(|c| c.service == API_SERVICE && c.state == "running")
+            .ok_or_else(|| anyhow!("{project} runs no api container\nrun `elior deploy {}` first", config.domain.as_str()))?;
+        let inspect = docker
+            .inspect_container(&running.name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .with_context(|| format!("failed to inspect container {}", running.name))?;
+        let current = inspect.config.and_then(|c| c.image).unwrap_or_default();
+        let images = api_images(&docker, config.api_image.as_str()).await?;
+        let position = images.iter().position(|i| i.reference == current);
+        match position.and_then(|p| images.get(p + 1)) {
+            Some(previous) => Ok(previous.reference.clone()),
+            None => bail!(
+                "no API image older than {current} is left to roll back to\nelior keeps the last {} builds; `docker images {}` lists them",
+                super::deploy::KEEP_API_IMAGES,
+                docker::image::repository(config.api_image.as_str())
+            ),
+        }
+    })
+}

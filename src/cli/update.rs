@@ -1,0 +1,29 @@
+//! `elior update`: deploy with the stack's own settings (the original runbook's "rebuild
+//! and restart", without the downtime).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::deploy::{deploy_stack, DeployOptions, ImageSource};
+
+/// Redeploy the stack in DIR with its own DOMAIN: rebuild the API image from this binary
+/// if it changed, apply changes to .env.production or docker-compose.prod.yml, and swap
+/// containers without downtime. Nothing changed: "up to date".
+///
+/// Example:
+///     elior update --dir /srv/elior
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    options: DeployOptions,
+}
+
+impl UpdateArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        crate::logging::init("warn", crate::logging::Format::Human);
+        deploy_stack(&self.options, "elior update", "update", ImageSource::Build)
+    }
+}

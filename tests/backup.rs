@@ -1,0 +1,600 @@
+//! `elior backup`, `elior restore` and `elior schedule`, run as the real binary against
+//! real SQLite files and real archives in a temporary stack directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
+
+/// A stack directory with its own backup folder, removed when the test ends.
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    backups: PathBuf,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("stack");
+        let backups = tmp.path().join("backups");
+        fs::create_dir_all(dir.join("data")).unwrap();
+        fs::create_dir_all(dir.join("uploads")).unwrap();
+        fs::write(
+            dir.join(".env.production"),
+            format!(
+                "DATABASE_URL=sqlite:///./data/elior_fitness.db\nUPLOAD_DIR=./uploads\nBACKUP_DIR={}\nBACKUP_RETENTION_DAYS=30\n",
+                backups.display()
+            ),
+        )
+        .unwrap();
+        Stack {
+            _tmp: tmp,
+            dir,
+            backups,
+        }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("data/elior_fitness.db")
+    }
+
+    fn uploads(&self) -> PathBuf {
+        self.dir.join("uploads")
+    }
+
+    fn elior(&self, args: &[&str]) -> Output {
+        Command::new(ELIOR)
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `elior backup --json` and returns the manifest.
+    fn backup(&self) -> serde_json::Value {
+        let out = self.elior(&["backup", "--json"]);
+        assert!(out.status.success(), "backup failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A WAL-mode database with `rows` rows in table `items`.
+    fn seed_database(&self, rows: usize) {
+        let mut conn = Connection::open(self.db_path()).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+             CREATE INDEX items_body ON items(body);",
+        )
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..rows {
+            tx.execute(
+                "INSERT INTO items (body) VALUES (?1)",
+                [format!("row {i} {}", "x".repeat(150))],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    fn seed_uploads(&self) {
+        let up = self.uploads();
+        fs::create_dir_all(up.join("progress/2026")).unwrap();
+        let mut photo = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        photo.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        fs::write(up.join("progress/2026/front.jpg"), &photo).unwrap();
+        fs::write(up.join("notes.txt"), "squat 5x5\n".repeat(5000)).unwrap();
+        fs::write(up.join("private.txt"), "only for the owner").unwrap();
+        fs::set_permissions(up.join("private.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        symlink("progress/2026/front.jpg", up.join("latest.jpg")).unwrap();
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn count_rows(path: &Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Relative path -> (mode, content sha256 or link target) of every entry under `root`.
+fn tree(root: &Path) -> BTreeMap<String, (u32, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, String)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).unwrap().display().to_string();
+                out.insert(rel, (0, format!("-> {target}")));
+            } else if meta.is_dir() {
+                out.insert(rel, (mode, "dir".into()));
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, (mode, sha256(&fs::read(&path).unwrap())));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn backup_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn backup_taken_while_another_connection_inserts_is_consistent() {
+    let stack = Stack::new();
+    stack.seed_database(20_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), stack.db_path());
+        std::thread::spawn(move || {
+            let conn = Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+            let mut inserted = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                conn.execute("INSERT INTO items (body) VALUES ('during backup')", [])
+                    .unwrap();
+                inserted += 1;
+            }
+            inserted
+        })
+    };
+    // Let the writer get going so the backup starts mid-stream.
+    while count_rows(&stack.db_path()) < 20_100 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = count_rows(&stack.db_path());
+    let manifest = stack.backup();
+    let after = count_rows(&stack.db_path());
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+
+    let copy = stack
+        .backups
+        .join(manifest["files"][0]["name"].as_str().unwrap());
+    let conn = Connection::open(&copy).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "delete",
+        "a backup file must stand alone, without a -wal"
+    );
+    let copied = count_rows(&copy);
+    assert!(
+        before <= copied && copied <= after,
+        "copy has {copied} rows; live had {before} before and {after} after"
+    );
+    let file_mode = fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(file_mode, 0o600);
+    let dir_mode = fs::metadata(&stack.backups).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+}
+
+#[test]
+fn backup_then_delete_then_restore_brings_back_rows_and_files() {
+    let stack = Stack::new();
+    stack.seed_database(500);
+    stack.seed_uploads();
+    let rows = count_rows(&stack.db_path());
+    let files = tree(&stack.uploads());
+    let manifest = stack.backup();
+    assert_eq!(manifest["upload_files"], 3);
+
+    // GNU tar reads the archive and sees the same tree.
+    let archive = stack
+        .backups
+        .join(manifest["files"][1]["name"].as_str().unwrap());
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    assert!(stdout(&listing).contains("uploads/progress/2026/front.jpg"));
+
+    fs::remove_dir_all(stack.dir.join("data")).unwrap();
+    fs::remove_dir_all(stack.uploads()).unwrap();
+
+    let out = stack.elior(&["restore", "latest", "--yes"]);
+    assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    assert!(stdout(&out).contains(&format!(
+        "restored backup {}",
+        manifest["id"].as_str().unwrap()
+    )));
+    assert_eq!(count_rows(&stack.db_path()), rows);
+    assert_eq!(tree(&stack.uploads()), files);
+    // Nothing staged or set aside is left behind.
+    let leftovers: Vec<_> = backup_files(&stack.dir)
+        .into_iter()
+        .filter(|n| n.contains("restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let audit = fs::read_to_string(stack.dir.join(".elior/audit.log")).unwrap();
+    assert!(audit.contains("\"action\":\"restore\"") && audit.contains("\"result\":\"ok\""));
+}
+
+#[test]
+fn restore_replaces_live_data_and_keeps_a_safety_backup() {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    stack.seed_uploads();
+    let files = tree(&stack.uploads());
+    stack.backup();
+    // Change the live state, with a live -wal beside the database.
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("DELETE FROM items WHERE id > 10", []).unwrap();
+    fs::write(stack.uploads().join("new.txt"), "added after the backup").unwrap();
+
+    let out = stack.elior(&["restore", "--yes", "--json"]);
+    drop(conn);
+    assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(count_rows(&stack.db_path()), 100);
+    assert_eq!(tree(&stack.uploads()), files);
+
+    // The safety backup holds the state from before the restore.
+    let safety = report["safety_backup"].as_str().unwrap();
+    let safety_db = stack.backups.join(format!("db_backup_{safety}.db"));
+    assert_eq!(count_rows(&safety_db), 10);
+}
+
+/// Makes a copy of backup `from` under the id `to` (same files, renamed manifest), so a
+/// test can have complete backups with any date in their names.
+fn clone_backup(backups: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(backups.join(format!("backup_{from}.json"))).unwrap();
+    for name in [
+        format!("db_backup_{from}.db"),
+        format!("uploads_backup_{from}.tar.gz"),
+    ] {
+        if backups.join(&name).exists() {
+            fs::copy(backups.join(&name), backups.join(name.replace(from, to))).unwrap();
+        }
+    }
+    fs::write(
+        backups.join(format!("backup_{to}.json")),
+        text.replace(from, to),
+    )
+    .unwrap();
+}
+
+fn id_days_ago(days: i64) -> String {
+    (chrono::Local::now() - chrono::Duration::days(days))
+        .format("%Y%m%d_%H%M%S")
+        .to_string()
+}
+
+fn remove_backup(backups: &Path, id: &str) {
+    for name in backup_files(backups) {
+        if name.contains(id) {
+            fs::remove_file(backups.join(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    let taken = stack.backup()["id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = [40, 31, 29, 1].map(id_days_ago).to_vec();
+    for id in &ids {
+        clone_backup(&stack.backups, &taken, id);
+    }
+    remove_backup(&stack.backups, &taken);
+    fs::write(stack.backups.join("notes.txt"), "keep me").unwrap();
+    fs::write(stack.backups.join("db_backup_2020.db"), "not ours").unwrap();
+    // A backup with no manifest is incomplete (maybe still running): never touched.
+    let incomplete = id_days_ago(60);
+    fs::write(
+        stack.backups.join(format!("db_backup_{incomplete}.db")),
+        "half",
+    )
+    .unwrap();
+
+    let dry = stack.elior(&["backup", "prune", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let plan = stdout(&dry);
+    assert_eq!(plan.matches("would delete").count(), 2, "{plan}");
+    assert!(
+        plan.contains(&format!("would delete  {}", ids[0])),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("would delete  {}", ids[1])),
+        "{plan}"
+    );
+    let before = backup_files(&stack.backups);
+
+    let out = stack.elior(&["backup", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = backup_files(&stack.backups);
+    let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+    let mut expected = Vec::new();
+    for id in &ids[..2] {
+        expected.push(format!("backup_{id}.json"));
+        expected.push(format!("db_backup_{id}.db"));
+        expected.push(format!("uploads_backup_{id}.tar.gz"));
+    }
+    expected.sort();
+    let mut gone: Vec<String> = gone.into_iter().cloned().collect();
+    gone.sort();
+    assert_eq!(gone, expected);
+    assert!(after.contains(&"notes.txt".to_string()));
+    assert!(after.contains(&"db_backup_2020.db".to_string()));
+    assert!(after.contains(&format!("db_backup_{incomplete}.db")));
+}
+
+#[test]
+fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let taken = stack.backup()["id"].as_str().unwrap().to_string();
+    let old = id_days_ago(90);
+    clone_backup(&stack.backups, &taken, &old);
+    remove_backup(&stack.backups, &taken);
+
+    let out = stack.elior(&["backup", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("newest verified backup"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stack.backups.join(format!("backup_{old}.json")).exists());
+    assert!(stack.backups.join(format!("db_backup_{old}.db")).exists());
+}
+
+#[test]
+fn flipped_byte_is_caught_by_verify_and_refused_by_restore() {
+    let stack = Stack::new();
+    stack.seed_database(200);
+    stack.seed_uploads();
+    let manifest = stack.backup();
+    let id = manifest["id"].as_str().unwrap();
+    // Live state differs from the backup, and must survive the refused restore.
+    Connection::open(stack.db_path())
+        .unwrap()
+        .execute("DELETE FROM items WHERE id > 50", [])
+        .unwrap();
+    let live_db = fs::read(stack.db_path()).unwrap();
+    let live_files = tree(&stack.uploads());
+
+    let copy = stack.backups.join(format!("db_backup_{id}.db"));
+    let mut bytes = fs::read(&copy).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&copy, &bytes).unwrap();
+
+    let verify = stack.elior(&["backup", "verify", id]);
+    assert_eq!(verify.status.code(), Some(1), "{}", stdout(&verify));
+    assert!(stdout(&verify).contains(&format!("FAILED  {id}")));
+    assert!(stdout(&verify).contains("sha256"), "{}", stdout(&verify));
+
+    let restore = stack.elior(&["restore", id, "--yes"]);
+    assert_eq!(restore.status.code(), Some(2));
+    let err = stderr(&restore);
+    assert!(
+        err.contains("failed verification; nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(fs::read(stack.db_path()).unwrap(), live_db);
+    assert_eq!(tree(&stack.uploads()), live_files);
+    assert_eq!(count_rows(&stack.db_path()), 50);
+}
+
+/// A tar.gz with one harmless entry and one entry at `evil_path`, written byte by byte
+/// because well-behaved tar writers refuse such paths.
+fn evil_archive(evil_path: &str) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut ok = tar::Header::new_gnu();
+    ok.set_size(2);
+    ok.set_mode(0o644);
+    ok.set_entry_type(tar::EntryType::Regular);
+    ok.set_uid(0);
+    ok.set_gid(0);
+    ok.set_mtime(1_700_000_000);
+    builder
+        .append_data(&mut ok, "uploads/ok.txt", &b"ok"[..])
+        .unwrap();
+    let mut evil = tar::Header::new_gnu();
+    evil.set_size(4);
+    evil.set_mode(0o644);
+    evil.set_entry_type(tar::EntryType::Regular);
+    evil.set_uid(0);
+    evil.set_gid(0);
+    evil.set_mtime(1_700_000_000);
+    let name = &mut evil.as_gnu_mut().unwrap().name;
+    name[..evil_path.len()].copy_from_slice(evil_path.as_bytes());
+    evil.set_cksum();
+    builder.append(&evil, &b"evil"[..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn archive_with_dotdot_or_absolute_paths_is_refused_and_nothing_lands_outside() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    let live_files = tree(&stack.uploads());
+    let absolute_target = stack.dir.parent().unwrap().join("absolute-evil");
+    let cases = [
+        ("uploads/../evil".to_string(), stack.dir.join("evil")),
+        (
+            absolute_target.display().to_string(),
+            absolute_target.clone(),
+        ),
+    ];
+    for (i, (evil_path, must_not_exist)) in cases.iter().enumerate() {
+        // A backup whose manifest truly matches the malicious archive: only extraction
+        // can catch it.
+        let id = id_days_ago(i as i64 + 1);
+        let archive = evil_archive(evil_path);
+        let name = format!("uploads_backup_{id}.tar.gz");
+        fs::create_dir_all(&stack.backups).unwrap();
+        fs::write(stack.backups.join(&name), &archive).unwrap();
+        let manifest = serde_json::json!({
+            "format": 1, "id": id, "created_at": "2026-01-01T00:00:00+00:00",
+            "elior_version": "0.1.0", "schema_version": null, "reason": "manual",
+            "database_check": null, "upload_files": 2, "duration_ms": 1,
+            "files": [{"part": "uploads", "name": name, "size": archive.len(), "sha256": sha256(&archive)}],
+        });
+        fs::write(
+            stack.backups.join(format!("backup_{id}.json")),
+            manifest.to_string(),
+        )
+        .unwrap();
+
+        let out = stack.elior(&["restore", &id, "--yes"]);
+        assert_eq!(out.status.code(), Some(2), "{evil_path}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("refusing to restore"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !must_not_exist.exists(),
+            "{} was written",
+            must_not_exist.display()
+        );
+        assert_eq!(tree(&stack.uploads()), live_files);
+        let leftovers: Vec<_> = backup_files(&stack.dir)
+            .into_iter()
+            .filter(|n| n.contains("restore"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn unwritable_backup_dir_gives_a_clear_error() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    // A path below a regular file can never be created, even by root.
+    let blocker = stack.dir.join("not-a-folder");
+    fs::write(&blocker, "").unwrap();
+    let target = blocker.join("backups");
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("BACKUP_DIR={}\n", target.display()),
+    )
+    .unwrap();
+    let out = stack.elior(&["backup"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "elior: failed to create backup folder {}",
+            target.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("set BACKUP_DIR"), "{err}");
+    assert!(!target.exists());
+}
+
+/// Kills the scheduler if the test fails before it stops it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=\"*/2 * * * * *\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(ELIOR)
+        .args(["schedule", "--dir"])
+        .arg(&stack.dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let state_path = stack.dir.join(".elior/state.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state: Option<serde_json::Value> = fs::read_to_string(&state_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(state) = state.filter(|s| s["jobs"]["backup"]["last_success_at"].is_string()) {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful backup run recorded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state["jobs"]["backup"]["last_result"], "ok");
+    assert!(backup_files(&stack.backups)
+        .iter()
+        .any(|n| n.starts_with("backup_") && n.ends_with(".json")));
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "scheduler exited with {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("job succeeded"), "{log}");
+    assert!(log.contains("scheduler stopped"), "{log}");
+}

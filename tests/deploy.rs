@@ -1,0 +1,540 @@
+//! `elior deploy` and its day-2 commands against the real Docker Engine, with Debian's
+//! nginx packed into a local image standing in for the production proxy image (no
+//! registry is reachable). One stack per test with a unique project, high ports and its
+//! own API image repository; a guard removes every container, network and image the test
+//! made, by label and name, even when the test fails.
+//!
+//! The lifecycle test walks one stack through everything a user does, so the slow parts
+//! (image builds, health gates) are paid once.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use elior::probe::https::PinnedClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_elior");
+
+fn fixture_nginx_image() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
+    let out = Command::new(&script)
+        .output()
+        .expect("run scripts/build-fixture-images");
+    assert!(
+        out.status.success(),
+        "building the nginx fixture image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A stack directory with its own project, ports and API image repository.
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    domain: String,
+    project: String,
+    api_repo: String,
+    https_port: u16,
+}
+
+impl Stack {
+    fn new(name: &str) -> Stack {
+        let tmp = tempfile::tempdir().unwrap();
+        let unique = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            tmp.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let domain = format!("{unique}.elior.test");
+        Stack {
+            dir: tmp.path().join("stack"),
+            project: elior::docker::project_name(&domain),
+            api_repo: format!("elior-test-{unique}-api"),
+            https_port: 0,
+            domain,
+            _tmp: tmp,
+        }
+    }
+
+    /// `elior init`, then the test's ports and images in the env file.
+    fn init(&mut self) {
+        let out = elior(&["init", &self.domain, "--dir", self.dir.to_str().unwrap()]);
+        assert!(out.status.success(), "init: {}", text(&out.stderr));
+        self.https_port = free_port();
+        let proxy = fixture_nginx_image();
+        self.set_env(&[
+            ("HTTP_PORT", &free_port().to_string()),
+            ("HTTPS_PORT", &self.https_port.to_string()),
+            ("API_IMAGE", &format!("{}:latest", self.api_repo)),
+            ("PROXY_IMAGE", &proxy),
+        ]);
+    }
+
+    fn env_path(&self) -> PathBuf {
+        self.dir.join(".env.production")
+    }
+
+    fn set_env(&self, pairs: &[(&str, &str)]) {
+        let mut text = std::fs::read_to_string(self.env_path()).unwrap();
+        for (key, value) in pairs {
+            let line = format!("{key}={value}");
+            let mut found = false;
+            text = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key}=")) {
+                        found = true;
+                        line.clone()
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+            if !found {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        std::fs::write(self.env_path(), text).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(BIN, args)
+    }
+
+    fn run_with(&self, bin: &str, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--dir", self.dir.to_str().unwrap()]);
+        Command::new(bin).args(&all).output().unwrap()
+    }
+
+    fn client(&self) -> PinnedClient {
+        PinnedClient::from_pem_file(&self.dir.join("nginx/ssl/cert.pem")).unwrap()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https_port))
+    }
+
+    fn get_health(&self) -> elior::probe::https::Response {
+        runtime()
+            .block_on(self.client().get(
+                self.addr(),
+                &self.domain,
+                "/health",
+                Duration::from_secs(10),
+            ))
+            .expect("GET /health through nginx")
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out.stdout)))
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn api_container(&self) -> serde_json::Value {
+        self.status()
+            .into_iter()
+            .find(|s| s["service"] == "api")
+            .expect("an api container")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let project = self.project.clone();
+        let repo = self.api_repo.clone();
+        runtime().block_on(async move {
+            let Ok(docker) = elior::docker::connect().await else {
+                return;
+            };
+            let _ = elior::docker::apply::remove_stack(&docker, &project).await;
+            let images = docker
+                .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                    filters: Some([("reference".to_string(), vec![repo.clone()])].into()),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_or_default();
+            for image in images {
+                for tag in image.repo_tags {
+                    let _ = docker
+                        .remove_image(
+                            &tag,
+                            Some(bollard::query_parameters::RemoveImageOptions {
+                                force: true,
+                                noprune: false,
+                            }),
+                            None,
+                        )
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+fn elior(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Requests /health through nginx, one connection each, until stopped; returns the
+/// number of successes and every failure.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ClientLoop {
+    fn start(stack: &Stack) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, addr, domain, flag) = (
+            stack.client(),
+            stack.addr(),
+            stack.domain.clone(),
+            stop.clone(),
+        );
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let (mut ok, mut failures) = (0, Vec::new());
+                // Bounded: at most ~10 minutes of requests even if never stopped.
+                for _ in 0..60_000 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match client
+                        .get(addr, &domain, "/health", Duration::from_secs(10))
+                        .await
+                    {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => failures.push(format!("status {}: {}", r.status, r.body.trim())),
+                        Err(e) => failures.push(format!("{e:#}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (ok, failures)
+            })
+        });
+        ClientLoop { stop, handle }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// A copy of the elior binary with one byte appended: the same program, a new content
+/// hash, so deploying it is an update to a new API image.
+fn new_build_of_elior(dir: &Path) -> String {
+    let path = dir.join("elior-next");
+    let mut bytes = std::fs::read(BIN).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn deploy_lifecycle_from_an_empty_directory_to_down() {
+    let mut stack = Stack::new("life");
+    let dir = stack.dir.to_str().unwrap().to_string();
+
+    // --dry-run on an empty directory says what would happen and writes nothing.
+    std::fs::create_dir_all(&stack.dir).unwrap();
+    let out = elior(&["deploy", &stack.domain, "--dir", &dir, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("has no stack"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read_dir(&stack.dir).unwrap().count(), 0);
+
+    // First deploy: render, image, certificate, containers, health gate, HTTPS proof.
+    stack.init();
+    let out = elior(&["deploy", &stack.domain, "--dir", &dir]);
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let health = stack.get_health();
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert!(
+        health.body.contains("\"status\":\"healthy\""),
+        "{}",
+        health.body
+    );
+    for header in [
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+    ] {
+        assert!(
+            health.header(header).is_some(),
+            "/health through nginx lacks {header}: {:?}",
+            health.headers
+        );
+    }
+    let key_mode = std::fs::metadata(stack.dir.join("nginx/ssl/key.pem"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
+
+    // The API image: FROM scratch, numeric user, exec-form healthcheck, labelled.
+    let api = stack.api_container();
+    let first_image = api["image"].as_str().unwrap().to_string();
+    assert!(first_image.starts_with(&stack.api_repo), "{first_image}");
+    runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        let image = docker.inspect_image(&first_image).await.unwrap();
+        let config = image.config.unwrap();
+        assert_eq!(config.user.as_deref(), Some("10001:10001"));
+        assert_eq!(
+            config.healthcheck.unwrap().test.unwrap(),
+            ["CMD", "/usr/local/bin/elior", "healthcheck"]
+        );
+        let labels = config.labels.unwrap();
+        assert_eq!(labels["org.opencontainers.image.version"], elior::VERSION);
+        assert!(first_image.ends_with(&labels["elior.content-hash"]));
+        assert_eq!(
+            image.root_fs.unwrap().layers.unwrap().len(),
+            1,
+            "FROM scratch: one layer"
+        );
+
+        // status --json agrees with the engine.
+        let name = api["container"].as_str().unwrap();
+        let inspect = docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .unwrap();
+        let state = inspect.state.unwrap();
+        assert_eq!(api["state"], state.status.unwrap().to_string());
+        assert_eq!(
+            api["health"],
+            state.health.unwrap().status.unwrap().to_string()
+        );
+        assert_eq!(api["health"], "healthy");
+    });
+    let nginx = stack
+        .status()
+        .into_iter()
+        .find(|s| s["service"] == "nginx")
+        .unwrap();
+    assert_eq!(nginx["state"], "running");
+    assert!(
+        nginx["ports"]
+            .to_string()
+            .contains(&stack.https_port.to_string()),
+        "{nginx}"
+    );
+
+    // Second deploy: nothing changed, nothing done.
+    let before = stack.status();
+    let out = stack.run(&["update"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        stack
+            .status()
+            .iter()
+            .map(|s| s["container"].clone())
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|s| s["container"].clone())
+            .collect::<Vec<_>>()
+    );
+
+    // --dry-run after an env change prints the plan with its reason and changes nothing.
+    stack.set_env(&[("LOG_LEVEL", "debug")]);
+    let out = stack.run(&["update", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains(&format!(
+            "api: replace {}",
+            api["container"].as_str().unwrap()
+        )),
+        "{plan}"
+    );
+    assert!(plan.contains("(environment changed)"), "{plan}");
+    assert!(
+        plan.contains("nginx: reload (switch to the new api container)"),
+        "{plan}"
+    );
+    assert_eq!(stack.api_container()["container"], api["container"]);
+
+    // A new binary and config: zero-downtime update while a client keeps asking.
+    let next = new_build_of_elior(stack._tmp.path());
+    let clients = ClientLoop::start(&stack);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = stack.run_with(&next, &["update"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failures) = clients.finish();
+    assert!(
+        out.status.success(),
+        "update failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the update: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    assert!(ok > 20, "the client loop made only {ok} requests");
+    let updated = stack.api_container();
+    assert_ne!(updated["container"], api["container"]);
+    assert_ne!(
+        updated["image"], api["image"],
+        "a new binary is a new image"
+    );
+    assert_eq!(stack.status().len(), 2, "the old api container is gone");
+    // After a swap nginx.conf is back to what `elior render` writes (upstream `api`).
+    let out = stack.run(&["render", "--check"]);
+    assert!(out.status.success(), "render --check after deploy: {}", text(&out.stdout));
+
+    // A broken new version (serve cannot open its database) leaves the old one serving.
+    stack.set_env(&[("DATABASE_URL", "sqlite:////nonexistent/elior.db")]);
+    let out = stack.run(&["update", "--timeout", "60"]);
+    assert!(
+        !out.status.success(),
+        "a broken version must fail the deploy"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("log lines ---"), "{stderr}");
+    assert!(stderr.contains("keeps serving"), "{stderr}");
+    assert_eq!(stack.api_container()["container"], updated["container"]);
+    assert_eq!(stack.get_health().status, 200);
+    assert_eq!(stack.status().len(), 2, "the failed container was removed");
+    stack.set_env(&[("DATABASE_URL", "sqlite:////app/data/elior_fitness.db")]);
+
+    // Rollback returns to the first image, again without a failed request.
+    let clients = ClientLoop::start(&stack);
+    let out = stack.run(&["rollback"]);
+    let (_, failures) = clients.finish();
+    assert!(
+        out.status.success(),
+        "rollback failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rollback: {failures:?}"
+    );
+    assert_eq!(stack.api_container()["image"], first_image.as_str());
+    assert_eq!(stack.get_health().status, 200);
+
+    // Every deploy is in the audit log, the failed one too.
+    let audit = std::fs::read_to_string(stack.dir.join(".elior/audit.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"rollback\"") && l.contains("\"result\":\"ok\"")),
+        "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("\"result\":\"failed\"")),
+        "{audit}"
+    );
+
+    // down removes containers and networks and keeps the data.
+    let out = stack.run(&["down"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("kept"), "{}", text(&out.stdout));
+    assert!(stack.status().is_empty());
+    assert!(
+        stack.dir.join("data/elior_fitness.db").exists(),
+        "down must keep the database"
+    );
+    assert!(stack.dir.join("uploads").is_dir() && stack.dir.join("nginx/ssl/cert.pem").exists());
+    runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        assert!(elior::docker::project_networks(&docker, &stack.project)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
+
+#[test]
+fn a_held_deploy_lock_refuses_a_concurrent_deploy() {
+    // Regression guard: two deploys at once would fight over containers and nginx.conf.
+    let mut stack = Stack::new("lock");
+    stack.init();
+    std::fs::create_dir_all(stack.dir.join(".elior")).unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = serde_json::json!({
+        "pid": std::process::id(),
+        "host": hostname.trim(),
+        "command": "elior restore latest",
+        "since": "2026-01-01T00:00:00+00:00",
+    });
+    std::fs::write(stack.dir.join(".elior/deploy.lock"), holder.to_string()).unwrap();
+    let out = elior(&[
+        "deploy",
+        &stack.domain,
+        "--dir",
+        stack.dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("elior restore latest"), "{stderr}");
+    assert!(stack.status().is_empty(), "nothing was deployed");
+}
