@@ -642,8 +642,10 @@ pub fn database(ctx: &Context, f: &DatabaseFacts) -> Vec<Finding> {
                     mode.unwrap_or("unknown")
                 ),
                 format!(
-                    "restart the API (it sets WAL at start): docker restart {}-api",
-                    crate::docker::project_name(&domain_arg(ctx))
+                    "restart the API (it sets WAL at start): docker restart $(docker ps -q --filter label={}={} --filter label={}=api)",
+                    crate::docker::LABEL_PROJECT,
+                    crate::docker::project_name(&domain_arg(ctx)),
+                    crate::docker::LABEL_SERVICE
                 ),
             )),
         }
