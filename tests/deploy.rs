@@ -447,7 +447,11 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     assert_eq!(stack.status().len(), 2, "the old api container is gone");
     // After a swap nginx.conf is back to what `elior render` writes (upstream `api`).
     let out = stack.run(&["render", "--check"]);
-    assert!(out.status.success(), "render --check after deploy: {}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "render --check after deploy: {}",
+        text(&out.stdout)
+    );
 
     // A broken new version (serve cannot open its database) leaves the old one serving.
     stack.set_env(&[("DATABASE_URL", "sqlite:////nonexistent/elior.db")]);

@@ -67,7 +67,7 @@ fn probe_ssl_grades_the_rendered_stack_and_sees_downgrades() {
     let stack = Stack::new("example.com", &[]);
     let ca = TestCa::new();
     let (cert, key) = ca.leaf("example.com", -1, 60);
-    stack.write_pair(&format!("{cert}"), &key);
+    stack.write_pair(&cert, &key);
     let ca_path = ca.write(&stack.dir);
     let ca_path = ca_path.to_str().unwrap();
     let nginx = Nginx::start(&stack);

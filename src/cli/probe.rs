@@ -66,6 +66,9 @@ pub struct HealthArgs {
     timeout: u64,
 }
 
+/// Reads one phase's duration from a run's timings.
+type Phase = fn(&timing::Timings) -> Option<f64>;
+
 /// min, median and p99 of one phase, in ms.
 #[derive(Serialize)]
 struct Stat {
@@ -132,12 +135,12 @@ impl HealthArgs {
                 Err(e) => failures.push(format!("{e:#}")),
             }
         }
-        let phase = |f: fn(&timing::Timings) -> Option<f64>| {
+        let phase = |f: Phase| {
             let values: Vec<f64> = exchanges.iter().filter_map(|e| f(&e.timings)).collect();
             timing::summary(&values).map(|(min, median, p99)| Stat { min, median, p99 })
         };
         let mut stats = Vec::new();
-        let phases: [(&str, fn(&timing::Timings) -> Option<f64>); 5] = [
+        let phases: [(&str, Phase); 5] = [
             ("dns", |t| Some(t.dns_ms)),
             ("connect", |t| Some(t.connect_ms)),
             ("tls", |t| t.tls_ms),

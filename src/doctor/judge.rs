@@ -147,9 +147,10 @@ pub fn env(ctx: &Context, f: &EnvFacts) -> Vec<Finding> {
         }
     }
     if let Some(e) = &f.validation_error {
-        let about_secret = e.starts_with("JWT_SECRET");
-        let about_cors = e.starts_with("CORS_ORIGINS");
-        if !(secret_reported && about_secret) && !(about_cors && !out.is_empty()) {
+        // Validation refuses what the findings above already name; say it once.
+        let already_named = (secret_reported && e.starts_with("JWT_SECRET"))
+            || (e.starts_with("CORS_ORIGINS") && !out.is_empty());
+        if !already_named {
             out.push(Finding::failure(
                 format!("invalid settings: {}", e.lines().next().unwrap_or(e)),
                 e.lines().nth(1).map(str::to_string).unwrap_or_else(|| {

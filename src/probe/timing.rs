@@ -285,9 +285,12 @@ async fn fetch_unbounded(url: &Url, connect: Option<IpAddr>, trust: &Trust) -> R
     })
 }
 
+/// Status, headers (lower-case names) and body of an answer.
+pub type Parsed = (u16, Vec<(String, String)>, String);
+
 /// Splits an HTTP/1.x answer into status, headers (lower-case names) and body, decoding
 /// a chunked body.
-pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<(String, String)>, String)> {
+pub fn parse_response(raw: &[u8]) -> Result<Parsed> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
