@@ -302,7 +302,7 @@ impl Gatherer {
         [("HTTP_PORT", http), ("HTTPS_PORT", https)]
             .into_iter()
             .map(|(key, port)| {
-                let (holders, error) = match super::ports::listeners(port) {
+                let (holders, error) = match super::procfs::listeners(port) {
                     Ok(h) => (h, None),
                     Err(e) => (Vec::new(), Some(e.to_string())),
                 };
@@ -925,26 +925,9 @@ fn lock_facts(dir: &Path) -> LockFacts {
 /// PIDs of `elior schedule` processes whose stack directory is `dir`.
 fn scheduler_pids(dir: &Path) -> Vec<u32> {
     let want = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+    for pid in super::procfs::pids().unwrap_or_default() {
+        let args = super::procfs::cmdline(pid);
         let is_elior = args
             .first()
             .and_then(|a| Path::new(a).file_name())
@@ -955,7 +938,7 @@ fn scheduler_pids(dir: &Path) -> Vec<u32> {
         if args.iter().any(|a| a == "install") {
             continue;
         }
-        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         let stack = args
             .iter()
             .position(|a| a == "--dir")

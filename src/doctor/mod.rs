@@ -11,7 +11,7 @@
 pub mod facts;
 pub mod gather;
 pub mod judge;
-pub mod ports;
+pub mod procfs;
 
 use serde::Serialize;
 

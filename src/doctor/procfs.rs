@@ -1,7 +1,7 @@
-//! Who listens on a TCP port, the way `netstat -tlnp` finds out: the listening sockets
-//! of /proc/net/tcp and tcp6 give an inode, and the process holding that inode is the one
-//! whose /proc/PID/fd has a `socket:[INODE]` link. Only reads /proc; needs root to see
-//! other users' processes.
+//! Processes, from /proc: their command lines, and who listens on a TCP port the way
+//! `netstat -tlnp` finds out (the listening sockets of /proc/net/tcp and tcp6 give an
+//! inode, and the process holding that inode is the one whose /proc/PID/fd has a
+//! `socket:[INODE]` link). Only reads /proc; needs root to see other users' processes.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -39,15 +39,8 @@ pub fn listeners(port: u16) -> std::io::Result<Vec<Listener>> {
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
-    for entry in fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+    for pid in pids()? {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
@@ -67,21 +60,33 @@ pub fn listeners(port: u16) -> std::io::Result<Vec<Listener>> {
     Ok(found)
 }
 
+/// The PIDs in /proc.
+pub fn pids() -> std::io::Result<Vec<u32>> {
+    Ok(fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect())
+}
+
+/// The arguments a process was started with (empty when it is gone or unreadable).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// PID, `comm` name and command line of a process.
 pub fn describe(pid: u32) -> Listener {
     let base = format!("/proc/{pid}");
     let name = fs::read_to_string(format!("{base}/comm"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let command = fs::read(format!("{base}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let command = cmdline(pid).join(" ");
     Listener {
         pid,
         command: if command.is_empty() {
