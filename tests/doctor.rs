@@ -279,6 +279,32 @@ fn doctor_lists_checks_and_refuses_unknown_ones() {
     assert!(text(&out.stderr).contains("certificate"));
 }
 
+/// The running container of `service` in `project`.
+fn service_container(project: &str, service: &str) -> String {
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=elior.project={project}"),
+        "--filter",
+        &format!("label=elior.service={service}"),
+    ]);
+    let id = text(&out.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no running {service} container in {project}"
+    );
+    id
+}
+
+fn stack_port(stack: &Stack, key: &str) -> String {
+    let env = std::fs::read_to_string(stack.env_path()).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .to_string()
+}
+
 /// Removes the deployed stack's containers, networks and API images, even on failure.
 struct Deployed {
     stack: Stack,
@@ -353,17 +379,56 @@ fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
         assert!(stdout.contains(ok), "no {ok:?} in:\n{stdout}");
     }
 
+    // With a certificate from a (test) CA that the client trusts, the deployed stack's
+    // TLS setup grades A+.
     let project = elior::docker::project_name(&stack.domain);
-    let api = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=elior.project={project}"),
-        "--filter",
-        "label=elior.service=api",
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&stack.domain, -1, 60);
+    stack.write_pair(&cert, &key);
+    let ca_path = ca.write(&stack.dir);
+    let nginx = service_container(&project, "nginx");
+    let out = docker(&[
+        "exec",
+        &nginx,
+        "nginx",
+        "-c",
+        "/etc/nginx/elior/nginx.conf",
+        "-s",
+        "reload",
     ]);
-    let api = text(&api.stdout).trim().to_string();
-    assert!(!api.is_empty(), "an API container runs");
+    assert!(out.status.success(), "reload: {}", text(&out.stderr));
+    let https_port = stack_port(stack, "HTTPS_PORT");
+    let http_port = stack_port(stack, "HTTP_PORT");
+    let target = format!("{}:{https_port}", stack.domain);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let report = loop {
+        let out = elior(&[
+            "probe",
+            "ssl",
+            &target,
+            "--connect",
+            "127.0.0.1",
+            "--http-port",
+            &http_port,
+            "--ca",
+            ca_path.to_str().unwrap(),
+            "--json",
+        ]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if report["grade"]["grade"] == "A+" || std::time::Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(report["grade"]["grade"], "A+", "{report:#}");
+    let out = stack.doctor(&["certificate"], &env);
+    assert!(
+        !text(&out.stdout).contains("self-signed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let api = service_container(&project, "api");
     let out = docker(&["stop", "-t", "5", &api]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = stack.doctor(&["containers", "nginx"], &env);

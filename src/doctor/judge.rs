@@ -428,8 +428,9 @@ pub fn certificate(ctx: &Context, f: Option<&CertFacts>) -> Vec<Finding> {
                 f.cert_path, info.serial
             ),
             format!(
-                "reload nginx: docker exec {}-nginx nginx -s reload",
-                crate::docker::project_name(&domain)
+                "reload nginx: docker exec {}-nginx nginx -c {}/nginx.conf -s reload",
+                crate::docker::project_name(&domain),
+                crate::plan::render::paths::NGINX_MOUNT
             ),
         )),
         (None, Some(e)) => out.push(Finding::warning(
