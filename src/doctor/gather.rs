@@ -28,7 +28,7 @@ const NET_TIMEOUT: Duration = Duration::from_secs(8);
 const LOG_LINES: usize = 20;
 
 /// Runs the selected checks against the stack in `dir`.
-pub fn run(dir: &Path, templates: Templates, checks: &[&'static CheckInfo]) -> Report {
+pub fn run(dir: &Path, templates: Templates, checks: &[&CheckInfo]) -> Report {
     let mut g = Gatherer::new(dir, templates);
     let reports = checks
         .iter()
@@ -960,6 +960,23 @@ fn scheduler_pids(dir: &Path) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_that_fails_to_gather_is_a_finding_and_the_run_goes_on() {
+        let dir = std::env::temp_dir().join(format!("elior-doctor-unit-{}", std::process::id()));
+        let bogus = CheckInfo {
+            name: "bogus",
+            group: "Host",
+            about: "",
+        };
+        let lock = super::super::check_info("lock").unwrap();
+        let report = run(&dir, Templates::embedded(), &[&bogus, lock]);
+        assert_eq!(report.checks.len(), 2);
+        let crashed = &report.checks[0].findings[0];
+        assert_eq!(crashed.status, super::super::Status::Failure);
+        assert!(crashed.finding.starts_with("the bogus check crashed"));
+        assert_eq!(report.checks[1].status(), super::super::Status::Ok);
+    }
 
     #[test]
     fn knows_cdn_ranges() {

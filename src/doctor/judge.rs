@@ -1153,7 +1153,7 @@ mod tests {
             .fix
             .as_deref()
             .unwrap()
-            .contains("nginx -s reload"));
+            .contains("nginx -c /etc/nginx/elior/nginx.conf -s reload"));
     }
 
     #[test]
