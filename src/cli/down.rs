@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::config::stack::StackConfig;
@@ -30,10 +30,7 @@ impl DownArgs {
         let config = StackConfig::load(&self.dir)?;
         let project = docker::project_name(config.domain.as_str());
         let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the async runtime")?;
+        let runtime = docker::runtime()?;
         let (containers, networks) = runtime.block_on(async {
             let docker = docker::connect().await?;
             docker::apply::remove_stack(&docker, &project).await

@@ -43,10 +43,7 @@ impl LogsArgs {
             None => 0,
             Some(text) => parse_since(text, chrono::Utc::now().timestamp())?,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the async runtime")?;
+        let runtime = docker::runtime()?;
         runtime.block_on(async {
             let docker = docker::connect().await?;
             let mut containers: Vec<(String, String)> = docker::project_containers(&docker, &project)

@@ -51,10 +51,7 @@ impl RollbackArgs {
 /// The newest API image older than the one the running API container uses.
 fn previous_image(config: &StackConfig) -> Result<String> {
     let project = docker::project_name(config.domain.as_str());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime = docker::runtime()?;
     runtime.block_on(async {
         let docker = docker::connect().await?;
         let running = docker::apply::observe(&docker, &project)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -47,10 +47,7 @@ impl StatusArgs {
     pub fn run(self) -> Result<ExitCode> {
         let config = StackConfig::load(&self.dir)?;
         let project = docker::project_name(config.domain.as_str());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the async runtime")?;
+        let runtime = docker::runtime()?;
         let statuses = runtime.block_on(collect(&project))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&statuses)?);
@@ -97,15 +94,7 @@ async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
     let mut statuses = Vec::new();
     for summary in docker::project_containers(&docker, project).await? {
         let name = docker::summary_name(&summary);
-        let Some(inspect) = docker::absent_as_none(
-            docker
-                .inspect_container(
-                    &name,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await,
-        )?
-        else {
+        let Some(inspect) = docker::inspect_if_present(&docker, &name).await? else {
             continue;
         };
         let state = inspect.state.clone().unwrap_or_default();
@@ -137,12 +126,7 @@ async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
             container: name,
             image: inspect.config.and_then(|c| c.image).unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|s| s.to_string())
-                .filter(|s| s != "none")
-                .unwrap_or_default(),
+            health: docker::health_status(&state),
             started_at,
             uptime_seconds,
             restart_count: inspect.restart_count.unwrap_or(0),

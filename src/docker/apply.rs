@@ -49,16 +49,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedConta
     for summary in super::project_containers(docker, project).await? {
         let name = super::summary_name(&summary);
         let labels = summary.labels.unwrap_or_default();
-        let Some(inspect) = super::absent_as_none(
-            docker
-                .inspect_container(
-                    &name,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await,
-        )
-        .with_context(|| format!("failed to inspect container {name}"))?
-        else {
+        let Some(inspect) = super::inspect_if_present(docker, &name).await? else {
             continue;
         };
         let state = inspect.state.unwrap_or_default();
@@ -68,12 +59,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedConta
             config_hash: labels.get(LABEL_CONFIG_HASH).cloned().unwrap_or_default(),
             config_parts: labels.get(LABEL_CONFIG_PARTS).cloned().unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|s| s.to_string())
-                .filter(|s| s != "none")
-                .unwrap_or_default(),
+            health: super::health_status(&state),
         });
     }
     observed.sort_by(|a, b| a.name.cmp(&b.name));

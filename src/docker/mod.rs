@@ -118,6 +118,42 @@ pub fn project_name(domain: &str) -> String {
     name
 }
 
+/// The async runtime for one command's engine calls (a current-thread one: the calls
+/// are sequential and the process is short-lived).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+/// `inspect_container`, with a container that is gone as `None`.
+pub async fn inspect_if_present(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<bollard::models::ContainerInspectResponse>> {
+    absent_as_none(
+        docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await,
+    )
+    .with_context(|| format!("failed to inspect container {name}"))
+}
+
+/// `healthy`, `unhealthy`, `starting`, or empty for a container without a healthcheck.
+pub fn health_status(state: &bollard::models::ContainerState) -> String {
+    state
+        .health
+        .as_ref()
+        .and_then(|h| h.status)
+        .map(|s| s.to_string())
+        .filter(|s| s != "none" && !s.is_empty())
+        .unwrap_or_default()
+}
+
 /// A container's name as the engine reports it in a listing, without the leading `/`.
 pub fn summary_name(summary: &bollard::models::ContainerSummary) -> String {
     summary
