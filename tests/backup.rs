@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +33,8 @@ impl Stack {
         fs::write(
             dir.join(".env.production"),
             format!(
-                "DATABASE_URL=sqlite:///./data/elior_fitness.db\nUPLOAD_DIR=./uploads\nBACKUP_DIR={}\nBACKUP_RETENTION_DAYS=30\n",
+                // As `elior init` writes them: paths inside the API container.
+                "DATABASE_URL=sqlite:////app/data/elior_fitness.db\nUPLOAD_DIR=/app/uploads\nBACKUP_DIR={}\nBACKUP_RETENTION_DAYS=30\n",
                 backups.display()
             ),
         )
@@ -101,6 +102,14 @@ impl Stack {
         fs::write(up.join("private.txt"), "only for the owner").unwrap();
         fs::set_permissions(up.join("private.txt"), fs::Permissions::from_mode(0o600)).unwrap();
         symlink("progress/2026/front.jpg", up.join("latest.jpg")).unwrap();
+        // Old mtimes, so a restore that stamps "now" is noticed.
+        let old = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        for path in ["progress/2026/front.jpg", "progress/2026", "notes.txt"] {
+            fs::File::open(up.join(path))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
     }
 }
 
@@ -122,22 +131,24 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Relative path -> (mode, content sha256 or link target) of every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, (u32, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, String)>) {
+/// Relative path -> (mode, mtime, content sha256 or link target) of every entry under
+/// `root`.
+fn tree(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, i64, String)>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
             let meta = fs::symlink_metadata(&path).unwrap();
             let mode = meta.permissions().mode() & 0o7777;
+            let mtime = meta.mtime();
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&path).unwrap().display().to_string();
-                out.insert(rel, (0, format!("-> {target}")));
+                out.insert(rel, (0, 0, format!("-> {target}")));
             } else if meta.is_dir() {
-                out.insert(rel, (mode, "dir".into()));
+                out.insert(rel, (mode, mtime, "dir".into()));
                 walk(root, &path, out);
             } else {
-                out.insert(rel, (mode, sha256(&fs::read(&path).unwrap())));
+                out.insert(rel, (mode, mtime, sha256(&fs::read(&path).unwrap())));
             }
         }
     }
@@ -261,15 +272,24 @@ fn restore_replaces_live_data_and_keeps_a_safety_backup() {
     stack.seed_uploads();
     let files = tree(&stack.uploads());
     stack.backup();
-    // Change the live state, with a live -wal beside the database.
+    // Change the live state, leaving the change only in a -wal beside the database, as a
+    // crashed server would: the safety backup must include it, and the restored file
+    // must not have it replayed into it.
+    let wal = PathBuf::from(format!("{}-wal", stack.db_path().display()));
     let conn = Connection::open(stack.db_path()).unwrap();
     conn.execute("DELETE FROM items WHERE id > 10", []).unwrap();
+    let stale_wal = fs::read(&wal).unwrap();
+    drop(conn);
+    fs::write(&wal, stale_wal).unwrap();
     fs::write(stack.uploads().join("new.txt"), "added after the backup").unwrap();
 
     let out = stack.elior(&["restore", "--yes", "--json"]);
-    drop(conn);
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !wal.exists(),
+        "the stale -wal is still beside the restored database"
+    );
     assert_eq!(count_rows(&stack.db_path()), 100);
     assert_eq!(tree(&stack.uploads()), files);
 
@@ -333,6 +353,20 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     )
     .unwrap();
 
+    // Temporary files of a backup killed two days ago go; those of a running one stay.
+    let stale = stack
+        .backups
+        .join(format!(".db_backup_{}.db.tmp", id_days_ago(2)));
+    fs::write(&stale, "killed mid-copy").unwrap();
+    fs::File::open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+        .unwrap();
+    let running = stack
+        .backups
+        .join(format!(".db_backup_{}.db.tmp", id_days_ago(0)));
+    fs::write(&running, "being written").unwrap();
+
     let dry = stack.elior(&["backup", "prune", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     let plan = stdout(&dry);
@@ -351,7 +385,7 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert!(out.status.success(), "{}", stderr(&out));
     let after = backup_files(&stack.backups);
     let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
-    let mut expected = Vec::new();
+    let mut expected = vec![stale.file_name().unwrap().to_string_lossy().into_owned()];
     for id in &ids[..2] {
         expected.push(format!("backup_{id}.json"));
         expected.push(format!("db_backup_{id}.db"));
@@ -384,6 +418,26 @@ fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
     );
     assert!(stack.backups.join(format!("backup_{old}.json")).exists());
     assert!(stack.backups.join(format!("db_backup_{old}.db")).exists());
+}
+
+#[test]
+fn restore_refuses_while_another_process_has_the_database_open() {
+    let stack = Stack::new();
+    stack.seed_database(20);
+    stack.backup();
+    // This test process plays the running server.
+    let server = Connection::open(stack.db_path()).unwrap();
+    server.execute("DELETE FROM items", []).unwrap();
+    let out = stack.elior(&["restore", "--yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("is open by process {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(count_rows(&stack.db_path()), 0);
+    drop(server);
 }
 
 #[test]
@@ -511,6 +565,19 @@ fn archive_with_dotdot_or_absolute_paths_is_refused_and_nothing_lands_outside() 
 }
 
 #[test]
+fn backup_past_its_time_limit_fails_and_leaves_no_partial_file() {
+    let stack = Stack::new();
+    stack.seed_database(20_000);
+    stack.seed_uploads();
+    let out = stack.elior(&["backup", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("backup timed out while"), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    assert_eq!(backup_files(&stack.backups), Vec::<String>::new());
+}
+
+#[test]
 fn unwritable_backup_dir_gives_a_clear_error() {
     let stack = Stack::new();
     stack.seed_database(10);
@@ -597,4 +664,38 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("job succeeded"), "{log}");
     assert!(log.contains("scheduler stopped"), "{log}");
+}
+
+#[test]
+fn schedule_install_print_shows_a_unit_running_this_binary_for_this_stack() {
+    let stack = Stack::new();
+    let out = stack.elior(&["schedule", "install", "--print"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = stdout(&out);
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={ELIOR} schedule --dir {}\n",
+            stack.dir.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("WantedBy=multi-user.target"));
+}
+
+#[test]
+fn schedule_refuses_a_bad_cron_expression_naming_the_key() {
+    let stack = Stack::new();
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=nightly\n"),
+    )
+    .unwrap();
+    let out = stack.elior(&["schedule"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("elior: BACKUP_SCHEDULE: \"nightly\" is not a cron expression"),
+        "{}",
+        stderr(&out)
+    );
 }

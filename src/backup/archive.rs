@@ -179,6 +179,10 @@ pub fn create(
     deadline: Instant,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ArchiveStats> {
+    // The uploads folder itself may be a symlink (to a bigger disk): follow that one link,
+    // and no other.
+    let root = &fs::canonicalize(root)
+        .with_context(|| format!("failed to resolve uploads folder {}", root.display()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
@@ -427,6 +431,7 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
     };
     let mut stats = ExtractStats::default();
     let mut links = Vec::new();
+    let mut dir_mtimes = Vec::new();
     for entry in tar.entries().with_context(damaged)? {
         let mut entry = entry.with_context(damaged)?;
         let name = entry.path().with_context(damaged)?.into_owned();
@@ -483,12 +488,27 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
             )
         })?;
         match entry_type {
-            EntryType::Directory => stats.dirs += 1,
+            EntryType::Directory => {
+                stats.dirs += 1;
+                let mtime = entry.header().mtime().unwrap_or(0);
+                dir_mtimes.push((
+                    target.clone(),
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime),
+                ));
+            }
             EntryType::Symlink => stats.symlinks += 1,
             _ => {
                 stats.files += 1;
                 stats.bytes += entry.size();
             }
+        }
+    }
+    // Creating a folder's entries changed its mtime; put the archived ones back.
+    for (dir, mtime) in dir_mtimes.into_iter().rev() {
+        let set =
+            File::open(&dir).and_then(|f| f.set_times(fs::FileTimes::new().set_modified(mtime)));
+        if let Err(e) = set {
+            tracing::warn!(dir = %dir.display(), "failed to restore the folder's mtime: {e}");
         }
     }
     // A chain of links can escape where each alone looks inside; resolve them for real.

@@ -17,7 +17,7 @@ pub mod snapshot;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -99,18 +99,31 @@ impl Drop for Cleanup {
     }
 }
 
-/// A fresh backup id: the current local second, moved on until no file uses it (two
-/// backups in one second, e.g. a restore's safety backup right after a backup).
-fn fresh_id(dir: &Path) -> String {
+/// Claims a fresh backup id: the current local second, moved on until no file uses it
+/// (two backups in one second, e.g. a restore's safety backup right after a backup). The
+/// claim is the manifest's temporary file, created with O_EXCL, so two processes starting
+/// in the same second never share an id.
+fn claim_id(dir: &Path) -> Result<(String, PathBuf)> {
     loop {
         let now = chrono::Local::now().naive_local();
         let id = names::format_id(now);
-        let taken = Part::ALL.iter().any(|part| {
-            let path = dir.join(part.file_name(&id));
-            path.exists() || manifest::temp_path(&path).exists()
-        });
-        if !taken {
-            return id;
+        let used = Part::ALL
+            .iter()
+            .any(|part| dir.join(part.file_name(&id)).exists());
+        let claim = manifest::temp_path(&dir.join(Part::Manifest.file_name(&id)));
+        if !used {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&claim)
+            {
+                Ok(_) => return Ok((id, claim)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to create {}", claim.display()))
+                }
+            }
         }
         let into_second = Duration::from_nanos(u64::from(now.nanosecond() % 1_000_000_000));
         std::thread::sleep(
@@ -182,8 +195,8 @@ pub fn create(
     let deadline = started + options.time_limit;
     let dir = &settings.backup_dir;
     ensure_backup_dir(dir)?;
-    let id = fresh_id(dir);
-    let mut cleanup = Cleanup(Vec::new());
+    let (id, claim) = claim_id(dir)?;
+    let mut cleanup = Cleanup(vec![claim]);
     let mut files = Vec::new();
     let mut schema_version = None;
     let mut database_check = None;
@@ -405,7 +418,38 @@ pub struct PruneReport {
     /// Ids without a manifest: incomplete or in progress, never touched.
     pub incomplete: Vec<String>,
     pub deleted: Vec<String>,
+    /// Temporary files of backups that were killed mid-way, older than a day: removed.
+    pub stale_temp_files: Vec<String>,
     pub dry_run: bool,
+}
+
+/// How old a temporary backup file must be before prune treats it as left by a killed
+/// backup (every backup has a time limit far below this).
+const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Hidden `.NAME.tmp` files of elior backups older than [`STALE_TEMP_AGE`].
+fn stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut stale = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
+        let name = entry.file_name();
+        let ours = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".tmp"))
+            .and_then(names::parse_file_name)
+            .is_some();
+        let old = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if ours && old {
+            stale.push(entry.path());
+        }
+    }
+    Ok(stale)
 }
 
 /// Applies retention to the backup folder. Only complete backups whose files match their
@@ -464,6 +508,19 @@ pub fn prune(
         }
         deleted.push(set.id.clone());
     }
+    let mut stale_temp = Vec::new();
+    for path in stale_temp_files(dir)? {
+        if !dry_run {
+            fs::remove_file(&path)
+                .with_context(|| format!("failed to delete {}", path.display()))?;
+        }
+        stale_temp.push(
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
     if !dry_run && !deleted.is_empty() {
         manifest::sync_dir(dir)?;
     }
@@ -472,6 +529,7 @@ pub fn prune(
         damaged,
         incomplete,
         deleted,
+        stale_temp_files: stale_temp,
         dry_run,
     })
 }

@@ -112,6 +112,11 @@ fn restore_locked(
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
     let dir = &settings.backup_dir;
+    let was_running = api.is_running()?;
+    if !was_running {
+        // Fail before doing anything when a server we do not control has the file open.
+        refuse_if_open(&settings.database_path)?;
+    }
     let mut staged = Staged::default();
     if let Some(db) = manifest.file(PartName::Database) {
         reporter.phase("staging the database");
@@ -146,21 +151,22 @@ fn restore_locked(
         None
     };
 
-    let was_running = api.is_running()?;
     if was_running {
         reporter.phase("stopping the API");
         api.stop()
             .context("failed to stop the API; nothing was changed")?;
     }
     let mut undo = Undo::default();
-    let result = swap_in(settings, &staged, &mut undo).and_then(|()| {
-        if was_running {
-            reporter.phase("starting the API and waiting until it is healthy");
-            api.start()
-        } else {
-            Ok(())
-        }
-    });
+    let result = refuse_if_open(&settings.database_path)
+        .and_then(|()| swap_in(settings, &staged, &mut undo))
+        .and_then(|()| {
+            if was_running {
+                reporter.phase("starting the API and waiting until it is healthy");
+                api.start()
+            } else {
+                Ok(())
+            }
+        });
     if let Err(error) = result {
         let rollback = undo.roll_back();
         let restart = if was_running { api.start().err() } else { None };
@@ -196,6 +202,52 @@ fn restore_locked(
         upload_stats,
         api_restarted: was_running,
     })
+}
+
+/// Refuses to swap a database file that another process has open: a server writing to it
+/// would carry on writing to the file moved aside, and its writes would be lost.
+fn refuse_if_open(db: &Path) -> Result<()> {
+    let holders = processes_holding(db);
+    if holders.is_empty() {
+        return Ok(());
+    }
+    let who: Vec<String> = holders
+        .iter()
+        .map(|pid| {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", name.trim())
+        })
+        .collect();
+    bail!(
+        "database {} is open by process {}; restoring under a running server would lose its writes\nstop the API first (elior down, or stop that process), then restore again; nothing was changed",
+        db.display(),
+        who.join(", ")
+    )
+}
+
+/// Processes other than this one with `path` open, matched by device and inode so a
+/// container's view of the same file counts too. Empty where /proc cannot be read.
+fn processes_holding(path: &Path) -> Vec<u32> {
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    fs::metadata(fd.path())
+                        .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+                })
+            })
+        })
+        .collect()
 }
 
 /// Restored files waiting under temporary names beside their targets; removed on drop
@@ -359,4 +411,97 @@ fn swap_in(settings: &BackupSettings, staged: &Staged, undo: &mut Undo) -> Resul
         manifest::sync_dir(target.parent().unwrap_or(Path::new(".")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// Stands in for deploy's engine client: the API "runs" until stopped, and its first
+    /// start after the swap fails its health check.
+    #[derive(Default)]
+    struct ApiFailingFirstStart {
+        running: bool,
+        calls: Vec<&'static str>,
+    }
+
+    impl ApiControl for ApiFailingFirstStart {
+        fn is_running(&mut self) -> Result<bool> {
+            Ok(self.running)
+        }
+        fn stop(&mut self) -> Result<()> {
+            self.calls.push("stop");
+            self.running = false;
+            Ok(())
+        }
+        fn start(&mut self) -> Result<()> {
+            self.calls.push("start");
+            if self.calls.iter().filter(|c| **c == "start").count() == 1 {
+                bail!("the API did not become healthy within 60s");
+            }
+            self.running = true;
+            Ok(())
+        }
+    }
+
+    fn rows(db: &Path) -> i64 {
+        Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_start_puts_the_pre_restore_state_back_and_starts_the_api_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::create_dir_all(dir.join("data")).unwrap();
+        fs::create_dir_all(dir.join("uploads")).unwrap();
+        fs::write(
+            dir.join(".env.production"),
+            format!("BACKUP_DIR={}\n", dir.join("backups").display()),
+        )
+        .unwrap();
+        let settings = BackupSettings::load(dir).unwrap();
+        let conn = Connection::open(&settings.database_path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+        fs::write(settings.uploads_dir.join("a.txt"), "backed up").unwrap();
+        super::super::create(
+            &settings,
+            &CreateOptions::default(),
+            &mut Reporter::new(true),
+        )
+        .unwrap();
+        conn.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        drop(conn);
+        fs::write(settings.uploads_dir.join("a.txt"), "live").unwrap();
+
+        let mut api = ApiFailingFirstStart {
+            running: true,
+            calls: Vec::new(),
+        };
+        let err = restore(&settings, "latest", &mut api, &mut Reporter::new(true)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.starts_with("the API did not become healthy"), "{err}");
+        assert!(err.contains("the pre-restore state was put back"), "{err}");
+        assert_eq!(api.calls, ["stop", "start", "start"]);
+        assert!(api.running);
+        assert_eq!(rows(&settings.database_path), 3);
+        assert_eq!(
+            fs::read_to_string(settings.uploads_dir.join("a.txt")).unwrap(),
+            "live"
+        );
+        for folder in [dir, &dir.join("data")] {
+            let leftovers: Vec<_> = fs::read_dir(folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("restore"))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+        let audit = fs::read_to_string(dir.join(".elior/audit.log")).unwrap();
+        assert!(audit.contains("\"result\":\"failed\""), "{audit}");
+    }
 }

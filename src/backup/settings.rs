@@ -1,7 +1,10 @@
 //! The backup keys of a stack's env file (`DIR/.env.production`), validated.
 //!
-//! Pure apart from reading the env file. Relative paths are resolved against the stack
-//! directory, so `elior backup --dir DIR` works from any working directory. Nothing is
+//! Pure apart from reading the env file. In a stack made by `elior init`, DATABASE_URL and
+//! UPLOAD_DIR are paths *inside the API container*, where the host's `DIR/data` and
+//! `DIR/uploads` are mounted; so an absolute DATABASE_URL means `DIR/data/<its file name>`
+//! and an absolute UPLOAD_DIR means `DIR/uploads`. Relative paths (a bare directory run
+//! with `elior serve`) are resolved against DIR. BACKUP_DIR is a host path. Nothing is
 //! created here. (The stack's typed config may later replace this struct.)
 
 use std::path::{Path, PathBuf};
@@ -14,6 +17,9 @@ pub const ENV_FILE: &str = ".env.production";
 pub const DEFAULT_BACKUP_DIR: &str = "/opt/backups/elior-fitness";
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
+/// The stack's folders that the API container mounts as its data and upload folders.
+pub const DATA_DIR: &str = "data";
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// Where a stack keeps its data and its backups, and how long backups are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +54,20 @@ impl BackupSettings {
         let resolve = |p: PathBuf| std::path::absolute(stack_dir.join(p)).unwrap_or_default();
 
         let database_url = value("DATABASE_URL").unwrap_or(config::DEFAULT_DATABASE_URL);
-        let database_path = resolve(
-            config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?,
-        );
-        let uploads_dir = resolve(PathBuf::from(value("UPLOAD_DIR").unwrap_or("./uploads")));
+        let database =
+            config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?;
+        let database_path = if database.is_absolute() {
+            let name = database.file_name().ok_or_else(|| {
+                anyhow::anyhow!("DATABASE_URL: {database_url:?} names no database file")
+            })?;
+            resolve(Path::new(DATA_DIR).join(name))
+        } else {
+            resolve(database)
+        };
+        let uploads_dir = match value("UPLOAD_DIR").map(PathBuf::from) {
+            Some(dir) if dir.is_relative() => resolve(dir),
+            _ => resolve(PathBuf::from(UPLOADS_DIR)),
+        };
         let backup_dir = resolve(PathBuf::from(
             value("BACKUP_DIR").unwrap_or(DEFAULT_BACKUP_DIR),
         ));
@@ -99,6 +115,20 @@ mod tests {
         assert_eq!(s.backup_dir, PathBuf::from("/opt/backups/elior-fitness"));
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.schedule, "0 2 * * *");
+    }
+
+    #[test]
+    fn container_paths_map_to_the_stack_folders_mounted_there() {
+        let s = settings(&[
+            ("DATABASE_URL", "sqlite:////app/data/elior_fitness.db"),
+            ("UPLOAD_DIR", "/app/uploads"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.database_path,
+            PathBuf::from("/srv/stack/data/elior_fitness.db")
+        );
+        assert_eq!(s.uploads_dir, PathBuf::from("/srv/stack/uploads"));
     }
 
     #[test]

@@ -233,6 +233,14 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
                 damaged.problems.join("\n  ")
             );
         }
+        for name in &report.stale_temp_files {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            eprintln!("elior: {verb} {name}, left over by a backup that was killed over a day ago");
+        }
         for id in &report.incomplete {
             eprintln!("elior: backup {id} is incomplete (no manifest); left alone");
         }

@@ -15,6 +15,7 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 ///
 /// Jobs and their cron expressions come from DIR/.env.production:
 ///     BACKUP_SCHEDULE      backup, then prune (default "0 2 * * *", 02:00 daily)
+///     CERT_RENEW_SCHEDULE  `elior cert renew --jitter 1800` (renews only when due)
 /// Expressions have 5 fields as in crontab, or 6 with seconds first; write weekdays as
 /// names (Mon-Fri). Times are local. Each run's start, result and duration are logged,
 /// a failing job does not stop the scheduler, and the last success of each job is kept
@@ -60,17 +61,21 @@ impl ScheduleArgs {
     }
 }
 
+/// Spread of certificate renewals across hosts (passed to `elior cert renew --jitter`).
+const CERT_JITTER_SECS: &str = "1800";
+
 fn jobs(dir: &Path) -> Result<Vec<Job>> {
     let settings = BackupSettings::load(dir)?;
     let raw = RawSettings::from_env_file(&dir.join(crate::backup::settings::ENV_FILE))?;
-    if raw.get("CERT_RENEW_SCHEDULE").is_some() {
-        tracing::warn!("CERT_RENEW_SCHEDULE is set, but this elior has no certificate renewal yet; only backups are scheduled");
+    let mut jobs = vec![Job::new("backup", "BACKUP_SCHEDULE", &settings.schedule)?];
+    if let Some(expression) = raw
+        .get("CERT_RENEW_SCHEDULE")
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        jobs.push(Job::new("cert-renew", "CERT_RENEW_SCHEDULE", expression)?);
     }
-    Ok(vec![Job::new(
-        "backup",
-        "BACKUP_SCHEDULE",
-        &settings.schedule,
-    )?])
+    Ok(jobs)
 }
 
 fn run_scheduler(dir: &Path) -> Result<ExitCode> {
@@ -91,6 +96,7 @@ fn run_scheduler(dir: &Path) -> Result<ExitCode> {
                 run_child(&exe, &["backup", "--scheduled"], dir)?;
                 run_child(&exe, &["backup", "prune"], dir)
             }
+            "cert-renew" => run_child(&exe, &["cert", "renew", "--jitter", CERT_JITTER_SECS], dir),
             other => bail!("unknown job {other}"),
         },
         &mut |outcome| {

@@ -22,9 +22,9 @@ fn quote(path: &Path) -> String {
 /// The unit for the stack in `stack_dir`, running `exe`.
 pub fn render(exe: &Path, stack_dir: &Path) -> String {
     format!(
-        "# Written by `elior schedule install`; runs the stack's backups on BACKUP_SCHEDULE.
+        "# Written by `elior schedule install`; runs backups and certificate renewal on their schedules.
 [Unit]
-Description=elior scheduled jobs (backups) for {dir}
+Description=elior scheduled jobs (backups, certificate renewal) for {dir}
 After=docker.service network-online.target
 Wants=network-online.target
 
@@ -58,9 +58,9 @@ mod tests {
         );
         assert_eq!(
             unit,
-            "# Written by `elior schedule install`; runs the stack's backups on BACKUP_SCHEDULE.
+            "# Written by `elior schedule install`; runs backups and certificate renewal on their schedules.
 [Unit]
-Description=elior scheduled jobs (backups) for /srv/elior fitness
+Description=elior scheduled jobs (backups, certificate renewal) for /srv/elior fitness
 After=docker.service network-online.target
 Wants=network-online.target
 

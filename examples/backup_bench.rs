@@ -1,0 +1,328 @@
+//! Benchmark of `elior backup` against the standard tools on the same data (issue 6).
+//!
+//! Run on demand, never in the test suite (it writes about 10 GiB and keeps both cores
+//! busy for a few minutes):
+//!
+//!     cargo build --release && cargo run --release --example backup_bench -- /var/tmp/elior-bench
+//!
+//! Optional sizes: `--db-mib 1024 --uploads-mib 2048 --files 5000`; `--only db|uploads`. Generated data is kept
+//! in the folder and reused by later runs. Needs the `sqlite3`, `tar` and `gzip` commands.
+//!
+//! 1. Database, 1 GiB: `sqlite3 .backup` vs `elior backup` on a quiet database (warm
+//!    cache); then `sqlite3 VACUUM INTO` vs `elior backup` while a writer inserts 500 rows/s,
+//!    reporting the writer's longest stall during and after each backup and the peak WAL
+//!    size. elior's times include its quick_check and sha256.
+//! 2. Uploads, 2 GiB in ~5,000 files, 90% photos (incompressible, JPEG magic):
+//!    `tar czf` vs `elior backup`, then `gzip -t` and `tar tzf` on elior's archive.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rusqlite::Connection;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = PathBuf::from(
+        args.first()
+            .map(String::as_str)
+            .unwrap_or("/var/tmp/elior-bench"),
+    );
+    let opt = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let db_mib = opt("--db-mib", 1024);
+    let uploads_mib = opt("--uploads-mib", 2048);
+    let files = opt("--files", 5000);
+    let elior = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("elior");
+    assert!(
+        elior.exists(),
+        "build the binary first: cargo build --release"
+    );
+    fs::create_dir_all(&root).unwrap();
+
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if only.as_deref() != Some("uploads") {
+        database_benchmark(&root.join("db-stack"), &elior, db_mib);
+    }
+    if only.as_deref() != Some("db") {
+        uploads_benchmark(&root.join("uploads-stack"), &elior, uploads_mib, files);
+    }
+}
+
+fn stack(dir: &Path, backups: &Path) {
+    fs::create_dir_all(dir.join("data")).unwrap();
+    fs::write(
+        dir.join(".env.production"),
+        format!("BACKUP_DIR={}\n", backups.display()),
+    )
+    .unwrap();
+}
+
+fn timed(what: &str, mut command: Command) -> Duration {
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("  {what}: {:.2}s", took.as_secs_f64());
+    took
+}
+
+fn elior_backup(elior: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(elior);
+    c.args(["backup", "--dir"]).arg(dir);
+    c
+}
+
+fn sqlite3(db: &Path, sql: &str) -> Command {
+    let mut c = Command::new("sqlite3");
+    c.arg(db).arg(sql);
+    c
+}
+
+fn warm(path: &Path) {
+    let _ = fs::read(path).map(|b| b.len());
+}
+
+fn database_benchmark(dir: &Path, elior: &Path, mib: u64) {
+    let backups = dir.join("backups");
+    stack(dir, &backups);
+    let db = dir.join("data/elior_fitness.db");
+    if !db.exists() {
+        eprintln!("generating a {mib} MiB database...");
+        let mut conn = Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id INTEGER, kind TEXT, body TEXT);
+             CREATE INDEX events_user ON events(user_id);",
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let rows = mib * 1024; // ~1 KiB a row
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare("INSERT INTO events (user_id, kind, body) VALUES (?1, ?2, ?3)")
+                .unwrap();
+            for _ in 0..rows {
+                let body: String = (0..900)
+                    .map(|_| char::from(b'a' + rng.gen_range(0..26)))
+                    .collect();
+                insert
+                    .execute(rusqlite::params![rng.gen_range(0..5000), "workout", body])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let size = fs::metadata(&db).unwrap().len();
+    eprintln!("database: {:.0} MiB", size as f64 / (1 << 20) as f64);
+    let out = dir.join("out.db");
+
+    eprintln!("quiet database (best of 3, warm cache):");
+    let mut cli = Duration::MAX;
+    let mut ours = Duration::MAX;
+    for _ in 0..3 {
+        let _ = fs::remove_file(&out);
+        warm(&db);
+        cli = cli.min(timed(
+            "sqlite3 .backup",
+            sqlite3(&db, &format!(".backup '{}'", out.display())),
+        ));
+        warm(&db);
+        ours = ours.min(timed("elior backup", elior_backup(elior, dir)));
+        let _ = fs::remove_dir_all(&backups);
+    }
+    println!(
+        "db quiet: sqlite3 .backup {:.2}s, elior backup {:.2}s (incl. quick_check + sha256): elior is {:.2}x the speed",
+        cli.as_secs_f64(),
+        ours.as_secs_f64(),
+        cli.as_secs_f64() / ours.as_secs_f64()
+    );
+
+    eprintln!("under 500 writes/s:");
+    let _ = fs::remove_file(&out);
+    let (vacuum, vacuum_stall) = under_writes(&db, || {
+        timed(
+            "sqlite3 VACUUM INTO",
+            sqlite3(&db, &format!("VACUUM INTO '{}'", out.display())),
+        )
+    });
+    let _ = fs::remove_file(&out);
+    let (ours, our_stall) = under_writes(&db, || timed("elior backup", elior_backup(elior, dir)));
+    let _ = fs::remove_dir_all(&backups);
+    println!(
+        "db under 500 writes/s: sqlite3 VACUUM INTO {:.2}s, elior backup {:.2}s: elior is {:.2}x the speed",
+        vacuum.as_secs_f64(),
+        ours.as_secs_f64(),
+        vacuum.as_secs_f64() / ours.as_secs_f64()
+    );
+    println!("  VACUUM INTO: {vacuum_stall}");
+    println!("  elior:       {our_stall}");
+}
+
+/// Runs `backup` while a writer inserts 500 rows/s; returns its duration and the writer's
+/// longest stall during it and in the 5 s after, with the peak WAL size.
+fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, String) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let peak_wal = Arc::new(Mutex::new(0u64));
+    let writer = {
+        let (stop, latencies, peak_wal, db) = (
+            stop.clone(),
+            latencies.clone(),
+            peak_wal.clone(),
+            db.to_path_buf(),
+        );
+        std::thread::spawn(move || {
+            let conn = Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(30)).unwrap();
+            conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+            let wal = PathBuf::from(format!("{}-wal", db.display()));
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                conn.execute(
+                    "INSERT INTO events (user_id, kind, body) VALUES (1, 'bench', 'during backup')",
+                    [],
+                )
+                .unwrap();
+                latencies.lock().unwrap().push((started, started.elapsed()));
+                if let Ok(meta) = fs::metadata(&wal) {
+                    let mut peak = peak_wal.lock().unwrap();
+                    *peak = (*peak).max(meta.len());
+                }
+                next += Duration::from_millis(2);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let began = Instant::now();
+    let took = backup();
+    let ended = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let latencies = latencies.lock().unwrap();
+    let max_in = |from: Instant, to: Instant| {
+        latencies
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, l)| *l)
+            .max()
+            .unwrap_or_default()
+    };
+    let during = max_in(began, ended);
+    let after = max_in(ended, ended + Duration::from_secs(5));
+    let peak = *peak_wal.lock().unwrap();
+    (
+        took,
+        format!(
+            "longest writer stall {:.0} ms during, {:.0} ms in the 5 s after; peak WAL {:.1} MiB",
+            during.as_secs_f64() * 1000.0,
+            after.as_secs_f64() * 1000.0,
+            peak as f64 / (1 << 20) as f64
+        ),
+    )
+}
+
+fn uploads_benchmark(dir: &Path, elior: &Path, mib: u64, files: u64) {
+    let backups = dir.join("backups");
+    stack(dir, &backups);
+    let uploads = dir.join("uploads");
+    if !uploads.exists() {
+        eprintln!("generating {mib} MiB of uploads in {files} files...");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let photos = files * 9 / 10;
+        let texts = files - photos;
+        let text_size = 20 * 1024;
+        let photo_size = (mib * (1 << 20) - texts * text_size) / photos;
+        let mut buf = vec![0u8; photo_size as usize * 2];
+        for i in 0..files {
+            let sub = uploads.join(format!("user_{}/progress", i % 97));
+            fs::create_dir_all(&sub).unwrap();
+            if i < photos {
+                // Sizes vary ±50% around the mean; the content is incompressible.
+                let size = rng.gen_range(photo_size / 2..photo_size * 3 / 2) as usize;
+                rng.fill_bytes(&mut buf[..size]);
+                buf[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+                fs::write(sub.join(format!("photo_{i}.jpg")), &buf[..size]).unwrap();
+            } else {
+                let line = format!(
+                    "{{\"user\": {i}, \"exercise\": \"squat\", \"sets\": 5, \"reps\": 5}}\n"
+                );
+                fs::write(
+                    sub.join(format!("log_{i}.json")),
+                    line.repeat(text_size as usize / line.len()),
+                )
+                .unwrap();
+            }
+        }
+        // elior backup needs a database; a small one keeps the timing about uploads.
+        let conn = Connection::open(dir.join("data/elior_fitness.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let out = dir.join("out.tar.gz");
+    eprintln!("uploads:");
+    let mut tar = Command::new("tar");
+    tar.arg("czf").arg(&out).arg("-C").arg(dir).arg("uploads");
+    let reference = timed("tar czf", tar);
+    let tar_size = fs::metadata(&out).unwrap().len();
+    let _ = fs::remove_file(&out);
+    let ours = timed("elior backup", elior_backup(elior, dir));
+    let archive = fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .unwrap();
+    let our_size = fs::metadata(&archive).unwrap().len();
+    let gzip_ok = Command::new("gzip")
+        .arg("-t")
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success();
+    let listed = Command::new("tar")
+        .arg("tzf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let entries = String::from_utf8_lossy(&listed.stdout).lines().count();
+    let _ = fs::remove_dir_all(&backups);
+    println!(
+        "uploads: tar czf {:.1}s ({:.0} MiB), elior backup {:.1}s ({:.0} MiB): elior is {:.1}x the speed; gzip -t {}, GNU tar lists {entries} entries",
+        reference.as_secs_f64(),
+        tar_size as f64 / (1 << 20) as f64,
+        ours.as_secs_f64(),
+        our_size as f64 / (1 << 20) as f64,
+        reference.as_secs_f64() / ours.as_secs_f64(),
+        if gzip_ok { "ok" } else { "FAILED" },
+    );
+}
