@@ -283,6 +283,22 @@ impl StackConfig {
         Self::from_raw(&raw).with_context(|| format!("invalid settings in {}", path.display()))
     }
 
+    /// The API's database file as seen from the host. The env file names it as the API
+    /// container sees it; the compose file bind-mounts `DIR/data` on its folder.
+    pub fn host_database_path(&self, dir: &Path) -> PathBuf {
+        let file = self
+            .serve
+            .database_path
+            .file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("elior_fitness.db"));
+        dir.join("data").join(file)
+    }
+
+    /// The uploads folder as seen from the host (bind-mounted on `UPLOAD_DIR`).
+    pub fn host_uploads_dir(&self, dir: &Path) -> PathBuf {
+        dir.join("uploads")
+    }
+
     /// Validates raw settings (the env file alone: the process environment of the machine
     /// running `elior render` has no say in what the stack runs with).
     pub fn from_raw(raw: &RawSettings) -> Result<StackConfig> {
