@@ -7,7 +7,6 @@
 
 mod stack_harness;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use stack_harness::{docker, elior, free_port, nginx_image, text, unique, Stack, TestCa};
@@ -67,34 +66,32 @@ fn create_database(stack: &Stack) -> std::path::PathBuf {
     path
 }
 
-/// A real backup of the stack's database (taken with elior's backup library), with id
-/// `id` (`YYYYmmdd_HHMMSS`).
-fn backup_with_id(stack: &Stack, db: &Path, id: &str) {
-    let settings = elior::backup::settings::BackupSettings {
-        stack_dir: stack.dir.clone(),
-        database_path: db.to_path_buf(),
-        uploads_dir: stack.dir.join("uploads"),
-        backup_dir: stack.dir.join("backups"),
-        retention_days: 30,
-        schedule: "0 2 * * *".into(),
-    };
-    let manifest = elior::backup::create(
-        &settings,
-        &Default::default(),
-        &mut elior::backup::Reporter::new(true),
-    )
-    .unwrap();
-    // Rename the files and the manifest's records to `id`, as if taken then.
+/// Takes a real backup with `elior backup`; returns its id.
+fn take_backup(stack: &Stack) -> String {
+    let out = elior(&["backup", "--dir", stack.path()]);
+    assert!(out.status.success(), "backup: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no backup id in {stdout:?}"))
+        .to_string()
+}
+
+/// A real backup renamed to `id` (`YYYYmmdd_HHMMSS`), files and manifest, as if it had
+/// been taken then.
+fn backup_with_id(stack: &Stack, id: &str) {
+    let taken = take_backup(stack);
     let dir = stack.dir.join("backups");
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.contains(&manifest.id) {
-            std::fs::rename(entry.path(), dir.join(name.replace(&manifest.id, id))).unwrap();
+        if name.contains(&taken) {
+            std::fs::rename(entry.path(), dir.join(name.replace(&taken, id))).unwrap();
         }
     }
     let manifest_path = dir.join(format!("backup_{id}.json"));
     let body = std::fs::read_to_string(&manifest_path).unwrap();
-    std::fs::write(&manifest_path, body.replace(&manifest.id, id)).unwrap();
+    std::fs::write(&manifest_path, body.replace(&taken, id)).unwrap();
 }
 
 #[test]
@@ -246,10 +243,10 @@ fn doctor_names_a_stale_deploy_lock() {
 #[test]
 fn doctor_names_a_backup_three_days_old() {
     let stack = stack("doctor-backup");
-    let db = create_database(&stack);
+    create_database(&stack);
     let three_days_ago = chrono::Local::now().naive_local() - chrono::Duration::days(3);
     let id = three_days_ago.format("%Y%m%d_%H%M%S").to_string();
-    backup_with_id(&stack, &db, &id);
+    backup_with_id(&stack, &id);
     let out = stack.doctor(&["backups"], &[]);
     assert_names(
         &out,
@@ -257,11 +254,7 @@ fn doctor_names_a_backup_three_days_old() {
         &format!("elior backup --dir {}", stack.path()),
     );
     // A fresh one is fine.
-    let now = chrono::Local::now()
-        .naive_local()
-        .format("%Y%m%d_%H%M%S")
-        .to_string();
-    backup_with_id(&stack, &db, &now);
+    take_backup(&stack);
     let out = stack.doctor(&["backups"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out.stdout));
 }
@@ -351,14 +344,7 @@ fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    backup_with_id(
-        stack,
-        &stack.dir.join("data/elior_fitness.db"),
-        &chrono::Local::now()
-            .naive_local()
-            .format("%Y%m%d_%H%M%S")
-            .to_string(),
-    );
+    take_backup(stack);
 
     let resolve = format!("{}:127.0.0.1", stack.domain);
     let env = [("ELIOR_RESOLVE", resolve.as_str())];

@@ -529,13 +529,11 @@ impl Gatherer {
     }
 
     fn database_path(&self) -> PathBuf {
-        let file = self
-            .config
-            .as_ref()
-            .and_then(|c| c.serve.database_path.file_name().map(|n| n.to_owned()))
-            .unwrap_or_else(|| "elior_fitness.db".into());
-        // The compose file bind-mounts DIR/data at the database's folder in the container.
-        self.dir.join("data").join(file)
+        match &self.config {
+            Some(c) => c.host_database_path(&self.dir),
+            // The default file name, where the compose file mounts the data folder.
+            None => self.dir.join("data").join("elior_fitness.db"),
+        }
     }
 
     fn database_facts(&self) -> DatabaseFacts {
@@ -660,14 +658,29 @@ impl Gatherer {
             .as_ref()
             .map(|c| c.backup_schedule.as_str().to_string())
             .unwrap_or_else(|| crate::config::stack::DEFAULT_BACKUP_SCHEDULE.to_string());
-        let job = state.jobs.get("backup").cloned().unwrap_or_default();
-        f.jobs.push(JobFacts {
-            name: "backup".into(),
-            schedule: backup_schedule,
-            last_success_at: job.last_success_at,
-            last_result: job.last_result,
-            last_error: job.last_error,
-        });
+        // The jobs `elior schedule` runs: backups always, renewal when it has a schedule.
+        let renew_schedule = self
+            .raw
+            .as_ref()
+            .and_then(|r| r.get("CERT_RENEW_SCHEDULE"))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from);
+        let jobs = [
+            ("backup", Some(backup_schedule)),
+            ("cert-renew", renew_schedule),
+        ];
+        for (name, schedule) in jobs {
+            let Some(schedule) = schedule else { continue };
+            let job = state.jobs.get(name).cloned().unwrap_or_default();
+            f.jobs.push(JobFacts {
+                name: name.into(),
+                schedule,
+                last_success_at: job.last_success_at,
+                last_result: job.last_result,
+                last_error: job.last_error,
+            });
+        }
         f
     }
 }

@@ -802,11 +802,7 @@ pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
                         ),
                         format!(
                             "run it now (`elior {} --dir {}`) and see the scheduler's log",
-                            if job.name == "backup" {
-                                "backup"
-                            } else {
-                                "cert renew"
-                            },
+                            job_command(&job.name),
                             ctx.dir
                         ),
                     ));
@@ -829,13 +825,22 @@ pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
                 ),
                 format!(
                     "run it by hand to see why: elior {} --dir {}",
-                    job.name, ctx.dir
+                    job_command(&job.name),
+                    ctx.dir
                 ),
             )),
             None => {}
         }
     }
     out
+}
+
+/// The command a scheduled job runs.
+fn job_command(job: &str) -> &'static str {
+    match job {
+        "cert-renew" => "cert renew",
+        _ => "backup",
+    }
 }
 
 pub fn lock(ctx: &Context, f: &LockFacts) -> Vec<Finding> {
