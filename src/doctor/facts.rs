@@ -161,6 +161,8 @@ pub struct DatabaseFacts {
 pub struct BackupFacts {
     pub dir: String,
     pub exists: bool,
+    /// Permission bits of the folder.
+    pub mode: Option<u32>,
     pub writable_error: Option<String>,
     pub error: Option<String>,
     pub complete_backups: usize,

@@ -602,6 +602,9 @@ impl Gatherer {
         if !f.exists {
             return f;
         }
+        f.mode = std::fs::metadata(&dir)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777);
         let probe = dir.join(format!(".elior-doctor-{}", std::process::id()));
         match std::fs::OpenOptions::new()
             .write(true)

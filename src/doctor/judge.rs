@@ -681,6 +681,15 @@ pub fn backups(ctx: &Context, f: &BackupFacts) -> Vec<Finding> {
             format!("chown root:root {0} && chmod 700 {0}", f.dir),
         ));
     }
+    if let Some(mode) = f.mode.filter(|m| m & 0o077 != 0) {
+        out.push(Finding::warning(
+            format!(
+                "the backup folder {} is mode {mode:04o}: other users can read the backups (password hashes, personal data)",
+                f.dir
+            ),
+            format!("chmod 700 {}", f.dir),
+        ));
+    }
     if let Some(e) = &f.error {
         out.push(Finding::failure(format!("cannot list backups: {e}"), take));
         return out;
@@ -1205,6 +1214,16 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(statuses(&backups(&ctx(), &fresh)), vec![Status::Ok]);
+        let open = BackupFacts {
+            mode: Some(0o755),
+            ..fresh.clone()
+        };
+        let found = backups(&ctx(), &open);
+        assert_eq!(statuses(&found), vec![Status::Warning, Status::Ok]);
+        assert_eq!(
+            found[0].fix.as_deref(),
+            Some("chmod 700 /srv/elior/backups")
+        );
         let tiny = BackupFacts {
             latest_database_bytes: Some(4096),
             live_database_bytes: Some(50 << 20),
