@@ -9,7 +9,10 @@ mod stack_harness;
 
 use std::process::{Command, Output};
 
-use stack_harness::{docker, elior, free_port, nginx_image, text, unique, Stack, TestCa};
+use stack_harness::{
+    docker, elior, free_port, nginx_image, probe_ssl_until, reload_nginx, text, unique, Stack,
+    TestCa,
+};
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
@@ -373,39 +376,12 @@ fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
     stack.write_pair(&cert, &key);
     let ca_path = ca.write(&stack.dir);
     let nginx = service_container(&project, "nginx");
-    let out = docker(&[
-        "exec",
-        &nginx,
-        "nginx",
-        "-c",
-        "/etc/nginx/elior/nginx.conf",
-        "-s",
-        "reload",
-    ]);
-    assert!(out.status.success(), "reload: {}", text(&out.stderr));
-    let https_port = stack_port(stack, "HTTPS_PORT");
-    let http_port = stack_port(stack, "HTTP_PORT");
-    let target = format!("{}:{https_port}", stack.domain);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let report = loop {
-        let out = elior(&[
-            "probe",
-            "ssl",
-            &target,
-            "--connect",
-            "127.0.0.1",
-            "--http-port",
-            &http_port,
-            "--ca",
-            ca_path.to_str().unwrap(),
-            "--json",
-        ]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if report["grade"]["grade"] == "A+" || std::time::Instant::now() > deadline {
-            break report;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    reload_nginx(&nginx);
+    let https_port: u16 = stack_port(stack, "HTTPS_PORT").parse().unwrap();
+    let http_port: u16 = stack_port(stack, "HTTP_PORT").parse().unwrap();
+    let (_, report) = probe_ssl_until(&stack.domain, https_port, http_port, &ca_path, |r| {
+        r["grade"]["grade"] == "A+"
+    });
     assert_eq!(report["grade"]["grade"], "A+", "{report:#}");
     let out = stack.doctor(&["certificate"], &env);
     assert!(

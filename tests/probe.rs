@@ -5,10 +5,11 @@
 mod common;
 mod stack_harness;
 
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use stack_harness::{elior, text, Nginx, Stack, TestCa};
+use stack_harness::{elior, probe_ssl_until, text, Nginx, Stack, TestCa};
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -20,35 +21,13 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
-/// `probe ssl` of the fixture nginx; retried briefly until `want` holds, since a reload
-/// hands connections to the new workers asynchronously.
+/// `probe ssl` of the fixture nginx, trusting the test CA, until `want` holds.
 fn probe_until(
     nginx: &Nginx,
-    ca: &str,
+    ca: &Path,
     want: impl Fn(&serde_json::Value) -> bool,
 ) -> (Output, serde_json::Value) {
-    let target = format!("example.com:{}", nginx.https_port);
-    let http_port = nginx.http_port.to_string();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = elior(&[
-            "probe",
-            "ssl",
-            &target,
-            "--connect",
-            "127.0.0.1",
-            "--http-port",
-            &http_port,
-            "--ca",
-            ca,
-            "--json",
-        ]);
-        let report = json(&out);
-        if want(&report) || Instant::now() > deadline {
-            return (out, report);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    probe_ssl_until("example.com", nginx.https_port, nginx.http_port, ca, want)
 }
 
 fn reasons(report: &serde_json::Value) -> Vec<String> {
@@ -68,11 +47,11 @@ fn probe_ssl_grades_the_rendered_stack_and_sees_downgrades() {
     let ca = TestCa::new();
     let (cert, key) = ca.leaf("example.com", -1, 60);
     stack.write_pair(&cert, &key);
-    let ca_path = ca.write(&stack.dir);
-    let ca_path = ca_path.to_str().unwrap();
+    let ca_file = ca.write(&stack.dir);
+    let ca_path = ca_file.to_str().unwrap();
     let nginx = Nginx::start(&stack);
 
-    let (out, report) = probe_until(&nginx, ca_path, |r| r["grade"]["grade"] == "A+");
+    let (out, report) = probe_until(&nginx, &ca_file, |r| r["grade"]["grade"] == "A+");
     assert_eq!(report["grade"]["grade"], "A+", "{}", text(&out.stdout));
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(report["trusted"], true);
@@ -117,7 +96,7 @@ fn probe_ssl_grades_the_rendered_stack_and_sees_downgrades() {
     );
     std::fs::write(&conf_path, &legacy).unwrap();
     nginx.reload();
-    let (out, report) = probe_until(&nginx, ca_path, |r| r["grade"]["grade"] != "A+");
+    let (out, report) = probe_until(&nginx, &ca_file, |r| r["grade"]["grade"] != "A+");
     assert_eq!(report["grade"]["grade"], "B", "{}", text(&out.stdout));
     assert_eq!(report["protocols"]["tls1_0"]["answer"], "accepted");
     assert!(
@@ -137,7 +116,7 @@ fn probe_ssl_grades_the_rendered_stack_and_sees_downgrades() {
         .join("\n");
     std::fs::write(&conf_path, &no_hsts).unwrap();
     nginx.reload();
-    let (out, report) = probe_until(&nginx, ca_path, |r| r["grade"]["grade"] == "A");
+    let (out, report) = probe_until(&nginx, &ca_file, |r| r["grade"]["grade"] == "A");
     assert_eq!(report["grade"]["grade"], "A", "{}", text(&out.stdout));
     assert!(report["hsts"].is_null());
     assert!(

@@ -245,16 +245,7 @@ impl Nginx {
 
     /// Tests the config and reloads it.
     pub fn reload(&self) {
-        let out = docker(&[
-            "exec",
-            &self.name,
-            "nginx",
-            "-c",
-            "/etc/nginx/elior/nginx.conf",
-            "-s",
-            "reload",
-        ]);
-        assert!(out.status.success(), "reload: {}", text(&out.stderr));
+        reload_nginx(&self.name);
     }
 }
 
@@ -262,5 +253,59 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", "-v", &self.name]);
         let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// Reloads the stack's nginx.conf in a running nginx container.
+pub fn reload_nginx(container: &str) {
+    let out = docker(&[
+        "exec",
+        container,
+        "nginx",
+        "-c",
+        "/etc/nginx/elior/nginx.conf",
+        "-s",
+        "reload",
+    ]);
+    assert!(out.status.success(), "reload: {}", text(&out.stderr));
+}
+
+/// `elior probe ssl HOST:PORT --connect 127.0.0.1 --json` with the test CA trusted,
+/// retried for up to 15 s until `want` holds (a reload hands new connections to the new
+/// workers asynchronously). Returns the last output and its JSON.
+pub fn probe_ssl_until(
+    host: &str,
+    https_port: u16,
+    http_port: u16,
+    ca: &Path,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> (Output, serde_json::Value) {
+    let target = format!("{host}:{https_port}");
+    let http_port = http_port.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = elior(&[
+            "probe",
+            "ssl",
+            &target,
+            "--connect",
+            "127.0.0.1",
+            "--http-port",
+            &http_port,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--json",
+        ]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        });
+        if want(&report) || std::time::Instant::now() > deadline {
+            return (out, report);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
