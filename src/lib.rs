@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod docker;
+pub mod doctor;
 pub mod lock;
 pub mod logging;
 pub mod plan;

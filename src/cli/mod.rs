@@ -9,10 +9,12 @@ mod backup;
 mod cert;
 mod config;
 mod deploy;
+mod doctor;
 mod down;
 mod healthcheck;
 mod init;
 mod logs;
+mod probe;
 mod render;
 mod restore;
 mod rollback;
@@ -72,6 +74,10 @@ enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Down(down::DownArgs),
+    Doctor(doctor::DoctorArgs),
+    /// Look at a running stack from outside: timing of /health, TLS grade
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
 }
@@ -99,6 +105,8 @@ impl Cli {
             Command::Status(args) => args.run(),
             Command::Logs(args) => args.run(),
             Command::Down(args) => args.run(),
+            Command::Doctor(args) => args.run(),
+            Command::Probe(cmd) => cmd.run(),
             Command::Update(args) => args.run(),
             Command::Rollback(args) => args.run(),
         }

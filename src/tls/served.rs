@@ -96,7 +96,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Accepts every certificate: we only read what is presented (see the module comment).
 #[derive(Debug)]
-struct AcceptAnything;
+pub struct AcceptAnything;
 
 impl ServerCertVerifier for AcceptAnything {
     fn verify_server_cert(

@@ -1,0 +1,404 @@
+//! `elior doctor` on real stacks: each fault injected into a stack directory made by the
+//! real `elior init`/`render` (a port held by a stray listener, an expired certificate,
+//! a key of another certificate, the env file at 0644, a placeholder secret, a corrupted
+//! SQLite file, a stale deploy lock, a backup 3 days old) is named with its fix and exits
+//! 1; a stack deployed with `elior deploy` on the real Docker Engine reports no failure
+//! and exits 0, then names its API container once it is stopped.
+
+mod stack_harness;
+
+use std::process::{Command, Output};
+
+use stack_harness::{
+    docker, elior, free_port, nginx_image, probe_ssl_until, reload_nginx, text, unique, Stack,
+    TestCa,
+};
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Asserts doctor exited 1 with a failed finding containing `finding` and a fix line
+/// containing `fix`.
+fn assert_names(out: &Output, finding: &str, fix: &str) {
+    let stdout = text(&out.stdout);
+    assert_eq!(code(out), 1, "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("[✗]") && l.contains(finding))
+        .unwrap_or_else(|| panic!("no failure naming {finding:?}:\n{stdout}"));
+    let fix_line = lines[at + 1..]
+        .iter()
+        .find(|l| l.trim_start().starts_with("fix: "))
+        .unwrap_or_else(|| panic!("no fix after {finding:?}:\n{stdout}"));
+    assert!(
+        fix_line.contains(fix),
+        "fix {fix_line:?} lacks {fix:?}:\n{stdout}"
+    );
+}
+
+/// A stack on free ports, so no check touches another stack's nginx.
+fn stack(name: &str) -> Stack {
+    let domain = format!("{}.elior.test", unique(name));
+    Stack::new(
+        &domain,
+        &[
+            ("HTTP_PORT", &free_port().to_string()),
+            ("HTTPS_PORT", &free_port().to_string()),
+        ],
+    )
+}
+
+/// A real SQLite database in WAL mode where the stack keeps it, with some rows.
+fn create_database(stack: &Stack) -> std::path::PathBuf {
+    let path = stack.dir.join("data/elior_fitness.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO notes(body) SELECT printf('note %d %s', i, hex(randomblob(40))) FROM n;
+         CREATE INDEX notes_body ON notes(body);",
+    )
+    .unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    path
+}
+
+/// Takes a real backup with `elior backup`; returns its id.
+fn take_backup(stack: &Stack) -> String {
+    let out = elior(&["backup", "--dir", stack.path()]);
+    assert!(out.status.success(), "backup: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no backup id in {stdout:?}"))
+        .to_string()
+}
+
+/// A real backup renamed to `id` (`YYYYmmdd_HHMMSS`), files and manifest, as if it had
+/// been taken then.
+fn backup_with_id(stack: &Stack, id: &str) {
+    let taken = take_backup(stack);
+    let dir = stack.dir.join("backups");
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains(&taken) {
+            std::fs::rename(entry.path(), dir.join(name.replace(&taken, id))).unwrap();
+        }
+    }
+    let manifest_path = dir.join(format!("backup_{id}.json"));
+    let body = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(&manifest_path, body.replace(&taken, id)).unwrap();
+}
+
+#[test]
+fn doctor_names_a_port_held_by_a_stray_listener() {
+    let stray = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = stray.local_addr().unwrap().port();
+    let stack = stack("doctor-port");
+    stack.set_env(&[("HTTP_PORT", &port.to_string())]);
+    let out = stack.doctor(&["ports"], &[]);
+    let pid = std::process::id();
+    assert_names(
+        &out,
+        &format!("port {port} (HTTP_PORT) is held by"),
+        &format!("kill {pid}"),
+    );
+    assert!(text(&out.stdout).contains(&format!("pid {pid}")));
+    // The HTTPS port is free, and says so.
+    assert!(text(&out.stdout).contains("(HTTPS_PORT) is free"));
+}
+
+#[test]
+fn doctor_names_an_expired_certificate() {
+    let stack = stack("doctor-expired");
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&stack.domain, -100, -10);
+    stack.write_pair(&cert, &key);
+    let out = stack.doctor(&["certificate"], &[]);
+    assert_names(
+        &out,
+        "the certificate expired 10d",
+        &format!("elior cert renew --force --dir {}", stack.path()),
+    );
+}
+
+#[test]
+fn doctor_names_a_key_of_another_certificate() {
+    let stack = stack("doctor-key");
+    let ca = TestCa::new();
+    let (cert, _) = ca.leaf(&stack.domain, -1, 60);
+    let (_, other_key) = ca.leaf(&stack.domain, -1, 60);
+    stack.write_pair(&cert, &other_key);
+    let out = stack.doctor(&["certificate"], &[]);
+    assert_names(&out, "is not the key of", "elior cert renew --force");
+}
+
+#[test]
+fn doctor_names_an_env_file_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = stack("doctor-mode");
+    std::fs::set_permissions(stack.env_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = stack.doctor(&["env"], &[]);
+    assert_names(
+        &out,
+        "is mode 0644",
+        &format!("chmod 600 {}", stack.env_path().display()),
+    );
+}
+
+/// A placeholder secret fails the env check, and every other check still runs (the
+/// ones that need valid settings say they were skipped); so do a malformed and a missing
+/// env file.
+#[test]
+fn doctor_names_a_placeholder_secret_and_survives_a_broken_or_missing_env_file() {
+    let stack = stack("doctor-secret");
+    stack.set_env(&[("JWT_SECRET", "change-me-0123456789abcdef0123456789")]);
+    let out = stack.doctor(&[], &[]);
+    assert_names(&out, "JWT_SECRET is a placeholder", "openssl rand -hex 32");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("[✓] lock: no deploy lock is held"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[-] certificate: needs valid settings"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().last().unwrap().starts_with("doctor: "),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        stack.env_path(),
+        "DOMAIN=example.com\nthis line is broken\n",
+    )
+    .unwrap();
+    let out = stack.doctor(&["env", "lock"], &[]);
+    assert_names(&out, "does not parse: line 2", "KEY=VALUE");
+    std::fs::remove_file(stack.env_path()).unwrap();
+    let out = stack.doctor(&["env", "lock"], &[]);
+    assert_names(&out, "does not exist", "elior init DOMAIN");
+    let report: serde_json::Value =
+        serde_json::from_slice(&stack.doctor(&["--json"], &[]).stdout).unwrap();
+    assert_eq!(
+        report["checks"].as_array().unwrap().len(),
+        elior::doctor::CHECKS.len()
+    );
+    assert!(report["summary"]["failures"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn doctor_names_a_corrupted_database() {
+    let stack = stack("doctor-db");
+    let db = create_database(&stack);
+    // Overwrite the middle of the file (table and index pages), keeping the header.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(
+        bytes.len() > 64 * 1024,
+        "the database is big enough to corrupt"
+    );
+    let end = bytes.len() - 4096;
+    for b in &mut bytes[8192..end] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let out = stack.doctor(&["database"], &[]);
+    assert_names(&out, "is corrupt: quick_check says", "elior restore latest");
+}
+
+#[test]
+fn doctor_names_a_stale_deploy_lock() {
+    let stack = stack("doctor-lock");
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let state = stack.dir.join(".elior");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = state.join("deploy.lock");
+    std::fs::write(
+        &lock,
+        serde_json::json!({
+            "pid": dead_pid,
+            "host": host.trim(),
+            "command": "elior deploy",
+            "since": "2026-11-26T02:00:00+00:00",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = stack.doctor(&["lock"], &[]);
+    assert_names(
+        &out,
+        &format!("stale deploy lock: held by `elior deploy` (pid {dead_pid}"),
+        &format!("rm {}", lock.display()),
+    );
+}
+
+#[test]
+fn doctor_names_a_backup_three_days_old() {
+    let stack = stack("doctor-backup");
+    create_database(&stack);
+    let three_days_ago = chrono::Local::now().naive_local() - chrono::Duration::days(3);
+    let id = three_days_ago.format("%Y%m%d_%H%M%S").to_string();
+    backup_with_id(&stack, &id);
+    let out = stack.doctor(&["backups"], &[]);
+    assert_names(
+        &out,
+        &format!("the last verified backup {id} is 3d"),
+        &format!("elior backup --dir {}", stack.path()),
+    );
+    // A fresh one is fine.
+    take_backup(&stack);
+    let out = stack.doctor(&["backups"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+}
+
+#[test]
+fn doctor_lists_checks_and_refuses_unknown_ones() {
+    let out = elior(&["doctor", "--list-checks"]);
+    assert_eq!(code(&out), 0);
+    for check in elior::doctor::CHECKS {
+        assert!(text(&out.stdout).contains(check.name));
+    }
+    let out = elior(&["doctor", "certficate"]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("no check named \"certficate\""));
+    assert!(text(&out.stderr).contains("certificate"));
+}
+
+/// The running container of `service` in `project`.
+fn service_container(project: &str, service: &str) -> String {
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=elior.project={project}"),
+        "--filter",
+        &format!("label=elior.service={service}"),
+    ]);
+    let id = text(&out.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no running {service} container in {project}"
+    );
+    id
+}
+
+fn stack_port(stack: &Stack, key: &str) -> String {
+    let env = std::fs::read_to_string(stack.env_path()).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .to_string()
+}
+
+/// Removes the deployed stack's containers, networks and API images, even on failure.
+struct Deployed {
+    stack: Stack,
+    api_repo: String,
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let _ = elior(&["down", "--dir", self.stack.path()]);
+        let images = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &self.api_repo,
+        ]);
+        for image in text(&images.stdout).lines() {
+            let _ = docker(&["image", "rm", "-f", image]);
+        }
+    }
+}
+
+/// A deployed stack with a fresh backup has no failed check (the self-signed bootstrap
+/// certificate and the absent scheduler only warn); with its API container stopped,
+/// doctor names it, shows its last log lines and exits 1.
+#[test]
+fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
+    let name = unique("doctor-deployed");
+    let api_repo = format!("elior-test-{name}-api");
+    let stack = Stack::new(
+        &format!("{name}.elior.test"),
+        &[
+            ("HTTP_PORT", &free_port().to_string()),
+            ("HTTPS_PORT", &free_port().to_string()),
+            ("API_IMAGE", &format!("{api_repo}:latest")),
+            ("PROXY_IMAGE", &nginx_image()),
+        ],
+    );
+    let deployed = Deployed { stack, api_repo };
+    let stack = &deployed.stack;
+    let out = elior(&["deploy", &stack.domain, "--dir", stack.path()]);
+    assert!(
+        out.status.success(),
+        "deploy: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    take_backup(stack);
+
+    let resolve = format!("{}:127.0.0.1", stack.domain);
+    let env = [("ELIOR_RESOLVE", resolve.as_str())];
+    let out = stack.doctor(&[], &env);
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("[✗]"), "{stdout}");
+    for ok in [
+        "[✓] containers: api:",
+        "[✓] containers: nginx:",
+        "answers 200, database connected",
+        "redirects to https://",
+        "journal mode WAL",
+        "(HTTPS_PORT) is",
+        "[✓] clock:",
+        "served by nginx",
+    ] {
+        assert!(stdout.contains(ok), "no {ok:?} in:\n{stdout}");
+    }
+
+    // With a certificate from a (test) CA that the client trusts, the deployed stack's
+    // TLS setup grades A+.
+    let project = elior::docker::project_name(&stack.domain);
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&stack.domain, -1, 60);
+    stack.write_pair(&cert, &key);
+    let ca_path = ca.write(&stack.dir);
+    let nginx = service_container(&project, "nginx");
+    reload_nginx(&nginx);
+    let https_port: u16 = stack_port(stack, "HTTPS_PORT").parse().unwrap();
+    let http_port: u16 = stack_port(stack, "HTTP_PORT").parse().unwrap();
+    let (_, report) = probe_ssl_until(&stack.domain, https_port, http_port, &ca_path, |r| {
+        r["grade"]["grade"] == "A+"
+    });
+    assert_eq!(report["grade"]["grade"], "A+", "{report:#}");
+    let out = stack.doctor(&["certificate"], &env);
+    assert!(
+        !text(&out.stdout).contains("self-signed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let api = service_container(&project, "api");
+    let out = docker(&["stop", "-t", "5", &api]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stack.doctor(&["containers", "nginx"], &env);
+    assert_names(&out, "is exited (exit code", "elior logs api");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("        | "),
+        "the API's last log lines are shown:\n{stdout}"
+    );
+    assert!(stdout.contains("[✗] nginx: https://"), "{stdout}");
+}
