@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod files;
 pub mod logging;
 pub mod probe;
 pub mod server;

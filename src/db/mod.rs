@@ -6,7 +6,9 @@
 //! original service, whose sync ORM calls inside async handlers stalled the event loop and
 //! deadlocked under 64 concurrent clients.
 
+pub mod files;
 pub mod migrations;
+pub mod profiles;
 pub mod users;
 
 use std::path::{Path, PathBuf};

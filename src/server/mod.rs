@@ -3,11 +3,13 @@
 //!
 //! Must not import `cli`.
 
+pub mod access;
 pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod params;
 pub mod routes;
 pub mod state;
 pub mod throttle;
@@ -31,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::system::router())
         .merge(routes::auth::router())
+        .merge(routes::users::router())
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),

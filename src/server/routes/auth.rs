@@ -11,10 +11,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::password;
+use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, NewUser, Role, User};
 use crate::db::DbError;
+use crate::server::access::{query, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
+use crate::server::params::Checks;
+use crate::server::routes::users::{
+    check_client_profile, check_trainer_profile, detail, UserDetail,
+};
 use crate::server::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -26,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/refresh", post(refresh))
         .route("/api/auth/password/change", post(change_password))
         .route("/api/auth/setup/admin", post(setup_admin))
+        .route("/api/auth/register/trainer", post(register_trainer))
+        .route("/api/auth/register/client", post(register_client))
 }
 
 /// Same message for an unknown user and a wrong password, so accounts can't be probed.
@@ -333,6 +341,82 @@ pub fn create_first_admin(
     )?;
     tx.commit()?;
     Ok(Some(user))
+}
+
+#[derive(Deserialize)]
+struct TrainerRegistration {
+    #[serde(flatten)]
+    account: Registration,
+    #[serde(flatten)]
+    profile: TrainerProfile,
+}
+
+#[derive(Deserialize)]
+struct ClientRegistration {
+    #[serde(flatten)]
+    account: Registration,
+    #[serde(flatten)]
+    profile: ClientProfile,
+    /// Admin only: the trainer to assign. A trainer always gets their own new client.
+    #[serde(default)]
+    trainer_id: Option<i64>,
+}
+
+/// An admin creates a trainer account with its profile.
+async fn register_trainer(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(r): ApiJson<TrainerRegistration>,
+) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can create trainers")?;
+    let mut checks = Checks::new();
+    check_trainer_profile(&mut checks, &r.profile);
+    checks.finish()?;
+    let user = create_user(&state, r.account, Role::Trainer, None).await?;
+    let profile = r.profile;
+    let detail = query(&state, move |c| {
+        profiles::put_trainer(c, user.id, &profile)?;
+        detail(c, user)
+    })
+    .await?;
+    tracing::info!(user_id = detail.user.id, by = me.id, "trainer created");
+    Ok((StatusCode::CREATED, Json(detail)))
+}
+
+/// A trainer (for themselves) or an admin creates a client account with its profile.
+async fn register_client(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(r): ApiJson<ClientRegistration>,
+) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+    let actor = Actor::from(&me);
+    actor.require(STAFF, "Only trainers and admins can create clients")?;
+    let mut checks = Checks::new();
+    check_client_profile(&mut checks, &r.profile);
+    if r.trainer_id.is_some() && !actor.is_admin() {
+        checks.push("trainer_id", "only an admin can choose the trainer");
+    }
+    checks.finish()?;
+    let trainer_id = if actor.is_admin() {
+        if let Some(tid) = r.trainer_id {
+            let trainer = state.db.call(move |c| users::find_by_id(c, tid)).await?;
+            if !trainer.is_some_and(|t| t.role == Role::Trainer) {
+                return Err(ApiError::field("trainer_id", "is not a trainer"));
+            }
+        }
+        r.trainer_id
+    } else {
+        Some(me.id)
+    };
+    let user = create_user(&state, r.account, Role::Client, trainer_id).await?;
+    let profile = r.profile;
+    let detail = query(&state, move |c| {
+        profiles::put_client(c, user.id, &profile)?;
+        detail(c, user)
+    })
+    .await?;
+    tracing::info!(user_id = detail.user.id, by = me.id, "client created");
+    Ok((StatusCode::CREATED, Json(detail)))
 }
 
 #[cfg(test)]
