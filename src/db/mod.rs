@@ -8,8 +8,10 @@
 
 pub mod files;
 pub mod migrations;
+pub mod notifications;
 pub mod profiles;
 pub mod users;
+pub mod workouts;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -245,6 +245,20 @@ pub fn is_stored_name(name: &str) -> bool {
         && Detected::from_ext(ext).is_some()
 }
 
+/// The public URL of a stored file.
+pub fn media_url(kind: Kind, name: &str) -> String {
+    format!("/api/files/media/{}/{name}", kind.as_str())
+}
+
+/// The kind and stored name in a URL made by [`media_url`] (a `?size=` is ignored).
+pub fn parse_media_url(url: &str) -> Option<(Kind, String)> {
+    let path = url.split('?').next()?;
+    let rest = path.strip_prefix("/api/files/media/")?;
+    let (kind, name) = rest.split_once('/')?;
+    let kind = Kind::parse(kind)?;
+    is_stored_name(name).then(|| (kind, name.to_string()))
+}
+
 pub fn random_name(d: Detected) -> String {
     format!("{}.{}", uuid::Uuid::new_v4().simple(), d.ext())
 }
@@ -412,6 +426,15 @@ mod tests {
         ] {
             assert!(!is_stored_name(bad), "{bad}");
         }
+        let url = media_url(Kind::MealPhotos, &name);
+        assert_eq!(
+            parse_media_url(&format!("{url}?size=medium")),
+            Some((Kind::MealPhotos, name.clone()))
+        );
+        assert_eq!(
+            parse_media_url("/api/files/media/meal_photos/../x.png"),
+            None
+        );
         assert_eq!(
             relative_path(Kind::MealPhotos, Size::Thumbnail, &name),
             format!("meal_photos/thumbnail/{name}")

@@ -131,6 +131,46 @@ pub fn restrict_conflict(e: DbError, msg: &str) -> ApiError {
     }
 }
 
+/// The `(trainer, client)` filters of a list for `actor`, given the caller's optional
+/// `client_id` filter: an admin sees all, a trainer their clients, a client themselves.
+/// `None` when the filter names a client the actor can never see (an empty list).
+pub fn list_scope(actor: Actor, client_filter: Option<i64>) -> Option<(Option<i64>, Option<i64>)> {
+    match actor.role {
+        Role::Admin => Some((None, client_filter)),
+        Role::Trainer => Some((Some(actor.id), client_filter)),
+        Role::Client => match client_filter {
+            Some(id) if id != actor.id => None,
+            _ => Some((None, Some(actor.id))),
+        },
+    }
+}
+
+/// Checks that `url` names an uploaded file of `kind` owned by `owner_id`, so one user
+/// can't attach another's photo to their record.
+pub fn check_attachment(
+    c: &Connection,
+    field: &'static str,
+    url: Option<&str>,
+    kind: crate::files::Kind,
+    owner_id: i64,
+) -> ApiResult<()> {
+    let Some(url) = url else { return Ok(()) };
+    let owned = crate::files::parse_media_url(url)
+        .filter(|(k, _)| *k == kind)
+        .map(|(k, name)| crate::db::files::find(c, k, &name))
+        .transpose()?
+        .flatten()
+        .is_some_and(|f| f.owner_id == owner_id);
+    if owned {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("must be the url of a {} file you uploaded", kind.as_str()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

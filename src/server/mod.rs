@@ -7,6 +7,7 @@ pub mod access;
 pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod hub;
 pub mod metrics;
 pub mod middleware;
 pub mod params;
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::system::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())
+        .merge(routes::workouts::router())
+        .merge(routes::notifications::router())
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),
@@ -55,11 +58,14 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let db = state.db.clone();
+    let hub = state.hub.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; draining in-flight requests");
+        // Open WebSockets would hold the drain until its deadline; close them now.
+        hub.close_all();
         let _ = signalled_tx.send(());
     });
     let drain_deadline = async move {

@@ -7,6 +7,7 @@ use crate::auth::token::TokenKeys;
 use crate::config::ServeConfig;
 use crate::db::Db;
 
+use super::hub::Hub;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
 
@@ -18,6 +19,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub throttle: Arc<Throttle>,
     pub started: Instant,
+    /// Live WebSocket connections, for pushing notifications.
+    pub hub: Arc<Hub>,
+    /// Upload size limits by kind.
+    pub file_limits: crate::files::Limits,
 }
 
 impl AppState {
@@ -26,6 +31,7 @@ impl AppState {
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
         );
+        let config_max_file_size = config.max_file_size;
         AppState {
             config: Arc::new(config),
             db,
@@ -33,6 +39,10 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             throttle: Arc::new(Throttle::default()),
             started: Instant::now(),
+            hub: Arc::new(Hub::default()),
+            file_limits: crate::files::Limits::from_settings(config_max_file_size, |k| {
+                std::env::var(k).ok()
+            }),
         }
     }
 }

@@ -153,6 +153,11 @@ impl Server {
         self.call("POST", path, Some(token), Some(body))
     }
 
+    /// A POST without a body, for action routes (assign, remove, mark read).
+    pub fn action(&self, method: &str, path: &str, token: &str) -> Reply {
+        self.call(method, path, Some(token), None)
+    }
+
     pub fn put(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call("PUT", path, Some(token), Some(body))
     }
