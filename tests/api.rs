@@ -401,3 +401,569 @@ fn trainer_builds_plan_and_client_completes_it() {
         200
     );
 }
+
+/// A real image, encoded by the `image` crate.
+fn image_bytes(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 100, 50]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+mod ws {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tungstenite::stream::MaybeTlsStream;
+    use tungstenite::{Message, WebSocket};
+
+    pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+    pub fn open(port: u16, path: &str) -> Socket {
+        let (mut socket, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}{path}"))
+            .expect("websocket handshake");
+        if let MaybeTlsStream::Plain(s) = socket.get_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        }
+        socket
+    }
+
+    /// The next text message as JSON, skipping pings.
+    pub fn next_json(socket: &mut Socket) -> Value {
+        loop {
+            match socket.read().expect("websocket message") {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The close code the server ends with.
+    pub fn close_code(socket: &mut Socket) -> u16 {
+        loop {
+            match socket.read() {
+                Ok(Message::Close(Some(frame))) => return frame.code.into(),
+                Ok(Message::Close(None)) => return 1005,
+                Ok(_) => continue,
+                Err(e) => panic!("socket ended without a close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// Flow 2: a meal photo is uploaded, reviewed, and the review reaches the client over a
+/// live WebSocket (on both of their connections); the photo is served only to those who
+/// may see it.
+#[test]
+fn meal_photo_review_is_pushed_over_websocket() {
+    let s = Server::start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]);
+    let cast = Cast::new(&s);
+    let t = &cast.trainer.token;
+    let c = &cast.client.token;
+
+    let plan = s.post("/api/meal-plans", t, json!({"client_id": cast.client.id, "date": "2026-02-02", "title": "Cut day", "total_calories": 2000, "protein_target": 160}));
+    assert_eq!(plan.status, 201, "{:?}", plan.body);
+    let plan = plan.body["id"].as_i64().unwrap();
+    assert_eq!(
+        s.post(
+            "/api/meal-plans",
+            t,
+            json!({"client_id": cast.client.id, "date": "2026-02-02", "title": "Twice"})
+        )
+        .status,
+        409
+    );
+    let entry = s.post(
+        &format!("/api/meal-plans/{plan}/entries"),
+        t,
+        json!({"name": "Breakfast", "order": 1}),
+    );
+    assert_eq!(entry.status, 201, "{:?}", entry.body);
+    let entry = entry.body["id"].as_i64().unwrap();
+    let lunch = s
+        .post(
+            &format!("/api/meal-plans/{plan}/entries"),
+            t,
+            json!({"name": "Lunch", "order": 2}),
+        )
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    for (e, kind, kcal) in [
+        (entry, "protein", 300),
+        (entry, "carb", 200),
+        (lunch, "vegetable", 150),
+    ] {
+        let k = s.post(
+            &format!("/api/meal-plans/entries/{e}/components"),
+            t,
+            json!({"type": kind, "description": "food", "calories": kcal, "protein": 20.0}),
+        );
+        assert_eq!(k.status, 201, "{:?}", k.body);
+    }
+    assert_eq!(
+        s.post(
+            &format!("/api/meal-plans/entries/{entry}/components"),
+            t,
+            json!({"type": "cake", "description": ""})
+        )
+        .status,
+        422
+    );
+    let plan_url = format!("/api/meal-plans/{plan}");
+    matrix(
+        &s,
+        &cast,
+        "GET meal plan",
+        [200, 200, 404, 200, 404],
+        |tok| s.get(&plan_url, tok),
+    );
+    matrix(
+        &s,
+        &cast,
+        "PUT meal plan",
+        [200, 200, 404, 403, 404],
+        |tok| {
+            s.put(&plan_url, tok, json!({"date": "2026-02-02", "title": "Cut day", "total_calories": 2000, "protein_target": 160}))
+        },
+    );
+
+    // Two live connections for the client.
+    let path = format!("/api/ws/ws/{}?token={c}", cast.client.id);
+    let mut first = ws::open(s.port, &path);
+    let mut second = ws::open(s.port, &path);
+    for socket in [&mut first, &mut second] {
+        let welcome = ws::next_json(socket);
+        assert_eq!(welcome["type"], "connection_established");
+        assert_eq!(welcome["user_id"], cast.client.id);
+    }
+    first
+        .send(tungstenite::Message::text(r#"{"type":"ping"}"#))
+        .unwrap();
+    assert_eq!(ws::next_json(&mut first)["type"], "pong");
+    let stats = s.get("/api/ws/ws/stats", &cast.admin.token);
+    assert_eq!(stats.body["total_connections"], 2, "{:?}", stats.body);
+    assert_eq!(s.get("/api/ws/ws/stats", t).status, 403);
+
+    // Only the owning client posts a photo for their entry.
+    let jpeg = image_bytes(image::ImageFormat::Jpeg, 800, 400);
+    let photo = format!("/api/meal-plans/uploads/{entry}/photo");
+    assert_eq!(
+        s.upload(&photo, &cast.other_client.token, "image", "meal.jpg", &jpeg)
+            .status,
+        404
+    );
+    assert_eq!(s.upload(&photo, t, "image", "meal.jpg", &jpeg).status, 403);
+    let up = s.upload(&photo, c, "image", "meal.jpg", &jpeg);
+    assert_eq!(up.status, 201, "{:?}", up.body);
+    assert_eq!(up.body["status"], "pending");
+    let upload_id = up.body["id"].as_i64().unwrap();
+    let image_url = up.body["image_path"].as_str().unwrap().to_string();
+
+    // The photo: served with the access check, in three sizes.
+    matrix(
+        &s,
+        &cast,
+        "GET meal photo",
+        [200, 200, 404, 200, 404],
+        |tok| s.get(&image_url, tok),
+    );
+    assert_eq!(s.call("GET", &image_url, None, None).status, 401);
+    let thumb = s.get(&format!("{image_url}?size=thumbnail"), t);
+    assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
+    let decoded = image::load_from_memory(&thumb.bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (150, 75));
+    let medium =
+        image::load_from_memory(&s.get(&format!("{image_url}?size=medium"), t).bytes).unwrap();
+    assert_eq!(medium.width(), 600);
+    assert_eq!(s.get(&format!("{image_url}?size=huge"), t).status, 422);
+    // Behind nginx (a trusted proxy that announces its internal location) the body is
+    // handed to nginx instead.
+    let name = image_url.rsplit('/').next().unwrap();
+    let accel = s.call_with_headers(
+        "GET",
+        &image_url,
+        t,
+        &[("X-Accel-Internal", "/_protected_uploads")],
+    );
+    assert_eq!(accel.status, 200);
+    assert_eq!(
+        accel.header("x-accel-redirect"),
+        Some(format!("/_protected_uploads/meal_photos/{name}").as_str())
+    );
+    assert!(accel.bytes.is_empty());
+
+    // The trainer heard about the upload, then reviews; the review is pushed live.
+    let review = format!("/api/meal-plans/uploads/{upload_id}/review");
+    assert_eq!(
+        s.put(
+            &review,
+            &cast.other_trainer.token,
+            json!({"status": "approved"})
+        )
+        .status,
+        404
+    );
+    assert_eq!(s.put(&review, c, json!({"status": "approved"})).status, 403);
+    assert_eq!(s.put(&review, t, json!({"status": "maybe"})).status, 422);
+    let reviewed = s.put(
+        &review,
+        t,
+        json!({"status": "approved", "trainer_comment": "Great portion"}),
+    );
+    assert_eq!(reviewed.status, 200, "{:?}", reviewed.body);
+    for socket in [&mut first, &mut second] {
+        let pushed = ws::next_json(socket);
+        assert_eq!(pushed["type"], "notification");
+        assert_eq!(pushed["data"]["type"], "meal_review");
+        assert_eq!(
+            pushed["data"]["message"],
+            "Your meal photo was approved: Great portion"
+        );
+    }
+
+    // The day's summary counts the photographed meal as eaten.
+    let summary = s.get(
+        &format!("/api/meal-plans/summary/{}/2026-02-02", cast.client.id),
+        t,
+    );
+    assert_eq!(summary.status, 200, "{:?}", summary.body);
+    assert_eq!(summary.body["eaten"]["calories"], 500.0);
+    assert_eq!(summary.body["planned"]["calories"], 650.0);
+    assert_eq!(summary.body["meals_eaten"], 1);
+    assert_eq!(summary.body["uploads_approved"], 1);
+    assert_eq!(
+        s.get(
+            &format!("/api/meal-plans/summary/{}/2026-02-02", cast.client.id),
+            &cast.other_trainer.token
+        )
+        .status,
+        404
+    );
+    let nested = s.get(&format!("{plan_url}/complete"), c);
+    assert_eq!(
+        nested.body["meal_entries"][0]["meal_components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        nested.body["meal_entries"][0]["uploads"][0]["status"],
+        "approved"
+    );
+
+    // Notifications: count, mark read, mark all, delete; another's id is 404.
+    let count = s.get("/api/notifications/count", c);
+    assert_eq!(count.body["unread_count"], 2, "{:?}", count.body); // meal plan + review
+    let newest = s.get("/api/notifications?unread_only=true&limit=1", c);
+    assert_eq!(newest.body.as_array().unwrap().len(), 1);
+    let note = newest.body[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        s.action(
+            "PUT",
+            &format!("/api/notifications/{note}/read"),
+            &cast.other_client.token
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        s.action("PUT", &format!("/api/notifications/{note}/read"), c)
+            .status,
+        200
+    );
+    assert_eq!(s.get("/api/notifications/count", c).body["unread_count"], 1);
+    assert_eq!(
+        s.action("PUT", "/api/notifications/mark-all-read", c)
+            .status,
+        200
+    );
+    assert_eq!(s.get("/api/notifications/count", c).body["unread_count"], 0);
+    assert_eq!(
+        s.delete(
+            &format!("/api/notifications/{note}"),
+            &cast.other_client.token
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        s.delete(&format!("/api/notifications/{note}"), c).status,
+        200
+    );
+    assert_eq!(s.get("/api/notifications?limit=101", c).status, 422);
+    // A trainer writes to their own client only; clients can't send.
+    let msg = json!({"recipient_id": cast.client.id, "title": "Hi", "message": "Keep going"});
+    assert_eq!(
+        s.post("/api/notifications", &cast.other_trainer.token, msg.clone())
+            .status,
+        404
+    );
+    assert_eq!(
+        s.post("/api/notifications", &cast.other_client.token, msg.clone())
+            .status,
+        403
+    );
+    assert_eq!(s.post("/api/notifications", t, msg).status, 201);
+    assert_eq!(ws::next_json(&mut first)["data"]["title"], "Hi");
+
+    // Deleting the plan removes the photo and its derivatives from disk.
+    let stored = s.dir.path().join("uploads/meal_photos").join(name);
+    assert!(stored.exists());
+    assert_eq!(s.delete(&plan_url, t).status, 200);
+    assert!(!stored.exists());
+    assert!(!s
+        .dir
+        .path()
+        .join("uploads/meal_photos/thumbnail")
+        .join(name)
+        .exists());
+    assert_eq!(s.get(&image_url, t).status, 404);
+}
+
+/// Flow 3: a weight series, then its summary against the profile's target.
+#[test]
+fn weight_series_then_summary() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    assert_eq!(
+        s.put(
+            "/api/users/me",
+            c,
+            json!({"client_profile": {"target_weight": 75.0}})
+        )
+        .status,
+        200
+    );
+    for (date, kg) in [
+        ("2026-01-01", 82.0),
+        ("2026-01-08", 81.2),
+        ("2026-01-15", 80.1),
+        ("2026-01-22", 79.5),
+    ] {
+        let r = s.post(
+            "/api/progress/weight",
+            c,
+            json!({"date": date, "weight": kg}),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let bad = s.post(
+        "/api/progress/weight",
+        c,
+        json!({"date": "2026-13-01", "weight": 0}),
+    );
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["detail"].as_array().unwrap().len(), 2);
+    // The trainer records one for their client; the other trainer can't.
+    assert_eq!(
+        s.post(
+            "/api/progress/weight",
+            &cast.other_trainer.token,
+            json!({"client_id": cast.client.id, "date": "2026-01-29", "weight": 79.0})
+        )
+        .status,
+        404
+    );
+    let by_trainer = s.post(
+        "/api/progress/weight",
+        &cast.trainer.token,
+        json!({"client_id": cast.client.id, "date": "2026-01-29", "weight": 79.0}),
+    );
+    assert_eq!(by_trainer.status, 201);
+
+    let range = s.get(
+        "/api/progress/weight?start_date=2026-01-08&end_date=2026-01-22",
+        c,
+    );
+    let weights: Vec<f64> = range
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["weight"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights, [81.2, 80.1, 79.5]);
+    assert_eq!(
+        s.get("/api/progress/weight/current", c).body["weight"],
+        79.0
+    );
+
+    let summary = s.get(
+        &format!("/api/progress/weight/summary?client_id={}", cast.client.id),
+        &cast.trainer.token,
+    );
+    assert_eq!(summary.status, 200, "{:?}", summary.body);
+    assert_eq!(summary.body["entries"], 5);
+    assert_eq!(summary.body["starting_weight"], 82.0);
+    assert_eq!(summary.body["current_weight"], 79.0);
+    assert_eq!(summary.body["change"], -3.0);
+    assert_eq!(summary.body["remaining_to_target"], 4.0);
+
+    let list = format!("/api/progress/weight?client_id={}", cast.client.id);
+    matrix(&s, &cast, "GET weights", [200, 200, 404, 200, 404], |tok| {
+        s.get(&list, tok)
+    });
+    let entry = format!("/api/progress/weight/{}", by_trainer.body["id"]);
+    for (token, want) in [
+        (&cast.other_trainer.token, 404),
+        (&cast.other_client.token, 404),
+        (c, 200),
+    ] {
+        assert_eq!(s.delete(&entry, token).status, want);
+    }
+    assert_eq!(
+        s.get("/api/progress/weight/current", c).body["weight"],
+        79.5
+    );
+}
+
+/// Uploads are judged by content: a renamed .exe, an oversize file and a `../` name.
+#[test]
+fn upload_rejections() {
+    let s = Server::start_with(&[("MAX_FILE_SIZE", "200000")]);
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let url = "/api/files/upload/progress_photos";
+
+    let mut exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff".to_vec();
+    exe.extend(std::iter::repeat_n(0u8, 1000));
+    let r = s.upload(url, c, "file", "holiday.jpg", &exe);
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(r.body["detail"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("not an allowed type"));
+
+    let mut big = image_bytes(image::ImageFormat::Png, 10, 10);
+    big.extend(std::iter::repeat_n(0u8, 300_000));
+    let r = s.upload(url, c, "file", "big.png", &big);
+    assert_eq!(r.status, 422);
+    assert!(r.body["detail"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("larger than 200000"));
+
+    // A PDF is a document, not a photo; a PNG is not a document.
+    assert_eq!(
+        s.upload(url, c, "file", "x.jpg", b"%PDF-1.7\n...").status,
+        422
+    );
+    assert_eq!(
+        s.upload(
+            "/api/files/upload/documents",
+            c,
+            "file",
+            "x.pdf",
+            &image_bytes(image::ImageFormat::Png, 4, 4)
+        )
+        .status,
+        422
+    );
+    assert_eq!(
+        s.upload(
+            "/api/files/upload/passwords",
+            c,
+            "file",
+            "x.png",
+            &image_bytes(image::ImageFormat::Png, 4, 4)
+        )
+        .status,
+        422
+    );
+    // Magic bytes but not a real image.
+    assert_eq!(
+        s.upload(url, c, "file", "x.png", b"\x89PNG\r\n\x1a\ngarbage")
+            .status,
+        422
+    );
+
+    let png = image_bytes(image::ImageFormat::Png, 40, 20);
+    let r = s.upload(url, c, "file", "../../../../tmp/evil.png", &png);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let name = r.body["name"].as_str().unwrap();
+    assert!(!name.contains("evil") && !name.contains('/'), "{name}");
+    assert!(s
+        .dir
+        .path()
+        .join("uploads/progress_photos")
+        .join(name)
+        .exists());
+    let file_url = r.body["url"].as_str().unwrap().to_string();
+    // Traversal in the media path never reaches the disk.
+    assert_eq!(
+        s.get("/api/files/media/progress_photos/..%2F..%2Felior.db", c)
+            .status,
+        404
+    );
+
+    // The photo attaches to the client's own weight entry only.
+    let mine = s.post(
+        "/api/progress/weight",
+        c,
+        json!({"date": "2026-01-01", "weight": 70.5, "photo_path": file_url}),
+    );
+    assert_eq!(mine.status, 201, "{:?}", mine.body);
+    let theirs = s.post(
+        "/api/progress/weight",
+        &cast.other_client.token,
+        json!({"date": "2026-01-01", "weight": 70.5, "photo_path": file_url}),
+    );
+    assert_eq!(theirs.status, 422);
+
+    let stats = s.get("/api/files/media/stats", &cast.admin.token);
+    assert_eq!(stats.body["total_files"], 1, "{:?}", stats.body);
+    assert_eq!(s.get("/api/files/media/stats", c).status, 403);
+    assert_eq!(s.delete(&file_url, &cast.other_client.token).status, 404);
+    assert_eq!(s.delete(&file_url, c).status, 200);
+    assert!(!s
+        .dir
+        .path()
+        .join("uploads/progress_photos")
+        .join(name)
+        .exists());
+    assert!(!s
+        .dir
+        .path()
+        .join("uploads/progress_photos/medium")
+        .join(name)
+        .exists());
+}
+
+/// The WebSocket refuses with the original close codes, and closes open sockets when the
+/// server is asked to stop, so they don't hold the graceful drain.
+#[test]
+fn websocket_close_codes_and_shutdown() {
+    let mut s = Server::start();
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let id = cast.client.id;
+    assert_eq!(
+        ws::close_code(&mut ws::open(s.port, &format!("/api/ws/ws/{id}"))),
+        4001
+    );
+    assert_eq!(
+        ws::close_code(&mut ws::open(
+            s.port,
+            &format!("/api/ws/ws/{id}?token=garbage")
+        )),
+        4002
+    );
+    assert_eq!(
+        ws::close_code(&mut ws::open(
+            s.port,
+            &format!("/api/ws/ws/{}?token={c}", cast.other_client.id)
+        )),
+        4003
+    );
+
+    let mut open = ws::open(s.port, &format!("/api/ws/ws/{id}?token={c}"));
+    assert_eq!(ws::next_json(&mut open)["type"], "connection_established");
+    let status = s.terminate();
+    assert_eq!(ws::close_code(&mut open), 1001);
+    assert!(status.success(), "{status:?}");
+}

@@ -7,9 +7,11 @@
 //! deadlocked under 64 concurrent clients.
 
 pub mod files;
+pub mod meals;
 pub mod migrations;
 pub mod notifications;
 pub mod profiles;
+pub mod progress;
 pub mod users;
 pub mod workouts;
 

@@ -37,6 +37,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::router())
         .merge(routes::workouts::router())
         .merge(routes::notifications::router())
+        .merge(routes::progress::router())
+        .merge(routes::files::router())
+        .merge(routes::meals::router())
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),

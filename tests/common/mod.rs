@@ -158,6 +158,28 @@ impl Server {
         self.call(method, path, Some(token), None)
     }
 
+    pub fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut r = self.req(method, path, Some(token));
+        for (k, v) in headers {
+            r = r.set(k, v);
+        }
+        Self::finish(r.call())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+
     pub fn put(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call("PUT", path, Some(token), Some(body))
     }

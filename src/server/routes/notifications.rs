@@ -39,25 +39,24 @@ pub fn router() -> Router<AppState> {
 struct ListQuery {
     #[serde(default)]
     unread_only: bool,
-    #[serde(flatten)]
-    page: Page,
 }
 
 async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Notification>>> {
     let mut c = Checks::new();
-    q.page.check(&mut c);
+    page.check(&mut c);
     c.finish()?;
     query(&state, move |c| {
         Ok(notifications::list(
             c,
             me.id,
             q.unread_only,
-            q.page.limit,
-            q.page.offset,
+            page.limit,
+            page.offset,
         )?)
     })
     .await

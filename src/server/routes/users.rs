@@ -208,18 +208,17 @@ async fn put_me(
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     role: Option<String>,
-    #[serde(flatten)]
-    page: Page,
 }
 
 async fn list_users(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<User>>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can list users")?;
     let mut checks = Checks::new();
-    q.page.check(&mut checks);
+    page.check(&mut checks);
     let role = match q.role.as_deref() {
         None => None,
         Some(r) => {
@@ -236,34 +235,28 @@ async fn list_users(
         trainer_id: None,
     };
     query(&state, move |c| {
-        Ok(users::list(c, filter, q.page.limit, q.page.offset)?)
+        Ok(users::list(c, filter, page.limit, page.offset)?)
     })
     .await
     .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    #[serde(flatten)]
-    page: Page,
-}
-
 async fn list_clients(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<Vec<User>>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can list clients")?;
     let mut checks = Checks::new();
-    q.page.check(&mut checks);
+    page.check(&mut checks);
     checks.finish()?;
     let filter = UserFilter {
         role: Some(Role::Client),
         trainer_id: (!actor.is_admin()).then_some(actor.id),
     };
     query(&state, move |c| {
-        Ok(users::list(c, filter, q.page.limit, q.page.offset)?)
+        Ok(users::list(c, filter, page.limit, page.offset)?)
     })
     .await
     .map(Json)
@@ -272,18 +265,18 @@ async fn list_clients(
 async fn list_trainers(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<Vec<User>>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can list trainers")?;
     let mut checks = Checks::new();
-    q.page.check(&mut checks);
+    page.check(&mut checks);
     checks.finish()?;
     let filter = UserFilter {
         role: Some(Role::Trainer),
         trainer_id: None,
     };
     query(&state, move |c| {
-        Ok(users::list(c, filter, q.page.limit, q.page.offset)?)
+        Ok(users::list(c, filter, page.limit, page.offset)?)
     })
     .await
     .map(Json)

@@ -123,17 +123,16 @@ fn check_exercise(f: &ExerciseFields) -> ApiResult<()> {
 struct ExerciseQuery {
     muscle_group: Option<String>,
     search: Option<String>,
-    #[serde(flatten)]
-    page: Page,
 }
 
 async fn list_exercises(
     State(state): State<AppState>,
     AuthUser(_me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ExerciseQuery>,
 ) -> ApiResult<Json<Vec<Exercise>>> {
     let mut c = Checks::new();
-    q.page.check(&mut c);
+    page.check(&mut c);
     c.one_of("muscle_group", q.muscle_group.as_deref(), MUSCLE_GROUPS);
     c.opt_text("search", q.search.as_deref(), 100);
     c.finish()?;
@@ -142,8 +141,8 @@ async fn list_exercises(
             c,
             q.muscle_group.as_deref(),
             clean(q.search).as_deref(),
-            q.page.limit,
-            q.page.offset,
+            page.limit,
+            page.offset,
         )?)
     })
     .await
@@ -310,27 +309,20 @@ fn writable_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
 #[derive(Debug, Deserialize)]
 struct ClientListQuery {
     client_id: Option<i64>,
-    #[serde(flatten)]
-    page: Page,
 }
 
 async fn list_plans(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ClientListQuery>,
 ) -> ApiResult<Json<Vec<Plan>>> {
-    check_page(&q.page)?;
+    check_page(&page)?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
     };
     query(&state, move |c| {
-        Ok(w::list_plans(
-            c,
-            trainer,
-            client,
-            q.page.limit,
-            q.page.offset,
-        )?)
+        Ok(w::list_plans(c, trainer, client, page.limit, page.offset)?)
     })
     .await
     .map(Json)
@@ -849,9 +841,10 @@ async fn create_completions(
 async fn list_completions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ClientListQuery>,
 ) -> ApiResult<Json<Vec<Completion>>> {
-    check_page(&q.page)?;
+    check_page(&page)?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
     };
@@ -860,8 +853,8 @@ async fn list_completions(
             c,
             trainer,
             client,
-            q.page.limit,
-            q.page.offset,
+            page.limit,
+            page.offset,
         )?)
     })
     .await

@@ -1,0 +1,193 @@
+//! `/api/progress/weight`: a client's weigh-ins (add, list by date range, current,
+//! summary, delete). A client records their own; their trainer or an admin may record
+//! for them and read them by `client_id`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::db::progress::{self, WeightEntry, WeightSummary};
+use crate::db::users::{Role, User};
+use crate::files::Kind;
+use crate::server::access::{check_attachment, query, visible_client, visible_owner, Actor};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
+use crate::server::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/progress/weight", get(list).post(create))
+        .route("/api/progress/weight/current", get(current))
+        .route("/api/progress/weight/summary", get(summary))
+        .route("/api/progress/weight/{id}", delete(remove))
+}
+
+/// The client a request is about: a client is always themselves; staff must name one.
+fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
+    match (me.role, client_id) {
+        (Role::Client, None) => Ok(me.id),
+        (Role::Client, Some(id)) if id == me.id => Ok(me.id),
+        // Another client's id reads as absent.
+        (Role::Client, Some(_)) => Err(ApiError::NotFound("Client not found")),
+        (_, Some(id)) => Ok(id),
+        (_, None) => Err(ApiError::Validation(vec![
+            crate::server::error::FieldError {
+                loc: vec!["query".into(), "client_id".into()],
+                msg: "is required for trainers and admins".into(),
+                kind: "value_error".into(),
+            },
+        ])),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEntry {
+    client_id: Option<i64>,
+    date: String,
+    weight: f64,
+    photo_path: Option<String>,
+    notes: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(e): ApiJson<NewEntry>,
+) -> ApiResult<(StatusCode, Json<WeightEntry>)> {
+    let mut c = Checks::new();
+    c.date("date", Some(&e.date));
+    c.range_f64("weight", Some(e.weight), 0.0, 500.0, true);
+    c.opt_text("notes", e.notes.as_deref(), 2000);
+    c.finish()?;
+    let client_id = subject(&me, e.client_id)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        check_attachment(
+            c,
+            "photo_path",
+            e.photo_path.as_deref(),
+            Kind::ProgressPhotos,
+            client.id,
+        )?;
+        Ok(progress::insert(
+            c,
+            client.id,
+            &e.date,
+            e.weight,
+            e.photo_path.as_deref(),
+            clean(e.notes).as_deref(),
+        )?)
+    })
+    .await
+    .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeQuery {
+    client_id: Option<i64>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+fn check_range(q: &RangeQuery, page: &Page) -> ApiResult<()> {
+    let mut c = Checks::new();
+    page.check(&mut c);
+    for (field, v) in [("start_date", &q.start_date), ("end_date", &q.end_date)] {
+        if v.as_deref()
+            .is_some_and(|d| crate::server::params::parse_date(d).is_none())
+        {
+            c.push_query(field, "must be a date as YYYY-MM-DD");
+        }
+    }
+    c.finish()
+}
+
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<Vec<WeightEntry>>> {
+    check_range(&q, &page)?;
+    let client_id = subject(&me, q.client_id)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        Ok(progress::list(
+            c,
+            client.id,
+            q.start_date.as_deref(),
+            q.end_date.as_deref(),
+            page.limit,
+            page.offset,
+        )?)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientQuery {
+    client_id: Option<i64>,
+}
+
+async fn current(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(q): ApiQuery<ClientQuery>,
+) -> ApiResult<Json<WeightEntry>> {
+    let client_id = subject(&me, q.client_id)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        progress::latest(c, client.id)?.ok_or(ApiError::NotFound("No weight entries yet"))
+    })
+    .await
+    .map(Json)
+}
+
+async fn summary(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<WeightSummary>> {
+    check_range(&q, &Page::default())?;
+    let client_id = subject(&me, q.client_id)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        Ok(progress::summary(
+            c,
+            client.id,
+            q.start_date.as_deref(),
+            q.end_date.as_deref(),
+        )?)
+    })
+    .await
+    .map(Json)
+}
+
+/// The client, their trainer or an admin deletes an entry.
+async fn remove(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        const MISSING: &str = "Weight entry not found";
+        let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+        visible_owner(c, actor, entry.client_id, MISSING)?;
+        Ok(progress::delete(c, id)?)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "message": "Weight entry deleted successfully" }),
+    ))
+}
