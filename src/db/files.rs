@@ -8,7 +8,7 @@ use super::users::now;
 use super::DbError;
 use crate::files::Kind;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileRecord {
     pub id: i64,
     #[serde(rename = "type")]
@@ -78,7 +78,7 @@ pub fn owned_by(c: &Connection, owner_id: i64) -> Result<Vec<(Kind, String)>, Db
     Ok(out)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KindStats {
     #[serde(rename = "type")]
     pub kind: String,

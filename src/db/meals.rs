@@ -19,7 +19,7 @@ pub const COMPONENT_TYPES: &[&str] = &[
     "other",
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanFields {
     pub title: String,
@@ -30,7 +30,7 @@ pub struct PlanFields {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MealPlan {
     pub id: i64,
     pub client_id: i64,
@@ -144,7 +144,7 @@ pub fn delete_plan(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM meal_plans WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryFields {
     pub name: String,
@@ -152,7 +152,7 @@ pub struct EntryFields {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MealEntry {
     pub id: i64,
     pub meal_plan_id: i64,
@@ -210,7 +210,7 @@ pub fn delete_entry(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM meal_entries WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentFields {
     #[serde(rename = "type")]
@@ -224,7 +224,7 @@ pub struct ComponentFields {
     pub is_optional: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MealComponent {
     pub id: i64,
     pub meal_entry_id: i64,
@@ -303,7 +303,7 @@ pub fn delete_component(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM meal_components WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MealUpload {
     pub id: i64,
     pub meal_entry_id: i64,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::users::now;
 use super::DbError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     pub id: i64,
     pub recipient_id: i64,

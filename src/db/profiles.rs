@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::users::now;
 use super::DbError;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerProfile {
     pub specialization: Option<String>,
@@ -16,7 +16,7 @@ pub struct TrainerProfile {
     pub certification: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientProfile {
     /// Centimetres.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::users::now;
 use super::DbError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WeightEntry {
     pub id: i64,
     pub client_id: i64,
@@ -87,7 +87,7 @@ pub fn delete(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM weight_entries WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct WeightSummary {
     pub client_id: i64,
     pub entries: i64,

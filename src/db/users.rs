@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DbError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Admin,
@@ -33,7 +33,7 @@ impl Role {
 }
 
 /// A user row. `password_hash` never leaves the server: it is skipped when serialising.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub username: String,

@@ -23,7 +23,7 @@ pub const MUSCLE_GROUPS: &[&str] = &[
     "other",
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExerciseFields {
     pub name: String,
     pub description: Option<String>,
@@ -33,7 +33,7 @@ pub struct ExerciseFields {
     pub instructions: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Exercise {
     pub id: i64,
     #[serde(flatten)]
@@ -130,7 +130,7 @@ pub fn delete_exercise(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM exercises WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     pub id: i64,
     pub trainer_id: Option<i64>,
@@ -221,7 +221,7 @@ pub fn delete_plan(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM workout_plans WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: i64,
     pub workout_plan_id: i64,
@@ -295,7 +295,7 @@ pub fn delete_session(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM workout_sessions WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkoutExerciseFields {
     pub exercise_id: i64,
@@ -307,7 +307,7 @@ pub struct WorkoutExerciseFields {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkoutExercise {
     pub id: i64,
     pub workout_session_id: i64,
@@ -446,7 +446,7 @@ pub fn wex_client(c: &Connection, wex_id: i64) -> Result<Option<i64>, DbError> {
     .optional()?)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionFields {
     pub workout_exercise_id: i64,
@@ -459,7 +459,7 @@ pub struct CompletionFields {
     pub form_photo_path: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Completion {
     pub id: i64,
     pub client_id: i64,
@@ -547,7 +547,7 @@ pub fn delete_completion(c: &Connection, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM exercise_completions WHERE id = ?1", [id])? > 0)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanSummary {
     pub workout_plan_id: i64,
     pub workout_plan_name: String,
@@ -599,7 +599,7 @@ pub fn plan_summary(c: &Connection, plan: &Plan) -> Result<PlanSummary, DbError>
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProgressPoint {
     pub completed_at: String,
     pub actual_sets: Option<i64>,
@@ -608,7 +608,7 @@ pub struct ProgressPoint {
     pub difficulty_rating: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExerciseProgress {
     pub exercise_id: i64,
     pub exercise_name: String,

@@ -31,7 +31,7 @@ impl Default for Hub {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct HubStats {
     pub connected_users: usize,
     pub total_connections: usize,

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod hub;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod params;
 pub mod routes;
 pub mod state;
@@ -30,8 +31,11 @@ pub use state::AppState;
 /// How long in-flight requests may run after a shutdown signal before we exit anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every API route with its OpenAPI operation. Both come from each handler's
+/// `#[utoipa::path]`, so the document lists exactly the routes the router has.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::system::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())
@@ -40,6 +44,25 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::progress::router())
         .merge(routes::files::router())
         .merge(routes::meals::router())
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api();
+    let doc: Arc<str> = doc
+        .to_json()
+        .expect("the OpenAPI document serialises")
+        .into();
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }),
+        )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),

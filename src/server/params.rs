@@ -56,11 +56,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 }
 
 /// Limit/offset pagination, flattened into each list's query struct.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// At most this many rows (1-100, default 50).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 100, default = 50)]
     pub limit: i64,
+    /// Skip this many rows first.
     #[serde(default)]
+    #[param(minimum = 0, default = 0)]
     pub offset: i64,
 }
 

@@ -2,11 +2,11 @@
 //! refresh, password change and first-admin setup.
 
 use std::time::Instant;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -23,23 +23,23 @@ use crate::server::routes::users::{
 };
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/token", post(token_form))
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/password/change", post(change_password))
-        .route("/api/auth/setup/admin", post(setup_admin))
-        .route("/api/auth/register/trainer", post(register_trainer))
-        .route("/api/auth/register/client", post(register_client))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(token_form))
+        .routes(routes!(me))
+        .routes(routes!(refresh))
+        .routes(routes!(change_password))
+        .routes(routes!(setup_admin))
+        .routes(routes!(register_trainer))
+        .routes(routes!(register_client))
 }
 
 /// Same message for an unknown user and a wrong password, so accounts can't be probed.
 const BAD_LOGIN: &str = "Incorrect username or password";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     pub username: String,
     pub email: String,
@@ -47,13 +47,13 @@ pub struct Registration {
     pub full_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Login {
     username: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordForm {
     username: String,
     password: String,
@@ -61,13 +61,13 @@ struct PasswordForm {
     grant_type: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -181,6 +181,7 @@ pub async fn create_user(
         .map_err(conflict_from)
 }
 
+#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -236,6 +237,7 @@ async fn authenticate(
     }
 }
 
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -245,6 +247,7 @@ async fn login(
     Ok(Json(token_for(&state, user)))
 }
 
+#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
 async fn token_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -257,14 +260,17 @@ async fn token_form(
     Ok(Json(token_for(&state, user)))
 }
 
+#[utoipa::path(get, path = "/api/auth/me", operation_id = "auth_me", tag = "auth", responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn me(AuthUser(user): AuthUser) -> Json<User> {
     Json(user)
 }
 
+#[utoipa::path(post, path = "/api/auth/refresh", operation_id = "auth_refresh", tag = "auth", responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn refresh(State(state): State<AppState>, AuthUser(user): AuthUser) -> Json<TokenResponse> {
     Json(token_for(&state, user))
 }
 
+#[utoipa::path(post, path = "/api/auth/password/change", operation_id = "auth_change_password", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn change_password(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -300,6 +306,7 @@ async fn change_password(
 
 /// Creates the first admin; refused once any admin exists. The check and the insert run in
 /// one IMMEDIATE transaction so two racing requests can't both succeed.
+#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
 async fn setup_admin(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -343,7 +350,7 @@ pub fn create_first_admin(
     Ok(Some(user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TrainerRegistration {
     #[serde(flatten)]
     account: Registration,
@@ -351,7 +358,7 @@ struct TrainerRegistration {
     profile: TrainerProfile,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ClientRegistration {
     #[serde(flatten)]
     account: Registration,
@@ -363,6 +370,7 @@ struct ClientRegistration {
 }
 
 /// An admin creates a trainer account with its profile.
+#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn register_trainer(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -384,6 +392,7 @@ async fn register_trainer(
 }
 
 /// A trainer (for themselves) or an admin creates a client account with its profile.
+#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn register_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

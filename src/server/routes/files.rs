@@ -9,10 +9,10 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::files::{self, FileRecord, KindStats};
 use crate::db::users::Role;
@@ -20,6 +20,7 @@ use crate::files::{self as store, Kind, Rejection, Size};
 use crate::server::access::{query, visible_client, visible_owner, Actor};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::AuthUser;
+use crate::server::openapi;
 use crate::server::params::{ApiPath, ApiQuery};
 use crate::server::state::AppState;
 
@@ -29,18 +30,18 @@ use crate::server::state::AppState;
 /// from TRUSTED_PROXIES, so a client can't make the server skip sending the body.
 pub const ACCEL_HEADER: &str = "x-accel-internal";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/files/upload/{kind}",
-            // Limits are per kind and enforced while reading, in `read_file_field`.
-            post(upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/api/files/media/stats", get(stats))
-        .route("/api/files/media/{kind}/{name}", get(serve).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        // Limits are per kind and enforced while reading, in `read_file_field`.
+        .routes(openapi::layered(
+            routes!(upload),
+            DefaultBodyLimit::disable(),
+        ))
+        .routes(routes!(stats))
+        .routes(routes!(serve, remove))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadedFile {
     #[serde(rename = "type")]
     pub kind: String,
@@ -175,12 +176,14 @@ fn parse_kind(kind: &str) -> ApiResult<Kind> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
     /// Staff upload on behalf of one of their clients.
     client_id: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/api/files/upload/{kind}", operation_id = "files_upload", tag = "files", params(("kind" = String, Path), UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -203,7 +206,8 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct SizeQuery {
     size: Option<String>,
 }
@@ -250,6 +254,7 @@ fn accel_prefix(state: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -
     (trusted && safe).then(|| value.to_string())
 }
 
+#[utoipa::path(get, path = "/api/files/media/{kind}/{name}", operation_id = "files_serve", tag = "files", params(("kind" = String, Path), ("name" = String, Path), SizeQuery), responses((status = 200, description = "Success"), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn serve(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -335,6 +340,7 @@ impl axum::extract::FromRequestParts<AppState> for ConnectPeer {
 }
 
 /// The owner, their trainer or an admin deletes a file and its derivatives.
+#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -347,13 +353,14 @@ async fn remove(
     Ok(Json(json!({ "message": "File deleted successfully" })))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Stats {
     by_type: Vec<KindStats>,
     total_files: i64,
     total_bytes: i64,
 }
 
+#[utoipa::path(get, path = "/api/files/media/stats", operation_id = "files_stats", tag = "files", responses((status = 200, description = "Success", body = Stats), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Json<Stats>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can see file statistics")?;
     let by_type = query(&state, |c| Ok(files::stats(c)?)).await?;

@@ -8,11 +8,11 @@
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::meals::{
     self as m, ComponentFields, EntryFields, MealComponent, MealEntry, MealPlan, MealUpload,
@@ -27,48 +27,28 @@ use crate::server::access::{
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::openapi;
 use crate::server::params::{parse_date, ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::files::{multipart_or_422, read_file_field, save};
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/meal-plans", get(list_plans).post(create_plan))
-        .route("/api/meal-plans/", get(list_plans).post(create_plan))
-        .route("/api/meal-plans/summary/today", get(summary_today))
-        .route(
-            "/api/meal-plans/summary/{client_id}/{date}",
-            get(summary_for),
-        )
-        .route(
-            "/api/meal-plans/{id}",
-            get(get_plan).put(put_plan).delete(delete_plan),
-        )
-        .route("/api/meal-plans/{id}/complete", get(complete_plan))
-        .route("/api/meal-plans/{id}/entries", post(create_entry))
-        .route(
-            "/api/meal-plans/entries/{id}",
-            get(get_entry).put(put_entry).delete(delete_entry),
-        )
-        .route(
-            "/api/meal-plans/entries/{id}/components",
-            post(create_component),
-        )
-        .route(
-            "/api/meal-plans/components/{id}",
-            get(get_component)
-                .put(put_component)
-                .delete(delete_component),
-        )
-        .route(
-            "/api/meal-plans/uploads/{id}/photo",
-            post(upload_photo).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/api/meal-plans/uploads/{id}",
-            get(get_upload).delete(delete_upload),
-        )
-        .route("/api/meal-plans/uploads/{id}/review", put(review_upload))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(summary_today))
+        .routes(routes!(summary_for))
+        .routes(routes!(get_plan, put_plan, delete_plan))
+        .routes(routes!(complete_plan))
+        .routes(routes!(create_entry))
+        .routes(routes!(get_entry, put_entry, delete_entry))
+        .routes(routes!(create_component))
+        .routes(routes!(get_component, put_component, delete_component))
+        .routes(openapi::layered(
+            routes!(upload_photo),
+            DefaultBodyLimit::disable(),
+        ))
+        .routes(routes!(get_upload, delete_upload))
+        .routes(routes!(review_upload))
 }
 
 fn deleted(what: &str) -> Json<serde_json::Value> {
@@ -95,7 +75,7 @@ fn owner_check(
 
 // ----- plans ---------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlanBody {
     client_id: Option<i64>,
@@ -124,13 +104,15 @@ fn plan_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Mea
     Ok(plan)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct PlanQuery {
     client_id: Option<i64>,
     start_date: Option<String>,
     end_date: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/meal-plans", operation_id = "meal_plans_list_plans", tag = "meal-plans", params(crate::server::params::Page, PlanQuery), responses((status = 200, description = "Success", body = Vec<MealPlan>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_plans(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -164,6 +146,7 @@ async fn list_plans(
 }
 
 /// One plan per client and date: a second one for the same day is refused with 409.
+#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = PlanBody, responses((status = 201, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -207,6 +190,7 @@ async fn create_plan(
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/{id}", operation_id = "meal_plans_get_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -218,6 +202,7 @@ async fn get_plan(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -247,6 +232,7 @@ async fn put_plan(
 }
 
 /// Removes the plan with its entries, components and meal photos (files included).
+#[utoipa::path(delete, path = "/api/meal-plans/{id}", operation_id = "meal_plans_delete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -285,7 +271,7 @@ async fn remove_files(state: &AppState, paths: &[String]) {
     store::remove_stored(&state.config.upload_dir, &parsed(paths)).await;
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CompleteEntry {
     #[serde(flatten)]
     entry: MealEntry,
@@ -293,7 +279,7 @@ struct CompleteEntry {
     uploads: Vec<MealUpload>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CompletePlan {
     #[serde(flatten)]
     plan: MealPlan,
@@ -323,6 +309,7 @@ fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompletePlan> {
     Ok(CompletePlan { plan, meal_entries })
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/{id}/complete", operation_id = "meal_plans_complete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -350,6 +337,7 @@ fn check_entry(f: &EntryFields) -> ApiResult<()> {
     c.finish()
 }
 
+#[utoipa::path(post, path = "/api/meal-plans/{id}/entries", operation_id = "meal_plans_create_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 201, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -371,6 +359,7 @@ fn entry_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Me
     m::find_entry(c, id)?.ok_or(ApiError::NotFound(ENTRY_MISSING))
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_get_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -382,6 +371,7 @@ async fn get_entry(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_put_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 200, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -399,6 +389,7 @@ async fn put_entry(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_delete_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -430,6 +421,7 @@ fn check_component(f: &ComponentFields) -> ApiResult<()> {
     c.finish()
 }
 
+#[utoipa::path(post, path = "/api/meal-plans/entries/{id}/components", operation_id = "meal_plans_create_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 201, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -457,6 +449,7 @@ fn component_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResul
     m::find_component(c, id)?.ok_or(ApiError::NotFound(COMPONENT_MISSING))
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_get_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -468,6 +461,7 @@ async fn get_component(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_put_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 200, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -485,6 +479,7 @@ async fn put_component(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_delete_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -504,6 +499,7 @@ async fn delete_component(
 const UPLOAD_MISSING: &str = "Meal upload not found";
 
 /// The client posts a photo (multipart field `image` or `file`) of a meal in their plan.
+#[utoipa::path(post, path = "/api/meal-plans/uploads/{id}/photo", operation_id = "meal_plans_upload_photo", tag = "meal-plans", params(("id" = i64, Path)), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn upload_photo(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -556,6 +552,7 @@ fn upload_for(c: &Connection, actor: Actor, id: i64) -> ApiResult<MealUpload> {
     Ok(upload)
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_get_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -567,7 +564,7 @@ async fn get_upload(
         .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Review {
     status: String,
@@ -575,6 +572,7 @@ struct Review {
 }
 
 /// The client's trainer (or an admin) approves or rejects a meal photo; the client is told.
+#[utoipa::path(put, path = "/api/meal-plans/uploads/{id}/review", operation_id = "meal_plans_review_upload", tag = "meal-plans", params(("id" = i64, Path)), request_body = Review, responses((status = 200, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn review_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -610,6 +608,7 @@ async fn review_upload(
 }
 
 /// The client who posted it or an admin deletes a meal photo, file included.
+#[utoipa::path(delete, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_delete_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -635,7 +634,7 @@ async fn delete_upload(
 
 // ----- summaries -------------------------------------------------------------------------
 
-#[derive(Debug, Default, Serialize, PartialEq)]
+#[derive(Debug, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Macros {
     pub calories: f64,
     pub protein: f64,
@@ -643,7 +642,7 @@ pub struct Macros {
     pub fat: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Targets {
     pub calories: Option<i64>,
     pub protein: Option<i64>,
@@ -651,7 +650,7 @@ pub struct Targets {
     pub fat: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DaySummary {
     pub client_id: i64,
     pub date: String,
@@ -757,6 +756,7 @@ async fn summary(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path)), responses((status = 200, description = "Success", body = DaySummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn summary_for(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -766,6 +766,7 @@ async fn summary_for(
 }
 
 /// Today's summary for the calling client (UTC date).
+#[utoipa::path(get, path = "/api/meal-plans/summary/today", operation_id = "meal_plans_summary_today", tag = "meal-plans", responses((status = 200, description = "Success", body = DaySummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn summary_today(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

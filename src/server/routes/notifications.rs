@@ -5,13 +5,13 @@
 //! answers 404. Creating is trainer → own client, or admin → anyone.
 
 use std::time::Duration;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -24,23 +24,25 @@ use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/notifications", get(list).post(create))
-        .route("/api/notifications/count", get(count))
-        .route("/api/notifications/mark-all-read", put(mark_all_read))
-        .route("/api/notifications/{id}/read", put(mark_read))
-        .route("/api/notifications/{id}", get(get_one).delete(delete))
-        .route("/api/ws/ws/stats", get(ws_stats))
-        .route("/api/ws/ws/{user_id}", get(ws_connect))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(count))
+        .routes(routes!(mark_all_read))
+        .routes(routes!(mark_read))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(ws_stats))
+        .routes(routes!(ws_connect))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     #[serde(default)]
     unread_only: bool,
 }
 
+#[utoipa::path(get, path = "/api/notifications", operation_id = "notifications_list", tag = "notifications", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<Notification>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -63,12 +65,13 @@ async fn list(
     .map(Json)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Count {
     unread_count: i64,
     total_count: i64,
 }
 
+#[utoipa::path(get, path = "/api/notifications/count", operation_id = "notifications_count", tag = "notifications", responses((status = 200, description = "Success", body = Count), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn count(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Json<Count>> {
     let (unread_count, total_count) =
         query(&state, move |c| Ok(notifications::count(c, me.id)?)).await?;
@@ -80,7 +83,7 @@ async fn count(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResu
 
 pub const KINDS: &[&str] = &["info", "success", "warning", "error", "reminder", "message"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNotification {
     recipient_id: i64,
@@ -94,6 +97,7 @@ fn default_kind() -> String {
     "info".into()
 }
 
+#[utoipa::path(post, path = "/api/notifications", operation_id = "notifications_create", tag = "notifications", request_body = NewNotification, responses((status = 201, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -133,6 +137,7 @@ async fn create(
 
 const MISSING: &str = "Notification not found";
 
+#[utoipa::path(get, path = "/api/notifications/{id}", operation_id = "notifications_get_one", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_one(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -145,6 +150,7 @@ async fn get_one(
     .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/notifications/{id}/read", operation_id = "notifications_mark_read", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn mark_read(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -160,6 +166,7 @@ async fn mark_read(
     .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/notifications/mark-all-read", operation_id = "notifications_mark_all_read", tag = "notifications", responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn mark_all_read(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -170,6 +177,7 @@ async fn mark_all_read(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/notifications/{id}", operation_id = "notifications_delete", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -188,6 +196,7 @@ async fn delete(
     ))
 }
 
+#[utoipa::path(get, path = "/api/ws/ws/stats", operation_id = "notifications_ws_stats", tag = "notifications", responses((status = 200, description = "Success", body = HubStats), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn ws_stats(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -203,13 +212,15 @@ pub const CLOSE_WRONG_USER: u16 = 4003;
 /// Server keep-alive: a Ping frame this often, so idle proxies don't drop the socket.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct WsQuery {
     token: Option<String>,
 }
 
 /// Upgrades first and refuses with a close code after, as the original did, so browsers
 /// see the reason (a refused handshake only shows as a generic failure).
+#[utoipa::path(get, path = "/api/ws/ws/{user_id}", operation_id = "notifications_ws_connect", tag = "notifications", params(("user_id" = String, Path), WsQuery), responses((status = 200, description = "Success"), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
 async fn ws_connect(
     State(state): State<AppState>,
     ApiPath(user_id): ApiPath<String>,

@@ -4,10 +4,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
 use crate::db::users::{Role, User};
@@ -18,12 +18,12 @@ use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/progress/weight", get(list).post(create))
-        .route("/api/progress/weight/current", get(current))
-        .route("/api/progress/weight/summary", get(summary))
-        .route("/api/progress/weight/{id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(current))
+        .routes(routes!(summary))
+        .routes(routes!(remove))
 }
 
 /// The client a request is about: a client is always themselves; staff must name one.
@@ -44,7 +44,7 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEntry {
     client_id: Option<i64>,
@@ -54,6 +54,7 @@ struct NewEntry {
     notes: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/progress/weight", operation_id = "progress_create", tag = "progress", request_body = NewEntry, responses((status = 201, description = "Success", body = WeightEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -88,7 +89,8 @@ async fn create(
     .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct RangeQuery {
     client_id: Option<i64>,
     start_date: Option<String>,
@@ -108,6 +110,7 @@ fn check_range(q: &RangeQuery, page: &Page) -> ApiResult<()> {
     c.finish()
 }
 
+#[utoipa::path(get, path = "/api/progress/weight", operation_id = "progress_list", tag = "progress", params(crate::server::params::Page, RangeQuery), responses((status = 200, description = "Success", body = Vec<WeightEntry>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -132,11 +135,13 @@ async fn list(
     .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ClientQuery {
     client_id: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/progress/weight/current", operation_id = "progress_current", tag = "progress", params(ClientQuery), responses((status = 200, description = "Success", body = WeightEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn current(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -152,6 +157,7 @@ async fn current(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/progress/weight/summary", operation_id = "progress_summary", tag = "progress", params(RangeQuery), responses((status = 200, description = "Success", body = WeightSummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn summary(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -174,6 +180,7 @@ async fn summary(
 }
 
 /// The client, their trainer or an admin deletes an entry.
+#[utoipa::path(delete, path = "/api/progress/weight/{id}", operation_id = "progress_remove", tag = "progress", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

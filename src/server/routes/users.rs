@@ -7,11 +7,11 @@
 //! [`user_visible`]; anything else answers 404.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, Role, User, UserChanges, UserFilter};
@@ -23,27 +23,20 @@ use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::auth::is_email;
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", get(list_users))
-        .route("/api/users/", get(list_users))
-        .route("/api/users/me", get(get_me).put(put_me))
-        .route("/api/users/clients", get(list_clients))
-        .route("/api/users/trainers", get(list_trainers))
-        .route(
-            "/api/users/{id}",
-            get(get_user).put(put_user).delete(delete_user),
-        )
-        .route("/api/users/clients/{id}/assign", post(assign_to_me))
-        .route("/api/users/clients/{id}/remove", post(remove_client))
-        .route(
-            "/api/users/trainer/{tid}/clients/{cid}",
-            post(admin_assign).delete(admin_unassign),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(get_me, put_me))
+        .routes(routes!(list_clients))
+        .routes(routes!(list_trainers))
+        .routes(routes!(get_user, put_user, delete_user))
+        .routes(routes!(assign_to_me))
+        .routes(routes!(remove_client))
+        .routes(routes!(admin_assign, admin_unassign))
 }
 
 /// A user with the profile of their role.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDetail {
     #[serde(flatten)]
     pub user: User,
@@ -123,7 +116,7 @@ pub fn check_client_profile(c: &mut Checks, p: &ClientProfile) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserUpdate {
     email: Option<String>,
@@ -185,6 +178,7 @@ fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> A
     users::find_by_id(c, target.id)?.ok_or(ApiError::NotFound("User not found"))
 }
 
+#[utoipa::path(get, path = "/api/users/me", operation_id = "users_get_me", tag = "users", responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn get_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -192,6 +186,7 @@ async fn get_me(
     query(&state, move |c| detail(c, me)).await.map(Json)
 }
 
+#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -205,11 +200,13 @@ async fn put_me(
     .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     role: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/users", operation_id = "users_list_users", tag = "users", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_users(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -241,6 +238,7 @@ async fn list_users(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/users/clients", operation_id = "users_list_clients", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_clients(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -262,6 +260,7 @@ async fn list_clients(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/users/trainers", operation_id = "users_list_trainers", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_trainers(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -282,6 +281,7 @@ async fn list_trainers(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/users/{id}", operation_id = "users_get_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -295,6 +295,7 @@ async fn get_user(
     .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -320,6 +321,7 @@ async fn put_user(
 
 /// Admin only. Refuses to delete yourself and a trainer who still has clients (reassign
 /// them first); a client's own data goes with them. Their stored files are removed too.
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -351,6 +353,7 @@ async fn delete_user(
 }
 
 /// A trainer takes on a client who has no trainer yet.
+#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn assign_to_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -371,6 +374,7 @@ async fn assign_to_me(
 }
 
 /// A trainer lets go of their client, or an admin unassigns any client.
+#[utoipa::path(post, path = "/api/users/clients/{id}/remove", operation_id = "users_remove_client", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn remove_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -404,6 +408,7 @@ fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User
     users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
 }
 
+#[utoipa::path(post, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_assign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn admin_assign(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -415,6 +420,7 @@ async fn admin_assign(
         .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_unassign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn admin_unassign(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -8,11 +8,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::notifications;
 use crate::db::users::Role;
@@ -31,58 +31,27 @@ use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/workouts/exercises",
-            get(list_exercises).post(create_exercise),
-        )
-        .route(
-            "/api/workouts/exercises/{id}",
-            get(get_exercise).put(put_exercise).delete(delete_exercise),
-        )
-        .route(
-            "/api/workouts/exercises/{id}/progress",
-            get(exercise_progress),
-        )
-        .route("/api/workouts/plans", get(list_plans).post(create_plan))
-        .route(
-            "/api/workouts/plans/{id}",
-            get(get_plan).put(put_plan).delete(delete_plan),
-        )
-        .route("/api/workouts/plans/{id}/complete", get(complete_plan))
-        .route("/api/workouts/plans/{id}/summary", get(plan_summary))
-        .route(
-            "/api/workouts/plans/{id}/sessions",
-            get(list_sessions).post(create_session),
-        )
-        .route(
-            "/api/workouts/sessions/{id}",
-            get(get_session).put(put_session).delete(delete_session),
-        )
-        .route(
-            "/api/workouts/sessions/{id}/exercises",
-            get(list_session_exercises).post(add_session_exercise),
-        )
-        .route(
-            "/api/workouts/sessions/{id}/exercises/bulk",
-            post(add_session_exercises),
-        )
-        .route(
-            "/api/workouts/workout-exercises/{id}",
-            get(get_workout_exercise)
-                .put(put_workout_exercise)
-                .delete(delete_workout_exercise),
-        )
-        .route(
-            "/api/workouts/completions",
-            get(list_completions).post(create_completion),
-        )
-        .route("/api/workouts/completions/bulk", post(create_completions))
-        .route(
-            "/api/workouts/completions/{id}",
-            get(get_completion).delete(delete_completion),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_exercises, create_exercise))
+        .routes(routes!(get_exercise, put_exercise, delete_exercise))
+        .routes(routes!(exercise_progress))
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(get_plan, put_plan, delete_plan))
+        .routes(routes!(complete_plan))
+        .routes(routes!(plan_summary))
+        .routes(routes!(list_sessions, create_session))
+        .routes(routes!(get_session, put_session, delete_session))
+        .routes(routes!(list_session_exercises, add_session_exercise))
+        .routes(routes!(add_session_exercises))
+        .routes(routes!(
+            get_workout_exercise,
+            put_workout_exercise,
+            delete_workout_exercise
+        ))
+        .routes(routes!(list_completions, create_completion))
+        .routes(routes!(create_completions))
+        .routes(routes!(get_completion, delete_completion))
 }
 
 type Created<T> = (StatusCode, Json<T>);
@@ -119,12 +88,14 @@ fn check_exercise(f: &ExerciseFields) -> ApiResult<()> {
     c.finish()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ExerciseQuery {
     muscle_group: Option<String>,
     search: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/workouts/exercises", operation_id = "workouts_list_exercises", tag = "workouts", params(crate::server::params::Page, ExerciseQuery), responses((status = 200, description = "Success", body = Vec<Exercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_exercises(
     State(state): State<AppState>,
     AuthUser(_me): AuthUser,
@@ -149,6 +120,7 @@ async fn list_exercises(
     .map(Json)
 }
 
+#[utoipa::path(post, path = "/api/workouts/exercises", operation_id = "workouts_create_exercise", tag = "workouts", request_body = ExerciseFields, responses((status = 201, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -176,6 +148,7 @@ fn writable_exercise(c: &Connection, actor: Actor, id: i64) -> ApiResult<Exercis
     }
 }
 
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}", operation_id = "workouts_get_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_exercise(
     State(state): State<AppState>,
     AuthUser(_me): AuthUser,
@@ -184,6 +157,7 @@ async fn get_exercise(
     query(&state, move |c| find_exercise(c, id)).await.map(Json)
 }
 
+#[utoipa::path(put, path = "/api/workouts/exercises/{id}", operation_id = "workouts_put_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = ExerciseFields, responses((status = 200, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -201,6 +175,7 @@ async fn put_exercise(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -220,12 +195,14 @@ async fn delete_exercise(
     Ok(deleted("Exercise"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ProgressQuery {
     client_id: Option<i64>,
 }
 
 /// A client's progress on one exercise; staff name the client with `client_id`.
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}/progress", operation_id = "workouts_exercise_progress", tag = "workouts", params(("id" = i64, Path), ProgressQuery), responses((status = 200, description = "Success", body = w::ExerciseProgress), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn exercise_progress(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -253,7 +230,7 @@ async fn exercise_progress(
 
 // ----- plans ---------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlanBody {
     /// Required when creating; ignored (may not change) when updating.
@@ -306,11 +283,13 @@ fn writable_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
     Ok(plan)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ClientListQuery {
     client_id: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/workouts/plans", operation_id = "workouts_list_plans", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Plan>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_plans(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -328,6 +307,7 @@ async fn list_plans(
     .map(Json)
 }
 
+#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = PlanBody, responses((status = 201, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -363,6 +343,7 @@ async fn create_plan(
     Ok(created(plan))
 }
 
+#[utoipa::path(get, path = "/api/workouts/plans/{id}", operation_id = "workouts_get_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -374,6 +355,7 @@ async fn get_plan(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -398,6 +380,7 @@ async fn put_plan(
 }
 
 /// Deletes the plan with its sessions, their exercises and the completions logged on them.
+#[utoipa::path(delete, path = "/api/workouts/plans/{id}", operation_id = "workouts_delete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -412,14 +395,14 @@ async fn delete_plan(
     Ok(deleted("Workout plan"))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CompleteSession {
     #[serde(flatten)]
     session: Session,
     workout_exercises: Vec<WorkoutExercise>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CompletePlan {
     #[serde(flatten)]
     plan: Plan,
@@ -427,6 +410,7 @@ struct CompletePlan {
 }
 
 /// The plan with its sessions, each with its exercises (and each of those its exercise).
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -459,6 +443,7 @@ async fn complete_plan(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/summary", operation_id = "workouts_plan_summary", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = w::PlanSummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn plan_summary(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -475,7 +460,7 @@ async fn plan_summary(
 
 // ----- sessions ------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
     name: String,
@@ -502,6 +487,7 @@ fn session_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<
     w::find_session(c, id)?.ok_or(ApiError::NotFound(MISSING))
 }
 
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_list_sessions", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<Session>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_sessions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -516,6 +502,7 @@ async fn list_sessions(
     .map(Json)
 }
 
+#[utoipa::path(post, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_create_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 201, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -538,6 +525,7 @@ async fn create_session(
     .map(created)
 }
 
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}", operation_id = "workouts_get_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -549,6 +537,7 @@ async fn get_session(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -566,6 +555,7 @@ async fn put_session(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -607,6 +597,7 @@ fn insert_checked_wex(
     Ok(w::insert_wex(c, session_id, f)?)
 }
 
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_list_session_exercises", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<WorkoutExercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_session_exercises(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -621,6 +612,7 @@ async fn list_session_exercises(
     .map(Json)
 }
 
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_add_session_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 201, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn add_session_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -639,13 +631,14 @@ async fn add_session_exercise(
     .map(created)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkExercises {
     exercises: Vec<WorkoutExerciseFields>,
 }
 
 /// Adds several exercises in one transaction: all or none.
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises/bulk", operation_id = "workouts_add_session_exercises", tag = "workouts", params(("id" = i64, Path)), request_body = BulkExercises, responses((status = 201, description = "Success", body = Vec<WorkoutExercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn add_session_exercises(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -691,6 +684,7 @@ fn wex_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Work
     w::find_wex(c, id)?.ok_or(ApiError::NotFound(MISSING))
 }
 
+#[utoipa::path(get, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_get_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -702,6 +696,7 @@ async fn get_workout_exercise(
         .map(Json)
 }
 
+#[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn put_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -724,6 +719,7 @@ async fn put_workout_exercise(
     .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -807,6 +803,7 @@ async fn log_completions(
     Ok(done)
 }
 
+#[utoipa::path(post, path = "/api/workouts/completions", operation_id = "workouts_create_completion", tag = "workouts", request_body = CompletionFields, responses((status = 201, description = "Success", body = Completion), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -816,12 +813,13 @@ async fn create_completion(
     Ok(created(done.remove(0)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkCompletions {
     completions: Vec<CompletionFields>,
 }
 
+#[utoipa::path(post, path = "/api/workouts/completions/bulk", operation_id = "workouts_create_completions", tag = "workouts", request_body = BulkCompletions, responses((status = 201, description = "Success", body = Vec<Completion>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn create_completions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -838,6 +836,7 @@ async fn create_completions(
         .map(created)
 }
 
+#[utoipa::path(get, path = "/api/workouts/completions", operation_id = "workouts_list_completions", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Completion>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn list_completions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -868,6 +867,7 @@ fn visible_completion(c: &Connection, actor: Actor, id: i64) -> ApiResult<Comple
     Ok(done)
 }
 
+#[utoipa::path(get, path = "/api/workouts/completions/{id}", operation_id = "workouts_get_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Completion), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn get_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -880,6 +880,7 @@ async fn get_completion(
 }
 
 /// The client who logged it (a mistake) or an admin deletes a completion.
+#[utoipa::path(delete, path = "/api/workouts/completions/{id}", operation_id = "workouts_delete_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
 async fn delete_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
