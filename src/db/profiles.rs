@@ -1,5 +1,8 @@
 //! Typed queries on `trainer_profiles` and `client_profiles`, the role-specific details of
 //! an account. A missing row reads as an empty profile. Every statement is parameterised.
+//!
+//! The profile structs don't deny unknown fields: registration flattens them beside the
+//! account fields, and the OpenAPI document would otherwise describe an impossible body.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -8,7 +11,6 @@ use super::users::now;
 use super::DbError;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TrainerProfile {
     pub specialization: Option<String>,
     pub bio: Option<String>,
@@ -17,7 +19,6 @@ pub struct TrainerProfile {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ClientProfile {
     /// Centimetres.
     pub height: Option<f64>,
