@@ -1132,3 +1132,80 @@ fn openapi_lists_every_route() {
     operations.sort();
     assert_eq!(operations, expected);
 }
+
+/// Regression: completions read then write in one transaction; a deferred transaction
+/// failed with SQLITE_BUSY (a 500) when another writer committed in between.
+#[test]
+fn concurrent_completions_never_fail_with_busy() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let t = &cast.trainer.token;
+    let ex = s
+        .post(
+            "/api/workouts/exercises",
+            t,
+            json!({"name": "Row", "muscle_group": "back"}),
+        )
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let plan = s
+        .post(
+            "/api/workouts/plans",
+            t,
+            json!({"client_id": cast.client.id, "name": "P"}),
+        )
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let session = s
+        .post(
+            &format!("/api/workouts/plans/{plan}/sessions"),
+            t,
+            json!({"name": "S"}),
+        )
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let wex = s
+        .post(
+            &format!("/api/workouts/sessions/{session}/exercises"),
+            t,
+            json!({"exercise_id": ex, "order": 1}),
+        )
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, token) = (&s, &cast.client.token);
+                scope.spawn(move || {
+                    (0..15)
+                        .map(|_| {
+                            let r = if i % 2 == 0 {
+                                s.post(
+                                    "/api/workouts/completions",
+                                    token,
+                                    json!({"workout_exercise_id": wex, "actual_sets": 3}),
+                                )
+                            } else {
+                                s.post(
+                                    "/api/progress/weight",
+                                    token,
+                                    json!({"date": "2026-01-01", "weight": 80.0}),
+                                )
+                            };
+                            r.status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(statuses.iter().all(|&st| st == 201), "{statuses:?}");
+}

@@ -241,7 +241,7 @@ async fn delete_plan(
     let actor = Actor::from(&me);
     let paths = query(&state, move |c| {
         plan_for(c, actor, id, true)?;
-        let tx = c.transaction().map_err(DbError::from)?;
+        let tx = crate::server::access::write_tx(c)?;
         let paths = m::upload_paths(&tx, Some(id), None)?;
         forget_files(&tx, &paths)?;
         m::delete_plan(&tx, id)?;
@@ -398,7 +398,7 @@ async fn delete_entry(
     let actor = Actor::from(&me);
     let paths = query(&state, move |c| {
         entry_for(c, actor, id, true)?;
-        let tx = c.transaction().map_err(DbError::from)?;
+        let tx = crate::server::access::write_tx(c)?;
         let paths = m::upload_paths(&tx, None, Some(id))?;
         forget_files(&tx, &paths)?;
         m::delete_entry(&tx, id)?;

@@ -340,7 +340,7 @@ async fn delete_user(
                 "Trainer still has clients; reassign or remove them first".into(),
             ));
         }
-        let tx = c.transaction().map_err(DbError::from)?;
+        let tx = crate::server::access::write_tx(c)?;
         let files = crate::db::files::owned_by(&tx, target.id)?;
         users::delete(&tx, target.id)?;
         tx.commit().map_err(DbError::from)?;

@@ -656,7 +656,7 @@ async fn add_session_exercises(
     let actor = Actor::from(&me);
     query(&state, move |c| {
         session_for(c, actor, id, true)?;
-        let tx = c.transaction().map_err(DbError::from)?;
+        let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(b.exercises.len());
         for (i, f) in b.exercises.iter().enumerate() {
             out.push(insert_checked_wex(
@@ -762,7 +762,7 @@ async fn log_completions(
     let trainer_id = me.trainer_id;
     let client_name = me.full_name.clone();
     let (done, note) = query(state, move |c| {
-        let tx = c.transaction().map_err(DbError::from)?;
+        let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(items.len());
         for (i, f) in items.iter().enumerate() {
             let prefix = prefix_for(i);
