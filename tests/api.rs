@@ -919,6 +919,13 @@ fn upload_rejections() {
     assert_eq!(stats.body["total_files"], 1, "{:?}", stats.body);
     assert_eq!(s.get("/api/files/media/stats", c).status, 403);
     assert_eq!(s.delete(&file_url, &cast.other_client.token).status, 404);
+    // Still attached to the weigh-in: deleting it directly would leave a dangling link.
+    assert_eq!(s.delete(&file_url, c).status, 409);
+    assert_eq!(
+        s.delete(&format!("/api/progress/weight/{}", mine.body["id"]), c)
+            .status,
+        200
+    );
     assert_eq!(s.delete(&file_url, c).status, 200);
     assert!(!s
         .dir

@@ -62,6 +62,17 @@ pub fn delete(c: &Connection, kind: Kind, name: &str) -> Result<bool, DbError> {
     )? > 0)
 }
 
+/// Whether a record still points at the file `url` (a meal photo, a weigh-in's photo or
+/// a completion's form photo); such a file is deleted through its record, not directly.
+pub fn is_referenced(c: &Connection, url: &str) -> Result<bool, DbError> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM meal_uploads WHERE image_path = ?1)
+             OR EXISTS(SELECT 1 FROM weight_entries WHERE photo_path = ?1)
+             OR EXISTS(SELECT 1 FROM exercise_completions WHERE form_photo_path = ?1)",
+    )?
+    .query_row([url], |r| r.get(0))?)
+}
+
 /// Every file a user owns, to remove from disk when the user goes.
 pub fn owned_by(c: &Connection, owner_id: i64) -> Result<Vec<(Kind, String)>, DbError> {
     let mut stmt = c.prepare_cached("SELECT kind, name FROM files WHERE owner_id = ?1")?;

@@ -193,14 +193,15 @@ async fn upload(
 ) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
     let kind = parse_kind(&kind)?;
     let actor = Actor::from(&me);
+    // Read the (bounded) body before refusing, so the client sees the answer.
+    let m = multipart_or_422(m)?;
+    let bytes = read_file_field(m, &["file", "image"], state.file_limits.for_kind(kind)).await?;
     let owner = match q.client_id {
         Some(id) if id != me.id => {
             query(&state, move |c| visible_client(c, actor, id).map(|u| u.id)).await?
         }
         _ => me.id,
     };
-    let m = multipart_or_422(m)?;
-    let bytes = read_file_field(m, &["file", "image"], state.file_limits.for_kind(kind)).await?;
     let record = save(&state, kind, owner, bytes, "file").await?;
     tracing::info!(kind = kind.as_str(), name = %record.name, owner, "file uploaded");
     Ok((StatusCode::CREATED, Json(record.into())))
@@ -348,7 +349,16 @@ async fn remove(
 ) -> ApiResult<Json<serde_json::Value>> {
     let (kind, record) = visible_file(&state, Actor::from(&me), &kind, &name).await?;
     let stored = record.name.clone();
-    query(&state, move |c| Ok(files::delete(c, kind, &stored)?)).await?;
+    query(&state, move |c| {
+        if files::is_referenced(c, &store::media_url(kind, &stored))? {
+            return Err(ApiError::Conflict(
+                "The file belongs to a meal photo, weigh-in or workout record; delete that instead"
+                    .into(),
+            ));
+        }
+        Ok(files::delete(c, kind, &stored)?)
+    })
+    .await?;
     store::remove_stored(&state.config.upload_dir, &[(kind, record.name)]).await;
     Ok(Json(json!({ "message": "File deleted successfully" })))
 }
