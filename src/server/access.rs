@@ -117,6 +117,25 @@ pub fn plannable_owner(
     }
 }
 
+/// Checks an object through the client who owns it (`owner`, as looked up from the
+/// object): visibility to read, the planning rule to write. Missing and invisible both
+/// answer 404 with `missing`.
+pub fn owned(
+    c: &Connection,
+    actor: Actor,
+    owner: Result<Option<i64>, DbError>,
+    write: bool,
+    missing: &'static str,
+) -> ApiResult<i64> {
+    let client = owner?.ok_or(ApiError::NotFound(missing))?;
+    if write {
+        plannable_owner(c, actor, client, missing)?;
+    } else {
+        visible_owner(c, actor, client, missing)?;
+    }
+    Ok(client)
+}
+
 /// A client the actor may see (must have the CLIENT role), or 404.
 pub fn visible_client(c: &Connection, actor: Actor, client_id: i64) -> ApiResult<User> {
     match crate::db::users::find_by_id(c, client_id)? {

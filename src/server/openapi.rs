@@ -18,7 +18,8 @@ use super::state::AppState;
                        A client sees their own data, a trainer their own clients', an admin everything; \
                        another owner's object answers 404.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
+    components(schemas(ErrorBody, ValidationErrorBody, FieldErrorSchema)),
     tags(
         (name = "auth"), (name = "users"), (name = "workouts"), (name = "meal-plans"),
         (name = "progress"), (name = "files"), (name = "notifications"), (name = "system"),
@@ -40,6 +41,61 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the error answers every operation shares, so each handler's attribute lists only
+/// its own success: 401/403/404 where a token is needed, 422 where there is input.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |description: &str, schema: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                if op.security.is_some() {
+                    for (code, description) in [
+                        ("401", "Missing or invalid token"),
+                        ("403", "Role not allowed"),
+                        ("404", "Absent, or not the caller's to see"),
+                    ] {
+                        responses
+                            .entry(code.into())
+                            .or_insert_with(|| answer(description, "ErrorBody").into());
+                    }
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some()
+                {
+                    responses.entry("422".into()).or_insert_with(|| {
+                        answer(
+                            "Invalid input, one entry per bad field",
+                            "ValidationErrorBody",
+                        )
+                        .into()
+                    });
+                }
+            }
+        }
     }
 }
 

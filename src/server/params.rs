@@ -170,6 +170,13 @@ impl Checks {
         }
     }
 
+    /// An optional query parameter that must be a date `YYYY-MM-DD`.
+    pub fn query_date(&mut self, field: &str, value: Option<&str>) {
+        if value.is_some_and(|v| parse_date(v).is_none()) {
+            self.push_query(field, "must be a date as YYYY-MM-DD");
+        }
+    }
+
     pub fn one_of(&mut self, field: &str, value: Option<&str>, allowed: &[&str]) {
         if let Some(v) = value {
             if !allowed.contains(&v) {

@@ -181,7 +181,7 @@ pub async fn create_user(
         .map_err(conflict_from)
 }
 
-#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User)))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -237,7 +237,7 @@ async fn authenticate(
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -247,7 +247,7 @@ async fn login(
     Ok(Json(token_for(&state, user)))
 }
 
-#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse)))]
 async fn token_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -260,17 +260,17 @@ async fn token_form(
     Ok(Json(token_for(&state, user)))
 }
 
-#[utoipa::path(get, path = "/api/auth/me", operation_id = "auth_me", tag = "auth", responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/auth/me", operation_id = "auth_me", tag = "auth", responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn me(AuthUser(user): AuthUser) -> Json<User> {
     Json(user)
 }
 
-#[utoipa::path(post, path = "/api/auth/refresh", operation_id = "auth_refresh", tag = "auth", responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/refresh", operation_id = "auth_refresh", tag = "auth", responses((status = 200, description = "Success", body = TokenResponse)), security(("bearer" = [])))]
 async fn refresh(State(state): State<AppState>, AuthUser(user): AuthUser) -> Json<TokenResponse> {
     Json(token_for(&state, user))
 }
 
-#[utoipa::path(post, path = "/api/auth/password/change", operation_id = "auth_change_password", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/password/change", operation_id = "auth_change_password", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn change_password(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -306,7 +306,7 @@ async fn change_password(
 
 /// Creates the first admin; refused once any admin exists. The check and the insert run in
 /// one IMMEDIATE transaction so two racing requests can't both succeed.
-#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse)))]
 async fn setup_admin(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -370,7 +370,7 @@ struct ClientRegistration {
 }
 
 /// An admin creates a trainer account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn register_trainer(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -392,7 +392,7 @@ async fn register_trainer(
 }
 
 /// A trainer (for themselves) or an admin creates a client account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn register_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

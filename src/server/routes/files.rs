@@ -11,7 +11,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::files::{self, FileRecord, KindStats};
@@ -22,6 +21,7 @@ use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::AuthUser;
 use crate::server::openapi;
 use crate::server::params::{ApiPath, ApiQuery};
+use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
 /// nginx announces an internal location for uploads with this request header, e.g.
@@ -183,7 +183,7 @@ struct UploadQuery {
     client_id: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/api/files/upload/{kind}", operation_id = "files_upload", tag = "files", params(("kind" = String, Path), UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/files/upload/{kind}", operation_id = "files_upload", tag = "files", params(("kind" = String, Path), UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile)), security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -255,7 +255,7 @@ fn accel_prefix(state: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -
     (trusted && safe).then(|| value.to_string())
 }
 
-#[utoipa::path(get, path = "/api/files/media/{kind}/{name}", operation_id = "files_serve", tag = "files", params(("kind" = String, Path), ("name" = String, Path), SizeQuery), responses((status = 200, description = "Success"), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/files/media/{kind}/{name}", operation_id = "files_serve", tag = "files", params(("kind" = String, Path), ("name" = String, Path), SizeQuery), responses((status = 200, description = "Success")), security(("bearer" = [])))]
 async fn serve(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -341,7 +341,7 @@ impl axum::extract::FromRequestParts<AppState> for ConnectPeer {
 }
 
 /// The owner, their trainer or an admin deletes a file and its derivatives.
-#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -360,7 +360,7 @@ async fn remove(
     })
     .await?;
     store::remove_stored(&state.config.upload_dir, &[(kind, record.name)]).await;
-    Ok(Json(json!({ "message": "File deleted successfully" })))
+    Ok(deleted("File"))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -370,7 +370,7 @@ struct Stats {
     total_bytes: i64,
 }
 
-#[utoipa::path(get, path = "/api/files/media/stats", operation_id = "files_stats", tag = "files", responses((status = 200, description = "Success", body = Stats), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/files/media/stats", operation_id = "files_stats", tag = "files", responses((status = 200, description = "Success", body = Stats)), security(("bearer" = [])))]
 async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Json<Stats>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can see file statistics")?;
     let by_type = query(&state, |c| Ok(files::stats(c)?)).await?;

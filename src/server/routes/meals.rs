@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::meals::{
@@ -23,12 +22,13 @@ use crate::db::users::Role;
 use crate::db::DbError;
 use crate::files::{self as store, Kind};
 use crate::server::access::{
-    list_scope, plannable_owner, query, visible_client, visible_owner, Actor, STAFF,
+    list_scope, owned, plannable_owner, query, visible_client, visible_owner, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::openapi;
 use crate::server::params::{parse_date, ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::deleted;
 use crate::server::routes::files::{multipart_or_422, read_file_field, save};
 use crate::server::state::AppState;
 
@@ -49,28 +49,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(get_upload, delete_upload))
         .routes(routes!(review_upload))
-}
-
-fn deleted(what: &str) -> Json<serde_json::Value> {
-    Json(json!({ "message": format!("{what} deleted successfully") }))
-}
-
-/// Reads the client of an object through `owner`, then applies visibility (read) or the
-/// planning rule (write). 404 for missing and for invisible alike.
-fn owner_check(
-    c: &Connection,
-    actor: Actor,
-    owner: Result<Option<i64>, DbError>,
-    write: bool,
-    missing: &'static str,
-) -> ApiResult<i64> {
-    let client = owner?.ok_or(ApiError::NotFound(missing))?;
-    if write {
-        plannable_owner(c, actor, client, missing)?;
-    } else {
-        visible_owner(c, actor, client, missing)?;
-    }
-    Ok(client)
 }
 
 // ----- plans ---------------------------------------------------------------------------
@@ -100,7 +78,7 @@ const PLAN_MISSING: &str = "Meal plan not found";
 
 fn plan_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealPlan> {
     let plan = m::find_plan(c, id)?.ok_or(ApiError::NotFound(PLAN_MISSING))?;
-    owner_check(c, actor, Ok(Some(plan.client_id)), write, PLAN_MISSING)?;
+    owned(c, actor, Ok(Some(plan.client_id)), write, PLAN_MISSING)?;
     Ok(plan)
 }
 
@@ -112,7 +90,7 @@ struct PlanQuery {
     end_date: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/meal-plans", operation_id = "meal_plans_list_plans", tag = "meal-plans", params(crate::server::params::Page, PlanQuery), responses((status = 200, description = "Success", body = Vec<MealPlan>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans", operation_id = "meal_plans_list_plans", tag = "meal-plans", params(crate::server::params::Page, PlanQuery), responses((status = 200, description = "Success", body = Vec<MealPlan>)), security(("bearer" = [])))]
 async fn list_plans(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -121,11 +99,8 @@ async fn list_plans(
 ) -> ApiResult<Json<Vec<MealPlan>>> {
     let mut c = Checks::new();
     page.check(&mut c);
-    for (field, v) in [("start_date", &q.start_date), ("end_date", &q.end_date)] {
-        if v.as_deref().is_some_and(|d| parse_date(d).is_none()) {
-            c.push_query(field, "must be a date as YYYY-MM-DD");
-        }
-    }
+    c.query_date("start_date", q.start_date.as_deref());
+    c.query_date("end_date", q.end_date.as_deref());
     c.finish()?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
@@ -146,7 +121,7 @@ async fn list_plans(
 }
 
 /// One plan per client and date: a second one for the same day is refused with 409.
-#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = PlanBody, responses((status = 201, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = PlanBody, responses((status = 201, description = "Success", body = MealPlan)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -190,7 +165,7 @@ async fn create_plan(
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/{id}", operation_id = "meal_plans_get_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/{id}", operation_id = "meal_plans_get_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
 async fn get_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -202,7 +177,7 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -232,7 +207,7 @@ async fn put_plan(
 }
 
 /// Removes the plan with its entries, components and meal photos (files included).
-#[utoipa::path(delete, path = "/api/meal-plans/{id}", operation_id = "meal_plans_delete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/meal-plans/{id}", operation_id = "meal_plans_delete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -309,7 +284,7 @@ fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompletePlan> {
     Ok(CompletePlan { plan, meal_entries })
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/{id}/complete", operation_id = "meal_plans_complete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/{id}/complete", operation_id = "meal_plans_complete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -337,7 +312,7 @@ fn check_entry(f: &EntryFields) -> ApiResult<()> {
     c.finish()
 }
 
-#[utoipa::path(post, path = "/api/meal-plans/{id}/entries", operation_id = "meal_plans_create_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 201, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans/{id}/entries", operation_id = "meal_plans_create_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 201, description = "Success", body = MealEntry)), security(("bearer" = [])))]
 async fn create_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -355,11 +330,11 @@ async fn create_entry(
 }
 
 fn entry_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealEntry> {
-    owner_check(c, actor, m::entry_client(c, id), write, ENTRY_MISSING)?;
+    owned(c, actor, m::entry_client(c, id), write, ENTRY_MISSING)?;
     m::find_entry(c, id)?.ok_or(ApiError::NotFound(ENTRY_MISSING))
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_get_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_get_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealEntry)), security(("bearer" = [])))]
 async fn get_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -371,7 +346,7 @@ async fn get_entry(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_put_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 200, description = "Success", body = MealEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_put_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 200, description = "Success", body = MealEntry)), security(("bearer" = [])))]
 async fn put_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -389,7 +364,7 @@ async fn put_entry(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_delete_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_delete_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_entry(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -421,7 +396,7 @@ fn check_component(f: &ComponentFields) -> ApiResult<()> {
     c.finish()
 }
 
-#[utoipa::path(post, path = "/api/meal-plans/entries/{id}/components", operation_id = "meal_plans_create_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 201, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans/entries/{id}/components", operation_id = "meal_plans_create_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 201, description = "Success", body = MealComponent)), security(("bearer" = [])))]
 async fn create_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -439,7 +414,7 @@ async fn create_component(
 }
 
 fn component_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealComponent> {
-    owner_check(
+    owned(
         c,
         actor,
         m::component_client(c, id),
@@ -449,7 +424,7 @@ fn component_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResul
     m::find_component(c, id)?.ok_or(ApiError::NotFound(COMPONENT_MISSING))
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_get_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_get_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealComponent)), security(("bearer" = [])))]
 async fn get_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -461,7 +436,7 @@ async fn get_component(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_put_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 200, description = "Success", body = MealComponent), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_put_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 200, description = "Success", body = MealComponent)), security(("bearer" = [])))]
 async fn put_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -479,7 +454,7 @@ async fn put_component(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_delete_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_delete_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_component(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -499,7 +474,7 @@ async fn delete_component(
 const UPLOAD_MISSING: &str = "Meal upload not found";
 
 /// The client posts a photo (multipart field `image` or `file`) of a meal in their plan.
-#[utoipa::path(post, path = "/api/meal-plans/uploads/{id}/photo", operation_id = "meal_plans_upload_photo", tag = "meal-plans", params(("id" = i64, Path)), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans/uploads/{id}/photo", operation_id = "meal_plans_upload_photo", tag = "meal-plans", params(("id" = i64, Path)), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = MealUpload)), security(("bearer" = [])))]
 async fn upload_photo(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -552,7 +527,7 @@ fn upload_for(c: &Connection, actor: Actor, id: i64) -> ApiResult<MealUpload> {
     Ok(upload)
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_get_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_get_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealUpload)), security(("bearer" = [])))]
 async fn get_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -572,7 +547,7 @@ struct Review {
 }
 
 /// The client's trainer (or an admin) approves or rejects a meal photo; the client is told.
-#[utoipa::path(put, path = "/api/meal-plans/uploads/{id}/review", operation_id = "meal_plans_review_upload", tag = "meal-plans", params(("id" = i64, Path)), request_body = Review, responses((status = 200, description = "Success", body = MealUpload), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/uploads/{id}/review", operation_id = "meal_plans_review_upload", tag = "meal-plans", params(("id" = i64, Path)), request_body = Review, responses((status = 200, description = "Success", body = MealUpload)), security(("bearer" = [])))]
 async fn review_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -608,7 +583,7 @@ async fn review_upload(
 }
 
 /// The client who posted it or an admin deletes a meal photo, file included.
-#[utoipa::path(delete, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_delete_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/meal-plans/uploads/{id}", operation_id = "meal_plans_delete_upload", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_upload(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -756,7 +731,7 @@ async fn summary(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path)), responses((status = 200, description = "Success", body = DaySummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path)), responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
 async fn summary_for(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -766,7 +741,7 @@ async fn summary_for(
 }
 
 /// Today's summary for the calling client (UTC date).
-#[utoipa::path(get, path = "/api/meal-plans/summary/today", operation_id = "meal_plans_summary_today", tag = "meal-plans", responses((status = 200, description = "Success", body = DaySummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/summary/today", operation_id = "meal_plans_summary_today", tag = "meal-plans", responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
 async fn summary_today(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -22,6 +22,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,7 +43,7 @@ struct ListQuery {
     unread_only: bool,
 }
 
-#[utoipa::path(get, path = "/api/notifications", operation_id = "notifications_list", tag = "notifications", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<Notification>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/notifications", operation_id = "notifications_list", tag = "notifications", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<Notification>)), security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -71,7 +72,7 @@ struct Count {
     total_count: i64,
 }
 
-#[utoipa::path(get, path = "/api/notifications/count", operation_id = "notifications_count", tag = "notifications", responses((status = 200, description = "Success", body = Count), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/notifications/count", operation_id = "notifications_count", tag = "notifications", responses((status = 200, description = "Success", body = Count)), security(("bearer" = [])))]
 async fn count(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Json<Count>> {
     let (unread_count, total_count) =
         query(&state, move |c| Ok(notifications::count(c, me.id)?)).await?;
@@ -97,7 +98,7 @@ fn default_kind() -> String {
     "info".into()
 }
 
-#[utoipa::path(post, path = "/api/notifications", operation_id = "notifications_create", tag = "notifications", request_body = NewNotification, responses((status = 201, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/notifications", operation_id = "notifications_create", tag = "notifications", request_body = NewNotification, responses((status = 201, description = "Success", body = Notification)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -137,7 +138,7 @@ async fn create(
 
 const MISSING: &str = "Notification not found";
 
-#[utoipa::path(get, path = "/api/notifications/{id}", operation_id = "notifications_get_one", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/notifications/{id}", operation_id = "notifications_get_one", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification)), security(("bearer" = [])))]
 async fn get_one(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -150,7 +151,7 @@ async fn get_one(
     .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/notifications/{id}/read", operation_id = "notifications_mark_read", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/notifications/{id}/read", operation_id = "notifications_mark_read", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Notification)), security(("bearer" = [])))]
 async fn mark_read(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -166,7 +167,7 @@ async fn mark_read(
     .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/notifications/mark-all-read", operation_id = "notifications_mark_all_read", tag = "notifications", responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/notifications/mark-all-read", operation_id = "notifications_mark_all_read", tag = "notifications", responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn mark_all_read(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -177,7 +178,7 @@ async fn mark_all_read(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/notifications/{id}", operation_id = "notifications_delete", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/notifications/{id}", operation_id = "notifications_delete", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -191,12 +192,10 @@ async fn delete(
         }
     })
     .await?;
-    Ok(Json(
-        json!({ "message": "Notification deleted successfully" }),
-    ))
+    Ok(deleted("Notification"))
 }
 
-#[utoipa::path(get, path = "/api/ws/ws/stats", operation_id = "notifications_ws_stats", tag = "notifications", responses((status = 200, description = "Success", body = HubStats), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/ws/ws/stats", operation_id = "notifications_ws_stats", tag = "notifications", responses((status = 200, description = "Success", body = HubStats)), security(("bearer" = [])))]
 async fn ws_stats(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -220,7 +219,7 @@ struct WsQuery {
 
 /// Upgrades first and refuses with a close code after, as the original did, so browsers
 /// see the reason (a refused handshake only shows as a generic failure).
-#[utoipa::path(get, path = "/api/ws/ws/{user_id}", operation_id = "notifications_ws_connect", tag = "notifications", params(("user_id" = String, Path), WsQuery), responses((status = 200, description = "Success"), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)))]
+#[utoipa::path(get, path = "/api/ws/ws/{user_id}", operation_id = "notifications_ws_connect", tag = "notifications", params(("user_id" = String, Path), WsQuery), responses((status = 200, description = "Success")))]
 async fn ws_connect(
     State(state): State<AppState>,
     ApiPath(user_id): ApiPath<String>,

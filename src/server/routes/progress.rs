@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
@@ -16,6 +15,7 @@ use crate::server::access::{check_attachment, query, visible_client, visible_own
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -54,7 +54,7 @@ struct NewEntry {
     notes: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/progress/weight", operation_id = "progress_create", tag = "progress", request_body = NewEntry, responses((status = 201, description = "Success", body = WeightEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/progress/weight", operation_id = "progress_create", tag = "progress", request_body = NewEntry, responses((status = 201, description = "Success", body = WeightEntry)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -100,17 +100,12 @@ struct RangeQuery {
 fn check_range(q: &RangeQuery, page: &Page) -> ApiResult<()> {
     let mut c = Checks::new();
     page.check(&mut c);
-    for (field, v) in [("start_date", &q.start_date), ("end_date", &q.end_date)] {
-        if v.as_deref()
-            .is_some_and(|d| crate::server::params::parse_date(d).is_none())
-        {
-            c.push_query(field, "must be a date as YYYY-MM-DD");
-        }
-    }
+    c.query_date("start_date", q.start_date.as_deref());
+    c.query_date("end_date", q.end_date.as_deref());
     c.finish()
 }
 
-#[utoipa::path(get, path = "/api/progress/weight", operation_id = "progress_list", tag = "progress", params(crate::server::params::Page, RangeQuery), responses((status = 200, description = "Success", body = Vec<WeightEntry>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/progress/weight", operation_id = "progress_list", tag = "progress", params(crate::server::params::Page, RangeQuery), responses((status = 200, description = "Success", body = Vec<WeightEntry>)), security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -141,7 +136,7 @@ struct ClientQuery {
     client_id: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/progress/weight/current", operation_id = "progress_current", tag = "progress", params(ClientQuery), responses((status = 200, description = "Success", body = WeightEntry), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/progress/weight/current", operation_id = "progress_current", tag = "progress", params(ClientQuery), responses((status = 200, description = "Success", body = WeightEntry)), security(("bearer" = [])))]
 async fn current(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -157,7 +152,7 @@ async fn current(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/progress/weight/summary", operation_id = "progress_summary", tag = "progress", params(RangeQuery), responses((status = 200, description = "Success", body = WeightSummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/progress/weight/summary", operation_id = "progress_summary", tag = "progress", params(RangeQuery), responses((status = 200, description = "Success", body = WeightSummary)), security(("bearer" = [])))]
 async fn summary(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -180,7 +175,7 @@ async fn summary(
 }
 
 /// The client, their trainer or an admin deletes an entry.
-#[utoipa::path(delete, path = "/api/progress/weight/{id}", operation_id = "progress_remove", tag = "progress", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/progress/weight/{id}", operation_id = "progress_remove", tag = "progress", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -194,7 +189,5 @@ async fn remove(
         Ok(progress::delete(c, id)?)
     })
     .await?;
-    Ok(Json(
-        json!({ "message": "Weight entry deleted successfully" }),
-    ))
+    Ok(deleted("Weight entry"))
 }

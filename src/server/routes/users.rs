@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
@@ -21,6 +20,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::auth::is_email;
+use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -178,7 +178,7 @@ fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> A
     users::find_by_id(c, target.id)?.ok_or(ApiError::NotFound("User not found"))
 }
 
-#[utoipa::path(get, path = "/api/users/me", operation_id = "users_get_me", tag = "users", responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/users/me", operation_id = "users_get_me", tag = "users", responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn get_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -186,7 +186,7 @@ async fn get_me(
     query(&state, move |c| detail(c, me)).await.map(Json)
 }
 
-#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn put_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -206,7 +206,7 @@ struct ListQuery {
     role: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/users", operation_id = "users_list_users", tag = "users", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/users", operation_id = "users_list_users", tag = "users", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
 async fn list_users(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -238,7 +238,7 @@ async fn list_users(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/users/clients", operation_id = "users_list_clients", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/users/clients", operation_id = "users_list_clients", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
 async fn list_clients(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -260,7 +260,7 @@ async fn list_clients(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/users/trainers", operation_id = "users_list_trainers", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/users/trainers", operation_id = "users_list_trainers", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
 async fn list_trainers(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -281,7 +281,7 @@ async fn list_trainers(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/users/{id}", operation_id = "users_get_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/users/{id}", operation_id = "users_get_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -295,7 +295,7 @@ async fn get_user(
     .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
 async fn put_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -321,7 +321,7 @@ async fn put_user(
 
 /// Admin only. Refuses to delete yourself and a trainer who still has clients (reassign
 /// them first); a client's own data goes with them. Their stored files are removed too.
-#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -349,11 +349,11 @@ async fn delete_user(
     .await?;
     crate::files::remove_stored(&state.config.upload_dir, &files).await;
     tracing::info!(user_id = id, "user deleted");
-    Ok(Json(json!({ "message": "User deleted successfully" })))
+    Ok(deleted("User"))
 }
 
 /// A trainer takes on a client who has no trainer yet.
-#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn assign_to_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -374,7 +374,7 @@ async fn assign_to_me(
 }
 
 /// A trainer lets go of their client, or an admin unassigns any client.
-#[utoipa::path(post, path = "/api/users/clients/{id}/remove", operation_id = "users_remove_client", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/users/clients/{id}/remove", operation_id = "users_remove_client", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn remove_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -408,7 +408,7 @@ fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User
     users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
 }
 
-#[utoipa::path(post, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_assign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_assign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn admin_assign(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -420,7 +420,7 @@ async fn admin_assign(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_unassign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_unassign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn admin_unassign(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

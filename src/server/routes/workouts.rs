@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::notifications;
@@ -23,12 +22,13 @@ use crate::db::workouts::{
 use crate::db::DbError;
 use crate::files::Kind;
 use crate::server::access::{
-    check_attachment, list_scope, plannable_owner, query, restrict_conflict, visible_client,
+    check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
     visible_owner, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,10 +58,6 @@ type Created<T> = (StatusCode, Json<T>);
 
 fn created<T>(v: T) -> Created<T> {
     (StatusCode::CREATED, Json(v))
-}
-
-fn deleted(what: &str) -> Json<serde_json::Value> {
-    Json(json!({ "message": format!("{what} deleted successfully") }))
 }
 
 fn check_page(page: &Page) -> ApiResult<()> {
@@ -95,7 +91,7 @@ struct ExerciseQuery {
     search: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/workouts/exercises", operation_id = "workouts_list_exercises", tag = "workouts", params(crate::server::params::Page, ExerciseQuery), responses((status = 200, description = "Success", body = Vec<Exercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/exercises", operation_id = "workouts_list_exercises", tag = "workouts", params(crate::server::params::Page, ExerciseQuery), responses((status = 200, description = "Success", body = Vec<Exercise>)), security(("bearer" = [])))]
 async fn list_exercises(
     State(state): State<AppState>,
     AuthUser(_me): AuthUser,
@@ -120,7 +116,7 @@ async fn list_exercises(
     .map(Json)
 }
 
-#[utoipa::path(post, path = "/api/workouts/exercises", operation_id = "workouts_create_exercise", tag = "workouts", request_body = ExerciseFields, responses((status = 201, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/exercises", operation_id = "workouts_create_exercise", tag = "workouts", request_body = ExerciseFields, responses((status = 201, description = "Success", body = Exercise)), security(("bearer" = [])))]
 async fn create_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -148,7 +144,7 @@ fn writable_exercise(c: &Connection, actor: Actor, id: i64) -> ApiResult<Exercis
     }
 }
 
-#[utoipa::path(get, path = "/api/workouts/exercises/{id}", operation_id = "workouts_get_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}", operation_id = "workouts_get_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Exercise)), security(("bearer" = [])))]
 async fn get_exercise(
     State(state): State<AppState>,
     AuthUser(_me): AuthUser,
@@ -157,7 +153,7 @@ async fn get_exercise(
     query(&state, move |c| find_exercise(c, id)).await.map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/exercises/{id}", operation_id = "workouts_put_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = ExerciseFields, responses((status = 200, description = "Success", body = Exercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/exercises/{id}", operation_id = "workouts_put_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = ExerciseFields, responses((status = 200, description = "Success", body = Exercise)), security(("bearer" = [])))]
 async fn put_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -175,7 +171,7 @@ async fn put_exercise(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -202,7 +198,7 @@ struct ProgressQuery {
 }
 
 /// A client's progress on one exercise; staff name the client with `client_id`.
-#[utoipa::path(get, path = "/api/workouts/exercises/{id}/progress", operation_id = "workouts_exercise_progress", tag = "workouts", params(("id" = i64, Path), ProgressQuery), responses((status = 200, description = "Success", body = w::ExerciseProgress), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}/progress", operation_id = "workouts_exercise_progress", tag = "workouts", params(("id" = i64, Path), ProgressQuery), responses((status = 200, description = "Success", body = w::ExerciseProgress)), security(("bearer" = [])))]
 async fn exercise_progress(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -289,7 +285,7 @@ struct ClientListQuery {
     client_id: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/workouts/plans", operation_id = "workouts_list_plans", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Plan>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans", operation_id = "workouts_list_plans", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Plan>)), security(("bearer" = [])))]
 async fn list_plans(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -307,7 +303,7 @@ async fn list_plans(
     .map(Json)
 }
 
-#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = PlanBody, responses((status = 201, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = PlanBody, responses((status = 201, description = "Success", body = Plan)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -343,7 +339,7 @@ async fn create_plan(
     Ok(created(plan))
 }
 
-#[utoipa::path(get, path = "/api/workouts/plans/{id}", operation_id = "workouts_get_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans/{id}", operation_id = "workouts_get_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
 async fn get_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -355,7 +351,7 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = Plan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -380,7 +376,7 @@ async fn put_plan(
 }
 
 /// Deletes the plan with its sessions, their exercises and the completions logged on them.
-#[utoipa::path(delete, path = "/api/workouts/plans/{id}", operation_id = "workouts_delete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/plans/{id}", operation_id = "workouts_delete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -410,7 +406,7 @@ struct CompletePlan {
 }
 
 /// The plan with its sessions, each with its exercises (and each of those its exercise).
-#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -443,7 +439,7 @@ async fn complete_plan(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/workouts/plans/{id}/summary", operation_id = "workouts_plan_summary", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = w::PlanSummary), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/summary", operation_id = "workouts_plan_summary", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = w::PlanSummary)), security(("bearer" = [])))]
 async fn plan_summary(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -478,16 +474,11 @@ fn check_session(b: &SessionBody) -> ApiResult<()> {
 
 fn session_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Session> {
     const MISSING: &str = "Workout session not found";
-    let client = w::session_client(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
-    if write {
-        plannable_owner(c, actor, client, MISSING)?;
-    } else {
-        visible_owner(c, actor, client, MISSING)?;
-    }
+    owned(c, actor, w::session_client(c, id), write, MISSING)?;
     w::find_session(c, id)?.ok_or(ApiError::NotFound(MISSING))
 }
 
-#[utoipa::path(get, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_list_sessions", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<Session>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_list_sessions", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<Session>)), security(("bearer" = [])))]
 async fn list_sessions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -502,7 +493,7 @@ async fn list_sessions(
     .map(Json)
 }
 
-#[utoipa::path(post, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_create_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 201, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_create_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 201, description = "Success", body = Session)), security(("bearer" = [])))]
 async fn create_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -525,7 +516,7 @@ async fn create_session(
     .map(created)
 }
 
-#[utoipa::path(get, path = "/api/workouts/sessions/{id}", operation_id = "workouts_get_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}", operation_id = "workouts_get_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
 async fn get_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -537,7 +528,7 @@ async fn get_session(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
 async fn put_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -555,7 +546,7 @@ async fn put_session(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_session(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -597,7 +588,7 @@ fn insert_checked_wex(
     Ok(w::insert_wex(c, session_id, f)?)
 }
 
-#[utoipa::path(get, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_list_session_exercises", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<WorkoutExercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_list_session_exercises", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<WorkoutExercise>)), security(("bearer" = [])))]
 async fn list_session_exercises(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -612,7 +603,7 @@ async fn list_session_exercises(
     .map(Json)
 }
 
-#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_add_session_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 201, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_add_session_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 201, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
 async fn add_session_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -638,7 +629,7 @@ struct BulkExercises {
 }
 
 /// Adds several exercises in one transaction: all or none.
-#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises/bulk", operation_id = "workouts_add_session_exercises", tag = "workouts", params(("id" = i64, Path)), request_body = BulkExercises, responses((status = 201, description = "Success", body = Vec<WorkoutExercise>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises/bulk", operation_id = "workouts_add_session_exercises", tag = "workouts", params(("id" = i64, Path)), request_body = BulkExercises, responses((status = 201, description = "Success", body = Vec<WorkoutExercise>)), security(("bearer" = [])))]
 async fn add_session_exercises(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -675,16 +666,11 @@ async fn add_session_exercises(
 
 fn wex_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<WorkoutExercise> {
     const MISSING: &str = "Workout exercise not found";
-    let client = w::wex_client(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
-    if write {
-        plannable_owner(c, actor, client, MISSING)?;
-    } else {
-        visible_owner(c, actor, client, MISSING)?;
-    }
+    owned(c, actor, w::wex_client(c, id), write, MISSING)?;
     w::find_wex(c, id)?.ok_or(ApiError::NotFound(MISSING))
 }
 
-#[utoipa::path(get, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_get_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_get_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
 async fn get_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -696,7 +682,7 @@ async fn get_workout_exercise(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
 async fn put_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -719,7 +705,7 @@ async fn put_workout_exercise(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_workout_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -803,7 +789,7 @@ async fn log_completions(
     Ok(done)
 }
 
-#[utoipa::path(post, path = "/api/workouts/completions", operation_id = "workouts_create_completion", tag = "workouts", request_body = CompletionFields, responses((status = 201, description = "Success", body = Completion), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/completions", operation_id = "workouts_create_completion", tag = "workouts", request_body = CompletionFields, responses((status = 201, description = "Success", body = Completion)), security(("bearer" = [])))]
 async fn create_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -819,7 +805,7 @@ struct BulkCompletions {
     completions: Vec<CompletionFields>,
 }
 
-#[utoipa::path(post, path = "/api/workouts/completions/bulk", operation_id = "workouts_create_completions", tag = "workouts", request_body = BulkCompletions, responses((status = 201, description = "Success", body = Vec<Completion>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/completions/bulk", operation_id = "workouts_create_completions", tag = "workouts", request_body = BulkCompletions, responses((status = 201, description = "Success", body = Vec<Completion>)), security(("bearer" = [])))]
 async fn create_completions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -836,7 +822,7 @@ async fn create_completions(
         .map(created)
 }
 
-#[utoipa::path(get, path = "/api/workouts/completions", operation_id = "workouts_list_completions", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Completion>), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/completions", operation_id = "workouts_list_completions", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Completion>)), security(("bearer" = [])))]
 async fn list_completions(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -867,7 +853,7 @@ fn visible_completion(c: &Connection, actor: Actor, id: i64) -> ApiResult<Comple
     Ok(done)
 }
 
-#[utoipa::path(get, path = "/api/workouts/completions/{id}", operation_id = "workouts_get_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Completion), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/completions/{id}", operation_id = "workouts_get_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Completion)), security(("bearer" = [])))]
 async fn get_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -880,7 +866,7 @@ async fn get_completion(
 }
 
 /// The client who logged it (a mistake) or an admin deletes a completion.
-#[utoipa::path(delete, path = "/api/workouts/completions/{id}", operation_id = "workouts_delete_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 401, description = "Missing or invalid token", body = crate::server::openapi::ErrorBody), (status = 403, description = "Role not allowed", body = crate::server::openapi::ErrorBody), (status = 404, description = "Absent or not yours", body = crate::server::openapi::ErrorBody), (status = 422, description = "Invalid input", body = crate::server::openapi::ValidationErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/completions/{id}", operation_id = "workouts_delete_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_completion(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
