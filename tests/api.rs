@@ -1021,6 +1021,22 @@ fn openapi_lists_every_route() {
         assert!(schemas.contains_key(name), "unresolved $ref {name}");
     }
 
+    // Regression: two handler modules each had a `PlanBody`; one schema silently replaced
+    // the other, so meal plans were documented with workout plan fields.
+    let body_schema = |path: &str| {
+        let r = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        schemas[&r].to_string()
+    };
+    assert!(body_schema("/api/meal-plans").contains("\"date\""));
+    assert!(body_schema("/api/workouts/plans").contains("\"start_date\""));
+
     // Every documented operation is routed: never the fallback 404 nor a 405.
     let token = &cast.admin.token;
     for op in &operations {

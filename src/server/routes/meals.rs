@@ -55,14 +55,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlanBody {
+struct MealPlanBody {
     client_id: Option<i64>,
     date: String,
     #[serde(flatten)]
     fields: PlanFields,
 }
 
-fn check_plan(b: &PlanBody) -> ApiResult<()> {
+fn check_plan(b: &MealPlanBody) -> ApiResult<()> {
     let mut c = Checks::new();
     c.date("date", Some(&b.date));
     c.text("title", &b.fields.title, 1, 100);
@@ -121,11 +121,11 @@ async fn list_plans(
 }
 
 /// One plan per client and date: a second one for the same day is refused with 409.
-#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = PlanBody, responses((status = 201, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = MealPlanBody, responses((status = 201, description = "Success", body = MealPlan)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
-    ApiJson(b): ApiJson<PlanBody>,
+    ApiJson(b): ApiJson<MealPlanBody>,
 ) -> ApiResult<(StatusCode, Json<MealPlan>)> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can create meal plans")?;
@@ -177,12 +177,12 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(b): ApiJson<PlanBody>,
+    ApiJson(b): ApiJson<MealPlanBody>,
 ) -> ApiResult<Json<MealPlan>> {
     check_plan(&b)?;
     let actor = Actor::from(&me);
@@ -247,7 +247,7 @@ async fn remove_files(state: &AppState, paths: &[String]) {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CompleteEntry {
+struct CompleteMealEntry {
     #[serde(flatten)]
     entry: MealEntry,
     meal_components: Vec<MealComponent>,
@@ -255,19 +255,19 @@ struct CompleteEntry {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CompletePlan {
+struct CompleteMealPlan {
     #[serde(flatten)]
     plan: MealPlan,
-    meal_entries: Vec<CompleteEntry>,
+    meal_entries: Vec<CompleteMealEntry>,
 }
 
-fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompletePlan> {
+fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompleteMealPlan> {
     let entries = m::entries_of(c, plan.id)?;
     let components = m::components_of_plan(c, plan.id)?;
     let uploads = m::uploads_of_plan(c, plan.id)?;
     let meal_entries = entries
         .into_iter()
-        .map(|entry| CompleteEntry {
+        .map(|entry| CompleteMealEntry {
             meal_components: components
                 .iter()
                 .filter(|k| k.meal_entry_id == entry.id)
@@ -281,15 +281,15 @@ fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompletePlan> {
             entry,
         })
         .collect();
-    Ok(CompletePlan { plan, meal_entries })
+    Ok(CompleteMealPlan { plan, meal_entries })
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/{id}/complete", operation_id = "meal_plans_complete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/{id}/complete", operation_id = "meal_plans_complete_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompleteMealPlan)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<CompletePlan>> {
+) -> ApiResult<Json<CompleteMealPlan>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
         let plan = plan_for(c, actor, id, false)?;

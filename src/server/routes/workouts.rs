@@ -228,7 +228,7 @@ async fn exercise_progress(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlanBody {
+struct WorkoutPlanBody {
     /// Required when creating; ignored (may not change) when updating.
     client_id: Option<i64>,
     name: String,
@@ -237,7 +237,7 @@ struct PlanBody {
     end_date: Option<String>,
 }
 
-fn check_plan(b: &PlanBody) -> ApiResult<()> {
+fn check_plan(b: &WorkoutPlanBody) -> ApiResult<()> {
     let mut c = Checks::new();
     c.text("name", &b.name, 1, 100);
     c.opt_text("description", b.description.as_deref(), 2000);
@@ -256,7 +256,7 @@ fn check_plan(b: &PlanBody) -> ApiResult<()> {
     c.finish()
 }
 
-fn plan_fields(b: &PlanBody) -> PlanFields<'_> {
+fn plan_fields(b: &WorkoutPlanBody) -> PlanFields<'_> {
     PlanFields {
         name: b.name.trim(),
         description: b.description.as_deref(),
@@ -303,11 +303,11 @@ async fn list_plans(
     .map(Json)
 }
 
-#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = PlanBody, responses((status = 201, description = "Success", body = Plan)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = WorkoutPlanBody, responses((status = 201, description = "Success", body = Plan)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
-    ApiJson(b): ApiJson<PlanBody>,
+    ApiJson(b): ApiJson<WorkoutPlanBody>,
 ) -> ApiResult<Created<Plan>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can create workout plans")?;
@@ -351,12 +351,12 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = PlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(b): ApiJson<PlanBody>,
+    ApiJson(b): ApiJson<WorkoutPlanBody>,
 ) -> ApiResult<Json<Plan>> {
     check_plan(&b)?;
     let actor = Actor::from(&me);
@@ -392,26 +392,26 @@ async fn delete_plan(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CompleteSession {
+struct CompleteWorkoutSession {
     #[serde(flatten)]
     session: Session,
     workout_exercises: Vec<WorkoutExercise>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CompletePlan {
+struct CompleteWorkoutPlan {
     #[serde(flatten)]
     plan: Plan,
-    workout_sessions: Vec<CompleteSession>,
+    workout_sessions: Vec<CompleteWorkoutSession>,
 }
 
 /// The plan with its sessions, each with its exercises (and each of those its exercise).
-#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompletePlan)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompleteWorkoutPlan)), security(("bearer" = [])))]
 async fn complete_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<CompletePlan>> {
+) -> ApiResult<Json<CompleteWorkoutPlan>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
         let plan = visible_plan(c, actor, id)?;
@@ -424,13 +424,13 @@ async fn complete_plan(
                     .into_iter()
                     .partition(|e| e.workout_session_id == session.id);
                 exercises = rest;
-                CompleteSession {
+                CompleteWorkoutSession {
                     session,
                     workout_exercises: mine,
                 }
             })
             .collect();
-        Ok(CompletePlan {
+        Ok(CompleteWorkoutPlan {
             plan,
             workout_sessions,
         })
