@@ -273,6 +273,11 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
 
 async fn serve_socket(state: AppState, mut socket: WebSocket, user_id: i64) {
     let mut conn = state.hub.connect(user_id);
+    // Shutdown already under way: `changed()` below would never fire for it.
+    if *conn.closing.borrow_and_update() {
+        close(socket, 1001, "Server shutting down").await;
+        return;
+    }
     let welcome = json!({
         "type": "connection_established",
         "user_id": user_id,

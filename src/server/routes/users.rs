@@ -126,8 +126,8 @@ struct UserUpdate {
     client_profile: Option<ClientProfile>,
 }
 
-/// Validates and applies `u` to `target`. `full` is an admin (or the user themselves for
-/// email): only admins change `is_active`.
+/// Validates and applies `u` to `target`. Only an admin changes `is_active`; only the
+/// user or an admin changes the email.
 fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
     let mut checks = Checks::new();
     if let Some(e) = &u.email {
