@@ -475,6 +475,16 @@ fn meal_photo_review_is_pushed_over_websocket() {
         .status,
         409
     );
+    let unknown = s.post(
+        "/api/meal-plans",
+        t,
+        json!({"client_id": cast.client.id, "date": "2026-02-03", "title": "X", "calories": 1}),
+    );
+    assert_eq!(
+        unknown.status, 422,
+        "unknown fields are refused: {:?}",
+        unknown.body
+    );
     let entry = s.post(
         &format!("/api/meal-plans/{plan}/entries"),
         t,

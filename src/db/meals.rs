@@ -20,7 +20,6 @@ pub const COMPONENT_TYPES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PlanFields {
     pub title: String,
     pub total_calories: Option<i64>,

@@ -56,21 +56,41 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MealPlanBody {
+    /// Required when creating; a plan never moves to another client.
     client_id: Option<i64>,
     date: String,
-    #[serde(flatten)]
-    fields: PlanFields,
+    // Listed rather than flattened from `PlanFields`: serde can't deny unknown fields
+    // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
+    title: String,
+    total_calories: Option<i64>,
+    protein_target: Option<i64>,
+    carb_target: Option<i64>,
+    fat_target: Option<i64>,
+    notes: Option<String>,
+}
+
+impl MealPlanBody {
+    fn fields(&self) -> PlanFields {
+        PlanFields {
+            title: self.title.trim().to_string(),
+            total_calories: self.total_calories,
+            protein_target: self.protein_target,
+            carb_target: self.carb_target,
+            fat_target: self.fat_target,
+            notes: self.notes.clone(),
+        }
+    }
 }
 
 fn check_plan(b: &MealPlanBody) -> ApiResult<()> {
     let mut c = Checks::new();
     c.date("date", Some(&b.date));
-    c.text("title", &b.fields.title, 1, 100);
-    c.range_i64("total_calories", b.fields.total_calories, 0, 20_000);
-    c.range_i64("protein_target", b.fields.protein_target, 0, 1000);
-    c.range_i64("carb_target", b.fields.carb_target, 0, 2000);
-    c.range_i64("fat_target", b.fields.fat_target, 0, 1000);
-    c.opt_text("notes", b.fields.notes.as_deref(), 2000);
+    c.text("title", &b.title, 1, 100);
+    c.range_i64("total_calories", b.total_calories, 0, 20_000);
+    c.range_i64("protein_target", b.protein_target, 0, 1000);
+    c.range_i64("carb_target", b.carb_target, 0, 2000);
+    c.range_i64("fat_target", b.fat_target, 0, 1000);
+    c.opt_text("notes", b.notes.as_deref(), 2000);
     c.finish()
 }
 
@@ -146,7 +166,7 @@ async fn create_plan(
         } else {
             client.trainer_id
         };
-        let plan = m::insert_plan(c, client.id, trainer, &b.date, &b.fields)?;
+        let plan = m::insert_plan(c, client.id, trainer, &b.date, &b.fields())?;
         let note = notifications::insert(
             c,
             client.id,
@@ -199,7 +219,7 @@ async fn put_plan(
                 "The client already has a meal plan for this date".into(),
             ));
         }
-        m::update_plan(c, id, &b.date, &b.fields)?;
+        m::update_plan(c, id, &b.date, &b.fields())?;
         plan_for(c, actor, id, false)
     })
     .await
