@@ -723,6 +723,15 @@ fn meal_photo_review_is_pushed_over_websocket() {
     // Deleting the plan removes the photo and its derivatives from disk.
     let stored = s.dir.path().join("uploads/meal_photos").join(name);
     assert!(stored.exists());
+    for (token, want) in [
+        (&cast.other_trainer.token, 404),
+        (c, 403),
+        (&cast.other_client.token, 404),
+    ] {
+        assert_eq!(s.delete(&plan_url, token).status, want);
+    }
+    // The photo's own file can't be deleted while its meal upload points at it.
+    assert_eq!(s.delete(&image_url, c).status, 409);
     assert_eq!(s.delete(&plan_url, t).status, 200);
     assert!(!stored.exists());
     assert!(!s
