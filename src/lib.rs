@@ -12,8 +12,10 @@ pub mod config;
 pub mod db;
 pub mod files;
 pub mod logging;
+pub mod plan;
 pub mod probe;
 pub mod server;
+pub mod tls;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_REVISION: &str = env!("ELIOR_GIT_REVISION");

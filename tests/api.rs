@@ -2,9 +2,9 @@
 //! each resource, the three full flows of issue 8, the WebSocket, upload rejections and
 //! the OpenAPI document.
 
-mod common;
+mod api_harness;
 
-use common::{matrix, Cast, Server};
+use api_harness::{matrix, Cast, Server};
 use serde_json::json;
 
 #[test]
@@ -104,7 +104,7 @@ fn users_role_matrix_and_assignment() {
         .map(|e| e["loc"][1].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["email", "client_profile.height"]);
-    assert_eq!(s.post("/api/auth/register/trainer", &cast.trainer.token, json!({"username": "sneaky", "email": "s@example.com", "password": common::PASSWORD, "full_name": "S"})).status, 403);
+    assert_eq!(s.post("/api/auth/register/trainer", &cast.trainer.token, json!({"username": "sneaky", "email": "s@example.com", "password": api_harness::PASSWORD, "full_name": "S"})).status, 403);
 
     // Moving a client: the admin reassigns, and access follows the assignment.
     let reassign = format!(
@@ -458,7 +458,7 @@ mod ws {
 /// may see it.
 #[test]
 fn meal_photo_review_is_pushed_over_websocket() {
-    let s = Server::start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]);
+    let s = Server::start();
     let cast = Cast::new(&s);
     let t = &cast.trainer.token;
     let c = &cast.client.token;
@@ -589,21 +589,7 @@ fn meal_photo_review_is_pushed_over_websocket() {
         image::load_from_memory(&s.get(&format!("{image_url}?size=medium"), t).bytes).unwrap();
     assert_eq!(medium.width(), 600);
     assert_eq!(s.get(&format!("{image_url}?size=huge"), t).status, 422);
-    // Behind nginx (a trusted proxy that announces its internal location) the body is
-    // handed to nginx instead.
     let name = image_url.rsplit('/').next().unwrap();
-    let accel = s.call_with_headers(
-        "GET",
-        &image_url,
-        t,
-        &[("X-Accel-Internal", "/_protected_uploads")],
-    );
-    assert_eq!(accel.status, 200);
-    assert_eq!(
-        accel.header("x-accel-redirect"),
-        Some(format!("/_protected_uploads/meal_photos/{name}").as_str())
-    );
-    assert!(accel.bytes.is_empty());
 
     // The trainer heard about the upload, then reviews; the review is pushed live.
     let review = format!("/api/meal-plans/uploads/{upload_id}/review");
@@ -844,7 +830,11 @@ fn weight_series_then_summary() {
 /// Uploads are judged by content: a renamed .exe, an oversize file and a `../` name.
 #[test]
 fn upload_rejections() {
-    let s = Server::start_with(&[("MAX_FILE_SIZE", "200000")]);
+    // Requests from 127.0.0.1 count as the stack's nginx here (TRUSTED_PROXIES).
+    let s = Server::start_with(&[
+        ("MAX_FILE_SIZE", "200000"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ]);
     let cast = Cast::new(&s);
     let c = &cast.client.token;
     let url = "/api/files/upload/progress_photos";
@@ -913,6 +903,14 @@ fn upload_rejections() {
         .join(name)
         .exists());
     let file_url = r.body["url"].as_str().unwrap().to_string();
+    // Behind nginx the body is handed to nginx's internal location instead.
+    let accel = s.get(&format!("{file_url}?size=thumbnail"), c);
+    assert_eq!(accel.status, 200);
+    assert_eq!(
+        accel.header("x-accel-redirect"),
+        Some(format!("/_protected/uploads/progress_photos/thumbnail/{name}").as_str())
+    );
+    assert!(accel.bytes.is_empty());
     // Traversal in the media path never reaches the disk.
     assert_eq!(
         s.get("/api/files/media/progress_photos/..%2F..%2Felior.db", c)

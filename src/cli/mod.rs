@@ -5,7 +5,11 @@
 //! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
 
 mod admin;
+mod cert;
+mod config;
 mod healthcheck;
+mod init;
+mod render;
 mod serve;
 
 use std::process::ExitCode;
@@ -44,6 +48,14 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    Init(init::InitArgs),
+    Render(render::RenderArgs),
+    /// Inspect a stack's settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Cli {
@@ -55,12 +67,20 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Cert(cmd) => {
+                crate::logging::init("warn", crate::logging::Format::Human);
+                cmd.run()
+            }
+            Command::Init(args) => args.run(),
+            Command::Render(args) => args.run(),
+            Command::Config(cmd) => cmd.run(),
         }
     }
 }
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     match Cli::parse().run() {
         Ok(code) => code,
         Err(err) => {
@@ -68,4 +88,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `elior status | head -1` must not end in a panic message: when stdout's reader goes
+/// away, `println!` panics with EPIPE (Rust ignores SIGPIPE), and we exit 0 instead, as
+/// the reader asked for no more.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -55,6 +55,9 @@ impl ServeArgs {
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            // Blocking threads run database calls; more of them than pooled connections
+            // would only wait on the pool while holding a stack and a malloc arena each.
+            .max_blocking_threads(crate::db::POOL_SIZE as usize + 4)
             .build()
             .context("failed to start the async runtime")?;
         runtime.block_on(async move {

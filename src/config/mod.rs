@@ -4,8 +4,10 @@
 //! Pure apart from reading the env file: no directories are created and nothing is opened
 //! here. Every error names the key, where its value came from, and how to fix it.
 
+pub mod domain;
 pub mod envfile;
 pub mod net;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -225,18 +227,9 @@ impl ServeConfig {
 
         let domain = match raw.non_empty("DOMAIN") {
             None => "localhost".to_string(),
-            Some((v, o)) => {
-                if v.chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-                {
-                    bail!(invalid(
-                        "DOMAIN",
-                        o,
-                        format!("{v:?} is not a hostname; use letters, digits, '-' and '.'")
-                    ));
-                }
-                v.to_ascii_lowercase()
-            }
+            Some((v, o)) => domain::parse(v)
+                .map_err(|m| invalid("DOMAIN", o, m))?
+                .to_string(),
         };
 
         let cors_origins = match raw.non_empty("CORS_ORIGINS") {

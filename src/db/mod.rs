@@ -61,6 +61,10 @@ impl DbError {
 pub struct Db {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
+    /// Device and inode of the file when opened. If the path later names another file
+    /// (deleted, or replaced by a careless restore), our connections still write to the
+    /// old inode and every write would be lost at restart; `/health` reports that.
+    file_id: (u64, u64),
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -98,14 +102,27 @@ impl Db {
             .connection_timeout(POOL_WAIT)
             .build(manager)
             .with_context(|| open_hint(path))?;
+        let file_id = file_id(path).with_context(|| open_hint(path))?;
         Ok(Db {
             pool,
             path: path.to_path_buf(),
+            file_id,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checks that the database path still names the file the pool has open.
+    pub fn check_file(&self) -> Result<(), &'static str> {
+        match file_id(&self.path) {
+            Ok(id) if id == self.file_id => Ok(()),
+            Ok(_) => Err("database file was replaced while the server runs; restart elior serve"),
+            Err(_) => {
+                Err("database file is missing; it was deleted or moved while the server runs")
+            }
+        }
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
@@ -155,6 +172,12 @@ impl Db {
             Ok(())
         })
     }
+}
+
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn open_hint(path: &Path) -> String {

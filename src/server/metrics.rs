@@ -2,7 +2,7 @@
 //! histogram by route. Routes are the matched templates (`/api/users/{id}`), never raw
 //! paths, so the label set stays bounded whatever clients request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,22 +22,25 @@ struct RouteStats {
     sum_seconds: f64,
 }
 
+/// Stats by route template, then method. Nested maps keyed by `String` let the hot path
+/// look up with borrowed `&str`s and allocate nothing once a route has been seen.
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    routes: Mutex<HashMap<String, HashMap<String, RouteStats>>>,
 }
 
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        // Look up by reference first: the hot path allocates nothing for a known route.
-        let stats = match routes.get_mut(&(method.to_string(), route.to_string())) {
-            Some(s) => s,
-            None => routes
-                .entry((method.to_string(), route.to_string()))
-                .or_default(),
-        };
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), HashMap::new());
+        }
+        let by_method = routes.get_mut(route).expect("inserted above");
+        if !by_method.contains_key(method) {
+            by_method.insert(method.to_string(), RouteStats::default());
+        }
+        let stats = by_method.get_mut(method).expect("inserted above");
         *stats.by_status.entry(status).or_default() += 1;
         if let Some(i) = BUCKETS.iter().position(|&le| seconds <= le) {
             stats.buckets[i] += 1;
@@ -91,7 +94,16 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE elior_db_pool_max_connections gauge");
         let _ = writeln!(out, "elior_db_pool_max_connections {}", pool.max_size);
 
-        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        // Sorted, so the exposition is stable from one scrape to the next.
+        let routes: BTreeMap<(&str, &str), &RouteStats> = guard
+            .iter()
+            .flat_map(|(route, by_method)| {
+                by_method
+                    .iter()
+                    .map(move |(method, stats)| ((method.as_str(), route.as_str()), stats))
+            })
+            .collect();
         let _ = writeln!(
             out,
             "# HELP elior_http_requests_total HTTP requests by route and status."

@@ -7,6 +7,7 @@ pub mod access;
 pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod middleware;

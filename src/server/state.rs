@@ -7,6 +7,7 @@ use crate::auth::token::TokenKeys;
 use crate::config::ServeConfig;
 use crate::db::Db;
 
+use super::health::HealthCache;
 use super::hub::Hub;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub metrics: Arc<Metrics>,
     pub throttle: Arc<Throttle>,
+    pub health: Arc<HealthCache>,
     pub started: Instant,
     /// Live WebSocket connections, for pushing notifications.
     pub hub: Arc<Hub>,
@@ -38,6 +40,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::default()),
             throttle: Arc::new(Throttle::default()),
+            health: Arc::new(HealthCache::default()),
             started: Instant::now(),
             hub: Arc::new(Hub::default()),
             file_limits: crate::files::Limits::from_settings(config_max_file_size, |k| {

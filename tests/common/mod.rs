@@ -1,22 +1,155 @@
-//! Runs the real `elior serve` on a free port against a fresh SQLite file and upload
-//! directory, and speaks HTTP to it. The process is killed when the [`Server`] drops,
-//! even when a test fails.
+//! Shared helpers for integration tests: start the real `elior serve` on a free port in a
+//! temp dir, and a small raw HTTP/1.1 client (raw so tests can also send partial requests).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+pub const BIN: &str = env!("CARGO_BIN_EXE_elior");
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
-pub const PASSWORD: &str = "correct-horse-battery";
-
+/// A running `elior serve`, killed on drop.
 pub struct Server {
-    child: Child,
-    pub base: String,
-    pub port: u16,
+    pub child: Child,
+    pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    agent: ureq::Agent,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts a development server with a known secret plus `env`.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut all = vec![("JWT_SECRET", SECRET)];
+        all.extend_from_slice(env);
+        Self::try_start(&all).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `elior serve` with exactly `env` (the rest of the environment is cleared).
+    pub fn try_start(env: &[(&str, &str)]) -> Result<Server, String> {
+        let dir = tempfile::tempdir().unwrap();
+        Self::try_start_in(dir, env)
+    }
+
+    pub fn try_start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Result<Server, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn elior serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Ok(Server {
+                child,
+                addr: addr.parse().unwrap(),
+                dir,
+                log,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                Err(format!(
+                    "server did not start ({status}):\n{}",
+                    log.lock().unwrap().join("\n")
+                ))
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[], None)
+    }
+
+    pub fn get_auth(&self, path: &str, token: &str) -> Resp {
+        request(
+            self.addr,
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Resp {
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+
+    pub fn post_json_auth(&self, path: &str, token: &str, body: &serde_json::Value) -> Resp {
+        let auth = format!("Bearer {token}");
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+
+    /// Registers a client and logs in; returns the access token.
+    pub fn register_and_login(&self, username: &str, password: &str) -> String {
+        let r = self.post_json(
+            "/api/auth/register",
+            &serde_json::json!({
+                "username": username,
+                "email": format!("{username}@example.com"),
+                "password": password,
+                "full_name": "Test Person",
+            }),
+        );
+        assert_eq!(r.status, 201, "register: {}", r.body);
+        let r = self.post_json(
+            "/api/auth/login",
+            &serde_json::json!({ "username": username, "password": password }),
+        );
+        assert_eq!(r.status, 200, "login: {}", r.body);
+        r.json()["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        wait_with_deadline(&mut self.child, Duration::from_secs(20))
+    }
 }
 
 impl Drop for Server {
@@ -26,300 +159,126 @@ impl Drop for Server {
     }
 }
 
-/// A response: status and JSON body (`Value::Null` when the body is not JSON).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-    pub headers: Vec<(String, String)>,
-    pub bytes: Vec<u8>,
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{name} {pid}");
 }
 
-impl Reply {
+pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-}
 
-impl Server {
-    pub fn start() -> Server {
-        Self::start_with(&[])
+    pub fn has_header_prefix(&self, prefix: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k.to_ascii_lowercase().starts_with(prefix))
     }
 
-    pub fn start_with(env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_elior"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "DATABASE_URL",
-                format!("sqlite:///{}", dir.path().join("elior.db").display()),
-            )
-            .env("UPLOAD_DIR", dir.path().join("uploads"))
-            .env("JWT_SECRET", "test-secret-0123456789abcdef0123456789")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("elior serve starts");
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            dir,
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .build(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if server
-                .agent
-                .get(&format!("{}/health", server.base))
-                .call()
-                .is_ok()
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn finish(result: Result<ureq::Response, ureq::Error>) -> Reply {
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("request failed: {e}"),
-        };
-        let status = resp.status();
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .map(|n| {
-                let v = resp.header(&n).unwrap_or_default().to_string();
-                (n, v)
-            })
-            .collect();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            body,
-            headers,
-            bytes,
-        }
-    }
-
-    fn req(&self, method: &str, path: &str, token: Option<&str>) -> ureq::Request {
-        let mut r = self.agent.request(method, &format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.set("Authorization", &format!("Bearer {t}"));
-        }
-        r
-    }
-
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let r = self.req(method, path, token);
-        Self::finish(match body {
-            Some(b) => r.send_json(b),
-            None => r.call(),
-        })
-    }
-
-    pub fn get(&self, path: &str, token: &str) -> Reply {
-        self.call("GET", path, Some(token), None)
-    }
-
-    pub fn post(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.call("POST", path, Some(token), Some(body))
-    }
-
-    /// A POST without a body, for action routes (assign, remove, mark read).
-    pub fn action(&self, method: &str, path: &str, token: &str) -> Reply {
-        self.call(method, path, Some(token), None)
-    }
-
-    pub fn call_with_headers(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut r = self.req(method, path, Some(token));
-        for (k, v) in headers {
-            r = r.set(k, v);
-        }
-        Self::finish(r.call())
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-
-    pub fn put(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.call("PUT", path, Some(token), Some(body))
-    }
-
-    pub fn delete(&self, path: &str, token: &str) -> Reply {
-        self.call("DELETE", path, Some(token), None)
-    }
-
-    /// A multipart upload of one file field.
-    pub fn upload(
-        &self,
-        path: &str,
-        token: &str,
-        field: &str,
-        filename: &str,
-        bytes: &[u8],
-    ) -> Reply {
-        let boundary = "elior-test-boundary-7f3a";
-        let mut body = Vec::new();
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let r = self.req("POST", path, Some(token)).set(
-            "Content-Type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        );
-        Self::finish(r.send_bytes(&body))
-    }
-
-    pub fn login(&self, username: &str) -> String {
-        let r = self.call(
-            "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"username": username, "password": PASSWORD})),
-        );
-        assert_eq!(r.status, 200, "login {username}: {:?}", r.body);
-        r.body["access_token"].as_str().unwrap().to_string()
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
-/// A logged-in account.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: i64,
-    pub token: String,
-}
-
-/// The cast of the role matrix: an admin, two trainers, and one client of each.
-pub struct Cast {
-    pub admin: Account,
-    pub trainer: Account,
-    pub other_trainer: Account,
-    pub client: Account,
-    pub other_client: Account,
-}
-
-fn registration(name: &str) -> Value {
-    json!({
-        "username": name,
-        "email": format!("{name}@example.com"),
-        "password": PASSWORD,
-        "full_name": format!("{name} test"),
-    })
-}
-
-impl Cast {
-    pub fn new(s: &Server) -> Cast {
-        let r = s.call(
-            "POST",
-            "/api/auth/setup/admin",
-            None,
-            Some(registration("admin")),
-        );
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let admin = Account {
-            id: r.body["user"]["id"].as_i64().unwrap(),
-            token: r.body["access_token"].as_str().unwrap().into(),
-        };
-        let trainer = make(s, &admin.token, "/api/auth/register/trainer", "trainer_a");
-        let other_trainer = make(s, &admin.token, "/api/auth/register/trainer", "trainer_b");
-        let client = make(s, &trainer.token, "/api/auth/register/client", "client_a");
-        let other_client = make(
-            s,
-            &other_trainer.token,
-            "/api/auth/register/client",
-            "client_b",
-        );
-        Cast {
-            admin,
-            trainer,
-            other_trainer,
-            client,
-            other_client,
-        }
+/// One request on a fresh connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
-
-    /// (label, token) for each role of the matrix, in a fixed order.
-    pub fn roles(&self) -> [(&'static str, &str); 5] {
-        [
-            ("admin", &self.admin.token),
-            ("owning trainer", &self.trainer.token),
-            ("other trainer", &self.other_trainer.token),
-            ("owning client", &self.client.token),
-            ("other client", &self.other_client.token),
-        ]
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    if let Some(b) = body {
+        stream.write_all(b).unwrap();
+    }
+    read_response(&mut stream)
 }
 
-fn make(s: &Server, token: &str, path: &str, name: &str) -> Account {
-    let r = s.post(path, token, registration(name));
-    assert_eq!(r.status, 201, "{path} {name}: {:?}", r.body);
-    Account {
-        id: r.body["id"].as_i64().unwrap(),
-        token: s.login(name),
-    }
-}
-
-/// Asserts the statuses each role of the matrix gets for one request.
-pub fn matrix(
-    s: &Server,
-    cast: &Cast,
-    what: &str,
-    expected: [u16; 5],
-    mut request: impl FnMut(&str) -> Reply,
-) {
-    let got: Vec<u16> = cast
-        .roles()
+pub fn read_response(stream: &mut TcpStream) -> Resp {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    let chunked = headers
         .iter()
-        .map(|(_, t)| request(t).status)
-        .collect();
-    let labels: Vec<&str> = cast.roles().iter().map(|(l, _)| *l).collect();
-    assert_eq!(
-        got, expected,
-        "{what}: statuses for {labels:?} (server {})",
-        s.base
-    );
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
 }

@@ -3,11 +3,11 @@
 //!
 //! A file belongs to a client (its owner). Who may read it follows
 //! [`crate::server::access`]: the owner, their trainer, or an admin. Behind nginx the body
-//! is handed off with `X-Accel-Redirect`; see [`ACCEL_HEADER`].
+//! is handed off with `X-Accel-Redirect`; see [`ACCEL_UPLOADS_PREFIX`].
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -24,11 +24,10 @@ use crate::server::params::{ApiPath, ApiQuery};
 use crate::server::routes::deleted;
 use crate::server::state::AppState;
 
-/// nginx announces an internal location for uploads with this request header, e.g.
-/// `proxy_set_header X-Accel-Internal /_protected_uploads;` beside
-/// `location /_protected_uploads/ { internal; alias /app/uploads/; }`. It is believed only
-/// from TRUSTED_PROXIES, so a client can't make the server skip sending the body.
-pub const ACCEL_HEADER: &str = "x-accel-internal";
+/// Behind the stack's nginx (the TCP peer is one of TRUSTED_PROXIES) a permitted download
+/// is answered with `X-Accel-Redirect: {ACCEL_UPLOADS_PREFIX}{kind}/[size/]{name}`, which
+/// nginx serves from its `internal` location over UPLOAD_DIR. Anyone else gets the bytes.
+pub use crate::plan::render::paths::ACCEL_UPLOADS_PREFIX;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -235,24 +234,13 @@ async fn visible_file(
     Ok((kind, record))
 }
 
-/// The internal location nginx announced, if the request came through a trusted proxy.
-fn accel_prefix(state: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -> Option<String> {
-    let trusted = state
+/// Whether the request came straight from the stack's nginx.
+fn behind_nginx(state: &AppState, peer: std::net::IpAddr) -> bool {
+    state
         .config
         .trusted_proxies
         .iter()
-        .any(|n| n.contains(peer));
-    let value = headers
-        .get(ACCEL_HEADER)?
-        .to_str()
-        .ok()?
-        .trim_end_matches('/');
-    let safe = value.starts_with('/')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
-        && !value.contains("..");
-    (trusted && safe).then(|| value.to_string())
+        .any(|n| n.contains(peer))
 }
 
 #[utoipa::path(get, path = "/api/files/media/{kind}/{name}", operation_id = "files_serve", tag = "files", params(("kind" = String, Path), ("name" = String, Path), SizeQuery), responses((status = 200, description = "Success")), security(("bearer" = [])))]
@@ -260,7 +248,6 @@ async fn serve(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ConnectPeer(peer): ConnectPeer,
-    headers: HeaderMap,
     ApiPath((kind, name)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<SizeQuery>,
 ) -> ApiResult<Response> {
@@ -294,9 +281,9 @@ async fn serve(
             HeaderValue::from_static("nosniff"),
         ),
     ];
-    if let Some(prefix) = accel_prefix(&state, &headers, peer) {
+    if behind_nginx(&state, peer) {
         let target = format!(
-            "{prefix}/{}",
+            "{ACCEL_UPLOADS_PREFIX}{}",
             store::relative_path(kind, size, &record.name)
         );
         let target = HeaderValue::from_str(&target).map_err(|e| ApiError::Internal(e.into()))?;

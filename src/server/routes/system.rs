@@ -1,6 +1,5 @@
 //! Service endpoints: `/`, `/health`, `/status/database` and `/metrics`.
 
-use std::time::Duration;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
@@ -15,9 +14,8 @@ use crate::server::extract::ClientIp;
 use crate::server::state::AppState;
 use crate::{GIT_REVISION, VERSION};
 
-/// How long `/health` waits for the database before answering 503. Docker's probe and
-/// nginx both time out after a few seconds; an answer beats a hang.
-const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/status/database` waits for the database.
+const STATUS_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,21 +34,9 @@ async fn root() -> Json<serde_json::Value> {
     }))
 }
 
-/// Runs the database ping with a deadline; `Err` holds a reason safe to show.
-async fn ping(state: &AppState) -> Result<(), &'static str> {
-    match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.db.call(|c| db::ping(c))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "database health check failed");
-            Err("query failed")
-        }
-        Err(_) => Err("timed out"),
-    }
-}
-
 #[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
-    let db_result = ping(&state).await;
+    let db_result = state.health.verdict(&state.db).await;
     let healthy = db_result.is_ok();
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
@@ -76,8 +62,13 @@ async fn health(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success")))]
 async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
     let path = state.db.path().to_path_buf();
+    if let Err(reason) = state.db.check_file() {
+        let body =
+            json!({ "healthy": false, "error": reason, "connection_pool": state.db.pool_stats() });
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
     let result = tokio::time::timeout(
-        HEALTH_DB_TIMEOUT,
+        STATUS_DB_TIMEOUT,
         state.db.call(move |c| {
             db::ping(c)?;
             db::status(c, &path)

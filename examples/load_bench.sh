@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Load benchmark for `elior serve` (run on demand, never in the test suite).
+#
+#   examples/load_bench.sh            # elior + bare axum hello
+#   REFERENCE=1 examples/load_bench.sh  # also the FastAPI reference (needs a venv, see below)
+#
+# Measures GET /health and an authenticated GET /api/auth/me with wrk at 64 and 256
+# connections: requests/s, p50 and p99 latency, peak RSS (VmHWM), and the time from
+# process start to the first 200. The reference is examples/reference/app.py under
+# uvicorn with 4 workers, uvloop and httptools, from a venv at $REF_VENV (default
+# /tmp/refvenv: python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install fastapi
+# 'uvicorn[standard]' sqlalchemy pyjwt). Needs wrk and curl (Debian packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+cargo build --release --quiet --bin elior --example hello
+bin=target/release/elior
+
+wait_200() { # url -> prints ms until the first 200
+  local start=$1 url=$2
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ]; do sleep 0.005; done
+  echo $(( ($(date +%s%N) - start) / 1000000 ))
+}
+
+peak_rss_mib() { # sum of VmHWM over pids, in MiB
+  local total=0 kb
+  for p in "$@"; do
+    kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$(( total + kb ))
+  done
+  echo "$(( total / 1024 ))"
+}
+
+run_wrk() { # label url conns [header]
+  local label=$1 url=$2 conns=$3 header=${4:-}
+  local out
+  if [ -n "$header" ]; then
+    out=$(wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency -H "$header" "$url")
+  else
+    out=$(wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency "$url")
+  fi
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
+  printf '%-28s %5s conns  %12s req/s  p50 %8s  p99 %8s  %s\n' "$label" "$conns" "$rps" "$p50" "$p99" "$errors"
+}
+
+echo "== elior serve ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+mkdir -p "$work/elior"
+start=$(date +%s%N)
+(cd "$work/elior" && exec env -i JWT_SECRET=bench-secret-bench-secret-bench-secret LOG_LEVEL=warn \
+  "$OLDPWD/$bin" serve --bind 127.0.0.1:18080 2>"$work/elior.log") &
+epid=$!; pids+=("$epid")
+echo "first 200 after $(wait_200 "$start" http://127.0.0.1:18080/health) ms"
+curl -s -o /dev/null -X POST http://127.0.0.1:18080/api/auth/register -H 'content-type: application/json' \
+  -d '{"username":"bench","email":"bench@example.com","password":"bench-password","full_name":"Bench"}'
+token=$(curl -s -X POST http://127.0.0.1:18080/api/auth/login -H 'content-type: application/json' \
+  -d '{"username":"bench","password":"bench-password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+for c in 64 256; do
+  run_wrk "elior /health" http://127.0.0.1:18080/health "$c"
+  run_wrk "elior /api/auth/me" http://127.0.0.1:18080/api/auth/me "$c" "Authorization: Bearer $token"
+done
+echo "peak RSS $(peak_rss_mib "$epid") MiB"
+
+echo "== bare axum hello"
+target/release/examples/hello 127.0.0.1:18081 & hpid=$!; pids+=("$hpid")
+wait_200 "$(date +%s%N)" http://127.0.0.1:18081/health >/dev/null
+for c in 64 256; do run_wrk "axum hello /health" http://127.0.0.1:18081/health "$c"; done
+
+if [ "${REFERENCE:-0}" = 1 ]; then
+  venv=${REF_VENV:-/tmp/refvenv}
+  echo "== FastAPI reference (uvicorn, 4 workers, uvloop, httptools)"
+  mkdir -p "$work/ref"
+  cp examples/reference/app.py "$work/ref/"
+  start=$(date +%s%N)
+  (cd "$work/ref" && exec "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port 18082 --workers 4 \
+    --loop uvloop --http httptools --log-level warning 2>"$work/ref.log") &
+  rpid=$!; pids+=("$rpid")
+  echo "first 200 after $(wait_200 "$start" http://127.0.0.1:18082/health) ms"
+  rtoken=$(cd "$work/ref" && "$venv/bin/python" app.py)
+  for c in 64 256; do
+    run_wrk "fastapi /health" http://127.0.0.1:18082/health "$c"
+    run_wrk "fastapi /api/auth/me" http://127.0.0.1:18082/api/auth/me "$c" "Authorization: Bearer $rtoken"
+  done
+  children=$(pgrep -P "$rpid" | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  echo "peak RSS $(peak_rss_mib "$rpid" $children) MiB (master + workers)"
+fi

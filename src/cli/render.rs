@@ -1,0 +1,172 @@
+//! `elior render`: writes the stack's compose file and nginx.conf from `.env.production`,
+//! or with `--check` reports how the files on disk differ from what would be written.
+//!
+//! Validation and rendering are pure (`config::stack`, `plan::render`); this file reads
+//! templates and writes the results, atomically and only when everything rendered.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::config::stack::StackConfig;
+use crate::plan::render::{self, RenderedFile, Templates, Upstream};
+
+/// Render docker-compose.prod.yml and nginx/nginx.conf from the stack's .env.production.
+///
+/// Templates are compiled into elior; --templates DIR uses DIR/docker-compose.prod.yml.j2
+/// and/or DIR/nginx.conf.j2 instead where they exist (minijinja syntax; copy the originals
+/// from the elior repository's templates/ folder to start).
+///
+/// Nothing is written unless every setting is valid and every file rendered. Files are
+/// replaced atomically, and left alone when already up to date.
+///
+/// Examples:
+///     elior render --dir /srv/elior
+///     elior render --check          # exit 1 and print a diff if a file was edited by hand
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RenderArgs {
+    /// The stack directory (holds .env.production)
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+    /// Change nothing; print a unified diff and exit 1 if the files on disk differ
+    #[arg(long)]
+    check: bool,
+    /// Folder of template overrides
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
+impl RenderArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let config = StackConfig::load(&self.dir)?;
+        super::config::print_warnings(&config);
+        let templates = load_templates(self.templates.as_deref())?;
+        let files = render::render_stack(&config, &templates, &Upstream::service(&config))?;
+        if self.check {
+            return check(&self.dir, &files);
+        }
+        for file in &files {
+            let path = self.dir.join(file.path);
+            if fs::read_to_string(&path).is_ok_and(|old| old == file.contents) {
+                println!("{} is up to date", file.path);
+                continue;
+            }
+            write_atomic(&path, file.contents.as_bytes(), 0o644)?;
+            println!("wrote {}", file.path);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The embedded templates, with the ones found in `dir` in their place.
+pub fn load_templates(dir: Option<&Path>) -> Result<Templates> {
+    let mut templates = Templates::embedded();
+    let Some(dir) = dir else {
+        return Ok(templates);
+    };
+    if !dir.is_dir() {
+        bail!(
+            "template folder {} does not exist\npass a folder holding {} and/or {}",
+            dir.display(),
+            render::COMPOSE_TEMPLATE,
+            render::NGINX_TEMPLATE
+        );
+    }
+    let mut found = 0;
+    for name in [render::COMPOSE_TEMPLATE, render::NGINX_TEMPLATE] {
+        let path = dir.join(name);
+        if path.exists() {
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("failed to read template {}", path.display()))?;
+            templates.set(name, text)?;
+            eprintln!("using template {}", path.display());
+            found += 1;
+        }
+    }
+    if found == 0 {
+        bail!(
+            "template folder {} holds neither {} nor {}\nname the files exactly so",
+            dir.display(),
+            render::COMPOSE_TEMPLATE,
+            render::NGINX_TEMPLATE
+        );
+    }
+    Ok(templates)
+}
+
+fn check(dir: &Path, files: &[RenderedFile]) -> Result<ExitCode> {
+    let mut drifted = Vec::new();
+    for file in files {
+        let path = dir.join(file.path);
+        let on_disk = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+        };
+        if on_disk != file.contents {
+            let diff = similar::TextDiff::from_lines(&on_disk, &file.contents);
+            print!(
+                "{}",
+                diff.unified_diff().context_radius(3).header(
+                    &format!("{} (on disk)", file.path),
+                    &format!("{} (rendered)", file.path)
+                )
+            );
+            drifted.push(file.path);
+        }
+    }
+    if drifted.is_empty() {
+        eprintln!(
+            "up to date: {}",
+            files.iter().map(|f| f.path).collect::<Vec<_>>().join(", ")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "drift: {} {} from what `elior render` would write\nrun `elior render` to overwrite them, or move hand edits into .env.production or --templates",
+            drifted.join(", "),
+            if drifted.len() == 1 { "differs" } else { "differ" }
+        );
+        Ok(ExitCode::from(super::EXIT_CHECK_FAILED))
+    }
+}
+
+/// Writes `bytes` to `path` so readers see the old file or the new one, never a partial
+/// one: a temp file in the same directory with `mode`, fsync, rename, fsync of the folder.
+/// On failure the temp file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // open()'s mode is filtered by the umask; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("failed to write {}", path.display()));
+    }
+    Ok(())
+}

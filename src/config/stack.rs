@@ -1,0 +1,767 @@
+//! The stack's settings: a stack directory's `.env.production`, validated into a typed
+//! [`StackConfig`] that `render`, `config show` and (later) `deploy` and `backup` use.
+//!
+//! The keys `elior serve` reads are validated by [`ServeConfig::from_raw`], so serve's rules
+//! live in one place; this module adds the keys only the stack uses (ports, images, email,
+//! backups, schedules, HSTS preload) and the rules that hold when the API runs inside the
+//! stack's container (a real secret, absolute paths inside the container). Pure apart from
+//! reading the env file: it creates nothing and never looks at the network or Docker.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::domain::{self, Domain};
+use super::{envfile, invalid, Origin, RawSettings, ServeConfig, SERVE_KEYS};
+
+/// The env file inside a stack directory.
+pub const ENV_FILE: &str = ".env.production";
+
+/// Keys that only the stack uses (serve ignores them).
+pub const STACK_KEYS: &[&str] = &[
+    "ACME_EMAIL",
+    "BACKUP_DIR",
+    "BACKUP_RETENTION_DAYS",
+    "BACKUP_SCHEDULE",
+    "CERT_RENEW_SCHEDULE",
+    "HTTP_PORT",
+    "HTTPS_PORT",
+    "API_IMAGE",
+    "PROXY_IMAGE",
+    "HSTS_PRELOAD",
+];
+
+/// Keys whose values `config show` never prints.
+pub const SECRET_KEYS: &[&str] = &["JWT_SECRET"];
+
+pub const DEFAULT_API_IMAGE: &str = "elior-fitness-api:latest";
+/// The production proxy image; tests stand in Debian's nginx packed into a local image.
+pub const DEFAULT_PROXY_IMAGE: &str = "nginx:stable-alpine";
+pub const DEFAULT_BACKUP_DIR: &str = "./backups";
+pub const DEFAULT_BACKUP_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
+pub const DEFAULT_CERT_RENEW_SCHEDULE: &str = "0 12 * * *";
+/// Where the API finds its database and uploads inside its container; the compose file
+/// bind-mounts the stack's `./data` and `./uploads` there.
+pub const CONTAINER_DATABASE_URL: &str = "sqlite:////app/data/elior_fitness.db";
+pub const CONTAINER_UPLOAD_DIR: &str = "/app/uploads";
+
+/// A standard 5-field cron expression (minute hour day month weekday), checked with the
+/// `cron` crate, which wants a leading seconds field; we add `0 `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronExpr {
+    expr: String,
+    schedule: cron::Schedule,
+}
+
+impl CronExpr {
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+    /// The schedule the `cron` crate understands (with the seconds field).
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+}
+
+impl FromStr for CronExpr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let fields: Vec<&str> = s.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(format!(
+                "{s:?} has {} fields; use the 5-field cron form MINUTE HOUR DAY MONTH WEEKDAY, such as \"0 2 * * *\"",
+                fields.len()
+            ));
+        }
+        let expr = fields.join(" ");
+        let weekday = cron_crate_weekdays(fields[4])
+            .map_err(|m| format!("{s:?} has a bad weekday field: {m}"))?;
+        let for_crate = format!("0 {} {weekday}", fields[..4].join(" "));
+        let schedule = cron::Schedule::from_str(&for_crate).map_err(|e| {
+            format!(
+                "{s:?} is not a cron expression ({e}); for example \"0 2 * * *\" is 02:00 daily"
+            )
+        })?;
+        Ok(CronExpr { expr, schedule })
+    }
+}
+
+/// Standard cron numbers weekdays 0-7 with Sunday as 0 and 7; the `cron` crate numbers
+/// them 1-7 from Sunday. Names (`Mon-Fri`) mean the same in both and pass through.
+fn cron_crate_weekdays(field: &str) -> Result<String, String> {
+    let shift = |n: &str| -> Result<u8, String> {
+        match n.parse::<u8>() {
+            Ok(7) => Ok(1),
+            Ok(d) if d < 7 => Ok(d + 1),
+            _ => Err(format!(
+                "{n:?} is not a weekday; use 0-7 (0 and 7 are Sunday) or Sun-Sat"
+            )),
+        }
+    };
+    let numeric = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    let mut items = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let step_suffix = step.map_or(String::new(), |s| format!("/{s}"));
+        match range.split_once('-') {
+            Some((a, b)) if numeric(a) && numeric(b) => {
+                let (start, end) = (shift(a)?, b.parse::<u8>().unwrap_or(u8::MAX));
+                if end == 7 && a == "0" {
+                    items.push(format!("1-7{step_suffix}"));
+                } else if end == 7 {
+                    // `5-7` is Friday to Sunday: Friday-Saturday, then Sunday (1).
+                    if step.is_some() {
+                        return Err(format!(
+                            "{item:?}: a stepped range ending in 7 is ambiguous; use 0-6 or names"
+                        ));
+                    }
+                    items.push(format!("{start}-7"));
+                    items.push("1".to_string());
+                } else {
+                    items.push(format!("{start}-{}{step_suffix}", shift(b)?));
+                }
+            }
+            None if numeric(range) && !range.is_empty() => {
+                items.push(format!("{}{step_suffix}", shift(range)?))
+            }
+            _ => items.push(item.to_string()),
+        }
+    }
+    Ok(items.join(","))
+}
+
+/// A Docker image reference: `[registry[:port]/]path[:tag][@sha256:digest]`, as the
+/// distribution spec's grammar allows (lower-case path components).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ImageRef(String);
+
+impl ImageRef {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let fail = || {
+            format!(
+                "{s:?} is not an image reference; use NAME[:TAG] such as nginx:stable-alpine or registry.example.com/team/api:1.2"
+            )
+        };
+        let (name_tag, digest) = match s.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s, None),
+        };
+        if let Some(d) = digest {
+            let hex = d.strip_prefix("sha256:").ok_or_else(fail)?;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(fail());
+            }
+        }
+        // A ':' after the last '/' starts the tag; one before it is a registry port.
+        let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_tag[last_slash..].find(':') {
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(&name_tag[last_slash + i + 1..]),
+            ),
+            None => (name_tag, None),
+        };
+        if let Some(tag) = tag {
+            let ok = !tag.is_empty()
+                && tag.len() <= 128
+                && !tag.starts_with(['.', '-'])
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !ok {
+                return Err(fail());
+            }
+        }
+        let mut parts: Vec<&str> = name.split('/').collect();
+        if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+            let registry = parts.remove(0);
+            let (host, port) = match registry.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (registry, None),
+            };
+            if domain::parse(host).is_err()
+                || port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0))
+            {
+                return Err(fail());
+            }
+        }
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.split(['.', '_', '-']).all(|w| {
+                    !w.is_empty()
+                        && w.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+        };
+        // `__` is also a legal separator; the split above sees it as an empty word.
+        if parts.is_empty() || !parts.iter().all(|c| component_ok(&c.replace("__", "_"))) {
+            return Err(fail());
+        }
+        Ok(ImageRef(s.to_string()))
+    }
+}
+
+/// Validated settings of a stack directory.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// What the API will run with (the same rules `elior serve` applies).
+    pub serve: ServeConfig,
+    pub domain: Domain,
+    pub acme_email: Option<String>,
+    /// Backups folder on the host, relative to the stack directory or absolute.
+    pub backup_dir: String,
+    pub backup_retention_days: u32,
+    pub backup_schedule: CronExpr,
+    pub cert_renew_schedule: CronExpr,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub api_image: ImageRef,
+    pub proxy_image: ImageRef,
+    /// Adds `preload` to HSTS; only on explicit request, since preloading is hard to undo.
+    pub hsts_preload: bool,
+    /// `TRUSTED_PROXIES` as the API container gets it: the file's value, or the private
+    /// ranges (see [`default_trusted_proxies`]).
+    pub trusted_proxies: Vec<String>,
+    /// Warnings that do not stop anything, such as unknown keys.
+    pub warnings: Vec<String>,
+    /// Each setting's effective value and where it came from, for `config show`.
+    pub settings: Vec<Setting>,
+}
+
+/// Private ranges the API believes forwarding headers from when the file names none. The
+/// API sits on an `internal: true` network that only nginx shares, so any peer there is
+/// our proxy.
+pub fn default_trusted_proxies() -> Vec<String> {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// One effective setting, for `config show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub key: &'static str,
+    /// The effective value; secrets are already replaced by `[redacted]`.
+    pub value: String,
+    /// `file line N` or `default`.
+    pub source: String,
+}
+
+impl StackConfig {
+    /// Reads and validates `DIR/.env.production`.
+    pub fn load(dir: &Path) -> Result<StackConfig> {
+        let path = dir.join(ENV_FILE);
+        if !path.exists() {
+            bail!(
+                "no env file at {}\nrun `elior init DOMAIN --dir {}` to create the stack directory",
+                path.display(),
+                dir.display()
+            );
+        }
+        let raw = RawSettings::from_env_file(&path)?;
+        Self::from_raw(&raw).with_context(|| format!("invalid settings in {}", path.display()))
+    }
+
+    /// The API's database file as seen from the host. The env file names it as the API
+    /// container sees it; the compose file bind-mounts `DIR/data` on its folder.
+    pub fn host_database_path(&self, dir: &Path) -> PathBuf {
+        let file = self
+            .serve
+            .database_path
+            .file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("elior_fitness.db"));
+        dir.join("data").join(file)
+    }
+
+    /// The uploads folder as seen from the host (bind-mounted on `UPLOAD_DIR`).
+    pub fn host_uploads_dir(&self, dir: &Path) -> PathBuf {
+        dir.join("uploads")
+    }
+
+    /// Validates raw settings (the env file alone: the process environment of the machine
+    /// running `elior render` has no say in what the stack runs with).
+    pub fn from_raw(raw: &RawSettings) -> Result<StackConfig> {
+        if raw.non_empty("DOMAIN").is_none() {
+            bail!("DOMAIN is not set; add DOMAIN=example.com (the server's public name)");
+        }
+        if raw.non_empty("JWT_SECRET").is_none() {
+            bail!(
+                "JWT_SECRET is not set; the API would make a new one at every restart and log everyone out\n\
+                 add one with `openssl rand -hex 32`, or run `elior init` to fill in missing keys"
+            );
+        }
+        let serve = ServeConfig::from_raw(raw, None)?;
+        let domain = domain::parse(&serve.domain).map_err(anyhow::Error::msg)?;
+
+        let in_container = |key: &str, path: &Path, example: &str| -> Result<()> {
+            let text = path.to_string_lossy();
+            // The folder is a bind mount: over a system folder it would hide the binary
+            // or the libraries it needs.
+            let system = [
+                "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev",
+            ]
+            .iter()
+            .any(|sys| path.starts_with(sys));
+            let safe = path.is_absolute()
+                && path.parent().is_some_and(|p| p != Path::new("/"))
+                && !system
+                && safe_path(&text)
+                && !text.contains("/../");
+            if !safe {
+                let origin = raw.get_with_origin(key).map(|(_, o)| o.clone());
+                let at = origin.map_or_else(String::new, |o| format!(" ({o})"));
+                bail!(
+                    "{key}{at}: {text:?} must be an absolute path inside the API container, below a folder that is not / or a system folder, with letters, digits, '.', '_', '-' and '/'; use {example}"
+                );
+            }
+            Ok(())
+        };
+        in_container("DATABASE_URL", &serve.database_path, CONTAINER_DATABASE_URL)?;
+        in_container("UPLOAD_DIR", &serve.upload_dir, CONTAINER_UPLOAD_DIR)?;
+
+        let acme_email = match raw.non_empty("ACME_EMAIL") {
+            None => None,
+            Some((v, o)) => Some(parse_email(v).map_err(|m| invalid("ACME_EMAIL", o, m))?),
+        };
+        let backup_dir = match raw.non_empty("BACKUP_DIR") {
+            None => DEFAULT_BACKUP_DIR.to_string(),
+            Some((v, o)) => {
+                if !safe_path(v) {
+                    bail!(invalid(
+                        "BACKUP_DIR",
+                        o,
+                        format!("{v:?} is not a plain path; use letters, digits, '.', '_', '-' and '/', such as ./backups")
+                    ));
+                }
+                v.to_string()
+            }
+        };
+        let backup_retention_days = parsed(
+            raw,
+            "BACKUP_RETENTION_DAYS",
+            DEFAULT_BACKUP_RETENTION_DAYS,
+            |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=3650).contains(d))
+                    .ok_or_else(|| format!("{v:?} is not a number of days between 1 and 3650"))
+            },
+        )?;
+        let backup_schedule = parsed(
+            raw,
+            "BACKUP_SCHEDULE",
+            DEFAULT_BACKUP_SCHEDULE.parse().expect("valid"),
+            CronExpr::from_str,
+        )?;
+        let cert_renew_schedule = parsed(
+            raw,
+            "CERT_RENEW_SCHEDULE",
+            DEFAULT_CERT_RENEW_SCHEDULE.parse().expect("valid"),
+            CronExpr::from_str,
+        )?;
+        let http_port = parsed(raw, "HTTP_PORT", 80, parse_port)?;
+        let https_port = parsed(raw, "HTTPS_PORT", 443, parse_port)?;
+        if http_port == https_port {
+            bail!("HTTP_PORT and HTTPS_PORT are both {http_port}; give them different ports");
+        }
+        let api_image = parsed(
+            raw,
+            "API_IMAGE",
+            ImageRef(DEFAULT_API_IMAGE.into()),
+            ImageRef::from_str,
+        )?;
+        let proxy_image = parsed(
+            raw,
+            "PROXY_IMAGE",
+            ImageRef(DEFAULT_PROXY_IMAGE.into()),
+            ImageRef::from_str,
+        )?;
+        let hsts_preload = parsed(raw, "HSTS_PRELOAD", false, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => Ok(true),
+                "false" | "no" | "0" | "off" => Ok(false),
+                _ => Err(format!("{v:?} is not a boolean; use true or false")),
+            }
+        })?;
+        // Already validated by serve as addresses or CIDRs; keep the spelling the user chose.
+        let trusted_proxies = match raw.non_empty("TRUSTED_PROXIES") {
+            Some((v, _)) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            None => default_trusted_proxies(),
+        };
+
+        let warnings = unknown_key_warnings(raw);
+        let mut config = StackConfig {
+            serve,
+            domain,
+            acme_email,
+            backup_dir,
+            backup_retention_days,
+            backup_schedule,
+            cert_renew_schedule,
+            http_port,
+            https_port,
+            api_image,
+            proxy_image,
+            hsts_preload,
+            trusted_proxies,
+            warnings,
+            settings: Vec::new(),
+        };
+        config.settings = effective_settings(&config, raw);
+        Ok(config)
+    }
+}
+
+/// Parses an optional key, or returns the default when it is absent or blank.
+fn parsed<T>(
+    raw: &RawSettings,
+    key: &str,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T> {
+    match raw.non_empty(key) {
+        None => Ok(default),
+        Some((v, o)) => parse(v).map_err(|m| invalid(key, o, m)),
+    }
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{v:?} is not a port; use a number from 1 to 65535"))
+}
+
+/// Paths that are safe to write into YAML and nginx.conf as they are.
+fn safe_path(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+}
+
+/// A deliberately plain check: one `@`, a local part without spaces or quotes, and a
+/// domain that passes the hostname rules. ACME servers do their own, stricter check.
+pub fn parse_email(v: &str) -> Result<String, String> {
+    let fail = || format!("{v:?} is not an email address; use NAME@example.com");
+    let (local, host) = v.split_once('@').ok_or_else(fail)?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
+    let host = domain::parse(host).map_err(|_| fail())?;
+    if !local_ok || !host.is_public() {
+        return Err(fail());
+    }
+    Ok(format!("{local}@{host}"))
+}
+
+fn unknown_key_warnings(raw: &RawSettings) -> Vec<String> {
+    let known = || SERVE_KEYS.iter().chain(STACK_KEYS);
+    raw.values
+        .iter()
+        .filter(|(key, _)| !known().any(|k| k == key))
+        .map(|(key, (_, origin))| {
+            let closest = known()
+                .map(|k| (strsim::jaro_winkler(key, k), *k))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .filter(|(score, _)| *score >= 0.8);
+            match closest {
+                Some((_, k)) => format!("unknown key {key} ({origin}); did you mean {k}?"),
+                None => format!("unknown key {key} ({origin}) is ignored"),
+            }
+        })
+        .collect()
+}
+
+fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
+    let s = &c.serve;
+    let values: Vec<(&'static str, String)> = vec![
+        ("ENVIRONMENT", s.environment.as_str().into()),
+        ("DOMAIN", c.domain.to_string()),
+        ("CORS_ORIGINS", s.cors_origins.join(",")),
+        ("JWT_SECRET", "[redacted]".into()),
+        ("JWT_ALGORITHM", "HS256".into()),
+        (
+            "ACCESS_TOKEN_EXPIRE_MINUTES",
+            (s.access_token_ttl.as_secs() / 60).to_string(),
+        ),
+        (
+            "DATABASE_URL",
+            format!("sqlite:///{}", s.database_path.display()),
+        ),
+        ("UPLOAD_DIR", s.upload_dir.display().to_string()),
+        ("MAX_FILE_SIZE", s.max_file_size.to_string()),
+        ("LOG_LEVEL", s.log_filter.clone()),
+        ("BIND_ADDRESS", s.bind.to_string()),
+        ("TRUSTED_PROXIES", c.trusted_proxies.join(",")),
+        ("ACME_EMAIL", c.acme_email.clone().unwrap_or_default()),
+        ("BACKUP_DIR", c.backup_dir.clone()),
+        ("BACKUP_RETENTION_DAYS", c.backup_retention_days.to_string()),
+        ("BACKUP_SCHEDULE", c.backup_schedule.as_str().into()),
+        ("CERT_RENEW_SCHEDULE", c.cert_renew_schedule.as_str().into()),
+        ("HTTP_PORT", c.http_port.to_string()),
+        ("HTTPS_PORT", c.https_port.to_string()),
+        ("API_IMAGE", c.api_image.to_string()),
+        ("PROXY_IMAGE", c.proxy_image.to_string()),
+        ("HSTS_PRELOAD", c.hsts_preload.to_string()),
+    ];
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            let value = if SECRET_KEYS.contains(&key) {
+                "[redacted]".to_string()
+            } else {
+                value
+            };
+            let source = match raw.non_empty(key) {
+                Some((_, Origin::File { line, .. })) => format!("file line {line}"),
+                Some((_, Origin::Environment)) => "environment".to_string(),
+                None => "default".to_string(),
+            };
+            Setting { key, value, source }
+        })
+        .collect()
+}
+
+/// The keys and values `elior init` writes, in file order, for a new stack. Render this
+/// with [`envfile::quote`]; the template in `templates/env.production` adds the comments.
+pub fn init_values(
+    domain: &Domain,
+    email: Option<&str>,
+    jwt_secret: &str,
+) -> Vec<(&'static str, String)> {
+    let host = domain.url_host();
+    let cors = if domain.is_public() {
+        format!("https://{host},https://www.{host}")
+    } else {
+        format!("https://{host}")
+    };
+    vec![
+        ("ENVIRONMENT", "production".into()),
+        ("DOMAIN", domain.to_string()),
+        ("CORS_ORIGINS", cors),
+        ("JWT_SECRET", jwt_secret.into()),
+        ("JWT_ALGORITHM", "HS256".into()),
+        ("ACCESS_TOKEN_EXPIRE_MINUTES", "30".into()),
+        ("DATABASE_URL", CONTAINER_DATABASE_URL.into()),
+        ("MAX_FILE_SIZE", (10 * 1024 * 1024).to_string()),
+        ("UPLOAD_DIR", CONTAINER_UPLOAD_DIR.into()),
+        ("ACME_EMAIL", email.unwrap_or_default().into()),
+        ("BACKUP_DIR", DEFAULT_BACKUP_DIR.into()),
+        (
+            "BACKUP_RETENTION_DAYS",
+            DEFAULT_BACKUP_RETENTION_DAYS.to_string(),
+        ),
+        ("BACKUP_SCHEDULE", DEFAULT_BACKUP_SCHEDULE.into()),
+        ("CERT_RENEW_SCHEDULE", DEFAULT_CERT_RENEW_SCHEDULE.into()),
+        ("HTTP_PORT", "80".into()),
+        ("HTTPS_PORT", "443".into()),
+        ("API_IMAGE", DEFAULT_API_IMAGE.into()),
+        ("PROXY_IMAGE", DEFAULT_PROXY_IMAGE.into()),
+    ]
+}
+
+/// Parses env-file text of a stack for `init`'s "add missing keys" pass.
+pub fn existing_keys(text: &str, path: &Path) -> Result<Vec<String>> {
+    let entries = envfile::parse(text)
+        .with_context(|| format!("env file {} is malformed", path.display()))?;
+    Ok(entries.into_iter().map(|e| e.key).collect())
+}
+
+/// The stack directory's env file path.
+pub fn env_file_path(dir: &Path) -> PathBuf {
+    dir.join(ENV_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        let mut text = format!("ENVIRONMENT=production\nDOMAIN=example.com\nJWT_SECRET={SECRET}\nDATABASE_URL={CONTAINER_DATABASE_URL}\nUPLOAD_DIR={CONTAINER_UPLOAD_DIR}\n");
+        for (k, v) in pairs {
+            text.push_str(&format!("{k}={}\n", envfile::quote(v)));
+        }
+        let mut raw = RawSettings::default();
+        for e in envfile::parse(&text).unwrap() {
+            raw.values.insert(
+                e.key,
+                (
+                    e.value,
+                    Origin::File {
+                        path: ".env.production".into(),
+                        line: e.line,
+                    },
+                ),
+            );
+        }
+        raw
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        format!("{:#}", StackConfig::from_raw(&raw(pairs)).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_and_effective_settings() {
+        let c = StackConfig::from_raw(&raw(&[])).unwrap();
+        assert_eq!((c.http_port, c.https_port), (80, 443));
+        assert_eq!(c.api_image.as_str(), DEFAULT_API_IMAGE);
+        assert_eq!(c.backup_schedule.as_str(), "0 2 * * *");
+        assert!(!c.hsts_preload);
+        assert!(c.warnings.is_empty());
+        let secret = c.settings.iter().find(|s| s.key == "JWT_SECRET").unwrap();
+        assert_eq!(
+            (secret.value.as_str(), secret.source.as_str()),
+            ("[redacted]", "file line 3")
+        );
+        let port = c.settings.iter().find(|s| s.key == "HTTP_PORT").unwrap();
+        assert_eq!(port.source, "default");
+        assert!(!format!("{c:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn each_key_is_checked_for_its_type() {
+        for (pairs, needle) in [
+            (
+                vec![("HTTP_PORT", "80a")],
+                "HTTP_PORT (.env.production line 6): \"80a\" is not a port",
+            ),
+            (vec![("HTTPS_PORT", "70000")], "HTTPS_PORT"),
+            (vec![("HTTPS_PORT", "80")], "different ports"),
+            (vec![("MAX_FILE_SIZE", "10MB")], "MAX_FILE_SIZE"),
+            (vec![("BACKUP_SCHEDULE", "0 2 * *")], "5-field"),
+            (
+                vec![("CERT_RENEW_SCHEDULE", "0 25 * * *")],
+                "not a cron expression",
+            ),
+            (vec![("BACKUP_RETENTION_DAYS", "0")], "between 1 and 3650"),
+            (vec![("ACME_EMAIL", "not-an-email")], "ACME_EMAIL"),
+            (vec![("ACME_EMAIL", "a b@example.com")], "ACME_EMAIL"),
+            (vec![("CORS_ORIGINS", "http://example.com")], "https"),
+            (vec![("API_IMAGE", "Elior:latest")], "API_IMAGE"),
+            (vec![("PROXY_IMAGE", "nginx:stable alpine")], "PROXY_IMAGE"),
+            (vec![("PROXY_IMAGE", "nginx;rm")], "PROXY_IMAGE"),
+            (vec![("HSTS_PRELOAD", "maybe")], "boolean"),
+            (
+                vec![("JWT_SECRET", "change-me-change-me-change-me-change-me")],
+                "placeholder",
+            ),
+            (vec![("DOMAIN", "example.com;")], "DOMAIN"),
+            (
+                vec![("DATABASE_URL", "sqlite:///./data/x.db")],
+                "inside the API container",
+            ),
+            (vec![("UPLOAD_DIR", "/app/up loads")], "UPLOAD_DIR"),
+            (vec![("UPLOAD_DIR", "/usr/local/bin")], "system folder"),
+            (vec![("DATABASE_URL", "sqlite:////x.db")], "DATABASE_URL"),
+            (vec![("BACKUP_DIR", "./back ups")], "BACKUP_DIR"),
+        ] {
+            let e = err(&pairs);
+            assert!(e.contains(needle), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_a_suggestion() {
+        let c = StackConfig::from_raw(&raw(&[("HTTPS_PROT", "443"), ("ZZZ", "1")])).unwrap();
+        assert_eq!(
+            c.warnings,
+            vec![
+                "unknown key HTTPS_PROT (.env.production line 6); did you mean HTTPS_PORT?",
+                "unknown key ZZZ (.env.production line 7) is ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "nginx",
+            "nginx:stable-alpine",
+            "elior-fitness-api:latest",
+            "registry.example.com:5000/team/api:1.2.3",
+            "localhost/elior_api__x:dev",
+            "elior-fixture/nginx:debian",
+            &format!("nginx@sha256:{}", "a".repeat(64)),
+        ] {
+            assert!(ok.parse::<ImageRef>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Nginx",
+            "nginx:",
+            "nginx:-x",
+            "a//b",
+            "nginx@sha256:12",
+            "-x",
+            "x y",
+        ] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cron_weekdays_are_numbered_as_in_standard_cron() {
+        use chrono::{Datelike, TimeZone, Utc, Weekday::*};
+        let days = |expr: &str| {
+            let c: CronExpr = expr.parse().unwrap();
+            let from = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap(); // a Sunday
+            let mut days: Vec<_> = c
+                .schedule()
+                .after(&from)
+                .take(7)
+                .map(|t| t.weekday())
+                .collect();
+            days.sort_by_key(|d| d.num_days_from_sunday());
+            days.dedup();
+            days
+        };
+        assert_eq!(days("0 2 * * 0"), vec![Sun]);
+        assert_eq!(days("0 2 * * 7"), vec![Sun]);
+        assert_eq!(days("0 2 * * 1"), vec![Mon]);
+        assert_eq!(days("0 2 * * 1-5"), vec![Mon, Tue, Wed, Thu, Fri]);
+        assert_eq!(days("0 2 * * 5-7"), vec![Sun, Fri, Sat]);
+        assert_eq!(days("0 2 * * 0,6"), vec![Sun, Sat]);
+        assert_eq!(days("0 2 * * 1-5/2"), vec![Mon, Wed, Fri]);
+        assert_eq!(days("0 2 * * Sat"), vec![Sat]);
+        assert_eq!(days("0 2 * * 0-7").len(), 7);
+        assert!("0 2 * * 8".parse::<CronExpr>().is_err());
+    }
+
+    #[test]
+    fn cron_accepts_the_standard_five_fields() {
+        let c: CronExpr = "30  4 * * Mon-Fri".parse().unwrap();
+        assert_eq!(c.as_str(), "30 4 * * Mon-Fri");
+        assert!("0 0 2 * * *".parse::<CronExpr>().is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure planning: from validated settings and observed facts to what should exist or
+//! happen. No I/O and no async here; tests assert exact outputs.
+
+pub mod certs;
+pub mod render;

@@ -1,0 +1,278 @@
+//! ACME (RFC 8555) through instant-acme: the stored account, HTTP-01 orders answered
+//! from the stack's webroot, and the CA's renewal window (ARI, RFC 9773).
+//!
+//! Owns talking to the CA and the account file. It does not install certificates
+//! (`install`), decide when to renew (`plan::certs`) or check reachability
+//! (`preflight`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use instant_acme::{
+    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, BodyWrapper,
+    CertificateIdentifier, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+
+use super::files::{self, write_atomic, PUBLIC_MODE, SECRET_MODE};
+use super::selfsigned::Issued;
+use crate::plan::certs::AriWindow;
+
+/// How long the CA may take to validate and to issue.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where to find the CA and how to reach it.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    pub directory: String,
+    pub email: Option<String>,
+    /// PEM roots for the CA's HTTPS endpoint (private CAs); system roots otherwise.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The account file: one account per directory URL, so switching between staging and
+/// production keeps both.
+#[derive(Default, Serialize, Deserialize)]
+struct AccountFile {
+    accounts: BTreeMap<String, AccountCredentials>,
+}
+
+/// Loads the account stored for `ca.directory` from `path`, or registers a new one and
+/// stores it (mode 0600) before using it.
+pub async fn account(path: &Path, ca: &CaSettings) -> Result<Account> {
+    let mut stored: AccountFile = if path.exists() {
+        serde_json::from_slice(&files::read(path)?).with_context(|| {
+            format!(
+                "account file {} is corrupt\nmove it away to register a new account",
+                path.display()
+            )
+        })?
+    } else {
+        AccountFile::default()
+    };
+    if let Some(credentials) = stored.accounts.remove(&ca.directory) {
+        return builder(ca)?
+            .from_credentials(credentials)
+            .await
+            .map_err(|e| ca_error(e, ca, "failed to load the ACME account"));
+    }
+    let contact = ca.email.as_ref().map(|e| format!("mailto:{e}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = builder(ca)?
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            ca.directory.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| ca_error(e, ca, "the CA refused to register an account"))?;
+    // Read again: only the entry for this directory changes.
+    let mut file: AccountFile = if path.exists() {
+        serde_json::from_slice(&files::read(path)?).unwrap_or_default()
+    } else {
+        AccountFile::default()
+    };
+    file.accounts.insert(ca.directory.clone(), credentials);
+    write_atomic(path, &serde_json::to_vec_pretty(&file)?, SECRET_MODE)?;
+    Ok(account)
+}
+
+fn builder(ca: &CaSettings) -> Result<AccountBuilder> {
+    let Some(ca_file) = &ca.ca_file else {
+        return Account::builder().map_err(|e| anyhow!("failed to set up the ACME client: {e}"));
+    };
+    let roots = super::inspect::load_roots(ca_file)?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS setup failed")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, BodyWrapper<bytes::Bytes>>(connector);
+    Ok(Account::builder_with_http(Box::new(client)))
+}
+
+/// Names the CA and adds a hint to an instant-acme error.
+fn ca_error(err: instant_acme::Error, ca: &CaSettings, what: &str) -> anyhow::Error {
+    let hint = match &err {
+        instant_acme::Error::Api(problem) => match problem.r#type.as_deref() {
+            Some(t) if t.ends_with(":rateLimited") => {
+                "the CA's rate limit was hit; wait before retrying, or test with --staging"
+            }
+            Some(t) if t.ends_with(":invalidContact") || t.ends_with(":unsupportedContact") => {
+                "fix ACME_EMAIL in .env.production"
+            }
+            Some(t) if t.ends_with(":accountDoesNotExist") => {
+                "the CA no longer knows the stored account; move .elior/acme/account.json away to register again"
+            }
+            Some(t) if t.ends_with(":rejectedIdentifier") => {
+                "the CA will not issue for this name (policy); check DOMAIN"
+            }
+            _ => "see the CA's problem type and detail above; retry once it is fixed",
+        },
+        _ => "check ACME_DIRECTORY and that the CA is reachable (ACME_CA_FILE for a private CA)",
+    };
+    anyhow!("{what} at {}: {err}\n{hint}", ca.directory)
+}
+
+/// Orders a certificate for `names` (the first is the main name) and answers HTTP-01
+/// challenges by writing tokens under `challenge_dir`. `replaces` marks the order as a
+/// renewal of that certificate (ARI). Returns the full chain and a new ECDSA P-256 key.
+pub async fn obtain(
+    account: &Account,
+    ca: &CaSettings,
+    names: &[String],
+    challenge_dir: &Path,
+    replaces: Option<CertificateIdentifier<'static>>,
+) -> Result<Issued> {
+    let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
+    let mut request = NewOrder::new(&identifiers);
+    if let Some(replaces) = replaces {
+        request = request.replaces(replaces);
+    }
+    let mut order = account
+        .new_order(&request)
+        .await
+        .map_err(|e| ca_error(e, ca, "the CA refused the order"))?;
+
+    let mut tokens = TokenFiles {
+        dir: challenge_dir.to_path_buf(),
+        written: Vec::new(),
+    };
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| ca_error(e, ca, "failed to fetch an authorization"))?;
+        if authz.status == AuthorizationStatus::Valid {
+            continue; // validated recently for this account; nothing to answer
+        }
+        let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+            anyhow!("the CA offers no HTTP-01 challenge for {names:?}\nelior only answers HTTP-01")
+        })?;
+        tokens.write(&challenge.token, challenge.key_authorization().as_str())?;
+        challenge
+            .set_ready()
+            .await
+            .map_err(|e| ca_error(e, ca, "failed to start the challenge"))?;
+    }
+
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
+        .timeout(ORDER_TIMEOUT);
+    let not_validated = |detail: String| {
+        anyhow!(
+            "the CA did not validate {}: {detail}\nthe CA must reach http://NAME/.well-known/acme-challenge/ on this host's HTTP port; check DNS, the firewall and port forwarding",
+            names.join(", ")
+        )
+    };
+    let status = match order.poll_ready(&retry).await {
+        Ok(status) => status,
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(not_validated(
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.to_string()),
+            ))
+        }
+        Err(err) => return Err(ca_error(err, ca, "the order did not become ready")),
+    };
+    if status != OrderStatus::Ready {
+        let mut reasons = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(authz)) = authorizations.next().await {
+            for challenge in &authz.challenges {
+                if let Some(problem) = &challenge.error {
+                    reasons.push(format!("{}: {problem}", authz.identifier()));
+                }
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push(format!("the order is {status:?}"));
+        }
+        return Err(not_validated(reasons.join("; ")));
+    }
+    let key_pem = order
+        .finalize()
+        .await
+        .map_err(|e| ca_error(e, ca, "the CA refused to finalize the order"))?;
+    let cert_pem = order
+        .poll_certificate(&retry)
+        .await
+        .map_err(|e| ca_error(e, ca, "the CA did not deliver the certificate"))?;
+    Ok(Issued { cert_pem, key_pem })
+}
+
+/// The CA's suggested renewal window for `leaf` (ARI). `Ok(None)` when the CA does not
+/// support ARI or the certificate has no Authority Key Identifier.
+pub async fn renewal_window(
+    account: &Account,
+    leaf: &CertificateDer<'_>,
+) -> Result<Option<AriWindow>> {
+    let Ok(id) = certificate_id(leaf) else {
+        return Ok(None);
+    };
+    match account.renewal_info(&id).await {
+        Ok((info, _retry_after)) => Ok(Some(AriWindow {
+            start: info.suggested_window.start.unix_timestamp(),
+            end: info.suggested_window.end.unix_timestamp(),
+        })),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(err) => Err(anyhow!("failed to fetch the renewal window (ARI): {err}")),
+    }
+}
+
+/// The ARI identifier of a certificate (AKI + serial), for `renewal_window` and `replaces`.
+pub fn certificate_id(leaf: &CertificateDer<'_>) -> Result<CertificateIdentifier<'static>> {
+    CertificateIdentifier::try_from(leaf)
+        .map(CertificateIdentifier::into_owned)
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// HTTP-01 token files written for one order; removed when it ends, however it ends.
+struct TokenFiles {
+    dir: PathBuf,
+    written: Vec<PathBuf>,
+}
+
+impl TokenFiles {
+    fn write(&mut self, token: &str, key_authorization: &str) -> Result<()> {
+        // Tokens are base64url (RFC 8555 section 8.3); anything else could escape the dir.
+        if token.is_empty()
+            || !token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("the CA sent a malformed challenge token {token:?}");
+        }
+        let path = self.dir.join(token);
+        // World-readable: nginx workers do not run as root.
+        write_atomic(&path, key_authorization.as_bytes(), PUBLIC_MODE)?;
+        self.written.push(path);
+        Ok(())
+    }
+}
+
+impl Drop for TokenFiles {
+    fn drop(&mut self) {
+        for path in &self.written {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

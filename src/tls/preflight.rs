@@ -1,0 +1,88 @@
+//! Checks made before spending a request at the CA (whose failures count against rate
+//! limits): the name resolves, and our own nginx serves the ACME webroot for it on the
+//! HTTP port. A random probe file is placed in the webroot and fetched by name.
+//!
+//! "Resolves to this host" is proven by the probe coming back, not by comparing
+//! addresses: behind 1:1 NAT the public address is not on any interface here.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::files::{write_atomic, PUBLIC_MODE};
+use super::resolve;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves `name` and fetches a fresh probe file through `http://name:port`. Returns
+/// the address that answered.
+pub async fn check_name(name: &str, port: u16, challenge_dir: &Path) -> Result<SocketAddr> {
+    let addrs = resolve::lookup(name, port).map_err(|e| {
+        anyhow!(
+            "{e:#}\npoint its DNS A/AAAA record at this host (tests and split DNS: {}={name}:IP)",
+            resolve::RESOLVE_VAR
+        )
+    })?;
+    let token: String = rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    let file_name = format!("elior-probe-{token}");
+    let path = challenge_dir.join(&file_name);
+    write_atomic(&path, token.as_bytes(), PUBLIC_MODE)?;
+    let url_path = format!("/{}/{file_name}", super::files::CHALLENGE_DIR);
+    let mut failures = Vec::new();
+    let mut answered = None;
+    for addr in &addrs {
+        match get(*addr, name, &url_path).await {
+            Ok((200, body)) if body.trim() == token => {
+                answered = Some(*addr);
+                break;
+            }
+            Ok((status, _)) => {
+                failures.push(format!("{addr} answered {status} without the probe file"))
+            }
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    match answered {
+        Some(addr) => Ok(addr),
+        None => bail!(
+            "http://{name}:{port}{url_path} did not serve the probe file: {}\nthe CA could not validate either: start the stack's nginx (elior deploy), open port {port}, and check that DOMAIN points at this host",
+            failures.join("; ")
+        ),
+    }
+}
+
+/// A plain HTTP/1.1 GET to `addr` with `Host: name`; returns status and body.
+async fn get(addr: SocketAddr, name: &str, path: &str) -> Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: elior-preflight\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut answer).await?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| anyhow!("{addr} did not answer HTTP"))?;
+        Ok((status, body.to_string()))
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("{addr} did not answer within {PROBE_TIMEOUT:?}"))?
+}

@@ -1,0 +1,138 @@
+//! What a TLS server actually serves: connect to an address with SNI, complete the
+//! handshake and return the presented chain. Used to confirm that nginx serves the
+//! certificate on disk after a reload.
+//!
+//! The handshake accepts any certificate on purpose: this module reports what is
+//! served and never decides trust (`inspect::verify_chain` does that). It must not be
+//! used to send secrets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Fetches the chain served at `addr` for `server_name` (sent as SNI).
+pub async fn served_chain(
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Vec<CertificateDer<'static>>> {
+    let stream = connect(addr, server_name, timeout).await?;
+    let (_, session) = stream.get_ref();
+    let chain = session
+        .peer_certificates()
+        .ok_or_else(|| anyhow!("{addr} presented no certificate"))?;
+    Ok(chain.iter().map(|c| c.clone().into_owned()).collect())
+}
+
+/// Sends `GET path` over HTTPS to `addr` with SNI and Host `server_name`, and returns
+/// the status code. For checks that a TLS listener answers requests.
+pub async fn https_get_status(
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16> {
+    tokio::time::timeout(timeout, async {
+        let mut stream = connect(addr, server_name, timeout).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {server_name}\r\nUser-Agent: elior\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        // nginx may close without a TLS close_notify; what was read so far still counts.
+        let _ = stream.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| anyhow!("https://{server_name} at {addr} sent no HTTP status line"))?;
+        Ok(status)
+    })
+    .await
+    .map_err(|_| anyhow!("https://{server_name} at {addr} did not answer within {timeout:?}"))?
+}
+
+async fn connect(
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>> {
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| anyhow!("{server_name:?} is not a server name: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS setup failed")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+        .with_no_client_auth();
+    let handshake = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS handshake with {addr} (SNI {server_name}) failed"))
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(result) => result,
+        Err(_) => bail!("TLS handshake with {addr} did not finish within {timeout:?}"),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts every certificate: we only read what is presented (see the module comment).
+#[derive(Debug)]
+struct AcceptAnything;
+
+impl ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,683 @@
+//! `elior serve` and `elior healthcheck` as a user runs them: the real binary on a free
+//! port, real SQLite files, HTTP over real sockets.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{request, Server, BIN, SECRET};
+use serde_json::json;
+
+#[test]
+fn health_reports_the_database_and_turns_503_when_the_file_is_gone() {
+    let server = Server::start(&[("DOMAIN", "gym.example.com")]);
+    let r = server.get("/health");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["domain"], "gym.example.com");
+    assert_eq!(body["environment"], "development");
+    assert_eq!(body["database"]["status"], "connected");
+    assert_eq!(body["database"]["pool_stats"]["max_size"], 20);
+
+    // Someone moves the database away while the server runs: every write would go to an
+    // unlinked file and vanish at restart, so health must fail loudly.
+    let db = server.dir.path().join("data/elior_fitness.db");
+    let moved = server.dir.path().join("moved.db");
+    std::fs::rename(&db, &moved).unwrap();
+    // /health caches its verdict for half a second; poll past that.
+    let r = poll_until(|| server.get("/health"), |r| r.status != 200);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["database"]["status"], "disconnected");
+    assert_eq!(server.get("/status/database").status, 503);
+
+    std::fs::rename(&moved, &db).unwrap();
+    let r = poll_until(|| server.get("/health"), |r| r.status == 200);
+    assert_eq!(r.status, 200, "recovers when the file is back");
+}
+
+#[test]
+fn status_database_shows_wal_and_schema() {
+    let server = Server::start(&[]);
+    let r = server.get("/status/database");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["healthy"], true);
+    assert_eq!(body["journal_mode"], "wal");
+    assert_eq!(body["schema_version"], body["latest_schema_version"]);
+    assert!(body["file_size_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn request_id_is_echoed_when_valid_and_replaced_when_not() {
+    let server = Server::start(&[]);
+    let r = request(
+        server.addr,
+        "GET",
+        "/health",
+        &[("X-Request-ID", "abc-123_x.Y")],
+        None,
+    );
+    assert_eq!(r.header("x-request-id"), Some("abc-123_x.Y"));
+
+    let long = "a".repeat(65);
+    for bad in ["has space", "semi;colon", long.as_str()] {
+        let r = request(
+            server.addr,
+            "GET",
+            "/health",
+            &[("X-Request-ID", bad)],
+            None,
+        );
+        let id = r.header("x-request-id").unwrap();
+        assert_ne!(id, bad);
+        assert!(uuid_like(id), "{id}");
+    }
+    let r = server.get("/no/such/route");
+    assert_eq!(r.status, 404);
+    assert!(
+        uuid_like(r.header("x-request-id").unwrap()),
+        "404s get an id too"
+    );
+}
+
+#[test]
+fn the_request_id_appears_in_the_request_log_lines() {
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/auth/register", &json!({
+        "username": "logged", "email": "logged@example.com", "password": "password123", "full_name": "L"
+    }));
+    assert_eq!(r.status, 201);
+    let id = r.header("x-request-id").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("client registered")),
+        "log:\n{}",
+        server.log_text()
+    );
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[test]
+fn every_response_has_a_process_time_with_three_decimals() {
+    let server = Server::start(&[]);
+    for path in ["/", "/health", "/api/auth/me", "/nothing"] {
+        let r = server.get(path);
+        let t = r
+            .header("x-process-time")
+            .unwrap_or_else(|| panic!("{path}: no X-Process-Time"));
+        let (whole, frac) = t.split_once('.').unwrap();
+        assert!(
+            whole.parse::<u64>().is_ok() && frac.len() == 3 && frac.parse::<u32>().is_ok(),
+            "{t}"
+        );
+    }
+}
+
+fn preflight(server: &Server, origin: &str) -> common::Resp {
+    request(
+        server.addr,
+        "OPTIONS",
+        "/api/auth/me",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn cors_in_development_allows_local_dev_servers_only() {
+    let server = Server::start(&[]);
+    for origin in [
+        "http://localhost:3000",
+        "http://localhost:5173",
+        "http://localhost:8080",
+    ] {
+        let r = request(server.addr, "GET", "/health", &[("Origin", origin)], None);
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        let exposed = r
+            .header("access-control-expose-headers")
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(exposed.contains("x-process-time") && exposed.contains("x-request-id"));
+        let p = preflight(&server, origin);
+        assert!(p.status < 300);
+        assert_eq!(p.header("access-control-allow-origin"), Some(origin));
+        assert!(p.header("access-control-allow-methods").is_some());
+    }
+    for foreign in ["https://evil.example", "null", "http://localhost:4000"] {
+        let r = request(server.addr, "GET", "/health", &[("Origin", foreign)], None);
+        assert!(
+            !r.has_header_prefix("access-control-"),
+            "{foreign}: {:?}",
+            r.headers
+        );
+        let p = preflight(&server, foreign);
+        assert!(
+            !p.has_header_prefix("access-control-"),
+            "{foreign} preflight: {:?}",
+            p.headers
+        );
+    }
+}
+
+#[test]
+fn cors_in_production_allows_exactly_the_configured_origins() {
+    let server = Server::start(&[
+        ("ENVIRONMENT", "production"),
+        (
+            "CORS_ORIGINS",
+            "https://gym.example.com,https://www.gym.example.com",
+        ),
+    ]);
+    let p = preflight(&server, "https://www.gym.example.com");
+    assert_eq!(
+        p.header("access-control-allow-origin"),
+        Some("https://www.gym.example.com")
+    );
+    assert_eq!(p.header("access-control-allow-credentials"), Some("true"));
+    for foreign in [
+        "http://localhost:3000",
+        "http://gym.example.com",
+        "https://evil.example",
+    ] {
+        let p = preflight(&server, foreign);
+        assert!(
+            !p.has_header_prefix("access-control-"),
+            "{foreign}: {:?}",
+            p.headers
+        );
+    }
+}
+
+#[test]
+fn register_login_me_and_the_oauth2_form() {
+    let server = Server::start(&[]);
+    let token = server.register_and_login("alice", "correct-horse");
+    let me = server.get_auth("/api/auth/me", &token);
+    assert_eq!(me.status, 200, "{}", me.body);
+    let body = me.json();
+    assert_eq!(body["username"], "alice");
+    assert_eq!(body["email"], "alice@example.com");
+    assert_eq!(body["role"], "CLIENT");
+    assert!(
+        body.get("password_hash").is_none(),
+        "hash must never leave the server"
+    );
+
+    // The email works as the login name too, as in the original API.
+    let r = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "alice@example.com", "password": "correct-horse"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["token_type"], "bearer");
+
+    let form = request(
+        server.addr,
+        "POST",
+        "/api/auth/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(b"grant_type=password&username=alice&password=correct-horse"),
+    );
+    assert_eq!(form.status, 200, "{}", form.body);
+    let t2 = form.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(server.get_auth("/api/auth/me", &t2).status, 200);
+
+    let refreshed = server.post_json_auth("/api/auth/refresh", &token, &json!({}));
+    assert_eq!(refreshed.status, 200);
+    assert_eq!(
+        server
+            .get_auth(
+                "/api/auth/me",
+                refreshed.json()["access_token"].as_str().unwrap()
+            )
+            .status,
+        200
+    );
+}
+
+#[test]
+fn bad_input_gets_422_with_field_errors() {
+    let server = Server::start(&[]);
+    let r = server.post_json(
+        "/api/auth/register",
+        &json!({
+            "username": "x", "email": "not-an-email", "password": "short", "full_name": "X"
+        }),
+    );
+    assert_eq!(r.status, 422);
+    let fields: Vec<String> = r.json()["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"][1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields, ["username", "email", "password"]);
+
+    let r = server.post_json("/api/auth/login", &json!({"username": "a"}));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["detail"][0]["loc"], json!(["body", "password"]));
+
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/auth/login",
+        &[("Content-Type", "application/json")],
+        Some(b"{nope"),
+    );
+    assert_eq!(r.status, 422);
+
+    server.register_and_login("dupe", "password123");
+    let again = server.post_json("/api/auth/register", &json!({
+        "username": "dupe2", "email": "DUPE@example.com", "password": "password123", "full_name": "D"
+    }));
+    assert_eq!(again.status, 409, "{}", again.body);
+}
+
+#[test]
+fn wrong_password_expired_and_tampered_tokens_get_401() {
+    let server = Server::start(&[]);
+    let token = server.register_and_login("bob", "password123");
+
+    let wrong = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "bob", "password": "nope-nope"}),
+    );
+    let unknown = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "nobody", "password": "nope-nope"}),
+    );
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        wrong.body, unknown.body,
+        "unknown user and wrong password look the same"
+    );
+
+    let keys = elior::auth::token::TokenKeys::new(SECRET.as_bytes(), Duration::from_secs(60));
+    let me = server.get_auth("/api/auth/me", &token).json();
+    let id = me["id"].as_i64().unwrap();
+    let expired = keys.issue_at(
+        id,
+        elior::db::users::Role::Client,
+        0,
+        chrono::Utc::now().timestamp() - 3600,
+    );
+    let r = server.get_auth("/api/auth/me", &expired);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+
+    // Swap in the payload of a token claiming ADMIN: the signature no longer matches.
+    let admin = keys.issue(id, elior::db::users::Role::Admin, 0);
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[1] = admin.split('.').nth(1).unwrap();
+    assert_eq!(
+        server.get_auth("/api/auth/me", &parts.join(".")).status,
+        401
+    );
+
+    let forged = elior::auth::token::TokenKeys::new(
+        b"some-other-secret-some-other-secret",
+        Duration::from_secs(60),
+    )
+    .issue(id, elior::db::users::Role::Client, 0);
+    assert_eq!(server.get_auth("/api/auth/me", &forged).status, 401);
+    assert_eq!(server.get("/api/auth/me").status, 401);
+}
+
+#[test]
+fn password_change_revokes_older_tokens() {
+    let server = Server::start(&[]);
+    let old = server.register_and_login("carol", "password123");
+    let r = server.post_json_auth(
+        "/api/auth/password/change",
+        &old,
+        &json!({"current_password": "wrong-one!", "new_password": "new-password-1"}),
+    );
+    assert_eq!(r.status, 422);
+    let r = server.post_json_auth(
+        "/api/auth/password/change",
+        &old,
+        &json!({"current_password": "password123", "new_password": "new-password-1"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fresh = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(server.get_auth("/api/auth/me", &old).status, 401);
+    assert_eq!(server.get_auth("/api/auth/me", &fresh).status, 200);
+    let login = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "carol", "password": "new-password-1"}),
+    );
+    assert_eq!(login.status, 200);
+}
+
+#[test]
+fn repeated_failures_are_throttled_with_retry_after() {
+    let server = Server::start(&[]);
+    server.register_and_login("dave", "password123");
+    for _ in 0..5 {
+        let r = server.post_json(
+            "/api/auth/login",
+            &json!({"username": "dave", "password": "guess-guess"}),
+        );
+        assert_eq!(r.status, 401);
+    }
+    let r = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "dave", "password": "password123"}),
+    );
+    assert_eq!(
+        r.status, 429,
+        "even the right password waits out the lock: {}",
+        r.body
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0);
+    // Another account from the same address is not locked by dave's failures alone.
+    server.register_and_login("erin", "password123");
+}
+
+#[test]
+fn setup_admin_works_once() {
+    let server = Server::start(&[]);
+    let admin = json!({"username": "root", "email": "root@example.com", "password": "password123", "full_name": "Root"});
+    let r = server.post_json("/api/auth/setup/admin", &admin);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["user"]["role"], "ADMIN");
+    let second = json!({"username": "root2", "email": "root2@example.com", "password": "password123", "full_name": "R"});
+    assert_eq!(
+        server.post_json("/api/auth/setup/admin", &second).status,
+        403
+    );
+}
+
+#[test]
+fn metrics_are_internal_only_and_forwarded_addresses_need_a_trusted_proxy() {
+    // Directly from loopback: allowed; a spoofed X-Forwarded-For from an untrusted peer is ignored.
+    let server = Server::start(&[]);
+    server.get("/health");
+    let r = request(
+        server.addr,
+        "GET",
+        "/metrics",
+        &[("X-Forwarded-For", "203.0.113.5")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        r.body.contains(
+            "elior_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(r
+        .body
+        .contains("elior_http_request_duration_seconds_bucket"));
+    assert!(r.body.contains("elior_db_pool_connections"));
+    assert!(r.body.contains("elior_uptime_seconds"));
+
+    // Behind a trusted proxy, the forwarded client is what counts.
+    let proxied = Server::start(&[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let outside = request(
+        proxied.addr,
+        "GET",
+        "/metrics",
+        &[("X-Forwarded-For", "203.0.113.5")],
+        None,
+    );
+    assert_eq!(outside.status, 403, "{}", outside.body);
+    let inside = request(
+        proxied.addr,
+        "GET",
+        "/metrics",
+        &[("X-Real-IP", "10.1.2.3")],
+        None,
+    );
+    assert_eq!(inside.status, 200);
+}
+
+#[test]
+fn production_refuses_to_start_with_a_weak_secret() {
+    for (secret, expect) in [
+        (None, "JWT_SECRET is not set"),
+        (Some("too-short"), "at least 32"),
+        (
+            Some("your-secret-key-change-this-in-production-now"),
+            "placeholder",
+        ),
+    ] {
+        let mut env = vec![("ENVIRONMENT", "production")];
+        if let Some(s) = secret {
+            env.push(("JWT_SECRET", s));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+        assert!(stderr.starts_with("elior: "), "{stderr}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "nothing is created on refusal"
+        );
+    }
+}
+
+#[test]
+fn an_unusable_database_path_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("garbage.db"), vec![0x42u8; 4096]).unwrap();
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    for (url, expect) in [
+        ("sqlite:///./garbage.db", "garbage.db"),
+        ("sqlite:///./a-file/db.sqlite", "a-file"),
+        ("postgresql://localhost/db", "DATABASE_URL"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(
+            stderr.contains(expect) && !stderr.contains("panicked"),
+            "{url}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+    let mut server = Server::start(&[]);
+    // A slow client: headers and half the body now, the rest after SIGTERM.
+    let body = json!({"username": "slowpoke", "email": "slow@example.com", "password": "password123", "full_name": "Slow"})
+        .to_string();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/auth/register HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(first).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    common::signal(server.child.id(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "must wait for the in-flight request"
+    );
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "no new connections after SIGTERM"
+    );
+
+    stream.write_all(rest).unwrap();
+    let r = common::read_response(&mut stream);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let status = common::wait_with_deadline(&mut server.child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        server.log_text().contains("WAL checkpointed"),
+        "{}",
+        server.log_text()
+    );
+    // The checkpoint folded the WAL into the main file.
+    let wal = server.dir.path().join("data/elior_fitness.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
+fn healthcheck(url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["healthcheck", "--timeout", "2", "--url", url])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn healthcheck_exit_codes() {
+    let server = Server::start(&[]);
+    let ok = healthcheck(&format!("http://{}/health", server.addr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let missing = healthcheck(&format!("http://{}/nothing-here", server.addr));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("answered 404"));
+
+    // A port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = healthcheck(&format!("http://{closed}/health"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).starts_with("unhealthy: "));
+
+    // A listener that accepts but never answers: the timeout ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang = healthcheck(&format!("http://{}/health", silent.local_addr().unwrap()));
+    assert_eq!(hang.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&hang.stderr).contains("no answer"),
+        "{}",
+        String::from_utf8_lossy(&hang.stderr)
+    );
+
+    let bad = healthcheck("https://example.com/health");
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn admin_create_from_the_shell_then_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |password: &str| {
+        let mut child = Command::new(BIN)
+            .args([
+                "admin",
+                "create",
+                "--email",
+                "boss@example.com",
+                "--password-stdin",
+            ])
+            .current_dir(dir.path())
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("boss-password-1");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created admin boss"));
+    let again = run("boss-password-1");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let weak = run("short");
+    assert_eq!(weak.status.code(), Some(2));
+
+    let server = Server::try_start_in(dir, &[("JWT_SECRET", SECRET)]).unwrap();
+    let r = server.post_json(
+        "/api/auth/login",
+        &json!({"username": "boss@example.com", "password": "boss-password-1"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["user"]["role"], "ADMIN");
+    // With an admin present, the setup endpoint is closed.
+    let setup = json!({"username": "late", "email": "late@example.com", "password": "password123", "full_name": "L"});
+    assert_eq!(
+        server.post_json("/api/auth/setup/admin", &setup).status,
+        403
+    );
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("elior {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("(git "), "{text}");
+}
+
+/// Calls `f` until `done` holds or 5 s pass; returns the last answer.
+fn poll_until(f: impl Fn() -> common::Resp, done: impl Fn(&common::Resp) -> bool) -> common::Resp {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = f();
+        if done(&r) || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
