@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod docker;
 pub mod doctor;
+pub mod files;
 pub mod lock;
 pub mod logging;
 pub mod plan;

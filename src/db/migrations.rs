@@ -12,11 +12,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Versions are consecutive from 1.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users",
-    sql: include_str!("migrations/0001_users.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users",
+        sql: include_str!("migrations/0001_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "domain",
+        sql: include_str!("migrations/0002_domain.sql"),
+    },
+];
 
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)

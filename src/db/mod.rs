@@ -6,8 +6,14 @@
 //! original service, whose sync ORM calls inside async handlers stalled the event loop and
 //! deadlocked under 64 concurrent clients.
 
+pub mod files;
+pub mod meals;
 pub mod migrations;
+pub mod notifications;
+pub mod profiles;
+pub mod progress;
 pub mod users;
+pub mod workouts;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

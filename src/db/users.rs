@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DbError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Admin,
@@ -33,7 +33,7 @@ impl Role {
 }
 
 /// A user row. `password_hash` never leaves the server: it is skipped when serialising.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub username: String,
@@ -146,6 +146,79 @@ pub fn touch_last_login(conn: &Connection, id: i64) -> Result<(), DbError> {
         params![id, now()],
     )?;
     Ok(())
+}
+
+/// Which users a list shows; `None` fields don't filter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    pub trainer_id: Option<i64>,
+}
+
+pub fn list(
+    conn: &Connection,
+    filter: UserFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<User>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users
+         WHERE (?1 IS NULL OR role = ?1) AND (?2 IS NULL OR trainer_id = ?2)
+         ORDER BY id LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            filter.role.map(Role::as_str),
+            filter.trainer_id,
+            limit,
+            offset
+        ],
+        from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Changes to an account; `None` leaves a column as it is.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+pub fn update(conn: &Connection, id: i64, ch: &UserChanges) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE users SET email = coalesce(?2, email), full_name = coalesce(?3, full_name),
+                is_active = coalesce(?4, is_active), updated_at = ?5
+         WHERE id = ?1",
+        params![id, ch.email, ch.full_name, ch.is_active, now()],
+    )?;
+    Ok(())
+}
+
+pub fn set_trainer(
+    conn: &Connection,
+    client_id: i64,
+    trainer_id: Option<i64>,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE users SET trainer_id = ?2, updated_at = ?3 WHERE id = ?1",
+        params![client_id, trainer_id, now()],
+    )?;
+    Ok(())
+}
+
+pub fn count_clients_of(conn: &Connection, trainer_id: i64) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE trainer_id = ?1",
+        [trainer_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Deletes the account; its client-owned rows go with it (ON DELETE CASCADE).
+pub fn delete(conn: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
 }
 
 #[cfg(test)]

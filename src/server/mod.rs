@@ -3,12 +3,16 @@
 //!
 //! Must not import `cli`.
 
+pub mod access;
 pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod hub;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
+pub mod params;
 pub mod routes;
 pub mod state;
 pub mod throttle;
@@ -28,10 +32,38 @@ pub use state::AppState;
 /// How long in-flight requests may run after a shutdown signal before we exit anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every API route with its OpenAPI operation. Both come from each handler's
+/// `#[utoipa::path]`, so the document lists exactly the routes the router has.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::system::router())
         .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::workouts::router())
+        .merge(routes::notifications::router())
+        .merge(routes::progress::router())
+        .merge(routes::files::router())
+        .merge(routes::meals::router())
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api();
+    let doc: Arc<str> = doc
+        .to_json()
+        .expect("the OpenAPI document serialises")
+        .into();
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }),
+        )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),
@@ -53,11 +85,14 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let db = state.db.clone();
+    let hub = state.hub.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; draining in-flight requests");
+        // Open WebSockets would hold the drain until its deadline; close them now.
+        hub.close_all();
         let _ = signalled_tx.send(());
     });
     let drain_deadline = async move {

@@ -8,6 +8,7 @@ use crate::config::ServeConfig;
 use crate::db::Db;
 
 use super::health::HealthCache;
+use super::hub::Hub;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
 
@@ -20,6 +21,10 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     pub health: Arc<HealthCache>,
     pub started: Instant,
+    /// Live WebSocket connections, for pushing notifications.
+    pub hub: Arc<Hub>,
+    /// Upload size limits by kind.
+    pub file_limits: crate::files::Limits,
 }
 
 impl AppState {
@@ -28,6 +33,7 @@ impl AppState {
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
         );
+        let config_max_file_size = config.max_file_size;
         AppState {
             config: Arc::new(config),
             db,
@@ -36,6 +42,10 @@ impl AppState {
             throttle: Arc::new(Throttle::default()),
             health: Arc::new(HealthCache::default()),
             started: Instant::now(),
+            hub: Arc::new(Hub::default()),
+            file_limits: crate::files::Limits::from_settings(config_max_file_size, |k| {
+                std::env::var(k).ok()
+            }),
         }
     }
 }

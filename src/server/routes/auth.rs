@@ -2,36 +2,44 @@
 //! refresh, password change and first-admin setup.
 
 use std::time::Instant;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::password;
+use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, NewUser, Role, User};
 use crate::db::DbError;
+use crate::server::access::{query, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
+use crate::server::params::Checks;
+use crate::server::routes::users::{
+    check_client_profile, check_trainer_profile, detail, UserDetail,
+};
 use crate::server::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/token", post(token_form))
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/password/change", post(change_password))
-        .route("/api/auth/setup/admin", post(setup_admin))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(token_form))
+        .routes(routes!(me))
+        .routes(routes!(refresh))
+        .routes(routes!(change_password))
+        .routes(routes!(setup_admin))
+        .routes(routes!(register_trainer))
+        .routes(routes!(register_client))
 }
 
 /// Same message for an unknown user and a wrong password, so accounts can't be probed.
 const BAD_LOGIN: &str = "Incorrect username or password";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     pub username: String,
     pub email: String,
@@ -39,13 +47,13 @@ pub struct Registration {
     pub full_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Login {
     username: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordForm {
     username: String,
     password: String,
@@ -53,13 +61,13 @@ struct PasswordForm {
     grant_type: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -173,6 +181,7 @@ pub async fn create_user(
         .map_err(conflict_from)
 }
 
+#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User)))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -228,6 +237,7 @@ async fn authenticate(
     }
 }
 
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -237,6 +247,7 @@ async fn login(
     Ok(Json(token_for(&state, user)))
 }
 
+#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse)))]
 async fn token_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -249,14 +260,17 @@ async fn token_form(
     Ok(Json(token_for(&state, user)))
 }
 
+#[utoipa::path(get, path = "/api/auth/me", operation_id = "auth_me", tag = "auth", responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
 async fn me(AuthUser(user): AuthUser) -> Json<User> {
     Json(user)
 }
 
+#[utoipa::path(post, path = "/api/auth/refresh", operation_id = "auth_refresh", tag = "auth", responses((status = 200, description = "Success", body = TokenResponse)), security(("bearer" = [])))]
 async fn refresh(State(state): State<AppState>, AuthUser(user): AuthUser) -> Json<TokenResponse> {
     Json(token_for(&state, user))
 }
 
+#[utoipa::path(post, path = "/api/auth/password/change", operation_id = "auth_change_password", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
 async fn change_password(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -292,6 +306,7 @@ async fn change_password(
 
 /// Creates the first admin; refused once any admin exists. The check and the insert run in
 /// one IMMEDIATE transaction so two racing requests can't both succeed.
+#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse)))]
 async fn setup_admin(
     State(state): State<AppState>,
     ApiJson(r): ApiJson<Registration>,
@@ -333,6 +348,84 @@ pub fn create_first_admin(
     )?;
     tx.commit()?;
     Ok(Some(user))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct TrainerRegistration {
+    #[serde(flatten)]
+    account: Registration,
+    #[serde(flatten)]
+    profile: TrainerProfile,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct ClientRegistration {
+    #[serde(flatten)]
+    account: Registration,
+    #[serde(flatten)]
+    profile: ClientProfile,
+    /// Admin only: the trainer to assign. A trainer always gets their own new client.
+    #[serde(default)]
+    trainer_id: Option<i64>,
+}
+
+/// An admin creates a trainer account with its profile.
+#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn register_trainer(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(r): ApiJson<TrainerRegistration>,
+) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can create trainers")?;
+    let mut checks = Checks::new();
+    check_trainer_profile(&mut checks, &r.profile);
+    checks.finish()?;
+    let user = create_user(&state, r.account, Role::Trainer, None).await?;
+    let profile = r.profile;
+    let detail = query(&state, move |c| {
+        profiles::put_trainer(c, user.id, &profile)?;
+        detail(c, user)
+    })
+    .await?;
+    tracing::info!(user_id = detail.user.id, by = me.id, "trainer created");
+    Ok((StatusCode::CREATED, Json(detail)))
+}
+
+/// A trainer (for themselves) or an admin creates a client account with its profile.
+#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn register_client(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(r): ApiJson<ClientRegistration>,
+) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+    let actor = Actor::from(&me);
+    actor.require(STAFF, "Only trainers and admins can create clients")?;
+    let mut checks = Checks::new();
+    check_client_profile(&mut checks, &r.profile);
+    if r.trainer_id.is_some() && !actor.is_admin() {
+        checks.push("trainer_id", "only an admin can choose the trainer");
+    }
+    checks.finish()?;
+    let trainer_id = if actor.is_admin() {
+        if let Some(tid) = r.trainer_id {
+            let trainer = state.db.call(move |c| users::find_by_id(c, tid)).await?;
+            if !trainer.is_some_and(|t| t.role == Role::Trainer) {
+                return Err(ApiError::field("trainer_id", "is not a trainer"));
+            }
+        }
+        r.trainer_id
+    } else {
+        Some(me.id)
+    };
+    let user = create_user(&state, r.account, Role::Client, trainer_id).await?;
+    let profile = r.profile;
+    let detail = query(&state, move |c| {
+        profiles::put_client(c, user.id, &profile)?;
+        detail(c, user)
+    })
+    .await?;
+    tracing::info!(user_id = detail.user.id, by = me.id, "client created");
+    Ok((StatusCode::CREATED, Json(detail)))
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Service endpoints: `/`, `/health`, `/status/database` and `/metrics`.
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
 use crate::db;
@@ -16,14 +17,15 @@ use crate::{GIT_REVISION, VERSION};
 /// How long `/status/database` waits for the database.
 const STATUS_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(root))
-        .route("/health", get(health))
-        .route("/status/database", get(database_status))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(health))
+        .routes(routes!(database_status))
+        .routes(routes!(metrics))
 }
 
+#[utoipa::path(get, path = "/", operation_id = "system_root", tag = "system", responses((status = 200, description = "Success", body = serde_json::Value)))]
 async fn root() -> Json<serde_json::Value> {
     Json(json!({
         "message": "Welcome to Elior Fitness API",
@@ -32,6 +34,7 @@ async fn root() -> Json<serde_json::Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
     let db_result = state.health.verdict(&state.db).await;
     let healthy = db_result.is_ok();
@@ -56,6 +59,7 @@ async fn health(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success")))]
 async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
     let path = state.db.path().to_path_buf();
     if let Err(reason) = state.db.check_file() {
@@ -103,6 +107,7 @@ async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
 
 /// Prometheus metrics, for loopback and private networks only. Behind nginx the client
 /// address comes from the forwarding headers, believed only from `TRUSTED_PROXIES`.
+#[utoipa::path(get, path = "/metrics", operation_id = "system_metrics", tag = "system", responses((status = 200, description = "Success")))]
 async fn metrics(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Response> {
     if !crate::config::net::is_internal(ip) {
         tracing::info!(client = %ip, "refused /metrics to a non-internal address");

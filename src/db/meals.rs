@@ -1,0 +1,413 @@
+//! Typed queries on meal plans: a plan per client and date with calorie and macro
+//! targets, its meal entries, each entry's components, and the meal photos clients upload
+//! for an entry with their trainer's review. Every statement is parameterised.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::users::now;
+use super::DbError;
+
+pub const COMPONENT_TYPES: &[&str] = &[
+    "protein",
+    "carb",
+    "fat",
+    "vegetable",
+    "fruit",
+    "dairy",
+    "snack",
+    "other",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanFields {
+    pub title: String,
+    pub total_calories: Option<i64>,
+    pub protein_target: Option<i64>,
+    pub carb_target: Option<i64>,
+    pub fat_target: Option<i64>,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MealPlan {
+    pub id: i64,
+    pub client_id: i64,
+    pub trainer_id: Option<i64>,
+    pub date: String,
+    #[serde(flatten)]
+    pub fields: PlanFields,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+}
+
+const PLAN_COLUMNS: &str =
+    "m.id, m.client_id, m.trainer_id, m.date, m.title, m.total_calories, m.protein_target, \
+                            m.carb_target, m.fat_target, m.notes, m.created_at, m.updated_at";
+
+fn plan_from(r: &Row<'_>) -> rusqlite::Result<MealPlan> {
+    Ok(MealPlan {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        trainer_id: r.get(2)?,
+        date: r.get(3)?,
+        fields: PlanFields {
+            title: r.get(4)?,
+            total_calories: r.get(5)?,
+            protein_target: r.get(6)?,
+            carb_target: r.get(7)?,
+            fat_target: r.get(8)?,
+            notes: r.get(9)?,
+        },
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+pub fn insert_plan(
+    c: &Connection,
+    client_id: i64,
+    trainer_id: Option<i64>,
+    date: &str,
+    f: &PlanFields,
+) -> Result<MealPlan, DbError> {
+    c.execute(
+        "INSERT INTO meal_plans (client_id, trainer_id, date, title, total_calories, protein_target,
+                                 carb_target, fat_target, notes, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![client_id, trainer_id, date, f.title, f.total_calories, f.protein_target, f.carb_target, f.fat_target, f.notes, now()],
+    )?;
+    find_plan(c, c.last_insert_rowid())?
+        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+pub fn update_plan(c: &Connection, id: i64, date: &str, f: &PlanFields) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE meal_plans SET date = ?2, title = ?3, total_calories = ?4, protein_target = ?5,
+                carb_target = ?6, fat_target = ?7, notes = ?8, updated_at = ?9 WHERE id = ?1",
+        params![
+            id,
+            date,
+            f.title,
+            f.total_calories,
+            f.protein_target,
+            f.carb_target,
+            f.fat_target,
+            f.notes,
+            now()
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn find_plan(c: &Connection, id: i64) -> Result<Option<MealPlan>, DbError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PLAN_COLUMNS} FROM meal_plans m WHERE m.id = ?1"
+    ))?
+    .query_row([id], plan_from)
+    .optional()?)
+}
+
+pub fn plan_for_date(
+    c: &Connection,
+    client_id: i64,
+    date: &str,
+) -> Result<Option<MealPlan>, DbError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PLAN_COLUMNS} FROM meal_plans m WHERE m.client_id = ?1 AND m.date = ?2 ORDER BY m.id DESC LIMIT 1"
+    ))?
+    .query_row(params![client_id, date], plan_from)
+    .optional()?)
+}
+
+pub fn list_plans(
+    c: &Connection,
+    trainer: Option<i64>,
+    client: Option<i64>,
+    from: Option<&str>,
+    to: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<MealPlan>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {PLAN_COLUMNS} FROM meal_plans m JOIN users u ON u.id = m.client_id
+         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR m.client_id = ?2)
+           AND (?3 IS NULL OR m.date >= ?3) AND (?4 IS NULL OR m.date <= ?4)
+         ORDER BY m.date DESC, m.id DESC LIMIT ?5 OFFSET ?6"
+    ))?;
+    let rows = stmt.query_map(params![trainer, client, from, to, limit, offset], plan_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_plan(c: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(c.execute("DELETE FROM meal_plans WHERE id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryFields {
+    pub name: String,
+    pub order: i64,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MealEntry {
+    pub id: i64,
+    pub meal_plan_id: i64,
+    #[serde(flatten)]
+    pub fields: EntryFields,
+}
+
+fn entry_from(r: &Row<'_>) -> rusqlite::Result<MealEntry> {
+    Ok(MealEntry {
+        id: r.get(0)?,
+        meal_plan_id: r.get(1)?,
+        fields: EntryFields {
+            name: r.get(2)?,
+            order: r.get(3)?,
+            notes: r.get(4)?,
+        },
+    })
+}
+
+pub fn insert_entry(c: &Connection, plan_id: i64, f: &EntryFields) -> Result<MealEntry, DbError> {
+    c.execute(
+        "INSERT INTO meal_entries (meal_plan_id, name, order_index, notes) VALUES (?1, ?2, ?3, ?4)",
+        params![plan_id, f.name, f.order, f.notes],
+    )?;
+    find_entry(c, c.last_insert_rowid())?
+        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+pub fn update_entry(c: &Connection, id: i64, f: &EntryFields) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE meal_entries SET name = ?2, order_index = ?3, notes = ?4 WHERE id = ?1",
+        params![id, f.name, f.order, f.notes],
+    )?;
+    Ok(())
+}
+
+pub fn find_entry(c: &Connection, id: i64) -> Result<Option<MealEntry>, DbError> {
+    Ok(c.prepare_cached(
+        "SELECT id, meal_plan_id, name, order_index, notes FROM meal_entries WHERE id = ?1",
+    )?
+    .query_row([id], entry_from)
+    .optional()?)
+}
+
+pub fn entries_of(c: &Connection, plan_id: i64) -> Result<Vec<MealEntry>, DbError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, meal_plan_id, name, order_index, notes FROM meal_entries
+         WHERE meal_plan_id = ?1 ORDER BY order_index, id LIMIT 100",
+    )?;
+    let rows = stmt.query_map([plan_id], entry_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_entry(c: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(c.execute("DELETE FROM meal_entries WHERE id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentFields {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub description: String,
+    pub calories: Option<i64>,
+    pub protein: Option<f64>,
+    pub carbs: Option<f64>,
+    pub fat: Option<f64>,
+    #[serde(default)]
+    pub is_optional: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MealComponent {
+    pub id: i64,
+    pub meal_entry_id: i64,
+    #[serde(flatten)]
+    pub fields: ComponentFields,
+}
+
+const COMPONENT_COLUMNS: &str = "k.id, k.meal_entry_id, k.type, k.description, k.calories, k.protein, k.carbs, k.fat, k.is_optional";
+
+fn component_from(r: &Row<'_>) -> rusqlite::Result<MealComponent> {
+    Ok(MealComponent {
+        id: r.get(0)?,
+        meal_entry_id: r.get(1)?,
+        fields: ComponentFields {
+            kind: r.get(2)?,
+            description: r.get(3)?,
+            calories: r.get(4)?,
+            protein: r.get(5)?,
+            carbs: r.get(6)?,
+            fat: r.get(7)?,
+            is_optional: r.get(8)?,
+        },
+    })
+}
+
+pub fn insert_component(
+    c: &Connection,
+    entry_id: i64,
+    f: &ComponentFields,
+) -> Result<MealComponent, DbError> {
+    c.execute(
+        "INSERT INTO meal_components (meal_entry_id, type, description, calories, protein, carbs, fat, is_optional)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![entry_id, f.kind, f.description, f.calories, f.protein, f.carbs, f.fat, f.is_optional],
+    )?;
+    find_component(c, c.last_insert_rowid())?
+        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+pub fn update_component(c: &Connection, id: i64, f: &ComponentFields) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE meal_components SET type = ?2, description = ?3, calories = ?4, protein = ?5,
+                carbs = ?6, fat = ?7, is_optional = ?8 WHERE id = ?1",
+        params![
+            id,
+            f.kind,
+            f.description,
+            f.calories,
+            f.protein,
+            f.carbs,
+            f.fat,
+            f.is_optional
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn find_component(c: &Connection, id: i64) -> Result<Option<MealComponent>, DbError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {COMPONENT_COLUMNS} FROM meal_components k WHERE k.id = ?1"
+    ))?
+    .query_row([id], component_from)
+    .optional()?)
+}
+
+pub fn components_of_plan(c: &Connection, plan_id: i64) -> Result<Vec<MealComponent>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COMPONENT_COLUMNS} FROM meal_components k JOIN meal_entries e ON e.id = k.meal_entry_id
+         WHERE e.meal_plan_id = ?1 ORDER BY k.meal_entry_id, k.id LIMIT 2000"
+    ))?;
+    let rows = stmt.query_map([plan_id], component_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_component(c: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(c.execute("DELETE FROM meal_components WHERE id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MealUpload {
+    pub id: i64,
+    pub meal_entry_id: i64,
+    pub client_id: i64,
+    pub image_path: String,
+    pub status: String,
+    pub trainer_comment: Option<String>,
+    pub reviewed_by: Option<i64>,
+    pub uploaded_at: String,
+    pub reviewed_at: Option<String>,
+}
+
+const UPLOAD_COLUMNS: &str =
+    "u.id, u.meal_entry_id, u.client_id, u.image_path, u.status, u.trainer_comment, \
+                              u.reviewed_by, u.uploaded_at, u.reviewed_at";
+
+fn upload_from(r: &Row<'_>) -> rusqlite::Result<MealUpload> {
+    Ok(MealUpload {
+        id: r.get(0)?,
+        meal_entry_id: r.get(1)?,
+        client_id: r.get(2)?,
+        image_path: r.get(3)?,
+        status: r.get(4)?,
+        trainer_comment: r.get(5)?,
+        reviewed_by: r.get(6)?,
+        uploaded_at: r.get(7)?,
+        reviewed_at: r.get(8)?,
+    })
+}
+
+pub fn insert_upload(
+    c: &Connection,
+    entry_id: i64,
+    client_id: i64,
+    image_path: &str,
+) -> Result<MealUpload, DbError> {
+    c.execute(
+        "INSERT INTO meal_uploads (meal_entry_id, client_id, image_path, uploaded_at) VALUES (?1, ?2, ?3, ?4)",
+        params![entry_id, client_id, image_path, now()],
+    )?;
+    find_upload(c, c.last_insert_rowid())?
+        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+pub fn find_upload(c: &Connection, id: i64) -> Result<Option<MealUpload>, DbError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {UPLOAD_COLUMNS} FROM meal_uploads u WHERE u.id = ?1"
+    ))?
+    .query_row([id], upload_from)
+    .optional()?)
+}
+
+pub fn review_upload(
+    c: &Connection,
+    id: i64,
+    status: &str,
+    comment: Option<&str>,
+    by: i64,
+) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE meal_uploads SET status = ?2, trainer_comment = ?3, reviewed_by = ?4, reviewed_at = ?5 WHERE id = ?1",
+        params![id, status, comment, by, now()],
+    )?;
+    Ok(())
+}
+
+pub fn uploads_of_plan(c: &Connection, plan_id: i64) -> Result<Vec<MealUpload>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {UPLOAD_COLUMNS} FROM meal_uploads u JOIN meal_entries e ON e.id = u.meal_entry_id
+         WHERE e.meal_plan_id = ?1 ORDER BY u.id LIMIT 1000"
+    ))?;
+    let rows = stmt.query_map([plan_id], upload_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_upload(c: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(c.execute("DELETE FROM meal_uploads WHERE id = ?1", [id])? > 0)
+}
+
+/// Image paths of the uploads under a plan or an entry, so their files can go too.
+pub fn upload_paths(
+    c: &Connection,
+    plan_id: Option<i64>,
+    entry_id: Option<i64>,
+) -> Result<Vec<String>, DbError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT u.image_path FROM meal_uploads u JOIN meal_entries e ON e.id = u.meal_entry_id
+         WHERE (?1 IS NULL OR e.meal_plan_id = ?1) AND (?2 IS NULL OR e.id = ?2)",
+    )?;
+    let rows = stmt.query_map(params![plan_id, entry_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The client a meal entry belongs to, through its plan.
+pub fn entry_client(c: &Connection, entry_id: i64) -> Result<Option<i64>, DbError> {
+    Ok(c.prepare_cached("SELECT m.client_id FROM meal_entries e JOIN meal_plans m ON m.id = e.meal_plan_id WHERE e.id = ?1")?
+        .query_row([entry_id], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn component_client(c: &Connection, component_id: i64) -> Result<Option<i64>, DbError> {
+    Ok(c.prepare_cached(
+        "SELECT m.client_id FROM meal_components k JOIN meal_entries e ON e.id = k.meal_entry_id
+         JOIN meal_plans m ON m.id = e.meal_plan_id WHERE k.id = ?1",
+    )?
+    .query_row([component_id], |r| r.get(0))
+    .optional()?)
+}

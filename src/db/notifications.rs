@@ -1,0 +1,122 @@
+//! Typed queries on `notifications`. Every query is scoped to its recipient, so one user's
+//! id can never reach another's notification. Every statement is parameterised.
+
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+
+use super::users::now;
+use super::DbError;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Notification {
+    pub id: i64,
+    pub recipient_id: i64,
+    pub sender_id: Option<i64>,
+    pub title: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub is_read: bool,
+    pub created_at: String,
+    pub read_at: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, recipient_id, sender_id, title, message, type, is_read, created_at, read_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        recipient_id: r.get(1)?,
+        sender_id: r.get(2)?,
+        title: r.get(3)?,
+        message: r.get(4)?,
+        kind: r.get(5)?,
+        is_read: r.get(6)?,
+        created_at: r.get(7)?,
+        read_at: r.get(8)?,
+    })
+}
+
+pub fn insert(
+    c: &Connection,
+    recipient_id: i64,
+    sender_id: Option<i64>,
+    title: &str,
+    message: &str,
+    kind: &str,
+) -> Result<Notification, DbError> {
+    c.prepare_cached(
+        "INSERT INTO notifications (recipient_id, sender_id, title, message, type, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        recipient_id,
+        sender_id,
+        title,
+        message,
+        kind,
+        now()
+    ])?;
+    let id = c.last_insert_rowid();
+    Ok(c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE id = ?1"
+    ))?
+    .query_row([id], from_row)?)
+}
+
+pub fn list(
+    c: &Connection,
+    recipient_id: i64,
+    unread_only: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Notification>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE recipient_id = ?1 AND (?2 = 0 OR is_read = 0)
+         ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(params![recipient_id, unread_only, limit, offset], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// (unread, total) for one recipient.
+pub fn count(c: &Connection, recipient_id: i64) -> Result<(i64, i64), DbError> {
+    Ok(c.prepare_cached(
+        "SELECT coalesce(sum(is_read = 0), 0), count(*) FROM notifications WHERE recipient_id = ?1",
+    )?
+    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Marks one notification read; `false` when it isn't the recipient's.
+pub fn mark_read(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbError> {
+    Ok(c.execute(
+        "UPDATE notifications SET is_read = 1, read_at = coalesce(read_at, ?3)
+         WHERE id = ?1 AND recipient_id = ?2",
+        params![id, recipient_id, now()],
+    )? > 0)
+}
+
+pub fn mark_all_read(c: &Connection, recipient_id: i64) -> Result<usize, DbError> {
+    Ok(c.execute(
+        "UPDATE notifications SET is_read = 1, read_at = ?2 WHERE recipient_id = ?1 AND is_read = 0",
+        params![recipient_id, now()],
+    )?)
+}
+
+pub fn delete(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbError> {
+    Ok(c.execute(
+        "DELETE FROM notifications WHERE id = ?1 AND recipient_id = ?2",
+        params![id, recipient_id],
+    )? > 0)
+}
+
+pub fn find(c: &Connection, id: i64, recipient_id: i64) -> Result<Option<Notification>, DbError> {
+    use rusqlite::OptionalExtension;
+    Ok(c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND recipient_id = ?2"
+    ))?
+    .query_row(params![id, recipient_id], from_row)
+    .optional()?)
+}

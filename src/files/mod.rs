@@ -1,0 +1,472 @@
+//! Uploaded files: what kind of file the bytes are (by magic bytes, never by the name or
+//! the declared type), where a kind lives under UPLOAD_DIR, the size limits, and storing
+//! a file with its 150 px thumbnail and 600 px medium derivative.
+//!
+//! Stored names are random (`{uuid}.{ext}`); the client's filename is never part of a path.
+//! This module does not authorize: the server checks who may read or delete a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The folder of a kind of upload, as it appears in `/api/files/media/{type}/{name}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    MealPhotos,
+    ProgressPhotos,
+    FormPhotos,
+    ProfilePhotos,
+    Documents,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::MealPhotos,
+        Kind::ProgressPhotos,
+        Kind::FormPhotos,
+        Kind::ProfilePhotos,
+        Kind::Documents,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::MealPhotos => "meal_photos",
+            Kind::ProgressPhotos => "progress_photos",
+            Kind::FormPhotos => "form_photos",
+            Kind::ProfilePhotos => "profile_photos",
+            Kind::Documents => "documents",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn takes_images(self) -> bool {
+        self != Kind::Documents
+    }
+}
+
+/// What the first bytes of a file say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+    Pdf,
+}
+
+impl Detected {
+    pub fn ext(self) -> &'static str {
+        match self {
+            Detected::Jpeg => "jpg",
+            Detected::Png => "png",
+            Detected::Webp => "webp",
+            Detected::Gif => "gif",
+            Detected::Pdf => "pdf",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Detected::Jpeg => "image/jpeg",
+            Detected::Png => "image/png",
+            Detected::Webp => "image/webp",
+            Detected::Gif => "image/gif",
+            Detected::Pdf => "application/pdf",
+        }
+    }
+
+    pub fn is_image(self) -> bool {
+        self != Detected::Pdf
+    }
+
+    pub fn from_ext(ext: &str) -> Option<Detected> {
+        [
+            Detected::Jpeg,
+            Detected::Png,
+            Detected::Webp,
+            Detected::Gif,
+            Detected::Pdf,
+        ]
+        .into_iter()
+        .find(|d| d.ext() == ext)
+    }
+
+    fn image_format(self) -> Option<image::ImageFormat> {
+        match self {
+            Detected::Jpeg => Some(image::ImageFormat::Jpeg),
+            Detected::Png => Some(image::ImageFormat::Png),
+            Detected::Webp => Some(image::ImageFormat::WebP),
+            Detected::Gif => Some(image::ImageFormat::Gif),
+            Detected::Pdf => None,
+        }
+    }
+}
+
+/// Identifies a file by its magic bytes.
+pub fn sniff(bytes: &[u8]) -> Option<Detected> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Detected::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Detected::Png)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(Detected::Webp)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(Detected::Gif)
+    } else if bytes.starts_with(b"%PDF-") {
+        Some(Detected::Pdf)
+    } else {
+        None
+    }
+}
+
+/// Size limits in bytes by kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub image: u64,
+    pub profile_photo: u64,
+    pub document: u64,
+}
+
+impl Limits {
+    /// Images follow MAX_FILE_SIZE (default 10 MB); profile photos (default 5 MB, never
+    /// above the image limit) and documents (default 25 MB) read MAX_PROFILE_PHOTO_SIZE and
+    /// MAX_DOCUMENT_SIZE from the process environment.
+    pub fn from_settings(max_file_size: u64, env: impl Fn(&str) -> Option<String>) -> Limits {
+        let read = |key: &str, default: u64| {
+            env(key)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        Limits {
+            image: max_file_size,
+            profile_photo: read("MAX_PROFILE_PHOTO_SIZE", 5 * 1024 * 1024).min(max_file_size),
+            document: read("MAX_DOCUMENT_SIZE", 25 * 1024 * 1024),
+        }
+    }
+
+    pub fn for_kind(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::ProfilePhotos => self.profile_photo,
+            Kind::Documents => self.document,
+            _ => self.image,
+        }
+    }
+
+    /// The largest body any upload may have (plus room for multipart framing).
+    pub fn body_limit(&self) -> usize {
+        let max = self.image.max(self.profile_photo).max(self.document);
+        usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024)
+    }
+}
+
+/// Why an upload was refused, in words for the 422 answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Empty,
+    TooLarge { limit: u64 },
+    NotAllowed,
+    Undecodable,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Empty => f.write_str("the file is empty"),
+            Rejection::TooLarge { limit } => write!(f, "the file is larger than {limit} bytes"),
+            Rejection::NotAllowed => f.write_str(
+                "the file's content is not an allowed type (JPEG, PNG, WebP or GIF images; PDF documents)",
+            ),
+            Rejection::Undecodable => f.write_str("the image could not be decoded"),
+        }
+    }
+}
+
+/// Decides whether `bytes` may be stored as `kind`. Pure.
+pub fn check(kind: Kind, bytes: &[u8], limits: &Limits) -> Result<Detected, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::Empty);
+    }
+    let limit = limits.for_kind(kind);
+    if bytes.len() as u64 > limit {
+        return Err(Rejection::TooLarge { limit });
+    }
+    match sniff(bytes) {
+        Some(d) if d.is_image() == kind.takes_images() => Ok(d),
+        _ => Err(Rejection::NotAllowed),
+    }
+}
+
+/// Derivative sizes: the longest side in pixels.
+pub const THUMBNAIL_PX: u32 = 150;
+pub const MEDIUM_PX: u32 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Original,
+    Thumbnail,
+    Medium,
+}
+
+impl Size {
+    pub fn parse(s: &str) -> Option<Size> {
+        match s {
+            "original" => Some(Size::Original),
+            "thumbnail" => Some(Size::Thumbnail),
+            "medium" => Some(Size::Medium),
+            _ => None,
+        }
+    }
+
+    fn dir(self) -> Option<&'static str> {
+        match self {
+            Size::Original => None,
+            Size::Thumbnail => Some("thumbnail"),
+            Size::Medium => Some("medium"),
+        }
+    }
+}
+
+/// Is `name` one we could have made (`{32 hex}.{known ext}`)? Anything else, `../` included,
+/// is refused before it reaches a path.
+pub fn is_stored_name(name: &str) -> bool {
+    let Some((stem, ext)) = name.split_once('.') else {
+        return false;
+    };
+    stem.len() == 32
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && Detected::from_ext(ext).is_some()
+}
+
+/// The public URL of a stored file.
+pub fn media_url(kind: Kind, name: &str) -> String {
+    format!("/api/files/media/{}/{name}", kind.as_str())
+}
+
+/// The kind and stored name in a URL made by [`media_url`] (a `?size=` is ignored).
+pub fn parse_media_url(url: &str) -> Option<(Kind, String)> {
+    let path = url.split('?').next()?;
+    let rest = path.strip_prefix("/api/files/media/")?;
+    let (kind, name) = rest.split_once('/')?;
+    let kind = Kind::parse(kind)?;
+    is_stored_name(name).then(|| (kind, name.to_string()))
+}
+
+pub fn random_name(d: Detected) -> String {
+    format!("{}.{}", uuid::Uuid::new_v4().simple(), d.ext())
+}
+
+/// The path of a stored file or its derivative. `name` must pass [`is_stored_name`].
+pub fn path_of(root: &Path, kind: Kind, size: Size, name: &str) -> PathBuf {
+    debug_assert!(is_stored_name(name));
+    let mut p = root.join(kind.as_str());
+    if let Some(d) = size.dir() {
+        p.push(d);
+    }
+    p.push(name);
+    p
+}
+
+/// The path relative to UPLOAD_DIR, for nginx's internal location.
+pub fn relative_path(kind: Kind, size: Size, name: &str) -> String {
+    match size.dir() {
+        Some(d) => format!("{}/{d}/{name}", kind.as_str()),
+        None => format!("{}/{name}", kind.as_str()),
+    }
+}
+
+/// Writes `bytes` (already [`check`]ed) under a fresh random name, with derivatives for
+/// images. Blocking: run it off the async workers. Returns the stored name.
+pub fn store(root: &Path, kind: Kind, detected: Detected, bytes: &[u8]) -> Result<String> {
+    let name = random_name(detected);
+    let derivatives = match detected.image_format() {
+        Some(format) => {
+            let img = image::load_from_memory_with_format(bytes, format)
+                .map_err(|_| anyhow::Error::new(UndecodableImage))?;
+            vec![
+                (
+                    Size::Thumbnail,
+                    encode(&img.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX), format)?,
+                ),
+                (
+                    Size::Medium,
+                    encode(&img.thumbnail(MEDIUM_PX, MEDIUM_PX), format)?,
+                ),
+            ]
+        }
+        None => Vec::new(),
+    };
+    write_atomic(&path_of(root, kind, Size::Original, &name), bytes)?;
+    for (size, data) in derivatives {
+        write_atomic(&path_of(root, kind, size, &name), &data)?;
+    }
+    Ok(name)
+}
+
+/// Marks a decoding failure so the server can answer 422 rather than 500.
+#[derive(Debug, thiserror::Error)]
+#[error("the image could not be decoded")]
+pub struct UndecodableImage;
+
+fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    // JPEG has no alpha channel; the encoder refuses RGBA input.
+    let img = if format == image::ImageFormat::Jpeg {
+        image::DynamicImage::ImageRgb8(img.to_rgb8())
+    } else {
+        img.clone()
+    };
+    img.write_to(&mut out, format)
+        .context("failed to encode an image derivative")?;
+    Ok(out.into_inner())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("stored paths have a directory");
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create upload directory {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("failed to move upload into place at {}", path.display()))?;
+    Ok(())
+}
+
+/// Removes stored files and their derivatives; a file already gone is fine.
+pub fn remove_blocking(root: &Path, files: &[(Kind, String)]) {
+    for (kind, name) in files {
+        if !is_stored_name(name) {
+            continue;
+        }
+        for size in [Size::Original, Size::Thumbnail, Size::Medium] {
+            let p = path_of(root, *kind, size, name);
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "failed to remove upload");
+                }
+            }
+        }
+    }
+}
+
+/// [`remove_blocking`] on the blocking pool.
+pub async fn remove_stored(root: &Path, files: &[(Kind, String)]) {
+    let root = root.to_path_buf();
+    let files = files.to_vec();
+    let _ = tokio::task::spawn_blocking(move || remove_blocking(&root, &files)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        image: 100,
+        profile_photo: 50,
+        document: 200,
+    };
+
+    #[test]
+    fn sniffs_by_content() {
+        assert_eq!(sniff(b"\xFF\xD8\xFF\xE0rest"), Some(Detected::Jpeg));
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), Some(Detected::Png));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(Detected::Webp));
+        assert_eq!(sniff(b"GIF89a..."), Some(Detected::Gif));
+        assert_eq!(sniff(b"%PDF-1.7"), Some(Detected::Pdf));
+        assert_eq!(sniff(b"MZ\x90\0 a windows exe"), None);
+    }
+
+    #[test]
+    fn checks_kind_size_and_type() {
+        let png = b"\x89PNG\r\n\x1a\n".to_vec();
+        assert_eq!(check(Kind::MealPhotos, &png, &LIMITS), Ok(Detected::Png));
+        assert_eq!(check(Kind::MealPhotos, b"", &LIMITS), Err(Rejection::Empty));
+        assert_eq!(
+            check(Kind::ProfilePhotos, &[0xFF; 60], &LIMITS),
+            Err(Rejection::TooLarge { limit: 50 })
+        );
+        assert_eq!(
+            check(Kind::MealPhotos, b"MZ\x90\0", &LIMITS),
+            Err(Rejection::NotAllowed)
+        );
+        assert_eq!(
+            check(Kind::Documents, &png, &LIMITS),
+            Err(Rejection::NotAllowed)
+        );
+        assert_eq!(
+            check(Kind::MealPhotos, b"%PDF-1.4", &LIMITS),
+            Err(Rejection::NotAllowed)
+        );
+        assert_eq!(
+            check(Kind::Documents, b"%PDF-1.4", &LIMITS),
+            Ok(Detected::Pdf)
+        );
+    }
+
+    #[test]
+    fn stored_names_only() {
+        let name = random_name(Detected::Png);
+        assert!(is_stored_name(&name), "{name}");
+        for bad in [
+            "../etc/passwd",
+            "a.png",
+            &format!("../{name}"),
+            "0123456789abcdef0123456789abcdef.exe",
+        ] {
+            assert!(!is_stored_name(bad), "{bad}");
+        }
+        let url = media_url(Kind::MealPhotos, &name);
+        assert_eq!(
+            parse_media_url(&format!("{url}?size=medium")),
+            Some((Kind::MealPhotos, name.clone()))
+        );
+        assert_eq!(
+            parse_media_url("/api/files/media/meal_photos/../x.png"),
+            None
+        );
+        assert_eq!(
+            relative_path(Kind::MealPhotos, Size::Thumbnail, &name),
+            format!("meal_photos/thumbnail/{name}")
+        );
+    }
+
+    #[test]
+    fn limits_from_settings() {
+        let l = Limits::from_settings(10, |k| (k == "MAX_DOCUMENT_SIZE").then(|| "30".to_string()));
+        assert_eq!((l.image, l.profile_photo, l.document), (10, 10, 30));
+    }
+
+    #[test]
+    fn stores_png_with_derivatives() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbaImage::from_pixel(1000, 500, image::Rgba([1, 2, 3, 255]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let name = store(dir.path(), Kind::MealPhotos, Detected::Png, png.get_ref()).unwrap();
+        let thumb = image::open(path_of(
+            dir.path(),
+            Kind::MealPhotos,
+            Size::Thumbnail,
+            &name,
+        ))
+        .unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (150, 75));
+        let medium =
+            image::open(path_of(dir.path(), Kind::MealPhotos, Size::Medium, &name)).unwrap();
+        assert_eq!(medium.width(), 600);
+        remove_blocking(dir.path(), &[(Kind::MealPhotos, name.clone())]);
+        assert!(!path_of(dir.path(), Kind::MealPhotos, Size::Original, &name).exists());
+        assert!(!path_of(dir.path(), Kind::MealPhotos, Size::Medium, &name).exists());
+    }
+}

@@ -1,0 +1,226 @@
+//! Object-level authorization, the one rule every domain route applies: a client sees
+//! their own data, a trainer their own clients' data, an admin everything. An object the
+//! caller may not see answers 404 exactly like a missing one, so ids can't be probed.
+//!
+//! Also [`query`], the way handlers run a closure on the database that may itself answer
+//! with an [`ApiError`]. Nothing here renders responses or parses requests.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::{ApiError, ApiResult};
+use super::state::AppState;
+use crate::db::users::{Role, User};
+use crate::db::DbError;
+
+/// Runs `f` on a pooled connection off the async workers (through [`crate::db::Db::call`]).
+pub async fn query<T, F>(state: &AppState, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&mut Connection) -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    state.db.call(move |c| Ok(f(c))).await?
+}
+
+/// Starts a write transaction that takes the write lock up front. A deferred one that
+/// reads first fails at once with SQLITE_BUSY when another writer commits in between
+/// (the busy timeout doesn't cover that upgrade), which showed as 500s under load.
+pub fn write_tx(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, DbError> {
+    Ok(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+}
+
+/// Who is asking, reduced to what authorization needs; cheap to move into closures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub id: i64,
+    pub role: Role,
+}
+
+impl From<&User> for Actor {
+    fn from(u: &User) -> Self {
+        Actor {
+            id: u.id,
+            role: u.role,
+        }
+    }
+}
+
+impl Actor {
+    pub fn is_admin(self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// May this actor see data owned by `owner_id`, whose trainer is `owner_trainer`?
+    pub fn may_see(self, owner_id: i64, owner_trainer: Option<i64>) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Client => self.id == owner_id,
+            Role::Trainer => self.id == owner_id || owner_trainer == Some(self.id),
+        }
+    }
+
+    /// May this actor plan for (write plans of) client `owner_id`? Their trainer or an admin.
+    pub fn may_plan_for(self, owner_trainer: Option<i64>) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Trainer => owner_trainer == Some(self.id),
+            Role::Client => false,
+        }
+    }
+
+    pub fn require(self, roles: &[Role], msg: &'static str) -> ApiResult<()> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(msg))
+        }
+    }
+}
+
+pub const STAFF: &[Role] = &[Role::Trainer, Role::Admin];
+
+/// The trainer of `user_id`, or `None` when there is no such user.
+pub fn trainer_of(c: &Connection, user_id: i64) -> Result<Option<Option<i64>>, DbError> {
+    Ok(
+        c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
+            .query_row([user_id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// The trainer of a client the actor may see, or 404 (`what` names the object).
+pub fn visible_owner(
+    c: &Connection,
+    actor: Actor,
+    owner_id: i64,
+    what: &'static str,
+) -> ApiResult<Option<i64>> {
+    match trainer_of(c, owner_id)? {
+        Some(trainer) if actor.may_see(owner_id, trainer) => Ok(trainer),
+        _ => Err(ApiError::NotFound(what)),
+    }
+}
+
+/// Like [`visible_owner`], then 403 unless the actor may also change plans for the owner.
+pub fn plannable_owner(
+    c: &Connection,
+    actor: Actor,
+    owner_id: i64,
+    what: &'static str,
+) -> ApiResult<()> {
+    let trainer = visible_owner(c, actor, owner_id, what)?;
+    if actor.may_plan_for(trainer) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Only the client's trainer or an admin can change this",
+        ))
+    }
+}
+
+/// Checks an object through the client who owns it (`owner`, as looked up from the
+/// object): visibility to read, the planning rule to write. Missing and invisible both
+/// answer 404 with `missing`.
+pub fn owned(
+    c: &Connection,
+    actor: Actor,
+    owner: Result<Option<i64>, DbError>,
+    write: bool,
+    missing: &'static str,
+) -> ApiResult<i64> {
+    let client = owner?.ok_or(ApiError::NotFound(missing))?;
+    if write {
+        plannable_owner(c, actor, client, missing)?;
+    } else {
+        visible_owner(c, actor, client, missing)?;
+    }
+    Ok(client)
+}
+
+/// A client the actor may see (must have the CLIENT role), or 404.
+pub fn visible_client(c: &Connection, actor: Actor, client_id: i64) -> ApiResult<User> {
+    match crate::db::users::find_by_id(c, client_id)? {
+        Some(u) if u.role == Role::Client && actor.may_see(u.id, u.trainer_id) => Ok(u),
+        _ => Err(ApiError::NotFound("Client not found")),
+    }
+}
+
+/// Maps a foreign-key RESTRICT failure to 409 with `msg`; other errors pass through.
+pub fn restrict_conflict(e: DbError, msg: &str) -> ApiError {
+    match &e {
+        DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER =>
+        {
+            ApiError::Conflict(msg.to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+/// The `(trainer, client)` filters of a list for `actor`, given the caller's optional
+/// `client_id` filter: an admin sees all, a trainer their clients, a client themselves.
+/// `None` when the filter names a client the actor can never see (an empty list).
+pub fn list_scope(actor: Actor, client_filter: Option<i64>) -> Option<(Option<i64>, Option<i64>)> {
+    match actor.role {
+        Role::Admin => Some((None, client_filter)),
+        Role::Trainer => Some((Some(actor.id), client_filter)),
+        Role::Client => match client_filter {
+            Some(id) if id != actor.id => None,
+            _ => Some((None, Some(actor.id))),
+        },
+    }
+}
+
+/// Checks that `url` names an uploaded file of `kind` owned by `owner_id`, so one user
+/// can't attach another's photo to their record.
+pub fn check_attachment(
+    c: &Connection,
+    field: &'static str,
+    url: Option<&str>,
+    kind: crate::files::Kind,
+    owner_id: i64,
+) -> ApiResult<()> {
+    let Some(url) = url else { return Ok(()) };
+    let owned = crate::files::parse_media_url(url)
+        .filter(|(k, _)| *k == kind)
+        .map(|(k, name)| crate::db::files::find(c, k, &name))
+        .transpose()?
+        .flatten()
+        .is_some_and(|f| f.owner_id == owner_id);
+    if owned {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("must be the url of a {} file you uploaded", kind.as_str()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(id: i64, role: Role) -> Actor {
+        Actor { id, role }
+    }
+
+    #[test]
+    fn role_matrix() {
+        // Client 10 is trained by trainer 2.
+        let cases = [
+            (actor(1, Role::Admin), true, true),
+            (actor(2, Role::Trainer), true, true),
+            (actor(3, Role::Trainer), false, false),
+            (actor(10, Role::Client), true, false),
+            (actor(11, Role::Client), false, false),
+        ];
+        for (a, see, plan) in cases {
+            assert_eq!(a.may_see(10, Some(2)), see, "{a:?} see");
+            assert_eq!(a.may_plan_for(Some(2)), plan, "{a:?} plan");
+        }
+        // A client without a trainer: only admin plans, only the client sees.
+        assert!(!actor(2, Role::Trainer).may_see(10, None));
+        assert!(!actor(2, Role::Trainer).may_plan_for(None));
+    }
+}

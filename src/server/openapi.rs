@@ -1,0 +1,137 @@
+//! The OpenAPI 3 document served at `/openapi.json`. Paths come from the
+//! `#[utoipa::path]` attribute of each handler, and the same attribute registers the route
+//! (through `utoipa_axum::routes!`), so the document and the router can't drift. This module
+//! holds only the document's frame and the schemas shared by every route.
+
+use axum::extract::DefaultBodyLimit;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::UtoipaMethodRouter;
+
+use super::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Elior Fitness API",
+        description = "Trainers plan workouts and meals for their clients; clients log sessions, meals, weight and photos. \
+                       A client sees their own data, a trainer their own clients', an admin everything; \
+                       another owner's object answers 404.",
+    ),
+    modifiers(&BearerAuth, &CommonErrors),
+    components(schemas(ErrorBody, ValidationErrorBody, FieldErrorSchema)),
+    tags(
+        (name = "auth"), (name = "users"), (name = "workouts"), (name = "meal-plans"),
+        (name = "progress"), (name = "files"), (name = "notifications"), (name = "system"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Adds the error answers every operation shares, so each handler's attribute lists only
+/// its own success: 401/403/404 where a token is needed, 422 where there is input.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |description: &str, schema: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                if op.security.is_some() {
+                    for (code, description) in [
+                        ("401", "Missing or invalid token"),
+                        ("403", "Role not allowed"),
+                        ("404", "Absent, or not the caller's to see"),
+                    ] {
+                        responses
+                            .entry(code.into())
+                            .or_insert_with(|| answer(description, "ErrorBody").into());
+                    }
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some()
+                {
+                    responses.entry("422".into()).or_insert_with(|| {
+                        answer(
+                            "Invalid input, one entry per bad field",
+                            "ValidationErrorBody",
+                        )
+                        .into()
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `{"detail": "message"}`, the body of every 4xx but 422.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
+}
+
+/// One bad field of a 422.
+#[derive(ToSchema)]
+pub struct FieldErrorSchema {
+    /// Where: `["body", "field"]`, `["query", "limit"]`, `["path"]`.
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[schema(rename = "type")]
+    pub kind: String,
+}
+
+/// `{"detail": [{"loc", "msg", "type"}]}`.
+#[derive(ToSchema)]
+pub struct ValidationErrorBody {
+    pub detail: Vec<FieldErrorSchema>,
+}
+
+/// A multipart upload: the file in field `file` (or `image`).
+#[derive(ToSchema)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// Applies a layer (e.g. a body limit) to the method router of documented routes.
+pub fn layered(
+    (schemas, paths, router): UtoipaMethodRouter<AppState>,
+    layer: DefaultBodyLimit,
+) -> UtoipaMethodRouter<AppState> {
+    (schemas, paths, router.layer(layer))
+}

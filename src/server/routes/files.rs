@@ -1,0 +1,369 @@
+//! `/api/files`: uploading (checked by content, stored under a random name with its
+//! derivatives), serving with an access check, deleting with derivatives, and admin stats.
+//!
+//! A file belongs to a client (its owner). Who may read it follows
+//! [`crate::server::access`]: the owner, their trainer, or an admin. Behind nginx the body
+//! is handed off with `X-Accel-Redirect`; see [`ACCEL_UPLOADS_PREFIX`].
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::db::files::{self, FileRecord, KindStats};
+use crate::db::users::Role;
+use crate::files::{self as store, Kind, Rejection, Size};
+use crate::server::access::{query, visible_client, visible_owner, Actor};
+use crate::server::error::{ApiError, ApiResult, FieldError};
+use crate::server::extract::AuthUser;
+use crate::server::openapi;
+use crate::server::params::{ApiPath, ApiQuery};
+use crate::server::routes::deleted;
+use crate::server::state::AppState;
+
+/// Behind the stack's nginx (the TCP peer is one of TRUSTED_PROXIES) a permitted download
+/// is answered with `X-Accel-Redirect: {ACCEL_UPLOADS_PREFIX}{kind}/[size/]{name}`, which
+/// nginx serves from its `internal` location over UPLOAD_DIR. Anyone else gets the bytes.
+pub use crate::plan::render::paths::ACCEL_UPLOADS_PREFIX;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        // Limits are per kind and enforced while reading, in `read_file_field`.
+        .routes(openapi::layered(
+            routes!(upload),
+            DefaultBodyLimit::disable(),
+        ))
+        .routes(routes!(stats))
+        .routes(routes!(serve, remove))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadedFile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub url: String,
+    pub thumbnail_url: Option<String>,
+    pub medium_url: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+}
+
+impl From<FileRecord> for UploadedFile {
+    fn from(f: FileRecord) -> Self {
+        let kind = Kind::parse(&f.kind).unwrap_or(Kind::Documents);
+        let url = store::media_url(kind, &f.name);
+        let image = f.content_type.starts_with("image/");
+        UploadedFile {
+            thumbnail_url: image.then(|| format!("{url}?size=thumbnail")),
+            medium_url: image.then(|| format!("{url}?size=medium")),
+            url,
+            kind: f.kind,
+            name: f.name,
+            content_type: f.content_type,
+            size: f.size,
+        }
+    }
+}
+
+fn upload_error(field: &str, msg: impl Into<String>) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        loc: vec!["body".into(), field.into()],
+        msg: msg.into(),
+        kind: "value_error".into(),
+    }])
+}
+
+pub fn multipart_or_422(m: Result<Multipart, MultipartRejection>) -> ApiResult<Multipart> {
+    m.map_err(|e| upload_error("file", e.body_text()))
+}
+
+/// Reads the first field named one of `names`, refusing it as soon as it passes `limit`
+/// bytes (the body is never buffered beyond that).
+pub async fn read_file_field(mut m: Multipart, names: &[&str], limit: u64) -> ApiResult<Vec<u8>> {
+    let field_name = names[0];
+    while let Some(mut field) = m
+        .next_field()
+        .await
+        .map_err(|e| upload_error(field_name, e.body_text()))?
+    {
+        if !field.name().is_some_and(|n| names.contains(&n)) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        let mut seen: u64 = 0;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| upload_error(field_name, e.body_text()))?
+        {
+            seen += chunk.len() as u64;
+            // Past the limit, keep reading (and dropping) up to twice the limit so the
+            // client, still sending, gets the 422 rather than a reset connection.
+            if seen > limit.saturating_mul(2) {
+                break;
+            }
+            if seen <= limit {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        if seen > limit {
+            return Err(upload_error(
+                field_name,
+                Rejection::TooLarge { limit }.to_string(),
+            ));
+        }
+        return Ok(bytes);
+    }
+    Err(upload_error(
+        field_name,
+        "is required (a multipart file field)",
+    ))
+}
+
+/// Checks `bytes` by content, stores them with derivatives and records the file for
+/// `owner_id`. The caller has already authorized the owner.
+pub async fn save(
+    state: &AppState,
+    kind: Kind,
+    owner_id: i64,
+    bytes: Vec<u8>,
+    field: &str,
+) -> ApiResult<FileRecord> {
+    let detected = store::check(kind, &bytes, &state.file_limits)
+        .map_err(|r| upload_error(field, r.to_string()))?;
+    let root = state.config.upload_dir.clone();
+    let size = bytes.len() as i64;
+    let name = tokio::task::spawn_blocking(move || store::store(&root, kind, detected, &bytes))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| {
+            if e.is::<store::UndecodableImage>() {
+                upload_error(field, Rejection::Undecodable.to_string())
+            } else {
+                ApiError::Internal(e)
+            }
+        })?;
+    let stored = name.clone();
+    let record = query(state, move |c| {
+        Ok(files::insert(
+            c,
+            kind,
+            &stored,
+            owner_id,
+            detected.content_type(),
+            size,
+        )?)
+    })
+    .await;
+    if record.is_err() {
+        store::remove_stored(&state.config.upload_dir, &[(kind, name)]).await;
+    }
+    record
+}
+
+fn parse_kind(kind: &str) -> ApiResult<Kind> {
+    Kind::parse(kind).ok_or_else(|| {
+        ApiError::Validation(vec![FieldError {
+            loc: vec!["path".into(), "kind".into()],
+            msg: format!("must be one of: {}", Kind::ALL.map(Kind::as_str).join(", ")),
+            kind: "value_error".into(),
+        }])
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct UploadQuery {
+    /// Staff upload on behalf of one of their clients.
+    client_id: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/files/upload/{kind}", operation_id = "files_upload", tag = "files", params(("kind" = String, Path), UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile)), security(("bearer" = [])))]
+async fn upload(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(kind): ApiPath<String>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    m: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
+    let kind = parse_kind(&kind)?;
+    let actor = Actor::from(&me);
+    // Read the (bounded) body before refusing, so the client sees the answer.
+    let m = multipart_or_422(m)?;
+    let bytes = read_file_field(m, &["file", "image"], state.file_limits.for_kind(kind)).await?;
+    let owner = match q.client_id {
+        Some(id) if id != me.id => {
+            query(&state, move |c| visible_client(c, actor, id).map(|u| u.id)).await?
+        }
+        _ => me.id,
+    };
+    let record = save(&state, kind, owner, bytes, "file").await?;
+    tracing::info!(kind = kind.as_str(), name = %record.name, owner, "file uploaded");
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct SizeQuery {
+    size: Option<String>,
+}
+
+/// The record of a stored file the actor may see, or 404 (bad names included).
+async fn visible_file(
+    state: &AppState,
+    actor: Actor,
+    kind: &str,
+    name: &str,
+) -> ApiResult<(Kind, FileRecord)> {
+    const MISSING: &str = "File not found";
+    let kind = Kind::parse(kind).ok_or(ApiError::NotFound(MISSING))?;
+    if !store::is_stored_name(name) {
+        return Err(ApiError::NotFound(MISSING));
+    }
+    let name = name.to_string();
+    let record = query(state, move |c| {
+        let f = files::find(c, kind, &name)?.ok_or(ApiError::NotFound(MISSING))?;
+        visible_owner(c, actor, f.owner_id, MISSING)?;
+        Ok(f)
+    })
+    .await?;
+    Ok((kind, record))
+}
+
+/// Whether the request came straight from the stack's nginx.
+fn behind_nginx(state: &AppState, peer: std::net::IpAddr) -> bool {
+    state
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(peer))
+}
+
+#[utoipa::path(get, path = "/api/files/media/{kind}/{name}", operation_id = "files_serve", tag = "files", params(("kind" = String, Path), ("name" = String, Path), SizeQuery), responses((status = 200, description = "Success")), security(("bearer" = [])))]
+async fn serve(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ConnectPeer(peer): ConnectPeer,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<SizeQuery>,
+) -> ApiResult<Response> {
+    let size = match q.size.as_deref() {
+        None => Size::Original,
+        Some(s) => Size::parse(s).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError {
+                loc: vec!["query".into(), "size".into()],
+                msg: "must be one of: original, thumbnail, medium".into(),
+                kind: "value_error".into(),
+            }])
+        })?,
+    };
+    let (kind, record) = visible_file(&state, Actor::from(&me), &kind, &name).await?;
+    // Documents have no derivatives.
+    let size = if record.content_type.starts_with("image/") {
+        size
+    } else {
+        Size::Original
+    };
+    let content_type =
+        HeaderValue::from_str(&record.content_type).map_err(|e| ApiError::Internal(e.into()))?;
+    let common = [
+        (header::CONTENT_TYPE, content_type),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=3600"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    if behind_nginx(&state, peer) {
+        let target = format!(
+            "{ACCEL_UPLOADS_PREFIX}{}",
+            store::relative_path(kind, size, &record.name)
+        );
+        let target = HeaderValue::from_str(&target).map_err(|e| ApiError::Internal(e.into()))?;
+        return Ok((
+            common,
+            [(header::HeaderName::from_static("x-accel-redirect"), target)],
+        )
+            .into_response());
+    }
+    let path = store::path_of(&state.config.upload_dir, kind, size, &record.name);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "recorded upload is missing on disk");
+            ApiError::NotFound("File not found")
+        } else {
+            ApiError::Internal(
+                anyhow::Error::new(e).context(format!("failed to read upload {}", path.display())),
+            )
+        }
+    })?;
+    Ok((common, bytes).into_response())
+}
+
+/// The TCP peer, unlike [`ClientIp`] not rewritten by forwarding headers: the proxy itself.
+struct ConnectPeer(std::net::IpAddr);
+
+impl axum::extract::FromRequestParts<AppState> for ConnectPeer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|i| ConnectPeer(crate::config::net::canonical(i.0.ip())))
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("server started without ConnectInfo"))
+            })
+    }
+}
+
+/// The owner, their trainer or an admin deletes a file and its derivatives.
+#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn remove(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (kind, record) = visible_file(&state, Actor::from(&me), &kind, &name).await?;
+    let stored = record.name.clone();
+    query(&state, move |c| {
+        if files::is_referenced(c, &store::media_url(kind, &stored))? {
+            return Err(ApiError::Conflict(
+                "The file belongs to a meal photo, weigh-in or workout record; delete that instead"
+                    .into(),
+            ));
+        }
+        Ok(files::delete(c, kind, &stored)?)
+    })
+    .await?;
+    store::remove_stored(&state.config.upload_dir, &[(kind, record.name)]).await;
+    Ok(deleted("File"))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Stats {
+    by_type: Vec<KindStats>,
+    total_files: i64,
+    total_bytes: i64,
+}
+
+#[utoipa::path(get, path = "/api/files/media/stats", operation_id = "files_stats", tag = "files", responses((status = 200, description = "Success", body = Stats)), security(("bearer" = [])))]
+async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Json<Stats>> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can see file statistics")?;
+    let by_type = query(&state, |c| Ok(files::stats(c)?)).await?;
+    Ok(Json(Stats {
+        total_files: by_type.iter().map(|k| k.files).sum(),
+        total_bytes: by_type.iter().map(|k| k.bytes).sum(),
+        by_type,
+    }))
+}

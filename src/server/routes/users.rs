@@ -1,0 +1,475 @@
+//! `/api/users`: the current user, the admin's list, a trainer's clients, single users,
+//! and assigning clients to trainers. Also [`UserDetail`] (a user with their profile),
+//! which `/api/auth/register/{trainer,client}` return too.
+//!
+//! There is no public list of users: the list and the trainers are admin only, and a
+//! trainer's client list holds their own clients. Visibility of one user follows
+//! [`user_visible`]; anything else answers 404.
+
+use axum::extract::State;
+use axum::Json;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::db::profiles::{self, ClientProfile, TrainerProfile};
+use crate::db::users::{self, Role, User, UserChanges, UserFilter};
+use crate::db::DbError;
+use crate::server::access::{query, Actor, STAFF};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::auth::is_email;
+use crate::server::routes::deleted;
+use crate::server::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(get_me, put_me))
+        .routes(routes!(list_clients))
+        .routes(routes!(list_trainers))
+        .routes(routes!(get_user, put_user, delete_user))
+        .routes(routes!(assign_to_me))
+        .routes(routes!(remove_client))
+        .routes(routes!(admin_assign, admin_unassign))
+}
+
+/// A user with the profile of their role.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserDetail {
+    #[serde(flatten)]
+    pub user: User,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer_profile: Option<TrainerProfile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_profile: Option<ClientProfile>,
+}
+
+pub fn detail(c: &Connection, user: User) -> ApiResult<UserDetail> {
+    let (trainer_profile, client_profile) = match user.role {
+        Role::Trainer => (Some(profiles::trainer(c, user.id)?), None),
+        Role::Client => (None, Some(profiles::client(c, user.id)?)),
+        Role::Admin => (None, None),
+    };
+    Ok(UserDetail {
+        user,
+        trainer_profile,
+        client_profile,
+    })
+}
+
+/// Who may see a user: themselves, an admin, a client's trainer, and a client's own trainer
+/// as seen by that client.
+fn user_visible(actor: Actor, target: &User, actor_trainer: Option<i64>) -> bool {
+    actor.id == target.id
+        || actor.is_admin()
+        || (actor.role == Role::Trainer && target.trainer_id == Some(actor.id))
+        || (actor.role == Role::Client && actor_trainer == Some(target.id))
+}
+
+fn find_visible(c: &Connection, actor: &User, id: i64) -> ApiResult<User> {
+    users::find_by_id(c, id)?
+        .filter(|u| user_visible(Actor::from(actor), u, actor.trainer_id))
+        .ok_or(ApiError::NotFound("User not found"))
+}
+
+pub fn check_trainer_profile(c: &mut Checks, p: &TrainerProfile) {
+    c.opt_text(
+        "trainer_profile.specialization",
+        p.specialization.as_deref(),
+        200,
+    );
+    c.opt_text("trainer_profile.bio", p.bio.as_deref(), 2000);
+    c.opt_text(
+        "trainer_profile.certification",
+        p.certification.as_deref(),
+        200,
+    );
+    c.range_i64(
+        "trainer_profile.years_of_experience",
+        p.years_of_experience,
+        0,
+        80,
+    );
+}
+
+pub fn check_client_profile(c: &mut Checks, p: &ClientProfile) {
+    c.range_f64("client_profile.height", p.height, 50.0, 300.0, false);
+    c.range_f64(
+        "client_profile.target_weight",
+        p.target_weight,
+        0.0,
+        500.0,
+        true,
+    );
+    c.opt_text("client_profile.goals", p.goals.as_deref(), 2000);
+    c.opt_text(
+        "client_profile.medical_conditions",
+        p.medical_conditions.as_deref(),
+        2000,
+    );
+    c.opt_text(
+        "client_profile.dietary_restrictions",
+        p.dietary_restrictions.as_deref(),
+        2000,
+    );
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    email: Option<String>,
+    full_name: Option<String>,
+    is_active: Option<bool>,
+    trainer_profile: Option<TrainerProfile>,
+    client_profile: Option<ClientProfile>,
+}
+
+/// Validates and applies `u` to `target`. Only an admin changes `is_active`; only the
+/// user or an admin changes the email.
+fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
+    let mut checks = Checks::new();
+    if let Some(e) = &u.email {
+        if !is_email(e.trim()) {
+            checks.push("email", "is not a valid email address");
+        }
+        if actor.id != target.id && !actor.is_admin() {
+            checks.push("email", "only the user or an admin can change it");
+        }
+    }
+    if let Some(n) = &u.full_name {
+        checks.text("full_name", n, 1, 100);
+    }
+    if u.is_active.is_some() && !actor.is_admin() {
+        checks.push("is_active", "only an admin can change it");
+    }
+    if let Some(p) = &u.trainer_profile {
+        if target.role != Role::Trainer {
+            checks.push("trainer_profile", "only trainers have a trainer profile");
+        }
+        check_trainer_profile(&mut checks, p);
+    }
+    if let Some(p) = &u.client_profile {
+        if target.role != Role::Client {
+            checks.push("client_profile", "only clients have a client profile");
+        }
+        check_client_profile(&mut checks, p);
+    }
+    if u.is_active == Some(false) && actor.id == target.id {
+        checks.push("is_active", "you cannot deactivate yourself");
+    }
+    checks.finish()?;
+    let changes = UserChanges {
+        email: u.email.map(|s| s.trim().to_string()),
+        full_name: u.full_name.map(|s| s.trim().to_string()),
+        is_active: u.is_active,
+    };
+    users::update(c, target.id, &changes).map_err(|e| match e.unique_violation() {
+        Some("users.email") => ApiError::Conflict("Email already registered".into()),
+        _ => e.into(),
+    })?;
+    if let Some(p) = &u.trainer_profile {
+        profiles::put_trainer(c, target.id, p)?;
+    }
+    if let Some(p) = &u.client_profile {
+        profiles::put_client(c, target.id, p)?;
+    }
+    users::find_by_id(c, target.id)?.ok_or(ApiError::NotFound("User not found"))
+}
+
+#[utoipa::path(get, path = "/api/users/me", operation_id = "users_get_me", tag = "users", responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn get_me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> ApiResult<Json<UserDetail>> {
+    query(&state, move |c| detail(c, me)).await.map(Json)
+}
+
+#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn put_me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(u): ApiJson<UserUpdate>,
+) -> ApiResult<Json<UserDetail>> {
+    query(&state, move |c| {
+        let updated = apply_update(c, Actor::from(&me), &me, u)?;
+        detail(c, updated)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    role: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/users", operation_id = "users_list_users", tag = "users", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<User>>> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can list users")?;
+    let mut checks = Checks::new();
+    page.check(&mut checks);
+    let role = match q.role.as_deref() {
+        None => None,
+        Some(r) => {
+            let parsed = Role::parse(r);
+            if parsed.is_none() {
+                checks.push_query("role", "must be one of: ADMIN, TRAINER, CLIENT");
+            }
+            parsed
+        }
+    };
+    checks.finish()?;
+    let filter = UserFilter {
+        role,
+        trainer_id: None,
+    };
+    query(&state, move |c| {
+        Ok(users::list(c, filter, page.limit, page.offset)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/users/clients", operation_id = "users_list_clients", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
+async fn list_clients(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<Json<Vec<User>>> {
+    let actor = Actor::from(&me);
+    actor.require(STAFF, "Only trainers and admins can list clients")?;
+    let mut checks = Checks::new();
+    page.check(&mut checks);
+    checks.finish()?;
+    let filter = UserFilter {
+        role: Some(Role::Client),
+        trainer_id: (!actor.is_admin()).then_some(actor.id),
+    };
+    query(&state, move |c| {
+        Ok(users::list(c, filter, page.limit, page.offset)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/users/trainers", operation_id = "users_list_trainers", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
+async fn list_trainers(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<Json<Vec<User>>> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can list trainers")?;
+    let mut checks = Checks::new();
+    page.check(&mut checks);
+    checks.finish()?;
+    let filter = UserFilter {
+        role: Some(Role::Trainer),
+        trainer_id: None,
+    };
+    query(&state, move |c| {
+        Ok(users::list(c, filter, page.limit, page.offset)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/users/{id}", operation_id = "users_get_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn get_user(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<UserDetail>> {
+    query(&state, move |c| {
+        let u = find_visible(c, &me, id)?;
+        detail(c, u)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+async fn put_user(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(u): ApiJson<UserUpdate>,
+) -> ApiResult<Json<UserDetail>> {
+    query(&state, move |c| {
+        let target = find_visible(c, &me, id)?;
+        let actor = Actor::from(&me);
+        // Visible is not writable: a client sees their trainer but may not edit them.
+        let writable = actor.id == target.id
+            || actor.is_admin()
+            || (actor.role == Role::Trainer && target.trainer_id == Some(actor.id));
+        if !writable {
+            return Err(ApiError::Forbidden("You cannot change this user"));
+        }
+        let updated = apply_update(c, actor, &target, u)?;
+        detail(c, updated)
+    })
+    .await
+    .map(Json)
+}
+
+/// Admin only. Refuses to delete yourself and a trainer who still has clients (reassign
+/// them first); a client's own data goes with them. Their stored files are removed too.
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_user(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let files = query(&state, move |c| {
+        let target = find_visible(c, &me, id)?;
+        Actor::from(&me).require(&[Role::Admin], "Only admins can delete users")?;
+        if target.id == me.id {
+            return Err(ApiError::Conflict(
+                "You cannot delete your own account".into(),
+            ));
+        }
+        if target.role == Role::Trainer && users::count_clients_of(c, target.id)? > 0 {
+            return Err(ApiError::Conflict(
+                "Trainer still has clients; reassign or remove them first".into(),
+            ));
+        }
+        let tx = crate::server::access::write_tx(c)?;
+        let files = crate::db::files::owned_by(&tx, target.id)?;
+        users::delete(&tx, target.id)?;
+        tx.commit().map_err(DbError::from)?;
+        Ok(files)
+    })
+    .await?;
+    crate::files::remove_stored(&state.config.upload_dir, &files).await;
+    tracing::info!(user_id = id, "user deleted");
+    Ok(deleted("User"))
+}
+
+/// A trainer takes on a client who has no trainer yet.
+#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+async fn assign_to_me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<User>> {
+    Actor::from(&me).require(&[Role::Trainer], "Only trainers can take on clients")?;
+    query(&state, move |c| {
+        let client = users::find_by_id(c, id)?
+            .filter(|u| {
+                u.role == Role::Client && (u.trainer_id.is_none() || u.trainer_id == Some(me.id))
+            })
+            .ok_or(ApiError::NotFound("Client not found"))?;
+        users::set_trainer(c, client.id, Some(me.id))?;
+        users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
+    })
+    .await
+    .map(Json)
+}
+
+/// A trainer lets go of their client, or an admin unassigns any client.
+#[utoipa::path(post, path = "/api/users/clients/{id}/remove", operation_id = "users_remove_client", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+async fn remove_client(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<User>> {
+    let actor = Actor::from(&me);
+    actor.require(STAFF, "Only trainers and admins can remove clients")?;
+    query(&state, move |c| {
+        let client = crate::server::access::visible_client(c, actor, id)?;
+        users::set_trainer(c, client.id, None)?;
+        users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
+    })
+    .await
+    .map(Json)
+}
+
+fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User> {
+    let trainer = users::find_by_id(c, tid)?
+        .filter(|u| u.role == Role::Trainer)
+        .ok_or(ApiError::NotFound("Trainer not found"))?;
+    let client = users::find_by_id(c, cid)?
+        .filter(|u| u.role == Role::Client)
+        .ok_or(ApiError::NotFound("Client not found"))?;
+    if assign {
+        users::set_trainer(c, client.id, Some(trainer.id))?;
+    } else if client.trainer_id == Some(trainer.id) {
+        users::set_trainer(c, client.id, None)?;
+    } else {
+        return Err(ApiError::NotFound("Client is not assigned to this trainer"));
+    }
+    users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
+}
+
+#[utoipa::path(post, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_assign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+async fn admin_assign(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath((tid, cid)): ApiPath<(i64, i64)>,
+) -> ApiResult<Json<User>> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can assign clients to trainers")?;
+    query(&state, move |c| admin_set(c, tid, cid, true))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/users/trainer/{tid}/clients/{cid}", operation_id = "users_admin_unassign", tag = "users", params(("tid" = i64, Path), ("cid" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+async fn admin_unassign(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath((tid, cid)): ApiPath<(i64, i64)>,
+) -> ApiResult<Json<User>> {
+    Actor::from(&me).require(&[Role::Admin], "Only admins can unassign clients")?;
+    query(&state, move |c| admin_set(c, tid, cid, false))
+        .await
+        .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64, role: Role, trainer_id: Option<i64>) -> User {
+        User {
+            id,
+            username: format!("u{id}"),
+            email: format!("u{id}@example.com"),
+            full_name: "U".into(),
+            role,
+            is_active: true,
+            trainer_id,
+            created_at: String::new(),
+            updated_at: None,
+            last_login: None,
+            password_hash: String::new(),
+            token_version: 0,
+        }
+    }
+
+    #[test]
+    fn who_sees_whom() {
+        let trainer = user(2, Role::Trainer, None);
+        let client = user(10, Role::Client, Some(2));
+        let a = |u: &User| Actor::from(u);
+        assert!(user_visible(a(&trainer), &client, None));
+        assert!(user_visible(a(&client), &trainer, Some(2)));
+        assert!(!user_visible(
+            a(&user(3, Role::Trainer, None)),
+            &client,
+            None
+        ));
+        assert!(!user_visible(
+            a(&user(11, Role::Client, Some(2))),
+            &client,
+            Some(2)
+        ));
+        assert!(user_visible(a(&user(1, Role::Admin, None)), &client, None));
+    }
+}

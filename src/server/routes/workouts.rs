@@ -1,0 +1,887 @@
+//! `/api/workouts`: the exercise library, workout plans with their sessions and session
+//! exercises, completions logged by clients, and progress over time.
+//!
+//! Exercises are a library every signed-in user may read; their creator or an admin
+//! changes them, and one used by a plan can't be deleted (409). Everything else belongs to
+//! the plan's client: visibility follows [`crate::server::access`], the client's trainer
+//! or an admin writes plans, and only the client logs completions.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::db::notifications;
+use crate::db::users::Role;
+use crate::db::workouts::{
+    self as w, Completion, CompletionFields, Exercise, ExerciseFields, Plan, PlanFields, Session,
+    WorkoutExercise, WorkoutExerciseFields, MUSCLE_GROUPS,
+};
+use crate::db::DbError;
+use crate::files::Kind;
+use crate::server::access::{
+    check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
+    visible_owner, Actor, STAFF,
+};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
+use crate::server::routes::deleted;
+use crate::server::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_exercises, create_exercise))
+        .routes(routes!(get_exercise, put_exercise, delete_exercise))
+        .routes(routes!(exercise_progress))
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(get_plan, put_plan, delete_plan))
+        .routes(routes!(complete_plan))
+        .routes(routes!(plan_summary))
+        .routes(routes!(list_sessions, create_session))
+        .routes(routes!(get_session, put_session, delete_session))
+        .routes(routes!(list_session_exercises, add_session_exercise))
+        .routes(routes!(add_session_exercises))
+        .routes(routes!(
+            get_workout_exercise,
+            put_workout_exercise,
+            delete_workout_exercise
+        ))
+        .routes(routes!(list_completions, create_completion))
+        .routes(routes!(create_completions))
+        .routes(routes!(get_completion, delete_completion))
+}
+
+type Created<T> = (StatusCode, Json<T>);
+
+fn created<T>(v: T) -> Created<T> {
+    (StatusCode::CREATED, Json(v))
+}
+
+fn check_page(page: &Page) -> ApiResult<()> {
+    let mut c = Checks::new();
+    page.check(&mut c);
+    c.finish()
+}
+
+// ----- exercises -----------------------------------------------------------------------
+
+fn check_exercise(f: &ExerciseFields) -> ApiResult<()> {
+    let mut c = Checks::new();
+    c.text("name", &f.name, 1, 100);
+    c.opt_text("description", f.description.as_deref(), 2000);
+    c.opt_text("video_url", f.video_url.as_deref(), 500);
+    if let Some(u) = &f.video_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            c.push("video_url", "must be an http(s) URL");
+        }
+    }
+    c.one_of("muscle_group", Some(&f.muscle_group), MUSCLE_GROUPS);
+    c.opt_text("equipment_needed", f.equipment_needed.as_deref(), 200);
+    c.opt_text("instructions", f.instructions.as_deref(), 5000);
+    c.finish()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct ExerciseQuery {
+    muscle_group: Option<String>,
+    search: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/workouts/exercises", operation_id = "workouts_list_exercises", tag = "workouts", params(crate::server::params::Page, ExerciseQuery), responses((status = 200, description = "Success", body = Vec<Exercise>)), security(("bearer" = [])))]
+async fn list_exercises(
+    State(state): State<AppState>,
+    AuthUser(_me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<ExerciseQuery>,
+) -> ApiResult<Json<Vec<Exercise>>> {
+    let mut c = Checks::new();
+    page.check(&mut c);
+    c.one_of("muscle_group", q.muscle_group.as_deref(), MUSCLE_GROUPS);
+    c.opt_text("search", q.search.as_deref(), 100);
+    c.finish()?;
+    query(&state, move |c| {
+        Ok(w::list_exercises(
+            c,
+            q.muscle_group.as_deref(),
+            clean(q.search).as_deref(),
+            page.limit,
+            page.offset,
+        )?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/workouts/exercises", operation_id = "workouts_create_exercise", tag = "workouts", request_body = ExerciseFields, responses((status = 201, description = "Success", body = Exercise)), security(("bearer" = [])))]
+async fn create_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(f): ApiJson<ExerciseFields>,
+) -> ApiResult<Created<Exercise>> {
+    Actor::from(&me).require(STAFF, "Only trainers and admins can create exercises")?;
+    check_exercise(&f)?;
+    query(&state, move |c| Ok(w::insert_exercise(c, &f, me.id)?))
+        .await
+        .map(created)
+}
+
+fn find_exercise(c: &Connection, id: i64) -> ApiResult<Exercise> {
+    w::find_exercise(c, id)?.ok_or(ApiError::NotFound("Exercise not found"))
+}
+
+fn writable_exercise(c: &Connection, actor: Actor, id: i64) -> ApiResult<Exercise> {
+    let ex = find_exercise(c, id)?;
+    if actor.is_admin() || ex.created_by == Some(actor.id) {
+        Ok(ex)
+    } else {
+        Err(ApiError::Forbidden(
+            "Only the exercise's creator or an admin can change it",
+        ))
+    }
+}
+
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}", operation_id = "workouts_get_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Exercise)), security(("bearer" = [])))]
+async fn get_exercise(
+    State(state): State<AppState>,
+    AuthUser(_me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Exercise>> {
+    query(&state, move |c| find_exercise(c, id)).await.map(Json)
+}
+
+#[utoipa::path(put, path = "/api/workouts/exercises/{id}", operation_id = "workouts_put_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = ExerciseFields, responses((status = 200, description = "Success", body = Exercise)), security(("bearer" = [])))]
+async fn put_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(f): ApiJson<ExerciseFields>,
+) -> ApiResult<Json<Exercise>> {
+    check_exercise(&f)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        writable_exercise(c, actor, id)?;
+        w::update_exercise(c, id, &f)?;
+        find_exercise(c, id)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        writable_exercise(c, actor, id)?;
+        w::delete_exercise(c, id).map_err(|e| {
+            restrict_conflict(
+                e,
+                "Exercise is used by a workout plan; remove it there first",
+            )
+        })
+    })
+    .await?;
+    Ok(deleted("Exercise"))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct ProgressQuery {
+    client_id: Option<i64>,
+}
+
+/// A client's progress on one exercise; staff name the client with `client_id`.
+#[utoipa::path(get, path = "/api/workouts/exercises/{id}/progress", operation_id = "workouts_exercise_progress", tag = "workouts", params(("id" = i64, Path), ProgressQuery), responses((status = 200, description = "Success", body = w::ExerciseProgress)), security(("bearer" = [])))]
+async fn exercise_progress(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<ProgressQuery>,
+) -> ApiResult<Json<w::ExerciseProgress>> {
+    let actor = Actor::from(&me);
+    let client_id = match (actor.role, q.client_id) {
+        (Role::Client, _) => me.id,
+        (_, Some(id)) => id,
+        (_, None) => {
+            let mut c = Checks::new();
+            c.push_query("client_id", "is required for trainers and admins");
+            return Err(c.finish().unwrap_err());
+        }
+    };
+    query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        let ex = find_exercise(c, id)?;
+        Ok(w::exercise_progress(c, &ex, client.id)?)
+    })
+    .await
+    .map(Json)
+}
+
+// ----- plans ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WorkoutPlanBody {
+    /// Required when creating; ignored (may not change) when updating.
+    client_id: Option<i64>,
+    name: String,
+    description: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+fn check_plan(b: &WorkoutPlanBody) -> ApiResult<()> {
+    let mut c = Checks::new();
+    c.text("name", &b.name, 1, 100);
+    c.opt_text("description", b.description.as_deref(), 2000);
+    c.date("start_date", b.start_date.as_deref());
+    c.date("end_date", b.end_date.as_deref());
+    if let (Some(s), Some(e)) = (&b.start_date, &b.end_date) {
+        if let (Some(s), Some(e)) = (
+            crate::server::params::parse_date(s),
+            crate::server::params::parse_date(e),
+        ) {
+            if e < s {
+                c.push("end_date", "must not be before start_date");
+            }
+        }
+    }
+    c.finish()
+}
+
+fn plan_fields(b: &WorkoutPlanBody) -> PlanFields<'_> {
+    PlanFields {
+        name: b.name.trim(),
+        description: b.description.as_deref(),
+        start_date: b.start_date.as_deref(),
+        end_date: b.end_date.as_deref(),
+    }
+}
+
+/// A plan the actor may see, or 404.
+fn visible_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
+    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
+    visible_owner(c, actor, plan.client_id, "Workout plan not found")?;
+    Ok(plan)
+}
+
+/// A plan the actor may change: 404 when invisible, 403 when only visible.
+fn writable_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
+    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
+    plannable_owner(c, actor, plan.client_id, "Workout plan not found")?;
+    Ok(plan)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct ClientListQuery {
+    client_id: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/workouts/plans", operation_id = "workouts_list_plans", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Plan>)), security(("bearer" = [])))]
+async fn list_plans(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<ClientListQuery>,
+) -> ApiResult<Json<Vec<Plan>>> {
+    check_page(&page)?;
+    let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
+        return Ok(Json(Vec::new()));
+    };
+    query(&state, move |c| {
+        Ok(w::list_plans(c, trainer, client, page.limit, page.offset)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/workouts/plans", operation_id = "workouts_create_plan", tag = "workouts", request_body = WorkoutPlanBody, responses((status = 201, description = "Success", body = Plan)), security(("bearer" = [])))]
+async fn create_plan(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(b): ApiJson<WorkoutPlanBody>,
+) -> ApiResult<Created<Plan>> {
+    let actor = Actor::from(&me);
+    actor.require(STAFF, "Only trainers and admins can create workout plans")?;
+    check_plan(&b)?;
+    let client_id = b
+        .client_id
+        .ok_or_else(|| ApiError::field("client_id", "is required"))?;
+    let (plan, note) = query(&state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        plannable_owner(c, actor, client.id, "Client not found")?;
+        let trainer = if actor.role == Role::Trainer {
+            Some(actor.id)
+        } else {
+            client.trainer_id
+        };
+        let plan = w::insert_plan(c, trainer, client.id, &plan_fields(&b))?;
+        let note = notifications::insert(
+            c,
+            client.id,
+            Some(actor.id),
+            "New workout plan",
+            &format!("You have a new workout plan: {}", plan.name),
+            "workout_plan",
+        )?;
+        Ok((plan, note))
+    })
+    .await?;
+    state.hub.push_notification(&note);
+    Ok(created(plan))
+}
+
+#[utoipa::path(get, path = "/api/workouts/plans/{id}", operation_id = "workouts_get_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
+async fn get_plan(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Plan>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| visible_plan(c, actor, id))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
+async fn put_plan(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(b): ApiJson<WorkoutPlanBody>,
+) -> ApiResult<Json<Plan>> {
+    check_plan(&b)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let plan = writable_plan(c, actor, id)?;
+        if b.client_id.is_some_and(|cid| cid != plan.client_id) {
+            return Err(ApiError::field(
+                "client_id",
+                "a plan cannot move to another client",
+            ));
+        }
+        w::update_plan(c, id, &plan_fields(&b))?;
+        visible_plan(c, actor, id)
+    })
+    .await
+    .map(Json)
+}
+
+/// Deletes the plan with its sessions, their exercises and the completions logged on them.
+#[utoipa::path(delete, path = "/api/workouts/plans/{id}", operation_id = "workouts_delete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_plan(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        writable_plan(c, actor, id)?;
+        Ok(w::delete_plan(c, id)?)
+    })
+    .await?;
+    Ok(deleted("Workout plan"))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CompleteWorkoutSession {
+    #[serde(flatten)]
+    session: Session,
+    workout_exercises: Vec<WorkoutExercise>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CompleteWorkoutPlan {
+    #[serde(flatten)]
+    plan: Plan,
+    workout_sessions: Vec<CompleteWorkoutSession>,
+}
+
+/// The plan with its sessions, each with its exercises (and each of those its exercise).
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/complete", operation_id = "workouts_complete_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = CompleteWorkoutPlan)), security(("bearer" = [])))]
+async fn complete_plan(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<CompleteWorkoutPlan>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let plan = visible_plan(c, actor, id)?;
+        let sessions = w::sessions_of(c, plan.id)?;
+        let mut exercises = w::wex_of_plan(c, plan.id)?;
+        let workout_sessions = sessions
+            .into_iter()
+            .map(|session| {
+                let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut exercises)
+                    .into_iter()
+                    .partition(|e| e.workout_session_id == session.id);
+                exercises = rest;
+                CompleteWorkoutSession {
+                    session,
+                    workout_exercises: mine,
+                }
+            })
+            .collect();
+        Ok(CompleteWorkoutPlan {
+            plan,
+            workout_sessions,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/summary", operation_id = "workouts_plan_summary", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = w::PlanSummary)), security(("bearer" = [])))]
+async fn plan_summary(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<w::PlanSummary>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let plan = visible_plan(c, actor, id)?;
+        Ok(w::plan_summary(c, &plan)?)
+    })
+    .await
+    .map(Json)
+}
+
+// ----- sessions ------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    name: String,
+    day_of_week: Option<i64>,
+    notes: Option<String>,
+}
+
+fn check_session(b: &SessionBody) -> ApiResult<()> {
+    let mut c = Checks::new();
+    c.text("name", &b.name, 1, 100);
+    c.range_i64("day_of_week", b.day_of_week, 0, 6);
+    c.opt_text("notes", b.notes.as_deref(), 2000);
+    c.finish()
+}
+
+fn session_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Session> {
+    const MISSING: &str = "Workout session not found";
+    owned(c, actor, w::session_client(c, id), write, MISSING)?;
+    w::find_session(c, id)?.ok_or(ApiError::NotFound(MISSING))
+}
+
+#[utoipa::path(get, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_list_sessions", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<Session>)), security(("bearer" = [])))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Vec<Session>>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let plan = visible_plan(c, actor, id)?;
+        Ok(w::sessions_of(c, plan.id)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_create_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 201, description = "Success", body = Session)), security(("bearer" = [])))]
+async fn create_session(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(b): ApiJson<SessionBody>,
+) -> ApiResult<Created<Session>> {
+    check_session(&b)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let plan = writable_plan(c, actor, id)?;
+        Ok(w::insert_session(
+            c,
+            plan.id,
+            b.name.trim(),
+            b.day_of_week,
+            b.notes.as_deref(),
+        )?)
+    })
+    .await
+    .map(created)
+}
+
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}", operation_id = "workouts_get_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
+async fn get_session(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Session>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| session_for(c, actor, id, false))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
+async fn put_session(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(b): ApiJson<SessionBody>,
+) -> ApiResult<Json<Session>> {
+    check_session(&b)?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        session_for(c, actor, id, true)?;
+        w::update_session(c, id, b.name.trim(), b.day_of_week, b.notes.as_deref())?;
+        session_for(c, actor, id, false)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_session(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        session_for(c, actor, id, true)?;
+        Ok(w::delete_session(c, id)?)
+    })
+    .await?;
+    Ok(deleted("Workout session"))
+}
+
+// ----- session exercises ---------------------------------------------------------------
+
+/// The most exercises one bulk request may add.
+const MAX_BULK: usize = 100;
+
+fn check_wex(c: &mut Checks, prefix: &str, f: &WorkoutExerciseFields) {
+    let field = |name: &str| format!("{prefix}{name}");
+    c.range_i64(&field("order"), Some(f.order), 1, 1000);
+    c.range_i64(&field("sets"), f.sets, 1, 100);
+    c.opt_text(&field("reps"), f.reps.as_deref(), 50);
+    c.range_f64(&field("weight"), f.weight, 0.0, 1000.0, false);
+    c.range_i64(&field("rest_time"), f.rest_time, 0, 3600);
+    c.opt_text(&field("notes"), f.notes.as_deref(), 2000);
+}
+
+fn insert_checked_wex(
+    c: &Connection,
+    session_id: i64,
+    f: &WorkoutExerciseFields,
+    field: &str,
+) -> ApiResult<WorkoutExercise> {
+    if w::find_exercise(c, f.exercise_id)?.is_none() {
+        return Err(ApiError::field(field, "no such exercise"));
+    }
+    Ok(w::insert_wex(c, session_id, f)?)
+}
+
+#[utoipa::path(get, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_list_session_exercises", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Vec<WorkoutExercise>)), security(("bearer" = [])))]
+async fn list_session_exercises(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Vec<WorkoutExercise>>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        session_for(c, actor, id, false)?;
+        Ok(w::wex_of_session(c, id)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_add_session_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 201, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
+async fn add_session_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(f): ApiJson<WorkoutExerciseFields>,
+) -> ApiResult<Created<WorkoutExercise>> {
+    let mut checks = Checks::new();
+    check_wex(&mut checks, "", &f);
+    checks.finish()?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        session_for(c, actor, id, true)?;
+        insert_checked_wex(c, id, &f, "exercise_id")
+    })
+    .await
+    .map(created)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BulkExercises {
+    exercises: Vec<WorkoutExerciseFields>,
+}
+
+/// Adds several exercises in one transaction: all or none.
+#[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises/bulk", operation_id = "workouts_add_session_exercises", tag = "workouts", params(("id" = i64, Path)), request_body = BulkExercises, responses((status = 201, description = "Success", body = Vec<WorkoutExercise>)), security(("bearer" = [])))]
+async fn add_session_exercises(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(b): ApiJson<BulkExercises>,
+) -> ApiResult<Created<Vec<WorkoutExercise>>> {
+    let mut checks = Checks::new();
+    if b.exercises.is_empty() || b.exercises.len() > MAX_BULK {
+        checks.push("exercises", format!("must hold 1-{MAX_BULK} items"));
+    }
+    for (i, f) in b.exercises.iter().enumerate() {
+        check_wex(&mut checks, &format!("exercises.{i}."), f);
+    }
+    checks.finish()?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        session_for(c, actor, id, true)?;
+        let tx = crate::server::access::write_tx(c)?;
+        let mut out = Vec::with_capacity(b.exercises.len());
+        for (i, f) in b.exercises.iter().enumerate() {
+            out.push(insert_checked_wex(
+                &tx,
+                id,
+                f,
+                &format!("exercises.{i}.exercise_id"),
+            )?);
+        }
+        tx.commit().map_err(DbError::from)?;
+        Ok(out)
+    })
+    .await
+    .map(created)
+}
+
+fn wex_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<WorkoutExercise> {
+    const MISSING: &str = "Workout exercise not found";
+    owned(c, actor, w::wex_client(c, id), write, MISSING)?;
+    w::find_wex(c, id)?.ok_or(ApiError::NotFound(MISSING))
+}
+
+#[utoipa::path(get, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_get_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
+async fn get_workout_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<WorkoutExercise>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| wex_for(c, actor, id, false))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
+async fn put_workout_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(f): ApiJson<WorkoutExerciseFields>,
+) -> ApiResult<Json<WorkoutExercise>> {
+    let mut checks = Checks::new();
+    check_wex(&mut checks, "", &f);
+    checks.finish()?;
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        wex_for(c, actor, id, true)?;
+        if w::find_exercise(c, f.exercise_id)?.is_none() {
+            return Err(ApiError::field("exercise_id", "no such exercise"));
+        }
+        w::update_wex(c, id, &f)?;
+        wex_for(c, actor, id, false)
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_workout_exercise(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        wex_for(c, actor, id, true)?;
+        Ok(w::delete_wex(c, id)?)
+    })
+    .await?;
+    Ok(deleted("Workout exercise"))
+}
+
+// ----- completions ---------------------------------------------------------------------
+
+fn check_completion(c: &mut Checks, prefix: &str, f: &CompletionFields) {
+    let field = |name: &str| format!("{prefix}{name}");
+    c.range_i64(&field("actual_sets"), f.actual_sets, 0, 100);
+    c.opt_text(&field("actual_reps"), f.actual_reps.as_deref(), 50);
+    c.range_f64(&field("weight_used"), f.weight_used, 0.0, 1000.0, false);
+    c.range_i64(&field("difficulty_rating"), f.difficulty_rating, 1, 5);
+    c.opt_text(&field("notes"), f.notes.as_deref(), 2000);
+}
+
+/// Logs completions for the calling client, all or none, and tells their trainer once.
+async fn log_completions(
+    state: &AppState,
+    me: &crate::db::users::User,
+    items: Vec<CompletionFields>,
+    prefix_for: fn(usize) -> String,
+) -> ApiResult<Vec<Completion>> {
+    let actor = Actor::from(me);
+    actor.require(&[Role::Client], "Only clients log their workouts")?;
+    let mut checks = Checks::new();
+    for (i, f) in items.iter().enumerate() {
+        check_completion(&mut checks, &prefix_for(i), f);
+    }
+    checks.finish()?;
+    let trainer_id = me.trainer_id;
+    let client_name = me.full_name.clone();
+    let (done, note) = query(state, move |c| {
+        let tx = crate::server::access::write_tx(c)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, f) in items.iter().enumerate() {
+            let prefix = prefix_for(i);
+            // The client's own plan only; another's exercise id reads as absent.
+            if w::wex_client(&tx, f.workout_exercise_id)? != Some(actor.id) {
+                return Err(ApiError::field(
+                    &format!("{prefix}workout_exercise_id"),
+                    "no such workout exercise in your plans",
+                ));
+            }
+            check_attachment(
+                &tx,
+                "form_photo_path",
+                f.form_photo_path.as_deref(),
+                Kind::FormPhotos,
+                actor.id,
+            )?;
+            out.push(w::insert_completion(&tx, actor.id, f)?);
+        }
+        let note = match trainer_id {
+            Some(t) => Some(notifications::insert(
+                &tx,
+                t,
+                Some(actor.id),
+                "Workout logged",
+                &format!("{client_name} logged {} exercise(s)", out.len()),
+                "workout_completed",
+            )?),
+            None => None,
+        };
+        tx.commit().map_err(DbError::from)?;
+        Ok((out, note))
+    })
+    .await?;
+    if let Some(n) = note {
+        state.hub.push_notification(&n);
+    }
+    Ok(done)
+}
+
+#[utoipa::path(post, path = "/api/workouts/completions", operation_id = "workouts_create_completion", tag = "workouts", request_body = CompletionFields, responses((status = 201, description = "Success", body = Completion)), security(("bearer" = [])))]
+async fn create_completion(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(f): ApiJson<CompletionFields>,
+) -> ApiResult<Created<Completion>> {
+    let mut done = log_completions(&state, &me, vec![f], |_| String::new()).await?;
+    Ok(created(done.remove(0)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BulkCompletions {
+    completions: Vec<CompletionFields>,
+}
+
+#[utoipa::path(post, path = "/api/workouts/completions/bulk", operation_id = "workouts_create_completions", tag = "workouts", request_body = BulkCompletions, responses((status = 201, description = "Success", body = Vec<Completion>)), security(("bearer" = [])))]
+async fn create_completions(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiJson(b): ApiJson<BulkCompletions>,
+) -> ApiResult<Created<Vec<Completion>>> {
+    if b.completions.is_empty() || b.completions.len() > MAX_BULK {
+        return Err(ApiError::field(
+            "completions",
+            format!("must hold 1-{MAX_BULK} items"),
+        ));
+    }
+    log_completions(&state, &me, b.completions, |i| format!("completions.{i}."))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/workouts/completions", operation_id = "workouts_list_completions", tag = "workouts", params(crate::server::params::Page, ClientListQuery), responses((status = 200, description = "Success", body = Vec<Completion>)), security(("bearer" = [])))]
+async fn list_completions(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<ClientListQuery>,
+) -> ApiResult<Json<Vec<Completion>>> {
+    check_page(&page)?;
+    let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
+        return Ok(Json(Vec::new()));
+    };
+    query(&state, move |c| {
+        Ok(w::list_completions(
+            c,
+            trainer,
+            client,
+            page.limit,
+            page.offset,
+        )?)
+    })
+    .await
+    .map(Json)
+}
+
+fn visible_completion(c: &Connection, actor: Actor, id: i64) -> ApiResult<Completion> {
+    const MISSING: &str = "Completion not found";
+    let done = w::find_completion(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+    visible_owner(c, actor, done.client_id, MISSING)?;
+    Ok(done)
+}
+
+#[utoipa::path(get, path = "/api/workouts/completions/{id}", operation_id = "workouts_get_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Completion)), security(("bearer" = [])))]
+async fn get_completion(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Completion>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| visible_completion(c, actor, id))
+        .await
+        .map(Json)
+}
+
+/// The client who logged it (a mistake) or an admin deletes a completion.
+#[utoipa::path(delete, path = "/api/workouts/completions/{id}", operation_id = "workouts_delete_completion", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn delete_completion(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(&me);
+    query(&state, move |c| {
+        let done = visible_completion(c, actor, id)?;
+        if !(actor.is_admin() || done.client_id == actor.id) {
+            return Err(ApiError::Forbidden(
+                "Only the client who logged it or an admin can delete it",
+            ));
+        }
+        Ok(w::delete_completion(c, id)?)
+    })
+    .await?;
+    Ok(deleted("Completion"))
+}
