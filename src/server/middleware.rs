@@ -16,52 +16,52 @@ pub static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time"
 
 /// A caller's id is kept when it is at most 64 characters of `[A-Za-z0-9._-]`, so it is
 /// safe to log and to echo; anything else is replaced by a fresh UUID.
-pub fn accept_request_id(given: Option<&HeaderValue>) -> String {
-    given
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+pub fn accept_request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    let valid = |id: &&HeaderValue| {
+        let bytes = id.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 64
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+    };
+    match given.filter(valid) {
+        // A clone shares the bytes; nothing is copied for a caller's id.
+        Some(id) => id.clone(),
+        None => {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(text).expect("a UUID is a header value")
+        }
+    }
 }
 
 pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = accept_request_id(request.headers().get(&X_REQUEST_ID));
-    let id_header =
-        HeaderValue::from_str(&request_id).expect("validated request id is a header value");
+    let id_header = accept_request_id(request.headers().get(&X_REQUEST_ID));
     // Handlers and the proxy upstream see the id we settled on.
     request
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id_header.clone());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // MatchedPath holds an Arc<str>: cloning it copies no text.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let method = request.method().clone();
 
+    let request_id = id_header.to_str().unwrap_or_default();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let elapsed = started.elapsed();
+    let process_time = process_time_header(elapsed);
     let headers = response.headers_mut();
-    headers.insert(X_REQUEST_ID.clone(), id_header);
-    headers.insert(
-        X_PROCESS_TIME.clone(),
-        HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64()))
-            .expect("digits are a header value"),
-    );
+    headers.insert(X_REQUEST_ID.clone(), id_header.clone());
+    headers.insert(X_PROCESS_TIME.clone(), process_time);
     let status = response.status().as_u16();
     state
         .metrics
-        .record(method.as_str(), &route, status, elapsed);
+        .record(method.as_str(), route, status, elapsed);
 
     let _enter = span.enter();
     let ms = elapsed.as_secs_f64() * 1000.0;
@@ -73,6 +73,17 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         tracing::debug!(status, duration_ms = ms, "request");
     }
     response
+}
+
+/// Seconds with three decimals, written without a heap-allocated `String`.
+fn process_time_header(elapsed: std::time::Duration) -> HeaderValue {
+    use std::io::Write;
+    let millis = elapsed.as_millis();
+    let mut buf = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}.{:03}", millis / 1000, millis % 1000);
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..len]).expect("digits are a header value")
 }
 
 #[cfg(test)]
@@ -90,11 +101,23 @@ mod tests {
             long,
         ] {
             let got = accept_request_id(Some(&bad));
-            assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
+            assert!(
+                uuid::Uuid::parse_str(got.to_str().unwrap()).is_ok(),
+                "{got:?}"
+            );
         }
         assert_eq!(
             accept_request_id(Some(&HeaderValue::from_str(&"b".repeat(64)).unwrap())).len(),
             64
         );
+        assert!(uuid::Uuid::parse_str(accept_request_id(None).to_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn process_time_has_three_decimals() {
+        use std::time::Duration;
+        assert_eq!(process_time_header(Duration::from_micros(1500)), "0.001");
+        assert_eq!(process_time_header(Duration::from_millis(12_345)), "12.345");
+        assert_eq!(process_time_header(Duration::ZERO), "0.000");
     }
 }
