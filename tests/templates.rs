@@ -584,6 +584,16 @@ fn nginx_conf_has_the_rate_limits_timeouts_and_tls_profile() {
         &["client_max_body_size", &(5242880 + 1048576).to_string()]
     ));
     assert!(has(files, &["proxy_read_timeout", "60s"]));
+    // Meal photos are the API's other multipart route: nested in /api/ (whose `^~` hides
+    // server-level regexes) with the same limits.
+    let photo = location("/api/")
+        .children
+        .iter()
+        .find(|l| l.name == ["location", "~", "^/api/meal-plans/uploads/[0-9]+/photo$"])
+        .expect("no meal-photo location inside /api/");
+    for d in &files.directives {
+        assert!(photo.directives.contains(d), "meal photos lack {d:?}");
+    }
     let ws = location("/api/ws/");
     assert!(has(ws, &["proxy_read_timeout", "3600s"]));
     assert!(has(ws, &["proxy_set_header", "Upgrade", "$http_upgrade"]));
@@ -893,6 +903,24 @@ fn nginx_serves_the_rendered_config() {
     );
     assert_eq!(body, "{\"detail\":\"The API is not reachable\"}\n");
     assert_security_headers("502", &headers, true);
+
+    // A 5 MB meal photo passes nginx's size limit (502: no API to take it yet), while
+    // the same body to an ordinary API path is refused by nginx with JSON 413.
+    let photo = stack.dir.join("photo.bin");
+    fs::write(&photo, vec![0u8; 5 * 1024 * 1024]).unwrap();
+    let upload = format!("@{}", photo.display());
+    let post = [
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &upload,
+    ];
+    let (status, headers, body) = get("/api/meal-plans/uploads/7/photo", &post);
+    assert_eq!(status, 502, "a 5 MB meal photo: {headers}{body}");
+    assert_security_headers("meal photo", &headers, true);
+    let (status, _, body) = get("/api/users/me", &post);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body, "{\"detail\":\"File too large\"}\n");
 
     // A stand-in API (nginx echoing what it received) joins under the service name.
     // It grants two downloads the way the API does, with X-Accel-Redirect.
