@@ -388,6 +388,46 @@ fn config_show_redacts_the_secret() {
     assert!(domain["source"].as_str().unwrap().starts_with("file line "));
 }
 
+/// The per-kind upload limits are stack settings: an env file sets them, `config show`
+/// lists them, render sizes nginx's upload locations for the largest, and a bad value is
+/// refused naming the key.
+#[test]
+fn upload_limits_per_kind_come_from_the_env_file() {
+    let stack = Stack::init(
+        "example.com",
+        "MAX_PROFILE_PHOTO_SIZE=2097152\nMAX_DOCUMENT_SIZE=31457280\n",
+    )
+    .rendered();
+    let out = elior(&["config", "show", "--dir", stack.path()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for (key, value) in [
+        ("MAX_FILE_SIZE", "10485760"),
+        ("MAX_PROFILE_PHOTO_SIZE", "2097152"),
+        ("MAX_DOCUMENT_SIZE", "31457280"),
+    ] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with(&format!("{key}={value}"))),
+            "{key} not shown: {shown}"
+        );
+    }
+    let conf = stack.read("nginx/nginx.conf");
+    let wanted = format!("client_max_body_size {};", 31457280 + 1048576);
+    assert_eq!(conf.matches(&wanted).count(), 2, "{conf}");
+
+    let bad = Stack::init("example.com", "MAX_DOCUMENT_SIZE=30MB\n");
+    let out = bad.render(&[]);
+    assert_eq!(code(&out), 2);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("MAX_DOCUMENT_SIZE (") && stderr.contains("positive integer"),
+        "{stderr}"
+    );
+    assert!(!bad.dir.join("nginx/nginx.conf").exists());
+}
+
 // ---------------------------------------------------------------------------------------
 // The rendered nginx.conf, read the way nginx reads it
 
@@ -549,7 +589,9 @@ fn every_location_ends_up_with_the_security_headers() {
 
 #[test]
 fn nginx_conf_has_the_rate_limits_timeouts_and_tls_profile() {
-    let stack = Stack::init("example.com", "MAX_FILE_SIZE=5242880\n").rendered();
+    // The largest of the three upload limits sizes the upload locations.
+    let extra = "MAX_FILE_SIZE=5242880\nMAX_DOCUMENT_SIZE=4194304\n";
+    let stack = Stack::init("example.com", extra).rendered();
     let tree = parse_nginx(&stack.read("nginx/nginx.conf"));
     let http = &tree.children.iter().find(|b| b.name == ["http"]).unwrap();
     let has = |b: &Block, d: &[&str]| b.directives.iter().any(|x| x == d);
