@@ -1293,7 +1293,10 @@ fn collection_routes_answer_with_and_without_a_trailing_slash() {
     let doc = s.call("GET", "/openapi.json", None, None);
     let paths = doc.body["paths"].as_object().unwrap();
     assert!(paths.contains_key("/api/users"));
-    assert!(paths.keys().all(|p| p == "/" || !p.ends_with('/')), "{paths:?}");
+    assert!(
+        paths.keys().all(|p| p == "/" || !p.ends_with('/')),
+        "{paths:?}"
+    );
 }
 
 /// Sends raw HTTP/1.1 requests on one keep-alive connection and reads each answer.

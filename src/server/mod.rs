@@ -1,5 +1,6 @@
 //! The HTTP API. [`router`] builds the whole app with no I/O, so tests can drive it with
-//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown.
+//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown, with
+//! [`strip_trailing_slash`] applied before routing.
 //!
 //! Must not import `cli`.
 
@@ -77,6 +78,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Drops one trailing slash from the path (`/api/users/` becomes `/api/users`), keeping
+/// the query, so the collection routes answer both spellings the original frontend uses
+/// while the router and OpenAPI know only one. It runs before routing: `Router::layer`
+/// middleware runs after the route is chosen, too late to change it.
+pub fn strip_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = &path[..path.len() - 1];
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = uri.clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(new_uri) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = new_uri;
+            }
+        }
+    }
+    request
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and checkpoints the WAL.
 pub async fn launch(
@@ -86,7 +111,10 @@ pub async fn launch(
 ) -> Result<()> {
     let db = state.db.clone();
     let hub = state.hub.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = tower::ServiceExt::map_request(router(state), strip_trailing_slash);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
