@@ -1390,3 +1390,65 @@ fn unread_bodies_keep_the_connection_usable() {
         );
     }
 }
+
+/// A trainer can't tell ids apart through assign: a missing id, a non-client, a client
+/// of another trainer and a deleted client all get the same 404; only an unassigned
+/// client is claimed. Admins keep the original's answer (403: assigning is a trainer's
+/// action; admins use /api/users/trainer/{tid}/clients/{cid}).
+#[test]
+fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let assign =
+        |id: i64, token: &str| s.action("POST", &format!("/api/users/clients/{id}/assign"), token);
+    // A client who was deleted, and one left without a trainer.
+    let gone = s.post(
+        "/api/auth/register/client",
+        &cast.trainer.token,
+        json!({"username": "gone", "email": "gone@example.com",
+               "password": api_harness::PASSWORD, "full_name": "Gone"}),
+    );
+    let gone = gone.body["id"].as_i64().unwrap();
+    assert_eq!(
+        s.delete(&format!("/api/users/{gone}"), &cast.admin.token)
+            .status,
+        200
+    );
+
+    let refused: Vec<(i64, &str)> = vec![
+        (999_999, "no such id"),
+        (gone, "deleted client"),
+        (cast.admin.id, "an admin"),
+        (cast.other_trainer.id, "a trainer"),
+        (cast.trainer.id, "the trainer themselves"),
+        (cast.other_client.id, "another trainer's client"),
+    ];
+    let first = assign(refused[0].0, &cast.trainer.token);
+    assert_eq!(first.status, 404, "{:?}", first.body);
+    for (id, what) in &refused {
+        let r = assign(*id, &cast.trainer.token);
+        assert_eq!((r.status, &r.body), (404, &first.body), "{what}");
+        assert_eq!(r.bytes, first.bytes, "{what}: the answers differ");
+    }
+    // Nothing changed for the other trainer's client.
+    let other = s.get(
+        &format!("/api/users/{}", cast.other_client.id),
+        &cast.admin.token,
+    );
+    assert_eq!(other.body["trainer_id"], cast.other_trainer.id);
+
+    // An unassigned client is claimed; admins and clients are refused as before.
+    let unassign = format!(
+        "/api/users/trainer/{}/clients/{}",
+        cast.other_trainer.id, cast.other_client.id
+    );
+    assert_eq!(s.action("DELETE", &unassign, &cast.admin.token).status, 200);
+    assert_eq!(assign(cast.other_client.id, &cast.admin.token).status, 403);
+    assert_eq!(assign(cast.other_client.id, &cast.client.token).status, 403);
+    let claimed = assign(cast.other_client.id, &cast.trainer.token);
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    assert_eq!(claimed.body["trainer_id"], cast.trainer.id);
+    // Once claimed, it is another trainer's client to everyone else: the same 404.
+    let late = assign(cast.other_client.id, &cast.other_trainer.token);
+    assert_eq!((late.status, &late.bytes), (404, &first.bytes));
+}
