@@ -1249,3 +1249,205 @@ fn concurrent_completions_never_fail_with_busy() {
     });
     assert!(statuses.iter().all(|&st| st == 201), "{statuses:?}");
 }
+
+/// The original frontend calls collection routes with a trailing slash; both spellings
+/// answer the same (query strings kept), and OpenAPI lists only the one without.
+#[test]
+fn collection_routes_answer_with_and_without_a_trailing_slash() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    for (path, token) in [
+        ("/api/users", &cast.admin.token),
+        ("/api/users/clients", &cast.trainer.token),
+        ("/api/meal-plans", &cast.trainer.token),
+        ("/api/notifications", &cast.client.token),
+        ("/api/workouts/exercises", &cast.trainer.token),
+        ("/api/workouts/plans", &cast.trainer.token),
+        ("/api/progress/weight", &cast.client.token),
+    ] {
+        let plain = s.get(path, token);
+        let slashed = s.get(&format!("{path}/"), token);
+        assert_eq!(plain.status, 200, "{path}: {:?}", plain.body);
+        assert_eq!(
+            (slashed.status, &slashed.body),
+            (plain.status, &plain.body),
+            "{path}/"
+        );
+    }
+    // Writes too, and the query string survives the rewrite.
+    let made = s.post(
+        "/api/workouts/exercises/",
+        &cast.trainer.token,
+        json!({"name": "Slash squat", "muscle_group": "legs"}),
+    );
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(
+        s.get("/api/users/clients/?limit=1000", &cast.admin.token)
+            .status,
+        422
+    );
+    // Only one slash is forgiven, the root stays the root, and unknown paths stay 404.
+    assert_eq!(s.get("/api/users//", &cast.admin.token).status, 404);
+    assert_eq!(s.call("GET", "/", None, None).status, 200);
+    assert_eq!(s.get("/api/nope/", &cast.admin.token).status, 404);
+    let doc = s.call("GET", "/openapi.json", None, None);
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/users"));
+    assert!(
+        paths.keys().all(|p| p == "/" || !p.ends_with('/')),
+        "{paths:?}"
+    );
+}
+
+/// Sends raw HTTP/1.1 requests on one keep-alive connection and reads each answer.
+struct KeepAlive {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(s: &Server) -> KeepAlive {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        KeepAlive {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// Writes one request and returns the status of its answer, or None when the server
+    /// closed the connection instead.
+    fn send(&mut self, method: &str, path: &str, token: &str, body: &str) -> Option<u16> {
+        use std::io::{BufRead, Read, Write};
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.reader.get_mut().write_all(request.as_bytes()).ok()?;
+        let mut status_line = String::new();
+        if self.reader.read_line(&mut status_line).ok()? == 0 {
+            return None;
+        }
+        let status = status_line.split(' ').nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut rest = vec![0; length];
+        self.reader.read_exact(&mut rest).ok()?;
+        Some(status)
+    }
+}
+
+/// A client that sends a JSON body to an action route whose handler never reads it still
+/// gets its next request answered on the same connection: small bodies (hyper discards
+/// an unread body it has buffered, about 64 KB) and larger ones up to nginx's 1 MB (the
+/// server reads those before the handler runs).
+#[test]
+fn unread_bodies_keep_the_connection_usable() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let body = r#"{"note": "sent by a client that always posts JSON"}"#;
+    let large = format!(r#"{{"padding": "{}"}}"#, "x".repeat(200_000));
+    let mut conn = KeepAlive::connect(&s);
+    for (method, path, token, body) in [
+        (
+            "PUT",
+            "/api/notifications/mark-all-read",
+            &cast.client.token,
+            body,
+        ),
+        (
+            "POST",
+            &format!("/api/users/clients/{}/remove", cast.client.id) as &str,
+            &cast.trainer.token,
+            body,
+        ),
+        (
+            "POST",
+            &format!("/api/users/clients/{}/assign", cast.client.id),
+            &cast.trainer.token,
+            large.as_str(),
+        ),
+    ] {
+        assert_eq!(conn.send(method, path, token, body), Some(200), "{path}");
+        assert_eq!(
+            conn.send("GET", "/api/users/me", token, ""),
+            Some(200),
+            "the connection broke after {method} {path} with a body"
+        );
+    }
+}
+
+/// A trainer can't tell ids apart through assign: a missing id, a non-client, a client
+/// of another trainer and a deleted client all get the same 404; only an unassigned
+/// client is claimed. Admins keep the original's answer (403: assigning is a trainer's
+/// action; admins use /api/users/trainer/{tid}/clients/{cid}).
+#[test]
+fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let assign =
+        |id: i64, token: &str| s.action("POST", &format!("/api/users/clients/{id}/assign"), token);
+    // A client who was deleted, and one left without a trainer.
+    let gone = s.post(
+        "/api/auth/register/client",
+        &cast.trainer.token,
+        json!({"username": "gone", "email": "gone@example.com",
+               "password": api_harness::PASSWORD, "full_name": "Gone"}),
+    );
+    let gone = gone.body["id"].as_i64().unwrap();
+    assert_eq!(
+        s.delete(&format!("/api/users/{gone}"), &cast.admin.token)
+            .status,
+        200
+    );
+
+    let refused: Vec<(i64, &str)> = vec![
+        (999_999, "no such id"),
+        (gone, "deleted client"),
+        (cast.admin.id, "an admin"),
+        (cast.other_trainer.id, "a trainer"),
+        (cast.trainer.id, "the trainer themselves"),
+        (cast.other_client.id, "another trainer's client"),
+    ];
+    let first = assign(refused[0].0, &cast.trainer.token);
+    assert_eq!(first.status, 404, "{:?}", first.body);
+    for (id, what) in &refused {
+        let r = assign(*id, &cast.trainer.token);
+        assert_eq!((r.status, &r.body), (404, &first.body), "{what}");
+        assert_eq!(r.bytes, first.bytes, "{what}: the answers differ");
+    }
+    // Nothing changed for the other trainer's client.
+    let other = s.get(
+        &format!("/api/users/{}", cast.other_client.id),
+        &cast.admin.token,
+    );
+    assert_eq!(other.body["trainer_id"], cast.other_trainer.id);
+
+    // An unassigned client is claimed; admins and clients are refused as before.
+    let unassign = format!(
+        "/api/users/trainer/{}/clients/{}",
+        cast.other_trainer.id, cast.other_client.id
+    );
+    assert_eq!(s.action("DELETE", &unassign, &cast.admin.token).status, 200);
+    assert_eq!(assign(cast.other_client.id, &cast.admin.token).status, 403);
+    assert_eq!(assign(cast.other_client.id, &cast.client.token).status, 403);
+    let claimed = assign(cast.other_client.id, &cast.trainer.token);
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    assert_eq!(claimed.body["trainer_id"], cast.trainer.id);
+    // Once claimed, it is another trainer's client to everyone else: the same 404.
+    let late = assign(cast.other_client.id, &cast.other_trainer.token);
+    assert_eq!((late.status, &late.bytes), (404, &first.bytes));
+}

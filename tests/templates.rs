@@ -388,6 +388,46 @@ fn config_show_redacts_the_secret() {
     assert!(domain["source"].as_str().unwrap().starts_with("file line "));
 }
 
+/// The per-kind upload limits are stack settings: an env file sets them, `config show`
+/// lists them, render sizes nginx's upload locations for the largest, and a bad value is
+/// refused naming the key.
+#[test]
+fn upload_limits_per_kind_come_from_the_env_file() {
+    let stack = Stack::init(
+        "example.com",
+        "MAX_PROFILE_PHOTO_SIZE=2097152\nMAX_DOCUMENT_SIZE=31457280\n",
+    )
+    .rendered();
+    let out = elior(&["config", "show", "--dir", stack.path()]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for (key, value) in [
+        ("MAX_FILE_SIZE", "10485760"),
+        ("MAX_PROFILE_PHOTO_SIZE", "2097152"),
+        ("MAX_DOCUMENT_SIZE", "31457280"),
+    ] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with(&format!("{key}={value}"))),
+            "{key} not shown: {shown}"
+        );
+    }
+    let conf = stack.read("nginx/nginx.conf");
+    let wanted = format!("client_max_body_size {};", 31457280 + 1048576);
+    assert_eq!(conf.matches(&wanted).count(), 2, "{conf}");
+
+    let bad = Stack::init("example.com", "MAX_DOCUMENT_SIZE=30MB\n");
+    let out = bad.render(&[]);
+    assert_eq!(code(&out), 2);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("MAX_DOCUMENT_SIZE (") && stderr.contains("positive integer"),
+        "{stderr}"
+    );
+    assert!(!bad.dir.join("nginx/nginx.conf").exists());
+}
+
 // ---------------------------------------------------------------------------------------
 // The rendered nginx.conf, read the way nginx reads it
 
@@ -549,7 +589,9 @@ fn every_location_ends_up_with_the_security_headers() {
 
 #[test]
 fn nginx_conf_has_the_rate_limits_timeouts_and_tls_profile() {
-    let stack = Stack::init("example.com", "MAX_FILE_SIZE=5242880\n").rendered();
+    // The largest of the three upload limits sizes the upload locations.
+    let extra = "MAX_FILE_SIZE=5242880\nMAX_DOCUMENT_SIZE=4194304\n";
+    let stack = Stack::init("example.com", extra).rendered();
     let tree = parse_nginx(&stack.read("nginx/nginx.conf"));
     let http = &tree.children.iter().find(|b| b.name == ["http"]).unwrap();
     let has = |b: &Block, d: &[&str]| b.directives.iter().any(|x| x == d);
@@ -584,6 +626,16 @@ fn nginx_conf_has_the_rate_limits_timeouts_and_tls_profile() {
         &["client_max_body_size", &(5242880 + 1048576).to_string()]
     ));
     assert!(has(files, &["proxy_read_timeout", "60s"]));
+    // Meal photos are the API's other multipart route: nested in /api/ (whose `^~` hides
+    // server-level regexes) with the same limits.
+    let photo = location("/api/")
+        .children
+        .iter()
+        .find(|l| l.name == ["location", "~", "^/api/meal-plans/uploads/[0-9]+/photo$"])
+        .expect("no meal-photo location inside /api/");
+    for d in &files.directives {
+        assert!(photo.directives.contains(d), "meal photos lack {d:?}");
+    }
     let ws = location("/api/ws/");
     assert!(has(ws, &["proxy_read_timeout", "3600s"]));
     assert!(has(ws, &["proxy_set_header", "Upgrade", "$http_upgrade"]));
@@ -893,6 +945,24 @@ fn nginx_serves_the_rendered_config() {
     );
     assert_eq!(body, "{\"detail\":\"The API is not reachable\"}\n");
     assert_security_headers("502", &headers, true);
+
+    // A 5 MB meal photo passes nginx's size limit (502: no API to take it yet), while
+    // the same body to an ordinary API path is refused by nginx with JSON 413.
+    let photo = stack.dir.join("photo.bin");
+    fs::write(&photo, vec![0u8; 5 * 1024 * 1024]).unwrap();
+    let upload = format!("@{}", photo.display());
+    let post = [
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &upload,
+    ];
+    let (status, headers, body) = get("/api/meal-plans/uploads/7/photo", &post);
+    assert_eq!(status, 502, "a 5 MB meal photo: {headers}{body}");
+    assert_security_headers("meal photo", &headers, true);
+    let (status, _, body) = get("/api/users/me", &post);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body, "{\"detail\":\"File too large\"}\n");
 
     // A stand-in API (nginx echoing what it received) joins under the service name.
     // It grants two downloads the way the API does, with X-Accel-Redirect.

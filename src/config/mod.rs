@@ -31,6 +31,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "DATABASE_URL",
     "UPLOAD_DIR",
     "MAX_FILE_SIZE",
+    "MAX_PROFILE_PHOTO_SIZE",
+    "MAX_DOCUMENT_SIZE",
     "LOG_LEVEL",
     "BIND_ADDRESS",
     "TRUSTED_PROXIES",
@@ -98,7 +100,12 @@ pub struct ServeConfig {
     pub access_token_ttl: Duration,
     pub database_path: PathBuf,
     pub upload_dir: PathBuf,
+    /// Largest image upload (meal and progress photos, other images), in bytes.
     pub max_file_size: u64,
+    /// Largest profile photo, in bytes; uploads never exceed `max_file_size` either.
+    pub max_profile_photo_size: u64,
+    /// Largest document upload, in bytes.
+    pub max_document_size: u64,
     /// A `tracing` filter directive such as `info` or `elior=debug`.
     pub log_filter: String,
     pub bind: SocketAddr,
@@ -305,19 +312,9 @@ impl ServeConfig {
             Some((v, _)) => PathBuf::from(v),
         };
 
-        let max_file_size = match raw.non_empty("MAX_FILE_SIZE") {
-            None => 10 * 1024 * 1024,
-            Some((v, o)) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => n,
-                _ => bail!(invalid(
-                    "MAX_FILE_SIZE",
-                    o,
-                    format!(
-                        "{v:?} is not a size in bytes; use a positive integer such as 10485760"
-                    )
-                )),
-            },
-        };
+        let max_file_size = size_setting(raw, "MAX_FILE_SIZE", 10 * 1024 * 1024)?;
+        let max_profile_photo_size = size_setting(raw, "MAX_PROFILE_PHOTO_SIZE", 5 * 1024 * 1024)?;
+        let max_document_size = size_setting(raw, "MAX_DOCUMENT_SIZE", 25 * 1024 * 1024)?;
 
         let log_filter = match raw.non_empty("LOG_LEVEL") {
             None => "info".to_string(),
@@ -365,6 +362,8 @@ impl ServeConfig {
             database_path,
             upload_dir,
             max_file_size,
+            max_profile_photo_size,
+            max_document_size,
             log_filter,
             bind,
             trusted_proxies,
@@ -373,6 +372,28 @@ impl ServeConfig {
 
     pub fn is_production(&self) -> bool {
         self.environment == Environment::Production
+    }
+
+    /// The largest body any upload route accepts, whatever its kind.
+    pub fn largest_upload(&self) -> u64 {
+        self.max_file_size
+            .max(self.max_profile_photo_size)
+            .max(self.max_document_size)
+    }
+}
+
+/// A size in bytes under `key`: a positive integer, else `default` when unset.
+fn size_setting(raw: &RawSettings, key: &str, default: u64) -> Result<u64> {
+    match raw.non_empty(key) {
+        None => Ok(default),
+        Some((v, o)) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!(invalid(
+                key,
+                o,
+                format!("{v:?} is not a size in bytes; use a positive integer such as 10485760")
+            )),
+        },
     }
 }
 
@@ -483,6 +504,21 @@ mod tests {
     fn errors_name_key_and_fix() {
         assert!(err(&[("ENVIRONMENT", "staging")]).starts_with("ENVIRONMENT (environment)"));
         assert!(err(&[("MAX_FILE_SIZE", "10MB")]).contains("positive integer"));
+        for key in ["MAX_PROFILE_PHOTO_SIZE", "MAX_DOCUMENT_SIZE"] {
+            for bad in ["5MB", "0", "-1"] {
+                let e = err(&[(key, bad)]);
+                assert!(e.starts_with(key) && e.contains("positive integer"), "{e}");
+            }
+        }
+        let c = config(&[("MAX_DOCUMENT_SIZE", "31457280")]).unwrap();
+        assert_eq!(
+            (
+                c.max_profile_photo_size,
+                c.max_document_size,
+                c.largest_upload()
+            ),
+            (5 * 1024 * 1024, 31457280, 31457280)
+        );
         assert!(err(&[("DATABASE_URL", "postgresql://x")]).contains("sqlite:///"));
         assert!(err(&[("LOG_LEVEL", "loud")]).contains("LOG_LEVEL"));
         assert!(err(&[("BIND_ADDRESS", "8000")]).contains("IP:PORT"));

@@ -518,6 +518,11 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         ),
         ("UPLOAD_DIR", s.upload_dir.display().to_string()),
         ("MAX_FILE_SIZE", s.max_file_size.to_string()),
+        (
+            "MAX_PROFILE_PHOTO_SIZE",
+            s.max_profile_photo_size.to_string(),
+        ),
+        ("MAX_DOCUMENT_SIZE", s.max_document_size.to_string()),
         ("LOG_LEVEL", s.log_filter.clone()),
         ("BIND_ADDRESS", s.bind.to_string()),
         ("TRUSTED_PROXIES", c.trusted_proxies.join(",")),
@@ -659,6 +664,14 @@ mod tests {
             (vec![("HTTPS_PORT", "70000")], "HTTPS_PORT"),
             (vec![("HTTPS_PORT", "80")], "different ports"),
             (vec![("MAX_FILE_SIZE", "10MB")], "MAX_FILE_SIZE"),
+            (
+                vec![("MAX_PROFILE_PHOTO_SIZE", "5MB")],
+                "MAX_PROFILE_PHOTO_SIZE (.env.production line 6)",
+            ),
+            (
+                vec![("MAX_DOCUMENT_SIZE", "0")],
+                "MAX_DOCUMENT_SIZE (.env.production line 6)",
+            ),
             (vec![("BACKUP_SCHEDULE", "0 2 * *")], "5-field"),
             (
                 vec![("CERT_RENEW_SCHEDULE", "0 25 * * *")],

@@ -181,7 +181,7 @@ const INTERNAL_NETWORKS: &[&str] = &[
     "fc00::/7",
 ];
 
-/// Room for the multipart envelope on top of MAX_FILE_SIZE, so a file of exactly the
+/// Room for the multipart envelope on top of the largest upload limit, so a file of exactly the
 /// limit reaches the API, which answers with its own JSON error when it is too large.
 const MULTIPART_SLACK: u64 = 1024 * 1024;
 
@@ -254,7 +254,7 @@ impl<'a> StackContext<'a> {
             hsts,
             content_security_policy,
             permissions_policy: "camera=(self), microphone=(), geolocation=(), payment=(), usb=()",
-            client_max_body_size: config.serve.max_file_size + MULTIPART_SLACK,
+            client_max_body_size: config.serve.largest_upload() + MULTIPART_SLACK,
             upstream,
             internal_networks: INTERNAL_NETWORKS,
             api_image: config.api_image.as_str(),
@@ -387,7 +387,7 @@ mod tests {
         let base = fixture_env();
         let before = rendered(&base);
         let changed = rendered(&format!(
-            "{base}HTTPS_PORT=8443\nHSTS_PRELOAD=true\nMAX_FILE_SIZE=1048576\nAPI_IMAGE=elior-api:v2\n"
+            "{base}HTTPS_PORT=8443\nHSTS_PRELOAD=true\nMAX_DOCUMENT_SIZE=41943040\nAPI_IMAGE=elior-api:v2\n"
         ));
         let diff = |i: usize| {
             similar::TextDiff::from_lines(&before[i].contents, &changed[i].contents)
@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(diff(0), vec!["image: \"elior-api:v2\"", "- \"8443:443\""]);
         let nginx = diff(1);
         assert!(nginx.contains(&"return 301 https://example.com:8443$request_uri;".to_string()));
-        assert!(nginx.contains(&"client_max_body_size 2097152;".to_string()));
+        assert!(nginx.contains(&"client_max_body_size 42991616;".to_string()));
         assert!(nginx
             .iter()
             .any(|l| l.contains("max-age=63072000; includeSubDomains; preload")));

@@ -1,5 +1,6 @@
 //! The HTTP API. [`router`] builds the whole app with no I/O, so tests can drive it with
-//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown.
+//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown, with
+//! [`strip_trailing_slash`] applied before routing.
 //!
 //! Must not import `cli`.
 
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
+        .layer(axum::middleware::from_fn(read_small_bodies))
         .layer(axum::middleware::from_fn_with_state(
             cors::Origins(Arc::new(state.config.cors_origins.clone())),
             cors::cors,
@@ -77,6 +79,70 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Bodies up to this size are read before the handler runs (nginx allows 1 MB on the
+/// API's non-upload routes).
+pub const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// Reads a small non-multipart body in full before the handler runs. A handler that never
+/// reads its body (assign, mark read) would otherwise leave it on the socket, and hyper
+/// closes a keep-alive connection whose unread body is more than it has buffered. Uploads
+/// (multipart, or larger) still stream to their handlers.
+async fn read_small_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let multipart = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
+    match length {
+        Some(n) if n > 0 && n <= BUFFERED_BODY_LIMIT && !multipart => {
+            let (parts, body) = request.into_parts();
+            match axum::body::to_bytes(body, BUFFERED_BODY_LIMIT as usize).await {
+                Ok(bytes) => {
+                    let request = axum::extract::Request::from_parts(parts, bytes.into());
+                    next.run(request).await
+                }
+                Err(_) => error::ApiError::BadRequest("The request body could not be read".into())
+                    .into_response(),
+            }
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Drops one trailing slash from the path (`/api/users/` becomes `/api/users`), keeping
+/// the query, so the collection routes answer both spellings the original frontend uses
+/// while the router and OpenAPI know only one. It runs before routing: `Router::layer`
+/// middleware runs after the route is chosen, too late to change it.
+pub fn strip_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = &path[..path.len() - 1];
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = uri.clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(new_uri) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = new_uri;
+            }
+        }
+    }
+    request
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and checkpoints the WAL.
 pub async fn launch(
@@ -86,7 +152,10 @@ pub async fn launch(
 ) -> Result<()> {
     let db = state.db.clone();
     let hub = state.hub.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = tower::ServiceExt::map_request(router(state), strip_trailing_slash);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

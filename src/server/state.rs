@@ -33,7 +33,12 @@ impl AppState {
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
         );
-        let config_max_file_size = config.max_file_size;
+        // Validated settings (env file or environment), not the raw process environment.
+        let file_limits = crate::files::Limits::from_settings(config.max_file_size, |k| match k {
+            "MAX_PROFILE_PHOTO_SIZE" => Some(config.max_profile_photo_size.to_string()),
+            "MAX_DOCUMENT_SIZE" => Some(config.max_document_size.to_string()),
+            _ => None,
+        });
         AppState {
             config: Arc::new(config),
             db,
@@ -43,9 +48,7 @@ impl AppState {
             health: Arc::new(HealthCache::default()),
             started: Instant::now(),
             hub: Arc::new(Hub::default()),
-            file_limits: crate::files::Limits::from_settings(config_max_file_size, |k| {
-                std::env::var(k).ok()
-            }),
+            file_limits,
         }
     }
 }
