@@ -14,6 +14,7 @@ pub mod db;
 pub mod docker;
 pub mod doctor;
 pub mod files;
+pub mod fsutil;
 pub mod lock;
 pub mod logging;
 pub mod plan;

@@ -174,18 +174,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("failed to flush directory {}", dir.display()))
 }
 
-/// Writes `bytes` to `path` atomically (temp + fsync + rename) with mode 0600.
+/// Writes `bytes` to `path` atomically with mode 0600 (backups hold personal data).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = temp_path(path);
-    let mut file = create_private(&temp)?;
-    if let Err(e) = file.write_all(bytes) {
-        let _ = fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("failed to write {}", temp.display()));
-    }
-    drop(file);
-    commit(&temp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&temp);
-    })
+    crate::fsutil::write_atomic(path, bytes, 0o600)
 }
 
 /// Writes the manifest into `dir` as `backup_ID.json`, atomically.

@@ -5,8 +5,7 @@
 //! templates and writes the results, atomically and only when everything rendered.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -137,36 +136,4 @@ fn check(dir: &Path, files: &[RenderedFile]) -> Result<ExitCode> {
     }
 }
 
-/// Writes `bytes` to `path` so readers see the old file or the new one, never a partial
-/// one: a temp file in the same directory with `mode`, fsync, rename, fsync of the folder.
-/// On failure the temp file is removed and `path` is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // open()'s mode is filtered by the umask; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(err) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("failed to write {}", path.display()));
-    }
-    Ok(())
-}
+pub use crate::fsutil::write_atomic;

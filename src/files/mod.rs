@@ -328,19 +328,10 @@ fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> Result<Vec<u
     Ok(out.into_inner())
 }
 
+/// Uploads are world-readable (0644): behind nginx they are served by its worker, which
+/// runs as another user than the API, through `X-Accel-Redirect`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("stored paths have a directory");
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("failed to create upload directory {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("failed to move upload into place at {}", path.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes, 0o644)
 }
 
 /// Removes stored files and their derivatives; a file already gone is fine.
