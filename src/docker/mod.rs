@@ -4,8 +4,8 @@
 //! Submodules carry out plans: `image` builds the API image, `compose` reads the rendered
 //! compose file into container specs, `apply` creates networks and containers, `health`
 //! waits for a container to become healthy, `proxy` drives the stack's nginx container
-//! for certificate installs, `control` stops and starts the API for a restore. Nothing here decides *what* should exist
-//! (that is `plan`), and nothing here prints to stdout.
+//! for certificate installs, `control` stops and starts the API for a restore. Nothing
+//! here decides *what* should exist (that is `plan`), and nothing here prints to stdout.
 
 pub mod apply;
 pub mod compose;
