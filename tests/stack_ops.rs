@@ -1,0 +1,332 @@
+//! Day-2 operations on a deployed stack, against the real Docker Engine (fixture nginx
+//! image, API image built from this binary) and, for certificates, Debian's pebble: the
+//! CA certificate that `elior deploy` obtains through the stack's nginx container, a
+//! forced renewal through that container under load, and a restore while the stack runs.
+//! One stack per test with its own project, ports and API image repository; a guard
+//! removes them by label and name even when the test fails.
+
+mod cert_harness;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cert_harness::{free_port, Pebble};
+
+const BIN: &str = env!("CARGO_BIN_EXE_elior");
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn fixture_nginx_image() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
+    let out = Command::new(script).output().unwrap();
+    assert!(out.status.success(), "fixture image: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// A stack directory made by `elior init`, with its own ports, project and API image
+/// repository, all removed on drop.
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    domain: String,
+    project: String,
+    api_repo: String,
+    http_port: u16,
+    https_port: u16,
+}
+
+impl Stack {
+    fn init(name: &str) -> Stack {
+        let tmp = tempfile::tempdir().unwrap();
+        let unique = format!("{name}-{}-{}", std::process::id(), free_port());
+        let domain = format!("{unique}.elior.test");
+        let stack = Stack {
+            dir: tmp.path().join("stack"),
+            project: elior::docker::project_name(&domain),
+            api_repo: format!("elior-test-{unique}-api"),
+            http_port: free_port(),
+            https_port: free_port(),
+            domain,
+            _tmp: tmp,
+        };
+        let out = stack.elior(&["init", &stack.domain]);
+        assert!(out.status.success(), "init: {}", text(&out.stderr));
+        stack.set_env(&[
+            ("HTTP_PORT", &stack.http_port.to_string()),
+            ("HTTPS_PORT", &stack.https_port.to_string()),
+            ("API_IMAGE", &format!("{}:latest", stack.api_repo)),
+            ("PROXY_IMAGE", &fixture_nginx_image()),
+            (
+                "BACKUP_DIR",
+                stack.dir.parent().unwrap().join("backups").to_str().unwrap(),
+            ),
+        ]);
+        stack
+    }
+
+    fn set_env(&self, pairs: &[(&str, &str)]) {
+        let path = self.dir.join(".env.production");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (key, value) in pairs {
+            let prefix = format!("{key}=");
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// `elior ARGS --dir DIR`, with the test name pinned to 127.0.0.1.
+    fn elior(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env("ELIOR_RESOLVE", format!("{}:127.0.0.1", self.domain))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn deploy(&self) -> Output {
+        self.elior(&["deploy", &self.domain])
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https_port))
+    }
+
+    /// `curl` against the stack's API through nginx: (status, body).
+    fn curl(&self, method: &str, path: &str, json: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sk", "-X", method, "-H", "content-type: application/json"])
+            .args(["--data", json, "-w", "\n%{http_code}", "--resolve"])
+            .arg(format!("{}:{}:127.0.0.1", self.domain, self.https_port))
+            .arg(format!("https://{}:{}{path}", self.domain, self.https_port))
+            .output()
+            .expect("curl runs");
+        let all = text(&out.stdout);
+        let (body, status) = all.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let (project, repo) = (self.project.clone(), self.api_repo.clone());
+        runtime().block_on(async move {
+            let Ok(docker) = elior::docker::connect().await else {
+                return;
+            };
+            let _ = elior::docker::apply::remove_stack(&docker, &project).await;
+            let images = docker
+                .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                    filters: Some([("reference".to_string(), vec![repo])].into()),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_or_default();
+            for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+                let options = bollard::query_parameters::RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                };
+                let _ = docker.remove_image(&tag, Some(options), None).await;
+            }
+        });
+    }
+}
+
+/// GETs /health through nginx, a new TLS connection each time, until stopped (bounded
+/// to a few minutes); returns the successes and every failure.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ClientLoop {
+    fn start(addr: SocketAddr, domain: &str) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, domain) = (stop.clone(), domain.to_string());
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let (mut ok, mut failures) = (0, Vec::new());
+                for _ in 0..20_000 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let timeout = Duration::from_secs(10);
+                    match elior::tls::served::https_get_status(addr, &domain, "/health", timeout)
+                        .await
+                    {
+                        Ok(200) => ok += 1,
+                        Ok(status) => failures.push(format!("status {status}")),
+                        Err(e) => failures.push(format!("{e:#}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (ok, failures)
+            })
+        });
+        ClientLoop { stop, handle }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+fn served_chain(stack: &Stack) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    runtime()
+        .block_on(elior::tls::served::served_chain(
+            stack.addr(),
+            &stack.domain,
+            Duration::from_secs(5),
+        ))
+        .expect("nginx serves a certificate")
+}
+
+#[test]
+fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_failed_request() {
+    let stack = Stack::init("acme");
+    // Pebble validates HTTP-01 on the port the stack's nginx publishes.
+    let pebble = Pebble::start(stack.http_port);
+    stack.set_env(&[
+        ("ACME_EMAIL", "ops@example.com"),
+        ("ACME_DIRECTORY", &pebble.directory_url),
+        ("ACME_CA_FILE", pebble.ca_bundle.to_str().unwrap()),
+    ]);
+
+    let out = stack.deploy();
+    assert!(
+        out.status.success(),
+        "deploy: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("from the CA"),
+        "{}",
+        text(&out.stdout)
+    );
+    let chain = served_chain(&stack);
+    let leaf = elior::tls::inspect::describe(&chain[0]).unwrap();
+    assert!(!leaf.self_signed, "still the bootstrap certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pebble.issuing_root.clone()).unwrap();
+    elior::tls::inspect::verify_chain(&chain, roots, &stack.domain)
+        .expect("the served chain verifies against pebble's root");
+
+    // Renewal goes through the running nginx container (no --nginx-conf) while clients
+    // keep connecting: the serial changes and no request fails.
+    let clients = ClientLoop::start(stack.addr(), &stack.domain);
+    std::thread::sleep(Duration::from_millis(300));
+    let renew = stack.elior(&["cert", "renew", "--force", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failures) = clients.finish();
+    assert!(renew.status.success(), "renew: {}", text(&renew.stderr));
+    assert!(
+        text(&renew.stderr).contains(&format!("{}-nginx", stack.project)),
+        "renew did not use the stack's nginx container: {}",
+        text(&renew.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&renew.stdout).unwrap();
+    assert_eq!(report["action"], "issued");
+    assert_ne!(report["serial"], serde_json::json!(leaf.serial));
+    let served = elior::tls::inspect::describe(&served_chain(&stack)[0]).unwrap();
+    assert_eq!(serde_json::json!(served.serial), report["serial"]);
+    assert!(ok > 0 && failures.is_empty(), "{ok} ok, failures: {failures:?}");
+
+    // Deploying again asks nothing of the CA: the certificate is not due.
+    let again = stack.deploy();
+    assert!(again.status.success(), "redeploy: {}", text(&again.stderr));
+    let still = elior::tls::inspect::describe(&served_chain(&stack)[0]).unwrap();
+    assert_eq!(still.serial, served.serial);
+}
+
+/// Registers `name` through nginx; panics unless the API answers 201.
+fn register(stack: &Stack, name: &str) {
+    let body = serde_json::json!({
+        "username": name,
+        "email": format!("{name}@example.com"),
+        "password": "Correct-Horse-9-Battery",
+        "full_name": name,
+    });
+    let (status, answer) = stack.curl("POST", "/api/auth/register", &body.to_string());
+    assert_eq!(status, 201, "register {name}: {answer}");
+}
+
+/// The status of logging in as `name`, retried while nginx answers 502 (it may still
+/// be resolving the restarted API container).
+fn login_status(stack: &Stack, name: &str) -> u16 {
+    let body = serde_json::json!({ "username": name, "password": "Correct-Horse-9-Battery" });
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = stack.curl("POST", "/api/auth/login", &body.to_string());
+        if !matches!(status, 0 | 502 | 503 | 504) || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn restore_with_the_stack_running_restarts_the_api_on_the_restored_data() {
+    let stack = Stack::init("restore");
+    let out = stack.deploy();
+    assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+
+    register(&stack, "kept");
+    let backup = stack.elior(&["backup", "--json"]);
+    assert!(backup.status.success(), "backup: {}", text(&backup.stderr));
+    register(&stack, "later");
+    assert_eq!(login_status(&stack, "later"), 200);
+
+    let restore = stack.elior(&["restore", "latest", "--yes", "--json"]);
+    assert!(
+        restore.status.success(),
+        "restore: {}\n{}",
+        text(&restore.stdout),
+        text(&restore.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&restore.stdout).unwrap();
+    assert_eq!(report["api_restarted"], true, "{report}");
+    assert!(
+        text(&restore.stderr).contains("stopping the API"),
+        "{}",
+        text(&restore.stderr)
+    );
+
+    // The API runs again, healthy, on the restored database: the account made before
+    // the backup logs in, the one made after it is gone.
+    let status = stack.elior(&["status", "--json"]);
+    let containers: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let api = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "api")
+        .expect("an api container")
+        .clone();
+    assert_eq!(api["state"], "running", "{api}");
+    assert_eq!(api["health"], "healthy", "{api}");
+    assert_eq!(login_status(&stack, "kept"), 200);
+    assert_eq!(login_status(&stack, "later"), 401);
+}
