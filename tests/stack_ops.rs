@@ -203,17 +203,41 @@ fn served_chain(stack: &Stack) -> Vec<rustls::pki_types::CertificateDer<'static>
         .expect("nginx serves a certificate")
 }
 
+/// One stack walks the certificate lifecycle, so the deploy is paid once.
 #[test]
 fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_failed_request() {
     let stack = Stack::init("acme");
     // Pebble validates HTTP-01 on the port the stack's nginx publishes.
     let pebble = Pebble::start(stack.http_port);
+
+    // A CA that cannot be reached: the stack still comes up, serving the bootstrap
+    // certificate, and deploy says so and exits 1 (not 0, not 2).
+    let dead_ca = format!("https://127.0.0.1:{}/dir", free_port());
     stack.set_env(&[
         ("ACME_EMAIL", "ops@example.com"),
-        ("ACME_DIRECTORY", &pebble.directory_url),
+        ("ACME_DIRECTORY", &dead_ca),
         ("ACME_CA_FILE", pebble.ca_bundle.to_str().unwrap()),
     ]);
+    let out = stack.deploy();
+    assert_eq!(out.status.code(), Some(1), "deploy: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("keeps serving the self-signed bootstrap certificate"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(elior::tls::inspect::describe(&served_chain(&stack)[0])
+        .unwrap()
+        .self_signed);
+    let health = runtime().block_on(elior::tls::served::https_get_status(
+        stack.addr(),
+        &stack.domain,
+        "/health",
+        Duration::from_secs(10),
+    ));
+    assert_eq!(health.unwrap(), 200);
 
+    // With the CA reachable, deploying again replaces the bootstrap certificate.
+    stack.set_env(&[("ACME_DIRECTORY", &pebble.directory_url)]);
     let out = stack.deploy();
     assert!(
         out.status.success(),
