@@ -71,7 +71,13 @@ impl Stack {
             ("PROXY_IMAGE", &fixture_nginx_image()),
             (
                 "BACKUP_DIR",
-                stack.dir.parent().unwrap().join("backups").to_str().unwrap(),
+                stack
+                    .dir
+                    .parent()
+                    .unwrap()
+                    .join("backups")
+                    .to_str()
+                    .unwrap(),
             ),
         ]);
         stack
@@ -225,9 +231,11 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
         "{}",
         text(&out.stderr)
     );
-    assert!(elior::tls::inspect::describe(&served_chain(&stack)[0])
-        .unwrap()
-        .self_signed);
+    assert!(
+        elior::tls::inspect::describe(&served_chain(&stack)[0])
+            .unwrap()
+            .self_signed
+    );
     let health = runtime().block_on(elior::tls::served::https_get_status(
         stack.addr(),
         &stack.domain,
@@ -276,7 +284,10 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
     assert_ne!(report["serial"], serde_json::json!(leaf.serial));
     let served = elior::tls::inspect::describe(&served_chain(&stack)[0]).unwrap();
     assert_eq!(serde_json::json!(served.serial), report["serial"]);
-    assert!(ok > 0 && failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    assert!(
+        ok > 0 && failures.is_empty(),
+        "{ok} ok, failures: {failures:?}"
+    );
 
     // Deploying again asks nothing of the CA: the certificate is not due.
     let again = stack.deploy();

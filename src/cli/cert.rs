@@ -11,10 +11,10 @@ use clap::{Args, Subcommand};
 use rand::Rng;
 use serde::Serialize;
 
+use crate::docker::proxy::StackNginx;
 use crate::plan::certs;
 use crate::tls::files::StackPaths;
 use crate::tls::inspect::{self, rfc3339, unix_now};
-use crate::docker::proxy::StackNginx;
 use crate::tls::install::{HostNginx, Proxy};
 use crate::tls::issue::{self, IssueOptions, Outcome};
 use crate::tls::served;

@@ -539,14 +539,9 @@ async fn certificate_step(
             return Ok(CertStep::Kept("your --cert is already served"));
         }
         let nginx = nginx().await?;
-        let info = crate::tls::install::install_and_verify(
-            &nginx,
-            &paths,
-            &pair.chain,
-            &pair.key,
-            domain,
-        )
-        .await?;
+        let info =
+            crate::tls::install::install_and_verify(&nginx, &paths, &pair.chain, &pair.key, domain)
+                .await?;
         println!(
             "  serving your certificate: serial {}, valid until {}",
             info.serial,

@@ -87,7 +87,11 @@ impl ApiControl for StackApi {
         }
         for name in &self.stopped {
             self.runtime
-                .block_on(health::wait_healthy(&self.docker, name, self.health_timeout))
+                .block_on(health::wait_healthy(
+                    &self.docker,
+                    name,
+                    self.health_timeout,
+                ))
                 .with_context(|| format!("the api container {name} did not come back healthy"))?;
         }
         Ok(())
