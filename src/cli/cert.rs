@@ -162,7 +162,7 @@ async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCod
             obtain_through(&nginx, args, &settings, ask_ari, jitter).await
         }
         None => {
-            let nginx = stack_nginx(&settings).await?;
+            let nginx = stack_nginx(&settings, &args.stack.dir).await?;
             eprintln!("using nginx container {}", nginx.container);
             obtain_through(&nginx, args, &settings, ask_ari, jitter).await
         }
@@ -170,17 +170,17 @@ async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCod
 }
 
 /// The deployed stack's running nginx container, or an error saying what to do.
-async fn stack_nginx(settings: &CertSettings) -> Result<StackNginx> {
+async fn stack_nginx(settings: &CertSettings, dir: &std::path::Path) -> Result<StackNginx> {
     let missing = |cause: String| {
         anyhow!(
-            "no nginx to reload: the stack for {} is not deployed here, or its nginx container is not running{cause}\nrun elior deploy first, or pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx",
+            "no nginx to reload: the stack for {} is not deployed from this directory, or its nginx container is not running{cause}\nrun elior deploy first, or pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx",
             settings.domain
         )
     };
     let docker = crate::docker::connect()
         .await
         .map_err(|e| missing(format!(" ({e:#})")))?;
-    StackNginx::find(&docker, &settings.domain, settings.https_port)
+    StackNginx::find(&docker, &settings.domain, dir, settings.https_port)
         .await?
         .ok_or_else(|| missing(String::new()))
 }

@@ -530,7 +530,7 @@ async fn certificate_step(
     let paths = crate::tls::files::StackPaths::new(dir);
     let domain = config.domain.as_str();
     let nginx = || async {
-        docker::proxy::StackNginx::find(docker, domain, config.https_port)
+        docker::proxy::StackNginx::find(docker, domain, dir, config.https_port)
             .await?
             .ok_or_else(|| anyhow!("the nginx container of {domain} is not running"))
     };

@@ -92,7 +92,7 @@ impl RestoreArgs {
 /// host's engine; a bare directory (or no engine) restores in place.
 fn api_control(settings: &BackupSettings) -> Result<Box<dyn ApiControl>> {
     let domain = CertSettings::load(&settings.stack_dir, false)?.domain;
-    match StackApi::connect(&domain, API_HEALTH_TIMEOUT) {
+    match StackApi::connect(&domain, &settings.stack_dir, API_HEALTH_TIMEOUT) {
         Ok(Some(api)) => Ok(Box::new(api)),
         Ok(None) => Ok(Box::new(NoStackRunning)),
         Err(e) => {

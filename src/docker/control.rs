@@ -5,6 +5,7 @@
 //! It stops and starts existing containers only; it never creates, replaces or removes
 //! one (that is `apply`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,26 +22,37 @@ pub struct StackApi {
     runtime: tokio::runtime::Runtime,
     docker: Docker,
     project: String,
+    stack_dir: PathBuf,
     /// The containers this stopped, to start again.
     stopped: Vec<String>,
     health_timeout: Duration,
 }
 
 impl StackApi {
-    /// The stack for `domain` when the engine is reachable and knows its project;
-    /// `None` when the directory was never deployed here.
-    pub fn connect(domain: &str, health_timeout: Duration) -> Result<Option<StackApi>> {
+    /// The stack for `domain` deployed from `stack_dir`, when the engine is reachable and
+    /// has containers of that project mounting files from `stack_dir`; `None` when this
+    /// directory was never deployed here (a copy with the same DOMAIN is not the stack).
+    pub fn connect(
+        domain: &str,
+        stack_dir: &Path,
+        health_timeout: Duration,
+    ) -> Result<Option<StackApi>> {
         let runtime = super::runtime()?;
         let project = super::project_name(domain);
         let docker = runtime.block_on(super::connect())?;
         let containers = runtime.block_on(super::project_containers(&docker, &project))?;
-        if containers.is_empty() {
+        let stack_dir = stack_dir
+            .canonicalize()
+            .with_context(|| format!("stack directory {} does not exist", stack_dir.display()))?;
+        let mounts_this_dir = containers.iter().any(|c| proxy::mounts_from(c, &stack_dir));
+        if !mounts_this_dir {
             return Ok(None);
         }
         Ok(Some(StackApi {
             runtime,
             docker,
             project,
+            stack_dir,
             stopped: Vec::new(),
             health_timeout,
         }))
@@ -51,6 +63,7 @@ impl StackApi {
             &self.docker,
             &self.project,
             API_SERVICE,
+            &self.stack_dir,
         ))
     }
 }

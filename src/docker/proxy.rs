@@ -6,8 +6,10 @@
 //! It only tests and reloads; deciding what certificate to install is `tls::issue`'s job.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 
@@ -33,11 +35,16 @@ impl StackNginx {
         }
     }
 
-    /// The running nginx of the stack for `domain`, or `None` when it is not deployed
-    /// (or its nginx is stopped).
-    pub async fn find(docker: &Docker, domain: &str, https_port: u16) -> Result<Option<Self>> {
+    /// The running nginx of the stack for `domain` deployed from `stack_dir`, or `None`
+    /// when it is not deployed (or its nginx is stopped).
+    pub async fn find(
+        docker: &Docker,
+        domain: &str,
+        stack_dir: &Path,
+        https_port: u16,
+    ) -> Result<Option<Self>> {
         let project = super::project_name(domain);
-        let running = running_service(docker, &project, PROXY_SERVICE).await?;
+        let running = running_service(docker, &project, PROXY_SERVICE, stack_dir).await?;
         Ok(running
             .into_iter()
             .next()
@@ -49,8 +56,18 @@ impl StackNginx {
     }
 }
 
-/// Names of the running containers of `service` in `project`, sorted.
-pub async fn running_service(docker: &Docker, project: &str, service: &str) -> Result<Vec<String>> {
+/// Names of the running containers of `service` in `project` that were deployed from
+/// `stack_dir` (they mount files from it), sorted. Another directory with the same
+/// DOMAIN is not the deployed stack.
+pub async fn running_service(
+    docker: &Docker,
+    project: &str,
+    service: &str,
+    stack_dir: &Path,
+) -> Result<Vec<String>> {
+    let stack_dir = stack_dir
+        .canonicalize()
+        .with_context(|| format!("stack directory {} does not exist", stack_dir.display()))?;
     let mut names: Vec<String> = docker
         .list_containers(Some(ListContainersOptions {
             all: false,
@@ -63,10 +80,20 @@ pub async fn running_service(docker: &Docker, project: &str, service: &str) -> R
         .await
         .with_context(|| format!("failed to list the {service} containers of stack {project}"))?
         .iter()
+        .filter(|c| mounts_from(c, &stack_dir))
         .map(summary_name)
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Whether a container bind-mounts something under `dir` (canonical).
+pub fn mounts_from(container: &ContainerSummary, dir: &Path) -> bool {
+    container.mounts.iter().flatten().any(|m| {
+        m.source
+            .as_deref()
+            .is_some_and(|source| Path::new(source).starts_with(dir))
+    })
 }
 
 impl Proxy for StackNginx {
