@@ -322,11 +322,49 @@ fn login_status(stack: &Stack, name: &str) -> u16 {
     }
 }
 
+/// One stack serves the user's certificate, then is restored while it runs.
 #[test]
-fn restore_with_the_stack_running_restarts_the_api_on_the_restored_data() {
+fn own_certificate_then_restore_with_the_stack_running_restarts_the_api_on_the_restored_data() {
     let stack = Stack::init("restore");
-    let out = stack.deploy();
+    // The stack serves the user's own certificate: a pair whose key does not match is
+    // refused before anything changes, a good one is installed.
+    let own = rcgen::generate_simple_self_signed(vec![stack.domain.clone()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let files = stack.dir.parent().unwrap();
+    let (cert, key, wrong_key) = (
+        files.join("own.pem"),
+        files.join("own.key"),
+        files.join("other.key"),
+    );
+    std::fs::write(&cert, own.cert.pem()).unwrap();
+    std::fs::write(&key, own.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&wrong_key, other.serialize_pem()).unwrap();
+    let (cert, key, wrong_key) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        wrong_key.to_str().unwrap(),
+    );
+    let refused = stack.elior(&["deploy", &stack.domain, "--cert", cert, "--key", wrong_key]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("nothing was changed"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!stack.dir.join("nginx/ssl/cert.pem").exists());
+
+    let out = stack.elior(&["deploy", &stack.domain, "--cert", cert, "--key", key]);
     assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+    let served = elior::tls::inspect::describe(&served_chain(&stack)[0]).unwrap();
+    let mine = elior::tls::inspect::describe(own.cert.der()).unwrap();
+    assert_eq!(served.serial, mine.serial);
+    let key_mode = std::fs::metadata(stack.dir.join("nginx/ssl/key.pem"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
 
     register(&stack, "kept");
     let backup = stack.elior(&["backup", "--json"]);
