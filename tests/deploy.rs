@@ -10,11 +10,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use docker_harness::{runtime, ClientLoop};
 use elior::probe::https::PinnedClient;
+
+mod docker_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -37,13 +38,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A stack directory with its own project, ports and API image repository.
@@ -172,35 +166,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let project = self.project.clone();
-        let repo = self.api_repo.clone();
-        runtime().block_on(async move {
-            let Ok(docker) = elior::docker::connect().await else {
-                return;
-            };
-            let _ = elior::docker::apply::remove_stack(&docker, &project).await;
-            let images = docker
-                .list_images(Some(bollard::query_parameters::ListImagesOptions {
-                    filters: Some([("reference".to_string(), vec![repo.clone()])].into()),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap_or_default();
-            for image in images {
-                for tag in image.repo_tags {
-                    let _ = docker
-                        .remove_image(
-                            &tag,
-                            Some(bollard::query_parameters::RemoveImageOptions {
-                                force: true,
-                                noprune: false,
-                            }),
-                            None,
-                        )
-                        .await;
-                }
-            }
-        });
+        docker_harness::remove_stack(&self.project, &self.api_repo);
     }
 }
 
@@ -212,50 +178,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Requests /health through nginx, one connection each, until stopped; returns the
-/// number of successes and every failure.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
-}
-
-impl ClientLoop {
-    fn start(stack: &Stack) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (client, addr, domain, flag) = (
-            stack.client(),
-            stack.addr(),
-            stack.domain.clone(),
-            stop.clone(),
-        );
-        let handle = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let (mut ok, mut failures) = (0, Vec::new());
-                // Bounded: at most ~10 minutes of requests even if never stopped.
-                for _ in 0..60_000 {
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match client
-                        .get(addr, &domain, "/health", Duration::from_secs(10))
-                        .await
-                    {
-                        Ok(r) if r.status == 200 => ok += 1,
-                        Ok(r) => failures.push(format!("status {}: {}", r.status, r.body.trim())),
-                        Err(e) => failures.push(format!("{e:#}")),
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                (ok, failures)
-            })
-        });
-        ClientLoop { stop, handle }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
+/// Requests /health through nginx with the certificate pinned, one connection each,
+/// until stopped.
+fn health_loop(stack: &Stack) -> ClientLoop {
+    let (client, addr, domain) = (stack.client(), stack.addr(), stack.domain.clone());
+    ClientLoop::start(move || {
+        let (client, domain) = (client.clone(), domain.clone());
+        async move {
+            match client
+                .get(addr, &domain, "/health", Duration::from_secs(10))
+                .await
+            {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}: {}", r.status, r.body.trim())),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        }
+    })
 }
 
 /// A copy of the elior binary with one byte appended: the same program, a new content
@@ -431,7 +370,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
 
     // A new binary and config: zero-downtime update while a client keeps asking.
     let next = new_build_of_elior(stack._tmp.path());
-    let clients = ClientLoop::start(&stack);
+    let clients = health_loop(&stack);
     std::thread::sleep(Duration::from_millis(300));
     let out = stack.run_with(&next, &["update"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -480,7 +419,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     stack.set_env(&[("DATABASE_URL", "sqlite:////app/data/elior_fitness.db")]);
 
     // Rollback returns to the first image, again without a failed request.
-    let clients = ClientLoop::start(&stack);
+    let clients = health_loop(&stack);
     let out = stack.run(&["rollback"]);
     let (_, failures) = clients.finish();
     assert!(

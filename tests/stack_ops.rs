@@ -6,35 +6,19 @@
 //! removes them by label and name even when the test fails.
 
 mod cert_harness;
+mod docker_harness;
+mod stack_harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use cert_harness::{free_port, Pebble};
+use docker_harness::{runtime, ClientLoop};
+use stack_harness::{nginx_image, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn fixture_nginx_image() -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
-    let out = Command::new(script).output().unwrap();
-    assert!(out.status.success(), "fixture image: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
 
 /// A stack directory made by `elior init`, with its own ports, project and API image
 /// repository, all removed on drop.
@@ -68,7 +52,7 @@ impl Stack {
             ("HTTP_PORT", &stack.http_port.to_string()),
             ("HTTPS_PORT", &stack.https_port.to_string()),
             ("API_IMAGE", &format!("{}:latest", stack.api_repo)),
-            ("PROXY_IMAGE", &fixture_nginx_image()),
+            ("PROXY_IMAGE", &nginx_image()),
             (
                 "BACKUP_DIR",
                 stack
@@ -135,67 +119,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let (project, repo) = (self.project.clone(), self.api_repo.clone());
-        runtime().block_on(async move {
-            let Ok(docker) = elior::docker::connect().await else {
-                return;
-            };
-            let _ = elior::docker::apply::remove_stack(&docker, &project).await;
-            let images = docker
-                .list_images(Some(bollard::query_parameters::ListImagesOptions {
-                    filters: Some([("reference".to_string(), vec![repo])].into()),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap_or_default();
-            for tag in images.into_iter().flat_map(|i| i.repo_tags) {
-                let options = bollard::query_parameters::RemoveImageOptions {
-                    force: true,
-                    noprune: false,
-                };
-                let _ = docker.remove_image(&tag, Some(options), None).await;
-            }
-        });
-    }
-}
-
-/// GETs /health through nginx, a new TLS connection each time, until stopped (bounded
-/// to a few minutes); returns the successes and every failure.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
-}
-
-impl ClientLoop {
-    fn start(addr: SocketAddr, domain: &str) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, domain) = (stop.clone(), domain.to_string());
-        let handle = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let (mut ok, mut failures) = (0, Vec::new());
-                for _ in 0..20_000 {
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let timeout = Duration::from_secs(10);
-                    match elior::tls::served::https_get_status(addr, &domain, "/health", timeout)
-                        .await
-                    {
-                        Ok(200) => ok += 1,
-                        Ok(status) => failures.push(format!("status {status}")),
-                        Err(e) => failures.push(format!("{e:#}")),
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                (ok, failures)
-            })
-        });
-        ClientLoop { stop, handle }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
+        docker_harness::remove_stack(&self.project, &self.api_repo);
     }
 }
 
@@ -268,7 +192,18 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
 
     // Renewal goes through the running nginx container (no --nginx-conf) while clients
     // keep connecting: the serial changes and no request fails.
-    let clients = ClientLoop::start(stack.addr(), &stack.domain);
+    let (addr, domain) = (stack.addr(), stack.domain.clone());
+    let clients = ClientLoop::start(move || {
+        let domain = domain.clone();
+        async move {
+            let timeout = Duration::from_secs(10);
+            match elior::tls::served::https_get_status(addr, &domain, "/health", timeout).await {
+                Ok(200) => Ok(()),
+                Ok(status) => Err(format!("status {status}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        }
+    });
     std::thread::sleep(Duration::from_millis(300));
     let renew = stack.elior(&["cert", "renew", "--force", "--json"]);
     std::thread::sleep(Duration::from_millis(300));
