@@ -7,8 +7,8 @@
 //! The lifecycle test walks one stack through everything a user does, so the slow parts
 //! (image builds, health gates) are paid once.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -19,105 +19,9 @@ mod docker_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
-fn fixture_nginx_image() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
-    let out = Command::new(&script)
-        .output()
-        .expect("run scripts/build-fixture-images");
-    assert!(
-        out.status.success(),
-        "building the nginx fixture image failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A stack directory with its own project, ports and API image repository.
-struct Stack {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    domain: String,
-    project: String,
-    api_repo: String,
-    https_port: u16,
-}
+type Stack = docker_harness::TestStack;
 
 impl Stack {
-    fn new(name: &str) -> Stack {
-        let tmp = tempfile::tempdir().unwrap();
-        let unique = format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            tmp.path()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .to_lowercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-        );
-        let domain = format!("{unique}.elior.test");
-        Stack {
-            dir: tmp.path().join("stack"),
-            project: elior::docker::project_name(&domain),
-            api_repo: format!("elior-test-{unique}-api"),
-            https_port: 0,
-            domain,
-            _tmp: tmp,
-        }
-    }
-
-    /// `elior init`, then the test's ports and images in the env file.
-    fn init(&mut self) {
-        let out = elior(&["init", &self.domain, "--dir", self.dir.to_str().unwrap()]);
-        assert!(out.status.success(), "init: {}", text(&out.stderr));
-        self.https_port = free_port();
-        let proxy = fixture_nginx_image();
-        self.set_env(&[
-            ("HTTP_PORT", &free_port().to_string()),
-            ("HTTPS_PORT", &self.https_port.to_string()),
-            ("API_IMAGE", &format!("{}:latest", self.api_repo)),
-            ("PROXY_IMAGE", &proxy),
-        ]);
-    }
-
-    fn env_path(&self) -> PathBuf {
-        self.dir.join(".env.production")
-    }
-
-    fn set_env(&self, pairs: &[(&str, &str)]) {
-        let mut text = std::fs::read_to_string(self.env_path()).unwrap();
-        for (key, value) in pairs {
-            let line = format!("{key}={value}");
-            let mut found = false;
-            text = text
-                .lines()
-                .map(|l| {
-                    if l.starts_with(&format!("{key}=")) {
-                        found = true;
-                        line.clone()
-                    } else {
-                        l.to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-                + "\n";
-            if !found {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        std::fs::write(self.env_path(), text).unwrap();
-    }
-
     fn run(&self, args: &[&str]) -> Output {
         self.run_with(BIN, args)
     }
@@ -164,12 +68,6 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        docker_harness::remove_stack(&self.project, &self.api_repo);
-    }
-}
-
 fn elior(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
@@ -210,7 +108,7 @@ fn new_build_of_elior(dir: &Path) -> String {
 
 #[test]
 fn deploy_lifecycle_from_an_empty_directory_to_down() {
-    let mut stack = Stack::new("life");
+    let stack = Stack::new("life");
     let dir = stack.dir.to_str().unwrap().to_string();
 
     // --dry-run on an empty directory says what would happen and writes nothing.
@@ -369,7 +267,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     assert_eq!(stack.api_container()["container"], api["container"]);
 
     // A new binary and config: zero-downtime update while a client keeps asking.
-    let next = new_build_of_elior(stack._tmp.path());
+    let next = new_build_of_elior(stack.tmp.path());
     let clients = health_loop(&stack);
     std::thread::sleep(Duration::from_millis(300));
     let out = stack.run_with(&next, &["update"]);
@@ -470,7 +368,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
 #[test]
 fn a_held_deploy_lock_refuses_a_concurrent_deploy() {
     // Regression guard: two deploys at once would fight over containers and nginx.conf.
-    let mut stack = Stack::new("lock");
+    let stack = Stack::new("lock");
     stack.init();
     std::fs::create_dir_all(stack.dir.join(".elior")).unwrap();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

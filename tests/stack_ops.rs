@@ -10,78 +10,28 @@ mod docker_harness;
 mod stack_harness;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use cert_harness::{free_port, Pebble};
 use docker_harness::{runtime, ClientLoop};
-use stack_harness::{nginx_image, text};
+use stack_harness::text;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
-/// A stack directory made by `elior init`, with its own ports, project and API image
-/// repository, all removed on drop.
-struct Stack {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    domain: String,
-    project: String,
-    api_repo: String,
-    http_port: u16,
-    https_port: u16,
+type Stack = docker_harness::TestStack;
+
+/// A stack directory made by `elior init`, with its own ports, project, API image
+/// repository and backup folder, all removed on drop.
+fn init_stack(name: &str) -> Stack {
+    let stack = Stack::new(name);
+    stack.init();
+    let backups = stack.tmp.path().join("backups");
+    stack.set_env(&[("BACKUP_DIR", backups.to_str().unwrap())]);
+    stack
 }
 
 impl Stack {
-    fn init(name: &str) -> Stack {
-        let tmp = tempfile::tempdir().unwrap();
-        let unique = format!("{name}-{}-{}", std::process::id(), free_port());
-        let domain = format!("{unique}.elior.test");
-        let stack = Stack {
-            dir: tmp.path().join("stack"),
-            project: elior::docker::project_name(&domain),
-            api_repo: format!("elior-test-{unique}-api"),
-            http_port: free_port(),
-            https_port: free_port(),
-            domain,
-            _tmp: tmp,
-        };
-        let out = stack.elior(&["init", &stack.domain]);
-        assert!(out.status.success(), "init: {}", text(&out.stderr));
-        stack.set_env(&[
-            ("HTTP_PORT", &stack.http_port.to_string()),
-            ("HTTPS_PORT", &stack.https_port.to_string()),
-            ("API_IMAGE", &format!("{}:latest", stack.api_repo)),
-            ("PROXY_IMAGE", &nginx_image()),
-            (
-                "BACKUP_DIR",
-                stack
-                    .dir
-                    .parent()
-                    .unwrap()
-                    .join("backups")
-                    .to_str()
-                    .unwrap(),
-            ),
-        ]);
-        stack
-    }
-
-    fn set_env(&self, pairs: &[(&str, &str)]) {
-        let path = self.dir.join(".env.production");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        for (key, value) in pairs {
-            let prefix = format!("{key}=");
-            text = text
-                .lines()
-                .filter(|l| !l.starts_with(&prefix))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            text.push_str(&format!("{key}={value}\n"));
-        }
-        std::fs::write(path, text).unwrap();
-    }
-
     /// `elior ARGS --dir DIR`, with the test name pinned to 127.0.0.1.
     fn elior(&self, args: &[&str]) -> Output {
         Command::new(BIN)
@@ -117,12 +67,6 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        docker_harness::remove_stack(&self.project, &self.api_repo);
-    }
-}
-
 fn served_chain(stack: &Stack) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     runtime()
         .block_on(elior::tls::served::served_chain(
@@ -136,7 +80,7 @@ fn served_chain(stack: &Stack) -> Vec<rustls::pki_types::CertificateDer<'static>
 /// One stack walks the certificate lifecycle, so the deploy is paid once.
 #[test]
 fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_failed_request() {
-    let stack = Stack::init("acme");
+    let stack = init_stack("acme");
     // Pebble validates HTTP-01 on the port the stack's nginx publishes.
     let pebble = Pebble::start(stack.http_port);
 
@@ -260,12 +204,12 @@ fn login_status(stack: &Stack, name: &str) -> u16 {
 /// One stack serves the user's certificate, then is restored while it runs.
 #[test]
 fn own_certificate_then_restore_with_the_stack_running_restarts_the_api_on_the_restored_data() {
-    let stack = Stack::init("restore");
+    let stack = init_stack("restore");
     // The stack serves the user's own certificate: a pair whose key does not match is
     // refused before anything changes, a good one is installed.
     let own = rcgen::generate_simple_self_signed(vec![stack.domain.clone()]).unwrap();
     let other = rcgen::KeyPair::generate().unwrap();
-    let files = stack.dir.parent().unwrap();
+    let files = stack.tmp.path();
     let (cert, key, wrong_key) = (
         files.join("own.pem"),
         files.join("own.key"),
