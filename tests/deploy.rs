@@ -7,123 +7,21 @@
 //! The lifecycle test walks one stack through everything a user does, so the slow parts
 //! (image builds, health gates) are paid once.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use docker_harness::{runtime, ClientLoop};
 use elior::probe::https::PinnedClient;
+
+mod docker_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
-fn fixture_nginx_image() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
-    let out = Command::new(&script)
-        .output()
-        .expect("run scripts/build-fixture-images");
-    assert!(
-        out.status.success(),
-        "building the nginx fixture image failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A stack directory with its own project, ports and API image repository.
-struct Stack {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    domain: String,
-    project: String,
-    api_repo: String,
-    https_port: u16,
-}
+type Stack = docker_harness::TestStack;
 
 impl Stack {
-    fn new(name: &str) -> Stack {
-        let tmp = tempfile::tempdir().unwrap();
-        let unique = format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            tmp.path()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .to_lowercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-        );
-        let domain = format!("{unique}.elior.test");
-        Stack {
-            dir: tmp.path().join("stack"),
-            project: elior::docker::project_name(&domain),
-            api_repo: format!("elior-test-{unique}-api"),
-            https_port: 0,
-            domain,
-            _tmp: tmp,
-        }
-    }
-
-    /// `elior init`, then the test's ports and images in the env file.
-    fn init(&mut self) {
-        let out = elior(&["init", &self.domain, "--dir", self.dir.to_str().unwrap()]);
-        assert!(out.status.success(), "init: {}", text(&out.stderr));
-        self.https_port = free_port();
-        let proxy = fixture_nginx_image();
-        self.set_env(&[
-            ("HTTP_PORT", &free_port().to_string()),
-            ("HTTPS_PORT", &self.https_port.to_string()),
-            ("API_IMAGE", &format!("{}:latest", self.api_repo)),
-            ("PROXY_IMAGE", &proxy),
-        ]);
-    }
-
-    fn env_path(&self) -> PathBuf {
-        self.dir.join(".env.production")
-    }
-
-    fn set_env(&self, pairs: &[(&str, &str)]) {
-        let mut text = std::fs::read_to_string(self.env_path()).unwrap();
-        for (key, value) in pairs {
-            let line = format!("{key}={value}");
-            let mut found = false;
-            text = text
-                .lines()
-                .map(|l| {
-                    if l.starts_with(&format!("{key}=")) {
-                        found = true;
-                        line.clone()
-                    } else {
-                        l.to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-                + "\n";
-            if !found {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        std::fs::write(self.env_path(), text).unwrap();
-    }
-
     fn run(&self, args: &[&str]) -> Output {
         self.run_with(BIN, args)
     }
@@ -170,40 +68,6 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let project = self.project.clone();
-        let repo = self.api_repo.clone();
-        runtime().block_on(async move {
-            let Ok(docker) = elior::docker::connect().await else {
-                return;
-            };
-            let _ = elior::docker::apply::remove_stack(&docker, &project).await;
-            let images = docker
-                .list_images(Some(bollard::query_parameters::ListImagesOptions {
-                    filters: Some([("reference".to_string(), vec![repo.clone()])].into()),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap_or_default();
-            for image in images {
-                for tag in image.repo_tags {
-                    let _ = docker
-                        .remove_image(
-                            &tag,
-                            Some(bollard::query_parameters::RemoveImageOptions {
-                                force: true,
-                                noprune: false,
-                            }),
-                            None,
-                        )
-                        .await;
-                }
-            }
-        });
-    }
-}
-
 fn elior(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
@@ -212,50 +76,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Requests /health through nginx, one connection each, until stopped; returns the
-/// number of successes and every failure.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
-}
-
-impl ClientLoop {
-    fn start(stack: &Stack) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (client, addr, domain, flag) = (
-            stack.client(),
-            stack.addr(),
-            stack.domain.clone(),
-            stop.clone(),
-        );
-        let handle = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let (mut ok, mut failures) = (0, Vec::new());
-                // Bounded: at most ~10 minutes of requests even if never stopped.
-                for _ in 0..60_000 {
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match client
-                        .get(addr, &domain, "/health", Duration::from_secs(10))
-                        .await
-                    {
-                        Ok(r) if r.status == 200 => ok += 1,
-                        Ok(r) => failures.push(format!("status {}: {}", r.status, r.body.trim())),
-                        Err(e) => failures.push(format!("{e:#}")),
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                (ok, failures)
-            })
-        });
-        ClientLoop { stop, handle }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
+/// Requests /health through nginx with the certificate pinned, one connection each,
+/// until stopped.
+fn health_loop(stack: &Stack) -> ClientLoop {
+    let (client, addr, domain) = (stack.client(), stack.addr(), stack.domain.clone());
+    ClientLoop::start(move || {
+        let (client, domain) = (client.clone(), domain.clone());
+        async move {
+            match client
+                .get(addr, &domain, "/health", Duration::from_secs(10))
+                .await
+            {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}: {}", r.status, r.body.trim())),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        }
+    })
 }
 
 /// A copy of the elior binary with one byte appended: the same program, a new content
@@ -271,7 +108,7 @@ fn new_build_of_elior(dir: &Path) -> String {
 
 #[test]
 fn deploy_lifecycle_from_an_empty_directory_to_down() {
-    let mut stack = Stack::new("life");
+    let stack = Stack::new("life");
     let dir = stack.dir.to_str().unwrap().to_string();
 
     // --dry-run on an empty directory says what would happen and writes nothing.
@@ -430,8 +267,8 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     assert_eq!(stack.api_container()["container"], api["container"]);
 
     // A new binary and config: zero-downtime update while a client keeps asking.
-    let next = new_build_of_elior(stack._tmp.path());
-    let clients = ClientLoop::start(&stack);
+    let next = new_build_of_elior(stack.tmp.path());
+    let clients = health_loop(&stack);
     std::thread::sleep(Duration::from_millis(300));
     let out = stack.run_with(&next, &["update"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -480,7 +317,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     stack.set_env(&[("DATABASE_URL", "sqlite:////app/data/elior_fitness.db")]);
 
     // Rollback returns to the first image, again without a failed request.
-    let clients = ClientLoop::start(&stack);
+    let clients = health_loop(&stack);
     let out = stack.run(&["rollback"]);
     let (_, failures) = clients.finish();
     assert!(
@@ -531,7 +368,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
 #[test]
 fn a_held_deploy_lock_refuses_a_concurrent_deploy() {
     // Regression guard: two deploys at once would fight over containers and nginx.conf.
-    let mut stack = Stack::new("lock");
+    let stack = Stack::new("lock");
     stack.init();
     std::fs::create_dir_all(stack.dir.join(".elior")).unwrap();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

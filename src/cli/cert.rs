@@ -6,15 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use rand::Rng;
 use serde::Serialize;
 
+use crate::docker::proxy::StackNginx;
 use crate::plan::certs;
 use crate::tls::files::StackPaths;
 use crate::tls::inspect::{self, rfc3339, unix_now};
-use crate::tls::install::HostNginx;
+use crate::tls::install::{HostNginx, Proxy};
 use crate::tls::issue::{self, IssueOptions, Outcome};
 use crate::tls::served;
 use crate::tls::settings::CertSettings;
@@ -67,6 +68,7 @@ struct ObtainArgs {
     #[arg(long)]
     force: bool,
     /// Reload a host nginx started as `nginx -p DIR -c FILE` (DIR = the file's folder)
+    /// instead of the deployed stack's nginx container
     #[arg(long, value_name = "FILE", env = "ELIOR_NGINX_CONF")]
     nginx_conf: Option<PathBuf>,
 }
@@ -79,11 +81,16 @@ struct ObtainArgs {
 /// compared; on any failure the previous certificate is put back and stays served.
 /// Does nothing when a CA certificate is in place and not due (see `renew`).
 ///
+/// The nginx tested and reloaded is the deployed stack's container (found by its deploy
+/// labels; `nginx -t` and SIGHUP through the Docker Engine), or a host nginx given with
+/// --nginx-conf.
+///
 /// Settings (DIR/.env.production; the environment wins): DOMAIN, ACME_EMAIL,
 /// ACME_DIRECTORY (default Let's Encrypt), ACME_CA_FILE (PEM roots of a private CA),
 /// HTTP_PORT, HTTPS_PORT. ELIOR_RESOLVE=name:ip pins names like curl --resolve.
 ///
 /// Examples:
+///     elior cert issue --dir /srv/elior
 ///     elior cert issue --dir /srv/elior --nginx-conf /srv/elior/nginx/host.conf
 ///     elior cert issue --staging --force
 #[derive(Args)]
@@ -146,9 +153,46 @@ fn https_address(stack: &StackArgs, settings: &CertSettings) -> SocketAddr {
 }
 
 async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCode> {
-    let paths = StackPaths::new(&args.stack.dir);
     let settings = CertSettings::load(&args.stack.dir, args.staging)?;
-    let nginx = host_nginx(args, &settings)?;
+    match &args.nginx_conf {
+        Some(conf) => {
+            let conf = std::path::absolute(conf)
+                .with_context(|| format!("bad --nginx-conf path {}", conf.display()))?;
+            let nginx = HostNginx::new(&conf, https_address(&args.stack, &settings));
+            obtain_through(&nginx, args, &settings, ask_ari, jitter).await
+        }
+        None => {
+            let nginx = stack_nginx(&settings, &args.stack.dir).await?;
+            eprintln!("using nginx container {}", nginx.container);
+            obtain_through(&nginx, args, &settings, ask_ari, jitter).await
+        }
+    }
+}
+
+/// The deployed stack's running nginx container, or an error saying what to do.
+async fn stack_nginx(settings: &CertSettings, dir: &std::path::Path) -> Result<StackNginx> {
+    let missing = |cause: String| {
+        anyhow!(
+            "no nginx to reload: the stack for {} is not deployed from this directory, or its nginx container is not running{cause}\nrun elior deploy first, or pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx",
+            settings.domain
+        )
+    };
+    let docker = crate::docker::connect()
+        .await
+        .map_err(|e| missing(format!(" ({e:#})")))?;
+    StackNginx::find(&docker, &settings.domain, dir, settings.https_port)
+        .await?
+        .ok_or_else(|| missing(String::new()))
+}
+
+async fn obtain_through<P: Proxy + Sync>(
+    nginx: &P,
+    args: &ObtainArgs,
+    settings: &CertSettings,
+    ask_ari: bool,
+    jitter: u64,
+) -> Result<ExitCode> {
+    let paths = StackPaths::new(&args.stack.dir);
     if jitter > 0 {
         let wait = rand::thread_rng().gen_range(0..=jitter);
         eprintln!("waiting {wait} s (--jitter)");
@@ -159,7 +203,7 @@ async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCod
         ask_ari,
     };
     let progress = |line: &str| eprintln!("{line}");
-    let outcome = issue::issue_if_due(&nginx, &paths, &settings, options, &progress).await?;
+    let outcome = issue::issue_if_due(nginx, &paths, settings, options, &progress).await?;
     let report = match &outcome {
         Outcome::NotDue {
             names,
@@ -195,7 +239,7 @@ async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCod
             report.names.join(", "),
             report.serial,
             report.not_after,
-            nginx.https
+            nginx.https_address()
         );
     } else {
         println!(
@@ -206,15 +250,6 @@ async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCod
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn host_nginx(args: &ObtainArgs, settings: &CertSettings) -> Result<HostNginx> {
-    let Some(conf) = &args.nginx_conf else {
-        bail!("no nginx to reload: pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx\nthe stack's nginx container is driven by elior deploy");
-    };
-    let conf = std::path::absolute(conf)
-        .with_context(|| format!("bad --nginx-conf path {}", conf.display()))?;
-    Ok(HostNginx::new(&conf, https_address(&args.stack, settings)))
 }
 
 /// The facts `cert status` prints, for --json.

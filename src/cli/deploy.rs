@@ -34,9 +34,22 @@ use crate::probe::https::PinnedClient;
 /// and stopped: no request fails. A new version that does not become healthy is removed
 /// with its logs printed, the old one keeps serving, and deploy exits non-zero.
 ///
+/// Certificates: nginx always starts with the certificate in nginx/ssl/ (a self-signed
+/// bootstrap one when there is none). Then, for a DOMAIN that is not localhost or an IP
+/// and with ACME_EMAIL set, deploy obtains a CA certificate over ACME HTTP-01 (as
+/// `elior cert issue`; nothing is asked of the CA while the current one is not due),
+/// reloads nginx and checks that it is served. --cert/--key serve your own files instead
+/// (checked first: PEM parses, key matches, names cover DOMAIN), --self-signed skips the
+/// CA. When the CA step fails, the stack stays up serving the previous certificate and
+/// deploy exits 1 (2 is any other failure), so a script can tell the two apart.
+///
+/// Exit status: 0 deployed, 1 deployed but the CA certificate was not obtained, 2 error.
+///
 /// Examples:
 ///     elior deploy fit.example.com --dir /srv/elior
 ///     elior deploy fit.example.com --dir /srv/elior --dry-run   # print the plan only
+///     elior deploy fit.example.com --cert fullchain.pem --key privkey.pem
+///     elior deploy 203.0.113.7 --self-signed
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DeployArgs {
@@ -58,6 +71,16 @@ pub struct DeployOptions {
     /// Seconds a new container gets to become healthy
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
+    /// Do not ask a CA: keep the certificate in nginx/ssl/ (a self-signed one is made
+    /// when there is none)
+    #[arg(long, conflicts_with = "cert")]
+    pub self_signed: bool,
+    /// Serve this certificate chain (PEM) instead of asking a CA; needs --key
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl DeployArgs {
@@ -200,6 +223,7 @@ struct Outcome {
     api_image: String,
     api_container: String,
     up_to_date: bool,
+    certificate: CertStep,
 }
 
 /// The deploy of an existing stack directory: plan, apply, prove. `command` is recorded
@@ -241,11 +265,15 @@ pub fn deploy_stack(
                     "result": if outcome.up_to_date { "up to date" } else { "ok" },
                     "api_image": outcome.api_image,
                     "api_container": outcome.api_container,
+                    "certificate": outcome.certificate.describe(),
                     "seconds": started.elapsed().as_secs_f64(),
                 }),
             );
             drop(lock);
-            Ok(ExitCode::SUCCESS)
+            Ok(match outcome.certificate {
+                CertStep::Failed(_) => ExitCode::from(super::EXIT_CHECK_FAILED),
+                _ => ExitCode::SUCCESS,
+            })
         }
         Err(err) => {
             let _ = crate::lock::audit(
@@ -265,6 +293,8 @@ async fn deploy_async(
     options: &DeployOptions,
     source: ImageSource,
 ) -> Result<Option<Outcome>> {
+    // Bad certificate files are refused before anything changes.
+    let own_pair = own_certificate(options, config.domain.as_str())?;
     let mut progress = Progress::new();
     let steps: &mut dyn apply::Steps = &mut progress;
     let docker = docker::connect().await?;
@@ -377,10 +407,13 @@ async fn deploy_async(
     );
     if plan.is_noop() {
         println!("up to date: {project} runs {api_image} at {url}");
+        let certificate =
+            certificate_step(dir, config, options, own_pair.as_ref(), &docker, &progress).await?;
         return Ok(Some(Outcome {
             api_image,
             api_container,
             up_to_date: true,
+            certificate,
         }));
     }
     for line in plan.render().lines().filter(|l| !l.contains(": keep")) {
@@ -421,11 +454,152 @@ async fn deploy_async(
     if let Err(e) = prune_api_images(&docker, config.api_image.as_str(), &api_image).await {
         progress.note(&format!("warning: {e:#}"));
     }
+    let certificate =
+        certificate_step(dir, config, options, own_pair.as_ref(), &docker, &progress).await?;
     Ok(Some(Outcome {
         api_image,
         api_container,
         up_to_date: false,
+        certificate,
     }))
+}
+
+/// What the certificate step after the containers ended with.
+enum CertStep {
+    /// The certificate in nginx/ssl/ stays (self-signed or not, and no CA asked).
+    Kept(&'static str),
+    /// A CA certificate is in place and not due.
+    NotDue,
+    /// A new certificate (from the CA, or the user's files) is served.
+    Installed(String),
+    /// The CA step failed; the previous certificate keeps serving.
+    Failed(String),
+}
+
+impl CertStep {
+    fn describe(&self) -> String {
+        match self {
+            CertStep::Kept(why) => format!("kept ({why})"),
+            CertStep::NotDue => "not due".to_string(),
+            CertStep::Installed(serial) => format!("installed serial {serial}"),
+            CertStep::Failed(err) => format!("failed: {err}"),
+        }
+    }
+}
+
+/// The user's --cert/--key, read and checked against DOMAIN.
+struct OwnPair {
+    chain: String,
+    key: String,
+}
+
+fn own_certificate(options: &DeployOptions, domain: &str) -> Result<Option<OwnPair>> {
+    let (Some(cert), Some(key)) = (&options.cert, &options.key) else {
+        return Ok(None);
+    };
+    let read = |path: &Path| -> Result<String> {
+        String::from_utf8(crate::tls::files::read(path)?)
+            .with_context(|| format!("{} is not PEM text", path.display()))
+    };
+    let pair = OwnPair {
+        chain: read(cert)?,
+        key: read(key)?,
+    };
+    crate::tls::inspect::validate_pair(pair.chain.as_bytes(), pair.key.as_bytes(), domain)
+        .with_context(|| {
+            format!(
+                "--cert {} / --key {} cannot serve {domain}; nothing was changed",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(Some(pair))
+}
+
+/// After nginx serves the bootstrap (or current) certificate: install the user's pair,
+/// or obtain a CA certificate when DOMAIN is public and ACME_EMAIL is set. A CA failure
+/// is reported (the stack keeps serving what it served), not returned as an error.
+async fn certificate_step(
+    dir: &Path,
+    config: &StackConfig,
+    options: &DeployOptions,
+    own_pair: Option<&OwnPair>,
+    docker: &Docker,
+    progress: &Progress,
+) -> Result<CertStep> {
+    let paths = crate::tls::files::StackPaths::new(dir);
+    let domain = config.domain.as_str();
+    let nginx = || async {
+        docker::proxy::StackNginx::find(docker, domain, dir, config.https_port)
+            .await?
+            .ok_or_else(|| anyhow!("the nginx container of {domain} is not running"))
+    };
+    if let Some(pair) = own_pair {
+        if crate::tls::files::read(&paths.cert()).ok().as_deref() == Some(pair.chain.as_bytes()) {
+            return Ok(CertStep::Kept("your --cert is already served"));
+        }
+        let nginx = nginx().await?;
+        let info =
+            crate::tls::install::install_and_verify(&nginx, &paths, &pair.chain, &pair.key, domain)
+                .await?;
+        println!(
+            "  serving your certificate: serial {}, valid until {}",
+            info.serial,
+            crate::tls::inspect::rfc3339(info.not_after)
+        );
+        return Ok(CertStep::Installed(info.serial));
+    }
+    if options.self_signed {
+        return Ok(CertStep::Kept("--self-signed"));
+    }
+    let settings = crate::tls::settings::CertSettings::load(dir, false)?;
+    if !settings.wants_acme() {
+        return Ok(CertStep::Kept("no CA issues for localhost or IP addresses"));
+    }
+    if settings.email.is_none() {
+        progress.note(&format!(
+            "note: {domain} keeps the certificate in nginx/ssl/; set ACME_EMAIL in {} for one from a CA",
+            paths.env_file().display()
+        ));
+        return Ok(CertStep::Kept("ACME_EMAIL is not set"));
+    }
+    let nginx = nginx().await?;
+    let note = |line: &str| eprintln!("{line}");
+    let options = crate::tls::issue::IssueOptions {
+        force: false,
+        ask_ari: false,
+    };
+    match crate::tls::issue::issue_if_due(&nginx, &paths, &settings, options, &note).await {
+        Ok(crate::tls::issue::Outcome::NotDue { .. }) => Ok(CertStep::NotDue),
+        Ok(crate::tls::issue::Outcome::Issued { names, info, .. }) => {
+            println!(
+                "  certificate for {} from the CA: serial {}, valid until {}",
+                names.join(", "),
+                info.serial,
+                crate::tls::inspect::rfc3339(info.not_after)
+            );
+            Ok(CertStep::Installed(info.serial))
+        }
+        Err(err) => {
+            let served = crate::tls::issue::current(&paths)
+                .ok()
+                .flatten()
+                .map(|(_, info)| {
+                    if info.self_signed {
+                        "the self-signed bootstrap certificate"
+                    } else {
+                        "the previous certificate"
+                    }
+                })
+                .unwrap_or("the previous certificate");
+            eprintln!(
+                "elior: the stack is deployed, but no certificate was obtained from the CA: {err:#}\nnginx keeps serving {served}; fix the cause, then run `elior cert issue --dir {}` (or deploy again)",
+                dir.display()
+            );
+            println!("  certificate: NOT obtained from the CA; serving {served}");
+            Ok(CertStep::Failed(format!("{err:#}")))
+        }
+    }
 }
 
 fn progress_begin(progress: &mut Progress, what: &str) {

@@ -3,19 +3,24 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::backup::restore::{self, NoStackRunning};
+use crate::backup::restore::{self, ApiControl, NoStackRunning};
 use crate::backup::{BackupSettings, Reporter};
+use crate::docker::control::StackApi;
+use crate::tls::settings::CertSettings;
 
 /// Restore a backup's database and uploads over the stack.
 ///
 /// The backup is verified first (checksums and quick_check); a bad one is refused and
 /// nothing is touched. Then elior takes the deploy lock, takes a safety backup of the
 /// current state, stops the API if it runs, swaps the restored files in atomically
-/// (removing stale -wal/-shm files), and starts the API again. If a step fails after the
+/// (removing stale -wal/-shm files), and starts the API again and waits until it is
+/// healthy. The API is the deployed stack's container when this directory's stack runs
+/// on this host's Docker Engine; on a bare directory the files are restored in place. If a step fails after the
 /// stop, the pre-restore state is put back.
 ///
 /// Asks for confirmation unless --yes is given (and refuses without it when not on a
@@ -49,8 +54,8 @@ impl RestoreArgs {
             confirm(&self.id, &settings)?;
         }
         let mut reporter = Reporter::new(false);
-        // The deploy issue plugs its engine client in here when a stack is running.
-        let report = restore::restore(&settings, &self.id, &mut NoStackRunning, &mut reporter)?;
+        let mut api = api_control(&settings)?;
+        let report = restore::restore(&settings, &self.id, api.as_mut(), &mut reporter)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
@@ -82,6 +87,23 @@ impl RestoreArgs {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// The deployed stack's API containers when this directory's stack is deployed on this
+/// host's engine; a bare directory (or no engine) restores in place.
+fn api_control(settings: &BackupSettings) -> Result<Box<dyn ApiControl>> {
+    let domain = CertSettings::load(&settings.stack_dir, false)?.domain;
+    match StackApi::connect(&domain, &settings.stack_dir, API_HEALTH_TIMEOUT) {
+        Ok(Some(api)) => Ok(Box::new(api)),
+        Ok(None) => Ok(Box::new(NoStackRunning)),
+        Err(e) => {
+            eprintln!("note: restoring without a stack: {e:#}");
+            Ok(Box::new(NoStackRunning))
+        }
+    }
+}
+
+/// How long the restarted API gets to report healthy (as `elior deploy --timeout`).
+const API_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn confirm(id: &str, settings: &BackupSettings) -> Result<()> {
     let stdin = std::io::stdin();

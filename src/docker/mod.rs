@@ -3,13 +3,16 @@
 //!
 //! Submodules carry out plans: `image` builds the API image, `compose` reads the rendered
 //! compose file into container specs, `apply` creates networks and containers, `health`
-//! waits for a container to become healthy. Nothing here decides *what* should exist
-//! (that is `plan`), and nothing here prints to stdout.
+//! waits for a container to become healthy, `proxy` drives the stack's nginx container
+//! for certificate installs, `control` stops and starts the API for a restore. Nothing
+//! here decides *what* should exist (that is `plan`), and nothing here prints to stdout.
 
 pub mod apply;
 pub mod compose;
+pub mod control;
 pub mod health;
 pub mod image;
+pub mod proxy;
 
 use std::collections::HashMap;
 

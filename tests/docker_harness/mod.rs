@@ -1,0 +1,191 @@
+//! What the tests that deploy a stack on the real Docker Engine share: removing a test
+//! stack (its project's containers and networks, and its API image repository) in a
+//! Drop guard, and a bounded client loop that counts failed requests during a reload.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stack directory (not created yet) with its own domain, project, ports and API
+/// image repository; dropping it removes the project and the images.
+pub struct TestStack {
+    /// Holds `dir`; room beside it for test files.
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub domain: String,
+    pub project: String,
+    pub api_repo: String,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl TestStack {
+    pub fn new(name: &str) -> TestStack {
+        let tmp = tempfile::tempdir().unwrap();
+        let unique = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            tmp.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let domain = format!("{unique}.elior.test");
+        TestStack {
+            dir: tmp.path().join("stack"),
+            project: elior::docker::project_name(&domain),
+            api_repo: format!("elior-test-{unique}-api"),
+            http_port: free_port(),
+            https_port: free_port(),
+            domain,
+            tmp,
+        }
+    }
+
+    /// `elior init`, then the test's ports and images in the env file.
+    pub fn init(&self) {
+        let out = Command::new(env!("CARGO_BIN_EXE_elior"))
+            .args(["init", &self.domain, "--dir", self.dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.set_env(&[
+            ("HTTP_PORT", &self.http_port.to_string()),
+            ("HTTPS_PORT", &self.https_port.to_string()),
+            ("API_IMAGE", &format!("{}:latest", self.api_repo)),
+            ("PROXY_IMAGE", &fixture_nginx_image()),
+        ]);
+    }
+
+    pub fn env_path(&self) -> PathBuf {
+        self.dir.join(".env.production")
+    }
+
+    /// Replaces or appends `KEY=VALUE` lines.
+    pub fn set_env(&self, pairs: &[(&str, &str)]) {
+        let mut text = std::fs::read_to_string(self.env_path()).unwrap();
+        for (key, value) in pairs {
+            let prefix = format!("{key}=");
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        std::fs::write(self.env_path(), text).unwrap();
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        remove_stack(&self.project, &self.api_repo);
+    }
+}
+
+/// A port nothing listens on now, on any address (nginx publishes on 0.0.0.0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The fixture nginx image, built once per machine by the script (it locks and caches).
+pub fn fixture_nginx_image() -> String {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
+    let out = Command::new(script)
+        .output()
+        .expect("run scripts/build-fixture-images");
+    assert!(
+        out.status.success(),
+        "building the nginx fixture image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Removes every container and network of `project` and every image of `api_repo`;
+/// errors are ignored (it runs in Drop, after a failure too).
+pub fn remove_stack(project: &str, api_repo: &str) {
+    let (project, repo) = (project.to_string(), api_repo.to_string());
+    runtime().block_on(async move {
+        let Ok(docker) = elior::docker::connect().await else {
+            return;
+        };
+        let _ = elior::docker::apply::remove_stack(&docker, &project).await;
+        let images = docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                filters: Some([("reference".to_string(), vec![repo])].into()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+            let options = bollard::query_parameters::RemoveImageOptions {
+                force: true,
+                noprune: false,
+            };
+            let _ = docker.remove_image(&tag, Some(options), None).await;
+        }
+    });
+}
+
+/// Runs `request` (one new connection each) every 10 ms until stopped, at most 60,000
+/// times (about 10 minutes); counts the successes and keeps every failure.
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ClientLoop {
+    pub fn start<F, Fut>(request: F) -> ClientLoop
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let (mut ok, mut failures) = (0, Vec::new());
+                for _ in 0..60_000 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match request().await {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.push(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (ok, failures)
+            })
+        });
+        ClientLoop { stop, handle }
+    }
+
+    pub fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
