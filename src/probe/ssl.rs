@@ -10,19 +10,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde::Serialize;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::grade::{self, Grade, Observed};
 use super::hello::{self, Answer};
 use super::timing::{self, Trust, Url};
 use crate::tls::inspect::{self, CertInfo};
+use crate::tls::served;
 
 /// Headers every page of the stack should carry.
 pub const SECURITY_HEADERS: &[&str] = &[
@@ -116,27 +114,8 @@ async fn handshake(
     versions: &[&'static rustls::SupportedProtocolVersion],
     timeout: Duration,
 ) -> Result<Handshake> {
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|e| anyhow!("{host:?} is not a server name: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .context("TLS setup failed")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::tls::served::AcceptAnything))
-        .with_no_client_auth();
-    let connect = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS handshake with {host} at {addr} failed"))
-    };
-    let tls = tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| anyhow!("TLS handshake with {addr} did not finish within {timeout:?}"))??;
+    let config = served::observing_config(versions, served::ObserveOnly::any())?;
+    let tls = served::connect_with(config, addr, host, timeout).await?;
     let (_, session) = tls.get_ref();
     Ok(Handshake {
         version: session

@@ -136,7 +136,7 @@ impl Trust {
                 .with_no_client_auth(),
             Trust::Insecure => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(crate::tls::served::AcceptAnything))
+                .with_custom_certificate_verifier(crate::tls::served::ObserveOnly::any())
                 .with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

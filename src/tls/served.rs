@@ -67,14 +67,19 @@ async fn connect(
     server_name: &str,
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>> {
+    let config = observing_config(rustls::DEFAULT_VERSIONS, ObserveOnly::any())?;
+    connect_with(config, addr, server_name, timeout).await
+}
+
+/// TCP connect plus TLS handshake with `config`, SNI `server_name`, bounded by `timeout`.
+pub async fn connect_with(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|e| anyhow!("{server_name:?} is not a server name: {e}"))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS setup failed")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
-        .with_no_client_auth();
     let handshake = async {
         let tcp = TcpStream::connect(addr)
             .await
@@ -90,24 +95,63 @@ async fn connect(
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// A client config (ring, the given protocol versions) that trusts by `verifier`.
+pub fn observing_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    verifier: Arc<ObserveOnly>,
+) -> Result<rustls::ClientConfig> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+            .with_protocol_versions(versions)
+            .context("TLS setup failed")?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
 }
 
-/// Accepts every certificate: we only read what is presented (see the module comment).
+/// A verifier that decides no trust, for looking at what a server presents: it accepts
+/// any certificate, or with a pin exactly one (deploy's proof that nginx serves the file
+/// on disk). Handshake signatures are still checked, so the server must hold the key of
+/// the certificate it presents.
 #[derive(Debug)]
-pub struct AcceptAnything;
+pub struct ObserveOnly {
+    pin: Option<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for AcceptAnything {
+impl ObserveOnly {
+    pub fn any() -> Arc<Self> {
+        Self::new(None)
+    }
+
+    pub fn pinned(leaf: CertificateDer<'static>) -> Arc<Self> {
+        Self::new(Some(leaf))
+    }
+
+    fn new(pin: Option<CertificateDer<'static>>) -> Arc<Self> {
+        Arc::new(ObserveOnly {
+            pin,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        })
+    }
+}
+
+impl ServerCertVerifier for ObserveOnly {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.pin {
+            Some(leaf) if leaf.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
+                "the served certificate is not the one in nginx/ssl/ (a reload pending, or another server on the port?)".into(),
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -116,8 +160,8 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -126,12 +170,12 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
+        self.provider
             .signature_verification_algorithms
             .supported_schemes()
     }
