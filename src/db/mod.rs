@@ -16,6 +16,7 @@ pub mod users;
 pub mod workouts;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -60,7 +61,7 @@ impl DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<SqliteConnectionManager>,
-    path: PathBuf,
+    path: Arc<Path>,
     /// Device and inode of the file when opened. If the path later names another file
     /// (deleted, or replaced by a careless restore), our connections still write to the
     /// old inode and every write would be lost at restart; `/health` reports that.
@@ -105,7 +106,7 @@ impl Db {
         let file_id = file_id(path).with_context(|| open_hint(path))?;
         Ok(Db {
             pool,
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             file_id,
         })
     }

@@ -100,7 +100,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, super::json::Json(body)).into_response();
         match self {
             ApiError::Unauthorized(_) => {
                 response

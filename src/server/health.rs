@@ -1,4 +1,4 @@
-//! The database probe behind `/health`, cached for a short time.
+//! `/health`: the database probe behind it, cached for a short time, and its body.
 //!
 //! Load balancers, Docker and nginx may call `/health` thousands of times a second under
 //! load; running a query for each would make health the most expensive endpoint. One
@@ -9,7 +9,7 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::db::{self, Db};
+use crate::db::{self, Db, PoolStats};
 
 /// How stale a health answer may be.
 pub const FRESH_FOR: Duration = Duration::from_millis(500);
@@ -74,5 +74,187 @@ pub async fn probe(db: &Db) -> Verdict {
             Err("query failed")
         }
         Err(_) => Err("timed out"),
+    }
+}
+
+/// What `/health` says. Written by hand in [`HealthBody::to_json`]: probes call /health
+/// more than anything else, and serde_json's general path (a write call per quote, key and
+/// number, each key escaped) cost more than the rest of the request's own work.
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct HealthBody<'a> {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub environment: &'static str,
+    pub domain: &'a str,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub uptime_seconds: u64,
+    pub database: HealthDatabase,
+}
+
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct HealthDatabase {
+    pub status: &'static str,
+    pub error: Option<&'static str>,
+    pub pool_stats: PoolStats,
+}
+
+impl HealthBody<'_> {
+    /// The same JSON serde would write for these structs (a unit test holds it to that),
+    /// with the timestamp as `to_rfc3339` gives it.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(320);
+        out.extend_from_slice(b"{\"status\":");
+        string(&mut out, self.status);
+        out.extend_from_slice(b",\"version\":");
+        string(&mut out, self.version);
+        out.extend_from_slice(b",\"environment\":");
+        string(&mut out, self.environment);
+        out.extend_from_slice(b",\"domain\":");
+        string(&mut out, self.domain);
+        out.extend_from_slice(b",\"timestamp\":\"");
+        rfc3339(&mut out, self.timestamp);
+        out.extend_from_slice(b"\",\"uptime_seconds\":");
+        number(&mut out, self.uptime_seconds);
+        out.extend_from_slice(b",\"database\":{\"status\":");
+        string(&mut out, self.database.status);
+        out.extend_from_slice(b",\"error\":");
+        match self.database.error {
+            Some(error) => string(&mut out, error),
+            None => out.extend_from_slice(b"null"),
+        }
+        let pool = &self.database.pool_stats;
+        for (key, value) in [
+            (&b",\"pool_stats\":{\"size\":"[..], pool.size),
+            (b",\"max_size\":", pool.max_size),
+            (b",\"idle\":", pool.idle),
+            (b",\"in_use\":", pool.in_use),
+        ] {
+            out.extend_from_slice(key);
+            number(&mut out, value.into());
+        }
+        out.extend_from_slice(b"}}}");
+        out
+    }
+}
+
+/// A JSON string, escaped by serde_json (the domain comes from configuration).
+fn string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+}
+
+fn number(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]+00:00`, the fraction in 0, 3, 6 or 9 digits as
+/// chrono's `to_rfc3339` writes it (years 0 to 9999, which is every clock reading).
+fn rfc3339(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let padded = |out: &mut Vec<u8>, value: u32, width: u32| {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    };
+    padded(out, at.year().clamp(0, 9999) as u32, 4);
+    out.push(b'-');
+    padded(out, at.month(), 2);
+    out.push(b'-');
+    padded(out, at.day(), 2);
+    out.push(b'T');
+    padded(out, at.hour(), 2);
+    out.push(b':');
+    padded(out, at.minute(), 2);
+    out.push(b':');
+    padded(out, at.second(), 2);
+    let nanos = at.nanosecond() % 1_000_000_000;
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos % 1_000_000 == 0 {
+            padded(out, nanos / 1_000_000, 3);
+        } else if nanos % 1_000 == 0 {
+            padded(out, nanos / 1_000, 6);
+        } else {
+            padded(out, nanos, 9);
+        }
+    }
+    out.extend_from_slice(b"+00:00");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn timestamps_match_chrono_for_every_fraction_width() {
+        let base = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        for nanos in [
+            0,
+            7_000_000,
+            120_000_000,
+            123_456_000,
+            5_000,
+            123_456_789,
+            1,
+            999_999_999,
+        ] {
+            let at = base + chrono::Duration::nanoseconds(nanos);
+            let mut out = Vec::new();
+            rfc3339(&mut out, at);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                at.to_rfc3339(),
+                "{nanos} ns"
+            );
+        }
+        let now = Utc::now();
+        let mut out = Vec::new();
+        rfc3339(&mut out, now);
+        assert_eq!(String::from_utf8(out).unwrap(), now.to_rfc3339());
+    }
+
+    #[test]
+    fn the_hand_written_body_is_what_serde_would_write() {
+        for (error, domain) in [
+            (None, "fit.example.com"),
+            (Some("query failed"), "we\"ird\\domain"),
+        ] {
+            let body = HealthBody {
+                status: if error.is_none() {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                },
+                version: "1.2.3",
+                environment: "production",
+                domain,
+                timestamp: Utc::now(),
+                uptime_seconds: 12_345_678_901,
+                database: HealthDatabase {
+                    status: "connected",
+                    error,
+                    pool_stats: PoolStats {
+                        size: 0,
+                        max_size: 20,
+                        idle: 7,
+                        in_use: 4_000_000_000,
+                    },
+                },
+            };
+            let ours: serde_json::Value = serde_json::from_slice(&body.to_json()).unwrap();
+            let mut serde = serde_json::to_value(&body).unwrap();
+            serde["timestamp"] = body.timestamp.to_rfc3339().into();
+            assert_eq!(ours, serde);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,11 +23,49 @@ struct RouteStats {
     sum_seconds: f64,
 }
 
-/// Stats by route template, then method. Nested maps keyed by `String` let the hot path
-/// look up with borrowed `&str`s and allocate nothing once a route has been seen.
+/// The methods counted under their own name; any other (an extension method a client
+/// made up) is counted as `OTHER`, so clients cannot grow the label set.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+
+fn method_slot(method: &str) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// Stats by route template, one slot per method. The hot path looks up with a borrowed
+/// `&str` and allocates nothing once a route has been seen.
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<HashMap<String, HashMap<String, RouteStats>>>,
+    routes: Mutex<HashMap<String, [RouteStats; METHODS.len()], BuildHasherDefault<Fnv1a>>>,
+}
+
+/// FNV-1a. The keys are the router's own route templates (or `unmatched`), never client
+/// text, so SipHash's defence against chosen keys buys nothing here, and hashing the key
+/// twice a request with it was a visible part of `/health`'s cost.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
 }
 
 impl Metrics {
@@ -34,13 +73,10 @@ impl Metrics {
         let seconds = elapsed.as_secs_f64();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         if !routes.contains_key(route) {
-            routes.insert(route.to_string(), HashMap::new());
+            routes.insert(route.to_string(), Default::default());
         }
         let by_method = routes.get_mut(route).expect("inserted above");
-        if !by_method.contains_key(method) {
-            by_method.insert(method.to_string(), RouteStats::default());
-        }
-        let stats = by_method.get_mut(method).expect("inserted above");
+        let stats = &mut by_method[method_slot(method)];
         *stats.by_status.entry(status).or_default() += 1;
         if let Some(i) = BUCKETS.iter().position(|&le| seconds <= le) {
             stats.buckets[i] += 1;
@@ -99,9 +135,11 @@ impl Metrics {
         let routes: BTreeMap<(&str, &str), &RouteStats> = guard
             .iter()
             .flat_map(|(route, by_method)| {
-                by_method
+                METHODS
                     .iter()
-                    .map(move |(method, stats)| ((method.as_str(), route.as_str()), stats))
+                    .zip(by_method)
+                    .filter(|(_, stats)| stats.count > 0)
+                    .map(move |(method, stats)| ((*method, route.as_str()), stats))
             })
             .collect();
         let _ = writeln!(
@@ -184,5 +222,27 @@ mod tests {
         assert!(text.contains("route=\"/health\",le=\"0.05\"} 2\n"));
         assert!(text.contains("route=\"/health\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("elior_db_pool_connections{state=\"in_use\"} 1"));
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::default();
+        for method in ["BREW", "WHEN", "GET"] {
+            m.record(method, "unmatched", 405, Duration::from_millis(1));
+        }
+        let pool = PoolStats {
+            size: 1,
+            max_size: 20,
+            idle: 1,
+            in_use: 0,
+        };
+        let text = m.render(pool, Duration::from_secs(1), "1.0", "abc");
+        assert!(text.contains(
+            "elior_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 2"
+        ));
+        assert!(text.contains(
+            "elior_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"405\"} 1"
+        ));
+        assert!(!text.contains("BREW"));
     }
 }

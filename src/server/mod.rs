@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hub;
+pub mod json;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -66,57 +67,14 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
-        .layer(axum::middleware::from_fn(read_small_bodies))
-        .layer(axum::middleware::from_fn_with_state(
-            cors::Origins(Arc::new(state.config.cors_origins.clone())),
-            cors::cors,
-        ))
-        // Outermost, so CORS preflights and 404s get ids, timing and metrics too.
+        // One layer for everything every request needs (id, timing, metrics, CORS, small
+        // bodies): each layer costs every request a boxed clone of the route and a boxed
+        // future, and 404s get the same treatment.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::track,
         ))
         .with_state(state)
-}
-
-/// Bodies up to this size are read before the handler runs (nginx allows 1 MB on the
-/// API's non-upload routes).
-pub const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
-
-/// Reads a small non-multipart body in full before the handler runs. A handler that never
-/// reads its body (assign, mark read) would otherwise leave it on the socket, and hyper
-/// closes a keep-alive connection whose unread body is more than it has buffered. Uploads
-/// (multipart, or larger) still stream to their handlers.
-async fn read_small_bodies(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-    use axum::response::IntoResponse;
-    let length = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let multipart = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
-    match length {
-        Some(n) if n > 0 && n <= BUFFERED_BODY_LIMIT && !multipart => {
-            let (parts, body) = request.into_parts();
-            match axum::body::to_bytes(body, BUFFERED_BODY_LIMIT as usize).await {
-                Ok(bytes) => {
-                    let request = axum::extract::Request::from_parts(parts, bytes.into());
-                    next.run(request).await
-                }
-                Err(_) => error::ApiError::BadRequest("The request body could not be read".into())
-                    .into_response(),
-            }
-        }
-        _ => next.run(request).await,
-    }
 }
 
 /// Drops one trailing slash from the path (`/api/users/` becomes `/api/users`), keeping

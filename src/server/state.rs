@@ -12,8 +12,12 @@ use super::hub::Hub;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
 
+/// One `Arc`: axum clones the state for every layer and extractor of every request, and
+/// a clone here is one reference-count increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub config: Arc<ServeConfig>,
     pub db: Db,
     pub tokens: Arc<TokenKeys>,
@@ -39,7 +43,7 @@ impl AppState {
             "MAX_DOCUMENT_SIZE" => Some(config.max_document_size.to_string()),
             _ => None,
         });
-        AppState {
+        AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
             tokens: Arc::new(tokens),
@@ -49,6 +53,13 @@ impl AppState {
             started: Instant::now(),
             hub: Arc::new(Hub::default()),
             file_limits,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }

@@ -4,9 +4,9 @@
 use std::time::Instant;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::server::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -5,11 +5,11 @@
 //! [`crate::server::access`]: the owner, their trainer, or an admin. Behind nginx the body
 //! is handed off with `X-Accel-Redirect`; see [`ACCEL_UPLOADS_PREFIX`].
 
+use crate::server::json::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 

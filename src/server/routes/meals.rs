@@ -5,10 +5,10 @@
 //! The client's trainer or an admin writes plans; the client uploads meal photos for their
 //! own entries; the trainer (or an admin) reviews them and the client is notified live.
 
+use crate::server::json::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};

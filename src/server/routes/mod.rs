@@ -10,6 +10,8 @@ pub mod users;
 pub mod workouts;
 
 /// The answer to a successful DELETE, as the original API gave it.
-pub fn deleted(what: &str) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "message": format!("{what} deleted successfully") }))
+pub fn deleted(what: &str) -> crate::server::json::Json<serde_json::Value> {
+    crate::server::json::Json(
+        serde_json::json!({ "message": format!("{what} deleted successfully") }),
+    )
 }

@@ -7,11 +7,11 @@
 use std::time::Duration;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::server::json::Json;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

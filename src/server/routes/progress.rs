@@ -2,9 +2,9 @@
 //! summary, delete). A client records their own; their trainer or an admin may record
 //! for them and read them by `client_id`.
 
+use crate::server::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 

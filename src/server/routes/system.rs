@@ -2,15 +2,16 @@
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::server::json::Json;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::db;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::ClientIp;
+use crate::server::health::{HealthBody, HealthDatabase};
 use crate::server::state::AppState;
 use crate::{GIT_REVISION, VERSION};
 
@@ -38,14 +39,12 @@ async fn root() -> Json<serde_json::Value> {
 async fn health(State(state): State<AppState>) -> Response {
     let verdict = state.health.verdict(&state.db).await;
     let healthy = verdict.is_ok();
-    // A typed body: serialising it directly is several times cheaper than building a
-    // `serde_json::Value` map, and /health is the endpoint probes hammer.
     let body = HealthBody {
         status: if healthy { "healthy" } else { "unhealthy" },
         version: VERSION,
         environment: state.config.environment.as_str(),
         domain: &state.config.domain,
-        timestamp: chrono::Utc::now().to_rfc3339(),
+        timestamp: chrono::Utc::now(),
         uptime_seconds: state.started.elapsed().as_secs(),
         database: HealthDatabase {
             status: if healthy { "connected" } else { "disconnected" },
@@ -58,25 +57,12 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
-}
-
-#[derive(serde::Serialize)]
-struct HealthBody<'a> {
-    status: &'static str,
-    version: &'static str,
-    environment: &'static str,
-    domain: &'a str,
-    timestamp: String,
-    uptime_seconds: u64,
-    database: HealthDatabase,
-}
-
-#[derive(serde::Serialize)]
-struct HealthDatabase {
-    status: &'static str,
-    error: Option<&'static str>,
-    pool_stats: crate::db::PoolStats,
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_json(),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success")))]

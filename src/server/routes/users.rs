@@ -6,8 +6,8 @@
 //! trainer's client list holds their own clients. Visibility of one user follows
 //! [`user_visible`]; anything else answers 404.
 
+use crate::server::json::Json;
 use axum::extract::State;
-use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};

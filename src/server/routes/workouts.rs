@@ -6,9 +6,9 @@
 //! the plan's client: visibility follows [`crate::server::access`], the client's trainer
 //! or an admin writes plans, and only the client logs completions.
 
+use crate::server::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
