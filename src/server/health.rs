@@ -104,11 +104,11 @@ impl HealthBody<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(320);
         out.extend_from_slice(b"{\"status\":");
-        string(&mut out, self.status);
+        plain_string(&mut out, self.status);
         out.extend_from_slice(b",\"version\":");
-        string(&mut out, self.version);
+        plain_string(&mut out, self.version);
         out.extend_from_slice(b",\"environment\":");
-        string(&mut out, self.environment);
+        plain_string(&mut out, self.environment);
         out.extend_from_slice(b",\"domain\":");
         string(&mut out, self.domain);
         out.extend_from_slice(b",\"timestamp\":\"");
@@ -116,10 +116,10 @@ impl HealthBody<'_> {
         out.extend_from_slice(b"\",\"uptime_seconds\":");
         number(&mut out, self.uptime_seconds);
         out.extend_from_slice(b",\"database\":{\"status\":");
-        string(&mut out, self.database.status);
+        plain_string(&mut out, self.database.status);
         out.extend_from_slice(b",\"error\":");
         match self.database.error {
-            Some(error) => string(&mut out, error),
+            Some(error) => plain_string(&mut out, error),
             None => out.extend_from_slice(b"null"),
         }
         let pool = &self.database.pool_stats;
@@ -135,6 +135,14 @@ impl HealthBody<'_> {
         out.extend_from_slice(b"}}}");
         out
     }
+}
+
+/// A JSON string from elior's own constants, which need no escaping.
+fn plain_string(out: &mut Vec<u8>, value: &'static str) {
+    debug_assert!(!value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
 }
 
 /// A JSON string, escaped by serde_json (the domain comes from configuration).
@@ -160,33 +168,28 @@ fn number(out: &mut Vec<u8>, mut value: u64) {
 /// chrono's `to_rfc3339` writes it (years 0 to 9999, which is every clock reading).
 fn rfc3339(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
     use chrono::{Datelike, Timelike};
-    let padded = |out: &mut Vec<u8>, value: u32, width: u32| {
-        for place in (0..width).rev() {
-            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+    let mut text = *b"0000-00-00T00:00:00.000000000";
+    let mut put = |end: usize, mut value: u32, width: usize| {
+        for slot in text[end - width..end].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
         }
     };
-    padded(out, at.year().clamp(0, 9999) as u32, 4);
-    out.push(b'-');
-    padded(out, at.month(), 2);
-    out.push(b'-');
-    padded(out, at.day(), 2);
-    out.push(b'T');
-    padded(out, at.hour(), 2);
-    out.push(b':');
-    padded(out, at.minute(), 2);
-    out.push(b':');
-    padded(out, at.second(), 2);
+    put(4, at.year().clamp(0, 9999) as u32, 4);
+    put(7, at.month(), 2);
+    put(10, at.day(), 2);
+    put(13, at.hour(), 2);
+    put(16, at.minute(), 2);
+    put(19, at.second(), 2);
     let nanos = at.nanosecond() % 1_000_000_000;
-    if nanos != 0 {
-        out.push(b'.');
-        if nanos % 1_000_000 == 0 {
-            padded(out, nanos / 1_000_000, 3);
-        } else if nanos % 1_000 == 0 {
-            padded(out, nanos / 1_000, 6);
-        } else {
-            padded(out, nanos, 9);
-        }
-    }
+    put(29, nanos, 9);
+    let len = match nanos {
+        0 => 19,
+        n if n % 1_000_000 == 0 => 23,
+        n if n % 1_000 == 0 => 26,
+        _ => 29,
+    };
+    out.extend_from_slice(&text[..len]);
     out.extend_from_slice(b"+00:00");
 }
 

@@ -1,12 +1,24 @@
-//! The layer every request passes through: request id, timing headers, metrics, the
-//! request's log span, CORS, and reading small bodies before the handler runs.
+//! The layer every request passes through, around the whole router: trailing-slash
+//! tolerance, request id, timing headers, metrics, the request's log span, CORS, and
+//! reading small bodies before the handler runs.
+//!
+//! It is one hand-written service rather than axum middleware: `Router::layer` wraps every
+//! route separately, and each `from_fn` layer cost every request a boxed clone of the route,
+//! two boxed futures and a clone of the state. Running before routing, it finds the route
+//! template for metrics itself, from the same paths the router has.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
+use axum::Router;
+use tower::Service;
 use tracing::Instrument;
 
 use super::cors::Cors;
@@ -38,47 +50,101 @@ pub fn accept_request_id(given: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id_header = accept_request_id(request.headers().get(&X_REQUEST_ID));
-    // MatchedPath holds an Arc<str>: cloning it copies no text.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
-    let method = request.method().clone();
+/// The app: `router` behind the tracking layer.
+#[derive(Clone)]
+pub struct Tracked {
+    router: Router,
+    state: AppState,
+    /// The router's path templates (`/api/users/{id}`), values being the metrics label.
+    templates: Arc<matchit::Router<Arc<str>>>,
+}
 
-    let request_id = id_header.to_str().unwrap_or_default();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
-    let cors = Cors::of(&request, &state.config.cors_origins);
-    let mut response = match cors.preflight_response() {
-        Some(answer) => answer,
-        None => match read_small_body(request).await {
-            Ok(request) => next.run(request).instrument(span.clone()).await,
-            Err(refused) => refused,
-        },
-    };
-    cors.apply(response.headers_mut());
-
-    let elapsed = started.elapsed();
-    let process_time = process_time_header(elapsed);
-    let headers = response.headers_mut();
-    headers.insert(X_REQUEST_ID.clone(), id_header.clone());
-    headers.insert(X_PROCESS_TIME.clone(), process_time);
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .record(method.as_str(), route, status, elapsed);
-
-    let _enter = span.enter();
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    if elapsed.as_secs_f64() > 1.0 {
-        tracing::warn!(status, duration_ms = ms, "slow request");
-    } else if elapsed.as_secs_f64() > 0.5 {
-        tracing::info!(status, duration_ms = ms, "slow request");
-    } else {
-        tracing::debug!(status, duration_ms = ms, "request");
+impl Tracked {
+    /// `templates` must be the router's own paths; a request matching none is labelled
+    /// `unmatched` in metrics.
+    pub fn new(
+        router: Router,
+        state: AppState,
+        templates: impl IntoIterator<Item = String>,
+    ) -> Tracked {
+        let mut table = matchit::Router::new();
+        for template in templates {
+            let label: Arc<str> = template.as_str().into();
+            // The router accepted these same paths, so they cannot conflict here.
+            let _ = table.insert(template, label);
+        }
+        Tracked {
+            router,
+            state,
+            templates: Arc::new(table),
+        }
     }
-    response
+
+    fn route_of(&self, path: &str) -> Option<Arc<str>> {
+        self.templates.at(path).ok().map(|m| m.value.clone())
+    }
+}
+
+impl Service<Request> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.track(super::strip_trailing_slash(request)).await) })
+    }
+}
+
+impl Tracked {
+    async fn track(mut self, request: Request) -> Response {
+        let started = Instant::now();
+        let id_header = accept_request_id(request.headers().get(&X_REQUEST_ID));
+        let matched = self.route_of(request.uri().path());
+        let route = matched.as_deref().unwrap_or("unmatched");
+        let method = request.method().clone();
+
+        let request_id = id_header.to_str().unwrap_or_default();
+        let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+        let state = &self.state;
+        let cors = Cors::of(&request, &state.config.cors_origins);
+        let mut response = match cors.preflight_response() {
+            Some(answer) => answer,
+            None => match read_small_body(request).await {
+                Ok(request) => match self.router.call(request).instrument(span.clone()).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                Err(refused) => refused,
+            },
+        };
+        cors.apply(response.headers_mut());
+
+        let elapsed = started.elapsed();
+        let process_time = process_time_header(elapsed);
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), id_header.clone());
+        headers.insert(X_PROCESS_TIME.clone(), process_time);
+        let status = response.status().as_u16();
+        state
+            .metrics
+            .record(method.as_str(), route, status, elapsed);
+
+        let _enter = span.enter();
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if elapsed.as_secs_f64() > 1.0 {
+            tracing::warn!(status, duration_ms = ms, "slow request");
+        } else if elapsed.as_secs_f64() > 0.5 {
+            tracing::info!(status, duration_ms = ms, "slow request");
+        } else {
+            tracing::debug!(status, duration_ms = ms, "request");
+        }
+        response
+    }
 }
 
 /// Bodies up to this size are read before the handler runs (nginx allows 1 MB on the

@@ -1,6 +1,5 @@
-//! The HTTP API. [`router`] builds the whole app with no I/O, so tests can drive it with
-//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown, with
-//! [`strip_trailing_slash`] applied before routing.
+//! The HTTP API. [`app`] builds the whole app with no I/O, so tests can drive it with
+//! `tower::ServiceExt::oneshot`; [`launch`] serves it on a listener until shutdown.
 //!
 //! Must not import `cli`.
 
@@ -50,15 +49,26 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-pub fn router(state: AppState) -> Router {
+/// Where the OpenAPI document is served.
+const OPENAPI_PATH: &str = "/openapi.json";
+
+/// The whole app: every route, behind the tracking layer ([`middleware::Tracked`]).
+pub fn app(state: AppState) -> middleware::Tracked {
     let (routes, doc) = api();
+    let templates: Vec<String> = doc
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .chain([OPENAPI_PATH.to_string()])
+        .collect();
     let doc: Arc<str> = doc
         .to_json()
         .expect("the OpenAPI document serialises")
         .into();
-    routes
+    let router = routes
         .route(
-            "/openapi.json",
+            OPENAPI_PATH,
             axum::routing::get(move || async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -67,14 +77,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
-        // One layer for everything every request needs (id, timing, metrics, CORS, small
-        // bodies): each layer costs every request a boxed clone of the route and a boxed
-        // future, and 404s get the same treatment.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::track,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    middleware::Tracked::new(router, state, templates)
 }
 
 /// Drops one trailing slash from the path (`/api/users/` becomes `/api/users`), keeping
@@ -110,10 +114,9 @@ pub async fn launch(
 ) -> Result<()> {
     let db = state.db.clone();
     let hub = state.hub.clone();
-    let app = tower::ServiceExt::map_request(router(state), strip_trailing_slash);
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
-    >(app);
+    >(app(state));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
