@@ -5,7 +5,8 @@
 //! It is one hand-written service rather than axum middleware: `Router::layer` wraps every
 //! route separately, and each `from_fn` layer cost every request a boxed clone of the route,
 //! two boxed futures and a clone of the state. Running before routing, it finds the route
-//! template for metrics itself, from the same paths the router has.
+//! template for metrics itself, from the same paths the router has. It answers `GET
+//! /health` itself (see [`is_health_probe`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -115,6 +116,11 @@ impl Tracked {
         let mut response = match cors.preflight_response() {
             Some(answer) => answer,
             None => match read_small_body(request).await {
+                Ok(request) if is_health_probe(&request) => {
+                    super::routes::system::health_response(state)
+                        .instrument(span.clone())
+                        .await
+                }
                 Ok(request) => match self.router.call(request).instrument(span.clone()).await {
                     Ok(response) => response,
                     Err(never) => match never {},
@@ -145,6 +151,16 @@ impl Tracked {
         }
         response
     }
+}
+
+/// `GET /health` is answered by its handler directly, not through the router: Docker,
+/// nginx and load balancers call it more than everything else together, and routing it
+/// (path lookup, the boxed route and handler futures, the state extractor taking the
+/// request apart and back together) cost as much as the answer itself. It is still
+/// in the router, for `HEAD` and the OpenAPI document, and it still gets everything this
+/// layer adds.
+fn is_health_probe(request: &Request) -> bool {
+    request.method() == axum::http::Method::GET && request.uri().path() == "/health"
 }
 
 /// Bodies up to this size are read before the handler runs (nginx allows 1 MB on the

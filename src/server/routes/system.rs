@@ -37,6 +37,12 @@ async fn root() -> Json<serde_json::Value> {
 
 #[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
+    health_response(&state).await
+}
+
+/// The `/health` answer. The tracking layer calls it directly for `GET /health`, ahead of
+/// the router (see [`crate::server::middleware`]).
+pub async fn health_response(state: &AppState) -> Response {
     let verdict = state.health.verdict(&state.db).await;
     let healthy = verdict.is_ok();
     let body = HealthBody {
