@@ -6,15 +6,17 @@
 //! (`preflight`).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use instant_acme::{
-    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, BodyWrapper,
-    CertificateIdentifier, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, HttpClient, Identifier, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -87,10 +89,20 @@ pub async fn account(path: &Path, ca: &CaSettings) -> Result<Account> {
 }
 
 fn builder(ca: &CaSettings) -> Result<AccountBuilder> {
-    let Some(ca_file) = &ca.ca_file else {
-        return Account::builder().map_err(|e| anyhow!("failed to set up the ACME client: {e}"));
+    let roots = match &ca.ca_file {
+        Some(ca_file) => super::inspect::load_roots(ca_file)?,
+        None => {
+            let roots = super::inspect::system_roots();
+            if roots.is_empty() {
+                bail!(
+                    "found no trusted CA certificates on this system to reach {}\n\
+                     install the ca-certificates package, or set ACME_CA_FILE to a PEM bundle",
+                    ca.directory
+                );
+            }
+            roots
+        }
     };
-    let roots = super::inspect::load_roots(ca_file)?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -105,7 +117,33 @@ fn builder(ca: &CaSettings) -> Result<AccountBuilder> {
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, BodyWrapper<bytes::Bytes>>(connector);
-    Ok(Account::builder_with_http(Box::new(client)))
+    Ok(Account::builder_with_http(Box::new(AcmeHttp(client))))
+}
+
+/// Our HTTP/1.1 client for instant-acme. Its own client (feature `hyper-rustls`) always
+/// brings HTTP/2 (h2) and rustls-platform-verifier, about 1 MB of the binary and so of the
+/// API image (issue 4), for a few requests per certificate; system roots through
+/// rustls-native-certs are what the platform verifier trusts on Linux anyway.
+struct AcmeHttp(
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        BodyWrapper<bytes::Bytes>,
+    >,
+);
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: axum::http::Request<BodyWrapper<bytes::Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let response = self.0.request(req);
+        Box::pin(async move {
+            match response.await {
+                Ok(response) => Ok(BytesResponse::from(response)),
+                Err(e) => Err(instant_acme::Error::Other(Box::new(e))),
+            }
+        })
+    }
 }
 
 /// Names the CA and adds a hint to an instant-acme error.
