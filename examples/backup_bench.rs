@@ -326,6 +326,17 @@ fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, Stal
         after: max_in(ended, ended + Duration::from_secs(5)),
         peak_wal: *peak_wal.lock().unwrap(),
     };
+    let worst_at = latencies
+        .iter()
+        .filter(|(at, l)| *at >= began && *at < ended && *l == stalls.during)
+        .map(|(at, _)| at.duration_since(began))
+        .next()
+        .unwrap_or_default();
+    eprintln!(
+        "    {} (the longest began {:.2}s into the backup)",
+        Stalls::worst(std::slice::from_ref(&stalls)),
+        worst_at.as_secs_f64()
+    );
     (took, stalls)
 }
 
