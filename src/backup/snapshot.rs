@@ -426,6 +426,26 @@ mod tests {
         assert!(without_bookkeeping(std::fs::read(&copy).unwrap()) == without_bookkeeping(plain));
     }
 
+    // The copy's WAL snapshot is held until the copy is on disk (see `copy`), and not a
+    // moment longer: a read transaction left open would keep every later checkpoint from
+    // emptying the WAL, which would then grow for as long as `elior schedule` runs.
+    #[test]
+    fn wal_snapshot_is_released_once_the_backup_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.db");
+        let writer = database(&source, 4096, true);
+        snapshot(&source, &dir.path().join("copy.db"));
+        writer
+            .execute("INSERT INTO t (body) VALUES ('after the backup')", [])
+            .unwrap();
+        let (busy, frames, checkpointed): (i64, i64, i64) = writer
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, checkpointed), (0, frames));
+    }
+
     // A zero-byte database file (created, never written) still gives a copy that passes
     // the check and opens as an empty database.
     #[test]
