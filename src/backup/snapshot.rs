@@ -12,7 +12,7 @@
 //! This module only reads the source database and writes the file it is given.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -68,30 +68,36 @@ pub fn take(source: &Path, dest: &Path, check: Check, deadline: Instant) -> Resu
     drop(manifest::create_private(dest)?);
     let started = Instant::now();
     let (src, dst) = (source.to_path_buf(), dest.to_path_buf());
-    // Dropped at the end, once the copy is checked and on disk (see `copy`).
-    let _held_snapshot = with_deadline(deadline, "copying the database", move || {
+    let source_conn = with_deadline(deadline, "copying the database", move || {
         timed("online backup", || copy(&src, &dst))
     })?;
     let copy_duration = started.elapsed();
+    // The copy's snapshot is held until the copy is on disk (see `copy`). The flushing
+    // thread releases it then, while the hash still runs; this function releases it too,
+    // in case that thread is stuck past the deadline.
+    let held_snapshot = Arc::new(Mutex::new(Some(source_conn)));
 
     // Check, hash and flush to disk at once: each reads the whole copy (from the page
     // cache), and together they keep both cores and the disk busy.
-    let dst = dest.to_path_buf();
-    let (checked, hashed, synced) =
-        with_deadline(deadline, "checking the database copy", move || {
-            std::thread::scope(|s| {
-                let hash = s.spawn(|| timed("sha256", || manifest::sha256_file(&dst)));
-                let sync = s.spawn(|| {
-                    timed("fsync", || {
-                        std::fs::File::open(&dst)
-                            .and_then(|f| f.sync_all())
-                            .with_context(|| format!("failed to flush {}", dst.display()))
-                    })
+    let (dst, held) = (dest.to_path_buf(), held_snapshot.clone());
+    let post = with_deadline(deadline, "checking the database copy", move || {
+        std::thread::scope(|s| {
+            let hash = s.spawn(|| timed("sha256", || manifest::sha256_file(&dst)));
+            let sync = s.spawn(|| {
+                let synced = timed("fsync", || {
+                    std::fs::File::open(&dst)
+                        .and_then(|f| f.sync_all())
+                        .with_context(|| format!("failed to flush {}", dst.display()))
                 });
-                let checked = timed(check.pragma(), || check_copy(&dst, check));
-                Ok((checked, joined(hash.join()), joined(sync.join())))
-            })
-        })?;
+                release(&held);
+                synced
+            });
+            let checked = timed(check.pragma(), || check_copy(&dst, check));
+            Ok((checked, joined(hash.join()), joined(sync.join())))
+        })
+    });
+    release(&held_snapshot);
+    let (checked, hashed, synced) = post?;
     let schema_version = checked?;
     let (size, sha256) = hashed?;
     synced?;
@@ -101,6 +107,16 @@ pub fn take(source: &Path, dest: &Path, check: Check, deadline: Instant) -> Resu
         schema_version,
         copy_duration,
     })
+}
+
+/// Ends the copy's read transaction on the source, if still held, by closing its
+/// connection.
+fn release(held_snapshot: &Mutex<Option<Connection>>) {
+    let conn = held_snapshot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    drop(conn);
 }
 
 /// Runs `work` and logs how long it took, at debug level (RUST_LOG=elior=debug).
