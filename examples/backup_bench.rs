@@ -5,13 +5,16 @@
 //!
 //!     cargo build --release && cargo run --release --example backup_bench -- /var/tmp/elior-bench
 //!
-//! Optional sizes: `--db-mib 1024 --uploads-mib 2048 --files 5000`; `--only db|uploads`. Generated data is kept
+//! Optional sizes: `--db-mib 1024 --uploads-mib 2048 --files 5000`; `--only
+//! db|db-quiet|db-writes|uploads`; `--runs 5` (database timings). Generated data is kept
 //! in the folder and reused by later runs. Needs the `sqlite3`, `tar` and `gzip` commands.
 //!
 //! 1. Database, 1 GiB: `sqlite3 .backup` vs `elior backup` on a quiet database (warm
 //!    cache); then `sqlite3 VACUUM INTO` vs `elior backup` while a writer inserts 500 rows/s,
 //!    reporting the writer's longest stall during and after each backup and the peak WAL
-//!    size. elior's times include its quick_check and sha256.
+//!    size. elior's times include its quick_check and sha256. Each case runs `--runs`
+//!    times, alternating the two tools so that both see the same load, and reports medians
+//!    with the range and the load average (the machine is shared, so single runs mislead).
 //! 2. Uploads, 2 GiB in ~5,000 files, 90% photos (incompressible, JPEG magic):
 //!    `tar czf` vs `elior backup`, then `gzip -t` and `tar tzf` on elior's archive.
 
@@ -39,6 +42,7 @@ fn main() {
             .map_or(default, |v| v.parse().expect("a number"))
     };
     let db_mib = opt("--db-mib", 1024);
+    let runs = opt("--runs", 5).max(1) as usize;
     let uploads_mib = opt("--uploads-mib", 2048);
     let files = opt("--files", 5000);
     let elior = std::env::current_exe()
@@ -59,12 +63,23 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    if only.as_deref() != Some("uploads") {
-        database_benchmark(&root.join("db-stack"), &elior, db_mib);
+    let cases = DbCases {
+        quiet: matches!(only.as_deref(), None | Some("db") | Some("db-quiet")),
+        writes: matches!(only.as_deref(), None | Some("db") | Some("db-writes")),
+    };
+    if cases.quiet || cases.writes {
+        database_benchmark(&root.join("db-stack"), &elior, db_mib, runs, cases);
     }
-    if only.as_deref() != Some("db") {
+    if only.is_none() || only.as_deref() == Some("uploads") {
         uploads_benchmark(&root.join("uploads-stack"), &elior, uploads_mib, files);
     }
+}
+
+/// Which database cases to run.
+#[derive(Clone, Copy)]
+struct DbCases {
+    quiet: bool,
+    writes: bool,
 }
 
 fn stack(dir: &Path, backups: &Path) {
@@ -74,6 +89,26 @@ fn stack(dir: &Path, backups: &Path) {
         format!("BACKUP_DIR={}\n", backups.display()),
     )
     .unwrap();
+}
+
+/// The median of `samples` and their range, as text: `1.23s (1.20-1.31)`.
+fn summary(samples: &[Duration]) -> (Duration, String) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    let text = format!(
+        "{:.2}s ({:.2}-{:.2})",
+        median.as_secs_f64(),
+        sorted[0].as_secs_f64(),
+        sorted[sorted.len() - 1].as_secs_f64()
+    );
+    (median, text)
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 fn timed(what: &str, mut command: Command) -> Duration {
@@ -105,7 +140,7 @@ fn warm(path: &Path) {
     let _ = fs::read(path).map(|b| b.len());
 }
 
-fn database_benchmark(dir: &Path, elior: &Path, mib: u64) {
+fn database_benchmark(dir: &Path, elior: &Path, mib: u64, runs: usize, cases: DbCases) {
     let backups = dir.join("backups");
     stack(dir, &backups);
     let db = dir.join("data/elior_fitness.db");
@@ -140,53 +175,101 @@ fn database_benchmark(dir: &Path, elior: &Path, mib: u64) {
     }
     let size = fs::metadata(&db).unwrap().len();
     eprintln!("database: {:.0} MiB", size as f64 / (1 << 20) as f64);
-    let out = dir.join("out.db");
 
-    eprintln!("quiet database (best of 3, warm cache):");
-    let mut cli = Duration::MAX;
-    let mut ours = Duration::MAX;
-    for _ in 0..3 {
+    if cases.quiet {
+        quiet_benchmark(dir, elior, &db, runs);
+    }
+    if cases.writes {
+        writes_benchmark(dir, elior, &db, runs);
+    }
+}
+
+fn quiet_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
+    let backups = dir.join("backups");
+    let out = dir.join("out.db");
+    eprintln!("quiet database ({runs} runs each, alternating, warm cache):");
+    let load_before = load_average();
+    let (mut cli, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
         let _ = fs::remove_file(&out);
-        warm(&db);
-        cli = cli.min(timed(
+        warm(db);
+        cli.push(timed(
             "sqlite3 .backup",
-            sqlite3(&db, &format!(".backup '{}'", out.display())),
+            sqlite3(db, &format!(".backup '{}'", out.display())),
         ));
-        warm(&db);
-        ours = ours.min(timed("elior backup", elior_backup(elior, dir)));
+        warm(db);
+        ours.push(timed("elior backup", elior_backup(elior, dir)));
         let _ = fs::remove_dir_all(&backups);
     }
+    let _ = fs::remove_file(&out);
+    let ((cli, cli_text), (ours, our_text)) = (summary(&cli), summary(&ours));
     println!(
-        "db quiet: sqlite3 .backup {:.2}s, elior backup {:.2}s (incl. quick_check + sha256): elior is {:.2}x the speed",
-        cli.as_secs_f64(),
-        ours.as_secs_f64(),
-        cli.as_secs_f64() / ours.as_secs_f64()
+        "db quiet, medians of {runs}: sqlite3 .backup {cli_text}, elior backup {our_text} (incl. quick_check + sha256): elior is {:.2}x the speed; load average {load_before} before, {} after",
+        cli.as_secs_f64() / ours.as_secs_f64(),
+        load_average()
     );
+}
 
-    eprintln!("under 500 writes/s:");
-    let _ = fs::remove_file(&out);
-    let (vacuum, vacuum_stall) = under_writes(&db, || {
-        timed(
-            "sqlite3 VACUUM INTO",
-            sqlite3(&db, &format!("VACUUM INTO '{}'", out.display())),
-        )
-    });
-    let _ = fs::remove_file(&out);
-    let (ours, our_stall) = under_writes(&db, || timed("elior backup", elior_backup(elior, dir)));
-    let _ = fs::remove_dir_all(&backups);
+fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
+    let backups = dir.join("backups");
+    let out = dir.join("out.db");
+    eprintln!("under 500 writes/s ({runs} runs each, alternating):");
+    let load_before = load_average();
+    let (mut vacuum, mut ours) = (Vec::new(), Vec::new());
+    let (mut vacuum_stalls, mut our_stalls) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let _ = fs::remove_file(&out);
+        let (took, stalls) = under_writes(db, || {
+            timed(
+                "sqlite3 VACUUM INTO",
+                sqlite3(db, &format!("VACUUM INTO '{}'", out.display())),
+            )
+        });
+        vacuum.push(took);
+        vacuum_stalls.push(stalls);
+        let _ = fs::remove_file(&out);
+        let (took, stalls) = under_writes(db, || timed("elior backup", elior_backup(elior, dir)));
+        ours.push(took);
+        our_stalls.push(stalls);
+        let _ = fs::remove_dir_all(&backups);
+    }
+    let ((vacuum, vacuum_text), (ours, our_text)) = (summary(&vacuum), summary(&ours));
     println!(
-        "db under 500 writes/s: sqlite3 VACUUM INTO {:.2}s, elior backup {:.2}s: elior is {:.2}x the speed",
-        vacuum.as_secs_f64(),
-        ours.as_secs_f64(),
-        vacuum.as_secs_f64() / ours.as_secs_f64()
+        "db under 500 writes/s, medians of {runs}: sqlite3 VACUUM INTO {vacuum_text}, elior backup {our_text}: elior is {:.2}x the speed; load average {load_before} before, {} after",
+        vacuum.as_secs_f64() / ours.as_secs_f64(),
+        load_average()
     );
-    println!("  VACUUM INTO: {vacuum_stall}");
-    println!("  elior:       {our_stall}");
+    println!("  VACUUM INTO: {}", Stalls::worst(&vacuum_stalls));
+    println!("  elior:       {}", Stalls::worst(&our_stalls));
+}
+
+/// What the writer saw during one backup: its longest stall during the backup and in the
+/// 5 s after, and the peak WAL size.
+struct Stalls {
+    during: Duration,
+    after: Duration,
+    peak_wal: u64,
+}
+
+impl Stalls {
+    /// The worst of each over several runs, as text.
+    fn worst(runs: &[Stalls]) -> String {
+        let during = runs.iter().map(|s| s.during).max().unwrap_or_default();
+        let after = runs.iter().map(|s| s.after).max().unwrap_or_default();
+        let peak = runs.iter().map(|s| s.peak_wal).max().unwrap_or_default();
+        format!(
+            "longest writer stall {:.0} ms during, {:.0} ms in the 5 s after; peak WAL {:.1} MiB (worst of {} runs)",
+            during.as_secs_f64() * 1000.0,
+            after.as_secs_f64() * 1000.0,
+            peak as f64 / (1 << 20) as f64,
+            runs.len()
+        )
+    }
 }
 
 /// Runs `backup` while a writer inserts 500 rows/s; returns its duration and the writer's
 /// longest stall during it and in the 5 s after, with the peak WAL size.
-fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, String) {
+fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, Stalls) {
     let stop = Arc::new(AtomicBool::new(false));
     let latencies: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
     let peak_wal = Arc::new(Mutex::new(0u64));
@@ -238,18 +321,23 @@ fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, Stri
             .max()
             .unwrap_or_default()
     };
-    let during = max_in(began, ended);
-    let after = max_in(ended, ended + Duration::from_secs(5));
-    let peak = *peak_wal.lock().unwrap();
-    (
-        took,
-        format!(
-            "longest writer stall {:.0} ms during, {:.0} ms in the 5 s after; peak WAL {:.1} MiB",
-            during.as_secs_f64() * 1000.0,
-            after.as_secs_f64() * 1000.0,
-            peak as f64 / (1 << 20) as f64
-        ),
-    )
+    let stalls = Stalls {
+        during: max_in(began, ended),
+        after: max_in(ended, ended + Duration::from_secs(5)),
+        peak_wal: *peak_wal.lock().unwrap(),
+    };
+    let worst_at = latencies
+        .iter()
+        .filter(|(at, l)| *at >= began && *at < ended && *l == stalls.during)
+        .map(|(at, _)| at.duration_since(began))
+        .next()
+        .unwrap_or_default();
+    eprintln!(
+        "    {} (the longest began {:.2}s into the backup)",
+        Stalls::worst(std::slice::from_ref(&stalls)),
+        worst_at.as_secs_f64()
+    );
+    (took, stalls)
 }
 
 fn uploads_benchmark(dir: &Path, elior: &Path, mib: u64, files: u64) {
