@@ -218,9 +218,10 @@ fn copy(source: &Path, dest: &Path) -> Result<Connection> {
 /// source's size at the end. The result is the same file, header included (it still names
 /// the source's page size): on the benchmark's 1 GiB database only the header's change
 /// counters differ from the source, as with equal page sizes. It is written in 16,600
-/// writes of 64 KiB: the copy took 0.47 s instead of 0.77 s, and its fsync 0.40 s instead
-/// of 0.64 s (issue 6). A page size is fixed only once a database has content, hence the
-/// placeholder table; the copy replaces it along with everything else.
+/// writes of 64 KiB: the copy took about 0.5 s instead of 0.77 s, and its fsync 0.4 s
+/// instead of 0.6 s (medians of 5-7 runs, issue 6). A page size is fixed only once a
+/// database has content, hence the placeholder table; the copy replaces it along with
+/// everything else.
 fn open_destination(dest: &Path) -> Result<Connection> {
     // Never create: after a timeout the caller removes the file, and this thread, if it
     // only now gets here, must not bring it back.
