@@ -243,6 +243,16 @@ fn backup_then_delete_then_restore_brings_back_rows_and_files() {
         .unwrap();
     assert!(listing.status.success(), "{}", stderr(&listing));
     assert!(stdout(&listing).contains("uploads/progress/2026/front.jpg"));
+    // The backup folder holds the three files and nothing else (no temporary or claim file).
+    let id = manifest["id"].as_str().unwrap();
+    assert_eq!(
+        backup_files(&stack.backups),
+        [
+            format!("backup_{id}.json"),
+            format!("db_backup_{id}.db"),
+            format!("uploads_backup_{id}.tar.gz"),
+        ]
+    );
 
     fs::remove_dir_all(stack.dir.join("data")).unwrap();
     fs::remove_dir_all(stack.uploads()).unwrap();

@@ -196,7 +196,7 @@ pub fn create(
     let dir = &settings.backup_dir;
     ensure_backup_dir(dir)?;
     let (id, claim) = claim_id(dir)?;
-    let mut cleanup = Cleanup(vec![claim]);
+    let mut cleanup = Cleanup(vec![claim.clone()]);
     let mut files = Vec::new();
     let mut schema_version = None;
     let mut database_check = None;
@@ -283,6 +283,9 @@ pub fn create(
     };
     manifest::write(dir, &manifest)?;
     cleanup.disarm();
+    // The id's claim has done its job once the manifest exists; left behind, it would sit
+    // in BACKUP_DIR forever (retention never deletes files it does not recognise).
+    let _ = fs::remove_file(&claim);
     Ok(manifest)
 }
 
