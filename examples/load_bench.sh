@@ -3,6 +3,8 @@
 #
 #   examples/load_bench.sh            # elior + bare axum hello
 #   REFERENCE=1 examples/load_bench.sh  # also the FastAPI reference (needs a venv, see below)
+#   AB_ROUNDS=5 examples/load_bench.sh  # also N rounds alternating elior's and the hello's
+#                                       # /health, each round's ratio (both see the same load)
 #
 # Measures GET /health and an authenticated GET /api/auth/me with wrk at 64 and 256
 # connections: requests/s, p50 and p99 latency, peak RSS (VmHWM), and the time from
@@ -76,6 +78,19 @@ echo "== bare axum hello"
 target/release/examples/hello 127.0.0.1:18081 & hpid=$!; pids+=("$hpid")
 wait_200 "$(date +%s%N)" http://127.0.0.1:18081/health >/dev/null
 for c in 64 256; do run_wrk "axum hello /health" http://127.0.0.1:18081/health "$c"; done
+
+ab_rounds=${AB_ROUNDS:-0}
+if [ "$ab_rounds" -gt 0 ]; then
+  echo "== /health, elior vs bare axum hello, alternating rounds"
+  rps() { wrk -t"$THREADS" -c"$2" -d"$DURATION" "$1" | awk '/Requests\/sec/ {print $2}'; }
+  for c in 64 256; do
+    for round in $(seq "$ab_rounds"); do
+      e=$(rps http://127.0.0.1:18080/health "$c")
+      h=$(rps http://127.0.0.1:18081/health "$c")
+      echo "$c conns, round $round: elior $e req/s, hello $h req/s, ratio $(awk -v e="$e" -v h="$h" 'BEGIN {printf "%.2f", e / h}')"
+    done
+  done
+fi
 
 if [ "${REFERENCE:-0}" = 1 ]; then
   venv=${REF_VENV:-/tmp/refvenv}
