@@ -66,20 +66,6 @@ impl Stack {
             .find(|s| s["service"] == "api")
             .expect("an api container")
     }
-
-    /// The api container once Docker's own health check has run: deploy gates on the
-    /// same check run through exec, so Docker may still say `starting` for up to one
-    /// healthcheck interval (10 s) after deploy returns.
-    fn api_container_once_docker_checked(&self) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let api = self.api_container();
-            if api["health"] != "starting" || std::time::Instant::now() > deadline {
-                return api;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
 }
 
 fn elior(args: &[&str]) -> Output {
@@ -200,7 +186,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
         );
 
         // status --json agrees with the engine.
-        let api = stack.api_container_once_docker_checked();
+        let api = docker_harness::api_once_docker_checked(|| stack.api_container());
         let name = api["container"].as_str().unwrap();
         let inspect = docker
             .inspect_container(

@@ -268,24 +268,17 @@ fn own_certificate_then_restore_with_the_stack_running_restarts_the_api_on_the_r
 
     // The API runs again, healthy, on the restored database: the account made before
     // the backup logs in, the one made after it is gone.
-    // Restore gates on the container's own health check run through exec; Docker's
-    // status follows within one healthcheck interval.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let api = loop {
+    let api = docker_harness::api_once_docker_checked(|| {
         let status = stack.elior(&["status", "--json"]);
         let containers: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-        let api = containers
+        containers
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["service"] == "api")
             .expect("an api container")
-            .clone();
-        if api["health"] != "starting" || std::time::Instant::now() > deadline {
-            break api;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+            .clone()
+    });
     assert_eq!(api["state"], "running", "{api}");
     assert_eq!(api["health"], "healthy", "{api}");
     assert_eq!(login_status(&stack, "kept"), 200);

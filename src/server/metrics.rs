@@ -199,19 +199,22 @@ fn escape(label: &str) -> String {
 mod tests {
     use super::*;
 
+    fn pool() -> PoolStats {
+        PoolStats {
+            size: 2,
+            max_size: 20,
+            idle: 1,
+            in_use: 1,
+        }
+    }
+
     #[test]
     fn histogram_is_cumulative() {
         let m = Metrics::default();
         m.record("GET", "/health", 200, Duration::from_micros(500));
         m.record("GET", "/health", 200, Duration::from_millis(30));
         m.record("GET", "/health", 503, Duration::from_secs(20));
-        let pool = PoolStats {
-            size: 2,
-            max_size: 20,
-            idle: 1,
-            in_use: 1,
-        };
-        let text = m.render(pool, Duration::from_secs(5), "1.0", "abc");
+        let text = m.render(pool(), Duration::from_secs(5), "1.0", "abc");
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"
         ));
@@ -230,13 +233,7 @@ mod tests {
         for method in ["BREW", "WHEN", "GET"] {
             m.record(method, "unmatched", 405, Duration::from_millis(1));
         }
-        let pool = PoolStats {
-            size: 1,
-            max_size: 20,
-            idle: 1,
-            in_use: 0,
-        };
-        let text = m.render(pool, Duration::from_secs(1), "1.0", "abc");
+        let text = m.render(pool(), Duration::from_secs(1), "1.0", "abc");
         assert!(text.contains(
             "elior_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 2"
         ));

@@ -117,6 +117,20 @@ pub fn fixture_nginx_image() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// The api container's `status --json` entry (from `api_status`) once Docker's own health
+/// check has run. Deploy and restore gate on that same check run through exec, so Docker
+/// may still say `starting` for up to one healthcheck interval (10 s) after they return.
+pub fn api_once_docker_checked(api_status: impl Fn() -> serde_json::Value) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let api = api_status();
+        if api["health"] != "starting" || std::time::Instant::now() > deadline {
+            return api;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
