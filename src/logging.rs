@@ -14,7 +14,11 @@ pub enum Format {
 /// `default_filter`.
 pub fn init(default_filter: &str, format: Format) {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // The builder's own filter defaults to INFO, under `filter`: it would drop `debug` and
+    // `trace` whatever LOG_LEVEL says. `filter` alone decides.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .with_writer(std::io::stderr);
     let _ = match format {
         Format::Json => builder
             .json()

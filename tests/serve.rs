@@ -103,6 +103,28 @@ fn the_request_id_appears_in_the_request_log_lines() {
     );
 }
 
+#[test]
+fn at_debug_level_every_request_is_logged_with_its_id() {
+    let server = Server::start(&[("LOG_LEVEL", "debug")]);
+    // The first probe waits for the database check, the others are answered from its
+    // cached verdict, on a path of their own.
+    let ids = ["probe-1", "probe-2", "probe-3"];
+    for id in ids {
+        let r = request(server.addr, "GET", "/health", &[("X-Request-ID", id)], None);
+        assert_eq!(r.status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log_text();
+    for id in ids {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("request_id={id}"))
+                && l.contains("route=/health")
+                && l.contains("status=200")),
+            "no line for {id} in:\n{log}"
+        );
+    }
+}
+
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
