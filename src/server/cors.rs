@@ -5,7 +5,7 @@
 //! included, so the browser blocks it. The original nginx echoed any Origin, `null`
 //! included, with credentials; that is what this replaces.
 //!
-//! Plain functions, called from the one tracking middleware ([`super::middleware::track`]):
+//! Plain functions, called from the one tracking middleware ([`super::middleware::Tracked`]):
 //! a layer of its own would cost every request a boxed clone of the route and a boxed
 //! future.
 

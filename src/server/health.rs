@@ -26,7 +26,7 @@ pub struct HealthCache {
 
 impl HealthCache {
     pub async fn verdict(&self, db: &Db) -> Verdict {
-        if let Some(fresh) = self.cached(Instant::now()) {
+        if let Some(fresh) = self.fresh(Instant::now()) {
             return fresh;
         }
         match self.refreshing.try_lock() {
@@ -42,7 +42,7 @@ impl HealthCache {
                 Some(verdict) => verdict,
                 None => {
                     let _wait = self.refreshing.lock().await;
-                    self.cached(Instant::now())
+                    self.fresh(Instant::now())
                         .unwrap_or(Err("health check still starting"))
                 }
             },
@@ -56,7 +56,8 @@ impl HealthCache {
             .map(|(_, v)| v)
     }
 
-    fn cached(&self, now: Instant) -> Option<Verdict> {
+    /// The last verdict, when it is younger than [`FRESH_FOR`] at `now`.
+    pub fn fresh(&self, now: Instant) -> Option<Verdict> {
         match *self.last.read().unwrap_or_else(|p| p.into_inner()) {
             Some((at, verdict)) if now.duration_since(at) < FRESH_FOR => Some(verdict),
             _ => None,

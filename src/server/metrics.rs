@@ -2,11 +2,12 @@
 //! histogram by route. Routes are the matched templates (`/api/users/{id}`), never raw
 //! paths, so the label set stays bounded whatever clients request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use axum::http::Method;
 
 use crate::db::PoolStats;
 
@@ -15,7 +16,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RouteStats {
     by_status: BTreeMap<u16, u64>,
     buckets: [u64; BUCKETS.len()],
@@ -25,57 +26,100 @@ struct RouteStats {
 
 /// The methods counted under their own name; any other (an extension method a client
 /// made up) is counted as `OTHER`, so clients cannot grow the label set.
-const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
 ];
+const METHOD_SLOTS: usize = METHODS.len() + 1;
 
-fn method_slot(method: &str) -> usize {
-    METHODS[..METHODS.len() - 1]
+fn method_slot(method: &Method) -> usize {
+    METHODS
         .iter()
-        .position(|m| *m == method)
-        .unwrap_or(METHODS.len() - 1)
+        .position(|m| m == method)
+        .unwrap_or(METHODS.len())
 }
 
-/// Stats by route template, one slot per method. The hot path looks up with a borrowed
-/// `&str` and allocates nothing once a route has been seen.
-#[derive(Default)]
-pub struct Metrics {
-    routes: Mutex<HashMap<String, [RouteStats; METHODS.len()], BuildHasherDefault<Fnv1a>>>,
+fn method_label(slot: usize) -> &'static str {
+    METHODS.get(slot).map_or("OTHER", Method::as_str)
 }
 
-/// FNV-1a. The keys are the router's own route templates (or `unmatched`), never client
-/// text, so SipHash's defence against chosen keys buys nothing here, and hashing the key
-/// twice a request with it was a visible part of `/health`'s cost.
-#[derive(Default)]
-struct Fnv1a(u64);
+/// The label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
 
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// One route's label and its stats, one slot per method.
+struct Route {
+    label: Box<str>,
+    stats: Mutex<[RouteStats; METHOD_SLOTS]>,
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+impl Route {
+    fn new(label: Box<str>) -> Route {
+        Route {
+            label,
+            stats: Mutex::default(),
         }
-        self.0 = hash;
     }
+}
+
+/// A route as [`Metrics::route`] found it: an index, so recording a request neither hashes
+/// nor compares its label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteId(usize);
+
+/// Stats by route template. Every route is known from the start (the router's own
+/// templates, plus `unmatched`), so the set of labels is fixed whatever clients request,
+/// and each route has its own lock: `/health` probes never wait on the API's traffic.
+pub struct Metrics {
+    templates: matchit::Router<RouteId>,
+    routes: Vec<Route>,
 }
 
 impl Metrics {
-    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if !routes.contains_key(route) {
-            routes.insert(route.to_string(), Default::default());
+    /// `templates` are the router's paths (`/api/users/{id}`), in matchit's syntax, which
+    /// is axum's.
+    pub fn new<T: Into<String>>(templates: impl IntoIterator<Item = T>) -> Metrics {
+        let mut table = matchit::Router::new();
+        let mut routes = Vec::new();
+        for template in templates {
+            let template = template.into();
+            // The router accepted these same paths; a duplicate keeps its first id.
+            if table
+                .insert(template.clone(), RouteId(routes.len()))
+                .is_ok()
+            {
+                routes.push(Route::new(template.into()));
+            }
         }
-        let by_method = routes.get_mut(route).expect("inserted above");
+        routes.push(Route::new(UNMATCHED.into()));
+        Metrics {
+            templates: table,
+            routes,
+        }
+    }
+
+    /// The route `path` is counted under: its template, or `unmatched`.
+    pub fn route(&self, path: &str) -> RouteId {
+        self.templates
+            .at(path)
+            .map_or(RouteId(self.routes.len() - 1), |m| *m.value)
+    }
+
+    /// The label `route` is counted under.
+    pub fn label(&self, route: RouteId) -> &str {
+        &self.routes[route.0].label
+    }
+
+    pub fn record(&self, method: &Method, route: RouteId, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let mut by_method = self.routes[route.0]
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let stats = &mut by_method[method_slot(method)];
         *stats.by_status.entry(status).or_default() += 1;
         if let Some(i) = BUCKETS.iter().position(|&le| seconds <= le) {
@@ -130,18 +174,21 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE elior_db_pool_max_connections gauge");
         let _ = writeln!(out, "elior_db_pool_max_connections {}", pool.max_size);
 
-        let guard = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        // Sorted, so the exposition is stable from one scrape to the next.
-        let routes: BTreeMap<(&str, &str), &RouteStats> = guard
-            .iter()
-            .flat_map(|(route, by_method)| {
-                METHODS
-                    .iter()
-                    .zip(by_method)
-                    .filter(|(_, stats)| stats.count > 0)
-                    .map(move |(method, stats)| ((*method, route.as_str()), stats))
-            })
-            .collect();
+        // A copy of each route's stats, sorted, so the exposition is stable from one scrape
+        // to the next.
+        let mut routes: BTreeMap<(&str, &str), RouteStats> = BTreeMap::new();
+        for route in &self.routes {
+            let by_method = route
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for (slot, stats) in by_method.into_iter().enumerate() {
+                if stats.count > 0 {
+                    routes.insert((method_label(slot), &route.label), stats);
+                }
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP elior_http_requests_total HTTP requests by route and status."
@@ -210,10 +257,11 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative() {
-        let m = Metrics::default();
-        m.record("GET", "/health", 200, Duration::from_micros(500));
-        m.record("GET", "/health", 200, Duration::from_millis(30));
-        m.record("GET", "/health", 503, Duration::from_secs(20));
+        let m = Metrics::new(["/health"]);
+        let health = m.route("/health");
+        m.record(&Method::GET, health, 200, Duration::from_micros(500));
+        m.record(&Method::GET, health, 200, Duration::from_millis(30));
+        m.record(&Method::GET, health, 503, Duration::from_secs(20));
         let text = m.render(pool(), Duration::from_secs(5), "1.0", "abc");
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"
@@ -228,10 +276,30 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_counted_under_their_template_or_unmatched() {
+        let m = Metrics::new(["/api/users/{id}", "/health"]);
+        assert_eq!(m.label(m.route("/api/users/7")), "/api/users/{id}");
+        assert_eq!(m.label(m.route("/health")), "/health");
+        for path in ["/api/users/7/x", "/wp-admin", "/"] {
+            assert_eq!(m.label(m.route(path)), "unmatched", "{path}");
+        }
+        m.record(&Method::GET, m.route("/api/users/1"), 200, Duration::ZERO);
+        m.record(&Method::GET, m.route("/api/users/2"), 200, Duration::ZERO);
+        let text = m.render(pool(), Duration::from_secs(1), "1.0", "abc");
+        assert!(text.contains(
+            "elior_http_requests_total{method=\"GET\",route=\"/api/users/{id}\",status=\"200\"} 2"
+        ));
+        // Routes nobody called are not listed.
+        assert!(!text.contains("route=\"/health\""));
+    }
+
+    #[test]
     fn made_up_methods_share_one_label() {
-        let m = Metrics::default();
+        let m = Metrics::new(["/health"]);
+        let unmatched = m.route("/nowhere");
         for method in ["BREW", "WHEN", "GET"] {
-            m.record(method, "unmatched", 405, Duration::from_millis(1));
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            m.record(&method, unmatched, 405, Duration::from_millis(1));
         }
         let text = m.render(pool(), Duration::from_secs(1), "1.0", "abc");
         assert!(text.contains(

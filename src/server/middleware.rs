@@ -6,24 +6,29 @@
 //! route separately, and each `from_fn` layer cost every request a boxed clone of the route,
 //! two boxed futures and a clone of the state. Running before routing, it finds the route
 //! template for metrics itself, from the same paths the router has. It answers `GET
-//! /health` itself (see [`is_health_probe`]).
+//! /health` itself (see [`Tracked::answer_health_probe`]).
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::body::HttpBody;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
+use futures_util::future::Either;
 use tower::Service;
-use tracing::Instrument;
+use tracing::{Instrument, Level, Span};
 
 use super::cors::Cors;
 use super::error::ApiError;
+use super::metrics::RouteId;
 use super::state::AppState;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,116 +56,204 @@ pub fn accept_request_id(given: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
-/// The app: `router` behind the tracking layer.
+/// The app: `router` behind the tracking layer. One per connection when served through
+/// [`PerConnection`], which gives it the peer's address.
 #[derive(Clone)]
 pub struct Tracked {
+    shared: Arc<Shared>,
+    /// The TCP peer, handed to handlers as axum's `ConnectInfo`.
+    peer: Option<SocketAddr>,
+}
+
+struct Shared {
     router: Router,
     state: AppState,
-    /// The router's path templates (`/api/users/{id}`), values being the metrics label.
-    templates: Arc<matchit::Router<Arc<str>>>,
+    health_route: RouteId,
 }
 
 impl Tracked {
-    /// `templates` must be the router's own paths; a request matching none is labelled
-    /// `unmatched` in metrics.
-    pub fn new(
-        router: Router,
-        state: AppState,
-        templates: impl IntoIterator<Item = String>,
-    ) -> Tracked {
-        let mut table = matchit::Router::new();
-        for template in templates {
-            let label: Arc<str> = template.as_str().into();
-            // The router accepted these same paths, so they cannot conflict here.
-            let _ = table.insert(template, label);
-        }
+    pub fn new(router: Router, state: AppState) -> Tracked {
+        let health_route = state.metrics.route("/health");
         Tracked {
-            router,
-            state,
-            templates: Arc::new(table),
+            shared: Arc::new(Shared {
+                router,
+                state,
+                health_route,
+            }),
+            peer: None,
         }
-    }
-
-    fn route_of(&self, path: &str) -> Option<Arc<str>> {
-        self.templates.at(path).ok().map(|m| m.value.clone())
     }
 }
+
+/// The make-service `axum::serve` takes: each accepted connection gets its own [`Tracked`]
+/// knowing the peer. axum's `into_make_service_with_connect_info` would instead insert the
+/// address into every request's extensions (two allocations a request), including the
+/// `/health` probes that never read it.
+#[derive(Clone)]
+pub struct PerConnection(pub Tracked);
+
+impl<L> Service<IncomingStream<'_, L>> for PerConnection
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    type Response = Tracked;
+    type Error = Infallible;
+    type Future = Ready<Result<Tracked, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, connection: IncomingStream<'_, L>) -> Self::Future {
+        ready(Ok(Tracked {
+            shared: self.0.shared.clone(),
+            peer: Some(*connection.remote_addr()),
+        }))
+    }
+}
+
+type Answer = Result<Response, Infallible>;
 
 impl Service<Request> for Tracked {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Either<Ready<Answer>, Pin<Box<dyn Future<Output = Answer> + Send>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        if let Some(answer) = self.answer_health_probe(&request, started) {
+            return Either::Left(ready(Ok(answer)));
+        }
         let this = self.clone();
-        Box::pin(async move { Ok(this.track(super::strip_trailing_slash(request)).await) })
+        Either::Right(Box::pin(
+            async move { Ok(this.track(request, started).await) },
+        ))
     }
 }
 
-impl Tracked {
-    async fn track(mut self, request: Request) -> Response {
-        let started = Instant::now();
-        let id_header = accept_request_id(request.headers().get(&X_REQUEST_ID));
-        let matched = self.route_of(request.uri().path());
-        let route = matched.as_deref().unwrap_or("unmatched");
-        let method = request.method().clone();
+/// What the layer learns of a request before it runs, and needs again for the response.
+struct Exchange {
+    started: Instant,
+    id: HeaderValue,
+    method: Method,
+    route: RouteId,
+    cors: Cors,
+}
 
-        let request_id = id_header.to_str().unwrap_or_default();
-        let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
-        let state = &self.state;
-        let cors = Cors::of(&request, &state.config.cors_origins);
-        let mut response = match cors.preflight_response() {
+impl Tracked {
+    fn state(&self) -> &AppState {
+        &self.shared.state
+    }
+
+    fn begin(&self, request: &Request, route: RouteId, started: Instant) -> Exchange {
+        Exchange {
+            started,
+            id: accept_request_id(request.headers().get(&X_REQUEST_ID)),
+            method: request.method().clone(),
+            route,
+            cors: Cors::of(request, &self.state().config.cors_origins),
+        }
+    }
+
+    /// The span a request's log lines carry.
+    fn span(&self, id: &HeaderValue, method: &Method, route: RouteId) -> Span {
+        let route = self.state().metrics.label(route);
+        let request_id = id.to_str().unwrap_or_default();
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route)
+    }
+
+    /// `GET /health` answered on the spot, with no task, no router and no log span, while
+    /// the cached verdict is fresh. Docker, nginx and load balancers call it more than
+    /// everything else together, and routing it (path lookup, the boxed route and handler
+    /// futures, the state extractor taking the request apart and back together) cost as
+    /// much as the answer itself. Nothing logs between its start and its end, so a span
+    /// (a registry slot and its fields formatted, at the default level) is made only
+    /// for its own outcome line, when that is logged. `/health` is still in the router,
+    /// for `HEAD`, stale verdicts and the OpenAPI document, and gets everything else this
+    /// layer adds.
+    fn answer_health_probe(&self, request: &Request, started: Instant) -> Option<Response> {
+        let probe = request.method() == Method::GET
+            && request.uri().path() == "/health"
+            // A body left unread would cost the connection its keep-alive.
+            && request.body().is_end_stream();
+        if !probe {
+            return None;
+        }
+        let state = self.state();
+        let verdict = state.health.fresh(started)?;
+        let exchange = self.begin(request, self.shared.health_route, started);
+        let answer = super::routes::system::health_answer(state, verdict, started);
+        Some(self.finish(exchange, None, answer))
+    }
+
+    async fn track(self, request: Request, started: Instant) -> Response {
+        let mut request = super::strip_trailing_slash(request);
+        let route = self.state().metrics.route(request.uri().path());
+        let exchange = self.begin(&request, route, started);
+        let span = self.span(&exchange.id, &exchange.method, exchange.route);
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let response = match exchange.cors.preflight_response() {
             Some(answer) => answer,
             None => match read_small_body(request).await {
-                Ok(request) if is_health_probe(&request) => {
-                    super::routes::system::health_response(state)
-                        .instrument(span.clone())
-                        .await
+                Ok(request) => {
+                    let mut router = self.shared.router.clone();
+                    match router.call(request).instrument(span.clone()).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
                 }
-                Ok(request) => match self.router.call(request).instrument(span.clone()).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
                 Err(refused) => refused,
             },
         };
-        cors.apply(response.headers_mut());
+        self.finish(exchange, Some(span), response)
+    }
 
+    /// Adds the tracking and CORS headers, counts the request and logs its outcome.
+    fn finish(&self, exchange: Exchange, span: Option<Span>, mut response: Response) -> Response {
+        let Exchange {
+            started,
+            id,
+            method,
+            route,
+            cors,
+        } = exchange;
         let elapsed = started.elapsed();
-        let process_time = process_time_header(elapsed);
-        let headers = response.headers_mut();
-        headers.insert(X_REQUEST_ID.clone(), id_header.clone());
-        headers.insert(X_PROCESS_TIME.clone(), process_time);
         let status = response.status().as_u16();
-        state
-            .metrics
-            .record(method.as_str(), route, status, elapsed);
+        self.state().metrics.record(&method, route, status, elapsed);
 
-        let _enter = span.enter();
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        if elapsed.as_secs_f64() > 1.0 {
-            tracing::warn!(status, duration_ms = ms, "slow request");
-        } else if elapsed.as_secs_f64() > 0.5 {
-            tracing::info!(status, duration_ms = ms, "slow request");
-        } else {
-            tracing::debug!(status, duration_ms = ms, "request");
+        let level = outcome_level(elapsed);
+        if tracing::level_enabled!(level) {
+            let span = span.unwrap_or_else(|| self.span(&id, &method, route));
+            let _enter = span.enter();
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            match level {
+                Level::WARN => tracing::warn!(status, duration_ms = ms, "slow request"),
+                Level::INFO => tracing::info!(status, duration_ms = ms, "slow request"),
+                _ => tracing::debug!(status, duration_ms = ms, "request"),
+            }
         }
+
+        let headers = response.headers_mut();
+        cors.apply(headers);
+        headers.insert(X_REQUEST_ID.clone(), id);
+        headers.insert(X_PROCESS_TIME.clone(), process_time_header(elapsed));
         response
     }
 }
 
-/// `GET /health` is answered by its handler directly, not through the router: Docker,
-/// nginx and load balancers call it more than everything else together, and routing it
-/// (path lookup, the boxed route and handler futures, the state extractor taking the
-/// request apart and back together) cost as much as the answer itself. It is still
-/// in the router, for `HEAD` and the OpenAPI document, and it still gets everything this
-/// layer adds.
-fn is_health_probe(request: &Request) -> bool {
-    request.method() == axum::http::Method::GET && request.uri().path() == "/health"
+/// Every request is logged at debug; one slower than 0.5 s at info, and over 1 s at warn.
+fn outcome_level(elapsed: Duration) -> Level {
+    match elapsed.as_secs_f64() {
+        s if s > 1.0 => Level::WARN,
+        s if s > 0.5 => Level::INFO,
+        _ => Level::DEBUG,
+    }
 }
 
 /// Bodies up to this size are read before the handler runs (nginx allows 1 MB on the

@@ -19,7 +19,6 @@ pub mod state;
 pub mod throttle;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -52,16 +51,19 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// Where the OpenAPI document is served.
 const OPENAPI_PATH: &str = "/openapi.json";
 
+/// The path of every route (`/api/users/{id}`), as the router and the metrics know them.
+pub fn route_templates() -> Vec<String> {
+    let (_, doc) = api();
+    doc.paths
+        .paths
+        .into_keys()
+        .chain([OPENAPI_PATH.to_string()])
+        .collect()
+}
+
 /// The whole app: every route, behind the tracking layer ([`middleware::Tracked`]).
 pub fn app(state: AppState) -> middleware::Tracked {
     let (routes, doc) = api();
-    let templates: Vec<String> = doc
-        .paths
-        .paths
-        .keys()
-        .cloned()
-        .chain([OPENAPI_PATH.to_string()])
-        .collect();
     let doc: Arc<str> = doc
         .to_json()
         .expect("the OpenAPI document serialises")
@@ -78,7 +80,7 @@ pub fn app(state: AppState) -> middleware::Tracked {
         )
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .with_state(state.clone());
-    middleware::Tracked::new(router, state, templates)
+    middleware::Tracked::new(router, state)
 }
 
 /// Drops one trailing slash from the path (`/api/users/` becomes `/api/users`), keeping
@@ -114,9 +116,7 @@ pub async fn launch(
 ) -> Result<()> {
     let db = state.db.clone();
     let hub = state.hub.clone();
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        SocketAddr,
-    >(app(state));
+    let app = middleware::PerConnection(app(state));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

@@ -47,7 +47,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             tokens: Arc::new(tokens),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(super::route_templates())),
             throttle: Arc::new(Throttle::default()),
             health: Arc::new(HealthCache::default()),
             started: Instant::now(),

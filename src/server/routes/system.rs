@@ -4,14 +4,17 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::server::json::Json;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::db;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::ClientIp;
-use crate::server::health::{HealthBody, HealthDatabase};
+use crate::server::health::{HealthBody, HealthDatabase, Verdict};
 use crate::server::state::AppState;
 use crate::{GIT_REVISION, VERSION};
 
@@ -40,10 +43,16 @@ async fn health(State(state): State<AppState>) -> Response {
     health_response(&state).await
 }
 
-/// The `/health` answer. The tracking layer calls it directly for `GET /health`, ahead of
-/// the router (see [`crate::server::middleware`]).
+/// The `/health` answer, after waiting for a verdict if the cached one is stale.
 pub async fn health_response(state: &AppState) -> Response {
     let verdict = state.health.verdict(&state.db).await;
+    health_answer(state, verdict, Instant::now())
+}
+
+/// The `/health` answer for `verdict`, as of `now`. Synchronous, so the tracking layer can
+/// answer a probe on the spot while the cached verdict is fresh (see
+/// [`crate::server::middleware`]).
+pub fn health_answer(state: &AppState, verdict: Verdict, now: Instant) -> Response {
     let healthy = verdict.is_ok();
     let body = HealthBody {
         status: if healthy { "healthy" } else { "unhealthy" },
@@ -51,24 +60,26 @@ pub async fn health_response(state: &AppState) -> Response {
         environment: state.config.environment.as_str(),
         domain: &state.config.domain,
         timestamp: chrono::Utc::now(),
-        uptime_seconds: state.started.elapsed().as_secs(),
+        uptime_seconds: now.saturating_duration_since(state.started).as_secs(),
         database: HealthDatabase {
             status: if healthy { "connected" } else { "disconnected" },
             error: verdict.err(),
             pool_stats: state.db.pool_stats(),
         },
     };
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_json(),
-    )
-        .into_response()
+    // Built directly rather than from an `IntoResponse` tuple, which would set a
+    // content type and then replace it; room for the headers the tracking layer adds.
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut response = Response::new(Body::from(body.to_json()));
+    *response.headers_mut() = headers;
+    if !healthy {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
 }
 
 #[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success")))]
