@@ -58,8 +58,9 @@ run_wrk() { # label url conns [header]
 echo "== elior serve ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 mkdir -p "$work/elior"
 start=$(date +%s%N)
-# The API image sets the same glibc tuning (src/docker/image.rs, MALLOC_ENV).
-(cd "$work/elior" && exec env -i JWT_SECRET=bench-secret-bench-secret-bench-secret LOG_LEVEL=warn \
+# The API image sets the same glibc tuning (src/docker/image.rs, MALLOC_ENV), and LOG_LEVEL=info
+# is the default and what deploy sets (a log span for every API request).
+(cd "$work/elior" && exec env -i JWT_SECRET=bench-secret-bench-secret-bench-secret LOG_LEVEL=info \
   MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 \
   "$OLDPWD/$bin" serve --bind 127.0.0.1:18080 2>"$work/elior.log") &
 epid=$!; pids+=("$epid")
