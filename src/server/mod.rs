@@ -22,7 +22,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -64,17 +63,15 @@ pub fn route_templates() -> Vec<String> {
 /// The whole app: every route, behind the tracking layer ([`middleware::Tracked`]).
 pub fn app(state: AppState) -> middleware::Tracked {
     let (routes, doc) = api();
-    let doc: Arc<str> = doc
-        .to_json()
-        .expect("the OpenAPI document serialises")
-        .into();
+    // Serialised once; each request shares the bytes instead of copying them.
+    let doc = bytes::Bytes::from(doc.to_json().expect("the OpenAPI document serialises"));
     let router = routes
         .route(
             OPENAPI_PATH,
             axum::routing::get(move || async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    doc.to_string(),
+                    doc,
                 )
             }),
         )
