@@ -125,6 +125,60 @@ fn at_debug_level_every_request_is_logged_with_its_id() {
     }
 }
 
+#[test]
+fn a_slow_query_is_logged_with_its_sql_and_the_request_id() {
+    let server = Server::start(&[]);
+    // Another process holds the write lock for 400 ms, so the registration's INSERT
+    // waits for it (within the busy timeout) and takes longer than 100 ms.
+    let db = server.dir.path().join("data/elior_fitness.db");
+    let mut holder = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs (apt install sqlite3)");
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN IMMEDIATE;\nSELECT 'locked';\n")
+        .unwrap();
+    let mut locked = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut locked,
+    )
+    .unwrap();
+    assert_eq!(locked.trim(), "locked");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        stdin.write_all(b"COMMIT;\n").unwrap();
+    });
+
+    let body = json!({
+        "username": "slowpoke", "email": "slow@example.com", "password": "password123", "full_name": "S"
+    });
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/auth/register",
+        &[
+            ("X-Request-ID", "slow-register-1"),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.to_string().as_bytes()),
+    );
+    release.join().unwrap();
+    let _ = holder.wait();
+    assert_eq!(r.status, 201, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("slow query")
+            && l.contains("INSERT INTO users")
+            && l.contains("request_id=slow-register-1")),
+        "no slow-query line for the request in:\n{log}"
+    );
+}
+
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }

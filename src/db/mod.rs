@@ -133,7 +133,11 @@ impl Db {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
+        // The caller's span (a request's id, method and route) goes with the work, so a
+        // slow-query warning from the blocking thread names the request it slowed.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
             let mut conn = pool
                 .get_timeout(POOL_WAIT)
                 .map_err(|_| DbError::PoolTimeout(POOL_WAIT))?;
