@@ -2,6 +2,7 @@
 //! stdout stays for results a script can read.
 
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -12,26 +13,31 @@ pub enum Format {
 
 /// Installs the global subscriber. `RUST_LOG`, when set to a valid filter, beats
 /// `default_filter`.
+///
+/// A registry with the filter and one output layer, not the `fmt()` builder: the builder
+/// has a level filter of its own (INFO unless raised), and raising it to let `filter`
+/// decide also raised the global level hint to TRACE, so code asking "is debug on?" (the
+/// request layer, before making a log span) heard yes at every level.
 pub fn init(default_filter: &str, format: Format) {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
-    // The builder's own filter defaults to INFO, under `filter`: it would drop `debug` and
-    // `trace` whatever LOG_LEVEL says. `filter` alone decides.
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        Format::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .finish()
-            .with(filter)
+        Format::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        Format::Human => builder
-            .with_ansi(use_color())
-            .finish()
-            .with(filter)
+        Format::Human => registry
+            .with(
+                fmt::layer()
+                    .with_ansi(use_color())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }

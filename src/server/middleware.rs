@@ -228,7 +228,14 @@ impl Tracked {
         self.state().metrics.record(&method, route, status, elapsed);
 
         let level = outcome_level(elapsed);
-        if tracing::level_enabled!(level) {
+        // Asked of the filter for this module and level, as the log macros ask it: a
+        // probe's span is made only when its line is written.
+        let logged = match level {
+            Level::WARN => tracing::enabled!(Level::WARN),
+            Level::INFO => tracing::enabled!(Level::INFO),
+            _ => tracing::enabled!(Level::DEBUG),
+        };
+        if logged {
             let span = span.unwrap_or_else(|| self.span(&id, &method, route));
             let _enter = span.enter();
             let ms = elapsed.as_secs_f64() * 1000.0;
