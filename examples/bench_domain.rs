@@ -104,7 +104,7 @@ fn start_server(dir: &Path) -> anyhow::Result<SocketAddr> {
     ]);
     let config = elior::config::ServeConfig::from_raw(&raw, Some(addr))?;
     let db = elior::db::Db::open(&config.database_path)?;
-    let state = elior::server::AppState::new(config, db);
+    let app = elior::server::app(config, db);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -112,7 +112,7 @@ fn start_server(dir: &Path) -> anyhow::Result<SocketAddr> {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            elior::server::launch(listener, state, std::future::pending())
+            elior::server::launch(listener, app, std::future::pending())
                 .await
                 .unwrap();
         });

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::config::{RawSettings, ServeConfig};
 use crate::db::Db;
 use crate::logging::{self, Format};
-use crate::server::{self, AppState};
+use crate::server;
 
 /// Run the Elior Fitness API server.
 ///
@@ -75,8 +75,8 @@ impl ServeArgs {
                 database = %config.database_path.display(),
                 "listening on http://{local}"
             );
-            let state = AppState::new(config, db);
-            server::launch(listener, state, server::shutdown_signal()).await
+            let app = server::app(config, db);
+            server::launch(listener, app, server::shutdown_signal()).await
         })?;
         Ok(ExitCode::SUCCESS)
     }

@@ -145,7 +145,8 @@ struct Exchange {
 }
 
 impl Tracked {
-    fn state(&self) -> &AppState {
+    /// The state the app's handlers share.
+    pub fn state(&self) -> &AppState {
         &self.shared.state
     }
 

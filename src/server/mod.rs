@@ -50,19 +50,14 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// Where the OpenAPI document is served.
 const OPENAPI_PATH: &str = "/openapi.json";
 
-/// The path of every route (`/api/users/{id}`), as the router and the metrics know them.
-pub fn route_templates() -> Vec<String> {
-    let (_, doc) = api();
-    doc.paths
-        .paths
-        .into_keys()
-        .chain([OPENAPI_PATH.to_string()])
-        .collect()
-}
-
-/// The whole app: every route, behind the tracking layer ([`middleware::Tracked`]).
-pub fn app(state: AppState) -> middleware::Tracked {
+/// The whole app: its state, and every route behind the tracking layer
+/// ([`middleware::Tracked`]). The routes and the OpenAPI document are built once, and the
+/// metrics know every route from the document's paths.
+pub fn app(config: crate::config::ServeConfig, db: crate::db::Db) -> middleware::Tracked {
     let (routes, doc) = api();
+    let templates = doc.paths.paths.keys().map(String::as_str);
+    let metrics = metrics::Metrics::new(templates.chain([OPENAPI_PATH]));
+    let state = AppState::new(config, db, metrics);
     // Serialised once; each request shares the bytes instead of copying them.
     let doc = bytes::Bytes::from(doc.to_json().expect("the OpenAPI document serialises"));
     let router = routes
@@ -104,16 +99,16 @@ pub fn strip_trailing_slash(mut request: axum::extract::Request) -> axum::extrac
     request
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to [`DRAIN_TIMEOUT`], and checkpoints the WAL.
 pub async fn launch(
     listener: TcpListener,
-    state: AppState,
+    app: middleware::Tracked,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let db = state.db.clone();
-    let hub = state.hub.clone();
-    let app = middleware::PerConnection(app(state));
+    let db = app.state().db.clone();
+    let hub = app.state().hub.clone();
+    let app = middleware::PerConnection(app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

@@ -32,7 +32,8 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(config: ServeConfig, db: Db) -> Self {
+    /// `metrics` must know the router's routes (see [`super::app`]).
+    pub fn new(config: ServeConfig, db: Db, metrics: Metrics) -> Self {
         let tokens = TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
@@ -47,7 +48,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             tokens: Arc::new(tokens),
-            metrics: Arc::new(Metrics::new(super::route_templates())),
+            metrics: Arc::new(metrics),
             throttle: Arc::new(Throttle::default()),
             health: Arc::new(HealthCache::default()),
             started: Instant::now(),
