@@ -7,7 +7,7 @@ use axum::extract::State;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -40,13 +40,8 @@ async fn root() -> Json<serde_json::Value> {
 
 #[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
-    health_response(&state).await
-}
-
-/// The `/health` answer, after waiting for a verdict if the cached one is stale.
-pub async fn health_response(state: &AppState) -> Response {
     let verdict = state.health.verdict(&state.db).await;
-    health_answer(state, verdict, Instant::now())
+    health_answer(&state, verdict, Instant::now())
 }
 
 /// The `/health` answer for `verdict`, as of `now`. Synchronous, so the tracking layer can
@@ -69,13 +64,13 @@ pub fn health_answer(state: &AppState, verdict: Verdict, now: Instant) -> Respon
     };
     // Built directly rather than from an `IntoResponse` tuple, which would set a
     // content type and then replace it; room for the headers the tracking layer adds.
-    let mut headers = HeaderMap::with_capacity(8);
+    let mut response = Response::new(Body::from(body.to_json()));
+    let headers = response.headers_mut();
+    headers.reserve(8);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let mut response = Response::new(Body::from(body.to_json()));
-    *response.headers_mut() = headers;
     if !healthy {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
