@@ -105,6 +105,24 @@ fn summary(samples: &[Duration]) -> (Duration, String) {
     (median, text)
 }
 
+/// Prints one case: each tool's median and range, elior's speed as a multiple of the
+/// reference's, and the load average before and now.
+fn compare(
+    case: &str,
+    (reference, reference_runs): (&str, &[Duration]),
+    (ours, our_runs): (&str, &[Duration]),
+    load_before: &str,
+) {
+    let (reference_median, reference_text) = summary(reference_runs);
+    let (our_median, our_text) = summary(our_runs);
+    println!(
+        "{case}, medians of {}: {reference} {reference_text}, {ours} {our_text}: elior is {:.2}x the speed; load average {load_before} before, {} after",
+        our_runs.len(),
+        reference_median.as_secs_f64() / our_median.as_secs_f64(),
+        load_average()
+    );
+}
+
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -202,11 +220,11 @@ fn quiet_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         let _ = fs::remove_dir_all(&backups);
     }
     let _ = fs::remove_file(&out);
-    let ((cli, cli_text), (ours, our_text)) = (summary(&cli), summary(&ours));
-    println!(
-        "db quiet, medians of {runs}: sqlite3 .backup {cli_text}, elior backup {our_text} (incl. quick_check + sha256): elior is {:.2}x the speed; load average {load_before} before, {} after",
-        cli.as_secs_f64() / ours.as_secs_f64(),
-        load_average()
+    compare(
+        "db quiet",
+        ("sqlite3 .backup", &cli),
+        ("elior backup (incl. quick_check + sha256)", &ours),
+        &load_before,
     );
 }
 
@@ -233,11 +251,11 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         our_stalls.push(stalls);
         let _ = fs::remove_dir_all(&backups);
     }
-    let ((vacuum, vacuum_text), (ours, our_text)) = (summary(&vacuum), summary(&ours));
-    println!(
-        "db under 500 writes/s, medians of {runs}: sqlite3 VACUUM INTO {vacuum_text}, elior backup {our_text}: elior is {:.2}x the speed; load average {load_before} before, {} after",
-        vacuum.as_secs_f64() / ours.as_secs_f64(),
-        load_average()
+    compare(
+        "db under 500 writes/s",
+        ("sqlite3 VACUUM INTO", &vacuum),
+        ("elior backup", &ours),
+        &load_before,
     );
     println!("  VACUUM INTO: {}", Stalls::worst(&vacuum_stalls));
     println!("  elior:       {}", Stalls::worst(&our_stalls));
