@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 mod cert;
+mod completions;
 mod config;
 mod deploy;
 mod doctor;
@@ -57,6 +58,7 @@ pub struct Cli {
 enum Command {
     Serve(serve::ServeArgs),
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Manage the API's administrator accounts
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
@@ -80,6 +82,8 @@ enum Command {
     Probe(probe::ProbeCommand),
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
+    Completions(completions::CompletionsArgs),
+    Man(completions::ManArgs),
 }
 
 impl Cli {
@@ -109,6 +113,8 @@ impl Cli {
             Command::Probe(cmd) => cmd.run(),
             Command::Update(args) => args.run(),
             Command::Rollback(args) => args.run(),
+            Command::Completions(args) => args.run(),
+            Command::Man(args) => args.run(),
         }
     }
 }
