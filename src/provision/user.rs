@@ -1,0 +1,269 @@
+//! The system user step: `elior`, with no login shell, owns each stack directory (0750),
+//! its backups (0700), its state directory `.elior` (0700) and `.env.production` (0600).
+//!
+//! The `docker` group is joined only with `--docker-group`: membership is root on the host
+//! in all but name (any member can start a privileged container), so it is the user's
+//! choice. Without it the scheduler's backups work (they read files), but a scheduled
+//! certificate renewal cannot reach the Engine to reload nginx; see the README.
+//!
+//! Pure: passwd/group parsing and the plan.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{Action, Step, StepPlan};
+use crate::schedule::unit::USER;
+
+pub const NOLOGIN: &str = "/usr/sbin/nologin";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    pub shell: String,
+}
+
+/// A path's owner and mode as observed; `exists: false` leaves the rest at 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PathState {
+    pub path: PathBuf,
+    pub exists: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Have {
+    pub account: Option<Account>,
+    /// Members of the `docker` group; None when there is no such group.
+    pub docker_members: Option<Vec<String>>,
+    pub paths: Vec<PathState>,
+}
+
+/// What one path should be: a directory (created when missing) or a file (left to
+/// `elior init` when missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WantPath {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub dir: bool,
+    /// Created when missing (the stack directory and its backups), or only fixed.
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Want {
+    pub user: &'static str,
+    pub shell: &'static str,
+    pub docker_group: bool,
+    pub paths: Vec<WantPath>,
+}
+
+/// The account named `name` in an /etc/passwd text.
+pub fn parse_passwd(text: &str, name: &str) -> Option<Account> {
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[0] == name).then(|| Account {
+            uid: f[2].parse().unwrap_or(0),
+            gid: f[3].parse().unwrap_or(0),
+            shell: f[6].to_string(),
+        })
+    })
+}
+
+/// The members of group `name` in an /etc/group text.
+pub fn parse_group(text: &str, name: &str) -> Option<Vec<String>> {
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 4 && f[0] == name).then(|| {
+            f[3].split(',')
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect()
+        })
+    })
+}
+
+pub fn plan(want: &Want, have: &Have) -> StepPlan {
+    let mut plan = StepPlan::new(Step::User, want, have);
+    match &have.account {
+        None => plan.actions.push(Action::CreateUser { name: USER.into() }),
+        Some(account) if account.shell != NOLOGIN && account.shell != "/bin/false" => {
+            plan.warnings.push(format!(
+                "user {USER} exists with the login shell {}; elior leaves it\nusermod --shell {NOLOGIN} {USER} to take the login away",
+                account.shell
+            ))
+        }
+        Some(_) => {}
+    }
+    if want.docker_group {
+        match &have.docker_members {
+            Some(members) if members.iter().any(|m| m == USER) => {}
+            _ => plan.actions.push(Action::AddToGroup {
+                user: USER.into(),
+                group: "docker".into(),
+            }),
+        }
+    }
+    for want_path in &want.paths {
+        let state = have.paths.iter().find(|p| p.path == want_path.path);
+        let ok = match (state, &have.account) {
+            (Some(s), Some(a)) if s.exists => {
+                s.uid == a.uid && s.gid == a.gid && s.mode & 0o7777 == want_path.mode
+            }
+            _ => false,
+        };
+        let exists = state.is_some_and(|s| s.exists);
+        if ok {
+            continue;
+        }
+        if !exists && !want_path.create {
+            plan.notes.push(format!(
+                "{} does not exist yet; `elior init` creates it (elior provision sets its mode {:04o} on the next run)",
+                want_path.path.display(),
+                want_path.mode
+            ));
+            continue;
+        }
+        plan.actions.push(Action::Own {
+            path: want_path.path.clone(),
+            user: USER.into(),
+            mode: want_path.mode,
+            create_dir: !exists && want_path.dir,
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Want {
+        Want {
+            user: USER,
+            shell: NOLOGIN,
+            docker_group: false,
+            paths: vec![
+                WantPath {
+                    path: "/srv/elior".into(),
+                    mode: 0o750,
+                    dir: true,
+                    create: true,
+                },
+                WantPath {
+                    path: "/srv/elior/backups".into(),
+                    mode: 0o700,
+                    dir: true,
+                    create: true,
+                },
+                WantPath {
+                    path: "/srv/elior/.env.production".into(),
+                    mode: 0o600,
+                    dir: false,
+                    create: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn parses_passwd_and_group() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nelior:x:999:998:elior stack:/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(
+            parse_passwd(passwd, "elior"),
+            Some(Account {
+                uid: 999,
+                gid: 998,
+                shell: NOLOGIN.into()
+            })
+        );
+        assert_eq!(parse_passwd(passwd, "eli"), None);
+        let group = "root:x:0:\ndocker:x:997:alice,elior\nelior:x:998:\n";
+        assert_eq!(
+            parse_group(group, "docker"),
+            Some(vec!["alice".to_string(), "elior".to_string()])
+        );
+        assert_eq!(parse_group(group, "elior"), Some(vec![]));
+        assert_eq!(parse_group(group, "nope"), None);
+    }
+
+    #[test]
+    fn a_fresh_host_gets_the_user_and_the_directories() {
+        let have = Have {
+            paths: vec![PathState {
+                path: "/srv/elior".into(),
+                exists: true,
+                uid: 0,
+                gid: 0,
+                mode: 0o755,
+            }],
+            ..Default::default()
+        };
+        let plan = plan(&want(), &have);
+        let lines: Vec<String> = plan.actions.iter().map(Action::describe).collect();
+        assert_eq!(
+            lines,
+            [
+                "create system user elior (no login shell, group elior)",
+                "set /srv/elior (elior:elior 0750)",
+                "create /srv/elior/backups (elior:elior 0700)",
+            ]
+        );
+        assert_eq!(
+            plan.notes,
+            ["/srv/elior/.env.production does not exist yet; `elior init` creates it (elior provision sets its mode 0600 on the next run)"]
+        );
+    }
+
+    #[test]
+    fn a_provisioned_host_plans_nothing_and_the_group_is_opt_in() {
+        let account = Account {
+            uid: 999,
+            gid: 998,
+            shell: NOLOGIN.into(),
+        };
+        let owned = |path: &str, mode| PathState {
+            path: path.into(),
+            exists: true,
+            uid: 999,
+            gid: 998,
+            mode,
+        };
+        let have = Have {
+            account: Some(account),
+            docker_members: Some(vec![]),
+            paths: vec![
+                owned("/srv/elior", 0o40750),
+                owned("/srv/elior/backups", 0o40700),
+                owned("/srv/elior/.env.production", 0o100600),
+            ],
+        };
+        assert_eq!(plan(&want(), &have).actions, []);
+        let with_group = Want {
+            docker_group: true,
+            ..want()
+        };
+        assert_eq!(
+            plan(&with_group, &have).actions,
+            [Action::AddToGroup {
+                user: "elior".into(),
+                group: "docker".into()
+            }]
+        );
+        // A secret readable by the group is fixed, not left.
+        let mut loose = have.clone();
+        loose.paths[2].mode = 0o100640;
+        assert_eq!(
+            plan(&want(), &loose).actions,
+            [Action::Own {
+                path: "/srv/elior/.env.production".into(),
+                user: "elior".into(),
+                mode: 0o600,
+                create_dir: false
+            }]
+        );
+    }
+}
