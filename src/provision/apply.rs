@@ -19,6 +19,7 @@ enum Undo {
     File(PathBuf, Option<(Vec<u8>, u32)>),
     Owner(PathBuf, u32, u32, u32),
     RemoveDir(PathBuf),
+    MakeDir(PathBuf),
     DeleteUser(String),
     Disable(String),
     Enable(String),
@@ -37,12 +38,14 @@ pub fn step(plan: &StepPlan, target: &Target) -> Result<()> {
                     left.push(format!("{e:#}"));
                 }
             }
-            let err = err.context(format!("the {} step failed", plan.step.name()));
+            let step = plan.step.name();
             if left.is_empty() {
-                return Err(err.context("its earlier changes were put back"));
+                return Err(err.context(format!(
+                    "the {step} step failed; its earlier changes were put back"
+                )));
             }
             return Err(err.context(format!(
-                "putting its earlier changes back failed too: {}",
+                "the {step} step failed, and putting its earlier changes back failed too: {}",
                 left.join("; ")
             )));
         }
@@ -109,6 +112,24 @@ pub fn nft_load(script: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the missing parents of `path`, each recorded so a rollback removes it again.
+fn make_parents(path: &Path, done: &mut Vec<Undo>) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path.parent();
+    while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(dir.to_path_buf());
+        at = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        std::fs::create_dir(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        done.push(Undo::RemoveDir(dir));
+    }
+    Ok(())
+}
+
+/// The directories that only hold elior's files: emptied by `--undo`, they go too.
+const OWN_DIRS: [&str; 2] = ["/etc/elior", "/var/lib/elior"];
+
 fn snapshot(path: &Path) -> Option<(Vec<u8>, u32)> {
     let bytes = std::fs::read(path).ok()?;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
@@ -144,6 +165,7 @@ fn one(action: &Action, target: &Target, done: &mut Vec<Undo>) -> Result<()> {
         } => {
             let real = target.at(path);
             let before = snapshot(&real);
+            make_parents(&real, done)?;
             write_atomic(&real, content.as_bytes(), *mode)?;
             done.push(Undo::File(real, before));
             Ok(())
@@ -158,7 +180,14 @@ fn one(action: &Action, target: &Target, done: &mut Vec<Undo>) -> Result<()> {
                     return Err(e).with_context(|| format!("failed to remove {}", real.display()))
                 }
             }
-            done.push(Undo::File(real, before));
+            done.push(Undo::File(real.clone(), before));
+            let parent = real.parent().unwrap_or(Path::new("/"));
+            if OWN_DIRS.iter().any(|d| target.at(Path::new(d)) == parent) {
+                // Only when empty; remove_dir refuses otherwise, which is what we want.
+                if std::fs::remove_dir(parent).is_ok() {
+                    done.push(Undo::MakeDir(parent.to_path_buf()));
+                }
+            }
             Ok(())
         }
         Action::CreateUser { name } => {
@@ -186,10 +215,7 @@ fn one(action: &Action, target: &Target, done: &mut Vec<Undo>) -> Result<()> {
             let (uid, gid) = ids(target, user)?;
             let real = target.at(path);
             if *create_dir {
-                if let Some(parent) = real.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("failed to create {}", parent.display()))?;
-                }
+                make_parents(&real, done)?;
                 std::fs::create_dir(&real)
                     .with_context(|| format!("failed to create {}", real.display()))?;
                 done.push(Undo::RemoveDir(real.clone()));
@@ -239,6 +265,7 @@ fn one(action: &Action, target: &Target, done: &mut Vec<Undo>) -> Result<()> {
             let bytes = std::fs::read(from)
                 .with_context(|| format!("failed to read {}", from.display()))?;
             let before = snapshot(&real);
+            make_parents(&real, done)?;
             write_atomic(&real, &bytes, 0o755)?;
             done.push(Undo::File(real, before));
             Ok(())
@@ -280,6 +307,8 @@ fn take_back(undo: Undo, target: &Target) -> Result<()> {
         }
         Undo::RemoveDir(path) => std::fs::remove_dir(&path)
             .with_context(|| format!("failed to remove {}", path.display())),
+        Undo::MakeDir(path) => std::fs::create_dir(&path)
+            .with_context(|| format!("failed to create {}", path.display())),
         Undo::DeleteUser(name) => status(shadow_tool("userdel", target).arg(name)),
         Undo::Disable(name) => systemctl(target, &["disable", &name]),
         Undo::Enable(name) => systemctl(target, &["enable", &name]),

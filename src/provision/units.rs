@@ -106,7 +106,7 @@ pub fn plan(stacks: &[Stack], have: &Have, target: &Target) -> StepPlan {
             after.push(Action::EnableUnit {
                 name: want.name.clone(),
                 wanted_by: WANTED_BY.into(),
-                start: true,
+                start: live,
             });
         } else if live && changed {
             // A running scheduler keeps the old unit until restarted (issue 18).
@@ -242,7 +242,7 @@ mod tests {
             describe(&plan),
             [
                 "write /etc/systemd/system/elior-schedule-srv-elior.service (0644)",
-                "enable and start elior-schedule-srv-elior.service"
+                "enable elior-schedule-srv-elior.service"
             ]
         );
         assert_eq!(plan.notes.len(), 1);
