@@ -122,31 +122,38 @@ impl Drop for Netns {
     }
 }
 
+/// Joins `a` and `b` by a veth pair (`va` in a, `vb` in b, never in the host's namespace)
+/// with the /30 addresses given.
+fn link(a: &Netns, a_addr: &str, a_dev: &str, b: &Netns, b_addr: &str, b_dev: &str) {
+    must(Command::new("ip").args([
+        "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev, "netns",
+        &b.name,
+    ]));
+    a.exec(&["ip", "addr", "add", a_addr, "dev", a_dev]);
+    b.exec(&["ip", "addr", "add", b_addr, "dev", b_dev]);
+    a.exec(&["ip", "link", "set", a_dev, "up"]);
+    b.exec(&["ip", "link", "set", b_dev, "up"]);
+}
+
 /// A server namespace at 10.18.0.1 and a client at 10.18.0.2 (addresses are per
-/// namespace, so parallel tests do not collide), joined by a veth pair that never
-/// appears in the host's namespace.
+/// namespace, so parallel tests do not collide).
 fn pair() -> (Netns, Netns) {
     let server = Netns::new("elS");
     let client = Netns::new("elC");
-    must(Command::new("ip").args([
-        "link",
-        "add",
-        "vs",
-        "netns",
-        &server.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vc",
-        "netns",
-        &client.name,
-    ]));
-    server.exec(&["ip", "addr", "add", "10.18.0.1/30", "dev", "vs"]);
-    client.exec(&["ip", "addr", "add", "10.18.0.2/30", "dev", "vc"]);
-    server.exec(&["ip", "link", "set", "vs", "up"]);
-    client.exec(&["ip", "link", "set", "vc", "up"]);
+    link(&server, "10.18.0.1/30", "vs", &client, "10.18.0.2/30", "vc");
     (server, client)
+}
+
+/// Loads an nft script into a namespace.
+fn nft_load(ns: &Netns, script: &str) {
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft refused:\n{script}");
 }
 
 /// A root prefix for files: os-release and an sshd_config with `Port 2222`.
@@ -231,11 +238,7 @@ const DOCKER_LIKE: &str = "table ip filter {
 fn firewall_in_a_namespace_opens_ssh_and_web_only_and_undo_restores_it() {
     let root = firewall_root();
     let (mut server, client) = pair();
-    let mut seed = server.command("nft");
-    seed.args(["-f", "-"]).stdin(Stdio::piped());
-    let mut child = seed.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), DOCKER_LIKE.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    nft_load(&server, DOCKER_LIKE);
     let before = server.ruleset();
     assert_eq!(before, DOCKER_LIKE);
     server.listen(&[443, 8080, 2222]);
@@ -329,6 +332,56 @@ fn firewall_in_a_namespace_opens_ssh_and_web_only_and_undo_restores_it() {
     assert!(client.reaches("10.18.0.1", 8080, open));
     let again = provision_in(&server, root.path(), &["--only", "firewall", "--undo"]);
     assert!(text(&again.stdout).ends_with("0 changes: the host is as planned\n"));
+}
+
+#[test]
+fn published_container_ports_other_than_web_are_dropped() {
+    // Docker's shape in miniature: the host namespace DNATs published ports to a
+    // "container" namespace behind it, the way Docker's nat table does, so the packets
+    // take the forward path and never see the input chain.
+    let root = firewall_root();
+    let (host, client) = pair();
+    let mut container = Netns::new("elK");
+    link(
+        &host,
+        "10.19.0.1/30",
+        "vk",
+        &container,
+        "10.19.0.2/30",
+        "vh",
+    );
+    container.exec(&["ip", "route", "add", "default", "via", "10.19.0.1"]);
+    host.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    nft_load(
+        &host,
+        "table ip nat {
+\tchain PREROUTING {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\ttcp dport 443 dnat to 10.19.0.2:9443
+\t\ttcp dport 8081 dnat to 10.19.0.2:9000
+\t}
+}
+",
+    );
+    container.listen(&[9443, 9000]);
+    let open = Duration::from_secs(5);
+    assert!(client.reaches("10.18.0.1", 443, open));
+    assert!(client.reaches("10.18.0.1", 8081, open));
+    let out = provision_in(&host, root.path(), &["--only", "firewall"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        client.reaches("10.18.0.1", 443, open),
+        "published 443 must stay open"
+    );
+    assert!(
+        !client.reaches("10.18.0.1", 8081, Duration::from_secs(1)),
+        "published 8081 reached the container"
+    );
 }
 
 #[test]
