@@ -613,6 +613,30 @@ fn a_changed_unit_is_rewritten_and_a_foreign_unit_survives_undo() {
 }
 
 #[test]
+fn a_second_provision_on_the_same_root_stops_while_the_first_runs() {
+    let root = stack_root();
+    // The same lock a running provision holds: flock on the root directory.
+    let held = std::fs::File::open(root.path()).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let before = tree(root.path());
+    let out = provision(root.path(), &["--only", "user", "--dir", "/srv/elior"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("another elior provision is changing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(tree(root.path()), before);
+    // The dry run does not need the lock.
+    assert!(provision(
+        root.path(),
+        &["--only", "user", "--dir", "/srv/elior", "--dry-run"]
+    )
+    .status
+    .success());
+}
+
+#[test]
 fn not_debian_or_ubuntu_stops_before_any_change() {
     let root = stack_root();
     std::fs::write(

@@ -103,6 +103,12 @@ impl ProvisionArgs {
         };
         steps.sort();
         steps.dedup();
+        // Taken before observing, so the plan is not stale by the time it is applied.
+        let _lock = if self.dry_run {
+            None
+        } else {
+            Some(apply::lock(&target)?)
+        };
 
         let plan = self.plan(&target, &dirs, &steps)?;
         if self.json {

@@ -26,6 +26,24 @@ enum Undo {
     Nft(Option<String>),
 }
 
+/// Held while a provision changes the host: a second `elior provision` on the same root
+/// waits for nothing and stops, rather than interleaving its apt, unit and nft changes.
+/// The lock is `flock` on the root directory itself, so it leaves no file behind.
+pub struct RootLock(#[allow(dead_code)] std::fs::File);
+
+pub fn lock(target: &Target) -> Result<RootLock> {
+    let dir = std::fs::File::open(&target.root)
+        .with_context(|| format!("failed to open {}", target.root.display()))?;
+    match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(RootLock(dir)),
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "another elior provision is changing {} right now\nwait for it to finish, then run elior provision again",
+            target.root.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("failed to lock {}", target.root.display())),
+    }
+}
+
 /// Applies `plan`'s actions; on a failure, undoes the ones already applied.
 pub fn step(plan: &StepPlan, target: &Target) -> Result<()> {
     let mut done: Vec<Undo> = Vec::new();
