@@ -141,6 +141,27 @@ fn pair() -> (Netns, Netns) {
     let server = Netns::new("elS");
     let client = Netns::new("elC");
     link(&server, "10.18.0.1/30", "vs", &client, "10.18.0.2/30", "vc");
+    // IPv6 too; nodad so the address is usable at once instead of after duplicate detection.
+    server.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd18::1/64",
+        "dev",
+        "vs",
+        "nodad",
+    ]);
+    client.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd18::2/64",
+        "dev",
+        "vc",
+        "nodad",
+    ]);
     (server, client)
 }
 
@@ -290,6 +311,11 @@ fn firewall_in_a_namespace_opens_ssh_and_web_only_and_undo_restores_it() {
     );
     // A dropped SYN is never answered: waiting out a short timeout is how a drop shows.
     assert!(!client.reaches("10.18.0.1", 8080, Duration::from_secs(1)));
+    assert!(client.reaches("fd18::1", 443, open), "IPv6 443");
+    assert!(
+        !client.reaches("fd18::1", 8080, Duration::from_secs(1)),
+        "IPv6 8080"
+    );
     let persisted = std::fs::read_to_string(root.path().join("etc/elior/firewall.nft")).unwrap();
     assert!(persisted.contains("delete table inet elior\ntable inet elior {"));
     assert!(root
@@ -657,6 +683,22 @@ fn a_second_provision_on_the_same_root_stops_while_the_first_runs() {
     )
     .status
     .success());
+}
+
+#[test]
+fn a_stack_directory_that_would_inject_a_unit_directive_is_refused() {
+    let root = stack_root();
+    let before = tree(root.path());
+    for dir in ["/srv/x\nExecStartPre=/bin/sh", "/srv/../etc"] {
+        let out = provision(root.path(), &["--only", "units", "--dir", dir]);
+        assert_eq!(out.status.code(), Some(2), "{dir:?}");
+        assert!(
+            text(&out.stderr).starts_with("elior: --dir: "),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(tree(root.path()), before);
 }
 
 #[test]

@@ -96,6 +96,9 @@ impl ProvisionArgs {
                 );
             }
         }
+        for dir in &dirs {
+            crate::schedule::unit::check_dir(dir).context("--dir")?;
+        }
         let mut steps = if self.only.is_empty() {
             Step::ALL.to_vec()
         } else {

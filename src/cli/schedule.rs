@@ -152,6 +152,7 @@ fn watch_signals(stop: Stop) -> Result<()> {
 
 fn install(dir: &Path, print: bool) -> Result<ExitCode> {
     // Validate first: a unit for a stack whose schedule is broken would only crash-loop.
+    unit::check_dir(dir)?;
     jobs(dir)?;
     // The one unit generator (issue 18): the provisioned binary and user when they exist.
     let exe = if Path::new(unit::BINARY).exists() {

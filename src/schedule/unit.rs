@@ -50,6 +50,28 @@ pub fn escape_path(path: &Path) -> String {
     out
 }
 
+/// Refuses a stack directory a unit cannot name safely: relative, with `..`, or with a
+/// control character (a newline in a path would start a new directive in the unit).
+pub fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    let text = dir.to_string_lossy();
+    if !dir.is_absolute()
+        || dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        anyhow::bail!(
+            "{}: a stack directory for a unit must be an absolute path without `..`\nexample: /srv/elior",
+            dir.display()
+        );
+    }
+    if text.chars().any(char::is_control) {
+        anyhow::bail!(
+            "{text:?}: a stack directory with a control character cannot go into a systemd unit\nrename the directory"
+        );
+    }
+    Ok(())
+}
+
 /// What the unit runs, as whom, and what it may write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -173,6 +195,15 @@ WantedBy=multi-user.target
         assert!(unit.contains("ExecStart=/usr/local/bin/elior schedule --dir /srv/100%%\n"));
         assert!(unit.contains("ReadWritePaths=/srv/100%%\n"));
         assert!(!unit.contains("User="));
+    }
+
+    #[test]
+    fn a_path_that_could_inject_a_directive_is_refused() {
+        assert!(check_dir(Path::new("/srv/elior fitness")).is_ok());
+        let err = check_dir(Path::new("/srv/x\nExecStartPre=/bin/sh")).unwrap_err();
+        assert!(format!("{err}").contains("control character"), "{err}");
+        assert!(check_dir(Path::new("/srv/../etc")).is_err());
+        assert!(check_dir(Path::new("srv")).is_err());
     }
 
     #[test]
