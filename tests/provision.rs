@@ -702,6 +702,31 @@ fn a_stack_directory_that_would_inject_a_unit_directive_is_refused() {
 }
 
 #[test]
+fn unattended_upgrades_are_switched_on_by_a_file_of_elior_s_own_and_undo_removes_it() {
+    let root = stack_root();
+    let conf = root
+        .path()
+        .join("etc/apt/apt.conf.d/52elior-unattended-upgrades");
+    let out = provision(root.path(), &["--only", "time"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Packages belong to the live host: under --root they are named, not installed.
+    assert!(
+        text(&out.stdout).contains("left out: apt-get install"),
+        "{}",
+        text(&out.stdout)
+    );
+    let written = std::fs::read_to_string(&conf).unwrap();
+    assert!(written.contains("APT::Periodic::Unattended-Upgrade \"1\";\n"));
+    assert_eq!(mode_owner(&conf), (0o644, 0));
+    let again = provision(root.path(), &["--only", "time"]);
+    assert!(text(&again.stdout).ends_with("0 changes: the host is as planned\n"));
+    assert!(provision(root.path(), &["--only", "time", "--undo"])
+        .status
+        .success());
+    assert!(!conf.exists());
+}
+
+#[test]
 fn not_debian_or_ubuntu_stops_before_any_change() {
     let root = stack_root();
     std::fs::write(

@@ -168,12 +168,19 @@ impl ProvisionArgs {
                 match step {
                     Step::Firewall => firewall::plan_undo(&observe::firewall(target)?),
                     Step::Units => units::plan_undo(&observe::units(target, &stacks)?),
+                    Step::Time => time::plan_undo(&observe::time(target)),
                     other => {
                         let mut plan = StepPlan::new(other, "unchanged", "unchanged");
-                        plan.notes.push(format!(
-                            "nothing to undo: elior leaves the {} step's packages, user and file modes in place",
-                            other.name()
-                        ));
+                        plan.notes.push(
+                            match other {
+                                Step::Engine => "nothing to undo: the Docker packages stay",
+                                Step::User => {
+                                    "nothing to undo: the elior user and the stack's owners and modes stay"
+                                }
+                                _ => "nothing to undo: this step changes nothing",
+                            }
+                            .into(),
+                        );
                         plan
                     }
                 }

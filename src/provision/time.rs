@@ -84,6 +84,20 @@ pub fn plan(have: &Have, target: &Target) -> StepPlan {
     plan
 }
 
+/// `--undo`: elior's apt.conf.d file goes (unattended upgrades then follow the host's
+/// own setting); the packages and the time service stay.
+pub fn plan_undo(have: &Have) -> StepPlan {
+    let mut plan = StepPlan::new(Step::Time, serde_json::json!({ "apt_conf": null }), have);
+    if have.apt_conf.is_some() {
+        plan.actions.push(Action::RemoveFile {
+            path: APT_CONF.into(),
+        });
+    }
+    plan.notes
+        .push("the time service and unattended-upgrades stay installed and running".into());
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +157,12 @@ mod tests {
         let plan = plan(&have, &live(true));
         assert_eq!(plan.actions, []);
         assert_eq!(plan.want["time_service"], "chrony.service");
+        assert_eq!(
+            plan_undo(&have).actions,
+            [Action::RemoveFile {
+                path: APT_CONF.into()
+            }]
+        );
+        assert_eq!(plan_undo(&Have::default()).actions, []);
     }
 }
