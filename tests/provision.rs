@@ -418,6 +418,50 @@ fn published_container_ports_other_than_web_are_dropped() {
 }
 
 #[test]
+fn the_port_a_running_sshd_listens_on_stays_open() {
+    // A listener whose process is called sshd (python3 through a link named sshd), on
+    // 2200, a port no sshd_config names: the plan must keep it open. A dry run on the
+    // live root, so nothing on the host is written.
+    let (mut server, _client) = pair();
+    let python = must(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = dir.path().join("sshd");
+    std::os::unix::fs::symlink(python.trim(), &sshd).unwrap();
+    let mut child = server
+        .command(sshd.to_str().unwrap())
+        .args([
+            "-c",
+            "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',2200))\ns.listen()\nprint('ready',flush=True)\ntime.sleep(3600)\n",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    server.children.push(child);
+    assert_eq!(line.trim(), "ready");
+    let out = server
+        .command(BIN)
+        .args(["provision", "--only", "firewall", "--dry-run"])
+        .env("SSH_CONNECTION", "10.18.0.2 50000 10.18.0.1 2200")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("+\t\ttcp dport { "), "{stdout}");
+    assert!(stdout.contains(", 2200 } accept"), "{stdout}");
+    assert!(
+        stdout.contains("(from the running sshd, listening on 2200"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("blocked:"), "{stdout}");
+}
+
+#[test]
 fn a_firewall_step_failing_part_way_leaves_rules_and_files_as_they_were() {
     let root = firewall_root();
     let (server, _client) = pair();

@@ -166,6 +166,31 @@ pub fn parse_sshd_t(text: &str) -> Vec<u16> {
     out.into_iter().collect()
 }
 
+/// The ports in LISTEN state (`0A`) of /proc/net/tcp or tcp6 whose socket inode is in
+/// `inodes` (the sockets a running sshd holds).
+pub fn listening_ports(proc_net_tcp: &str, inodes: &[u64]) -> Vec<u16> {
+    let mut out = BTreeSet::new();
+    for line in proc_net_tcp.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "0A" {
+            continue;
+        }
+        let Ok(inode) = f[9].parse::<u64>() else {
+            continue;
+        };
+        if !inodes.contains(&inode) {
+            continue;
+        }
+        if let Some(port) = f[1]
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        {
+            out.insert(port);
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The port of `host:port` or `[v6]:port`; None without one.
 fn listen_port(address: &str) -> Option<u16> {
     if let Some(rest) = address.strip_prefix('[') {
@@ -375,6 +400,13 @@ mod tests {
         );
         assert_eq!(ports, [2222, 2233]);
         assert_eq!(includes, ["/etc/ssh/sshd_config.d/*.conf"]);
+    }
+
+    #[test]
+    fn reads_the_ports_a_running_sshd_listens_on() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n   2: 0100007F:08AE 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n";
+        assert_eq!(listening_ports(tcp, &[4242]), [2222]);
+        assert_eq!(listening_ports(tcp, &[1]), Vec::<u16>::new());
     }
 
     fn have_live_nothing() -> Have {

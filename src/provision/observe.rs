@@ -146,9 +146,77 @@ pub fn api_version() -> Result<String> {
     })
 }
 
-/// sshd's ports: from `sshd -T` (the running configuration) on the live host, else from
-/// the configuration files under the root; None when there is no sshd configuration.
+/// The ports running sshd processes listen on: their socket inodes (from /proc/PID/fd)
+/// matched against the LISTEN sockets of /proc/net/tcp and tcp6. Empty without sshd.
+fn sshd_listening() -> Vec<u16> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.path();
+        if read(&pid.join("comm")).as_deref().map(str::trim) != Some("sshd") {
+            continue;
+        }
+        for fd in std::fs::read_dir(pid.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy();
+                if let Some(inode) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|l| l.strip_suffix(']'))
+                    .and_then(|l| l.parse().ok())
+                {
+                    inodes.push(inode);
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut ports: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| read(Path::new(p)))
+        .flat_map(|t| firewall::listening_ports(&t, &inodes))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// sshd's ports: on the live host, the ports a running sshd listens on plus `sshd -T`
+/// (its configuration as sshd reads it), so neither a restart pending nor a listener from
+/// before one locks anyone out; else the configuration files under the root. None when
+/// there is no sshd at all.
 pub fn ssh_ports(target: &Target) -> Option<firewall::SshPorts> {
+    let configured = configured_ssh_ports(target);
+    if !target.live() {
+        return configured;
+    }
+    let listening = sshd_listening();
+    if listening.is_empty() {
+        return configured;
+    }
+    let mut ports = listening.clone();
+    let mut source = format!(
+        "the running sshd, listening on {}",
+        listening
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(configured) = configured {
+        ports.extend(configured.ports);
+        ports.sort_unstable();
+        ports.dedup();
+        source = format!("{source}; {}", configured.source);
+    }
+    Some(firewall::SshPorts { ports, source })
+}
+
+fn configured_ssh_ports(target: &Target) -> Option<firewall::SshPorts> {
     if target.live() {
         if let Some(sshd) = which("sshd") {
             if let Some((true, out, _)) = run(&sshd.display().to_string(), &["-T"]) {
