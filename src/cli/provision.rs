@@ -24,7 +24,7 @@ use crate::provision::{
 ///                the binary copied to /usr/local/bin/elior; restarted when the unit changed
 ///     time       systemd-timesyncd (or chrony) and unattended-upgrades
 ///     capacity   warnings only: memory under 1 GiB without swap, under 5 GiB free disk
-///     firewall   nftables table inet elior: SSH (ports from sshd's configuration), TCP
+///     firewall   nftables table inet elior: SSH (sshd's configured and listening ports), TCP
 ///                80/443, UDP 443, established; the rest dropped inbound, IPv4 and IPv6;
 ///                published container ports other than 80/443 dropped too; Docker's own
 ///                tables untouched; persisted by elior-firewall.service; applied last

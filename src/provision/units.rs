@@ -108,8 +108,8 @@ pub fn plan(stacks: &[Stack], have: &Have, target: &Target) -> StepPlan {
                 wanted_by: WANTED_BY.into(),
                 start: live,
             });
-        } else if live && changed {
-            // A running scheduler keeps the old unit until restarted (issue 18).
+        } else if live && (changed || have.binary != Binary::Same) {
+            // A running scheduler keeps the old unit, and the old binary, until restarted.
             after.push(Action::Systemctl {
                 args: vec!["restart".into(), want.name.clone()],
             });
@@ -225,6 +225,17 @@ mod tests {
         assert_eq!(
             describe(&plan(&stacks(), &current, &target(true))),
             Vec::<String>::new()
+        );
+        // A new binary restarts a running scheduler even when the unit is the same.
+        let mut upgraded = current.clone();
+        upgraded.binary = Binary::Differs;
+        upgraded.current_exe = "/root/elior".into();
+        assert_eq!(
+            describe(&plan(&stacks(), &upgraded, &target(true))),
+            [
+                "install /root/elior as /usr/local/bin/elior",
+                "systemctl restart elior-schedule-srv-elior.service"
+            ]
         );
         // A stopped scheduler is started again.
         let mut stopped = current.clone();
