@@ -737,7 +737,7 @@ fn a_stack_directory_that_would_inject_a_unit_directive_is_refused() {
         let out = provision(root.path(), &["--only", "units", "--dir", dir]);
         assert_eq!(out.status.code(), Some(2), "{dir:?}");
         assert!(
-            text(&out.stderr).starts_with("elior: --dir: "),
+            text(&out.stderr).starts_with("elior: --dir"),
             "{}",
             text(&out.stderr)
         );

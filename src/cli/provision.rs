@@ -98,6 +98,16 @@ impl ProvisionArgs {
         }
         for dir in &dirs {
             crate::schedule::unit::check_dir(dir).context("--dir")?;
+            // Under --root, `..` would step out of the prefix.
+            if dir
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                bail!(
+                    "--dir {}: a path with `..` could leave --root\nname the directory without `..`",
+                    dir.display()
+                );
+            }
         }
         let mut steps = if self.only.is_empty() {
             Step::ALL.to_vec()
