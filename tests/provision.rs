@@ -600,6 +600,12 @@ fn under_a_root_prefix_the_user_owns_the_stack_and_the_unit_is_hardened() {
         .expect(&passwd);
     assert!(line.ends_with(":/nonexistent:/usr/sbin/nologin"), "{line}");
     let uid: u32 = line.split(':').nth(2).unwrap().parse().unwrap();
+    // The API container's uid, so elior owns what the API writes in data/ (backups open
+    // the database there, and SQLite needs to create its -shm file beside it).
+    assert_eq!(uid, 10001, "{line}");
+    assert!(std::fs::read_to_string(at("etc/group"))
+        .unwrap()
+        .contains("\nelior:x:10001:\n"));
     assert!(std::fs::read_to_string(at("etc/group"))
         .unwrap()
         .contains("docker:x:990:elior\n"));

@@ -208,14 +208,39 @@ fn one(action: &Action, target: &Target, done: &mut Vec<Undo>) -> Result<()> {
             }
             Ok(())
         }
-        Action::CreateUser { name } => {
-            status(
-                shadow_tool("useradd", target)
-                    .args(["--system", "--user-group", "--no-create-home"])
-                    .args(["--home-dir", "/nonexistent", "--shell", user::NOLOGIN])
-                    .args(["--comment", "elior stack"])
-                    .arg(name),
-            )?;
+        Action::CreateUser { name, id } => {
+            let mut useradd = shadow_tool("useradd", target);
+            useradd
+                .args(["--system", "--no-create-home"])
+                .args(["--home-dir", "/nonexistent", "--shell", user::NOLOGIN])
+                .args(["--comment", "elior stack"]);
+            match id {
+                Some(id) => {
+                    // The group first, so its gid can match the uid (the container's
+                    // files are id:id); userdel takes an only group away with the user.
+                    let group = target.at(Path::new("/etc/group"));
+                    let groups = std::fs::read_to_string(&group).unwrap_or_default();
+                    let gid_free = !groups
+                        .lines()
+                        .any(|l| l.split(':').nth(2) == Some(id.to_string().as_str()));
+                    let mut groupadd = shadow_tool("groupadd", target);
+                    groupadd.arg("--system");
+                    if gid_free {
+                        groupadd.args(["--gid", &id.to_string()]);
+                    }
+                    status(groupadd.arg(name))?;
+                    useradd.args(["--uid", &id.to_string(), "--gid", name]);
+                }
+                None => {
+                    useradd.arg("--user-group");
+                }
+            }
+            if let Err(err) = status(useradd.arg(name)) {
+                if id.is_some() {
+                    let _ = status(shadow_tool("groupdel", target).arg(name));
+                }
+                return Err(err);
+            }
             done.push(Undo::DeleteUser(name.clone()));
             Ok(())
         }

@@ -104,9 +104,11 @@ pub enum Action {
     RemoveFile {
         path: PathBuf,
     },
-    /// The system user with no login shell and its own group.
+    /// The system user with no login shell and its own group, with uid and gid `id` when
+    /// given (the API container's, so the user owns what the API writes).
     CreateUser {
         name: String,
+        id: Option<u32>,
     },
     /// `usermod -aG GROUP USER`
     AddToGroup {
@@ -166,9 +168,10 @@ impl Action {
                 format!("write {} ({})", path.display(), mode(*m))
             }
             Action::RemoveFile { path } => format!("remove {}", path.display()),
-            Action::CreateUser { name } => {
-                format!("create system user {name} (no login shell, group {name})")
-            }
+            Action::CreateUser { name, id } => format!(
+                "create system user {name}{} (no login shell, group {name})",
+                id.map(|id| format!(" with uid {id}")).unwrap_or_default()
+            ),
             Action::AddToGroup { user, group } => format!("add {user} to group {group}"),
             Action::Own {
                 path,

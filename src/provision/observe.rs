@@ -352,6 +352,7 @@ pub fn user(target: &Target, want: &user::Want) -> user::Have {
     let group = read(&target.at(Path::new("/etc/group"))).unwrap_or_default();
     user::Have {
         account: user::parse_passwd(&passwd, unit::USER),
+        api_uid_owner: user::uid_owner(&passwd, crate::plan::render::API_UID),
         docker_members: user::parse_group(&group, "docker"),
         paths: want
             .paths

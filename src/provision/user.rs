@@ -1,5 +1,8 @@
-//! The system user step: `elior`, with no login shell, owns each stack directory (0750),
-//! its backups (0700), its state directory `.elior` (0700) and `.env.production` (0600).
+//! The system user step: `elior`, with no login shell and the API container's uid (10001),
+//! owns each stack directory (0750), its backups (0700), its state directory `.elior`
+//! (0700) and `.env.production` (0600). The shared uid is what lets the scheduler, running
+//! as `elior`, back up the database the API writes (measured: as uid 999 the backup
+//! stops with SQLITE_READONLY_DIRECTORY; as 10001 it succeeds).
 //!
 //! The `docker` group is joined only with `--docker-group`: membership is root on the host
 //! in all but name (any member can start a privileged container), so it is the user's
@@ -13,6 +16,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{Action, Step, StepPlan};
+use crate::plan::render::API_UID;
 use crate::schedule::unit::USER;
 
 pub const NOLOGIN: &str = "/usr/sbin/nologin";
@@ -37,6 +41,8 @@ pub struct PathState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Have {
     pub account: Option<Account>,
+    /// The account that holds the API container's uid, if any.
+    pub api_uid_owner: Option<String>,
     /// Members of the `docker` group; None when there is no such group.
     pub docker_members: Option<Vec<String>>,
     pub paths: Vec<PathState>,
@@ -73,6 +79,14 @@ pub fn parse_passwd(text: &str, name: &str) -> Option<Account> {
     })
 }
 
+/// The name of the account with `uid` in an /etc/passwd text.
+pub fn uid_owner(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
+}
+
 /// The members of group `name` in an /etc/group text.
 pub fn parse_group(text: &str, name: &str) -> Option<Vec<String>> {
     text.lines().find_map(|line| {
@@ -88,8 +102,30 @@ pub fn parse_group(text: &str, name: &str) -> Option<Vec<String>> {
 
 pub fn plan(want: &Want, have: &Have) -> StepPlan {
     let mut plan = StepPlan::new(Step::User, want, have);
+    // The API container runs as API_UID and owns data/ and uploads/. The scheduler's
+    // backups open the database, and SQLite must create its -shm file next to it: as any
+    // other uid that fails (SQLITE_READONLY_DIRECTORY). So elior takes the same uid.
+    let blocker = || {
+        format!(
+            "uid {API_UID} (the API container's, owner of data/) belongs to {}\nscheduled backups running as {USER} cannot open the database; free that uid, or run the scheduler as root",
+            have.api_uid_owner.as_deref().unwrap_or("?")
+        )
+    };
     match &have.account {
-        None => plan.actions.push(Action::CreateUser { name: USER.into() }),
+        None => {
+            let free = have.api_uid_owner.is_none();
+            if !free {
+                plan.warnings.push(blocker());
+            }
+            plan.actions.push(Action::CreateUser {
+                name: USER.into(),
+                id: free.then_some(API_UID),
+            })
+        }
+        Some(account) if account.uid != API_UID => plan.warnings.push(format!(
+            "user {USER} exists with uid {}, not {API_UID} (the API container's, owner of data/)\nscheduled backups running as {USER} cannot open the database; give {USER} uid {API_UID}: usermod --uid {API_UID} {USER}",
+            account.uid
+        )),
         Some(account) if account.shell != NOLOGIN && account.shell != "/bin/false" => {
             plan.warnings.push(format!(
                 "user {USER} exists with the login shell {}; elior leaves it\nusermod --shell {NOLOGIN} {USER} to take the login away",
@@ -170,6 +206,37 @@ mod tests {
     }
 
     #[test]
+    fn the_user_takes_the_api_uid_or_says_why_backups_will_fail() {
+        let taken = Have {
+            api_uid_owner: Some("alice".into()),
+            ..Default::default()
+        };
+        let plan = plan(&want(), &taken);
+        assert_eq!(
+            plan.actions[0],
+            Action::CreateUser {
+                name: "elior".into(),
+                id: None
+            }
+        );
+        assert!(plan.warnings[0]
+            .starts_with("uid 10001 (the API container's, owner of data/) belongs to alice\n"));
+        let other_uid = Have {
+            account: Some(Account {
+                uid: 999,
+                gid: 999,
+                shell: NOLOGIN.into(),
+            }),
+            ..Default::default()
+        };
+        assert!(plan_warns(&other_uid).starts_with("user elior exists with uid 999, not 10001"));
+    }
+
+    fn plan_warns(have: &Have) -> String {
+        plan(&want(), have).warnings.join("\n")
+    }
+
+    #[test]
     fn parses_passwd_and_group() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\nelior:x:999:998:elior stack:/nonexistent:/usr/sbin/nologin\n";
         assert_eq!(
@@ -181,6 +248,8 @@ mod tests {
             })
         );
         assert_eq!(parse_passwd(passwd, "eli"), None);
+        assert_eq!(uid_owner(passwd, 999).as_deref(), Some("elior"));
+        assert_eq!(uid_owner(passwd, 10001), None);
         let group = "root:x:0:\ndocker:x:997:alice,elior\nelior:x:998:\n";
         assert_eq!(
             parse_group(group, "docker"),
@@ -207,7 +276,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "create system user elior (no login shell, group elior)",
+                "create system user elior with uid 10001 (no login shell, group elior)",
                 "set /srv/elior (elior:elior 0750)",
                 "create /srv/elior/backups (elior:elior 0700)",
             ]
@@ -221,19 +290,20 @@ mod tests {
     #[test]
     fn a_provisioned_host_plans_nothing_and_the_group_is_opt_in() {
         let account = Account {
-            uid: 999,
-            gid: 998,
+            uid: 10001,
+            gid: 10001,
             shell: NOLOGIN.into(),
         };
         let owned = |path: &str, mode| PathState {
             path: path.into(),
             exists: true,
-            uid: 999,
-            gid: 998,
+            uid: 10001,
+            gid: 10001,
             mode,
         };
         let have = Have {
             account: Some(account),
+            api_uid_owner: Some("elior".into()),
             docker_members: Some(vec![]),
             paths: vec![
                 owned("/srv/elior", 0o40750),
