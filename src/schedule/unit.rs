@@ -20,8 +20,10 @@ pub const PREFIX: &str = "elior-schedule-";
 /// The unit's name for a stack: `elior-schedule-<systemd-escape --path DIR>.service`, e.g.
 /// `elior-schedule-srv-elior.service` for /srv/elior. One name per directory, so two
 /// stacks on one host get two services.
+/// A relative directory (doctor's default `.`) is taken from the working directory first.
 pub fn name(stack_dir: &Path) -> String {
-    format!("{PREFIX}{}.service", escape_path(stack_dir))
+    let absolute = std::path::absolute(stack_dir).unwrap_or_else(|_| stack_dir.to_path_buf());
+    format!("{PREFIX}{}.service", escape_path(&absolute))
 }
 
 /// `systemd-escape --path`: slashes trimmed and turned into `-`, every byte outside
@@ -216,5 +218,8 @@ WantedBy=multi-user.target
         assert_eq!(escape_path(Path::new("/")), "-");
         assert_eq!(escape_path(Path::new("/.hidden")), "\\x2ehidden");
         assert_ne!(name(Path::new("/srv/a-b")), name(Path::new("/srv/a/b")));
+        // Doctor passes `.`: the name is the working directory's, as install wrote it.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(name(Path::new(".")), name(&cwd));
     }
 }
