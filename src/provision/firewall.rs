@@ -1,7 +1,8 @@
 //! The firewall step: one nftables table, `inet elior` (IPv4 and IPv6), replaced in one
 //! `nft -f` transaction and persisted by a small oneshot unit.
 //!
-//! Inbound: established traffic, loopback, ICMP, SSH (the ports sshd really listens on),
+//! Inbound: established traffic, loopback, ICMP, DHCP replies (v4 and v6: a cloud server
+//! that boots with this table must still get its address), SSH (the ports sshd really listens on),
 //! TCP 80/443 and UDP 443 (HTTP/3); everything else is dropped. Docker's own tables
 //! (`ip filter`, `ip nat`, owned by iptables-nft) are never touched: a packet must pass
 //! every base chain on a hook, so our table adds a filter without editing theirs. Published
@@ -94,6 +95,8 @@ pub fn render_table(tcp: &[u16], udp: &[u16]) -> String {
 \t\tct state invalid drop
 \t\tiifname \"lo\" accept
 \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept
+\t\tudp sport 67 udp dport 68 accept
+\t\tudp sport 547 udp dport 546 accept
 \t\ttcp dport {tcp} accept
 \t\tudp dport {udp} accept
 \t}}
@@ -372,6 +375,8 @@ mod tests {
 \t\tct state invalid drop
 \t\tiifname \"lo\" accept
 \t\tmeta l4proto { icmp, ipv6-icmp } accept
+\t\tudp sport 67 udp dport 68 accept
+\t\tudp sport 547 udp dport 546 accept
 \t\ttcp dport { 80, 443, 2222 } accept
 \t\tudp dport 443 accept
 \t}
