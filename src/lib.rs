@@ -19,6 +19,7 @@ pub mod lock;
 pub mod logging;
 pub mod plan;
 pub mod probe;
+pub mod provision;
 pub mod schedule;
 pub mod server;
 pub mod tls;

@@ -16,6 +16,7 @@ mod healthcheck;
 mod init;
 mod logs;
 mod probe;
+mod provision;
 mod render;
 mod restore;
 mod rollback;
@@ -80,6 +81,7 @@ enum Command {
     /// Look at a running stack from outside: timing of /health, TLS grade
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
+    Provision(provision::ProvisionArgs),
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
     Completions(completions::CompletionsArgs),
@@ -111,6 +113,7 @@ impl Cli {
             Command::Down(args) => args.run(),
             Command::Doctor(args) => args.run(),
             Command::Probe(cmd) => cmd.run(),
+            Command::Provision(args) => args.run(),
             Command::Update(args) => args.run(),
             Command::Rollback(args) => args.run(),
             Command::Completions(args) => args.run(),

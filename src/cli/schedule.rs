@@ -152,9 +152,27 @@ fn watch_signals(stop: Stop) -> Result<()> {
 
 fn install(dir: &Path, print: bool) -> Result<ExitCode> {
     // Validate first: a unit for a stack whose schedule is broken would only crash-loop.
+    unit::check_dir(dir)?;
     jobs(dir)?;
-    let exe = std::env::current_exe().context("failed to find the elior executable")?;
-    let text = unit::render(&exe, dir);
+    // The one unit generator (issue 18): the provisioned binary and user when they exist.
+    let exe = if Path::new(unit::BINARY).exists() {
+        PathBuf::from(unit::BINARY)
+    } else {
+        std::env::current_exe().context("failed to find the elior executable")?
+    };
+    let user = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{}:", unit::USER)))
+        .then(|| unit::USER.to_string());
+    let backups = BackupSettings::load(dir)?.backup_dir;
+    let text = unit::render(&unit::Spec {
+        exe,
+        stack_dir: dir.to_path_buf(),
+        user,
+        extra_writable: vec![backups],
+    });
+    let unit_name = unit::name(dir);
     if print {
         print!("{text}");
         return Ok(ExitCode::SUCCESS);
@@ -162,12 +180,9 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
     if !Path::new("/run/systemd/system").is_dir() {
         bail!("systemd is not running on this host, so there is nothing to install the service into\nrun `elior schedule install --print` and set the unit up by hand, or run `elior schedule` under your own supervisor");
     }
-    let path = Path::new(UNIT_DIR).join(unit::UNIT_NAME);
+    let path = Path::new(UNIT_DIR).join(&unit_name);
     manifest::write_atomic(&path, text.as_bytes())?;
-    for args in [
-        &["daemon-reload"][..],
-        &["enable", "--now", unit::UNIT_NAME][..],
-    ] {
+    for args in [&["daemon-reload"][..], &["enable", "--now", &unit_name][..]] {
         let status = Command::new("systemctl")
             .args(args)
             .status()
@@ -176,15 +191,15 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
             bail!(
                 "`systemctl {}` failed ({status})\nsee `journalctl -u {}`",
                 args.join(" "),
-                unit::UNIT_NAME
+                unit_name
             );
         }
     }
     println!(
         "installed and started {} ({}); follow it with `journalctl -fu {}`",
-        unit::UNIT_NAME,
+        unit_name,
         path.display(),
-        unit::UNIT_NAME
+        unit_name
     );
     Ok(ExitCode::SUCCESS)
 }

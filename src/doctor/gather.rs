@@ -642,7 +642,8 @@ impl Gatherer {
     }
 
     fn schedule_facts(&self) -> ScheduleFacts {
-        let unit_path = Path::new("/etc/systemd/system").join(crate::schedule::unit::UNIT_NAME);
+        let unit_path =
+            Path::new("/etc/systemd/system").join(crate::schedule::unit::name(&self.dir));
         let mut f = ScheduleFacts {
             unit_installed: unit_path.exists(),
             unit_path: unit_path.display().to_string(),

@@ -756,7 +756,7 @@ pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
                 ),
                 format!(
                     "systemctl restart {0}; journalctl -u {0}",
-                    crate::schedule::unit::UNIT_NAME
+                    crate::schedule::unit::name(std::path::Path::new(&ctx.dir))
                 ),
             ));
         } else {
