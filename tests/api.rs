@@ -1080,6 +1080,7 @@ fn openapi_lists_every_route() {
         "GET /metrics",
         "POST /api/auth/register",
         "POST /api/auth/login",
+        "POST /api/auth/logout-all",
         "POST /api/auth/token",
         "GET /api/auth/me",
         "POST /api/auth/refresh",
@@ -1450,4 +1451,93 @@ fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
     // Once claimed, it is another trainer's client to everyone else: the same 404.
     let late = assign(cast.other_client.id, &cast.other_trainer.token);
     assert_eq!((late.status, &late.bytes), (404, &first.bytes));
+}
+
+/// Issue 15, revival: a deleted user's token must not authenticate the next user to sign
+/// up, on REST or on the WebSocket, before or after a restart (ids are never reused and
+/// every token carries its user's random epoch).
+#[test]
+fn a_deleted_users_token_never_comes_back() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let register = |name: &str| -> (i64, String) {
+        let r = s.call(
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({
+                "username": name,
+                "email": format!("{name}@example.com"),
+                "password": api_harness::PASSWORD,
+                "full_name": "Test Person",
+            })),
+        );
+        assert_eq!(r.status, 201, "register {name}: {:?}", r.body);
+        (r.body["id"].as_i64().unwrap(), s.login(name))
+    };
+    let (a_id, a_token) = register("revival_a");
+    assert_eq!(s.get("/api/auth/me", &a_token).status, 200);
+    let r = s.delete(&format!("/api/users/{a_id}"), &cast.admin.token);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (b_id, b_token) = register("revival_b");
+    assert_ne!(a_id, b_id, "the deleted user's id was handed out again");
+
+    let refused = |s: &Server| {
+        for path in ["/api/auth/me", "/api/users/me", "/api/notifications"] {
+            let r = s.get(path, &a_token);
+            assert_eq!(
+                r.status, 401,
+                "{path} with the deleted user's token: {:?}",
+                r.body
+            );
+        }
+        for id in [a_id, b_id] {
+            let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={a_token}"));
+            assert_eq!(ws::close_code(&mut socket), 4002, "WebSocket for user {id}");
+        }
+        let me = s.get("/api/auth/me", &b_token);
+        assert_eq!((me.status, me.body["id"].as_i64()), (200, Some(b_id)));
+    };
+    refused(&s);
+    let s = s.restart(&[]);
+    refused(&s);
+}
+
+/// `POST /api/auth/logout-all` and a password change end every token of the user (other
+/// devices included) and close their open WebSockets; other users are untouched.
+#[test]
+fn logout_all_and_password_change_end_every_session() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let id = cast.client.id;
+    let first = cast.client.token.clone();
+    let second = s.login("client_a");
+    let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={second}"));
+    assert_eq!(ws::next_json(&mut socket)["type"], "connection_established");
+
+    let r = s.action("POST", "/api/auth/logout-all", &first);
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(ws::close_code(&mut socket), 4002);
+    for token in [&first, &second] {
+        assert_eq!(s.get("/api/auth/me", token).status, 401);
+    }
+    let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={second}"));
+    assert_eq!(ws::close_code(&mut socket), 4002);
+    assert_eq!(s.get("/api/auth/me", &cast.other_client.token).status, 200);
+
+    let old = s.login("client_a");
+    let r = s.post(
+        "/api/auth/password/change",
+        &old,
+        json!({"current_password": api_harness::PASSWORD, "new_password": "another-long-password"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", &old).status, 401);
+    let fresh = r.body["access_token"].as_str().unwrap();
+    assert_eq!(s.get("/api/auth/me", fresh).status, 200);
+    assert_eq!(
+        s.call("POST", "/api/auth/logout-all", None, None).status,
+        401,
+        "logout-all needs a token"
+    );
 }

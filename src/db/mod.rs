@@ -41,6 +41,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task panicked or was cancelled")]
     Task,
+    #[error("{0}")]
+    Migration(String),
 }
 
 impl DbError {

@@ -89,21 +89,41 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let token =
             bearer_token(&parts.headers).ok_or(ApiError::Unauthorized("Not authenticated"))?;
-        let claims = state.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => ApiError::Unauthorized("Token expired"),
-            TokenError::Invalid => ApiError::Unauthorized(BAD_CREDENTIALS),
-        })?;
-        let id = claims
-            .user_id()
-            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
-        let user = state
-            .db
-            .call(move |c| users::find_by_id(c, id))
-            .await?
-            .filter(|u| u.is_active && u.token_version == claims.ver)
-            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
-        Ok(AuthUser(user))
+        match user_for_token(state, token).await {
+            Ok(user) => Ok(AuthUser(user)),
+            Err(Refusal::Expired) => Err(ApiError::Unauthorized("Token expired")),
+            Err(Refusal::Invalid) => Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
+            Err(Refusal::Db(e)) => Err(e.into()),
+        }
     }
+}
+
+/// Why a token names no one.
+#[derive(Debug)]
+pub enum Refusal {
+    Expired,
+    /// Bad signature, deleted or inactive user, or an epoch that is no longer the user's.
+    Invalid,
+    Db(crate::db::DbError),
+}
+
+/// The one check behind every authenticated REST request and the WebSocket upgrade: the
+/// signature and expiry, then the user's row, which must exist, be active and carry the
+/// token's epoch. The row is the one read the handler gets anyway (one database round
+/// trip); a deleted user's id is never reused, and a redrawn epoch ends older tokens.
+pub async fn user_for_token(state: &AppState, token: &str) -> Result<User, Refusal> {
+    let claims = state.tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => Refusal::Expired,
+        TokenError::Invalid => Refusal::Invalid,
+    })?;
+    let id = claims.user_id().ok_or(Refusal::Invalid)?;
+    state
+        .db
+        .call(move |c| users::find_by_id(c, id))
+        .await
+        .map_err(Refusal::Db)?
+        .filter(|u| u.is_active && u.token_epoch == claims.epoch)
+        .ok_or(Refusal::Invalid)
 }
 
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(refresh))
         .routes(routes!(change_password))
+        .routes(routes!(logout_all))
         .routes(routes!(setup_admin))
         .routes(routes!(register_trainer))
         .routes(routes!(register_client))
@@ -77,7 +78,7 @@ struct TokenResponse {
 
 fn token_for(state: &AppState, user: User) -> TokenResponse {
     TokenResponse {
-        access_token: state.tokens.issue(user.id, user.role, user.token_version),
+        access_token: state.tokens.issue(user.id, user.role, user.token_epoch),
         token_type: "bearer",
         expires_in: state.tokens.ttl().as_secs(),
         user,
@@ -295,6 +296,7 @@ async fn change_password(
         })
         .await?
         .ok_or(ApiError::Unauthorized("Could not validate credentials"))?;
+    state.hub.disconnect_user(id);
     tracing::info!(user_id = id, "password changed; older tokens revoked");
     let token = token_for(&state, updated);
     Ok(Json(json!({
@@ -302,6 +304,20 @@ async fn change_password(
         "access_token": token.access_token,
         "token_type": token.token_type,
     })))
+}
+
+/// Ends every session of the caller: every token issued so far, this one included, stops
+/// working, and their open WebSockets close.
+#[utoipa::path(post, path = "/api/auth/logout-all", operation_id = "auth_logout_all", tag = "auth", responses((status = 204, description = "Every token of the user is revoked")), security(("bearer" = [])))]
+async fn logout_all(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<StatusCode> {
+    let id = user.id;
+    state.db.call(move |c| users::end_sessions(c, id)).await?;
+    state.hub.disconnect_user(id);
+    tracing::info!(user_id = id, "every session ended");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Creates the first admin; refused once any admin exists. The check and the insert run in

@@ -19,7 +19,7 @@ use crate::db::notifications::{self, Notification};
 use crate::db::users::{self, Role};
 use crate::server::access::{query, visible_client, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::extract::{user_for_token, ApiJson, AuthUser};
 use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::deleted;
@@ -243,19 +243,9 @@ async fn authorize_ws(
     let token = token
         .filter(|t| !t.is_empty())
         .ok_or((CLOSE_NO_TOKEN, "Missing token"))?;
-    let claims = state
-        .tokens
-        .verify(token)
-        .map_err(|_| (CLOSE_BAD_TOKEN, "Invalid token"))?;
-    let id = claims.user_id().ok_or((CLOSE_BAD_TOKEN, "Invalid token"))?;
-    let user = state
-        .db
-        .call(move |c| users::find_by_id(c, id))
+    let user = user_for_token(state, token)
         .await
-        .ok()
-        .flatten()
-        .filter(|u| u.is_active && u.token_version == claims.ver)
-        .ok_or((CLOSE_BAD_TOKEN, "Invalid token"))?;
+        .map_err(|_| (CLOSE_BAD_TOKEN, "Invalid token"))?;
     if path_user.parse::<i64>().ok() != Some(user.id) {
         return Err((CLOSE_WRONG_USER, "Token does not match user"));
     }
@@ -295,7 +285,11 @@ async fn serve_socket(state: AppState, mut socket: WebSocket, user_id: i64) {
     loop {
         tokio::select! {
             pushed = conn.messages.recv() => {
-                let Some(text) = pushed else { break };
+                let Some(text) = pushed else {
+                    // The hub dropped us: the user's sessions were ended.
+                    close(socket, CLOSE_BAD_TOKEN, "Session ended").await;
+                    return;
+                };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break;
                 }

@@ -348,6 +348,7 @@ async fn delete_user(
     })
     .await?;
     crate::files::remove_stored(&state.config.upload_dir, &files).await;
+    state.hub.disconnect_user(id);
     tracing::info!(user_id = id, "user deleted");
     Ok(deleted("User"))
 }
@@ -449,7 +450,7 @@ mod tests {
             updated_at: None,
             last_login: None,
             password_hash: String::new(),
-            token_version: 0,
+            token_epoch: 0,
         }
     }
 
