@@ -1541,3 +1541,73 @@ fn logout_all_and_password_change_end_every_session() {
         "logout-all needs a token"
     );
 }
+
+/// Issue 15: the login lock belongs to the account, not to the string typed. Five wrong
+/// passwords by username lock the account for its email too (429 with `Retry-After`, even
+/// for the right password), while another account from the same address still logs in.
+#[test]
+fn login_lock_is_keyed_by_the_resolved_account() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let login = |name: &str, password: &str| {
+        s.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"username": name, "password": password})),
+        )
+    };
+    for attempt in 1..=5 {
+        let r = login("client_a", "wrong-password-here");
+        assert_eq!(r.status, 401, "attempt {attempt}: {:?}", r.body);
+    }
+    for password in ["wrong-password-here", api_harness::PASSWORD] {
+        let r = login("CLIENT_A@example.com", password);
+        assert_eq!(r.status, 429, "by email: {:?}", r.body);
+        let wait: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "Retry-After {wait}");
+        assert_eq!(r.body["retry_after"], wait);
+    }
+    let form = s.form(
+        "/api/auth/token",
+        &[
+            ("username", "client_a"),
+            ("password", api_harness::PASSWORD),
+        ],
+    );
+    assert_eq!(form.status, 429, "the OAuth2 form shares the lock");
+    assert!(form.header("retry-after").is_some());
+    assert_eq!(login("client_b", api_harness::PASSWORD).status, 200);
+    assert_eq!(s.get("/api/auth/me", &cast.client.token).status, 200);
+}
+
+/// Public registration is limited per client address (each costs an argon2 hash); the
+/// refusal says when to retry.
+#[test]
+fn registration_is_throttled_per_address() {
+    let s = Server::start();
+    let register = |i: usize| {
+        s.call(
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({
+                "username": format!("signup{i}"),
+                "email": format!("signup{i}@example.com"),
+                "password": api_harness::PASSWORD,
+                "full_name": "Sign Up",
+            })),
+        )
+    };
+    for i in 0..10 {
+        assert_eq!(register(i).status, 201, "registration {i}");
+    }
+    let r = register(10);
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(r.body["detail"].as_str().unwrap().contains("registrations"));
+}

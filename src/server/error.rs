@@ -44,8 +44,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("too many requests")]
-    TooManyRequests { retry_after_secs: u64 },
+    /// Always answered with `Retry-After` (RFC 9110, section 10.2.3).
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -53,6 +57,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 429 for a throttle lock that lifts after `wait` (at least one second is named).
+    pub fn throttled(detail: &'static str, wait: std::time::Duration) -> Self {
+        ApiError::TooManyRequests {
+            detail,
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
     pub fn field(field: &str, msg: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::body(field, msg)])
     }
@@ -79,10 +91,13 @@ impl IntoResponse for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "detail": errors }),
             ),
-            ApiError::TooManyRequests { retry_after_secs } => (
+            ApiError::TooManyRequests {
+                detail,
+                retry_after_secs,
+            } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({
-                    "detail": "Too many failed attempts, try again later",
+                    "detail": detail,
                     "retry_after": retry_after_secs,
                 }),
             ),
@@ -107,7 +122,9 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

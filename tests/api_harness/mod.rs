@@ -201,6 +201,11 @@ impl Server {
         self.call("DELETE", path, Some(token), None)
     }
 
+    /// A POST of an `application/x-www-form-urlencoded` form, without a token.
+    pub fn form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        Self::finish(self.req("POST", path, None).send_form(fields))
+    }
+
     /// A multipart upload of one file field.
     pub fn upload(
         &self,

@@ -22,6 +22,7 @@ use crate::server::routes::users::{
     check_client_profile, check_trainer_profile, detail, UserDetail,
 };
 use crate::server::state::AppState;
+use crate::server::throttle::Key;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -185,30 +186,42 @@ pub async fn create_user(
 #[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User)))]
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
+    validate_registration(&r)?;
+    throttle_registration(&state, ip)?;
     let user = create_user(&state, r, Role::Client, None).await?;
     tracing::info!(user_id = user.id, "client registered");
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Checks a login against the one throttling policy ([`throttle`]): the address's lock
+/// first (no database work for a locked client), then the lock of the account the login
+/// resolves to, so its username and its email share one budget of failures.
 async fn authenticate(
     state: &AppState,
     ip: std::net::IpAddr,
     login: String,
     plain: String,
 ) -> ApiResult<User> {
+    const LOCKED: &str = "Too many failed attempts, try again later";
     let login = login.trim().to_string();
-    if let Err(wait) = state.throttle.check(&login, ip, Instant::now()) {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs().max(1),
-        });
-    }
+    let address = Key::LoginAddress(ip);
+    state
+        .throttle
+        .check(&[&address], Instant::now())
+        .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let lookup = login.clone();
     let user = state
         .db
         .call(move |c| users::find_by_login(c, &lookup))
         .await?;
+    let account = Key::login(user.as_ref().map(|u| u.id), &login);
+    state
+        .throttle
+        .check(&[&account], Instant::now())
+        .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let verified = tokio::task::spawn_blocking(move || match user {
         Some(u) if password::verify(&plain, &u.password_hash) => Some(u),
         Some(_) => None,
@@ -221,7 +234,7 @@ async fn authenticate(
     .map_err(|e| ApiError::Internal(e.into()))?;
     match verified {
         Some(user) if user.is_active => {
-            state.throttle.record_success(&login);
+            state.throttle.clear(&account);
             let id = user.id;
             state
                 .db
@@ -231,11 +244,24 @@ async fn authenticate(
         }
         // An inactive account gets the same answer as a bad password.
         _ => {
-            state.throttle.record_failure(&login, ip, Instant::now());
+            state.throttle.record(&[&account, &address], Instant::now());
             tracing::info!(client = %ip, "failed login");
             Err(ApiError::Unauthorized(BAD_LOGIN))
         }
     }
+}
+
+/// Counts one public registration (or first-admin setup) against the client's address.
+fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
+    state
+        .throttle
+        .take(&Key::Registration(ip), Instant::now())
+        .map_err(|wait| {
+            ApiError::throttled(
+                "Too many registrations from this address, try again later",
+                wait,
+            )
+        })
 }
 
 #[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse)))]
@@ -325,9 +351,11 @@ async fn logout_all(
 #[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse)))]
 async fn setup_admin(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     validate_registration(&r)?;
+    throttle_registration(&state, ip)?;
     let hash = hash_password(r.password.clone()).await?;
     let created = state
         .db
