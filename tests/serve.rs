@@ -761,3 +761,94 @@ fn poll_until(f: impl Fn() -> common::Resp, done: impl Fn(&common::Resp) -> bool
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits for the server to close `stream`, reading (and discarding) what it sends; fails
+/// if the connection is still open after `limit`. Returns what was read.
+fn wait_for_close(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> Vec<u8> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "connection still open after {limit:?}");
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return seen,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("connection still open after {limit:?}")
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Issue 15, slowloris: a client that sends half a request line and nothing more is
+/// disconnected by the header read timeout, and so is an idle keep-alive connection.
+#[test]
+fn half_a_request_line_and_an_idle_keep_alive_are_closed() {
+    let server = Server::start(&[]);
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /hea").unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    let sent = wait_for_close(&mut slow, std::time::Duration::from_secs(15));
+    assert!(
+        sent.is_empty() || sent.starts_with(b"HTTP/1.1 408"),
+        "{sent:?}"
+    );
+    let answered = wait_for_close(&mut idle, std::time::Duration::from_secs(15));
+    assert!(
+        answered.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answered)
+    );
+    // The server is fine afterwards.
+    assert_eq!(server.get("/health").status, 200);
+}
+
+/// A body that stops arriving gets a 408 naming the pause, not a connection held open.
+#[test]
+fn a_stalled_request_body_gets_408() {
+    let server = Server::start(&[]);
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":",
+    )
+    .unwrap();
+    let answer = wait_for_close(&mut s, std::time::Duration::from_secs(40));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("stopped arriving"), "{text}");
+}
+
+/// The request target and the headers are bounded, and the refusals carry the API's JSON
+/// error body naming the limit.
+#[test]
+fn oversized_targets_and_headers_get_json_414_and_431() {
+    let server = Server::start(&[]);
+    let long = format!("/api/users?q={}", "a".repeat(9000));
+    let r = server.get(&long);
+    assert_eq!(r.status, 414, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap().contains("8192 bytes"));
+
+    let big = "b".repeat(9000);
+    let r = common::request(
+        server.addr,
+        "GET",
+        "/api/users",
+        &[("X-One", &big), ("X-Two", &big)],
+        None,
+    );
+    assert_eq!(r.status, 431, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap().contains("16384 bytes"));
+}

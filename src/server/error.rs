@@ -52,6 +52,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A limit of the server (body or image size, request head size, a read timeout):
+    /// 408, 413, 414 or 431, with the limit named in `detail`.
+    #[error("{detail}")]
+    Limit { status: StatusCode, detail: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -101,6 +105,7 @@ impl IntoResponse for ApiError {
                     "retry_after": retry_after_secs,
                 }),
             ),
+            ApiError::Limit { status, detail } => (*status, json!({ "detail": detail })),
             ApiError::Unavailable(m) => {
                 tracing::warn!(reason = m, "service unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "detail": m }))

@@ -4,12 +4,14 @@
 //! Must not import `cli`.
 
 pub mod access;
+pub mod connection;
 pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hub;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -21,7 +23,7 @@ pub mod throttle;
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -108,9 +110,8 @@ pub async fn launch(
 ) -> Result<()> {
     let db = app.state().db.clone();
     let hub = app.state().hub.clone();
-    let app = middleware::PerConnection(app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = connection::serve(listener, app, async move {
         shutdown.await;
         tracing::info!("shutdown requested; draining in-flight requests");
         // Open WebSockets would hold the drain until its deadline; close them now.
@@ -125,7 +126,7 @@ pub async fn launch(
         }
     };
     tokio::select! {
-        result = server => result.context("server failed")?,
+        () = server => {}
         () = drain_deadline => tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; exiting anyway"),
     }
     let checkpoint = tokio::task::spawn_blocking(move || db.checkpoint()).await;
