@@ -1611,3 +1611,114 @@ fn registration_is_throttled_per_address() {
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
     assert!(r.body["detail"].as_str().unwrap().contains("registrations"));
 }
+
+/// A real 1-bit grey PNG of `w` x `h` pixels, all black: tens of KB on the wire, hundreds
+/// of MB once decoded.
+fn huge_png(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    let row = 1 + w.div_ceil(8) as usize;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; row];
+    for _ in 0..h {
+        z.write_all(&zeros).unwrap();
+    }
+    let idat = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &idat);
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// Issue 15: an image's pixel count is checked from its header before anything is
+/// decoded: a 12000x12000 PNG is refused with 413 naming the limit; 40 megapixels pass.
+#[test]
+fn an_image_over_the_pixel_limit_is_refused_before_decoding() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let url = "/api/files/upload/progress_photos";
+    let bomb = huge_png(12_000, 12_000);
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+    let r = s.upload(url, &cast.client.token, "file", "bomb.png", &bomb);
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("12000x12000") && detail.contains("40 megapixels"),
+        "{detail}"
+    );
+    let fine = image_bytes(image::ImageFormat::Png, 64, 48);
+    assert_eq!(
+        s.upload(url, &cast.client.token, "file", "ok.png", &fine)
+            .status,
+        201
+    );
+}
+
+/// The smallest well-formed PDF: one empty page, an xref table and a trailer.
+const MINIMAL_PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n\
+xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n\
+trailer << /Size 4 /Root 1 0 R >>\nstartxref\n182\n%%EOF\n";
+
+/// Issue 15: uploads are judged by content. An HTML page behind `%PDF-` is refused; a
+/// real PDF is stored and served as a download with nosniff, directly and through the
+/// X-Accel-Redirect hand-off (where nginx keeps the API's Content-Disposition and adds
+/// nosniff in its internal location).
+#[test]
+fn pdf_polyglots_are_refused_and_documents_are_downloads() {
+    for trusted in ["", "127.0.0.1/32"] {
+        let s = Server::start_with(&[("TRUSTED_PROXIES", trusted)]);
+        let cast = Cast::new(&s);
+        let c = &cast.client.token;
+        let url = "/api/files/upload/documents";
+        for polyglot in [
+            b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>".to_vec(),
+            [
+                b"%PDF-1.4\n<!DOCTYPE html><ScRiPt>fetch('/api/users')</ScRiPt>\n".as_slice(),
+                &MINIMAL_PDF[9..],
+            ]
+            .concat(),
+        ] {
+            let r = s.upload(url, c, "file", "cv.pdf", &polyglot);
+            assert_eq!(r.status, 422, "{:?}", r.body);
+            assert!(
+                r.body["detail"][0]["msg"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the file starts like a PDF but"),
+                "{:?}",
+                r.body
+            );
+        }
+        let r = s.upload(url, c, "file", "cv.pdf", MINIMAL_PDF);
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let name = r.body["name"].as_str().unwrap();
+        let got = s.get(r.body["url"].as_str().unwrap(), c);
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.header("content-disposition"),
+            Some(format!("attachment; filename=\"{name}\"").as_str())
+        );
+        assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(got.header("content-type"), Some("application/pdf"));
+        if trusted.is_empty() {
+            assert_eq!(got.bytes, MINIMAL_PDF);
+        } else {
+            assert_eq!(
+                got.header("x-accel-redirect"),
+                Some(format!("/_protected/uploads/documents/{name}").as_str())
+            );
+        }
+    }
+}
