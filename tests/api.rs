@@ -123,7 +123,9 @@ fn users_role_matrix_and_assignment() {
         200
     );
     let assign = format!("/api/users/clients/{}/assign", cast.client.id);
-    assert_eq!(s.action("POST", &assign, &cast.trainer.token).status, 200);
+    assert_eq!(s.action("POST", &assign, &cast.trainer.token).status, 202);
+    let accept = format!("/api/users/me/invitations/{}/accept", cast.trainer.id);
+    assert_eq!(s.action("POST", &accept, &cast.client.token).status, 200);
     assert_eq!(
         s.action("POST", &assign, &cast.other_trainer.token).status,
         404
@@ -1097,6 +1099,9 @@ fn openapi_lists_every_route() {
         "PUT /api/users/{id}",
         "DELETE /api/users/{id}",
         "POST /api/users/clients/{id}/assign",
+        "GET /api/users/me/invitations",
+        "POST /api/users/me/invitations/{trainer_id}/accept",
+        "DELETE /api/users/me/invitations/{trainer_id}",
         "POST /api/users/clients/{id}/remove",
         "POST /api/users/trainer/{tid}/clients/{cid}",
         "DELETE /api/users/trainer/{tid}/clients/{cid}",
@@ -1382,7 +1387,9 @@ fn unread_bodies_keep_the_connection_usable() {
             large.as_str(),
         ),
     ] {
-        assert_eq!(conn.send(method, path, token, body), Some(200), "{path}");
+        // 202: assign now invites the client it just removed (issue 15).
+        let status = conn.send(method, path, token, body);
+        assert!(matches!(status, Some(200 | 202)), "{path}: {status:?}");
         assert_eq!(
             conn.send("GET", "/api/users/me", token, ""),
             Some(200),
@@ -1393,7 +1400,7 @@ fn unread_bodies_keep_the_connection_usable() {
 
 /// A trainer can't tell ids apart through assign: a missing id, a non-client, a client
 /// of another trainer and a deleted client all get the same 404; only an unassigned
-/// client is claimed. Admins keep the original's answer (403: assigning is a trainer's
+/// client is invited (and becomes theirs once they accept). Admins keep the original's answer (403: assigning is a trainer's
 /// action; admins use /api/users/trainer/{tid}/clients/{cid}).
 #[test]
 fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
@@ -1445,7 +1452,13 @@ fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
     assert_eq!(s.action("DELETE", &unassign, &cast.admin.token).status, 200);
     assert_eq!(assign(cast.other_client.id, &cast.admin.token).status, 403);
     assert_eq!(assign(cast.other_client.id, &cast.client.token).status, 403);
-    let claimed = assign(cast.other_client.id, &cast.trainer.token);
+    let invited = assign(cast.other_client.id, &cast.trainer.token);
+    assert_eq!(invited.status, 202, "{:?}", invited.body);
+    let claimed = s.action(
+        "POST",
+        &format!("/api/users/me/invitations/{}/accept", cast.trainer.id),
+        &cast.other_client.token,
+    );
     assert_eq!(claimed.status, 200, "{:?}", claimed.body);
     assert_eq!(claimed.body["trainer_id"], cast.trainer.id);
     // Once claimed, it is another trainer's client to everyone else: the same 404.
@@ -1721,4 +1734,131 @@ fn pdf_polyglots_are_refused_and_documents_are_downloads() {
             );
         }
     }
+}
+
+/// Issue 15, consent: a trainer who invites an unassigned client sees none of their data
+/// (medical notes included) until the client accepts; the client can decline; an admin
+/// assigns directly. Admins read any client's notifications; a client cannot ask for
+/// another client's exercise progress.
+#[test]
+fn a_trainer_needs_the_clients_consent() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    // A self-registered client with medical notes and no trainer.
+    let r = s.call(
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"username": "solo", "email": "solo@example.com",
+                    "password": api_harness::PASSWORD, "full_name": "Solo"})),
+    );
+    assert_eq!(r.status, 201);
+    let solo_id = r.body["id"].as_i64().unwrap();
+    let solo = s.login("solo");
+    let notes = s.put(
+        "/api/users/me",
+        &solo,
+        json!({"client_profile": {"medical_conditions": "asthma"}}),
+    );
+    assert_eq!(notes.status, 200, "{:?}", notes.body);
+    let profile = format!("/api/users/{solo_id}");
+    let invite = format!("/api/users/clients/{solo_id}/assign");
+
+    let invited = s.action("POST", &invite, &cast.trainer.token);
+    assert_eq!(invited.status, 202, "{:?}", invited.body);
+    assert_eq!(invited.body["trainer_id"], cast.trainer.id);
+    assert_eq!(
+        s.action("POST", &invite, &cast.other_trainer.token).status,
+        202
+    );
+    // Invited is not assigned: nothing of the client is visible yet.
+    assert_eq!(s.get(&profile, &cast.trainer.token).status, 404);
+    let pending = s.get("/api/users/me/invitations", &solo);
+    assert_eq!(pending.status, 200);
+    assert_eq!(
+        pending.body.as_array().unwrap().len(),
+        2,
+        "{:?}",
+        pending.body
+    );
+    let told = s.get("/api/notifications", &solo);
+    assert!(told
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "trainer_invitation"));
+    // Only the invited client answers, and only to a real invitation.
+    let accept = |trainer: i64, token: &str| {
+        s.action(
+            "POST",
+            &format!("/api/users/me/invitations/{trainer}/accept"),
+            token,
+        )
+    };
+    assert_eq!(accept(cast.trainer.id, &cast.client.token).status, 404);
+    assert_eq!(accept(cast.trainer.id, &cast.trainer.token).status, 403);
+    assert_eq!(accept(cast.admin.id, &solo).status, 404);
+    assert_eq!(
+        s.delete(
+            &format!("/api/users/me/invitations/{}", cast.other_trainer.id),
+            &solo
+        )
+        .status,
+        200
+    );
+    assert_eq!(accept(cast.other_trainer.id, &solo).status, 404, "declined");
+    let accepted = accept(cast.trainer.id, &solo);
+    assert_eq!(accepted.status, 200, "{:?}", accepted.body);
+    let seen = s.get(&profile, &cast.trainer.token);
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["client_profile"]["medical_conditions"], "asthma");
+    assert_eq!(s.get(&profile, &cast.other_trainer.token).status, 404);
+    assert!(s
+        .get("/api/users/me/invitations", &solo)
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Admins read a client's notifications; others may not ask for someone else's.
+    let theirs = format!("/api/notifications?user_id={solo_id}");
+    let admin_view = s.get(&theirs, &cast.admin.token);
+    assert_eq!(admin_view.status, 200);
+    let note_id = admin_view.body[0]["id"].as_i64().unwrap();
+    assert_eq!(s.get(&theirs, &cast.trainer.token).status, 403);
+    assert_eq!(s.get(&theirs, &cast.client.token).status, 403);
+    assert_eq!(
+        s.get(&format!("/api/notifications/{note_id}"), &cast.admin.token)
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get(&format!("/api/notifications/{note_id}"), &cast.client.token)
+            .status,
+        404
+    );
+
+    // A client naming another client's id for exercise progress is refused, not ignored.
+    let ex = s.post(
+        "/api/workouts/exercises",
+        &cast.trainer.token,
+        json!({"name": "Squat", "muscle_group": "legs"}),
+    );
+    assert_eq!(ex.status, 201, "{:?}", ex.body);
+    let progress = |client: i64| {
+        format!(
+            "/api/workouts/exercises/{}/progress?client_id={client}",
+            ex.body["id"]
+        )
+    };
+    assert_eq!(
+        s.get(&progress(cast.other_client.id), &cast.client.token)
+            .status,
+        403
+    );
+    assert_eq!(
+        s.get(&progress(cast.client.id), &cast.client.token).status,
+        200
+    );
 }

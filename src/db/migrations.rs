@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ids_never_reused",
         sql: include_str!("migrations/0003_ids_never_reused.sql"),
     },
+    Migration {
+        version: 4,
+        name: "trainer_invitations",
+        sql: include_str!("migrations/0004_trainer_invitations.sql"),
+    },
 ];
 
 pub fn latest_version() -> i64 {
@@ -151,7 +156,7 @@ mod tests {
         .unwrap();
 
         let indexes_before = index_names(&conn);
-        assert_eq!(migrate(&mut conn).unwrap(), [3]);
+        assert_eq!(migrate(&mut conn).unwrap(), [3, 4]);
         let fk: bool = conn
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();

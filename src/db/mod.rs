@@ -7,6 +7,7 @@
 //! deadlocked under 64 concurrent clients.
 
 pub mod files;
+pub mod invitations;
 pub mod meals;
 pub mod migrations;
 pub mod notifications;

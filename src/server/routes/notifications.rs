@@ -41,6 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct ListQuery {
     #[serde(default)]
     unread_only: bool,
+    /// Admins only: whose notifications to list (default: your own).
+    #[serde(default)]
+    user_id: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/notifications", operation_id = "notifications_list", tag = "notifications", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<Notification>)), security(("bearer" = [])))]
@@ -53,10 +56,24 @@ async fn list(
     let mut c = Checks::new();
     page.check(&mut c);
     c.finish()?;
+    let actor = Actor::from(&me);
+    let recipient = match q.user_id {
+        Some(id) if id != me.id => {
+            actor.require(
+                &[Role::Admin],
+                "Only admins can read another user's notifications",
+            )?;
+            id
+        }
+        _ => me.id,
+    };
     query(&state, move |c| {
+        if recipient != me.id && users::find_by_id(c, recipient)?.is_none() {
+            return Err(ApiError::NotFound("User not found"));
+        }
         Ok(notifications::list(
             c,
-            me.id,
+            recipient,
             q.unread_only,
             page.limit,
             page.offset,
@@ -144,8 +161,10 @@ async fn get_one(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Notification>> {
+    // Admins read anyone's notification; everyone else only their own.
+    let recipient = (!Actor::from(&me).is_admin()).then_some(me.id);
     query(&state, move |c| {
-        notifications::find(c, id, me.id)?.ok_or(ApiError::NotFound(MISSING))
+        notifications::find(c, id, recipient)?.ok_or(ApiError::NotFound(MISSING))
     })
     .await
     .map(Json)
@@ -161,7 +180,7 @@ async fn mark_read(
         if !notifications::mark_read(c, id, me.id)? {
             return Err(ApiError::NotFound(MISSING));
         }
-        notifications::find(c, id, me.id)?.ok_or(ApiError::NotFound(MISSING))
+        notifications::find(c, id, Some(me.id))?.ok_or(ApiError::NotFound(MISSING))
     })
     .await
     .map(Json)

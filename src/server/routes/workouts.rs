@@ -207,6 +207,11 @@ async fn exercise_progress(
 ) -> ApiResult<Json<w::ExerciseProgress>> {
     let actor = Actor::from(&me);
     let client_id = match (actor.role, q.client_id) {
+        (Role::Client, Some(id)) if id != me.id => {
+            return Err(ApiError::Forbidden(
+                "Clients can only see their own progress; leave out client_id",
+            ))
+        }
         (Role::Client, _) => me.id,
         (_, Some(id)) => id,
         (_, None) => {
