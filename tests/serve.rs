@@ -852,3 +852,28 @@ fn oversized_targets_and_headers_get_json_414_and_431() {
     assert_eq!(r.status, 431, "{}", r.body);
     assert!(r.json()["detail"].as_str().unwrap().contains("16384 bytes"));
 }
+
+/// Every error has the API's JSON body, the protocol-level ones included: 405 (with
+/// `Allow`) and 413 for a JSON body over the limit.
+#[test]
+fn method_not_allowed_and_too_large_bodies_answer_json() {
+    let server = Server::start(&[]);
+    let r = request(server.addr, "DELETE", "/api/auth/login", &[], None);
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.json()["detail"], "Method Not Allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+
+    let big = format!("{{\"username\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/auth/login",
+        &[("Content-Type", "application/json")],
+        Some(big.as_bytes()),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("2097152 bytes"));
+}

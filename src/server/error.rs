@@ -40,6 +40,9 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The path exists, the method does not (axum adds the `Allow` header).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("validation failed")]
@@ -90,6 +93,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "detail": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "detail": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "detail": m })),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "detail": "Method Not Allowed" }),
+            ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "detail": m })),
             ApiError::Validation(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

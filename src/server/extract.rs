@@ -15,6 +15,9 @@ use crate::auth::token::TokenError;
 use crate::config::{net::canonical, IpNet};
 use crate::db::users::{self, User};
 
+/// axum's default body limit, which JSON bodies get (uploads set their own).
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// `Json<T>` with errors as 422 field errors, like FastAPI's request validation.
 pub struct ApiJson<T>(pub T);
 
@@ -30,6 +33,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::Limit {
+            status: rejection.status(),
+            detail: format!(
+                "the request body is too large; the limit for JSON bodies is {} bytes",
+                JSON_BODY_LIMIT
+            ),
+        };
+    }
     let (loc, kind) = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {
             (vec!["header".into(), "content-type".into()], "content_type")

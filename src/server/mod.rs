@@ -72,6 +72,7 @@ pub fn app(config: crate::config::ServeConfig, db: crate::db::Db) -> middleware:
                 )
             }),
         )
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .with_state(state.clone());
     middleware::Tracked::new(router, state)
