@@ -18,10 +18,17 @@ fn health_reports_the_database_and_turns_503_when_the_file_is_gone() {
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     assert_eq!(body["status"], "healthy");
-    assert_eq!(body["domain"], "gym.example.com");
-    assert_eq!(body["environment"], "development");
     assert_eq!(body["database"]["status"], "connected");
-    assert_eq!(body["database"]["pool_stats"]["max_size"], 20);
+    // Public, so minimal (issue 15): no version, environment, domain or pool figures.
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["database", "status", "timestamp"]);
+    assert!(!r.body.contains("gym.example.com"));
 
     // Someone moves the database away while the server runs: every write would go to an
     // unlinked file and vanish at restart, so health must fail loudly.
@@ -49,6 +56,36 @@ fn status_database_shows_wal_and_schema() {
     assert_eq!(body["journal_mode"], "wal");
     assert_eq!(body["schema_version"], body["latest_schema_version"]);
     assert!(body["file_size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(body["connection_pool"]["max_size"], 20);
+    assert_eq!(body["environment"], "development");
+}
+
+/// `/status/database` shows detail, so from outside the internal networks it needs an
+/// admin's token: 401 without one, 403 for anyone else.
+#[test]
+fn status_database_from_outside_needs_an_admin() {
+    let server = Server::start(&[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let outside = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("X-Forwarded-For", "203.0.113.5")];
+        if let Some(a) = auth.as_deref() {
+            headers.push(("Authorization", a));
+        }
+        request(server.addr, "GET", "/status/database", &headers, None)
+    };
+    assert_eq!(outside(None).status, 401);
+    let client = server.register_and_login("outsider", "password123");
+    assert_eq!(outside(Some(&client)).status, 403);
+    let r = server.post_json(
+        "/api/auth/setup/admin",
+        &json!({"username": "boss", "email": "boss@example.com",
+                "password": "password123", "full_name": "Boss"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let admin = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = outside(Some(&admin));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["healthy"], true);
 }
 
 #[test]

@@ -172,7 +172,7 @@ impl Tracked {
         let state = self.state();
         let verdict = state.health.fresh(started)?;
         let exchange = self.begin(request, self.shared.health_route, started);
-        let answer = super::routes::system::health_answer(state, verdict, started);
+        let answer = super::routes::system::health_answer(verdict);
         Some(self.finish(exchange, None, answer))
     }
 
