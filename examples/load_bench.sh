@@ -9,7 +9,8 @@
 #                                       # before/after: two elior builds (same profile), N
 #                                       # alternating rounds of /health and /api/auth/me on
 #                                       # each, every round's new/old ratio and the mean; no
-#                                       # cargo build, no hello. Build both with one profile,
+#                                       # cargo build, no hello (AB_CONNS="64", AB_ROUTES=
+#                                       # "/api/auth/me" narrow it). Build both with one profile,
 #                                       # e.g. --config 'profile.bench-fast.inherits="release"'
 #                                       # --config 'profile.bench-fast.lto="thin"'.
 #
@@ -94,8 +95,8 @@ if [ -n "${BASE_BIN:-}" ]; then
     if [ -n "${3:-}" ]; then args=(-H "$3"); fi
     wrk -t"$THREADS" -c"$2" -d"$DURATION" "${args[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
   }
-  for c in 64 256; do
-    for route in /health /api/auth/me; do
+  for c in ${AB_CONNS:-64 256}; do
+    for route in ${AB_ROUTES:-/health /api/auth/me}; do
       ratios=()
       for round in $(seq "${AB_ROUNDS:-5}"); do
         if [ "$route" = /health ]; then nh=; bh=; else

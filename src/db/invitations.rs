@@ -25,10 +25,10 @@ pub fn invite(c: &Connection, client_id: i64, trainer_id: i64) -> Result<Invitat
          ON CONFLICT (client_id, trainer_id) DO UPDATE SET created_at = excluded.created_at",
         params![client_id, trainer_id, now()],
     )?;
-    Ok(for_client(c, client_id)?
+    for_client(c, client_id)?
         .into_iter()
         .find(|i| i.trainer_id == trainer_id)
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?)
+        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
 }
 
 /// The client's pending invitations, newest first.

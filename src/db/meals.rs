@@ -34,9 +34,11 @@ pub struct MealPlan {
     pub id: i64,
     pub client_id: i64,
     pub trainer_id: Option<i64>,
+    #[schema(format = Date)]
     pub date: String,
     #[serde(flatten)]
     pub fields: PlanFields,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
 }
@@ -311,6 +313,7 @@ pub struct MealUpload {
     pub status: String,
     pub trainer_comment: Option<String>,
     pub reviewed_by: Option<i64>,
+    #[schema(format = DateTime)]
     pub uploaded_at: String,
     pub reviewed_at: Option<String>,
 }

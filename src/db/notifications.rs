@@ -17,6 +17,7 @@ pub struct Notification {
     #[serde(rename = "type")]
     pub kind: String,
     pub is_read: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub read_at: Option<String>,
 }

@@ -11,11 +11,13 @@ use super::DbError;
 pub struct WeightEntry {
     pub id: i64,
     pub client_id: i64,
+    #[schema(format = Date)]
     pub date: String,
     /// Kilograms.
     pub weight: f64,
     pub photo_path: Option<String>,
     pub notes: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

@@ -37,13 +37,16 @@ impl Role {
 pub struct User {
     pub id: i64,
     pub username: String,
+    #[schema(format = Email)]
     pub email: String,
     pub full_name: String,
     pub role: Role,
     pub is_active: bool,
     pub trainer_id: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_login: Option<String>,
     #[serde(skip)]
     pub password_hash: String,

@@ -39,6 +39,7 @@ pub struct Exercise {
     #[serde(flatten)]
     pub fields: ExerciseFields,
     pub created_by: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -139,6 +140,7 @@ pub struct Plan {
     pub description: Option<String>,
     pub start_date: Option<String>,
     pub end_date: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
 }
@@ -228,6 +230,7 @@ pub struct Session {
     pub name: String,
     pub day_of_week: Option<i64>,
     pub notes: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -465,6 +468,7 @@ pub struct Completion {
     pub client_id: i64,
     #[serde(flatten)]
     pub fields: CompletionFields,
+    #[schema(format = DateTime)]
     pub completed_at: String,
 }
 
@@ -601,6 +605,7 @@ pub fn plan_summary(c: &Connection, plan: &Plan) -> Result<PlanSummary, DbError>
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProgressPoint {
+    #[schema(format = DateTime)]
     pub completed_at: String,
     pub actual_sets: Option<i64>,
     pub actual_reps: Option<String>,

@@ -255,12 +255,9 @@ pub const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
 
 /// Applies the request limits ([`super::limits`]): an oversized head is answered at once
 /// (the body is not read), and a body gets the idle timeout.
-fn limit_request(request: Request) -> Result<Request, Response> {
-    use axum::response::IntoResponse;
+fn limit_request(request: Request) -> Result<Request, ApiError> {
     let (parts, body) = request.into_parts();
-    if let Err(refused) = super::limits::check_head(&parts) {
-        return Err(refused.into_response());
-    }
+    super::limits::check_head(&parts)?;
     let body = if body.is_end_stream() {
         body
     } else {
@@ -273,10 +270,10 @@ fn limit_request(request: Request) -> Result<Request, Response> {
 /// reads its body (assign, mark read) would otherwise leave it on the socket, and hyper
 /// closes a keep-alive connection whose unread body is more than it has buffered. Uploads
 /// (multipart, or larger) still stream to their handlers.
-async fn read_small_body(request: Result<Request, Response>) -> Result<Request, Response> {
+async fn read_small_body(request: Result<Request, ApiError>) -> Result<Request, Response> {
     use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
     use axum::response::IntoResponse;
-    let request = request?;
+    let request = request.map_err(IntoResponse::into_response)?;
     let length = request
         .headers()
         .get(CONTENT_LENGTH)

@@ -37,16 +37,20 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `#[utoipa::path]`, so the document lists exactly the routes the router has.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
-    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(routes::system::router())
-        .merge(routes::auth::router())
-        .merge(routes::users::router())
-        .merge(routes::workouts::router())
-        .merge(routes::notifications::router())
-        .merge(routes::progress::router())
-        .merge(routes::files::router())
-        .merge(routes::meals::router())
-        .split_for_parts()
+    let (router, doc) =
+        utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .merge(routes::system::router())
+            .merge(routes::auth::router())
+            .merge(routes::users::router())
+            .merge(routes::workouts::router())
+            .merge(routes::notifications::router())
+            .merge(routes::progress::router())
+            .merge(routes::files::router())
+            .merge(routes::meals::router())
+            .split_for_parts();
+    let mut doc = doc;
+    utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
+    (router, doc)
 }
 
 /// Where the OpenAPI document is served.

@@ -18,7 +18,7 @@ use super::state::AppState;
                        A client sees their own data, a trainer their own clients', an admin everything; \
                        another owner's object answers 404.",
     ),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
     components(schemas(ErrorBody, ValidationErrorBody, FieldErrorSchema)),
     tags(
         (name = "auth"), (name = "users"), (name = "workouts"), (name = "meal-plans"),
@@ -45,8 +45,12 @@ impl Modify for BearerAuth {
 }
 
 /// Adds the error answers every operation shares, so each handler's attribute lists only
-/// its own success: 401/403/404 where a token is needed, 422 where there is input.
-struct CommonErrors;
+/// its own success and its own refusals (409, 429): 401/403/404 where a token is needed,
+/// 422 where there is input, 400/408/413 where there is a body, and 414/431/500/503
+/// everywhere (issue 15: a client must find every status it can get in the document).
+/// Applied by [`super::api`] once the routes' paths are in: as an `#[openapi(modifiers)]`
+/// entry it ran on the frame alone, before any path existed, and added nothing.
+pub struct CommonErrors;
 
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -82,6 +86,30 @@ impl Modify for CommonErrors {
                             .entry(code.into())
                             .or_insert_with(|| answer(description, "ErrorBody").into());
                     }
+                }
+                let mut shared = vec![
+                    ("414", "The request target is over 8 KiB"),
+                    ("431", "The request headers are over 16 KiB"),
+                    (
+                        "500",
+                        "Internal error; the log has it under the X-Request-ID",
+                    ),
+                    ("503", "The database is busy or unavailable; retry"),
+                ];
+                if op.request_body.is_some() {
+                    shared.extend([
+                        ("400", "The request body could not be read"),
+                        ("408", "The request body stopped arriving"),
+                        (
+                            "413",
+                            "The request body (or an image's pixel count) is over the limit",
+                        ),
+                    ]);
+                }
+                for (code, description) in shared {
+                    responses
+                        .entry(code.into())
+                        .or_insert_with(|| answer(description, "ErrorBody").into());
                 }
                 if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
                     || op.request_body.is_some()

@@ -43,21 +43,30 @@ const BAD_LOGIN: &str = "Incorrect username or password";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct Registration {
+    /// Letters, digits, '.', '_' and '-'.
+    #[schema(min_length = 3, max_length = 50, pattern = "^[A-Za-z0-9._-]{3,50}$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     pub password: String,
+    /// Not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub full_name: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct Login {
+    /// The username or the email address.
     username: String,
+    #[schema(format = Password)]
     password: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordForm {
     username: String,
+    #[schema(format = Password)]
     password: String,
     #[serde(default)]
     grant_type: Option<String>,
@@ -65,7 +74,9 @@ struct PasswordForm {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordChange {
+    #[schema(format = Password)]
     current_password: String,
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     new_password: String,
 }
 
@@ -183,7 +194,7 @@ pub async fn create_user(
         .map_err(conflict_from)
 }
 
-#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User)))]
+#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many registrations from this address; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -264,7 +275,7 @@ fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()
         })
 }
 
-#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Wrong username or password", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -274,7 +285,7 @@ async fn login(
     Ok(Json(token_for(&state, user)))
 }
 
-#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Wrong username or password", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn token_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -348,7 +359,7 @@ async fn logout_all(
 
 /// Creates the first admin; refused once any admin exists. The check and the insert run in
 /// one IMMEDIATE transaction so two racing requests can't both succeed.
-#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse), (status = 403, description = "An admin already exists", body = crate::server::openapi::ErrorBody), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many registrations from this address; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn setup_admin(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -414,7 +425,7 @@ struct ClientRegistration {
 }
 
 /// An admin creates a trainer account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn register_trainer(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -436,7 +447,7 @@ async fn register_trainer(
 }
 
 /// A trainer (for themselves) or an admin creates a client account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn register_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

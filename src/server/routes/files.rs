@@ -45,6 +45,7 @@ pub struct UploadedFile {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
+    #[schema(format = "uri-reference")]
     pub url: String,
     pub thumbnail_url: Option<String>,
     pub medium_url: Option<String>,

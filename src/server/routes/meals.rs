@@ -648,6 +648,7 @@ pub struct Targets {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DaySummary {
     pub client_id: i64,
+    #[schema(format = Date)]
     pub date: String,
     pub meal_plan_id: i64,
     pub title: String,
