@@ -68,7 +68,9 @@ struct PasswordForm {
     username: String,
     #[schema(format = Password)]
     password: String,
+    /// OAuth2's password grant: "password" if given.
     #[serde(default)]
+    #[schema(pattern = "^password$")]
     grant_type: Option<String>,
 }
 

@@ -367,7 +367,7 @@ impl axum::extract::FromRequestParts<AppState> for ConnectPeer {
 }
 
 /// The owner, their trainer or an admin deletes a file and its derivatives.
-#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

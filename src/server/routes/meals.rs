@@ -141,7 +141,7 @@ async fn list_plans(
 }
 
 /// One plan per client and date: a second one for the same day is refused with 409.
-#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = MealPlanBody, responses((status = 201, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = MealPlanBody, responses((status = 201, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -197,7 +197,7 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -325,7 +325,7 @@ async fn put_user(
 
 /// Admin only. Refuses to delete yourself and a trainer who still has clients (reassign
 /// them first); a client's own data goes with them. Their stored files are removed too.
-#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -424,7 +424,7 @@ async fn my_invitations(
 
 /// The client accepts a trainer's invitation: the trainer becomes theirs, and every other
 /// pending invitation goes. Refused while they already have a trainer.
-#[utoipa::path(post, path = "/api/users/me/invitations/{trainer_id}/accept", operation_id = "users_accept_invitation", tag = "users", params(("trainer_id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/users/me/invitations/{trainer_id}/accept", operation_id = "users_accept_invitation", tag = "users", params(("trainer_id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn accept_invitation(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

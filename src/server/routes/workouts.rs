@@ -171,7 +171,7 @@ async fn put_exercise(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "The exercise is used by a plan", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn delete_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
