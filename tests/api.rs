@@ -1936,3 +1936,51 @@ fn every_status_the_api_answers_is_documented() {
         undocumented.join("\n")
     );
 }
+
+/// Issue 15: the document carries the enums the API checks (from the same constants),
+/// the formats of emails and timestamps, and the lengths registration enforces.
+#[test]
+fn openapi_has_enums_formats_and_lengths() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Role"]["enum"],
+        json!(["ADMIN", "TRAINER", "CLIENT"])
+    );
+    assert_eq!(
+        schemas["MealUpload"]["properties"]["status"]["enum"],
+        json!(["pending", "approved", "rejected"])
+    );
+    assert!(schemas["ComponentFields"]["properties"]["type"]["enum"]
+        .as_array()
+        .is_some_and(|v| v.contains(&json!("protein"))));
+    assert!(schemas["NewNotification"]["properties"]["type"]["enum"]
+        .as_array()
+        .is_some_and(|v| v.contains(&json!("reminder"))));
+    assert_eq!(schemas["User"]["properties"]["email"]["format"], "email");
+    assert_eq!(
+        schemas["User"]["properties"]["created_at"]["format"],
+        "date-time"
+    );
+    let username = &schemas["Registration"]["properties"]["username"];
+    assert_eq!(
+        (
+            username["minLength"].as_u64(),
+            username["maxLength"].as_u64()
+        ),
+        (Some(3), Some(50))
+    );
+    let password = &schemas["Registration"]["properties"]["password"];
+    assert_eq!(
+        (
+            password["minLength"].as_u64(),
+            password["maxLength"].as_u64()
+        ),
+        (Some(8), Some(128))
+    );
+    let login = &doc["paths"]["/api/auth/login"]["post"]["responses"];
+    for status in ["200", "401", "422", "429"] {
+        assert!(login.get(status).is_some(), "login lacks {status}");
+    }
+}

@@ -50,6 +50,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .split_for_parts();
     let mut doc = doc;
     utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
+    utoipa::Modify::modify(&openapi::Enums, &mut doc);
     (router, doc)
 }
 

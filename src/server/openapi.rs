@@ -127,6 +127,87 @@ impl Modify for CommonErrors {
     }
 }
 
+/// Enums for the string fields the API checks against a fixed list (issue 15), taken from
+/// the same constants the checks use, so the document cannot drift from them. A field that
+/// is `Option<String>` is a `oneOf` (or has a `null` type) in the document; both forms get
+/// the list. Applied by [`super::api`] with [`CommonErrors`].
+pub struct Enums;
+
+impl Modify for Enums {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::server::routes::notifications::KINDS;
+        let muscles = crate::db::workouts::MUSCLE_GROUPS;
+        let fields: [(&str, &str, &[&str]); 6] = [
+            ("ExerciseFields", "muscle_group", muscles),
+            ("Exercise", "muscle_group", muscles),
+            ("ComponentFields", "type", crate::db::meals::COMPONENT_TYPES),
+            ("MealUpload", "status", &["pending", "approved", "rejected"]),
+            ("Review", "status", &["approved", "rejected"]),
+            ("NewNotification", "type", KINDS),
+        ];
+        if let Some(components) = openapi.components.as_mut() {
+            for (schema, property, values) in fields {
+                if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object))) =
+                    components.schemas.get_mut(schema)
+                {
+                    if let Some(utoipa::openapi::RefOr::T(field)) =
+                        object.properties.get_mut(property)
+                    {
+                        set_enum(field, values);
+                    }
+                }
+            }
+        }
+        // Query parameters checked the same way.
+        let params: [(&str, &[&str]); 2] = [
+            ("muscle_group", muscles),
+            ("role", &["ADMIN", "TRAINER", "CLIENT"]),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    let utoipa::openapi::RefOr::T(p) = p else {
+                        continue;
+                    };
+                    if let Some((_, values)) = params.iter().find(|(n, _)| *n == p.name) {
+                        if let Some(utoipa::openapi::RefOr::T(schema)) = p.schema.as_mut() {
+                            set_enum(schema, values);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_enum(schema: &mut utoipa::openapi::Schema, values: &[&str]) {
+    use utoipa::openapi::{RefOr, Schema};
+    let list = || Some(values.iter().map(|v| serde_json::Value::from(*v)).collect());
+    match schema {
+        Schema::Object(object) => object.enum_values = list(),
+        Schema::OneOf(one_of) => {
+            for item in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = item {
+                    if object.schema_type
+                        != utoipa::openapi::schema::SchemaType::Type(utoipa::openapi::Type::Null)
+                    {
+                        object.enum_values = list();
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `{"detail": "message"}`, the body of every 4xx but 422.
 #[derive(ToSchema)]
 pub struct ErrorBody {
