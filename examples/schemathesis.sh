@@ -26,10 +26,11 @@ until curl -sf -o /dev/null "http://127.0.0.1:$port/health"; do sleep 0.05; done
 token=$(curl -s -X POST "http://127.0.0.1:$port/api/auth/setup/admin" -H 'content-type: application/json' \
   -d '{"username":"stadmin","email":"stadmin@example.com","password":"st-password-123","full_name":"ST"}' \
   | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+# From the temp dir: schemathesis keeps its cache in ./.schemathesis.
+(cd "$work" && "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --checks all -H "Authorization: Bearer $token" \
   --exclude-operation-id auth_logout_all --exclude-operation-id auth_change_password \
   --exclude-operation-id notifications_ws_connect \
-  --max-examples "${MAX_EXAMPLES:-50}" "$@" || status=$?
+  --max-examples "${MAX_EXAMPLES:-50}" "$@") || status=$?
 echo "server errors in the log: $(grep -c '"internal error"\|internal error' "$work/serve.log" || true)"
 exit "${status:-0}"
