@@ -138,7 +138,9 @@ pub struct Plan {
     pub client_id: i64,
     pub name: String,
     pub description: Option<String>,
+    #[schema(format = Date)]
     pub start_date: Option<String>,
+    #[schema(format = Date)]
     pub end_date: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,

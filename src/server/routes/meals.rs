@@ -58,6 +58,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct MealPlanBody {
     /// Required when creating; a plan never moves to another client.
     client_id: Option<i64>,
+    #[schema(format = Date)]
     date: String,
     // Listed rather than flattened from `PlanFields`: serde can't deny unknown fields
     // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
@@ -106,7 +107,11 @@ fn plan_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Mea
 #[into_params(parameter_in = Query)]
 struct PlanQuery {
     client_id: Option<i64>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     start_date: Option<String>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     end_date: Option<String>,
 }
 
@@ -752,7 +757,7 @@ async fn summary(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path)), responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path, format = Date)), responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
 async fn summary_for(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -238,7 +238,9 @@ struct WorkoutPlanBody {
     client_id: Option<i64>,
     name: String,
     description: Option<String>,
+    #[schema(format = Date)]
     start_date: Option<String>,
+    #[schema(format = Date)]
     end_date: Option<String>,
 }
 
