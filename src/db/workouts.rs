@@ -25,7 +25,9 @@ pub const MUSCLE_GROUPS: &[&str] = &[
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExerciseFields {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     pub video_url: Option<String>,
     pub muscle_group: String,

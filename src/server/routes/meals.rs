@@ -62,6 +62,7 @@ struct MealPlanBody {
     date: String,
     // Listed rather than flattened from `PlanFields`: serde can't deny unknown fields
     // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     title: String,
     total_calories: Option<i64>,
     protein_target: Option<i64>,

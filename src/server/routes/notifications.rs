@@ -105,6 +105,7 @@ pub const KINDS: &[&str] = &["info", "success", "warning", "error", "reminder", 
 #[serde(deny_unknown_fields)]
 struct NewNotification {
     recipient_id: i64,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     title: String,
     message: String,
     #[serde(rename = "type", default = "default_kind")]

@@ -236,7 +236,9 @@ async fn exercise_progress(
 struct WorkoutPlanBody {
     /// Required when creating; ignored (may not change) when updating.
     client_id: Option<i64>,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    #[schema(max_length = 2000)]
     description: Option<String>,
     #[schema(format = Date)]
     start_date: Option<String>,
@@ -466,6 +468,7 @@ async fn plan_summary(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
     day_of_week: Option<i64>,
     notes: Option<String>,
