@@ -123,7 +123,9 @@ fn users_role_matrix_and_assignment() {
         200
     );
     let assign = format!("/api/users/clients/{}/assign", cast.client.id);
-    assert_eq!(s.action("POST", &assign, &cast.trainer.token).status, 200);
+    assert_eq!(s.action("POST", &assign, &cast.trainer.token).status, 202);
+    let accept = format!("/api/users/me/invitations/{}/accept", cast.trainer.id);
+    assert_eq!(s.action("POST", &accept, &cast.client.token).status, 200);
     assert_eq!(
         s.action("POST", &assign, &cast.other_trainer.token).status,
         404
@@ -1080,6 +1082,7 @@ fn openapi_lists_every_route() {
         "GET /metrics",
         "POST /api/auth/register",
         "POST /api/auth/login",
+        "POST /api/auth/logout-all",
         "POST /api/auth/token",
         "GET /api/auth/me",
         "POST /api/auth/refresh",
@@ -1096,6 +1099,9 @@ fn openapi_lists_every_route() {
         "PUT /api/users/{id}",
         "DELETE /api/users/{id}",
         "POST /api/users/clients/{id}/assign",
+        "GET /api/users/me/invitations",
+        "POST /api/users/me/invitations/{trainer_id}/accept",
+        "DELETE /api/users/me/invitations/{trainer_id}",
         "POST /api/users/clients/{id}/remove",
         "POST /api/users/trainer/{tid}/clients/{cid}",
         "DELETE /api/users/trainer/{tid}/clients/{cid}",
@@ -1381,7 +1387,9 @@ fn unread_bodies_keep_the_connection_usable() {
             large.as_str(),
         ),
     ] {
-        assert_eq!(conn.send(method, path, token, body), Some(200), "{path}");
+        // 202: assign now invites the client it just removed (issue 15).
+        let status = conn.send(method, path, token, body);
+        assert!(matches!(status, Some(200 | 202)), "{path}: {status:?}");
         assert_eq!(
             conn.send("GET", "/api/users/me", token, ""),
             Some(200),
@@ -1392,7 +1400,7 @@ fn unread_bodies_keep_the_connection_usable() {
 
 /// A trainer can't tell ids apart through assign: a missing id, a non-client, a client
 /// of another trainer and a deleted client all get the same 404; only an unassigned
-/// client is claimed. Admins keep the original's answer (403: assigning is a trainer's
+/// client is invited (and becomes theirs once they accept). Admins keep the original's answer (403: assigning is a trainer's
 /// action; admins use /api/users/trainer/{tid}/clients/{cid}).
 #[test]
 fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
@@ -1444,10 +1452,535 @@ fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
     assert_eq!(s.action("DELETE", &unassign, &cast.admin.token).status, 200);
     assert_eq!(assign(cast.other_client.id, &cast.admin.token).status, 403);
     assert_eq!(assign(cast.other_client.id, &cast.client.token).status, 403);
-    let claimed = assign(cast.other_client.id, &cast.trainer.token);
+    let invited = assign(cast.other_client.id, &cast.trainer.token);
+    assert_eq!(invited.status, 202, "{:?}", invited.body);
+    let claimed = s.action(
+        "POST",
+        &format!("/api/users/me/invitations/{}/accept", cast.trainer.id),
+        &cast.other_client.token,
+    );
     assert_eq!(claimed.status, 200, "{:?}", claimed.body);
     assert_eq!(claimed.body["trainer_id"], cast.trainer.id);
     // Once claimed, it is another trainer's client to everyone else: the same 404.
     let late = assign(cast.other_client.id, &cast.other_trainer.token);
     assert_eq!((late.status, &late.bytes), (404, &first.bytes));
+}
+
+/// Issue 15, revival: a deleted user's token must not authenticate the next user to sign
+/// up, on REST or on the WebSocket, before or after a restart (ids are never reused and
+/// every token carries its user's random epoch).
+#[test]
+fn a_deleted_users_token_never_comes_back() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let register = |name: &str| -> (i64, String) {
+        let r = s.call(
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({
+                "username": name,
+                "email": format!("{name}@example.com"),
+                "password": api_harness::PASSWORD,
+                "full_name": "Test Person",
+            })),
+        );
+        assert_eq!(r.status, 201, "register {name}: {:?}", r.body);
+        (r.body["id"].as_i64().unwrap(), s.login(name))
+    };
+    let (a_id, a_token) = register("revival_a");
+    assert_eq!(s.get("/api/auth/me", &a_token).status, 200);
+    let r = s.delete(&format!("/api/users/{a_id}"), &cast.admin.token);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (b_id, b_token) = register("revival_b");
+    assert_ne!(a_id, b_id, "the deleted user's id was handed out again");
+
+    let refused = |s: &Server| {
+        for path in ["/api/auth/me", "/api/users/me", "/api/notifications"] {
+            let r = s.get(path, &a_token);
+            assert_eq!(
+                r.status, 401,
+                "{path} with the deleted user's token: {:?}",
+                r.body
+            );
+        }
+        for id in [a_id, b_id] {
+            let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={a_token}"));
+            assert_eq!(ws::close_code(&mut socket), 4002, "WebSocket for user {id}");
+        }
+        let me = s.get("/api/auth/me", &b_token);
+        assert_eq!((me.status, me.body["id"].as_i64()), (200, Some(b_id)));
+    };
+    refused(&s);
+    let s = s.restart(&[]);
+    refused(&s);
+}
+
+/// `POST /api/auth/logout-all` and a password change end every token of the user (other
+/// devices included) and close their open WebSockets; other users are untouched.
+#[test]
+fn logout_all_and_password_change_end_every_session() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let id = cast.client.id;
+    let first = cast.client.token.clone();
+    let second = s.login("client_a");
+    let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={second}"));
+    assert_eq!(ws::next_json(&mut socket)["type"], "connection_established");
+
+    let r = s.action("POST", "/api/auth/logout-all", &first);
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(ws::close_code(&mut socket), 4002);
+    for token in [&first, &second] {
+        assert_eq!(s.get("/api/auth/me", token).status, 401);
+    }
+    let mut socket = ws::open(s.port, &format!("/api/ws/ws/{id}?token={second}"));
+    assert_eq!(ws::close_code(&mut socket), 4002);
+    assert_eq!(s.get("/api/auth/me", &cast.other_client.token).status, 200);
+
+    let old = s.login("client_a");
+    let r = s.post(
+        "/api/auth/password/change",
+        &old,
+        json!({"current_password": api_harness::PASSWORD, "new_password": "another-long-password"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", &old).status, 401);
+    let fresh = r.body["access_token"].as_str().unwrap();
+    assert_eq!(s.get("/api/auth/me", fresh).status, 200);
+    assert_eq!(
+        s.call("POST", "/api/auth/logout-all", None, None).status,
+        401,
+        "logout-all needs a token"
+    );
+}
+
+/// Issue 15: the login lock belongs to the account, not to the string typed. Five wrong
+/// passwords by username lock the account for its email too (429 with `Retry-After`, even
+/// for the right password), while another account from the same address still logs in.
+#[test]
+fn login_lock_is_keyed_by_the_resolved_account() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let login = |name: &str, password: &str| {
+        s.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"username": name, "password": password})),
+        )
+    };
+    for attempt in 1..=5 {
+        let r = login("client_a", "wrong-password-here");
+        assert_eq!(r.status, 401, "attempt {attempt}: {:?}", r.body);
+    }
+    for password in ["wrong-password-here", api_harness::PASSWORD] {
+        let r = login("CLIENT_A@example.com", password);
+        assert_eq!(r.status, 429, "by email: {:?}", r.body);
+        let wait: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "Retry-After {wait}");
+        assert_eq!(r.body["retry_after"], wait);
+    }
+    let form = s.form(
+        "/api/auth/token",
+        &[
+            ("username", "client_a"),
+            ("password", api_harness::PASSWORD),
+        ],
+    );
+    assert_eq!(form.status, 429, "the OAuth2 form shares the lock");
+    assert!(form.header("retry-after").is_some());
+    assert_eq!(login("client_b", api_harness::PASSWORD).status, 200);
+    assert_eq!(s.get("/api/auth/me", &cast.client.token).status, 200);
+}
+
+/// Public registration is limited per client address (each costs an argon2 hash); the
+/// refusal says when to retry.
+#[test]
+fn registration_is_throttled_per_address() {
+    let s = Server::start();
+    let register = |i: usize| {
+        s.call(
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({
+                "username": format!("signup{i}"),
+                "email": format!("signup{i}@example.com"),
+                "password": api_harness::PASSWORD,
+                "full_name": "Sign Up",
+            })),
+        )
+    };
+    for i in 0..10 {
+        assert_eq!(register(i).status, 201, "registration {i}");
+    }
+    let r = register(10);
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(r.body["detail"].as_str().unwrap().contains("registrations"));
+}
+
+/// A real 1-bit grey PNG of `w` x `h` pixels, all black: tens of KB on the wire, hundreds
+/// of MB once decoded.
+fn huge_png(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    let row = 1 + w.div_ceil(8) as usize;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; row];
+    for _ in 0..h {
+        z.write_all(&zeros).unwrap();
+    }
+    let idat = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &idat);
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// Issue 15: an image's pixel count is checked from its header before anything is
+/// decoded: a 12000x12000 PNG is refused with 413 naming the limit; 40 megapixels pass.
+#[test]
+fn an_image_over_the_pixel_limit_is_refused_before_decoding() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let url = "/api/files/upload/progress_photos";
+    let bomb = huge_png(12_000, 12_000);
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+    let r = s.upload(url, &cast.client.token, "file", "bomb.png", &bomb);
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("12000x12000") && detail.contains("40 megapixels"),
+        "{detail}"
+    );
+    let fine = image_bytes(image::ImageFormat::Png, 64, 48);
+    assert_eq!(
+        s.upload(url, &cast.client.token, "file", "ok.png", &fine)
+            .status,
+        201
+    );
+}
+
+/// The smallest well-formed PDF: one empty page, an xref table and a trailer.
+const MINIMAL_PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n\
+xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n\
+trailer << /Size 4 /Root 1 0 R >>\nstartxref\n182\n%%EOF\n";
+
+/// Issue 15: uploads are judged by content. An HTML page behind `%PDF-` is refused; a
+/// real PDF is stored and served as a download with nosniff, directly and through the
+/// X-Accel-Redirect hand-off (where nginx keeps the API's Content-Disposition and adds
+/// nosniff in its internal location).
+#[test]
+fn pdf_polyglots_are_refused_and_documents_are_downloads() {
+    for trusted in ["", "127.0.0.1/32"] {
+        let s = Server::start_with(&[("TRUSTED_PROXIES", trusted)]);
+        let cast = Cast::new(&s);
+        let c = &cast.client.token;
+        let url = "/api/files/upload/documents";
+        for polyglot in [
+            b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>".to_vec(),
+            [
+                b"%PDF-1.4\n<!DOCTYPE html><ScRiPt>fetch('/api/users')</ScRiPt>\n".as_slice(),
+                &MINIMAL_PDF[9..],
+            ]
+            .concat(),
+        ] {
+            let r = s.upload(url, c, "file", "cv.pdf", &polyglot);
+            assert_eq!(r.status, 422, "{:?}", r.body);
+            assert!(
+                r.body["detail"][0]["msg"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the file starts like a PDF but"),
+                "{:?}",
+                r.body
+            );
+        }
+        let r = s.upload(url, c, "file", "cv.pdf", MINIMAL_PDF);
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let name = r.body["name"].as_str().unwrap();
+        let got = s.get(r.body["url"].as_str().unwrap(), c);
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.header("content-disposition"),
+            Some(format!("attachment; filename=\"{name}\"").as_str())
+        );
+        assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(got.header("content-type"), Some("application/pdf"));
+        if trusted.is_empty() {
+            assert_eq!(got.bytes, MINIMAL_PDF);
+        } else {
+            assert_eq!(
+                got.header("x-accel-redirect"),
+                Some(format!("/_protected/uploads/documents/{name}").as_str())
+            );
+        }
+    }
+}
+
+/// Issue 15, consent: a trainer who invites an unassigned client sees none of their data
+/// (medical notes included) until the client accepts; the client can decline; an admin
+/// assigns directly. Admins read any client's notifications; a client cannot ask for
+/// another client's exercise progress.
+#[test]
+fn a_trainer_needs_the_clients_consent() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    // A self-registered client with medical notes and no trainer.
+    let r = s.call(
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"username": "solo", "email": "solo@example.com",
+                    "password": api_harness::PASSWORD, "full_name": "Solo"})),
+    );
+    assert_eq!(r.status, 201);
+    let solo_id = r.body["id"].as_i64().unwrap();
+    let solo = s.login("solo");
+    let notes = s.put(
+        "/api/users/me",
+        &solo,
+        json!({"client_profile": {"medical_conditions": "asthma"}}),
+    );
+    assert_eq!(notes.status, 200, "{:?}", notes.body);
+    let profile = format!("/api/users/{solo_id}");
+    let invite = format!("/api/users/clients/{solo_id}/assign");
+
+    let invited = s.action("POST", &invite, &cast.trainer.token);
+    assert_eq!(invited.status, 202, "{:?}", invited.body);
+    assert_eq!(invited.body["trainer_id"], cast.trainer.id);
+    assert_eq!(
+        s.action("POST", &invite, &cast.other_trainer.token).status,
+        202
+    );
+    // Invited is not assigned: nothing of the client is visible yet.
+    assert_eq!(s.get(&profile, &cast.trainer.token).status, 404);
+    let pending = s.get("/api/users/me/invitations", &solo);
+    assert_eq!(pending.status, 200);
+    assert_eq!(
+        pending.body.as_array().unwrap().len(),
+        2,
+        "{:?}",
+        pending.body
+    );
+    let told = s.get("/api/notifications", &solo);
+    assert!(told
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "trainer_invitation"));
+    // Only the invited client answers, and only to a real invitation.
+    let accept = |trainer: i64, token: &str| {
+        s.action(
+            "POST",
+            &format!("/api/users/me/invitations/{trainer}/accept"),
+            token,
+        )
+    };
+    assert_eq!(accept(cast.trainer.id, &cast.client.token).status, 404);
+    assert_eq!(accept(cast.trainer.id, &cast.trainer.token).status, 403);
+    assert_eq!(accept(cast.admin.id, &solo).status, 404);
+    assert_eq!(
+        s.delete(
+            &format!("/api/users/me/invitations/{}", cast.other_trainer.id),
+            &solo
+        )
+        .status,
+        200
+    );
+    assert_eq!(accept(cast.other_trainer.id, &solo).status, 404, "declined");
+    let accepted = accept(cast.trainer.id, &solo);
+    assert_eq!(accepted.status, 200, "{:?}", accepted.body);
+    let seen = s.get(&profile, &cast.trainer.token);
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["client_profile"]["medical_conditions"], "asthma");
+    assert_eq!(s.get(&profile, &cast.other_trainer.token).status, 404);
+    assert!(s
+        .get("/api/users/me/invitations", &solo)
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Admins read a client's notifications; others may not ask for someone else's.
+    let theirs = format!("/api/notifications?user_id={solo_id}");
+    let admin_view = s.get(&theirs, &cast.admin.token);
+    assert_eq!(admin_view.status, 200);
+    let note_id = admin_view.body[0]["id"].as_i64().unwrap();
+    assert_eq!(s.get(&theirs, &cast.trainer.token).status, 403);
+    assert_eq!(s.get(&theirs, &cast.client.token).status, 403);
+    assert_eq!(
+        s.get(&format!("/api/notifications/{note_id}"), &cast.admin.token)
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get(&format!("/api/notifications/{note_id}"), &cast.client.token)
+            .status,
+        404
+    );
+
+    // A client naming another client's id for exercise progress is refused, not ignored.
+    let ex = s.post(
+        "/api/workouts/exercises",
+        &cast.trainer.token,
+        json!({"name": "Squat", "muscle_group": "legs"}),
+    );
+    assert_eq!(ex.status, 201, "{:?}", ex.body);
+    let progress = |client: i64| {
+        format!(
+            "/api/workouts/exercises/{}/progress?client_id={client}",
+            ex.body["id"]
+        )
+    };
+    assert_eq!(
+        s.get(&progress(cast.other_client.id), &cast.client.token)
+            .status,
+        403
+    );
+    assert_eq!(
+        s.get(&progress(cast.client.id), &cast.client.token).status,
+        200
+    );
+}
+
+/// Issue 15: the OpenAPI document names every status the API answers. Walks every
+/// operation of the served document as nobody, a client, a trainer and an admin, with an
+/// id that exists and one that does not, and with an empty JSON body where there is one;
+/// every status seen must be documented for that operation.
+#[test]
+fn every_status_the_api_answers_is_documented() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let who = [
+        ("nobody", None),
+        ("client", Some(cast.client.token.as_str())),
+        ("trainer", Some(cast.trainer.token.as_str())),
+        ("admin", Some(cast.admin.token.as_str())),
+    ];
+    let mut undocumented = Vec::new();
+    let mut calls = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.starts_with("/api/ws/ws/{") {
+            continue; // a WebSocket upgrade, tested on its own
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let documented: Vec<&str> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            // Destructive calls last, so the others see the cast intact.
+            for id in [cast.client.id.to_string(), "999999".to_string()] {
+                let url = path
+                    .replace("{kind}", "documents")
+                    .replace("{name}", "0123456789abcdef0123456789abcdef.pdf")
+                    .replace("{date}", "2026-01-01")
+                    .split('/')
+                    .map(|seg| {
+                        if seg.starts_with('{') {
+                            id.as_str()
+                        } else {
+                            seg
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                for (label, token) in who {
+                    if method == "post" && path == "/api/auth/logout-all" {
+                        continue; // would end the cast's sessions
+                    }
+                    let body = ["post", "put"]
+                        .contains(&method.as_str())
+                        .then(|| json!({}));
+                    let r = s.call(&method.to_uppercase(), &url, token, body);
+                    calls += 1;
+                    if !documented.contains(&r.status.to_string().as_str()) {
+                        undocumented.push(format!(
+                            "{} {url} as {label}: {} {} (documented {documented:?})",
+                            method.to_uppercase(),
+                            r.status,
+                            r.body
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(calls > 300, "only {calls} calls");
+    assert!(
+        undocumented.is_empty(),
+        "{} undocumented answers:\n{}",
+        undocumented.len(),
+        undocumented.join("\n")
+    );
+}
+
+/// Issue 15: the document carries the enums the API checks (from the same constants),
+/// the formats of emails and timestamps, and the lengths registration enforces.
+#[test]
+fn openapi_has_enums_formats_and_lengths() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Role"]["enum"],
+        json!(["ADMIN", "TRAINER", "CLIENT"])
+    );
+    assert_eq!(
+        schemas["MealUpload"]["properties"]["status"]["enum"],
+        json!(["pending", "approved", "rejected"])
+    );
+    assert!(schemas["ComponentFields"]["properties"]["type"]["enum"]
+        .as_array()
+        .is_some_and(|v| v.contains(&json!("protein"))));
+    assert!(schemas["NewNotification"]["properties"]["type"]["enum"]
+        .as_array()
+        .is_some_and(|v| v.contains(&json!("reminder"))));
+    assert_eq!(schemas["User"]["properties"]["email"]["format"], "email");
+    assert_eq!(
+        schemas["User"]["properties"]["created_at"]["format"],
+        "date-time"
+    );
+    let username = &schemas["Registration"]["properties"]["username"];
+    assert_eq!(
+        (
+            username["minLength"].as_u64(),
+            username["maxLength"].as_u64()
+        ),
+        (Some(3), Some(50))
+    );
+    let password = &schemas["Registration"]["properties"]["password"];
+    assert_eq!(
+        (
+            password["minLength"].as_u64(),
+            password["maxLength"].as_u64()
+        ),
+        (Some(8), Some(128))
+    );
+    let login = &doc["paths"]["/api/auth/login"]["post"]["responses"];
+    for status in ["200", "401", "422", "429"] {
+        assert!(login.get(status).is_some(), "login lacks {status}");
+    }
 }

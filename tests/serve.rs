@@ -18,10 +18,17 @@ fn health_reports_the_database_and_turns_503_when_the_file_is_gone() {
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     assert_eq!(body["status"], "healthy");
-    assert_eq!(body["domain"], "gym.example.com");
-    assert_eq!(body["environment"], "development");
     assert_eq!(body["database"]["status"], "connected");
-    assert_eq!(body["database"]["pool_stats"]["max_size"], 20);
+    // Public, so minimal (issue 15): no version, environment, domain or pool figures.
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["database", "status", "timestamp"]);
+    assert!(!r.body.contains("gym.example.com"));
 
     // Someone moves the database away while the server runs: every write would go to an
     // unlinked file and vanish at restart, so health must fail loudly.
@@ -49,6 +56,36 @@ fn status_database_shows_wal_and_schema() {
     assert_eq!(body["journal_mode"], "wal");
     assert_eq!(body["schema_version"], body["latest_schema_version"]);
     assert!(body["file_size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(body["connection_pool"]["max_size"], 20);
+    assert_eq!(body["environment"], "development");
+}
+
+/// `/status/database` shows detail, so from outside the internal networks it needs an
+/// admin's token: 401 without one, 403 for anyone else.
+#[test]
+fn status_database_from_outside_needs_an_admin() {
+    let server = Server::start(&[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let outside = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("X-Forwarded-For", "203.0.113.5")];
+        if let Some(a) = auth.as_deref() {
+            headers.push(("Authorization", a));
+        }
+        request(server.addr, "GET", "/status/database", &headers, None)
+    };
+    assert_eq!(outside(None).status, 401);
+    let client = server.register_and_login("outsider", "password123");
+    assert_eq!(outside(Some(&client)).status, 403);
+    let r = server.post_json(
+        "/api/auth/setup/admin",
+        &json!({"username": "boss", "email": "boss@example.com",
+                "password": "password123", "full_name": "Boss"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let admin = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = outside(Some(&admin));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["healthy"], true);
 }
 
 #[test]
@@ -760,4 +797,120 @@ fn poll_until(f: impl Fn() -> common::Resp, done: impl Fn(&common::Resp) -> bool
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits for the server to close `stream`, reading (and discarding) what it sends; fails
+/// if the connection is still open after `limit`. Returns what was read.
+fn wait_for_close(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> Vec<u8> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "connection still open after {limit:?}");
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return seen,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("connection still open after {limit:?}")
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Issue 15, slowloris: a client that sends half a request line and nothing more is
+/// disconnected by the header read timeout, and so is an idle keep-alive connection.
+#[test]
+fn half_a_request_line_and_an_idle_keep_alive_are_closed() {
+    let server = Server::start(&[]);
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /hea").unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    let sent = wait_for_close(&mut slow, std::time::Duration::from_secs(15));
+    assert!(
+        sent.is_empty() || sent.starts_with(b"HTTP/1.1 408"),
+        "{sent:?}"
+    );
+    let answered = wait_for_close(&mut idle, std::time::Duration::from_secs(15));
+    assert!(
+        answered.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answered)
+    );
+    // The server is fine afterwards.
+    assert_eq!(server.get("/health").status, 200);
+}
+
+/// A body that stops arriving gets a 408 naming the pause, not a connection held open.
+#[test]
+fn a_stalled_request_body_gets_408() {
+    let server = Server::start(&[]);
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":",
+    )
+    .unwrap();
+    let answer = wait_for_close(&mut s, std::time::Duration::from_secs(40));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("stopped arriving"), "{text}");
+}
+
+/// The request target and the headers are bounded, and the refusals carry the API's JSON
+/// error body naming the limit.
+#[test]
+fn oversized_targets_and_headers_get_json_414_and_431() {
+    let server = Server::start(&[]);
+    let long = format!("/api/users?q={}", "a".repeat(9000));
+    let r = server.get(&long);
+    assert_eq!(r.status, 414, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap().contains("8192 bytes"));
+
+    let big = "b".repeat(9000);
+    let r = common::request(
+        server.addr,
+        "GET",
+        "/api/users",
+        &[("X-One", &big), ("X-Two", &big)],
+        None,
+    );
+    assert_eq!(r.status, 431, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap().contains("16384 bytes"));
+}
+
+/// Every error has the API's JSON body, the protocol-level ones included: 405 (with
+/// `Allow`) and 413 for a JSON body over the limit.
+#[test]
+fn method_not_allowed_and_too_large_bodies_answer_json() {
+    let server = Server::start(&[]);
+    let r = request(server.addr, "DELETE", "/api/auth/login", &[], None);
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.json()["detail"], "Method Not Allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+
+    let big = format!("{{\"username\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/auth/login",
+        &[("Content-Type", "application/json")],
+        Some(big.as_bytes()),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("2097152 bytes"));
 }

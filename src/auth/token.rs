@@ -1,5 +1,6 @@
-//! HS256 access tokens. A token names the user, their role and the user's token version;
-//! bumping the version (password change) revokes every older token.
+//! HS256 access tokens. A token names the user, their role and the user's token epoch (a
+//! random number kept with the user); redrawing the epoch (password change, logout from
+//! every device) revokes every older token, and a deleted user's token matches no row.
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ pub struct Claims {
     /// The user id, as a string per RFC 7519.
     pub sub: String,
     pub role: Role,
-    /// The user's token version when this token was issued.
-    pub ver: i64,
+    /// The user's token epoch when this token was issued.
+    pub epoch: i64,
     pub iat: i64,
     pub exp: i64,
 }
@@ -58,15 +59,15 @@ impl TokenKeys {
         self.ttl
     }
 
-    pub fn issue(&self, user_id: i64, role: Role, version: i64) -> String {
-        self.issue_at(user_id, role, version, chrono::Utc::now().timestamp())
+    pub fn issue(&self, user_id: i64, role: Role, epoch: i64) -> String {
+        self.issue_at(user_id, role, epoch, chrono::Utc::now().timestamp())
     }
 
-    pub fn issue_at(&self, user_id: i64, role: Role, version: i64, now: i64) -> String {
+    pub fn issue_at(&self, user_id: i64, role: Role, epoch: i64, now: i64) -> String {
         let claims = Claims {
             sub: user_id.to_string(),
             role,
-            ver: version,
+            epoch,
             iat: now,
             exp: now + self.ttl.as_secs() as i64,
         };
@@ -97,7 +98,7 @@ mod tests {
         let k = keys();
         let claims = k.verify(&k.issue(7, Role::Trainer, 3)).unwrap();
         assert_eq!(
-            (claims.user_id(), claims.role, claims.ver),
+            (claims.user_id(), claims.role, claims.epoch),
             (Some(7), Role::Trainer, 3)
         );
     }

@@ -17,6 +17,7 @@ pub struct FileRecord {
     pub owner_id: i64,
     pub content_type: String,
     pub size: i64,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

@@ -34,9 +34,11 @@ pub struct MealPlan {
     pub id: i64,
     pub client_id: i64,
     pub trainer_id: Option<i64>,
+    #[schema(format = Date)]
     pub date: String,
     #[serde(flatten)]
     pub fields: PlanFields,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
 }
@@ -146,7 +148,9 @@ pub fn delete_plan(c: &Connection, id: i64) -> Result<bool, DbError> {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryFields {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub order: i64,
     pub notes: Option<String>,
 }
@@ -214,6 +218,7 @@ pub fn delete_entry(c: &Connection, id: i64) -> Result<bool, DbError> {
 pub struct ComponentFields {
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub description: String,
     pub calories: Option<i64>,
     pub protein: Option<f64>,
@@ -311,6 +316,7 @@ pub struct MealUpload {
     pub status: String,
     pub trainer_comment: Option<String>,
     pub reviewed_by: Option<i64>,
+    #[schema(format = DateTime)]
     pub uploaded_at: String,
     pub reviewed_at: Option<String>,
 }

@@ -1,7 +1,13 @@
 //! Versioned schema migrations, applied in order at start-up inside one write transaction
 //! each. A migration is never edited once released: add a new file instead.
+//!
+//! Foreign keys are off while a migration runs, so a migration may rebuild a table in place
+//! (create a copy, move the rows, drop the old, rename: SQLite's documented way to change a
+//! column's definition) without the drop cascading into the tables that reference it.
+//! `PRAGMA foreign_key_check` runs before each commit, so a migration that would leave a
+//! dangling reference rolls back instead.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::DbError;
 
@@ -23,6 +29,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "domain",
         sql: include_str!("migrations/0002_domain.sql"),
     },
+    Migration {
+        version: 3,
+        name: "ids_never_reused",
+        sql: include_str!("migrations/0003_ids_never_reused.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "trainer_invitations",
+        sql: include_str!("migrations/0004_trainer_invitations.sql"),
+    },
 ];
 
 pub fn latest_version() -> i64 {
@@ -40,6 +56,21 @@ pub fn current_version(conn: &Connection) -> Result<i64, DbError> {
 /// Brings the schema to the latest version. Safe to run from several processes at once:
 /// the IMMEDIATE transaction serialises them and each re-reads the version inside it.
 pub fn migrate(conn: &mut Connection) -> Result<Vec<i64>, DbError> {
+    migrate_to(conn, latest_version())
+}
+
+/// Applies the migrations up to and including `target`; tests use it to build a database
+/// with an older schema.
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<Vec<i64>, DbError> {
+    // A no-op inside a transaction, so it is set here and restored after.
+    let foreign_keys: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = apply(conn, target);
+    conn.pragma_update(None, "foreign_keys", foreign_keys)?;
+    result
+}
+
+fn apply(conn: &mut Connection, target: i64) -> Result<Vec<i64>, DbError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
@@ -48,7 +79,7 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<i64>, DbError> {
          )",
     )?;
     let mut applied = Vec::new();
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= target) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let done: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
@@ -65,6 +96,15 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<i64>, DbError> {
                     chrono::Utc::now().to_rfc3339()
                 ],
             )?;
+            let dangling: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = dangling {
+                return Err(DbError::Migration(format!(
+                    "migration {} ({}) would leave a row of {table} pointing at a missing row",
+                    migration.version, migration.name
+                )));
+            }
             applied.push(migration.version);
         }
         tx.commit()?;
@@ -89,5 +129,106 @@ mod tests {
         assert_eq!(migrate(&mut conn).unwrap().len(), MIGRATIONS.len());
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(current_version(&conn).unwrap(), latest_version());
+    }
+
+    /// A database made with the schema before version 3 keeps every row and every link,
+    /// its users get fresh token epochs, and a deleted user's id is not handed out again.
+    #[test]
+    fn ids_never_reused_migrates_an_old_database_in_place() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        assert_eq!(migrate_to(&mut conn, 2).unwrap(), [1, 2]);
+        conn.execute_batch(
+            "INSERT INTO users (id, username, email, full_name, password_hash, role,
+                                trainer_id, token_version, created_at)
+             VALUES (1, 'coach', 'coach@example.com', 'C', 'h', 'TRAINER', NULL, 0, 't'),
+                    (2, 'ann', 'ann@example.com', 'A', 'h', 'CLIENT', 1, 3, 't'),
+                    (3, 'bob', 'bob@example.com', 'B', 'h', 'CLIENT', 1, 0, 't');
+             INSERT INTO client_profiles (user_id, goals) VALUES (2, 'run');
+             INSERT INTO workout_plans (id, trainer_id, client_id, name, created_at)
+             VALUES (7, 1, 2, 'plan', 't');
+             INSERT INTO notifications (recipient_id, sender_id, title, message, type, created_at)
+             VALUES (2, 1, 'hi', 'm', 'info', 't');
+             INSERT INTO files (kind, name, owner_id, content_type, size, created_at)
+             VALUES ('document', 'x.pdf', 2, 'application/pdf', 10, 't');
+             DELETE FROM users WHERE id = 3;",
+        )
+        .unwrap();
+
+        let indexes_before = index_names(&conn);
+        assert_eq!(migrate_to(&mut conn, 3).unwrap(), [3]);
+        let fk: bool = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(fk, "foreign keys are back on after migrating");
+        let rows: Vec<(i64, String, Option<i64>, i64)> = conn
+            .prepare("SELECT id, username, trainer_id, token_epoch FROM users ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|(id, name, t, _)| (*id, name.as_str(), *t))
+                .collect::<Vec<_>>(),
+            [(1, "coach", None), (2, "ann", Some(1))]
+        );
+        assert!(
+            rows.iter().all(|(_, _, _, epoch)| ![0, 3].contains(epoch)),
+            "old token versions are replaced by random epochs: {rows:?}"
+        );
+        let counts: (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM client_profiles),
+                        (SELECT count(*) FROM workout_plans WHERE id = 7 AND client_id = 2),
+                        (SELECT count(*) FROM notifications),
+                        (SELECT count(*) FROM files)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (1, 1, 1, 1));
+        assert_eq!(index_names(&conn), indexes_before, "every index is rebuilt");
+
+        // Cascades still work on the rebuilt tables, and ids move on past deleted rows.
+        conn.execute("DELETE FROM users WHERE id = 2", []).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM workout_plans) + (SELECT count(*) FROM files)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+        conn.execute(
+            "INSERT INTO users (username, email, full_name, password_hash, role, created_at)
+             VALUES ('cid', 'cid@example.com', 'C', 'h', 'CLIENT', 't')",
+            [],
+        )
+        .unwrap();
+        // An id freed before the migration can be handed out once more (SQLite's counter
+        // starts at the largest id left); the new row's random epoch still refuses the old
+        // row's tokens. From here on, ids only grow.
+        assert_eq!(conn.last_insert_rowid(), 3);
+        conn.execute("DELETE FROM users WHERE id = 3", []).unwrap();
+        conn.execute(
+            "INSERT INTO users (username, email, full_name, password_hash, role, created_at)
+             VALUES ('dee', 'dee@example.com', 'D', 'h', 'CLIENT', 't')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 4, "id 3 is not reused");
+    }
+
+    fn index_names(conn: &Connection) -> Vec<String> {
+        conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
     }
 }

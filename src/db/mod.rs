@@ -7,6 +7,7 @@
 //! deadlocked under 64 concurrent clients.
 
 pub mod files;
+pub mod invitations;
 pub mod meals;
 pub mod migrations;
 pub mod notifications;
@@ -41,6 +42,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task panicked or was cancelled")]
     Task,
+    #[error("{0}")]
+    Migration(String),
 }
 
 impl DbError {

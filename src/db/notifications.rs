@@ -17,6 +17,7 @@ pub struct Notification {
     #[serde(rename = "type")]
     pub kind: String,
     pub is_read: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub read_at: Option<String>,
 }
@@ -112,10 +113,16 @@ pub fn delete(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbErro
     )? > 0)
 }
 
-pub fn find(c: &Connection, id: i64, recipient_id: i64) -> Result<Option<Notification>, DbError> {
+/// The notification `id` if `recipient_id` received it; `None` as recipient: anyone's
+/// (for admins).
+pub fn find(
+    c: &Connection,
+    id: i64,
+    recipient_id: Option<i64>,
+) -> Result<Option<Notification>, DbError> {
     use rusqlite::OptionalExtension;
     Ok(c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND recipient_id = ?2"
+        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (?2 IS NULL OR recipient_id = ?2)"
     ))?
     .query_row(params![id, recipient_id], from_row)
     .optional()?)

@@ -11,11 +11,13 @@ use super::DbError;
 pub struct WeightEntry {
     pub id: i64,
     pub client_id: i64,
+    #[schema(format = Date)]
     pub date: String,
     /// Kilograms.
     pub weight: f64,
     pub photo_path: Option<String>,
     pub notes: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -91,7 +93,9 @@ pub fn delete(c: &Connection, id: i64) -> Result<bool, DbError> {
 pub struct WeightSummary {
     pub client_id: i64,
     pub entries: i64,
+    #[schema(format = Date)]
     pub start_date: Option<String>,
+    #[schema(format = Date)]
     pub end_date: Option<String>,
     pub starting_weight: Option<f64>,
     pub current_weight: Option<f64>,

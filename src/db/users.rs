@@ -37,18 +37,23 @@ impl Role {
 pub struct User {
     pub id: i64,
     pub username: String,
+    #[schema(format = Email)]
     pub email: String,
     pub full_name: String,
     pub role: Role,
     pub is_active: bool,
     pub trainer_id: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_login: Option<String>,
     #[serde(skip)]
     pub password_hash: String,
+    /// A random number drawn at insert and redrawn to end every session; a token is valid
+    /// only while it carries the current one (issue 15: ids and counters can repeat).
     #[serde(skip)]
-    pub token_version: i64,
+    pub token_epoch: i64,
 }
 
 pub struct NewUser<'a> {
@@ -61,7 +66,7 @@ pub struct NewUser<'a> {
 }
 
 const COLUMNS: &str = "id, username, email, full_name, role, is_active, trainer_id, created_at, \
-                       updated_at, last_login, password_hash, token_version";
+                       updated_at, last_login, password_hash, token_epoch";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = row.get(4)?;
@@ -79,7 +84,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         updated_at: row.get(8)?,
         last_login: row.get(9)?,
         password_hash: row.get(10)?,
-        token_version: row.get(11)?,
+        token_epoch: row.get(11)?,
     })
 }
 
@@ -130,14 +135,22 @@ pub fn count_admins(conn: &Connection) -> Result<i64, DbError> {
     )
 }
 
-/// Stores a new password hash and invalidates every token issued before.
+/// Stores a new password hash and ends every session: the token epoch is redrawn.
 pub fn set_password(conn: &Connection, id: i64, password_hash: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE users SET password_hash = ?2, token_version = token_version + 1, updated_at = ?3
+        "UPDATE users SET password_hash = ?2, token_epoch = random(), updated_at = ?3
          WHERE id = ?1",
         params![id, password_hash, now()],
     )?;
     Ok(())
+}
+
+/// Ends every session of the user (logout from every device); `false` if no such user.
+pub fn end_sessions(conn: &Connection, id: i64) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET token_epoch = random() WHERE id = ?1",
+        [id],
+    )? > 0)
 }
 
 pub fn touch_last_login(conn: &Connection, id: i64) -> Result<(), DbError> {
@@ -263,13 +276,27 @@ mod tests {
     }
 
     #[test]
-    fn password_change_bumps_token_version() {
+    fn password_change_and_logout_redraw_the_epoch() {
         let c = db();
         let u = insert(&c, &new("a", "a@example.com")).unwrap();
         set_password(&c, u.id, "y").unwrap();
-        assert_eq!(
-            find_by_id(&c, u.id).unwrap().unwrap().token_version,
-            u.token_version + 1
+        let after_password = find_by_id(&c, u.id).unwrap().unwrap().token_epoch;
+        assert_ne!(after_password, u.token_epoch);
+        assert!(end_sessions(&c, u.id).unwrap());
+        assert_ne!(
+            find_by_id(&c, u.id).unwrap().unwrap().token_epoch,
+            after_password
         );
+        assert!(!end_sessions(&c, u.id + 1).unwrap());
+    }
+
+    #[test]
+    fn a_deleted_id_is_never_handed_out_again() {
+        let c = db();
+        let a = insert(&c, &new("a", "a@example.com")).unwrap();
+        assert!(delete(&c, a.id).unwrap());
+        let b = insert(&c, &new("b", "b@example.com")).unwrap();
+        assert!(b.id > a.id, "id {} reused", a.id);
+        assert_ne!(a.token_epoch, b.token_epoch);
     }
 }

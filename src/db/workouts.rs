@@ -25,7 +25,9 @@ pub const MUSCLE_GROUPS: &[&str] = &[
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExerciseFields {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     pub video_url: Option<String>,
     pub muscle_group: String,
@@ -39,6 +41,7 @@ pub struct Exercise {
     #[serde(flatten)]
     pub fields: ExerciseFields,
     pub created_by: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -137,8 +140,11 @@ pub struct Plan {
     pub client_id: i64,
     pub name: String,
     pub description: Option<String>,
+    #[schema(format = Date)]
     pub start_date: Option<String>,
+    #[schema(format = Date)]
     pub end_date: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub updated_at: Option<String>,
 }
@@ -228,6 +234,7 @@ pub struct Session {
     pub name: String,
     pub day_of_week: Option<i64>,
     pub notes: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -465,6 +472,7 @@ pub struct Completion {
     pub client_id: i64,
     #[serde(flatten)]
     pub fields: CompletionFields,
+    #[schema(format = DateTime)]
     pub completed_at: String,
 }
 
@@ -601,6 +609,7 @@ pub fn plan_summary(c: &Connection, plan: &Plan) -> Result<PlanSummary, DbError>
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProgressPoint {
+    #[schema(format = DateTime)]
     pub completed_at: String,
     pub actual_sets: Option<i64>,
     pub actual_reps: Option<String>,

@@ -122,12 +122,17 @@ pub fn sniff(bytes: &[u8]) -> Option<Detected> {
     }
 }
 
-/// Size limits in bytes by kind.
+/// The most pixels an uploaded image may have (issue 15): decoding costs 4 bytes a pixel
+/// and more, so a 12000x12000 PNG of a few hundred KB took about 410 MiB to process.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+/// Size limits in bytes by kind, and the image pixel limit.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub image: u64,
     pub profile_photo: u64,
     pub document: u64,
+    pub max_pixels: u64,
 }
 
 impl Limits {
@@ -145,6 +150,7 @@ impl Limits {
             image: max_file_size,
             profile_photo: read("MAX_PROFILE_PHOTO_SIZE", 5 * 1024 * 1024).min(max_file_size),
             document: read("MAX_DOCUMENT_SIZE", 25 * 1024 * 1024),
+            max_pixels: MAX_IMAGE_PIXELS,
         }
     }
 
@@ -169,9 +175,25 @@ impl Limits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejection {
     Empty,
-    TooLarge { limit: u64 },
+    TooLarge {
+        limit: u64,
+    },
     NotAllowed,
     Undecodable,
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        limit: u64,
+    },
+    /// Starts like a PDF but is not one (or is one with HTML in it): the reason.
+    NotPdf(&'static str),
+}
+
+impl Rejection {
+    /// Over a limit of the server (413) rather than a bad file (422).
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Rejection::TooManyPixels { .. })
+    }
 }
 
 impl std::fmt::Display for Rejection {
@@ -183,6 +205,16 @@ impl std::fmt::Display for Rejection {
                 "the file's content is not an allowed type (JPEG, PNG, WebP or GIF images; PDF documents)",
             ),
             Rejection::Undecodable => f.write_str("the image could not be decoded"),
+            Rejection::TooManyPixels {
+                width,
+                height,
+                limit,
+            } => write!(
+                f,
+                "the image is {width}x{height} pixels; the limit is {limit} pixels ({} megapixels)",
+                limit / 1_000_000
+            ),
+            Rejection::NotPdf(why) => write!(f, "the file starts like a PDF but {why}"),
         }
     }
 }
@@ -196,10 +228,84 @@ pub fn check(kind: Kind, bytes: &[u8], limits: &Limits) -> Result<Detected, Reje
     if bytes.len() as u64 > limit {
         return Err(Rejection::TooLarge { limit });
     }
-    match sniff(bytes) {
-        Some(d) if d.is_image() == kind.takes_images() => Ok(d),
-        _ => Err(Rejection::NotAllowed),
+    let detected = match sniff(bytes) {
+        Some(d) if d.is_image() == kind.takes_images() => d,
+        _ => return Err(Rejection::NotAllowed),
+    };
+    if detected == Detected::Pdf {
+        check_pdf(bytes).map_err(Rejection::NotPdf)?;
     }
+    if let Some(format) = detected.image_format() {
+        // The header alone: nothing is decoded or allocated for the pixels here.
+        let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|_| Rejection::Undecodable)?;
+        if u64::from(width) * u64::from(height) > limits.max_pixels {
+            return Err(Rejection::TooManyPixels {
+                width,
+                height,
+                limit: limits.max_pixels,
+            });
+        }
+    }
+    Ok(detected)
+}
+
+/// Markers of HTML (or SVG script) that have no business in a PDF: a file holding them is a
+/// polyglot meant to run in a browser that sniffs it (issue 15).
+const HTML_MARKERS: [&[u8]; 7] = [
+    b"<!doctype",
+    b"<html",
+    b"<head",
+    b"<body",
+    b"<script",
+    b"<iframe",
+    b"<svg",
+];
+
+/// Parses a PDF far enough to tell a document from a polyglot: a `%PDF-x.y` header, an end
+/// of file marker (`%%EOF` in the last KiB, as readers require) preceded by `startxref` and
+/// an offset, a cross-reference section (`xref` table with `trailer`, or an `/XRef`
+/// stream), and no HTML markers anywhere (case-insensitive). `Err` says what is missing.
+pub fn check_pdf(bytes: &[u8]) -> Result<(), &'static str> {
+    let header_ok = bytes.len() > 8
+        && bytes.starts_with(b"%PDF-")
+        && bytes[5].is_ascii_digit()
+        && bytes[6] == b'.'
+        && bytes[7].is_ascii_digit();
+    if !header_ok {
+        return Err("has no %PDF-x.y header");
+    }
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    let eof = rfind(tail, b"%%EOF").ok_or("has no %%EOF marker at its end")?;
+    let before_eof = &tail[..eof];
+    let startxref = rfind(before_eof, b"startxref").ok_or("has no startxref before %%EOF")?;
+    let offset = before_eof[startxref + b"startxref".len()..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if offset == 0 {
+        return Err("has no cross-reference offset after startxref");
+    }
+    let has_table = find(bytes, b"xref").is_some() && find(bytes, b"trailer").is_some();
+    let has_stream = find(bytes, b"/Type/XRef").is_some() || find(bytes, b"/Type /XRef").is_some();
+    if !has_table && !has_stream {
+        return Err("has no cross-reference table or stream");
+    }
+    let lower = bytes.to_ascii_lowercase();
+    if HTML_MARKERS.iter().any(|m| find(&lower, m).is_some()) {
+        return Err("contains HTML; upload a plain PDF");
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// Derivative sizes: the longest side in pixels.
@@ -288,7 +394,10 @@ pub fn store(root: &Path, kind: Kind, detected: Detected, bytes: &[u8]) -> Resul
     let name = random_name(detected);
     let derivatives = match detected.image_format() {
         Some(format) => {
-            let img = image::load_from_memory_with_format(bytes, format)
+            // `check` read the size from the header; the decoder's own limits hold even if
+            // the header lied (image's default allocation cap is 512 MiB).
+            let img = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+                .decode()
                 .map_err(|_| anyhow::Error::new(UndecodableImage))?;
             vec![
                 (
@@ -366,7 +475,94 @@ mod tests {
         image: 100,
         profile_photo: 50,
         document: 200,
+        max_pixels: 40_000_000,
     };
+
+    /// A PNG signature and IHDR chunk for a 1-bit grey image of `w` x `h`: enough for the
+    /// header check, with no pixel data at all.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (len, chunk) in [(13u32, ihdr), (0, b"IDAT".to_vec())] {
+            png.extend_from_slice(&len.to_be_bytes());
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
+        }
+        png
+    }
+
+    /// The smallest well-formed PDF: one empty page, an xref table and a trailer.
+    pub const MINIMAL_PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n\
+xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n\
+trailer << /Size 4 /Root 1 0 R >>\nstartxref\n182\n%%EOF\n";
+
+    #[test]
+    fn pdfs_are_parsed_far_enough_to_refuse_polyglots() {
+        assert_eq!(check_pdf(MINIMAL_PDF), Ok(()));
+        let html = b"%PDF-1.4\n<html><body><script>alert(document.cookie)</script></body></html>";
+        assert_eq!(check_pdf(html), Err("has no %%EOF marker at its end"));
+        let mut dressed = b"%PDF-1.4\n<HTML><Script>alert(1)</Script>\n".to_vec();
+        dressed.extend_from_slice(&MINIMAL_PDF[9..]);
+        assert_eq!(
+            check_pdf(&dressed),
+            Err("contains HTML; upload a plain PDF")
+        );
+        assert_eq!(check_pdf(b"%PDF-\n%%EOF"), Err("has no %PDF-x.y header"));
+        assert_eq!(
+            check_pdf(b"%PDF-1.7\nstuff\n%%EOF"),
+            Err("has no startxref before %%EOF")
+        );
+        assert_eq!(
+            check_pdf(b"%PDF-1.7\nstuff\nstartxref\n12\n%%EOF"),
+            Err("has no cross-reference table or stream")
+        );
+        let stream =
+            b"%PDF-1.7\n5 0 obj << /Type /XRef /Size 6 >> stream\nendstream\nstartxref\n9\n%%EOF";
+        assert_eq!(check_pdf(stream), Ok(()));
+        assert_eq!(
+            Rejection::NotPdf("contains HTML; upload a plain PDF").to_string(),
+            "the file starts like a PDF but contains HTML; upload a plain PDF"
+        );
+    }
+
+    #[test]
+    fn pixels_are_checked_from_the_header() {
+        let big = Limits {
+            image: 1 << 20,
+            ..LIMITS
+        };
+        assert_eq!(
+            check(Kind::MealPhotos, &png_header(12_000, 12_000), &big),
+            Err(Rejection::TooManyPixels {
+                width: 12_000,
+                height: 12_000,
+                limit: 40_000_000
+            })
+        );
+        assert_eq!(
+            Rejection::TooManyPixels {
+                width: 12_000,
+                height: 12_000,
+                limit: 40_000_000
+            }
+            .to_string(),
+            "the image is 12000x12000 pixels; the limit is 40000000 pixels (40 megapixels)"
+        );
+        assert_eq!(
+            check(Kind::MealPhotos, &png_header(8_000, 5_000), &big),
+            Ok(Detected::Png),
+            "exactly 40 megapixels is allowed"
+        );
+        assert_eq!(
+            check(Kind::MealPhotos, &png_header(8_000, 5_001), &big).map_err(|r| r.is_limit()),
+            Err(true)
+        );
+    }
 
     #[test]
     fn sniffs_by_content() {
@@ -380,7 +576,7 @@ mod tests {
 
     #[test]
     fn checks_kind_size_and_type() {
-        let png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let png = png_header(10, 10);
         assert_eq!(check(Kind::MealPhotos, &png, &LIMITS), Ok(Detected::Png));
         assert_eq!(check(Kind::MealPhotos, b"", &LIMITS), Err(Rejection::Empty));
         assert_eq!(
@@ -399,10 +595,15 @@ mod tests {
             check(Kind::MealPhotos, b"%PDF-1.4", &LIMITS),
             Err(Rejection::NotAllowed)
         );
-        assert_eq!(
+        let big = Limits {
+            document: 1 << 20,
+            ..LIMITS
+        };
+        assert_eq!(check(Kind::Documents, MINIMAL_PDF, &big), Ok(Detected::Pdf));
+        assert!(matches!(
             check(Kind::Documents, b"%PDF-1.4", &LIMITS),
-            Ok(Detected::Pdf)
-        );
+            Err(Rejection::NotPdf(_))
+        ));
     }
 
     #[test]

@@ -40,19 +40,38 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The path exists, the method does not (axum adds the `Allow` header).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("too many requests")]
-    TooManyRequests { retry_after_secs: u64 },
+    /// Always answered with `Retry-After` (RFC 9110, section 10.2.3).
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A limit of the server (body or image size, request head size, a read timeout):
+    /// 408, 413, 414 or 431, with the limit named in `detail`.
+    #[error("{detail}")]
+    Limit { status: StatusCode, detail: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl ApiError {
+    /// A 429 for a throttle lock that lifts after `wait` (at least one second is named).
+    pub fn throttled(detail: &'static str, wait: std::time::Duration) -> Self {
+        ApiError::TooManyRequests {
+            detail,
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
     pub fn field(field: &str, msg: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::body(field, msg)])
     }
@@ -74,18 +93,26 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "detail": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "detail": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "detail": m })),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "detail": "Method Not Allowed" }),
+            ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "detail": m })),
             ApiError::Validation(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "detail": errors }),
             ),
-            ApiError::TooManyRequests { retry_after_secs } => (
+            ApiError::TooManyRequests {
+                detail,
+                retry_after_secs,
+            } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({
-                    "detail": "Too many failed attempts, try again later",
+                    "detail": detail,
                     "retry_after": retry_after_secs,
                 }),
             ),
+            ApiError::Limit { status, detail } => (*status, json!({ "detail": detail })),
             ApiError::Unavailable(m) => {
                 tracing::warn!(reason = m, "service unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "detail": m }))
@@ -107,7 +134,9 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

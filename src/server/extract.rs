@@ -15,6 +15,9 @@ use crate::auth::token::TokenError;
 use crate::config::{net::canonical, IpNet};
 use crate::db::users::{self, User};
 
+/// axum's default body limit, which JSON bodies get (uploads set their own).
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// `Json<T>` with errors as 422 field errors, like FastAPI's request validation.
 pub struct ApiJson<T>(pub T);
 
@@ -30,6 +33,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::Limit {
+            status: rejection.status(),
+            detail: format!(
+                "the request body is too large; the limit for JSON bodies is {} bytes",
+                JSON_BODY_LIMIT
+            ),
+        };
+    }
     let (loc, kind) = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {
             (vec!["header".into(), "content-type".into()], "content_type")
@@ -89,21 +101,41 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let token =
             bearer_token(&parts.headers).ok_or(ApiError::Unauthorized("Not authenticated"))?;
-        let claims = state.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => ApiError::Unauthorized("Token expired"),
-            TokenError::Invalid => ApiError::Unauthorized(BAD_CREDENTIALS),
-        })?;
-        let id = claims
-            .user_id()
-            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
-        let user = state
-            .db
-            .call(move |c| users::find_by_id(c, id))
-            .await?
-            .filter(|u| u.is_active && u.token_version == claims.ver)
-            .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
-        Ok(AuthUser(user))
+        match user_for_token(state, token).await {
+            Ok(user) => Ok(AuthUser(user)),
+            Err(Refusal::Expired) => Err(ApiError::Unauthorized("Token expired")),
+            Err(Refusal::Invalid) => Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
+            Err(Refusal::Db(e)) => Err(e.into()),
+        }
     }
+}
+
+/// Why a token names no one.
+#[derive(Debug)]
+pub enum Refusal {
+    Expired,
+    /// Bad signature, deleted or inactive user, or an epoch that is no longer the user's.
+    Invalid,
+    Db(crate::db::DbError),
+}
+
+/// The one check behind every authenticated REST request and the WebSocket upgrade: the
+/// signature and expiry, then the user's row, which must exist, be active and carry the
+/// token's epoch. The row is the one read the handler gets anyway (one database round
+/// trip); a deleted user's id is never reused, and a redrawn epoch ends older tokens.
+pub async fn user_for_token(state: &AppState, token: &str) -> Result<User, Refusal> {
+    let claims = state.tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => Refusal::Expired,
+        TokenError::Invalid => Refusal::Invalid,
+    })?;
+    let id = claims.user_id().ok_or(Refusal::Invalid)?;
+    state
+        .db
+        .call(move |c| users::find_by_id(c, id))
+        .await
+        .map_err(Refusal::Db)?
+        .filter(|u| u.is_active && u.token_epoch == claims.epoch)
+        .ok_or(Refusal::Invalid)
 }
 
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -9,7 +9,7 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::db::{self, Db, PoolStats};
+use crate::db::{self, Db};
 
 /// How stale a health answer may be.
 pub const FRESH_FOR: Duration = Duration::from_millis(500);
@@ -81,14 +81,14 @@ pub async fn probe(db: &Db) -> Verdict {
 /// What `/health` says. Written by hand in [`HealthBody::to_json`]: probes call /health
 /// more than anything else, and serde_json's general path (a write call per quote, key and
 /// number, each key escaped) cost more than the rest of the request's own work.
+///
+/// Public, so minimal (issue 15): healthy or not, when, and the database's state. The
+/// version, environment, domain, uptime and pool figures are in `/status/database`, for
+/// internal networks and admins.
 #[cfg_attr(test, derive(serde::Serialize))]
-pub struct HealthBody<'a> {
+pub struct HealthBody {
     pub status: &'static str,
-    pub version: &'static str,
-    pub environment: &'static str,
-    pub domain: &'a str,
     pub timestamp: chrono::DateTime<chrono::Utc>,
-    pub uptime_seconds: u64,
     pub database: HealthDatabase,
 }
 
@@ -96,44 +96,25 @@ pub struct HealthBody<'a> {
 pub struct HealthDatabase {
     pub status: &'static str,
     pub error: Option<&'static str>,
-    pub pool_stats: PoolStats,
 }
 
-impl HealthBody<'_> {
+impl HealthBody {
     /// The same JSON serde would write for these structs (a unit test holds it to that),
     /// with the timestamp as `to_rfc3339` gives it.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(320);
+        let mut out = Vec::with_capacity(128);
         out.extend_from_slice(b"{\"status\":");
         plain_string(&mut out, self.status);
-        out.extend_from_slice(b",\"version\":");
-        plain_string(&mut out, self.version);
-        out.extend_from_slice(b",\"environment\":");
-        plain_string(&mut out, self.environment);
-        out.extend_from_slice(b",\"domain\":");
-        string(&mut out, self.domain);
         out.extend_from_slice(b",\"timestamp\":\"");
         rfc3339(&mut out, self.timestamp);
-        out.extend_from_slice(b"\",\"uptime_seconds\":");
-        number(&mut out, self.uptime_seconds);
-        out.extend_from_slice(b",\"database\":{\"status\":");
+        out.extend_from_slice(b"\",\"database\":{\"status\":");
         plain_string(&mut out, self.database.status);
         out.extend_from_slice(b",\"error\":");
         match self.database.error {
             Some(error) => plain_string(&mut out, error),
             None => out.extend_from_slice(b"null"),
         }
-        let pool = &self.database.pool_stats;
-        for (key, value) in [
-            (&b",\"pool_stats\":{\"size\":"[..], pool.size),
-            (b",\"max_size\":", pool.max_size),
-            (b",\"idle\":", pool.idle),
-            (b",\"in_use\":", pool.in_use),
-        ] {
-            out.extend_from_slice(key);
-            number(&mut out, value.into());
-        }
-        out.extend_from_slice(b"}}}");
+        out.extend_from_slice(b"}}");
         out
     }
 }
@@ -144,25 +125,6 @@ fn plain_string(out: &mut Vec<u8>, value: &'static str) {
     out.push(b'"');
     out.extend_from_slice(value.as_bytes());
     out.push(b'"');
-}
-
-/// A JSON string, escaped by serde_json (the domain comes from configuration).
-fn string(out: &mut Vec<u8>, value: &str) {
-    serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
-}
-
-fn number(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]+00:00`, the fraction in 0, 3, 6 or 9 digits as
@@ -229,30 +191,17 @@ mod tests {
 
     #[test]
     fn the_hand_written_body_is_what_serde_would_write() {
-        for (error, domain) in [
-            (None, "fit.example.com"),
-            (Some("query failed"), "we\"ird\\domain"),
-        ] {
+        for error in [None, Some("query failed")] {
             let body = HealthBody {
                 status: if error.is_none() {
                     "healthy"
                 } else {
                     "unhealthy"
                 },
-                version: "1.2.3",
-                environment: "production",
-                domain,
                 timestamp: Utc::now(),
-                uptime_seconds: 12_345_678_901,
                 database: HealthDatabase {
                     status: "connected",
                     error,
-                    pool_stats: PoolStats {
-                        size: 0,
-                        max_size: 20,
-                        idle: 7,
-                        in_use: 4_000_000_000,
-                    },
                 },
             };
             let ours: serde_json::Value = serde_json::from_slice(&body.to_json()).unwrap();

@@ -101,6 +101,14 @@ impl Hub {
         }
     }
 
+    /// Drops every connection of `user_id` (their sessions ended: logout from every
+    /// device, password change, account deleted); each socket closes when it sees its
+    /// message channel end. Returns how many there were.
+    pub fn disconnect_user(&self, user_id: i64) -> usize {
+        let mut map = self.connections.lock().expect("hub lock");
+        map.remove(&user_id).map_or(0, |list| list.len())
+    }
+
     /// Asks every connection to close (server shutdown).
     pub fn close_all(&self) {
         self.closing.send_replace(true);
@@ -132,6 +140,23 @@ mod tests {
         drop(b);
         assert_eq!(hub.stats().connected_users, 1);
         assert_eq!(hub.send(1, "nobody"), 0);
+    }
+
+    #[test]
+    fn disconnecting_a_user_ends_their_channels_only() {
+        let hub = Hub::default();
+        let mut a = hub.connect(1);
+        let mut b = hub.connect(2);
+        assert_eq!(hub.disconnect_user(1), 1);
+        assert!(a.messages.try_recv().is_err());
+        assert_eq!(
+            a.messages.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+        assert_eq!(hub.send(2, "still here"), 1);
+        assert_eq!(b.messages.try_recv().unwrap(), "still here");
+        drop(a);
+        assert_eq!(hub.stats().total_connections, 1);
     }
 
     #[test]

@@ -20,7 +20,6 @@ use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use futures_util::future::Either;
 use tower::Service;
@@ -56,8 +55,8 @@ pub fn accept_request_id(given: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
-/// The app: `router` behind the tracking layer. One per connection when served through
-/// [`PerConnection`], which gives it the peer's address.
+/// The app: `router` behind the tracking layer. One per connection, made by
+/// [`Tracked::for_peer`], which gives it the peer's address.
 #[derive(Clone)]
 pub struct Tracked {
     shared: Arc<Shared>,
@@ -85,30 +84,16 @@ impl Tracked {
     }
 }
 
-/// The make-service `axum::serve` takes: each accepted connection gets its own [`Tracked`]
-/// knowing the peer. axum's `into_make_service_with_connect_info` would instead insert the
-/// address into every request's extensions (two allocations a request), including the
-/// `/health` probes that never read it.
-#[derive(Clone)]
-pub struct PerConnection(pub Tracked);
-
-impl<L> Service<IncomingStream<'_, L>> for PerConnection
-where
-    L: Listener<Addr = SocketAddr>,
-{
-    type Response = Tracked;
-    type Error = Infallible;
-    type Future = Ready<Result<Tracked, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, connection: IncomingStream<'_, L>) -> Self::Future {
-        ready(Ok(Tracked {
-            shared: self.0.shared.clone(),
-            peer: Some(*connection.remote_addr()),
-        }))
+impl Tracked {
+    /// The app for one accepted connection: it knows the peer's address, which the
+    /// router's [`ConnectInfo`] extractor needs. Set per connection rather than inserted
+    /// into every request (axum's `into_make_service_with_connect_info` costs two
+    /// allocations a request, `/health` probes included, which never read it).
+    pub fn for_peer(&self, peer: SocketAddr) -> Tracked {
+        Tracked {
+            shared: self.shared.clone(),
+            peer: Some(peer),
+        }
     }
 }
 
@@ -187,7 +172,7 @@ impl Tracked {
         let state = self.state();
         let verdict = state.health.fresh(started)?;
         let exchange = self.begin(request, self.shared.health_route, started);
-        let answer = super::routes::system::health_answer(state, verdict, started);
+        let answer = super::routes::system::health_answer(verdict);
         Some(self.finish(exchange, None, answer))
     }
 
@@ -201,7 +186,7 @@ impl Tracked {
         }
         let response = match exchange.cors.preflight_response() {
             Some(answer) => answer,
-            None => match read_small_body(request).await {
+            None => match read_small_body(limit_request(request)).await {
                 Ok(request) => {
                     let mut router = self.shared.router.clone();
                     match router.call(request).instrument(span.clone()).await {
@@ -268,13 +253,27 @@ fn outcome_level(elapsed: Duration) -> Level {
 /// API's non-upload routes).
 pub const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
 
+/// Applies the request limits ([`super::limits`]): an oversized head is answered at once
+/// (the body is not read), and a body gets the idle timeout.
+fn limit_request(request: Request) -> Result<Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    super::limits::check_head(&parts)?;
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        super::limits::TimeoutBody::wrap(body, super::connection::BODY_IDLE_TIMEOUT)
+    };
+    Ok(Request::from_parts(parts, body))
+}
+
 /// Reads a small non-multipart body in full before the handler runs. A handler that never
 /// reads its body (assign, mark read) would otherwise leave it on the socket, and hyper
 /// closes a keep-alive connection whose unread body is more than it has buffered. Uploads
 /// (multipart, or larger) still stream to their handlers.
-async fn read_small_body(request: Request) -> Result<Request, Response> {
+async fn read_small_body(request: Result<Request, ApiError>) -> Result<Request, Response> {
     use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
     use axum::response::IntoResponse;
+    let request = request.map_err(IntoResponse::into_response)?;
     let length = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -290,10 +289,11 @@ async fn read_small_body(request: Request) -> Result<Request, Response> {
             let (parts, body) = request.into_parts();
             match axum::body::to_bytes(body, BUFFERED_BODY_LIMIT as usize).await {
                 Ok(bytes) => Ok(Request::from_parts(parts, bytes.into())),
-                Err(_) => Err(
-                    ApiError::BadRequest("The request body could not be read".into())
-                        .into_response(),
-                ),
+                Err(e) => Err(super::limits::BodyStalled::answer(&e)
+                    .unwrap_or_else(|| {
+                        ApiError::BadRequest("The request body could not be read".into())
+                    })
+                    .into_response()),
             }
         }
         _ => Ok(request),

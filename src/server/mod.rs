@@ -4,12 +4,14 @@
 //! Must not import `cli`.
 
 pub mod access;
+pub mod connection;
 pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hub;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -21,7 +23,7 @@ pub mod throttle;
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -35,16 +37,21 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `#[utoipa::path]`, so the document lists exactly the routes the router has.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
-    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(routes::system::router())
-        .merge(routes::auth::router())
-        .merge(routes::users::router())
-        .merge(routes::workouts::router())
-        .merge(routes::notifications::router())
-        .merge(routes::progress::router())
-        .merge(routes::files::router())
-        .merge(routes::meals::router())
-        .split_for_parts()
+    let (router, doc) =
+        utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .merge(routes::system::router())
+            .merge(routes::auth::router())
+            .merge(routes::users::router())
+            .merge(routes::workouts::router())
+            .merge(routes::notifications::router())
+            .merge(routes::progress::router())
+            .merge(routes::files::router())
+            .merge(routes::meals::router())
+            .split_for_parts();
+    let mut doc = doc;
+    utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
+    utoipa::Modify::modify(&openapi::Enums, &mut doc);
+    (router, doc)
 }
 
 /// Where the OpenAPI document is served.
@@ -70,6 +77,7 @@ pub fn app(config: crate::config::ServeConfig, db: crate::db::Db) -> middleware:
                 )
             }),
         )
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .fallback(|| async { error::ApiError::NotFound("Not Found") })
         .with_state(state.clone());
     middleware::Tracked::new(router, state)
@@ -108,9 +116,8 @@ pub async fn launch(
 ) -> Result<()> {
     let db = app.state().db.clone();
     let hub = app.state().hub.clone();
-    let app = middleware::PerConnection(app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = connection::serve(listener, app, async move {
         shutdown.await;
         tracing::info!("shutdown requested; draining in-flight requests");
         // Open WebSockets would hold the drain until its deadline; close them now.
@@ -125,7 +132,7 @@ pub async fn launch(
         }
     };
     tokio::select! {
-        result = server => result.context("server failed")?,
+        () = server => {}
         () = drain_deadline => tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; exiting anyway"),
     }
     let checkpoint = tokio::task::spawn_blocking(move || db.checkpoint()).await;

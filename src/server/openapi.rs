@@ -18,7 +18,7 @@ use super::state::AppState;
                        A client sees their own data, a trainer their own clients', an admin everything; \
                        another owner's object answers 404.",
     ),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
     components(schemas(ErrorBody, ValidationErrorBody, FieldErrorSchema)),
     tags(
         (name = "auth"), (name = "users"), (name = "workouts"), (name = "meal-plans"),
@@ -45,8 +45,12 @@ impl Modify for BearerAuth {
 }
 
 /// Adds the error answers every operation shares, so each handler's attribute lists only
-/// its own success: 401/403/404 where a token is needed, 422 where there is input.
-struct CommonErrors;
+/// its own success and its own refusals (409, 429): 401/403/404 where a token is needed,
+/// 422 where there is input, 400/408/413 where there is a body, and 414/431/500/503
+/// everywhere (issue 15: a client must find every status it can get in the document).
+/// Applied by [`super::api`] once the routes' paths are in: as an `#[openapi(modifiers)]`
+/// entry it ran on the frame alone, before any path existed, and added nothing.
+pub struct CommonErrors;
 
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -83,6 +87,30 @@ impl Modify for CommonErrors {
                             .or_insert_with(|| answer(description, "ErrorBody").into());
                     }
                 }
+                let mut shared = vec![
+                    ("414", "The request target is over 8 KiB"),
+                    ("431", "The request headers are over 16 KiB"),
+                    (
+                        "500",
+                        "Internal error; the log has it under the X-Request-ID",
+                    ),
+                    ("503", "The database is busy or unavailable; retry"),
+                ];
+                if op.request_body.is_some() {
+                    shared.extend([
+                        ("400", "The request body could not be read"),
+                        ("408", "The request body stopped arriving"),
+                        (
+                            "413",
+                            "The request body (or an image's pixel count) is over the limit",
+                        ),
+                    ]);
+                }
+                for (code, description) in shared {
+                    responses
+                        .entry(code.into())
+                        .or_insert_with(|| answer(description, "ErrorBody").into());
+                }
                 if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
                     || op.request_body.is_some()
                 {
@@ -96,6 +124,87 @@ impl Modify for CommonErrors {
                 }
             }
         }
+    }
+}
+
+/// Enums for the string fields the API checks against a fixed list (issue 15), taken from
+/// the same constants the checks use, so the document cannot drift from them. A field that
+/// is `Option<String>` is a `oneOf` (or has a `null` type) in the document; both forms get
+/// the list. Applied by [`super::api`] with [`CommonErrors`].
+pub struct Enums;
+
+impl Modify for Enums {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::server::routes::notifications::KINDS;
+        let muscles = crate::db::workouts::MUSCLE_GROUPS;
+        let fields: [(&str, &str, &[&str]); 6] = [
+            ("ExerciseFields", "muscle_group", muscles),
+            ("Exercise", "muscle_group", muscles),
+            ("ComponentFields", "type", crate::db::meals::COMPONENT_TYPES),
+            ("MealUpload", "status", &["pending", "approved", "rejected"]),
+            ("Review", "status", &["approved", "rejected"]),
+            ("NewNotification", "type", KINDS),
+        ];
+        if let Some(components) = openapi.components.as_mut() {
+            for (schema, property, values) in fields {
+                if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object))) =
+                    components.schemas.get_mut(schema)
+                {
+                    if let Some(utoipa::openapi::RefOr::T(field)) =
+                        object.properties.get_mut(property)
+                    {
+                        set_enum(field, values);
+                    }
+                }
+            }
+        }
+        // Query parameters checked the same way.
+        let params: [(&str, &[&str]); 2] = [
+            ("muscle_group", muscles),
+            ("role", &["ADMIN", "TRAINER", "CLIENT"]),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    let utoipa::openapi::RefOr::T(p) = p else {
+                        continue;
+                    };
+                    if let Some((_, values)) = params.iter().find(|(n, _)| *n == p.name) {
+                        if let Some(utoipa::openapi::RefOr::T(schema)) = p.schema.as_mut() {
+                            set_enum(schema, values);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_enum(schema: &mut utoipa::openapi::Schema, values: &[&str]) {
+    use utoipa::openapi::{RefOr, Schema};
+    let list = || Some(values.iter().map(|v| serde_json::Value::from(*v)).collect());
+    match schema {
+        Schema::Object(object) => object.enum_values = list(),
+        Schema::OneOf(one_of) => {
+            for item in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = item {
+                    if object.schema_type
+                        != utoipa::openapi::schema::SchemaType::Type(utoipa::openapi::Type::Null)
+                    {
+                        object.enum_values = list();
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     /// Upload size limits by kind.
     pub file_limits: crate::files::Limits,
+    /// Permits for image decodes running at once (one per core).
+    pub decodes: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -54,6 +56,9 @@ impl AppState {
             started: Instant::now(),
             hub: Arc::new(Hub::default()),
             file_limits,
+            decodes: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }))
     }
 }

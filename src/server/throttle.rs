@@ -1,20 +1,57 @@
-//! Throttling of failed logins, per account and per client address.
+//! The one throttling policy: failed logins per account and per client address, and
+//! public registrations per client address (issue 15).
 //!
-//! After `limit` failures within `window`, the key is locked for `lockout`; the lock answers
-//! 429 with `Retry-After` before any password is checked, so a locked account costs no
-//! argon2 work. A success clears the account's failures (not the address's: one good
-//! password must not reset a password-spraying client).
+//! Every throttled thing is a [`Key`] with its [`Policy`]: after `limit` events within
+//! `window` the key is locked for `lockout`. A lock answers 429 with `Retry-After`
+//! ([`crate::server::error::ApiError::TooManyRequests`]) before any password is hashed or
+//! checked, so a locked key costs no argon2 work.
+//!
+//! The login lock is keyed by the *resolved* account (its id), not the string typed: the
+//! username and the email of one account share one budget. A login that names no account
+//! is keyed by the lower-cased string, so probing unknown names is throttled too. A
+//! success clears the account's failures but not the address's: one good password must not
+//! reset a password-spraying client. Pure bookkeeping: no I/O, time passed in.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub limit: usize,
     pub window: Duration,
     pub lockout: Duration,
+}
+
+/// What is being counted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// Failed logins of one account, whichever of its names was typed.
+    Account(i64),
+    /// Failed logins naming no account (lower-cased).
+    UnknownLogin(String),
+    /// Failed logins from one client address, whatever account they tried.
+    LoginAddress(IpAddr),
+    /// Public registrations (and first-admin setups) from one client address.
+    Registration(IpAddr),
+}
+
+impl Key {
+    pub fn login(account: Option<i64>, typed: &str) -> Key {
+        match account {
+            Some(id) => Key::Account(id),
+            None => Key::UnknownLogin(typed.trim().to_lowercase()),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        match self {
+            Key::Account(_) | Key::UnknownLogin(_) => PER_ACCOUNT,
+            Key::LoginAddress(_) => PER_ADDRESS,
+            Key::Registration(_) => REGISTRATIONS,
+        }
+    }
 }
 
 pub const PER_ACCOUNT: Policy = Policy {
@@ -29,12 +66,19 @@ pub const PER_ADDRESS: Policy = Policy {
     lockout: Duration::from_secs(15 * 60),
 };
 
-/// Above this many tracked keys, expired ones are swept on the next failure.
+/// Each registration costs an argon2 hash and a row; a person signs up once.
+pub const REGISTRATIONS: Policy = Policy {
+    limit: 10,
+    window: Duration::from_secs(60 * 60),
+    lockout: Duration::from_secs(60 * 60),
+};
+
+/// Above this many tracked keys, expired ones are swept on the next event.
 const SWEEP_ABOVE: usize = 10_000;
 
 #[derive(Default)]
 struct Record {
-    failures: Vec<Instant>,
+    events: Vec<Instant>,
     locked_until: Option<Instant>,
 }
 
@@ -43,54 +87,56 @@ pub struct Throttle {
     records: Mutex<HashMap<Key, Record>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Account(String),
-    Address(IpAddr),
-}
-
 impl Throttle {
-    /// `Err(retry_after)` when either the account or the address is locked now.
-    pub fn check(&self, account: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// `Err(retry_after)` when any of `keys` is locked now (the longest wait).
+    pub fn check(&self, keys: &[&Key], now: Instant) -> Result<(), Duration> {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let wait = [Key::Account(account.to_lowercase()), Key::Address(address)]
+        let wait = keys
             .iter()
-            .filter_map(|k| records.get(k)?.locked_until)
+            .filter_map(|k| records.get(*k)?.locked_until)
             .filter(|until| *until > now)
             .map(|until| until - now)
             .max();
         wait.map_or(Ok(()), Err)
     }
 
-    pub fn record_failure(&self, account: &str, address: IpAddr, now: Instant) {
+    /// Counts one event (a failed login, a registration) against each of `keys`.
+    pub fn record(&self, keys: &[&Key], now: Instant) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if records.len() > SWEEP_ABOVE {
-            records.retain(|_, r| {
+            records.retain(|k, r| {
                 r.locked_until.is_some_and(|u| u > now)
-                    || r.failures
+                    || r.events
                         .last()
-                        .is_some_and(|t| now.duration_since(*t) < PER_ADDRESS.window)
+                        .is_some_and(|t| now.duration_since(*t) < k.policy().window)
             });
         }
-        for (key, policy) in [
-            (Key::Account(account.to_lowercase()), PER_ACCOUNT),
-            (Key::Address(address), PER_ADDRESS),
-        ] {
-            let record = records.entry(key).or_default();
+        for key in keys {
+            let policy = key.policy();
+            let record = records.entry((*key).clone()).or_default();
             record
-                .failures
+                .events
                 .retain(|t| now.duration_since(*t) < policy.window);
-            record.failures.push(now);
-            if record.failures.len() >= policy.limit {
+            record.events.push(now);
+            if record.events.len() >= policy.limit {
                 record.locked_until = Some(now + policy.lockout);
-                record.failures.clear();
+                record.events.clear();
             }
         }
     }
 
-    pub fn record_success(&self, account: &str) {
+    /// Forgets `key` (a successful login clears its account's failures).
+    pub fn clear(&self, key: &Key) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        records.remove(&Key::Account(account.to_lowercase()));
+        records.remove(key);
+    }
+
+    /// Checks `key` and, when it is not locked, counts one event against it: for things
+    /// limited whether or not they succeed (registrations).
+    pub fn take(&self, key: &Key, now: Instant) -> Result<(), Duration> {
+        self.check(&[key], now)?;
+        self.record(&[key], now);
+        Ok(())
     }
 }
 
@@ -98,35 +144,66 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn locks_after_limit_and_expires() {
         let t = Throttle::default();
-        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let addr = Key::LoginAddress(ip("198.51.100.1"));
+        let alice = Key::Account(7);
         let start = Instant::now();
         for _ in 0..PER_ACCOUNT.limit - 1 {
-            t.record_failure("Alice", ip, start);
+            t.record(&[&alice, &addr], start);
         }
-        assert!(t.check("alice", ip, start).is_ok());
-        t.record_failure("alice", ip, start);
-        assert_eq!(t.check("ALICE", ip, start), Err(PER_ACCOUNT.lockout));
+        assert!(t.check(&[&alice, &addr], start).is_ok());
+        t.record(&[&alice, &addr], start);
+        assert_eq!(t.check(&[&alice], start), Err(PER_ACCOUNT.lockout));
         assert!(t
-            .check("bob", "198.51.100.2".parse().unwrap(), start)
+            .check(
+                &[&Key::Account(8), &Key::LoginAddress(ip("198.51.100.2"))],
+                start
+            )
             .is_ok());
-        assert!(t.check("alice", ip, start + PER_ACCOUNT.lockout).is_ok());
+        assert!(t.check(&[&alice], start + PER_ACCOUNT.lockout).is_ok());
+    }
+
+    #[test]
+    fn unknown_logins_share_a_key_whatever_the_case() {
+        assert_eq!(
+            Key::login(None, " Alice@Example.com"),
+            Key::UnknownLogin("alice@example.com".into())
+        );
+        assert_eq!(Key::login(Some(3), "alice"), Key::Account(3));
     }
 
     #[test]
     fn success_clears_account_but_not_address() {
         let t = Throttle::default();
-        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let addr = Key::LoginAddress(ip("198.51.100.1"));
         let now = Instant::now();
         for i in 0..PER_ADDRESS.limit {
-            t.record_failure(&format!("user{i}"), ip, now);
+            t.record(&[&Key::Account(i as i64), &addr], now);
         }
-        t.record_success("user0");
+        t.clear(&Key::Account(0));
         assert!(
-            t.check("someone-else", ip, now).is_err(),
+            t.check(&[&Key::Account(99), &addr], now).is_err(),
             "address stays locked"
         );
+    }
+
+    #[test]
+    fn registrations_are_limited_per_address() {
+        let t = Throttle::default();
+        let here = Key::Registration(ip("203.0.113.5"));
+        let there = Key::Registration(ip("203.0.113.6"));
+        let now = Instant::now();
+        for _ in 0..REGISTRATIONS.limit {
+            assert!(t.take(&here, now).is_ok());
+        }
+        assert_eq!(t.take(&here, now), Err(REGISTRATIONS.lockout));
+        assert!(t.take(&there, now).is_ok());
+        assert!(t.take(&here, now + REGISTRATIONS.lockout).is_ok());
     }
 }

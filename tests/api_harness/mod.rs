@@ -50,7 +50,20 @@ impl Server {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), env)
+    }
+
+    /// Stops this server (SIGTERM, waiting for the exit) and starts a new one on the same
+    /// database, uploads and secret: a restart as an operator does it.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> Server {
+        let status = self.terminate();
+        assert!(status.success(), "server exit: {status:?}");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, env)
+    }
+
+    /// Starts a server on the database and uploads in `dir` (fresh or left by another).
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -186,6 +199,11 @@ impl Server {
 
     pub fn delete(&self, path: &str, token: &str) -> Reply {
         self.call("DELETE", path, Some(token), None)
+    }
+
+    /// A POST of an `application/x-www-form-urlencoded` form, without a token.
+    pub fn form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        Self::finish(self.req("POST", path, None).send_form(fields))
     }
 
     /// A multipart upload of one file field.

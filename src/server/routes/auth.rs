@@ -22,6 +22,7 @@ use crate::server::routes::users::{
     check_client_profile, check_trainer_profile, detail, UserDetail,
 };
 use crate::server::state::AppState;
+use crate::server::throttle::Key;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(refresh))
         .routes(routes!(change_password))
+        .routes(routes!(logout_all))
         .routes(routes!(setup_admin))
         .routes(routes!(register_trainer))
         .routes(routes!(register_client))
@@ -41,29 +43,42 @@ const BAD_LOGIN: &str = "Incorrect username or password";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct Registration {
+    /// Letters, digits, '.', '_' and '-'.
+    #[schema(min_length = 3, max_length = 50, pattern = "^[A-Za-z0-9._-]{3,50}$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     pub password: String,
+    /// Not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub full_name: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct Login {
+    /// The username or the email address.
     username: String,
+    #[schema(format = Password)]
     password: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordForm {
     username: String,
+    #[schema(format = Password)]
     password: String,
+    /// OAuth2's password grant: "password" if given.
     #[serde(default)]
+    #[schema(pattern = "^password$")]
     grant_type: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordChange {
+    #[schema(format = Password)]
     current_password: String,
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     new_password: String,
 }
 
@@ -77,7 +92,7 @@ struct TokenResponse {
 
 fn token_for(state: &AppState, user: User) -> TokenResponse {
     TokenResponse {
-        access_token: state.tokens.issue(user.id, user.role, user.token_version),
+        access_token: state.tokens.issue(user.id, user.role, user.token_epoch),
         token_type: "bearer",
         expires_in: state.tokens.ttl().as_secs(),
         user,
@@ -181,33 +196,45 @@ pub async fn create_user(
         .map_err(conflict_from)
 }
 
-#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User)))]
+#[utoipa::path(post, path = "/api/auth/register", operation_id = "auth_register", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = User), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many registrations from this address; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
+    validate_registration(&r)?;
+    throttle_registration(&state, ip)?;
     let user = create_user(&state, r, Role::Client, None).await?;
     tracing::info!(user_id = user.id, "client registered");
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Checks a login against the one throttling policy ([`throttle`]): the address's lock
+/// first (no database work for a locked client), then the lock of the account the login
+/// resolves to, so its username and its email share one budget of failures.
 async fn authenticate(
     state: &AppState,
     ip: std::net::IpAddr,
     login: String,
     plain: String,
 ) -> ApiResult<User> {
+    const LOCKED: &str = "Too many failed attempts, try again later";
     let login = login.trim().to_string();
-    if let Err(wait) = state.throttle.check(&login, ip, Instant::now()) {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs().max(1),
-        });
-    }
+    let address = Key::LoginAddress(ip);
+    state
+        .throttle
+        .check(&[&address], Instant::now())
+        .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let lookup = login.clone();
     let user = state
         .db
         .call(move |c| users::find_by_login(c, &lookup))
         .await?;
+    let account = Key::login(user.as_ref().map(|u| u.id), &login);
+    state
+        .throttle
+        .check(&[&account], Instant::now())
+        .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let verified = tokio::task::spawn_blocking(move || match user {
         Some(u) if password::verify(&plain, &u.password_hash) => Some(u),
         Some(_) => None,
@@ -220,7 +247,7 @@ async fn authenticate(
     .map_err(|e| ApiError::Internal(e.into()))?;
     match verified {
         Some(user) if user.is_active => {
-            state.throttle.record_success(&login);
+            state.throttle.clear(&account);
             let id = user.id;
             state
                 .db
@@ -230,14 +257,27 @@ async fn authenticate(
         }
         // An inactive account gets the same answer as a bad password.
         _ => {
-            state.throttle.record_failure(&login, ip, Instant::now());
+            state.throttle.record(&[&account, &address], Instant::now());
             tracing::info!(client = %ip, "failed login");
             Err(ApiError::Unauthorized(BAD_LOGIN))
         }
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse)))]
+/// Counts one public registration (or first-admin setup) against the client's address.
+fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
+    state
+        .throttle
+        .take(&Key::Registration(ip), Instant::now())
+        .map_err(|wait| {
+            ApiError::throttled(
+                "Too many registrations from this address, try again later",
+                wait,
+            )
+        })
+}
+
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Wrong username or password", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -247,7 +287,7 @@ async fn login(
     Ok(Json(token_for(&state, user)))
 }
 
-#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/auth/token", operation_id = "auth_token_form", tag = "auth", request_body(content_type = "application/x-www-form-urlencoded", content = PasswordForm), responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Wrong username or password", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn token_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -295,6 +335,7 @@ async fn change_password(
         })
         .await?
         .ok_or(ApiError::Unauthorized("Could not validate credentials"))?;
+    state.hub.disconnect_user(id);
     tracing::info!(user_id = id, "password changed; older tokens revoked");
     let token = token_for(&state, updated);
     Ok(Json(json!({
@@ -304,14 +345,30 @@ async fn change_password(
     })))
 }
 
+/// Ends every session of the caller: every token issued so far, this one included, stops
+/// working, and their open WebSockets close.
+#[utoipa::path(post, path = "/api/auth/logout-all", operation_id = "auth_logout_all", tag = "auth", responses((status = 204, description = "Every token of the user is revoked")), security(("bearer" = [])))]
+async fn logout_all(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<StatusCode> {
+    let id = user.id;
+    state.db.call(move |c| users::end_sessions(c, id)).await?;
+    state.hub.disconnect_user(id);
+    tracing::info!(user_id = id, "every session ended");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Creates the first admin; refused once any admin exists. The check and the insert run in
 /// one IMMEDIATE transaction so two racing requests can't both succeed.
-#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/auth/setup/admin", operation_id = "auth_setup_admin", tag = "auth", request_body = Registration, responses((status = 201, description = "Success", body = TokenResponse), (status = 403, description = "An admin already exists", body = crate::server::openapi::ErrorBody), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many registrations from this address; see Retry-After", body = crate::server::openapi::ErrorBody)))]
 async fn setup_admin(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     validate_registration(&r)?;
+    throttle_registration(&state, ip)?;
     let hash = hash_password(r.password.clone()).await?;
     let created = state
         .db
@@ -370,7 +427,7 @@ struct ClientRegistration {
 }
 
 /// An admin creates a trainer account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/trainer", operation_id = "auth_register_trainer", tag = "auth", request_body = TrainerRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn register_trainer(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -392,7 +449,7 @@ async fn register_trainer(
 }
 
 /// A trainer (for themselves) or an admin creates a client account with its profile.
-#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/auth/register/client", operation_id = "auth_register_client", tag = "auth", request_body = ClientRegistration, responses((status = 201, description = "Success", body = UserDetail), (status = 409, description = "Username or email taken", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn register_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

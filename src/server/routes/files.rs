@@ -45,6 +45,7 @@ pub struct UploadedFile {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
+    #[schema(format = "uri-reference")]
     pub url: String,
     pub thumbnail_url: Option<String>,
     pub medium_url: Option<String>,
@@ -77,6 +78,12 @@ fn upload_error(field: &str, msg: impl Into<String>) -> ApiError {
     }])
 }
 
+/// A multipart read that failed: 408 when the body stalled, else 422 naming the field.
+fn multipart_error(field: &str, e: axum::extract::multipart::MultipartError) -> ApiError {
+    crate::server::limits::BodyStalled::answer(&e)
+        .unwrap_or_else(|| upload_error(field, e.body_text()))
+}
+
 pub fn multipart_or_422(m: Result<Multipart, MultipartRejection>) -> ApiResult<Multipart> {
     m.map_err(|e| upload_error("file", e.body_text()))
 }
@@ -88,7 +95,7 @@ pub async fn read_file_field(mut m: Multipart, names: &[&str], limit: u64) -> Ap
     while let Some(mut field) = m
         .next_field()
         .await
-        .map_err(|e| upload_error(field_name, e.body_text()))?
+        .map_err(|e| multipart_error(field_name, e))?
     {
         if !field.name().is_some_and(|n| names.contains(&n)) {
             continue;
@@ -98,7 +105,7 @@ pub async fn read_file_field(mut m: Multipart, names: &[&str], limit: u64) -> Ap
         while let Some(chunk) = field
             .chunk()
             .await
-            .map_err(|e| upload_error(field_name, e.body_text()))?
+            .map_err(|e| multipart_error(field_name, e))?
         {
             seen += chunk.len() as u64;
             // Past the limit, keep reading (and dropping) up to twice the limit so the
@@ -133,10 +140,32 @@ pub async fn save(
     bytes: Vec<u8>,
     field: &str,
 ) -> ApiResult<FileRecord> {
-    let detected = store::check(kind, &bytes, &state.file_limits)
-        .map_err(|r| upload_error(field, r.to_string()))?;
+    let detected = store::check(kind, &bytes, &state.file_limits).map_err(|r| {
+        if r.is_limit() {
+            ApiError::Limit {
+                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                detail: r.to_string(),
+            }
+        } else {
+            upload_error(field, r.to_string())
+        }
+    })?;
     let root = state.config.upload_dir.clone();
     let size = bytes.len() as i64;
+    // Decoding an image takes up to 4 bytes a pixel (160 MB at the pixel limit): bound
+    // how many run at once, the rest wait their turn.
+    let _permit = if detected.is_image() {
+        Some(
+            state
+                .decodes
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?,
+        )
+    } else {
+        None
+    };
     let name = tokio::task::spawn_blocking(move || store::store(&root, kind, detected, &bytes))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
@@ -270,7 +299,17 @@ async fn serve(
     };
     let content_type =
         HeaderValue::from_str(&record.content_type).map_err(|e| ApiError::Internal(e.into()))?;
+    // Only images are shown inline; anything else (a PDF) is downloaded, never rendered
+    // by the browser as the app's origin. nginx passes Content-Disposition through an
+    // X-Accel-Redirect, and adds nosniff itself in the internal location.
+    let disposition = if record.content_type.starts_with("image/") {
+        HeaderValue::from_static("inline")
+    } else {
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", record.name))
+            .map_err(|e| ApiError::Internal(e.into()))?
+    };
     let common = [
+        (header::CONTENT_DISPOSITION, disposition),
         (header::CONTENT_TYPE, content_type),
         (
             header::CACHE_CONTROL,
@@ -328,7 +367,7 @@ impl axum::extract::FromRequestParts<AppState> for ConnectPeer {
 }
 
 /// The owner, their trainer or an admin deletes a file and its derivatives.
-#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/files/media/{kind}/{name}", operation_id = "files_remove", tag = "files", params(("kind" = String, Path), ("name" = String, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -58,9 +58,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct MealPlanBody {
     /// Required when creating; a plan never moves to another client.
     client_id: Option<i64>,
+    #[schema(format = Date)]
     date: String,
     // Listed rather than flattened from `PlanFields`: serde can't deny unknown fields
     // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     title: String,
     total_calories: Option<i64>,
     protein_target: Option<i64>,
@@ -106,7 +108,11 @@ fn plan_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Mea
 #[into_params(parameter_in = Query)]
 struct PlanQuery {
     client_id: Option<i64>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     start_date: Option<String>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     end_date: Option<String>,
 }
 
@@ -141,7 +147,7 @@ async fn list_plans(
 }
 
 /// One plan per client and date: a second one for the same day is refused with 409.
-#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = MealPlanBody, responses((status = 201, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/meal-plans", operation_id = "meal_plans_create_plan", tag = "meal-plans", request_body = MealPlanBody, responses((status = 201, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -197,7 +203,7 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -648,6 +654,7 @@ pub struct Targets {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DaySummary {
     pub client_id: i64,
+    #[schema(format = Date)]
     pub date: String,
     pub meal_plan_id: i64,
     pub title: String,
@@ -751,7 +758,7 @@ async fn summary(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path)), responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/meal-plans/summary/{client_id}/{date}", operation_id = "meal_plans_summary_for", tag = "meal-plans", params(("client_id" = i64, Path), ("date" = String, Path, format = Date)), responses((status = 200, description = "Success", body = DaySummary)), security(("bearer" = [])))]
 async fn summary_for(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -19,7 +19,7 @@ use crate::db::notifications::{self, Notification};
 use crate::db::users::{self, Role};
 use crate::server::access::{query, visible_client, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, AuthUser};
+use crate::server::extract::{user_for_token, ApiJson, AuthUser};
 use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::deleted;
@@ -41,6 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct ListQuery {
     #[serde(default)]
     unread_only: bool,
+    /// Admins only: whose notifications to list (default: your own).
+    #[serde(default)]
+    user_id: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/notifications", operation_id = "notifications_list", tag = "notifications", params(crate::server::params::Page, ListQuery), responses((status = 200, description = "Success", body = Vec<Notification>)), security(("bearer" = [])))]
@@ -53,10 +56,24 @@ async fn list(
     let mut c = Checks::new();
     page.check(&mut c);
     c.finish()?;
+    let actor = Actor::from(&me);
+    let recipient = match q.user_id {
+        Some(id) if id != me.id => {
+            actor.require(
+                &[Role::Admin],
+                "Only admins can read another user's notifications",
+            )?;
+            id
+        }
+        _ => me.id,
+    };
     query(&state, move |c| {
+        if recipient != me.id && users::find_by_id(c, recipient)?.is_none() {
+            return Err(ApiError::NotFound("User not found"));
+        }
         Ok(notifications::list(
             c,
-            me.id,
+            recipient,
             q.unread_only,
             page.limit,
             page.offset,
@@ -88,6 +105,7 @@ pub const KINDS: &[&str] = &["info", "success", "warning", "error", "reminder", 
 #[serde(deny_unknown_fields)]
 struct NewNotification {
     recipient_id: i64,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     title: String,
     message: String,
     #[serde(rename = "type", default = "default_kind")]
@@ -144,8 +162,10 @@ async fn get_one(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Notification>> {
+    // Admins read anyone's notification; everyone else only their own.
+    let recipient = (!Actor::from(&me).is_admin()).then_some(me.id);
     query(&state, move |c| {
-        notifications::find(c, id, me.id)?.ok_or(ApiError::NotFound(MISSING))
+        notifications::find(c, id, recipient)?.ok_or(ApiError::NotFound(MISSING))
     })
     .await
     .map(Json)
@@ -161,7 +181,7 @@ async fn mark_read(
         if !notifications::mark_read(c, id, me.id)? {
             return Err(ApiError::NotFound(MISSING));
         }
-        notifications::find(c, id, me.id)?.ok_or(ApiError::NotFound(MISSING))
+        notifications::find(c, id, Some(me.id))?.ok_or(ApiError::NotFound(MISSING))
     })
     .await
     .map(Json)
@@ -243,19 +263,9 @@ async fn authorize_ws(
     let token = token
         .filter(|t| !t.is_empty())
         .ok_or((CLOSE_NO_TOKEN, "Missing token"))?;
-    let claims = state
-        .tokens
-        .verify(token)
-        .map_err(|_| (CLOSE_BAD_TOKEN, "Invalid token"))?;
-    let id = claims.user_id().ok_or((CLOSE_BAD_TOKEN, "Invalid token"))?;
-    let user = state
-        .db
-        .call(move |c| users::find_by_id(c, id))
+    let user = user_for_token(state, token)
         .await
-        .ok()
-        .flatten()
-        .filter(|u| u.is_active && u.token_version == claims.ver)
-        .ok_or((CLOSE_BAD_TOKEN, "Invalid token"))?;
+        .map_err(|_| (CLOSE_BAD_TOKEN, "Invalid token"))?;
     if path_user.parse::<i64>().ok() != Some(user.id) {
         return Err((CLOSE_WRONG_USER, "Token does not match user"));
     }
@@ -295,7 +305,11 @@ async fn serve_socket(state: AppState, mut socket: WebSocket, user_id: i64) {
     loop {
         tokio::select! {
             pushed = conn.messages.recv() => {
-                let Some(text) = pushed else { break };
+                let Some(text) = pushed else {
+                    // The hub dropped us: the user's sessions were ended.
+                    close(socket, CLOSE_BAD_TOKEN, "Session ended").await;
+                    return;
+                };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break;
                 }

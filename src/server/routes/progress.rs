@@ -48,6 +48,7 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
 #[serde(deny_unknown_fields)]
 struct NewEntry {
     client_id: Option<i64>,
+    #[schema(format = Date)]
     date: String,
     weight: f64,
     photo_path: Option<String>,
@@ -93,7 +94,11 @@ async fn create(
 #[into_params(parameter_in = Query)]
 struct RangeQuery {
     client_id: Option<i64>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     start_date: Option<String>,
+    #[schema(format = Date)]
+    #[param(format = Date)]
     end_date: Option<String>,
 }
 

@@ -4,7 +4,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::server::json::Json;
 use axum::extract::State;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -41,25 +40,20 @@ async fn root() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
     let verdict = state.health.verdict(&state.db).await;
-    health_answer(&state, verdict, Instant::now())
+    health_answer(verdict)
 }
 
-/// The `/health` answer for `verdict`, as of `now`. Synchronous, so the tracking layer can
+/// The `/health` answer for `verdict`. Synchronous, so the tracking layer can
 /// answer a probe on the spot while the cached verdict is fresh (see
 /// [`crate::server::middleware`]).
-pub fn health_answer(state: &AppState, verdict: Verdict, now: Instant) -> Response {
+pub fn health_answer(verdict: Verdict) -> Response {
     let healthy = verdict.is_ok();
     let body = HealthBody {
         status: if healthy { "healthy" } else { "unhealthy" },
-        version: VERSION,
-        environment: state.config.environment.as_str(),
-        domain: &state.config.domain,
         timestamp: chrono::Utc::now(),
-        uptime_seconds: now.saturating_duration_since(state.started).as_secs(),
         database: HealthDatabase {
             status: if healthy { "connected" } else { "disconnected" },
             error: verdict.err(),
-            pool_stats: state.db.pool_stats(),
         },
     };
     // Built directly rather than from an `IntoResponse` tuple, which would set a
@@ -77,8 +71,26 @@ pub fn health_answer(state: &AppState, verdict: Verdict, now: Instant) -> Respon
     response
 }
 
-#[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success")))]
-async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
+/// Database and server detail (version, environment, pool, file sizes): for internal
+/// networks (the stack's own probes) and admins only; `/health` is the public check.
+#[utoipa::path(get, path = "/status/database", operation_id = "system_database_status", tag = "system", responses((status = 200, description = "Success"), (status = 401, description = "Not from an internal network, and no admin token"), (status = 403, description = "Not an admin"), (status = 503, description = "The database is unavailable")), security((), ("bearer" = [])))]
+async fn database_status(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    if !crate::config::net::is_internal(ip) {
+        let token = crate::server::extract::bearer_token(&headers)
+            .ok_or(ApiError::Unauthorized("Not authenticated"))?;
+        let user = crate::server::extract::user_for_token(&state, token)
+            .await
+            .map_err(|_| ApiError::Unauthorized("Could not validate credentials"))?;
+        if user.role != crate::db::users::Role::Admin {
+            return Err(ApiError::Forbidden(
+                "Database status is for admins and internal networks",
+            ));
+        }
+    }
     let path = state.db.path().to_path_buf();
     if let Err(reason) = state.db.check_file() {
         let body =
@@ -106,6 +118,10 @@ async fn database_status(State(state): State<AppState>) -> ApiResult<Response> {
                 "wal_size_bytes": status.wal_size_bytes,
                 "connection_pool": pool,
                 "database_url_type": "sqlite",
+                "version": VERSION,
+                "environment": state.config.environment.as_str(),
+                "domain": state.config.domain,
+                "uptime_seconds": state.started.elapsed().as_secs(),
             }),
         ),
         Ok(Err(e)) => {

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::db::invitations::{self, Invitation};
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, Role, User, UserChanges, UserFilter};
 use crate::db::DbError;
@@ -31,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_trainers))
         .routes(routes!(get_user, put_user, delete_user))
         .routes(routes!(assign_to_me))
+        .routes(routes!(my_invitations))
+        .routes(routes!(accept_invitation))
+        .routes(routes!(decline_invitation))
         .routes(routes!(remove_client))
         .routes(routes!(admin_assign, admin_unassign))
 }
@@ -321,7 +325,7 @@ async fn put_user(
 
 /// Admin only. Refuses to delete yourself and a trainer who still has clients (reassign
 /// them first); a client's own data goes with them. Their stored files are removed too.
-#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "users_delete_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -348,29 +352,122 @@ async fn delete_user(
     })
     .await?;
     crate::files::remove_stored(&state.config.upload_dir, &files).await;
+    state.hub.disconnect_user(id);
     tracing::info!(user_id = id, "user deleted");
     Ok(deleted("User"))
 }
 
-/// A trainer takes on a client who has no trainer yet.
-#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = User)), security(("bearer" = [])))]
+/// A trainer offers to coach a client who has no trainer yet: the client must accept
+/// (`POST /api/users/me/invitations/{trainer_id}/accept`) before the trainer sees any of
+/// their data (issue 15: claiming by id alone exposed medical notes). The client is told
+/// by a notification. Their own client already: 200 with the client, nothing changes.
+#[utoipa::path(post, path = "/api/users/clients/{id}/assign", operation_id = "users_assign_to_me", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Already this trainer's client", body = User), (status = 202, description = "Invitation sent; the client must accept it", body = Invitation)), security(("bearer" = [])))]
 async fn assign_to_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<User>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     Actor::from(&me).require(&[Role::Trainer], "Only trainers can take on clients")?;
-    query(&state, move |c| {
+    let trainer = me.clone();
+    let (answer, note) = query(&state, move |c| {
         let client = users::find_by_id(c, id)?
             .filter(|u| {
                 u.role == Role::Client && (u.trainer_id.is_none() || u.trainer_id == Some(me.id))
             })
             .ok_or(ApiError::NotFound("Client not found"))?;
-        users::set_trainer(c, client.id, Some(me.id))?;
-        users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
+        if client.trainer_id == Some(me.id) {
+            return Ok((Json(client).into_response(), None));
+        }
+        let tx = crate::server::access::write_tx(c)?;
+        let invitation = invitations::invite(&tx, client.id, me.id)?;
+        let note = crate::db::notifications::insert(
+            &tx,
+            client.id,
+            Some(me.id),
+            "Trainer invitation",
+            &format!(
+                "{} invites you to train with them; accept or decline under your invitations",
+                me.full_name
+            ),
+            "trainer_invitation",
+        )?;
+        tx.commit().map_err(DbError::from)?;
+        Ok((
+            (axum::http::StatusCode::ACCEPTED, Json(invitation)).into_response(),
+            Some(note),
+        ))
+    })
+    .await?;
+    if let Some(note) = note {
+        state.hub.push_notification(&note);
+        tracing::info!(
+            client_id = id,
+            trainer_id = trainer.id,
+            "trainer invited a client"
+        );
+    }
+    Ok(answer)
+}
+
+/// The signed-in client's pending trainer invitations.
+#[utoipa::path(get, path = "/api/users/me/invitations", operation_id = "users_my_invitations", tag = "users", responses((status = 200, description = "Success", body = Vec<Invitation>)), security(("bearer" = [])))]
+async fn my_invitations(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> ApiResult<Json<Vec<Invitation>>> {
+    Actor::from(&me).require(&[Role::Client], "Only clients have trainer invitations")?;
+    query(&state, move |c| Ok(invitations::for_client(c, me.id)?))
+        .await
+        .map(Json)
+}
+
+/// The client accepts a trainer's invitation: the trainer becomes theirs, and every other
+/// pending invitation goes. Refused while they already have a trainer.
+#[utoipa::path(post, path = "/api/users/me/invitations/{trainer_id}/accept", operation_id = "users_accept_invitation", tag = "users", params(("trainer_id" = i64, Path)), responses((status = 200, description = "Success", body = User), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
+async fn accept_invitation(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(trainer_id): ApiPath<i64>,
+) -> ApiResult<Json<User>> {
+    Actor::from(&me).require(&[Role::Client], "Only clients accept trainer invitations")?;
+    query(&state, move |c| {
+        let tx = crate::server::access::write_tx(c)?;
+        let me = users::find_by_id(&tx, me.id)?.ok_or(ApiError::NotFound("User not found"))?;
+        if !invitations::remove(&tx, me.id, trainer_id)? {
+            return Err(ApiError::NotFound("Invitation not found"));
+        }
+        if me.trainer_id.is_some() {
+            return Err(ApiError::Conflict(
+                "You already have a trainer; ask an admin to change it".into(),
+            ));
+        }
+        users::set_trainer(&tx, me.id, Some(trainer_id))?;
+        invitations::clear(&tx, me.id)?;
+        let user = users::find_by_id(&tx, me.id)?.ok_or(ApiError::NotFound("User not found"))?;
+        tx.commit().map_err(DbError::from)?;
+        Ok(user)
     })
     .await
     .map(Json)
+}
+
+/// The client declines (deletes) a trainer's invitation.
+#[utoipa::path(delete, path = "/api/users/me/invitations/{trainer_id}", operation_id = "users_decline_invitation", tag = "users", params(("trainer_id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+async fn decline_invitation(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiPath(trainer_id): ApiPath<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Actor::from(&me).require(&[Role::Client], "Only clients decline trainer invitations")?;
+    let removed = query(&state, move |c| {
+        Ok(invitations::remove(c, me.id, trainer_id)?)
+    })
+    .await?;
+    if !removed {
+        return Err(ApiError::NotFound("Invitation not found"));
+    }
+    Ok(deleted("Invitation"))
 }
 
 /// A trainer lets go of their client, or an admin unassigns any client.
@@ -400,6 +497,7 @@ fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User
         .ok_or(ApiError::NotFound("Client not found"))?;
     if assign {
         users::set_trainer(c, client.id, Some(trainer.id))?;
+        invitations::clear(c, client.id)?;
     } else if client.trainer_id == Some(trainer.id) {
         users::set_trainer(c, client.id, None)?;
     } else {
@@ -449,7 +547,7 @@ mod tests {
             updated_at: None,
             last_login: None,
             password_hash: String::new(),
-            token_version: 0,
+            token_epoch: 0,
         }
     }
 

@@ -171,7 +171,7 @@ async fn put_exercise(
     .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/workouts/exercises/{id}", operation_id = "workouts_delete_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value), (status = 409, description = "The exercise is used by a plan", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn delete_exercise(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -207,6 +207,11 @@ async fn exercise_progress(
 ) -> ApiResult<Json<w::ExerciseProgress>> {
     let actor = Actor::from(&me);
     let client_id = match (actor.role, q.client_id) {
+        (Role::Client, Some(id)) if id != me.id => {
+            return Err(ApiError::Forbidden(
+                "Clients can only see their own progress; leave out client_id",
+            ))
+        }
         (Role::Client, _) => me.id,
         (_, Some(id)) => id,
         (_, None) => {
@@ -231,9 +236,13 @@ async fn exercise_progress(
 struct WorkoutPlanBody {
     /// Required when creating; ignored (may not change) when updating.
     client_id: Option<i64>,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    #[schema(max_length = 2000)]
     description: Option<String>,
+    #[schema(format = Date)]
     start_date: Option<String>,
+    #[schema(format = Date)]
     end_date: Option<String>,
 }
 
@@ -459,6 +468,7 @@ async fn plan_summary(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
     day_of_week: Option<i64>,
     notes: Option<String>,
