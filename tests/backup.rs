@@ -709,3 +709,194 @@ fn schedule_refuses_a_bad_cron_expression_naming_the_key() {
         stderr(&out)
     );
 }
+
+/// A stack whose backup holds 100 rows and the seeded uploads ("new"), while the live
+/// state has 10 rows, the change only in a stale -wal, and one more upload ("old").
+fn stack_with_old_and_new_state() -> (Stack, BTreeMap<String, (u32, i64, String)>, String) {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    stack.seed_uploads();
+    let new_files = tree(&stack.uploads());
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    let wal = PathBuf::from(format!("{}-wal", stack.db_path().display()));
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("DELETE FROM items WHERE id > 10", []).unwrap();
+    let stale_wal = fs::read(&wal).unwrap();
+    drop(conn);
+    fs::write(&wal, stale_wal).unwrap();
+    fs::write(stack.uploads().join("new.txt"), "added after the backup").unwrap();
+    (stack, new_files, id)
+}
+
+/// Names in the stack directory and its data folder that a restore leaves while it runs.
+fn restore_leftovers(stack: &Stack) -> Vec<String> {
+    let mut names = backup_files(&stack.dir);
+    names.extend(backup_files(&stack.dir.join("data")));
+    names
+        .into_iter()
+        .filter(|n| n.contains("restore"))
+        .collect()
+}
+
+fn killed_by_sigkill(out: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(9)
+}
+
+// Issue 17: a restore killed between its renames left the database missing, or the new
+// database with the old uploads, and nothing recovered it.
+#[test]
+fn restore_killed_at_each_journal_step_ends_entirely_old_or_entirely_new() {
+    let mut points: Vec<String> = [
+        "restore:journal",
+        "restore:staged",
+        "restore:safety-backup",
+        "restore:swapping",
+    ]
+    .map(String::from)
+    .to_vec();
+    points.extend((1..=12).map(|n| format!("restore:rename-{n}")));
+    points.push("restore:committed".into());
+    let mut renames_seen = 0;
+    for point in &points {
+        let (stack, new_files, id) = stack_with_old_and_new_state();
+        let old_files = tree(&stack.uploads());
+        let out = Command::new(ELIOR)
+            .args(["restore", &id, "--yes", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", point)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if point.starts_with("restore:rename-") && out.status.success() {
+            // Past the last rename: the fault point was never reached.
+            continue;
+        }
+        assert!(
+            killed_by_sigkill(&out),
+            "{point}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        if point.starts_with("restore:rename-") {
+            renames_seen += 1;
+        }
+        assert!(
+            stack.dir.join("data/.elior-restore-journal.json").exists(),
+            "{point}: no journal"
+        );
+
+        // The next command that touches the stack recovers it first.
+        let next = stack.elior(&["backup", "list"]);
+        assert!(next.status.success(), "{point}: {}", stderr(&next));
+        let committed = point == "restore:committed";
+        let (rows, files) = (count_rows(&stack.db_path()), tree(&stack.uploads()));
+        if committed {
+            assert!(
+                stderr(&next).contains("it was finished"),
+                "{}",
+                stderr(&next)
+            );
+            assert_eq!((rows, &files), (100, &new_files), "{point}");
+        } else {
+            assert_eq!((rows, &files), (10, &old_files), "{point}: mixed or lost");
+        }
+        assert!(
+            !stack.dir.join("data/.elior-restore-journal.json").exists(),
+            "{point}"
+        );
+        assert_eq!(restore_leftovers(&stack), Vec::<String>::new(), "{point}");
+        // And a restore then simply works.
+        let again = stack.elior(&["restore", &id, "--yes"]);
+        assert!(again.status.success(), "{point}: {}", stderr(&again));
+        assert_eq!(count_rows(&stack.db_path()), 100);
+        assert_eq!(tree(&stack.uploads()), new_files);
+    }
+    // The database (its stale -wal was checkpointed by the safety backup), the staged
+    // database, the uploads, the staged uploads.
+    assert_eq!(renames_seen, 4);
+}
+
+/// A stack whose env file names the database relative to the stack directory, as `elior
+/// serve` run in that directory reads it.
+fn serve_in(stack: &Stack) -> Child {
+    Command::new(ELIOR)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--env-file",
+            ".env.production",
+        ])
+        .current_dir(&stack.dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn relative_database_env(stack: &Stack) {
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!(
+            "DATABASE_URL=sqlite:///./data/elior_fitness.db\nUPLOAD_DIR=./uploads\nBACKUP_DIR={}\n",
+            stack.backups.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn serve_finishes_an_interrupted_restore_and_refuses_to_create_a_database_it_cannot_recover() {
+    let (stack, _, id) = stack_with_old_and_new_state();
+    relative_database_env(&stack);
+    let restore = |point: &str| {
+        Command::new(ELIOR)
+            .args(["restore", &id, "--yes", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", point)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Killed with the live database moved aside: serve puts it back, then serves it.
+    assert!(killed_by_sigkill(&restore("restore:rename-1")));
+    assert!(!stack.db_path().exists());
+    let journal = stack.dir.join("data/.elior-restore-journal.json");
+    let mut server = KillOnDrop(serve_in(&stack));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not recover the restore"
+        );
+        if server.0.try_wait().unwrap().is_some() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+            panic!("serve exited: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    assert_eq!(count_rows(&stack.db_path()), 10);
+
+    // Killed the same way, but the copy set aside is then lost (a careless `rm`): serve
+    // must refuse rather than create an empty database in its place.
+    assert!(killed_by_sigkill(&restore("restore:rename-1")));
+    for name in backup_files(&stack.dir.join("data")) {
+        if name.contains("pre-restore") {
+            fs::remove_file(stack.dir.join("data").join(name)).unwrap();
+        }
+    }
+    let out = serve_in(&stack).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be put back"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stack.db_path().exists(), "serve created a fresh database");
+    assert!(journal.exists());
+}

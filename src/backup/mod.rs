@@ -8,6 +8,8 @@
 //! backup leaves nothing behind.
 
 pub mod archive;
+pub mod fault;
+pub mod journal;
 pub mod manifest;
 pub mod names;
 pub mod restore;
@@ -287,6 +289,46 @@ pub fn create(
     // in BACKUP_DIR forever (retention never deletes files it does not recognise).
     let _ = fs::remove_file(&claim);
     Ok(manifest)
+}
+
+/// Finishes or undoes a restore of the stack in `stack_dir` that was interrupted (killed,
+/// power cut), so the stack is entirely the old state or entirely the restored one before
+/// a command touches it. Every command that touches a stack calls this once at its start;
+/// a directory with no env file (or settings that name no SQLite database) has nothing to
+/// recover.
+pub fn recover_interrupted_restore(stack_dir: &Path) -> Result<()> {
+    if !stack_dir.join(settings::ENV_FILE).is_file() {
+        return Ok(());
+    }
+    let Ok(settings) = BackupSettings::load(stack_dir) else {
+        return Ok(());
+    };
+    recover_interrupted_restore_at(&settings.database_path)
+}
+
+/// [`recover_interrupted_restore`] for a process that knows only its database path
+/// (`elior serve`). When the restore cannot be finished or undone from here (the API
+/// container sees other paths than the host did), this fails: the caller must not open,
+/// and so create, a database that a restore journal says is being replaced.
+pub fn recover_interrupted_restore_at(database: &Path) -> Result<()> {
+    let database = std::path::absolute(database)
+        .with_context(|| format!("failed to resolve {}", database.display()))?;
+    let recovered = journal::recover(&database, &restore::refuse_if_open).with_context(|| {
+        format!(
+            "refusing to use {}: a restore journal says it is being replaced",
+            database.display()
+        )
+    })?;
+    match recovered {
+        journal::Recovery::Nothing => {}
+        journal::Recovery::Undone { backup } => eprintln!(
+            "elior: a restore of backup {backup} was interrupted; it was undone, and the stack is as it was before it"
+        ),
+        journal::Recovery::Finished { backup } => eprintln!(
+            "elior: a restore of backup {backup} was interrupted after its swap; it was finished"
+        ),
+    }
+    Ok(())
 }
 
 /// The elior backups found in a folder, grouped by id.

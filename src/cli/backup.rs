@@ -100,6 +100,7 @@ impl BackupArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
         let settings = BackupSettings::load(&self.dir)?;
+        backup::recover_interrupted_restore(&self.dir)?;
         match self.command {
             None => {
                 let options = CreateOptions {

@@ -81,6 +81,7 @@ fn jobs(dir: &Path) -> Result<Vec<Job>> {
 fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     crate::logging::init("info", crate::logging::Format::Human);
     let jobs = jobs(dir)?;
+    crate::backup::recover_interrupted_restore(dir)?;
     let exe = std::env::current_exe().context("failed to find the elior executable")?;
     let stop = Stop::default();
     watch_signals(stop.clone())?;
