@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elior::backup::manifest::Manifest;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -312,7 +313,6 @@ fn restore_replaces_live_data_and_keeps_a_safety_backup() {
 /// Makes a copy of backup `from` under the id `to` (same files, renamed manifest), so a
 /// test can have complete backups with any date in their names.
 fn clone_backup(backups: &Path, from: &str, to: &str) {
-    let text = fs::read_to_string(backups.join(format!("backup_{from}.json"))).unwrap();
     for name in [
         format!("db_backup_{from}.db"),
         format!("uploads_backup_{from}.tar.gz"),
@@ -321,9 +321,31 @@ fn clone_backup(backups: &Path, from: &str, to: &str) {
             fs::copy(backups.join(&name), backups.join(name.replace(from, to))).unwrap();
         }
     }
+    edit_manifest(backups, from, to, |_| {});
+}
+
+/// Rewrites backup `from`'s manifest as backup `to`'s after `change`, with a valid
+/// checksum: what a backup that was wrong when written looks like.
+fn edit_manifest(backups: &Path, from: &str, to: &str, change: impl FnOnce(&mut Manifest)) {
+    let mut manifest = Manifest::read(&backups.join(format!("backup_{from}.json"))).unwrap();
+    manifest.id = to.to_string();
+    for file in &mut manifest.files {
+        file.name = file.name.replace(from, to);
+    }
+    change(&mut manifest);
+    manifest.seal();
+    elior::backup::manifest::write(backups, &manifest).unwrap();
+}
+
+/// Writes the claim of backup `id` as a backup running in process `pid` would.
+fn hold(backups: &Path, id: &str, pid: u32) {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = serde_json::json!({
+        "pid": pid, "host": host.trim(), "command": "elior backup", "since": "now",
+    });
     fs::write(
-        backups.join(format!("backup_{to}.json")),
-        text.replace(from, to),
+        backups.join(format!(".backup_{id}.json.tmp")),
+        holder.to_string(),
     )
     .unwrap();
 }
@@ -355,7 +377,7 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     remove_backup(&stack.backups, &taken);
     fs::write(stack.backups.join("notes.txt"), "keep me").unwrap();
     fs::write(stack.backups.join("db_backup_2020.db"), "not ours").unwrap();
-    // A backup with no manifest is incomplete (maybe still running): never touched.
+    // A backup with no manifest that no running backup holds was killed: removed.
     let incomplete = id_days_ago(60);
     fs::write(
         stack.backups.join(format!("db_backup_{incomplete}.db")),
@@ -372,10 +394,12 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
         .unwrap();
+    let running_id = id_days_ago(0);
     let running = stack
         .backups
-        .join(format!(".db_backup_{}.db.tmp", id_days_ago(0)));
+        .join(format!(".db_backup_{running_id}.db.tmp"));
     fs::write(&running, "being written").unwrap();
+    hold(&stack.backups, &running_id, std::process::id());
 
     let dry = stack.elior(&["backup", "prune", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -395,7 +419,10 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert!(out.status.success(), "{}", stderr(&out));
     let after = backup_files(&stack.backups);
     let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
-    let mut expected = vec![stale.file_name().unwrap().to_string_lossy().into_owned()];
+    let mut expected = vec![
+        stale.file_name().unwrap().to_string_lossy().into_owned(),
+        format!("db_backup_{incomplete}.db"),
+    ];
     for id in &ids[..2] {
         expected.push(format!("backup_{id}.json"));
         expected.push(format!("db_backup_{id}.db"));
@@ -407,7 +434,12 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert_eq!(gone, expected);
     assert!(after.contains(&"notes.txt".to_string()));
     assert!(after.contains(&"db_backup_2020.db".to_string()));
-    assert!(after.contains(&format!("db_backup_{incomplete}.db")));
+    assert!(after.contains(&running.file_name().unwrap().to_string_lossy().into_owned()));
+    assert!(
+        stderr(&out).contains(&format!("removed incomplete backup {incomplete}")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -899,4 +931,180 @@ fn serve_finishes_an_interrupted_restore_and_refuses_to_create_a_database_it_can
     );
     assert!(!stack.db_path().exists(), "serve created a fresh database");
     assert!(journal.exists());
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Overwrites `len` bytes in the middle of a file.
+fn garble(path: &Path, len: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    let start = bytes.len() / 2;
+    let end = (start + len).min(bytes.len());
+    for (i, b) in bytes[start..end].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31) ^ 0x5A;
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+/// Makes the manifest of backup `id` match its (changed) files again, as a backup that
+/// was written wrong would.
+fn rehash(backups: &Path, id: &str) {
+    edit_manifest(backups, id, id, |m| {
+        for file in &mut m.files {
+            let (size, sha) =
+                elior::backup::manifest::sha256_file(&backups.join(&file.name)).unwrap();
+            file.size = size;
+            file.sha256 = sha;
+        }
+    });
+}
+
+// Issue 17: each of these let retention delete the only restorable backup.
+#[test]
+fn retention_attacks_leave_the_deep_verified_backup() {
+    let attacks: [(&str, fn(&Path, &str)); 5] = [
+        ("garbled database, matching hashes", |b, id| {
+            garble(&b.join(format!("db_backup_{id}.db")), 8192);
+            rehash(b, id);
+        }),
+        ("truncated uploads, matching hashes", |b, id| {
+            let path = b.join(format!("uploads_backup_{id}.tar.gz"));
+            let bytes = fs::read(&path).unwrap();
+            fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            rehash(b, id);
+        }),
+        ("empty file list", |b, id| {
+            edit_manifest(b, id, id, |m| m.files.clear())
+        }),
+        ("manifest edited after it was sealed", |b, id| {
+            let path = b.join(format!("backup_{id}.json"));
+            let text = fs::read_to_string(&path).unwrap();
+            fs::write(&path, text.replace("\"manual\"", "\"scheduled\"")).unwrap();
+        }),
+        ("dated in the future", |_, _| {}),
+    ];
+    for (attack, damage) in attacks {
+        let stack = Stack::new();
+        stack.seed_database(200);
+        stack.seed_uploads();
+        let taken = stack.backup()["id"].as_str().unwrap().to_string();
+        let good = id_days_ago(40);
+        let bad = if attack == "dated in the future" {
+            "20991231_000000".to_string()
+        } else {
+            id_days_ago(35)
+        };
+        clone_backup(&stack.backups, &taken, &good);
+        clone_backup(&stack.backups, &taken, &bad);
+        remove_backup(&stack.backups, &taken);
+        damage(&stack.backups, &bad);
+
+        let dry = stack.elior(&["backup", "prune", "--dry-run"]);
+        assert!(dry.status.success(), "{attack}: {}", stderr(&dry));
+        let plan = stdout(&dry);
+        let line = |id: &str| {
+            plan.lines()
+                .find(|l| l.contains(id))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line(&good).starts_with("keep") && line(&good).contains("(newest verified backup)"),
+            "{attack}: {plan}"
+        );
+        assert!(
+            line(&bad).starts_with("keep") && line(&bad).contains("failed verification"),
+            "{attack}: {plan}"
+        );
+        let out = stack.elior(&["backup", "prune"]);
+        assert!(out.status.success(), "{attack}: {}", stderr(&out));
+        let verify = stack.elior(&["backup", "verify", &good]);
+        assert!(verify.status.success(), "{attack}: {}", stdout(&verify));
+        let verify = stack.elior(&["backup", "verify", &bad]);
+        assert_eq!(
+            verify.status.code(),
+            Some(1),
+            "{attack}: {}",
+            stdout(&verify)
+        );
+    }
+}
+
+// Issue 17: a corrupt backup filled a --keep-daily slot, and the good one beyond it went.
+#[test]
+fn a_corrupt_backup_does_not_fill_a_keep_daily_slot() {
+    let stack = Stack::new();
+    stack.seed_database(50);
+    let taken = stack.backup()["id"].as_str().unwrap().to_string();
+    let [oldest, corrupt, newest] = [35, 34, 33].map(id_days_ago);
+    for id in [&oldest, &corrupt, &newest] {
+        clone_backup(&stack.backups, &taken, id);
+    }
+    remove_backup(&stack.backups, &taken);
+    garble(&stack.backups.join(format!("db_backup_{corrupt}.db")), 16);
+    let out = stack.elior(&["backup", "prune", "--keep-daily", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout(&out);
+    assert!(plan.contains(&format!("keep          {oldest}")), "{plan}");
+    assert!(stack
+        .backups
+        .join(format!("db_backup_{oldest}.db"))
+        .exists());
+    assert!(stack
+        .backups
+        .join(format!("db_backup_{corrupt}.db"))
+        .exists());
+}
+
+// Issue 17: 11 killed backups leaked 3.1 GB, and `verify --all` then failed forever.
+#[test]
+fn eleven_killed_backups_leave_no_trace_after_prune() {
+    let stack = Stack::new();
+    stack.seed_database(5_000);
+    stack.seed_uploads();
+    stack.backup();
+    let clean = folder_bytes(&stack.backups);
+    let points = [
+        "backup:claimed",
+        "backup:database-copied",
+        "backup:database-written",
+        "backup:uploads-archived",
+        "backup:uploads-written",
+    ];
+    for i in 0..11 {
+        let out = Command::new(ELIOR)
+            .args(["backup", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", points[i % points.len()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(killed_by_sigkill(&out), "{:?} {}", out.status, stderr(&out));
+    }
+    assert!(folder_bytes(&stack.backups) > clean);
+    let list = stack.elior(&["backup", "list"]);
+    assert!(
+        stderr(&list).contains("left by killed runs"),
+        "{}",
+        stderr(&list)
+    );
+    let out = stack.elior(&["backup", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed incomplete backup"),
+        "{}",
+        stderr(&out)
+    );
+    let after = folder_bytes(&stack.backups);
+    assert!(
+        after.abs_diff(clean) * 20 <= clean,
+        "{after} bytes after prune; a clean run leaves {clean}"
+    );
+    let verify = stack.elior(&["backup", "verify", "--all"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
 }

@@ -545,6 +545,49 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
     Ok(stats)
 }
 
+/// What reading an archive back found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    pub files: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+}
+
+/// Reads every entry of the archive, content included, without writing anything: the
+/// deep check of a backup (a damaged member, a truncated tail or an entry outside
+/// `uploads/` fails it).
+pub fn read_back(archive: &Path) -> Result<ReadBack> {
+    let file = File::open(archive)
+        .with_context(|| format!("failed to open archive {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(1 << 20, file),
+    ));
+    let damaged = || format!("archive {} is damaged or not a tar.gz", archive.display());
+    let mut found = ReadBack::default();
+    for entry in tar.entries().with_context(damaged)? {
+        let mut entry = entry.with_context(damaged)?;
+        let name = entry.path().with_context(damaged)?.into_owned();
+        if relative_in_root(&name).is_none() {
+            bail!(
+                "archive {} holds {:?}, outside uploads/",
+                archive.display(),
+                name
+            );
+        }
+        let is_file = matches!(
+            entry.header().entry_type(),
+            EntryType::Regular | EntryType::Continuous
+        );
+        let read = io::copy(&mut entry, &mut io::sink())
+            .with_context(|| format!("{}: failed to read {}", damaged(), name.display()))?;
+        if is_file {
+            found.files += 1;
+            found.bytes += read;
+        }
+    }
+    Ok(found)
+}
+
 /// Fsyncs every file and folder under `root` (symlinks are not followed), folders after
 /// their entries, so a restored tree survives a power cut once it is swapped in.
 pub fn sync_tree(root: &Path) -> Result<()> {
