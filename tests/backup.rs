@@ -1108,3 +1108,217 @@ fn eleven_killed_backups_leave_no_trace_after_prune() {
     let verify = stack.elior(&["backup", "verify", "--all"]);
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
+
+/// A gzip member of `data`.
+fn gz_member(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Plants backup `id` holding only the uploads archive `archive`, with a sealed manifest
+/// that truly matches it: only extraction can catch what it holds.
+fn plant_uploads_backup(stack: &Stack, id: &str, archive: &[u8], files: u64, bytes: u64) {
+    fs::create_dir_all(&stack.backups).unwrap();
+    let name = format!("uploads_backup_{id}.tar.gz");
+    fs::write(stack.backups.join(&name), archive).unwrap();
+    let manifest = serde_json::json!({
+        "format": 2, "id": id, "created_at": "2026-01-01T00:00:00+00:00",
+        "elior_version": "0.1.0", "schema_version": null, "reason": "manual",
+        "database_check": null, "upload_files": files, "upload_bytes": bytes, "duration_ms": 1,
+        "files": [{"part": "uploads", "name": name, "size": archive.len(), "sha256": sha256(archive)}],
+    });
+    let mut manifest: Manifest = serde_json::from_value(manifest).unwrap();
+    manifest.seal();
+    elior::backup::manifest::write(&stack.backups, &manifest).unwrap();
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// A tar.gz of the given entries: (path, type, link target or content).
+fn archive_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, extra) in entries {
+        match kind {
+            tar::EntryType::Regular => {
+                let mut h = header(*kind, extra.len() as u64, 0o644);
+                builder.append_data(&mut h, path, extra.as_bytes()).unwrap();
+            }
+            tar::EntryType::Directory => {
+                let mut h = header(*kind, 0, 0o755);
+                builder.append_data(&mut h, path, &[][..]).unwrap();
+            }
+            _ => {
+                let mut h = header(*kind, 0, 0o644);
+                if !extra.is_empty() {
+                    let link = &mut h.as_gnu_mut().unwrap().linkname;
+                    link[..extra.len()].copy_from_slice(extra.as_bytes());
+                }
+                let name = &mut h.as_gnu_mut().unwrap().name;
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                builder.append(&h, &[][..]).unwrap();
+            }
+        }
+    }
+    gz_member(&builder.into_inner().unwrap())
+}
+
+/// 200 MiB of zeros in one entry, in about 200 KiB of gzip.
+fn gzip_bomb() -> Vec<u8> {
+    const SIZE: u64 = 200 << 20;
+    let mut head = header(tar::EntryType::Regular, SIZE, 0o644);
+    let mut header_bytes = tar::Builder::new(Vec::new());
+    header_bytes
+        .append_data(&mut head, "uploads/zeros.bin", std::io::empty())
+        .unwrap();
+    let header_bytes = header_bytes.into_inner().unwrap();
+    // append_data wrote the header and, as the data was empty, nothing else but the end.
+    let mut out = gz_member(&header_bytes[..512]);
+    let mut zeros = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    zeros.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let zeros = zeros.finish().unwrap();
+    for _ in 0..(SIZE >> 20) {
+        out.extend_from_slice(&zeros);
+    }
+    out.extend_from_slice(&gz_member(&[0u8; 1024]));
+    out
+}
+
+// Issue 17: a dangling symlink chain escaped uploads/, and a gzip bomb was accepted.
+#[test]
+fn hostile_archives_are_refused_naming_the_entry_and_nothing_outside_changes() {
+    use tar::EntryType::{Char, Directory, Link, Regular, Symlink};
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    let live_files = tree(&stack.uploads());
+    let outside = stack.dir.parent().unwrap().to_path_buf();
+    fs::create_dir_all(&stack.backups).unwrap();
+    let outside_before = backup_files(&outside);
+    let cases: Vec<(&str, Vec<u8>, &str, u64)> = vec![
+        (
+            "uploads/a/c",
+            archive_of(&[
+                ("uploads/", Directory, ""),
+                ("uploads/a/", Directory, ""),
+                ("uploads/a/b", Symlink, ".."),
+                ("uploads/a/c", Symlink, "b/../escaped"),
+            ]),
+            "resolves outside uploads/",
+            0,
+        ),
+        (
+            "uploads/abs",
+            archive_of(&[
+                ("uploads/ok.txt", Regular, "ok"),
+                ("uploads/abs", Symlink, "/etc"),
+            ]),
+            "points outside uploads/",
+            1,
+        ),
+        (
+            "uploads/h",
+            archive_of(&[
+                ("uploads/ok.txt", Regular, "ok"),
+                ("uploads/h", Link, "/etc/passwd"),
+            ]),
+            "a hard link",
+            1,
+        ),
+        (
+            "uploads/tty",
+            archive_of(&[("uploads/ok.txt", Regular, "ok"), ("uploads/tty", Char, "")]),
+            "a device",
+            1,
+        ),
+        ("uploads/zeros.bin", gzip_bomb(), "decompression bomb", 1),
+    ];
+    for (i, (entry, archive, why, files)) in cases.iter().enumerate() {
+        let id = id_days_ago(i as i64 + 1);
+        let bytes = if entry.ends_with("zeros.bin") {
+            200 << 20
+        } else {
+            2
+        };
+        plant_uploads_backup(&stack, &id, archive, *files, bytes);
+        let out = stack.elior(&["restore", &id, "--yes"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{entry}: {err}");
+        assert!(err.contains(&format!("{entry:?}")), "{entry}: {err}");
+        assert!(err.contains(why), "{entry}: {err}");
+        assert!(
+            err.contains("nothing was written outside"),
+            "{entry}: {err}"
+        );
+        assert_eq!(tree(&stack.uploads()), live_files, "{entry}");
+        assert_eq!(backup_files(&outside), outside_before, "{entry}");
+        assert_eq!(restore_leftovers(&stack), Vec::<String>::new(), "{entry}");
+    }
+}
+
+// Issue 17: setuid-root files came back setuid root.
+#[test]
+fn setuid_and_setgid_bits_are_stripped_with_a_warning() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, 4, 0o6755);
+    builder
+        .append_data(&mut h, "uploads/tool", &b"#!/x"[..])
+        .unwrap();
+    let archive = gz_member(&builder.into_inner().unwrap());
+    let id = id_days_ago(1);
+    plant_uploads_backup(&stack, &id, &archive, 1, 4);
+    let out = stack.elior(&["restore", &id, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stripped the setuid/setgid bits"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("uploads/tool"), "{}", stderr(&out));
+    let mode = fs::metadata(stack.uploads().join("tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+}
+
+// Issue 17: a symlinked uploads/ was replaced by a real folder.
+#[test]
+fn a_symlinked_uploads_folder_keeps_its_link_and_is_restored_through_it() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let real = stack.dir.parent().unwrap().join("big-disk/uploads");
+    fs::create_dir_all(&real).unwrap();
+    fs::remove_dir(stack.uploads()).unwrap();
+    symlink("../big-disk/uploads", stack.uploads()).unwrap();
+    stack.seed_uploads();
+    let files = tree(&real);
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    fs::write(real.join("notes.txt"), "changed").unwrap();
+    fs::write(real.join("extra.txt"), "added").unwrap();
+
+    let out = stack.elior(&["restore", &id, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_link(stack.uploads()).unwrap(),
+        PathBuf::from("../big-disk/uploads")
+    );
+    assert_eq!(tree(&real), files);
+    let leftovers: Vec<_> = backup_files(real.parent().unwrap())
+        .into_iter()
+        .filter(|n| n != "uploads")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -160,7 +160,7 @@ fn restore_locked(
         if let Some(record) = uploads_record {
             reporter.phase("extracting the uploads");
             let temp = journal.staged.last().expect("uploads are staged last");
-            upload_stats = Some(stage_uploads(&dir.join(&record.name), temp)?);
+            upload_stats = Some(stage_uploads(&dir.join(&record.name), temp, manifest)?);
         }
         fault::point("restore:staged");
 
@@ -404,14 +404,46 @@ fn stage_database(backup: &Path, target: &Path, temp: &Path) -> Result<()> {
     manifest::sync_dir(parent)
 }
 
+/// What extracting the uploads may unpack: no more than the manifest recorded (plus tar's
+/// headers and padding), and never more than the free space where it is unpacked.
+fn extract_limits(temp: &Path, manifest: &manifest::Manifest) -> archive::Limits {
+    let free = rustix::fs::statvfs(temp)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    let mut limits = archive::Limits {
+        max_bytes: free,
+        max_bytes_source: format!("the free space where {} is unpacked", temp.display()),
+        max_ratio: archive::MAX_RATIO,
+    };
+    if let (Some(bytes), Some(files)) = (manifest.upload_bytes, manifest.upload_files) {
+        // Each entry costs a header and up to a block of padding; long names a few more
+        // blocks. Folders and links are not counted in the manifest: 64 MiB of slack.
+        let recorded = bytes
+            .saturating_add(files.saturating_mul(4 * 512))
+            .saturating_add(64 << 20);
+        if recorded < limits.max_bytes {
+            limits.max_bytes = recorded;
+            limits.max_bytes_source = format!(
+                "the {} in {files} files its manifest records, plus tar headers",
+                super::human_bytes(bytes)
+            );
+        }
+    }
+    limits
+}
+
 /// Extracts the uploads archive into the new folder `temp`, and fsyncs every file and
 /// folder of it (and `temp`'s parent) before it can be swapped in.
-fn stage_uploads(archive_path: &Path, temp: &Path) -> Result<ExtractStats> {
+fn stage_uploads(
+    archive_path: &Path,
+    temp: &Path,
+    manifest: &manifest::Manifest,
+) -> Result<ExtractStats> {
     if fs::symlink_metadata(temp).is_ok() {
         fs::remove_dir_all(temp).with_context(|| format!("failed to clear {}", temp.display()))?;
     }
     fs::create_dir(temp).with_context(|| format!("failed to create {}", temp.display()))?;
-    let stats = archive::extract(archive_path, temp)?;
+    let stats = archive::extract(archive_path, temp, &extract_limits(temp, manifest))?;
     archive::sync_tree(temp)?;
     manifest::sync_dir(temp.parent().unwrap_or(Path::new(".")))?;
     Ok(stats)
