@@ -1322,3 +1322,111 @@ fn a_symlinked_uploads_folder_keeps_its_link_and_is_restored_through_it() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A scheduler for `stack` running a backup every 2 s, whose backup stops at
+/// `backup:uploads-archived` (its files half-written) until `marker` is removed. Its
+/// stderr goes to a file the test polls.
+fn paused_scheduler(stack: &Stack, marker: &Path, log: &Path) -> KillOnDrop {
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=\"*/2 * * * * *\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(ELIOR)
+        .args(["schedule", "--dir"])
+        .arg(&stack.dir)
+        .env("NO_COLOR", "1")
+        .env("ELIOR_FAULT", "backup:uploads-archived:pause")
+        .env("ELIOR_FAULT_MARKER", marker)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+// Issue 17: Ctrl-C on `elior schedule` killed a backup in progress.
+#[test]
+fn schedule_lets_a_running_backup_finish_on_the_first_signal() {
+    for first in ["TERM", "INT"] {
+        let stack = Stack::new();
+        stack.seed_database(100);
+        stack.seed_uploads();
+        let marker = stack.dir.join("paused");
+        let log = stack.dir.join("schedule.log");
+        let mut scheduler = paused_scheduler(&stack, &marker, &log);
+        wait_for("the backup to reach its pause", || marker.exists());
+        signal(scheduler.0.id(), first);
+        wait_for("the stop to be logged", || {
+            fs::read_to_string(&log)
+                .unwrap()
+                .contains("a running job finishes first")
+        });
+        // The backup is still mid-way; let it go on.
+        assert!(scheduler.0.try_wait().unwrap().is_none());
+        fs::remove_file(&marker).unwrap();
+        let status = scheduler.0.wait().unwrap();
+        assert!(status.success(), "{first}: {status}");
+        let log = fs::read_to_string(&log).unwrap();
+        assert!(log.contains("job succeeded"), "{first}: {log}");
+        assert!(log.contains("scheduler stopped"), "{first}: {log}");
+        let verify = stack.elior(&["backup", "verify", "--all"]);
+        assert!(verify.status.success(), "{first}: {}", stdout(&verify));
+        assert_eq!(
+            stdout(&verify).matches("ok ").count(),
+            1,
+            "{}",
+            stdout(&verify)
+        );
+    }
+}
+
+#[test]
+fn schedule_aborts_a_running_backup_on_the_second_sigint_and_removes_its_files() {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    stack.seed_uploads();
+    let marker = stack.dir.join("paused");
+    let log = stack.dir.join("schedule.log");
+    let mut scheduler = paused_scheduler(&stack, &marker, &log);
+    wait_for("the backup to reach its pause", || marker.exists());
+    assert!(!backup_files(&stack.backups).is_empty());
+    signal(scheduler.0.id(), "INT");
+    wait_for("the stop to be logged", || {
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("a running job finishes first")
+    });
+    signal(scheduler.0.id(), "INT");
+    let status = scheduler.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("aborting the running job"), "{log}");
+    assert!(
+        log.contains("killed it and removed its partial files"),
+        "{log}"
+    );
+    assert!(log.contains("scheduler stopped"), "{log}");
+    assert_eq!(backup_files(&stack.backups), Vec::<String>::new());
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(stack.dir.join(".elior/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["jobs"]["backup"]["last_result"], "failed");
+}
