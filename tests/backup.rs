@@ -1430,3 +1430,86 @@ fn schedule_aborts_a_running_backup_on_the_second_sigint_and_removes_its_files()
             .unwrap();
     assert_eq!(state["jobs"]["backup"]["last_result"], "failed");
 }
+
+#[test]
+fn export_writes_one_plain_tar_gz_that_gnu_tar_unpacks_into_the_backup() {
+    let stack = Stack::new();
+    stack.seed_database(300);
+    stack.seed_uploads();
+    let files = tree(&stack.uploads());
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    let output = stack.dir.join("export.tar.gz");
+    let out = stack.elior(&[
+        "backup",
+        "export",
+        &id,
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("3 upload files"), "{}", stdout(&out));
+    assert_eq!(
+        fs::metadata(&output).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let unpacked = stack.dir.join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let tar = Command::new("tar")
+        .args(["-xzpf"])
+        .arg(&output)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", stderr(&tar));
+    let top = unpacked.join(format!("elior-backup-{id}"));
+    assert_eq!(count_rows(&top.join("database.db")), 300);
+    assert_eq!(tree(&top.join("uploads")), files);
+    let manifest = Manifest::read(&top.join("backup.json")).unwrap();
+    assert_eq!(manifest.id, id);
+
+    // An existing file is never overwritten, and a damaged backup is not exported.
+    let again = stack.elior(&[
+        "backup",
+        "export",
+        &id,
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    garble(&stack.backups.join(format!("db_backup_{id}.db")), 16);
+    let other = stack.dir.join("other.tar.gz");
+    let bad = stack.elior(&["backup", "export", &id, "--output", other.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("failed verification"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!other.exists());
+    assert!(!stack.dir.join(".other.tar.gz.tmp").exists());
+}
+
+#[test]
+fn a_postgres_stack_is_told_backups_are_not_supported_yet() {
+    let stack = Stack::new();
+    fs::write(
+        stack.dir.join(".env.production"),
+        "DATABASE_URL=postgresql://elior@db/elior\n",
+    )
+    .unwrap();
+    for args in [&["backup"][..], &["restore", "--yes"][..]] {
+        let out = stack.elior(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("PostgreSQL database are not supported yet"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

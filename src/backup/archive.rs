@@ -785,7 +785,7 @@ pub fn sync_tree(root: &Path) -> Result<()> {
 
 /// The entry's path below `uploads/`, or None when it is absolute, uses `..`, or is not
 /// under `uploads/`. `uploads` itself maps to the empty path.
-fn relative_in_root(name: &Path) -> Option<PathBuf> {
+pub(crate) fn relative_in_root(name: &Path) -> Option<PathBuf> {
     let mut components = name.components().filter(|c| *c != Component::CurDir);
     match components.next()? {
         Component::Normal(first) if first == ROOT_NAME => {}

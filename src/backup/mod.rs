@@ -8,6 +8,7 @@
 //! backup leaves nothing behind.
 
 pub mod archive;
+pub mod export;
 pub mod fault;
 pub mod journal;
 pub mod manifest;

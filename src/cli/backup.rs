@@ -56,6 +56,26 @@ enum BackupCommand {
     Verify(VerifyArgs),
     /// Delete backups that retention no longer keeps
     Prune(PruneArgs),
+    /// Write one backup as a single plain tar.gz
+    Export(ExportArgs),
+}
+
+/// Write one backup as a single plain tar.gz that any tar unpacks:
+/// elior-backup-ID/backup.json (the manifest), elior-backup-ID/database.db and
+/// elior-backup-ID/uploads/. The backup is verified first; an existing file is never
+/// overwritten.
+///
+/// Example:
+///     elior backup export latest --output /mnt/usb/elior.tar.gz
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+struct ExportArgs {
+    /// The backup id (like 20261129_020000) or `latest`
+    #[arg(default_value = "latest")]
+    id: String,
+    /// Where to write it [default: elior-backup-ID.tar.gz in the current folder]
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// Re-check a backup: its manifest's own checksum first, then its files against the
@@ -139,6 +159,7 @@ impl BackupArgs {
             Some(BackupCommand::List) => list(&settings, self.json),
             Some(BackupCommand::Verify(args)) => verify(&settings, &args, self.json),
             Some(BackupCommand::Prune(args)) => prune(&settings, &args, self.json),
+            Some(BackupCommand::Export(args)) => export(&settings, &args, self.json),
         }
     }
 }
@@ -257,6 +278,28 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
         for id in &report.running {
             eprintln!("elior: backup {id} is still being written by a running backup; left alone");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<ExitCode> {
+    let sets = backup::scan(&settings.backup_dir)?;
+    let set = backup::find(&sets, &args.id)?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("elior-backup-{}.tar.gz", set.id)));
+    let report = backup::export::export(&settings.backup_dir, set, &output)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "exported backup {} to {} ({}, {} upload files)",
+            report.backup,
+            report.path.display(),
+            backup::human_bytes(report.size),
+            report.upload_files
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
