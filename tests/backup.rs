@@ -967,7 +967,8 @@ fn rehash(backups: &Path, id: &str) {
 // Issue 17: each of these let retention delete the only restorable backup.
 #[test]
 fn retention_attacks_leave_the_deep_verified_backup() {
-    let attacks: [(&str, fn(&Path, &str)); 5] = [
+    type Damage = fn(&Path, &str);
+    let attacks: [(&str, Damage); 5] = [
         ("garbled database, matching hashes", |b, id| {
             garble(&b.join(format!("db_backup_{id}.db")), 8192);
             rehash(b, id);
