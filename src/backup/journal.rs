@@ -6,9 +6,11 @@
 //! says when the swap is committed. A restore killed at any point leaves a journal that
 //! the next elior command reads through [`recover`]: before the commit mark every rename
 //! done is undone (the stack is entirely the old state, database and uploads together);
-//! after it the copies moved aside are removed (entirely the new state). Renames are
-//! atomic, and each one is judged done or not from the files alone, so recovery is itself
-//! safe to kill and run again.
+//! after it the copies moved aside are removed (entirely the new state). A process that
+//! cannot replay the journal (the API container, which sees other paths) may use the
+//! stack only while the journal is staging or committed, never while it is swapping.
+//! Renames are atomic, and each one is judged done or not from the files alone, so
+//! recovery is itself safe to kill and run again.
 //!
 //! This module owns the journal file and the rules above; which files a restore swaps is
 //! decided by [`super::restore`].
@@ -117,11 +119,12 @@ impl Journal {
         path_for(&self.database)
     }
 
-    /// Writes the journal atomically (temp, fsync, rename, fsync of the folder).
+    /// Writes the journal atomically (temp, fsync, rename, fsync of the folder). It holds
+    /// paths only, and the API container's user must be able to read it: mode 0644.
     pub fn write(&self) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).expect("journal serialises");
         text.push('\n');
-        crate::fsutil::write_atomic(&self.path(), text.as_bytes(), 0o600)
+        crate::fsutil::write_atomic(&self.path(), text.as_bytes(), 0o644)
     }
 
     fn remove(&self) -> Result<()> {
@@ -248,9 +251,12 @@ pub fn recover(database: &Path, refuse_if_open: &dyn Fn(&Path) -> Result<()>) ->
     let alive = journal.host == crate::lock::hostname()
         && journal.pid != std::process::id()
         && pid_alive(journal.pid);
-    if alive || journal.host != crate::lock::hostname() {
-        if journal.phase == Phase::Staging {
-            // The live files are untouched while a restore stages its copies.
+    let elsewhere = journal.host != crate::lock::hostname() || journal.database != database;
+    if alive || elsewhere {
+        if journal.phase != Phase::Swapping {
+            // While a restore stages its copies the live files are untouched; once it is
+            // committed the restored files are in place (the API container starts on
+            // them), and only the copies moved aside remain for the host to remove.
             return Ok(Recovery::Nothing);
         }
         if alive {
@@ -409,5 +415,17 @@ mod tests {
         let err = format!("{:#}", recover(&moved, &|_| Ok(())).unwrap_err());
         assert!(err.contains("was interrupted"), "{err}");
         assert!(path_for(&moved).exists());
+
+        // Staging or committed, the files the other view sees are whole: it may go on
+        // (the API container starting on a restored database), and the journal stays for
+        // the host to settle.
+        for phase in [Phase::Staging, Phase::Committed] {
+            let mut other = j.clone();
+            other.phase = phase;
+            let text = serde_json::to_string(&other).unwrap();
+            fs::write(path_for(&moved), text).unwrap();
+            assert_eq!(recover(&moved, &|_| Ok(())).unwrap(), Recovery::Nothing);
+            assert!(path_for(&moved).exists());
+        }
     }
 }

@@ -7,10 +7,11 @@
 //! temporary names, fsynced, done while the API still serves, so an unsafe archive is
 //! refused before anything else happens); take a safety backup of the current state; stop
 //! the API if it runs; record every rename of the swap in the journal, then do them
-//! (moving the current files, and any `-wal`/`-shm`, aside); start the API and wait until
-//! it is healthy; mark the journal committed and remove what was moved aside. A failure
-//! before the commit mark is undone through the journal, as the next command would undo
-//! it after a crash, and the API is started again. A symlinked uploads/ keeps its link:
+//! (moving the current files, and any `-wal`/`-shm`, aside); mark the journal committed;
+//! start the API and wait until it is healthy; remove what was moved aside. A failure is
+//! undone through the journal (a committed swap whose API stays unhealthy is first marked
+//! uncommitted again), as the next command would undo it after a crash, and the API is
+//! started again. A symlinked uploads/ keeps its link:
 //! the folder it points at is swapped.
 //!
 //! The API container is driven through [`ApiControl`], so the deploy code can plug in its
@@ -215,6 +216,11 @@ fn restore_locked(
         for dir in [database.as_path(), uploads.as_path()] {
             manifest::sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
         }
+        // Committed before the API starts: the API (in its container) must find the
+        // restored database in place and a journal that asks nothing more of it.
+        journal.phase = Phase::Committed;
+        journal.write()?;
+        fault::point("restore:committed");
         if was_running {
             reporter.phase("starting the API and waiting until it is healthy");
             api.start()?;
@@ -223,9 +229,17 @@ fn restore_locked(
     })();
 
     if let Err(error) = outcome {
-        let swapped = journal.phase == Phase::Swapping;
-        // Undo through the journal, exactly as the next command would after a crash.
-        let rollback = journal.settle();
+        let swapped = journal.phase != Phase::Staging;
+        // Undo through the journal, exactly as the next command would after a crash. A
+        // swap committed but whose API did not come up healthy is undone too: the journal
+        // goes back to swapping first, so a crash meanwhile also ends in the old state.
+        let rollback = (|| {
+            if journal.phase == Phase::Committed {
+                journal.phase = Phase::Swapping;
+                journal.write()?;
+            }
+            journal.settle()
+        })();
         let restart = if stopped { api.start().err() } else { None };
         let mut message = format!("{error:#}");
         match rollback {
@@ -242,9 +256,6 @@ fn restore_locked(
         return Err(anyhow!(message));
     }
 
-    journal.phase = Phase::Committed;
-    journal.write()?;
-    fault::point("restore:committed");
     journal.settle()?;
 
     Ok(RestoreReport {
