@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elior::backup::manifest::Manifest;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -312,7 +313,6 @@ fn restore_replaces_live_data_and_keeps_a_safety_backup() {
 /// Makes a copy of backup `from` under the id `to` (same files, renamed manifest), so a
 /// test can have complete backups with any date in their names.
 fn clone_backup(backups: &Path, from: &str, to: &str) {
-    let text = fs::read_to_string(backups.join(format!("backup_{from}.json"))).unwrap();
     for name in [
         format!("db_backup_{from}.db"),
         format!("uploads_backup_{from}.tar.gz"),
@@ -321,9 +321,31 @@ fn clone_backup(backups: &Path, from: &str, to: &str) {
             fs::copy(backups.join(&name), backups.join(name.replace(from, to))).unwrap();
         }
     }
+    edit_manifest(backups, from, to, |_| {});
+}
+
+/// Rewrites backup `from`'s manifest as backup `to`'s after `change`, with a valid
+/// checksum: what a backup that was wrong when written looks like.
+fn edit_manifest(backups: &Path, from: &str, to: &str, change: impl FnOnce(&mut Manifest)) {
+    let mut manifest = Manifest::read(&backups.join(format!("backup_{from}.json"))).unwrap();
+    manifest.id = to.to_string();
+    for file in &mut manifest.files {
+        file.name = file.name.replace(from, to);
+    }
+    change(&mut manifest);
+    manifest.seal();
+    elior::backup::manifest::write(backups, &manifest).unwrap();
+}
+
+/// Writes the claim of backup `id` as a backup running in process `pid` would.
+fn hold(backups: &Path, id: &str, pid: u32) {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = serde_json::json!({
+        "pid": pid, "host": host.trim(), "command": "elior backup", "since": "now",
+    });
     fs::write(
-        backups.join(format!("backup_{to}.json")),
-        text.replace(from, to),
+        backups.join(format!(".backup_{id}.json.tmp")),
+        holder.to_string(),
     )
     .unwrap();
 }
@@ -355,7 +377,7 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     remove_backup(&stack.backups, &taken);
     fs::write(stack.backups.join("notes.txt"), "keep me").unwrap();
     fs::write(stack.backups.join("db_backup_2020.db"), "not ours").unwrap();
-    // A backup with no manifest is incomplete (maybe still running): never touched.
+    // A backup with no manifest that no running backup holds was killed: removed.
     let incomplete = id_days_ago(60);
     fs::write(
         stack.backups.join(format!("db_backup_{incomplete}.db")),
@@ -372,10 +394,12 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
         .unwrap();
+    let running_id = id_days_ago(0);
     let running = stack
         .backups
-        .join(format!(".db_backup_{}.db.tmp", id_days_ago(0)));
+        .join(format!(".db_backup_{running_id}.db.tmp"));
     fs::write(&running, "being written").unwrap();
+    hold(&stack.backups, &running_id, std::process::id());
 
     let dry = stack.elior(&["backup", "prune", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -395,7 +419,10 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert!(out.status.success(), "{}", stderr(&out));
     let after = backup_files(&stack.backups);
     let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
-    let mut expected = vec![stale.file_name().unwrap().to_string_lossy().into_owned()];
+    let mut expected = vec![
+        stale.file_name().unwrap().to_string_lossy().into_owned(),
+        format!("db_backup_{incomplete}.db"),
+    ];
     for id in &ids[..2] {
         expected.push(format!("backup_{id}.json"));
         expected.push(format!("db_backup_{id}.db"));
@@ -407,7 +434,12 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     assert_eq!(gone, expected);
     assert!(after.contains(&"notes.txt".to_string()));
     assert!(after.contains(&"db_backup_2020.db".to_string()));
-    assert!(after.contains(&format!("db_backup_{incomplete}.db")));
+    assert!(after.contains(&running.file_name().unwrap().to_string_lossy().into_owned()));
+    assert!(
+        stderr(&out).contains(&format!("removed incomplete backup {incomplete}")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -708,4 +740,777 @@ fn schedule_refuses_a_bad_cron_expression_naming_the_key() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A stack whose backup holds 100 rows and the seeded uploads ("new"), while the live
+/// state has 10 rows, the change only in a stale -wal, and one more upload ("old").
+fn stack_with_old_and_new_state() -> (Stack, BTreeMap<String, (u32, i64, String)>, String) {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    stack.seed_uploads();
+    let new_files = tree(&stack.uploads());
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    let wal = PathBuf::from(format!("{}-wal", stack.db_path().display()));
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("DELETE FROM items WHERE id > 10", []).unwrap();
+    let stale_wal = fs::read(&wal).unwrap();
+    drop(conn);
+    fs::write(&wal, stale_wal).unwrap();
+    fs::write(stack.uploads().join("new.txt"), "added after the backup").unwrap();
+    (stack, new_files, id)
+}
+
+/// Names in the stack directory and its data folder that a restore leaves while it runs.
+fn restore_leftovers(stack: &Stack) -> Vec<String> {
+    let mut names = backup_files(&stack.dir);
+    names.extend(backup_files(&stack.dir.join("data")));
+    names
+        .into_iter()
+        .filter(|n| n.contains("restore"))
+        .collect()
+}
+
+fn killed_by_sigkill(out: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(9)
+}
+
+// Issue 17: a restore killed between its renames left the database missing, or the new
+// database with the old uploads, and nothing recovered it.
+#[test]
+fn restore_killed_at_each_journal_step_ends_entirely_old_or_entirely_new() {
+    let mut points: Vec<String> = [
+        "restore:journal",
+        "restore:staged",
+        "restore:safety-backup",
+        "restore:swapping",
+    ]
+    .map(String::from)
+    .to_vec();
+    points.extend((1..=12).map(|n| format!("restore:rename-{n}")));
+    points.push("restore:committed".into());
+    let mut renames_seen = 0;
+    for point in &points {
+        let (stack, new_files, id) = stack_with_old_and_new_state();
+        let old_files = tree(&stack.uploads());
+        let out = Command::new(ELIOR)
+            .args(["restore", &id, "--yes", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", point)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if point.starts_with("restore:rename-") && out.status.success() {
+            // Past the last rename: the fault point was never reached.
+            continue;
+        }
+        assert!(
+            killed_by_sigkill(&out),
+            "{point}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        if point.starts_with("restore:rename-") {
+            renames_seen += 1;
+        }
+        assert!(
+            stack.dir.join("data/.elior-restore-journal.json").exists(),
+            "{point}: no journal"
+        );
+
+        // The next command that touches the stack recovers it first.
+        let next = stack.elior(&["backup", "list"]);
+        assert!(next.status.success(), "{point}: {}", stderr(&next));
+        let committed = point == "restore:committed";
+        let (rows, files) = (count_rows(&stack.db_path()), tree(&stack.uploads()));
+        if committed {
+            assert!(
+                stderr(&next).contains("it was finished"),
+                "{}",
+                stderr(&next)
+            );
+            assert_eq!((rows, &files), (100, &new_files), "{point}");
+        } else {
+            assert_eq!((rows, &files), (10, &old_files), "{point}: mixed or lost");
+        }
+        assert!(
+            !stack.dir.join("data/.elior-restore-journal.json").exists(),
+            "{point}"
+        );
+        assert_eq!(restore_leftovers(&stack), Vec::<String>::new(), "{point}");
+        // And a restore then simply works.
+        let again = stack.elior(&["restore", &id, "--yes"]);
+        assert!(again.status.success(), "{point}: {}", stderr(&again));
+        assert_eq!(count_rows(&stack.db_path()), 100);
+        assert_eq!(tree(&stack.uploads()), new_files);
+    }
+    // The database (its stale -wal was checkpointed by the safety backup), the staged
+    // database, the uploads, the staged uploads.
+    assert_eq!(renames_seen, 4);
+}
+
+/// A stack whose env file names the database relative to the stack directory, as `elior
+/// serve` run in that directory reads it.
+fn serve_in(stack: &Stack) -> Child {
+    Command::new(ELIOR)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--env-file",
+            ".env.production",
+        ])
+        .current_dir(&stack.dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn relative_database_env(stack: &Stack) {
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!(
+            "DATABASE_URL=sqlite:///./data/elior_fitness.db\nUPLOAD_DIR=./uploads\nBACKUP_DIR={}\n",
+            stack.backups.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn serve_finishes_an_interrupted_restore_and_refuses_to_create_a_database_it_cannot_recover() {
+    let (stack, _, id) = stack_with_old_and_new_state();
+    relative_database_env(&stack);
+    let restore = |point: &str| {
+        Command::new(ELIOR)
+            .args(["restore", &id, "--yes", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", point)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Killed with the live database moved aside: serve puts it back, then serves it.
+    assert!(killed_by_sigkill(&restore("restore:rename-1")));
+    assert!(!stack.db_path().exists());
+    let journal = stack.dir.join("data/.elior-restore-journal.json");
+    let mut server = KillOnDrop(serve_in(&stack));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not recover the restore"
+        );
+        if server.0.try_wait().unwrap().is_some() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+            panic!("serve exited: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    assert_eq!(count_rows(&stack.db_path()), 10);
+
+    // Killed the same way, but the copy set aside is then lost (a careless `rm`): serve
+    // must refuse rather than create an empty database in its place.
+    assert!(killed_by_sigkill(&restore("restore:rename-1")));
+    for name in backup_files(&stack.dir.join("data")) {
+        if name.contains("pre-restore") {
+            fs::remove_file(stack.dir.join("data").join(name)).unwrap();
+        }
+    }
+    let out = serve_in(&stack).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be put back"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stack.db_path().exists(), "serve created a fresh database");
+    assert!(journal.exists());
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Overwrites `len` bytes in the middle of a file.
+fn garble(path: &Path, len: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    let start = bytes.len() / 2;
+    let end = (start + len).min(bytes.len());
+    for (i, b) in bytes[start..end].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31) ^ 0x5A;
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+/// Makes the manifest of backup `id` match its (changed) files again, as a backup that
+/// was written wrong would.
+fn rehash(backups: &Path, id: &str) {
+    edit_manifest(backups, id, id, |m| {
+        for file in &mut m.files {
+            let (size, sha) =
+                elior::backup::manifest::sha256_file(&backups.join(&file.name)).unwrap();
+            file.size = size;
+            file.sha256 = sha;
+        }
+    });
+}
+
+// Issue 17: each of these let retention delete the only restorable backup.
+#[test]
+fn retention_attacks_leave_the_deep_verified_backup() {
+    type Damage = fn(&Path, &str);
+    let attacks: [(&str, Damage); 5] = [
+        ("garbled database, matching hashes", |b, id| {
+            garble(&b.join(format!("db_backup_{id}.db")), 8192);
+            rehash(b, id);
+        }),
+        ("truncated uploads, matching hashes", |b, id| {
+            let path = b.join(format!("uploads_backup_{id}.tar.gz"));
+            let bytes = fs::read(&path).unwrap();
+            fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            rehash(b, id);
+        }),
+        ("empty file list", |b, id| {
+            edit_manifest(b, id, id, |m| m.files.clear())
+        }),
+        ("manifest edited after it was sealed", |b, id| {
+            let path = b.join(format!("backup_{id}.json"));
+            let text = fs::read_to_string(&path).unwrap();
+            fs::write(&path, text.replace("\"manual\"", "\"scheduled\"")).unwrap();
+        }),
+        ("dated in the future", |_, _| {}),
+    ];
+    for (attack, damage) in attacks {
+        let stack = Stack::new();
+        stack.seed_database(200);
+        stack.seed_uploads();
+        let taken = stack.backup()["id"].as_str().unwrap().to_string();
+        let good = id_days_ago(40);
+        let bad = if attack == "dated in the future" {
+            "20991231_000000".to_string()
+        } else {
+            id_days_ago(35)
+        };
+        clone_backup(&stack.backups, &taken, &good);
+        clone_backup(&stack.backups, &taken, &bad);
+        remove_backup(&stack.backups, &taken);
+        damage(&stack.backups, &bad);
+
+        let dry = stack.elior(&["backup", "prune", "--dry-run"]);
+        assert!(dry.status.success(), "{attack}: {}", stderr(&dry));
+        let plan = stdout(&dry);
+        let line = |id: &str| {
+            plan.lines()
+                .find(|l| l.contains(id))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line(&good).starts_with("keep") && line(&good).contains("(newest verified backup)"),
+            "{attack}: {plan}"
+        );
+        assert!(
+            line(&bad).starts_with("keep") && line(&bad).contains("failed verification"),
+            "{attack}: {plan}"
+        );
+        let out = stack.elior(&["backup", "prune"]);
+        assert!(out.status.success(), "{attack}: {}", stderr(&out));
+        let verify = stack.elior(&["backup", "verify", &good]);
+        assert!(verify.status.success(), "{attack}: {}", stdout(&verify));
+        let verify = stack.elior(&["backup", "verify", &bad]);
+        assert_eq!(
+            verify.status.code(),
+            Some(1),
+            "{attack}: {}",
+            stdout(&verify)
+        );
+    }
+}
+
+// Issue 17: a corrupt backup filled a --keep-daily slot, and the good one beyond it went.
+#[test]
+fn a_corrupt_backup_does_not_fill_a_keep_daily_slot() {
+    let stack = Stack::new();
+    stack.seed_database(50);
+    let taken = stack.backup()["id"].as_str().unwrap().to_string();
+    let [oldest, corrupt, newest] = [35, 34, 33].map(id_days_ago);
+    for id in [&oldest, &corrupt, &newest] {
+        clone_backup(&stack.backups, &taken, id);
+    }
+    remove_backup(&stack.backups, &taken);
+    garble(&stack.backups.join(format!("db_backup_{corrupt}.db")), 16);
+    let out = stack.elior(&["backup", "prune", "--keep-daily", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout(&out);
+    assert!(plan.contains(&format!("keep          {oldest}")), "{plan}");
+    assert!(stack
+        .backups
+        .join(format!("db_backup_{oldest}.db"))
+        .exists());
+    assert!(stack
+        .backups
+        .join(format!("db_backup_{corrupt}.db"))
+        .exists());
+}
+
+// Issue 17: 11 killed backups leaked 3.1 GB, and `verify --all` then failed forever.
+#[test]
+fn eleven_killed_backups_leave_no_trace_after_prune() {
+    let stack = Stack::new();
+    stack.seed_database(5_000);
+    stack.seed_uploads();
+    stack.backup();
+    let clean = folder_bytes(&stack.backups);
+    let points = [
+        "backup:claimed",
+        "backup:database-copied",
+        "backup:database-written",
+        "backup:uploads-archived",
+        "backup:uploads-written",
+    ];
+    for i in 0..11 {
+        let out = Command::new(ELIOR)
+            .args(["backup", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", points[i % points.len()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(killed_by_sigkill(&out), "{:?} {}", out.status, stderr(&out));
+    }
+    assert!(folder_bytes(&stack.backups) > clean);
+    let list = stack.elior(&["backup", "list"]);
+    assert!(
+        stderr(&list).contains("left by killed runs"),
+        "{}",
+        stderr(&list)
+    );
+    let out = stack.elior(&["backup", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed incomplete backup"),
+        "{}",
+        stderr(&out)
+    );
+    let after = folder_bytes(&stack.backups);
+    assert!(
+        after.abs_diff(clean) * 20 <= clean,
+        "{after} bytes after prune; a clean run leaves {clean}"
+    );
+    let verify = stack.elior(&["backup", "verify", "--all"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
+
+/// A gzip member of `data`.
+fn gz_member(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Plants backup `id` holding only the uploads archive `archive`, with a sealed manifest
+/// that truly matches it: only extraction can catch what it holds.
+fn plant_uploads_backup(stack: &Stack, id: &str, archive: &[u8], files: u64, bytes: u64) {
+    fs::create_dir_all(&stack.backups).unwrap();
+    let name = format!("uploads_backup_{id}.tar.gz");
+    fs::write(stack.backups.join(&name), archive).unwrap();
+    let manifest = serde_json::json!({
+        "format": 2, "id": id, "created_at": "2026-01-01T00:00:00+00:00",
+        "elior_version": "0.1.0", "schema_version": null, "reason": "manual",
+        "database_check": null, "upload_files": files, "upload_bytes": bytes, "duration_ms": 1,
+        "files": [{"part": "uploads", "name": name, "size": archive.len(), "sha256": sha256(archive)}],
+    });
+    let mut manifest: Manifest = serde_json::from_value(manifest).unwrap();
+    manifest.seal();
+    elior::backup::manifest::write(&stack.backups, &manifest).unwrap();
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// A tar.gz of the given entries: (path, type, link target or content).
+fn archive_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, extra) in entries {
+        match kind {
+            tar::EntryType::Regular => {
+                let mut h = header(*kind, extra.len() as u64, 0o644);
+                builder.append_data(&mut h, path, extra.as_bytes()).unwrap();
+            }
+            tar::EntryType::Directory => {
+                let mut h = header(*kind, 0, 0o755);
+                builder.append_data(&mut h, path, &[][..]).unwrap();
+            }
+            _ => {
+                let mut h = header(*kind, 0, 0o644);
+                if !extra.is_empty() {
+                    let link = &mut h.as_gnu_mut().unwrap().linkname;
+                    link[..extra.len()].copy_from_slice(extra.as_bytes());
+                }
+                let name = &mut h.as_gnu_mut().unwrap().name;
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                builder.append(&h, &[][..]).unwrap();
+            }
+        }
+    }
+    gz_member(&builder.into_inner().unwrap())
+}
+
+/// 200 MiB of zeros in one entry, in about 200 KiB of gzip.
+fn gzip_bomb() -> Vec<u8> {
+    const SIZE: u64 = 200 << 20;
+    let mut head = header(tar::EntryType::Regular, SIZE, 0o644);
+    let mut header_bytes = tar::Builder::new(Vec::new());
+    header_bytes
+        .append_data(&mut head, "uploads/zeros.bin", std::io::empty())
+        .unwrap();
+    let header_bytes = header_bytes.into_inner().unwrap();
+    // append_data wrote the header and, as the data was empty, nothing else but the end.
+    let mut out = gz_member(&header_bytes[..512]);
+    let mut zeros = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    zeros.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let zeros = zeros.finish().unwrap();
+    for _ in 0..(SIZE >> 20) {
+        out.extend_from_slice(&zeros);
+    }
+    out.extend_from_slice(&gz_member(&[0u8; 1024]));
+    out
+}
+
+// Issue 17: a dangling symlink chain escaped uploads/, and a gzip bomb was accepted.
+#[test]
+fn hostile_archives_are_refused_naming_the_entry_and_nothing_outside_changes() {
+    use tar::EntryType::{Char, Directory, Link, Regular, Symlink};
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    let live_files = tree(&stack.uploads());
+    let outside = stack.dir.parent().unwrap().to_path_buf();
+    fs::create_dir_all(&stack.backups).unwrap();
+    let outside_before = backup_files(&outside);
+    let cases: Vec<(&str, Vec<u8>, &str, u64)> = vec![
+        (
+            "uploads/a/c",
+            archive_of(&[
+                ("uploads/", Directory, ""),
+                ("uploads/a/", Directory, ""),
+                ("uploads/a/b", Symlink, ".."),
+                ("uploads/a/c", Symlink, "b/../escaped"),
+            ]),
+            "resolves outside uploads/",
+            0,
+        ),
+        (
+            "uploads/abs",
+            archive_of(&[
+                ("uploads/ok.txt", Regular, "ok"),
+                ("uploads/abs", Symlink, "/etc"),
+            ]),
+            "points outside uploads/",
+            1,
+        ),
+        (
+            "uploads/h",
+            archive_of(&[
+                ("uploads/ok.txt", Regular, "ok"),
+                ("uploads/h", Link, "/etc/passwd"),
+            ]),
+            "a hard link",
+            1,
+        ),
+        (
+            "uploads/tty",
+            archive_of(&[("uploads/ok.txt", Regular, "ok"), ("uploads/tty", Char, "")]),
+            "a device",
+            1,
+        ),
+        ("uploads/zeros.bin", gzip_bomb(), "decompression bomb", 1),
+    ];
+    for (i, (entry, archive, why, files)) in cases.iter().enumerate() {
+        let id = id_days_ago(i as i64 + 1);
+        let bytes = if entry.ends_with("zeros.bin") {
+            200 << 20
+        } else {
+            2
+        };
+        plant_uploads_backup(&stack, &id, archive, *files, bytes);
+        let out = stack.elior(&["restore", &id, "--yes"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{entry}: {err}");
+        assert!(err.contains(&format!("{entry:?}")), "{entry}: {err}");
+        assert!(err.contains(why), "{entry}: {err}");
+        assert!(
+            err.contains("nothing was written outside"),
+            "{entry}: {err}"
+        );
+        assert_eq!(tree(&stack.uploads()), live_files, "{entry}");
+        assert_eq!(backup_files(&outside), outside_before, "{entry}");
+        assert_eq!(restore_leftovers(&stack), Vec::<String>::new(), "{entry}");
+    }
+}
+
+// Issue 17: setuid-root files came back setuid root.
+#[test]
+fn setuid_and_setgid_bits_are_stripped_with_a_warning() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, 4, 0o6755);
+    builder
+        .append_data(&mut h, "uploads/tool", &b"#!/x"[..])
+        .unwrap();
+    let archive = gz_member(&builder.into_inner().unwrap());
+    let id = id_days_ago(1);
+    plant_uploads_backup(&stack, &id, &archive, 1, 4);
+    let out = stack.elior(&["restore", &id, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stripped the setuid/setgid bits"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("uploads/tool"), "{}", stderr(&out));
+    let mode = fs::metadata(stack.uploads().join("tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+}
+
+// Issue 17: a symlinked uploads/ was replaced by a real folder.
+#[test]
+fn a_symlinked_uploads_folder_keeps_its_link_and_is_restored_through_it() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let real = stack.dir.parent().unwrap().join("big-disk/uploads");
+    fs::create_dir_all(&real).unwrap();
+    fs::remove_dir(stack.uploads()).unwrap();
+    symlink("../big-disk/uploads", stack.uploads()).unwrap();
+    stack.seed_uploads();
+    let files = tree(&real);
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    fs::write(real.join("notes.txt"), "changed").unwrap();
+    fs::write(real.join("extra.txt"), "added").unwrap();
+
+    let out = stack.elior(&["restore", &id, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_link(stack.uploads()).unwrap(),
+        PathBuf::from("../big-disk/uploads")
+    );
+    assert_eq!(tree(&real), files);
+    let leftovers: Vec<_> = backup_files(real.parent().unwrap())
+        .into_iter()
+        .filter(|n| n != "uploads")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A scheduler for `stack` running a backup every 2 s, whose backup stops at
+/// `backup:uploads-archived` (its files half-written) until `marker` is removed. Its
+/// stderr goes to a file the test polls.
+fn paused_scheduler(stack: &Stack, marker: &Path, log: &Path) -> KillOnDrop {
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=\"*/2 * * * * *\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(ELIOR)
+        .args(["schedule", "--dir"])
+        .arg(&stack.dir)
+        .env("NO_COLOR", "1")
+        .env("ELIOR_FAULT", "backup:uploads-archived:pause")
+        .env("ELIOR_FAULT_MARKER", marker)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+// Issue 17: Ctrl-C on `elior schedule` killed a backup in progress.
+#[test]
+fn schedule_lets_a_running_backup_finish_on_the_first_signal() {
+    for first in ["TERM", "INT"] {
+        let stack = Stack::new();
+        stack.seed_database(100);
+        stack.seed_uploads();
+        let marker = stack.dir.join("paused");
+        let log = stack.dir.join("schedule.log");
+        let mut scheduler = paused_scheduler(&stack, &marker, &log);
+        wait_for("the backup to reach its pause", || marker.exists());
+        signal(scheduler.0.id(), first);
+        wait_for("the stop to be logged", || {
+            fs::read_to_string(&log)
+                .unwrap()
+                .contains("a running job finishes first")
+        });
+        // The backup is still mid-way; let it go on.
+        assert!(scheduler.0.try_wait().unwrap().is_none());
+        fs::remove_file(&marker).unwrap();
+        let status = scheduler.0.wait().unwrap();
+        assert!(status.success(), "{first}: {status}");
+        let log = fs::read_to_string(&log).unwrap();
+        assert!(log.contains("job succeeded"), "{first}: {log}");
+        assert!(log.contains("scheduler stopped"), "{first}: {log}");
+        let verify = stack.elior(&["backup", "verify", "--all"]);
+        assert!(verify.status.success(), "{first}: {}", stdout(&verify));
+        assert_eq!(
+            stdout(&verify).matches("ok ").count(),
+            1,
+            "{}",
+            stdout(&verify)
+        );
+    }
+}
+
+#[test]
+fn schedule_aborts_a_running_backup_on_the_second_sigint_and_removes_its_files() {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    stack.seed_uploads();
+    let marker = stack.dir.join("paused");
+    let log = stack.dir.join("schedule.log");
+    let mut scheduler = paused_scheduler(&stack, &marker, &log);
+    wait_for("the backup to reach its pause", || marker.exists());
+    assert!(!backup_files(&stack.backups).is_empty());
+    signal(scheduler.0.id(), "INT");
+    wait_for("the stop to be logged", || {
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("a running job finishes first")
+    });
+    signal(scheduler.0.id(), "INT");
+    let status = scheduler.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("aborting the running job"), "{log}");
+    assert!(
+        log.contains("killed it and removed its partial files"),
+        "{log}"
+    );
+    assert!(log.contains("scheduler stopped"), "{log}");
+    assert_eq!(backup_files(&stack.backups), Vec::<String>::new());
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(stack.dir.join(".elior/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["jobs"]["backup"]["last_result"], "failed");
+}
+
+#[test]
+fn export_writes_one_plain_tar_gz_that_gnu_tar_unpacks_into_the_backup() {
+    let stack = Stack::new();
+    stack.seed_database(300);
+    stack.seed_uploads();
+    let files = tree(&stack.uploads());
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    let output = stack.dir.join("export.tar.gz");
+    let out = stack.elior(&[
+        "backup",
+        "export",
+        &id,
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("3 upload files"), "{}", stdout(&out));
+    assert_eq!(
+        fs::metadata(&output).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let unpacked = stack.dir.join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let tar = Command::new("tar")
+        .args(["-xzpf"])
+        .arg(&output)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", stderr(&tar));
+    let top = unpacked.join(format!("elior-backup-{id}"));
+    assert_eq!(count_rows(&top.join("database.db")), 300);
+    assert_eq!(tree(&top.join("uploads")), files);
+    let manifest = Manifest::read(&top.join("backup.json")).unwrap();
+    assert_eq!(manifest.id, id);
+
+    // An existing file is never overwritten, and a damaged backup is not exported.
+    let again = stack.elior(&[
+        "backup",
+        "export",
+        &id,
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    garble(&stack.backups.join(format!("db_backup_{id}.db")), 16);
+    let other = stack.dir.join("other.tar.gz");
+    let bad = stack.elior(&["backup", "export", &id, "--output", other.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("failed verification"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!other.exists());
+    assert!(!stack.dir.join(".other.tar.gz.tmp").exists());
+}
+
+#[test]
+fn a_postgres_stack_is_told_backups_are_not_supported_yet() {
+    let stack = Stack::new();
+    fs::write(
+        stack.dir.join(".env.production"),
+        "DATABASE_URL=postgresql://elior@db/elior\n",
+    )
+    .unwrap();
+    for args in [&["backup"][..], &["restore", "--yes"][..]] {
+        let out = stack.elior(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("PostgreSQL database are not supported yet"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }

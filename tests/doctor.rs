@@ -95,6 +95,10 @@ fn backup_with_id(stack: &Stack, id: &str) {
     let manifest_path = dir.join(format!("backup_{id}.json"));
     let body = std::fs::read_to_string(&manifest_path).unwrap();
     std::fs::write(&manifest_path, body.replace(&taken, id)).unwrap();
+    // Manifests carry their own checksum (issue 17): seal the edited one again.
+    let mut manifest = elior::backup::manifest::Manifest::read(&manifest_path).unwrap();
+    manifest.seal();
+    elior::backup::manifest::write(&dir, &manifest).unwrap();
 }
 
 #[test]

@@ -10,15 +10,18 @@
 //! mode, owner and mtime; symlinks are stored as links and never followed.
 //!
 //! Extracting: every entry must lie under `uploads/` with no absolute or `..` path, be a
-//! file, directory or symlink, and never be written through a symlink; a symlink must not
-//! point outside the tree. Anything else refuses the whole archive. Extraction goes into
-//! a folder the caller gives (beside the target); swapping it into place is the caller's
+//! file, directory or symlink (no hard links, devices or fifos), and never be written
+//! through a symlink; a symlink must resolve inside the tree, link by link, chains and
+//! dangling targets included. Anything else refuses the whole archive, naming the entry.
+//! Setuid/setgid bits are stripped with a warning, and the decompressed size and ratio
+//! are bounded ([`Limits`]). Extraction goes into a folder the caller gives (beside the
+//! target), and nothing outside it is written; swapping it into place is the caller's
 //! job.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Mutex;
@@ -420,25 +423,111 @@ pub struct ExtractStats {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// Entries whose setuid/setgid bits were stripped.
+    pub stripped: Vec<String>,
+}
+
+/// Bounds on what an extraction may unpack (issue 17: a gzip bomb was accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes the decompressed tar stream may hold, and what that figure is.
+    pub max_bytes: u64,
+    pub max_bytes_source: String,
+    /// Most decompressed bytes per compressed byte, once past [`RATIO_GRACE`].
+    pub max_ratio: u64,
+}
+
+/// The decompression ratio above which an archive is taken for a bomb. Text compresses
+/// about 3-10x and photos not at all; only runs of one byte come near 1000x.
+pub const MAX_RATIO: u64 = 200;
+/// Output below which the ratio is not judged (a small file of zeros is no bomb).
+pub const RATIO_GRACE: u64 = 64 << 20;
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The decompressed stream, cut off (with the reason kept) once it passes a limit.
+struct Bounded<R> {
+    inner: R,
+    compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    out: u64,
+    limits: Limits,
+    tripped: std::rc::Rc<std::cell::RefCell<Option<String>>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let compressed = self.compressed.get().max(1);
+        let why = if self.out > self.limits.max_bytes {
+            Some(format!(
+                "it expands past {} ({}), the limit on what a restore unpacks",
+                super::human_bytes(self.limits.max_bytes),
+                self.limits.max_bytes_source
+            ))
+        } else if self.out > RATIO_GRACE && self.out / compressed > self.limits.max_ratio {
+            Some(format!(
+                "it expands {}x ({} from {}), past the limit of {}x on the decompression ratio; it looks like a decompression bomb",
+                self.out / compressed,
+                super::human_bytes(self.out),
+                super::human_bytes(compressed),
+                self.limits.max_ratio
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            *self.tripped.borrow_mut() = Some(why.clone());
+            return Err(io::Error::other(why));
+        }
+        Ok(n)
+    }
 }
 
 /// Extracts `archive` into the existing empty folder `dest`, which becomes the uploads
 /// root. Refuses (with an error naming the entry) anything that could write outside
-/// `dest` or create a device; on error `dest` may hold a partial tree for the caller to
-/// remove.
-pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
+/// `dest` or create a device: absolute paths, `..`, hard links, devices and fifos, a path
+/// through a symlink, and symlinks that resolve outside the tree (chains included, even
+/// dangling ones). Setuid and setgid bits are stripped, with a warning. The decompressed
+/// size and ratio are bounded by `limits`. On error `dest` may hold a partial tree for the
+/// caller to remove; nothing outside it is ever written.
+pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractStats> {
     let file = File::open(archive)
         .with_context(|| format!("failed to open archive {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
-        io::BufReader::with_capacity(1 << 20, file),
+    let compressed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let tripped = std::rc::Rc::new(std::cell::RefCell::new(None::<String>));
+    let decoder = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
+        1 << 20,
+        Counted {
+            inner: file,
+            count: compressed.clone(),
+        },
     ));
+    let mut tar = tar::Archive::new(Bounded {
+        inner: decoder,
+        compressed,
+        out: 0,
+        limits: limits.clone(),
+        tripped: tripped.clone(),
+    });
     tar.set_preserve_permissions(true);
     tar.set_preserve_mtime(true);
     tar.set_preserve_ownerships(running_as_root());
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
 
-    let damaged = || format!("archive {} is damaged or not a tar.gz", archive.display());
     let refuse = |name: &Path, why: &str| {
         anyhow!(
             "archive {} holds {:?}, {why}; refusing to restore it\nnothing was written outside the temporary folder",
@@ -446,12 +535,30 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
             name
         )
     };
+    // A read error is the bound's when it tripped: say which limit, and where.
+    let failed = |name: Option<&Path>, e: &dyn std::fmt::Display| match &*tripped.borrow() {
+        Some(why) => anyhow!(
+            "archive {} is refused{}: {why}\nnothing was written outside the temporary folder",
+            archive.display(),
+            name.map(|n| format!(" at {n:?}")).unwrap_or_default()
+        ),
+        None => anyhow!(
+            "archive {} is damaged or not a tar.gz{}: {e}",
+            archive.display(),
+            name.map(|n| format!(" (at {n:?})")).unwrap_or_default()
+        ),
+    };
     let mut stats = ExtractStats::default();
     let mut links = Vec::new();
     let mut dir_mtimes = Vec::new();
-    for entry in tar.entries().with_context(damaged)? {
-        let mut entry = entry.with_context(damaged)?;
-        let name = entry.path().with_context(damaged)?.into_owned();
+    let mut last_name: Option<PathBuf> = None;
+    for entry in tar.entries().map_err(|e| failed(None, &e))? {
+        let mut entry = entry.map_err(|e| failed(last_name.as_deref(), &e))?;
+        let name = entry
+            .path()
+            .map_err(|e| failed(last_name.as_deref(), &e))?
+            .into_owned();
+        last_name = Some(name.clone());
         let rel = relative_in_root(&name).ok_or_else(|| {
             refuse(
                 &name,
@@ -473,13 +580,13 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
             EntryType::Symlink => {
                 let link = entry
                     .link_name()
-                    .with_context(damaged)?
+                    .map_err(|e| failed(Some(&name), &e))?
                     .ok_or_else(|| refuse(&name, "a symlink with no target"))?
                     .into_owned();
                 if !link_stays_inside(&rel, &link) {
                     return Err(refuse(&name, "a symlink that points outside uploads/"));
                 }
-                links.push(target.clone());
+                links.push((name.clone(), rel.clone()));
             }
             EntryType::Link => return Err(refuse(&name, "a hard link")),
             _ => return Err(refuse(&name, "a device, fifo or other special file")),
@@ -497,13 +604,31 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
                     .with_context(|| format!("failed to replace {}", target.display()))?;
             }
         }
-        entry.unpack(&target).with_context(|| {
-            format!(
-                "failed to extract {} from {}",
-                name.display(),
-                archive.display()
-            )
+        let mode = entry.header().mode().unwrap_or(0o644);
+        entry.unpack(&target).map_err(|e| {
+            if tripped.borrow().is_some() {
+                failed(Some(&name), &e)
+            } else {
+                anyhow!(
+                    "failed to extract {} from {}: {e}",
+                    name.display(),
+                    archive.display()
+                )
+            }
         })?;
+        if mode & 0o6000 != 0 && entry_type != EntryType::Symlink {
+            // Restored files must not hand out privileges (issue 17): setuid-root files
+            // came back setuid root.
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o1777)).with_context(
+                || format!("failed to clear the setuid bit of {}", target.display()),
+            )?;
+            tracing::warn!(
+                entry = %name.display(),
+                "stripped the setuid/setgid bits (mode {:o}) of a restored upload",
+                mode & 0o7777
+            );
+            stats.stripped.push(name.display().to_string());
+        }
         match entry_type {
             EntryType::Directory => {
                 stats.dirs += 1;
@@ -528,26 +653,139 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<ExtractStats> {
             tracing::warn!(dir = %dir.display(), "failed to restore the folder's mtime: {e}");
         }
     }
-    // A chain of links can escape where each alone looks inside; resolve them for real.
-    let real_root =
-        fs::canonicalize(dest).with_context(|| format!("failed to resolve {}", dest.display()))?;
-    for link in links {
-        if let Ok(resolved) = fs::canonicalize(&link) {
-            if !resolved.starts_with(&real_root) {
-                bail!(
-                    "archive {} holds a symlink {} that resolves outside uploads/; refusing to restore it",
-                    archive.display(),
-                    link.display()
-                );
-            }
+    // A chain of links can escape where each alone looks inside (`a/b -> ..`, then
+    // `a/c -> b/../x`), dangling or not: resolve each for real, within the tree.
+    for (name, rel) in links {
+        if !resolves_inside(dest, &rel) {
+            return Err(refuse(
+                &name,
+                "a symlink that resolves outside uploads/ through other links",
+            ));
         }
     }
     Ok(stats)
 }
 
+/// Whether the symlink at `rel` under `root` resolves, link by link, to a path inside
+/// `root` (existing or not). `..` above the root, an absolute target or more than 40
+/// links (a loop) count as outside.
+fn resolves_inside(root: &Path, rel: &Path) -> bool {
+    let mut at: Vec<std::ffi::OsString> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    let mut hops = 0;
+    // Start as if walking to the link itself, so it is expanded like any other.
+    if let Some(last) = at.pop() {
+        pending.push_back(last);
+    }
+    while let Some(part) = pending.pop_front() {
+        let component = Path::new(&part).components().next();
+        match component {
+            None | Some(Component::CurDir) => continue,
+            Some(Component::ParentDir) => {
+                if at.pop().is_none() {
+                    return false;
+                }
+            }
+            Some(Component::RootDir) | Some(Component::Prefix(_)) => return false,
+            Some(Component::Normal(p)) => {
+                at.push(p.to_owned());
+                let here: PathBuf = at.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+                if fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()) {
+                    hops += 1;
+                    let Ok(target) = fs::read_link(&here) else {
+                        return false;
+                    };
+                    if hops > 40 || target.is_absolute() {
+                        return false;
+                    }
+                    at.pop();
+                    let parts: Vec<std::ffi::OsString> = target
+                        .components()
+                        .map(|c| c.as_os_str().to_owned())
+                        .collect();
+                    for part in parts.into_iter().rev() {
+                        pending.push_front(part);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// What reading an archive back found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    pub files: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+}
+
+/// Reads every entry of the archive, content included, without writing anything: the
+/// deep check of a backup (a damaged member, a truncated tail or an entry outside
+/// `uploads/` fails it).
+pub fn read_back(archive: &Path) -> Result<ReadBack> {
+    let file = File::open(archive)
+        .with_context(|| format!("failed to open archive {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(1 << 20, file),
+    ));
+    let damaged = || format!("archive {} is damaged or not a tar.gz", archive.display());
+    let mut found = ReadBack::default();
+    for entry in tar.entries().with_context(damaged)? {
+        let mut entry = entry.with_context(damaged)?;
+        let name = entry.path().with_context(damaged)?.into_owned();
+        if relative_in_root(&name).is_none() {
+            bail!(
+                "archive {} holds {:?}, outside uploads/",
+                archive.display(),
+                name
+            );
+        }
+        let is_file = matches!(
+            entry.header().entry_type(),
+            EntryType::Regular | EntryType::Continuous
+        );
+        let read = io::copy(&mut entry, &mut io::sink())
+            .with_context(|| format!("{}: failed to read {}", damaged(), name.display()))?;
+        if is_file {
+            found.files += 1;
+            found.bytes += read;
+        }
+    }
+    Ok(found)
+}
+
+/// Fsyncs every file and folder under `root` (symlinks are not followed), folders after
+/// their entries, so a restored tree survives a power cut once it is swapped in.
+pub fn sync_tree(root: &Path) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(root).with_context(|| format!("failed to read {}", root.display()))?;
+    if meta.is_dir() {
+        for entry in
+            fs::read_dir(root).with_context(|| format!("failed to list {}", root.display()))?
+        {
+            let entry = entry.with_context(|| format!("failed to list {}", root.display()))?;
+            sync_tree(&entry.path())?;
+        }
+    } else if !meta.is_file() {
+        return Ok(());
+    }
+    File::open(root)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("failed to flush {}", root.display()))
+}
+
 /// The entry's path below `uploads/`, or None when it is absolute, uses `..`, or is not
 /// under `uploads/`. `uploads` itself maps to the empty path.
-fn relative_in_root(name: &Path) -> Option<PathBuf> {
+pub(crate) fn relative_in_root(name: &Path) -> Option<PathBuf> {
     let mut components = name.components().filter(|c| *c != Component::CurDir);
     match components.next()? {
         Component::Normal(first) if first == ROOT_NAME => {}
@@ -643,6 +881,58 @@ mod tests {
         assert!(!inside("link", "../x"));
         assert!(!inside("a/link", "../../x"));
         assert!(!inside("a/link", "/etc/passwd"));
+    }
+
+    #[test]
+    fn extraction_stops_at_the_size_limit_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = Header::new_gnu();
+        header.set_size(10_000);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "uploads/big.txt", &vec![b'x'; 10_000][..])
+            .unwrap();
+        let archive = tmp.path().join("a.tar.gz");
+        fs::write(&archive, deflated_member(&builder.into_inner().unwrap())).unwrap();
+        fs::create_dir(tmp.path().join("dest")).unwrap();
+        let limits = Limits {
+            max_bytes: 4096,
+            max_bytes_source: "what the manifest records".into(),
+            max_ratio: MAX_RATIO,
+        };
+        let err = format!(
+            "{:#}",
+            extract(&archive, &tmp.path().join("dest"), &limits).unwrap_err()
+        );
+        assert!(
+            err.contains("it expands past 4.0 KiB (what the manifest records)"),
+            "{err}"
+        );
+        assert!(err.contains("\"uploads/big.txt\""), "{err}");
+    }
+
+    #[test]
+    fn link_chains_are_resolved_within_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("uploads");
+        fs::create_dir_all(root.join("a")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("b/../x", root.join("a/c")).unwrap();
+        std::os::unix::fs::symlink("b/x", root.join("a/d")).unwrap();
+        std::os::unix::fs::symlink("e", root.join("e")).unwrap();
+        std::os::unix::fs::symlink("../missing/file", root.join("a/f")).unwrap();
+        assert!(resolves_inside(&root, Path::new("a/b")));
+        assert!(
+            !resolves_inside(&root, Path::new("a/c")),
+            "b is the root; b/.. is above it"
+        );
+        assert!(resolves_inside(&root, Path::new("a/d")));
+        assert!(!resolves_inside(&root, Path::new("e")), "a loop");
+        assert!(
+            resolves_inside(&root, Path::new("a/f")),
+            "dangling, but inside"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::names::Part;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the manifest carries its own checksum (issue 17). Format 1 manifests, which have
+/// none, stay readable.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -33,8 +35,14 @@ pub struct Manifest {
     pub database_check: Option<String>,
     /// How many regular files the uploads archive holds.
     pub upload_files: Option<u64>,
+    /// The bytes of file content in the uploads archive (bounds what a restore unpacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_bytes: Option<u64>,
     pub duration_ms: u64,
     pub files: Vec<FileRecord>,
+    /// The sha256 of this manifest's JSON without this field (see [`Manifest::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +72,45 @@ impl PartName {
 impl Manifest {
     pub fn file(&self, part: PartName) -> Option<&FileRecord> {
         self.files.iter().find(|f| f.part == part)
+    }
+
+    /// The sha256 of the compact JSON of every field but `checksum`, in declaration order.
+    fn compute_checksum(&self) -> String {
+        let body = Manifest {
+            checksum: None,
+            ..self.clone()
+        };
+        let json = serde_json::to_vec(&body).expect("manifest serialises");
+        hex::encode(Sha256::digest(&json))
+    }
+
+    /// Sets the manifest's own checksum; call last, after every other field is set.
+    pub fn seal(&mut self) {
+        self.checksum = Some(self.compute_checksum());
+    }
+
+    /// What is wrong with the manifest itself, checked before any file it lists: its own
+    /// checksum (from format 2 on) and a file list that is not empty.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match &self.checksum {
+            Some(sum) if *sum != self.compute_checksum() => problems.push(format!(
+                "manifest of backup {} does not match its own checksum: it was changed or damaged",
+                self.id
+            )),
+            None if self.format >= 2 => problems.push(format!(
+                "manifest of backup {} (format {}) has no checksum",
+                self.id, self.format
+            )),
+            _ => {}
+        }
+        if self.files.is_empty() {
+            problems.push(format!(
+                "manifest of backup {} lists no files, so it restores nothing",
+                self.id
+            ));
+        }
+        problems
     }
 
     pub fn read(path: &Path) -> Result<Manifest> {

@@ -8,6 +8,9 @@
 //! backup leaves nothing behind.
 
 pub mod archive;
+pub mod export;
+pub mod fault;
+pub mod journal;
 pub mod manifest;
 pub mod names;
 pub mod restore;
@@ -118,7 +121,21 @@ fn claim_id(dir: &Path) -> Result<(String, PathBuf)> {
                 .mode(0o600)
                 .open(&claim)
             {
-                Ok(_) => return Ok((id, claim)),
+                Ok(mut file) => {
+                    // The claim is also the backup's lock: it says which process writes
+                    // this id, so prune can tell a running backup from a killed one.
+                    let holder = crate::lock::Holder {
+                        pid: std::process::id(),
+                        host: crate::lock::hostname(),
+                        command: "elior backup".into(),
+                        since: chrono::Local::now()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                    };
+                    file.write_all(&serde_json::to_vec(&holder).expect("holder serialises"))
+                        .and_then(|()| file.sync_all())
+                        .with_context(|| format!("failed to write {}", claim.display()))?;
+                    return Ok((id, claim));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
                     return Err(e).with_context(|| format!("failed to create {}", claim.display()))
@@ -195,7 +212,12 @@ pub fn create(
     let deadline = started + options.time_limit;
     let dir = &settings.backup_dir;
     ensure_backup_dir(dir)?;
+    // What killed backups left behind goes first, so they never pile up (issue 17).
+    for abandoned in remove_abandoned(dir, false)? {
+        reporter.phase(&abandoned.describe(false));
+    }
     let (id, claim) = claim_id(dir)?;
+    fault::point("backup:claimed");
     let mut cleanup = Cleanup(vec![claim.clone()]);
     let mut files = Vec::new();
     let mut schema_version = None;
@@ -211,7 +233,9 @@ pub fn create(
             settings.database_path.display()
         ));
         let snap = snapshot::take(&settings.database_path, &temp, options.check, deadline)?;
+        fault::point("backup:database-copied");
         manifest::commit(&temp, &final_path)?;
+        fault::point("backup:database-written");
         reporter.phase(&format!(
             "  database: {} copied in {:.1}s, {} ok",
             human_bytes(snap.size),
@@ -234,6 +258,7 @@ pub fn create(
     }
 
     let mut upload_files = None;
+    let mut upload_bytes = None;
     if settings.uploads_dir.is_dir() {
         let final_path = dir.join(Part::Uploads.file_name(&id));
         let temp = manifest::temp_path(&final_path);
@@ -247,7 +272,9 @@ pub fn create(
         let stats = archive::create(&settings.uploads_dir, out, deadline, &mut |p| {
             reporter.archive_progress(p)
         })?;
+        fault::point("backup:uploads-archived");
         manifest::commit(&temp, &final_path)?;
+        fault::point("backup:uploads-written");
         reporter.phase(&format!(
             "  uploads: {} files, {} -> {} in {:.1}s",
             stats.files,
@@ -256,6 +283,7 @@ pub fn create(
             archive_started.elapsed().as_secs_f64()
         ));
         upload_files = Some(stats.files);
+        upload_bytes = Some(stats.content_bytes);
         files.push(FileRecord {
             part: PartName::Uploads,
             name: Part::Uploads.file_name(&id),
@@ -269,7 +297,7 @@ pub fn create(
         ));
     }
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::FORMAT_VERSION,
         id: id.clone(),
         created_at: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
@@ -278,15 +306,59 @@ pub fn create(
         reason: options.reason.to_string(),
         database_check,
         upload_files,
+        upload_bytes,
         duration_ms: started.elapsed().as_millis() as u64,
         files,
+        checksum: None,
     };
+    manifest.seal();
     manifest::write(dir, &manifest)?;
+    fault::point("backup:manifest-written");
     cleanup.disarm();
     // The id's claim has done its job once the manifest exists; left behind, it would sit
     // in BACKUP_DIR forever (retention never deletes files it does not recognise).
     let _ = fs::remove_file(&claim);
     Ok(manifest)
+}
+
+/// Finishes or undoes a restore of the stack in `stack_dir` that was interrupted (killed,
+/// power cut), so the stack is entirely the old state or entirely the restored one before
+/// a command touches it. Every command that touches a stack calls this once at its start;
+/// a directory with no env file (or settings that name no SQLite database) has nothing to
+/// recover.
+pub fn recover_interrupted_restore(stack_dir: &Path) -> Result<()> {
+    if !stack_dir.join(settings::ENV_FILE).is_file() {
+        return Ok(());
+    }
+    let Ok(settings) = BackupSettings::load(stack_dir) else {
+        return Ok(());
+    };
+    recover_interrupted_restore_at(&settings.database_path)
+}
+
+/// [`recover_interrupted_restore`] for a process that knows only its database path
+/// (`elior serve`). When the restore cannot be finished or undone from here (the API
+/// container sees other paths than the host did), this fails: the caller must not open,
+/// and so create, a database that a restore journal says is being replaced.
+pub fn recover_interrupted_restore_at(database: &Path) -> Result<()> {
+    let database = std::path::absolute(database)
+        .with_context(|| format!("failed to resolve {}", database.display()))?;
+    let recovered = journal::recover(&database, &restore::refuse_if_open).with_context(|| {
+        format!(
+            "refusing to use {}: a restore journal says it is being replaced",
+            database.display()
+        )
+    })?;
+    match recovered {
+        journal::Recovery::Nothing => {}
+        journal::Recovery::Undone { backup } => eprintln!(
+            "elior: a restore of backup {backup} was interrupted; it was undone, and the stack is as it was before it"
+        ),
+        journal::Recovery::Finished { backup } => eprintln!(
+            "elior: a restore of backup {backup} was interrupted after its swap; it was finished"
+        ),
+    }
+    Ok(())
 }
 
 /// The elior backups found in a folder, grouped by id.
@@ -296,6 +368,11 @@ pub struct BackupSet {
     pub taken_at: NaiveDateTime,
     /// Size of each part present on disk.
     pub parts: BTreeMap<Part, u64>,
+    /// Hidden temporary files of this id (`.NAME.tmp`, the id's claim among them), with
+    /// their sizes.
+    pub temp_files: Vec<(String, u64)>,
+    /// The backup process that holds this id, while it runs.
+    pub running: Option<crate::lock::Holder>,
 }
 
 impl BackupSet {
@@ -308,7 +385,60 @@ impl BackupSet {
     }
 
     pub fn total_size(&self) -> u64 {
-        self.parts.values().sum()
+        self.parts.values().sum::<u64>() + self.temp_files.iter().map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// Whether a backup process is still writing it.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+/// The part and id of an elior temporary file: `.NAME.tmp` (a file being written, or an
+/// id's claim) or `.NAME.tmp-PID` (an atomic write's temporary file).
+fn parse_temp_name(name: &str) -> Option<(Part, String)> {
+    let inner = name.strip_prefix('.')?;
+    let (base, rest) = inner.rsplit_once(".tmp")?;
+    let pid_suffix = rest.is_empty()
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !pid_suffix {
+        return None;
+    }
+    names::parse_file_name(base)
+}
+
+/// How long a claim that names no process (being written, or from another host) is taken
+/// to belong to a running backup.
+const UNREADABLE_CLAIM_GRACE: Duration = Duration::from_secs(60);
+const OTHER_HOST_CLAIM_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The process holding backup `id`, from its claim file: running if it is alive on this
+/// host; a claim from another host (a shared folder) counts for a day; an unreadable one
+/// (just created) for a minute.
+fn claim_holder(dir: &Path, id: &str) -> Option<crate::lock::Holder> {
+    let path = manifest::temp_path(&dir.join(Part::Manifest.file_name(id)));
+    let meta = fs::symlink_metadata(&path).ok()?;
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    match serde_json::from_str::<crate::lock::Holder>(&text) {
+        Ok(holder) if holder.host == crate::lock::hostname() => {
+            let alive = holder.pid != std::process::id()
+                && Path::new("/proc").join(holder.pid.to_string()).exists();
+            alive.then_some(holder)
+        }
+        Ok(holder) => (age < OTHER_HOST_CLAIM_GRACE).then_some(holder),
+        Err(_) => (age < UNREADABLE_CLAIM_GRACE).then(|| crate::lock::Holder {
+            pid: 0,
+            host: "unknown".into(),
+            command: "elior backup (starting)".into(),
+            since: String::new(),
+        }),
     }
 }
 
@@ -324,24 +454,113 @@ pub fn scan(dir: &Path) -> Result<Vec<BackupSet>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
         let name = entry.file_name();
-        let Some((part, id)) = name.to_str().and_then(names::parse_file_name) else {
-            continue;
+        let Some(name) = name.to_str() else { continue };
+        let (temp, (part, id)) = match names::parse_file_name(name) {
+            Some(found) => (false, found),
+            None => match parse_temp_name(name) {
+                Some(found) => (true, found),
+                None => continue,
+            },
         };
         let Ok(meta) = entry.metadata() else { continue };
         if !meta.is_file() {
             continue;
         }
         let taken_at = names::parse_id(&id).expect("parse_file_name checked the id");
-        sets.entry(id.clone())
-            .or_insert_with(|| BackupSet {
-                id,
-                taken_at,
-                parts: BTreeMap::new(),
-            })
-            .parts
-            .insert(part, meta.len());
+        let set = sets.entry(id.clone()).or_insert_with(|| BackupSet {
+            id,
+            taken_at,
+            parts: BTreeMap::new(),
+            temp_files: Vec::new(),
+            running: None,
+        });
+        if temp {
+            set.temp_files.push((name.to_string(), meta.len()));
+        } else {
+            set.parts.insert(part, meta.len());
+        }
     }
-    Ok(sets.into_values().collect())
+    let mut sets: Vec<BackupSet> = sets.into_values().collect();
+    for set in &mut sets {
+        set.temp_files.sort();
+        set.running = claim_holder(dir, &set.id);
+    }
+    Ok(sets)
+}
+
+/// What a killed backup left behind, removed (or, in a dry run, to be removed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Abandoned {
+    pub id: String,
+    /// Whether the backup itself was incomplete (no manifest), rather than only leaving
+    /// temporary files beside a complete one.
+    pub incomplete: bool,
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+impl Abandoned {
+    pub fn describe(&self, dry_run: bool) -> String {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let what = if self.incomplete {
+            "incomplete backup"
+        } else {
+            "temporary files of backup"
+        };
+        format!(
+            "{verb} {what} {} ({} files, {}): no running backup holds it",
+            self.id,
+            self.files.len(),
+            human_bytes(self.bytes)
+        )
+    }
+}
+
+/// Removes the files of backups that no running backup holds and that never completed,
+/// and the temporary files left beside complete ones (issue 17: killed backups leaked
+/// disk forever). A backup still running (its claim names a live process) is left alone.
+pub fn remove_abandoned(dir: &Path, dry_run: bool) -> Result<Vec<Abandoned>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for set in scan(dir)? {
+        if set.is_running() || (set.has_manifest() && set.temp_files.is_empty()) {
+            continue;
+        }
+        let mut files: Vec<(String, u64)> = set.temp_files.clone();
+        if !set.has_manifest() {
+            files.extend(
+                set.parts
+                    .iter()
+                    .map(|(part, size)| (part.file_name(&set.id), *size)),
+            );
+        }
+        if !dry_run {
+            // The claim last: until it goes, the id stays taken.
+            files.sort_by_key(|(name, _)| name.starts_with(".backup_"));
+            for (name, _) in &files {
+                match fs::remove_file(dir.join(name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| {
+                            format!("failed to delete {}", dir.join(name).display())
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        removed.push(Abandoned {
+            id: set.id.clone(),
+            incomplete: !set.has_manifest(),
+            bytes: files.iter().map(|(_, n)| n).sum(),
+            files: files.into_iter().map(|(n, _)| n).collect(),
+        });
+    }
+    if !dry_run && !removed.is_empty() {
+        manifest::sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// The result of checking one backup.
@@ -352,15 +571,43 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
-/// Checks a backup: its manifest exists and matches its name, every file has the size and
-/// sha256 the manifest records, and (unless `check` is None) the database copy passes
-/// the SQLite check.
+/// How far in the future a backup's id may lie (clock changes, DST) before the backup
+/// is refused as misdated: a backup from the future must never take the protection of the
+/// newest verified one (issue 17).
+const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::hours(2);
+
+/// Checks a backup: it is not dated in the future, its manifest exists, matches its name
+/// and its own checksum and lists files, every file has the size and sha256 the manifest
+/// records, and (unless `check` is None) the database copy passes the SQLite check.
 pub fn verify(
     dir: &Path,
     set: &BackupSet,
     check: Option<Check>,
 ) -> (Verification, Option<Manifest>) {
+    verify_with(dir, set, check, false)
+}
+
+/// [`verify`] with quick_check, and every entry of the uploads archive read back and
+/// counted against the manifest: what "verified" means for retention and `verify`.
+pub fn verify_deep(dir: &Path, set: &BackupSet) -> (Verification, Option<Manifest>) {
+    verify_with(dir, set, Some(Check::Quick), true)
+}
+
+fn verify_with(
+    dir: &Path,
+    set: &BackupSet,
+    check: Option<Check>,
+    read_back: bool,
+) -> (Verification, Option<Manifest>) {
     let mut problems = Vec::new();
+    let now = chrono::Local::now().naive_local();
+    if set.taken_at > now + FUTURE_TOLERANCE {
+        problems.push(format!(
+            "backup {} is dated in the future (now is {}); check the clock of the host that took it",
+            set.id,
+            now.format("%Y-%m-%d %H:%M")
+        ));
+    }
     let manifest = if set.has_manifest() {
         match Manifest::read(&set.manifest_path(dir)) {
             Ok(m) if m.id == set.id => Some(m),
@@ -373,17 +620,51 @@ pub fn verify(
                 None
             }
         }
+    } else if set.is_running() {
+        problems.push("incomplete: a backup is still writing it".to_string());
+        None
     } else {
-        problems.push("incomplete: no manifest (still running, or failed)".to_string());
+        problems.push("incomplete: no manifest (the backup was killed or failed; `elior backup prune` removes it)".to_string());
         None
     };
     if let Some(m) = &manifest {
-        problems.extend(manifest::check_files(dir, m));
+        // The manifest first: files are only judged against a manifest that is intact.
+        let own = m.problems();
+        let manifest_ok = own.is_empty();
+        problems.extend(own);
+        if manifest_ok {
+            problems.extend(manifest::check_files(dir, m));
+        }
         if let (true, Some(check), Some(db)) =
             (problems.is_empty(), check, m.file(PartName::Database))
         {
             if let Err(e) = snapshot::check_copy(&dir.join(&db.name), check) {
                 problems.push(format!("{e:#}"));
+            }
+        }
+        if let (true, true, Some(uploads)) =
+            (problems.is_empty(), read_back, m.file(PartName::Uploads))
+        {
+            match archive::read_back(&dir.join(&uploads.name)) {
+                Err(e) => problems.push(format!("{e:#}")),
+                Ok(found) => {
+                    if m.upload_files.is_some_and(|n| n != found.files) {
+                        problems.push(format!(
+                            "{} holds {} files; the manifest says {}",
+                            uploads.name,
+                            found.files,
+                            m.upload_files.unwrap_or_default()
+                        ));
+                    }
+                    if m.upload_bytes.is_some_and(|n| n != found.bytes) {
+                        problems.push(format!(
+                            "{} holds {} bytes of files; the manifest says {}",
+                            uploads.name,
+                            found.bytes,
+                            m.upload_bytes.unwrap_or_default()
+                        ));
+                    }
+                }
             }
         }
     }
@@ -415,48 +696,19 @@ pub fn find<'a>(sets: &'a [BackupSet], id: &str) -> Result<&'a BackupSet> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PruneReport {
+    /// One per complete backup, newest first, with why it is kept or deleted.
     pub decisions: Vec<Decision>,
-    /// Ids retention chose but that failed their checksums: left for a person to look at.
-    pub damaged: Vec<Verification>,
-    /// Ids without a manifest: incomplete or in progress, never touched.
-    pub incomplete: Vec<String>,
     pub deleted: Vec<String>,
-    /// Temporary files of backups that were killed mid-way, older than a day: removed.
-    pub stale_temp_files: Vec<String>,
+    /// What killed backups left behind (incomplete backups, temporary files): removed.
+    pub abandoned: Vec<Abandoned>,
+    /// Ids a running backup is still writing: left alone.
+    pub running: Vec<String>,
     pub dry_run: bool,
 }
 
-/// How old a temporary backup file must be before prune treats it as left by a killed
-/// backup (every backup has a time limit far below this).
-const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Hidden `.NAME.tmp` files of elior backups older than [`STALE_TEMP_AGE`].
-fn stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut stale = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
-        let name = entry.file_name();
-        let ours = name
-            .to_str()
-            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".tmp"))
-            .and_then(names::parse_file_name)
-            .is_some();
-        let old = entry
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_TEMP_AGE);
-        if ours && old {
-            stale.push(entry.path());
-        }
-    }
-    Ok(stale)
-}
-
-/// Applies retention to the backup folder. Only complete backups whose files match their
-/// manifest are deleted; the newest verified backup always stays.
+/// Applies retention to the backup folder. Every complete backup is verified deeply
+/// first ([`verify_deep`]); only verified backups that no rule keeps are deleted, and the
+/// newest verified backup always stays. Abandoned files of killed backups are removed.
 pub fn prune(
     settings: &BackupSettings,
     policy: &Policy,
@@ -464,45 +716,42 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let dir = &settings.backup_dir;
+    let abandoned = remove_abandoned(dir, dry_run)?;
     let sets = scan(dir)?;
-    let complete: Vec<&BackupSet> = sets.iter().filter(|s| s.has_manifest()).collect();
-    let incomplete = sets
+    let running = sets
         .iter()
-        .filter(|s| !s.has_manifest())
+        .filter(|s| s.is_running() && !s.has_manifest())
         .map(|s| s.id.clone())
         .collect();
-    // The newest backup whose checksums hold; checksums suffice, as the database copy
-    // passed its SQLite check before its manifest was written.
-    let newest_verified = complete
+    let mut checked = Vec::new();
+    for set in sets.iter().filter(|s| s.has_manifest()) {
+        let (verification, manifest) = verify_deep(dir, set);
+        checked.push((set, verification, manifest));
+    }
+    let candidates: Vec<Candidate> = checked
         .iter()
-        .rev()
-        .find(|s| verify(dir, s, None).0.ok)
-        .map(|s| s.id.clone());
-    let candidates: Vec<Candidate> = complete
-        .iter()
-        .map(|s| Candidate {
-            id: s.id.clone(),
-            taken_at: s.taken_at,
+        .map(|(set, verification, _)| Candidate {
+            id: set.id.clone(),
+            taken_at: set.taken_at,
+            problem: (!verification.ok).then(|| verification.problems.join("; ")),
         })
         .collect();
-    let decisions = retention::plan(&candidates, newest_verified.as_deref(), policy, now);
-    let mut damaged = Vec::new();
+    let decisions = retention::plan(&candidates, policy, now);
     let mut deleted = Vec::new();
     for decision in decisions.iter().filter(|d| d.deletes()) {
-        let set = complete
+        let (set, _, manifest) = checked
             .iter()
-            .find(|s| s.id == decision.id)
+            .find(|(s, _, _)| s.id == decision.id)
             .expect("decisions come from the candidates");
-        let (verification, manifest) = verify(dir, set, None);
-        let Some(manifest) = manifest.filter(|_| verification.ok) else {
-            damaged.push(verification);
-            continue;
-        };
+        let manifest = manifest
+            .as_ref()
+            .expect("only verified backups are deleted, and they have a manifest");
         if dry_run {
             continue;
         }
         // The manifest goes first: once it is gone the backup is incomplete, never
-        // mistaken for a whole one, even if we stop halfway.
+        // mistaken for a whole one, even if we stop halfway (the next prune removes the
+        // rest, as no backup holds it).
         let mut paths = vec![set.manifest_path(dir)];
         paths.extend(manifest.files.iter().map(|f| dir.join(&f.name)));
         for path in paths {
@@ -511,28 +760,14 @@ pub fn prune(
         }
         deleted.push(set.id.clone());
     }
-    let mut stale_temp = Vec::new();
-    for path in stale_temp_files(dir)? {
-        if !dry_run {
-            fs::remove_file(&path)
-                .with_context(|| format!("failed to delete {}", path.display()))?;
-        }
-        stale_temp.push(
-            path.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-        );
-    }
     if !dry_run && !deleted.is_empty() {
         manifest::sync_dir(dir)?;
     }
     Ok(PruneReport {
         decisions,
-        damaged,
-        incomplete,
         deleted,
-        stale_temp_files: stale_temp,
+        abandoned,
+        running,
         dry_run,
     })
 }

@@ -1,14 +1,18 @@
 //! Restoring a backup over a stack, so that it either fully happens or leaves the stack as
 //! it was.
 //!
-//! Order (issue 6): verify the backup (a bad one is refused before anything is touched);
-//! take the deploy lock; stage the restored database and uploads beside their targets (a
-//! copy and an extraction into temporary names, done while the API still serves, so an
-//! unsafe archive is refused before anything else happens); take a safety backup of the
-//! current state; stop the API if it runs; swap the staged files
-//! in with renames, moving the current ones (and any `-wal`/`-shm`) aside; start the API
-//! and wait until it is healthy. If anything fails after the stop, every rename is undone
-//! and the API is started again.
+//! Order (issues 6 and 17): verify the backup (a bad one is refused before anything is
+//! touched); take the deploy lock; write the restore journal ([`super::journal`]); stage
+//! the restored database and uploads beside their targets (a copy and an extraction into
+//! temporary names, fsynced, done while the API still serves, so an unsafe archive is
+//! refused before anything else happens); take a safety backup of the current state; stop
+//! the API if it runs; record every rename of the swap in the journal, then do them
+//! (moving the current files, and any `-wal`/`-shm`, aside); mark the journal committed;
+//! start the API and wait until it is healthy; remove what was moved aside. A failure is
+//! undone through the journal (a committed swap whose API stays unhealthy is first marked
+//! uncommitted again), as the next command would undo it after a crash, and the API is
+//! started again. A symlinked uploads/ keeps its link:
+//! the folder it points at is swapped.
 //!
 //! The API container is driven through [`ApiControl`], so the deploy code can plug in its
 //! engine client; [`NoStackRunning`] is the bare-directory case. This module never talks
@@ -21,6 +25,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::archive::{self, ExtractStats};
+use super::fault;
+use super::journal::{Journal, Phase, Rename};
 use super::manifest::{self, PartName};
 use super::snapshot;
 use super::{BackupSettings, Check, CreateOptions, Reporter};
@@ -117,62 +123,128 @@ fn restore_locked(
         // Fail before doing anything when a server we do not control has the file open.
         refuse_if_open(&settings.database_path)?;
     }
-    let mut staged = Staged::default();
-    if let Some(db) = manifest.file(PartName::Database) {
-        reporter.phase("staging the database");
-        staged.database = Some(stage_database(
-            &dir.join(&db.name),
-            &settings.database_path,
-        )?);
+    let database = &settings.database_path;
+    // A symlinked uploads/ (to a bigger disk) keeps its link: the folder it points at is
+    // what is restored, beside itself.
+    let uploads = uploads_target(&settings.uploads_dir)?;
+    let db_record = manifest.file(PartName::Database);
+    let uploads_record = manifest.file(PartName::Uploads);
+
+    let mut journal = Journal::new(&manifest.id, &settings.stack_dir, database);
+    if db_record.is_some() {
+        journal.staged.push(beside(database, "restore"));
     }
+    if uploads_record.is_some() {
+        journal.staged.push(beside(&uploads, "restore"));
+    }
+    for path in [Some(database.as_path()), Some(uploads.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    // Written before the first staged byte, so a restore killed while staging leaves no
+    // copy behind that blocks or fills the disk for the next one.
+    journal.write()?;
+    fault::point("restore:journal");
+
+    let mut safety_backup = None;
     let mut upload_stats = None;
-    if let Some(uploads) = manifest.file(PartName::Uploads) {
-        reporter.phase("extracting the uploads");
-        let (temp, stats) =
-            stage_uploads(&dir.join(&uploads.name), &settings.uploads_dir, &mut staged)?;
-        staged.uploads = Some(temp);
-        upload_stats = Some(stats);
-    }
+    let mut stopped = false;
+    let outcome = (|| -> Result<()> {
+        if let Some(db) = db_record {
+            reporter.phase("staging the database");
+            stage_database(&dir.join(&db.name), database, &journal.staged[0])?;
+        }
+        if let Some(record) = uploads_record {
+            reporter.phase("extracting the uploads");
+            let temp = journal.staged.last().expect("uploads are staged last");
+            upload_stats = Some(stage_uploads(&dir.join(&record.name), temp, manifest)?);
+        }
+        fault::point("restore:staged");
 
-    let has_state = settings.database_path.is_file() || settings.uploads_dir.is_dir();
-    let safety_backup = if has_state {
-        reporter.phase("taking a safety backup of the current state");
-        let options = CreateOptions {
-            reason: "pre-restore",
-            require_database: false,
-            ..CreateOptions::default()
-        };
-        let safety = super::create(settings, &options, reporter).context(
-            "the safety backup of the current state failed, so nothing was restored or changed",
-        )?;
-        reporter.phase(&format!("  safety backup {}", safety.id));
-        Some(safety.id)
-    } else {
-        None
-    };
+        let has_state = database.is_file() || uploads.is_dir();
+        if has_state {
+            reporter.phase("taking a safety backup of the current state");
+            let options = CreateOptions {
+                reason: "pre-restore",
+                require_database: false,
+                ..CreateOptions::default()
+            };
+            let safety = super::create(settings, &options, reporter).context(
+                "the safety backup of the current state failed, so nothing was restored or changed",
+            )?;
+            reporter.phase(&format!("  safety backup {}", safety.id));
+            safety_backup = Some(safety.id);
+        }
+        fault::point("restore:safety-backup");
 
-    if was_running {
-        reporter.phase("stopping the API");
-        api.stop()
-            .context("failed to stop the API; nothing was changed")?;
-    }
-    let mut undo = Undo::default();
-    let result = refuse_if_open(&settings.database_path)
-        .and_then(|()| swap_in(settings, &staged, &mut undo))
-        .and_then(|()| {
-            if was_running {
-                reporter.phase("starting the API and waiting until it is healthy");
-                api.start()
-            } else {
-                Ok(())
+        if was_running {
+            reporter.phase("stopping the API");
+            api.stop()
+                .context("failed to stop the API; nothing was changed")?;
+            stopped = true;
+        }
+        refuse_if_open(database)?;
+        plan_swap(
+            &mut journal,
+            database,
+            &uploads,
+            db_record.is_some(),
+            uploads_record.is_some(),
+        );
+        journal.phase = Phase::Swapping;
+        journal.write()?;
+        fault::point("restore:swapping");
+        for (i, rename) in journal.renames.iter().enumerate() {
+            fs::rename(&rename.from, &rename.to).with_context(|| {
+                let hint = if rename.to == uploads || rename.from == uploads {
+                    "\nif uploads/ is a mount point, restore into it by hand"
+                } else {
+                    ""
+                };
+                format!(
+                    "failed to rename {} to {}{hint}",
+                    rename.from.display(),
+                    rename.to.display()
+                )
+            })?;
+            fault::point(&format!("restore:rename-{}", i + 1));
+        }
+        for dir in [database.as_path(), uploads.as_path()] {
+            manifest::sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+        }
+        // Committed before the API starts: the API (in its container) must find the
+        // restored database in place and a journal that asks nothing more of it.
+        journal.phase = Phase::Committed;
+        journal.write()?;
+        fault::point("restore:committed");
+        if was_running {
+            reporter.phase("starting the API and waiting until it is healthy");
+            api.start()?;
+        }
+        Ok(())
+    })();
+
+    if let Err(error) = outcome {
+        let swapped = journal.phase != Phase::Staging;
+        // Undo through the journal, exactly as the next command would after a crash. A
+        // swap committed but whose API did not come up healthy is undone too: the journal
+        // goes back to swapping first, so a crash meanwhile also ends in the old state.
+        let rollback = (|| {
+            if journal.phase == Phase::Committed {
+                journal.phase = Phase::Swapping;
+                journal.write()?;
             }
-        });
-    if let Err(error) = result {
-        let rollback = undo.roll_back();
-        let restart = if was_running { api.start().err() } else { None };
+            journal.settle()
+        })();
+        let restart = if stopped { api.start().err() } else { None };
         let mut message = format!("{error:#}");
         match rollback {
-            Ok(()) => message.push_str("\nthe pre-restore state was put back"),
+            Ok(_) if swapped => message.push_str("\nthe pre-restore state was put back"),
+            Ok(_) => {}
             Err(e) => message.push_str(&format!(
                 "\nputting the pre-restore state back also failed: {e:#}\nrestore the safety backup {} by hand",
                 safety_backup.as_deref().unwrap_or("(none)")
@@ -183,30 +255,84 @@ fn restore_locked(
         }
         return Err(anyhow!(message));
     }
-    // Swapped in: nothing staged is left to remove.
-    staged.database = None;
-    staged.uploads = None;
-    undo.discard_aside();
+
+    journal.settle()?;
 
     Ok(RestoreReport {
         backup: manifest.id.clone(),
         created_at: manifest.created_at.clone(),
         safety_backup,
-        database: manifest
-            .file(PartName::Database)
-            .map(|_| settings.database_path.clone()),
+        database: db_record.map(|_| settings.database_path.clone()),
         schema_version: manifest.schema_version,
-        uploads: manifest
-            .file(PartName::Uploads)
-            .map(|_| settings.uploads_dir.clone()),
+        uploads: uploads_record.map(|_| settings.uploads_dir.clone()),
         upload_stats,
         api_restarted: was_running,
     })
 }
 
+/// The folder restored uploads go into: `uploads` itself, or where it points when it is a
+/// symlink (even a dangling one, whose target is then created).
+fn uploads_target(uploads: &Path) -> Result<PathBuf> {
+    let is_link = fs::symlink_metadata(uploads).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(uploads.to_path_buf());
+    }
+    if let Ok(real) = fs::canonicalize(uploads) {
+        return Ok(real);
+    }
+    let link = fs::read_link(uploads)
+        .with_context(|| format!("failed to read symlink {}", uploads.display()))?;
+    let target = uploads.parent().unwrap_or(Path::new(".")).join(link);
+    if fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "uploads folder {} is a symlink that does not resolve to a folder\npoint it at a folder, or replace it with one, then restore again",
+            uploads.display()
+        );
+    }
+    Ok(std::path::absolute(&target).unwrap_or(target))
+}
+
+/// Fills in the journal's swap: the live database, its sidecars and the uploads folder
+/// are moved aside, then the staged copies are moved in.
+fn plan_swap(journal: &mut Journal, database: &Path, uploads: &Path, db: bool, up: bool) {
+    let mut staged = journal.staged.clone().into_iter();
+    let aside = |journal: &mut Journal, path: &Path| {
+        if fs::symlink_metadata(path).is_ok() {
+            let to = beside(path, "pre-restore");
+            journal.renames.push(Rename {
+                from: path.to_path_buf(),
+                to: to.clone(),
+            });
+            journal.aside.push(to);
+        }
+    };
+    if db {
+        // A stale -wal beside the restored file would be replayed into it: move the live
+        // database and all its sidecar files aside together.
+        aside(journal, database);
+        for sidecar in snapshot::sidecar_files(database) {
+            aside(journal, &sidecar);
+            journal.sidecars.push(sidecar);
+        }
+        let from = staged.next().expect("the database is staged");
+        journal.renames.push(Rename {
+            from,
+            to: database.to_path_buf(),
+        });
+    }
+    if up {
+        aside(journal, uploads);
+        let from = staged.next().expect("the uploads are staged");
+        journal.renames.push(Rename {
+            from,
+            to: uploads.to_path_buf(),
+        });
+    }
+}
+
 /// Refuses to swap a database file that another process has open: a server writing to it
 /// would carry on writing to the file moved aside, and its writes would be lost.
-fn refuse_if_open(db: &Path) -> Result<()> {
+pub(crate) fn refuse_if_open(db: &Path) -> Result<()> {
     let holders = processes_holding(db);
     if holders.is_empty() {
         return Ok(());
@@ -250,25 +376,6 @@ fn processes_holding(path: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Restored files waiting under temporary names beside their targets; removed on drop
-/// unless they were swapped in.
-#[derive(Default)]
-struct Staged {
-    database: Option<PathBuf>,
-    uploads: Option<PathBuf>,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(db) = self.database.take() {
-            let _ = fs::remove_file(db);
-        }
-        if let Some(uploads) = self.uploads.take() {
-            let _ = fs::remove_dir_all(uploads);
-        }
-    }
-}
-
 /// A sibling of `target` with a hidden, process-unique name.
 fn beside(target: &Path, label: &str) -> PathBuf {
     let name = target
@@ -289,128 +396,68 @@ fn owner_and_mode(existing: &Path, parent: &Path, default_mode: u32) -> Option<(
         .map(|m| (m.uid(), m.gid(), default_mode))
 }
 
-fn stage_database(backup: &Path, target: &Path) -> Result<PathBuf> {
+/// Copies the backup's database to `temp` beside `target`, with the owner and mode of the
+/// file it replaces, fsynced.
+fn stage_database(backup: &Path, target: &Path, temp: &Path) -> Result<()> {
     let parent = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let temp = beside(target, "restore");
-    let _ = fs::remove_file(&temp);
-    fs::copy(backup, &temp)
+    let _ = fs::remove_file(temp);
+    fs::copy(backup, temp)
         .with_context(|| format!("failed to copy {} to {}", backup.display(), temp.display()))?;
     let staged = (|| {
         if let Some((uid, gid, mode)) = owner_and_mode(target, parent, 0o600) {
-            fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
+            fs::set_permissions(temp, fs::Permissions::from_mode(mode & 0o777))?;
             // Only root may give a file away; otherwise it stays ours, which is fine.
-            let _ = std::os::unix::fs::chown(&temp, Some(uid), Some(gid));
+            let _ = std::os::unix::fs::chown(temp, Some(uid), Some(gid));
         }
-        fs::File::open(&temp)?.sync_all()
+        fs::File::open(temp)?.sync_all()
     })();
-    if let Err(e) = staged {
-        let _ = fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("failed to prepare {}", temp.display()));
-    }
-    Ok(temp)
+    staged.with_context(|| format!("failed to prepare {}", temp.display()))?;
+    manifest::sync_dir(parent)
 }
 
+/// What extracting the uploads may unpack: no more than the manifest recorded (plus tar's
+/// headers and padding), and never more than the free space where it is unpacked.
+fn extract_limits(temp: &Path, manifest: &manifest::Manifest) -> archive::Limits {
+    let free = rustix::fs::statvfs(temp)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    let mut limits = archive::Limits {
+        max_bytes: free,
+        max_bytes_source: format!("the free space where {} is unpacked", temp.display()),
+        max_ratio: archive::MAX_RATIO,
+    };
+    if let (Some(bytes), Some(files)) = (manifest.upload_bytes, manifest.upload_files) {
+        // Each entry costs a header and up to a block of padding; long names a few more
+        // blocks. Folders and links are not counted in the manifest: 64 MiB of slack.
+        let recorded = bytes
+            .saturating_add(files.saturating_mul(4 * 512))
+            .saturating_add(64 << 20);
+        if recorded < limits.max_bytes {
+            limits.max_bytes = recorded;
+            limits.max_bytes_source = format!(
+                "the {} in {files} files its manifest records, plus tar headers",
+                super::human_bytes(bytes)
+            );
+        }
+    }
+    limits
+}
+
+/// Extracts the uploads archive into the new folder `temp`, and fsyncs every file and
+/// folder of it (and `temp`'s parent) before it can be swapped in.
 fn stage_uploads(
     archive_path: &Path,
-    target: &Path,
-    staged: &mut Staged,
-) -> Result<(PathBuf, ExtractStats)> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let temp = beside(target, "restore");
-    if temp.exists() {
-        fs::remove_dir_all(&temp).with_context(|| format!("failed to clear {}", temp.display()))?;
+    temp: &Path,
+    manifest: &manifest::Manifest,
+) -> Result<ExtractStats> {
+    if fs::symlink_metadata(temp).is_ok() {
+        fs::remove_dir_all(temp).with_context(|| format!("failed to clear {}", temp.display()))?;
     }
-    fs::create_dir(&temp).with_context(|| format!("failed to create {}", temp.display()))?;
-    // Registered at once, so a refused archive's partial tree is removed.
-    staged.uploads = Some(temp.clone());
-    let stats = archive::extract(archive_path, &temp)?;
-    staged.uploads = None;
-    Ok((temp, stats))
-}
-
-/// Renames done so far, to undo in reverse, and the current files moved aside.
-#[derive(Default)]
-struct Undo {
-    renames: Vec<(PathBuf, PathBuf)>,
-    aside: Vec<PathBuf>,
-    clear_on_rollback: Vec<PathBuf>,
-}
-
-impl Undo {
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
-        fs::rename(from, to)
-            .with_context(|| format!("failed to rename {} to {}", from.display(), to.display()))?;
-        self.renames.push((from.to_path_buf(), to.to_path_buf()));
-        Ok(())
-    }
-
-    fn move_aside(&mut self, path: &Path) -> Result<()> {
-        if fs::symlink_metadata(path).is_err() {
-            return Ok(());
-        }
-        let aside = beside(path, "pre-restore");
-        self.rename(path, &aside)?;
-        self.aside.push(aside);
-        Ok(())
-    }
-
-    fn roll_back(&mut self) -> Result<()> {
-        let mut first_error = None;
-        // Files the API made beside the restored database before the failure (a new
-        // -wal, say) must not end up beside the original one.
-        for path in self.clear_on_rollback.drain(..) {
-            let _ = fs::remove_file(path);
-        }
-        while let Some((from, to)) = self.renames.pop() {
-            if let Err(e) = fs::rename(&to, &from) {
-                first_error.get_or_insert(anyhow!(
-                    "failed to move {} back to {}: {e}",
-                    to.display(),
-                    from.display()
-                ));
-            }
-        }
-        self.aside.clear();
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn discard_aside(&mut self) {
-        for path in self.aside.drain(..) {
-            let removed = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            if let Err(e) = removed {
-                tracing::warn!(path = %path.display(), "failed to remove the pre-restore copy: {e}");
-            }
-        }
-    }
-}
-
-fn swap_in(settings: &BackupSettings, staged: &Staged, undo: &mut Undo) -> Result<()> {
-    if let Some(temp) = &staged.database {
-        let target = &settings.database_path;
-        // A stale -wal beside the restored file would be replayed into it: move the live
-        // database and all its sidecar files aside together.
-        undo.move_aside(target)?;
-        for sidecar in snapshot::sidecar_files(target) {
-            undo.move_aside(&sidecar)?;
-            undo.clear_on_rollback.push(sidecar);
-        }
-        undo.rename(temp, target)?;
-        manifest::sync_dir(target.parent().unwrap_or(Path::new(".")))?;
-    }
-    if let Some(temp) = &staged.uploads {
-        let target = &settings.uploads_dir;
-        undo.move_aside(target)?;
-        undo.rename(temp, target)
-            .context("if uploads/ is a mount point, restore into it by hand")?;
-        manifest::sync_dir(target.parent().unwrap_or(Path::new(".")))?;
-    }
-    Ok(())
+    fs::create_dir(temp).with_context(|| format!("failed to create {}", temp.display()))?;
+    let stats = archive::extract(archive_path, temp, &extract_limits(temp, manifest))?;
+    archive::sync_tree(temp)?;
+    manifest::sync_dir(temp.parent().unwrap_or(Path::new(".")))?;
+    Ok(stats)
 }
 
 #[cfg(test)]

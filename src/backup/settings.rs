@@ -56,6 +56,15 @@ impl BackupSettings {
         let resolve = |p: PathBuf| std::path::absolute(stack_dir.join(p)).unwrap_or_default();
 
         let database_url = value("DATABASE_URL").unwrap_or(config::DEFAULT_DATABASE_URL);
+        if ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| database_url.starts_with(scheme))
+        {
+            // Issue 17: the pg_dump -Fc backend is not written yet; say so plainly.
+            bail!(
+                "DATABASE_URL: backups and restores of a PostgreSQL database are not supported yet (elior backs up SQLite stacks)\nback the database up with `pg_dump -Fc` meanwhile"
+            );
+        }
         let database =
             config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?;
         let database_path = if database.is_absolute() {
@@ -145,6 +154,10 @@ mod tests {
             settings(&[("DATABASE_URL", "postgres://x")]).unwrap_err()
         );
         assert!(err.starts_with("DATABASE_URL"), "{err}");
+        assert!(
+            err.contains("PostgreSQL database are not supported yet"),
+            "{err}"
+        );
         let s = settings(&[("BACKUP_DIR", "backups")]).unwrap();
         assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
     }

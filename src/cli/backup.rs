@@ -52,14 +52,35 @@ pub struct BackupArgs {
 enum BackupCommand {
     /// List the backups with their size, age and status
     List,
-    /// Re-check backups: checksums, and quick_check on the database copy
+    /// Re-check backups deeply: manifest, checksums, quick_check, uploads read back
     Verify(VerifyArgs),
     /// Delete backups that retention no longer keeps
     Prune(PruneArgs),
+    /// Write one backup as a single plain tar.gz
+    Export(ExportArgs),
 }
 
-/// Re-check a backup's files against its manifest, and open its database copy with
-/// `PRAGMA quick_check`. Exits 1 when a backup fails.
+/// Write one backup as a single plain tar.gz that any tar unpacks:
+/// elior-backup-ID/backup.json (the manifest), elior-backup-ID/database.db and
+/// elior-backup-ID/uploads/. The backup is verified first; an existing file is never
+/// overwritten.
+///
+/// Example:
+///     elior backup export latest --output /mnt/usb/elior.tar.gz
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+struct ExportArgs {
+    /// The backup id (like 20261129_020000) or `latest`
+    #[arg(default_value = "latest")]
+    id: String,
+    /// Where to write it [default: elior-backup-ID.tar.gz in the current folder]
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Re-check a backup: its manifest's own checksum first, then its files against the
+/// manifest, its database copy with `PRAGMA quick_check`, and every entry of its uploads
+/// archive read back. Exits 1 when a backup fails. `--all` skips backups still running.
 #[derive(Args)]
 struct VerifyArgs {
     /// The backup id (like 20261129_020000) or `latest`
@@ -72,10 +93,12 @@ struct VerifyArgs {
 
 /// Delete backups older than BACKUP_RETENTION_DAYS (age from the name, not the mtime).
 ///
-/// Only complete elior backups whose files match their manifest are deleted; foreign
-/// files, incomplete backups and the newest verified backup always stay. The --keep-*
-/// options keep, in addition, the newest backup of each of the last N days, weeks or
-/// months (as restic's).
+/// Every complete backup is verified deeply first (manifest checksum, file hashes,
+/// quick_check, uploads read back). Only verified backups are deleted; a backup that
+/// fails verification is kept for you to inspect, and the newest verified backup always
+/// stays. The --keep-* options keep, in addition, the newest verified backup of each of
+/// the last N days, weeks or months (as restic's). Foreign files stay; incomplete
+/// backups and temporary files that no running backup holds (killed runs) are removed.
 ///
 /// Example:
 ///     elior backup prune --keep-weekly 8 --keep-monthly 12 --dry-run
@@ -100,6 +123,7 @@ impl BackupArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
         let settings = BackupSettings::load(&self.dir)?;
+        backup::recover_interrupted_restore(&self.dir)?;
         match self.command {
             None => {
                 let options = CreateOptions {
@@ -135,6 +159,7 @@ impl BackupArgs {
             Some(BackupCommand::List) => list(&settings, self.json),
             Some(BackupCommand::Verify(args)) => verify(&settings, &args, self.json),
             Some(BackupCommand::Prune(args)) => prune(&settings, &args, self.json),
+            Some(BackupCommand::Export(args)) => export(&settings, &args, self.json),
         }
     }
 }
@@ -142,6 +167,11 @@ impl BackupArgs {
 fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
     let sets = backup::scan(&settings.backup_dir)?;
     let now = chrono::Local::now().naive_local();
+    let status = |s: &backup::BackupSet| match (&s.running, s.has_manifest()) {
+        (Some(_), false) => "running",
+        (None, false) => "incomplete",
+        (_, true) => "complete",
+    };
     let rows: Vec<serde_json::Value> = sets
         .iter()
         .rev()
@@ -150,8 +180,10 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
                 "id": s.id,
                 "age_days": now.signed_duration_since(s.taken_at).num_days(),
                 "size": s.total_size(),
-                "status": if s.has_manifest() { "complete" } else { "incomplete" },
+                "status": status(s),
                 "parts": s.parts.keys().collect::<Vec<_>>(),
+                "temp_files": s.temp_files.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "running_pid": s.running.as_ref().map(|h| h.pid),
             })
         })
         .collect();
@@ -164,13 +196,26 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
-    for (set, row) in sets.iter().rev().zip(&rows) {
+    for set in sets.iter().rev() {
         println!(
             "{:<15}  {:>4}d  {:>10}  {}",
             set.id,
-            row["age_days"].as_i64().unwrap_or_default(),
+            now.signed_duration_since(set.taken_at).num_days(),
             backup::human_bytes(set.total_size()),
-            row["status"].as_str().unwrap_or_default()
+            status(set)
+        );
+    }
+    // Left by killed backups: counted, so they never sit unnoticed (issue 17).
+    let leftovers: Vec<&backup::BackupSet> = sets
+        .iter()
+        .filter(|s| !s.is_running() && (!s.has_manifest() || !s.temp_files.is_empty()))
+        .collect();
+    if !leftovers.is_empty() {
+        let bytes: u64 = leftovers.iter().map(|s| s.total_size()).sum();
+        eprintln!(
+            "{} incomplete or temporary backups left by killed runs ({}); `elior backup prune` removes them",
+            leftovers.len(),
+            backup::human_bytes(bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -186,7 +231,8 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
     };
     let results: Vec<backup::Verification> = chosen
         .into_iter()
-        .map(|set| backup::verify(dir, set, Some(Check::Quick)).0)
+        .filter(|set| !(args.all && set.is_running() && !set.has_manifest()))
+        .map(|set| backup::verify_deep(dir, set).0)
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -226,24 +272,34 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
             "{}",
             retention::render(&report.decisions, &policy, args.dry_run)
         );
-        for damaged in &report.damaged {
-            eprintln!(
-                "elior: backup {} is past retention but does not match its manifest; left for you to inspect:\n  {}",
-                damaged.id,
-                damaged.problems.join("\n  ")
-            );
+        for abandoned in &report.abandoned {
+            eprintln!("elior: {}", abandoned.describe(args.dry_run));
         }
-        for name in &report.stale_temp_files {
-            let verb = if args.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            };
-            eprintln!("elior: {verb} {name}, left over by a backup that was killed over a day ago");
+        for id in &report.running {
+            eprintln!("elior: backup {id} is still being written by a running backup; left alone");
         }
-        for id in &report.incomplete {
-            eprintln!("elior: backup {id} is incomplete (no manifest); left alone");
-        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<ExitCode> {
+    let sets = backup::scan(&settings.backup_dir)?;
+    let set = backup::find(&sets, &args.id)?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("elior-backup-{}.tar.gz", set.id)));
+    let report = backup::export::export(&settings.backup_dir, set, &output)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "exported backup {} to {} ({}, {} upload files)",
+            report.backup,
+            report.path.display(),
+            backup::human_bytes(report.size),
+            report.upload_files
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -238,6 +238,9 @@ pub fn deploy_stack(
         .dir
         .canonicalize()
         .with_context(|| format!("stack directory {} does not exist", options.dir.display()))?;
+    if !options.dry_run {
+        crate::backup::recover_interrupted_restore(&dir)?;
+    }
     if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
         run_subcommand::<super::render::RenderArgs>(&["render", "--dir", &dir.to_string_lossy()])?;
     }

@@ -50,6 +50,7 @@ impl RestoreArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
         let settings = BackupSettings::load(&self.dir)?;
+        crate::backup::recover_interrupted_restore(&self.dir)?;
         if !self.yes {
             confirm(&self.id, &settings)?;
         }

@@ -1,8 +1,10 @@
 //! `elior schedule`: run a stack's periodic jobs in the foreground, or install the
 //! systemd service that does.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -19,7 +21,9 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// Expressions have 5 fields as in crontab (weekdays 0-7 or Sun-Sat), or 6 with seconds
 /// first. Times are local. Each run's start, result and duration are logged,
 /// a failing job does not stop the scheduler, and the last success of each job is kept
-/// in DIR/.elior/state.json. On SIGTERM a running job is allowed to finish.
+/// in DIR/.elior/state.json. On SIGTERM or Ctrl-C a running job is allowed to finish (the
+/// prune after a backup is skipped); a second signal aborts it, killing the child and
+/// removing the backup's partial files. Each outcome is logged.
 ///
 /// Examples:
 ///     elior schedule --dir /srv/elior               run in the foreground
@@ -81,6 +85,7 @@ fn jobs(dir: &Path) -> Result<Vec<Job>> {
 fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     crate::logging::init("info", crate::logging::Format::Human);
     let jobs = jobs(dir)?;
+    crate::backup::recover_interrupted_restore(dir)?;
     let exe = std::env::current_exe().context("failed to find the elior executable")?;
     let stop = Stop::default();
     watch_signals(stop.clone())?;
@@ -93,10 +98,19 @@ fn run_scheduler(dir: &Path) -> Result<ExitCode> {
         &stop,
         &mut |job| match job.name.as_str() {
             "backup" => {
-                run_child(&exe, &["backup", "--scheduled"], dir)?;
-                run_child(&exe, &["backup", "prune"], dir)
+                run_child(&exe, &["backup", "--scheduled"], dir, &stop)?;
+                if stop.requested() {
+                    tracing::info!("skipping the prune after the backup: stop requested");
+                    return Ok(());
+                }
+                run_child(&exe, &["backup", "prune"], dir, &stop)
             }
-            "cert-renew" => run_child(&exe, &["cert", "renew", "--jitter", CERT_JITTER_SECS], dir),
+            "cert-renew" => run_child(
+                &exe,
+                &["cert", "renew", "--jitter", CERT_JITTER_SECS],
+                dir,
+                &stop,
+            ),
             other => bail!("unknown job {other}"),
         },
         &mut |outcome| {
@@ -109,42 +123,93 @@ fn run_scheduler(dir: &Path) -> Result<ExitCode> {
 }
 
 /// Runs one step of a job as a child `elior`, so a crash or hang stays in the child (every
-/// backup has its own time limit).
-fn run_child(exe: &Path, args: &[&str], dir: &Path) -> Result<()> {
-    let status = Command::new(exe)
+/// backup has its own time limit). The child has its own process group, so a Ctrl-C at
+/// the terminal reaches only the scheduler, which lets the child finish; a second signal
+/// aborts it: the child is killed and what it left half-written is removed.
+fn run_child(exe: &Path, args: &[&str], dir: &Path, stop: &Stop) -> Result<()> {
+    let mut child = Command::new(exe)
         .args(args)
         .arg("--dir")
         .arg(dir)
-        .status()
+        .process_group(0)
+        .spawn()
         .with_context(|| format!("failed to run {}", exe.display()))?;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("failed to wait for `elior {}`", args.join(" ")))?
+        {
+            break status;
+        }
+        if stop.wait_abort(Duration::from_millis(100)) {
+            let pid = child.id();
+            let _ = child.kill();
+            let _ = child.wait();
+            let removed = BackupSettings::load(dir)
+                .and_then(|s| crate::backup::remove_abandoned(&s.backup_dir, false));
+            match removed {
+                Ok(removed) => {
+                    for abandoned in &removed {
+                        tracing::warn!("{}", abandoned.describe(false));
+                    }
+                    tracing::warn!(
+                        pid,
+                        removed = removed.len(),
+                        "aborted `elior {}`: killed it and removed its partial files",
+                        args.join(" ")
+                    );
+                }
+                Err(e) => tracing::error!(
+                    pid,
+                    "aborted `elior {}`, but removing its partial files failed: {e:#}; the next backup or prune removes them",
+                    args.join(" ")
+                ),
+            }
+            bail!("`elior {}` aborted by a second signal", args.join(" "));
+        }
+    };
     if !status.success() {
         bail!("`elior {}` failed ({status})", args.join(" "));
     }
     Ok(())
 }
 
-/// Requests a stop on SIGTERM or SIGINT, from a small thread with its own runtime.
+/// Counts SIGTERM and SIGINT, from a small thread with its own runtime: the first lets
+/// the running job finish, the second aborts it.
 fn watch_signals(stop: Stop) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .context("failed to start the signal watcher")?;
-    let mut terminate = runtime
+    let (mut terminate, mut interrupt) = runtime
         .block_on(async {
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
         })
-        .context("failed to watch SIGTERM")?;
+        .context("failed to watch SIGTERM and SIGINT")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            runtime.block_on(async {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+            for count in 1.. {
+                let name = runtime.block_on(async {
+                    tokio::select! {
+                        _ = terminate.recv() => "SIGTERM",
+                        _ = interrupt.recv() => "SIGINT",
+                    }
+                });
+                if count == 1 {
+                    tracing::info!(
+                        signal = name,
+                        "stop requested; a running job finishes first (send SIGINT or SIGTERM again to abort it)"
+                    );
+                } else {
+                    tracing::warn!(signal = name, "second stop request: aborting the running job");
                 }
-            });
-            tracing::info!("stop requested; finishing the running job, if any");
-            stop.request();
+                stop.request();
+            }
         })
         .context("failed to start the signal watcher")?;
     Ok(())

@@ -61,6 +61,7 @@ impl ServeArgs {
             .build()
             .context("failed to start the async runtime")?;
         runtime.block_on(async move {
+            crate::backup::recover_interrupted_restore_at(&config.database_path)?;
             let db = tokio::task::block_in_place(|| Db::open(&config.database_path))?;
             let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| {
                 format!(

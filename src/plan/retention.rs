@@ -1,14 +1,19 @@
 //! Which backups retention deletes, decided from their timestamps alone.
 //!
 //! Pure: the caller lists the complete backups (name and manifest present) with the time
-//! in their name, says which is the newest verified one, and gets a keep/delete decision
-//! for each. Age comes from the name, not the mtime, which copies and restores change.
+//! in their name and the result of verifying each (deeply: manifest checksum, file
+//! hashes, quick_check of the database, every uploads entry read back), and gets a
+//! keep/delete decision for each, with the reasons. Age comes from the name, not the
+//! mtime, which copies and restores change.
 //!
 //! Rules, in restic's vocabulary: keep everything taken within `BACKUP_RETENTION_DAYS`;
-//! optionally keep the newest backup of each of the last N days, ISO weeks and months that
-//! have one (`--keep-daily`, `--keep-weekly`, `--keep-monthly`); and never delete the
-//! newest verified backup, however old it is. Everything else goes. Foreign and incomplete
-//! files never reach this module, so they can never be chosen.
+//! optionally keep the newest verified backup of each of the last N days, ISO weeks and
+//! months that have one (`--keep-daily`, `--keep-weekly`, `--keep-monthly`); and never
+//! delete the newest verified backup, however old it is. A backup that failed
+//! verification is never deleted (a person should look at it) and never fills a slot or
+//! protects itself (issue 17: a garbled, empty or future-dated newest backup must not get
+//! the good one deleted). Everything else goes: only what is provably redundant. Foreign
+//! and incomplete files never reach this module, so they can never be chosen.
 
 use std::fmt::Write as _;
 
@@ -26,6 +31,8 @@ pub struct Policy {
 pub struct Candidate {
     pub id: String,
     pub taken_at: NaiveDateTime,
+    /// Why it failed verification; None when it is verified.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +43,8 @@ pub enum KeepReason {
     Daily,
     Weekly,
     Monthly,
+    /// It failed verification: left for a person to inspect.
+    Unverified,
 }
 
 impl KeepReason {
@@ -46,6 +55,7 @@ impl KeepReason {
             KeepReason::Daily => "daily".into(),
             KeepReason::Weekly => "weekly".into(),
             KeepReason::Monthly => "monthly".into(),
+            KeepReason::Unverified => "failed verification, left for you to inspect".into(),
         }
     }
 }
@@ -57,6 +67,9 @@ pub struct Decision {
     pub age_days: i64,
     /// Why it is kept; empty means it is deleted.
     pub keep: Vec<KeepReason>,
+    /// Why it failed verification, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl Decision {
@@ -66,14 +79,13 @@ impl Decision {
 }
 
 /// Decides each candidate's fate, newest first.
-pub fn plan(
-    candidates: &[Candidate],
-    newest_verified: Option<&str>,
-    policy: &Policy,
-    now: NaiveDateTime,
-) -> Vec<Decision> {
+pub fn plan(candidates: &[Candidate], policy: &Policy, now: NaiveDateTime) -> Vec<Decision> {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+    let newest_verified = sorted
+        .iter()
+        .find(|c| c.problem.is_none())
+        .map(|c| c.id.as_str());
     let window = chrono::Duration::days(i64::from(policy.keep_within_days));
 
     let mut buckets = [
@@ -100,15 +112,20 @@ pub fn plan(
             if age <= window {
                 keep.push(KeepReason::WithinDays);
             }
-            for bucket in &mut buckets {
-                if bucket.takes(c.taken_at) {
-                    keep.push(bucket.reason);
+            if c.problem.is_some() {
+                keep.push(KeepReason::Unverified);
+            } else {
+                for bucket in &mut buckets {
+                    if bucket.takes(c.taken_at) {
+                        keep.push(bucket.reason);
+                    }
                 }
             }
             Decision {
                 id: c.id.clone(),
                 age_days: age.num_days(),
                 keep,
+                problem: c.problem.clone(),
             }
         })
         .collect()
@@ -162,8 +179,17 @@ pub fn render(decisions: &[Decision], policy: &Policy, dry_run: bool) -> String 
             .collect::<Vec<_>>()
             .join(", ");
         let _ = write!(out, "{verb:<12}  {}  {:>4}d", d.id, d.age_days);
-        if !why.is_empty() {
+        if why.is_empty() {
+            let _ = write!(
+                out,
+                "  (older than {} days, verified, in no keep slot)",
+                policy.keep_within_days
+            );
+        } else {
             let _ = write!(out, "  ({why})");
+        }
+        if let Some(problem) = &d.problem {
+            let _ = write!(out, "\n              {}", problem.replace('\n', " "));
         }
         out.push('\n');
     }
@@ -188,6 +214,7 @@ mod tests {
             .map(|t| Candidate {
                 id: t.format("%Y%m%d_%H%M%S").to_string(),
                 taken_at: *t,
+                problem: None,
             })
             .collect()
     }
@@ -204,13 +231,13 @@ mod tests {
         let now = at(2026, 11, 29, 2);
         let days = |n: i64| now - chrono::Duration::days(n);
         let list = candidates(&[days(40), days(31), days(29), days(1)]);
-        let plan = plan(&list, Some("20261128_020000"), &THIRTY, now);
+        let plan = plan(&list, &THIRTY, now);
         assert_eq!(
             render(&plan, &THIRTY, true),
             "keep          20261128_020000     1d  (newest verified backup, within 30 days)\n\
              keep          20261031_020000    29d  (within 30 days)\n\
-             would delete  20261029_020000    31d\n\
-             would delete  20261020_020000    40d\n"
+             would delete  20261029_020000    31d  (older than 30 days, verified, in no keep slot)\n\
+             would delete  20261020_020000    40d  (older than 30 days, verified, in no keep slot)\n"
         );
     }
 
@@ -218,22 +245,59 @@ mod tests {
     fn the_newest_verified_backup_stays_however_old() {
         let now = at(2026, 11, 29, 2);
         let list = candidates(&[now - chrono::Duration::days(90)]);
-        let plan = plan(&list, Some("20260831_020000"), &THIRTY, now);
+        let plan = plan(&list, &THIRTY, now);
         assert_eq!(
             render(&plan, &THIRTY, false),
             "keep          20260831_020000    90d  (newest verified backup)\n"
         );
     }
 
+    // Issue 17: a garbled newest backup protected itself while the good one was pruned.
     #[test]
     fn unverified_newest_does_not_protect_itself_but_the_verified_one_does() {
         let now = at(2026, 11, 29, 2);
-        let list = candidates(&[at(2026, 8, 1, 2), at(2026, 9, 1, 2)]);
-        let plan = plan(&list, Some("20260801_020000"), &THIRTY, now);
+        let mut list = candidates(&[at(2026, 8, 1, 2), at(2026, 9, 1, 2)]);
+        list[1].problem = Some("quick_check found problems".into());
+        let plan = plan(&list, &THIRTY, now);
         assert_eq!(
             render(&plan, &THIRTY, false),
-            "delete        20260901_020000    89d\n\
+            "keep          20260901_020000    89d  (failed verification, left for you to inspect)\n\
+             \x20             quick_check found problems\n\
              keep          20260801_020000   120d  (newest verified backup)\n"
+        );
+    }
+
+    // Issue 17: a corrupt backup filled a --keep-daily slot.
+    #[test]
+    fn keep_slots_count_verified_backups_only() {
+        let policy = Policy {
+            keep_within_days: 0,
+            keep_daily: 2,
+            ..Policy::default()
+        };
+        let now = at(2026, 11, 29, 12);
+        let mut list = candidates(&[
+            at(2026, 11, 20, 2),
+            at(2026, 11, 19, 2),
+            at(2026, 11, 18, 2),
+            at(2026, 11, 17, 2),
+        ]);
+        list[1].problem = Some("sha256 differs".into());
+        let kept: Vec<(String, Vec<KeepReason>)> = plan(&list, &policy, now)
+            .into_iter()
+            .map(|d| (d.id, d.keep))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (
+                    "20261120_020000".to_string(),
+                    vec![KeepReason::NewestVerified, KeepReason::Daily]
+                ),
+                ("20261119_020000".to_string(), vec![KeepReason::Unverified]),
+                ("20261118_020000".to_string(), vec![KeepReason::Daily]),
+                ("20261117_020000".to_string(), vec![]),
+            ]
         );
     }
 
@@ -256,17 +320,20 @@ mod tests {
             at(2026, 10, 1, 2),
             at(2026, 8, 1, 2),
         ]);
-        let plan = plan(&list, None, &policy, now);
+        let plan = plan(&list, &policy, now);
+        let why = "  (older than 0 days, verified, in no keep slot)";
         assert_eq!(
             render(&plan, &policy, true),
-            "keep          20261129_020000     0d  (daily, weekly, monthly)\n\
-             keep          20261128_140000     0d  (daily)\n\
-             would delete  20261128_020000     1d\n\
-             would delete  20261127_020000     2d\n\
-             keep          20261120_020000     9d  (weekly)\n\
-             keep          20261015_020000    45d  (monthly)\n\
-             would delete  20261001_020000    59d\n\
-             keep          20260801_020000   120d  (monthly)\n"
+            format!(
+                "keep          20261129_020000     0d  (newest verified backup, daily, weekly, monthly)\n\
+                 keep          20261128_140000     0d  (daily)\n\
+                 would delete  20261128_020000     1d{why}\n\
+                 would delete  20261127_020000     2d{why}\n\
+                 keep          20261120_020000     9d  (weekly)\n\
+                 keep          20261015_020000    45d  (monthly)\n\
+                 would delete  20261001_020000    59d{why}\n\
+                 keep          20260801_020000   120d  (monthly)\n"
+            )
         );
     }
 }

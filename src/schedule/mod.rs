@@ -73,29 +73,46 @@ pub fn next_due(jobs: &[Job], after: DateTime<Local>) -> Option<(usize, DateTime
         .min_by_key(|(_, at)| *at)
 }
 
-/// A request to stop, shared between the signal handler and the loop.
+/// Requests to stop, shared between the signal handler and the loop: the first lets a
+/// running job finish, the second aborts it.
 #[derive(Clone, Default)]
-pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
+pub struct Stop(Arc<(Mutex<u32>, Condvar)>);
 
 impl Stop {
+    /// Counts one more request (a signal) and wakes every waiter.
     pub fn request(&self) {
-        let (flag, wake) = &*self.0;
-        *flag.lock().expect("stop flag") = true;
+        let (count, wake) = &*self.0;
+        *count.lock().expect("stop flag") += 1;
         wake.notify_all();
     }
 
     pub fn requested(&self) -> bool {
-        *self.0 .0.lock().expect("stop flag")
+        *self.0 .0.lock().expect("stop flag") >= 1
+    }
+
+    /// Whether a second request asked to abort the running job.
+    pub fn aborted(&self) -> bool {
+        *self.0 .0.lock().expect("stop flag") >= 2
     }
 
     /// Sleeps for `duration` or until a stop is requested; true when stopped.
     pub fn wait(&self, duration: Duration) -> bool {
-        let (flag, wake) = &*self.0;
-        let guard = flag.lock().expect("stop flag");
+        let (count, wake) = &*self.0;
+        let guard = count.lock().expect("stop flag");
         let (guard, _) = wake
-            .wait_timeout_while(guard, duration, |stopped| !*stopped)
+            .wait_timeout_while(guard, duration, |n| *n == 0)
             .expect("stop flag");
-        *guard
+        *guard >= 1
+    }
+
+    /// Sleeps for `duration` or until an abort is requested; true when aborted.
+    pub fn wait_abort(&self, duration: Duration) -> bool {
+        let (count, wake) = &*self.0;
+        let guard = count.lock().expect("stop flag");
+        let (guard, _) = wake
+            .wait_timeout_while(guard, duration, |n| *n < 2)
+            .expect("stop flag");
+        *guard >= 2
     }
 }
 
