@@ -153,3 +153,130 @@ fn nginx_comes_back_from_a_crash_after_update_and_after_cert_renew() {
     assert_ok("cert renew", &renew);
     crash_nginx_and_expect_a_restart(&stack, "cert renew");
 }
+
+/// `elior status --dir DIR` for a fresh (never deployed) stack with `DOCKER_HOST`, killed
+/// if it has not finished within 10 s; the output and whether it finished in time.
+fn status_with_docker_host(docker_host: &str) -> (Output, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stack");
+    let init = Command::new(BIN)
+        .args(["init", "dockerhost.elior.test", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_ok("init", &init);
+    let mut child = Command::new(BIN)
+        .args(["status", "--dir"])
+        .arg(&dir)
+        .env("DOCKER_HOST", docker_host)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let in_time = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (child.wait_with_output().unwrap(), in_time)
+}
+
+// Regression (issue 14): DOCKER_HOST was ignored, so every command acted on the local
+// engine whatever the user pointed it at.
+#[test]
+fn docker_host_unreachable_or_unsupported_fails_naming_docker_host() {
+    for (value, says) in [
+        (
+            "tcp://127.0.0.1:1",
+            "cannot reach the Docker Engine at tcp://127.0.0.1:1 (DOCKER_HOST)",
+        ),
+        (
+            "unix:///nonexistent",
+            "cannot reach the Docker Engine at unix:///nonexistent (DOCKER_HOST)",
+        ),
+        (
+            "ssh://admin@127.0.0.1",
+            "DOCKER_HOST=\"ssh://admin@127.0.0.1\" uses ssh://, which elior does not support",
+        ),
+        ("garbage", "DOCKER_HOST=\"garbage\" has no scheme"),
+    ] {
+        let (out, in_time) = status_with_docker_host(value);
+        assert!(in_time, "{value}: status still running after 10 s");
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{value}: {}",
+            text(&out.stderr)
+        );
+        // Never the local engine's answer instead.
+        assert!(
+            text(&out.stdout).is_empty(),
+            "{value}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// A TCP port that forwards every connection to the local engine's unix socket, as a
+/// remote engine on `tcp://` would answer; counts the connections it carried.
+struct TcpToEngine {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TcpToEngine {
+    fn start() -> TcpToEngine {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        // The thread ends with the test process; it owns nothing to clean up.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(engine) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock")
+                else {
+                    continue;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (mut c_read, mut e_write) =
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut e_write);
+                    let _ = e_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut e_read, mut c_write) = (engine, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut e_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        TcpToEngine { port, connections }
+    }
+}
+
+#[test]
+fn docker_host_tcp_reaches_the_engine_it_names() {
+    let engine = TcpToEngine::start();
+    let (out, in_time) = status_with_docker_host(&format!("tcp://127.0.0.1:{}", engine.port));
+    assert!(in_time, "status still running after 10 s");
+    // A never-deployed stack: the engine answered, and has no containers of it (exit 1).
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no containers"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        engine.connections.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "status did not go through DOCKER_HOST"
+    );
+}
