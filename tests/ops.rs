@@ -280,3 +280,80 @@ fn docker_host_tcp_reaches_the_engine_it_names() {
         "status did not go through DOCKER_HOST"
     );
 }
+
+/// A process of its own that listens on `[::]:port` with IPV6_V6ONLY (so IPv4 stays
+/// free); killed on drop.
+struct Ipv6OnlyHolder(std::process::Child);
+
+impl Ipv6OnlyHolder {
+    fn start(port: u16) -> Ipv6OnlyHolder {
+        let script = format!(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)\n\
+             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+             s.bind(('::', {port}))\n\
+             s.listen()\n\
+             print('listening', flush=True)\n\
+             time.sleep(600)\n"
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening", "the IPv6 holder did not start");
+        Ipv6OnlyHolder(child)
+    }
+}
+
+impl Drop for Ipv6OnlyHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Regression (issue 14): a port held on IPv6 only passed the preflight (it bound IPv4
+// alone), and the deploy then stopped half-built when Docker could not publish [::]:PORT.
+#[test]
+fn a_port_held_on_ipv6_only_is_refused_before_anything_is_created_naming_the_holder() {
+    let stack = init_stack("v6held");
+    let holder = Ipv6OnlyHolder::start(stack.https_port);
+    // IPv4 is free: only a check of both families can see the holder.
+    drop(std::net::TcpListener::bind(("0.0.0.0", stack.https_port)).expect("IPv4 is free"));
+
+    let out = elior(&stack, &["deploy", &stack.domain]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let pid = holder.0.id();
+    assert!(
+        stderr.contains(&format!(
+            "port {} that nginx publishes is held on [::]:{} (IPv6) by pid {pid} (",
+            stack.https_port, stack.https_port
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("python3 -c import socket"), "{stderr}");
+    assert!(stderr.contains(&format!("kill {pid}")), "{stderr}");
+
+    // Nothing of the stack exists on the engine.
+    let (containers, networks) = runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        (
+            elior::docker::project_containers(&docker, &stack.project)
+                .await
+                .unwrap(),
+            elior::docker::project_networks(&docker, &stack.project)
+                .await
+                .unwrap(),
+        )
+    });
+    assert!(containers.is_empty(), "{containers:?}");
+    assert!(networks.is_empty(), "{networks:?}");
+}

@@ -4,7 +4,8 @@
 //! Submodules carry out plans: `image` builds the API image, `compose` reads the rendered
 //! compose file into container specs, `apply` creates networks and containers, `health`
 //! waits for a container to become healthy, `proxy` drives the stack's nginx container
-//! for certificate installs, `control` stops and starts the API for a restore. Nothing
+//! for certificate installs, `control` stops and starts the API for a restore, `ports`
+//! checks that the ports a deploy publishes are free on IPv4 and IPv6. Nothing
 //! here decides *what* should exist (that is `plan`), and nothing here prints to stdout.
 
 pub mod apply;
@@ -12,6 +13,7 @@ pub mod compose;
 pub mod control;
 pub mod health;
 pub mod image;
+pub mod ports;
 pub mod proxy;
 
 use std::collections::HashMap;
