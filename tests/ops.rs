@@ -357,3 +357,260 @@ fn a_port_held_on_ipv6_only_is_refused_before_anything_is_created_naming_the_hol
     assert!(containers.is_empty(), "{containers:?}");
     assert!(networks.is_empty(), "{networks:?}");
 }
+
+/// A network namespace joined to the host by a veth pair: a client with its own address
+/// (198.51.100.x, TEST-NET-2), whose connections to a published port go through the
+/// engine's DNAT with their source kept, unlike the host's own loopback, which Docker's
+/// userland proxy relays from the bridge gateway. Removed on drop.
+struct OtherClient {
+    netns: String,
+    host_veth: String,
+    /// The host's end: the address the client connects to.
+    host_ip: String,
+    /// The client's own address.
+    ip: String,
+}
+
+impl OtherClient {
+    fn new() -> OtherClient {
+        let n = std::process::id() % 60;
+        let client = OtherClient {
+            netns: format!("elior-test-{}", std::process::id()),
+            host_veth: format!("elv{}a", std::process::id() % 100_000),
+            host_ip: format!("198.51.100.{}", 4 * n + 1),
+            ip: format!("198.51.100.{}", 4 * n + 2),
+        };
+        let peer = client.host_veth.replace('a', "b");
+        let run = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        };
+        run(&["netns", "add", &client.netns]);
+        run(&[
+            "link",
+            "add",
+            &client.host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        run(&["link", "set", &peer, "netns", &client.netns]);
+        let host_cidr = format!("{}/30", client.host_ip);
+        run(&["addr", "add", &host_cidr, "dev", &client.host_veth]);
+        run(&["link", "set", &client.host_veth, "up"]);
+        let ns = client.netns.as_str();
+        let cidr = format!("{}/30", client.ip);
+        run(&["-n", ns, "addr", "add", &cidr, "dev", &peer]);
+        run(&["-n", ns, "link", "set", &peer, "up"]);
+        run(&["-n", ns, "link", "set", "lo", "up"]);
+        run(&["-n", ns, "route", "add", "default", "via", &client.host_ip]);
+        client
+    }
+}
+
+impl Drop for OtherClient {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_veth])
+            .output();
+    }
+}
+
+/// `curl` to the stack through nginx: from the host (127.0.0.1 or [::1]) when `from`
+/// is `None`, else from inside the other client's namespace. (status, body)
+fn curl_stack(
+    stack: &Stack,
+    from: Option<&OtherClient>,
+    host: &str,
+    method: &str,
+    path: &str,
+    json: &str,
+) -> (u16, String) {
+    let mut cmd = match from {
+        Some(client) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &client.netns, "curl"]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-sk", "--max-time", "10", "-X", method])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(if json.is_empty() {
+            vec![]
+        } else {
+            vec!["--data", json]
+        })
+        .arg("--resolve")
+        .arg(format!("{}:{}:{host}", stack.domain, stack.https_port))
+        .arg(format!(
+            "https://{}:{}{path}",
+            stack.domain, stack.https_port
+        ))
+        .output()
+        .expect("curl runs");
+    let all = text(&out.stdout);
+    let (body, status) = all.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The API container's address on the stack's internal network, which the host reaches
+/// over that network's bridge.
+fn api_address(stack: &Stack) -> String {
+    let out = elior(stack, &["status", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "api")
+        .expect("an api container")["container"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        let inspect = elior::docker::inspect_if_present(&docker, &api)
+            .await
+            .unwrap()
+            .unwrap();
+        inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .into_iter()
+            .flatten()
+            .find_map(|(_, endpoint)| endpoint.ip_address.filter(|ip| !ip.is_empty()))
+            .expect("the api container has an address")
+    })
+}
+
+// Regression (issue 14): through Docker's port publishing, clients reached nginx from the
+// bridge gateway, a private address, so /metrics was public and every client shared
+// one login limit.
+#[test]
+fn metrics_are_404_through_nginx_and_clients_are_limited_by_their_own_address() {
+    let stack = init_stack("realip");
+    assert_ok("deploy", &elior(&stack, &["deploy", &stack.domain]));
+
+    // /metrics: 404 through nginx on IPv4 and IPv6 alike, whoever asks.
+    let (status, body) = curl_stack(&stack, None, "127.0.0.1", "GET", "/metrics", "");
+    assert_eq!(status, 404, "{body}");
+    // Docker publishes on [::] too wherever the host has IPv6.
+    let host_has_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
+        .is_ok_and(|t| t.contains("00000000000000000000000000000001"));
+    if host_has_ipv6 {
+        let (status, body) = curl_stack(&stack, None, "[::1]", "GET", "/metrics", "");
+        assert_eq!(status, 404, "over IPv6: {body}");
+    }
+    // The host scrapes the API container directly, as the README says.
+    let scrape = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("http://{}:8000/metrics", api_address(&stack)))
+        .output()
+        .unwrap();
+    let scraped = text(&scrape.stdout);
+    assert!(scraped.ends_with("\n200"), "{scraped}");
+    assert!(scraped.contains("elior_http_requests_total"), "{scraped}");
+
+    let user = serde_json::json!({
+        "username": "alice",
+        "email": "alice@example.com",
+        "password": "Correct-Horse-9-Battery",
+        "full_name": "Alice",
+    });
+    let (status, body) = curl_stack(
+        &stack,
+        None,
+        "127.0.0.1",
+        "POST",
+        "/api/auth/register",
+        &user.to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let good = serde_json::json!({"username": "alice", "password": "Correct-Horse-9-Battery"});
+
+    let client = OtherClient::new();
+    // The other client reaches the stack, and logs in.
+    let (status, body) = curl_stack(
+        &stack,
+        Some(&client),
+        &client.host_ip,
+        "POST",
+        "/api/auth/login",
+        &good.to_string(),
+    );
+    assert_eq!(status, 200, "from {}: {body}", client.ip);
+
+    // The host's clients spray wrong passwords at distinct accounts, under nginx's rate
+    // (5 r/s), until the API locks their address (20 failures).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let wrong = serde_json::json!({"username": format!("nobody{attempts}"), "password": "wrong-password-1"});
+        let (status, body) = curl_stack(
+            &stack,
+            None,
+            "127.0.0.1",
+            "POST",
+            "/api/auth/login",
+            &wrong.to_string(),
+        );
+        if status == 429 && body.contains("Too many failed attempts") {
+            break;
+        }
+        assert!(
+            matches!(status, 401 | 429),
+            "attempt {attempts}: {status} {body}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the API never locked the host's address"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The host's address is locked out, even with the right password...
+    let (status, body) = curl_stack(
+        &stack,
+        None,
+        "127.0.0.1",
+        "POST",
+        "/api/auth/login",
+        &good.to_string(),
+    );
+    assert_eq!(status, 429, "{body}");
+    // ...and the other client, with its own address, is not.
+    let (status, body) = curl_stack(
+        &stack,
+        Some(&client),
+        &client.host_ip,
+        "POST",
+        "/api/auth/login",
+        &good.to_string(),
+    );
+    assert_eq!(status, 200, "from {}: {body}", client.ip);
+    // And from that client too, /metrics is not served.
+    let (status, _) = curl_stack(
+        &stack,
+        Some(&client),
+        &client.host_ip,
+        "GET",
+        "/metrics",
+        "",
+    );
+    assert_eq!(status, 404);
+}
