@@ -152,6 +152,34 @@ fn nginx_comes_back_from_a_crash_after_update_and_after_cert_renew() {
     let renew = elior(&stack, &["cert", "renew", "--force"]);
     assert_ok("cert renew", &renew);
     crash_nginx_and_expect_a_restart(&stack, "cert renew");
+
+    // The one reload tests what it loads: a configuration nginx refuses is not signalled,
+    // and nginx keeps serving the previous one.
+    let conf = stack.dir.join("nginx/nginx.conf");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{good}\nbogus_directive on;\n")).unwrap();
+    let container = nginx_container(&stack);
+    let in_container = format!("{}/nginx.conf", elior::plan::render::paths::NGINX_MOUNT);
+    let refused = runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        elior::docker::proxy::reload(&docker, &container, &in_container).await
+    });
+    std::fs::write(&conf, good).unwrap();
+    let err = format!(
+        "{:#}",
+        refused.expect_err("a bad configuration was reloaded")
+    );
+    assert!(
+        err.contains("refused the configuration") && err.contains("bogus_directive"),
+        "{err}"
+    );
+    let health = runtime().block_on(elior::tls::served::https_get_status(
+        std::net::SocketAddr::from(([127, 0, 0, 1], stack.https_port)),
+        &stack.domain,
+        "/health",
+        Duration::from_secs(5),
+    ));
+    assert_eq!(health.unwrap(), 200);
 }
 
 /// `elior status --dir DIR` for a fresh (never deployed) stack with `DOCKER_HOST`, killed

@@ -322,8 +322,8 @@ pub struct ProxyConfig<'a> {
     pub render: &'a dyn Fn(&str) -> Result<String>,
 }
 
-/// Checks the proxy's configuration with `nginx -t` and reloads it gracefully (see
-/// [`super::proxy::reload`], the one reload that keeps the restart policy armed).
+/// Checks the proxy's configuration and reloads it gracefully, in one `nginx -s reload`
+/// (see [`super::proxy::reload`], the one reload that keeps the restart policy armed).
 pub async fn test_and_reload_proxy(
     docker: &Docker,
     container: &str,
