@@ -185,6 +185,11 @@ fn nginx_comes_back_from_a_crash_after_update_and_after_cert_renew() {
 /// `elior status --dir DIR` for a fresh (never deployed) stack with `DOCKER_HOST`, killed
 /// if it has not finished within 10 s; the output and whether it finished in time.
 fn status_with_docker_host(docker_host: &str) -> (Output, bool) {
+    status_with_docker_host_and(docker_host, &[])
+}
+
+/// [`status_with_docker_host`] with more environment (DOCKER_TLS_VERIFY...).
+fn status_with_docker_host_and(docker_host: &str, env: &[(&str, &str)]) -> (Output, bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("stack");
     let init = Command::new(BIN)
@@ -197,6 +202,7 @@ fn status_with_docker_host(docker_host: &str) -> (Output, bool) {
         .args(["status", "--dir"])
         .arg(&dir)
         .env("DOCKER_HOST", docker_host)
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -641,4 +647,123 @@ fn metrics_are_404_through_nginx_and_clients_are_limited_by_their_own_address() 
         "",
     );
     assert_eq!(status, 404);
+}
+
+/// A TLS port that, like an engine run with `--tlsverify`, accepts only clients with a
+/// certificate from `ca`, then forwards to the local engine's socket. Counts the
+/// connections that passed the handshake.
+struct TlsToEngine {
+    port: u16,
+    verified: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsToEngine {
+    fn start(ca: &stack_harness::TestCa) -> TlsToEngine {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let pem_certs = |pem: &str| -> Vec<CertificateDer<'static>> {
+            elior::tls::inspect::parse_chain(pem.as_bytes(), "test").unwrap()
+        };
+        let (cert, key) = ca.leaf("127.0.0.1", -1, 30);
+        let key: PrivateKeyDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem_certs(&ca.cert_pem).remove(0)).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(pem_certs(&cert), key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let verified = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = verified.clone();
+        // The thread ends with the test process; it owns nothing to clean up.
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Ok(mut engine) =
+                            tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                        else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut engine).await;
+                    });
+                }
+            });
+        });
+        TlsToEngine { port, verified }
+    }
+}
+
+#[test]
+fn docker_host_tcp_with_tls_verify_uses_the_client_certificate_and_the_ca() {
+    let ca = stack_harness::TestCa::new();
+    let engine = TlsToEngine::start(&ca);
+    let certs = tempfile::tempdir().unwrap();
+    let (client_cert, client_key) = ca.leaf("elior-client", -1, 30);
+    std::fs::write(certs.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(certs.path().join("cert.pem"), client_cert).unwrap();
+    std::fs::write(certs.path().join("key.pem"), client_key).unwrap();
+    let tls_env = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.path().to_str().unwrap()),
+    ];
+    let host = format!("tcp://127.0.0.1:{}", engine.port);
+
+    let (out, in_time) = status_with_docker_host_and(&host, &tls_env);
+    assert!(in_time, "status still running after 10 s");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no containers"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(engine.verified.load(std::sync::atomic::Ordering::SeqCst) > 0);
+
+    // Without DOCKER_TLS_VERIFY, plain HTTP to a TLS port is an error naming
+    // DOCKER_HOST, not a fall back to the local socket.
+    let (out, in_time) = status_with_docker_host(&host);
+    assert!(in_time, "status still running after 10 s");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "cannot reach the Docker Engine at {host} (DOCKER_HOST)"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A CA that did not sign the engine's certificate: refused, naming DOCKER_HOST.
+    std::fs::write(
+        certs.path().join("ca.pem"),
+        stack_harness::TestCa::new().cert_pem,
+    )
+    .unwrap();
+    let (out, _) = status_with_docker_host_and(&host, &tls_env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(DOCKER_HOST)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
