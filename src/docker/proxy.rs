@@ -13,9 +13,10 @@
 //! certificates and keys included, and exits 1 without signalling the master when that
 //! fails (checked on nginx 1.22 with an unknown directive, a missing or garbage
 //! certificate and a key of another certificate). So [`reload`] is one exec; a separate
-//! `nginx -t` before it would cost one more exec per reload (examples/reload_bench.rs:
-//! 1.86x the old `-t` + SIGHUP, against 0.87x), twice per update. [`test_config`] stays for
-//! callers that test before they commit to a change (the certificate installer).
+//! `nginx -t` before it would cost one more exec per reload, twice per update
+//! (examples/reload_bench.rs: about 1.8x the old `-t` + SIGHUP, against about 0.8x for
+//! one exec). [`test_config`] stays for callers that test before they commit to a change
+//! (the certificate installer).
 //!
 //! It only tests and reloads; deciding what certificate to install is `tls::issue`'s job.
 
