@@ -407,7 +407,16 @@ struct OtherClient {
 
 impl OtherClient {
     fn new() -> OtherClient {
-        let n = std::process::id() % 60;
+        // A /30 of 198.51.100.0/24 that no interface of this host uses yet.
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .expect("ip (iproute2)");
+        let used = text(&used.stdout);
+        let n = (0..64u32)
+            .map(|i| (std::process::id() + i) % 64)
+            .find(|n| !used.contains(&format!("inet 198.51.100.{}/", 4 * n + 1)))
+            .expect("a free /30 in 198.51.100.0/24");
         let client = OtherClient {
             netns: format!("elior-test-{}", std::process::id()),
             host_veth: format!("elv{}a", std::process::id() % 100_000),
