@@ -199,6 +199,116 @@ fn doctor_names_a_placeholder_secret_and_survives_a_broken_or_missing_env_file()
     assert!(report["summary"]["failures"].as_u64().unwrap() >= 1);
 }
 
+// Regression (issue 14): the original's example secret passed, and so did a short one.
+#[test]
+fn doctor_refuses_every_example_secret_and_any_secret_under_32_bytes() {
+    let stack = stack("doctor-examples");
+    for placeholder in [
+        "your-new-secure-jwt-secret-here-32-chars-minimum",
+        "your-super-secure-secret-key-here-minimum-32-characters",
+        "your-secret-key-here",
+    ] {
+        stack.set_env(&[("JWT_SECRET", placeholder)]);
+        let out = stack.doctor(&["env"], &[]);
+        assert_names(&out, "JWT_SECRET is a placeholder", "openssl rand -hex 32");
+    }
+    // 31 random-looking bytes: not a placeholder, but too short for an HMAC key.
+    stack.set_env(&[("JWT_SECRET", "q8VZ0mB3xK7pL2nR5tW9yC4fH6jD1gS")]);
+    let out = stack.doctor(&["env"], &[]);
+    assert_names(
+        &out,
+        "JWT_SECRET is 31 bytes; it needs at least 32",
+        "openssl rand -hex 32",
+    );
+}
+
+/// A tmpfs mounted on a folder for the length of a test; unmounted on drop, after a
+/// failure too.
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &std::path::Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", text(&out.stderr));
+        TmpfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+// Regression (issue 14): a full data disk was only a warning while writes returned 500,
+// and the fix offered `docker system prune`.
+#[test]
+fn doctor_fails_on_a_full_data_disk_with_a_fix_that_keeps_the_data() {
+    let stack = stack("doctor-full");
+    let _data = TmpfsMount::new(&stack.dir.join("data"), "4m");
+    create_database(&stack);
+    // Fill the rest of the filesystem, as uploads or a runaway log would.
+    let mut filler = std::fs::File::create(stack.dir.join("data/filler")).unwrap();
+    let block = vec![0x55u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    let _ = std::io::Write::write_all(&mut filler, &block[..1]);
+    drop(filler);
+    let out = stack.doctor(&["database"], &[]);
+    assert_names(
+        &out,
+        "full disk: database disk",
+        "find what fills it with `du -xh",
+    );
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("prune"), "{stdout}");
+    // The data is still there: doctor only reads.
+    assert!(stack.dir.join("data/elior_fitness.db").exists());
+}
+
+// Regression (issue 14): the chain check took only the system roots, so a stack on a
+// private CA always failed it, and a broken ACME_CA_FILE went unnoticed.
+#[test]
+fn doctor_checks_the_chain_against_acme_ca_file() {
+    let stack = stack("doctor-private-ca");
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&stack.domain, -1, 60);
+    stack.write_pair(&cert, &key);
+    let ca_path = ca.write(&stack.dir);
+
+    let out = stack.doctor(&["certificate"], &[]);
+    assert_names(
+        &out,
+        "the chain does not verify against the system roots",
+        "set ACME_CA_FILE to its root PEM",
+    );
+
+    // From the environment, as `elior cert` reads it: the chain verifies.
+    let ca_env = [("ACME_CA_FILE", ca_path.to_str().unwrap())];
+    let out = stack.doctor(&["certificate"], &ca_env);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("[✗]"), "{stdout}");
+    assert!(stdout.contains("[✓] certificate:"), "{stdout}");
+
+    // From the env file, relative to the stack directory: the same.
+    stack.set_env(&[("ACME_CA_FILE", "test-ca.pem")]);
+    let out = stack.doctor(&["certificate"], &[]);
+    assert!(!text(&out.stdout).contains("[✗]"), "{}", text(&out.stdout));
+
+    // A CA file that is not there is named, not silently replaced by the system roots.
+    stack.set_env(&[("ACME_CA_FILE", "missing-ca.pem")]);
+    let out = stack.doctor(&["certificate"], &[]);
+    assert_names(
+        &out,
+        "ACME_CA_FILE cannot be used for the chain check",
+        "ACME_CA_FILE",
+    );
+}
+
 #[test]
 fn doctor_names_a_corrupted_database() {
     let stack = stack("doctor-db");
@@ -393,6 +503,20 @@ fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
         "{}",
         text(&out.stdout)
     );
+
+    // The file's JWT_SECRET no longer matches the running API's (issue 14).
+    let env_text = std::fs::read_to_string(stack.env_path()).unwrap();
+    stack.set_env(&[(
+        "JWT_SECRET",
+        "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+    )]);
+    let out = stack.doctor(&["containers"], &env);
+    assert_names(
+        &out,
+        "runs with a JWT_SECRET that differs from the one in",
+        &format!("elior update --dir {}", stack.path()),
+    );
+    std::fs::write(stack.env_path(), env_text).unwrap();
 
     let api = service_container(&project, "api");
     let out = docker(&["stop", "-t", "5", &api]);

@@ -643,7 +643,7 @@ fn nginx_conf_has_the_rate_limits_timeouts_and_tls_profile() {
     assert!(has(health, &["access_log", "off"]));
     assert!(!health.directives.iter().any(|d| d[0] == "limit_req"));
     let metrics = location("/metrics");
-    assert!(has(metrics, &["deny", "all"]));
+    assert!(has(metrics, &["return", "404"]));
     assert!(has(location("/_protected/uploads/"), &["internal"]));
     for d in [
         "X-Real-IP",

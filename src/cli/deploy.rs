@@ -3,7 +3,7 @@
 //! Also the shared path of `update` and `rollback` ([`deploy_stack`]).
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 
 use crate::config::stack::StackConfig;
 use crate::docker::{self, apply, compose, image};
-use crate::plan::containers::{self, Change, Observed, API_SERVICE, PROXY_SERVICE};
+use crate::plan::containers::{self, Observed, API_SERVICE, PROXY_SERVICE};
 use crate::plan::render::{self, paths, Templates, Upstream};
 use crate::probe::https::PinnedClient;
 
@@ -422,7 +422,7 @@ async fn deploy_async(
     for line in plan.render().lines().filter(|l| !l.contains(": keep")) {
         progress.note(&format!("plan: {line}"));
     }
-    preflight_ports(&plan, &stack.services)?;
+    docker::ports::preflight_ports(&plan, &stack.services)?;
     let target = apply::Target {
         project: &project,
         networks: &stack.networks,
@@ -655,34 +655,6 @@ pub async fn prove(
         }
     }
     Ok(response)
-}
-
-/// Ports nginx will publish must be free, unless nginx already holds them.
-fn preflight_ports(plan: &containers::Plan, specs: &[containers::ContainerSpec]) -> Result<()> {
-    for step in &plan.services {
-        if !matches!(step.change, Change::Create { .. }) {
-            continue;
-        }
-        let Some(spec) = specs.iter().find(|s| s.service == step.service) else {
-            continue;
-        };
-        for port in &spec.ports {
-            let ip = if port.host_ip.is_empty() {
-                "0.0.0.0"
-            } else {
-                &port.host_ip
-            };
-            if let Err(e) = TcpListener::bind((ip, port.host_port)) {
-                bail!(
-                    "port {ip}:{} that {} publishes is taken: {e}\nstop what listens there (ss -ltnp 'sport = :{}'), or set HTTP_PORT/HTTPS_PORT in .env.production and run `elior render`",
-                    port.host_port,
-                    step.service,
-                    port.host_port
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The proxy image must be on the engine; if not, it is pulled (with progress).

@@ -195,24 +195,34 @@ fn invalid(key: &str, origin: &Origin, message: impl fmt::Display) -> anyhow::Er
     anyhow::anyhow!("{key} ({origin}): {message}")
 }
 
-/// Placeholders that example env files and tutorials ship with. A secret that contains one
-/// of these was never changed.
+/// Placeholders that example env files and tutorials ship with, among them every
+/// JWT_SECRET of the original's examples (`your-new-secure-jwt-secret-here-32-chars-minimum`,
+/// `your-super-secure-secret-key-here-minimum-32-characters`, `your-secret-key-here`;
+/// issue 14). Matched after lower-casing, with `_` and spaces read as `-`. A secret that
+/// contains one of these was never changed.
 const PLACEHOLDER_MARKERS: &[&str] = &[
     "change-me",
-    "change_me",
     "changeme",
     "change-this",
-    "change_this",
-    "your-secret",
-    "your_secret",
+    "your-",
     "yoursecret",
     "replace-me",
     "placeholder",
+    "-here",
+    "minimum-32",
+    "32-chars",
+    "32-characters",
 ];
 
 pub fn is_placeholder_secret(secret: &str) -> bool {
-    let lower = secret.to_ascii_lowercase();
-    PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m))
+    let normal: String = secret
+        .chars()
+        .map(|c| match c {
+            '_' | ' ' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    PLACEHOLDER_MARKERS.iter().any(|m| normal.contains(m))
 }
 
 impl ServeConfig {

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
     NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -322,29 +322,14 @@ pub struct ProxyConfig<'a> {
     pub render: &'a dyn Fn(&str) -> Result<String>,
 }
 
-/// Checks the proxy's configuration with `nginx -t` and reloads it gracefully (SIGHUP to
-/// the master: old workers finish their requests, new ones use the new config).
+/// Checks the proxy's configuration and reloads it gracefully, in one `nginx -s reload`
+/// (see [`super::proxy::reload`], the one reload that keeps the restart policy armed).
 pub async fn test_and_reload_proxy(
     docker: &Docker,
     container: &str,
     config_path: &str,
 ) -> Result<()> {
-    let (code, output) = exec(docker, container, &["nginx", "-t", "-c", config_path]).await?;
-    if code != 0 {
-        bail!(
-            "nginx -t rejected the new configuration in {container}:\n{}",
-            output.trim_end()
-        );
-    }
-    docker
-        .kill_container(
-            container,
-            Some(KillContainerOptions {
-                signal: "HUP".into(),
-            }),
-        )
-        .await
-        .with_context(|| format!("failed to send SIGHUP to {container}"))
+    super::proxy::reload(docker, container, config_path).await
 }
 
 /// Points the running proxy's upstream at `upstream_host` with a checked, graceful

@@ -4,7 +4,8 @@
 //! Submodules carry out plans: `image` builds the API image, `compose` reads the rendered
 //! compose file into container specs, `apply` creates networks and containers, `health`
 //! waits for a container to become healthy, `proxy` drives the stack's nginx container
-//! for certificate installs, `control` stops and starts the API for a restore. Nothing
+//! for certificate installs, `control` stops and starts the API for a restore, `ports`
+//! checks that the ports a deploy publishes are free on IPv4 and IPv6. Nothing
 //! here decides *what* should exist (that is `plan`), and nothing here prints to stdout.
 
 pub mod apply;
@@ -12,11 +13,14 @@ pub mod compose;
 pub mod control;
 pub mod health;
 pub mod image;
+pub mod ports;
 pub mod proxy;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
@@ -32,19 +36,170 @@ pub const LABEL_CONFIG_HASH: &str = "elior.config-hash";
 /// Per-aspect hashes (`image=…,env=…`), so a plan can say *what* changed.
 pub const LABEL_CONFIG_PARTS: &str = "elior.config-parts";
 
-/// Connects to the engine at DOCKER_HOST or /var/run/docker.sock and agrees on an API
-/// version both sides speak (engines seen here speak 1.41 and refuse newer clients).
+/// The engine socket when DOCKER_HOST is unset or empty, as the docker CLI does.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long connecting and agreeing on an API version may take: an engine that does not
+/// answer by then is unreachable, and the command says so instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Seconds bollard waits on one request (its default); long calls stream.
+const REQUEST_TIMEOUT: u64 = 120;
+
+/// Where the Docker Engine is, read from `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
+/// `DOCKER_CERT_PATH` the way the docker CLI reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:///path` (the default).
+    Unix(PathBuf),
+    /// `tcp://host:port`, in plain HTTP, or in TLS with the client certificate and CA in
+    /// `tls` (`key.pem`, `cert.pem`, `ca.pem`) when DOCKER_TLS_VERIFY is set.
+    Tcp { addr: String, tls: Option<PathBuf> },
+}
+
+/// The environment `connect` reads, as values (so the parsing is testable).
+#[derive(Debug, Default, Clone)]
+pub struct EngineEnv {
+    pub docker_host: Option<String>,
+    pub tls_verify: Option<String>,
+    pub tls: Option<String>,
+    pub cert_path: Option<String>,
+    pub home: Option<String>,
+}
+
+impl EngineEnv {
+    pub fn from_process() -> EngineEnv {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        EngineEnv {
+            docker_host: var("DOCKER_HOST"),
+            tls_verify: var("DOCKER_TLS_VERIFY"),
+            tls: var("DOCKER_TLS"),
+            cert_path: var("DOCKER_CERT_PATH"),
+            home: var("HOME"),
+        }
+    }
+
+    /// The DOCKER_HOST value in effect, for messages.
+    pub fn host_label(&self) -> String {
+        match &self.docker_host {
+            Some(host) => format!("{host} (DOCKER_HOST)"),
+            None => format!("{DEFAULT_DOCKER_HOST} (the default: DOCKER_HOST is not set)"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Reads the endpoint from `env`. A scheme elior cannot speak (`ssh://`, `npipe://`,
+    /// `fd://`, a typo) is an error naming DOCKER_HOST: falling back to the local socket
+    /// would act on another engine than the one the user chose (issue 14).
+    pub fn from_env(env: &EngineEnv) -> Result<Endpoint> {
+        let Some(host) = env.docker_host.as_deref() else {
+            return Ok(Endpoint::Unix(PathBuf::from("/var/run/docker.sock")));
+        };
+        let refuse = |why: &str| {
+            anyhow!(
+                "DOCKER_HOST={host:?} {why}\nelior speaks to the Docker Engine over unix:///PATH or tcp://HOST:PORT (with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH for TLS); for an engine reached over ssh, forward its socket (ssh -L /tmp/docker.sock:/var/run/docker.sock HOST) and set DOCKER_HOST=unix:///tmp/docker.sock"
+            )
+        };
+        let (scheme, rest) = host
+            .split_once("://")
+            .ok_or_else(|| refuse("has no scheme"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "unix" => {
+                if !rest.starts_with('/') {
+                    return Err(refuse("must name an absolute socket path: unix:///PATH"));
+                }
+                Ok(Endpoint::Unix(PathBuf::from(rest)))
+            }
+            "tcp" => {
+                let addr = rest.trim_end_matches('/');
+                let (name, port) = addr
+                    .rsplit_once(':')
+                    .ok_or_else(|| refuse("must name a port: tcp://HOST:PORT"))?;
+                if name.is_empty() || port.parse::<u16>().is_err() || addr.contains('/') {
+                    return Err(refuse("is not tcp://HOST:PORT"));
+                }
+                let tls = if env.tls_verify.is_some() {
+                    let dir = match (&env.cert_path, &env.home) {
+                        (Some(dir), _) => PathBuf::from(dir),
+                        (None, Some(home)) => Path::new(home).join(".docker"),
+                        (None, None) => {
+                            bail!("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is\nset DOCKER_CERT_PATH to the folder holding ca.pem, cert.pem and key.pem")
+                        }
+                    };
+                    for file in ["ca.pem", "cert.pem", "key.pem"] {
+                        if !dir.join(file).is_file() {
+                            bail!(
+                                "DOCKER_TLS_VERIFY is set but {} is missing\nput the engine's CA and your client certificate and key in DOCKER_CERT_PATH ({}) as ca.pem, cert.pem and key.pem",
+                                dir.join(file).display(),
+                                dir.display()
+                            );
+                        }
+                    }
+                    Some(dir)
+                } else if env.tls.is_some() {
+                    bail!("DOCKER_TLS is set without DOCKER_TLS_VERIFY: elior does not talk TLS to an engine it cannot verify\nset DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)");
+                } else {
+                    None
+                };
+                Ok(Endpoint::Tcp {
+                    addr: format!("tcp://{addr}"),
+                    tls,
+                })
+            }
+            "ssh" => Err(refuse("uses ssh://, which elior does not support")),
+            other => Err(refuse(&format!(
+                "uses the scheme {other}://, which elior does not support"
+            ))),
+        }
+    }
+}
+
+/// Connects to the engine DOCKER_HOST names (the local socket when it is unset) and
+/// agrees on an API version both sides speak (engines seen here speak 1.41 and refuse
+/// newer clients). This is the one place elior connects to Docker. An unsupported
+/// DOCKER_HOST fails before any connection; an unreachable engine fails within
+/// [`CONNECT_TIMEOUT`], and both messages name DOCKER_HOST.
 pub async fn connect() -> Result<Docker> {
-    let unreachable = |e: DockerError| {
+    let env = EngineEnv::from_process();
+    let endpoint = Endpoint::from_env(&env)?;
+    let at = env.host_label();
+    // `{:#}` prints the causes too: hyper's "client error (Connect)" alone hides the
+    // "connection refused" under it.
+    let unreachable = |e: anyhow::Error| {
         anyhow!(
-            "cannot reach the Docker Engine: {e}\nis dockerd running, and is /var/run/docker.sock (or DOCKER_HOST) readable by you?"
+            "cannot reach the Docker Engine at {at}: {e:#}\nis dockerd running there, and is its socket or port reachable by you? DOCKER_HOST chooses the engine"
         )
     };
-    Docker::connect_with_local_defaults()
-        .map_err(unreachable)?
-        .negotiate_version()
-        .await
-        .map_err(unreachable)
+    let version = bollard::API_DEFAULT_VERSION;
+    let docker = match &endpoint {
+        Endpoint::Unix(path) => {
+            Docker::connect_with_unix(&path.to_string_lossy(), REQUEST_TIMEOUT, version)
+        }
+        Endpoint::Tcp { addr, tls: None } => {
+            Docker::connect_with_http(addr, REQUEST_TIMEOUT, version)
+        }
+        Endpoint::Tcp {
+            addr,
+            tls: Some(dir),
+        } => Docker::connect_with_ssl(
+            addr,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            REQUEST_TIMEOUT,
+            version,
+        ),
+    }
+    .map_err(|e| unreachable(e.into()))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(unreachable(e.into())),
+        Err(_) => Err(unreachable(anyhow!(
+            "no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// True when the engine answered 404: the thing does not exist.
@@ -172,6 +327,86 @@ pub fn summary_name(summary: &bollard::models::ContainerSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn host(value: &str) -> EngineEnv {
+        EngineEnv {
+            docker_host: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn docker_host_is_read_as_the_docker_cli_reads_it() {
+        let unset = EngineEnv::default();
+        assert_eq!(
+            Endpoint::from_env(&unset).unwrap(),
+            Endpoint::Unix("/var/run/docker.sock".into())
+        );
+        assert_eq!(
+            Endpoint::from_env(&host("unix:///run/user/1000/docker.sock")).unwrap(),
+            Endpoint::Unix("/run/user/1000/docker.sock".into())
+        );
+        assert_eq!(
+            Endpoint::from_env(&host("tcp://10.0.0.5:2375/")).unwrap(),
+            Endpoint::Tcp {
+                addr: "tcp://10.0.0.5:2375".into(),
+                tls: None
+            }
+        );
+        assert_eq!(
+            Endpoint::from_env(&host("tcp://[::1]:2375")).unwrap(),
+            Endpoint::Tcp {
+                addr: "tcp://[::1]:2375".into(),
+                tls: None
+            }
+        );
+    }
+
+    #[test]
+    fn docker_tls_verify_takes_the_cert_path_and_checks_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = host("tcp://engine.example:2376");
+        env.tls_verify = Some("1".into());
+        env.cert_path = Some(dir.path().to_str().unwrap().into());
+        let missing = Endpoint::from_env(&env).unwrap_err().to_string();
+        assert!(missing.contains("ca.pem is missing"), "{missing}");
+        assert!(missing.contains("DOCKER_CERT_PATH"), "{missing}");
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+        }
+        assert_eq!(
+            Endpoint::from_env(&env).unwrap(),
+            Endpoint::Tcp {
+                addr: "tcp://engine.example:2376".into(),
+                tls: Some(dir.path().to_path_buf())
+            }
+        );
+        // TLS without verification is refused, not downgraded to plain HTTP.
+        let mut unverified = host("tcp://engine.example:2376");
+        unverified.tls = Some("1".into());
+        let err = Endpoint::from_env(&unverified).unwrap_err().to_string();
+        assert!(err.contains("DOCKER_TLS_VERIFY=1"), "{err}");
+    }
+
+    // Regression (issue 14): an unsupported DOCKER_HOST silently meant the local engine.
+    #[test]
+    fn unsupported_docker_hosts_are_refused_naming_docker_host() {
+        for (value, why) in [
+            ("ssh://admin@engine.example", "ssh://"),
+            ("npipe:////./pipe/docker_engine", "npipe://"),
+            ("garbage", "has no scheme"),
+            ("unix://relative.sock", "absolute socket path"),
+            ("tcp://engine.example", "must name a port"),
+            ("tcp://:2375", "is not tcp://HOST:PORT"),
+            ("tcp://engine.example:http", "is not tcp://HOST:PORT"),
+        ] {
+            let err = Endpoint::from_env(&host(value)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("DOCKER_HOST={value:?}")) && err.contains(why),
+                "{value}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn project_names_are_docker_names() {

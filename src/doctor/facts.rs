@@ -49,7 +49,8 @@ pub struct EnvFacts {
     pub parse_error: Option<String>,
     pub validation_error: Option<String>,
     pub production: bool,
-    pub jwt_secret_chars: Option<usize>,
+    /// Length of JWT_SECRET in bytes (the HMAC key length), never its value.
+    pub jwt_secret_bytes: Option<usize>,
     pub jwt_secret_placeholder: bool,
     pub cors_origins: Vec<String>,
     pub warnings: Vec<String>,
@@ -106,6 +107,11 @@ pub struct CertFacts {
     pub key_matches: Option<bool>,
     /// `Some(None)` verified; `Some(Some(e))` did not verify; `None` not tried.
     pub chain_error: Option<Option<String>>,
+    /// ACME_CA_FILE (environment, then the env file), whose roots the chain check
+    /// trusts beside the system's: a stack on a private CA verifies against it.
+    pub ca_file: Option<String>,
+    /// Why ACME_CA_FILE could not be read as PEM roots.
+    pub ca_file_error: Option<String>,
     pub renewal: Option<Renewal>,
     pub served_serial: Option<String>,
     pub served_error: Option<String>,
@@ -121,6 +127,9 @@ pub struct ContainerFacts {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub last_logs: Vec<String>,
+    /// For the API: whether the container runs with the env file's JWT_SECRET (compared
+    /// in `gather`, never recorded); `None` when either side has none.
+    pub jwt_secret_matches_env_file: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

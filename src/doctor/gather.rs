@@ -362,14 +362,21 @@ impl Gatherer {
             Ok(m) => f.key_matches = Some(m),
             Err(e) => f.key_error = Some(format!("{e:#}")),
         }
+        // ACME_CA_FILE as `elior cert` reads it (the environment wins over the file),
+        // trusted beside the system roots; a file that cannot be used is a finding, not
+        // a silent fall back to the system roots alone.
         let mut roots = inspect::system_roots();
-        let ca_file = self
-            .raw
-            .as_ref()
-            .and_then(|r| r.get("ACME_CA_FILE"))
-            .map(|p| self.dir.join(p.trim()));
-        if let Some(extra) = ca_file.and_then(|p| inspect::load_roots(&p).ok()) {
-            roots.roots.extend(extra.roots);
+        match crate::tls::settings::CertSettings::load(&self.dir, false) {
+            Ok(settings) => {
+                if let Some(path) = settings.ca_file {
+                    f.ca_file = Some(path.display().to_string());
+                    match inspect::load_roots(&path) {
+                        Ok(extra) => roots.roots.extend(extra.roots),
+                        Err(e) => f.ca_file_error = Some(format!("{e:#}")),
+                    }
+                }
+            }
+            Err(e) => f.ca_file_error = Some(one_line(&e)),
         }
         f.chain_error = Some(
             inspect::verify_chain(&chain, roots, &domain)
@@ -418,6 +425,13 @@ impl Gatherer {
                 return Some(f);
             }
         };
+        let file_secret = self
+            .raw
+            .as_ref()
+            .and_then(|r| r.get("JWT_SECRET"))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         self.runtime.block_on(async {
             let list = match crate::docker::project_containers(&docker, &project).await {
                 Ok(l) => l,
@@ -454,8 +468,25 @@ impl Gatherer {
                     exit_code: state.exit_code,
                     oom_killed: state.oom_killed.unwrap_or(false),
                     last_logs: Vec::new(),
+                    jwt_secret_matches_env_file: None,
                     name,
                 };
+                if c.service == crate::plan::containers::API_SERVICE {
+                    // Compared here and only the verdict kept: facts never hold a secret.
+                    let running = inspect
+                        .config
+                        .as_ref()
+                        .and_then(|config| config.env.as_ref())
+                        .and_then(|env| {
+                            env.iter()
+                                .find_map(|pair| pair.strip_prefix("JWT_SECRET="))
+                                .map(str::trim)
+                        });
+                    c.jwt_secret_matches_env_file = match (&file_secret, running) {
+                        (Some(file), Some(running)) => Some(file == running),
+                        _ => None,
+                    };
+                }
                 if c.state != "running" || c.health.as_deref() == Some("unhealthy") {
                     let logs = crate::docker::health::last_logs(&docker, &c.name, LOG_LINES)
                         .await
@@ -764,7 +795,7 @@ fn env_facts(dir: &Path) -> (EnvFacts, Option<RawSettings>, Option<StackConfig>)
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        f.jwt_secret_chars = Some(secret.chars().count());
+        f.jwt_secret_bytes = Some(secret.len());
         f.jwt_secret_placeholder = crate::config::is_placeholder_secret(secret);
     }
     f.cors_origins = raw

@@ -9,6 +9,9 @@ use crate::backup::human_bytes;
 /// Free disk below either bound warns (issue 7).
 pub const LOW_DISK_FRACTION: f64 = 0.10;
 pub const LOW_DISK_BYTES: u64 = 1 << 30;
+/// Free disk below this fraction fails: SQLite and uploads start failing with ENOSPC,
+/// and the API answers 500 to writes (issue 14).
+pub const FULL_DISK_FRACTION: f64 = 0.05;
 /// A backup older than this fails: a daily job missed a run.
 pub const BACKUP_MAX_AGE_SECS: i64 = 26 * 3600;
 /// How late a scheduled job may be before its missing success counts.
@@ -50,7 +53,10 @@ fn disk_finding(what: &str, path: &str, disk: &Disk, fix: &str) -> Finding {
         human_bytes(free),
         human_bytes(disk.total_bytes)
     );
-    if (free as f64) < disk.total_bytes as f64 * LOW_DISK_FRACTION || free < LOW_DISK_BYTES {
+    if free == 0 || (free as f64) < disk.total_bytes as f64 * FULL_DISK_FRACTION {
+        let full = if free == 0 { "full" } else { "nearly full" };
+        Finding::failure(format!("{full} disk: {line}"), fix)
+    } else if (free as f64) < disk.total_bytes as f64 * LOW_DISK_FRACTION || free < LOW_DISK_BYTES {
         Finding::warning(format!("low disk: {line}"), fix)
     } else {
         Finding::ok(line)
@@ -74,7 +80,7 @@ pub fn docker(f: &DockerFacts) -> Vec<Finding> {
             "docker root",
             root,
             disk,
-            "free space: `docker system prune` removes stopped containers and unused images",
+            "see what uses it with `docker system df`; `docker image prune` removes only dangling images (never start with `docker system prune`: it also removes stopped containers)",
         ));
     }
     out
@@ -105,7 +111,7 @@ pub fn env(ctx: &Context, f: &EnvFacts) -> Vec<Finding> {
         "sed -i \"s/^JWT_SECRET=.*/JWT_SECRET=$(openssl rand -hex 32)/\" {path}  (logs everyone out)"
     );
     let mut secret_reported = false;
-    match f.jwt_secret_chars {
+    match f.jwt_secret_bytes {
         None => {}
         Some(_) if f.jwt_secret_placeholder => {
             secret_reported = true;
@@ -118,7 +124,7 @@ pub fn env(ctx: &Context, f: &EnvFacts) -> Vec<Finding> {
             secret_reported = true;
             out.push(Finding::failure(
                 format!(
-                    "JWT_SECRET is {n} characters; it needs at least {}",
+                    "JWT_SECRET is {n} bytes; it needs at least {}",
                     crate::config::MIN_SECRET_LEN
                 ),
                 secret_fix.clone(),
@@ -180,13 +186,13 @@ pub fn env(ctx: &Context, f: &EnvFacts) -> Vec<Finding> {
     }
     if out.is_empty() {
         out.push(Finding::ok(format!(
-            "{path} is valid ({}), mode 0600, JWT_SECRET {} characters",
+            "{path} is valid ({}), mode 0600, JWT_SECRET {} bytes",
             if f.production {
                 "production"
             } else {
                 "development"
             },
-            f.jwt_secret_chars.unwrap_or(0)
+            f.jwt_secret_bytes.unwrap_or(0)
         )));
     }
     out
@@ -412,14 +418,33 @@ pub fn certificate(ctx: &Context, f: Option<&CertFacts>) -> Vec<Finding> {
         }
     } else if let Some(Some(e)) = &f.chain_error {
         if left > 0 {
+            let trusted = match &f.ca_file {
+                Some(ca) => format!("the system roots and ACME_CA_FILE {ca}"),
+                None => "the system roots".to_string(),
+            };
+            let private_ca = match &f.ca_file {
+                Some(ca) => format!(
+                    "; for a private CA, {ca} must hold the root that issued it (for pebble, its /roots/0)"
+                ),
+                None => "; for a private CA (step-ca, pebble), set ACME_CA_FILE to its root PEM".to_string(),
+            };
             out.push(Finding::failure(
-                format!("the chain does not verify: {e}"),
+                format!("the chain does not verify against {trusted}: {e}"),
                 format!(
-                    "install the full chain (leaf first, then intermediates) in {}, or {renew}",
+                    "install the full chain (leaf first, then intermediates) in {}, or {renew}{private_ca}",
                     f.cert_path
                 ),
             ));
         }
+    }
+    if let Some(e) = &f.ca_file_error {
+        out.push(Finding::failure(
+            format!("ACME_CA_FILE cannot be used for the chain check: {e}"),
+            format!(
+                "point ACME_CA_FILE (in {} or the environment) at a PEM file with your private CA's root certificate(s)",
+                env_path(ctx)
+            ),
+        ));
     }
     match (&f.served_serial, &f.served_error) {
         (Some(served), _) if *served != info.serial => out.push(Finding::failure(
@@ -507,6 +532,23 @@ pub fn containers(ctx: &Context, f: Option<&ContainersFacts>) -> Vec<Finding> {
             }
             if c.health.as_deref() == Some("unhealthy") {
                 problems.push("is unhealthy".into());
+            }
+            if c.jwt_secret_matches_env_file == Some(false) {
+                // Not a container fault: the running API and the file disagree, so the
+                // next deploy logs everyone out, or a restore or rollback pairs tokens
+                // with the wrong key. Say which way to settle it.
+                out.push(Finding::failure(
+                    format!(
+                        "{service}: {} runs with a JWT_SECRET that differs from the one in {}",
+                        c.name,
+                        env_path(ctx)
+                    ),
+                    format!(
+                        "if the file's secret is the one you want, `elior update --dir {0}` recreates the API with it (everyone must log in again); if the file was changed by mistake, put the previous JWT_SECRET back in {1}",
+                        ctx.dir,
+                        env_path(ctx)
+                    ),
+                ));
             }
             if !problems.is_empty() {
                 out.push(
@@ -657,7 +699,10 @@ pub fn database(ctx: &Context, f: &DatabaseFacts) -> Vec<Finding> {
             "database disk",
             &f.path,
             disk,
-            "free space on that filesystem: old backups and `docker system prune`",
+            &format!(
+                "find what fills it with `du -xh --max-depth=2 {0} | sort -h | tail`, without deleting data/, uploads/ or the newest backups: move old backups elsewhere (`elior backup list --dir {0}`), or grow the filesystem",
+                ctx.dir
+            ),
         ));
     }
     out
@@ -944,7 +989,7 @@ mod tests {
             exists: true,
             mode: Some(0o600),
             production: true,
-            jwt_secret_chars: Some(64),
+            jwt_secret_bytes: Some(64),
             cors_origins: vec!["https://fit.example.com".into()],
             ..Default::default()
         }
@@ -995,11 +1040,11 @@ mod tests {
         let short = env(
             &ctx(),
             &EnvFacts {
-                jwt_secret_chars: Some(10),
+                jwt_secret_bytes: Some(10),
                 ..good_env()
             },
         );
-        assert!(short[0].finding.contains("10 characters"));
+        assert!(short[0].finding.contains("10 bytes"));
         let cors = env(
             &ctx(),
             &EnvFacts {
@@ -1342,5 +1387,145 @@ mod tests {
             statuses(&clock(Some(&clock_facts(-600)))),
             vec![Status::Failure]
         );
+    }
+
+    // Regression (issue 14): a full data disk was only a warning while the API answered
+    // 500 to every write; the fix must never start by deleting data.
+    #[test]
+    fn a_full_or_nearly_full_data_disk_fails_with_a_fix_that_keeps_the_data() {
+        let on = |total: u64, free: u64| DatabaseFacts {
+            path: "/srv/elior/data/elior_fitness.db".into(),
+            exists: true,
+            size_bytes: Some(8192),
+            journal_mode: Some("wal".into()),
+            quick_check: Some("ok".into()),
+            disk: Some(Disk {
+                total_bytes: total,
+                free_bytes: free,
+            }),
+            ..Default::default()
+        };
+        let gib = 1u64 << 30;
+        for (total, free, status, starts) in [
+            (100 * gib, 20 * gib, Status::Ok, "database disk"),
+            (100 * gib, 8 * gib, Status::Warning, "low disk"),
+            (100 * gib, 4 * gib, Status::Failure, "nearly full disk"),
+            (1 << 20, 0, Status::Failure, "full disk"),
+        ] {
+            let found = database(&ctx(), &on(total, free));
+            assert_eq!(found[1].status, status, "{found:?}");
+            assert!(found[1].finding.starts_with(starts), "{found:?}");
+            if status != Status::Ok {
+                let fix = found[1].fix.as_deref().unwrap();
+                assert!(fix.starts_with("find what fills it with `du -xh"), "{fix}");
+                assert!(!fix.contains("prune"), "{fix}");
+            }
+        }
+        let docker_root = DockerFacts {
+            version: Some("20.10.24".into()),
+            api_version: Some("1.41".into()),
+            root_dir: Some("/var/lib/docker".into()),
+            disk: Some(Disk {
+                total_bytes: 100 * gib,
+                free_bytes: 1 << 20,
+            }),
+            error: None,
+        };
+        let found = docker(&docker_root);
+        assert_eq!(found[1].status, Status::Failure);
+        assert!(found[1]
+            .fix
+            .as_deref()
+            .unwrap()
+            .starts_with("see what uses it with `docker system df`"));
+    }
+
+    // Regression (issue 14): a JWT_SECRET that differed from the running API's passed.
+    #[test]
+    fn an_api_running_with_another_jwt_secret_fails() {
+        let api = |matches| ContainersFacts {
+            project: "elior-fit".into(),
+            expected: vec!["api".into()],
+            containers: vec![ContainerFacts {
+                service: "api".into(),
+                name: "elior-fit-api".into(),
+                state: "running".into(),
+                health: Some("healthy".into()),
+                jwt_secret_matches_env_file: matches,
+                ..Default::default()
+            }],
+            error: None,
+        };
+        assert_eq!(
+            statuses(&containers(&ctx(), Some(&api(Some(true))))),
+            vec![Status::Ok]
+        );
+        assert_eq!(
+            statuses(&containers(&ctx(), Some(&api(None)))),
+            vec![Status::Ok]
+        );
+        let found = containers(&ctx(), Some(&api(Some(false))));
+        let failure = found.iter().find(|f| f.status == Status::Failure).unwrap();
+        assert_eq!(
+            failure.finding,
+            "api: elior-fit-api runs with a JWT_SECRET that differs from the one in /srv/elior/.env.production"
+        );
+        assert!(failure.fix.as_deref().unwrap().starts_with(
+            "if the file's secret is the one you want, `elior update --dir /srv/elior`"
+        ));
+    }
+
+    #[test]
+    fn the_chain_check_names_acme_ca_file() {
+        let info = cert_info(NOW - DAY, NOW + 89 * DAY, false);
+        let unknown_issuer = CertFacts {
+            chain_error: Some(Some("invalid peer certificate: UnknownIssuer".into())),
+            ..cert_facts(info.clone())
+        };
+        let found = certificate(&ctx(), Some(&unknown_issuer));
+        assert_eq!(
+            found[0].finding,
+            "the chain does not verify against the system roots: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(found[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .ends_with("set ACME_CA_FILE to its root PEM"));
+        let with_ca = CertFacts {
+            ca_file: Some("/srv/elior/ca.pem".into()),
+            ..unknown_issuer.clone()
+        };
+        assert!(certificate(&ctx(), Some(&with_ca))[0]
+            .finding
+            .contains("and ACME_CA_FILE /srv/elior/ca.pem"));
+        let unreadable = CertFacts {
+            ca_file: Some("/srv/elior/missing.pem".into()),
+            ca_file_error: Some("failed to read CA file /srv/elior/missing.pem".into()),
+            ..cert_facts(info)
+        };
+        let found = certificate(&ctx(), Some(&unreadable));
+        assert_eq!(statuses(&found), vec![Status::Failure]);
+        assert!(found[0].finding.starts_with("ACME_CA_FILE cannot be used"));
+    }
+
+    // Every JWT_SECRET of the original's example files is a placeholder (issue 14).
+    #[test]
+    fn the_originals_example_secrets_are_placeholders() {
+        for example in [
+            "your-new-secure-jwt-secret-here-32-chars-minimum",
+            "your-super-secure-secret-key-here-minimum-32-characters",
+            "your-secret-key-here",
+            "your_secure_password_here",
+            "CHANGE_ME_0123456789abcdef0123456789",
+        ] {
+            assert!(crate::config::is_placeholder_secret(example), "{example}");
+        }
+        for real in [
+            "3f1c9a7e5b2d4c6a8e0f1b3d5c7a9e2f4b6d8c0a1e3f5b7d9c2a4e6f8b0d1c3a",
+            "q8VZ0mB3xK7pL2nR5tW9yC4fH6jD1gS0aE8uI3oP7kM=",
+        ] {
+            assert!(!crate::config::is_placeholder_secret(real), "{real}");
+        }
     }
 }

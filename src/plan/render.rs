@@ -171,16 +171,6 @@ pub struct RenderedFile {
     pub contents: String,
 }
 
-/// Networks allowed to scrape `/metrics` (loopback, RFC 1918, unique-local).
-const INTERNAL_NETWORKS: &[&str] = &[
-    "127.0.0.1",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "::1",
-    "fc00::/7",
-];
-
 /// Room for the multipart envelope on top of the largest upload limit, so a file of exactly the
 /// limit reaches the API, which answers with its own JSON error when it is too large.
 const MULTIPART_SLACK: u64 = 1024 * 1024;
@@ -199,7 +189,6 @@ struct StackContext<'a> {
     permissions_policy: &'static str,
     client_max_body_size: u64,
     upstream: &'a Upstream,
-    internal_networks: &'static [&'static str],
     api_image: &'a str,
     proxy_image: &'a str,
     api_port: u16,
@@ -256,7 +245,6 @@ impl<'a> StackContext<'a> {
             permissions_policy: "camera=(self), microphone=(), geolocation=(), payment=(), usb=()",
             client_max_body_size: config.serve.largest_upload() + MULTIPART_SLACK,
             upstream,
-            internal_networks: INTERNAL_NETWORKS,
             api_image: config.api_image.as_str(),
             proxy_image: config.proxy_image.as_str(),
             api_port: config.serve.bind.port(),

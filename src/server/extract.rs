@@ -1,5 +1,6 @@
 //! Extractors: JSON and form bodies whose rejections use the API's 422 shape, the
-//! authenticated user, and the client's address as seen through trusted proxies.
+//! authenticated user, the client's address as seen through trusted proxies, and
+//! [`NotProxied`] for what the host may ask but a client through nginx may not.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -159,19 +160,48 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            .ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!("server started without ConnectInfo"))
-            })?;
         Ok(ClientIp(client_ip(
-            peer,
+            peer(parts)?,
             &parts.headers,
             &state.config.trusted_proxies,
         )))
     }
+}
+
+fn peer(parts: &Parts) -> Result<IpAddr, ApiError> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("server started without ConnectInfo")))
+}
+
+/// A request that did not come through the stack's reverse proxy. One that a peer in
+/// `TRUSTED_PROXIES` forwarded (it carries `X-Forwarded-For` or `X-Real-IP`) is answered
+/// 404, whoever the forwarded client is: behind Docker's port publishing, an outside
+/// client can reach nginx from the bridge gateway, a private address (issue 14). For
+/// `/metrics`, which the host scrapes from the API container directly.
+pub struct NotProxied;
+
+impl FromRequestParts<AppState> for NotProxied {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if forwarded_by_proxy(peer(parts)?, &parts.headers, &state.config.trusted_proxies) {
+            return Err(ApiError::NotFound("Not Found"));
+        }
+        Ok(NotProxied)
+    }
+}
+
+/// Whether a trusted proxy relayed the request: the peer is trusted and says for whom.
+pub fn forwarded_by_proxy(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    let peer = canonical(peer);
+    trusted.iter().any(|net| net.contains(peer))
+        && (headers.contains_key("x-forwarded-for") || headers.contains_key("x-real-ip"))
 }
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
@@ -234,6 +264,23 @@ mod tests {
             "198.51.100.8".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn only_a_trusted_peer_with_forwarding_headers_is_a_proxied_request() {
+        let trusted: Vec<IpNet> = vec!["172.18.0.0/16".parse().unwrap()];
+        let proxy: IpAddr = "172.18.0.5".parse().unwrap();
+        let host: IpAddr = "127.0.0.1".parse().unwrap();
+        let forwarded = headers(&[("x-real-ip", "172.17.0.1")]);
+        let chain = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        assert!(forwarded_by_proxy(proxy, &forwarded, &trusted));
+        assert!(forwarded_by_proxy(proxy, &chain, &trusted));
+        assert!(!forwarded_by_proxy(proxy, &HeaderMap::new(), &trusted));
+        // From an untrusted peer the headers mean nothing: it is a direct request.
+        assert!(!forwarded_by_proxy(host, &forwarded, &trusted));
+        // An IPv4-mapped peer is the IPv4 address.
+        let mapped: IpAddr = "::ffff:172.18.0.5".parse().unwrap();
+        assert!(forwarded_by_proxy(mapped, &chain, &trusted));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::db;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::ClientIp;
+use crate::server::extract::{ClientIp, NotProxied};
 use crate::server::health::{HealthBody, HealthDatabase, Verdict};
 use crate::server::state::AppState;
 use crate::{GIT_REVISION, VERSION};
@@ -139,10 +139,14 @@ async fn database_status(
     Ok((code, Json(body)).into_response())
 }
 
-/// Prometheus metrics, for loopback and private networks only. Behind nginx the client
-/// address comes from the forwarding headers, believed only from `TRUSTED_PROXIES`.
+/// Prometheus metrics, for loopback and private networks only, and never through the
+/// reverse proxy ([`NotProxied`]): the host scrapes the API container directly.
 #[utoipa::path(get, path = "/metrics", operation_id = "system_metrics", tag = "system", responses((status = 200, description = "Success")))]
-async fn metrics(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Response> {
+async fn metrics(
+    State(state): State<AppState>,
+    _direct: NotProxied,
+    ClientIp(ip): ClientIp,
+) -> ApiResult<Response> {
     if !crate::config::net::is_internal(ip) {
         tracing::info!(client = %ip, "refused /metrics to a non-internal address");
         return Err(ApiError::Forbidden(
