@@ -192,10 +192,10 @@ fn render_health(r: &HealthReport) -> String {
         }
         if let Some(body) = &r.body {
             let db = &body["database"]["status"];
+            // /health is public and minimal (issue 15): it no longer names the version.
             out.push_str(&format!(
-                "  body     status {}, version {}, database {}\n",
+                "  body     status {}, database {}\n",
                 body["status"].as_str().unwrap_or("?"),
-                body["version"].as_str().unwrap_or("?"),
                 db.as_str().unwrap_or("?")
             ));
         }
