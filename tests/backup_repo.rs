@@ -598,7 +598,11 @@ fn prune_killed_part_way_then_run_again_leaves_verify_all_passing() {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(ids, [kept.clone()], "{first} and its copy are gone");
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&kept),
+        "{first} and its copy are gone"
+    );
     let after = repo_bytes(&stack);
     assert!(
         after + 2_500_000 < before,

@@ -70,9 +70,11 @@ pub struct RestoreReport {
 
 /// What a restore puts back: an archive backup (its manifest) or a repository snapshot
 /// (opened, its content decrypted when encrypted).
+// One per restore: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Archive(manifest::Manifest),
-    Repository(Box<RepoSource>),
+    Repository(RepoSource),
 }
 
 struct RepoSource {
@@ -178,13 +180,13 @@ fn open_source(settings: &BackupSettings, id: &str, identity: Option<&Path>) -> 
     if !found.problems.is_empty() {
         return Err(refused(anyhow!(found.problems.join("\n"))));
     }
-    Ok(Source::Repository(Box::new(RepoSource {
+    Ok(Source::Repository(RepoSource {
         repo: repository,
         snapshot,
         content,
         keyring,
         lock: Some(lock),
-    })))
+    }))
 }
 
 /// Restores backup `id` (or `latest`) over the stack in `settings`. `identity` (an age
