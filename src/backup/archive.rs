@@ -76,7 +76,7 @@ struct Batch {
 }
 
 /// Whether a file's bytes are already compressed, from its name or its first bytes.
-fn is_precompressed(path: &Path, head: &[u8]) -> bool {
+pub(crate) fn is_precompressed(path: &Path, head: &[u8]) -> bool {
     let by_name = path
         .extension()
         .and_then(|e| e.to_str())
@@ -507,7 +507,6 @@ pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractSt
     let file = File::open(archive)
         .with_context(|| format!("failed to open archive {}", archive.display()))?;
     let compressed = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let tripped = std::rc::Rc::new(std::cell::RefCell::new(None::<String>));
     let decoder = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
         1 << 20,
         Counted {
@@ -515,8 +514,23 @@ pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractSt
             count: compressed.clone(),
         },
     ));
+    let source = format!("archive {}", archive.display());
+    extract_stream(decoder, &source, compressed, dest, limits)
+}
+
+/// [`extract`] of a tar stream (a repository snapshot's uploads, issue 17) with the same
+/// checks; `source` names it in messages (`archive PATH`, `snapshot ID`), and
+/// `compressed` counts the bytes it came from, for the ratio bound.
+pub fn extract_stream<R: Read>(
+    stream: R,
+    source: &str,
+    compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<ExtractStats> {
+    let tripped = std::rc::Rc::new(std::cell::RefCell::new(None::<String>));
     let mut tar = tar::Archive::new(Bounded {
-        inner: decoder,
+        inner: stream,
         compressed,
         out: 0,
         limits: limits.clone(),
@@ -530,21 +544,18 @@ pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractSt
 
     let refuse = |name: &Path, why: &str| {
         anyhow!(
-            "archive {} holds {:?}, {why}; refusing to restore it\nnothing was written outside the temporary folder",
-            archive.display(),
+            "{source} holds {:?}, {why}; refusing to restore it\nnothing was written outside the temporary folder",
             name
         )
     };
     // A read error is the bound's when it tripped: say which limit, and where.
     let failed = |name: Option<&Path>, e: &dyn std::fmt::Display| match &*tripped.borrow() {
         Some(why) => anyhow!(
-            "archive {} is refused{}: {why}\nnothing was written outside the temporary folder",
-            archive.display(),
+            "{source} is refused{}: {why}\nnothing was written outside the temporary folder",
             name.map(|n| format!(" at {n:?}")).unwrap_or_default()
         ),
         None => anyhow!(
-            "archive {} is damaged or not a tar.gz{}: {e}",
-            archive.display(),
+            "{source} is damaged or not a tar.gz{}: {e}",
             name.map(|n| format!(" (at {n:?})")).unwrap_or_default()
         ),
     };
@@ -609,11 +620,7 @@ pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractSt
             if tripped.borrow().is_some() {
                 failed(Some(&name), &e)
             } else {
-                anyhow!(
-                    "failed to extract {} from {}: {e}",
-                    name.display(),
-                    archive.display()
-                )
+                anyhow!("failed to extract {} from {source}: {e}", name.display())
             }
         })?;
         if mode & 0o6000 != 0 && entry_type != EntryType::Symlink {

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod journal;
 pub mod manifest;
 pub mod names;
+pub mod repo;
 pub mod restore;
 pub mod settings;
 pub mod snapshot;
@@ -30,7 +31,7 @@ use chrono::{NaiveDateTime, Timelike};
 use crate::plan::retention::{self, Candidate, Decision, Policy};
 use manifest::{FileRecord, Manifest, PartName};
 use names::Part;
-pub use settings::BackupSettings;
+pub use settings::{BackupSettings, Format};
 pub use snapshot::Check;
 
 /// The default time limit of one backup.
@@ -112,7 +113,8 @@ fn claim_id(dir: &Path) -> Result<(String, PathBuf)> {
         let id = names::format_id(now);
         let used = Part::ALL
             .iter()
-            .any(|part| dir.join(part.file_name(&id)).exists());
+            .any(|part| dir.join(part.file_name(&id)).exists())
+            || repo::snapshot_path(&repo::root(dir), &id).exists();
         let claim = manifest::temp_path(&dir.join(Part::Manifest.file_name(&id)));
         if !used {
             match fs::OpenOptions::new()
@@ -202,8 +204,169 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Takes a backup of the stack: database snapshot, uploads archive, then the manifest.
+/// What a backup made: an archive backup's manifest, or a repository snapshot.
+#[derive(Debug, Clone)]
+pub enum Created {
+    Archive(Manifest),
+    Repository {
+        snapshot: repo::Snapshot,
+        stats: repo::write::RunStats,
+    },
+}
+
+impl Created {
+    pub fn id(&self) -> &str {
+        match self {
+            Created::Archive(m) => &m.id,
+            Created::Repository { snapshot, .. } => &snapshot.id,
+        }
+    }
+}
+
+/// Takes a backup of the stack in the form BACKUP_FORMAT names.
 pub fn create(
+    settings: &BackupSettings,
+    options: &CreateOptions,
+    reporter: &mut Reporter,
+) -> Result<Created> {
+    match settings.format {
+        Format::Archive => create_archive(settings, options, reporter).map(Created::Archive),
+        Format::Repository => create_snapshot(settings, options, reporter),
+    }
+}
+
+/// Takes a backup into the repository: database pages and upload pieces not stored yet,
+/// then the snapshot, written last (see [`repo::write`]).
+fn create_snapshot(
+    settings: &BackupSettings,
+    options: &CreateOptions,
+    reporter: &mut Reporter,
+) -> Result<Created> {
+    let started = Instant::now();
+    let deadline = started + options.time_limit;
+    let dir = &settings.backup_dir;
+    ensure_backup_dir(dir)?;
+    for abandoned in remove_abandoned(dir, false)? {
+        reporter.phase(&abandoned.describe(false));
+    }
+    let root = repo::root(dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&root)
+        .with_context(|| format!("failed to create {}", root.display()))?;
+    let _lock = repo::lock(&root, "elior backup")?;
+    repo::Repo::init(&root, &settings.recipients)?;
+    let (count, bytes) = repo::Repo::clear_tmp(&root)?;
+    if count > 0 {
+        reporter.phase(&format!(
+            "removed {count} temporary files of a killed run ({}) from the repository",
+            human_bytes(bytes)
+        ));
+    }
+    let (id, claim) = claim_id(dir)?;
+    let cleanup = Cleanup(vec![claim.clone()]);
+    fault::point("backup:claimed");
+    let mut repository = repo::Repo::open(&root)?;
+    let mut session = repo::write::Session::start(&mut repository)?;
+
+    let mut schema_version = None;
+    let mut database_check = None;
+    let mut database = None;
+    if settings.database_path.is_file() || options.require_database {
+        reporter.phase(&format!(
+            "backing up database {}",
+            settings.database_path.display()
+        ));
+        let (part, version) = repo::write::database(
+            &mut session,
+            &settings.database_path,
+            options.check,
+            deadline,
+        )?;
+        fault::point("backup:database-written");
+        schema_version = version;
+        database_check = Some(options.check.pragma().to_string());
+        reporter.phase(&format!(
+            "  database: {}, {} ok",
+            human_bytes(part.size),
+            options.check.pragma()
+        ));
+        database = Some(part);
+    } else {
+        reporter.phase(&format!(
+            "no database at {}; leaving it out",
+            settings.database_path.display()
+        ));
+    }
+    let mut uploads = None;
+    let mut cache = None;
+    if settings.uploads_dir.is_dir() {
+        reporter.phase(&format!(
+            "storing uploads {}",
+            settings.uploads_dir.display()
+        ));
+        let (part, files_cache) =
+            repo::write::uploads(&mut session, &settings.uploads_dir, deadline)?;
+        fault::point("backup:uploads-written");
+        reporter.phase(&format!(
+            "  uploads: {} files, {} ({} unchanged, not read)",
+            part.files,
+            human_bytes(part.bytes),
+            session.stats.cached_files
+        ));
+        uploads = Some(part);
+        cache = Some(files_cache);
+    } else {
+        reporter.phase(&format!(
+            "no uploads folder at {}; leaving it out",
+            settings.uploads_dir.display()
+        ));
+    }
+    session.finish_packs()?;
+    fault::point("backup:packs-written");
+    let content = repo::Content {
+        schema_version,
+        database_check,
+        database,
+        uploads,
+    };
+    let sealed = session.seal(&id, &content);
+    let stats = session.stats.clone();
+    drop(session);
+    let mut snapshot = repo::Snapshot {
+        format: 1,
+        id: id.clone(),
+        created_at: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        elior_version: crate::VERSION.to_string(),
+        reason: options.reason.to_string(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        added_bytes: stats.added_bytes,
+        roots: content.roots(),
+        content: sealed.is_none().then_some(content),
+        sealed,
+        checksum: None,
+    };
+    snapshot.seal_checksum();
+    let mut text = serde_json::to_string_pretty(&snapshot).expect("snapshot serialises");
+    text.push('\n');
+    manifest::write_atomic(&repository.snapshot_path(&id), text.as_bytes())?;
+    fault::point("backup:manifest-written");
+    if let Some(cache) = cache {
+        cache.write(&root);
+    }
+    reporter.phase(&format!(
+        "  added {} in {} new chunks",
+        human_bytes(stats.added_bytes),
+        stats.new_blobs
+    ));
+    cleanup.disarm();
+    let _ = fs::remove_file(&claim);
+    Ok(Created::Repository { snapshot, stats })
+}
+
+/// Takes an archive backup: database snapshot, uploads archive, then the manifest.
+fn create_archive(
     settings: &BackupSettings,
     options: &CreateOptions,
     reporter: &mut Reporter,
@@ -373,11 +536,19 @@ pub struct BackupSet {
     pub temp_files: Vec<(String, u64)>,
     /// The backup process that holds this id, while it runs.
     pub running: Option<crate::lock::Holder>,
+    /// The size of its snapshot file, for a backup in the repository.
+    pub snapshot: Option<u64>,
 }
 
 impl BackupSet {
+    /// Whether the backup is complete: an archive backup's manifest, or a repository
+    /// snapshot, exists.
     pub fn has_manifest(&self) -> bool {
-        self.parts.contains_key(&Part::Manifest)
+        self.parts.contains_key(&Part::Manifest) || self.snapshot.is_some()
+    }
+
+    pub fn is_repository(&self) -> bool {
+        self.snapshot.is_some()
     }
 
     pub fn manifest_path(&self, dir: &Path) -> PathBuf {
@@ -385,7 +556,9 @@ impl BackupSet {
     }
 
     pub fn total_size(&self) -> u64 {
-        self.parts.values().sum::<u64>() + self.temp_files.iter().map(|(_, n)| n).sum::<u64>()
+        self.parts.values().sum::<u64>()
+            + self.temp_files.iter().map(|(_, n)| n).sum::<u64>()
+            + self.snapshot.unwrap_or(0)
     }
 
     /// Whether a backup process is still writing it.
@@ -473,12 +646,26 @@ pub fn scan(dir: &Path) -> Result<Vec<BackupSet>> {
             parts: BTreeMap::new(),
             temp_files: Vec::new(),
             running: None,
+            snapshot: None,
         });
         if temp {
             set.temp_files.push((name.to_string(), meta.len()));
         } else {
             set.parts.insert(part, meta.len());
         }
+    }
+    for (id, size) in repo::snapshot_files(&repo::root(dir))? {
+        let taken_at = names::parse_id(&id).expect("snapshot_files checked the id");
+        sets.entry(id.clone())
+            .or_insert_with(|| BackupSet {
+                id,
+                taken_at,
+                parts: BTreeMap::new(),
+                temp_files: Vec::new(),
+                running: None,
+                snapshot: None,
+            })
+            .snapshot = Some(size);
     }
     let mut sets: Vec<BackupSet> = sets.into_values().collect();
     for set in &mut sets {
@@ -569,6 +756,9 @@ pub struct Verification {
     pub id: String,
     pub ok: bool,
     pub problems: Vec<String>,
+    /// What could not be checked (an encrypted snapshot without its identity).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How far in the future a backup's id may lie (clock changes, DST) before the backup
@@ -578,19 +768,75 @@ const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::hours(2);
 
 /// Checks a backup: it is not dated in the future, its manifest exists, matches its name
 /// and its own checksum and lists files, every file has the size and sha256 the manifest
-/// records, and (unless `check` is None) the database copy passes the SQLite check.
+/// records, and (unless `check` is None) the database copy passes the SQLite check. A
+/// repository snapshot: its checksum, and every chunk it uses present.
 pub fn verify(
     dir: &Path,
     set: &BackupSet,
     check: Option<Check>,
 ) -> (Verification, Option<Manifest>) {
-    verify_with(dir, set, check, false)
+    verify_sets(dir, &[set], check, false, None)
+        .pop()
+        .expect("one result per set")
 }
 
 /// [`verify`] with quick_check, and every entry of the uploads archive read back and
 /// counted against the manifest: what "verified" means for retention and `verify`.
 pub fn verify_deep(dir: &Path, set: &BackupSet) -> (Verification, Option<Manifest>) {
-    verify_with(dir, set, Some(Check::Quick), true)
+    verify_sets(dir, &[set], Some(Check::Quick), true, None)
+        .pop()
+        .expect("one result per set")
+}
+
+/// Checks several backups, sharing the repository's work between its snapshots (each
+/// pack hashed and each chunk read once). `identity` opens encrypted snapshots; without
+/// it they are checked as far as the host can (chunks present, packs intact). A caller
+/// that may run beside a prune holds the repository lock ([`lock_repository`]).
+pub fn verify_sets(
+    dir: &Path,
+    sets: &[&BackupSet],
+    check: Option<Check>,
+    deep: bool,
+    identity: Option<&Path>,
+) -> Vec<(Verification, Option<Manifest>)> {
+    let root = repo::root(dir);
+    let opened = sets.iter().any(|s| s.is_repository()).then(
+        || -> Result<(repo::Repo, Option<repo::crypto::Keyring>)> {
+            let keyring = identity.map(repo::crypto::Keyring::from_file).transpose()?;
+            Ok((repo::Repo::open(&root)?, keyring))
+        },
+    );
+    let (repository, keyring, open_error) = match opened {
+        None => (None, None, None),
+        Some(Ok((r, k))) => (Some(r), k, None),
+        Some(Err(e)) => (None, None, Some(format!("{e:#}"))),
+    };
+    let mut checker = repository
+        .as_ref()
+        .map(|r| repo::read::Checker::new(r, keyring));
+    sets.iter()
+        .map(|set| {
+            let repo_check = if set.is_repository() {
+                Some(match (&mut checker, &open_error) {
+                    (Some(c), _) => Ok(c),
+                    (None, e) => Err(e.clone().unwrap_or_default()),
+                })
+            } else {
+                None
+            };
+            verify_with(dir, set, check, deep, repo_check)
+        })
+        .collect()
+}
+
+/// Takes the repository lock when there is a repository, so a check never races a prune
+/// or a backup's cleanup.
+pub fn lock_repository(dir: &Path, command: &str) -> Result<Option<crate::lock::DeployLock>> {
+    let root = repo::root(dir);
+    if !repo::Repo::exists(&root) {
+        return Ok(None);
+    }
+    repo::lock(&root, command).map(Some)
 }
 
 fn verify_with(
@@ -598,6 +844,7 @@ fn verify_with(
     set: &BackupSet,
     check: Option<Check>,
     read_back: bool,
+    repo_check: Option<std::result::Result<&mut repo::read::Checker<'_>, String>>,
 ) -> (Verification, Option<Manifest>) {
     let mut problems = Vec::new();
     let now = chrono::Local::now().naive_local();
@@ -607,6 +854,35 @@ fn verify_with(
             set.id,
             now.format("%Y-%m-%d %H:%M")
         ));
+    }
+    if let Some(repo_check) = repo_check {
+        let mut notes = Vec::new();
+        match repo_check {
+            Err(e) => problems.push(e),
+            Ok(checker) => {
+                let path = repo::snapshot_path(&checker.repo.root, &set.id);
+                match repo::Snapshot::read(&path) {
+                    Err(e) => problems.push(format!("{e:#}")),
+                    Ok(snap) if snap.id != set.id => problems.push(format!(
+                        "snapshot file {} is for backup {}",
+                        path.display(),
+                        snap.id
+                    )),
+                    Ok(snap) => {
+                        let found = checker.check(&snap, read_back, check);
+                        problems.extend(found.problems);
+                        notes = found.notes;
+                    }
+                }
+            }
+        }
+        let verification = Verification {
+            id: set.id.clone(),
+            ok: problems.is_empty(),
+            problems,
+            notes,
+        };
+        return (verification, None);
     }
     let manifest = if set.has_manifest() {
         match Manifest::read(&set.manifest_path(dir)) {
@@ -672,6 +948,7 @@ fn verify_with(
         id: set.id.clone(),
         ok: problems.is_empty(),
         problems,
+        notes: Vec::new(),
     };
     (verification, manifest)
 }
@@ -703,6 +980,9 @@ pub struct PruneReport {
     pub abandoned: Vec<Abandoned>,
     /// Ids a running backup is still writing: left alone.
     pub running: Vec<String>,
+    /// What the repository's sweep removed (or would), when there is a repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<repo::prune::SweepReport>,
     pub dry_run: bool,
 }
 
@@ -716,6 +996,9 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let dir = &settings.backup_dir;
+    // Held to the end: no backup adds to the repository while its snapshots are weighed
+    // and its unused chunks swept.
+    let repo_lock = lock_repository(dir, "elior backup prune")?;
     let abandoned = remove_abandoned(dir, dry_run)?;
     let sets = scan(dir)?;
     let running = sets
@@ -723,11 +1006,13 @@ pub fn prune(
         .filter(|s| s.is_running() && !s.has_manifest())
         .map(|s| s.id.clone())
         .collect();
-    let mut checked = Vec::new();
-    for set in sets.iter().filter(|s| s.has_manifest()) {
-        let (verification, manifest) = verify_deep(dir, set);
-        checked.push((set, verification, manifest));
-    }
+    let complete: Vec<&BackupSet> = sets.iter().filter(|s| s.has_manifest()).collect();
+    let checked: Vec<(&BackupSet, Verification, Option<Manifest>)> = complete
+        .iter()
+        .copied()
+        .zip(verify_sets(dir, &complete, Some(Check::Quick), true, None))
+        .map(|(set, (verification, manifest))| (set, verification, manifest))
+        .collect();
     let candidates: Vec<Candidate> = checked
         .iter()
         .map(|(set, verification, _)| Candidate {
@@ -743,12 +1028,21 @@ pub fn prune(
             .iter()
             .find(|(s, _, _)| s.id == decision.id)
             .expect("decisions come from the candidates");
-        let manifest = manifest
-            .as_ref()
-            .expect("only verified backups are deleted, and they have a manifest");
         if dry_run {
             continue;
         }
+        if set.is_repository() {
+            // The snapshot file is the whole backup; its chunks go in the sweep below,
+            // if no other snapshot uses them.
+            let path = repo::snapshot_path(&repo::root(dir), &set.id);
+            fs::remove_file(&path)
+                .with_context(|| format!("failed to delete {}", path.display()))?;
+            deleted.push(set.id.clone());
+            continue;
+        }
+        let manifest = manifest
+            .as_ref()
+            .expect("only verified backups are deleted, and they have a manifest");
         // The manifest goes first: once it is gone the backup is incomplete, never
         // mistaken for a whole one, even if we stop halfway (the next prune removes the
         // rest, as no backup holds it).
@@ -762,12 +1056,23 @@ pub fn prune(
     }
     if !dry_run && !deleted.is_empty() {
         manifest::sync_dir(dir)?;
+        let snapshots = repo::root(dir).join(repo::SNAPSHOTS_DIR);
+        if snapshots.is_dir() {
+            manifest::sync_dir(&snapshots)?;
+        }
     }
+    fault::point("prune:snapshots-deleted");
+    let repository = match repo_lock {
+        Some(_) => Some(repo::prune::sweep(&repo::root(dir), dry_run)?),
+        None => None,
+    };
+    drop(repo_lock);
     Ok(PruneReport {
         decisions,
         deleted,
         abandoned,
         running,
+        repository,
         dry_run,
     })
 }

@@ -29,7 +29,7 @@ use super::fault;
 use super::journal::{Journal, Phase, Rename};
 use super::manifest::{self, PartName};
 use super::snapshot;
-use super::{BackupSettings, Check, CreateOptions, Reporter};
+use super::{repo, BackupSettings, Check, CreateOptions, Reporter};
 use crate::lock::{self, DeployLock};
 
 /// How a restore stops and starts the stack's API.
@@ -68,39 +68,150 @@ pub struct RestoreReport {
     pub api_restarted: bool,
 }
 
-/// Restores backup `id` (or `latest`) over the stack in `settings`.
-pub fn restore(
-    settings: &BackupSettings,
-    id: &str,
-    api: &mut dyn ApiControl,
-    reporter: &mut Reporter,
-) -> Result<RestoreReport> {
+/// What a restore puts back: an archive backup (its manifest) or a repository snapshot
+/// (opened, its content decrypted when encrypted).
+// One per restore: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Source {
+    Archive(manifest::Manifest),
+    Repository(RepoSource),
+}
+
+struct RepoSource {
+    repo: repo::Repo,
+    snapshot: repo::Snapshot,
+    content: repo::Content,
+    keyring: Option<repo::crypto::Keyring>,
+    /// Held while staging reads the repository, so no prune sweeps under it; released
+    /// before the safety backup, which takes it again.
+    lock: Option<crate::lock::DeployLock>,
+}
+
+impl Source {
+    fn id(&self) -> &str {
+        match self {
+            Source::Archive(m) => &m.id,
+            Source::Repository(r) => &r.snapshot.id,
+        }
+    }
+
+    fn created_at(&self) -> &str {
+        match self {
+            Source::Archive(m) => &m.created_at,
+            Source::Repository(r) => &r.snapshot.created_at,
+        }
+    }
+
+    fn schema_version(&self) -> Option<i64> {
+        match self {
+            Source::Archive(m) => m.schema_version,
+            Source::Repository(r) => r.content.schema_version,
+        }
+    }
+
+    fn has_database(&self) -> bool {
+        match self {
+            Source::Archive(m) => m.file(PartName::Database).is_some(),
+            Source::Repository(r) => r.content.database.is_some(),
+        }
+    }
+
+    fn has_uploads(&self) -> bool {
+        match self {
+            Source::Archive(m) => m.file(PartName::Uploads).is_some(),
+            Source::Repository(r) => r.content.uploads.is_some(),
+        }
+    }
+
+    /// (bytes, files) of the uploads, as recorded: what extraction may unpack.
+    fn recorded_uploads(&self) -> Option<(u64, u64)> {
+        match self {
+            Source::Archive(m) => m.upload_bytes.zip(m.upload_files),
+            Source::Repository(r) => r.content.uploads.as_ref().map(|u| (u.bytes, u.files)),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Source::Repository(r) = self {
+            r.lock = None;
+        }
+    }
+}
+
+/// Finds backup `id` and checks it before anything is touched: an archive backup is
+/// verified (checksums, quick_check); a snapshot is checked and opened (which needs the
+/// identity when it is encrypted), under the repository lock.
+fn open_source(settings: &BackupSettings, id: &str, identity: Option<&Path>) -> Result<Source> {
     let dir = &settings.backup_dir;
     let sets = super::scan(dir)?;
     let set = super::find(&sets, id)?;
     super::require_complete(set)?;
-
-    reporter.phase(&format!("verifying backup {}", set.id));
-    let (verification, manifest) = super::verify(dir, set, Some(Check::Quick));
-    let manifest = match manifest.filter(|_| verification.ok) {
-        Some(m) => m,
-        None => bail!(
-            "backup {} failed verification; nothing was changed\n{}",
-            set.id,
-            verification.problems.join("\n")
-        ),
+    if !set.is_repository() {
+        let (verification, manifest) = super::verify(dir, set, Some(Check::Quick));
+        return match manifest.filter(|_| verification.ok) {
+            Some(m) => Ok(Source::Archive(m)),
+            None => bail!(
+                "backup {} failed verification; nothing was changed\n{}",
+                set.id,
+                verification.problems.join("\n")
+            ),
+        };
+    }
+    let root = repo::root(dir);
+    let refused = |e: anyhow::Error| {
+        anyhow!(
+            "backup {} cannot be restored; nothing was changed\n{e:#}",
+            set.id
+        )
     };
+    let mut keyring = identity.map(repo::crypto::Keyring::from_file).transpose()?;
+    let lock = repo::lock(&root, &format!("elior restore {}", set.id))?;
+    let repository = repo::Repo::open(&root)?;
+    let snapshot = repo::Snapshot::read(&repo::snapshot_path(&root, &set.id)).map_err(refused)?;
+    let problems = snapshot.problems();
+    if !problems.is_empty() {
+        return Err(refused(anyhow!(problems.join("\n"))));
+    }
+    let content = snapshot
+        .open(&repository, keyring.as_mut())
+        .map_err(refused)?;
+    // Every chunk it uses must be there; each is checked as it is read while staging.
+    let found = repo::read::Checker::new(&repository, None).check(&snapshot, false, None);
+    if !found.problems.is_empty() {
+        return Err(refused(anyhow!(found.problems.join("\n"))));
+    }
+    Ok(Source::Repository(RepoSource {
+        repo: repository,
+        snapshot,
+        content,
+        keyring,
+        lock: Some(lock),
+    }))
+}
 
-    let _lock = DeployLock::acquire(&settings.stack_dir, &format!("elior restore {}", set.id))?;
-    let outcome = restore_locked(settings, &manifest, api, reporter);
+/// Restores backup `id` (or `latest`) over the stack in `settings`. `identity` (an age
+/// identity file) opens an encrypted snapshot.
+pub fn restore(
+    settings: &BackupSettings,
+    id: &str,
+    identity: Option<&Path>,
+    api: &mut dyn ApiControl,
+    reporter: &mut Reporter,
+) -> Result<RestoreReport> {
+    reporter.phase(&format!("verifying backup {id}"));
+    let mut source = open_source(settings, id, identity)?;
+    let backup_id = source.id().to_string();
+
+    let _lock = DeployLock::acquire(&settings.stack_dir, &format!("elior restore {backup_id}"))?;
+    let outcome = restore_locked(settings, &mut source, api, reporter);
     let record = match &outcome {
         Ok(report) => serde_json::json!({
-            "backup": manifest.id,
+            "backup": backup_id,
             "result": "ok",
             "safety_backup": report.safety_backup,
         }),
         Err(e) => serde_json::json!({
-            "backup": manifest.id,
+            "backup": backup_id,
             "result": "failed",
             "error": format!("{e:#}"),
         }),
@@ -113,7 +224,7 @@ pub fn restore(
 
 fn restore_locked(
     settings: &BackupSettings,
-    manifest: &manifest::Manifest,
+    source: &mut Source,
     api: &mut dyn ApiControl,
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
@@ -127,14 +238,14 @@ fn restore_locked(
     // A symlinked uploads/ (to a bigger disk) keeps its link: the folder it points at is
     // what is restored, beside itself.
     let uploads = uploads_target(&settings.uploads_dir)?;
-    let db_record = manifest.file(PartName::Database);
-    let uploads_record = manifest.file(PartName::Uploads);
+    let has_db = source.has_database();
+    let has_uploads = source.has_uploads();
 
-    let mut journal = Journal::new(&manifest.id, &settings.stack_dir, database);
-    if db_record.is_some() {
+    let mut journal = Journal::new(source.id(), &settings.stack_dir, database);
+    if has_db {
         journal.staged.push(beside(database, "restore"));
     }
-    if uploads_record.is_some() {
+    if has_uploads {
         journal.staged.push(beside(&uploads, "restore"));
     }
     for path in [Some(database.as_path()), Some(uploads.as_path())]
@@ -154,15 +265,34 @@ fn restore_locked(
     let mut upload_stats = None;
     let mut stopped = false;
     let outcome = (|| -> Result<()> {
-        if let Some(db) = db_record {
+        if has_db {
             reporter.phase("staging the database");
-            stage_database(&dir.join(&db.name), database, &journal.staged[0])?;
+            let temp = &journal.staged[0];
+            match &mut *source {
+                Source::Archive(m) => {
+                    let db = m.file(PartName::Database).expect("has a database");
+                    stage_database(&dir.join(&db.name), database, temp)?
+                }
+                Source::Repository(r) => stage_snapshot_database(r, database, temp)?,
+            }
         }
-        if let Some(record) = uploads_record {
+        if has_uploads {
             reporter.phase("extracting the uploads");
             let temp = journal.staged.last().expect("uploads are staged last");
-            upload_stats = Some(stage_uploads(&dir.join(&record.name), temp, manifest)?);
+            let recorded = source.recorded_uploads();
+            upload_stats = Some(match &mut *source {
+                Source::Archive(m) => {
+                    let record = m.file(PartName::Uploads).expect("has uploads");
+                    stage_uploads(temp, recorded, |dest, limits| {
+                        archive::extract(&dir.join(&record.name), dest, limits)
+                    })?
+                }
+                Source::Repository(r) => stage_uploads(temp, recorded, |dest, limits| {
+                    extract_snapshot_uploads(r, dest, limits.clone())
+                })?,
+            });
         }
+        source.release();
         fault::point("restore:staged");
 
         let has_state = database.is_file() || uploads.is_dir();
@@ -176,8 +306,8 @@ fn restore_locked(
             let safety = super::create(settings, &options, reporter).context(
                 "the safety backup of the current state failed, so nothing was restored or changed",
             )?;
-            reporter.phase(&format!("  safety backup {}", safety.id));
-            safety_backup = Some(safety.id);
+            reporter.phase(&format!("  safety backup {}", safety.id()));
+            safety_backup = Some(safety.id().to_string());
         }
         fault::point("restore:safety-backup");
 
@@ -188,13 +318,7 @@ fn restore_locked(
             stopped = true;
         }
         refuse_if_open(database)?;
-        plan_swap(
-            &mut journal,
-            database,
-            &uploads,
-            db_record.is_some(),
-            uploads_record.is_some(),
-        );
+        plan_swap(&mut journal, database, &uploads, has_db, has_uploads);
         journal.phase = Phase::Swapping;
         journal.write()?;
         fault::point("restore:swapping");
@@ -259,12 +383,12 @@ fn restore_locked(
     journal.settle()?;
 
     Ok(RestoreReport {
-        backup: manifest.id.clone(),
-        created_at: manifest.created_at.clone(),
+        backup: source.id().to_string(),
+        created_at: source.created_at().to_string(),
         safety_backup,
-        database: db_record.map(|_| settings.database_path.clone()),
-        schema_version: manifest.schema_version,
-        uploads: uploads_record.map(|_| settings.uploads_dir.clone()),
+        database: has_db.then(|| settings.database_path.clone()),
+        schema_version: source.schema_version(),
+        uploads: has_uploads.then(|| settings.uploads_dir.clone()),
         upload_stats,
         api_restarted: was_running,
     })
@@ -399,10 +523,35 @@ fn owner_and_mode(existing: &Path, parent: &Path, default_mode: u32) -> Option<(
 /// Copies the backup's database to `temp` beside `target`, with the owner and mode of the
 /// file it replaces, fsynced.
 fn stage_database(backup: &Path, target: &Path, temp: &Path) -> Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("."));
     let _ = fs::remove_file(temp);
     fs::copy(backup, temp)
         .with_context(|| format!("failed to copy {} to {}", backup.display(), temp.display()))?;
+    finish_staged_database(target, temp)
+}
+
+/// Rebuilds a snapshot's database at `temp` beside `target` from its pages (each checked
+/// against its name, the whole against the sha256 recorded), and checks it with
+/// quick_check before it can be swapped in.
+fn stage_snapshot_database(source: &mut RepoSource, target: &Path, temp: &Path) -> Result<()> {
+    let db = source.content.database.as_ref().expect("has a database");
+    let out = manifest::create_private(temp)?;
+    repo::read::write_database(
+        &source.repo,
+        db,
+        &source.snapshot.id,
+        source.keyring.as_mut(),
+        out,
+    )
+    .with_context(|| format!("backup {} cannot be restored", source.snapshot.id))?;
+    snapshot::check_copy(temp, Check::Quick)
+        .with_context(|| format!("backup {} cannot be restored", source.snapshot.id))?;
+    finish_staged_database(target, temp)
+}
+
+/// Gives the staged database the owner and mode of the file it replaces, and fsyncs it
+/// and its folder.
+fn finish_staged_database(target: &Path, temp: &Path) -> Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("."));
     let staged = (|| {
         if let Some((uid, gid, mode)) = owner_and_mode(target, parent, 0o600) {
             fs::set_permissions(temp, fs::Permissions::from_mode(mode & 0o777))?;
@@ -415,9 +564,10 @@ fn stage_database(backup: &Path, target: &Path, temp: &Path) -> Result<()> {
     manifest::sync_dir(parent)
 }
 
-/// What extracting the uploads may unpack: no more than the manifest recorded (plus tar's
-/// headers and padding), and never more than the free space where it is unpacked.
-fn extract_limits(temp: &Path, manifest: &manifest::Manifest) -> archive::Limits {
+/// What extracting the uploads may unpack: no more than the backup recorded (`recorded`:
+/// bytes and files, plus tar's headers and padding), and never more than the free space
+/// where it is unpacked.
+fn extract_limits(temp: &Path, recorded: Option<(u64, u64)>) -> archive::Limits {
     let free = rustix::fs::statvfs(temp)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .unwrap_or(u64::MAX);
@@ -426,7 +576,7 @@ fn extract_limits(temp: &Path, manifest: &manifest::Manifest) -> archive::Limits
         max_bytes_source: format!("the free space where {} is unpacked", temp.display()),
         max_ratio: archive::MAX_RATIO,
     };
-    if let (Some(bytes), Some(files)) = (manifest.upload_bytes, manifest.upload_files) {
+    if let Some((bytes, files)) = recorded {
         // Each entry costs a header and up to a block of padding; long names a few more
         // blocks. Folders and links are not counted in the manifest: 64 MiB of slack.
         let recorded = bytes
@@ -443,21 +593,112 @@ fn extract_limits(temp: &Path, manifest: &manifest::Manifest) -> archive::Limits
     limits
 }
 
-/// Extracts the uploads archive into the new folder `temp`, and fsyncs every file and
-/// folder of it (and `temp`'s parent) before it can be swapped in.
+/// Extracts the uploads into the new folder `temp` with `extract`, and fsyncs every file
+/// and folder of it (and `temp`'s parent) before it can be swapped in.
 fn stage_uploads(
-    archive_path: &Path,
     temp: &Path,
-    manifest: &manifest::Manifest,
+    recorded: Option<(u64, u64)>,
+    extract: impl FnOnce(&Path, &archive::Limits) -> Result<ExtractStats>,
 ) -> Result<ExtractStats> {
     if fs::symlink_metadata(temp).is_ok() {
         fs::remove_dir_all(temp).with_context(|| format!("failed to clear {}", temp.display()))?;
     }
     fs::create_dir(temp).with_context(|| format!("failed to create {}", temp.display()))?;
-    let stats = archive::extract(archive_path, temp, &extract_limits(temp, manifest))?;
+    let stats = extract(temp, &extract_limits(temp, recorded))?;
     archive::sync_tree(temp)?;
     manifest::sync_dir(temp.parent().unwrap_or(Path::new(".")))?;
     Ok(stats)
+}
+
+/// Feeds a snapshot's uploads, as a tar stream, through the archive's extraction and its
+/// checks. The stream is made on this thread and unpacked on another.
+fn extract_snapshot_uploads(
+    source: &mut RepoSource,
+    dest: &Path,
+    mut limits: archive::Limits,
+) -> Result<ExtractStats> {
+    // Deduplicated data may legitimately expand far past its stored size; the recorded
+    // size still bounds it.
+    limits.max_ratio = u64::MAX;
+    let up = source.content.uploads.as_ref().expect("has uploads");
+    let label = format!("snapshot {}", source.snapshot.id);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    std::thread::scope(|s| {
+        let label = &label;
+        let limits = &limits;
+        let unpacker = s.spawn(move || {
+            let reader = ChannelReader {
+                rx,
+                current: std::io::Cursor::new(Vec::new()),
+            };
+            let counted = std::rc::Rc::new(std::cell::Cell::new(0));
+            archive::extract_stream(reader, label, counted, dest, limits)
+        });
+        let produced = (|| -> Result<()> {
+            let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                ChannelWriter(tx),
+            ));
+            repo::read::write_uploads_tar(
+                &source.repo,
+                up,
+                &source.snapshot.id,
+                source.keyring.as_mut(),
+                Path::new(""),
+                &mut builder,
+            )?;
+            let mut buffered = builder.into_inner().context(UNPACK_STOPPED)?;
+            std::io::Write::flush(&mut buffered).context(UNPACK_STOPPED)?;
+            Ok(())
+        })();
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the extraction thread panicked")));
+        match (produced, unpacked) {
+            // The unpacker refused an entry: that is the reason, not the pipe it closed.
+            (Err(e), Err(refusal)) if format!("{e:#}").contains(UNPACK_STOPPED) => Err(refusal),
+            (Err(e), _) => {
+                Err(e.context(format!("backup {} cannot be restored", source.snapshot.id)))
+            }
+            (Ok(()), unpacked) => unpacked,
+        }
+    })
+}
+
+const UNPACK_STOPPED: &str = "the extraction stopped";
+
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, UNPACK_STOPPED))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.rx.recv() {
+                Ok(next) => self.current = std::io::Cursor::new(next),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -529,7 +770,14 @@ mod tests {
             running: true,
             calls: Vec::new(),
         };
-        let err = restore(&settings, "latest", &mut api, &mut Reporter::new(true)).unwrap_err();
+        let err = restore(
+            &settings,
+            "latest",
+            None,
+            &mut api,
+            &mut Reporter::new(true),
+        )
+        .unwrap_err();
         let err = format!("{err:#}");
         assert!(err.starts_with("the API did not become healthy"), "{err}");
         assert!(err.contains("the pre-restore state was put back"), "{err}");

@@ -33,6 +33,20 @@ pub struct BackupSettings {
     pub retention_days: u32,
     /// The cron expression of the scheduled backup, as written in the env file.
     pub schedule: String,
+    /// What `elior backup` writes (BACKUP_FORMAT).
+    pub format: Format,
+    /// The age recipients a repository's backups are encrypted to (BACKUP_RECIPIENTS);
+    /// empty for an unencrypted repository.
+    pub recipients: Vec<String>,
+}
+
+/// The form new backups take (issue 17). Existing backups of either form stay readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A database copy, an uploads tar.gz and a manifest per backup (the default).
+    Archive,
+    /// Snapshots in the deduplicated repository, `BACKUP_DIR/repository`.
+    Repository,
 }
 
 impl BackupSettings {
@@ -94,6 +108,30 @@ impl BackupSettings {
         let schedule = value("BACKUP_SCHEDULE")
             .unwrap_or(DEFAULT_BACKUP_SCHEDULE)
             .to_string();
+        let recipients: Vec<String> = value("BACKUP_RECIPIENTS")
+            .unwrap_or_default()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+            .collect();
+        super::repo::crypto::parse_recipients(&recipients)?;
+        let format = match value("BACKUP_FORMAT") {
+            // Encryption needs the repository: recipients alone choose it.
+            None if !recipients.is_empty() => Format::Repository,
+            None => Format::Archive,
+            Some(v) if v.eq_ignore_ascii_case("archive") => {
+                if !recipients.is_empty() {
+                    bail!(
+                        "BACKUP_RECIPIENTS: archives are never encrypted; encryption needs BACKUP_FORMAT=repository\nset BACKUP_FORMAT=repository, or remove BACKUP_RECIPIENTS"
+                    );
+                }
+                Format::Archive
+            }
+            Some(v) if v.eq_ignore_ascii_case("repository") => Format::Repository,
+            Some(v) => bail!(
+                "BACKUP_FORMAT: {v:?} is not a backup format\nuse `archive` (the default: a database copy and an uploads tar.gz per backup) or `repository` (deduplicated, optionally encrypted)"
+            ),
+        };
         Ok(BackupSettings {
             stack_dir: std::path::absolute(stack_dir).unwrap_or_else(|_| stack_dir.to_path_buf()),
             database_path,
@@ -101,6 +139,8 @@ impl BackupSettings {
             backup_dir,
             retention_days,
             schedule,
+            format,
+            recipients,
         })
     }
 }
@@ -160,5 +200,30 @@ mod tests {
         );
         let s = settings(&[("BACKUP_DIR", "backups")]).unwrap();
         assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
+        assert_eq!(s.format, Format::Archive);
+    }
+
+    #[test]
+    fn recipients_choose_the_repository_and_bad_ones_name_the_key() {
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        let s = settings(&[("BACKUP_RECIPIENTS", &format!(" {key}, {key} "))]).unwrap();
+        assert_eq!(s.format, Format::Repository);
+        assert_eq!(s.recipients, [key.clone(), key.clone()]);
+        let s = settings(&[("BACKUP_FORMAT", "Repository")]).unwrap();
+        assert_eq!((s.format, s.recipients.len()), (Format::Repository, 0));
+        for (pairs, key_named) in [
+            (vec![("BACKUP_RECIPIENTS", "age1nope")], "BACKUP_RECIPIENTS"),
+            (vec![("BACKUP_FORMAT", "zip")], "BACKUP_FORMAT"),
+            (
+                vec![
+                    ("BACKUP_FORMAT", "archive"),
+                    ("BACKUP_RECIPIENTS", key.as_str()),
+                ],
+                "BACKUP_RECIPIENTS",
+            ),
+        ] {
+            let err = format!("{:#}", settings(&pairs).unwrap_err());
+            assert!(err.starts_with(key_named), "{err}");
+        }
     }
 }

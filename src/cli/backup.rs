@@ -18,8 +18,14 @@ use crate::plan::retention;
 /// with each file's size and sha256 is written last: a backup is complete only once its
 /// manifest exists. Files are mode 0600 in a 0700 folder.
 ///
+/// With BACKUP_FORMAT=repository, backups go into a deduplicated repository instead
+/// (BACKUP_DIR/repository): only pages and files not stored yet are written, and every
+/// snapshot still restores on its own. With BACKUP_RECIPIENTS=age1..., the repository is
+/// encrypted to those age recipients; restoring needs `--identity FILE`.
+///
 /// Settings come from DIR/.env.production: DATABASE_URL, UPLOAD_DIR, BACKUP_DIR
-/// (default DIR/backups; `elior init` writes it) and BACKUP_RETENTION_DAYS (default 30).
+/// (default DIR/backups; `elior init` writes it), BACKUP_RETENTION_DAYS (default 30),
+/// BACKUP_FORMAT (archive or repository) and BACKUP_RECIPIENTS.
 ///
 /// Examples:
 ///     elior backup --dir /srv/elior            take a backup now
@@ -56,26 +62,29 @@ enum BackupCommand {
     Verify(VerifyArgs),
     /// Delete backups that retention no longer keeps
     Prune(PruneArgs),
-    /// Write one backup as a single plain tar.gz
+    /// Write one backup as a single plain tar.zst (or tar.gz)
     Export(ExportArgs),
 }
 
-/// Write one backup as a single plain tar.gz that any tar unpacks:
-/// elior-backup-ID/backup.json (the manifest), elior-backup-ID/database.db and
-/// elior-backup-ID/uploads/. The backup is verified first; an existing file is never
-/// overwritten.
+/// Write one backup as a single plain tar.zst that any tar unpacks (a tar.gz when the
+/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db and
+/// uploads/. The backup is verified first; an existing file is never overwritten. An
+/// encrypted backup needs --identity, and its export is not encrypted.
 ///
 /// Example:
-///     elior backup export latest --output /mnt/usb/elior.tar.gz
+///     elior backup export latest --output /mnt/usb/elior.tar.zst
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 struct ExportArgs {
     /// The backup id (like 20261129_020000) or `latest`
     #[arg(default_value = "latest")]
     id: String,
-    /// Where to write it [default: elior-backup-ID.tar.gz in the current folder]
+    /// Where to write it [default: elior-backup-ID.tar.zst in the current folder]
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    /// An age identity file that opens an encrypted backup
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 /// Re-check a backup: its manifest's own checksum first, then its files against the
@@ -89,6 +98,10 @@ struct VerifyArgs {
     /// Verify every backup
     #[arg(long)]
     all: bool,
+    /// An age identity file: encrypted snapshots are then decrypted and checked in full
+    /// (without it, the host checks that their chunks are present and intact)
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 /// Delete backups older than BACKUP_RETENTION_DAYS (age from the name, not the mtime).
@@ -141,18 +154,33 @@ impl BackupArgs {
                     require_database: true,
                 };
                 let mut reporter = Reporter::new(false);
-                let manifest = backup::create(&settings, &options, &mut reporter)?;
-                if self.json {
-                    println!("{}", serde_json::to_string_pretty(&manifest)?);
-                } else {
-                    println!(
-                        "backup {} complete in {}",
-                        manifest.id,
-                        settings.backup_dir.display()
-                    );
-                    for file in &manifest.files {
-                        println!("  {}  {}", file.name, backup::human_bytes(file.size));
+                let created = backup::create(&settings, &options, &mut reporter)?;
+                match created {
+                    backup::Created::Archive(manifest) if self.json => {
+                        println!("{}", serde_json::to_string_pretty(&manifest)?)
                     }
+                    backup::Created::Repository { snapshot, .. } if self.json => {
+                        println!("{}", serde_json::to_string_pretty(&snapshot)?)
+                    }
+                    backup::Created::Archive(manifest) => {
+                        println!(
+                            "backup {} complete in {}",
+                            manifest.id,
+                            settings.backup_dir.display()
+                        );
+                        for file in &manifest.files {
+                            println!("  {}  {}", file.name, backup::human_bytes(file.size));
+                        }
+                    }
+                    backup::Created::Repository { snapshot, stats } => println!(
+                        "backup {} complete in {}: database {}, {} uploads ({}); {} added",
+                        snapshot.id,
+                        backup::repo::root(&settings.backup_dir).display(),
+                        backup::human_bytes(stats.database_bytes),
+                        stats.upload_files,
+                        backup::human_bytes(stats.upload_bytes),
+                        backup::human_bytes(stats.added_bytes)
+                    ),
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -170,6 +198,7 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
     let status = |s: &backup::BackupSet| match (&s.running, s.has_manifest()) {
         (Some(_), false) => "running",
         (None, false) => "incomplete",
+        (_, true) if s.is_repository() => "complete (repository)",
         (_, true) => "complete",
     };
     let rows: Vec<serde_json::Value> = sets
@@ -184,6 +213,7 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
                 "parts": s.parts.keys().collect::<Vec<_>>(),
                 "temp_files": s.temp_files.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                 "running_pid": s.running.as_ref().map(|h| h.pid),
+                "format": if s.is_repository() { "repository" } else { "archive" },
             })
         })
         .collect();
@@ -203,6 +233,16 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
             now.signed_duration_since(set.taken_at).num_days(),
             backup::human_bytes(set.total_size()),
             status(set)
+        );
+    }
+    let root = backup::repo::root(&settings.backup_dir);
+    if sets.iter().any(|s| s.is_repository()) {
+        let (bytes, packs) = backup::repo::disk_usage(&root);
+        println!(
+            "repository {}: {} in {packs} packs, shared by {} snapshots (a snapshot's SIZE is its own file)",
+            root.display(),
+            backup::human_bytes(bytes),
+            sets.iter().filter(|s| s.is_repository()).count()
         );
     }
     // Left by killed backups: counted, so they never sit unnoticed (issue 17).
@@ -229,17 +269,30 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
     } else {
         vec![backup::find(&sets, &args.id)?]
     };
-    let results: Vec<backup::Verification> = chosen
+    let chosen: Vec<&backup::BackupSet> = chosen
         .into_iter()
         .filter(|set| !(args.all && set.is_running() && !set.has_manifest()))
-        .map(|set| backup::verify_deep(dir, set).0)
         .collect();
+    let _lock = backup::lock_repository(dir, "elior backup verify")?;
+    let results: Vec<backup::Verification> = backup::verify_sets(
+        dir,
+        &chosen,
+        Some(Check::Quick),
+        true,
+        args.identity.as_deref(),
+    )
+    .into_iter()
+    .map(|(v, _)| v)
+    .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for v in &results {
             if v.ok {
                 println!("ok      {}", v.id);
+                for note in &v.notes {
+                    println!("        {note}");
+                }
             } else {
                 println!("FAILED  {}", v.id);
                 for problem in &v.problems {
@@ -278,6 +331,16 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
         for id in &report.running {
             eprintln!("elior: backup {id} is still being written by a running backup; left alone");
         }
+        if let Some(sweep) = &report.repository {
+            let verb = if args.dry_run { "would free" } else { "freed" };
+            eprintln!(
+                "elior: repository: {verb} {} ({} unused packs deleted, {} repacked into {})",
+                backup::human_bytes(sweep.bytes_freed),
+                sweep.packs_deleted,
+                sweep.packs_repacked,
+                sweep.packs_written
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -288,8 +351,9 @@ fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<Ex
     let output = args
         .output
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("elior-backup-{}.tar.gz", set.id)));
-    let report = backup::export::export(&settings.backup_dir, set, &output)?;
+        .unwrap_or_else(|| PathBuf::from(format!("elior-backup-{}.tar.zst", set.id)));
+    let report =
+        backup::export::export(&settings.backup_dir, set, &output, args.identity.as_deref())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -29,6 +29,7 @@ use crate::tls::settings::CertSettings;
 /// Examples:
 ///     elior restore --dir /srv/elior              the newest backup, after confirming
 ///     elior restore 20261129_020000 --yes         a given backup, no questions
+///     elior restore latest --identity key.txt     an encrypted one (BACKUP_RECIPIENTS)
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct RestoreArgs {
@@ -44,6 +45,9 @@ pub struct RestoreArgs {
     /// Print what was restored as JSON
     #[arg(long)]
     json: bool,
+    /// An age identity file (`age-keygen -o FILE`) that opens an encrypted backup
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 impl RestoreArgs {
@@ -56,7 +60,13 @@ impl RestoreArgs {
         }
         let mut reporter = Reporter::new(false);
         let mut api = api_control(&settings)?;
-        let report = restore::restore(&settings, &self.id, api.as_mut(), &mut reporter)?;
+        let report = restore::restore(
+            &settings,
+            &self.id,
+            self.identity.as_deref(),
+            api.as_mut(),
+            &mut reporter,
+        )?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);

@@ -24,6 +24,8 @@ pub const ENV_FILE: &str = ".env.production";
 pub const STACK_KEYS: &[&str] = &[
     "ACME_EMAIL",
     "BACKUP_DIR",
+    "BACKUP_FORMAT",
+    "BACKUP_RECIPIENTS",
     "BACKUP_RETENTION_DAYS",
     "BACKUP_SCHEDULE",
     "CERT_RENEW_SCHEDULE",
