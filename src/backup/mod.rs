@@ -288,9 +288,11 @@ fn create_snapshot(
         schema_version = version;
         database_check = Some(options.check.pragma().to_string());
         reporter.phase(&format!(
-            "  database: {}, {} ok",
+            "  database: {}, copied and {} ok in {:.2}s, stored in {:.2}s",
             human_bytes(part.size),
-            options.check.pragma()
+            options.check.pragma(),
+            session.stats.database_snapshot_ms as f64 / 1000.0,
+            session.stats.database_store_ms as f64 / 1000.0
         ));
         database = Some(part);
     } else {
@@ -310,10 +312,11 @@ fn create_snapshot(
             repo::write::uploads(&mut session, &settings.uploads_dir, deadline)?;
         fault::point("backup:uploads-written");
         reporter.phase(&format!(
-            "  uploads: {} files, {} ({} unchanged, not read)",
+            "  uploads: {} files, {} ({} unchanged, not read) in {:.2}s",
             part.files,
             human_bytes(part.bytes),
-            session.stats.cached_files
+            session.stats.cached_files,
+            session.stats.uploads_ms as f64 / 1000.0
         ));
         uploads = Some(part);
         cache = Some(files_cache);
