@@ -1,6 +1,7 @@
 //! Backups of a stack: a consistent, checked copy of the SQLite database and a tar.gz of
-//! the uploads, described by a manifest written last; listing, verifying and pruning
-//! them; and restoring one (see [`restore`]).
+//! the uploads, described by a manifest written last, or (`BACKUP_FORMAT=repository`) a
+//! snapshot in the deduplicated, optionally encrypted repository ([`repo`]); listing,
+//! verifying and pruning both kinds; and restoring one (see [`restore`]).
 //!
 //! This module does the file work. Which backups to delete is decided by the pure
 //! [`crate::plan::retention`]; which container to stop during a restore comes from the
