@@ -336,6 +336,10 @@ fn unchanged_pages_and_files_are_stored_once_and_each_snapshot_restores_alone() 
         "{}",
         stderr(&unchanged)
     );
+    // Unencrypted, the cache names uploads in the clear (what the encrypted test greps
+    // for must be there to find).
+    let cache = fs::read(stack.repo().join("files-cache.json")).unwrap();
+    assert!(contains(&cache, UPLOAD_NAME.as_bytes()));
 
     Connection::open(stack.db_path())
         .unwrap()

@@ -1,6 +1,7 @@
 //! Backups of a stack: a consistent, checked copy of the SQLite database and a tar.gz of
-//! the uploads, described by a manifest written last; listing, verifying and pruning
-//! them; and restoring one (see [`restore`]).
+//! the uploads, described by a manifest written last, or (`BACKUP_FORMAT=repository`) a
+//! snapshot in the deduplicated, optionally encrypted repository ([`repo`]); listing,
+//! verifying and pruning both kinds; and restoring one (see [`restore`]).
 //!
 //! This module does the file work. Which backups to delete is decided by the pure
 //! [`crate::plan::retention`]; which container to stop during a restore comes from the
@@ -288,9 +289,11 @@ fn create_snapshot(
         schema_version = version;
         database_check = Some(options.check.pragma().to_string());
         reporter.phase(&format!(
-            "  database: {}, {} ok",
+            "  database: {}, copied and {} ok in {:.2}s, stored in {:.2}s",
             human_bytes(part.size),
-            options.check.pragma()
+            options.check.pragma(),
+            session.stats.database_snapshot_ms as f64 / 1000.0,
+            session.stats.database_store_ms as f64 / 1000.0
         ));
         database = Some(part);
     } else {
@@ -310,10 +313,11 @@ fn create_snapshot(
             repo::write::uploads(&mut session, &settings.uploads_dir, deadline)?;
         fault::point("backup:uploads-written");
         reporter.phase(&format!(
-            "  uploads: {} files, {} ({} unchanged, not read)",
+            "  uploads: {} files, {} ({} unchanged, not read) in {:.2}s",
             part.files,
             human_bytes(part.bytes),
-            session.stats.cached_files
+            session.stats.cached_files,
+            session.stats.uploads_ms as f64 / 1000.0
         ));
         uploads = Some(part);
         cache = Some(files_cache);

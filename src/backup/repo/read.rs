@@ -360,6 +360,18 @@ impl<'a> Checker<'a> {
                             up.bytes
                         ));
                     }
+                    // Prune keeps what the lists name: a file chunk missing from them
+                    // would be swept while the tree still needs it.
+                    let unlisted = files
+                        .iter()
+                        .flat_map(|n| n.blobs.iter())
+                        .find(|b| parse_id(b).is_none_or(|id| !seen.contains(&id)));
+                    if let Some(blob) = unlisted {
+                        found.problems.push(format!(
+                            "snapshot {}: the uploads use chunk {blob}, which its chunk lists do not name",
+                            snapshot.id
+                        ));
+                    }
                     for node in files {
                         let size: u64 = node
                             .blobs

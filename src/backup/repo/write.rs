@@ -106,6 +106,11 @@ pub struct RunStats {
     pub cached_files: u64,
     pub new_blobs: u64,
     pub added_bytes: u64,
+    /// The consistent copy of the database, checked (as an archive backup takes it).
+    pub database_snapshot_ms: u64,
+    /// Cutting, naming and storing that copy.
+    pub database_store_ms: u64,
+    pub uploads_ms: u64,
 }
 
 /// The writing side of a run: its key, the pack being filled, and the packs committed.
@@ -295,10 +300,14 @@ pub fn database(
         .root
         .join(super::TMP_DIR)
         .join(format!("database-{}.db", std::process::id()));
+    let started = Instant::now();
     let snap = db_snapshot::take(source, &temp, check, deadline);
+    session.stats.database_snapshot_ms = started.elapsed().as_millis() as u64;
     let result = snap.and_then(|snap| {
         fault::point("backup:database-copied");
+        let started = Instant::now();
         let part = cut_database(session, &temp, &snap.sha256, deadline)?;
+        session.stats.database_store_ms = started.elapsed().as_millis() as u64;
         Ok((part, snap.schema_version))
     });
     let _ = fs::remove_file(&temp);
@@ -375,6 +384,7 @@ pub fn uploads(
     root: &Path,
     deadline: Instant,
 ) -> Result<(UploadsPart, FilesCache)> {
+    let started = Instant::now();
     let root = fs::canonicalize(root)
         .with_context(|| format!("failed to resolve uploads folder {}", root.display()))?;
     let cache = FilesCache::read(&session.repo.root).0;
@@ -425,6 +435,7 @@ pub fn uploads(
     let trees = session.store(&pieces, Kind::Tree, &compress)?;
     let data: Vec<BlobId> = data.into_iter().collect();
     let lists = session.store_lists(&data)?;
+    session.stats.uploads_ms = started.elapsed().as_millis() as u64;
     let part = UploadsPart {
         files,
         bytes,
