@@ -61,6 +61,9 @@ struct S3Store {
     probe: AmazonS3,
     settings: S3Settings,
     prefix: Key,
+    /// Whether the last health check failed, so a store that stays down is logged once,
+    /// not at every probe.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// Why a store operation failed.
@@ -271,6 +274,7 @@ impl S3Store {
             probe: build(0)?,
             settings: settings.clone(),
             prefix,
+            failing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -399,10 +403,23 @@ impl S3Store {
                 .map(drop),
             other => other.map(drop),
         };
-        result.map_err(|e| {
-            tracing::warn!(store = %self.settings.url(), endpoint = %self.settings.endpoint_url(), error = %one_line(&e), "upload store health check failed");
-            short_reason(&e)
-        })
+        let was_failing = self
+            .failing
+            .swap(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                if was_failing {
+                    tracing::info!(store = %self.settings.url(), "upload store reachable again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !was_failing {
+                    tracing::warn!(store = %self.settings.url(), endpoint = %self.settings.endpoint_url(), error = %one_line(&e), "upload store health check failed");
+                }
+                Err(short_reason(&e))
+            }
+        }
     }
 
     async fn verify(&self) -> anyhow::Result<()> {
