@@ -27,7 +27,10 @@ fn health_reports_the_database_and_turns_503_when_the_file_is_gone() {
         .map(String::as_str)
         .collect();
     keys.sort();
-    assert_eq!(keys, ["database", "status", "timestamp"]);
+    assert_eq!(keys, ["database", "status", "storage", "timestamp"]);
+    // The upload store (issue 16): the local folder by default.
+    assert_eq!(body["storage"]["kind"], "local");
+    assert_eq!(body["storage"]["status"], "connected");
     assert!(!r.body.contains("gym.example.com"));
 
     // Someone moves the database away while the server runs: every write would go to an

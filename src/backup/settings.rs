@@ -79,6 +79,13 @@ impl BackupSettings {
                 "DATABASE_URL: backups and restores of a PostgreSQL database are not supported yet (elior backs up SQLite stacks)\nback the database up with `pg_dump -Fc` meanwhile"
             );
         }
+        if let Some(url) = value("UPLOADS_URL") {
+            // Issue 16: uploads in a bucket; archiving the (empty) local folder instead
+            // would make a backup that silently restores no files.
+            bail!(
+                "UPLOADS_URL: backups of uploads kept on S3 ({url}) are not supported yet (elior backs up a local UPLOAD_DIR)\nback the bucket up with the store's own tools meanwhile (versioning, replication, or `aws s3 sync`)"
+            );
+        }
         let database =
             config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?;
         let database_path = if database.is_absolute() {
@@ -225,5 +232,18 @@ mod tests {
             let err = format!("{:#}", settings(&pairs).unwrap_err());
             assert!(err.starts_with(key_named), "{err}");
         }
+    }
+
+    /// Uploads in a bucket: refused, not an archive of the empty local folder (issue 16).
+    #[test]
+    fn uploads_on_s3_are_refused() {
+        let err = format!(
+            "{:#}",
+            settings(&[("UPLOADS_URL", "s3://bucket/uploads")]).unwrap_err()
+        );
+        assert!(
+            err.starts_with("UPLOADS_URL: backups of uploads kept on S3 (s3://bucket/uploads) are not supported yet"),
+            "{err}"
+        );
     }
 }

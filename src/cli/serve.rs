@@ -19,6 +19,8 @@ use crate::server;
 /// CORS_ORIGINS, JWT_SECRET, ACCESS_TOKEN_EXPIRE_MINUTES, DATABASE_URL
 /// (default sqlite:///./data/elior_fitness.db), UPLOAD_DIR, MAX_FILE_SIZE, LOG_LEVEL,
 /// BIND_ADDRESS and TRUSTED_PROXIES (addresses or CIDRs whose X-Forwarded-For is believed).
+/// UPLOADS_URL=s3://BUCKET/PREFIX keeps uploads in an S3-compatible bucket instead of
+/// UPLOAD_DIR, with S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 ///
 /// In development a missing JWT_SECRET is replaced by a random one for this run. In
 /// production the server refuses to start without a secret of at least 32 characters.
@@ -63,6 +65,10 @@ impl ServeArgs {
         runtime.block_on(async move {
             crate::backup::recover_interrupted_restore_at(&config.database_path)?;
             let db = tokio::task::block_in_place(|| Db::open(&config.database_path))?;
+            // A bucket that is missing, refuses the keys or cannot be reached stops the
+            // start here, in one line naming the key to fix, before serving (issue 16).
+            let app = server::app(config.clone(), db);
+            app.state().uploads.verify().await?;
             let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| {
                 format!(
                     "failed to listen on {}\nis another process using the port? pick another with --bind or BIND_ADDRESS",
@@ -74,9 +80,9 @@ impl ServeArgs {
                 version = crate::VERSION,
                 environment = config.environment.as_str(),
                 database = %config.database_path.display(),
+                uploads = %app.state().uploads.describe(),
                 "listening on http://{local}"
             );
-            let app = server::app(config, db);
             server::launch(listener, app, server::shutdown_signal()).await
         })?;
         Ok(ExitCode::SUCCESS)

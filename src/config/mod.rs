@@ -36,6 +36,12 @@ pub const SERVE_KEYS: &[&str] = &[
     "LOG_LEVEL",
     "BIND_ADDRESS",
     "TRUSTED_PROXIES",
+    // Uploads on S3 (issue 16), validated by crate::files::settings.
+    "UPLOADS_URL",
+    "S3_ENDPOINT",
+    "S3_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";
@@ -100,6 +106,8 @@ pub struct ServeConfig {
     pub access_token_ttl: Duration,
     pub database_path: PathBuf,
     pub upload_dir: PathBuf,
+    /// UPLOAD_DIR (the default) or a bucket (UPLOADS_URL); see [`crate::files::settings`].
+    pub uploads: crate::files::settings::UploadsSettings,
     /// Largest image upload (meal and progress photos, other images), in bytes.
     pub max_file_size: u64,
     /// Largest profile photo, in bytes; uploads never exceed `max_file_size` either.
@@ -322,6 +330,11 @@ impl ServeConfig {
             Some((v, _)) => PathBuf::from(v),
         };
 
+        let uploads = crate::files::settings::UploadsSettings::from_lookup(&|key| {
+            raw.non_empty(key)
+                .map(|(v, o)| (v.to_string(), o.to_string()))
+        })?;
+
         let max_file_size = size_setting(raw, "MAX_FILE_SIZE", 10 * 1024 * 1024)?;
         let max_profile_photo_size = size_setting(raw, "MAX_PROFILE_PHOTO_SIZE", 5 * 1024 * 1024)?;
         let max_document_size = size_setting(raw, "MAX_DOCUMENT_SIZE", 25 * 1024 * 1024)?;
@@ -371,6 +384,7 @@ impl ServeConfig {
             access_token_ttl,
             database_path,
             upload_dir,
+            uploads,
             max_file_size,
             max_profile_photo_size,
             max_document_size,

@@ -1,13 +1,22 @@
 //! Uploaded files: what kind of file the bytes are (by magic bytes, never by the name or
-//! the declared type), where a kind lives under UPLOAD_DIR, the size limits, and storing
-//! a file with its 150 px thumbnail and 600 px medium derivative.
+//! the declared type), where a kind lives (under UPLOAD_DIR or a bucket's prefix), the
+//! size limits, and preparing a file with its 150 px thumbnail and 600 px medium
+//! derivative. [`store::Store`] keeps them in the local folder or on S3 (issue 16), and
+//! [`settings`] reads which.
 //!
 //! Stored names are random (`{uuid}.{ext}`); the client's filename is never part of a path.
 //! This module does not authorize: the server checks who may read or delete a file.
 
+pub mod http;
+pub mod settings;
+pub mod store;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
+
+pub use store::{Download, Store, StoreError};
 
 /// The folder of a kind of upload, as it appears in `/api/files/media/{type}/{name}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,35 +397,50 @@ pub fn relative_path(kind: Kind, size: Size, name: &str) -> String {
     }
 }
 
-/// Writes `bytes` (already [`check`]ed) under a fresh random name, with derivatives for
-/// images. Blocking: run it off the async workers. Returns the stored name.
-pub fn store(root: &Path, kind: Kind, detected: Detected, bytes: &[u8]) -> Result<String> {
+/// An upload ready to store: its fresh random name and its files, the original first,
+/// then the derivatives of an image.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub name: String,
+    pub files: Vec<(Size, Bytes)>,
+}
+
+/// Names `bytes` (already [`check`]ed) and makes the derivatives of an image. Blocking
+/// (decoding and encoding): run it off the async workers.
+pub fn prepare(detected: Detected, bytes: Vec<u8>) -> Result<Prepared> {
     let name = random_name(detected);
-    let derivatives = match detected.image_format() {
-        Some(format) => {
-            // `check` read the size from the header; the decoder's own limits hold even if
-            // the header lied (image's default allocation cap is 512 MiB).
-            let img = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
-                .decode()
-                .map_err(|_| anyhow::Error::new(UndecodableImage))?;
-            vec![
-                (
-                    Size::Thumbnail,
-                    encode(&img.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX), format)?,
-                ),
-                (
-                    Size::Medium,
-                    encode(&img.thumbnail(MEDIUM_PX, MEDIUM_PX), format)?,
-                ),
-            ]
-        }
-        None => Vec::new(),
-    };
-    write_atomic(&path_of(root, kind, Size::Original, &name), bytes)?;
-    for (size, data) in derivatives {
-        write_atomic(&path_of(root, kind, size, &name), &data)?;
+    let mut files = Vec::with_capacity(3);
+    if let Some(format) = detected.image_format() {
+        // `check` read the size from the header; the decoder's own limits hold even if
+        // the header lied (image's default allocation cap is 512 MiB).
+        let img = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+            .decode()
+            .map_err(|_| anyhow::Error::new(UndecodableImage))?;
+        files.push((
+            Size::Thumbnail,
+            Bytes::from(encode(&img.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX), format)?),
+        ));
+        files.push((
+            Size::Medium,
+            Bytes::from(encode(&img.thumbnail(MEDIUM_PX, MEDIUM_PX), format)?),
+        ));
     }
-    Ok(name)
+    files.insert(0, (Size::Original, Bytes::from(bytes)));
+    Ok(Prepared { name, files })
+}
+
+/// Writes a prepared upload into the folder `root`. Blocking. On failure the files
+/// already written are removed again.
+pub fn write_local(root: &Path, kind: Kind, prepared: &Prepared) -> Result<()> {
+    for (i, (size, data)) in prepared.files.iter().enumerate() {
+        if let Err(e) = write_atomic(&path_of(root, kind, *size, &prepared.name), data) {
+            for (size, _) in &prepared.files[..i] {
+                let _ = std::fs::remove_file(path_of(root, kind, *size, &prepared.name));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Marks a decoding failure so the server can answer 422 rather than 500.
@@ -645,7 +669,13 @@ trailer << /Size 4 /Root 1 0 R >>\nstartxref\n182\n%%EOF\n";
         let img = image::RgbaImage::from_pixel(1000, 500, image::Rgba([1, 2, 3, 255]));
         let mut png = std::io::Cursor::new(Vec::new());
         img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-        let name = store(dir.path(), Kind::MealPhotos, Detected::Png, png.get_ref()).unwrap();
+        let prepared = prepare(Detected::Png, png.into_inner()).unwrap();
+        assert_eq!(
+            prepared.files.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [Size::Original, Size::Thumbnail, Size::Medium]
+        );
+        write_local(dir.path(), Kind::MealPhotos, &prepared).unwrap();
+        let name = prepared.name;
         let thumb = image::open(path_of(
             dir.path(),
             Kind::MealPhotos,

@@ -1,37 +1,60 @@
-//! `/health`: the database probe behind it, cached for a short time, and its body.
+//! `/health`: the database and upload store probes behind it, cached for a short time,
+//! and its body.
 //!
 //! Load balancers, Docker and nginx may call `/health` thousands of times a second under
 //! load; running a query for each would make health the most expensive endpoint. One
 //! request refreshes the cached result when it is older than [`FRESH_FOR`]; concurrent
 //! requests meanwhile answer from the previous result, so a check never queues behind
-//! another.
+//! another. The database and the store are probed in parallel, each with its own
+//! timeout; a store that answered is asked again only after [`STORE_FRESH_FOR`], since on
+//! S3 every check is a billed request to another host (issue 16).
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::db::{self, Db};
+use crate::files::Store;
 
 /// How stale a health answer may be.
 pub const FRESH_FOR: Duration = Duration::from_millis(500);
-/// How long the probe waits for the database before calling it unhealthy.
+/// How stale the store's part may be while it is healthy (a failing store is asked again
+/// after [`FRESH_FOR`], so its recovery shows at once).
+pub const STORE_FRESH_FOR: Duration = Duration::from_secs(5);
+/// How long the probe waits for the database before calling it unhealthy (the store's
+/// is [`crate::files::store::PROBE_TIMEOUT`]).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub type Verdict = Result<(), &'static str>;
+/// What the probes found: healthy only when both the database and the store answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub database: Result<(), &'static str>,
+    pub storage: Result<(), &'static str>,
+    /// `local` or `s3`.
+    pub storage_kind: &'static str,
+}
+
+impl Verdict {
+    pub fn is_healthy(&self) -> bool {
+        self.database.is_ok() && self.storage.is_ok()
+    }
+}
 
 #[derive(Default)]
 pub struct HealthCache {
     last: RwLock<Option<(Instant, Verdict)>>,
+    /// The store's last answer; only read and written while holding `refreshing`.
+    store_last: Mutex<Option<(Instant, Result<(), &'static str>)>>,
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl HealthCache {
-    pub async fn verdict(&self, db: &Db) -> Verdict {
+    pub async fn verdict(&self, db: &Db, store: &Store) -> Verdict {
         if let Some(fresh) = self.fresh(Instant::now()) {
             return fresh;
         }
         match self.refreshing.try_lock() {
             Ok(_guard) => {
-                let verdict = probe(db).await;
+                let verdict = self.refresh(db, store).await;
                 *self.last.write().unwrap_or_else(|p| p.into_inner()) =
                     Some((Instant::now(), verdict));
                 verdict
@@ -42,10 +65,40 @@ impl HealthCache {
                 Some(verdict) => verdict,
                 None => {
                     let _wait = self.refreshing.lock().await;
-                    self.fresh(Instant::now())
-                        .unwrap_or(Err("health check still starting"))
+                    self.fresh(Instant::now()).unwrap_or(Verdict {
+                        database: Err("health check still starting"),
+                        storage: Err("health check still starting"),
+                        storage_kind: store.kind(),
+                    })
                 }
             },
+        }
+    }
+
+    /// Probes the database, and the store unless its last answer still holds, at once.
+    async fn refresh(&self, db: &Db, store: &Store) -> Verdict {
+        let now = Instant::now();
+        let cached = match *self.store_last.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, Ok(()))) if now.duration_since(at) < STORE_FRESH_FOR => Some(Ok(())),
+            Some((at, failed)) if now.duration_since(at) < FRESH_FOR => Some(failed),
+            _ => None,
+        };
+        let storage = async {
+            match cached {
+                Some(verdict) => verdict,
+                None => {
+                    let verdict = store.check().await;
+                    *self.store_last.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), verdict));
+                    verdict
+                }
+            }
+        };
+        let (database, storage) = tokio::join!(probe(db), storage);
+        Verdict {
+            database,
+            storage,
+            storage_kind: store.kind(),
         }
     }
 
@@ -66,7 +119,7 @@ impl HealthCache {
 }
 
 /// Checks that the file is still ours and that a real table can be read in time.
-pub async fn probe(db: &Db) -> Verdict {
+pub async fn probe(db: &Db) -> Result<(), &'static str> {
     db.check_file()?;
     match tokio::time::timeout(PROBE_TIMEOUT, db.call(|c| db::ping(c))).await {
         Ok(Ok(())) => Ok(()),
@@ -82,14 +135,15 @@ pub async fn probe(db: &Db) -> Verdict {
 /// more than anything else, and serde_json's general path (a write call per quote, key and
 /// number, each key escaped) cost more than the rest of the request's own work.
 ///
-/// Public, so minimal (issue 15): healthy or not, when, and the database's state. The
-/// version, environment, domain, uptime and pool figures are in `/status/database`, for
-/// internal networks and admins.
+/// Public, so minimal (issue 15): healthy or not, when, the database's state and the
+/// upload store's kind and state. The version, environment, domain, uptime and pool
+/// figures are in `/status/database`, for internal networks and admins.
 #[cfg_attr(test, derive(serde::Serialize))]
 pub struct HealthBody {
     pub status: &'static str,
     pub timestamp: chrono::DateTime<chrono::Utc>,
     pub database: HealthDatabase,
+    pub storage: HealthStorage,
 }
 
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -98,11 +152,40 @@ pub struct HealthDatabase {
     pub error: Option<&'static str>,
 }
 
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct HealthStorage {
+    /// `local` or `s3`.
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub error: Option<&'static str>,
+}
+
 impl HealthBody {
+    pub fn new(verdict: Verdict, timestamp: chrono::DateTime<chrono::Utc>) -> Self {
+        let state = |ok: bool| if ok { "connected" } else { "disconnected" };
+        HealthBody {
+            status: if verdict.is_healthy() {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+            timestamp,
+            database: HealthDatabase {
+                status: state(verdict.database.is_ok()),
+                error: verdict.database.err(),
+            },
+            storage: HealthStorage {
+                kind: verdict.storage_kind,
+                status: state(verdict.storage.is_ok()),
+                error: verdict.storage.err(),
+            },
+        }
+    }
+
     /// The same JSON serde would write for these structs (a unit test holds it to that),
     /// with the timestamp as `to_rfc3339` gives it.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(192);
         out.extend_from_slice(b"{\"status\":");
         plain_string(&mut out, self.status);
         out.extend_from_slice(b",\"timestamp\":\"");
@@ -110,12 +193,22 @@ impl HealthBody {
         out.extend_from_slice(b"\",\"database\":{\"status\":");
         plain_string(&mut out, self.database.status);
         out.extend_from_slice(b",\"error\":");
-        match self.database.error {
-            Some(error) => plain_string(&mut out, error),
-            None => out.extend_from_slice(b"null"),
-        }
+        optional_string(&mut out, self.database.error);
+        out.extend_from_slice(b"},\"storage\":{\"kind\":");
+        plain_string(&mut out, self.storage.kind);
+        out.extend_from_slice(b",\"status\":");
+        plain_string(&mut out, self.storage.status);
+        out.extend_from_slice(b",\"error\":");
+        optional_string(&mut out, self.storage.error);
         out.extend_from_slice(b"}}");
         out
+    }
+}
+
+fn optional_string(out: &mut Vec<u8>, value: Option<&'static str>) {
+    match value {
+        Some(value) => plain_string(out, value),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -191,23 +284,26 @@ mod tests {
 
     #[test]
     fn the_hand_written_body_is_what_serde_would_write() {
-        for error in [None, Some("query failed")] {
-            let body = HealthBody {
-                status: if error.is_none() {
-                    "healthy"
-                } else {
-                    "unhealthy"
-                },
-                timestamp: Utc::now(),
-                database: HealthDatabase {
-                    status: "connected",
-                    error,
-                },
+        for (database, storage) in [
+            (Ok(()), Ok(())),
+            (Err("query failed"), Ok(())),
+            (Ok(()), Err("unreachable")),
+        ] {
+            let verdict = Verdict {
+                database,
+                storage,
+                storage_kind: "s3",
             };
+            let body = HealthBody::new(verdict, Utc::now());
             let ours: serde_json::Value = serde_json::from_slice(&body.to_json()).unwrap();
             let mut serde = serde_json::to_value(&body).unwrap();
             serde["timestamp"] = body.timestamp.to_rfc3339().into();
             assert_eq!(ours, serde);
+            assert_eq!(ours["storage"]["kind"], "s3");
+            assert_eq!(
+                ours["status"] == "healthy",
+                database.is_ok() && storage.is_ok()
+            );
         }
     }
 }

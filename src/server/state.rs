@@ -29,6 +29,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     /// Upload size limits by kind.
     pub file_limits: crate::files::Limits,
+    /// Where uploads are kept: UPLOAD_DIR or a bucket (issue 16).
+    pub uploads: crate::files::Store,
     /// Permits for image decodes running at once (one per core).
     pub decodes: Arc<tokio::sync::Semaphore>,
 }
@@ -46,6 +48,7 @@ impl AppState {
             "MAX_DOCUMENT_SIZE" => Some(config.max_document_size.to_string()),
             _ => None,
         });
+        let uploads = crate::files::Store::new(&config.uploads, &config.upload_dir);
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
@@ -56,6 +59,7 @@ impl AppState {
             started: Instant::now(),
             hub: Arc::new(Hub::default()),
             file_limits,
+            uploads,
             decodes: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),

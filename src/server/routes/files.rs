@@ -2,8 +2,10 @@
 //! derivatives), serving with an access check, deleting with derivatives, and admin stats.
 //!
 //! A file belongs to a client (its owner). Who may read it follows
-//! [`crate::server::access`]: the owner, their trainer, or an admin. Behind nginx the body
-//! is handed off with `X-Accel-Redirect`; see [`ACCEL_UPLOADS_PREFIX`].
+//! [`crate::server::access`]: the owner, their trainer, or an admin. Files live in the
+//! [`crate::files::Store`]: with the local folder, a download behind nginx is handed off
+//! with `X-Accel-Redirect` (see [`ACCEL_UPLOADS_PREFIX`]); with S3 the API streams the
+//! object itself after the same check, so objects never need to be public (issue 16).
 
 use crate::server::json::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
@@ -150,11 +152,10 @@ pub async fn save(
             upload_error(field, r.to_string())
         }
     })?;
-    let root = state.config.upload_dir.clone();
     let size = bytes.len() as i64;
     // Decoding an image takes up to 4 bytes a pixel (160 MB at the pixel limit): bound
     // how many run at once, the rest wait their turn.
-    let _permit = if detected.is_image() {
+    let permit = if detected.is_image() {
         Some(
             state
                 .decodes
@@ -166,7 +167,7 @@ pub async fn save(
     } else {
         None
     };
-    let name = tokio::task::spawn_blocking(move || store::store(&root, kind, detected, &bytes))
+    let prepared = tokio::task::spawn_blocking(move || store::prepare(detected, bytes))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| {
@@ -176,6 +177,15 @@ pub async fn save(
                 ApiError::Internal(e)
             }
         })?;
+    // The decoding is done; the store's I/O need not hold a permit.
+    drop(permit);
+    // Stored first, recorded second: a store that fails leaves no row pointing nowhere.
+    state
+        .uploads
+        .put(kind, &prepared)
+        .await
+        .map_err(store_error)?;
+    let name = prepared.name;
     let stored = name.clone();
     let record = query(state, move |c| {
         Ok(files::insert(
@@ -189,9 +199,21 @@ pub async fn save(
     })
     .await;
     if record.is_err() {
-        store::remove_stored(&state.config.upload_dir, &[(kind, name)]).await;
+        state.uploads.remove(&[(kind, name)]).await;
     }
     record
+}
+
+/// A store failure as an answer: 503 with a generic body when the S3 store failed (the
+/// detail, with endpoint and key, is logged), 500 for the local disk as before.
+pub fn store_error(e: store::StoreError) -> ApiError {
+    match e {
+        store::StoreError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "upload store failed");
+            ApiError::Unavailable("File storage is unavailable, try again later")
+        }
+        store::StoreError::Local(e) => ApiError::Internal(e),
+    }
 }
 
 fn parse_kind(kind: &str) -> ApiResult<Kind> {
@@ -320,7 +342,8 @@ async fn serve(
             HeaderValue::from_static("nosniff"),
         ),
     ];
-    if behind_nginx(&state, peer) {
+    // nginx can serve the file itself only from the local folder it mounts.
+    if state.uploads.local_root().is_some() && behind_nginx(&state, peer) {
         let target = format!(
             "{ACCEL_UPLOADS_PREFIX}{}",
             store::relative_path(kind, size, &record.name)
@@ -332,18 +355,30 @@ async fn serve(
         )
             .into_response());
     }
-    let path = store::path_of(&state.config.upload_dir, kind, size, &record.name);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), "recorded upload is missing on disk");
-            ApiError::NotFound("File not found")
-        } else {
-            ApiError::Internal(
-                anyhow::Error::new(e).context(format!("failed to read upload {}", path.display())),
-            )
+    match state
+        .uploads
+        .get(kind, size, &record.name)
+        .await
+        .map_err(store_error)?
+    {
+        Some(store::Download::Bytes(bytes)) => Ok((common, bytes).into_response()),
+        // Streamed through, never buffered whole; the length is the object's.
+        Some(store::Download::Stream { len, body }) => Ok((
+            common,
+            [(header::CONTENT_LENGTH, HeaderValue::from(len))],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response()),
+        None => {
+            tracing::warn!(
+                kind = kind.as_str(),
+                name = %record.name,
+                storage = state.uploads.kind(),
+                "recorded upload is missing from the store"
+            );
+            Err(ApiError::NotFound("File not found"))
         }
-    })?;
-    Ok((common, bytes).into_response())
+    }
 }
 
 /// The TCP peer, unlike [`ClientIp`] not rewritten by forwarding headers: the proxy itself.
@@ -385,7 +420,7 @@ async fn remove(
         Ok(files::delete(c, kind, &stored)?)
     })
     .await?;
-    store::remove_stored(&state.config.upload_dir, &[(kind, record.name)]).await;
+    state.uploads.remove(&[(kind, record.name)]).await;
     Ok(deleted("File"))
 }
 

@@ -269,7 +269,7 @@ fn forget_files(c: &Connection, paths: &[String]) -> Result<(), DbError> {
 }
 
 async fn remove_files(state: &AppState, paths: &[String]) {
-    store::remove_stored(&state.config.upload_dir, &parsed(paths)).await;
+    state.uploads.remove(&parsed(paths)).await;
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::db;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ClientIp, NotProxied};
-use crate::server::health::{HealthBody, HealthDatabase, Verdict};
+use crate::server::health::{HealthBody, Verdict};
 use crate::server::state::AppState;
 use crate::{GIT_REVISION, VERSION};
 
@@ -39,7 +39,7 @@ async fn root() -> Json<serde_json::Value> {
 
 #[utoipa::path(get, path = "/health", operation_id = "system_health", tag = "system", responses((status = 200, description = "Success")))]
 async fn health(State(state): State<AppState>) -> Response {
-    let verdict = state.health.verdict(&state.db).await;
+    let verdict = state.health.verdict(&state.db, &state.uploads).await;
     health_answer(verdict)
 }
 
@@ -47,15 +47,8 @@ async fn health(State(state): State<AppState>) -> Response {
 /// answer a probe on the spot while the cached verdict is fresh (see
 /// [`crate::server::middleware`]).
 pub fn health_answer(verdict: Verdict) -> Response {
-    let healthy = verdict.is_ok();
-    let body = HealthBody {
-        status: if healthy { "healthy" } else { "unhealthy" },
-        timestamp: chrono::Utc::now(),
-        database: HealthDatabase {
-            status: if healthy { "connected" } else { "disconnected" },
-            error: verdict.err(),
-        },
-    };
+    let healthy = verdict.is_healthy();
+    let body = HealthBody::new(verdict, chrono::Utc::now());
     // Built directly rather than from an `IntoResponse` tuple, which would set a
     // content type and then replace it; room for the headers the tracking layer adds.
     let mut response = Response::new(Body::from(body.to_json()));

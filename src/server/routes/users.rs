@@ -351,7 +351,7 @@ async fn delete_user(
         Ok(files)
     })
     .await?;
-    crate::files::remove_stored(&state.config.upload_dir, &files).await;
+    state.uploads.remove(&files).await;
     state.hub.disconnect_user(id);
     tracing::info!(user_id = id, "user deleted");
     Ok(deleted("User"))
