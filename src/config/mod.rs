@@ -36,6 +36,7 @@ pub const SERVE_KEYS: &[&str] = &[
     "LOG_LEVEL",
     "BIND_ADDRESS",
     "TRUSTED_PROXIES",
+    "WS_TIMEOUT_SECONDS",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";
@@ -111,6 +112,8 @@ pub struct ServeConfig {
     pub bind: SocketAddr,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed.
+    pub ws_timeout: Duration,
 }
 
 /// Where a raw value came from, for error messages.
@@ -362,6 +365,18 @@ impl ServeConfig {
                 .collect::<Result<_>>()?,
         };
 
+        let ws_timeout = match raw.non_empty("WS_TIMEOUT_SECONDS") {
+            None => Duration::from_secs(30),
+            Some((v, o)) => match v.parse::<u64>() {
+                Ok(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
+                _ => bail!(invalid(
+                    "WS_TIMEOUT_SECONDS",
+                    o,
+                    format!("{v:?} is not a number of seconds between 1 and 3600")
+                )),
+            },
+        };
+
         Ok(ServeConfig {
             environment,
             domain,
@@ -377,6 +392,7 @@ impl ServeConfig {
             log_filter,
             bind,
             trusted_proxies,
+            ws_timeout,
         })
     }
 
