@@ -37,6 +37,7 @@ pub const SERVE_KEYS: &[&str] = &[
     "BIND_ADDRESS",
     "TRUSTED_PROXIES",
     "WS_TIMEOUT_SECONDS",
+    "MAX_CONNECTIONS",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";
@@ -114,6 +115,8 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.
     pub ws_timeout: Duration,
+    /// Connections open at once (HTTP and WebSocket); `None`: the server's default.
+    pub max_connections: Option<usize>,
 }
 
 /// Where a raw value came from, for error messages.
@@ -377,6 +380,18 @@ impl ServeConfig {
             },
         };
 
+        let max_connections = match raw.non_empty("MAX_CONNECTIONS") {
+            None => None,
+            Some((v, o)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+                _ => bail!(invalid(
+                    "MAX_CONNECTIONS",
+                    o,
+                    format!("{v:?} is not a number of connections between 1 and 1000000")
+                )),
+            },
+        };
+
         Ok(ServeConfig {
             environment,
             domain,
@@ -393,6 +408,7 @@ impl ServeConfig {
             bind,
             trusted_proxies,
             ws_timeout,
+            max_connections,
         })
     }
 

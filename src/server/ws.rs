@@ -43,6 +43,8 @@ const MAX_INCOMING: usize = 64 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// How long a closing socket gets to take the close frame and answer it.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// The same at shutdown, where open sockets hold the server's drain.
+const SHUTDOWN_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The upgrade with this module's buffer sizes and message limits.
 pub fn limits(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
@@ -56,7 +58,11 @@ pub fn limits(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 
 /// Sends one close frame, then waits briefly for the client's answer (its close frame),
 /// so the TCP connection ends after the closing handshake; bounded by [`CLOSE_GRACE`].
-pub async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+pub async fn close(socket: WebSocket, code: u16, reason: &str) {
+    close_within(socket, code, reason, CLOSE_GRACE).await
+}
+
+async fn close_within(mut socket: WebSocket, code: u16, reason: &str, grace: Duration) {
     let handshake = async {
         let frame = CloseFrame {
             code,
@@ -71,7 +77,7 @@ pub async fn close(mut socket: WebSocket, code: u16, reason: &str) {
             }
         }
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
+    let _ = tokio::time::timeout(grace, handshake).await;
 }
 
 /// Why the loop stopped.
@@ -91,7 +97,7 @@ pub async fn run(mut socket: WebSocket, conn: Connection<'_>, user_id: i64, time
     let stop = serve(&mut socket, &conn, user_id, timeout).await;
     // Unregistered now: a closing socket takes no more pushes.
     drop(conn);
-    let (code, reason) = match stop {
+    let (code, reason) = match &stop {
         Stop::Gone => return,
         Stop::Ending(Ending::SessionEnded) => (CLOSE_BAD_TOKEN, "Session ended".to_string()),
         Stop::Ending(Ending::ShuttingDown) => {
@@ -112,7 +118,11 @@ pub async fn run(mut socket: WebSocket, conn: Connection<'_>, user_id: i64, time
             )
         }
     };
-    close(socket, code, &reason).await;
+    let grace = match stop {
+        Stop::Ending(Ending::ShuttingDown) => SHUTDOWN_CLOSE_GRACE,
+        _ => CLOSE_GRACE,
+    };
+    close_within(socket, code, &reason, grace).await;
 }
 
 async fn serve(
