@@ -444,10 +444,17 @@ mod ws {
 
     /// The close code the server ends with.
     pub fn close_code(socket: &mut Socket) -> u16 {
+        close_frame(socket).0
+    }
+
+    /// The close code and reason the server ends with, skipping any messages before.
+    pub fn close_frame(socket: &mut Socket) -> (u16, String) {
         loop {
             match socket.read() {
-                Ok(Message::Close(Some(frame))) => return frame.code.into(),
-                Ok(Message::Close(None)) => return 1005,
+                Ok(Message::Close(Some(frame))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Ok(Message::Close(None)) => return (1005, String::new()),
                 Ok(_) => continue,
                 Err(e) => panic!("socket ended without a close frame: {e}"),
             }
@@ -992,6 +999,113 @@ fn websocket_close_codes_and_shutdown() {
     let status = s.terminate();
     assert_eq!(ws::close_code(&mut open), 1001);
     assert!(status.success(), "{status:?}");
+}
+
+/// Issue 19: a client that never reads is dropped with 1008 once its outbox fills, and the
+/// user's other socket, which reads, gets every notification meanwhile.
+#[test]
+fn a_websocket_client_that_never_reads_is_dropped_and_others_keep_up() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let path = format!("/api/ws/ws/{}?token={c}", cast.client.id);
+    let mut slow = ws::open(s.port, &path);
+    assert_eq!(ws::next_json(&mut slow)["type"], "connection_established");
+    let mut fast = ws::open(s.port, &path);
+    assert_eq!(ws::next_json(&mut fast)["type"], "connection_established");
+    let reader = std::thread::spawn(move || {
+        let mut seen = 0;
+        loop {
+            let message = ws::next_json(&mut fast);
+            assert_eq!(message["type"], "notification", "{message}");
+            if message["data"]["title"] == "last" {
+                return (seen, fast);
+            }
+            seen += 1;
+        }
+    });
+
+    // Long messages fill the slow socket's buffers sooner; a few hundred usually do.
+    let long = "x".repeat(2000);
+    let send = |title: &str| {
+        let r = s.post(
+            "/api/notifications",
+            &cast.trainer.token,
+            json!({"recipient_id": cast.client.id, "title": title, "message": long}),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    };
+    let stats = || s.get("/api/ws/ws/stats", &cast.admin.token).body;
+    let mut sent = 0;
+    while stats()["slow_disconnects"] == 0 {
+        assert!(
+            sent < 20_000,
+            "the client that never reads was never dropped"
+        );
+        for _ in 0..25 {
+            send("n");
+            sent += 1;
+        }
+    }
+    assert_eq!(stats()["total_connections"], 1, "{}", stats());
+    send("last");
+    let (seen, mut fast) = reader.join().unwrap();
+    assert_eq!(seen, sent, "the reading socket got every notification");
+
+    // Once it reads, the slow client finds the close code after what was in flight.
+    let (code, reason) = ws::close_frame(&mut slow);
+    assert_eq!(code, 1008, "{reason}");
+    fast.send(tungstenite::Message::text("ping")).unwrap();
+    assert_eq!(ws::next_json(&mut fast)["type"], "pong");
+}
+
+/// Issue 19: a socket that answers nothing (not even the server's pings) is closed after
+/// WS_TIMEOUT_SECONDS; one whose client reads (and so answers pings) stays open.
+#[test]
+fn a_silent_websocket_is_closed_and_a_live_one_stays() {
+    let s = Server::start_with(&[("WS_TIMEOUT_SECONDS", "1")]);
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let path = format!("/api/ws/ws/{}?token={c}", cast.client.id);
+    let mut silent = ws::open(s.port, &path);
+    let opened = std::time::Instant::now();
+    assert_eq!(ws::next_json(&mut silent)["type"], "connection_established");
+    let mut live = ws::open(s.port, &path);
+    assert_eq!(ws::next_json(&mut live)["type"], "connection_established");
+    let live = std::thread::spawn(move || {
+        // Reading answers the server's pings (tungstenite replies on its own).
+        if let tungstenite::stream::MaybeTlsStream::Plain(t) = live.get_mut() {
+            t.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+        }
+        let mut pings = 0;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            match live.read() {
+                Ok(tungstenite::Message::Ping(_)) => pings += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("the live socket failed: {e}"),
+            }
+        }
+        (pings, live)
+    });
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let stats = s.get("/api/ws/ws/stats", &cast.admin.token).body;
+    let after = opened.elapsed();
+    assert_eq!(stats["total_connections"], 1, "{stats} after {after:?}");
+    let (code, reason) = ws::close_frame(&mut silent);
+    assert_eq!(code, 1001, "{reason}");
+    assert!(reason.contains("No answer to pings"), "{reason}");
+    let (pings, mut live) = live.join().unwrap();
+    assert!(pings >= 3, "pings every half timeout: {pings} in 3 s");
+    if let tungstenite::stream::MaybeTlsStream::Plain(t) = live.get_mut() {
+        t.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+    }
+    live.send(tungstenite::Message::text("ping")).unwrap();
+    assert_eq!(ws::next_json(&mut live)["type"], "pong");
 }
 
 /// The OpenAPI document lists exactly the routes the router answers, and holds together:

@@ -912,3 +912,86 @@ fn method_not_allowed_and_too_large_bodies_answer_json() {
         .unwrap()
         .contains("2097152 bytes"));
 }
+
+/// Reads one keep-alive response (head and a Content-Length body); returns the head.
+fn read_keep_alive_response(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("read response");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.to_string();
+            }
+        }
+    }
+}
+
+/// Issue 19: past MAX_CONNECTIONS (HTTP and WebSocket together) a connection gets a 503
+/// with Retry-After at once, and a place that frees up is taken again.
+#[test]
+fn connections_past_max_connections_get_503_with_retry_after() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "3")]);
+    let token = server.register_and_login("crowd", "crowd-password-1");
+    let id = server.get_auth("/api/auth/me", &token).json()["id"]
+        .as_i64()
+        .unwrap();
+    // The register and login connections close after their answers; their places follow.
+    poll_until(|| server.get("/health"), |r| r.status == 200);
+
+    let (mut socket, _) =
+        tungstenite::connect(format!("ws://{}/api/ws/ws/{id}?token={token}", server.addr))
+            .expect("websocket handshake");
+    let welcome = socket.read().unwrap();
+    assert!(welcome
+        .to_text()
+        .unwrap()
+        .contains("connection_established"));
+    let mut keep = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let head = read_keep_alive_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        keep.push(s);
+    }
+
+    // A WebSocket and two keep-alive connections: the fourth is refused.
+    let refused = server.get("/health");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("connection limit (3)"),
+        "{}",
+        refused.body
+    );
+    // The WebSocket still works, and holds its place until it closes.
+    socket.send(tungstenite::Message::text("ping")).unwrap();
+    assert!(socket.read().unwrap().to_text().unwrap().contains("pong"));
+    drop(keep);
+    assert_eq!(
+        poll_until(|| server.get("/health"), |r| r.status == 200).status,
+        200
+    );
+    let log = server.log_text();
+    assert!(log.contains("connection limit reached"), "{log}");
+}

@@ -42,6 +42,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "S3_REGION",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "WS_TIMEOUT_SECONDS",
+    "MAX_CONNECTIONS",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";
@@ -119,6 +121,10 @@ pub struct ServeConfig {
     pub bind: SocketAddr,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed.
+    pub ws_timeout: Duration,
+    /// Connections open at once (HTTP and WebSocket); `None`: the server's default.
+    pub max_connections: Option<usize>,
 }
 
 /// Where a raw value came from, for error messages.
@@ -375,6 +381,30 @@ impl ServeConfig {
                 .collect::<Result<_>>()?,
         };
 
+        let ws_timeout = match raw.non_empty("WS_TIMEOUT_SECONDS") {
+            None => Duration::from_secs(30),
+            Some((v, o)) => match v.parse::<u64>() {
+                Ok(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
+                _ => bail!(invalid(
+                    "WS_TIMEOUT_SECONDS",
+                    o,
+                    format!("{v:?} is not a number of seconds between 1 and 3600")
+                )),
+            },
+        };
+
+        let max_connections = match raw.non_empty("MAX_CONNECTIONS") {
+            None => None,
+            Some((v, o)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+                _ => bail!(invalid(
+                    "MAX_CONNECTIONS",
+                    o,
+                    format!("{v:?} is not a number of connections between 1 and 1000000")
+                )),
+            },
+        };
+
         Ok(ServeConfig {
             environment,
             domain,
@@ -391,6 +421,8 @@ impl ServeConfig {
             log_filter,
             bind,
             trusted_proxies,
+            ws_timeout,
+            max_connections,
         })
     }
 

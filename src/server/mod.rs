@@ -19,6 +19,7 @@ pub mod params;
 pub mod routes;
 pub mod state;
 pub mod throttle;
+pub mod ws;
 
 use std::future::Future;
 use std::time::Duration;

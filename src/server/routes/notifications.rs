@@ -4,11 +4,10 @@
 //! Every query is scoped to the caller as recipient, so another user's notification id
 //! answers 404. Creating is trainer → own client, or admin → anyone.
 
-use std::time::Duration;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::server::json::Json;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -24,6 +23,7 @@ use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::deleted;
 use crate::server::state::AppState;
+use crate::server::ws;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -224,13 +224,6 @@ async fn ws_stats(
     Ok(Json(state.hub.stats()))
 }
 
-/// WebSocket close codes of the original API.
-pub const CLOSE_NO_TOKEN: u16 = 4001;
-pub const CLOSE_BAD_TOKEN: u16 = 4002;
-pub const CLOSE_WRONG_USER: u16 = 4003;
-/// Server keep-alive: a Ping frame this often, so idle proxies don't drop the socket.
-const KEEPALIVE: Duration = Duration::from_secs(30);
-
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct WsQuery {
@@ -238,19 +231,23 @@ struct WsQuery {
 }
 
 /// Upgrades first and refuses with a close code after, as the original did, so browsers
-/// see the reason (a refused handshake only shows as a generic failure).
+/// see the reason (a refused handshake only shows as a generic failure). The socket itself
+/// is served by [`crate::server::ws`].
 #[utoipa::path(get, path = "/api/ws/ws/{user_id}", operation_id = "notifications_ws_connect", tag = "notifications", params(("user_id" = String, Path), WsQuery), responses((status = 200, description = "Success")))]
 async fn ws_connect(
     State(state): State<AppState>,
     ApiPath(user_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    ws: WebSocketUpgrade,
+    upgrade: WebSocketUpgrade,
 ) -> Response {
     let verdict = authorize_ws(&state, &user_id, q.token.as_deref()).await;
-    ws.on_upgrade(move |socket| async move {
+    ws::limits(upgrade).on_upgrade(move |socket| async move {
         match verdict {
-            Ok(id) => serve_socket(state, socket, id).await,
-            Err((code, reason)) => close(socket, code, reason).await,
+            Ok(id) => {
+                let timeout = state.config.ws_timeout;
+                ws::run(socket, state.hub.connect(id), id, timeout).await
+            }
+            Err((code, reason)) => ws::close(socket, code, reason).await,
         }
     })
 }
@@ -262,98 +259,12 @@ async fn authorize_ws(
 ) -> Result<i64, (u16, &'static str)> {
     let token = token
         .filter(|t| !t.is_empty())
-        .ok_or((CLOSE_NO_TOKEN, "Missing token"))?;
+        .ok_or((ws::CLOSE_NO_TOKEN, "Missing token"))?;
     let user = user_for_token(state, token)
         .await
-        .map_err(|_| (CLOSE_BAD_TOKEN, "Invalid token"))?;
+        .map_err(|_| (ws::CLOSE_BAD_TOKEN, "Invalid token"))?;
     if path_user.parse::<i64>().ok() != Some(user.id) {
-        return Err((CLOSE_WRONG_USER, "Token does not match user"));
+        return Err((ws::CLOSE_WRONG_USER, "Token does not match user"));
     }
     Ok(user.id)
-}
-
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
-}
-
-async fn serve_socket(state: AppState, mut socket: WebSocket, user_id: i64) {
-    let mut conn = state.hub.connect(user_id);
-    // Shutdown already under way: `changed()` below would never fire for it.
-    if *conn.closing.borrow_and_update() {
-        close(socket, 1001, "Server shutting down").await;
-        return;
-    }
-    let welcome = json!({
-        "type": "connection_established",
-        "user_id": user_id,
-        "message": "Connected to Elior Fitness notifications",
-    });
-    if socket
-        .send(Message::Text(welcome.to_string().into()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut keepalive = tokio::time::interval(KEEPALIVE);
-    keepalive.tick().await;
-    loop {
-        tokio::select! {
-            pushed = conn.messages.recv() => {
-                let Some(text) = pushed else {
-                    // The hub dropped us: the user's sessions were ended.
-                    close(socket, CLOSE_BAD_TOKEN, "Session ended").await;
-                    return;
-                };
-                if socket.send(Message::Text(text.into())).await.is_err() {
-                    break;
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    if is_ping(&text) {
-                        let pong = json!({ "type": "pong", "timestamp": crate::db::users::now() });
-                        if socket.send(Message::Text(pong.to_string().into())).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
-            _ = keepalive.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-            _ = conn.closing.changed() => {
-                close(socket, 1001, "Server shutting down").await;
-                return;
-            }
-        }
-    }
-}
-
-/// `ping` as plain text or `{"type": "ping"}`.
-fn is_ping(text: &str) -> bool {
-    text.trim() == "ping"
-        || serde_json::from_str::<serde_json::Value>(text)
-            .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("ping"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pings() {
-        assert!(is_ping("ping"));
-        assert!(is_ping(r#"{"type":"ping"}"#));
-        assert!(!is_ping(r#"{"type":"hello"}"#));
-    }
 }
