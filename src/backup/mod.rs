@@ -210,7 +210,7 @@ pub fn human_bytes(n: u64) -> String {
 pub enum Created {
     Archive(Manifest),
     Repository {
-        snapshot: repo::Snapshot,
+        snapshot: Box<repo::Snapshot>,
         stats: repo::write::RunStats,
     },
 }
@@ -366,7 +366,10 @@ fn create_snapshot(
     ));
     cleanup.disarm();
     let _ = fs::remove_file(&claim);
-    Ok(Created::Repository { snapshot, stats })
+    Ok(Created::Repository {
+        snapshot: Box::new(snapshot),
+        stats,
+    })
 }
 
 /// Takes an archive backup: database snapshot, uploads archive, then the manifest.
