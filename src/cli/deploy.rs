@@ -13,7 +13,8 @@ use bollard::Docker;
 use clap::{Args, FromArgMatches};
 use futures_util::StreamExt;
 
-use crate::config::stack::StackConfig;
+use crate::config::identity::Owner;
+use crate::config::model::Stack;
 use crate::docker::{self, apply, compose, image};
 use crate::plan::containers::{self, Observed, API_SERVICE, PROXY_SERVICE};
 use crate::plan::render::{self, paths, Templates, Upstream};
@@ -103,20 +104,12 @@ impl DeployArgs {
                 &dir.to_string_lossy(),
             ])?;
         }
-        let config = StackConfig::load(dir)?;
-        if config.domain.as_str() != self.domain {
-            bail!(
-                "{} holds the stack of {}, not {}\nrun `elior deploy {}` there, or change DOMAIN in {} and run `elior render`",
-                dir.display(),
-                config.domain.as_str(),
-                self.domain,
-                config.domain.as_str(),
-                dir.join(crate::config::stack::ENV_FILE).display()
-            );
-        }
+        let wanted = crate::config::domain::parse(&self.domain)
+            .map_err(|m| anyhow!("DOMAIN argument {m}"))?;
         deploy_stack(
             &self.options,
-            &format!("elior deploy {}", self.domain),
+            Some(&wanted),
+            &format!("elior deploy {wanted}"),
             "deploy",
             ImageSource::Build,
         )
@@ -153,11 +146,6 @@ trait Runnable {
     fn run_it(self) -> Result<ExitCode>;
 }
 impl Runnable for super::init::InitArgs {
-    fn run_it(self) -> Result<ExitCode> {
-        self.run()
-    }
-}
-impl Runnable for super::render::RenderArgs {
     fn run_it(self) -> Result<ExitCode> {
         self.run()
     }
@@ -230,6 +218,7 @@ struct Outcome {
 /// in the lock and `action` in the audit log.
 pub fn deploy_stack(
     options: &DeployOptions,
+    domain: Option<&crate::config::domain::Domain>,
     command: &str,
     action: &str,
     source: ImageSource,
@@ -241,14 +230,48 @@ pub fn deploy_stack(
     if !options.dry_run {
         crate::backup::recover_interrupted_restore(&dir)?;
     }
-    if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
-        run_subcommand::<super::render::RenderArgs>(&["render", "--dir", &dir.to_string_lossy()])?;
+    // The stack, loaded once: every later step takes its settings from it.
+    let mut stack = Stack::load(&dir)?;
+    super::config::print_warnings(&stack.config);
+    if let Some(wanted) = domain.filter(|d| **d != stack.config.domain) {
+        bail!(
+            "{} holds the stack of {}, not {wanted}\nrun `elior deploy {}` there, or change DOMAIN in {} and run `elior render`",
+            dir.display(),
+            stack.config.domain,
+            stack.config.domain,
+            dir.join(crate::config::stack::ENV_FILE).display()
+        );
     }
-    let config = StackConfig::load(&dir)?;
+    if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
+        let config = &stack.config;
+        let files =
+            render::render_stack(config, &Templates::embedded(), &Upstream::service(config))?;
+        super::render::write_files(&dir, &files)?;
+    }
     let lock = if options.dry_run {
         None
     } else {
         Some(crate::lock::DeployLock::acquire(&dir, command)?)
+    };
+    // A directory without an id gets one now (an earlier release's stack: its
+    // containers are adopted below). A dry run invents none and writes nothing.
+    let owner = match (options.dry_run, stack.owner()) {
+        (_, Some(owner)) => owner,
+        (true, None) => Owner::new(
+            crate::config::identity::StackId::random(),
+            stack.dir.clone(),
+            &stack.config.domain,
+        ),
+        (false, None) => {
+            let (owner, _) = stack.ensure_owner()?;
+            eprintln!(
+                "gave {} the stack id {} ({})",
+                dir.display(),
+                owner.id,
+                crate::config::identity::STACK_FILE
+            );
+            owner
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -256,7 +279,7 @@ pub fn deploy_stack(
         .build()
         .context("failed to start the async runtime")?;
     let started = Instant::now();
-    let result = runtime.block_on(deploy_async(&dir, &config, options, source));
+    let result = runtime.block_on(deploy_async(&dir, &stack, &owner, options, source));
     match result {
         Ok(None) => Ok(ExitCode::SUCCESS),
         Ok(Some(outcome)) => {
@@ -292,16 +315,18 @@ pub fn deploy_stack(
 /// `Ok(None)` for a dry run.
 async fn deploy_async(
     dir: &Path,
-    config: &StackConfig,
+    loaded: &Stack,
+    owner: &Owner,
     options: &DeployOptions,
     source: ImageSource,
 ) -> Result<Option<Outcome>> {
+    let config = &loaded.config;
     // Bad certificate files are refused before anything changes.
     let own_pair = own_certificate(options, config.domain.as_str())?;
     let mut progress = Progress::new();
     let steps: &mut dyn apply::Steps = &mut progress;
     let docker = docker::connect().await?;
-    let project = docker::project_name(config.domain.as_str());
+    let project = owner.project.as_str();
 
     // The API image.
     let api_image = match source {
@@ -339,7 +364,7 @@ async fn deploy_async(
     }
 
     // Desired state, from the compose file.
-    let mut stack = compose::load(dir)?;
+    let mut stack = compose::load(dir, &loaded.raw)?;
     for spec in &mut stack.services {
         if ![API_SERVICE, PROXY_SERVICE].contains(&spec.service.as_str()) {
             bail!(
@@ -362,7 +387,7 @@ async fn deploy_async(
         .iter()
         .find(|s| s.service == API_SERVICE)
         .ok_or_else(|| anyhow!("{} has no {API_SERVICE} service", compose::COMPOSE_FILE))?;
-    let api_container = api_spec.container_name(&project);
+    let api_container = api_spec.container_name(project);
 
     // nginx.conf as `elior render` writes it, with the upstream host swappable: deploy
     // points nginx at one container by name during a swap.
@@ -383,13 +408,18 @@ async fn deploy_async(
     };
     let steady_proxy_config = render_proxy(API_SERVICE)?;
 
+    // Containers an earlier release deployed from this directory are adopted: replaced
+    // by ones that carry the stack id (issue 14).
+    let legacy = docker::stacks::legacy_containers(&docker, config.domain.as_str(), dir).await?;
+    let mut containers = apply::observe(&docker, owner).await?;
+    containers.extend(apply::observe_summaries(&docker, legacy, true).await?);
     let observed = Observed {
-        containers: apply::observe(&docker, &project).await?,
-        networks: apply::observe_networks(&docker, &project).await?,
+        containers,
+        networks: apply::observe_networks(&docker, owner).await?,
         proxy_config_differs: std::fs::read_to_string(&proxy.host_path).ok().as_deref()
             != Some(steady_proxy_config.as_str()),
     };
-    let plan = containers::plan(&project, &stack.networks, &stack.services, &observed);
+    let plan = containers::plan(project, &stack.networks, &stack.services, &observed);
 
     if options.dry_run {
         print!("{}", plan.render());
@@ -410,8 +440,16 @@ async fn deploy_async(
     );
     if plan.is_noop() {
         println!("up to date: {project} runs {api_image} at {url}");
-        let certificate =
-            certificate_step(dir, config, options, own_pair.as_ref(), &docker, &progress).await?;
+        let certificate = certificate_step(
+            dir,
+            loaded,
+            owner,
+            options,
+            own_pair.as_ref(),
+            &docker,
+            &progress,
+        )
+        .await?;
         return Ok(Some(Outcome {
             api_image,
             api_container,
@@ -422,15 +460,30 @@ async fn deploy_async(
     for line in plan.render().lines().filter(|l| !l.contains(": keep")) {
         progress.note(&format!("plan: {line}"));
     }
+    let names: Vec<String> = plan.services.iter().map(|s| s.container.clone()).collect();
+    docker::stacks::refuse_conflicts(
+        &docker,
+        owner,
+        &[config.http_port, config.https_port],
+        &names,
+    )
+    .await?;
     docker::ports::preflight_ports(&plan, &stack.services)?;
     let target = apply::Target {
-        project: &project,
+        owner,
         networks: &stack.networks,
         specs: &stack.services,
         proxy: &proxy,
         health_timeout: Duration::from_secs(options.timeout),
     };
     apply::execute(&docker, &target, &plan, &mut progress).await?;
+    if observed.containers.iter().any(|c| c.legacy) {
+        for network in
+            docker::stacks::remove_unused_legacy_networks(&docker, config.domain.as_str()).await
+        {
+            progress.note(&format!("removed network {network} of the adopted stack"));
+        }
+    }
 
     progress_begin(
         &mut progress,
@@ -457,8 +510,16 @@ async fn deploy_async(
     if let Err(e) = prune_api_images(&docker, config.api_image.as_str(), &api_image).await {
         progress.note(&format!("warning: {e:#}"));
     }
-    let certificate =
-        certificate_step(dir, config, options, own_pair.as_ref(), &docker, &progress).await?;
+    let certificate = certificate_step(
+        dir,
+        loaded,
+        owner,
+        options,
+        own_pair.as_ref(),
+        &docker,
+        &progress,
+    )
+    .await?;
     Ok(Some(Outcome {
         api_image,
         api_container,
@@ -524,16 +585,18 @@ fn own_certificate(options: &DeployOptions, domain: &str) -> Result<Option<OwnPa
 /// is reported (the stack keeps serving what it served), not returned as an error.
 async fn certificate_step(
     dir: &Path,
-    config: &StackConfig,
+    loaded: &Stack,
+    owner: &Owner,
     options: &DeployOptions,
     own_pair: Option<&OwnPair>,
     docker: &Docker,
     progress: &Progress,
 ) -> Result<CertStep> {
+    let config = &loaded.config;
     let paths = crate::tls::files::StackPaths::new(dir);
     let domain = config.domain.as_str();
     let nginx = || async {
-        docker::proxy::StackNginx::find(docker, domain, dir, config.https_port)
+        docker::proxy::StackNginx::find(docker, owner, config.https_port)
             .await?
             .ok_or_else(|| anyhow!("the nginx container of {domain} is not running"))
     };
@@ -555,7 +618,7 @@ async fn certificate_step(
     if options.self_signed {
         return Ok(CertStep::Kept("--self-signed"));
     }
-    let settings = crate::tls::settings::CertSettings::load(dir, false)?;
+    let settings = loaded.certs(false)?;
     if !settings.wants_acme() {
         return Ok(CertStep::Kept("no CA issues for localhost or IP addresses"));
     }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::deploy::{api_images, deploy_stack, DeployOptions, ImageSource};
-use crate::config::stack::StackConfig;
+use crate::config::model::Stack;
 use crate::docker;
 use crate::plan::containers::API_SERVICE;
 
@@ -33,14 +33,15 @@ pub struct RollbackArgs {
 impl RollbackArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
-        let config = StackConfig::load(&self.options.dir)?;
+        let stack = Stack::load(&self.options.dir)?;
         let target = match self.to.clone() {
             Some(image) => image,
-            None => previous_image(&config)?,
+            None => previous_image(&stack)?,
         };
         eprintln!("rolling back to {target}");
         deploy_stack(
             &self.options,
+            None,
             &format!("elior rollback to {target}"),
             "rollback",
             ImageSource::Existing(target),
@@ -49,12 +50,16 @@ impl RollbackArgs {
 }
 
 /// The newest API image older than the one the running API container uses.
-fn previous_image(config: &StackConfig) -> Result<String> {
-    let project = docker::project_name(config.domain.as_str());
+fn previous_image(stack: &Stack) -> Result<String> {
+    let config = &stack.config;
+    let owner = stack
+        .owner()
+        .ok_or_else(|| anyhow!("{}", stack.no_id_hint()))?;
+    let project = owner.project.clone();
     let runtime = docker::runtime()?;
     runtime.block_on(async {
         let docker = docker::connect().await?;
-        let running = docker::apply::observe(&docker, &project)
+        let running = docker::apply::observe(&docker, &owner)
             .await?
             .into_iter()
             .find(|c| c.service == API_SERVICE && c.state == "running")

@@ -138,6 +138,25 @@ pub struct ObservedContainer {
     pub state: String,
     /// `healthy`, `unhealthy`, `starting`, or empty without a healthcheck.
     pub health: String,
+    /// The exit code of its last run (137 after a kill), when it is not running.
+    pub exit_code: i64,
+    /// Deployed by an earlier release from this directory, without the stack id labels:
+    /// never kept, replaced by a labelled one (adoption, issue 14).
+    pub legacy: bool,
+}
+
+impl ObservedContainer {
+    /// Why a container of the wanted configuration cannot stay: it is not running, or
+    /// Docker's healthcheck fails. `None` when it is alive (healthy, or still starting).
+    pub fn liveness_problem(&self) -> Option<String> {
+        match self.state.as_str() {
+            "running" if self.health == "unhealthy" => Some("container unhealthy".to_string()),
+            "running" => None,
+            "" => Some("container state unknown".to_string()),
+            "created" => Some("container created but never started".to_string()),
+            state => Some(format!("container {state} ({})", self.exit_code)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -294,9 +313,9 @@ pub fn plan(
             .iter()
             .filter(|c| c.service == spec.service)
             .collect();
-        let healthy_match = of_service
-            .iter()
-            .find(|c| c.config_hash == hash && c.state == "running" && c.health != "unhealthy");
+        let healthy_match = of_service.iter().find(|c| {
+            c.config_hash == hash && !c.legacy && c.liveness_problem().is_none() && c.name == name
+        });
         let change = if let Some(current) = healthy_match {
             used.push(&current.name);
             Change::Keep
@@ -306,8 +325,13 @@ pub fn plan(
             .or(of_service.first())
         {
             used.push(&old.name);
-            let reason = if old.config_hash == hash {
-                format!("{} {}", old.state, old.health).trim().to_string()
+            let reason = if old.legacy {
+                "adopting the container of an earlier release: it lacks the stack id".to_string()
+            } else if let Some(problem) = old.liveness_problem().filter(|_| old.config_hash == hash)
+            {
+                problem
+            } else if old.config_hash == hash {
+                "renamed".to_string()
             } else {
                 let aspects = changed_aspects(&old.config_parts, &parts);
                 if aspects.is_empty() {
@@ -410,6 +434,8 @@ mod tests {
             config_parts: spec.config_parts(),
             state: state.into(),
             health: health.into(),
+            exit_code: if state == "exited" { 137 } else { 0 },
+            legacy: false,
         }
     }
 
@@ -495,7 +521,7 @@ mod tests {
         let plan = plan("p", &[], &[spec("api", "api:1"), proxy.clone()], &observed);
         let text = plan.render();
         assert!(
-            text.contains("nginx: replace p-nginx with p-nginx (exited)\n"),
+            text.contains("nginx: replace p-nginx with p-nginx (container exited (137))\n"),
             "{text}"
         );
         assert!(text.contains("api: replace p-api-old with"), "{text}");
