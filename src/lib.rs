@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod docker;
 pub mod doctor;
 pub mod files;

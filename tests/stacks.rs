@@ -1,7 +1,8 @@
 //! A stack is its directory (issue 14): two directories with the same domain, or with
 //! domains that differ only by case or by `.` against `-`, are two stacks, and `down`,
 //! `deploy` and `update` from one never stop, move or re-point the other. Also liveness:
-//! a killed container is not "up to date", and `status` is green right after a deploy.
+//! a killed container is not "up to date", and `status` is green right after a deploy;
+//! and `admin create --dir` on a deployed stack.
 //! Against the real Docker Engine, one guard per stack directory removing what was
 //! deployed from it, even when the test fails.
 
@@ -260,4 +261,90 @@ fn a_killed_api_container_is_not_up_to_date_and_deploy_repairs_it() {
         "{}",
         text(&again.stdout)
     );
+
+    // Item 7: `admin create --dir` on the deployed stack runs in the API container, the
+    // password on standard input; the new admin can log in through nginx.
+    let out = admin_create(&stack, "boss");
+    assert_ok("admin create --dir (running)", &out);
+    assert!(
+        text(&out.stdout).contains("in container"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(login(&stack, "boss"), "200");
+    let again = admin_create(&stack, "boss");
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // With the stack down, it writes the data folder, and the files stay the API's.
+    assert_ok("down", &run(&stack, &["down"]));
+    let out = admin_create(&stack, "deputy");
+    assert_ok("admin create --dir (stopped)", &out);
+    let db = stack.dir.join("data/elior_fitness.db");
+    assert!(
+        text(&out.stdout).contains("data/elior_fitness.db"),
+        "{}",
+        text(&out.stdout)
+    );
+    use std::os::unix::fs::MetadataExt;
+    for file in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{file}", db.display()));
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.uid(), 10001, "{}", path.display());
+        }
+    }
+}
+
+/// `elior admin create --dir DIR --email NAME@example.com --password-stdin`.
+fn admin_create(stack: &TestStack, name: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["admin", "create", "--dir"])
+        .arg(&stack.dir)
+        .args([
+            "--email",
+            &format!("{name}@example.com"),
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Correct-Horse-9-Battery\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The status of logging in as `name` through nginx.
+fn login(stack: &TestStack, name: &str) -> String {
+    let body = format!(r#"{{"username": "{name}", "password": "Correct-Horse-9-Battery"}}"#);
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["-H", "content-type: application/json", "--data", &body])
+        .arg("--resolve")
+        .arg(format!("{}:{}:127.0.0.1", stack.domain, stack.https_port))
+        .arg(format!(
+            "https://{}:{}/api/auth/login",
+            stack.domain, stack.https_port
+        ))
+        .output()
+        .unwrap();
+    text(&out.stdout)
 }

@@ -1,13 +1,14 @@
 //! `elior rollback`: back to the previous API image, by the same zero-downtime path as a
-//! deploy. elior keeps the last few API images for this (see `deploy::KEEP_API_IMAGES`).
+//! deploy. elior keeps the last few API images for this (see `crate::deploy::KEEP_API_IMAGES`).
 
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::deploy::{api_images, deploy_stack, DeployOptions, ImageSource};
+use super::deploy::{deploy_stack, DeployOptions, ImageSource};
 use crate::config::model::Stack;
+use crate::deploy::api_images;
 use crate::docker;
 use crate::plan::containers::API_SERVICE;
 
@@ -75,7 +76,7 @@ fn previous_image(stack: &Stack) -> Result<String> {
             Some(previous) => Ok(previous.reference.clone()),
             None => bail!(
                 "no API image older than {current} is left to roll back to\nelior keeps the last {} builds; `docker images {}` lists them",
-                super::deploy::KEEP_API_IMAGES,
+                crate::deploy::KEEP_API_IMAGES,
                 docker::image::repository(config.api_image.as_str())
             ),
         }

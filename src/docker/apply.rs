@@ -290,10 +290,22 @@ pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
 
 /// Runs `cmd` in a running container; returns its exit code and combined output.
 pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    exec_with_input(docker, container, cmd, None).await
+}
+
+/// [`exec`], with `input` written to the command's standard input (then closed): how a
+/// secret reaches a command without appearing in its argv.
+pub async fn exec_with_input(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    input: Option<&[u8]>,
+) -> Result<(i64, String)> {
     let created = docker
         .create_exec(
             container,
             bollard::models::ExecConfig {
+                attach_stdin: Some(input.is_some()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -304,12 +316,21 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
         .with_context(|| format!("failed to run {cmd:?} in {container}"))?;
     let mut output = String::new();
     if let bollard::exec::StartExecResults::Attached {
-        output: mut stream, ..
+        output: mut stream,
+        input: mut stdin,
     } = docker
         .start_exec(&created.id, None)
         .await
         .with_context(|| format!("failed to run {cmd:?} in {container}"))?
     {
+        if let Some(bytes) = input {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(bytes)
+                .await
+                .with_context(|| format!("failed to write to {cmd:?} in {container}"))?;
+            let _ = stdin.shutdown().await;
+        }
         while let Some(chunk) = stream.next().await {
             output.push_str(
                 &chunk

@@ -532,4 +532,80 @@ mod tests {
         );
         assert!(!text.contains("reload"), "{text}");
     }
+
+    fn running_stack() -> (ContainerSpec, ContainerSpec, Observed) {
+        let (api, proxy) = (spec("api", "api:1"), spec("nginx", "nginx:1"));
+        let observed = Observed {
+            containers: vec![
+                observe(&api, "running", "healthy"),
+                observe(&proxy, "running", ""),
+            ],
+            networks: vec!["p-internal".into()],
+            proxy_config_differs: false,
+        };
+        (api, proxy, observed)
+    }
+
+    // Issue 14: a container killed through the engine left the stack "up to date".
+    #[test]
+    fn a_killed_api_is_replaced_in_place_and_nginx_switches_to_it() {
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].state = "exited".into();
+        observed.containers[0].exit_code = 137;
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let name = api.container_name("p");
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: keep\napi: replace {name} with {name} (container exited (137))\nnginx: keep p-nginx\nnginx: reload (switch to the new api container)\n"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_api_and_a_stopped_nginx_are_not_up_to_date() {
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].health = "unhealthy".into();
+        observed.containers[1].state = "exited".into();
+        observed.containers[1].exit_code = 0;
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let name = api.container_name("p");
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: keep\napi: replace {name} with {name} (container unhealthy)\nnginx: replace p-nginx with p-nginx (container exited (0))\n"
+            )
+        );
+        // Still starting (Docker's first check has not run) is alive: nothing to do.
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].health = "starting".into();
+        assert!(plan_is_noop(&api, &proxy, &observed));
+    }
+
+    fn plan_is_noop(api: &ContainerSpec, proxy: &ContainerSpec, observed: &Observed) -> bool {
+        plan("p", &nets(), &[api.clone(), proxy.clone()], observed).is_noop()
+    }
+
+    // Issue 14: an earlier release's containers (no stack id, deployed from this
+    // directory) are replaced by labelled ones even though their configuration matches.
+    #[test]
+    fn containers_of_an_earlier_release_are_adopted() {
+        let (api, proxy, mut observed) = running_stack();
+        for c in &mut observed.containers {
+            c.name = c.name.replacen("p-", "elior-old-", 1);
+            c.legacy = true;
+        }
+        observed.networks.clear();
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let why = "adopting the container of an earlier release: it lacks the stack id";
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: create\napi: replace {} with {} ({why})\nnginx: replace elior-old-nginx with p-nginx ({why})\n",
+                api.container_name("elior-old"),
+                api.container_name("p"),
+            )
+        );
+        assert!(plan.remove.is_empty());
+    }
 }
