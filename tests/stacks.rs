@@ -348,3 +348,194 @@ fn login(stack: &TestStack, name: &str) -> String {
         .unwrap();
     text(&out.stdout)
 }
+
+/// What an earlier release left on the engine, built by hand here: containers and
+/// networks named `elior-<domain>-…` and labelled with that project only (no stack id,
+/// no directory). Removed on drop by name, whatever the test did.
+struct Legacy {
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Drop for Legacy {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for n in &self.networks {
+            let _ = Command::new("docker").args(["network", "rm", n]).output();
+        }
+    }
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Item 2, adoption: a directory an earlier release deployed (no `.elior/stack.json`,
+/// containers found by the old name) gets an id on its next deploy, which replaces the
+/// old containers by labelled ones and keeps the data.
+#[test]
+fn a_stack_of_an_earlier_release_is_adopted_by_the_next_deploy_with_its_data() {
+    let stack = TestStack::new("legacy");
+    stack.init();
+    assert_ok("deploy", &deploy(&stack));
+    assert_ok("admin create", &admin_create(&stack, "keeper"));
+    let api_image = text(
+        &Command::new("docker")
+            .args(["ps", "--format", "{{.Image}}", "--filter"])
+            .arg(format!(
+                "label=elior.stack-dir={}",
+                stack.dir.canonicalize().unwrap().display()
+            ))
+            .args(["--filter", "label=elior.service=api"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!api_image.is_empty());
+    assert_ok("down", &run(&stack, &["down"]));
+    std::fs::remove_file(stack.dir.join(".elior/stack.json")).unwrap();
+
+    // The earlier release's layout: elior-<domain>-{internal,edge}, -api-…, -nginx.
+    let project = elior::config::identity::legacy_project_name(&stack.domain);
+    let legacy = Legacy {
+        containers: vec![format!("{project}-api-0ld"), format!("{project}-nginx")],
+        networks: vec![format!("{project}-internal"), format!("{project}-edge")],
+    };
+    let label = format!("elior.project={project}");
+    docker_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--label",
+        &label,
+        &legacy.networks[0],
+    ]);
+    docker_ok(&["network", "create", "--label", &label, &legacy.networks[1]]);
+    let dir = stack.dir.canonicalize().unwrap();
+    let mount = |sub: &str, target: &str| format!("{}:{target}", dir.join(sub).display());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &legacy.containers[0],
+        "--label",
+        &label,
+        "--label",
+        "elior.service=api",
+        "--network",
+        &legacy.networks[0],
+        "--network-alias",
+        "api",
+        "--user",
+        "10001:10001",
+        "--env-file",
+        stack.env_path().to_str().unwrap(),
+        "-e",
+        "BIND_ADDRESS=0.0.0.0:8000",
+        "-e",
+        "TRUSTED_PROXIES=172.16.0.0/12",
+        "-v",
+        &mount("data", "/app/data"),
+        "-v",
+        &mount("uploads", "/app/uploads"),
+        &api_image,
+        "/usr/local/bin/elior",
+        "serve",
+    ]);
+    docker_ok(&[
+        "create",
+        "--name",
+        &legacy.containers[1],
+        "--label",
+        &label,
+        "--label",
+        "elior.service=nginx",
+        "--network",
+        &legacy.networks[1],
+        "-p",
+        &format!("{}:80", stack.http_port),
+        "-p",
+        &format!("{}:443", stack.https_port),
+        "-v",
+        &format!("{}:ro", mount("nginx", "/etc/nginx/elior")),
+        "-v",
+        &format!("{}:ro", mount("uploads", "/srv/elior/uploads")),
+        "-v",
+        &format!("{}:ro", mount("frontend", "/srv/elior/frontend")),
+        &docker_harness::fixture_nginx_image(),
+        "nginx",
+        "-c",
+        "/etc/nginx/elior/nginx.conf",
+        "-g",
+        "daemon off;",
+    ]);
+    docker_ok(&[
+        "network",
+        "connect",
+        &legacy.networks[0],
+        &legacy.containers[1],
+    ]);
+    docker_ok(&["start", &legacy.containers[1]]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while login(&stack, "keeper") != "200" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the legacy stack never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // Before adoption the directory owns nothing: status says so, down touches nothing.
+    let status = run(&stack, &["status"]);
+    assert!(
+        text(&status.stdout).contains("no stack id"),
+        "{}",
+        text(&status.stdout)
+    );
+    assert_ok("down without an id", &run(&stack, &["down"]));
+    assert_eq!(
+        docker_ok(&["ps", "-q", "--filter", &format!("label={label}")])
+            .lines()
+            .count(),
+        2,
+        "down without an id removed the earlier release's containers"
+    );
+
+    let out = deploy(&stack);
+    assert_ok("deploy (adoption)", &out);
+    assert!(
+        text(&out.stderr).contains("adopting the container of an earlier release"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(stack.dir.join(".elior/stack.json").exists());
+    assert_eq!(running(&stack).len(), 2, "{:?}", running(&stack));
+    for name in &legacy.containers {
+        let left = docker_ok(&["ps", "-aq", "--filter", &format!("name=^{name}$")]);
+        assert!(left.trim().is_empty(), "{name} is still there");
+    }
+    let networks = docker_ok(&["network", "ls", "-q", "--filter", &format!("label={label}")]);
+    let unlabelled = networks
+        .lines()
+        .filter(|id| {
+            !docker_ok(&["network", "inspect", "-f", "{{json .Labels}}", id])
+                .contains("elior.stack-id")
+        })
+        .count();
+    assert_eq!(unlabelled, 0, "the earlier release's networks are left");
+    assert_eq!(
+        login(&stack, "keeper"),
+        "200",
+        "the adopted stack lost its data"
+    );
+    assert_ok("status after adoption", &run(&stack, &["status"]));
+}

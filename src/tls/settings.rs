@@ -1,6 +1,7 @@
 //! The certificate settings of a stack: DOMAIN, ACME_EMAIL, ACME_DIRECTORY, ACME_CA_FILE,
-//! HTTP_PORT and HTTPS_PORT, read from `.env.production` (the process environment wins)
-//! and validated here. Pure apart from reading the env file.
+//! HTTP_PORT and HTTPS_PORT, from the stack's settings as `config::model` loads them (the
+//! environment over `.env.production`; the keys are declared in `config::stack::STACK_KEYS`
+//! and `config::SERVE_KEYS`), validated here.
 
 use std::path::{Path, PathBuf};
 
@@ -10,16 +11,6 @@ use crate::config::RawSettings;
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-
-/// The keys read here; other keys of the env file belong to other commands.
-pub const CERT_KEYS: &[&str] = &[
-    "DOMAIN",
-    "ACME_EMAIL",
-    "ACME_DIRECTORY",
-    "ACME_CA_FILE",
-    "HTTP_PORT",
-    "HTTPS_PORT",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSettings {
