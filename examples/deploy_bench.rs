@@ -40,7 +40,10 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("stack");
     let domain = format!("bench{}.elior.test", std::process::id());
-    let project = elior::docker::project_name(&domain);
+    // compose's own project name; elior's stacks are named from their id. Cleanup goes by
+    // the `elior.stack` label the compose file puts on everything, so this bench runs
+    // any elior binary (an earlier release's too, for a before/after comparison).
+    let project = format!("elior-bench{}-compose", std::process::id());
     let repo = format!("elior-bench{}-api", std::process::id());
     let https_port = free_port();
     run(&elior, &["init", &domain, "--dir", dir.to_str().unwrap()]);
@@ -128,21 +131,34 @@ fn main() {
         let (me, mc) = (median(e), median(c));
         println!("{name:<40} {me:>10.2} {mc:>16.2} {:>8.2}", me / mc);
     }
-    cleanup(&project, &repo);
+    cleanup(&project, &domain, &repo);
 }
 
-fn cleanup(project: &str, repo: &str) {
+fn cleanup(project: &str, domain: &str, repo: &str) {
     let _ = Command::new("docker-compose")
         .args(["-p", project, "down"])
         .output();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let docker = elior::docker::connect().await.unwrap();
-        let _ = elior::docker::apply::remove_stack(&docker, project).await;
-    });
+    let label = format!("label=elior.stack={domain}");
+    for kind in ["container", "network"] {
+        let list: &[&str] = if kind == "container" {
+            &["container", "ls", "-aq"]
+        } else {
+            &["network", "ls", "-q"]
+        };
+        let out = Command::new("docker")
+            .args(list)
+            .args(["--filter", &label])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let args: &[&str] = if kind == "container" {
+                &["rm", "-f", id]
+            } else {
+                &["network", "rm", id]
+            };
+            let _ = Command::new("docker").args(args).output();
+        }
+    }
     let out = Command::new("docker")
         .args(["images", "-q", repo])
         .output()

@@ -1,8 +1,8 @@
 //! elior: provisions, deploys and maintains the Elior Fitness stack on one Docker host,
 //! and is that stack's API server.
 //!
-//! Layout (see STYLE.md): `config` and `plan` are pure; `db`, `probe` and the other
-//! effect modules talk to the world; `server` is the API; `cli` wires them together and
+//! Layout (see STYLE.md): `config` and `plan` are pure; `deploy` computes a stack's
+//! rollout and carries it out; `db`, `probe` and the other effect modules talk to the world; `server` is the API; `cli` wires them together and
 //! nothing imports it.
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod docker;
 pub mod doctor;
 pub mod files;

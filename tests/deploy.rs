@@ -197,9 +197,12 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
             .unwrap();
         let state = inspect.state.unwrap();
         assert_eq!(api["state"], state.status.unwrap().to_string());
-        assert_eq!(
-            api["health"],
-            state.health.unwrap().status.unwrap().to_string()
+        // status reports the health gate deploy passed: `healthy` even while Docker's
+        // own first scheduled check has not run yet (issue 14: it said `starting`).
+        let engine_health = state.health.unwrap().status.unwrap().to_string();
+        assert!(
+            ["healthy", "starting"].contains(&engine_health.as_str()),
+            "{engine_health}"
         );
         assert_eq!(api["health"], "healthy");
     });
@@ -359,7 +362,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
     assert!(stack.dir.join("uploads").is_dir() && stack.dir.join("nginx/ssl/cert.pem").exists());
     runtime().block_on(async {
         let docker = elior::docker::connect().await.unwrap();
-        assert!(elior::docker::project_networks(&docker, &stack.project)
+        assert!(elior::docker::stack_networks(&docker, &stack.owner())
             .await
             .unwrap()
             .is_empty());

@@ -484,7 +484,10 @@ fn doctor_passes_a_deployed_stack_and_names_a_stopped_api() {
 
     // With a certificate from a (test) CA that the client trusts, the deployed stack's
     // TLS setup grades A+.
-    let project = elior::docker::project_name(&stack.domain);
+    let project = elior::config::model::owner_of(&stack.dir, &stack.domain)
+        .unwrap()
+        .expect("init gave the stack an id")
+        .project;
     let ca = TestCa::new();
     let (cert, key) = ca.leaf(&stack.domain, -1, 60);
     stack.write_pair(&cert, &key);

@@ -380,10 +380,10 @@ fn a_port_held_on_ipv6_only_is_refused_before_anything_is_created_naming_the_hol
     let (containers, networks) = runtime().block_on(async {
         let docker = elior::docker::connect().await.unwrap();
         (
-            elior::docker::project_containers(&docker, &stack.project)
+            elior::docker::stack_containers(&docker, &stack.owner())
                 .await
                 .unwrap(),
-            elior::docker::project_networks(&docker, &stack.project)
+            elior::docker::stack_networks(&docker, &stack.owner())
                 .await
                 .unwrap(),
         )

@@ -154,7 +154,7 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
     let (ok, failures) = clients.finish();
     assert!(renew.status.success(), "renew: {}", text(&renew.stderr));
     assert!(
-        text(&renew.stderr).contains(&format!("{}-nginx", stack.project)),
+        text(&renew.stderr).contains(&format!("{}-nginx", stack.project())),
         "renew did not use the stack's nginx container: {}",
         text(&renew.stderr)
     );

@@ -29,7 +29,8 @@ fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-/// A stack made by `elior init DOMAIN` with `extra` env lines appended.
+/// A stack made by `elior init DOMAIN` with `extra` env lines appended (a key already in
+/// the file loses its earlier line: a key set twice is an error of its own).
 struct Stack {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -50,7 +51,17 @@ impl Stack {
         assert_eq!(code(&out), 0, "init failed: {}", text(&out.stderr));
         if !extra.is_empty() {
             let env = dir.join(".env.production");
-            let mut content = fs::read_to_string(&env).unwrap();
+            let keys: Vec<&str> = extra
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, _)| k)
+                .collect();
+            let mut content: String = fs::read_to_string(&env)
+                .unwrap()
+                .lines()
+                .filter(|l| !keys.iter().any(|k| l.starts_with(&format!("{k}="))))
+                .map(|l| format!("{l}\n"))
+                .collect();
             content.push_str(extra);
             fs::write(&env, content).unwrap();
         }
@@ -316,7 +327,13 @@ fn render_check_detects_a_hand_edit() {
 
     // A settings change is drift too, until render writes it.
     let env = stack.dir.join(".env.production");
-    fs::write(&env, stack.read(".env.production") + "HTTPS_PORT=8443\n").unwrap();
+    fs::write(
+        &env,
+        stack
+            .read(".env.production")
+            .replace("HTTPS_PORT=443\n", "HTTPS_PORT=8443\n"),
+    )
+    .unwrap();
     assert_eq!(code(&stack.render(&["--check"])), 1);
     assert_eq!(code(&stack.render(&[])), 0);
     assert_eq!(code(&stack.render(&["--check"])), 0);

@@ -18,7 +18,7 @@ use crate::config::stack::{
     DEFAULT_BACKUP_DIR, DEFAULT_BACKUP_RETENTION_DAYS, DEFAULT_BACKUP_SCHEDULE,
 };
 
-pub const ENV_FILE: &str = ".env.production";
+pub use crate::config::stack::ENV_FILE;
 /// The stack's folders that the API container mounts as its data and upload folders.
 pub const DATA_DIR: &str = "data";
 pub const UPLOADS_DIR: &str = "uploads";
@@ -60,7 +60,7 @@ impl BackupSettings {
                 stack_dir.display()
             );
         }
-        let raw = RawSettings::from_env_file(&env_file)?;
+        let raw = crate::config::model::settings(stack_dir)?;
         Self::from_raw(stack_dir, &raw)
     }
 

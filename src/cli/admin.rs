@@ -1,16 +1,18 @@
 //! `elior admin`: account administration from the server's shell.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::auth::password;
-use crate::config::{RawSettings, ServeConfig};
+use crate::config::model::Stack;
+use crate::config::ServeConfig;
 use crate::db::users::{self, NewUser, Role};
 use crate::db::Db;
+use crate::plan::containers::API_SERVICE;
 use crate::server::routes::auth::{validate_registration, Registration};
 
 #[derive(Subcommand)]
@@ -19,10 +21,18 @@ pub enum AdminCommand {
     Create(CreateArgs),
 }
 
-/// Create an admin account in the database named by DATABASE_URL.
+/// Create an admin account in the database named by DATABASE_URL, or in a deployed
+/// stack's database with --dir.
 ///
-/// The password is read from standard input so it stays out of shell history and `ps`:
+/// With --dir DIR and the stack's API container running, the account is created inside
+/// that container (through the engine's exec API, as the API's own user, next to the
+/// running server: SQLite's locking keeps both safe). With the API stopped, it is created
+/// in DIR/data/ directly, and the files stay the API's (uid 10001).
+///
+/// The password is read from standard input so it stays out of shell history and `ps`
+/// (it is passed to the container on the exec's standard input, never in its argv):
 ///     printf '%s\n' "$PASSWORD" | elior admin create --email me@example.com --password-stdin
+///     printf '%s\n' "$PASSWORD" | elior admin create --dir /srv/elior --email me@example.com --password-stdin
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CreateArgs {
@@ -39,8 +49,11 @@ pub struct CreateArgs {
     #[arg(long, required = true)]
     password_stdin: bool,
     /// Read settings (DATABASE_URL) from this env file
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "dir")]
     env_file: Option<PathBuf>,
+    /// A deployed stack's directory: create the admin in that stack's database
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 impl AdminCommand {
@@ -53,13 +66,6 @@ impl AdminCommand {
 
 impl CreateArgs {
     fn run(self) -> Result<ExitCode> {
-        let mut raw = match &self.env_file {
-            Some(path) => RawSettings::from_env_file(path)?,
-            None => RawSettings::default(),
-        };
-        raw.overlay_process_env();
-        let config = ServeConfig::from_raw(&raw, None).context("invalid configuration")?;
-
         let mut line = String::new();
         std::io::stdin()
             .lock()
@@ -94,7 +100,27 @@ impl CreateArgs {
             bail!("invalid admin account\n{}", lines.join("\n"));
         }
 
-        let db = Db::open_with_pool_size(&config.database_path, 1)?;
+        let database_path = match &self.dir {
+            Some(dir) => {
+                let stack = Stack::load(dir)?;
+                if let Some(container) = running_api(&stack)? {
+                    return create_in_container(&container, &registration);
+                }
+                eprintln!(
+                    "the API of {} is not running: creating the admin in its data folder",
+                    stack.dir.display()
+                );
+                stack.config.host_database_path(&stack.dir)
+            }
+            None => {
+                let raw = crate::config::model::read_settings(self.env_file.as_deref())?;
+                ServeConfig::from_raw(&raw, None)
+                    .context("invalid configuration")?
+                    .database_path
+            }
+        };
+        let created_here = !database_path.exists();
+        let db = Db::open_with_pool_size(&database_path, 1)?;
         let hash = password::hash(&registration.password);
         let user = db
             .blocking(|c| {
@@ -117,12 +143,95 @@ impl CreateArgs {
                 ),
                 None => anyhow::Error::from(e),
             })?;
+        drop(db);
+        if self.dir.is_some() {
+            // A stack's database belongs to the API's user; the files this run created
+            // (the database, its -wal and -shm) must stay writable for it.
+            give_to_api_user(&database_path, created_here);
+        }
         println!(
             "created admin {} (id {}) in {}",
             user.username,
             user.id,
-            config.database_path.display()
+            database_path.display()
         );
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The running API container of a deployed stack, if any.
+fn running_api(stack: &Stack) -> Result<Option<String>> {
+    let Some(owner) = stack.owner() else {
+        return Ok(None);
+    };
+    let runtime = crate::docker::runtime()?;
+    runtime.block_on(async {
+        let Ok(docker) = crate::docker::connect().await else {
+            return Ok(None);
+        };
+        Ok(
+            crate::docker::proxy::running_service(&docker, &owner, API_SERVICE)
+                .await?
+                .into_iter()
+                .next(),
+        )
+    })
+}
+
+/// Runs `elior admin create` inside the API container, the password on its stdin.
+fn create_in_container(container: &str, r: &Registration) -> Result<ExitCode> {
+    let cmd = [
+        "/usr/local/bin/elior",
+        "admin",
+        "create",
+        "--email",
+        &r.email,
+        "--username",
+        &r.username,
+        "--full-name",
+        &r.full_name,
+        "--password-stdin",
+    ];
+    let input = format!("{}\n", r.password);
+    let runtime = crate::docker::runtime()?;
+    let (code, output) = runtime.block_on(async {
+        let docker = crate::docker::connect().await?;
+        crate::docker::apply::exec_with_input(&docker, container, &cmd, Some(input.as_bytes()))
+            .await
+    })?;
+    if code != 0 {
+        bail!(
+            "{}",
+            output
+                .trim()
+                .trim_start_matches("elior: ")
+                .replace("\nelior: ", "\n")
+        );
+    }
+    println!("{} (in container {container})", output.trim());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Gives the database files to the API's uid: the database when this run created it,
+/// and its `-wal` / `-shm` companions whenever they exist.
+fn give_to_api_user(database: &Path, created_here: bool) {
+    let uid = crate::plan::render::API_UID;
+    let mut files = vec![];
+    if created_here {
+        files.push(database.to_path_buf());
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files.iter().filter(|f| f.exists()) {
+        if let Err(e) = std::os::unix::fs::chown(file, Some(uid), Some(uid)) {
+            eprintln!(
+                "warning: could not give {} to uid {uid} (the API's user): {e}\nrun `chown {uid}:{uid} {}` before the API starts",
+                file.display(),
+                file.display()
+            );
+        }
     }
 }

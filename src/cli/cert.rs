@@ -180,7 +180,10 @@ async fn stack_nginx(settings: &CertSettings, dir: &std::path::Path) -> Result<S
     let docker = crate::docker::connect()
         .await
         .map_err(|e| missing(format!(" ({e:#})")))?;
-    StackNginx::find(&docker, &settings.domain, dir, settings.https_port)
+    let Some(owner) = crate::config::model::owner_of(dir, &settings.domain)? else {
+        return Err(missing(String::new()));
+    };
+    StackNginx::find(&docker, &owner, settings.https_port)
         .await?
         .ok_or_else(|| missing(String::new()))
 }

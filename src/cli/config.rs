@@ -43,7 +43,7 @@ impl ConfigCommand {
 
 impl ShowArgs {
     fn run(self) -> Result<ExitCode> {
-        let config = StackConfig::load(&self.dir)?;
+        let config = crate::config::model::Stack::load(&self.dir)?.config;
         if self.json {
             let report = serde_json::json!({
                 "settings": config.settings,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use crate::config::stack::StackConfig;
+use crate::config::model::Stack;
 use crate::docker;
 
 /// Stop and remove the stack's containers and networks.
@@ -27,13 +27,19 @@ pub struct DownArgs {
 
 impl DownArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let config = StackConfig::load(&self.dir)?;
-        let project = docker::project_name(config.domain.as_str());
+        let stack = Stack::load(&self.dir)?;
         let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
+        let Some(owner) = stack.owner() else {
+            // No id: nothing on the engine is this directory's (issue 14: `down` of a
+            // never-deployed `ka-test` removed the running `ka.test`).
+            println!("{}", stack.no_id_hint());
+            return Ok(ExitCode::SUCCESS);
+        };
+        let project = owner.project.clone();
         let runtime = docker::runtime()?;
         let (containers, networks) = runtime.block_on(async {
             let docker = docker::connect().await?;
-            docker::apply::remove_stack(&docker, &project).await
+            docker::apply::remove_stack(&docker, &owner).await
         })?;
         for c in &containers {
             println!("removed container {c}");

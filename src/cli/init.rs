@@ -94,6 +94,13 @@ impl InitArgs {
                 }
             }
         }
+        let (id, created) = crate::config::identity::ensure(&self.dir)?;
+        if created {
+            println!(
+                "wrote {} (mode 0600): stack id {id}",
+                crate::config::identity::stack_file(&self.dir).display()
+            );
+        }
         eprintln!(
             "next: review {} and run `elior render --dir {}`",
             env_path.display(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures_util::StreamExt;
 
-use crate::config::stack::StackConfig;
+use crate::config::model::Stack;
 use crate::docker;
 
 /// Print the logs of the stack's containers (all, or one service's).
@@ -37,8 +37,12 @@ pub struct LogsArgs {
 
 impl LogsArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let config = StackConfig::load(&self.dir)?;
-        let project = docker::project_name(config.domain.as_str());
+        let stack = Stack::load(&self.dir)?;
+        let config = &stack.config;
+        let owner = stack
+            .owner()
+            .ok_or_else(|| anyhow::anyhow!("{}", stack.no_id_hint()))?;
+        let project = owner.project.clone();
         let since = match &self.since {
             None => 0,
             Some(text) => parse_since(text, chrono::Utc::now().timestamp())?,
@@ -46,7 +50,7 @@ impl LogsArgs {
         let runtime = docker::runtime()?;
         runtime.block_on(async {
             let docker = docker::connect().await?;
-            let mut containers: Vec<(String, String)> = docker::project_containers(&docker, &project)
+            let mut containers: Vec<(String, String)> = docker::stack_containers(&docker, &owner)
                 .await?
                 .into_iter()
                 .map(|s| {

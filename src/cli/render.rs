@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::config::stack::StackConfig;
 use crate::plan::render::{self, RenderedFile, Templates, Upstream};
 
 /// Render docker-compose.prod.yml and nginx/nginx.conf from the stack's .env.production.
@@ -43,24 +42,31 @@ pub struct RenderArgs {
 
 impl RenderArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let config = StackConfig::load(&self.dir)?;
+        let config = crate::config::model::Stack::load(&self.dir)?.config;
         super::config::print_warnings(&config);
         let templates = load_templates(self.templates.as_deref())?;
         let files = render::render_stack(&config, &templates, &Upstream::service(&config))?;
         if self.check {
             return check(&self.dir, &files);
         }
-        for file in &files {
-            let path = self.dir.join(file.path);
-            if fs::read_to_string(&path).is_ok_and(|old| old == file.contents) {
-                println!("{} is up to date", file.path);
-                continue;
-            }
-            write_atomic(&path, file.contents.as_bytes(), 0o644)?;
-            println!("wrote {}", file.path);
-        }
+        write_files(&self.dir, &files)?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Writes the rendered files that differ from what is on disk (deploy renders a stack
+/// without a compose file through this too).
+pub fn write_files(dir: &Path, files: &[RenderedFile]) -> Result<()> {
+    for file in files {
+        let path = dir.join(file.path);
+        if fs::read_to_string(&path).is_ok_and(|old| old == file.contents) {
+            println!("{} is up to date", file.path);
+            continue;
+        }
+        write_atomic(&path, file.contents.as_bytes(), 0o644)?;
+        println!("wrote {}", file.path);
+    }
+    Ok(())
 }
 
 /// The embedded templates, with the ones found in `dir` in their place.

@@ -103,7 +103,10 @@ impl RestoreArgs {
 /// host's engine; a bare directory (or no engine) restores in place.
 fn api_control(settings: &BackupSettings) -> Result<Box<dyn ApiControl>> {
     let domain = CertSettings::load(&settings.stack_dir, false)?.domain;
-    match StackApi::connect(&domain, &settings.stack_dir, API_HEALTH_TIMEOUT) {
+    let Some(owner) = crate::config::model::owner_of(&settings.stack_dir, &domain)? else {
+        return Ok(Box::new(NoStackRunning));
+    };
+    match StackApi::connect(&owner, API_HEALTH_TIMEOUT) {
         Ok(Some(api)) => Ok(Box::new(api)),
         Ok(None) => Ok(Box::new(NoStackRunning)),
         Err(e) => {

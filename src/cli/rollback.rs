@@ -1,13 +1,14 @@
 //! `elior rollback`: back to the previous API image, by the same zero-downtime path as a
-//! deploy. elior keeps the last few API images for this (see `deploy::KEEP_API_IMAGES`).
+//! deploy. elior keeps the last few API images for this (see `crate::deploy::KEEP_API_IMAGES`).
 
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::deploy::{api_images, deploy_stack, DeployOptions, ImageSource};
-use crate::config::stack::StackConfig;
+use super::deploy::{deploy_stack, DeployOptions, ImageSource};
+use crate::config::model::Stack;
+use crate::deploy::api_images;
 use crate::docker;
 use crate::plan::containers::API_SERVICE;
 
@@ -33,14 +34,15 @@ pub struct RollbackArgs {
 impl RollbackArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
-        let config = StackConfig::load(&self.options.dir)?;
+        let stack = Stack::load(&self.options.dir)?;
         let target = match self.to.clone() {
             Some(image) => image,
-            None => previous_image(&config)?,
+            None => previous_image(&stack)?,
         };
         eprintln!("rolling back to {target}");
         deploy_stack(
             &self.options,
+            None,
             &format!("elior rollback to {target}"),
             "rollback",
             ImageSource::Existing(target),
@@ -49,12 +51,16 @@ impl RollbackArgs {
 }
 
 /// The newest API image older than the one the running API container uses.
-fn previous_image(config: &StackConfig) -> Result<String> {
-    let project = docker::project_name(config.domain.as_str());
+fn previous_image(stack: &Stack) -> Result<String> {
+    let config = &stack.config;
+    let owner = stack
+        .owner()
+        .ok_or_else(|| anyhow!("{}", stack.no_id_hint()))?;
+    let project = owner.project.clone();
     let runtime = docker::runtime()?;
     runtime.block_on(async {
         let docker = docker::connect().await?;
-        let running = docker::apply::observe(&docker, &project)
+        let running = docker::apply::observe(&docker, &owner)
             .await?
             .into_iter()
             .find(|c| c.service == API_SERVICE && c.state == "running")
@@ -70,7 +76,7 @@ fn previous_image(config: &StackConfig) -> Result<String> {
             Some(previous) => Ok(previous.reference.clone()),
             None => bail!(
                 "no API image older than {current} is left to roll back to\nelior keeps the last {} builds; `docker images {}` lists them",
-                super::deploy::KEEP_API_IMAGES,
+                crate::deploy::KEEP_API_IMAGES,
                 docker::image::repository(config.api_image.as_str())
             ),
         }

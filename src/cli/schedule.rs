@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::backup::{manifest, BackupSettings};
-use crate::config::RawSettings;
 use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 
 /// Run the stack's scheduled jobs in the foreground until SIGTERM or Ctrl-C.
@@ -70,7 +69,7 @@ const CERT_JITTER_SECS: &str = "1800";
 
 fn jobs(dir: &Path) -> Result<Vec<Job>> {
     let settings = BackupSettings::load(dir)?;
-    let raw = RawSettings::from_env_file(&dir.join(crate::backup::settings::ENV_FILE))?;
+    let raw = crate::config::model::settings(dir)?;
     let mut jobs = vec![Job::new("backup", "BACKUP_SCHEDULE", &settings.schedule)?];
     if let Some(expression) = raw
         .get("CERT_RENEW_SCHEDULE")

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::config::{RawSettings, ServeConfig};
+use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::logging::{self, Format};
 use crate::server;
@@ -38,11 +38,7 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let mut raw = match &self.env_file {
-            Some(path) => RawSettings::from_env_file(path)?,
-            None => RawSettings::default(),
-        };
-        raw.overlay_process_env();
+        let raw = crate::config::model::read_settings(self.env_file.as_deref())?;
         let config = ServeConfig::from_raw(&raw, self.bind).context("invalid configuration")?;
 
         let format = if config.is_production() {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::config::stack::StackConfig;
+use crate::config::model::Stack;
 use crate::docker;
 
 /// Show the stack's containers: service, container, image, state, health, uptime,
@@ -45,10 +45,19 @@ struct ContainerStatus {
 
 impl StatusArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let config = StackConfig::load(&self.dir)?;
-        let project = docker::project_name(config.domain.as_str());
+        let stack = Stack::load(&self.dir)?;
+        let config = &stack.config;
+        let Some(owner) = stack.owner() else {
+            if self.json {
+                println!("[]");
+            } else {
+                println!("{}", stack.no_id_hint());
+            }
+            return Ok(ExitCode::from(super::EXIT_CHECK_FAILED));
+        };
+        let project = owner.project.clone();
         let runtime = docker::runtime()?;
-        let statuses = runtime.block_on(collect(&project))?;
+        let statuses = runtime.block_on(collect(&owner))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&statuses)?);
         } else if statuses.is_empty() {
@@ -89,10 +98,10 @@ impl StatusArgs {
     }
 }
 
-async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
+async fn collect(owner: &docker::Owner) -> Result<Vec<ContainerStatus>> {
     let docker = docker::connect().await?;
     let mut statuses = Vec::new();
-    for summary in docker::project_containers(&docker, project).await? {
+    for summary in docker::stack_containers(&docker, owner).await? {
         let name = docker::summary_name(&summary);
         let Some(inspect) = docker::inspect_if_present(&docker, &name).await? else {
             continue;
@@ -100,6 +109,13 @@ async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
         let state = inspect.state.clone().unwrap_or_default();
         let started_at = state.started_at.clone().unwrap_or_default();
         let running = state.running.unwrap_or(false);
+        let mut health = docker::health_status(&state);
+        if running
+            && health == "starting"
+            && docker::health::gate_passes(&docker, &name, &inspect).await
+        {
+            health = "healthy".to_string();
+        }
         let uptime_seconds = chrono::DateTime::parse_from_rfc3339(&started_at)
             .ok()
             .filter(|_| running)
@@ -126,7 +142,7 @@ async fn collect(project: &str) -> Result<Vec<ContainerStatus>> {
             container: name,
             image: inspect.config.and_then(|c| c.image).unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: docker::health_status(&state),
+            health,
             started_at,
             uptime_seconds,
             restart_count: inspect.restart_count.unwrap_or(0),

@@ -24,6 +24,12 @@ pub struct UpdateArgs {
 impl UpdateArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
-        deploy_stack(&self.options, "elior update", "update", ImageSource::Build)
+        deploy_stack(
+            &self.options,
+            None,
+            "elior update",
+            "update",
+            ImageSource::Build,
+        )
     }
 }

@@ -102,7 +102,20 @@ pub fn parse(input: &str) -> Result<Domain, String> {
         ));
     }
     let ascii = if input.is_ascii() {
-        input.to_ascii_lowercase()
+        let lower = input.to_ascii_lowercase();
+        // An ACE label (`xn--…`) must be valid punycode of a valid Unicode label, in its
+        // canonical form: otherwise two spellings could name one stack (issue 14).
+        if lower.split('.').any(|l| l.starts_with("xn--")) {
+            match idna::domain_to_ascii_strict(&lower) {
+                Ok(canonical) if canonical == lower => {}
+                _ => {
+                    return Err(format!(
+                        "{shown} is not a hostname: it has an xn-- label that is not valid punycode"
+                    ))
+                }
+            }
+        }
+        lower
     } else {
         // Strict UTS 46 processing (STD3 rules): the result is LDH-only or an error.
         idna::domain_to_ascii_strict(input)
@@ -202,6 +215,26 @@ mod tests {
         );
         let longest_label = format!("{}.com", "a".repeat(63));
         assert!(parse(&longest_label).is_ok());
+    }
+
+    #[test]
+    fn invalid_punycode_is_refused() {
+        for bad in [
+            "xn--zz.test",
+            "xn--a.test",
+            "XN--99999999.test",
+            "xn--.test",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                err.contains("punycode") || err.contains("hostname"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            parse("XN--BCHER-KVA.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
     }
 
     #[test]

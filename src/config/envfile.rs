@@ -31,8 +31,18 @@ pub struct SyntaxError {
 /// Parses env-file text. Accepts blank lines, `# comments`, an optional `export ` prefix,
 /// and values that are bare, 'single-quoted' (literal) or "double-quoted" (with `\n`, `\"`
 /// and `\\` escapes). A bare value ends at ` #` so trailing comments work as in compose.
+///
+/// A byte-order mark, or a key set twice, is an error naming the line: with a BOM the
+/// first key would silently be another key, and with two values it is unclear which
+/// one the user meant (issue 14).
 pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
-    let mut entries = Vec::new();
+    if text.starts_with('\u{feff}') {
+        return Err(SyntaxError {
+            line: 1,
+            message: "the file starts with a byte-order mark (U+FEFF); save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)".into(),
+        });
+    }
+    let mut entries: Vec<Entry> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let trimmed = raw.trim();
@@ -57,6 +67,15 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
             });
         }
         let value = parse_value(rest.trim()).map_err(|message| SyntaxError { line, message })?;
+        if let Some(first) = entries.iter().find(|e| e.key == key) {
+            return Err(SyntaxError {
+                line,
+                message: format!(
+                    "{key} is set again (first on line {}); keep one of the two lines",
+                    first.line
+                ),
+            });
+        }
         entries.push(Entry {
             key: key.to_string(),
             value,
@@ -170,6 +189,20 @@ mod tests {
         assert_eq!(parse("A=1\n\nB=\"open\n").unwrap_err().line, 3);
         assert_eq!(parse("1A=x\n").unwrap_err().line, 1);
         assert!(parse("A='x' y\n").is_err());
+    }
+
+    // Regression (issue 14): a BOM and a repeated key were read without a word.
+    #[test]
+    fn a_bom_or_a_repeated_key_is_an_error_naming_the_line() {
+        let bom = parse("\u{feff}DOMAIN=x\n").unwrap_err();
+        assert_eq!(bom.line, 1);
+        assert!(bom.message.contains("byte-order mark"), "{}", bom.message);
+        let twice = parse("A=1\n# c\nB=2\nA=3\n").unwrap_err();
+        assert_eq!(twice.line, 4);
+        assert_eq!(
+            twice.to_string(),
+            "line 4: A is set again (first on line 1); keep one of the two lines"
+        );
     }
 
     #[test]

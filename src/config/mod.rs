@@ -6,6 +6,8 @@
 
 pub mod domain;
 pub mod envfile;
+pub mod identity;
+pub mod model;
 pub mod net;
 pub mod stack;
 
@@ -173,20 +175,34 @@ impl RawSettings {
         Ok(raw)
     }
 
-    /// Overlays the process environment for the keys `serve` knows: a variable set by the
-    /// container runtime wins over the file, as with docker-compose's `env_file`.
+    /// Overlays the process environment for every key elior knows ([`SERVE_KEYS`] and
+    /// [`stack::STACK_KEYS`]): a variable set in the environment wins over the file, as
+    /// with docker-compose's `env_file`. The one precedence rule: environment, then the
+    /// env file, then the defaults.
     pub fn overlay_process_env(&mut self) {
-        self.overlay(SERVE_KEYS.iter().filter_map(|key| {
-            std::env::var(key)
-                .ok()
-                .map(|value| (key.to_string(), value))
-        }));
+        self.overlay(
+            SERVE_KEYS
+                .iter()
+                .chain(stack::STACK_KEYS)
+                .filter_map(|key| {
+                    std::env::var(key)
+                        .ok()
+                        .map(|value| (key.to_string(), value))
+                }),
+        );
     }
 
     pub fn overlay(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
         for (key, value) in pairs {
             self.values.insert(key, (value, Origin::Environment));
         }
+    }
+
+    /// Every key and its effective value, in key order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

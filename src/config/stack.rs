@@ -34,6 +34,9 @@ pub const STACK_KEYS: &[&str] = &[
     "API_IMAGE",
     "PROXY_IMAGE",
     "HSTS_PRELOAD",
+    // Read by `elior cert` and deploy's certificate step (tls::settings).
+    "ACME_DIRECTORY",
+    "ACME_CA_FILE",
 ];
 
 /// Keys whose values `config show` never prints.
@@ -271,20 +274,6 @@ pub struct Setting {
 }
 
 impl StackConfig {
-    /// Reads and validates `DIR/.env.production`.
-    pub fn load(dir: &Path) -> Result<StackConfig> {
-        let path = dir.join(ENV_FILE);
-        if !path.exists() {
-            bail!(
-                "no env file at {}\nrun `elior init DOMAIN --dir {}` to create the stack directory",
-                path.display(),
-                dir.display()
-            );
-        }
-        let raw = RawSettings::from_env_file(&path)?;
-        Self::from_raw(&raw).with_context(|| format!("invalid settings in {}", path.display()))
-    }
-
     /// The API's database file as seen from the host. The env file names it as the API
     /// container sees it; the compose file bind-mounts `DIR/data` on its folder.
     pub fn host_database_path(&self, dir: &Path) -> PathBuf {
@@ -301,8 +290,8 @@ impl StackConfig {
         dir.join("uploads")
     }
 
-    /// Validates raw settings (the env file alone: the process environment of the machine
-    /// running `elior render` has no say in what the stack runs with).
+    /// Validates raw settings: the env file with the environment overlaid (see
+    /// [`crate::config::model`] for the one place that reads them).
     pub fn from_raw(raw: &RawSettings) -> Result<StackConfig> {
         if raw.non_empty("DOMAIN").is_none() {
             bail!("DOMAIN is not set; add DOMAIN=example.com (the server's public name)");
@@ -619,6 +608,13 @@ mod tests {
             text.push_str(&format!("{k}={}\n", envfile::quote(v)));
         }
         let mut raw = RawSettings::default();
+        // A key given in `pairs` replaces the base line (a real file refuses duplicates).
+        let text: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| *i >= 5 || !pairs.iter().any(|(k, _)| l.starts_with(&format!("{k}="))))
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
         for e in envfile::parse(&text).unwrap() {
             raw.values.insert(
                 e.key,

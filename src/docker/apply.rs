@@ -23,9 +23,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{
-    absent_as_ok, health, LABEL_CONFIG_HASH, LABEL_CONFIG_PARTS, LABEL_PROJECT, LABEL_SERVICE,
-};
+use super::{absent_as_ok, health, Owner, LABEL_CONFIG_HASH, LABEL_CONFIG_PARTS, LABEL_SERVICE};
 use crate::plan::containers::{
     network_name, Change, ContainerSpec, NetworkSpec, ObservedContainer, Plan, API_SERVICE,
     PROXY_SERVICE,
@@ -45,9 +43,20 @@ pub trait Steps {
 }
 
 /// Everything of one stack's containers the plan needs, read from the engine.
-pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedContainer>> {
+pub async fn observe(docker: &Docker, owner: &Owner) -> Result<Vec<ObservedContainer>> {
+    let summaries = super::stack_containers(docker, owner).await?;
+    observe_summaries(docker, summaries, false).await
+}
+
+/// [`observe`] for listed containers; `legacy` marks those of an earlier release that the
+/// deploy adopts (replaces so that they carry the stack id).
+pub async fn observe_summaries(
+    docker: &Docker,
+    summaries: Vec<bollard::models::ContainerSummary>,
+    legacy: bool,
+) -> Result<Vec<ObservedContainer>> {
     let mut observed = Vec::new();
-    for summary in super::project_containers(docker, project).await? {
+    for summary in summaries {
         let name = super::summary_name(&summary);
         let labels = summary.labels.unwrap_or_default();
         let Some(inspect) = super::inspect_if_present(docker, &name).await? else {
@@ -61,6 +70,8 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedConta
             config_parts: labels.get(LABEL_CONFIG_PARTS).cloned().unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
             health: super::health_status(&state),
+            exit_code: state.exit_code.unwrap_or(0),
+            legacy,
         });
     }
     observed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -68,8 +79,8 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Vec<ObservedConta
 }
 
 /// Engine names of the stack's networks.
-pub async fn observe_networks(docker: &Docker, project: &str) -> Result<Vec<String>> {
-    Ok(super::project_networks(docker, project)
+pub async fn observe_networks(docker: &Docker, owner: &Owner) -> Result<Vec<String>> {
+    Ok(super::stack_networks(docker, owner)
         .await?
         .into_iter()
         .filter_map(|n| n.name)
@@ -83,9 +94,9 @@ pub async fn image_id(docker: &Docker, reference: &str) -> Result<Option<String>
         .and_then(|i| i.id))
 }
 
-fn labels_for(project: &str, spec: &ContainerSpec) -> HashMap<String, String> {
+fn labels_for(owner: &Owner, spec: &ContainerSpec) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-    labels.insert(LABEL_PROJECT.into(), project.into());
+    labels.extend(super::owner_labels(owner));
     labels.insert(LABEL_SERVICE.into(), spec.service.clone());
     labels.insert(LABEL_CONFIG_HASH.into(), spec.config_hash());
     labels.insert(LABEL_CONFIG_PARTS.into(), spec.config_parts());
@@ -100,7 +111,8 @@ fn endpoint(spec: &ContainerSpec, name: &str) -> EndpointSettings {
 }
 
 /// The engine's create body for a spec.
-pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> ContainerCreateBody {
+pub fn create_body(owner: &Owner, spec: &ContainerSpec, name: &str) -> ContainerCreateBody {
+    let project = owner.project.as_str();
     let mut exposed = HashMap::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -135,7 +147,7 @@ pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> Container
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: spec.user.clone(),
-        labels: Some(labels_for(project, spec)),
+        labels: Some(labels_for(owner, spec)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
@@ -168,10 +180,10 @@ pub fn create_body(project: &str, spec: &ContainerSpec, name: &str) -> Container
 }
 
 /// Creates a network of the stack.
-pub async fn create_network(docker: &Docker, project: &str, spec: &NetworkSpec) -> Result<()> {
-    let name = network_name(project, &spec.name);
+pub async fn create_network(docker: &Docker, owner: &Owner, spec: &NetworkSpec) -> Result<()> {
+    let name = network_name(&owner.project, &spec.name);
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-    labels.insert(LABEL_PROJECT.into(), project.into());
+    labels.extend(super::owner_labels(owner));
     docker
         .create_network(NetworkCreateRequest {
             name: name.clone(),
@@ -188,10 +200,11 @@ pub async fn create_network(docker: &Docker, project: &str, spec: &NetworkSpec) 
 /// Creates (not starts) a container, connected to all its networks.
 pub async fn create_container(
     docker: &Docker,
-    project: &str,
+    owner: &Owner,
     spec: &ContainerSpec,
     name: &str,
 ) -> Result<()> {
+    let project = owner.project.as_str();
     for bind in &spec.binds {
         let host = PathBuf::from(bind.split(':').next().unwrap_or_default());
         if !host.exists() {
@@ -209,7 +222,7 @@ pub async fn create_container(
                 name: Some(name.to_string()),
                 ..Default::default()
             }),
-            create_body(project, spec, name),
+            create_body(owner, spec, name),
         )
         .await
         .with_context(|| format!("failed to create container {name} from {}", spec.image))?;
@@ -277,10 +290,22 @@ pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
 
 /// Runs `cmd` in a running container; returns its exit code and combined output.
 pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    exec_with_input(docker, container, cmd, None).await
+}
+
+/// [`exec`], with `input` written to the command's standard input (then closed): how a
+/// secret reaches a command without appearing in its argv.
+pub async fn exec_with_input(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    input: Option<&[u8]>,
+) -> Result<(i64, String)> {
     let created = docker
         .create_exec(
             container,
             bollard::models::ExecConfig {
+                attach_stdin: Some(input.is_some()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -291,12 +316,21 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
         .with_context(|| format!("failed to run {cmd:?} in {container}"))?;
     let mut output = String::new();
     if let bollard::exec::StartExecResults::Attached {
-        output: mut stream, ..
+        output: mut stream,
+        input: mut stdin,
     } = docker
         .start_exec(&created.id, None)
         .await
         .with_context(|| format!("failed to run {cmd:?} in {container}"))?
     {
+        if let Some(bytes) = input {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(bytes)
+                .await
+                .with_context(|| format!("failed to write to {cmd:?} in {container}"))?;
+            let _ = stdin.shutdown().await;
+        }
         while let Some(chunk) = stream.next().await {
             output.push_str(
                 &chunk
@@ -358,7 +392,7 @@ async fn switch_proxy(
 
 /// What a plan is carried out against: the stack's desired resources.
 pub struct Target<'a> {
-    pub project: &'a str,
+    pub owner: &'a Owner,
     pub networks: &'a [NetworkSpec],
     /// The services, in any order.
     pub specs: &'a [ContainerSpec],
@@ -381,7 +415,7 @@ pub async fn execute(
     steps: &mut dyn Steps,
 ) -> Result<()> {
     let Target {
-        project,
+        owner,
         networks,
         specs,
         proxy,
@@ -390,10 +424,10 @@ pub async fn execute(
     for step in plan.networks.iter().filter(|n| n.create) {
         let spec = networks
             .iter()
-            .find(|n| network_name(project, &n.name) == step.network)
+            .find(|n| network_name(&owner.project, &n.name) == step.network)
             .ok_or_else(|| anyhow!("network {} is not in the compose file", step.network))?;
         steps.begin(&format!("creating network {}", step.network));
-        create_network(docker, project, spec).await?;
+        create_network(docker, owner, spec).await?;
         steps.end();
     }
 
@@ -430,7 +464,7 @@ pub async fn execute(
                     step.container
                 ));
                 stop_and_remove(docker, &step.container).await?;
-                create_container(docker, project, spec, &step.container).await?;
+                create_container(docker, owner, spec, &step.container).await?;
                 start(docker, &step.container).await?;
                 if let Err(err) =
                     health::wait_healthy(docker, &step.container, health_timeout).await
@@ -488,7 +522,7 @@ pub async fn execute(
                 }
                 steps.begin(&format!("starting {}", step.container));
                 stop_and_remove(docker, &step.container).await?;
-                create_container(docker, project, spec, &step.container).await?;
+                create_container(docker, owner, spec, &step.container).await?;
                 start(docker, &step.container).await?;
                 // A proxy with a broken config exits at once; catch it here, with its logs.
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -521,10 +555,10 @@ pub async fn execute(
     Ok(())
 }
 
-/// Stops and removes every container and network of `project`; returns their names.
-pub async fn remove_stack(docker: &Docker, project: &str) -> Result<(Vec<String>, Vec<String>)> {
+/// Stops and removes every container and network `owner` owns; returns their names.
+pub async fn remove_stack(docker: &Docker, owner: &Owner) -> Result<(Vec<String>, Vec<String>)> {
     let mut containers = Vec::new();
-    let mut summaries = super::project_containers(docker, project).await?;
+    let mut summaries = super::stack_containers(docker, owner).await?;
     // The proxy first, so no request reaches an API that is going away.
     summaries.sort_by_key(|s| {
         s.labels
@@ -538,7 +572,7 @@ pub async fn remove_stack(docker: &Docker, project: &str) -> Result<(Vec<String>
         containers.push(name);
     }
     let mut networks = Vec::new();
-    for network in super::project_networks(docker, project).await? {
+    for network in super::stack_networks(docker, owner).await? {
         let Some(name) = network.name else { continue };
         absent_as_ok(docker.remove_network(&name).await)
             .with_context(|| format!("failed to remove network {name}"))?;

@@ -109,8 +109,10 @@ pub struct Stack {
     pub networks: Vec<NetworkSpec>,
 }
 
-/// Reads `DIR/docker-compose.prod.yml` and the env files it names.
-pub fn load(dir: &Path) -> Result<Stack> {
+/// Reads `DIR/docker-compose.prod.yml`. Its `env_file: [".env.production"]` is the
+/// stack's settings as loaded once (`raw`: the environment over the file), never a
+/// second read of the file.
+pub fn load(dir: &Path, raw: &crate::config::RawSettings) -> Result<Stack> {
     let path = dir.join(COMPOSE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -120,12 +122,16 @@ pub fn load(dir: &Path) -> Result<Stack> {
         )
     })?;
     parse(&text, dir, &|name| {
-        let env_path = dir.join(name);
-        let raw = std::fs::read_to_string(&env_path)
-            .with_context(|| format!("failed to read env file {}", env_path.display()))?;
-        let entries = crate::config::envfile::parse(&raw)
-            .with_context(|| format!("env file {} is malformed", env_path.display()))?;
-        Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
+        if name.trim_start_matches("./") != crate::config::stack::ENV_FILE {
+            bail!(
+                "env_file {name:?}: elior deploys a stack's settings from {}; move these keys there",
+                crate::config::stack::ENV_FILE
+            );
+        }
+        Ok(raw
+            .pairs()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     })
     .with_context(|| format!("{} is not a compose file elior can deploy", path.display()))
 }

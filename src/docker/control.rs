@@ -1,11 +1,10 @@
 //! A deployed stack's API container as a restore sees it ([`ApiControl`]): stop it before
 //! the files are swapped, start it again after and wait until Docker reports it healthy.
-//! The containers are found by the deploy labels (project + service `api`).
+//! The containers are found by the owner filter (the stack id labels) and service `api`.
 //!
 //! It stops and starts existing containers only; it never creates, replaces or removes
 //! one (that is `apply`).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -13,7 +12,7 @@ use bollard::query_parameters::{StartContainerOptions, StopContainerOptions};
 use bollard::Docker;
 
 use super::apply::STOP_GRACE_SECS;
-use super::{health, proxy};
+use super::{health, proxy, Owner};
 use crate::backup::restore::ApiControl;
 use crate::plan::containers::API_SERVICE;
 
@@ -21,38 +20,27 @@ use crate::plan::containers::API_SERVICE;
 pub struct StackApi {
     runtime: tokio::runtime::Runtime,
     docker: Docker,
-    project: String,
-    stack_dir: PathBuf,
+    owner: Owner,
     /// The containers this stopped, to start again.
     stopped: Vec<String>,
     health_timeout: Duration,
 }
 
 impl StackApi {
-    /// The stack for `domain` deployed from `stack_dir`, when the engine is reachable and
-    /// has containers of that project mounting files from `stack_dir`; `None` when this
-    /// directory was never deployed here (a copy with the same DOMAIN is not the stack).
-    pub fn connect(
-        domain: &str,
-        stack_dir: &Path,
-        health_timeout: Duration,
-    ) -> Result<Option<StackApi>> {
+    /// The stack `owner` when the engine is reachable and has containers of it; `None`
+    /// when this directory was never deployed here (a copy with the same DOMAIN, or the
+    /// same id, is not the stack).
+    pub fn connect(owner: &Owner, health_timeout: Duration) -> Result<Option<StackApi>> {
         let runtime = super::runtime()?;
-        let project = super::project_name(domain);
         let docker = runtime.block_on(super::connect())?;
-        let containers = runtime.block_on(super::project_containers(&docker, &project))?;
-        let stack_dir = stack_dir
-            .canonicalize()
-            .with_context(|| format!("stack directory {} does not exist", stack_dir.display()))?;
-        let mounts_this_dir = containers.iter().any(|c| proxy::mounts_from(c, &stack_dir));
-        if !mounts_this_dir {
+        let containers = runtime.block_on(super::stack_containers(&docker, owner))?;
+        if containers.is_empty() {
             return Ok(None);
         }
         Ok(Some(StackApi {
             runtime,
             docker,
-            project,
-            stack_dir,
+            owner: owner.clone(),
             stopped: Vec::new(),
             health_timeout,
         }))
@@ -61,9 +49,8 @@ impl StackApi {
     fn running(&self) -> Result<Vec<String>> {
         self.runtime.block_on(proxy::running_service(
             &self.docker,
-            &self.project,
+            &self.owner,
             API_SERVICE,
-            &self.stack_dir,
         ))
     }
 }

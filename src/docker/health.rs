@@ -115,6 +115,27 @@ pub async fn wait_healthy(docker: &Docker, container: &str, timeout: Duration) -
     }
 }
 
+/// Whether the health gate deploy waits for passes now: the container's own exec-form
+/// health check, run once through exec. `status` uses it while Docker still says
+/// `starting` (its first scheduled check can come up to one interval after deploy
+/// returned), so a stack is `healthy` as soon as the gate that deploy passed holds.
+pub async fn gate_passes(
+    docker: &Docker,
+    container: &str,
+    inspect: &bollard::models::ContainerInspectResponse,
+) -> bool {
+    let cmd = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.test.as_deref())
+        .and_then(|test| match test {
+            [form, cmd @ ..] if form == "CMD" && !cmd.is_empty() => Some(cmd.to_vec()),
+            _ => None,
+        });
+    own_check_passes(docker, container, cmd.as_deref()).await
+}
+
 /// Runs the container's exec-form health check once; false when it fails, errs or takes
 /// longer than [`OWN_CHECK_TIMEOUT`].
 async fn own_check_passes(docker: &Docker, container: &str, cmd: Option<&[String]>) -> bool {

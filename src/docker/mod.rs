@@ -15,6 +15,7 @@ pub mod health;
 pub mod image;
 pub mod ports;
 pub mod proxy;
+pub mod stacks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,16 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
 
+pub use crate::config::identity::Owner;
 pub use bollard;
 
-/// The stack a resource belongs to; two stacks on one host never share a value.
+/// The stack's project name (`elior-<domain>-<id8>`), for people and `docker ps`.
+/// Ownership is decided by [`LABEL_STACK_ID`] and [`LABEL_STACK_DIR`], never by this.
 pub const LABEL_PROJECT: &str = "elior.project";
+/// The stack id of `DIR/.elior/stack.json`: what every command filters by (issue 14).
+pub const LABEL_STACK_ID: &str = "elior.stack-id";
+/// The stack directory (absolute) the object was deployed from, so a refusal can name it.
+pub const LABEL_STACK_DIR: &str = "elior.stack-dir";
 /// The compose service a container runs (`api`, `nginx`).
 pub const LABEL_SERVICE: &str = "elior.service";
 /// A hash of everything a container was created from; equal hash, same container.
@@ -235,47 +242,60 @@ pub fn label_filter(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// Every container (running or not) of `project`.
-pub async fn project_containers(
+/// Every container (running or not) that `owner` owns: the one owner filter every
+/// command lists through. The engine filters by the `elior.stack-id` label; a container
+/// with this id but another `elior.stack-dir` belongs to a copy of the directory (a
+/// copied `.elior/stack.json`), not to this stack, and is left out.
+pub async fn stack_containers(
     docker: &Docker,
-    project: &str,
+    owner: &Owner,
 ) -> Result<Vec<bollard::models::ContainerSummary>> {
-    docker
+    let list = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
-            filters: Some(label_filter(&[(LABEL_PROJECT, project)])),
+            filters: Some(label_filter(&[(LABEL_STACK_ID, owner.id.as_str())])),
             ..Default::default()
         }))
         .await
-        .with_context(|| format!("failed to list the containers of stack {project}"))
+        .with_context(|| format!("failed to list the containers of stack {}", owner.project))?;
+    Ok(list
+        .into_iter()
+        .filter(|c| owns(owner, c.labels.as_ref()))
+        .collect())
 }
 
-/// Every network of `project`.
-pub async fn project_networks(
+/// Every network `owner` owns (see [`stack_containers`]).
+pub async fn stack_networks(
     docker: &Docker,
-    project: &str,
+    owner: &Owner,
 ) -> Result<Vec<bollard::models::Network>> {
-    docker
+    let list = docker
         .list_networks(Some(ListNetworksOptions {
-            filters: Some(label_filter(&[(LABEL_PROJECT, project)])),
+            filters: Some(label_filter(&[(LABEL_STACK_ID, owner.id.as_str())])),
         }))
         .await
-        .with_context(|| format!("failed to list the networks of stack {project}"))
+        .with_context(|| format!("failed to list the networks of stack {}", owner.project))?;
+    Ok(list
+        .into_iter()
+        .filter(|n| owns(owner, n.labels.as_ref()))
+        .collect())
 }
 
-/// The project name of a stack: `elior-` and the domain with every character Docker
-/// names do not allow (and the dots, for readability) as `-`. Container and network
-/// names all start with it, so two stacks on one host never collide.
-pub fn project_name(domain: &str) -> String {
-    let mut name = String::from("elior-");
-    for c in domain.chars() {
-        name.push(if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
-        } else {
-            '-'
-        });
-    }
-    name
+/// Whether labels mark an object of `owner`: its id and its directory.
+pub fn owns(owner: &Owner, labels: Option<&HashMap<String, String>>) -> bool {
+    labels.is_some_and(|l| {
+        l.get(LABEL_STACK_ID).map(String::as_str) == Some(owner.id.as_str())
+            && l.get(LABEL_STACK_DIR) == Some(&owner.dir_label())
+    })
+}
+
+/// The labels every object of `owner` carries.
+pub fn owner_labels(owner: &Owner) -> [(String, String); 3] {
+    [
+        (LABEL_PROJECT.to_string(), owner.project.clone()),
+        (LABEL_STACK_ID.to_string(), owner.id.to_string()),
+        (LABEL_STACK_DIR.to_string(), owner.dir_label()),
+    ]
 }
 
 /// The async runtime for one command's engine calls (a current-thread one: the calls
@@ -406,11 +426,5 @@ mod tests {
                 "{value}: {err}"
             );
         }
-    }
-
-    #[test]
-    fn project_names_are_docker_names() {
-        assert_eq!(project_name("Fit.Example.com"), "elior-fit-example-com");
-        assert_eq!(project_name("::1"), "elior---1");
     }
 }

@@ -1,6 +1,6 @@
 //! The deployed stack's nginx container as a [`Proxy`]: `nginx -t` and a graceful reload
-//! through the engine, and the served address 127.0.0.1:HTTPS_PORT. Found by the deploy
-//! labels (project + service `nginx`), so `elior cert issue|renew` and `elior deploy`
+//! through the engine, and the served address 127.0.0.1:HTTPS_PORT. Found by the owner
+//! filter (the stack id labels) and service `nginx`, so `elior cert issue|renew` and `elior deploy`
 //! drive the same container.
 //!
 //! [`reload`] is the one way elior reloads a stack's nginx (deploy's upstream switch and
@@ -23,12 +23,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 
-use super::{apply, label_filter, summary_name, LABEL_PROJECT, LABEL_SERVICE};
+use super::{apply, summary_name, Owner, LABEL_SERVICE};
 use crate::plan::containers::PROXY_SERVICE;
 use crate::plan::render::paths;
 use crate::tls::install::Proxy;
@@ -50,16 +49,10 @@ impl StackNginx {
         }
     }
 
-    /// The running nginx of the stack for `domain` deployed from `stack_dir`, or `None`
-    /// when it is not deployed (or its nginx is stopped).
-    pub async fn find(
-        docker: &Docker,
-        domain: &str,
-        stack_dir: &Path,
-        https_port: u16,
-    ) -> Result<Option<Self>> {
-        let project = super::project_name(domain);
-        let running = running_service(docker, &project, PROXY_SERVICE, stack_dir).await?;
+    /// The running nginx of the stack `owner`, or `None` when it is not deployed (or
+    /// its nginx is stopped).
+    pub async fn find(docker: &Docker, owner: &Owner, https_port: u16) -> Result<Option<Self>> {
+        let running = running_service(docker, owner, PROXY_SERVICE).await?;
         Ok(running
             .into_iter()
             .next()
@@ -71,31 +64,19 @@ impl StackNginx {
     }
 }
 
-/// Names of the running containers of `service` in `project` that were deployed from
-/// `stack_dir` (they mount files from it), sorted. Another directory with the same
-/// DOMAIN is not the deployed stack.
-pub async fn running_service(
-    docker: &Docker,
-    project: &str,
-    service: &str,
-    stack_dir: &Path,
-) -> Result<Vec<String>> {
-    let stack_dir = stack_dir
-        .canonicalize()
-        .with_context(|| format!("stack directory {} does not exist", stack_dir.display()))?;
-    let mut names: Vec<String> = docker
-        .list_containers(Some(ListContainersOptions {
-            all: false,
-            filters: Some(label_filter(&[
-                (LABEL_PROJECT, project),
-                (LABEL_SERVICE, service),
-            ])),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("failed to list the {service} containers of stack {project}"))?
+/// Names of the running containers of `service` that `owner` owns, sorted.
+pub async fn running_service(docker: &Docker, owner: &Owner, service: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = super::stack_containers(docker, owner)
+        .await?
         .iter()
-        .filter(|c| mounts_from(c, &stack_dir))
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE))
+                .map(String::as_str)
+                == Some(service)
+                && c.state.as_ref().is_some_and(|s| s.to_string() == "running")
+        })
         .map(summary_name)
         .collect();
     names.sort();

@@ -16,6 +16,8 @@ use crate::tls::inspect::CertInfo;
 pub struct Context {
     pub dir: String,
     pub domain: Option<String>,
+    /// The stack's project name (`elior-<domain>-<id8>`), when it has an id.
+    pub project: Option<String>,
     pub production: bool,
     /// Unix seconds at gathering time.
     pub now: i64,

@@ -85,6 +85,8 @@ struct Gatherer {
     runtime: tokio::runtime::Runtime,
     docker: Option<std::result::Result<Docker, String>>,
     nginx: Option<NginxFacts>,
+    /// The stack's owner filter, when the directory has an id and a domain.
+    owner: Option<crate::docker::Owner>,
 }
 
 impl Gatherer {
@@ -99,8 +101,12 @@ impl Gatherer {
                     .map(|d| d.trim().to_string())
             })
             .filter(|d| !d.is_empty());
+        let owner = domain
+            .as_deref()
+            .and_then(|d| crate::config::model::owner_of(dir, d).ok().flatten());
         let ctx = Context {
             dir: dir.display().to_string(),
+            project: owner.as_ref().map(|o| o.project.clone()),
             domain,
             production: env.production,
             now: inspect::unix_now(),
@@ -123,6 +129,7 @@ impl Gatherer {
                 .expect("a current-thread runtime builds"),
             docker: None,
             nginx: None,
+            owner,
         }
     }
 
@@ -276,17 +283,17 @@ impl Gatherer {
     }
 
     fn project(&self) -> Option<String> {
-        self.ctx.domain.as_deref().map(crate::docker::project_name)
+        self.owner.as_ref().map(|o| o.project.clone())
     }
 
     /// Public ports of the stack's running nginx container.
     fn nginx_published_ports(&mut self) -> Vec<u16> {
-        let (Some(project), Ok(docker)) = (self.project(), self.docker()) else {
+        let (Some(owner), Ok(docker)) = (self.owner.clone(), self.docker()) else {
             return Vec::new();
         };
         let containers = self
             .runtime
-            .block_on(crate::docker::project_containers(&docker, &project))
+            .block_on(crate::docker::stack_containers(&docker, &owner))
             .unwrap_or_default();
         containers
             .iter()
@@ -409,6 +416,7 @@ impl Gatherer {
 
     fn container_facts(&mut self) -> Option<ContainersFacts> {
         let project = self.project()?;
+        let owner = self.owner.clone()?;
         self.config.as_ref()?;
         let mut f = ContainersFacts {
             project: project.clone(),
@@ -433,7 +441,7 @@ impl Gatherer {
             .filter(|s| !s.is_empty())
             .map(str::to_string);
         self.runtime.block_on(async {
-            let list = match crate::docker::project_containers(&docker, &project).await {
+            let list = match crate::docker::stack_containers(&docker, &owner).await {
                 Ok(l) => l,
                 Err(e) => {
                     f.error = Some(format!("{e:#}"));
@@ -766,21 +774,23 @@ fn env_facts(dir: &Path) -> (EnvFacts, Option<RawSettings>, Option<StackConfig>)
     f.mode = std::fs::metadata(&path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            f.read_error = Some(e.to_string());
-            return (f, None, None);
-        }
-    };
-    if let Err(e) = envfile::parse(&text) {
-        f.parse_error = Some(e.to_string());
-        return (f, None, None);
-    }
-    let raw = match RawSettings::from_env_file(&path) {
+    // The settings every command gets (environment over file), through the one loader.
+    let raw = match crate::config::model::settings(dir) {
         Ok(r) => r,
         Err(e) => {
-            f.parse_error = Some(format!("{e:#}"));
+            let io = e
+                .chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some());
+            if io {
+                f.read_error = Some(format!("{e:#}"));
+            } else {
+                // The syntax error itself ("line 3: ..."), as `envfile` words it.
+                f.parse_error = Some(
+                    e.chain()
+                        .find_map(|c| c.downcast_ref::<envfile::SyntaxError>())
+                        .map_or_else(|| format!("{e:#}"), |s| s.to_string()),
+                );
+            }
             return (f, None, None);
         }
     };

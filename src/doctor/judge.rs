@@ -26,6 +26,10 @@ fn env_path(ctx: &Context) -> String {
     format!("{}/.env.production", ctx.dir)
 }
 
+fn project_arg(ctx: &Context) -> String {
+    ctx.project.clone().unwrap_or_else(|| "PROJECT".into())
+}
+
 fn domain_arg(ctx: &Context) -> String {
     ctx.domain.clone().unwrap_or_else(|| "DOMAIN".into())
 }
@@ -454,7 +458,7 @@ pub fn certificate(ctx: &Context, f: Option<&CertFacts>) -> Vec<Finding> {
             ),
             format!(
                 "reload nginx: docker exec {}-nginx nginx -c {}/nginx.conf -s reload",
-                crate::docker::project_name(&domain),
+                project_arg(ctx),
                 crate::plan::render::paths::NGINX_MOUNT
             ),
         )),
@@ -688,7 +692,7 @@ pub fn database(ctx: &Context, f: &DatabaseFacts) -> Vec<Finding> {
                 format!(
                     "restart the API (it sets WAL at start): docker restart $(docker ps -q --filter label={}={} --filter label={}=api)",
                     crate::docker::LABEL_PROJECT,
-                    crate::docker::project_name(&domain_arg(ctx)),
+                    project_arg(ctx),
                     crate::docker::LABEL_SERVICE
                 ),
             )),
@@ -973,6 +977,7 @@ mod tests {
         Context {
             dir: "/srv/elior".into(),
             domain: Some("fit.example.com".into()),
+            project: Some("elior-fit-example-com-0123abcd".into()),
             production: true,
             now: NOW,
             config_error: None,

@@ -138,6 +138,25 @@ pub struct ObservedContainer {
     pub state: String,
     /// `healthy`, `unhealthy`, `starting`, or empty without a healthcheck.
     pub health: String,
+    /// The exit code of its last run (137 after a kill), when it is not running.
+    pub exit_code: i64,
+    /// Deployed by an earlier release from this directory, without the stack id labels:
+    /// never kept, replaced by a labelled one (adoption, issue 14).
+    pub legacy: bool,
+}
+
+impl ObservedContainer {
+    /// Why a container of the wanted configuration cannot stay: it is not running, or
+    /// Docker's healthcheck fails. `None` when it is alive (healthy, or still starting).
+    pub fn liveness_problem(&self) -> Option<String> {
+        match self.state.as_str() {
+            "running" if self.health == "unhealthy" => Some("container unhealthy".to_string()),
+            "running" => None,
+            "" => Some("container state unknown".to_string()),
+            "created" => Some("container created but never started".to_string()),
+            state => Some(format!("container {state} ({})", self.exit_code)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -294,9 +313,9 @@ pub fn plan(
             .iter()
             .filter(|c| c.service == spec.service)
             .collect();
-        let healthy_match = of_service
-            .iter()
-            .find(|c| c.config_hash == hash && c.state == "running" && c.health != "unhealthy");
+        let healthy_match = of_service.iter().find(|c| {
+            c.config_hash == hash && !c.legacy && c.liveness_problem().is_none() && c.name == name
+        });
         let change = if let Some(current) = healthy_match {
             used.push(&current.name);
             Change::Keep
@@ -306,8 +325,13 @@ pub fn plan(
             .or(of_service.first())
         {
             used.push(&old.name);
-            let reason = if old.config_hash == hash {
-                format!("{} {}", old.state, old.health).trim().to_string()
+            let reason = if old.legacy {
+                "adopting the container of an earlier release: it lacks the stack id".to_string()
+            } else if let Some(problem) = old.liveness_problem().filter(|_| old.config_hash == hash)
+            {
+                problem
+            } else if old.config_hash == hash {
+                "renamed".to_string()
             } else {
                 let aspects = changed_aspects(&old.config_parts, &parts);
                 if aspects.is_empty() {
@@ -410,6 +434,8 @@ mod tests {
             config_parts: spec.config_parts(),
             state: state.into(),
             health: health.into(),
+            exit_code: if state == "exited" { 137 } else { 0 },
+            legacy: false,
         }
     }
 
@@ -495,7 +521,7 @@ mod tests {
         let plan = plan("p", &[], &[spec("api", "api:1"), proxy.clone()], &observed);
         let text = plan.render();
         assert!(
-            text.contains("nginx: replace p-nginx with p-nginx (exited)\n"),
+            text.contains("nginx: replace p-nginx with p-nginx (container exited (137))\n"),
             "{text}"
         );
         assert!(text.contains("api: replace p-api-old with"), "{text}");
@@ -505,5 +531,81 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("reload"), "{text}");
+    }
+
+    fn running_stack() -> (ContainerSpec, ContainerSpec, Observed) {
+        let (api, proxy) = (spec("api", "api:1"), spec("nginx", "nginx:1"));
+        let observed = Observed {
+            containers: vec![
+                observe(&api, "running", "healthy"),
+                observe(&proxy, "running", ""),
+            ],
+            networks: vec!["p-internal".into()],
+            proxy_config_differs: false,
+        };
+        (api, proxy, observed)
+    }
+
+    // Issue 14: a container killed through the engine left the stack "up to date".
+    #[test]
+    fn a_killed_api_is_replaced_in_place_and_nginx_switches_to_it() {
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].state = "exited".into();
+        observed.containers[0].exit_code = 137;
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let name = api.container_name("p");
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: keep\napi: replace {name} with {name} (container exited (137))\nnginx: keep p-nginx\nnginx: reload (switch to the new api container)\n"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_api_and_a_stopped_nginx_are_not_up_to_date() {
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].health = "unhealthy".into();
+        observed.containers[1].state = "exited".into();
+        observed.containers[1].exit_code = 0;
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let name = api.container_name("p");
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: keep\napi: replace {name} with {name} (container unhealthy)\nnginx: replace p-nginx with p-nginx (container exited (0))\n"
+            )
+        );
+        // Still starting (Docker's first check has not run) is alive: nothing to do.
+        let (api, proxy, mut observed) = running_stack();
+        observed.containers[0].health = "starting".into();
+        assert!(plan_is_noop(&api, &proxy, &observed));
+    }
+
+    fn plan_is_noop(api: &ContainerSpec, proxy: &ContainerSpec, observed: &Observed) -> bool {
+        plan("p", &nets(), &[api.clone(), proxy.clone()], observed).is_noop()
+    }
+
+    // Issue 14: an earlier release's containers (no stack id, deployed from this
+    // directory) are replaced by labelled ones even though their configuration matches.
+    #[test]
+    fn containers_of_an_earlier_release_are_adopted() {
+        let (api, proxy, mut observed) = running_stack();
+        for c in &mut observed.containers {
+            c.name = c.name.replacen("p-", "elior-old-", 1);
+            c.legacy = true;
+        }
+        observed.networks.clear();
+        let plan = plan("p", &nets(), &[api.clone(), proxy], &observed);
+        let why = "adopting the container of an earlier release: it lacks the stack id";
+        assert_eq!(
+            plan.render(),
+            format!(
+                "network p-internal: create\napi: replace {} with {} ({why})\nnginx: replace elior-old-nginx with p-nginx ({why})\n",
+                api.container_name("elior-old"),
+                api.container_name("p"),
+            )
+        );
+        assert!(plan.remove.is_empty());
     }
 }

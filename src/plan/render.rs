@@ -322,14 +322,18 @@ mod tests {
         .unwrap()
     }
 
+    /// Settings from env-file text; a key appended again overrides (the tests append
+    /// the change they make to the fixture file), which a real file would refuse.
     fn config_from(text: &str) -> StackConfig {
         let mut raw = RawSettings::default();
-        raw.overlay(
-            envfile::parse(text)
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.key, e.value)),
-        );
+        for line in text.lines() {
+            raw.overlay(
+                envfile::parse(line)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.key, e.value)),
+            );
+        }
         StackConfig::from_raw(&raw).unwrap()
     }
 

@@ -1,6 +1,7 @@
 //! The certificate settings of a stack: DOMAIN, ACME_EMAIL, ACME_DIRECTORY, ACME_CA_FILE,
-//! HTTP_PORT and HTTPS_PORT, read from `.env.production` (the process environment wins)
-//! and validated here. Pure apart from reading the env file.
+//! HTTP_PORT and HTTPS_PORT, from the stack's settings as `config::model` loads them (the
+//! environment over `.env.production`; the keys are declared in `config::stack::STACK_KEYS`
+//! and `config::SERVE_KEYS`), validated here.
 
 use std::path::{Path, PathBuf};
 
@@ -10,16 +11,6 @@ use crate::config::RawSettings;
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-
-/// The keys read here; other keys of the env file belong to other commands.
-pub const CERT_KEYS: &[&str] = &[
-    "DOMAIN",
-    "ACME_EMAIL",
-    "ACME_DIRECTORY",
-    "ACME_CA_FILE",
-    "HTTP_PORT",
-    "HTTPS_PORT",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSettings {
@@ -37,29 +28,19 @@ pub struct CertSettings {
 }
 
 impl CertSettings {
-    /// Reads `DIR/.env.production` when it exists, overlays the process environment
-    /// for [`CERT_KEYS`], and validates. `staging` picks Let's Encrypt staging.
+    /// The stack's settings ([`crate::config::model::settings`]: the environment over
+    /// `DIR/.env.production`), validated. `staging` picks Let's Encrypt staging.
     pub fn load(dir: &Path, staging: bool) -> Result<Self> {
-        let env_file = dir.join(".env.production");
-        let mut raw = if env_file.exists() {
-            RawSettings::from_env_file(&env_file)?
-        } else {
-            RawSettings::default()
-        };
-        raw.overlay(CERT_KEYS.iter().filter_map(|key| {
-            std::env::var(key)
-                .ok()
-                .map(|value| (key.to_string(), value))
-        }));
-        Self::from_raw(&raw, dir, staging)
+        Self::from_raw(&crate::config::model::settings(dir)?, dir, staging)
     }
 
     pub fn from_raw(raw: &RawSettings, dir: &Path, staging: bool) -> Result<Self> {
         let value = |key: &str| raw.get(key).map(str::trim).filter(|v| !v.is_empty());
-        let domain = value("DOMAIN").unwrap_or("localhost").to_ascii_lowercase();
-        if !is_hostname(&domain) && domain.parse::<std::net::IpAddr>().is_err() {
-            bail!("DOMAIN: {domain:?} is not a hostname; use letters, digits, '-' and '.'");
-        }
+        // The stack's one rule for names (lower case, IDNA to punycode, bad punycode
+        // refused), so cert, restore and status agree on DOMAIN.
+        let domain = crate::config::domain::parse(value("DOMAIN").unwrap_or("localhost"))
+            .map_err(|m| anyhow::anyhow!("DOMAIN: {m}"))?
+            .to_string();
         let email = value("ACME_EMAIL").map(str::to_string);
         if let Some(email) = &email {
             let valid = email.split_once('@').is_some_and(|(user, host)| {

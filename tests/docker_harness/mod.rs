@@ -1,6 +1,6 @@
 //! What the tests that deploy a stack on the real Docker Engine share: removing a test
-//! stack (its project's containers and networks, and its API image repository) in a
-//! Drop guard, and a bounded client loop that counts failed requests during a reload.
+//! stack (every container and network labelled with its directory, and its API image
+//! repository) in a Drop guard, and a bounded client loop that counts failed requests during a reload.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -10,20 +10,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A stack directory (not created yet) with its own domain, project, ports and API
-/// image repository; dropping it removes the project and the images.
+/// A stack directory (not created yet) with its own domain, ports and API image
+/// repository; dropping it removes what was deployed from the directory, and the images.
 pub struct TestStack {
     /// Holds `dir`; room beside it for test files.
     pub tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub domain: String,
-    pub project: String,
     pub api_repo: String,
     pub http_port: u16,
     pub https_port: u16,
 }
 
 impl TestStack {
+    /// A stack of `domain` (another test stack's, or a spelling of it), in its own
+    /// directory with its own ports and API image repository.
+    pub fn with_domain(name: &str, domain: &str) -> TestStack {
+        let mut stack = TestStack::new(name);
+        stack.domain = domain.to_string();
+        stack
+    }
+
     pub fn new(name: &str) -> TestStack {
         let tmp = tempfile::tempdir().unwrap();
         let unique = format!(
@@ -39,7 +46,6 @@ impl TestStack {
         let domain = format!("{unique}.elior.test");
         TestStack {
             dir: tmp.path().join("stack"),
-            project: elior::docker::project_name(&domain),
             api_repo: format!("elior-test-{unique}-api"),
             http_port: free_port(),
             https_port: free_port(),
@@ -71,6 +77,18 @@ impl TestStack {
         self.dir.join(".env.production")
     }
 
+    /// The stack's owner (id, directory, project), once `init` gave it an id.
+    pub fn owner(&self) -> elior::docker::Owner {
+        elior::config::model::owner_of(&self.dir, &self.domain)
+            .unwrap()
+            .expect("the stack has an id")
+    }
+
+    /// `elior-<domain>-<id8>`.
+    pub fn project(&self) -> String {
+        self.owner().project
+    }
+
     /// Replaces or appends `KEY=VALUE` lines.
     pub fn set_env(&self, pairs: &[(&str, &str)]) {
         let mut text = std::fs::read_to_string(self.env_path()).unwrap();
@@ -89,7 +107,7 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        remove_stack(&self.project, &self.api_repo);
+        remove_stack(&self.dir, &self.api_repo);
     }
 }
 
@@ -138,15 +156,40 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Removes every container and network of `project` and every image of `api_repo`;
-/// errors are ignored (it runs in Drop, after a failure too).
-pub fn remove_stack(project: &str, api_repo: &str) {
-    let (project, repo) = (project.to_string(), api_repo.to_string());
+/// Removes every container and network deployed from `dir` (by its `elior.stack-dir`
+/// label, whatever its id) and every image of `api_repo`; errors are ignored (it runs in
+/// Drop, after a failure too).
+pub fn remove_stack(dir: &std::path::Path, api_repo: &str) {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let label = format!("{}={}", elior::docker::LABEL_STACK_DIR, dir.display());
+    let repo = api_repo.to_string();
     runtime().block_on(async move {
         let Ok(docker) = elior::docker::connect().await else {
             return;
         };
-        let _ = elior::docker::apply::remove_stack(&docker, &project).await;
+        let filters = || Some([("label".to_string(), vec![label.clone()])].into());
+        let containers = docker
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: filters(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for c in containers {
+            if let Some(id) = c.id {
+                let _ = elior::docker::apply::stop_and_remove(&docker, &id).await;
+            }
+        }
+        let networks = docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: filters(),
+            }))
+            .await
+            .unwrap_or_default();
+        for n in networks.into_iter().filter_map(|n| n.name) {
+            let _ = docker.remove_network(&n).await;
+        }
         let images = docker
             .list_images(Some(bollard::query_parameters::ListImagesOptions {
                 filters: Some([("reference".to_string(), vec![repo])].into()),
