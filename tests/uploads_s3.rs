@@ -672,7 +672,8 @@ fn the_stack_passes_the_s3_keys_to_the_api_container() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("unknown key"), "{stderr}");
-    let stack = elior::docker::compose::load(&dir).unwrap();
+    let raw = elior::config::model::settings(&dir).unwrap();
+    let stack = elior::docker::compose::load(&dir, &raw).unwrap();
     let api = stack
         .services
         .iter()
