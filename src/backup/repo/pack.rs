@@ -328,3 +328,40 @@ pub fn commit(root: &Path, pack: &Finished) -> Result<()> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_reads_back_and_a_changed_byte_or_header_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        let mut writer = Writer::create(&root.join("tmp")).unwrap();
+        writer
+            .add([1; 32], Kind::Data, &[b"\0", b"hello"], 5)
+            .unwrap();
+        writer.add([2; 32], Kind::List, &[b"\0world"], 5).unwrap();
+        let finished = writer.finish().unwrap();
+        commit(root, &finished).unwrap();
+        let at = path(root, &finished.name);
+        let (size, entries) = read_header(&at).unwrap();
+        assert_eq!(size, fs::metadata(&at).unwrap().len());
+        assert_eq!(entries, finished.entries);
+        assert_eq!((entries[1].offset, entries[1].stored_len), (6, 6));
+        assert_eq!(check(root, &finished.name), None);
+
+        let mut bytes = fs::read(&at).unwrap();
+        bytes[3] ^= 1;
+        fs::write(&at, &bytes).unwrap();
+        let found = check(root, &finished.name).unwrap();
+        assert!(found.contains(&hex::encode([1u8; 32])), "{found}");
+        bytes[3] ^= 1;
+        let crc_of_first = bytes.len() - 12 - 2 * ENTRY_LEN + 41;
+        bytes[crc_of_first] ^= 1;
+        fs::write(&at, &bytes).unwrap();
+        let found = check(root, &finished.name).unwrap();
+        assert!(found.contains("does not match its name"), "{found}");
+    }
+}
