@@ -68,7 +68,10 @@ fn main() {
     let upload_files = generate_uploads(&data.join("uploads"), uploads_mib, files, &mut rng);
     println!(
         "data: database {} MiB, uploads {} MiB in {files} files; {} CPUs; load average {}",
-        db_mib,
+        fs::metadata(data.join("data/elior_fitness.db"))
+            .unwrap()
+            .len()
+            >> 20,
         uploads_mib,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
@@ -119,15 +122,27 @@ fn generate_database(path: &Path, mib: u64, rng: &mut impl Rng) {
     conn.pragma_update(None, "synchronous", "OFF").unwrap();
     conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         .unwrap();
-    let rows = mib * (1 << 20) / 215;
-    let tx = conn.transaction().unwrap();
-    {
-        let mut insert = tx.prepare("INSERT INTO items (body) VALUES (?1)").unwrap();
-        for _ in 0..rows {
-            insert.execute([row(rng)]).unwrap();
+    // Rows until the file reaches the size asked for (checked every 100,000 rows).
+    loop {
+        let size: i64 = conn
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if size as u64 >= mib << 20 {
+            break;
         }
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx.prepare("INSERT INTO items (body) VALUES (?1)").unwrap();
+            for _ in 0..100_000 {
+                insert.execute([row(rng)]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
     }
-    tx.commit().unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
 }
