@@ -230,6 +230,11 @@ pub fn create(
     options: &CreateOptions,
     reporter: &mut Reporter,
 ) -> Result<Created> {
+    ensure_backup_dir(&settings.backup_dir)?;
+    // What killed backups left behind goes first, so they never pile up (issue 17).
+    for abandoned in remove_abandoned(&settings.backup_dir, false)? {
+        reporter.phase(&abandoned.describe(false));
+    }
     match settings.format {
         Format::Archive => create_archive(settings, options, reporter).map(Created::Archive),
         Format::Repository => create_snapshot(settings, options, reporter),
@@ -246,10 +251,6 @@ fn create_snapshot(
     let started = Instant::now();
     let deadline = started + options.time_limit;
     let dir = &settings.backup_dir;
-    ensure_backup_dir(dir)?;
-    for abandoned in remove_abandoned(dir, false)? {
-        reporter.phase(&abandoned.describe(false));
-    }
     let root = repo::root(dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -381,11 +382,6 @@ fn create_archive(
     let started = Instant::now();
     let deadline = started + options.time_limit;
     let dir = &settings.backup_dir;
-    ensure_backup_dir(dir)?;
-    // What killed backups left behind goes first, so they never pile up (issue 17).
-    for abandoned in remove_abandoned(dir, false)? {
-        reporter.phase(&abandoned.describe(false));
-    }
     let (id, claim) = claim_id(dir)?;
     fault::point("backup:claimed");
     let mut cleanup = Cleanup(vec![claim.clone()]);
