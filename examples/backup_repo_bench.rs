@@ -68,7 +68,10 @@ fn main() {
     let upload_files = generate_uploads(&data.join("uploads"), uploads_mib, files, &mut rng);
     println!(
         "data: database {} MiB, uploads {} MiB in {files} files; {} CPUs; load average {}",
-        db_mib,
+        fs::metadata(data.join("data/elior_fitness.db"))
+            .unwrap()
+            .len()
+            >> 20,
         uploads_mib,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
@@ -119,15 +122,27 @@ fn generate_database(path: &Path, mib: u64, rng: &mut impl Rng) {
     conn.pragma_update(None, "synchronous", "OFF").unwrap();
     conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         .unwrap();
-    let rows = mib * (1 << 20) / 215;
-    let tx = conn.transaction().unwrap();
-    {
-        let mut insert = tx.prepare("INSERT INTO items (body) VALUES (?1)").unwrap();
-        for _ in 0..rows {
-            insert.execute([row(rng)]).unwrap();
+    // Rows until the file reaches the size asked for (checked every 100,000 rows).
+    loop {
+        let size: i64 = conn
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if size as u64 >= mib << 20 {
+            break;
         }
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx.prepare("INSERT INTO items (body) VALUES (?1)").unwrap();
+            for _ in 0..100_000 {
+                insert.execute([row(rng)]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
     }
-    tx.commit().unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
 }
@@ -194,13 +209,32 @@ fn warm(dir: &Path) {
     }
 }
 
-fn timed(mut command: Command) -> (Duration, String) {
+fn timed(command: Command) -> (Duration, String) {
+    let (took, _, stderr) = timed_cpu(command);
+    (took, stderr)
+}
+
+/// CPU seconds (user and system) of the children this process waited for, from
+/// /proc/self/stat (clock ticks of 1/100 s): the cores' work, whatever else loads them.
+fn children_cpu() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 16 and 17 of the file (cutime, cstime) are 13 and 14 after the name.
+    let ticks: f64 = fields[13].parse::<f64>().unwrap() + fields[14].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Runs `command`; returns its wall time, its CPU time and its stderr.
+fn timed_cpu(mut command: Command) -> (Duration, f64, String) {
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let out = command.output().unwrap();
     let took = started.elapsed();
+    let cpu = children_cpu() - cpu_before;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{command:?} failed: {stderr}");
-    (took, stderr)
+    (took, cpu, stderr)
 }
 
 fn elior_backup(elior: &Path, dir: &Path) -> Command {
@@ -239,6 +273,7 @@ fn speed(root: &Path, elior: &Path, runs: usize) {
     let out = root.join("uploads.tar.zst");
     let (mut reference, mut reference_synced, mut ours, mut ours_uploads) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reference_cpu, mut ours_cpu) = (Vec::new(), Vec::new());
     for run in 0..runs {
         warm(&uploads);
         let mut tar = Command::new("sh");
@@ -247,7 +282,8 @@ fn speed(root: &Path, elior: &Path, runs: usize) {
             root.join("dedup").display(),
             out.display()
         ));
-        let (took, _) = timed(tar);
+        let (took, cpu, _) = timed_cpu(tar);
+        reference_cpu.push(cpu);
         let started = Instant::now();
         let mut sync = Command::new("sync");
         sync.arg(&out);
@@ -259,31 +295,37 @@ fn speed(root: &Path, elior: &Path, runs: usize) {
 
         let _ = fs::remove_dir_all(dir.join("backups"));
         warm(&uploads);
-        let (took, stderr) = timed(elior_backup(elior, &dir));
+        let (took, cpu, stderr) = timed_cpu(elior_backup(elior, &dir));
+        ours_cpu.push(cpu);
         ours.push(took.as_secs_f64());
         ours_uploads.push(phase_seconds(&stderr, "  uploads:", 1));
         let repo_size = tree_size(&dir.join("backups/repository"));
         eprintln!(
-            "speed run {}: tar|zstd -T0 {:.2}s (+fsync {:.2}s), {} MiB; elior {:.2}s (uploads {:.2}s), {} MiB",
+            "speed run {}: tar|zstd -T0 {:.2}s (+fsync {:.2}s, {:.2} CPU-s), {} MiB; elior {:.2}s (uploads {:.2}s, {:.2} CPU-s), {} MiB",
             run + 1,
             reference[run],
             reference_synced[run],
+            reference_cpu[run],
             tar_size >> 20,
             ours[run],
             ours_uploads[run],
+            ours_cpu[run],
             repo_size >> 20
         );
     }
-    let (r, rs, o, ou) = (
+    let (r, rs, o, ou, rc, oc) = (
         median(&mut reference),
         median(&mut reference_synced),
         median(&mut ours),
         median(&mut ours_uploads),
+        median(&mut reference_cpu),
+        median(&mut ours_cpu),
     );
     println!(
-        "first uploads backup, medians of {runs}: tar|zstd -T0 {r:.2}s ({rs:.2}s with an fsync of its output); elior backup {o:.2}s in all, {ou:.2}s for the uploads: {:.2}x the speed of tar|zstd ({:.2}x counting its fsync); load average {}",
+        "first uploads backup, medians of {runs}: tar|zstd -T0 {r:.2}s ({rs:.2}s with an fsync of its output, {rc:.2} CPU-s); elior backup {o:.2}s in all ({oc:.2} CPU-s), {ou:.2}s for the uploads: {:.2}x the speed of tar|zstd ({:.2}x counting its fsync; {:.2}x its CPU time); load average {}",
         r / o,
         rs / o,
+        oc / rc,
         load_average()
     );
 }
@@ -384,16 +426,23 @@ fn dedup(dir: &Path, elior: &Path, uploads: &[PathBuf], days: u64, rng: &mut imp
         days + 1,
         median(&mut daily.clone()),
     );
-    let mut totals = Vec::new();
-    let mut snapshots = Vec::new();
+    let (mut totals, mut snapshots, mut cpus, mut stores) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        let (took, stderr) = timed(elior_backup(elior, dir));
+        let (took, cpu, stderr) = timed_cpu(elior_backup(elior, dir));
         totals.push(took.as_secs_f64());
+        cpus.push(cpu);
         snapshots.push(phase_seconds(&stderr, "  database:", 1));
+        stores.push(phase_seconds(&stderr, "  database:", 2));
     }
-    let (total, snapshot) = (median(&mut totals), median(&mut snapshots));
+    let (total, snapshot, cpu, store) = (
+        median(&mut totals),
+        median(&mut snapshots),
+        median(&mut cpus),
+        median(&mut stores),
+    );
     println!(
-        "unchanged daily backup, median of 3: {total:.2}s, of which the database snapshot (copy and quick_check) {snapshot:.2}s, the rest {:.2}s; load average {}",
+        "unchanged daily backup, median of 3: {total:.2}s ({cpu:.2} CPU-s), of which the database snapshot (copy and quick_check) {snapshot:.2}s, the rest {:.2}s (cutting and naming the database's pages {store:.2}s); load average {}",
         total - snapshot,
         load_average()
     );

@@ -389,6 +389,28 @@ fn flip_byte(path: &Path, at: u64) {
     file.write_all_at(&[byte[0] ^ 0x5A], at).unwrap();
 }
 
+/// Makes the pack at `path` (whose byte `at` was changed) consistent again, as a forger
+/// would: the changed chunk's CRC fixed in the header; returns the header's new sha256,
+/// the name such a pack must have.
+fn forge_pack(path: &Path, at: u64) -> String {
+    const ENTRY: usize = 45;
+    let mut bytes = fs::read(path).unwrap();
+    let (size, entries) = elior::backup::repo::pack::read_header(path).unwrap();
+    let header_len =
+        u32::from_le_bytes(bytes[bytes.len() - 12..][..4].try_into().unwrap()) as usize;
+    let header_start = size as usize - 12 - header_len;
+    let (i, entry) = entries
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.offset <= at && at < e.offset + u64::from(e.stored_len))
+        .unwrap();
+    let stored = &bytes[entry.offset as usize..][..entry.stored_len as usize];
+    let crc = crc32fast::hash(stored).to_le_bytes();
+    bytes[header_start + i * ENTRY + 41..][..4].copy_from_slice(&crc);
+    fs::write(path, &bytes).unwrap();
+    sha256(&bytes[header_start..])
+}
+
 /// The largest pack (the one holding the first backup's data).
 fn biggest_pack(stack: &Stack) -> PathBuf {
     packs(stack)
@@ -456,9 +478,10 @@ fn corrupted_or_crafted_chunks_and_snapshots_are_caught_by_verify_and_refused_by
             stderr(&out)
         );
 
-        // 2. Crafted: the same change, the pack renamed to its new sha256, so only the
-        // chunk's own name (and, encrypted, its tag) can tell.
-        let crafted_name = sha256(&fs::read(&pack).unwrap());
+        // 2. Crafted: the same change with the chunk's CRC fixed in the header and the
+        // pack renamed to its header's new sha256, so only the chunk's own name (and,
+        // encrypted, its tag) can tell.
+        let crafted_name = forge_pack(&pack, 1000);
         let crafted = pack
             .parent()
             .unwrap()

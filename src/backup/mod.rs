@@ -796,7 +796,7 @@ pub fn verify_deep(dir: &Path, set: &BackupSet) -> (Verification, Option<Manifes
 }
 
 /// Checks several backups, sharing the repository's work between its snapshots (each
-/// pack hashed and each chunk read once). `identity` opens encrypted snapshots; without
+/// pack checked and each chunk read once). `identity` opens encrypted snapshots; without
 /// it they are checked as far as the host can (chunks present, packs intact). A caller
 /// that may run beside a prune holds the repository lock ([`lock_repository`]).
 pub fn verify_sets(

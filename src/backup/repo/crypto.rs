@@ -226,13 +226,57 @@ impl Keyring {
     }
 }
 
+/// A blob's stored form, as [`encode`] makes it.
+pub enum Encoded {
+    /// Stored as it is: the flags byte [`RAW`], then the plaintext (not copied here).
+    Raw,
+    Bytes(Vec<u8>),
+}
+
+/// The flags byte of a blob stored as it is.
+pub const RAW: [u8; 1] = [0];
+
+impl Encoded {
+    /// The stored bytes of `raw` encoded so, as parts to write in order.
+    pub fn parts<'a>(&'a self, raw: &'a [u8]) -> [&'a [u8]; 2] {
+        match self {
+            Encoded::Raw => [&RAW, raw],
+            Encoded::Bytes(b) => [b, &[]],
+        }
+    }
+}
+
 /// The stored form of a blob: a flags byte, then (encrypted) the run key's id and the
 /// sealed payload, or (plain) the payload; the payload is zstd when that is smaller.
+pub fn encode_parts(id: &BlobId, raw: &[u8], try_compress: bool, key: Option<&RunKey>) -> Encoded {
+    if key.is_none() && !try_compress {
+        return Encoded::Raw;
+    }
+    let compressed = try_compress
+        .then(|| zstd::bulk::compress(raw, 3).ok())
+        .flatten()
+        .filter(|c| c.len() < raw.len());
+    if key.is_none() && compressed.is_none() {
+        return Encoded::Raw;
+    }
+    Encoded::Bytes(encode_with(id, raw, compressed, key))
+}
+
+/// [`encode_parts`] as one buffer.
 pub fn encode(id: &BlobId, raw: &[u8], try_compress: bool, key: Option<&RunKey>) -> Vec<u8> {
     let compressed = try_compress
         .then(|| zstd::bulk::compress(raw, 3).ok())
         .flatten()
         .filter(|c| c.len() < raw.len());
+    encode_with(id, raw, compressed, key)
+}
+
+fn encode_with(
+    id: &BlobId,
+    raw: &[u8],
+    compressed: Option<Vec<u8>>,
+    key: Option<&RunKey>,
+) -> Vec<u8> {
     let mut flags = 0;
     let payload: &[u8] = match &compressed {
         Some(c) => {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! repository/config.json        format, id, and (encrypted) recipients and naming key
-//! repository/packs/XX/NAME      blobs, zstd-compressed (and encrypted); NAME = sha256 of the file
+//! repository/packs/XX/NAME      blobs, zstd-compressed (and encrypted); NAME = sha256 of its header
 //! repository/snapshots/ID.json  one per backup: a full, self-checksummed description
 //! repository/keys/KEYID.age     each run's data key, wrapped to BACKUP_RECIPIENTS
 //! repository/files-cache.json   size, mtime, ctime and inode of each upload, and its blobs

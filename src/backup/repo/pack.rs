@@ -2,10 +2,13 @@
 //! quarter of a million files (restic's packs, borg's segments).
 //!
 //! A pack is `blob blob ... header header_len magic`: the header lists each blob's name,
-//! kind, stored length and plaintext length, in file order (offsets follow). It is written
-//! under `tmp/`, then fsynced and renamed to `packs/XX/NAME`, where NAME is the sha256 of
-//! the whole file: any changed byte is found by hashing the pack, without a key. Packs
-//! are immutable; prune writes new ones and deletes old ones, never edits one.
+//! kind, stored length, plaintext length and the CRC-32 of its stored bytes, in file
+//! order (offsets follow). It is written under `tmp/`, then fsynced and renamed to
+//! `packs/XX/NAME`, where NAME is the sha256 of the header (and trailer): a changed byte
+//! anywhere is found without a key, in the header by its hash, in a blob by its CRC
+//! (and a forged blob by its name, or its tag when encrypted). Hashing the header rather
+//! than the whole file keeps a second sha256 pass over every byte off the backup's path.
+//! Packs are immutable; prune writes new ones and deletes old ones, never edits one.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -20,7 +23,7 @@ use super::BlobId;
 use crate::backup::manifest;
 
 pub const MAGIC: &[u8; 8] = b"ELIORPK1";
-const ENTRY_LEN: usize = 32 + 1 + 4 + 4;
+const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
 /// A pack is closed once it holds this much.
 pub const TARGET_SIZE: u64 = 16 << 20;
 
@@ -53,10 +56,17 @@ pub struct Entry {
     pub offset: u64,
     pub stored_len: u32,
     pub raw_len: u32,
+    /// CRC-32 of the stored bytes.
+    pub crc: u32,
 }
 
-/// Reads the header of the pack at `path`.
+/// Reads the header of the pack at `path`: its size and entries.
 pub fn read_header(path: &Path) -> Result<(u64, Vec<Entry>)> {
+    read_header_hashed(path).map(|(size, entries, _)| (size, entries))
+}
+
+/// [`read_header`], and the sha256 of the header and trailer (the pack's name).
+fn read_header_hashed(path: &Path) -> Result<(u64, Vec<Entry>, String)> {
     let file =
         File::open(path).with_context(|| format!("failed to open pack {}", path.display()))?;
     let size = file
@@ -86,19 +96,57 @@ pub fn read_header(path: &Path) -> Result<(u64, Vec<Entry>)> {
         let kind = Kind::from_byte(raw[32]).ok_or_else(|| damaged("unknown blob kind"))?;
         let stored_len = u32::from_le_bytes(raw[33..37].try_into().expect("4 bytes"));
         let raw_len = u32::from_le_bytes(raw[37..41].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(raw[41..45].try_into().expect("4 bytes"));
         entries.push(Entry {
             id: raw[..32].try_into().expect("32 bytes"),
             kind,
             offset,
             stored_len,
             raw_len,
+            crc,
         });
         offset += u64::from(stored_len);
     }
     if offset != size - 12 - header_len {
         return Err(damaged("the header does not add up to the file"));
     }
-    Ok((size, entries))
+    let mut hasher = Sha256::new();
+    hasher.update(&header);
+    hasher.update(tail);
+    Ok((size, entries, hex::encode(hasher.finalize())))
+}
+
+/// Checks pack `name` without a key: its header hashes to its name, and every blob's
+/// stored bytes match their CRC. Returns one line per problem.
+pub fn check(root: &Path, name: &str) -> Option<String> {
+    let path = path(root, name);
+    let (_, entries, hash) = match read_header_hashed(&path) {
+        Ok(found) => found,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    if hash != name {
+        return Some(format!(
+            "pack {name} does not match its name: it was changed or damaged"
+        ));
+    }
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("failed to open pack {}: {e}", path.display())),
+    };
+    let mut buf = Vec::new();
+    for entry in entries {
+        buf.resize(entry.stored_len as usize, 0);
+        if let Err(e) = file.read_exact_at(&mut buf, entry.offset) {
+            return Some(format!("failed to read pack {}: {e}", path.display()));
+        }
+        if crc32fast::hash(&buf) != entry.crc {
+            return Some(format!(
+                "pack {name} does not match its name: chunk {} in it was changed or damaged",
+                hex::encode(entry.id)
+            ));
+        }
+    }
+    None
 }
 
 /// The path of pack `name` under the repository root.
@@ -110,7 +158,6 @@ pub fn path(root: &Path, name: &str) -> PathBuf {
 pub struct Writer {
     file: BufWriter<File>,
     temp: PathBuf,
-    hasher: Sha256,
     entries: Vec<Entry>,
     size: u64,
 }
@@ -124,7 +171,6 @@ impl Writer {
         Ok(Writer {
             file: BufWriter::with_capacity(1 << 20, file),
             temp,
-            hasher: Sha256::new(),
             entries: Vec::new(),
             size: 0,
         })
@@ -138,16 +184,22 @@ impl Writer {
         self.entries.is_empty()
     }
 
-    /// Appends a stored blob; returns its offset.
-    pub fn add(&mut self, id: BlobId, kind: Kind, stored: &[u8], raw_len: usize) -> Result<u64> {
+    /// Appends a stored blob, given in parts that are written one after the other;
+    /// returns its offset.
+    pub fn add(&mut self, id: BlobId, kind: Kind, stored: &[&[u8]], raw_len: usize) -> Result<u64> {
         let offset = self.size;
-        self.write(stored)?;
+        let mut crc = crc32fast::Hasher::new();
+        for part in stored {
+            self.write(part)?;
+            crc.update(part);
+        }
         self.entries.push(Entry {
             id,
             kind,
             offset,
-            stored_len: u32::try_from(stored.len()).context("blob too large")?,
+            stored_len: u32::try_from(self.size - offset).context("blob too large")?,
             raw_len: u32::try_from(raw_len).context("blob too large")?,
+            crc: crc.finalize(),
         });
         Ok(offset)
     }
@@ -156,7 +208,6 @@ impl Writer {
         self.file
             .write_all(bytes)
             .with_context(|| format!("failed to write {}", self.temp.display()))?;
-        self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -169,6 +220,7 @@ impl Writer {
             header.push(e.kind as u8);
             header.extend_from_slice(&e.stored_len.to_le_bytes());
             header.extend_from_slice(&e.raw_len.to_le_bytes());
+            header.extend_from_slice(&e.crc.to_le_bytes());
         }
         let len = header.len() as u32;
         header.extend_from_slice(&len.to_le_bytes());
@@ -177,7 +229,7 @@ impl Writer {
         self.file
             .flush()
             .with_context(|| format!("failed to write {}", self.temp.display()))?;
-        let name = hex::encode(self.hasher.finalize());
+        let name = hex::encode(Sha256::digest(&header));
         Ok(Finished {
             temp: self.temp,
             name,
@@ -275,4 +327,41 @@ pub fn commit(root: &Path, pack: &Finished) -> Result<()> {
             final_path.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_reads_back_and_a_changed_byte_or_header_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        let mut writer = Writer::create(&root.join("tmp")).unwrap();
+        writer
+            .add([1; 32], Kind::Data, &[b"\0", b"hello"], 5)
+            .unwrap();
+        writer.add([2; 32], Kind::List, &[b"\0world"], 5).unwrap();
+        let finished = writer.finish().unwrap();
+        commit(root, &finished).unwrap();
+        let at = path(root, &finished.name);
+        let (size, entries) = read_header(&at).unwrap();
+        assert_eq!(size, fs::metadata(&at).unwrap().len());
+        assert_eq!(entries, finished.entries);
+        assert_eq!((entries[1].offset, entries[1].stored_len), (6, 6));
+        assert_eq!(check(root, &finished.name), None);
+
+        let mut bytes = fs::read(&at).unwrap();
+        bytes[3] ^= 1;
+        fs::write(&at, &bytes).unwrap();
+        let found = check(root, &finished.name).unwrap();
+        assert!(found.contains(&hex::encode([1u8; 32])), "{found}");
+        bytes[3] ^= 1;
+        let crc_of_first = bytes.len() - 12 - 2 * ENTRY_LEN + 41;
+        bytes[crc_of_first] ^= 1;
+        fs::write(&at, &bytes).unwrap();
+        let found = check(root, &finished.name).unwrap();
+        assert!(found.contains("does not match its name"), "{found}");
+    }
 }

@@ -130,7 +130,7 @@ pub fn sweep(root: &std::path::Path, dry_run: bool) -> Result<SweepReport> {
                 Some(w) => w,
                 None => writer.insert(pack::Writer::create(&root.join(super::TMP_DIR))?),
             };
-            w.add(entry.id, entry.kind, &stored, entry.raw_len as usize)?;
+            w.add(entry.id, entry.kind, &[&stored], entry.raw_len as usize)?;
             if w.size() >= pack::TARGET_SIZE {
                 written.push(writer.take().expect("open").finish()?);
             }

@@ -219,7 +219,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Whether the pack of blob `id` hashes to its name (once per pack).
+    /// Whether the pack of blob `id` is intact (once per pack): [`super::pack::check`].
     fn pack_problem(&mut self, id: &BlobId) -> Option<String> {
         let loc = *self.repo.index.get(id)?;
         let repo = self.repo;
@@ -227,15 +227,7 @@ impl<'a> Checker<'a> {
             .entry(loc.pack)
             .or_insert_with(|| {
                 let name = &repo.packs[loc.pack as usize].name;
-                let path = super::pack::path(&repo.root, name);
-                match manifest::sha256_file(&path) {
-                    Err(e) => Some(format!("{e:#}")),
-                    Ok((_, sum)) if sum != *name => Some(format!(
-                        "pack {name} does not match its name: it was changed or damaged (it holds chunk {})",
-                        hex::encode(id)
-                    )),
-                    Ok(_) => None,
-                }
+                super::pack::check(&repo.root, name)
             })
             .clone()
     }

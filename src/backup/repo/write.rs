@@ -176,15 +176,15 @@ impl<'a> Session<'a> {
         }
         let key = self.key.as_ref();
         let stored = par_map(&fresh, |&i| {
-            crypto::encode(&ids[i], pieces[i], compress[i], key)
+            crypto::encode_parts(&ids[i], pieces[i], compress[i], key)
         });
-        for (&i, bytes) in fresh.iter().zip(stored) {
-            self.add(ids[i], kind, &bytes, pieces[i].len())?;
+        for (&i, encoded) in fresh.iter().zip(stored) {
+            self.add(ids[i], kind, &encoded.parts(pieces[i]), pieces[i].len())?;
         }
         Ok(ids)
     }
 
-    fn add(&mut self, id: BlobId, kind: Kind, stored: &[u8], raw_len: usize) -> Result<()> {
+    fn add(&mut self, id: BlobId, kind: Kind, stored: &[&[u8]], raw_len: usize) -> Result<()> {
         if self.writer.is_none() {
             self.writer = Some(pack::Writer::create(&self.repo.root.join(super::TMP_DIR))?);
         }
@@ -192,7 +192,7 @@ impl<'a> Session<'a> {
         writer.add(id, kind, stored, raw_len)?;
         self.pending.insert(id);
         self.stats.new_blobs += 1;
-        self.stats.added_bytes += stored.len() as u64;
+        self.stats.added_bytes += stored.iter().map(|p| p.len() as u64).sum::<u64>();
         if writer.size() >= pack::TARGET_SIZE {
             self.close_pack()?;
         }
@@ -231,8 +231,7 @@ impl<'a> Session<'a> {
         let names = par_map(&pieces, |p| naming.id(p));
         for (name, piece) in names.iter().zip(&pieces) {
             if !self.known(name) {
-                let stored = crypto::encode(name, piece, false, None);
-                self.add(*name, Kind::List, &stored, piece.len())?;
+                self.add(*name, Kind::List, &[&crypto::RAW, piece], piece.len())?;
             }
         }
         Ok(names.iter().map(hex::encode).collect())
@@ -556,14 +555,20 @@ impl Walk<'_, '_> {
         let mut first = true;
         let mut compress = true;
         let mut size = 0u64;
+        let expected = meta.len();
         loop {
-            let mut piece = vec![0u8; FILE_PIECE];
-            let n = read_full(&mut file, &mut piece)
+            // Sized to what is left (no 1 MiB zeroed buffer for a 300 KiB photo); a file
+            // that grew meanwhile is read on in whole pieces.
+            let want = expected.saturating_sub(size).clamp(1, FILE_PIECE as u64);
+            let mut piece = Vec::with_capacity(want as usize);
+            (&mut file)
+                .take(FILE_PIECE as u64)
+                .read_to_end(&mut piece)
                 .with_context(|| format!("failed to read {}", path.display()))?;
+            let n = piece.len();
             if n == 0 && !first {
                 break;
             }
-            piece.truncate(n);
             if first {
                 compress = !archive::is_precompressed(path, &piece[..n.min(16)]);
                 first = false;
