@@ -82,10 +82,11 @@ struct Args {
     /// Seconds of HTTP load
     #[arg(long, default_value_t = 30)]
     duration: u64,
-    /// Relative weights of the request kinds
+    /// Relative weights of the request kinds (logins 0.1%: a session logs in once and
+    /// makes hundreds of requests; each login is ~70 ms of argon2 on one core)
     #[arg(
         long,
-        default_value = "me=30,list=15,weights=15,weigh=25,notify=10,login=1,health=4"
+        default_value = "me=300,list=150,weights=150,weigh=250,notify=100,login=1,health=49"
     )]
     mix: String,
     /// Seconds the sockets stay idle before the load (the idle RSS is the last second's)

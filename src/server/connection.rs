@@ -130,7 +130,7 @@ fn effective_max_connections(configured: Option<usize>) -> usize {
     if let (Some(soft), Some(hard)) = (nofile.current, nofile.maximum) {
         if soft < hard {
             nofile.current = Some(hard);
-            if let Err(e) = setrlimit(Resource::Nofile, nofile.clone()) {
+            if let Err(e) = setrlimit(Resource::Nofile, nofile) {
                 tracing::debug!(error = %e, "could not raise RLIMIT_NOFILE");
             }
         }
