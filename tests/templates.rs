@@ -1106,3 +1106,71 @@ http { server { listen 8000;
     assert_eq!(codes.len(), 40);
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
 }
+
+/// One loader, one precedence (issue 14): the environment beats the env file for
+/// `config show`, `render` and `backup` alike; a BOM or a key set twice is an error
+/// naming the line, for every command.
+#[test]
+fn the_environment_beats_the_file_for_every_command() {
+    let stack = Stack::init("example.com", "");
+    let with_env = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_elior"));
+        cmd.args(args).args(["--dir", stack.path()]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let port = [("HTTPS_PORT", "8443")];
+    let out = with_env(&["config", "show", "--json"], &port);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let https = report["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "HTTPS_PORT")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (https["value"].as_str(), https["source"].as_str()),
+        (Some("8443"), Some("environment"))
+    );
+    let out = with_env(&["render"], &port);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(stack
+        .read("docker-compose.prod.yml")
+        .contains("\"8443:443\""));
+    let elsewhere = stack.dir.join("backups-from-env");
+    let out = with_env(
+        &["backup", "list"],
+        &[("BACKUP_DIR", elsewhere.to_str().unwrap())],
+    );
+    assert!(
+        text(&out.stderr).contains(elsewhere.to_str().unwrap()),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let env = stack.dir.join(".env.production");
+    let original = stack.read(".env.production");
+    fs::write(&env, format!("{original}DOMAIN=other.example.com\n")).unwrap();
+    let last = original.lines().count() + 1;
+    for args in [&["config", "show"][..], &["render"], &["backup", "list"]] {
+        let out = with_env(args, &[]);
+        assert_eq!(code(&out), 2, "{args:?}");
+        assert!(
+            text(&out.stderr)
+                .contains(&format!("line {last}: DOMAIN is set again (first on line ")),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    fs::write(&env, format!("\u{feff}{original}")).unwrap();
+    let out = with_env(&["config", "show"], &[]);
+    assert!(
+        text(&out.stderr).contains("line 1: the file starts with a byte-order mark"),
+        "{}",
+        text(&out.stderr)
+    );
+}

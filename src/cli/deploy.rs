@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, FromArgMatches};
 
-use crate::config::identity::Owner;
 use crate::config::model::Stack;
 pub use crate::deploy::ImageSource;
 use crate::deploy::{CertStep, Outcome, Report};
@@ -252,33 +251,14 @@ pub fn deploy_stack(
     } else {
         Some(crate::lock::DeployLock::acquire(&dir, command)?)
     };
-    // A directory without an id gets one now (an earlier release's stack: its
-    // containers are adopted below). A dry run invents none and writes nothing.
-    let owner = match (options.dry_run, stack.owner()) {
-        (_, Some(owner)) => owner,
-        (true, None) => Owner::new(
-            crate::config::identity::StackId::random(),
-            stack.dir.clone(),
-            &stack.config.domain,
-        ),
-        (false, None) => {
-            let (owner, _) = stack.ensure_owner()?;
-            eprintln!(
-                "gave {} the stack id {} ({})",
-                dir.display(),
-                owner.id,
-                crate::config::identity::STACK_FILE
-            );
-            owner
-        }
-    };
+    let mut progress = Progress::new();
+    let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     let started = Instant::now();
-    let mut progress = Progress::new();
     let result = runtime.block_on(crate::deploy::run(
         &stack,
         &owner,

@@ -40,7 +40,7 @@ pub const STACK_KEYS: &[&str] = &[
 ];
 
 /// Keys whose values `config show` never prints.
-pub const SECRET_KEYS: &[&str] = &["JWT_SECRET"];
+pub const SECRET_KEYS: &[&str] = &["JWT_SECRET", "AWS_SECRET_ACCESS_KEY"];
 
 pub const DEFAULT_API_IMAGE: &str = "elior-fitness-api:latest";
 /// The production proxy image; tests stand in Debian's nginx packed into a local image.
@@ -528,8 +528,21 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         ("PROXY_IMAGE", c.proxy_image.to_string()),
         ("HSTS_PRELOAD", c.hsts_preload.to_string()),
     ];
+    // Keys other modules validate (S3 uploads, backup repository, connection limits,
+    // ACME): shown as set, so `config show` lists every key that takes effect.
+    let listed: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
+    let others: Vec<(&'static str, String)> = SERVE_KEYS
+        .iter()
+        .chain(STACK_KEYS)
+        .filter(|key| !listed.contains(key))
+        .filter_map(|key| {
+            raw.non_empty(key)
+                .map(|(value, _)| (*key, value.to_string()))
+        })
+        .collect();
     values
         .into_iter()
+        .chain(others)
         .map(|(key, value)| {
             let value = if SECRET_KEYS.contains(&key) {
                 "[redacted]".to_string()
@@ -650,6 +663,33 @@ mod tests {
         let port = c.settings.iter().find(|s| s.key == "HTTP_PORT").unwrap();
         assert_eq!(port.source, "default");
         assert!(!format!("{c:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn config_show_lists_other_modules_keys_and_redacts_the_s3_secret() {
+        let c = StackConfig::from_raw(&raw(&[
+            ("UPLOADS_URL", "s3://gym-bucket/uploads"),
+            ("AWS_ACCESS_KEY_ID", "AKIDGYM"),
+            ("AWS_SECRET_ACCESS_KEY", "s3-secret-value"),
+            ("BACKUP_FORMAT", "repository"),
+        ]))
+        .unwrap();
+        let shown = |key: &str| {
+            let s = c.settings.iter().find(|s| s.key == key).unwrap();
+            (s.value.clone(), s.source.clone())
+        };
+        assert_eq!(
+            shown("UPLOADS_URL"),
+            ("s3://gym-bucket/uploads".into(), "file line 6".into())
+        );
+        assert_eq!(shown("AWS_SECRET_ACCESS_KEY").0, "[redacted]");
+        assert_eq!(shown("BACKUP_FORMAT").0, "repository");
+        assert!(!c
+            .settings
+            .iter()
+            .any(|s| s.value.contains("s3-secret-value")));
+        // A key set nowhere is not listed twice, nor invented.
+        assert!(!c.settings.iter().any(|s| s.key == "S3_ENDPOINT"));
     }
 
     #[test]

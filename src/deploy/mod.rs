@@ -74,6 +74,30 @@ pub struct Outcome {
     pub certificate: CertStep,
 }
 
+/// Who the deploy acts as: the stack's id, given to the directory now when it has none
+/// (a directory of an earlier release: [`run`] then adopts its containers). A dry run
+/// writes nothing and plans as a fresh id would.
+pub fn owner(stack: &mut Stack, dry_run: bool, progress: &dyn Progress) -> Result<Owner> {
+    if let Some(owner) = stack.owner() {
+        return Ok(owner);
+    }
+    if dry_run {
+        return Ok(Owner::new(
+            crate::config::identity::StackId::random(),
+            stack.dir.clone(),
+            &stack.config.domain,
+        ));
+    }
+    let (owner, _) = stack.ensure_owner()?;
+    progress.note(&format!(
+        "gave {} the stack id {} ({})",
+        stack.dir.display(),
+        owner.id,
+        crate::config::identity::STACK_FILE
+    ));
+    Ok(owner)
+}
+
 /// Deploys `loaded` as `owner`: prepares the images, observes the engine, plans the
 /// rollout, and (unless `options.dry_run`) carries it out, proves it and runs the
 /// certificate step.

@@ -38,16 +38,7 @@ pub async fn wait_healthy(docker: &Docker, container: &str, timeout: Duration) -
             )
             .await
             .with_context(|| format!("failed to inspect container {container}"))?;
-        // The exec form only: a `CMD-SHELL` check needs a shell a scratch image lacks.
-        let own_check = inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.healthcheck.as_ref())
-            .and_then(|h| h.test.as_deref())
-            .and_then(|test| match test {
-                [form, cmd @ ..] if form == "CMD" && !cmd.is_empty() => Some(cmd.to_vec()),
-                _ => None,
-            });
+        let own_check = exec_form_check(&inspect);
         let state = inspect.state.unwrap_or_default();
         let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
         let health = state.health.as_ref().and_then(|h| h.status);
@@ -124,7 +115,13 @@ pub async fn gate_passes(
     container: &str,
     inspect: &bollard::models::ContainerInspectResponse,
 ) -> bool {
-    let cmd = inspect
+    own_check_passes(docker, container, exec_form_check(inspect).as_deref()).await
+}
+
+/// The container's health check command when it has the exec form (`CMD`): a
+/// `CMD-SHELL` check needs a shell, which a scratch image lacks.
+fn exec_form_check(inspect: &bollard::models::ContainerInspectResponse) -> Option<Vec<String>> {
+    inspect
         .config
         .as_ref()
         .and_then(|c| c.healthcheck.as_ref())
@@ -132,8 +129,7 @@ pub async fn gate_passes(
         .and_then(|test| match test {
             [form, cmd @ ..] if form == "CMD" && !cmd.is_empty() => Some(cmd.to_vec()),
             _ => None,
-        });
-    own_check_passes(docker, container, cmd.as_deref()).await
+        })
 }
 
 /// Runs the container's exec-form health check once; false when it fails, errs or takes

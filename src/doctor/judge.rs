@@ -494,6 +494,21 @@ pub fn certificate(ctx: &Context, f: Option<&CertFacts>) -> Vec<Finding> {
 
 pub fn containers(ctx: &Context, f: Option<&ContainersFacts>) -> Vec<Finding> {
     let Some(f) = f else {
+        if ctx.project.is_none() && ctx.config_error.is_none() {
+            // Valid settings but no `.elior/stack.json`: an earlier release's directory,
+            // which owns nothing on the engine until a deploy adopts it (issue 14).
+            return vec![Finding::warning(
+                format!(
+                    "{}/.elior/stack.json is missing: this stack has no id, so no container is its own",
+                    ctx.dir
+                ),
+                format!(
+                    "elior deploy {} --dir {} (gives it an id and adopts its containers)",
+                    domain_arg(ctx),
+                    ctx.dir
+                ),
+            )];
+        }
         return vec![Finding::skipped(NEEDS_SETTINGS)];
     };
     let deploy = format!("elior deploy {} --dir {}", domain_arg(ctx), ctx.dir);
@@ -1532,5 +1547,22 @@ mod tests {
         ] {
             assert!(!crate::config::is_placeholder_secret(real), "{real}");
         }
+    }
+
+    // Issue 14: a directory without a stack id owns no container; doctor says how to
+    // adopt, instead of "needs valid settings".
+    #[test]
+    fn a_stack_without_an_id_is_told_to_deploy_once() {
+        let mut c = ctx();
+        c.project = None;
+        let findings = containers(&c, None);
+        assert_eq!(statuses(&findings), vec![Status::Warning]);
+        assert!(findings[0].finding.contains(".elior/stack.json is missing"));
+        assert_eq!(
+            findings[0].fix.as_deref(),
+            Some("elior deploy fit.example.com --dir /srv/elior (gives it an id and adopts its containers)")
+        );
+        c.config_error = Some("bad".into());
+        assert_eq!(statuses(&containers(&c, None)), vec![Status::Skipped]);
     }
 }

@@ -153,11 +153,49 @@ pub fn is_email(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Hashes off the async workers: argon2 is deliberately slow.
-async fn hash_password(plain: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || password::hash(&plain))
+/// Runs argon2 work off the async workers, at most one per core at once (issue 19): each
+/// hash holds 9 MiB, and more at once than there are cores only wait for the CPU while
+/// holding their memory and the blocking threads the database calls need (1% of logins in
+/// a c1024 mix took the server from 60 to 190 MiB). At most [`ARGON2_QUEUE`] per core may
+/// wait for a turn (about a second of work); past that the answer is 503 with Retry-After.
+async fn argon2<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PERMITS: std::sync::OnceLock<(tokio::sync::Semaphore, usize)> =
+        std::sync::OnceLock::new();
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    let (permits, queue) = PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (tokio::sync::Semaphore::new(cores), cores * ARGON2_QUEUE)
+    });
+    struct Waiting;
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            WAITING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if WAITING.fetch_add(1, Ordering::AcqRel) >= *queue {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::Unavailable(
+            "Too many password checks at once, try again",
+        ));
+    }
+    let waiting = Waiting;
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    drop(waiting);
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Password checks that may wait for a core, per core.
+const ARGON2_QUEUE: usize = 16;
+
+/// Hashes off the async workers: argon2 is deliberately slow.
+async fn hash_password(plain: String) -> ApiResult<String> {
+    argon2(move || password::hash(&plain)).await
 }
 
 fn conflict_from(e: DbError) -> ApiError {
@@ -235,7 +273,7 @@ async fn authenticate(
         .throttle
         .check(&[&account], Instant::now())
         .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
-    let verified = tokio::task::spawn_blocking(move || match user {
+    let verified = argon2(move || match user {
         Some(u) if password::verify(&plain, &u.password_hash) => Some(u),
         Some(_) => None,
         None => {
@@ -243,8 +281,7 @@ async fn authenticate(
             None
         }
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    .await?;
     match verified {
         Some(user) if user.is_active => {
             state.throttle.clear(&account);
@@ -319,9 +356,7 @@ async fn change_password(
     check_password(&p.new_password).map_err(|e| ApiError::field("new_password", e))?;
     let stored = user.password_hash.clone();
     let current = p.current_password;
-    let ok = tokio::task::spawn_blocking(move || password::verify(&current, &stored))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let ok = argon2(move || password::verify(&current, &stored)).await?;
     if !ok {
         return Err(ApiError::field("current_password", "is incorrect"));
     }
