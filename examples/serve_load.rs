@@ -517,7 +517,15 @@ async fn run(args: Args) -> Result<()> {
     println!("server hub after: {stats_after}");
     drop(slow_sockets);
     shared.stop.store(true, Ordering::SeqCst);
-    let _ = server.start_kill();
+    if args.wrap.is_some() {
+        // SIGTERM to the server itself: it exits cleanly and the wrapper (a profiler)
+        // finishes its output; killing the wrapper would leave the server running.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    } else {
+        let _ = server.start_kill();
+    }
     let _ = server.wait().await;
     rss.abort();
     if let Some(path) = &args.rss_csv {
