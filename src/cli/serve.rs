@@ -21,6 +21,9 @@ use crate::server;
 /// BIND_ADDRESS and TRUSTED_PROXIES (addresses or CIDRs whose X-Forwarded-For is believed).
 /// UPLOADS_URL=s3://BUCKET/PREFIX keeps uploads in an S3-compatible bucket instead of
 /// UPLOAD_DIR, with S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+/// MAX_CONNECTIONS (default 20000, or what the open-file limit allows; HTTP and WebSocket
+/// together; past it a 503 with Retry-After) and WS_TIMEOUT_SECONDS (default 30: a
+/// WebSocket silent that long is closed).
 ///
 /// In development a missing JWT_SECRET is replaced by a random one for this run. In
 /// production the server refuses to start without a secret of at least 32 characters.
