@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use elior::backup::manifest::Manifest;
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
+
+mod backup_support;
+use backup_support::{count_rows, killed_by_sigkill, sha256, stderr, stdout, tree};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -112,50 +114,6 @@ impl Stack {
                 .unwrap();
         }
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn count_rows(path: &Path) -> i64 {
-    let conn = Connection::open(path).unwrap();
-    conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0))
-        .unwrap()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Relative path -> (mode, mtime, content sha256 or link target) of every entry under
-/// `root`.
-fn tree(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, i64, String)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let mode = meta.permissions().mode() & 0o7777;
-            let mtime = meta.mtime();
-            if meta.file_type().is_symlink() {
-                let target = fs::read_link(&path).unwrap().display().to_string();
-                out.insert(rel, (0, 0, format!("-> {target}")));
-            } else if meta.is_dir() {
-                out.insert(rel, (mode, mtime, "dir".into()));
-                walk(root, &path, out);
-            } else {
-                out.insert(rel, (mode, mtime, sha256(&fs::read(&path).unwrap())));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn backup_files(dir: &Path) -> Vec<String> {
@@ -768,11 +726,6 @@ fn restore_leftovers(stack: &Stack) -> Vec<String> {
         .into_iter()
         .filter(|n| n.contains("restore"))
         .collect()
-}
-
-fn killed_by_sigkill(out: &Output) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    out.status.signal() == Some(9)
 }
 
 // Issue 17: a restore killed between its renames left the database missing, or the new

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use elior::backup::repo::Snapshot;
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
+
+mod backup_support;
+use backup_support::{count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
 /// In every database row and in one upload: it must never appear in an encrypted
@@ -123,49 +125,6 @@ impl Stack {
     }
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn rows(db: &Path) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
-        .unwrap()
-}
-
-/// Relative path -> (mode, mtime, content sha256 or link target) of every entry.
-fn tree(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, i64, String)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            if meta.file_type().is_symlink() {
-                let target = fs::read_link(&path).unwrap().display().to_string();
-                out.insert(rel, (0, 0, format!("-> {target}")));
-            } else if meta.is_dir() {
-                out.insert(rel, (meta.mode() & 0o7777, meta.mtime(), "dir".into()));
-                walk(root, &path, out);
-            } else {
-                let sum = sha256(&fs::read(&path).unwrap());
-                out.insert(rel, (meta.mode() & 0o7777, meta.mtime(), sum));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -194,11 +153,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn packs(stack: &Stack) -> Vec<PathBuf> {
     files_under(&stack.repo().join("packs"))
-}
-
-fn killed_by_sigkill(out: &Output) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    out.status.signal() == Some(9)
 }
 
 fn verify_all(stack: &Stack) -> Output {
