@@ -2,7 +2,6 @@
 //! or completes an existing one without touching what is there.
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -30,16 +29,14 @@ use crate::plan::render::{self, paths, Templates, API_UID};
 pub struct InitArgs {
     /// The server's public name, such as example.com
     domain: String,
-    /// The stack directory to create or complete
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Email for the Let's Encrypt account (expiry notices)
     #[arg(long)]
     email: Option<String>,
 }
 
 impl InitArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = ctx.dir();
         let domain = domain::parse(&self.domain).map_err(|m| {
             anyhow::anyhow!("DOMAIN argument {m}\nexample: elior init example.com --dir /srv/elior")
         })?;
@@ -62,9 +59,9 @@ impl InitArgs {
         );
         StackConfig::from_raw(&raw).context("the env template renders invalid settings")?;
 
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("failed to create stack directory {}", self.dir.display()))?;
-        let env_path = stack::env_file_path(&self.dir);
+        fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create stack directory {}", dir.display()))?;
+        let env_path = stack::env_file_path(dir);
         match fs::read_to_string(&env_path) {
             Ok(existing) => complete_env_file(&env_path, &existing, &fresh, domain.as_str())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -76,7 +73,7 @@ impl InitArgs {
             }
         }
         for sub in paths::STACK_DIRS {
-            let path = self.dir.join(sub);
+            let path = dir.join(sub);
             if path.is_dir() {
                 continue;
             }
@@ -94,18 +91,20 @@ impl InitArgs {
                 }
             }
         }
-        let (id, created) = crate::config::identity::ensure(&self.dir)?;
+        let (id, created) = crate::config::identity::ensure(dir)?;
         if created {
             println!(
                 "wrote {} (mode 0600): stack id {id}",
-                crate::config::identity::stack_file(&self.dir).display()
+                crate::config::identity::stack_file(dir).display()
             );
         }
-        eprintln!(
-            "next: review {} and run `elior render --dir {}`",
-            env_path.display(),
-            self.dir.display()
-        );
+        if !ctx.quiet {
+            eprintln!(
+                "next: review {} and run `{}`",
+                env_path.display(),
+                ctx.command("render")
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,6 +1,5 @@
 //! `elior status`: what the engine runs for a stack, one line per container.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -21,14 +20,7 @@ use crate::docker;
 ///     elior status --json | jq '.[] | select(.health != "healthy")'
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
-pub struct StatusArgs {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print JSON instead of a table
-    #[arg(long)]
-    json: bool,
-}
+pub struct StatusArgs {}
 
 #[derive(Debug, Serialize)]
 struct ContainerStatus {
@@ -44,11 +36,12 @@ struct ContainerStatus {
 }
 
 impl StatusArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let stack = Stack::load(&self.dir)?;
+    /// With --json: a JSON array instead of a table.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let stack = Stack::load(ctx.dir())?;
         let config = &stack.config;
         let Some(owner) = stack.owner() else {
-            if self.json {
+            if ctx.json {
                 println!("[]");
             } else {
                 println!("{}", stack.no_id_hint());
@@ -58,12 +51,12 @@ impl StatusArgs {
         let project = owner.project.clone();
         let runtime = docker::runtime()?;
         let statuses = runtime.block_on(collect(&owner))?;
-        if self.json {
+        if ctx.json {
             println!("{}", serde_json::to_string_pretty(&statuses)?);
         } else if statuses.is_empty() {
             println!(
-                "{project}: no containers (run `elior deploy {}`)",
-                config.domain.as_str()
+                "{project}: no containers (run `{}`)",
+                ctx.command(&format!("deploy {}", config.domain.as_str()))
             );
         } else {
             println!(
