@@ -269,3 +269,94 @@ fn quiet_and_verbose_together_are_a_usage_error() {
     let out = elior_env(&["-q", "-v", "status"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `elior ARGS` with stdout read for `keep` bytes and then closed, as `| head -c KEEP`
+/// does; returns the exit status and stderr.
+fn elior_into_head(args: &[&str], keep: usize) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elior"))
+        .args(args)
+        .env_remove("ELIOR_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; keep];
+    if keep > 0 {
+        stdout.read_exact(&mut first).unwrap();
+    }
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    (out.status, text(&out.stderr))
+}
+
+/// Whether `elior backup verify latest` passes the newest backup.
+fn newest_backup_verifies(stack: &Stack) -> bool {
+    let dir = stack.dir.to_str().unwrap();
+    let out = elior_env(&["--dir", dir, "backup", "verify", "latest"], &[]);
+    out.status.success() && text(&out.stdout).starts_with("ok")
+}
+
+// Issue 20: a panic hook turned EPIPE into exit 0 wherever it struck, even mid-backup.
+#[test]
+fn backup_into_a_closed_pipe_leaves_a_verified_backup_or_exits_non_zero() {
+    for (args, keep) in [
+        (vec!["backup"], 1),
+        (vec!["backup"], 0),
+        (vec!["backup", "--json"], 1),
+        (vec!["backup", "--full-check"], 0),
+    ] {
+        let stack = Stack::new("stack");
+        let mut line = args.clone();
+        line.extend(["--dir", stack.dir.to_str().unwrap()]);
+        let (status, stderr) = elior_into_head(&line, keep);
+        assert!(!stderr.contains("panicked"), "{line:?}: {stderr}");
+        if status.success() {
+            assert!(
+                newest_backup_verifies(&stack),
+                "{line:?} exited 0 without a complete, verified backup: {stderr}"
+            );
+        } else {
+            assert!(status.code().is_some(), "{line:?} was killed: {status}");
+        }
+    }
+}
+
+#[test]
+fn a_listing_into_a_closed_pipe_exits_0_without_a_panic() {
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    for _ in 0..3 {
+        assert!(elior_env(&["-q", "backup", "--dir", dir], &[])
+            .status
+            .success());
+    }
+    let (status, stderr) = elior_into_head(&["backup", "list", "--dir", dir], 1);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_result_that_cannot_be_written_is_exit_2_not_a_panic() {
+    // `> /dev/full`: ENOSPC is not a reader leaving; the script must not trust the result.
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_elior"))
+        .args(["backup", "--dir", dir])
+        .env_remove("ELIOR_DIR")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("failed to write to stdout"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The backup itself was finished before the result was printed.
+    assert!(newest_backup_verifies(&stack));
+}

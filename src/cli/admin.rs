@@ -149,7 +149,7 @@ impl CreateArgs {
             // (the database, its -wal and -shm) must stay writable for it.
             give_to_api_user(&database_path, created_here);
         }
-        println!(
+        outln!(
             "created admin {} (id {}) in {}",
             user.username,
             user.id,
@@ -208,7 +208,7 @@ fn create_in_container(container: &str, r: &Registration) -> Result<ExitCode> {
                 .replace("\nelior: ", "\n")
         );
     }
-    println!("{} (in container {container})", output.trim());
+    outln!("{} (in container {container})", output.trim());
     Ok(ExitCode::SUCCESS)
 }
 

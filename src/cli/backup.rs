@@ -160,22 +160,22 @@ impl BackupArgs {
                 let created = backup::create(&settings, &options, &mut reporter)?;
                 match created {
                     backup::Created::Archive(manifest) if json => {
-                        println!("{}", serde_json::to_string_pretty(&manifest)?)
+                        outln!("{}", serde_json::to_string_pretty(&manifest)?)
                     }
                     backup::Created::Repository { snapshot, .. } if json => {
-                        println!("{}", serde_json::to_string_pretty(&snapshot)?)
+                        outln!("{}", serde_json::to_string_pretty(&snapshot)?)
                     }
                     backup::Created::Archive(manifest) => {
-                        println!(
+                        outln!(
                             "backup {} complete in {}",
                             manifest.id,
                             settings.backup_dir.display()
                         );
                         for file in &manifest.files {
-                            println!("  {}  {}", file.name, backup::human_bytes(file.size));
+                            outln!("  {}  {}", file.name, backup::human_bytes(file.size));
                         }
                     }
-                    backup::Created::Repository { snapshot, stats } => println!(
+                    backup::Created::Repository { snapshot, stats } => outln!(
                         "backup {} complete in {}: database {}, {} uploads ({}); {} added",
                         snapshot.id,
                         backup::repo::root(&settings.backup_dir).display(),
@@ -221,16 +221,16 @@ fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<E
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
         eprintln!("no backups in {}", settings.backup_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    outln!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
     for set in sets.iter().rev() {
-        println!(
+        outln!(
             "{:<15}  {:>4}d  {:>10}  {}",
             set.id,
             now.signed_duration_since(set.taken_at).num_days(),
@@ -241,7 +241,7 @@ fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<E
     let root = backup::repo::root(&settings.backup_dir);
     if sets.iter().any(|s| s.is_repository()) {
         let (bytes, packs) = backup::repo::disk_usage(&root);
-        println!(
+        outln!(
             "repository {}: {} in {packs} packs, shared by {} snapshots (a snapshot's SIZE is its own file)",
             root.display(),
             backup::human_bytes(bytes),
@@ -289,18 +289,18 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
     .map(|(v, _)| v)
     .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for v in &results {
             if v.ok {
-                println!("ok      {}", v.id);
+                outln!("ok      {}", v.id);
                 for note in &v.notes {
-                    println!("        {note}");
+                    outln!("        {note}");
                 }
             } else {
-                println!("FAILED  {}", v.id);
+                outln!("FAILED  {}", v.id);
                 for problem in &v.problems {
-                    println!("        {}", problem.replace('\n', "\n        "));
+                    outln!("        {}", problem.replace('\n', "\n        "));
                 }
             }
         }
@@ -323,9 +323,9 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
     let report =
         backup::prune(settings, &policy, now, args.dry_run).context("pruning backups failed")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!(
+        out!(
             "{}",
             retention::render(&report.decisions, &policy, args.dry_run)
         );
@@ -359,9 +359,9 @@ fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<Ex
     let report =
         backup::export::export(&settings.backup_dir, set, &output, args.identity.as_deref())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "exported backup {} to {} ({}, {} upload files)",
             report.backup,
             report.path.display(),

@@ -245,9 +245,9 @@ async fn obtain_through<P: Proxy + Sync>(
         },
     };
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if let Outcome::Issued { .. } = outcome {
-        println!(
+        outln!(
             "issued a certificate for {}: serial {}, valid until {}; nginx serves it on {}",
             report.names.join(", "),
             report.serial,
@@ -255,7 +255,7 @@ async fn obtain_through<P: Proxy + Sync>(
             nginx.https_address()
         );
     } else {
-        println!(
+        outln!(
             "not due: the certificate for {} is valid until {}; renewal is due from {}",
             report.names.join(", "),
             report.not_after,
@@ -308,7 +308,7 @@ impl StatusArgs {
                 ctx.command("cert issue")
             );
             if ctx.json {
-                println!("{}", serde_json::json!({ "error": error, "hint": hint }));
+                outln!("{}", serde_json::json!({ "error": error, "hint": hint }));
             } else {
                 eprintln!("{error}\n{hint}");
             }
@@ -377,7 +377,7 @@ impl StatusArgs {
             healthy: !expired && key_matches && is_served,
         };
         if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print_status(&report);
         }
@@ -391,16 +391,16 @@ impl StatusArgs {
 
 fn print_status(r: &StatusReport) {
     let yes_no = |ok: bool, yes: &str, no: &str| if ok { yes.to_string() } else { no.to_string() };
-    println!("certificate  {}", r.certificate.display());
-    println!("subject      {}", r.subject);
-    println!("names        {}", r.sans.join(", "));
-    println!(
+    outln!("certificate  {}", r.certificate.display());
+    outln!("subject      {}", r.subject);
+    outln!("names        {}", r.sans.join(", "));
+    outln!(
         "issuer       {}{}",
         r.issuer,
         if r.self_signed { " (self-signed)" } else { "" }
     );
-    println!("serial       {}", r.serial);
-    println!(
+    outln!("serial       {}", r.serial);
+    outln!(
         "valid        {} to {} ({})",
         r.not_before,
         r.not_after,
@@ -410,7 +410,7 @@ fn print_status(r: &StatusReport) {
             format!("{} days left", r.days_left)
         }
     );
-    println!(
+    outln!(
         "renewal      {}",
         match (&r.renewal_due_at, r.renewal_due) {
             (_, true) => "due now".to_string(),
@@ -418,7 +418,7 @@ fn print_status(r: &StatusReport) {
             (None, false) => "not due".to_string(),
         }
     );
-    println!(
+    outln!(
         "key          {} {} bits, {}",
         r.key_type,
         r.key_bits,
@@ -427,14 +427,14 @@ fn print_status(r: &StatusReport) {
             Some(err) => format!("MISMATCH: {err}"),
         }
     );
-    println!(
+    outln!(
         "chain        {}",
         match &r.chain_error {
             None => format!("verifies against {} roots", r.chain_roots),
             Some(err) => format!("does not verify against {} roots: {err}", r.chain_roots),
         }
     );
-    println!(
+    outln!(
         "served       {}",
         match (&r.served_serial, &r.served_error) {
             (Some(s), _) => yes_no(

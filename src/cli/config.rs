@@ -42,7 +42,7 @@ impl ShowArgs {
                 "settings": config.settings,
                 "warnings": config.warnings,
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
         print_warnings(&config);
@@ -58,7 +58,7 @@ impl ShowArgs {
             .collect();
         let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         for (line, source) in lines {
-            println!("{line:width$}  # {source}");
+            outln!("{line:width$}  # {source}");
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -94,7 +94,7 @@ impl DeployArgs {
         let dir = ctx.dir();
         if !stack_exists(dir) {
             if self.options.dry_run {
-                println!(
+                outln!(
                     "{} has no stack: deploy would run `elior init {}` and `elior render`, then create every network and container",
                     dir.display(),
                     self.domain
@@ -268,8 +268,8 @@ pub fn deploy_stack(
     ));
     match result {
         Ok(Report::DryRun(plan)) => {
-            print!("{}", plan.render());
-            println!(
+            out!("{}", plan.render());
+            outln!(
                 "{}",
                 if plan.is_noop() {
                     "up to date: nothing would change"
@@ -319,12 +319,12 @@ fn print_outcome(outcome: &Outcome, ctx: &super::Context) {
         ..
     } = outcome;
     match &outcome.proof {
-        None => println!("up to date: {project} runs {api_image} at {url}"),
+        None => outln!("up to date: {project} runs {api_image} at {url}"),
         Some((status, body)) => {
-            println!("deployed {project}: {api_image} healthy behind nginx");
-            println!("  {url}/health -> {status} {body}");
-            println!("  {url}/");
-            println!("  {} redirects to HTTPS", outcome.http_url);
+            outln!("deployed {project}: {api_image} healthy behind nginx");
+            outln!("  {url}/health -> {status} {body}");
+            outln!("  {url}/");
+            outln!("  {} redirects to HTTPS", outcome.http_url);
         }
     }
     match &outcome.certificate {
@@ -332,13 +332,13 @@ fn print_outcome(outcome: &Outcome, ctx: &super::Context) {
             from,
             serial,
             not_after,
-        } => println!("  serving {from}: serial {serial}, valid until {not_after}"),
+        } => outln!("  serving {from}: serial {serial}, valid until {not_after}"),
         CertStep::Failed { error, served } => {
             eprintln!(
                 "elior: the stack is deployed, but no certificate was obtained from the CA: {error}\nnginx keeps serving {served}; fix the cause, then run `{}` (or deploy again)",
                 ctx.command("cert issue")
             );
-            println!("  certificate: NOT obtained from the CA; serving {served}");
+            outln!("  certificate: NOT obtained from the CA; serving {served}");
         }
         CertStep::Kept(_) | CertStep::NotDue => {}
     }

@@ -48,7 +48,7 @@ impl DoctorArgs {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         if self.list_checks {
             for c in CHECKS {
-                println!("{:<12} {:<14} {}", c.name, c.group, c.about);
+                outln!("{:<12} {:<14} {}", c.name, c.group, c.about);
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -72,10 +72,10 @@ impl DoctorArgs {
         let templates = super::render::load_templates(self.templates.as_deref())?;
         let report = doctor::gather::run(ctx.dir(), templates, &selected);
         if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            print!("{}", report.render(color));
+            out!("{}", report.render(color));
         }
         Ok(if report.failed() {
             ExitCode::from(super::EXIT_CHECK_FAILED)

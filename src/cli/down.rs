@@ -28,7 +28,7 @@ impl DownArgs {
         let Some(owner) = stack.owner() else {
             // No id: nothing on the engine is this directory's (issue 14: `down` of a
             // never-deployed `ka-test` removed the running `ka.test`).
-            println!("{}", stack.no_id_hint());
+            outln!("{}", stack.no_id_hint());
             return Ok(ExitCode::SUCCESS);
         };
         let project = owner.project.clone();
@@ -38,15 +38,15 @@ impl DownArgs {
             docker::apply::remove_stack(&docker, &owner).await
         })?;
         for c in &containers {
-            println!("removed container {c}");
+            outln!("removed container {c}");
         }
         for n in &networks {
-            println!("removed network {n}");
+            outln!("removed network {n}");
         }
         if containers.is_empty() && networks.is_empty() {
-            println!("{project} has no containers or networks; nothing to remove");
+            outln!("{project} has no containers or networks; nothing to remove");
         }
-        println!(
+        outln!(
             "kept in {}: data/ (database), uploads/, nginx/ssl/ (certificates), .env.production",
             dir.display()
         );

@@ -66,7 +66,7 @@ impl InitArgs {
             Ok(existing) => complete_env_file(&env_path, &existing, &fresh, domain.as_str())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 super::render::write_atomic(&env_path, fresh.as_bytes(), 0o600)?;
-                println!("wrote {} (mode 0600)", env_path.display());
+                outln!("wrote {} (mode 0600)", env_path.display());
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("failed to read {}", env_path.display()))
@@ -79,7 +79,7 @@ impl InitArgs {
             }
             fs::create_dir_all(&path)
                 .with_context(|| format!("failed to create {}", path.display()))?;
-            println!("created {}/", path.display());
+            outln!("created {}/", path.display());
             // The API runs as an unprivileged uid and must write its database and uploads.
             if matches!(*sub, "data" | "uploads") {
                 if let Err(e) = std::os::unix::fs::chown(&path, Some(API_UID), Some(API_UID)) {
@@ -93,7 +93,7 @@ impl InitArgs {
         }
         let (id, created) = crate::config::identity::ensure(dir)?;
         if created {
-            println!(
+            outln!(
                 "wrote {} (mode 0600): stack id {id}",
                 crate::config::identity::stack_file(dir).display()
             );
@@ -136,7 +136,7 @@ fn complete_env_file(
         }
     }
     if missing.is_empty() {
-        println!("{} has every key; nothing to add", path.display());
+        outln!("{} has every key; nothing to add", path.display());
         return Ok(());
     }
     let mut text = existing.to_string();
@@ -152,7 +152,7 @@ fn complete_env_file(
     }
     super::render::write_atomic(path, text.as_bytes(), 0o600)?;
     let keys: Vec<&str> = missing.iter().map(|e| e.key.as_str()).collect();
-    println!("added to {}: {}", path.display(), keys.join(", "));
+    outln!("added to {}: {}", path.display(), keys.join(", "));
     Ok(())
 }
 

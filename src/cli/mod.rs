@@ -9,6 +9,9 @@
 //! once here, anywhere on the line, into a [`Context`] that each `run` receives. A
 //! subcommand never declares them again (issue 20).
 
+#[macro_use]
+mod output;
+
 mod admin;
 mod backup;
 mod cert;
@@ -235,7 +238,6 @@ impl Command {
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    exit_quietly_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A usage error under --json is JSON too; help and --version print as usual.
@@ -248,7 +250,14 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = cli.global.json;
-    match cli.run() {
+    let result = cli.run();
+    output::flush();
+    // Results that did not reach stdout (other than a reader that left) are a failure.
+    let result = match (result, output::failure()) {
+        (Ok(_), Some(e)) => Err(anyhow::Error::new(e).context("failed to write to stdout")),
+        (result, _) => result,
+    };
+    match result {
         Ok(code) => code,
         Err(err) if json => {
             let text = format!("{err:#}");
@@ -270,24 +279,5 @@ fn print_json_error(error: &str, hint: &str) {
         "error": error,
         "hint": if hint.is_empty() { None } else { Some(hint) },
     });
-    println!("{doc}");
-}
-
-/// `elior status | head -1` must not end in a panic message: when stdout's reader goes
-/// away, `println!` panics with EPIPE (Rust ignores SIGPIPE), and we exit 0 instead, as
-/// the reader asked for no more.
-fn exit_quietly_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
+    outln!("{doc}");
 }

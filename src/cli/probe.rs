@@ -163,9 +163,9 @@ impl HealthArgs {
         };
         let failed = !report.failures.is_empty() || report.statuses.iter().any(|s| *s != 200);
         if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", render_health(&report));
+            out!("{}", render_health(&report));
         }
         Ok(if failed {
             ExitCode::from(super::EXIT_CHECK_FAILED)
@@ -282,9 +282,9 @@ impl SslArgs {
         })
         .await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", report.render());
+            out!("{}", report.render());
         }
         Ok(if report.grade.is_good() {
             ExitCode::SUCCESS

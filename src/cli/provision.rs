@@ -136,9 +136,9 @@ impl ProvisionArgs {
                 "changes": plan.changes(),
                 "steps": plan.steps,
             });
-            println!("{doc:#}");
+            outln!("{doc:#}");
         } else {
-            print!("{}", render(&plan, self.dry_run));
+            out!("{}", render(&plan, self.dry_run));
         }
         if self.dry_run {
             return Ok(ExitCode::SUCCESS);
@@ -162,7 +162,7 @@ impl ProvisionArgs {
             }
         }
         if !json {
-            println!(
+            outln!(
                 "{}",
                 match plan.changes() {
                     0 => "0 changes: the host is as planned".to_string(),

@@ -57,11 +57,11 @@ pub fn write_files(dir: &Path, files: &[RenderedFile]) -> Result<()> {
     for file in files {
         let path = dir.join(file.path);
         if fs::read_to_string(&path).is_ok_and(|old| old == file.contents) {
-            println!("{} is up to date", file.path);
+            outln!("{} is up to date", file.path);
             continue;
         }
         write_atomic(&path, file.contents.as_bytes(), 0o644)?;
-        println!("wrote {}", file.path);
+        outln!("wrote {}", file.path);
     }
     Ok(())
 }
@@ -113,7 +113,7 @@ fn check(dir: &Path, files: &[RenderedFile]) -> Result<ExitCode> {
         };
         if on_disk != file.contents {
             let diff = similar::TextDiff::from_lines(&on_disk, &file.contents);
-            print!(
+            out!(
                 "{}",
                 diff.unified_diff().context_radius(3).header(
                     &format!("{} (on disk)", file.path),

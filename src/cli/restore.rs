@@ -62,21 +62,22 @@ impl RestoreArgs {
             &mut reporter,
         )?;
         if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        outln!(
             "restored backup {} (taken {})",
-            report.backup, report.created_at
+            report.backup,
+            report.created_at
         );
         if let Some(db) = &report.database {
             let version = report
                 .schema_version
                 .map_or("unknown".to_string(), |v| v.to_string());
-            println!("  database  {} (schema version {version})", db.display());
+            outln!("  database  {} (schema version {version})", db.display());
         }
         if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
-            println!(
+            outln!(
                 "  uploads   {} ({} files, {})",
                 uploads.display(),
                 stats.files,
@@ -84,10 +85,10 @@ impl RestoreArgs {
             );
         }
         match &report.safety_backup {
-            Some(id) => println!(
+            Some(id) => outln!(
                 "  the state before the restore is backup {id}; undo with `elior restore {id}`"
             ),
-            None => println!("  there was no previous state to keep"),
+            None => outln!("  there was no previous state to keep"),
         }
         Ok(ExitCode::SUCCESS)
     }

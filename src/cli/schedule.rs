@@ -235,7 +235,7 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
     });
     let unit_name = unit::name(dir);
     if print {
-        print!("{text}");
+        out!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     if !Path::new("/run/systemd/system").is_dir() {
@@ -256,7 +256,7 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
             );
         }
     }
-    println!(
+    outln!(
         "installed and started {} ({}); follow it with `journalctl -fu {}`",
         unit_name,
         path.display(),

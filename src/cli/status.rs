@@ -42,9 +42,9 @@ impl StatusArgs {
         let config = &stack.config;
         let Some(owner) = stack.owner() else {
             if ctx.json {
-                println!("[]");
+                outln!("[]");
             } else {
-                println!("{}", stack.no_id_hint());
+                outln!("{}", stack.no_id_hint());
             }
             return Ok(ExitCode::from(super::EXIT_CHECK_FAILED));
         };
@@ -52,19 +52,25 @@ impl StatusArgs {
         let runtime = docker::runtime()?;
         let statuses = runtime.block_on(collect(&owner))?;
         if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&statuses)?);
+            outln!("{}", serde_json::to_string_pretty(&statuses)?);
         } else if statuses.is_empty() {
-            println!(
+            outln!(
                 "{project}: no containers (run `{}`)",
                 ctx.command(&format!("deploy {}", config.domain.as_str()))
             );
         } else {
-            println!(
+            outln!(
                 "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  PORTS",
-                "SERVICE", "CONTAINER", "IMAGE", "STATE", "HEALTH", "UPTIME", "RESTARTS"
+                "SERVICE",
+                "CONTAINER",
+                "IMAGE",
+                "STATE",
+                "HEALTH",
+                "UPTIME",
+                "RESTARTS"
             );
             for s in &statuses {
-                println!(
+                outln!(
                     "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  {}",
                     s.service,
                     s.container,
