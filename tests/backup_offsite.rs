@@ -512,3 +512,100 @@ fn two_stacks_in_one_bucket_keep_apart() {
         BTreeSet::from(["report.csv".to_string()])
     );
 }
+
+/// Rewrites repository snapshot `id` as one taken `days` ago (plain repository).
+fn age_snapshot(stack: &Stack, id: &str, days: i64) -> String {
+    let old = (chrono::Local::now() - chrono::Duration::days(days))
+        .format("%Y%m%d_%H%M%S")
+        .to_string();
+    let dir = stack.backups().join("repository/snapshots");
+    let mut snap: elior::backup::repo::Snapshot =
+        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
+    snap.id = old.clone();
+    snap.seal_checksum();
+    fs::write(
+        dir.join(format!("{old}.json")),
+        serde_json::to_vec(&snap).unwrap(),
+    )
+    .unwrap();
+    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
+    old
+}
+
+/// Retention offsite follows the local prune: the expired backup goes from the bucket
+/// too, then (once the repacked packs are offsite) the packs only it used; the bucket
+/// ends as the mirror of the local repository and verifies. A host whose backups are
+/// gone prunes nothing offsite.
+#[test]
+fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_file(&moto, "retention", "repository", "");
+    let offline: String = env
+        .lines()
+        .filter(|l| !l.starts_with("BACKUP_OFFSITE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let stack = Stack::new(tmp.path(), &offline);
+    stack.seed();
+    // An upload only the old backup holds: its pack becomes unused.
+    // Incompressible (xorshift), so its pack is mostly its own.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let video: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    fs::write(stack.dir.join("uploads/old-video.bin"), video).unwrap();
+    let first = stack.backup()["id"].as_str().unwrap().to_string();
+    let old = age_snapshot(&stack, &first, 40);
+    fs::remove_file(stack.dir.join("uploads/old-video.bin")).unwrap();
+    fs::write(stack.dir.join(".env.production"), &env).unwrap();
+    let made = stack.backup();
+    let newest = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["offsite"]["offsite_backups"], 2, "{made:#}");
+
+    // The host's backups are gone: nothing offsite may be pruned from here.
+    let before = remote(&moto, "retention");
+    let kept = tmp.path().join("kept-backups");
+    fs::rename(stack.backups(), &kept).unwrap();
+    fs::create_dir(stack.backups()).unwrap();
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(remote(&moto, "retention"), before);
+    let _ = fs::remove_dir_all(stack.backups());
+    fs::rename(&kept, stack.backups()).unwrap();
+
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    assert!(out.status.success(), "prune: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["offsite"]["deleted"],
+        serde_json::json!([old]),
+        "{report:#}"
+    );
+    assert_eq!(complete_ids(&stack.offsite_list()), [newest.clone()]);
+    let mut packs_deleted = report["offsite"]["packs_deleted"].as_u64().unwrap();
+    // Packs repacked here go up with the next push; the next prune then removes the old.
+    let out = stack.elior(&["backup", "push"]);
+    assert!(out.status.success(), "push: {}", stderr(&out));
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    assert!(out.status.success(), "prune: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    packs_deleted += report["offsite"]["packs_deleted"].as_u64().unwrap();
+    assert!(packs_deleted >= 1, "the old video's pack: {report:#}");
+    let mut expected = stack.local_objects();
+    expected.insert("stack.json".into());
+    assert_eq!(remote(&moto, "retention"), expected);
+    let verified = stack.elior(&["backup", "verify", "--offsite"]);
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+}
