@@ -588,7 +588,7 @@ fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
         serde_json::json!([old]),
         "{report:#}"
     );
-    assert_eq!(complete_ids(&stack.offsite_list()), [newest.clone()]);
+    assert_eq!(complete_ids(&stack.offsite_list()), [newest]);
     let mut packs_deleted = report["offsite"]["packs_deleted"].as_u64().unwrap();
     // Packs repacked here go up with the next push; the next prune then removes the old.
     let out = stack.elior(&["backup", "push"]);
