@@ -328,7 +328,9 @@ impl StackConfig {
             }
             Ok(())
         };
-        in_container("DATABASE_URL", &serve.database_path, CONTAINER_DATABASE_URL)?;
+        if serve.postgres.is_none() {
+            in_container("DATABASE_URL", &serve.database_path, CONTAINER_DATABASE_URL)?;
+        }
         in_container("UPLOAD_DIR", &serve.upload_dir, CONTAINER_UPLOAD_DIR)?;
 
         let acme_email = match raw.non_empty("ACME_EMAIL") {
@@ -505,7 +507,11 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         ),
         (
             "DATABASE_URL",
-            format!("sqlite:///{}", s.database_path.display()),
+            // Display redacts the password.
+            match &s.postgres {
+                Some(url) => url.to_string(),
+                None => format!("sqlite:///{}", s.database_path.display()),
+            },
         ),
         ("UPLOAD_DIR", s.upload_dir.display().to_string()),
         ("MAX_FILE_SIZE", s.max_file_size.to_string()),

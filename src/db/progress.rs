@@ -1,7 +1,7 @@
 //! Typed queries on `weight_entries`, a client's weigh-ins. Every statement is
 //! parameterised.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::users::now;
@@ -23,7 +23,7 @@ pub struct WeightEntry {
 
 const COLUMNS: &str = "id, client_id, date, weight, photo_path, notes, created_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<WeightEntry> {
+fn from_row(r: &Row) -> Result<WeightEntry, DbError> {
     Ok(WeightEntry {
         id: r.get(0)?,
         client_id: r.get(1)?,
@@ -36,22 +36,23 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<WeightEntry> {
 }
 
 pub fn insert(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     date: &str,
     weight: f64,
     photo_path: Option<&str>,
     notes: Option<&str>,
 ) -> Result<WeightEntry, DbError> {
-    c.prepare_cached(
-        "INSERT INTO weight_entries (client_id, date, weight, photo_path, notes, created_at)
+    let id = c
+        .prepare_cached(
+            "INSERT INTO weight_entries (client_id, date, weight, photo_path, notes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![client_id, date, weight, photo_path, notes, now()])?;
-    find(c, c.last_insert_rowid())?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        )?
+        .insert(params![client_id, date, weight, photo_path, notes, now()])?;
+    find(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn find(c: &Connection, id: i64) -> Result<Option<WeightEntry>, DbError> {
+pub fn find(c: &Conn, id: i64) -> Result<Option<WeightEntry>, DbError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE id = ?1"
     ))?
@@ -61,7 +62,7 @@ pub fn find(c: &Connection, id: i64) -> Result<Option<WeightEntry>, DbError> {
 
 /// One client's entries in a date range (inclusive), oldest first.
 pub fn list(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     from: Option<&str>,
     to: Option<&str>,
@@ -77,7 +78,7 @@ pub fn list(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn latest(c: &Connection, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
+pub fn latest(c: &Conn, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE client_id = ?1 ORDER BY date DESC, id DESC LIMIT 1"
     ))?
@@ -85,7 +86,7 @@ pub fn latest(c: &Connection, client_id: i64) -> Result<Option<WeightEntry>, DbE
     .optional()?)
 }
 
-pub fn delete(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM weight_entries WHERE id = ?1", [id])? > 0)
 }
 
@@ -114,7 +115,7 @@ fn round1(v: f64) -> f64 {
 /// First and last entry, extremes and average over a date range, against the target of
 /// the client's profile.
 pub fn summary(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     from: Option<&str>,
     to: Option<&str>,
@@ -137,7 +138,7 @@ pub fn summary(
                 change: None,
                 min_weight: r.get(3)?,
                 max_weight: r.get(4)?,
-                average_weight: r.get::<_, Option<f64>>(5)?.map(round1),
+                average_weight: r.get::<Option<f64>>(5)?.map(round1),
                 target_weight: None,
                 remaining_to_target: None,
             })

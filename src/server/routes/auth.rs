@@ -419,11 +419,11 @@ async fn setup_admin(
 
 /// `Ok(None)` when an admin already exists.
 pub fn create_first_admin(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     r: &Registration,
     hash: &str,
 ) -> Result<Option<User>, DbError> {
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = c.transaction()?;
     if users::count_admins(&tx)? > 0 {
         return Ok(None);
     }

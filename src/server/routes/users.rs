@@ -6,9 +6,9 @@
 //! trainer's client list holds their own clients. Visibility of one user follows
 //! [`user_visible`]; anything else answers 404.
 
+use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::State;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -50,7 +50,7 @@ pub struct UserDetail {
     pub client_profile: Option<ClientProfile>,
 }
 
-pub fn detail(c: &Connection, user: User) -> ApiResult<UserDetail> {
+pub fn detail(c: &Conn, user: User) -> ApiResult<UserDetail> {
     let (trainer_profile, client_profile) = match user.role {
         Role::Trainer => (Some(profiles::trainer(c, user.id)?), None),
         Role::Client => (None, Some(profiles::client(c, user.id)?)),
@@ -72,7 +72,7 @@ fn user_visible(actor: Actor, target: &User, actor_trainer: Option<i64>) -> bool
         || (actor.role == Role::Client && actor_trainer == Some(target.id))
 }
 
-fn find_visible(c: &Connection, actor: &User, id: i64) -> ApiResult<User> {
+fn find_visible(c: &Conn, actor: &User, id: i64) -> ApiResult<User> {
     users::find_by_id(c, id)?
         .filter(|u| user_visible(Actor::from(actor), u, actor.trainer_id))
         .ok_or(ApiError::NotFound("User not found"))
@@ -132,7 +132,7 @@ struct UserUpdate {
 
 /// Validates and applies `u` to `target`. Only an admin changes `is_active`; only the
 /// user or an admin changes the email.
-fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
+fn apply_update(c: &Conn, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
     let mut checks = Checks::new();
     if let Some(e) = &u.email {
         if !is_email(e.trim()) {
@@ -488,7 +488,7 @@ async fn remove_client(
     .map(Json)
 }
 
-fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User> {
+fn admin_set(c: &Conn, tid: i64, cid: i64, assign: bool) -> ApiResult<User> {
     let trainer = users::find_by_id(c, tid)?
         .filter(|u| u.role == Role::Trainer)
         .ok_or(ApiError::NotFound("Trainer not found"))?;
