@@ -128,8 +128,8 @@ pub fn list_plans(
 ) -> Result<Vec<MealPlan>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM meal_plans m JOIN users u ON u.id = m.client_id
-         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR m.client_id = ?2)
-           AND (?3 IS NULL OR m.date >= ?3) AND (?4 IS NULL OR m.date <= ?4)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR u.trainer_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR m.client_id = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR m.date >= ?3) AND (CAST(?4 AS TEXT) IS NULL OR m.date <= ?4)
          ORDER BY m.date DESC, m.id DESC LIMIT ?5 OFFSET ?6"
     ))?;
     let rows = stmt.query_map(params![trainer, client, from, to, limit, offset], plan_from)?;
@@ -388,7 +388,7 @@ pub fn upload_paths(
 ) -> Result<Vec<String>, DbError> {
     let mut stmt = c.prepare_cached(
         "SELECT u.image_path FROM meal_uploads u JOIN meal_entries e ON e.id = u.meal_entry_id
-         WHERE (?1 IS NULL OR e.meal_plan_id = ?1) AND (?2 IS NULL OR e.id = ?2)",
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR e.meal_plan_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR e.id = ?2)",
     )?;
     let rows = stmt.query_map(params![plan_id, entry_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -117,7 +117,7 @@ pub fn delete(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> {
 /// (for admins).
 pub fn find(c: &Conn, id: i64, recipient_id: Option<i64>) -> Result<Option<Notification>, DbError> {
     Ok(c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (?2 IS NULL OR recipient_id = ?2)"
+        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR recipient_id = ?2)"
     ))?
     .query_row(params![id, recipient_id], from_row)
     .optional()?)

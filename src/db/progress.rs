@@ -71,7 +71,7 @@ pub fn list(
 ) -> Result<Vec<WeightEntry>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries
-         WHERE client_id = ?1 AND (?2 IS NULL OR date >= ?2) AND (?3 IS NULL OR date <= ?3)
+         WHERE client_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR date >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR date <= ?3)
          ORDER BY date, id LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt.query_map(params![client_id, from, to, limit, offset], from_row)?;
@@ -121,7 +121,7 @@ pub fn summary(
     to: Option<&str>,
 ) -> Result<WeightSummary, DbError> {
     const RANGE: &str =
-        "client_id = ?1 AND (?2 IS NULL OR date >= ?2) AND (?3 IS NULL OR date <= ?3)";
+        "client_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR date >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR date <= ?3)";
     let mut summary = c
         .prepare_cached(&format!(
             "SELECT count(*), min(date), max(date), min(weight), max(weight), avg(weight)

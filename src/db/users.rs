@@ -180,7 +180,7 @@ pub fn list(
 ) -> Result<Vec<User>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM users
-         WHERE (?1 IS NULL OR role = ?1) AND (?2 IS NULL OR trainer_id = ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR role = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR trainer_id = ?2)
          ORDER BY id LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(

@@ -123,8 +123,8 @@ pub fn list_exercises(
     };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {EXERCISE_COLUMNS} FROM exercises
-         WHERE (?1 IS NULL OR muscle_group = ?1)
-           AND (?2 IS NULL OR {find}(lower(name), lower(?2)) > 0)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR muscle_group = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR {find}(lower(name), lower(?2)) > 0)
          ORDER BY name, id LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![muscle_group, search, limit, offset], |r| {
@@ -219,7 +219,7 @@ pub fn list_plans(
 ) -> Result<Vec<Plan>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM workout_plans p JOIN users u ON u.id = p.client_id
-         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR p.client_id = ?2)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR u.trainer_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR p.client_id = ?2)
          ORDER BY p.id DESC LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![trainer, client, limit, offset], plan_from)?;
@@ -540,7 +540,7 @@ pub fn list_completions(
 ) -> Result<Vec<Completion>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {} FROM exercise_completions x JOIN users u ON u.id = x.client_id
-         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR x.client_id = ?2)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR u.trainer_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR x.client_id = ?2)
          ORDER BY x.id DESC LIMIT ?3 OFFSET ?4",
         COMPLETION_COLUMNS
             .split(", ")
