@@ -9,6 +9,7 @@ mod backup;
 mod cert;
 mod completions;
 mod config;
+mod db;
 mod deploy;
 mod doctor;
 mod down;
@@ -62,6 +63,8 @@ enum Command {
     /// Manage the API's administrator accounts
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -97,6 +100,7 @@ impl Cli {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()
             }
+            Command::Db(cmd) => cmd.run(),
             Command::Cert(cmd) => {
                 crate::logging::init("warn", crate::logging::Format::Human);
                 cmd.run()

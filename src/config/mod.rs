@@ -46,6 +46,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "WS_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    // PostgreSQL (issue 16): how long serve retries an unreachable database at start.
+    "DATABASE_CONNECT_RETRY_SECONDS",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";

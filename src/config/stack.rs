@@ -672,6 +672,18 @@ mod tests {
     }
 
     #[test]
+    fn config_show_redacts_the_postgresql_password() {
+        let c = StackConfig::from_raw(&raw(&[(
+            "DATABASE_URL",
+            "postgresql://elior:pg-pass-42@db.internal:5432/elior",
+        )]))
+        .unwrap();
+        let url = c.settings.iter().find(|s| s.key == "DATABASE_URL").unwrap();
+        assert_eq!(url.value, "postgresql://elior:***@db.internal:5432/elior");
+        assert!(!format!("{c:?}").contains("pg-pass-42"));
+    }
+
+    #[test]
     fn config_show_lists_other_modules_keys_and_redacts_the_s3_secret() {
         let c = StackConfig::from_raw(&raw(&[
             ("UPLOADS_URL", "s3://gym-bucket/uploads"),

@@ -38,7 +38,7 @@ pub fn insert(
 }
 
 pub fn find(c: &Conn, kind: Kind, name: &str) -> Result<Option<FileRecord>, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT id, kind, name, owner_id, content_type, size, created_at
          FROM files WHERE kind = ?1 AND name = ?2",
     )?
@@ -53,7 +53,7 @@ pub fn find(c: &Conn, kind: Kind, name: &str) -> Result<Option<FileRecord>, DbEr
             created_at: r.get(6)?,
         })
     })
-    .optional()?)
+    .optional()
 }
 
 pub fn delete(c: &Conn, kind: Kind, name: &str) -> Result<bool, DbError> {
@@ -66,12 +66,12 @@ pub fn delete(c: &Conn, kind: Kind, name: &str) -> Result<bool, DbError> {
 /// Whether a record still points at the file `url` (a meal photo, a weigh-in's photo or
 /// a completion's form photo); such a file is deleted through its record, not directly.
 pub fn is_referenced(c: &Conn, url: &str) -> Result<bool, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT EXISTS(SELECT 1 FROM meal_uploads WHERE image_path = ?1)
              OR EXISTS(SELECT 1 FROM weight_entries WHERE photo_path = ?1)
              OR EXISTS(SELECT 1 FROM exercise_completions WHERE form_photo_path = ?1)",
     )?
-    .query_row([url], |r| r.get(0))?)
+    .query_row([url], |r| r.get(0))
 }
 
 /// Every file a user owns, to remove from disk when the user goes.
@@ -109,5 +109,5 @@ pub fn stats(c: &Conn) -> Result<Vec<KindStats>, DbError> {
             bytes: r.get(2)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }

@@ -46,7 +46,7 @@ pub fn for_client(c: &Conn, client_id: i64) -> Result<Vec<Invitation>, DbError> 
             created_at: r.get(3)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Removes one invitation; `false` if there was none.

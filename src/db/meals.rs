@@ -102,19 +102,19 @@ pub fn update_plan(c: &Conn, id: i64, date: &str, f: &PlanFields) -> Result<(), 
 }
 
 pub fn find_plan(c: &Conn, id: i64) -> Result<Option<MealPlan>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM meal_plans m WHERE m.id = ?1"
     ))?
     .query_row([id], plan_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn plan_for_date(c: &Conn, client_id: i64, date: &str) -> Result<Option<MealPlan>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM meal_plans m WHERE m.client_id = ?1 AND m.date = ?2 ORDER BY m.id DESC LIMIT 1"
     ))?
     .query_row(params![client_id, date], plan_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn list_plans(
@@ -133,7 +133,7 @@ pub fn list_plans(
          ORDER BY m.date DESC, m.id DESC LIMIT ?5 OFFSET ?6"
     ))?;
     let rows = stmt.query_map(params![trainer, client, from, to, limit, offset], plan_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_plan(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -187,11 +187,11 @@ pub fn update_entry(c: &Conn, id: i64, f: &EntryFields) -> Result<(), DbError> {
 }
 
 pub fn find_entry(c: &Conn, id: i64) -> Result<Option<MealEntry>, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT id, meal_plan_id, name, order_index, notes FROM meal_entries WHERE id = ?1",
     )?
     .query_row([id], entry_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn entries_of(c: &Conn, plan_id: i64) -> Result<Vec<MealEntry>, DbError> {
@@ -200,7 +200,7 @@ pub fn entries_of(c: &Conn, plan_id: i64) -> Result<Vec<MealEntry>, DbError> {
          WHERE meal_plan_id = ?1 ORDER BY order_index, id LIMIT 100",
     )?;
     let rows = stmt.query_map([plan_id], entry_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_entry(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -280,11 +280,11 @@ pub fn update_component(c: &Conn, id: i64, f: &ComponentFields) -> Result<(), Db
 }
 
 pub fn find_component(c: &Conn, id: i64) -> Result<Option<MealComponent>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {COMPONENT_COLUMNS} FROM meal_components k WHERE k.id = ?1"
     ))?
     .query_row([id], component_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn components_of_plan(c: &Conn, plan_id: i64) -> Result<Vec<MealComponent>, DbError> {
@@ -293,7 +293,7 @@ pub fn components_of_plan(c: &Conn, plan_id: i64) -> Result<Vec<MealComponent>, 
          WHERE e.meal_plan_id = ?1 ORDER BY k.meal_entry_id, k.id LIMIT 2000"
     ))?;
     let rows = stmt.query_map([plan_id], component_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_component(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -346,11 +346,11 @@ pub fn insert_upload(
 }
 
 pub fn find_upload(c: &Conn, id: i64) -> Result<Option<MealUpload>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {UPLOAD_COLUMNS} FROM meal_uploads u WHERE u.id = ?1"
     ))?
     .query_row([id], upload_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn review_upload(
@@ -373,7 +373,7 @@ pub fn uploads_of_plan(c: &Conn, plan_id: i64) -> Result<Vec<MealUpload>, DbErro
          WHERE e.meal_plan_id = ?1 ORDER BY u.id LIMIT 1000"
     ))?;
     let rows = stmt.query_map([plan_id], upload_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_upload(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -391,21 +391,21 @@ pub fn upload_paths(
          WHERE (CAST(?1 AS BIGINT) IS NULL OR e.meal_plan_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR e.id = ?2)",
     )?;
     let rows = stmt.query_map(params![plan_id, entry_id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// The client a meal entry belongs to, through its plan.
 pub fn entry_client(c: &Conn, entry_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached("SELECT m.client_id FROM meal_entries e JOIN meal_plans m ON m.id = e.meal_plan_id WHERE e.id = ?1")?
+    c.prepare_cached("SELECT m.client_id FROM meal_entries e JOIN meal_plans m ON m.id = e.meal_plan_id WHERE e.id = ?1")?
         .query_row([entry_id], |r| r.get(0))
-        .optional()?)
+        .optional()
 }
 
 pub fn component_client(c: &Conn, component_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT m.client_id FROM meal_components k JOIN meal_entries e ON e.id = k.meal_entry_id
          JOIN meal_plans m ON m.id = e.meal_plan_id WHERE k.id = ?1",
     )?
     .query_row([component_id], |r| r.get(0))
-    .optional()?)
+    .optional()
 }

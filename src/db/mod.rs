@@ -7,6 +7,7 @@
 //! original service, whose sync ORM calls inside async handlers stalled the event loop and
 //! deadlocked under 64 concurrent clients.
 
+pub mod copy;
 pub mod files;
 pub mod invitations;
 pub mod meals;
@@ -146,6 +147,19 @@ impl Db {
     }
 
     pub fn open_with_pool_size(path: &Path, pool_size: u32) -> Result<Db> {
+        Self::open_sqlite(path, pool_size, true)
+    }
+
+    /// Opens the SQLite file, migrating it when `migrate` (`elior db status` and
+    /// `migrate --dry-run` look without changing anything).
+    fn open_sqlite(path: &Path, pool_size: u32, migrate: bool) -> Result<Db> {
+        if !migrate && !path.exists() {
+            anyhow::bail!(
+                "no database file at {}
+elior serve and elior db migrate create it",
+                path.display()
+            );
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
                 format!("failed to create database directory {}", dir.display())
@@ -156,7 +170,9 @@ impl Db {
         let mut conn = Connection::open(path)
             .and_then(|c| configure(&c).map(|_| c))
             .with_context(|| open_hint(path))?;
-        migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
+        if migrate {
+            migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
+        }
         drop(conn);
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
@@ -178,16 +194,54 @@ impl Db {
     /// Connects to PostgreSQL (retrying for up to `retry_for` while it is unreachable) and
     /// migrates its schema. Must run inside a Tokio runtime.
     pub async fn connect_pg(url: &pg::PgUrl, pool_size: u32, retry_for: Duration) -> Result<Db> {
-        let pool = pg::connect(url, pool_size as usize, retry_for).await?;
-        let db = Db {
-            inner: Pools::Pg(pool),
-        };
-        db.call(|c| migrations::migrate_any(c))
-            .await
-            .with_context(|| {
-                format!("failed to migrate the PostgreSQL database {}", url.target())
-            })?;
+        let db = Self::connect_pg_unmigrated(url, pool_size, retry_for).await?;
+        db.call(migrations::migrate_any).await.with_context(|| {
+            format!("failed to migrate the PostgreSQL database {}", url.target())
+        })?;
         Ok(db)
+    }
+
+    /// Connects without touching the schema.
+    pub async fn connect_pg_unmigrated(
+        url: &pg::PgUrl,
+        pool_size: u32,
+        retry_for: Duration,
+    ) -> Result<Db> {
+        let pool = pg::connect(url, pool_size as usize, retry_for).await?;
+        Ok(Db {
+            inner: Pools::Pg(pool),
+        })
+    }
+
+    /// For CLI commands: opens `target` with one connection (migrated only when `migrate`)
+    /// and runs `f` on a blocking thread of a runtime made for it.
+    pub fn session<T: Send + 'static>(
+        target: &Target,
+        migrate: bool,
+        retry_for: Duration,
+        f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        let target = target.clone();
+        runtime.block_on(async move {
+            let db = match &target {
+                Target::Sqlite(path) => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || Db::open_sqlite(&path, 2, migrate))
+                        .await
+                        .context("database task failed")??
+                }
+                Target::Postgres(url) if migrate => Db::connect_pg(url, 2, retry_for).await?,
+                Target::Postgres(url) => Db::connect_pg_unmigrated(url, 2, retry_for).await?,
+            };
+            tokio::task::spawn_blocking(move || f(&db))
+                .await
+                .context("database task failed")?
+        })
     }
 
     /// Opens either backend with the server's pool size; inside a Tokio runtime.

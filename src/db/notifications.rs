@@ -39,6 +39,26 @@ fn from_row(r: &Row) -> Result<Notification, DbError> {
     })
 }
 
+/// The PostgreSQL channel that announces new notifications to every replica.
+pub const CHANNEL: &str = "elior_notifications";
+
+/// What a replica announces about a notification it created (a few bytes: the
+/// listeners load the row; NOTIFY payloads are limited to 8000 bytes).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Announcement {
+    pub origin: u64,
+    pub id: i64,
+    pub recipient_id: i64,
+}
+
+/// This process's id among the replicas, drawn once.
+pub fn replica_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(rand::random)
+}
+
+/// Inserts a notification. On PostgreSQL it is also announced with `pg_notify` in the
+/// same transaction (delivered at commit), for the other replicas' WebSockets.
 pub fn insert(
     c: &Conn,
     recipient_id: i64,
@@ -60,10 +80,20 @@ pub fn insert(
             kind,
             now()
         ])?;
-    Ok(c.prepare_cached(&format!(
+    if c.backend() == super::Backend::Postgresql {
+        let announcement = serde_json::to_string(&Announcement {
+            origin: replica_id(),
+            id,
+            recipient_id,
+        })
+        .map_err(|e| DbError::Conversion(e.to_string()))?;
+        // `execute`: pg_notify returns void, which no row type reads.
+        c.execute("SELECT pg_notify(?1, ?2)", params![CHANNEL, announcement])?;
+    }
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM notifications WHERE id = ?1"
     ))?
-    .query_row([id], from_row)?)
+    .query_row([id], from_row)
 }
 
 pub fn list(
@@ -79,15 +109,15 @@ pub fn list(
          ORDER BY id DESC LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![recipient_id, unread_only, limit, offset], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// (unread, total) for one recipient.
 pub fn count(c: &Conn, recipient_id: i64) -> Result<(i64, i64), DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT count(*) FILTER (WHERE is_read = 0), count(*) FROM notifications WHERE recipient_id = ?1",
     )?
-    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Marks one notification read; `false` when it isn't the recipient's.
@@ -100,10 +130,10 @@ pub fn mark_read(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> 
 }
 
 pub fn mark_all_read(c: &Conn, recipient_id: i64) -> Result<usize, DbError> {
-    Ok(c.execute(
+    c.execute(
         "UPDATE notifications SET is_read = 1, read_at = ?2 WHERE recipient_id = ?1 AND is_read = 0",
         params![recipient_id, now()],
-    )?)
+    )
 }
 
 pub fn delete(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> {
@@ -116,9 +146,9 @@ pub fn delete(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> {
 /// The notification `id` if `recipient_id` received it; `None` as recipient: anyone's
 /// (for admins).
 pub fn find(c: &Conn, id: i64, recipient_id: Option<i64>) -> Result<Option<Notification>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR recipient_id = ?2)"
     ))?
     .query_row(params![id, recipient_id], from_row)
-    .optional()?)
+    .optional()
 }

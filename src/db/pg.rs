@@ -178,12 +178,12 @@ pub fn connect_error(url: &PgUrl, e: &tokio_postgres::Error) -> String {
             if c == SqlState::INVALID_PASSWORD
                 || c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
         {
-            "fix the user or password in DATABASE_URL"
+            "fix the user or password in the URL (DATABASE_URL, or db copy --to)"
         }
         Some(c) if c == SqlState::INVALID_CATALOG_NAME => {
-            "create the database (createdb) or fix its name in DATABASE_URL"
+            "create the database (createdb) or fix its name in the URL (DATABASE_URL, or db copy --to)"
         }
-        _ => "check that PostgreSQL is running and that DATABASE_URL names its host and port",
+        _ => "check that PostgreSQL is running and that the URL (DATABASE_URL, or db copy --to) names its host and port",
     };
     format!("failed to connect to PostgreSQL at {target}: {cause}\n{hint}")
 }

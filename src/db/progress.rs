@@ -53,11 +53,11 @@ pub fn insert(
 }
 
 pub fn find(c: &Conn, id: i64) -> Result<Option<WeightEntry>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE id = ?1"
     ))?
     .query_row([id], from_row)
-    .optional()?)
+    .optional()
 }
 
 /// One client's entries in a date range (inclusive), oldest first.
@@ -75,15 +75,15 @@ pub fn list(
          ORDER BY date, id LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt.query_map(params![client_id, from, to, limit, offset], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn latest(c: &Conn, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE client_id = ?1 ORDER BY date DESC, id DESC LIMIT 1"
     ))?
     .query_row([client_id], from_row)
-    .optional()?)
+    .optional()
 }
 
 pub fn delete(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -144,11 +144,11 @@ pub fn summary(
             })
         })?;
     let edge = |order: &str| -> Result<Option<f64>, DbError> {
-        Ok(c.prepare_cached(&format!(
+        c.prepare_cached(&format!(
             "SELECT weight FROM weight_entries WHERE {RANGE} ORDER BY date {order}, id {order} LIMIT 1"
         ))?
         .query_row(params![client_id, from, to], |r| r.get(0))
-        .optional()?)
+        .optional()
     };
     let starting_weight = edge("ASC")?;
     let current_weight = edge("DESC")?;

@@ -115,28 +115,24 @@ pub fn insert(conn: &Conn, new: &NewUser<'_>) -> Result<User, DbError> {
 }
 
 pub fn find_by_id(conn: &Conn, id: i64) -> Result<Option<User>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], from_row)
-        .optional()?)
+        .optional()
 }
 
 /// Finds a user by username or, as the original API allowed, by email.
 pub fn find_by_login(conn: &Conn, login: &str) -> Result<Option<User>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
-        ))?
-        .query_row([login], from_row)
-        .optional()?)
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
+    ))?
+    .query_row([login], from_row)
+    .optional()
 }
 
 pub fn count_admins(conn: &Conn) -> Result<i64, DbError> {
-    Ok(
-        conn.query_row("SELECT count(*) FROM users WHERE role = 'ADMIN'", (), |r| {
-            r.get(0)
-        })?,
-    )
+    conn.query_row("SELECT count(*) FROM users WHERE role = 'ADMIN'", (), |r| {
+        r.get(0)
+    })
 }
 
 /// Stores a new password hash and ends every session: the token epoch is redrawn.
@@ -192,7 +188,7 @@ pub fn list(
         ],
         from_row,
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Changes to an account; `None` leaves a column as it is.
@@ -222,11 +218,11 @@ pub fn set_trainer(conn: &Conn, client_id: i64, trainer_id: Option<i64>) -> Resu
 }
 
 pub fn count_clients_of(conn: &Conn, trainer_id: i64) -> Result<i64, DbError> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT count(*) FROM users WHERE trainer_id = ?1",
         [trainer_id],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Deletes the account; its client-owned rows go with it (ON DELETE CASCADE).

@@ -102,11 +102,11 @@ pub fn update_exercise(c: &Conn, id: i64, f: &ExerciseFields) -> Result<(), DbEr
 }
 
 pub fn find_exercise(c: &Conn, id: i64) -> Result<Option<Exercise>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {EXERCISE_COLUMNS} FROM exercises WHERE id = ?1"
     ))?
     .query_row([id], |r| exercise_from(r, 0))
-    .optional()?)
+    .optional()
 }
 
 pub fn list_exercises(
@@ -130,7 +130,7 @@ pub fn list_exercises(
     let rows = stmt.query_map(params![muscle_group, search, limit, offset], |r| {
         exercise_from(r, 0)
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_exercise(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -201,11 +201,11 @@ pub fn update_plan(c: &Conn, id: i64, f: &PlanFields<'_>) -> Result<(), DbError>
 }
 
 pub fn find_plan(c: &Conn, id: i64) -> Result<Option<Plan>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM workout_plans p WHERE p.id = ?1"
     ))?
     .query_row([id], plan_from)
-    .optional()?)
+    .optional()
 }
 
 /// Plans visible in a scope: `trainer` limits to that trainer's clients, `client` to one
@@ -223,7 +223,7 @@ pub fn list_plans(
          ORDER BY p.id DESC LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![trainer, client, limit, offset], plan_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_plan(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -284,11 +284,11 @@ pub fn update_session(
 }
 
 pub fn find_session(c: &Conn, id: i64) -> Result<Option<Session>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM workout_sessions WHERE id = ?1"
     ))?
     .query_row([id], session_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn sessions_of(c: &Conn, plan_id: i64) -> Result<Vec<Session>, DbError> {
@@ -297,7 +297,7 @@ pub fn sessions_of(c: &Conn, plan_id: i64) -> Result<Vec<Session>, DbError> {
          ORDER BY coalesce(day_of_week, 7), id LIMIT 200"
     ))?;
     let rows = stmt.query_map([plan_id], session_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_session(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -388,11 +388,11 @@ pub fn update_wex(c: &Conn, id: i64, f: &WorkoutExerciseFields) -> Result<(), Db
 }
 
 pub fn find_wex(c: &Conn, id: i64) -> Result<Option<WorkoutExercise>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {WEX_COLUMNS} FROM workout_exercises w WHERE w.id = ?1"
     ))?
     .query_row([id], wex_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn delete_wex(c: &Conn, id: i64) -> Result<bool, DbError> {
@@ -413,7 +413,7 @@ pub fn wex_of_plan(c: &Conn, plan_id: i64) -> Result<Vec<WorkoutExercise>, DbErr
         w.exercise = Some(exercise_from(r, 9)?);
         Ok(w)
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn wex_of_session(c: &Conn, session_id: i64) -> Result<Vec<WorkoutExercise>, DbError> {
@@ -422,37 +422,35 @@ pub fn wex_of_session(c: &Conn, session_id: i64) -> Result<Vec<WorkoutExercise>,
          ORDER BY w.order_index, w.id LIMIT 500"
     ))?;
     let rows = stmt.query_map([session_id], wex_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// The client a plan belongs to.
 pub fn plan_client(c: &Conn, plan_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(
-        c.prepare_cached("SELECT client_id FROM workout_plans WHERE id = ?1")?
-            .query_row([plan_id], |r| r.get(0))
-            .optional()?,
-    )
+    c.prepare_cached("SELECT client_id FROM workout_plans WHERE id = ?1")?
+        .query_row([plan_id], |r| r.get(0))
+        .optional()
 }
 
 /// The client a session belongs to, through its plan.
 pub fn session_client(c: &Conn, session_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT p.client_id FROM workout_sessions s JOIN workout_plans p ON p.id = s.workout_plan_id
          WHERE s.id = ?1",
     )?
     .query_row([session_id], |r| r.get(0))
-    .optional()?)
+    .optional()
 }
 
 /// The client a workout exercise belongs to, through its session and plan.
 pub fn wex_client(c: &Conn, wex_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT p.client_id FROM workout_exercises w
          JOIN workout_sessions s ON s.id = w.workout_session_id
          JOIN workout_plans p ON p.id = s.workout_plan_id WHERE w.id = ?1",
     )?
     .query_row([wex_id], |r| r.get(0))
-    .optional()?)
+    .optional()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -524,11 +522,11 @@ pub fn insert_completion(
 }
 
 pub fn find_completion(c: &Conn, id: i64) -> Result<Option<Completion>, DbError> {
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {COMPLETION_COLUMNS} FROM exercise_completions WHERE id = ?1"
     ))?
     .query_row([id], completion_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn list_completions(
@@ -549,7 +547,7 @@ pub fn list_completions(
             .join(", ")
     ))?;
     let rows = stmt.query_map(params![trainer, client, limit, offset], completion_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 pub fn delete_completion(c: &Conn, id: i64) -> Result<bool, DbError> {

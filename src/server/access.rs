@@ -80,11 +80,9 @@ pub const STAFF: &[Role] = &[Role::Trainer, Role::Admin];
 
 /// The trainer of `user_id`, or `None` when there is no such user.
 pub fn trainer_of(c: &Conn, user_id: i64) -> Result<Option<Option<i64>>, DbError> {
-    Ok(
-        c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
-            .query_row([user_id], |r| r.get(0))
-            .optional()?,
-    )
+    c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()
 }
 
 /// The trainer of a client the actor may see, or 404 (`what` names the object).

@@ -84,27 +84,49 @@ impl Cluster {
         // A port that was free a moment ago may be taken by then: try a few.
         for _ in 0..5 {
             let port = free_port();
-            let out = cluster
-                .command(&bin("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(cluster.dir.path().join("log"))
-                .args(["-w", "-t", "30", "start", "-o"])
-                .arg(format!(
-                    "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-                    cluster.dir.path().display()
-                ))
-                .stdout(Stdio::null())
-                .output()
-                .unwrap();
-            if out.status.success() {
+            if cluster.pg_ctl_start(port) {
                 cluster.port = port;
                 return cluster;
             }
         }
         let log = std::fs::read_to_string(cluster.dir.path().join("log")).unwrap_or_default();
         panic!("pg_ctl start failed:\n{log}");
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> bool {
+        self.command(&bin("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-t", "30", "start", "-o"])
+            .arg(format!(
+                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                self.dir.path().display()
+            ))
+            .stdout(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// Stops the server (fast shutdown); [`Cluster::start_again`] brings it back.
+    pub fn stop(&self) {
+        let ok = self
+            .command(&bin("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl stop");
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn start_again(&self) {
+        assert!(self.pg_ctl_start(self.port), "pg_ctl start again");
     }
 
     fn command(&self, program: &Path) -> Command {

@@ -246,7 +246,7 @@ async fn delete_plan(
         let paths = m::upload_paths(&tx, Some(id), None)?;
         forget_files(&tx, &paths)?;
         m::delete_plan(&tx, id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(paths)
     })
     .await?;
@@ -403,7 +403,7 @@ async fn delete_entry(
         let paths = m::upload_paths(&tx, None, Some(id))?;
         forget_files(&tx, &paths)?;
         m::delete_entry(&tx, id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(paths)
     })
     .await?;

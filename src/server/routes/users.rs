@@ -15,7 +15,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::db::invitations::{self, Invitation};
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, Role, User, UserChanges, UserFilter};
-use crate::db::DbError;
 use crate::server::access::{query, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
@@ -347,7 +346,7 @@ async fn delete_user(
         let tx = crate::server::access::write_tx(c)?;
         let files = crate::db::files::owned_by(&tx, target.id)?;
         users::delete(&tx, target.id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(files)
     })
     .await?;
@@ -392,7 +391,7 @@ async fn assign_to_me(
             ),
             "trainer_invitation",
         )?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok((
             (axum::http::StatusCode::ACCEPTED, Json(invitation)).into_response(),
             Some(note),
@@ -445,7 +444,7 @@ async fn accept_invitation(
         users::set_trainer(&tx, me.id, Some(trainer_id))?;
         invitations::clear(&tx, me.id)?;
         let user = users::find_by_id(&tx, me.id)?.ok_or(ApiError::NotFound("User not found"))?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(user)
     })
     .await

@@ -19,7 +19,6 @@ use crate::db::workouts::{
     self as w, Completion, CompletionFields, Exercise, ExerciseFields, Plan, PlanFields, Session,
     WorkoutExercise, WorkoutExerciseFields, MUSCLE_GROUPS,
 };
-use crate::db::DbError;
 use crate::files::Kind;
 use crate::server::access::{
     check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
@@ -667,7 +666,7 @@ async fn add_session_exercises(
                 &format!("exercises.{i}.exercise_id"),
             )?);
         }
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(out)
     })
     .await
@@ -789,7 +788,7 @@ async fn log_completions(
             )?),
             None => None,
         };
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok((out, note))
     })
     .await?;
