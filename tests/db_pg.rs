@@ -52,7 +52,7 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     let dry = elior(&["db", "migrate", "--dry-run"], &env);
     assert!(dry.status.success(), "{}", text(&dry));
     assert!(
-        text(&dry).contains("would apply 1 migration"),
+        text(&dry).contains("would apply 2 migration"),
         "{}",
         text(&dry)
     );
@@ -68,14 +68,14 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     let migrate = elior(&["db", "migrate"], &env);
     assert!(migrate.status.success(), "{}", text(&migrate));
     assert!(
-        text(&migrate).contains("from schema version 0 to 1"),
+        text(&migrate).contains("from schema version 0 to 2"),
         "{}",
         text(&migrate)
     );
     let status = elior(&["db", "status"], &env);
     assert!(status.status.success(), "{}", text(&status));
     assert!(
-        text(&status).contains("version 1 of 1"),
+        text(&status).contains("version 2 of 2"),
         "{}",
         text(&status)
     );
@@ -418,4 +418,43 @@ fn a_notification_made_through_one_replica_reaches_a_websocket_on_the_other() {
         "after the reconnect"
     );
     let _ = TcpStream::connect(("127.0.0.1", one.port));
+}
+
+/// Failed logins spread over two replicas count against one limit: the lock is kept in
+/// the database, not per process.
+#[test]
+fn two_replicas_enforce_one_login_lock() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let one = Server::start_full(tempfile::tempdir().unwrap(), Some(url.clone()), &[]);
+    let two = Server::start_full(tempfile::tempdir().unwrap(), Some(url), &[]);
+    Cast::new(&one);
+    let login = |s: &Server, password: &str| {
+        s.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "client_a", "password": password})),
+        )
+    };
+    // Five failures, alternating: three on one, two on two (each under the limit).
+    for attempt in 0..5 {
+        let s = if attempt % 2 == 0 { &one } else { &two };
+        let r = login(s, "wrong-password-here");
+        assert_eq!(r.status, 401, "attempt {attempt}: {:?}", r.body);
+    }
+    for s in [&one, &two] {
+        let r = login(s, api_harness::PASSWORD);
+        assert_eq!(r.status, 429, "{:?}", r.body);
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=300).contains(&wait), "Retry-After {wait}");
+    }
+    // Another account is not locked.
+    let r = one.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "client_b", "password": api_harness::PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
 }

@@ -44,11 +44,18 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// The PostgreSQL migrations (issue 16), numbered on their own: version 1 is the whole
 /// schema of SQLite's version 4.
-pub const PG_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "schema",
-    sql: include_str!("migrations/pg/0001_schema.sql"),
-}];
+pub const PG_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("migrations/pg/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "throttle",
+        sql: include_str!("migrations/pg/0002_throttle.sql"),
+    },
+];
 
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)

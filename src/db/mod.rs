@@ -17,6 +17,7 @@ pub mod pg;
 pub mod profiles;
 pub mod progress;
 pub mod sql;
+pub mod throttle;
 pub mod users;
 pub mod workouts;
 
