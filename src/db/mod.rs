@@ -392,11 +392,18 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    trace_slow_statements(conn, true);
+    Ok(())
+}
+
+/// Logs statements slower than [`SLOW_QUERY`], or stops doing so. Migrations turn it off:
+/// a schema change is expected to take its time, and a warning quoting its whole DDL at
+/// every start on a loaded host says nothing the operator can act on.
+fn trace_slow_statements(conn: &Connection, on: bool) {
     conn.trace_v2(
         TraceEventCodes::SQLITE_TRACE_PROFILE,
-        Some(log_slow_statement),
+        on.then_some(log_slow_statement as fn(TraceEvent<'_>)),
     );
-    Ok(())
 }
 
 /// Polls for the write lock every [`BUSY_POLL`] for up to [`BUSY_TIMEOUT`] (issue 19).
