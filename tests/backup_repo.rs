@@ -738,6 +738,66 @@ fn a_second_backup_is_refused_while_one_runs_and_the_first_completes() {
     );
 }
 
+// A backup started while `verify --all` holds the repository used to be refused; it now
+// waits (saying for whom), and runs once the check is done.
+#[test]
+fn a_backup_waits_for_a_running_verify_and_then_completes() {
+    let stack = Stack::new(false);
+    stack.seed(500);
+    stack.backup();
+    let marker = stack.dir.join("verify-paused");
+    let mut verify = stack
+        .command(&["backup", "verify", "--all"])
+        .env("ELIOR_FAULT", "verify:locked:pause")
+        .env("ELIOR_FAULT_MARKER", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "verify never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = stack.dir.join("backup.err");
+    let mut backup = stack
+        .command(&["backup"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for the backup repository: `elior backup verify`") {
+            break;
+        }
+        assert!(
+            backup.try_wait().unwrap().is_none(),
+            "the backup ended instead of waiting: {text}"
+        );
+        assert!(Instant::now() < deadline, "the backup never waited: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        1,
+        "nothing written while verify holds the repository"
+    );
+    fs::remove_file(&marker).unwrap();
+    assert!(verify.wait().unwrap().success());
+    let status = backup.wait().unwrap();
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 // Switching to the repository keeps the tar.gz backups: they are listed, verified and
 // restored beside the snapshots.
 #[test]
