@@ -609,3 +609,49 @@ fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
         stderr(&verified)
     );
 }
+
+/// An encrypted repository offsite: restoring it from the bucket without the identity is
+/// refused before anything changes; with it, the data comes back.
+#[test]
+fn an_encrypted_backup_restores_from_the_bucket_only_with_the_identity() {
+    use age::secrecy::ExposeSecret;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = age::x25519::Identity::generate();
+    let identity = tmp.path().join("identity.txt");
+    fs::write(&identity, format!("{}\n", key.to_string().expose_secret())).unwrap();
+    let env = env_file(
+        &moto,
+        "enc",
+        "repository",
+        &format!("BACKUP_RECIPIENTS={}\n", key.to_public()),
+    );
+    let stack = Stack::new(&tmp.path().join("a"), &env);
+    stack.seed();
+    let uploads = tree(&stack.dir.join("uploads"));
+    stack.backup();
+
+    let fresh = Stack::new(&tmp.path().join("b"), &env);
+    fs::remove_dir_all(fresh.dir.join("uploads")).unwrap();
+    let from = format!("s3://{BUCKET}/enc");
+    let out = fresh.elior(&["restore", "--from", &from, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--identity"), "{}", stderr(&out));
+    assert!(!fresh.dir.join("elior.db").exists());
+    let out = fresh.elior(&[
+        "restore",
+        "--from",
+        &from,
+        "--yes",
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: i64 = rusqlite::Connection::open(fresh.dir.join("elior.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 500);
+    assert_eq!(tree(&fresh.dir.join("uploads")), uploads);
+}

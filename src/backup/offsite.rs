@@ -51,6 +51,8 @@ const MULTIPART_ABOVE: u64 = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Packs already offsite read back and compared on every push.
 const SAMPLE: usize = 3;
+/// How long a push waits for a check or prune that holds the repository.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// The setting named in messages.
 const KEY: &str = "BACKUP_OFFSITE";
 
@@ -381,7 +383,28 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     let listing = bucket.list()?;
     let (mine, _) = identity::ensure(&settings.stack_dir)?;
     bucket.claim(&listing, &mine)?;
-    let _lock = super::lock_repository(dir, "elior backup (offsite copy)")?;
+    // A check or prune running now is waited for (a while): the copy reads packs.
+    let root = repo::root(dir);
+    let _lock = if repo::Repo::exists(&root) {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut told = false;
+        Some(repo::lock_waiting(
+            &root,
+            "elior backup (offsite copy)",
+            deadline,
+            &mut |holder| {
+                if !told {
+                    told = true;
+                    reporter.phase(&format!(
+                        "offsite: waiting for `{}` (pid {}) to release the backup repository",
+                        holder.command, holder.pid
+                    ));
+                }
+            },
+        )?)
+    } else {
+        None
+    };
 
     let sets = super::scan(dir)?;
     let complete: Vec<&super::BackupSet> = sets.iter().filter(|s| s.has_manifest()).collect();
@@ -422,7 +445,6 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     }
 
     let mut local = Vec::new();
-    let root = repo::root(dir);
     if repo::Repo::exists(&root) {
         local.extend(repository_files(dir)?);
     }
