@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use api_harness::{Cast, Server};
-use backup_support::{killed_by_sigkill, stderr, stdout, tree};
+use backup_support::{age_snapshot, killed_by_sigkill, stderr, stdout, tree};
 use moto_support::{free_port, Moto};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
@@ -513,25 +513,6 @@ fn two_stacks_in_one_bucket_keep_apart() {
     );
 }
 
-/// Rewrites repository snapshot `id` as one taken `days` ago (plain repository).
-fn age_snapshot(stack: &Stack, id: &str, days: i64) -> String {
-    let old = (chrono::Local::now() - chrono::Duration::days(days))
-        .format("%Y%m%d_%H%M%S")
-        .to_string();
-    let dir = stack.backups().join("repository/snapshots");
-    let mut snap: elior::backup::repo::Snapshot =
-        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
-    snap.id = old.clone();
-    snap.seal_checksum();
-    fs::write(
-        dir.join(format!("{old}.json")),
-        serde_json::to_vec(&snap).unwrap(),
-    )
-    .unwrap();
-    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
-    old
-}
-
 /// Retention offsite follows the local prune: the expired backup goes from the bucket
 /// too, then (once the repacked packs are offsite) the packs only it used; the bucket
 /// ends as the mirror of the local repository and verifies. A host whose backups are
@@ -562,7 +543,7 @@ fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
         .collect();
     fs::write(stack.dir.join("uploads/old-video.bin"), video).unwrap();
     let first = stack.backup()["id"].as_str().unwrap().to_string();
-    let old = age_snapshot(&stack, &first, 40);
+    let old = age_snapshot(&stack.backups().join("repository"), &first, 40);
     fs::remove_file(stack.dir.join("uploads/old-video.bin")).unwrap();
     fs::write(stack.dir.join(".env.production"), &env).unwrap();
     let made = stack.backup();

@@ -157,7 +157,8 @@ impl Bucket {
     }
 
     /// Uploads `path` as `relative` and checks what the store says it stored.
-    async fn put_file(&self, relative: &str, path: &Path, size: u64) -> Result<()> {
+    async fn put_file(&self, relative: &str, path: PathBuf, size: u64) -> Result<()> {
+        let path = path.as_path();
         let key = self.key(relative);
         let what = format!("uploading {relative}");
         if size <= MULTIPART_ABOVE {
@@ -234,7 +235,8 @@ impl Bucket {
 
     /// Downloads `relative` to `dest` (atomically, mode 0600), checking its size against
     /// the listing and its MD5 against the ETag when that is one.
-    async fn download(&self, relative: &str, remote: &Remote, dest: &Path) -> Result<()> {
+    async fn download(&self, relative: &str, remote: &Remote, dest: PathBuf) -> Result<()> {
+        let dest = dest.as_path();
         if let Some(parent) = dest.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -284,6 +286,53 @@ impl Bucket {
             let _ = fs::remove_file(&temp);
         }
         result
+    }
+
+    /// Runs `transfer` on every item, PARALLEL at a time, with a live progress line and
+    /// `after_each` after each success (a fault point). When one fails, the others in
+    /// flight still end, then the first error is returned. Returns the count and bytes.
+    fn transfer_all<'a, T, Fut>(
+        &self,
+        items: &'a [T],
+        size: impl Fn(&T) -> u64,
+        transfer: impl Fn(&'a T) -> Fut,
+        after_each: &dyn Fn(),
+        reporter: &mut Reporter,
+    ) -> Result<(usize, u64)>
+    where
+        Fut: std::future::Future<Output = Result<()>> + 'a,
+    {
+        let total = items.len();
+        let total_bytes: u64 = items.iter().map(&size).sum();
+        let (mut done, mut bytes, mut first_error) = (0usize, 0u64, None);
+        self.runtime.block_on(async {
+            let mut results = stream::iter(items.iter().map(|item| {
+                let transferred = transfer(item);
+                async move { (item, transferred.await) }
+            }))
+            .buffer_unordered(PARALLEL);
+            while let Some((item, result)) = results.next().await {
+                match result {
+                    Ok(()) => {
+                        done += 1;
+                        bytes += size(item);
+                        after_each();
+                        reporter.live(&format!(
+                            "  offsite: {done}/{total} objects, {} of {}",
+                            super::human_bytes(bytes),
+                            super::human_bytes(total_bytes)
+                        ));
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((done, bytes)),
+        }
     }
 
     /// The stack `PREFIX/stack.json` names, or an error when the prefix holds objects
@@ -475,46 +524,20 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     }
     let (before_seals, seals): (Vec<_>, Vec<_>) =
         steps.into_iter().partition(|(l, _)| l.class != Class::Seal);
-    let mut done = 0usize;
-    let mut done_bytes = 0u64;
-    {
-        let bucket = &bucket;
-        let mut results = stream::iter(before_seals.iter().map(|(l, why)| async move {
-            let result = bucket.put_file(&l.path, &dir.join(&l.path), l.size).await;
-            (l, *why, result)
-        }))
-        .buffer_unordered(PARALLEL);
-        let mut first_error = None;
-        bucket.runtime.block_on(async {
-            while let Some((l, _why, result)) = results.next().await {
-                match result {
-                    Ok(()) => {
-                        done += 1;
-                        done_bytes += l.size;
-                        fault::point("offsite:object-uploaded");
-                        reporter.live(&format!(
-                            "  offsite: {done}/{total} objects, {} of {}",
-                            super::human_bytes(done_bytes),
-                            super::human_bytes(total_bytes)
-                        ));
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        });
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-    }
+    let (mut done, mut done_bytes) = bucket.transfer_all(
+        &before_seals,
+        |(l, _)| l.size,
+        |(l, _)| bucket.put_file(&l.path, dir.join(&l.path), l.size),
+        &|| fault::point("offsite:object-uploaded"),
+        reporter,
+    )?;
     fault::point("offsite:data-uploaded");
     // Seals one by one, after all the data: the bucket never lists a backup it cannot
     // restore.
     for (l, _) in &seals {
         bucket
             .runtime
-            .block_on(bucket.put_file(&l.path, &dir.join(&l.path), l.size))?;
+            .block_on(bucket.put_file(&l.path, dir.join(&l.path), l.size))?;
         done += 1;
         done_bytes += l.size;
         fault::point("offsite:seal-uploaded");
@@ -706,34 +729,13 @@ fn fetch(
     ));
     let (data, seals): (Vec<_>, Vec<_>) =
         wanted.into_iter().partition(|(c, _, _)| *c != Class::Seal);
-    let mut done = 0usize;
-    let mut done_bytes = 0u64;
-    let mut first_error = None;
-    bucket.runtime.block_on(async {
-        let mut results = stream::iter(data.iter().map(|(_, key, remote)| async move {
-            (*remote, bucket.download(key, remote, &into.join(key)).await)
-        }))
-        .buffer_unordered(PARALLEL);
-        while let Some((remote, result)) = results.next().await {
-            match result {
-                Ok(()) => {
-                    done += 1;
-                    done_bytes += remote.size;
-                    reporter.live(&format!(
-                        "  offsite: {done}/{total} objects, {} of {}",
-                        super::human_bytes(done_bytes),
-                        super::human_bytes(total_bytes)
-                    ));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    let (mut done, _) = bucket.transfer_all(
+        &data,
+        |(_, _, remote)| remote.size,
+        |(_, key, remote)| bucket.download(key, remote, into.join(key)),
+        &|| {},
+        reporter,
+    )?;
     // The repository's folders that are never offsite (a fresh host has none yet).
     let root = repo::root(into);
     if repo::Repo::exists(&root) {
@@ -748,7 +750,7 @@ fn fetch(
     for (_, key, remote) in seals {
         bucket
             .runtime
-            .block_on(bucket.download(key, remote, &into.join(key)))?;
+            .block_on(bucket.download(key, remote, into.join(key)))?;
         done += 1;
     }
     Ok(done)
