@@ -239,6 +239,24 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     assert!(!stack.dir.exists());
 
     let new = tempfile::tempdir().unwrap();
+    // Without the old .env.production there are no keys to the bucket: said plainly.
+    let out = Command::new(ELIOR)
+        .args([
+            "restore",
+            "--from",
+            &format!("s3://{BUCKET}/gym/prod"),
+            "--yes",
+        ])
+        .arg("--dir")
+        .arg(new.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("needs the old stack's .env.production"),
+        "{}",
+        stderr(&out)
+    );
     let fresh = Stack::new(new.path(), &env);
     fs::remove_dir_all(new.path().join("uploads")).unwrap();
     let out = fresh.elior(&[

@@ -552,7 +552,10 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     let uploaded: BTreeSet<&str> = before_seals.iter().map(|(l, _)| l.path.as_str()).collect();
     let mut already: Vec<&Local> = local
         .iter()
-        .filter(|l| l.class == Class::Data && !uploaded.contains(l.path.as_str()))
+        .filter(|l| {
+            // Packs only (about 16 MiB each): an archive's parts may be gigabytes.
+            l.path.starts_with("repository/packs/") && !uploaded.contains(l.path.as_str())
+        })
         .collect();
     use rand::seq::SliceRandom;
     already.shuffle(&mut rand::thread_rng());
