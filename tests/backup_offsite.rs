@@ -314,6 +314,15 @@ fn a_push_killed_mid_upload_resumes_and_never_lists_a_partial_snapshot() {
         let listed = stack.elior(&["backup", "list", "--json"]);
         assert!(stdout(&listed).contains("complete (repository)"), "{point}");
     }
+    // doctor says the bucket holds no backup yet, and how to send them.
+    let doctor = stack.elior(&["doctor", "backups"]);
+    assert_eq!(doctor.status.code(), Some(1), "{}", stdout(&doctor));
+    assert!(
+        stdout(&doctor).contains("there is no complete backup offsite")
+            && stdout(&doctor).contains("elior backup push"),
+        "{}",
+        stdout(&doctor)
+    );
     let before = remote(&moto, "killed");
     let out = stack.elior(&["backup", "push", "--json"]);
     assert!(out.status.success(), "push: {}", stderr(&out));
@@ -328,6 +337,12 @@ fn a_push_killed_mid_upload_resumes_and_never_lists_a_partial_snapshot() {
     assert_eq!(report["sent"].as_array().unwrap().len(), 2, "{report:#}");
     assert_eq!(complete_ids(&stack.offsite_list()).len(), 2);
 
+    let doctor = stack.elior(&["doctor", "backups"]);
+    assert!(
+        stdout(&doctor).contains("the newest offsite backup"),
+        "{}",
+        stdout(&doctor)
+    );
     let again = stack.elior(&["backup", "push", "--json"]);
     assert!(again.status.success(), "{}", stderr(&again));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
