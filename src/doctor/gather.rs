@@ -1017,6 +1017,28 @@ fn scheduler_pids(dir: &Path) -> Vec<u32> {
     pids
 }
 
+/// The newest complete backup in the offsite bucket (issue 17).
+fn offsite_facts(offsite: &crate::files::settings::S3Settings) -> super::facts::OffsiteFacts {
+    let mut f = super::facts::OffsiteFacts {
+        url: offsite.url(),
+        ..Default::default()
+    };
+    match crate::backup::offsite::list(offsite) {
+        Err(e) => f.error = Some(one_line(&e)),
+        Ok((backups, _, _)) => {
+            let complete: Vec<_> = backups.iter().filter(|b| b.complete).collect();
+            f.complete_backups = complete.len();
+            if let Some(latest) = complete.last() {
+                f.latest_id = Some(latest.id.clone());
+                f.latest_taken_at = crate::backup::names::parse_id(&latest.id)
+                    .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+                    .map(|t| t.timestamp());
+            }
+        }
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1057,26 +1079,4 @@ mod tests {
             Some(784_111_777)
         );
     }
-}
-
-/// The newest complete backup in the offsite bucket (issue 17).
-fn offsite_facts(offsite: &crate::files::settings::S3Settings) -> super::facts::OffsiteFacts {
-    let mut f = super::facts::OffsiteFacts {
-        url: offsite.url(),
-        ..Default::default()
-    };
-    match crate::backup::offsite::list(offsite) {
-        Err(e) => f.error = Some(one_line(&e)),
-        Ok((backups, _, _)) => {
-            let complete: Vec<_> = backups.iter().filter(|b| b.complete).collect();
-            f.complete_backups = complete.len();
-            if let Some(latest) = complete.last() {
-                f.latest_id = Some(latest.id.clone());
-                f.latest_taken_at = crate::backup::names::parse_id(&latest.id)
-                    .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
-                    .map(|t| t.timestamp());
-            }
-        }
-    }
-    f
 }
