@@ -161,7 +161,7 @@ impl Bucket {
         let path = path.as_path();
         let key = self.key(relative);
         let what = format!("uploading {relative}");
-        if size <= MULTIPART_ABOVE {
+        if size <= multipart_above() {
             let bytes = tokio::fs::read(path)
                 .await
                 .with_context(|| format!("failed to read {}", path.display()))?;
@@ -387,6 +387,20 @@ impl Bucket {
             }
         }
     }
+}
+
+/// [`MULTIPART_ABOVE`]; debug builds read `ELIOR_OFFSITE_MULTIPART_ABOVE` (bytes) so a
+/// test can send a small file in parts. Release builds ignore it.
+fn multipart_above() -> u64 {
+    if cfg!(debug_assertions) {
+        if let Some(bytes) = std::env::var("ELIOR_OFFSITE_MULTIPART_ABOVE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return bytes;
+        }
+    }
+    MULTIPART_ABOVE
 }
 
 fn unquote(etag: &str) -> String {
