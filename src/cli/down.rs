@@ -1,6 +1,5 @@
 //! `elior down`: stops and removes the stack's containers and networks, keeping its data.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -19,20 +18,17 @@ use crate::docker;
 ///     elior down --dir /srv/elior
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
-pub struct DownArgs {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-}
+pub struct DownArgs {}
 
 impl DownArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let stack = Stack::load(&self.dir)?;
-        let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = ctx.dir();
+        let stack = Stack::load(dir)?;
+        let _lock = crate::lock::DeployLock::acquire(dir, "elior down")?;
         let Some(owner) = stack.owner() else {
             // No id: nothing on the engine is this directory's (issue 14: `down` of a
             // never-deployed `ka-test` removed the running `ka.test`).
-            println!("{}", stack.no_id_hint());
+            outln!("{}", stack.no_id_hint());
             return Ok(ExitCode::SUCCESS);
         };
         let project = owner.project.clone();
@@ -42,20 +38,20 @@ impl DownArgs {
             docker::apply::remove_stack(&docker, &owner).await
         })?;
         for c in &containers {
-            println!("removed container {c}");
+            outln!("removed container {c}");
         }
         for n in &networks {
-            println!("removed network {n}");
+            outln!("removed network {n}");
         }
         if containers.is_empty() && networks.is_empty() {
-            println!("{project} has no containers or networks; nothing to remove");
+            outln!("{project} has no containers or networks; nothing to remove");
         }
-        println!(
+        outln!(
             "kept in {}: data/ (database), uploads/, nginx/ssl/ (certificates), .env.production",
-            self.dir.display()
+            dir.display()
         );
         let _ = crate::lock::audit(
-            &self.dir,
+            dir,
             "down",
             serde_json::json!({ "containers": containers, "networks": networks }),
         );

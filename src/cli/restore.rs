@@ -44,15 +44,9 @@ pub struct RestoreArgs {
     /// The backup id (like 20261129_020000) or `latest`
     #[arg(default_value = "latest")]
     id: String,
-    /// The stack directory, which holds .env.production
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     yes: bool,
-    /// Print what was restored as JSON
-    #[arg(long)]
-    json: bool,
     /// An age identity file (`age-keygen -o FILE`) that opens an encrypted backup
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
@@ -63,30 +57,30 @@ pub struct RestoreArgs {
 }
 
 impl RestoreArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
+    /// With --json: what was restored.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let settings = match &self.from {
-            None => BackupSettings::load(&self.dir)?,
+            None => BackupSettings::load(ctx.dir())?,
             Some(url) => {
-                let env_file = self.dir.join(crate::backup::settings::ENV_FILE);
+                let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
                 if !env_file.is_file() {
                     bail!(
                         "{} does not exist\na restore from a bucket needs the old stack's .env.production (its S3 keys and JWT_SECRET) in {}; copy it there first",
                         env_file.display(),
-                        self.dir.display()
+                        ctx.dir().display()
                     );
                 }
                 // The one loader, with the bucket of --from as BACKUP_OFFSITE.
-                let mut raw = crate::config::model::settings(&self.dir)?;
+                let mut raw = crate::config::model::settings(ctx.dir())?;
                 raw.overlay([("BACKUP_OFFSITE".to_string(), url.clone())]);
-                BackupSettings::from_raw(&self.dir, &raw)?
+                BackupSettings::from_raw(ctx.dir(), &raw)?
             }
         };
-        crate::backup::recover_interrupted_restore(&self.dir)?;
+        crate::backup::recover_interrupted_restore(ctx.dir())?;
         if !self.yes {
             confirm(&self.id, &settings)?;
         }
-        let mut reporter = Reporter::new(false);
+        let mut reporter = Reporter::new(ctx.quiet);
         let id = match (&self.from, &settings.offsite) {
             (Some(_), Some(offsite)) => crate::backup::offsite::fetch_for_restore(
                 &settings,
@@ -104,22 +98,23 @@ impl RestoreArgs {
             api.as_mut(),
             &mut reporter,
         )?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        if ctx.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        outln!(
             "restored backup {} (taken {})",
-            report.backup, report.created_at
+            report.backup,
+            report.created_at
         );
         if let Some(db) = &report.database {
             let version = report
                 .schema_version
                 .map_or("unknown".to_string(), |v| v.to_string());
-            println!("  database  {} (schema version {version})", db.display());
+            outln!("  database  {} (schema version {version})", db.display());
         }
         if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
-            println!(
+            outln!(
                 "  uploads   {} ({} files, {})",
                 uploads.display(),
                 stats.files,
@@ -127,10 +122,10 @@ impl RestoreArgs {
             );
         }
         match &report.safety_backup {
-            Some(id) => println!(
+            Some(id) => outln!(
                 "  the state before the restore is backup {id}; undo with `elior restore {id}`"
             ),
-            None => println!("  there was no previous state to keep"),
+            None => outln!("  there was no previous state to keep"),
         }
         Ok(ExitCode::SUCCESS)
     }
