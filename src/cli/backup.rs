@@ -431,6 +431,7 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
         .filter(|set| !(args.all && set.is_running() && !set.has_manifest()))
         .collect();
     let _lock = backup::lock_repository(dir, "elior backup verify")?;
+    backup::fault::point("verify:locked");
     let results: Vec<backup::Verification> = backup::verify_sets(
         dir,
         &chosen,
