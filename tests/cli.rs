@@ -360,3 +360,79 @@ fn a_result_that_cannot_be_written_is_exit_2_not_a_panic() {
     // The backup itself was finished before the result was printed.
     assert!(newest_backup_verifies(&stack));
 }
+
+/// The stack with `lines` appended to its env file.
+fn with_env(stack: &Stack, lines: &str) {
+    let path = stack.dir.join(".env.production");
+    let env = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{env}{lines}")).unwrap();
+}
+
+#[test]
+fn schedule_next_prints_runs_on_the_first_or_a_monday_in_the_named_zone() {
+    let stack = Stack::new("stack");
+    with_env(
+        &stack,
+        "BACKUP_SCHEDULE=\"0 3 1 * 1\"\nSCHEDULE_TIMEZONE=Asia/Tokyo\nCERT_RENEW_SCHEDULE=@daily\n",
+    );
+    let dir = stack.dir.to_str().unwrap();
+    let out = elior_env(&["schedule", "--next", "12", "--dir", dir], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let mut lines = listing.lines();
+    assert_eq!(lines.next(), Some("backup (0 3 1 * 1)"), "{listing}");
+    let backups: Vec<&str> = lines.by_ref().take(12).collect();
+    let (mut firsts, mut mondays) = (0, 0);
+    for line in &backups {
+        // "  Mon 2026-12-07 03:00:00 JST (Asia/Tokyo)"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&words[2..], ["03:00:00", "JST", "(Asia/Tokyo)"], "{line}");
+        let first = words[1].ends_with("-01");
+        assert!(
+            first || words[0] == "Mon",
+            "{line}: neither the 1st nor a Monday"
+        );
+        firsts += usize::from(first);
+        mondays += usize::from(words[0] == "Mon");
+    }
+    // 12 runs span about 2.5 months: both rules fire.
+    assert!(firsts >= 2 && mondays >= 9, "{listing}");
+    assert_eq!(lines.next(), Some("cert-renew (@daily)"), "{listing}");
+    assert!(lines.all(|l| l.contains(" 00:00:00 JST")), "{listing}");
+}
+
+#[test]
+fn a_bad_schedule_is_refused_naming_its_key_and_field() {
+    for (value, field) in [
+        ("\"0 3 * * 8\"", "the day-of-week field \"8\""),
+        ("\"0 24 * * *\"", "the hour field \"24\""),
+        ("\"0 3 * 0 *\"", "the month field \"0\""),
+    ] {
+        let stack = Stack::new("stack");
+        with_env(&stack, &format!("BACKUP_SCHEDULE={value}\n"));
+        let dir = stack.dir.to_str().unwrap();
+        let out = elior_env(&["schedule", "--next", "1", "--dir", dir], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert!(err.starts_with("elior: BACKUP_SCHEDULE: "), "{err}");
+        assert!(err.contains(field), "{value}: {err}");
+    }
+    let stack = Stack::new("stack");
+    with_env(&stack, "SCHEDULE_TIMEZONE=Mars/Olympus\n");
+    let out = elior_env(
+        &[
+            "schedule",
+            "--next",
+            "1",
+            "--dir",
+            stack.dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("SCHEDULE_TIMEZONE: \"Mars/Olympus\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

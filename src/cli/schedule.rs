@@ -17,8 +17,11 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// Jobs and their cron expressions come from DIR/.env.production:
 ///     BACKUP_SCHEDULE      backup, then prune (default "0 2 * * *", 02:00 daily)
 ///     CERT_RENEW_SCHEDULE  `elior cert renew --jitter 1800` (renews only when due)
-/// Expressions have 5 fields as in crontab (weekdays 0-7 or Sun-Sat), or 6 with seconds
-/// first. Times are local. Each run's start, result and duration are logged,
+/// Expressions follow crontab(5): 5 fields MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK
+/// (weekdays 0-7 or Sun-Sat; when both day fields are restricted, either one matching
+/// runs the job), names such as @daily or @hourly, or 6 fields with seconds first.
+/// Times are read in SCHEDULE_TIMEZONE (an IANA name such as Europe/Paris; default the
+/// host's zone); a run in an hour that DST skips happens once, after the jump. Each run's start, result and duration are logged,
 /// a failing job does not stop the scheduler, and the last success of each job is kept
 /// in DIR/.elior/state.json. On SIGTERM or Ctrl-C a running job is allowed to finish (the
 /// prune after a backup is skipped); a second signal aborts it, killing the child and
@@ -26,6 +29,7 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 ///
 /// Examples:
 ///     elior schedule --dir /srv/elior               run in the foreground
+///     elior schedule --dir /srv/elior --next 5      print the next 5 runs of each job
 ///     elior schedule install --dir /srv/elior       install and start a systemd service
 ///     elior schedule install --print                print that service's unit
 #[derive(Args)]
@@ -33,6 +37,9 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 pub struct ScheduleArgs {
     #[command(subcommand)]
     command: Option<ScheduleCommand>,
+    /// Print the next N runs of each job (with their time zone) and exit
+    #[arg(long, value_name = "N")]
+    next: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -54,9 +61,14 @@ impl ScheduleArgs {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let dir = std::path::absolute(ctx.dir())
             .with_context(|| format!("failed to resolve {}", ctx.dir().display()))?;
-        match self.command {
-            Some(ScheduleCommand::Install(args)) => install(&dir, args.print),
-            None => run_scheduler(&dir),
+        match (self.command, self.next) {
+            (Some(_), Some(_)) => bail!(
+                "--next lists the runs of `elior schedule`; it takes no subcommand\nrun `{}`",
+                ctx.command("schedule --next 5")
+            ),
+            (Some(ScheduleCommand::Install(args)), None) => install(&dir, args.print),
+            (None, Some(n)) => print_next(&dir, n, ctx.json),
+            (None, None) => run_scheduler(&dir),
         }
     }
 }
@@ -67,15 +79,55 @@ const CERT_JITTER_SECS: &str = "1800";
 fn jobs(dir: &Path) -> Result<Vec<Job>> {
     let settings = BackupSettings::load(dir)?;
     let raw = crate::config::model::settings(dir)?;
-    let mut jobs = vec![Job::new("backup", "BACKUP_SCHEDULE", &settings.schedule)?];
+    let key = crate::config::cron::TIMEZONE_KEY;
+    let zone =
+        crate::config::cron::timezone(raw.get(key)).map_err(|m| anyhow::anyhow!("{key}: {m}"))?;
+    let mut jobs = vec![Job::in_zone(
+        "backup",
+        "BACKUP_SCHEDULE",
+        &settings.schedule,
+        zone.clone(),
+    )?];
     if let Some(expression) = raw
         .get("CERT_RENEW_SCHEDULE")
         .map(str::trim)
         .filter(|v| !v.is_empty())
     {
-        jobs.push(Job::new("cert-renew", "CERT_RENEW_SCHEDULE", expression)?);
+        jobs.push(Job::in_zone(
+            "cert-renew",
+            "CERT_RENEW_SCHEDULE",
+            expression,
+            zone,
+        )?);
     }
     Ok(jobs)
+}
+
+/// `elior schedule --next N`: each job's next N runs, in its zone.
+fn print_next(dir: &Path, n: usize, json: bool) -> Result<ExitCode> {
+    let jobs = jobs(dir)?;
+    let now = chrono::Local::now();
+    if json {
+        let doc: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                serde_json::json!({
+                    "job": job.name,
+                    "schedule": job.expression,
+                    "runs": job.upcoming(&now, n).iter().map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%:z[%Q]").to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for job in &jobs {
+        outln!("{} ({})", job.name, job.expression);
+        for at in job.upcoming(&now, n) {
+            outln!("  {}", at.strftime("%a %Y-%m-%d %H:%M:%S %Z (%Q)"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_scheduler(dir: &Path) -> Result<ExitCode> {
