@@ -667,14 +667,15 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
 }
 
 #[test]
-fn schedule_install_print_shows_a_unit_running_this_binary_for_this_stack() {
+fn schedule_install_print_shows_a_unit_running_the_installed_binary_for_this_stack() {
     let stack = Stack::new();
     let out = stack.elior(&["schedule", "install", "--print"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let unit = stdout(&out);
+    // The stable path (issue 20), never the build tree's binary.
     assert!(
         unit.contains(&format!(
-            "ExecStart={ELIOR} schedule --dir {}\n",
+            "ExecStart=/usr/local/bin/elior schedule --dir {}\n",
             stack.dir.display()
         )),
         "{unit}"

@@ -436,3 +436,20 @@ fn a_bad_schedule_is_refused_naming_its_key_and_field() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn dirs_split_around_the_subcommand_are_refused_not_dropped() {
+    // clap would keep only the last level's values: /a would be silently ignored.
+    let out = elior_env(
+        &[
+            "--dir", "/a", "schedule", "install", "--dir", "/b", "--print",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("put every --dir together"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -121,6 +121,14 @@ impl Context {
         self.dirs.first().map(PathBuf::as_path)
     }
 
+    /// The same context for other stack directories (a command run on another's behalf).
+    pub fn with_dirs(&self, dirs: Vec<PathBuf>) -> Context {
+        Context {
+            dirs,
+            ..self.clone()
+        }
+    }
+
     /// Every `--dir` given, for the commands that take several.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
@@ -183,6 +191,18 @@ enum Command {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        // clap keeps a global option's values from one level of the line only: with
+        // `elior --dir A schedule install --dir B`, A would be dropped without a word.
+        let typed = std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .filter(|a| a == "--dir" || a.to_string_lossy().starts_with("--dir="))
+            .count();
+        if typed > self.global.dirs.len() {
+            anyhow::bail!(
+                "--dir given before and after the subcommand\nput every --dir together, e.g. `elior schedule install --dir /srv/a --dir /srv/b`"
+            );
+        }
         let ctx = Context::new(self.global);
         self.command.run(&ctx)
     }
