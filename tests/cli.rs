@@ -453,3 +453,72 @@ fn dirs_split_around_the_subcommand_are_refused_not_dropped() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn init_makes_backups_owner_only_and_the_first_backup_does_not_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stack");
+    let out = elior_env(&["init", "localhost", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::fs::metadata(dir.join("backups"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    rusqlite::Connection::open(dir.join("data/elior_fitness.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    let out = elior_env(&["backup", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_docker_socket_this_user_may_not_open_names_its_group_and_sudo() {
+    use std::os::unix::fs::PermissionsExt;
+    if Command::new("runuser").arg("--help").output().is_err() {
+        panic!("runuser (util-linux) is needed to run elior as another user");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = tmp.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let dir = tmp.path().join("stack");
+    let init = elior_env(
+        &["-q", "init", "localhost", "--dir", dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    for file in [".env.production", ".elior/stack.json"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir.join(".elior"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            env!("CARGO_BIN_EXE_elior"),
+            "status",
+            "--dir",
+        ])
+        .arg(&dir)
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env_remove("ELIOR_DIR")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("permission denied on the Docker socket"),
+        "{err}"
+    );
+    assert!(err.contains("group root") && err.contains("sudo"), "{err}");
+}

@@ -31,6 +31,7 @@ mod rollback;
 mod schedule;
 mod serve;
 mod status;
+mod table;
 mod update;
 
 use std::io::IsTerminal;
