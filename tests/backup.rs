@@ -145,10 +145,15 @@ fn backup_taken_while_another_connection_inserts_is_consistent() {
             inserted
         })
     };
-    // Let the writer get going so the backup starts mid-stream.
-    while count_rows(&stack.db_path()) < 20_100 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Let the writer get going so the backup starts mid-stream (bounded: a writer that
+    // died must fail the test, not hang it).
+    wait_for("the writer's first 100 rows", || {
+        writer.is_finished() || count_rows(&stack.db_path()) >= 20_100
+    });
+    assert!(
+        !writer.is_finished(),
+        "the writer stopped before the backup"
+    );
     let before = count_rows(&stack.db_path());
     let manifest = stack.backup();
     let after = count_rows(&stack.db_path());
