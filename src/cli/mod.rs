@@ -73,10 +73,14 @@ pub struct Cli {
 
 /// The options of every command, accepted anywhere on the line.
 #[derive(Args, Debug)]
+#[group(skip)]
 struct GlobalArgs {
     /// The stack directory, which holds .env.production [default: .]
     /// (provision and `schedule install` take several)
-    #[arg(long = "dir", global = true, env = "ELIOR_DIR", value_name = "DIR",
+    // The id is "dir", as a subcommand's own `dir: PathBuf` field would be: clap then
+    // skips the global for that subcommand and hands it the value typed at any level, so
+    // a subcommand written before this (a parallel branch) keeps working unchanged.
+    #[arg(id = "dir", long = "dir", global = true, env = "ELIOR_DIR", value_name = "DIR",
           action = ArgAction::Append, value_hint = clap::ValueHint::DirPath)]
     dirs: Vec<PathBuf>,
     /// Print results as JSON on stdout; errors too, as {"error": ..., "hint": ...}
@@ -301,4 +305,47 @@ fn print_json_error(error: &str, hint: &str) {
         "hint": if hint.is_empty() { None } else { Some(hint) },
     });
     outln!("{doc}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, CommandFactory};
+
+    /// A subcommand that still declares its own `--dir` and `--json` (as one written on a
+    /// branch before the global options) parses, and gets the values typed anywhere.
+    #[test]
+    fn a_subcommand_with_its_own_dir_and_json_still_gets_the_global_values() {
+        let command = Cli::command().subcommand(
+            clap::Command::new("legacy")
+                .arg(
+                    Arg::new("dir")
+                        .long("dir")
+                        .default_value(".")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue)),
+        );
+        command.clone().debug_assert();
+        for argv in [
+            &["elior", "--dir", "/srv/x", "--json", "legacy"][..],
+            &["elior", "legacy", "--dir", "/srv/x", "--json"][..],
+            &["elior", "--json", "legacy", "--dir", "/srv/x"][..],
+        ] {
+            let matches = command.clone().try_get_matches_from(argv).unwrap();
+            let (_, sub) = matches.subcommand().unwrap();
+            assert_eq!(
+                sub.get_one::<PathBuf>("dir").map(PathBuf::as_path),
+                Some(Path::new("/srv/x")),
+                "{argv:?}"
+            );
+            assert!(sub.get_flag("json"), "{argv:?}");
+        }
+        let matches = command.try_get_matches_from(["elior", "legacy"]).unwrap();
+        let (_, sub) = matches.subcommand().unwrap();
+        assert_eq!(
+            sub.get_one::<PathBuf>("dir").map(PathBuf::as_path),
+            Some(Path::new("."))
+        );
+    }
 }
