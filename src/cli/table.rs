@@ -49,10 +49,7 @@ mod tests {
         let text = render(&t);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        let status_at: Vec<usize> = lines
-            .iter()
-            .map(|l| l.rfind(|c: char| c == ' ').unwrap() + 1)
-            .collect();
+        let status_at: Vec<usize> = lines.iter().map(|l| l.rfind(' ').unwrap() + 1).collect();
         assert!(status_at.iter().all(|&p| p == status_at[0]), "{text}");
         assert!(lines[0].starts_with("NAME "), "{text}");
         // SIZE is right-aligned: its cells end in one column.
