@@ -36,7 +36,7 @@ impl RollbackArgs {
         let stack = Stack::load(ctx.dir())?;
         let target = match self.to.clone() {
             Some(image) => image,
-            None => previous_image(&stack)?,
+            None => previous_image(&stack, ctx)?,
         };
         if !ctx.quiet {
             eprintln!("rolling back to {target}");
@@ -53,7 +53,7 @@ impl RollbackArgs {
 }
 
 /// The newest API image older than the one the running API container uses.
-fn previous_image(stack: &Stack) -> Result<String> {
+fn previous_image(stack: &Stack, ctx: &super::Context) -> Result<String> {
     let config = &stack.config;
     let owner = stack
         .owner()
@@ -66,7 +66,7 @@ fn previous_image(stack: &Stack) -> Result<String> {
             .await?
             .into_iter()
             .find(|c| c.service == API_SERVICE && c.state == "running")
-            .ok_or_else(|| anyhow!("{project} runs no api container\nrun `elior deploy {}` first", config.domain.as_str()))?;
+            .ok_or_else(|| anyhow!("{project} runs no api container\nrun `{}` first", ctx.command(&format!("deploy {}", config.domain.as_str()))))?;
         let inspect = docker
             .inspect_container(&running.name, None::<bollard::query_parameters::InspectContainerOptions>)
             .await

@@ -215,6 +215,8 @@ pub struct ScheduleFacts {
     /// PIDs of `elior schedule` processes for this stack.
     pub running_pids: Vec<u32>,
     pub state_error: Option<String>,
+    /// SCHEDULE_TIMEZONE as set (None: the host's zone), the zone the jobs run in.
+    pub timezone: Option<String>,
     pub jobs: Vec<JobFacts>,
 }
 

@@ -715,6 +715,13 @@ impl Gatherer {
             ("backup", Some(backup_schedule)),
             ("cert-renew", renew_schedule),
         ];
+        f.timezone = self
+            .raw
+            .as_ref()
+            .and_then(|r| r.get(crate::config::cron::TIMEZONE_KEY))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from);
         for (name, schedule) in jobs {
             let Some(schedule) = schedule else { continue };
             let job = state.jobs.get(name).cloned().unwrap_or_default();

@@ -890,8 +890,13 @@ pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
         ));
     }
     let now = chrono::DateTime::from_timestamp(ctx.now, 0).map(|t| t.with_timezone(&chrono::Local));
+    // The zone the scheduler reads the expressions in, so "due" means the same here.
+    let zone = crate::config::cron::timezone(f.timezone.as_deref())
+        .unwrap_or_else(|_| jiff::tz::TimeZone::system());
     for job in &f.jobs {
-        let Ok(parsed) = crate::schedule::Job::new(&job.name, &job.name, &job.schedule) else {
+        let Ok(parsed) =
+            crate::schedule::Job::in_zone(&job.name, &job.name, &job.schedule, zone.clone())
+        else {
             continue;
         };
         let last = job
