@@ -113,7 +113,8 @@ enum Pools {
         /// the old inode and every write would be lost at restart; `/health` reports that.
         file_id: (u64, u64),
     },
-    Pg(pg::PgPool),
+    /// Behind an `Arc`: every query clones the handle.
+    Pg(Arc<pg::PgPool>),
 }
 
 /// Where the data lives: the SQLite file or a PostgreSQL database.
@@ -210,7 +211,7 @@ elior serve and elior db migrate create it",
     ) -> Result<Db> {
         let pool = pg::connect(url, pool_size as usize, retry_for).await?;
         Ok(Db {
-            inner: Pools::Pg(pool),
+            inner: Pools::Pg(Arc::new(pool)),
         })
     }
 
@@ -271,7 +272,7 @@ elior serve and elior db migrate create it",
     /// The PostgreSQL pool, for the notification listener.
     pub fn pg(&self) -> Option<&pg::PgPool> {
         match &self.inner {
-            Pools::Pg(p) => Some(p),
+            Pools::Pg(p) => Some(p.as_ref()),
             Pools::Sqlite { .. } => None,
         }
     }
