@@ -23,12 +23,24 @@ pub struct DownArgs {
     /// The stack directory
     #[arg(long, default_value = ".", value_name = "DIR")]
     dir: PathBuf,
+    /// Swarm mode: also remove the stack's secrets and its database volume
+    #[arg(long)]
+    purge: bool,
+    /// Print what was removed as JSON (swarm mode)
+    #[arg(long)]
+    json: bool,
 }
 
 impl DownArgs {
     pub fn run(self) -> Result<ExitCode> {
         let stack = Stack::load(&self.dir)?;
         let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
+        if super::swarm::is_swarm(&stack) {
+            return super::swarm::down(&stack, self.purge, self.json);
+        }
+        if self.purge {
+            anyhow::bail!("--purge removes a swarm stack's secrets and volume; this stack runs on one host, and its data stays in {}", self.dir.display());
+        }
         let Some(owner) = stack.owner() else {
             // No id: nothing on the engine is this directory's (issue 14: `down` of a
             // never-deployed `ka-test` removed the running `ka.test`).

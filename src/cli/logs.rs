@@ -38,6 +38,9 @@ pub struct LogsArgs {
 impl LogsArgs {
     pub fn run(self) -> Result<ExitCode> {
         let stack = Stack::load(&self.dir)?;
+        if super::swarm::is_swarm(&stack) {
+            return super::swarm::logs(&stack, self.service.as_deref(), self.tail);
+        }
         let config = &stack.config;
         let owner = stack
             .owner()

@@ -20,9 +20,11 @@ mod provision;
 mod render;
 mod restore;
 mod rollback;
+mod scale;
 mod schedule;
 mod serve;
 mod status;
+mod swarm;
 mod update;
 
 use std::process::ExitCode;
@@ -84,6 +86,7 @@ enum Command {
     Provision(provision::ProvisionArgs),
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
+    Scale(scale::ScaleArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }
@@ -116,6 +119,7 @@ impl Cli {
             Command::Provision(args) => args.run(),
             Command::Update(args) => args.run(),
             Command::Rollback(args) => args.run(),
+            Command::Scale(args) => args.run(),
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
         }

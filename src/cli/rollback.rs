@@ -14,6 +14,9 @@ use crate::plan::containers::API_SERVICE;
 
 /// Return the API to the image it ran before the current one (or to --to IMAGE).
 ///
+/// In swarm mode the engine rolls the API service back to its previous spec, one task at
+/// a time, start-first and health-gated, as an update.
+///
 /// The previous container is started beside the current one, must become healthy, and
 /// nginx switches to it with a graceful reload: no request fails. The last 3 API images
 /// are kept for this; `elior status` shows which one runs.
@@ -35,6 +38,9 @@ impl RollbackArgs {
     pub fn run(self) -> Result<ExitCode> {
         crate::logging::init("warn", crate::logging::Format::Human);
         let stack = Stack::load(&self.options.dir)?;
+        if self.to.is_none() && (self.options.swarm || super::swarm::is_swarm(&stack)) {
+            return super::swarm::rollback(&self.options, stack);
+        }
         let target = match self.to.clone() {
             Some(image) => image,
             None => previous_image(&stack)?,

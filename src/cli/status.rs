@@ -13,6 +13,8 @@ use crate::docker;
 /// Show the stack's containers: service, container, image, state, health, uptime,
 /// restart count and published ports.
 ///
+/// In swarm mode (MODE=swarm): every task of every service, its node and its health.
+///
 /// Exits 1 when a container is not running or not healthy, so scripts can use it as a
 /// check. --json prints the same facts as a JSON array.
 ///
@@ -46,6 +48,9 @@ struct ContainerStatus {
 impl StatusArgs {
     pub fn run(self) -> Result<ExitCode> {
         let stack = Stack::load(&self.dir)?;
+        if super::swarm::is_swarm(&stack) && stack.owner().is_some() {
+            return super::swarm::status(&stack, self.json);
+        }
         let config = &stack.config;
         let Some(owner) = stack.owner() else {
             if self.json {

@@ -5,3 +5,4 @@ pub mod certs;
 pub mod containers;
 pub mod render;
 pub mod retention;
+pub mod swarm;
