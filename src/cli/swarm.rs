@@ -15,7 +15,6 @@ use crate::config::model::Stack;
 use crate::config::stack::Mode;
 use crate::deploy::swarm::{self as deploy_swarm, SwarmReport};
 use crate::docker;
-use crate::plan::swarm::Names;
 
 /// Whether the stack in DIR runs on a swarm (MODE=swarm).
 pub fn is_swarm(stack: &Stack) -> bool {
@@ -144,66 +143,6 @@ fn finish(
             Err(err)
         }
     }
-}
-
-/// `rollback` without --to in swarm mode: the engine returns the API service to its
-/// previous spec (its image and settings), with the same health-gated roll.
-pub fn rollback(options: &DeployOptions, stack: Stack) -> Result<ExitCode> {
-    let dir = stack.dir.clone();
-    let owner = deploy_swarm::require_owner(&stack)?;
-    let api = Names(&owner.project).service("api");
-    if options.dry_run {
-        println!("service {api}: roll back to its previous spec (the engine keeps one)");
-        println!("dry run: nothing was changed");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let lock = crate::lock::DeployLock::acquire(&dir, "elior rollback")?;
-    let progress = Progress::new();
-    let started = Instant::now();
-    let deploy_options = options.deploy_options();
-    let result = runtime()?.block_on(async {
-        let docker = docker::connect().await?;
-        docker::swarm::rollback(&docker, &api).await?;
-        crate::deploy::Progress::note(
-            &progress,
-            &format!("rolling {api} back to its previous spec"),
-        );
-        deploy_swarm::converge(
-            &docker,
-            &owner,
-            std::slice::from_ref(&api),
-            &deploy_options,
-            &progress,
-        )
-        .await?;
-        let config = &stack.config;
-        crate::deploy::prove(&dir, config.domain.as_str(), config.https_port).await?;
-        docker::swarm::tasks(&docker, &owner).await
-    });
-    let tasks = match result {
-        Ok(tasks) => tasks,
-        Err(err) => {
-            let _ = crate::lock::audit(
-                &dir,
-                "rollback",
-                serde_json::json!({ "mode": "swarm", "result": "failed", "error": format!("{err:#}") }),
-            );
-            return Err(err);
-        }
-    };
-    let image = tasks
-        .iter()
-        .find(|t| t.service == "api")
-        .map(|t| t.image.clone())
-        .unwrap_or_default();
-    println!("rolled back {api}: {image}");
-    let _ = crate::lock::audit(
-        &dir,
-        "rollback",
-        serde_json::json!({ "mode": "swarm", "result": "ok", "api_image": image, "seconds": started.elapsed().as_secs_f64() }),
-    );
-    drop(lock);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// One task in `status --json` (swarm mode).

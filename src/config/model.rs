@@ -138,6 +138,29 @@ impl Stack {
     }
 }
 
+/// The directory as an absolute path, canonical when it exists (so the `elior.stack-dir`
+/// label of one directory is one string, whatever the spelling of `--dir`).
+pub fn absolute_dir(dir: &Path) -> Result<PathBuf> {
+    match dir.canonicalize() {
+        Ok(dir) => Ok(dir),
+        Err(_) => std::path::absolute(dir)
+            .with_context(|| format!("bad stack directory {}", dir.display())),
+    }
+}
+
+/// The owner of the stack in `dir` from its id file and a domain alone, for commands that
+/// must work without fully valid settings (doctor, restore, cert). `None` without an id
+/// or with a domain that does not parse.
+pub fn owner_of(dir: &Path, domain: &str) -> Result<Option<Owner>> {
+    let Some(id) = identity::read(dir)? else {
+        return Ok(None);
+    };
+    let Ok(domain) = super::domain::parse(domain) else {
+        return Ok(None);
+    };
+    Ok(Some(Owner::new(id, absolute_dir(dir)?, &domain)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,27 +197,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// The directory as an absolute path, canonical when it exists (so the `elior.stack-dir`
-/// label of one directory is one string, whatever the spelling of `--dir`).
-pub fn absolute_dir(dir: &Path) -> Result<PathBuf> {
-    match dir.canonicalize() {
-        Ok(dir) => Ok(dir),
-        Err(_) => std::path::absolute(dir)
-            .with_context(|| format!("bad stack directory {}", dir.display())),
-    }
-}
-
-/// The owner of the stack in `dir` from its id file and a domain alone, for commands that
-/// must work without fully valid settings (doctor, restore, cert). `None` without an id
-/// or with a domain that does not parse.
-pub fn owner_of(dir: &Path, domain: &str) -> Result<Option<Owner>> {
-    let Some(id) = identity::read(dir)? else {
-        return Ok(None);
-    };
-    let Ok(domain) = super::domain::parse(domain) else {
-        return Ok(None);
-    };
-    Ok(Some(Owner::new(id, absolute_dir(dir)?, &domain)))
 }

@@ -465,7 +465,8 @@ impl Names<'_> {
     pub fn pg_volume(&self) -> String {
         format!("{}-pgdata", self.0)
     }
-    /// `P-<kind>-<hash10>`: a new content is a new secret.
+    /// `P-<kind>-<hash10>`: a new content is a new secret. At most 62 characters (the
+    /// engine allows 64): a project name has at most 45, a kind at most 5.
     pub fn secret(&self, kind: &str, data: &str) -> String {
         format!(
             "{}-{kind}-{}",
@@ -487,14 +488,14 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
     let s = &inputs.secrets;
     let mut secret_values: Vec<(&'static str, String)> = vec![("jwt", s.jwt_secret.clone())];
     if let Some(url) = &s.database_url {
-        secret_values.push(("db-url", url.clone()));
+        secret_values.push(("dburl", url.clone()));
     }
     if let (Some(password), Some(_)) = (&s.db_password, &inputs.postgres_image) {
-        secret_values.push(("db-password", password.clone()));
+        secret_values.push(("dbpw", password.clone()));
     }
-    secret_values.push(("nginx-conf", s.nginx_conf.clone()));
-    secret_values.push(("tls-cert", s.tls_cert.clone()));
-    secret_values.push(("tls-key", s.tls_key.clone()));
+    secret_values.push(("conf", s.nginx_conf.clone()));
+    secret_values.push(("cert", s.tls_cert.clone()));
+    secret_values.push(("key", s.tls_key.clone()));
     let secrets: Vec<SecretStep> = secret_values
         .into_iter()
         .map(|(kind, data)| {
@@ -539,7 +540,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
             ],
             user: None,
             read_only: false,
-            secrets: mount("db-password", "postgres_password", 999, 0o400)
+            secrets: mount("dbpw", "postgres_password", 999, 0o400)
                 .into_iter()
                 .collect(),
             mounts: vec![MountDef::Volume {
@@ -575,7 +576,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         read_only: true,
         secrets: [
             mount("jwt", "jwt_secret", api_uid, 0o400),
-            mount("db-url", "database_url", api_uid, 0o400),
+            mount("dburl", "database_url", api_uid, 0o400),
         ]
         .into_iter()
         .flatten()
@@ -613,9 +614,9 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         user: None,
         read_only: false,
         secrets: [
-            mount("nginx-conf", &format!("{nginx_dir}/nginx.conf"), 0, 0o444),
-            mount("tls-cert", &format!("{nginx_dir}/ssl/cert.pem"), 0, 0o444),
-            mount("tls-key", &format!("{nginx_dir}/ssl/key.pem"), 0, 0o400),
+            mount("conf", &format!("{nginx_dir}/nginx.conf"), 0, 0o444),
+            mount("cert", &format!("{nginx_dir}/ssl/cert.pem"), 0, 0o444),
+            mount("key", &format!("{nginx_dir}/ssl/key.pem"), 0, 0o400),
         ]
         .into_iter()
         .flatten()
@@ -792,21 +793,30 @@ mod tests {
              service elior-fit-test-a1a1a1a1-api: create (3 tasks, elior-fitness-api:0123456789ab)\n\
              service elior-fit-test-a1a1a1a1-nginx: create (one task per node, nginx:stable-alpine)\n",
             names.secret("jwt", &"j".repeat(40)),
-            names.secret("db-url", "postgresql://elior:pw@x:5432/elior"),
-            names.secret("db-password", "pw"),
-            names.secret("nginx-conf", "events {}"),
-            names.secret("tls-cert", "CERT"),
-            names.secret("tls-key", "KEY"),
+            names.secret("dburl", "postgresql://elior:pw@x:5432/elior"),
+            names.secret("dbpw", "pw"),
+            names.secret("conf", "events {}"),
+            names.secret("cert", "CERT"),
+            names.secret("key", "KEY"),
         );
         assert_eq!(plan.render(), expected);
         assert!(!plan.is_noop());
         assert_eq!(
-            names.secret("tls-cert", "CERT"),
+            names.secret("cert", "CERT"),
             format!(
-                "elior-fit-test-a1a1a1a1-tls-cert-{}",
+                "elior-fit-test-a1a1a1a1-cert-{}",
                 &hex::encode(Sha256::digest(b"CERT"))[..10]
             )
         );
+        // Regression: `…-db-password-<hash>` of a long domain passed the engine's 64.
+        let longest = crate::config::identity::project_name(
+            &crate::config::domain::parse(&format!("{}.example.com", "x".repeat(60))).unwrap(),
+            &crate::config::identity::StackId::random(),
+        );
+        for p in &plan.secrets {
+            let name = Names(&longest).secret(p.kind, "x");
+            assert!(name.len() <= 64, "{name}");
+        }
     }
 
     #[test]
@@ -909,9 +919,9 @@ mod tests {
             lines,
             [
                 format!("secret {}: keep", names.secret("jwt", &"j".repeat(40))),
-                format!("secret {}: keep", names.secret("nginx-conf", "events {}")),
-                format!("secret {}: create", names.secret("tls-cert", "RENEWED")),
-                format!("secret {}: keep", names.secret("tls-key", "KEY")),
+                format!("secret {}: keep", names.secret("conf", "events {}")),
+                format!("secret {}: create", names.secret("cert", "RENEWED")),
+                format!("secret {}: keep", names.secret("key", "KEY")),
                 "service elior-fit-test-a1a1a1a1-api: rolling update (image changed, replicas 3 -> 5; 5 tasks, elior-fitness-api:fedcba987654)".to_string(),
                 "service elior-fit-test-a1a1a1a1-nginx: rolling update (secrets changed; one task per node, nginx:stable-alpine)".to_string(),
             ]

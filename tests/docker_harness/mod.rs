@@ -220,6 +220,15 @@ impl ClientLoop {
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>>,
     {
+        Self::start_every(Duration::from_millis(10), request)
+    }
+
+    /// As [`ClientLoop::start`], pausing `pause` between requests.
+    pub fn start_every<F, Fut>(pause: Duration, request: F) -> ClientLoop
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -233,7 +242,7 @@ impl ClientLoop {
                         Ok(()) => ok += 1,
                         Err(e) => failures.push(e),
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 (ok, failures)
             })
