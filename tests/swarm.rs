@@ -436,6 +436,34 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         "{updated:#?}"
     );
 
+    // A version whose tasks never start (an image without elior in it): the engine rolls
+    // the update back by itself, the running tasks keep serving without a failed request,
+    // and the command fails naming the rollback.
+    let loops: Vec<ClientLoop> = (0..2)
+        .map(|_| request_loop(&s, "/health", 200, Duration::from_millis(5)))
+        .collect();
+    let broken = docker_harness::fixture_nginx_image();
+    let out = s.run(&["rollback", "--to", &broken, "--timeout", "60"]);
+    let failures: Vec<String> = loops.into_iter().flat_map(|l| l.finish().1).collect();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("failed and the engine rolled it back"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rolled-back update: {failures:?}"
+    );
+    let after: Vec<_> = s.running_api();
+    assert_eq!(after.len(), 3, "{after:#?}");
+    assert!(
+        after
+            .iter()
+            .all(|t| t["image"] == new_image.as_str() && t["health"] == "healthy"),
+        "{after:#?}"
+    );
+
     // Scale to 5, then 2: status --json shows 5, then 2 running tasks.
     let out = s.ok(&["scale", "api=5", "--json"]);
     assert!(out.contains("\"api.5\""), "{out}");
