@@ -2098,3 +2098,84 @@ fn openapi_has_enums_formats_and_lengths() {
         assert!(login.get(status).is_some(), "login lacks {status}");
     }
 }
+
+/// Issue 15, the document tells the truth: the ranges, lengths and item counts the checks
+/// enforce are in the schemas, and a number the document calls an integer is accepted in
+/// any JSON spelling of one (`5.0`), as JSON Schema says it may be written.
+#[test]
+fn documented_limits_match_the_checks_and_integral_numbers_are_integers() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    let limits = |schema: &str, field: &str, lo: &str, hi: &str| {
+        let p = &schemas[schema]["properties"][field];
+        (p[lo].as_f64(), p[hi].as_f64())
+    };
+    assert_eq!(
+        limits("MealPlanBody", "total_calories", "minimum", "maximum"),
+        (Some(0.0), Some(20000.0))
+    );
+    assert_eq!(
+        limits(
+            "TrainerProfile",
+            "years_of_experience",
+            "minimum",
+            "maximum"
+        ),
+        (Some(0.0), Some(80.0))
+    );
+    assert_eq!(
+        limits(
+            "ClientProfile",
+            "target_weight",
+            "exclusiveMinimum",
+            "maximum"
+        ),
+        (Some(0.0), Some(500.0))
+    );
+    assert_eq!(
+        limits("BulkCompletions", "completions", "minItems", "maxItems"),
+        (Some(1.0), Some(100.0))
+    );
+    assert_eq!(
+        limits("NewNotification", "message", "minLength", "maxLength"),
+        (Some(1.0), Some(2000.0))
+    );
+    let download = &doc["paths"]["/api/files/media/{kind}/{name}"]["get"]["parameters"];
+    let size = download
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "size")
+        .unwrap();
+    assert_eq!(
+        size["schema"]["enum"],
+        json!(["original", "thumbnail", "medium"])
+    );
+
+    // The limit the document states is the one the server holds...
+    let cast = api_harness::Cast::new(&s);
+    let over = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "veteran", "email": "v@example.com", "password": api_harness::PASSWORD,
+               "full_name": "V", "years_of_experience": 81}),
+    );
+    assert_eq!(over.status, 422, "{:?}", over.body);
+    // ...and an integer written as 5.0 is an integer; 5.5 is still refused.
+    let half = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "halfyear", "email": "h@example.com", "password": api_harness::PASSWORD,
+               "full_name": "H", "years_of_experience": 5.5}),
+    );
+    assert_eq!(half.status, 422, "{:?}", half.body);
+    let whole = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "fiveyears", "email": "f@example.com", "password": api_harness::PASSWORD,
+               "full_name": "F", "years_of_experience": 5.0}),
+    );
+    assert_eq!(whole.status, 201, "{:?}", whole.body);
+    assert_eq!(whole.body["trainer_profile"]["years_of_experience"], 5);
+}

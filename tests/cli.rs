@@ -1,8 +1,9 @@
-//! The command line as a shell user meets it: completions that a shell loads, and a man
-//! page that `man` renders (issue 20).
+//! The command line as a shell user meets it: completions that a shell loads, a man page
+//! that `man` renders, global options anywhere on the line, JSON errors (issue 20).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 fn elior(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elior"))
@@ -112,4 +113,250 @@ fn man_into_a_closed_pipe_exits_0() {
         .unwrap();
     drop(child.stdout.take());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// A stack directory with a seeded database (no Docker needed), removed at the end.
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Stack {
+    fn new(name: &str) -> Stack {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::create_dir_all(dir.join("uploads")).unwrap();
+        std::fs::write(
+            dir.join(".env.production"),
+            "DATABASE_URL=sqlite:////app/data/elior_fitness.db\nUPLOAD_DIR=/app/uploads\n",
+        )
+        .unwrap();
+        let conn = rusqlite::Connection::open(dir.join("data/elior_fitness.db")).unwrap();
+        conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL);")
+            .unwrap();
+        Stack { _tmp: tmp, dir }
+    }
+}
+
+/// `elior ARGS` with extra environment variables, stdin closed.
+fn elior_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_elior"));
+    command
+        .args(args)
+        .env_remove("ELIOR_DIR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("failed to run elior")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn dir_before_after_or_from_elior_dir_lists_the_same_backups() {
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    let taken = elior_env(&["-q", "backup", "--dir", dir], &[]);
+    assert!(taken.status.success(), "{}", text(&taken.stderr));
+    assert!(
+        taken.stderr.is_empty(),
+        "-q printed: {}",
+        text(&taken.stderr)
+    );
+
+    let after = elior_env(&["backup", "--dir", dir, "list"], &[]);
+    let before = elior_env(&["--dir", dir, "backup", "list"], &[]);
+    let env = elior_env(&["backup", "list"], &[("ELIOR_DIR", &stack.dir)]);
+    let last = elior_env(&["backup", "list", "--dir", dir], &[]);
+    for out in [&after, &before, &env, &last] {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let listing = text(&after.stdout);
+    assert!(listing.contains("complete"), "no backup listed:\n{listing}");
+    assert_eq!(listing, text(&before.stdout));
+    assert_eq!(listing, text(&env.stdout));
+    assert_eq!(listing, text(&last.stdout));
+
+    // --json, too, is global: before the subcommand or after it.
+    let json_first = elior_env(&["--json", "backup", "list", "--dir", dir], &[]);
+    let json_last = elior_env(&["backup", "--dir", dir, "list", "--json"], &[]);
+    let rows: serde_json::Value = serde_json::from_slice(&json_first.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(json_first.stdout, json_last.stdout);
+
+    // --dir on the line beats ELIOR_DIR.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let beaten = elior_env(
+        &["backup", "list", "--dir", dir],
+        &[("ELIOR_DIR", elsewhere.path())],
+    );
+    assert_eq!(text(&beaten.stdout), listing);
+}
+
+#[test]
+fn a_hint_names_the_dir_that_was_typed_quoted_for_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("my stack");
+    let out = elior_env(&["status", "--dir", missing.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let hint = err.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        hint.contains(&format!("elior --dir '{}' init DOMAIN", missing.display())),
+        "{err}"
+    );
+    // Run as printed (DOMAIN filled in), it works.
+    let command = hint
+        .split('`')
+        .nth(1)
+        .unwrap()
+        .replace("elior ", &format!("{} ", env!("CARGO_BIN_EXE_elior")))
+        .replace("DOMAIN", "localhost");
+    let ran = Command::new("sh").args(["-c", &command]).output().unwrap();
+    assert!(ran.status.success(), "{command}: {}", text(&ran.stderr));
+    assert!(missing.join(".env.production").is_file());
+}
+
+#[test]
+fn json_errors_are_json_on_stdout_with_the_same_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("none");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec!["status", "--dir", missing],
+        vec!["config", "show", "--dir", missing],
+        // No certificate: a failed check (1), in JSON as well.
+        vec!["cert", "status", "--dir", missing],
+        vec!["backup", "list", "--dir", missing],
+        // A usage error under --json is JSON too.
+        vec!["status", "--no-such-flag"],
+    ] {
+        let plain = elior_env(&args, &[]);
+        let mut with_json = args.clone();
+        with_json.insert(1, "--json");
+        let out = elior_env(&with_json, &[]);
+        assert!(!plain.status.success(), "{args:?}");
+        assert_eq!(out.status.code(), plain.status.code(), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&out.stdout)));
+        assert!(
+            doc["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{doc}"
+        );
+        assert!(doc["hint"].is_string(), "{args:?}: {doc}");
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn several_dirs_are_refused_by_a_command_on_one_stack() {
+    let out = elior_env(&["status", "--dir", "/a", "--dir", "/b"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--dir given 2 times"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn quiet_and_verbose_together_are_a_usage_error() {
+    let out = elior_env(&["-q", "-v", "status"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `elior ARGS` with stdout read for `keep` bytes and then closed, as `| head -c KEEP`
+/// does; returns the exit status and stderr.
+fn elior_into_head(args: &[&str], keep: usize) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elior"))
+        .args(args)
+        .env_remove("ELIOR_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; keep];
+    if keep > 0 {
+        stdout.read_exact(&mut first).unwrap();
+    }
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    (out.status, text(&out.stderr))
+}
+
+/// Whether `elior backup verify latest` passes the newest backup.
+fn newest_backup_verifies(stack: &Stack) -> bool {
+    let dir = stack.dir.to_str().unwrap();
+    let out = elior_env(&["--dir", dir, "backup", "verify", "latest"], &[]);
+    out.status.success() && text(&out.stdout).starts_with("ok")
+}
+
+// Issue 20: a panic hook turned EPIPE into exit 0 wherever it struck, even mid-backup.
+#[test]
+fn backup_into_a_closed_pipe_leaves_a_verified_backup_or_exits_non_zero() {
+    for (args, keep) in [
+        (vec!["backup"], 1),
+        (vec!["backup"], 0),
+        (vec!["backup", "--json"], 1),
+        (vec!["backup", "--full-check"], 0),
+    ] {
+        let stack = Stack::new("stack");
+        let mut line = args.clone();
+        line.extend(["--dir", stack.dir.to_str().unwrap()]);
+        let (status, stderr) = elior_into_head(&line, keep);
+        assert!(!stderr.contains("panicked"), "{line:?}: {stderr}");
+        if status.success() {
+            assert!(
+                newest_backup_verifies(&stack),
+                "{line:?} exited 0 without a complete, verified backup: {stderr}"
+            );
+        } else {
+            assert!(status.code().is_some(), "{line:?} was killed: {status}");
+        }
+    }
+}
+
+#[test]
+fn a_listing_into_a_closed_pipe_exits_0_without_a_panic() {
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    for _ in 0..3 {
+        assert!(elior_env(&["-q", "backup", "--dir", dir], &[])
+            .status
+            .success());
+    }
+    let (status, stderr) = elior_into_head(&["backup", "list", "--dir", dir], 1);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_result_that_cannot_be_written_is_exit_2_not_a_panic() {
+    // `> /dev/full`: ENOSPC is not a reader leaving; the script must not trust the result.
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_elior"))
+        .args(["backup", "--dir", dir])
+        .env_remove("ELIOR_DIR")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("failed to write to stdout"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The backup itself was finished before the result was printed.
+    assert!(newest_backup_verifies(&stack));
 }

@@ -48,24 +48,24 @@ pub struct CreateArgs {
     /// Read the password from the first line of standard input (required)
     #[arg(long, required = true)]
     password_stdin: bool,
-    /// Read settings (DATABASE_URL) from this env file
-    #[arg(long, value_name = "PATH", conflicts_with = "dir")]
+    /// Read settings (DATABASE_URL) from this env file (not with --dir)
+    #[arg(long, value_name = "PATH")]
     env_file: Option<PathBuf>,
-    /// A deployed stack's directory: create the admin in that stack's database
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
 }
 
 impl AdminCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         match self {
-            AdminCommand::Create(args) => args.run(),
+            AdminCommand::Create(args) => args.run(ctx),
         }
     }
 }
 
 impl CreateArgs {
-    fn run(self) -> Result<ExitCode> {
+    fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        if self.env_file.is_some() && ctx.given_dir().is_some() {
+            bail!("--env-file and --dir (or ELIOR_DIR) name two databases\npass one of them");
+        }
         let mut line = String::new();
         std::io::stdin()
             .lock()
@@ -100,7 +100,7 @@ impl CreateArgs {
             bail!("invalid admin account\n{}", lines.join("\n"));
         }
 
-        let database_path = match &self.dir {
+        let database_path = match ctx.given_dir() {
             Some(dir) => {
                 let stack = Stack::load(dir)?;
                 if let Some(container) = running_api(&stack)? {
@@ -144,12 +144,12 @@ impl CreateArgs {
                 None => anyhow::Error::from(e),
             })?;
         drop(db);
-        if self.dir.is_some() {
+        if ctx.given_dir().is_some() {
             // A stack's database belongs to the API's user; the files this run created
             // (the database, its -wal and -shm) must stay writable for it.
             give_to_api_user(&database_path, created_here);
         }
-        println!(
+        outln!(
             "created admin {} (id {}) in {}",
             user.username,
             user.id,
@@ -208,7 +208,7 @@ fn create_in_container(container: &str, r: &Registration) -> Result<ExitCode> {
                 .replace("\nelior: ", "\n")
         );
     }
-    println!("{} (in container {container})", output.trim());
+    outln!("{} (in container {container})", output.trim());
     Ok(ExitCode::SUCCESS)
 }
 

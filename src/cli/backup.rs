@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::backup::{self, BackupSettings, Check, CreateOptions, Reporter};
@@ -33,22 +33,16 @@ use crate::plan::retention;
 ///     elior backup verify --all                re-check every backup's checksums
 ///     elior backup prune --dry-run             show what retention would delete
 #[derive(Args)]
-#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+#[command(verbatim_doc_comment)]
 pub struct BackupArgs {
     #[command(subcommand)]
     command: Option<BackupCommand>,
-    /// The stack directory, which holds .env.production
-    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print the result as JSON on stdout (for backup: the manifest)
-    #[arg(long, global = true)]
-    json: bool,
     /// Run a full integrity_check on the copy instead of quick_check (slower)
     #[arg(long)]
     full_check: bool,
-    /// Fail the backup if it takes longer than this many seconds
-    #[arg(long, default_value_t = backup::DEFAULT_TIME_LIMIT.as_secs(), value_name = "SECONDS")]
-    timeout: u64,
+    /// Fail the backup if it takes longer than this many seconds [default: 1800]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
     /// Record the backup as taken by `elior schedule`
     #[arg(long, hide = true)]
     scheduled: bool,
@@ -133,10 +127,17 @@ struct PruneArgs {
 }
 
 impl BackupArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
-        let settings = BackupSettings::load(&self.dir)?;
-        backup::recover_interrupted_restore(&self.dir)?;
+    /// With --json: the manifest of the new backup, or the list, verification, prune
+    /// report or export report.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let json = ctx.json;
+        // Not `args_conflicts_with_subcommands`: it refuses the global options too
+        // (`elior backup --dir X list`).
+        if self.command.is_some() && (self.full_check || self.timeout.is_some() || self.scheduled) {
+            bail!("--full-check and --timeout apply to taking a backup (`elior backup`), not to its subcommands\nput them without a subcommand");
+        }
+        let settings = BackupSettings::load(ctx.dir())?;
+        backup::recover_interrupted_restore(ctx.dir())?;
         match self.command {
             None => {
                 let options = CreateOptions {
@@ -145,7 +146,9 @@ impl BackupArgs {
                     } else {
                         Check::Quick
                     },
-                    time_limit: Duration::from_secs(self.timeout),
+                    time_limit: self
+                        .timeout
+                        .map_or(backup::DEFAULT_TIME_LIMIT, Duration::from_secs),
                     reason: if self.scheduled {
                         "scheduled"
                     } else {
@@ -153,26 +156,26 @@ impl BackupArgs {
                     },
                     require_database: true,
                 };
-                let mut reporter = Reporter::new(false);
+                let mut reporter = Reporter::new(ctx.quiet);
                 let created = backup::create(&settings, &options, &mut reporter)?;
                 match created {
-                    backup::Created::Archive(manifest) if self.json => {
-                        println!("{}", serde_json::to_string_pretty(&manifest)?)
+                    backup::Created::Archive(manifest) if json => {
+                        outln!("{}", serde_json::to_string_pretty(&manifest)?)
                     }
-                    backup::Created::Repository { snapshot, .. } if self.json => {
-                        println!("{}", serde_json::to_string_pretty(&snapshot)?)
+                    backup::Created::Repository { snapshot, .. } if json => {
+                        outln!("{}", serde_json::to_string_pretty(&snapshot)?)
                     }
                     backup::Created::Archive(manifest) => {
-                        println!(
+                        outln!(
                             "backup {} complete in {}",
                             manifest.id,
                             settings.backup_dir.display()
                         );
                         for file in &manifest.files {
-                            println!("  {}  {}", file.name, backup::human_bytes(file.size));
+                            outln!("  {}  {}", file.name, backup::human_bytes(file.size));
                         }
                     }
-                    backup::Created::Repository { snapshot, stats } => println!(
+                    backup::Created::Repository { snapshot, stats } => outln!(
                         "backup {} complete in {}: database {}, {} uploads ({}); {} added",
                         snapshot.id,
                         backup::repo::root(&settings.backup_dir).display(),
@@ -184,15 +187,15 @@ impl BackupArgs {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Some(BackupCommand::List) => list(&settings, self.json),
-            Some(BackupCommand::Verify(args)) => verify(&settings, &args, self.json),
-            Some(BackupCommand::Prune(args)) => prune(&settings, &args, self.json),
-            Some(BackupCommand::Export(args)) => export(&settings, &args, self.json),
+            Some(BackupCommand::List) => list(&settings, json, ctx),
+            Some(BackupCommand::Verify(args)) => verify(&settings, &args, json),
+            Some(BackupCommand::Prune(args)) => prune(&settings, &args, json),
+            Some(BackupCommand::Export(args)) => export(&settings, &args, json),
         }
     }
 }
 
-fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
+fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<ExitCode> {
     let sets = backup::scan(&settings.backup_dir)?;
     let now = chrono::Local::now().naive_local();
     let status = |s: &backup::BackupSet| match (&s.running, s.has_manifest()) {
@@ -218,16 +221,16 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
         eprintln!("no backups in {}", settings.backup_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    outln!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
     for set in sets.iter().rev() {
-        println!(
+        outln!(
             "{:<15}  {:>4}d  {:>10}  {}",
             set.id,
             now.signed_duration_since(set.taken_at).num_days(),
@@ -238,7 +241,7 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
     let root = backup::repo::root(&settings.backup_dir);
     if sets.iter().any(|s| s.is_repository()) {
         let (bytes, packs) = backup::repo::disk_usage(&root);
-        println!(
+        outln!(
             "repository {}: {} in {packs} packs, shared by {} snapshots (a snapshot's SIZE is its own file)",
             root.display(),
             backup::human_bytes(bytes),
@@ -253,9 +256,10 @@ fn list(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
     if !leftovers.is_empty() {
         let bytes: u64 = leftovers.iter().map(|s| s.total_size()).sum();
         eprintln!(
-            "{} incomplete or temporary backups left by killed runs ({}); `elior backup prune` removes them",
+            "{} incomplete or temporary backups left by killed runs ({}); `{}` removes them",
             leftovers.len(),
-            backup::human_bytes(bytes)
+            backup::human_bytes(bytes),
+            ctx.command("backup prune")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -285,18 +289,18 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
     .map(|(v, _)| v)
     .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for v in &results {
             if v.ok {
-                println!("ok      {}", v.id);
+                outln!("ok      {}", v.id);
                 for note in &v.notes {
-                    println!("        {note}");
+                    outln!("        {note}");
                 }
             } else {
-                println!("FAILED  {}", v.id);
+                outln!("FAILED  {}", v.id);
                 for problem in &v.problems {
-                    println!("        {}", problem.replace('\n', "\n        "));
+                    outln!("        {}", problem.replace('\n', "\n        "));
                 }
             }
         }
@@ -319,9 +323,9 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
     let report =
         backup::prune(settings, &policy, now, args.dry_run).context("pruning backups failed")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!(
+        out!(
             "{}",
             retention::render(&report.decisions, &policy, args.dry_run)
         );
@@ -355,9 +359,9 @@ fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<Ex
     let report =
         backup::export::export(&settings.backup_dir, set, &output, args.identity.as_deref())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "exported backup {} to {} ({}, {} upload files)",
             report.backup,
             report.path.display(),

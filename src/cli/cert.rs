@@ -30,27 +30,23 @@ pub enum CertCommand {
 }
 
 impl CertCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?;
         match self {
-            CertCommand::Issue(args) => runtime.block_on(obtain(&args.common, false, 0)),
-            CertCommand::Renew(args) => runtime.block_on(obtain(&args.common, true, args.jitter)),
-            CertCommand::Status(args) => runtime.block_on(args.run()),
+            CertCommand::Issue(args) => runtime.block_on(obtain(&args.common, ctx, false, 0)),
+            CertCommand::Renew(args) => {
+                runtime.block_on(obtain(&args.common, ctx, true, args.jitter))
+            }
+            CertCommand::Status(args) => runtime.block_on(args.run(ctx)),
         }
     }
 }
 
 #[derive(Args)]
 struct StackArgs {
-    /// The stack directory (holds .env.production and nginx/)
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print the result as JSON on stdout
-    #[arg(long)]
-    json: bool,
     /// Where nginx serves HTTPS, to compare the served certificate
     /// [default: 127.0.0.1:HTTPS_PORT]
     #[arg(long, value_name = "IP:PORT")]
@@ -152,29 +148,38 @@ fn https_address(stack: &StackArgs, settings: &CertSettings) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], settings.https_port)))
 }
 
-async fn obtain(args: &ObtainArgs, ask_ari: bool, jitter: u64) -> Result<ExitCode> {
-    let settings = CertSettings::load(&args.stack.dir, args.staging)?;
+async fn obtain(
+    args: &ObtainArgs,
+    ctx: &super::Context,
+    ask_ari: bool,
+    jitter: u64,
+) -> Result<ExitCode> {
+    let settings = CertSettings::load(ctx.dir(), args.staging)?;
     match &args.nginx_conf {
         Some(conf) => {
             let conf = std::path::absolute(conf)
                 .with_context(|| format!("bad --nginx-conf path {}", conf.display()))?;
             let nginx = HostNginx::new(&conf, https_address(&args.stack, &settings));
-            obtain_through(&nginx, args, &settings, ask_ari, jitter).await
+            obtain_through(&nginx, args, ctx, &settings, ask_ari, jitter).await
         }
         None => {
-            let nginx = stack_nginx(&settings, &args.stack.dir).await?;
-            eprintln!("using nginx container {}", nginx.container);
-            obtain_through(&nginx, args, &settings, ask_ari, jitter).await
+            let nginx = stack_nginx(&settings, ctx).await?;
+            if !ctx.quiet {
+                eprintln!("using nginx container {}", nginx.container);
+            }
+            obtain_through(&nginx, args, ctx, &settings, ask_ari, jitter).await
         }
     }
 }
 
 /// The deployed stack's running nginx container, or an error saying what to do.
-async fn stack_nginx(settings: &CertSettings, dir: &std::path::Path) -> Result<StackNginx> {
+async fn stack_nginx(settings: &CertSettings, ctx: &super::Context) -> Result<StackNginx> {
+    let dir = ctx.dir();
     let missing = |cause: String| {
         anyhow!(
-            "no nginx to reload: the stack for {} is not deployed from this directory, or its nginx container is not running{cause}\nrun elior deploy first, or pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx",
-            settings.domain
+            "no nginx to reload: the stack for {} is not deployed from this directory, or its nginx container is not running{cause}\nrun `{}` first, or pass --nginx-conf FILE (or ELIOR_NGINX_CONF) for a host nginx",
+            settings.domain,
+            ctx.command(&format!("deploy {}", settings.domain))
         )
     };
     let docker = crate::docker::connect()
@@ -191,11 +196,12 @@ async fn stack_nginx(settings: &CertSettings, dir: &std::path::Path) -> Result<S
 async fn obtain_through<P: Proxy + Sync>(
     nginx: &P,
     args: &ObtainArgs,
+    ctx: &super::Context,
     settings: &CertSettings,
     ask_ari: bool,
     jitter: u64,
 ) -> Result<ExitCode> {
-    let paths = StackPaths::new(&args.stack.dir);
+    let paths = StackPaths::new(ctx.dir());
     if jitter > 0 {
         let wait = rand::thread_rng().gen_range(0..=jitter);
         eprintln!("waiting {wait} s (--jitter)");
@@ -205,7 +211,11 @@ async fn obtain_through<P: Proxy + Sync>(
         force: args.force,
         ask_ari,
     };
-    let progress = |line: &str| eprintln!("{line}");
+    let progress = |line: &str| {
+        if !ctx.quiet {
+            eprintln!("{line}")
+        }
+    };
     let outcome = issue::issue_if_due(nginx, &paths, settings, options, &progress).await?;
     let report = match &outcome {
         Outcome::NotDue {
@@ -234,10 +244,10 @@ async fn obtain_through<P: Proxy + Sync>(
             renewal_due_at: renewal.due_at.map(rfc3339),
         },
     };
-    if args.stack.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if ctx.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if let Outcome::Issued { .. } = outcome {
-        println!(
+        outln!(
             "issued a certificate for {}: serial {}, valid until {}; nginx serves it on {}",
             report.names.join(", "),
             report.serial,
@@ -245,7 +255,7 @@ async fn obtain_through<P: Proxy + Sync>(
             nginx.https_address()
         );
     } else {
-        println!(
+        outln!(
             "not due: the certificate for {} is valid until {}; renewal is due from {}",
             report.names.join(", "),
             report.not_after,
@@ -287,14 +297,21 @@ struct StatusReport {
 }
 
 impl StatusArgs {
-    async fn run(self) -> Result<ExitCode> {
-        let paths = StackPaths::new(&self.stack.dir);
-        let settings = CertSettings::load(&self.stack.dir, false)?;
+    async fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let paths = StackPaths::new(ctx.dir());
+        let settings = CertSettings::load(ctx.dir(), false)?;
         let Some((chain, info)) = issue::current(&paths)? else {
-            eprintln!(
-                "no certificate at {}\nrun elior deploy or elior cert issue",
-                paths.cert().display()
+            let error = format!("no certificate at {}", paths.cert().display());
+            let hint = format!(
+                "run `{}` or `{}`",
+                ctx.command(&format!("deploy {}", settings.domain)),
+                ctx.command("cert issue")
             );
+            if ctx.json {
+                outln!("{}", serde_json::json!({ "error": error, "hint": hint }));
+            } else {
+                eprintln!("{error}\n{hint}");
+            }
             return Ok(ExitCode::from(EXIT_CHECK_FAILED));
         };
         let now = unix_now();
@@ -359,8 +376,8 @@ impl StatusArgs {
             served_error,
             healthy: !expired && key_matches && is_served,
         };
-        if self.stack.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        if ctx.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print_status(&report);
         }
@@ -374,16 +391,16 @@ impl StatusArgs {
 
 fn print_status(r: &StatusReport) {
     let yes_no = |ok: bool, yes: &str, no: &str| if ok { yes.to_string() } else { no.to_string() };
-    println!("certificate  {}", r.certificate.display());
-    println!("subject      {}", r.subject);
-    println!("names        {}", r.sans.join(", "));
-    println!(
+    outln!("certificate  {}", r.certificate.display());
+    outln!("subject      {}", r.subject);
+    outln!("names        {}", r.sans.join(", "));
+    outln!(
         "issuer       {}{}",
         r.issuer,
         if r.self_signed { " (self-signed)" } else { "" }
     );
-    println!("serial       {}", r.serial);
-    println!(
+    outln!("serial       {}", r.serial);
+    outln!(
         "valid        {} to {} ({})",
         r.not_before,
         r.not_after,
@@ -393,7 +410,7 @@ fn print_status(r: &StatusReport) {
             format!("{} days left", r.days_left)
         }
     );
-    println!(
+    outln!(
         "renewal      {}",
         match (&r.renewal_due_at, r.renewal_due) {
             (_, true) => "due now".to_string(),
@@ -401,7 +418,7 @@ fn print_status(r: &StatusReport) {
             (None, false) => "not due".to_string(),
         }
     );
-    println!(
+    outln!(
         "key          {} {} bits, {}",
         r.key_type,
         r.key_bits,
@@ -410,14 +427,14 @@ fn print_status(r: &StatusReport) {
             Some(err) => format!("MISMATCH: {err}"),
         }
     );
-    println!(
+    outln!(
         "chain        {}",
         match &r.chain_error {
             None => format!("verifies against {} roots", r.chain_roots),
             Some(err) => format!("does not verify against {} roots: {err}", r.chain_roots),
         }
     );
-    println!(
+    outln!(
         "served       {}",
         match (&r.served_serial, &r.served_error) {
             (Some(s), _) => yes_no(

@@ -1,6 +1,5 @@
 //! `elior config show`: the stack's effective settings, with secrets redacted.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -24,32 +23,26 @@ pub enum ConfigCommand {
 ///     elior config show --json | jq -r '.settings[] | select(.key=="DOMAIN") | .value'
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
-pub struct ShowArgs {
-    /// The stack directory (holds .env.production)
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print JSON: {"settings": [{"key", "value", "source"}], "warnings": [...]}
-    #[arg(long)]
-    json: bool,
-}
+pub struct ShowArgs {}
 
 impl ConfigCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         match self {
-            ConfigCommand::Show(args) => args.run(),
+            ConfigCommand::Show(args) => args.run(ctx),
         }
     }
 }
 
 impl ShowArgs {
-    fn run(self) -> Result<ExitCode> {
-        let config = crate::config::model::Stack::load(&self.dir)?.config;
-        if self.json {
+    /// With --json: {"settings": [{"key", "value", "source"}], "warnings": [...]}.
+    fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let config = crate::config::model::Stack::load(ctx.dir())?.config;
+        if ctx.json {
             let report = serde_json::json!({
                 "settings": config.settings,
                 "warnings": config.warnings,
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
         print_warnings(&config);
@@ -65,7 +58,7 @@ impl ShowArgs {
             .collect();
         let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         for (line, source) in lines {
-            println!("{line:width$}  # {source}");
+            outln!("{line:width$}  # {source}");
         }
         Ok(ExitCode::SUCCESS)
     }

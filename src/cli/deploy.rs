@@ -2,7 +2,6 @@
 //! this host's Docker Engine and proves it; again with nothing changed, it does nothing.
 //! Also the shared path of `update` and `rollback` ([`deploy_stack`]).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -69,9 +68,6 @@ pub struct DeployArgs {
 /// Options shared by deploy, update and rollback.
 #[derive(Args, Clone)]
 pub struct DeployOptions {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    pub dir: PathBuf,
     /// Print the plan (create, replace or keep, with the reason) and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -108,28 +104,23 @@ impl DeployOptions {
 }
 
 impl DeployArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
-        let dir = &self.options.dir;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = ctx.dir();
         if !stack_exists(dir) {
             if self.options.dry_run {
-                println!(
+                outln!(
                     "{} has no stack: deploy would run `elior init {}` and `elior render`, then create every network and container",
                     dir.display(),
                     self.domain
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            run_subcommand::<super::init::InitArgs>(&[
-                "init",
-                &self.domain,
-                "--dir",
-                &dir.to_string_lossy(),
-            ])?;
+            run_subcommand::<super::init::InitArgs>(ctx, &["init", &self.domain])?;
         }
         let wanted = crate::config::domain::parse(&self.domain)
             .map_err(|m| anyhow!("DOMAIN argument {m}"))?;
         deploy_stack(
+            ctx,
             &self.options,
             Some(&wanted),
             &format!("elior deploy {wanted}"),
@@ -144,13 +135,16 @@ fn stack_exists(dir: &Path) -> bool {
 }
 
 /// Runs another subcommand of this binary in-process (init, render), as the user would.
-fn run_subcommand<A: Args + FromArgMatches + Runnable>(argv: &[&str]) -> Result<()> {
+fn run_subcommand<A: Args + FromArgMatches + Runnable>(
+    ctx: &super::Context,
+    argv: &[&str],
+) -> Result<()> {
     let command = A::augment_args(clap::Command::new("elior"));
     let matches = command
         .try_get_matches_from(argv)
         .map_err(|e| anyhow!("{e}"))?;
     let args = A::from_arg_matches(&matches).map_err(|e| anyhow!("{e}"))?;
-    if args.run_it()? != ExitCode::SUCCESS {
+    if args.run_it(ctx)? != ExitCode::SUCCESS {
         bail!("`elior {}` failed", argv.join(" "));
     }
     Ok(())
@@ -158,30 +152,32 @@ fn run_subcommand<A: Args + FromArgMatches + Runnable>(argv: &[&str]) -> Result<
 
 /// The subcommands deploy runs on the user's behalf.
 trait Runnable {
-    fn run_it(self) -> Result<ExitCode>;
+    fn run_it(self, ctx: &super::Context) -> Result<ExitCode>;
 }
 impl Runnable for super::init::InitArgs {
-    fn run_it(self) -> Result<ExitCode> {
-        self.run()
+    fn run_it(self, ctx: &super::Context) -> Result<ExitCode> {
+        self.run(ctx)
     }
 }
 
 /// Progress of the steps on stderr: a spinner with the elapsed time on a terminal, plain
-/// lines otherwise (CI logs, pipes).
+/// lines otherwise (CI logs, pipes), nothing with -q.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     what: String,
     started: Instant,
     tty: bool,
+    quiet: bool,
 }
 
 impl Progress {
-    pub fn new() -> Progress {
+    pub fn new(ctx: &super::Context) -> Progress {
         Progress {
             bar: None,
             what: String::new(),
             started: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
+            tty: ctx.progress(),
+            quiet: ctx.quiet,
         }
     }
 }
@@ -190,6 +186,7 @@ impl crate::deploy::Progress for Progress {
     fn note(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
+            None if self.quiet => {}
             None => eprintln!("{line}"),
         }
     }
@@ -208,7 +205,7 @@ impl apply::Steps for Progress {
             bar.set_message(what.to_string());
             bar.enable_steady_tick(Duration::from_millis(100));
             self.bar = Some(bar);
-        } else {
+        } else if !self.quiet {
             eprintln!("{what} ...");
         }
     }
@@ -221,6 +218,7 @@ impl apply::Steps for Progress {
         );
         match self.bar.take() {
             Some(bar) => bar.finish_with_message(line),
+            None if self.quiet => {}
             None => eprintln!("done: {line}"),
         }
     }
@@ -229,16 +227,17 @@ impl apply::Steps for Progress {
 /// The deploy of an existing stack directory: plan, apply, prove. `command` is recorded
 /// in the lock and `action` in the audit log.
 pub fn deploy_stack(
+    ctx: &super::Context,
     options: &DeployOptions,
     domain: Option<&crate::config::domain::Domain>,
     command: &str,
     action: &str,
     source: ImageSource,
 ) -> Result<ExitCode> {
-    let dir = options
-        .dir
+    let dir = ctx
+        .dir()
         .canonicalize()
-        .with_context(|| format!("stack directory {} does not exist", options.dir.display()))?;
+        .with_context(|| format!("stack directory {} does not exist", ctx.dir().display()))?;
     if !options.dry_run {
         crate::backup::recover_interrupted_restore(&dir)?;
     }
@@ -247,15 +246,16 @@ pub fn deploy_stack(
     super::config::print_warnings(&stack.config);
     if let Some(wanted) = domain.filter(|d| **d != stack.config.domain) {
         bail!(
-            "{} holds the stack of {}, not {wanted}\nrun `elior deploy {}` there, or change DOMAIN in {} and run `elior render`",
+            "{} holds the stack of {}, not {wanted}\nrun `{}`, or change DOMAIN in {} and run `{}`",
             dir.display(),
             stack.config.domain,
-            stack.config.domain,
-            dir.join(crate::config::stack::ENV_FILE).display()
+            ctx.command(&format!("deploy {}", stack.config.domain)),
+            dir.join(crate::config::stack::ENV_FILE).display(),
+            ctx.command("render")
         );
     }
     if options.swarm || stack.config.mode == crate::config::stack::Mode::Swarm {
-        return super::swarm::deploy(options, stack, command, action, source);
+        return super::swarm::deploy(ctx, options, stack, command, action, source);
     }
     if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
         let config = &stack.config;
@@ -268,7 +268,7 @@ pub fn deploy_stack(
     } else {
         Some(crate::lock::DeployLock::acquire(&dir, command)?)
     };
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(ctx);
     let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -285,8 +285,8 @@ pub fn deploy_stack(
     ));
     match result {
         Ok(Report::DryRun(plan)) => {
-            print!("{}", plan.render());
-            println!(
+            out!("{}", plan.render());
+            outln!(
                 "{}",
                 if plan.is_noop() {
                     "up to date: nothing would change"
@@ -297,7 +297,7 @@ pub fn deploy_stack(
             Ok(ExitCode::SUCCESS)
         }
         Ok(Report::Done(outcome)) => {
-            print_outcome(&outcome, &dir);
+            print_outcome(&outcome, ctx);
             let _ = crate::lock::audit(
                 &dir,
                 action,
@@ -328,7 +328,7 @@ pub fn deploy_stack(
 }
 
 /// The summary of a deploy on stdout (and a failed CA step's explanation on stderr).
-fn print_outcome(outcome: &Outcome, dir: &Path) {
+fn print_outcome(outcome: &Outcome, ctx: &super::Context) {
     let Outcome {
         project,
         api_image,
@@ -336,12 +336,12 @@ fn print_outcome(outcome: &Outcome, dir: &Path) {
         ..
     } = outcome;
     match &outcome.proof {
-        None => println!("up to date: {project} runs {api_image} at {url}"),
+        None => outln!("up to date: {project} runs {api_image} at {url}"),
         Some((status, body)) => {
-            println!("deployed {project}: {api_image} healthy behind nginx");
-            println!("  {url}/health -> {status} {body}");
-            println!("  {url}/");
-            println!("  {} redirects to HTTPS", outcome.http_url);
+            outln!("deployed {project}: {api_image} healthy behind nginx");
+            outln!("  {url}/health -> {status} {body}");
+            outln!("  {url}/");
+            outln!("  {} redirects to HTTPS", outcome.http_url);
         }
     }
     match &outcome.certificate {
@@ -349,13 +349,13 @@ fn print_outcome(outcome: &Outcome, dir: &Path) {
             from,
             serial,
             not_after,
-        } => println!("  serving {from}: serial {serial}, valid until {not_after}"),
+        } => outln!("  serving {from}: serial {serial}, valid until {not_after}"),
         CertStep::Failed { error, served } => {
             eprintln!(
-                "elior: the stack is deployed, but no certificate was obtained from the CA: {error}\nnginx keeps serving {served}; fix the cause, then run `elior cert issue --dir {}` (or deploy again)",
-                dir.display()
+                "elior: the stack is deployed, but no certificate was obtained from the CA: {error}\nnginx keeps serving {served}; fix the cause, then run `{}` (or deploy again)",
+                ctx.command("cert issue")
             );
-            println!("  certificate: NOT obtained from the CA; serving {served}");
+            outln!("  certificate: NOT obtained from the CA; serving {served}");
         }
         CertStep::Kept(_) | CertStep::NotDue => {}
     }

@@ -32,12 +32,6 @@ use crate::doctor::{self, CHECKS};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DoctorArgs {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print the gathered facts and findings as JSON
-    #[arg(long)]
-    json: bool,
     /// List the checks and what each looks at, then exit
     #[arg(long)]
     list_checks: bool,
@@ -50,10 +44,11 @@ pub struct DoctorArgs {
 }
 
 impl DoctorArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    /// With --json: the gathered facts and findings.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         if self.list_checks {
             for c in CHECKS {
-                println!("{:<12} {:<14} {}", c.name, c.group, c.about);
+                outln!("{:<12} {:<14} {}", c.name, c.group, c.about);
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -75,12 +70,12 @@ impl DoctorArgs {
             selected.dedup_by_key(|c| c.name);
         }
         let templates = super::render::load_templates(self.templates.as_deref())?;
-        let report = doctor::gather::run(&self.dir, templates, &selected);
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        let report = doctor::gather::run(ctx.dir(), templates, &selected);
+        if ctx.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            print!("{}", report.render(color));
+            out!("{}", report.render(color));
         }
         Ok(if report.failed() {
             ExitCode::from(super::EXIT_CHECK_FAILED)

@@ -1,6 +1,5 @@
 //! `elior down`: stops and removes the stack's containers and networks, keeping its data.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -20,31 +19,29 @@ use crate::docker;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DownArgs {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Swarm mode: also remove the stack's secrets and its database volume
     #[arg(long)]
     purge: bool,
-    /// Print what was removed as JSON (swarm mode)
-    #[arg(long)]
-    json: bool,
 }
 
 impl DownArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let stack = Stack::load(&self.dir)?;
-        let _lock = crate::lock::DeployLock::acquire(&self.dir, "elior down")?;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = ctx.dir();
+        let stack = Stack::load(dir)?;
+        let _lock = crate::lock::DeployLock::acquire(dir, "elior down")?;
         if super::swarm::is_swarm(&stack) {
-            return super::swarm::down(&stack, self.purge, self.json);
+            return super::swarm::down(&stack, self.purge, ctx.json);
         }
         if self.purge {
-            anyhow::bail!("--purge removes a swarm stack's secrets and volume; this stack runs on one host, and its data stays in {}", self.dir.display());
+            anyhow::bail!(
+                "--purge removes a swarm stack's secrets and volume; this stack runs on one host, and its data stays in {}",
+                dir.display()
+            );
         }
         let Some(owner) = stack.owner() else {
             // No id: nothing on the engine is this directory's (issue 14: `down` of a
             // never-deployed `ka-test` removed the running `ka.test`).
-            println!("{}", stack.no_id_hint());
+            outln!("{}", stack.no_id_hint());
             return Ok(ExitCode::SUCCESS);
         };
         let project = owner.project.clone();
@@ -54,20 +51,20 @@ impl DownArgs {
             docker::apply::remove_stack(&docker, &owner).await
         })?;
         for c in &containers {
-            println!("removed container {c}");
+            outln!("removed container {c}");
         }
         for n in &networks {
-            println!("removed network {n}");
+            outln!("removed network {n}");
         }
         if containers.is_empty() && networks.is_empty() {
-            println!("{project} has no containers or networks; nothing to remove");
+            outln!("{project} has no containers or networks; nothing to remove");
         }
-        println!(
+        outln!(
             "kept in {}: data/ (database), uploads/, nginx/ssl/ (certificates), .env.production",
-            self.dir.display()
+            dir.display()
         );
         let _ = crate::lock::audit(
-            &self.dir,
+            dir,
             "down",
             serde_json::json!({ "containers": containers, "networks": networks }),
         );

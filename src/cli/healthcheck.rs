@@ -34,7 +34,7 @@ impl HealthcheckArgs {
         }
         match get_status(&parsed, Duration::from_secs_f64(self.timeout)) {
             Ok(200) => {
-                println!("healthy: {url} answered 200");
+                outln!("healthy: {url} answered 200");
                 Ok(ExitCode::SUCCESS)
             }
             Ok(status) => {

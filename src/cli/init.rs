@@ -2,7 +2,6 @@
 //! or completes an existing one without touching what is there.
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -30,16 +29,14 @@ use crate::plan::render::{self, paths, Templates, API_UID};
 pub struct InitArgs {
     /// The server's public name, such as example.com
     domain: String,
-    /// The stack directory to create or complete
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Email for the Let's Encrypt account (expiry notices)
     #[arg(long)]
     email: Option<String>,
 }
 
 impl InitArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = ctx.dir();
         let domain = domain::parse(&self.domain).map_err(|m| {
             anyhow::anyhow!("DOMAIN argument {m}\nexample: elior init example.com --dir /srv/elior")
         })?;
@@ -62,27 +59,27 @@ impl InitArgs {
         );
         StackConfig::from_raw(&raw).context("the env template renders invalid settings")?;
 
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("failed to create stack directory {}", self.dir.display()))?;
-        let env_path = stack::env_file_path(&self.dir);
+        fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create stack directory {}", dir.display()))?;
+        let env_path = stack::env_file_path(dir);
         match fs::read_to_string(&env_path) {
             Ok(existing) => complete_env_file(&env_path, &existing, &fresh, domain.as_str())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 super::render::write_atomic(&env_path, fresh.as_bytes(), 0o600)?;
-                println!("wrote {} (mode 0600)", env_path.display());
+                outln!("wrote {} (mode 0600)", env_path.display());
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("failed to read {}", env_path.display()))
             }
         }
         for sub in paths::STACK_DIRS {
-            let path = self.dir.join(sub);
+            let path = dir.join(sub);
             if path.is_dir() {
                 continue;
             }
             fs::create_dir_all(&path)
                 .with_context(|| format!("failed to create {}", path.display()))?;
-            println!("created {}/", path.display());
+            outln!("created {}/", path.display());
             // The API runs as an unprivileged uid and must write its database and uploads.
             if matches!(*sub, "data" | "uploads") {
                 if let Err(e) = std::os::unix::fs::chown(&path, Some(API_UID), Some(API_UID)) {
@@ -94,18 +91,20 @@ impl InitArgs {
                 }
             }
         }
-        let (id, created) = crate::config::identity::ensure(&self.dir)?;
+        let (id, created) = crate::config::identity::ensure(dir)?;
         if created {
-            println!(
+            outln!(
                 "wrote {} (mode 0600): stack id {id}",
-                crate::config::identity::stack_file(&self.dir).display()
+                crate::config::identity::stack_file(dir).display()
             );
         }
-        eprintln!(
-            "next: review {} and run `elior render --dir {}`",
-            env_path.display(),
-            self.dir.display()
-        );
+        if !ctx.quiet {
+            eprintln!(
+                "next: review {} and run `{}`",
+                env_path.display(),
+                ctx.command("render")
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -137,7 +136,7 @@ fn complete_env_file(
         }
     }
     if missing.is_empty() {
-        println!("{} has every key; nothing to add", path.display());
+        outln!("{} has every key; nothing to add", path.display());
         return Ok(());
     }
     let mut text = existing.to_string();
@@ -153,7 +152,7 @@ fn complete_env_file(
     }
     super::render::write_atomic(path, text.as_bytes(), 0o600)?;
     let keys: Vec<&str> = missing.iter().map(|e| e.key.as_str()).collect();
-    println!("added to {}: {}", path.display(), keys.join(", "));
+    outln!("added to {}: {}", path.display(), keys.join(", "));
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 //! `elior logs`: the stack's container logs, streamed from the engine.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -21,9 +20,6 @@ use crate::docker;
 pub struct LogsArgs {
     /// Only this service (api or nginx)
     service: Option<String>,
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Keep streaming new lines
     #[arg(short, long)]
     follow: bool,
@@ -36,8 +32,8 @@ pub struct LogsArgs {
 }
 
 impl LogsArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let stack = Stack::load(&self.dir)?;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let stack = Stack::load(ctx.dir())?;
         if super::swarm::is_swarm(&stack) {
             return super::swarm::logs(&stack, self.service.as_deref(), self.tail);
         }

@@ -2,7 +2,15 @@
 //! Nothing imports this module.
 //!
 //! Exit codes, for scripts: 0 success; 1 a check failed (healthcheck, drift, doctor);
-//! 2 a usage or runtime error. Errors print once, as `elior: <error>`.
+//! 2 a usage or runtime error. Errors print once, as `elior: <error>` (with `--json`, as
+//! `{"error": ..., "hint": ...}` on stdout).
+//!
+//! The options every command takes (`--dir`, `--json`, `-q`, `-v`) are global: parsed
+//! once here, anywhere on the line, into a [`Context`] that each `run` receives. A
+//! subcommand never declares them again (issue 20).
+
+#[macro_use]
+mod output;
 
 mod admin;
 mod backup;
@@ -27,9 +35,11 @@ mod status;
 mod swarm;
 mod update;
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
@@ -50,11 +60,94 @@ const LONG_VERSION: &str = concat!(
                   and the tool that deploys and maintains that server behind nginx with HTTPS \
                   and backups on a single Docker host.",
     after_help = "Exit codes: 0 success, 1 a check failed, 2 usage or runtime error.\n\
-                  Run `elior <command> --help` for the details of a command."
+                  Run `elior <command> --help` for the details of a command.\n\n\
+                  Examples:\n  \
+                  elior --dir /srv/elior status\n  \
+                  ELIOR_DIR=/srv/elior elior backup list --json"
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// The options of every command, accepted anywhere on the line.
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// The stack directory, which holds .env.production [default: .]
+    /// (provision and `schedule install` take several)
+    #[arg(long = "dir", global = true, env = "ELIOR_DIR", value_name = "DIR",
+          action = ArgAction::Append, value_hint = clap::ValueHint::DirPath)]
+    dirs: Vec<PathBuf>,
+    /// Print results as JSON on stdout; errors too, as {"error": ..., "hint": ...}
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only results and errors: no progress, notes or warnings
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more: -v info, -vv debug (RUST_LOG, when set, wins)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+/// What every command gets from the global options, resolved once.
+#[derive(Debug, Clone)]
+pub struct Context {
+    dirs: Vec<PathBuf>,
+    /// `--json`: results (and errors) as JSON on stdout.
+    pub json: bool,
+    /// `-q`: no progress, notes or warnings on stderr.
+    pub quiet: bool,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+impl Context {
+    fn new(global: GlobalArgs) -> Context {
+        Context {
+            dirs: global.dirs,
+            json: global.json,
+            quiet: global.quiet,
+            verbose: global.verbose,
+        }
+    }
+
+    /// The stack directory: `--dir`, else `ELIOR_DIR`, else the current directory.
+    pub fn dir(&self) -> &Path {
+        self.dirs.first().map_or(Path::new("."), PathBuf::as_path)
+    }
+
+    /// The stack directory when one was named (`--dir` or `ELIOR_DIR`).
+    pub fn given_dir(&self) -> Option<&Path> {
+        self.dirs.first().map(PathBuf::as_path)
+    }
+
+    /// Every `--dir` given, for the commands that take several.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Whether to draw progress on stderr: a terminal, and not `-q`.
+    pub fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// `elior ARGS` as the user can run it from here: with `--dir` when a directory was
+    /// named, so a hint that prints a command is runnable as typed.
+    pub fn command(&self, args: &str) -> String {
+        crate::config::hint::command(self.given_dir(), args)
+    }
+
+    /// The log filter: `-q` errors only, `-v` info, `-vv` debug, else `default`.
+    fn log_filter<'a>(&self, default: &'a str) -> &'a str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => default,
+            (false, 1) => "info",
+            (false, _) => "debug",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -93,33 +186,54 @@ enum Command {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {
+        let ctx = Context::new(self.global);
+        self.command.run(&ctx)
+    }
+}
+
+impl Command {
+    /// The commands that take several `--dir`.
+    fn takes_several_dirs(&self) -> bool {
+        matches!(self, Command::Provision(_) | Command::Schedule(_))
+    }
+
+    fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        if ctx.dirs().len() > 1 && !self.takes_several_dirs() {
+            anyhow::bail!(
+                "--dir given {} times; this command works on one stack directory\nname one --dir, or run it once per directory",
+                ctx.dirs().len()
+            );
+        }
+        // serve sets up its own logging from its settings (LOG_LEVEL, LOG_FORMAT).
+        if !matches!(self, Command::Serve(_)) {
+            let default = if matches!(self, Command::Schedule(_)) {
+                "info"
+            } else {
+                "warn"
+            };
+            crate::logging::init(ctx.log_filter(default), crate::logging::Format::Human);
+        }
+        match self {
             Command::Serve(args) => args.run(),
             Command::Healthcheck(args) => args.run(),
-            Command::Admin(cmd) => {
-                crate::logging::init("warn", crate::logging::Format::Human);
-                cmd.run()
-            }
-            Command::Cert(cmd) => {
-                crate::logging::init("warn", crate::logging::Format::Human);
-                cmd.run()
-            }
-            Command::Init(args) => args.run(),
-            Command::Render(args) => args.run(),
-            Command::Config(cmd) => cmd.run(),
-            Command::Backup(args) => args.run(),
-            Command::Restore(args) => args.run(),
-            Command::Schedule(args) => args.run(),
-            Command::Deploy(args) => args.run(),
-            Command::Status(args) => args.run(),
-            Command::Logs(args) => args.run(),
-            Command::Down(args) => args.run(),
-            Command::Doctor(args) => args.run(),
-            Command::Probe(cmd) => cmd.run(),
-            Command::Provision(args) => args.run(),
-            Command::Update(args) => args.run(),
-            Command::Rollback(args) => args.run(),
-            Command::Scale(args) => args.run(),
+            Command::Admin(cmd) => cmd.run(ctx),
+            Command::Cert(cmd) => cmd.run(ctx),
+            Command::Init(args) => args.run(ctx),
+            Command::Render(args) => args.run(ctx),
+            Command::Config(cmd) => cmd.run(ctx),
+            Command::Backup(args) => args.run(ctx),
+            Command::Restore(args) => args.run(ctx),
+            Command::Schedule(args) => args.run(ctx),
+            Command::Deploy(args) => args.run(ctx),
+            Command::Status(args) => args.run(ctx),
+            Command::Logs(args) => args.run(ctx),
+            Command::Down(args) => args.run(ctx),
+            Command::Doctor(args) => args.run(ctx),
+            Command::Probe(cmd) => cmd.run(ctx),
+            Command::Provision(args) => args.run(ctx),
+            Command::Update(args) => args.run(ctx),
+            Command::Rollback(args) => args.run(ctx),
+            Command::Scale(args) => args.run(ctx),
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
         }
@@ -128,9 +242,33 @@ impl Cli {
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    exit_quietly_on_broken_pipe();
-    match Cli::parse().run() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error under --json is JSON too; help and --version print as usual.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let (error, hint) = text.split_once('\n').unwrap_or((&text, ""));
+            print_json_error(error.trim_start_matches("error: "), hint.trim());
+            return ExitCode::from(EXIT_ERROR);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.global.json;
+    let result = cli.run();
+    output::flush();
+    // Results that did not reach stdout (other than a reader that left) are a failure.
+    let result = match (result, output::failure()) {
+        (Ok(_), Some(e)) => Err(anyhow::Error::new(e).context("failed to write to stdout")),
+        (result, _) => result,
+    };
+    match result {
         Ok(code) => code,
+        Err(err) if json => {
+            let text = format!("{err:#}");
+            let (error, hint) = text.split_once('\n').unwrap_or((&text, ""));
+            print_json_error(error, hint.trim());
+            ExitCode::from(EXIT_ERROR)
+        }
         Err(err) => {
             eprintln!("elior: {err:#}");
             ExitCode::from(EXIT_ERROR)
@@ -138,21 +276,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `elior status | head -1` must not end in a panic message: when stdout's reader goes
-/// away, `println!` panics with EPIPE (Rust ignores SIGPIPE), and we exit 0 instead, as
-/// the reader asked for no more.
-fn exit_quietly_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
+/// An error as a `--json` caller reads it: `{"error": ..., "hint": ...}` on stdout (the
+/// hint is null when the message has none), so `elior ... --json | jq` always gets JSON.
+fn print_json_error(error: &str, hint: &str) {
+    let doc = serde_json::json!({
+        "error": error,
+        "hint": if hint.is_empty() { None } else { Some(hint) },
+    });
+    outln!("{doc}");
 }

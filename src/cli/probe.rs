@@ -18,14 +18,14 @@ pub enum ProbeCommand {
 }
 
 impl ProbeCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?;
         match self {
-            ProbeCommand::Health(args) => runtime.block_on(args.run()),
-            ProbeCommand::Ssl(args) => runtime.block_on(args.run()),
+            ProbeCommand::Health(args) => runtime.block_on(args.run(ctx.json)),
+            ProbeCommand::Ssl(args) => runtime.block_on(args.run(ctx.json)),
         }
     }
 }
@@ -54,9 +54,6 @@ pub struct HealthArgs {
     /// Also trust the CA certificates in FILE (PEM)
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Print JSON
-    #[arg(long)]
-    json: bool,
     /// Number of requests
     #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -99,7 +96,7 @@ const NOTABLE_HEADERS: &[&str] = &[
 ];
 
 impl HealthArgs {
-    async fn run(self) -> Result<ExitCode> {
+    async fn run(self, json: bool) -> Result<ExitCode> {
         let url = timing::Url::parse(&self.url)?;
         let connect = match &self.resolve {
             None => None,
@@ -165,10 +162,10 @@ impl HealthArgs {
             stats,
         };
         let failed = !report.failures.is_empty() || report.statuses.iter().any(|s| *s != 200);
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", render_health(&report));
+            out!("{}", render_health(&report));
         }
         Ok(if failed {
             ExitCode::from(super::EXIT_CHECK_FAILED)
@@ -266,16 +263,13 @@ pub struct SslArgs {
     /// Also trust the CA certificates in FILE (PEM)
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Print JSON
-    #[arg(long)]
-    json: bool,
     /// Seconds each connection may take
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     timeout: u64,
 }
 
 impl SslArgs {
-    async fn run(self) -> Result<ExitCode> {
+    async fn run(self, json: bool) -> Result<ExitCode> {
         let (host, port) = timing::split_host_port(&self.target, 443)
             .with_context(|| format!("{:?} is not HOST or HOST:PORT", self.target))?;
         let report = ssl::probe(&ssl::Options {
@@ -287,10 +281,10 @@ impl SslArgs {
             timeout: Duration::from_secs(self.timeout),
         })
         .await?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", report.render());
+            out!("{}", report.render());
         }
         Ok(if report.grade.is_good() {
             ExitCode::SUCCESS

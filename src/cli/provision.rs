@@ -43,9 +43,6 @@ pub struct ProvisionArgs {
     /// Show the plan and change nothing
     #[arg(long)]
     dry_run: bool,
-    /// Print the plan as JSON (every step's want, have and actions)
-    #[arg(long)]
-    json: bool,
     /// Only these steps (engine, user, units, time, capacity, firewall)
     #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., value_name = "STEP")]
     only: Vec<Step>,
@@ -57,9 +54,6 @@ pub struct ProvisionArgs {
     /// packages and services are left out under a prefix other than /
     #[arg(long, default_value = "/", value_name = "DIR")]
     root: PathBuf,
-    /// A stack directory (repeat for several), as the host sees it
-    #[arg(long = "dir", default_value = "/srv/elior", value_name = "DIR")]
-    dirs: Vec<PathBuf>,
     /// Add the elior user to the docker group: scheduled certificate renewals can then
     /// reload nginx, at the price of root-equivalent rights for that user
     #[arg(long)]
@@ -67,7 +61,17 @@ pub struct ProvisionArgs {
 }
 
 impl ProvisionArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    /// With --json: the plan (every step's want, have and actions). The stack
+    /// directories are the --dir options (repeat for several, as the host sees them;
+    /// default /srv/elior).
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let json = ctx.json;
+        let given = ctx.dirs().to_vec();
+        let dirs_given = if given.is_empty() {
+            vec![PathBuf::from("/srv/elior")]
+        } else {
+            given
+        };
         let root = std::path::absolute(&self.root)
             .with_context(|| format!("--root {}: cannot resolve it", self.root.display()))?;
         if !root.is_dir() {
@@ -81,7 +85,7 @@ impl ProvisionArgs {
             root,
         };
         let mut dirs = Vec::new();
-        for dir in &self.dirs {
+        for dir in &dirs_given {
             if dir.is_absolute() {
                 dirs.push(dir.clone());
             } else if target.live() {
@@ -124,7 +128,7 @@ impl ProvisionArgs {
         };
 
         let plan = self.plan(&target, &dirs, &steps)?;
-        if self.json {
+        if json {
             let doc = serde_json::json!({
                 "dry_run": self.dry_run,
                 "undo": self.undo,
@@ -132,9 +136,9 @@ impl ProvisionArgs {
                 "changes": plan.changes(),
                 "steps": plan.steps,
             });
-            println!("{doc:#}");
+            outln!("{doc:#}");
         } else {
-            print!("{}", render(&plan, self.dry_run));
+            out!("{}", render(&plan, self.dry_run));
         }
         if self.dry_run {
             return Ok(ExitCode::SUCCESS);
@@ -157,8 +161,8 @@ impl ProvisionArgs {
                 eprintln!("  Docker Engine API {api}");
             }
         }
-        if !self.json {
-            println!(
+        if !json {
+            outln!(
                 "{}",
                 match plan.changes() {
                     0 => "0 changes: the host is as planned".to_string(),

@@ -29,9 +29,6 @@ use crate::plan::render::{self, RenderedFile, Templates, Upstream};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct RenderArgs {
-    /// The stack directory (holds .env.production)
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Change nothing; print a unified diff and exit 1 if the files on disk differ
     #[arg(long)]
     check: bool,
@@ -41,15 +38,15 @@ pub struct RenderArgs {
 }
 
 impl RenderArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let config = crate::config::model::Stack::load(&self.dir)?.config;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let config = crate::config::model::Stack::load(ctx.dir())?.config;
         super::config::print_warnings(&config);
         let templates = load_templates(self.templates.as_deref())?;
         let files = render::render_stack(&config, &templates, &Upstream::service(&config))?;
         if self.check {
-            return check(&self.dir, &files);
+            return check(ctx.dir(), &files);
         }
-        write_files(&self.dir, &files)?;
+        write_files(ctx.dir(), &files)?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -60,11 +57,11 @@ pub fn write_files(dir: &Path, files: &[RenderedFile]) -> Result<()> {
     for file in files {
         let path = dir.join(file.path);
         if fs::read_to_string(&path).is_ok_and(|old| old == file.contents) {
-            println!("{} is up to date", file.path);
+            outln!("{} is up to date", file.path);
             continue;
         }
         write_atomic(&path, file.contents.as_bytes(), 0o644)?;
-        println!("wrote {}", file.path);
+        outln!("wrote {}", file.path);
     }
     Ok(())
 }
@@ -116,7 +113,7 @@ fn check(dir: &Path, files: &[RenderedFile]) -> Result<ExitCode> {
         };
         if on_disk != file.contents {
             let diff = similar::TextDiff::from_lines(&on_disk, &file.contents);
-            print!(
+            out!(
                 "{}",
                 diff.unified_diff().context_radius(3).header(
                     &format!("{} (on disk)", file.path),

@@ -36,29 +36,23 @@ pub struct RestoreArgs {
     /// The backup id (like 20261129_020000) or `latest`
     #[arg(default_value = "latest")]
     id: String,
-    /// The stack directory, which holds .env.production
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     yes: bool,
-    /// Print what was restored as JSON
-    #[arg(long)]
-    json: bool,
     /// An age identity file (`age-keygen -o FILE`) that opens an encrypted backup
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
 }
 
 impl RestoreArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
-        let settings = BackupSettings::load(&self.dir)?;
-        crate::backup::recover_interrupted_restore(&self.dir)?;
+    /// With --json: what was restored.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let settings = BackupSettings::load(ctx.dir())?;
+        crate::backup::recover_interrupted_restore(ctx.dir())?;
         if !self.yes {
             confirm(&self.id, &settings)?;
         }
-        let mut reporter = Reporter::new(false);
+        let mut reporter = Reporter::new(ctx.quiet);
         let mut api = api_control(&settings)?;
         let report = restore::restore(
             &settings,
@@ -67,22 +61,23 @@ impl RestoreArgs {
             api.as_mut(),
             &mut reporter,
         )?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        if ctx.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        outln!(
             "restored backup {} (taken {})",
-            report.backup, report.created_at
+            report.backup,
+            report.created_at
         );
         if let Some(db) = &report.database {
             let version = report
                 .schema_version
                 .map_or("unknown".to_string(), |v| v.to_string());
-            println!("  database  {} (schema version {version})", db.display());
+            outln!("  database  {} (schema version {version})", db.display());
         }
         if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
-            println!(
+            outln!(
                 "  uploads   {} ({} files, {})",
                 uploads.display(),
                 stats.files,
@@ -90,10 +85,10 @@ impl RestoreArgs {
             );
         }
         match &report.safety_backup {
-            Some(id) => println!(
+            Some(id) => outln!(
                 "  the state before the restore is backup {id}; undo with `elior restore {id}`"
             ),
-            None => println!("  there was no previous state to keep"),
+            None => outln!("  there was no previous state to keep"),
         }
         Ok(ExitCode::SUCCESS)
     }

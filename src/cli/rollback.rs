@@ -35,15 +35,17 @@ pub struct RollbackArgs {
 }
 
 impl RollbackArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
-        let stack = Stack::load(&self.options.dir)?;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let stack = Stack::load(ctx.dir())?;
         let target = match self.to.clone() {
             Some(image) => image,
             None => previous_image(&stack)?,
         };
-        eprintln!("rolling back to {target}");
+        if !ctx.quiet {
+            eprintln!("rolling back to {target}");
+        }
         deploy_stack(
+            ctx,
             &self.options,
             None,
             &format!("elior rollback to {target}"),

@@ -1,6 +1,5 @@
 //! `elior scale api=N`: the number of API tasks of a swarm stack (issue 21).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,12 +26,6 @@ pub struct ScaleArgs {
     /// SERVICE=N; only the api service scales (nginx runs one task per node, postgres one)
     #[arg(value_name = "api=N")]
     target: String,
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print the tasks as JSON once scaled
-    #[arg(long)]
-    json: bool,
     /// Seconds the new tasks get to become healthy
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -50,17 +43,17 @@ pub fn parse_target(text: &str) -> Result<u32> {
 }
 
 impl ScaleArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
+    /// With --json: the tasks afterwards, as `status --json` prints them.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let replicas = parse_target(&self.target)?;
-        let stack = Stack::load(&self.dir)?;
+        let stack = Stack::load(ctx.dir())?;
         if !super::swarm::is_swarm(&stack) {
             return Err(crate::deploy::swarm::not_swarm(&stack.dir));
         }
         let owner = crate::deploy::swarm::require_owner(&stack)?;
         let _lock = crate::lock::DeployLock::acquire(&stack.dir, "elior scale")?;
         let api = Names(&owner.project).service("api");
-        let progress = super::deploy::Progress::new();
+        let progress = super::deploy::Progress::new(ctx);
         let options = crate::deploy::Options {
             health_timeout: Duration::from_secs(self.timeout),
             ..Default::default()
@@ -82,10 +75,10 @@ impl ScaleArgs {
             "scale",
             serde_json::json!({ "service": "api", "replicas": replicas }),
         );
-        if self.json {
+        if ctx.json {
             return super::swarm::status(&stack, true);
         }
-        println!("{api}: {replicas} tasks running");
+        outln!("{api}: {replicas} tasks running");
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -29,13 +29,10 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 ///     elior schedule install --dir /srv/elior       install and start a systemd service
 ///     elior schedule install --print                print that service's unit
 #[derive(Args)]
-#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+#[command(verbatim_doc_comment)]
 pub struct ScheduleArgs {
     #[command(subcommand)]
     command: Option<ScheduleCommand>,
-    /// The stack directory, which holds .env.production
-    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -54,9 +51,9 @@ struct InstallArgs {
 const UNIT_DIR: &str = "/etc/systemd/system";
 
 impl ScheduleArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let dir = std::path::absolute(&self.dir)
-            .with_context(|| format!("failed to resolve {}", self.dir.display()))?;
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let dir = std::path::absolute(ctx.dir())
+            .with_context(|| format!("failed to resolve {}", ctx.dir().display()))?;
         match self.command {
             Some(ScheduleCommand::Install(args)) => install(&dir, args.print),
             None => run_scheduler(&dir),
@@ -238,7 +235,7 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
     });
     let unit_name = unit::name(dir);
     if print {
-        print!("{text}");
+        out!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     if !Path::new("/run/systemd/system").is_dir() {
@@ -259,7 +256,7 @@ fn install(dir: &Path, print: bool) -> Result<ExitCode> {
             );
         }
     }
-    println!(
+    outln!(
         "installed and started {} ({}); follow it with `journalctl -fu {}`",
         unit_name,
         path.display(),

@@ -1,6 +1,5 @@
 //! `elior status`: what the engine runs for a stack, one line per container.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -23,14 +22,7 @@ use crate::docker;
 ///     elior status --json | jq '.[] | select(.health != "healthy")'
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
-pub struct StatusArgs {
-    /// The stack directory
-    #[arg(long, default_value = ".", value_name = "DIR")]
-    dir: PathBuf,
-    /// Print JSON instead of a table
-    #[arg(long)]
-    json: bool,
-}
+pub struct StatusArgs {}
 
 #[derive(Debug, Serialize)]
 struct ContainerStatus {
@@ -46,37 +38,44 @@ struct ContainerStatus {
 }
 
 impl StatusArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        let stack = Stack::load(&self.dir)?;
+    /// With --json: a JSON array instead of a table.
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        let stack = Stack::load(ctx.dir())?;
         if super::swarm::is_swarm(&stack) && stack.owner().is_some() {
-            return super::swarm::status(&stack, self.json);
+            return super::swarm::status(&stack, ctx.json);
         }
         let config = &stack.config;
         let Some(owner) = stack.owner() else {
-            if self.json {
-                println!("[]");
+            if ctx.json {
+                outln!("[]");
             } else {
-                println!("{}", stack.no_id_hint());
+                outln!("{}", stack.no_id_hint());
             }
             return Ok(ExitCode::from(super::EXIT_CHECK_FAILED));
         };
         let project = owner.project.clone();
         let runtime = docker::runtime()?;
         let statuses = runtime.block_on(collect(&owner))?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&statuses)?);
+        if ctx.json {
+            outln!("{}", serde_json::to_string_pretty(&statuses)?);
         } else if statuses.is_empty() {
-            println!(
-                "{project}: no containers (run `elior deploy {}`)",
-                config.domain.as_str()
+            outln!(
+                "{project}: no containers (run `{}`)",
+                ctx.command(&format!("deploy {}", config.domain.as_str()))
             );
         } else {
-            println!(
+            outln!(
                 "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  PORTS",
-                "SERVICE", "CONTAINER", "IMAGE", "STATE", "HEALTH", "UPTIME", "RESTARTS"
+                "SERVICE",
+                "CONTAINER",
+                "IMAGE",
+                "STATE",
+                "HEALTH",
+                "UPTIME",
+                "RESTARTS"
             );
             for s in &statuses {
-                println!(
+                outln!(
                     "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  {}",
                     s.service,
                     s.container,

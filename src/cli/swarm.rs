@@ -31,6 +31,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `deploy`/`update` (and `rollback --to`) in swarm mode.
 pub fn deploy(
+    ctx: &super::Context,
     options: &DeployOptions,
     mut stack: Stack,
     command: &str,
@@ -46,7 +47,7 @@ pub fn deploy(
     if !options.dry_run && stack.config.mode != Mode::Swarm {
         record_swarm_mode(&dir)?;
     }
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(ctx);
     let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
     let started = Instant::now();
     let result = runtime()?.block_on(deploy_swarm::run(
@@ -88,8 +89,8 @@ fn finish(
 ) -> Result<ExitCode> {
     match result {
         Ok(SwarmReport::DryRun(plan)) => {
-            print!("{}", plan.render());
-            println!(
+            out!("{}", plan.render());
+            outln!(
                 "{}",
                 if plan.is_noop() {
                     "up to date: nothing would change"
@@ -106,17 +107,19 @@ fn finish(
                 .filter(|t| t.service == "api" && t.state == "running")
                 .count();
             match &outcome.proof {
-                None => println!(
+                None => outln!(
                     "up to date: {} runs {} ({api_tasks} API tasks) at {}",
-                    outcome.project, outcome.api_image, outcome.url
+                    outcome.project,
+                    outcome.api_image,
+                    outcome.url
                 ),
                 Some((status, body)) => {
-                    println!(
+                    outln!(
                         "deployed {} on the swarm: {}, {api_tasks} of {} API tasks running behind nginx",
                         outcome.project, outcome.api_image, outcome.replicas
                     );
-                    println!("  database: {}", outcome.database);
-                    println!("  {}/health -> {status} {body}", outcome.url);
+                    outln!("  database: {}", outcome.database);
+                    outln!("  {}/health -> {status} {body}", outcome.url);
                 }
             }
             let _ = crate::lock::audit(
@@ -200,17 +203,23 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
-        println!(
+        outln!(
             "{}: no services on the swarm (run `elior deploy {} --swarm`)",
             owner.project,
             stack.config.domain.as_str()
         );
     } else {
-        println!(
+        outln!(
             "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}",
-            "SERVICE", "TASK", "ID", "NODE", "IMAGE", "STATE", "HEALTH"
+            "SERVICE",
+            "TASK",
+            "ID",
+            "NODE",
+            "IMAGE",
+            "STATE",
+            "HEALTH"
         );
         for r in &rows {
             let state = if r.desired == "running" {
@@ -218,7 +227,7 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
             } else {
                 format!("{}->{}", r.state, r.desired)
             };
-            println!(
+            outln!(
                 "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}{}",
                 r.service,
                 r.task,
@@ -266,7 +275,7 @@ pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<E
             .filter(|t| service.is_none_or(|s| s == t.service))
         {
             let Some(id) = &t.container_id else {
-                println!("{} | (task on node {}, not this one)", t.task, t.node);
+                outln!("{} | (task on node {}, not this one)", t.task, t.node);
                 continue;
             };
             let mut stream = docker.logs(
@@ -282,7 +291,7 @@ pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<E
                 let Ok(output) = item else { break };
                 let text = output.to_string();
                 for line in text.lines() {
-                    println!("{}.{} | {line}", t.task, &t.id[..t.id.len().min(6)]);
+                    outln!("{}.{} | {line}", t.task, &t.id[..t.id.len().min(6)]);
                 }
             }
         }
@@ -300,24 +309,22 @@ pub fn down(stack: &Stack, purge: bool, json: bool) -> Result<ExitCode> {
         docker::swarm::remove(&docker, &owner, purge, Duration::from_secs(120)).await
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&removed)?);
+        outln!("{}", serde_json::to_string_pretty(&removed)?);
     } else {
         for s in &removed.services {
-            println!("removed service {s}");
+            outln!("removed service {s}");
         }
         for n in &removed.networks {
-            println!("removed network {n}");
+            outln!("removed network {n}");
         }
         for s in &removed.secrets {
-            println!("removed secret {s}");
+            outln!("removed secret {s}");
         }
         for v in &removed.volumes {
-            println!("removed volume {v}");
+            outln!("removed volume {v}");
         }
         if !purge {
-            println!(
-                "kept the database volume and the secrets (`elior down --purge` removes them)"
-            );
+            outln!("kept the database volume and the secrets (`elior down --purge` removes them)");
         }
     }
     Ok(ExitCode::SUCCESS)

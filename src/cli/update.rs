@@ -22,9 +22,9 @@ pub struct UpdateArgs {
 }
 
 impl UpdateArgs {
-    pub fn run(self) -> Result<ExitCode> {
-        crate::logging::init("warn", crate::logging::Format::Human);
+    pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         deploy_stack(
+            ctx,
             &self.options,
             None,
             "elior update",

@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod envfile;
+pub mod hint;
 pub mod identity;
 pub mod model;
 pub mod net;

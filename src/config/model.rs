@@ -91,9 +91,9 @@ impl Stack {
         let path = dir.join(ENV_FILE);
         if !path.exists() {
             bail!(
-                "no env file at {}\nrun `elior init DOMAIN --dir {}` to create the stack directory",
+                "no env file at {}\nrun `{}` to create the stack directory",
                 path.display(),
-                dir.display()
+                super::hint::command(Some(dir), "init DOMAIN")
             );
         }
         let raw = settings(dir)?;
@@ -129,11 +129,10 @@ impl Stack {
     /// What a command that needs a deployed stack says when this one has no id.
     pub fn no_id_hint(&self) -> String {
         format!(
-            "{} has no stack id ({} is missing): it was made by an earlier elior release and owns nothing yet\nrun `elior deploy {} --dir {}` once to adopt its containers",
+            "{} has no stack id ({} is missing): it was made by an earlier elior release and owns nothing yet\nrun `{}` once to adopt its containers",
             self.dir.display(),
             identity::STACK_FILE,
-            self.config.domain,
-            self.dir.display()
+            super::hint::command(Some(&self.dir), &format!("deploy {}", self.config.domain))
         )
     }
 }

@@ -152,6 +152,7 @@ pub struct EntryFields {
     pub name: String,
     #[schema(minimum = 1, maximum = 100)]
     pub order: i64,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
 }
 
@@ -220,9 +221,13 @@ pub struct ComponentFields {
     pub kind: String,
     #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub description: String,
+    #[schema(minimum = 0, maximum = 10000)]
     pub calories: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub protein: Option<f64>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub carbs: Option<f64>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub fat: Option<f64>,
     #[serde(default)]
     pub is_optional: bool,

@@ -12,20 +12,29 @@ use super::DbError;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TrainerProfile {
+    #[schema(max_length = 200)]
     pub specialization: Option<String>,
+    #[schema(max_length = 2000)]
     pub bio: Option<String>,
+    #[schema(minimum = 0, maximum = 80)]
     pub years_of_experience: Option<i64>,
+    #[schema(max_length = 200)]
     pub certification: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ClientProfile {
     /// Centimetres.
+    #[schema(minimum = 50, maximum = 300)]
     pub height: Option<f64>,
     /// Kilograms.
+    #[schema(exclusive_minimum = 0, maximum = 500)]
     pub target_weight: Option<f64>,
+    #[schema(max_length = 2000)]
     pub goals: Option<String>,
+    #[schema(max_length = 2000)]
     pub medical_conditions: Option<String>,
+    #[schema(max_length = 2000)]
     pub dietary_restrictions: Option<String>,
 }
 

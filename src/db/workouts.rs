@@ -29,9 +29,13 @@ pub struct ExerciseFields {
     pub name: String,
     #[schema(max_length = 2000)]
     pub description: Option<String>,
+    /// An http(s) URL.
+    #[schema(max_length = 500, pattern = "^https?://")]
     pub video_url: Option<String>,
     pub muscle_group: String,
+    #[schema(max_length = 200)]
     pub equipment_needed: Option<String>,
+    #[schema(max_length = 5000)]
     pub instructions: Option<String>,
 }
 
@@ -306,11 +310,18 @@ pub fn delete_session(c: &Connection, id: i64) -> Result<bool, DbError> {
 #[serde(deny_unknown_fields)]
 pub struct WorkoutExerciseFields {
     pub exercise_id: i64,
+    #[schema(minimum = 1, maximum = 1000)]
     pub order: i64,
+    #[schema(minimum = 1, maximum = 100)]
     pub sets: Option<i64>,
+    #[schema(max_length = 50)]
     pub reps: Option<String>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub weight: Option<f64>,
+    /// Seconds.
+    #[schema(minimum = 0, maximum = 3600)]
     pub rest_time: Option<i64>,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
 }
 
@@ -457,10 +468,15 @@ pub fn wex_client(c: &Connection, wex_id: i64) -> Result<Option<i64>, DbError> {
 #[serde(deny_unknown_fields)]
 pub struct CompletionFields {
     pub workout_exercise_id: i64,
+    #[schema(minimum = 0, maximum = 100)]
     pub actual_sets: Option<i64>,
+    #[schema(max_length = 50)]
     pub actual_reps: Option<String>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub weight_used: Option<f64>,
+    #[schema(minimum = 1, maximum = 5)]
     pub difficulty_rating: Option<i64>,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
     /// A URL from `/api/files/upload/form_photos`, owned by the same client.
     pub form_photo_path: Option<String>,

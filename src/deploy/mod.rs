@@ -452,9 +452,12 @@ pub async fn prove(
                 r.status,
                 r.body.trim()
             ),
-            Err(e) if Instant::now() >= deadline => return Err(e.context(
-                "the stack runs but does not answer over HTTPS\nrun `elior logs nginx` to see why",
-            )),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!(
+                    "the stack runs but does not answer over HTTPS\nrun `{}` to see why",
+                    crate::config::hint::command(Some(dir), "logs nginx")
+                )))
+            }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
@@ -464,7 +467,10 @@ pub async fn prove(
         "x-frame-options",
     ] {
         if response.header(header).is_none() {
-            bail!("https://{domain}/health answered without the {header} header\nis nginx/nginx.conf the one `elior render` writes?");
+            bail!(
+                "https://{domain}/health answered without the {header} header\nis nginx/nginx.conf the one `{}` writes?",
+                crate::config::hint::command(Some(dir), "render")
+            );
         }
     }
     Ok(response)

@@ -116,9 +116,9 @@ pub fn load(dir: &Path, raw: &crate::config::RawSettings) -> Result<Stack> {
     let path = dir.join(COMPOSE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "failed to read {}\nrun `elior render --dir {}` to write it",
+            "failed to read {}\nrun `{}` to write it",
             path.display(),
-            dir.display()
+            crate::config::hint::command(Some(dir), "render")
         )
     })?;
     parse(&text, dir, &|name| {
@@ -141,7 +141,10 @@ type EnvFileReader<'a> = dyn Fn(&str) -> Result<Vec<(String, String)>> + 'a;
 /// Parses compose text; `read_env_file` returns the pairs of an `env_file` entry.
 pub fn parse(text: &str, dir: &Path, read_env_file: &EnvFileReader) -> Result<Stack> {
     let file: ComposeFile = serde_yaml::from_str(text).map_err(|e| {
-        anyhow!("{e}\nelior deploys the subset of compose that `elior render` writes; remove the key or run `elior render` again")
+        anyhow!(
+            "{e}\nelior deploys the subset of compose that `elior render` writes; remove the key or run `{}` again",
+            crate::config::hint::command(Some(dir), "render")
+        )
     })?;
     if let Some(v) = &file.version {
         if !v.starts_with('3') && !v.starts_with('2') {

@@ -70,7 +70,7 @@ struct PasswordForm {
     password: String,
     /// OAuth2's password grant: "password" if given.
     #[serde(default)]
-    #[schema(pattern = "^password$")]
+    #[schema(pattern = "^password$", nullable = false)]
     grant_type: Option<String>,
 }
 

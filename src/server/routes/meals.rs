@@ -64,10 +64,15 @@ struct MealPlanBody {
     // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     title: String,
+    #[schema(minimum = 0, maximum = 20000)]
     total_calories: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000)]
     protein_target: Option<i64>,
+    #[schema(minimum = 0, maximum = 2000)]
     carb_target: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000)]
     fat_target: Option<i64>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 

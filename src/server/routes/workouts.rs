@@ -470,7 +470,9 @@ async fn plan_summary(
 struct SessionBody {
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    #[schema(minimum = 0, maximum = 6)]
     day_of_week: Option<i64>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 
@@ -635,6 +637,7 @@ async fn add_session_exercise(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkExercises {
+    #[schema(min_items = 1, max_items = 100)]
     exercises: Vec<WorkoutExerciseFields>,
 }
 
@@ -812,6 +815,7 @@ async fn create_completion(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkCompletions {
+    #[schema(min_items = 1, max_items = 100)]
     completions: Vec<CompletionFields>,
 }
 
