@@ -387,6 +387,15 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     // MODE=swarm was recorded, so the day-2 commands find the swarm stack.
     let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
     assert!(env.lines().any(|l| l == "MODE=swarm"), "{env}");
+    // doctor judges the swarm: a manager, the label, every task running and healthy.
+    let doctor = s.run(&["doctor", "swarm", "containers", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(&doctor.stderr)));
+    assert_eq!(doctor.status.code(), Some(0), "{report:#}");
+    let findings = report["checks"][1]["findings"].to_string();
+    for role in ["api: 3 of 3", "nginx: 1 of 1", "postgres: 1 of 1"] {
+        assert!(findings.contains(role), "{report:#}");
+    }
     // Again with nothing changed: nothing to do.
     let again = s.ok(&["deploy", &s.stack.domain]);
     assert!(again.starts_with("up to date:"), "{again}");
