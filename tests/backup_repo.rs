@@ -641,6 +641,49 @@ fn killed_repository_backups_leave_nothing_after_prune() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+// Each run of an encrypted repository wraps a fresh key into keys/KEY.age; killed runs
+// used to leave theirs forever. Prune removes the keys no chunk and no snapshot uses, and
+// the snapshots still open, verify and restore with the identity.
+#[test]
+fn prune_removes_the_wrapped_keys_of_killed_runs() {
+    let stack = Stack::new(true);
+    stack.seed(500);
+    let id = stack.backup();
+    let keys = |stack: &Stack| files_under(&stack.repo().join("keys")).len();
+    assert_eq!(keys(&stack), 1);
+    fs::write(stack.uploads().join("new.bin"), random_bytes(2 << 20)).unwrap();
+    for point in ["backup:database-written", "backup:packs-written"] {
+        let out = stack
+            .command(&["backup"])
+            .env("ELIOR_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(killed_by_sigkill(&out), "{point}: {}", stderr(&out));
+    }
+    assert_eq!(keys(&stack), 3, "each killed run left its key");
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repository"]["keys_removed"], 2, "{report:#}");
+    assert_eq!(keys(&stack), 1);
+    let identity = stack.identity.to_str().unwrap();
+    let out = stack.elior(&["backup", "verify", "--all", "--identity", identity]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    fs::remove_file(stack.uploads().join("new.bin")).unwrap();
+    let before = tree(&stack.uploads());
+    let out = stack.elior(&["restore", &id, "--yes", "--identity", identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows(&stack.db_path()), 500);
+    assert_eq!(tree(&stack.uploads()), before);
+    // A second run adds a key that its new chunks use: it stays.
+    stack.backup();
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repository"]["keys_removed"], 0, "{report:#}");
+    let out = stack.elior(&["backup", "verify", "--all", "--identity", identity]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
 // Two backups at once: the second is refused while the first holds the repository, and
 // the first completes untouched.
 #[test]

@@ -14,6 +14,7 @@ pub mod fault;
 pub mod journal;
 pub mod manifest;
 pub mod names;
+pub mod offsite;
 pub mod repo;
 pub mod restore;
 pub mod settings;
@@ -174,6 +175,15 @@ impl Reporter {
                 eprint!("\r\x1b[2K");
             }
             eprintln!("{message}");
+        }
+    }
+
+    /// A live progress line (replaced in place), on a terminal only, at most 5 a second.
+    pub fn live(&mut self, text: &str) {
+        if self.live && self.last.elapsed() >= Duration::from_millis(200) {
+            self.last = Instant::now();
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
         }
     }
 

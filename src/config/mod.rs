@@ -215,7 +215,7 @@ impl RawSettings {
     }
 
     /// A non-empty value, or `None` when absent or blank (blank means "use the default").
-    fn non_empty(&self, key: &str) -> Option<(&str, &Origin)> {
+    pub fn non_empty(&self, key: &str) -> Option<(&str, &Origin)> {
         self.get_with_origin(key)
             .map(|(v, o)| (v.trim(), o))
             .filter(|(v, _)| !v.is_empty())

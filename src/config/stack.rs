@@ -25,6 +25,8 @@ pub const STACK_KEYS: &[&str] = &[
     "ACME_EMAIL",
     "BACKUP_DIR",
     "BACKUP_FORMAT",
+    // Offsite copies (issue 17), with the S3_* and AWS_* keys of crate::files::settings.
+    "BACKUP_OFFSITE",
     "BACKUP_RECIPIENTS",
     "BACKUP_RETENTION_DAYS",
     "BACKUP_SCHEDULE",
