@@ -227,6 +227,70 @@ impl SwarmStack {
             .unwrap_or_else(|e| panic!("GET {path} through nginx: {e:#}"))
     }
 
+    /// `METHOD path` through nginx with a JSON body and optional bearer token.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        request_id: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("X-Request-ID", request_id),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        let body = body.map(|b| b.to_string());
+        let r = runtime()
+            .block_on(self.client().send(
+                self.addr(),
+                &self.stack.domain,
+                method,
+                path,
+                &headers,
+                body.as_deref().map(str::as_bytes),
+                Duration::from_secs(10),
+            ))
+            .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e:#}"));
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Logs in `rounds` times through nginx, 4 per second (nginx allows 5 on /api/auth/),
+    /// each with its own request id, and reads /api/auth/me with each token.
+    fn login_rounds(&self, tag: &str, rounds: usize) {
+        let pace = Duration::from_millis(260);
+        for i in 0..rounds {
+            let id = format!("{tag}-{i}");
+            let (status, body) = self.call(
+                "POST",
+                "/api/auth/login",
+                None,
+                &id,
+                Some(serde_json::json!({"username": "swarm_user", "password": "correct-horse-battery"})),
+            );
+            assert_eq!(status, 200, "login {id}: {body}");
+            let token = body["access_token"].as_str().unwrap().to_string();
+            std::thread::sleep(pace);
+            let (status, me) = self.call(
+                "GET",
+                "/api/auth/me",
+                Some(&token),
+                &format!("{id}-me"),
+                None,
+            );
+            assert_eq!(status, 200, "me {id}: {me}");
+            assert_eq!(me["username"], "swarm_user");
+            std::thread::sleep(pace);
+        }
+    }
+
     fn tasks(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["status", "--json"]);
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -387,6 +451,25 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     // MODE=swarm was recorded, so the day-2 commands find the swarm stack.
     let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
     assert!(env.lines().any(|l| l == "MODE=swarm"), "{env}");
+    // One database for every replica: a user registered through one task logs in through
+    // any other (nginx spreads these logins over the 3 tasks; after the update below,
+    // through tasks that did not exist when the user registered).
+    assert!(out.contains("database: the postgres service"), "{out}");
+    let (status, body) = s.call(
+        "POST",
+        "/api/auth/register",
+        None,
+        "swarm-register",
+        Some(serde_json::json!({"username": "swarm_user", "email": "swarm@example.com", "password": "correct-horse-battery", "full_name": "Swarm User"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    s.login_rounds("swarm-login", 6);
+    let registered_on: Vec<String> = s
+        .running_api()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+
     // doctor judges the swarm: a manager, the label, every task running and healthy.
     let doctor = s.run(&["doctor", "swarm", "containers", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&doctor.stdout)
