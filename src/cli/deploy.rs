@@ -39,6 +39,15 @@ use crate::plan::render::{self, Templates, Upstream};
 /// CA. When the CA step fails, the stack stays up serving the previous certificate and
 /// deploy exits 1 (2 is any other failure), so a script can tell the two apart.
 ///
+/// Swarm mode (MODE=swarm in .env.production, or --swarm): the same stack as services
+/// on the Docker Swarm this engine manages, through the engine's Swarm API: API_REPLICAS
+/// API tasks (default 2) behind nginx (one task per node, ports published in host mode),
+/// rolled by the engine one task at a time, start-first and health-gated, with automatic
+/// rollback. The database is DATABASE_URL when it names PostgreSQL, else a postgres
+/// service (POSTGRES_IMAGE) on the node labelled elior.db=true. JWT_SECRET, the database
+/// password, nginx.conf and the TLS pair are swarm secrets. `elior update`, `rollback`,
+/// `scale`, `status`, `logs` and `down` follow the mode.
+///
 /// Exit status: 0 deployed, 1 deployed but the CA certificate was not obtained, 2 error.
 ///
 /// Examples:
@@ -46,6 +55,7 @@ use crate::plan::render::{self, Templates, Upstream};
 ///     elior deploy fit.example.com --dir /srv/elior --dry-run   # print the plan only
 ///     elior deploy fit.example.com --cert fullchain.pem --key privkey.pem
 ///     elior deploy 203.0.113.7 --self-signed
+///     elior deploy fit.example.com --dir /srv/elior --swarm   # API_REPLICAS tasks on a swarm
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DeployArgs {
@@ -74,6 +84,10 @@ pub struct DeployOptions {
     /// The private key (PEM) of --cert
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Deploy onto the Docker Swarm this engine manages, as MODE=swarm in .env.production
+    /// does: API_REPLICAS API tasks, nginx, PostgreSQL (see `elior deploy --help`)
+    #[arg(long)]
+    pub swarm: bool,
 }
 
 impl DeployOptions {
@@ -247,6 +261,9 @@ pub fn deploy_stack(
             dir.join(crate::config::stack::ENV_FILE).display(),
             ctx.command("render")
         );
+    }
+    if options.swarm || stack.config.mode == crate::config::stack::Mode::Swarm {
+        return super::swarm::deploy(ctx, options, stack, command, action, source);
     }
     if !dir.join(compose::COMPOSE_FILE).exists() && !options.dry_run {
         let config = &stack.config;

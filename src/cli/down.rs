@@ -18,13 +18,26 @@ use crate::docker;
 ///     elior down --dir /srv/elior
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
-pub struct DownArgs {}
+pub struct DownArgs {
+    /// Swarm mode: also remove the stack's secrets and its database volume
+    #[arg(long)]
+    purge: bool,
+}
 
 impl DownArgs {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let dir = ctx.dir();
         let stack = Stack::load(dir)?;
         let _lock = crate::lock::DeployLock::acquire(dir, "elior down")?;
+        if super::swarm::is_swarm(&stack) {
+            return super::swarm::down(&stack, self.purge, ctx.json);
+        }
+        if self.purge {
+            anyhow::bail!(
+                "--purge removes a swarm stack's secrets and volume; this stack runs on one host, and its data stays in {}",
+                dir.display()
+            );
+        }
         let Some(owner) = stack.owner() else {
             // No id: nothing on the engine is this directory's (issue 14: `down` of a
             // never-deployed `ka-test` removed the running `ka.test`).

@@ -34,6 +34,9 @@ pub struct LogsArgs {
 impl LogsArgs {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let stack = Stack::load(ctx.dir())?;
+        if super::swarm::is_swarm(&stack) {
+            return super::swarm::logs(&stack, self.service.as_deref(), self.tail);
+        }
         let config = &stack.config;
         let owner = stack
             .owner()

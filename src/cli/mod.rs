@@ -29,9 +29,11 @@ mod provision;
 mod render;
 mod restore;
 mod rollback;
+mod scale;
 mod schedule;
 mod serve;
 mod status;
+mod swarm;
 mod table;
 mod update;
 
@@ -193,6 +195,7 @@ enum Command {
     Provision(provision::ProvisionArgs),
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
+    Scale(scale::ScaleArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }
@@ -259,6 +262,7 @@ impl Command {
             Command::Provision(args) => args.run(ctx),
             Command::Update(args) => args.run(ctx),
             Command::Rollback(args) => args.run(ctx),
+            Command::Scale(args) => args.run(ctx),
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
         }

@@ -14,6 +14,9 @@ use crate::plan::containers::API_SERVICE;
 
 /// Return the API to the image it ran before the current one (or to --to IMAGE).
 ///
+/// In swarm mode the API service rolls to that image as in an update: one task at a
+/// time, start-first and health-gated.
+///
 /// The previous container is started beside the current one, must become healthy, and
 /// nginx switches to it with a graceful reload: no request fails. The last 3 API images
 /// are kept for this; `elior status` shows which one runs.
@@ -60,18 +63,20 @@ fn previous_image(stack: &Stack, ctx: &super::Context) -> Result<String> {
         .ok_or_else(|| anyhow!("{}", stack.no_id_hint()))?;
     let project = owner.project.clone();
     let runtime = docker::runtime()?;
+    let swarm = super::swarm::is_swarm(stack);
     runtime.block_on(async {
         let docker = docker::connect().await?;
-        let running = docker::apply::observe(&docker, &owner)
-            .await?
-            .into_iter()
-            .find(|c| c.service == API_SERVICE && c.state == "running")
-            .ok_or_else(|| anyhow!("{project} runs no api container\nrun `{}` first", ctx.command(&format!("deploy {}", config.domain.as_str()))))?;
-        let inspect = docker
-            .inspect_container(&running.name, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-            .with_context(|| format!("failed to inspect container {}", running.name))?;
-        let current = inspect.config.and_then(|c| c.image).unwrap_or_default();
+        let current = if swarm {
+            let api = crate::plan::swarm::Names(&project).service(API_SERVICE);
+            docker::swarm::current_spec(&docker, &api)
+                .await?
+                .labels
+                .and_then(|l| l.get(crate::plan::swarm::LABEL_IMAGE).cloned())
+                .ok_or_else(|| anyhow!("the service {api} names no image"))?
+        } else {
+            let deploy_hint = ctx.command(&format!("deploy {}", config.domain.as_str()));
+            running_image(&docker, &owner, &project, &deploy_hint).await?
+        };
         let images = api_images(&docker, config.api_image.as_str()).await?;
         let position = images.iter().position(|i| i.reference == current);
         match position.and_then(|p| images.get(p + 1)) {
@@ -83,4 +88,26 @@ fn previous_image(stack: &Stack, ctx: &super::Context) -> Result<String> {
             ),
         }
     })
+}
+
+/// The image the running API container of a single-host stack uses.
+async fn running_image(
+    docker: &bollard::Docker,
+    owner: &crate::config::identity::Owner,
+    project: &str,
+    deploy_hint: &str,
+) -> Result<String> {
+    let running = docker::apply::observe(docker, owner)
+        .await?
+        .into_iter()
+        .find(|c| c.service == API_SERVICE && c.state == "running")
+        .ok_or_else(|| anyhow!("{project} runs no api container\nrun `{deploy_hint}` first"))?;
+    let inspect = docker
+        .inspect_container(
+            &running.name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .with_context(|| format!("failed to inspect container {}", running.name))?;
+    Ok(inspect.config.and_then(|c| c.image).unwrap_or_default())
 }

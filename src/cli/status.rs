@@ -12,6 +12,8 @@ use crate::docker;
 /// Show the stack's containers: service, container, image, state, health, uptime,
 /// restart count and published ports.
 ///
+/// In swarm mode (MODE=swarm): every task of every service, its node and its health.
+///
 /// Exits 1 when a container is not running or not healthy, so scripts can use it as a
 /// check. --json prints the same facts as a JSON array.
 ///
@@ -39,6 +41,9 @@ impl StatusArgs {
     /// With --json: a JSON array instead of a table.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         let stack = Stack::load(ctx.dir())?;
+        if super::swarm::is_swarm(&stack) && stack.owner().is_some() {
+            return super::swarm::status(&stack, ctx.json);
+        }
         let config = &stack.config;
         let Some(owner) = stack.owner() else {
             if ctx.json {

@@ -16,14 +16,52 @@ use super::identity::{self, Owner, StackId};
 use super::stack::{StackConfig, ENV_FILE};
 use super::RawSettings;
 
-/// An env file (when named; it must then exist) with the process environment overlaid.
+/// An env file (when named; it must then exist) with the process environment overlaid,
+/// then the secrets named by `KEY_FILE` variables ([`FILE_KEYS`]).
 pub fn read_settings(env_file: Option<&Path>) -> Result<RawSettings> {
     let mut raw = match env_file {
         Some(path) => RawSettings::from_env_file(path)?,
         None => RawSettings::default(),
     };
     raw.overlay_process_env();
+    overlay_secret_files(&mut raw, &|key| std::env::var(key).ok())?;
     Ok(raw)
+}
+
+/// Keys whose value may come from the file a `KEY_FILE` environment variable names, the
+/// Docker secrets convention: in swarm mode the API reads its JWT secret and database URL
+/// from /run/secrets/, so they never show in `docker service inspect` (issue 21).
+pub const FILE_KEYS: &[&str] = &["JWT_SECRET", "DATABASE_URL", "AWS_SECRET_ACCESS_KEY"];
+
+/// Reads each `KEY_FILE` that `env` sets into KEY (trailing line breaks dropped). KEY_FILE
+/// is an environment variable, so it wins over the env file; set in the environment
+/// beside KEY itself, it is an error: one of the two would be silently ignored.
+pub fn overlay_secret_files(
+    raw: &mut RawSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    for key in FILE_KEYS {
+        let file_key = format!("{key}_FILE");
+        let Some(path) = env(&file_key).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if env(key).is_some() {
+            bail!("both {key} and {file_key} are set in the environment\nunset one of them");
+        }
+        let path = PathBuf::from(path);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{file_key}: failed to read {}\nis the secret mounted there?",
+                path.display()
+            )
+        })?;
+        let value = text.trim_end_matches(['\n', '\r']).to_string();
+        raw.values.insert(
+            key.to_string(),
+            (value, super::Origin::File { path, line: 1 }),
+        );
+    }
+    Ok(())
 }
 
 /// The raw settings of the stack in `dir`: `DIR/.env.production` when it exists, with the
@@ -120,4 +158,42 @@ pub fn owner_of(dir: &Path, domain: &str) -> Result<Option<Owner>> {
         return Ok(None);
     };
     Ok(Some(Owner::new(id, absolute_dir(dir)?, &domain)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_variables_read_secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("jwt");
+        std::fs::write(&secret, "s3cret-from-a-file\n").unwrap();
+        let path = secret.to_string_lossy().into_owned();
+        let mut raw = RawSettings::default();
+        raw.overlay([("JWT_SECRET".to_string(), "from-the-file".to_string())]);
+        let env = |k: &str| (k == "JWT_SECRET_FILE").then(|| path.clone());
+        overlay_secret_files(&mut raw, &env).unwrap();
+        assert_eq!(raw.get("JWT_SECRET"), Some("s3cret-from-a-file"));
+
+        let both = |k: &str| match k {
+            "JWT_SECRET_FILE" => Some(path.clone()),
+            "JWT_SECRET" => Some("x".to_string()),
+            _ => None,
+        };
+        let err = overlay_secret_files(&mut RawSettings::default(), &both).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "both JWT_SECRET and JWT_SECRET_FILE are set in the environment\nunset one of them"
+        );
+        let missing = |k: &str| (k == "DATABASE_URL_FILE").then(|| "/nonexistent/x".to_string());
+        let err = format!(
+            "{:#}",
+            overlay_secret_files(&mut RawSettings::default(), &missing).unwrap_err()
+        );
+        assert!(
+            err.starts_with("DATABASE_URL_FILE: failed to read /nonexistent/x"),
+            "{err}"
+        );
+    }
 }

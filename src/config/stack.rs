@@ -40,6 +40,10 @@ pub const STACK_KEYS: &[&str] = &[
     // Read by `elior cert` and deploy's certificate step (tls::settings).
     "ACME_DIRECTORY",
     "ACME_CA_FILE",
+    // Docker Swarm mode (issue 21), read by deploy and the day-2 commands.
+    "MODE",
+    "API_REPLICAS",
+    "POSTGRES_IMAGE",
 ];
 
 /// Keys whose values `config show` never prints.
@@ -48,6 +52,11 @@ pub const SECRET_KEYS: &[&str] = &["JWT_SECRET", "AWS_SECRET_ACCESS_KEY"];
 pub const DEFAULT_API_IMAGE: &str = "elior-fitness-api:latest";
 /// The production proxy image; tests stand in Debian's nginx packed into a local image.
 pub const DEFAULT_PROXY_IMAGE: &str = "nginx:stable-alpine";
+/// The database service of a swarm stack without an external DATABASE_URL (issue 21).
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
+pub const DEFAULT_API_REPLICAS: u32 = 2;
+/// The most API replicas `API_REPLICAS` and `elior scale` accept.
+pub const MAX_API_REPLICAS: u32 = 64;
 pub const DEFAULT_BACKUP_DIR: &str = "./backups";
 pub const DEFAULT_BACKUP_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
@@ -146,6 +155,38 @@ impl FromStr for ImageRef {
     }
 }
 
+/// Where a stack runs: containers on this host's engine, or services on a Docker Swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Single,
+    Swarm,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "single" => Ok(Mode::Single),
+            "swarm" => Ok(Mode::Swarm),
+            _ => Err(format!(
+                "{s:?} is not a mode; use single (containers on this host) or swarm (services on a Docker Swarm)"
+            )),
+        }
+    }
+}
+
+/// `API_REPLICAS`: 1 to [`MAX_API_REPLICAS`].
+pub fn parse_replicas(v: &str) -> Result<u32, String> {
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_API_REPLICAS).contains(n))
+        .ok_or_else(|| {
+            format!("{v:?} is not a replica count; use a number from 1 to {MAX_API_REPLICAS}")
+        })
+}
+
 /// Validated settings of a stack directory.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -166,6 +207,12 @@ pub struct StackConfig {
     pub proxy_image: ImageRef,
     /// Adds `preload` to HSTS; only on explicit request, since preloading is hard to undo.
     pub hsts_preload: bool,
+    /// `MODE`: single (the default) or swarm; `deploy --swarm` overrides it.
+    pub mode: Mode,
+    /// `API_REPLICAS`: API tasks in swarm mode.
+    pub api_replicas: u32,
+    /// `POSTGRES_IMAGE`: the database service of a swarm stack.
+    pub postgres_image: ImageRef,
     /// `TRUSTED_PROXIES` as the API container gets it: the file's value, or the private
     /// ranges (see [`default_trusted_proxies`]).
     pub trusted_proxies: Vec<String>,
@@ -323,6 +370,14 @@ impl StackConfig {
                 _ => Err(format!("{v:?} is not a boolean; use true or false")),
             }
         })?;
+        let mode = parsed(raw, "MODE", Mode::Single, Mode::from_str)?;
+        let api_replicas = parsed(raw, "API_REPLICAS", DEFAULT_API_REPLICAS, parse_replicas)?;
+        let postgres_image = parsed(
+            raw,
+            "POSTGRES_IMAGE",
+            ImageRef(DEFAULT_POSTGRES_IMAGE.into()),
+            ImageRef::from_str,
+        )?;
         // Already validated by serve as addresses or CIDRs; keep the spelling the user chose.
         let trusted_proxies = match raw.non_empty("TRUSTED_PROXIES") {
             Some((v, _)) => v
@@ -349,6 +404,9 @@ impl StackConfig {
             api_image,
             proxy_image,
             hsts_preload,
+            mode,
+            api_replicas,
+            postgres_image,
             trusted_proxies,
             warnings,
             settings: Vec::new(),

@@ -23,6 +23,8 @@ use crate::plan::containers::{self, Observed, Plan, API_SERVICE, PROXY_SERVICE};
 use crate::plan::render::{self, paths, Templates, Upstream};
 use crate::probe::https::PinnedClient;
 
+pub mod swarm;
+
 /// How a deploy runs.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -480,6 +482,18 @@ async fn ensure_proxy_image(
     reference: &str,
     progress: &mut dyn Progress,
 ) -> Result<()> {
+    ensure_image(docker, reference, "PROXY_IMAGE", "proxy", progress).await
+}
+
+/// An image the stack runs but does not build (`key` names the setting, such as
+/// PROXY_IMAGE or POSTGRES_IMAGE): on the engine already, or pulled now (with progress).
+pub(crate) async fn ensure_image(
+    docker: &Docker,
+    reference: &str,
+    key: &str,
+    what: &str,
+    progress: &mut dyn Progress,
+) -> Result<()> {
     if apply::image_id(docker, reference).await?.is_some() {
         return Ok(());
     }
@@ -500,7 +514,7 @@ async fn ensure_proxy_image(
         if let Some(error) = failed {
             progress.end();
             bail!(
-                "the proxy image {reference} is not on this host and cannot be pulled: {error}\nload it with `docker load -i FILE`, or set PROXY_IMAGE in .env.production to an image this host has"
+                "the {what} image {reference} is not on this host and cannot be pulled: {error}\nload it with `docker load -i FILE`, or set {key} in .env.production to an image this host has"
             );
         }
     }
@@ -510,7 +524,11 @@ async fn ensure_proxy_image(
 
 /// Writes a self-signed certificate for the domain when nginx/ssl/ has none, so nginx can
 /// start on 443 before a CA issued anything.
-fn ensure_bootstrap_certificate(dir: &Path, domain: &str, progress: &dyn Progress) -> Result<()> {
+pub(crate) fn ensure_bootstrap_certificate(
+    dir: &Path,
+    domain: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
     let tls_paths = crate::tls::files::StackPaths::new(dir);
     if tls_paths.cert().exists() && tls_paths.key().exists() {
         return Ok(());

@@ -16,6 +16,7 @@ pub mod image;
 pub mod ports;
 pub mod proxy;
 pub mod stacks;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -134,6 +134,33 @@ pub struct ContainerFacts {
     pub jwt_secret_matches_env_file: Option<bool>,
 }
 
+/// A swarm-mode stack (issue 21): the engine's swarm role, the database node label and
+/// each service's tasks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SwarmFacts {
+    /// manager, worker, inactive, or the engine's own word.
+    pub state: String,
+    pub hostname: String,
+    /// elior runs the postgres service (no external DATABASE_URL).
+    pub needs_db_node: bool,
+    pub db_node_labelled: bool,
+    pub services: Vec<SwarmServiceFacts>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SwarmServiceFacts {
+    /// api, nginx, postgres.
+    pub role: String,
+    pub name: String,
+    /// Replicas wanted; 1 for a global service on a single node.
+    pub wanted: i64,
+    /// Tasks running the service's current spec and healthy (or without a check).
+    pub ready: usize,
+    /// `task on node: error` of tasks that failed or are not healthy.
+    pub problems: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ContainersFacts {
     pub project: String,

@@ -157,6 +157,16 @@ impl Gatherer {
                 let f = self.cert_facts();
                 done(&f, judge::certificate(&ctx, f.as_ref()))
             }
+            "containers" if self.is_swarm() => done(
+                &(),
+                vec![Finding::skipped(
+                    "swarm mode: the stack runs tasks, not containers (see the swarm check)",
+                )],
+            ),
+            "swarm" => {
+                let f = self.swarm_facts();
+                done(&f, judge::swarm(&ctx, f.as_ref()))
+            }
             "containers" => {
                 let f = self.container_facts();
                 done(&f, judge::containers(&ctx, f.as_ref()))
@@ -280,6 +290,110 @@ impl Gatherer {
                 .unwrap_or(default)
         };
         (raw("HTTP_PORT", 80), raw("HTTPS_PORT", 443))
+    }
+
+    fn is_swarm(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.mode == crate::config::stack::Mode::Swarm)
+    }
+
+    /// `None` for a single-host stack.
+    fn swarm_facts(&mut self) -> Option<SwarmFacts> {
+        if !self.is_swarm() {
+            return None;
+        }
+        let owner = self.owner.clone();
+        let needs_db_node = self.raw.as_ref().is_none_or(|r| {
+            crate::deploy::swarm::database_of(r) == crate::deploy::swarm::Database::Service
+        });
+        let mut f = SwarmFacts {
+            needs_db_node,
+            ..Default::default()
+        };
+        let docker = match self.docker() {
+            Ok(d) => d,
+            Err(e) => {
+                f.error = Some(e);
+                return Some(f);
+            }
+        };
+        self.runtime.block_on(async {
+            use crate::plan::swarm::{SwarmState, DB_NODE_LABEL, LABEL_SERVICE};
+            let observed = match crate::docker::swarm::observe_swarm(&docker).await {
+                Ok(o) => o,
+                Err(e) => {
+                    f.error = Some(format!("{e:#}"));
+                    return;
+                }
+            };
+            f.hostname = observed.hostname.clone();
+            f.state = match &observed.swarm {
+                SwarmState::Manager => "manager".into(),
+                SwarmState::Worker => "worker".into(),
+                SwarmState::Inactive => "inactive".into(),
+                SwarmState::Other(s) => s.clone(),
+            };
+            f.db_node_labelled = observed
+                .nodes
+                .iter()
+                .any(|n| n.labels.get(DB_NODE_LABEL).map(String::as_str) == Some("true"));
+            let (Some(owner), SwarmState::Manager) = (owner, observed.swarm) else {
+                return;
+            };
+            let (services, tasks) = match (
+                crate::docker::swarm::services(&docker, &owner).await,
+                crate::docker::swarm::tasks(&docker, &owner).await,
+            ) {
+                (Ok(s), Ok(t)) => (s, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    f.error = Some(format!("{e:#}"));
+                    return;
+                }
+            };
+            for service in services {
+                let Some(spec) = service.spec else { continue };
+                let role = spec
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_SERVICE))
+                    .cloned()
+                    .unwrap_or_default();
+                let wanted = spec
+                    .mode
+                    .and_then(|m| m.replicated)
+                    .and_then(|r| r.replicas)
+                    .unwrap_or(1);
+                let mine: Vec<_> = tasks.iter().filter(|t| t.service == role).collect();
+                f.services.push(SwarmServiceFacts {
+                    name: spec.name.unwrap_or_default(),
+                    wanted,
+                    ready: mine
+                        .iter()
+                        .filter(|t| t.desired == "running" && t.state == "running")
+                        .filter(|t| t.health.is_empty() || t.health == "healthy")
+                        .count(),
+                    problems: mine
+                        .iter()
+                        .filter(|t| {
+                            t.desired == "running"
+                                && (!t.error.is_empty()
+                                    || !(t.health.is_empty() || t.health == "healthy"))
+                        })
+                        .map(|t| {
+                            let why = if t.error.is_empty() {
+                                &t.health
+                            } else {
+                                &t.error
+                            };
+                            format!("{} on {}: {why}", t.task, t.node)
+                        })
+                        .collect(),
+                    role,
+                });
+            }
+        });
+        Some(f)
     }
 
     fn project(&self) -> Option<String> {

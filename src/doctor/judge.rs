@@ -1669,3 +1669,149 @@ mod tests {
         assert_eq!(statuses(&containers(&c, None)), vec![Status::Skipped]);
     }
 }
+
+/// Swarm mode (issue 21): `None` is a single-host stack. Refusals reuse the deploy's own
+/// wording (`plan::swarm::check`), so doctor and deploy name the same fix.
+pub fn swarm(ctx: &Context, f: Option<&SwarmFacts>) -> Vec<Finding> {
+    let Some(f) = f else {
+        return vec![Finding::ok(
+            "single-host stack (MODE=single): nothing runs on a swarm",
+        )];
+    };
+    if let Some(e) = &f.error {
+        return vec![Finding::failure(
+            format!("cannot ask the engine about the swarm: {e}"),
+            "run `elior doctor docker`",
+        )];
+    }
+    use crate::plan::swarm::{self as plan, NodeFacts, Observed, SwarmState};
+    let observed = Observed {
+        swarm: match f.state.as_str() {
+            "manager" => SwarmState::Manager,
+            "worker" => SwarmState::Worker,
+            "inactive" | "" => SwarmState::Inactive,
+            other => SwarmState::Other(other.to_string()),
+        },
+        hostname: f.hostname.clone(),
+        nodes: f
+            .db_node_labelled
+            .then(|| NodeFacts {
+                hostname: String::new(),
+                labels: [(plan::DB_NODE_LABEL.to_string(), "true".to_string())].into(),
+                ready: true,
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    if let Err(message) = plan::check(&observed, f.needs_db_node) {
+        let (finding, fix) = message.split_once('\n').unwrap_or((&message, ""));
+        return vec![Finding::failure(finding, fix)];
+    }
+    let mut out = vec![Finding::ok(format!(
+        "{} is a swarm manager{}",
+        if f.hostname.is_empty() {
+            "this engine"
+        } else {
+            &f.hostname
+        },
+        if f.needs_db_node {
+            ", and a node carries elior.db=true"
+        } else {
+            ""
+        }
+    ))];
+    if f.services.is_empty() {
+        let domain = ctx.domain.as_deref().unwrap_or("DOMAIN");
+        out.push(Finding::failure(
+            "the stack has no services on the swarm",
+            format!("run `elior deploy {domain} --swarm --dir {}`", ctx.dir),
+        ));
+        return out;
+    }
+    for s in &f.services {
+        let line = format!(
+            "{}: {} of {} tasks running and healthy",
+            s.role, s.ready, s.wanted
+        );
+        if s.ready as i64 >= s.wanted && s.problems.is_empty() {
+            out.push(Finding::ok(line));
+        } else {
+            out.push(
+                Finding::failure(
+                    line,
+                    format!(
+                        "run `elior logs {} --dir {}` to see why; `elior update --dir {}` retries",
+                        s.role, ctx.dir, ctx.dir
+                    ),
+                )
+                .with_details(s.problems.clone()),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod swarm_tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            dir: "/srv/elior".into(),
+            domain: Some("fit.example.com".into()),
+            project: Some("elior-fit-example-com-a1a1a1a1".into()),
+            production: true,
+            now: 0,
+            config_error: None,
+        }
+    }
+
+    #[test]
+    fn swarm_findings_name_the_fix() {
+        assert_eq!(swarm(&ctx(), None)[0].status, super::super::Status::Ok);
+        let inactive = SwarmFacts {
+            state: "inactive".into(),
+            ..Default::default()
+        };
+        let f = &swarm(&ctx(), Some(&inactive))[0];
+        assert_eq!(f.finding, "this Docker Engine is not part of a swarm");
+        assert!(f
+            .fix
+            .as_deref()
+            .unwrap()
+            .starts_with("run `docker swarm init"));
+        let unlabelled = SwarmFacts {
+            state: "manager".into(),
+            hostname: "node-1".into(),
+            needs_db_node: true,
+            ..Default::default()
+        };
+        let f = &swarm(&ctx(), Some(&unlabelled))[0];
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap()
+                .contains("docker node update --label-add elior.db=true node-1"),
+            "{f:?}"
+        );
+        let short = SwarmFacts {
+            state: "manager".into(),
+            services: vec![SwarmServiceFacts {
+                role: "api".into(),
+                name: "p-api".into(),
+                wanted: 3,
+                ready: 2,
+                problems: vec!["api.3 on node-1: task: non-zero exit (1)".into()],
+            }],
+            ..Default::default()
+        };
+        let findings = swarm(&ctx(), Some(&short));
+        assert_eq!(findings[1].finding, "api: 2 of 3 tasks running and healthy");
+        assert_eq!(findings[1].status, super::super::Status::Failure);
+        assert_eq!(
+            findings[1].details,
+            ["api.3 on node-1: task: non-zero exit (1)"]
+        );
+    }
+}

@@ -143,6 +143,11 @@ pub const CHECKS: &[CheckInfo] = &[
         about: "each service runs and is healthy; restarts, exit codes, OOM kills",
     },
     CheckInfo {
+        name: "swarm",
+        group: "Stack",
+        about: "swarm mode: a manager, the elior.db node label, every task running and healthy",
+    },
+    CheckInfo {
         name: "nginx",
         group: "Stack",
         about: "/health over HTTPS through nginx says the database is connected; HTTP redirects",

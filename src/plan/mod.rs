@@ -6,3 +6,4 @@ pub mod containers;
 pub mod offsite;
 pub mod render;
 pub mod retention;
+pub mod swarm;

@@ -200,6 +200,9 @@ struct StackContext<'a> {
     uploads_mount: &'static str,
     frontend_mount: &'static str,
     accel_uploads_prefix: &'static str,
+    /// How long nginx trusts Docker's DNS answer for the API (10 s on one host, where the
+    /// name changes only on a deploy; 1 s in swarm mode, where tasks come and go).
+    resolver_valid: &'static str,
 }
 
 impl<'a> StackContext<'a> {
@@ -256,6 +259,7 @@ impl<'a> StackContext<'a> {
             uploads_mount: paths::NGINX_UPLOADS_MOUNT,
             frontend_mount: paths::NGINX_FRONTEND_MOUNT,
             accel_uploads_prefix: paths::ACCEL_UPLOADS_PREFIX,
+            resolver_valid: "10s",
         })
     }
 }
@@ -290,6 +294,18 @@ pub fn render_stack(
             contents: templates.render(NGINX_TEMPLATE, &context)?,
         },
     ])
+}
+
+/// nginx.conf for a swarm stack (issue 21): `upstream` is `tasks.<api service>`, which
+/// Docker's DNS answers with every API task, re-resolved each second.
+pub fn render_swarm_proxy(
+    config: &StackConfig,
+    templates: &Templates,
+    upstream: &Upstream,
+) -> Result<String> {
+    let mut context = StackContext::new(config, upstream)?;
+    context.resolver_valid = "1s";
+    templates.render(NGINX_TEMPLATE, &context)
 }
 
 /// Renders a new `.env.production` from `(KEY, value)` pairs (see

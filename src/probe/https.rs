@@ -73,7 +73,43 @@ impl PinnedClient {
             .with_context(|| format!("GET {url} failed"))
     }
 
+    /// `METHOD path` with extra headers and a body (tests drive the API through nginx with
+    /// it), bounded by `timeout`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        domain: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let url = format!("https://{domain}{path} at {addr}");
+        tokio::time::timeout(
+            timeout,
+            self.send_unbounded(addr, domain, method, path, headers, body),
+        )
+        .await
+        .map_err(|_| anyhow!("{url} did not answer within {timeout:?}"))?
+        .with_context(|| format!("{method} {url} failed"))
+    }
+
     async fn get_unbounded(&self, addr: SocketAddr, domain: &str, path: &str) -> Result<Response> {
+        self.send_unbounded(addr, domain, "GET", path, &[], None)
+            .await
+    }
+
+    async fn send_unbounded(
+        &self,
+        addr: SocketAddr,
+        domain: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
         let name = ServerName::try_from(domain.to_string())
             .map_err(|e| anyhow!("{domain:?} is not a server name: {e}"))?;
         let tcp = TcpStream::connect(addr)
@@ -84,10 +120,19 @@ impl PinnedClient {
             .connect(name, tcp)
             .await
             .context("TLS handshake failed")?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {domain}\r\nUser-Agent: elior-deploy\r\nConnection: close\r\n\r\n"
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {domain}\r\nUser-Agent: elior-deploy\r\nConnection: close\r\n"
         );
-        tls.write_all(request.as_bytes()).await?;
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = body {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body.unwrap_or_default());
+        tls.write_all(&bytes).await?;
         let mut answer = Vec::new();
         // nginx may close without a TLS close_notify; what was read still counts.
         let read = tls.read_to_end(&mut answer).await;

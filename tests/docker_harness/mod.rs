@@ -222,6 +222,15 @@ impl ClientLoop {
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>>,
     {
+        Self::start_every(Duration::from_millis(10), request)
+    }
+
+    /// As [`ClientLoop::start`], pausing `pause` between requests.
+    pub fn start_every<F, Fut>(pause: Duration, request: F) -> ClientLoop
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let answered = Arc::new(AtomicUsize::new(0));
@@ -238,7 +247,7 @@ impl ClientLoop {
                         Err(e) => failures.push(e),
                     }
                     count.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 (ok, failures)
             })

@@ -1,0 +1,331 @@
+//! The swarm-mode side of the stack commands (issue 21): `deploy`/`update` and `rollback`
+//! when MODE=swarm (or --swarm), and the swarm views of `status`, `logs` and `down`. The
+//! commands' own files call in here after loading the stack, so their flags and `--json`
+//! stay one definition for both modes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::deploy::{DeployOptions, ImageSource, Progress};
+use crate::config::model::Stack;
+use crate::config::stack::Mode;
+use crate::deploy::swarm::{self as deploy_swarm, SwarmReport};
+use crate::docker;
+
+/// Whether the stack in DIR runs on a swarm (MODE=swarm).
+pub fn is_swarm(stack: &Stack) -> bool {
+    stack.config.mode == Mode::Swarm
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+/// `deploy`/`update` (and `rollback --to`) in swarm mode.
+pub fn deploy(
+    ctx: &super::Context,
+    options: &DeployOptions,
+    mut stack: Stack,
+    command: &str,
+    action: &str,
+    source: ImageSource,
+) -> Result<ExitCode> {
+    let dir = stack.dir.clone();
+    let lock = if options.dry_run {
+        None
+    } else {
+        Some(crate::lock::DeployLock::acquire(&dir, command)?)
+    };
+    if !options.dry_run && stack.config.mode != Mode::Swarm {
+        record_swarm_mode(&dir)?;
+    }
+    let mut progress = Progress::new(ctx);
+    let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
+    let started = Instant::now();
+    let result = runtime()?.block_on(deploy_swarm::run(
+        &stack,
+        &owner,
+        &options.deploy_options(),
+        source,
+        &mut progress,
+    ));
+    finish(result, &dir, command, action, started, lock)
+}
+
+/// `deploy --swarm` writes MODE=swarm into .env.production, so `status`, `logs`, `down`
+/// and `update` of the directory act on the swarm stack too.
+fn record_swarm_mode(dir: &Path) -> Result<()> {
+    let path = dir.join(crate::config::stack::ENV_FILE);
+    let mut text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("MODE="))
+        .collect();
+    lines.push("# Written by `elior deploy --swarm` (issue 21): single or swarm.");
+    lines.push("MODE=swarm");
+    text = lines.join("\n") + "\n";
+    let mode = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap_or(0o600);
+    crate::fsutil::write_atomic(&path, text.as_bytes(), mode)
+}
+
+fn finish(
+    result: Result<SwarmReport>,
+    dir: &Path,
+    command: &str,
+    action: &str,
+    started: Instant,
+    lock: Option<crate::lock::DeployLock>,
+) -> Result<ExitCode> {
+    match result {
+        Ok(SwarmReport::DryRun(plan)) => {
+            out!("{}", plan.render());
+            outln!(
+                "{}",
+                if plan.is_noop() {
+                    "up to date: nothing would change"
+                } else {
+                    "dry run: nothing was changed"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(SwarmReport::Done(outcome)) => {
+            let api_tasks = outcome
+                .tasks
+                .iter()
+                .filter(|t| t.service == "api" && t.state == "running")
+                .count();
+            match &outcome.proof {
+                None => outln!(
+                    "up to date: {} runs {} ({api_tasks} API tasks) at {}",
+                    outcome.project,
+                    outcome.api_image,
+                    outcome.url
+                ),
+                Some((status, body)) => {
+                    outln!(
+                        "deployed {} on the swarm: {}, {api_tasks} of {} API tasks running behind nginx",
+                        outcome.project, outcome.api_image, outcome.replicas
+                    );
+                    outln!("  database: {}", outcome.database);
+                    outln!("  {}/health -> {status} {body}", outcome.url);
+                }
+            }
+            let _ = crate::lock::audit(
+                dir,
+                action,
+                serde_json::json!({
+                    "command": command,
+                    "mode": "swarm",
+                    "result": if outcome.up_to_date { "up to date" } else { "ok" },
+                    "api_image": outcome.api_image,
+                    "replicas": outcome.replicas,
+                    "seconds": started.elapsed().as_secs_f64(),
+                }),
+            );
+            drop(lock);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            let _ = crate::lock::audit(
+                dir,
+                action,
+                serde_json::json!({ "command": command, "mode": "swarm", "result": "failed", "error": format!("{err:#}") }),
+            );
+            Err(err)
+        }
+    }
+}
+
+/// One task in `status --json` (swarm mode).
+#[derive(Debug, Serialize)]
+pub struct TaskStatus {
+    pub service: String,
+    pub task: String,
+    pub id: String,
+    pub node: String,
+    pub image: String,
+    pub state: String,
+    pub desired: String,
+    pub health: String,
+    pub error: String,
+}
+
+/// `status` in swarm mode: every task, its node, its health. Exit 1 when a task that
+/// should run does not run healthy, or a service has fewer tasks than it wants.
+pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
+    let owner = deploy_swarm::require_owner(stack)?;
+    let (tasks, wanted) = runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let tasks = docker::swarm::tasks(&docker, &owner).await?;
+        let services = docker::swarm::services(&docker, &owner).await?;
+        let wanted: Vec<(String, Option<i64>)> = services
+            .into_iter()
+            .filter_map(|s| {
+                let spec = s.spec?;
+                let role = spec
+                    .labels
+                    .as_ref()?
+                    .get(crate::plan::swarm::LABEL_SERVICE)?
+                    .clone();
+                let replicas = spec
+                    .mode
+                    .and_then(|m| m.replicated)
+                    .and_then(|r| r.replicas);
+                Some((role, replicas))
+            })
+            .collect();
+        anyhow::Ok((tasks, wanted))
+    })?;
+    let rows: Vec<TaskStatus> = tasks
+        .into_iter()
+        .map(|t| TaskStatus {
+            service: t.service,
+            task: t.task,
+            id: t.id,
+            node: t.node,
+            image: t.image,
+            state: t.state,
+            desired: t.desired,
+            health: t.health,
+            error: t.error,
+        })
+        .collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        outln!(
+            "{}: no services on the swarm (run `elior deploy {} --swarm`)",
+            owner.project,
+            stack.config.domain.as_str()
+        );
+    } else {
+        outln!(
+            "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}",
+            "SERVICE",
+            "TASK",
+            "ID",
+            "NODE",
+            "IMAGE",
+            "STATE",
+            "HEALTH"
+        );
+        for r in &rows {
+            let state = if r.desired == "running" {
+                r.state.clone()
+            } else {
+                format!("{}->{}", r.state, r.desired)
+            };
+            outln!(
+                "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}{}",
+                r.service,
+                r.task,
+                r.id,
+                r.node,
+                r.image,
+                state,
+                if r.health.is_empty() { "-" } else { &r.health },
+                if r.error.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", r.error)
+                }
+            );
+        }
+    }
+    let unhealthy = rows.iter().any(|r| {
+        r.desired == "running"
+            && (r.state != "running" || !(r.health.is_empty() || r.health == "healthy"))
+    });
+    let short = wanted.iter().any(|(role, replicas)| {
+        let running = rows
+            .iter()
+            .filter(|r| &r.service == role && r.state == "running" && r.desired == "running")
+            .count() as i64;
+        running < replicas.unwrap_or(1)
+    });
+    Ok(if unhealthy || short || wanted.is_empty() {
+        ExitCode::from(super::EXIT_CHECK_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `logs` in swarm mode: the last `tail` lines (all by default) of every task on this node (of `service`
+/// when given), each prefixed by its task name.
+pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<ExitCode> {
+    use futures_util::StreamExt;
+    let owner = deploy_swarm::require_owner(stack)?;
+    runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        let tasks = docker::swarm::tasks(&docker, &owner).await?;
+        for t in tasks
+            .iter()
+            .filter(|t| service.is_none_or(|s| s == t.service))
+        {
+            let Some(id) = &t.container_id else {
+                outln!("{} | (task on node {}, not this one)", t.task, t.node);
+                continue;
+            };
+            let mut stream = docker.logs(
+                id,
+                Some(bollard::query_parameters::LogsOptions {
+                    stdout: true,
+                    stderr: true,
+                    tail: tail.map_or("all".to_string(), |n| n.to_string()),
+                    ..Default::default()
+                }),
+            );
+            while let Some(item) = stream.next().await {
+                let Ok(output) = item else { break };
+                let text = output.to_string();
+                for line in text.lines() {
+                    outln!("{}.{} | {line}", t.task, &t.id[..t.id.len().min(6)]);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `down` in swarm mode: removes the services and the network; the database volume and
+/// the secrets stay unless `purge`.
+pub fn down(stack: &Stack, purge: bool, json: bool) -> Result<ExitCode> {
+    let owner = deploy_swarm::require_owner(stack)?;
+    let removed = runtime()?.block_on(async {
+        let docker = docker::connect().await?;
+        docker::swarm::remove(&docker, &owner, purge, Duration::from_secs(120)).await
+    })?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&removed)?);
+    } else {
+        for s in &removed.services {
+            outln!("removed service {s}");
+        }
+        for n in &removed.networks {
+            outln!("removed network {n}");
+        }
+        for s in &removed.secrets {
+            outln!("removed secret {s}");
+        }
+        for v in &removed.volumes {
+            outln!("removed volume {v}");
+        }
+        if !purge {
+            outln!("kept the database volume and the secrets (`elior down --purge` removes them)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,409 @@
+//! The deploy of a stack onto Docker Swarm (`MODE=swarm` or `deploy --swarm`, issue 21):
+//! gathers the inputs of `plan::swarm` (images by id, secrets, the database choice, the
+//! API's environment), refuses an engine that cannot run the stack, plans, and unless it
+//! is a dry run has `docker::swarm` carry the plan out, waits for the engine's health-gated
+//! roll to converge (reporting each task), proves HTTPS /health through nginx, and prunes
+//! secret versions no rollback needs.
+//!
+//! The database: an external `DATABASE_URL=postgres[ql]://…`, or a `postgres` service
+//! that elior runs, with a password generated once into `DIR/.elior/swarm-db-password`
+//! (0600). An `elior serve` that cannot use PostgreSQL yet (before issue 16's backend)
+//! gets no DATABASE_URL and keeps SQLite on a tmpfs in each task: /health works, but the
+//! replicas do not share state; deploy says so.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::{ImageSource, Options, Progress};
+use crate::config::identity::Owner;
+use crate::config::model::Stack;
+use crate::config::{RawSettings, ServeConfig, SERVE_KEYS};
+use crate::docker::{self, apply, image};
+use crate::plan::render::{self, Templates, Upstream};
+use crate::plan::swarm::{self as plan, Image, Inputs, SecretValues, SwarmPlan};
+
+/// Where the password of the postgres service elior runs is kept (mode 0600).
+pub const DB_PASSWORD_FILE: &str = ".elior/swarm-db-password";
+
+/// What a swarm deploy did.
+pub enum SwarmReport {
+    DryRun(SwarmPlan),
+    Done(SwarmOutcome),
+}
+
+pub struct SwarmOutcome {
+    pub project: String,
+    pub api_image: String,
+    pub replicas: u32,
+    pub up_to_date: bool,
+    pub url: String,
+    /// `/health` through nginx, when something changed.
+    pub proof: Option<(u16, String)>,
+    /// `external`, `postgres service` or `sqlite in each task`.
+    pub database: String,
+    pub tasks: Vec<docker::swarm::TaskInfo>,
+}
+
+struct Notes<'a>(&'a dyn Progress);
+impl docker::swarm::Notes for Notes<'_> {
+    fn note(&self, line: &str) {
+        self.0.note(line)
+    }
+}
+
+/// Whether this build's `elior serve` accepts a PostgreSQL DATABASE_URL (issue 16):
+/// asked of serve's own settings validation, so it turns true with the backend.
+pub fn api_speaks_postgres() -> bool {
+    let mut raw = RawSettings::default();
+    raw.overlay([
+        (
+            "DATABASE_URL".to_string(),
+            "postgresql://elior:probe@postgres:5432/elior".to_string(),
+        ),
+        ("JWT_SECRET".to_string(), "p".repeat(48)),
+    ]);
+    ServeConfig::from_raw(&raw, None).is_ok()
+}
+
+/// The database of a swarm stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// DATABASE_URL names a PostgreSQL server.
+    External(String),
+    /// elior runs the postgres service.
+    Service,
+}
+
+pub fn database_of(raw: &RawSettings) -> Database {
+    match raw.get("DATABASE_URL").map(str::trim) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Database::External(url.to_string())
+        }
+        _ => Database::Service,
+    }
+}
+
+/// The password of the stack's postgres service, made once (unless `dry_run`).
+fn db_password(dir: &Path, dry_run: bool) -> Result<String> {
+    let path = dir.join(DB_PASSWORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+    if dry_run {
+        return Ok("(made at deploy)".to_string());
+    }
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let password = hex::encode(bytes);
+    crate::fsutil::write_atomic(&path, format!("{password}\n").as_bytes(), 0o600)?;
+    Ok(password)
+}
+
+/// The API's environment in swarm mode: the serve settings of the stack, without the
+/// secrets (files under /run/secrets instead), listening on the API port.
+fn api_env(stack: &Stack, with_database_url: bool) -> Vec<String> {
+    let config = &stack.config;
+    let mut env: Vec<String> = SERVE_KEYS
+        .iter()
+        .filter(|k| {
+            ![
+                "JWT_SECRET",
+                "AWS_SECRET_ACCESS_KEY",
+                "BIND_ADDRESS",
+                "TRUSTED_PROXIES",
+            ]
+            .contains(k)
+        })
+        .filter(|k| !(with_database_url && **k == "DATABASE_URL"))
+        .filter_map(|k| {
+            stack
+                .raw
+                .get(k)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={v}"))
+        })
+        .collect();
+    env.push(format!("BIND_ADDRESS=0.0.0.0:{}", config.serve.bind.port()));
+    env.push(format!(
+        "TRUSTED_PROXIES={}",
+        config.trusted_proxies.join(",")
+    ));
+    env.sort();
+    env
+}
+
+async fn image_of(docker: &bollard::Docker, reference: &str) -> Result<Image> {
+    let id = apply::image_id(docker, reference)
+        .await?
+        .ok_or_else(|| anyhow!("image {reference} is not on this host"))?;
+    Ok(Image {
+        id,
+        reference: reference.to_string(),
+    })
+}
+
+/// Deploys `loaded` onto the swarm this engine manages.
+pub async fn run(
+    loaded: &Stack,
+    owner: &Owner,
+    options: &Options,
+    source: ImageSource,
+    progress: &mut dyn Progress,
+) -> Result<SwarmReport> {
+    let dir = loaded.dir.as_path();
+    let config = &loaded.config;
+    let docker = docker::connect().await?;
+    let project = owner.project.as_str();
+
+    let database = database_of(&loaded.raw);
+    let speaks_pg = api_speaks_postgres();
+    let observed = docker::swarm::observe(&docker, owner).await?;
+    plan::check(&observed, database == Database::Service).map_err(|m| anyhow!(m))?;
+
+    // Images, by id: a task never asks a registry for a tag.
+    let api_image = match source {
+        ImageSource::Existing(reference) => {
+            image_of(&docker, &reference).await.with_context(|| {
+                format!(
+                    "elior keeps the last {} API builds; `docker images` lists them",
+                    super::KEEP_API_IMAGES
+                )
+            })?
+        }
+        ImageSource::Build => {
+            let binary =
+                std::env::current_exe().context("failed to find the running elior binary")?;
+            if options.dry_run {
+                let reference = image::planned_reference(config.api_image.as_str(), &binary)?;
+                Image {
+                    id: apply::image_id(&docker, &reference)
+                        .await?
+                        .unwrap_or_else(|| "(built at deploy)".to_string()),
+                    reference,
+                }
+            } else {
+                progress.begin("building the API image from this binary");
+                let built =
+                    image::ensure_api_image(&docker, config.api_image.as_str(), &binary).await?;
+                progress.end();
+                image_of(&docker, &built.reference).await?
+            }
+        }
+    };
+    if !options.dry_run {
+        super::ensure_image(
+            &docker,
+            config.proxy_image.as_str(),
+            "PROXY_IMAGE",
+            "proxy",
+            progress,
+        )
+        .await?;
+        if database == Database::Service {
+            super::ensure_image(
+                &docker,
+                config.postgres_image.as_str(),
+                "POSTGRES_IMAGE",
+                "postgres",
+                progress,
+            )
+            .await?;
+        }
+        super::ensure_bootstrap_certificate(dir, config.domain.as_str(), progress)?;
+    }
+    let image_or_planned = |reference: &str| {
+        let docker = docker.clone();
+        let reference = reference.to_string();
+        async move {
+            Ok::<_, anyhow::Error>(Image {
+                id: apply::image_id(&docker, &reference)
+                    .await?
+                    .unwrap_or_else(|| "(pulled at deploy)".to_string()),
+                reference,
+            })
+        }
+    };
+    let proxy_image = image_or_planned(config.proxy_image.as_str()).await?;
+    let postgres_image = match database {
+        Database::Service => Some(image_or_planned(config.postgres_image.as_str()).await?),
+        Database::External(_) => None,
+    };
+
+    // Secrets.
+    let names = plan::Names(project);
+    let (database_url, db_password, database_label) = match (&database, speaks_pg) {
+        (Database::External(url), _) => (Some(url.clone()), None, "external PostgreSQL"),
+        (Database::Service, true) => {
+            let password = db_password(dir, options.dry_run)?;
+            let url = format!(
+                "postgresql://{}:{password}@{}:5432/{}",
+                plan::POSTGRES_USER,
+                names.service("postgres"),
+                plan::POSTGRES_DB
+            );
+            (Some(url), Some(password), "the postgres service")
+        }
+        (Database::Service, false) => {
+            progress.note("note: this elior's API cannot use PostgreSQL yet (issue 16): each API task keeps SQLite on its own tmpfs, so replicas do not share state; the postgres service runs for when it can");
+            (
+                None,
+                Some(db_password(dir, options.dry_run)?),
+                "SQLite in each task",
+            )
+        }
+    };
+    let tls = crate::tls::files::StackPaths::new(dir);
+    let read = |path: &Path| -> Result<String> {
+        if options.dry_run && !path.exists() {
+            return Ok("(made at deploy)".to_string());
+        }
+        std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))
+    };
+    let upstream = Upstream::new(&plan::api_upstream_host(project), config.serve.bind.port())
+        .map_err(|e| anyhow!(e))?;
+    let nginx_conf = render::render_swarm_proxy(config, &Templates::embedded(), &upstream)?;
+    let mut scratch = vec![config
+        .serve
+        .database_path
+        .parent()
+        .unwrap_or(Path::new("/app/data"))
+        .to_string_lossy()
+        .into_owned()];
+    if config.serve.uploads == crate::files::settings::UploadsSettings::Local {
+        progress.note("note: uploads are in UPLOAD_DIR on a tmpfs of each API task; set UPLOADS_URL=s3://… so every replica shares them and they outlive a task");
+        scratch.push(config.serve.upload_dir.to_string_lossy().into_owned());
+    }
+    let inputs = Inputs {
+        project: project.to_string(),
+        labels: docker::owner_labels(owner).into_iter().collect(),
+        api_image,
+        proxy_image,
+        postgres_image,
+        replicas: config.api_replicas,
+        api_port: config.serve.bind.port(),
+        http_port: config.http_port,
+        https_port: config.https_port,
+        api_env: api_env(loaded, database_url.is_some()),
+        api_scratch_dirs: scratch,
+        secrets: SecretValues {
+            jwt_secret: config.serve.jwt_secret.expose().to_string(),
+            database_url,
+            db_password,
+            nginx_conf,
+            tls_cert: read(&tls.cert())?,
+            tls_key: read(&tls.key())?,
+        },
+    };
+    let plan = plan::plan(&inputs, &observed);
+    if options.dry_run {
+        return Ok(SwarmReport::DryRun(plan));
+    }
+    let url = format!(
+        "https://{}{}",
+        config.domain.url_host(),
+        super::port_suffix(config.https_port)
+    );
+    let mut outcome = SwarmOutcome {
+        project: project.to_string(),
+        api_image: inputs.api_image.reference.clone(),
+        replicas: config.api_replicas,
+        up_to_date: plan.is_noop(),
+        url,
+        proof: None,
+        database: database_label.to_string(),
+        tasks: Vec::new(),
+    };
+    if !plan.is_noop() {
+        for line in plan.render().lines().filter(|l| !l.ends_with(": keep")) {
+            progress.note(&format!("plan: {line}"));
+        }
+        docker::swarm::apply(&docker, owner, &plan).await?;
+    }
+    let all: Vec<String> = plan.services.iter().map(|s| s.def.name.clone()).collect();
+    progress.begin("waiting for every task to run its current version, healthy");
+    let waited = converge(&docker, owner, &all, options, progress).await;
+    progress.end();
+    waited?;
+    if !plan.is_noop() {
+        progress.begin(&format!("proving {}/health through nginx", outcome.url));
+        let response = super::prove(dir, config.domain.as_str(), config.https_port).await?;
+        progress.end();
+        outcome.proof = Some((response.status, response.body.trim().to_string()));
+        match docker::swarm::prune_secrets(&docker, owner).await {
+            Ok(removed) if !removed.is_empty() => progress.note(&format!(
+                "removed old secret versions: {}",
+                removed.join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => progress.note(&format!("warning: {e:#}")),
+        }
+    }
+    outcome.tasks = docker::swarm::tasks(&docker, owner).await?;
+    Ok(SwarmReport::Done(outcome))
+}
+
+/// Waits for the roll, with a deadline that grows with the number of API tasks (each is
+/// started, health-checked and monitored in turn).
+pub async fn converge(
+    docker: &bollard::Docker,
+    owner: &Owner,
+    services: &[String],
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let tasks = docker::swarm::tasks(docker, owner).await?.len() as u32;
+    let timeout = options.health_timeout + Duration::from_secs(20) * tasks.max(1);
+    let started = Instant::now();
+    docker::swarm::converge(docker, owner, services, timeout, &Notes(progress))
+        .await
+        .with_context(|| format!("after {:.0}s", started.elapsed().as_secs_f64()))
+}
+
+/// Refuses a swarm stack with no id yet (a directory of an earlier release).
+pub fn require_owner(stack: &Stack) -> Result<Owner> {
+    stack
+        .owner()
+        .ok_or_else(|| anyhow!("{}", stack.no_id_hint()))
+}
+
+/// `bail!` helper for commands that need swarm mode.
+pub fn not_swarm(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "the stack in {} is not in swarm mode\nset MODE=swarm in .env.production (or deploy with --swarm)",
+        dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_database_url_is_external_anything_else_gets_the_service() {
+        let raw = |url: &str| {
+            let mut raw = RawSettings::default();
+            raw.overlay([("DATABASE_URL".to_string(), url.to_string())]);
+            raw
+        };
+        assert_eq!(
+            database_of(&raw("postgresql://u:p@db.example:5432/fit")),
+            Database::External("postgresql://u:p@db.example:5432/fit".into())
+        );
+        assert_eq!(
+            database_of(&raw("postgres://u:p@db/fit")),
+            Database::External("postgres://u:p@db/fit".into())
+        );
+        assert_eq!(
+            database_of(&raw("sqlite:////app/data/elior_fitness.db")),
+            Database::Service
+        );
+        assert_eq!(database_of(&RawSettings::default()), Database::Service);
+    }
+}

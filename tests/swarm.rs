@@ -1,0 +1,598 @@
+//! `elior deploy --swarm` and the day-2 commands on a real single-node Docker Swarm
+//! (issue 21), with the fixture nginx and PostgreSQL images (no registry is reachable).
+//!
+//! The swarm: when the engine is not in one, the test runs `swarm init --advertise-addr
+//! 127.0.0.1` itself and leaves it at the end; a swarm that was already there is used and
+//! left alone. The `elior.db=true` node label likewise: added and removed by the test only
+//! when no node had it. Every service, secret, network and volume of the stack is removed
+//! by its stack-id label in a Drop guard, after a failure too. The tests run one at a time
+//! (nextest group `swarm`), so two never race on init and leave.
+//!
+//! Here the ingress routing mesh and service VIPs do not route; overlay networks,
+//! `tasks.NAME` DNS and host-mode ports do, which is what elior uses.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use docker_harness::{runtime, ClientLoop, TestStack};
+use elior::probe::https::PinnedClient;
+
+mod docker_harness;
+
+const BIN: &str = env!("CARGO_BIN_EXE_elior");
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The swarm and the database node label, as the test found or made them.
+struct SwarmGuard {
+    created: bool,
+    /// The node the test put `elior.db=true` on.
+    labelled: Option<String>,
+}
+
+impl SwarmGuard {
+    /// Joins a swarm (initialising one when the engine has none). Returns whether the
+    /// engine was outside any swarm before.
+    fn ensure() -> (SwarmGuard, bool) {
+        runtime().block_on(async {
+            let docker = elior::docker::connect().await.unwrap();
+            let info = docker.info().await.unwrap();
+            let state = info
+                .swarm
+                .and_then(|s| s.local_node_state)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let inactive = state == "inactive" || state.is_empty();
+            (
+                SwarmGuard {
+                    created: false,
+                    labelled: None,
+                },
+                inactive,
+            )
+        })
+    }
+
+    fn init(&mut self) {
+        runtime().block_on(async {
+            let docker = elior::docker::connect().await.unwrap();
+            docker
+                .init_swarm(bollard::models::SwarmInitRequest {
+                    listen_addr: Some("127.0.0.1:2377".into()),
+                    advertise_addr: Some("127.0.0.1".into()),
+                    ..Default::default()
+                })
+                .await
+                .expect("docker swarm init --advertise-addr 127.0.0.1");
+        });
+        self.created = true;
+    }
+
+    /// Unless some node has `elior.db=true`: runs `before` (a deploy that must be refused),
+    /// then puts the label on this node. Returns whether a node had it already.
+    fn label_db_node(&mut self, before: impl FnOnce()) -> bool {
+        let has_label = runtime().block_on(async {
+            let docker = elior::docker::connect().await.unwrap();
+            let nodes = docker
+                .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+                .await
+                .unwrap();
+            nodes.iter().any(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get("elior.db"))
+                    .map(String::as_str)
+                    == Some("true")
+            })
+        });
+        if has_label {
+            return true;
+        }
+        before();
+        runtime().block_on(async {
+            let docker = elior::docker::connect().await.unwrap();
+            let info = docker.info().await.unwrap();
+            let id = info.swarm.and_then(|s| s.node_id).unwrap();
+            set_node_label(&docker, &id, Some("true")).await;
+            self.labelled = Some(id);
+        });
+        false
+    }
+}
+
+async fn set_node_label(docker: &bollard::Docker, id: &str, value: Option<&str>) {
+    let node = docker.inspect_node(id).await.unwrap();
+    let mut spec = node.spec.unwrap();
+    let mut labels = spec.labels.take().unwrap_or_default();
+    match value {
+        Some(v) => labels.insert("elior.db".into(), v.into()),
+        None => labels.remove("elior.db"),
+    };
+    spec.labels = Some(labels);
+    docker
+        .update_node(
+            id,
+            spec,
+            bollard::query_parameters::UpdateNodeOptions {
+                version: node.version.unwrap().index.unwrap() as i64,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        let (labelled, created) = (self.labelled.take(), self.created);
+        runtime().block_on(async move {
+            let Ok(docker) = elior::docker::connect().await else {
+                return;
+            };
+            if let Some(id) = labelled {
+                if !created {
+                    set_node_label(&docker, &id, None).await;
+                }
+            }
+            if created {
+                let _ = docker
+                    .leave_swarm(Some(bollard::query_parameters::LeaveSwarmOptions {
+                        force: true,
+                    }))
+                    .await;
+            }
+        });
+    }
+}
+
+/// A test stack on the swarm; dropping it removes its services, secrets, overlay network
+/// and volumes (by stack id), then its containers, networks and images (TestStack).
+struct SwarmStack {
+    stack: TestStack,
+}
+
+impl Drop for SwarmStack {
+    fn drop(&mut self) {
+        let Ok(Some(owner)) = elior::config::model::owner_of(&self.stack.dir, &self.stack.domain)
+        else {
+            return;
+        };
+        runtime().block_on(async move {
+            let Ok(docker) = elior::docker::connect().await else {
+                return;
+            };
+            let _ =
+                elior::docker::swarm::remove(&docker, &owner, true, Duration::from_secs(60)).await;
+        });
+    }
+}
+
+impl SwarmStack {
+    fn new(name: &str, replicas: u32) -> SwarmStack {
+        let stack = TestStack::new(name);
+        stack.init();
+        stack.set_env(&[
+            ("API_REPLICAS", &replicas.to_string()),
+            ("POSTGRES_IMAGE", &fixture_postgres_image()),
+        ]);
+        SwarmStack { stack }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(BIN, args)
+    }
+
+    fn run_with(&self, bin: &str, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--dir", self.stack.dir.to_str().unwrap()]);
+        Command::new(bin).args(&all).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(BIN, args)
+    }
+
+    fn ok_with(&self, bin: &str, args: &[&str]) -> String {
+        let out = self.run_with(bin, args);
+        assert!(
+            out.status.success(),
+            "elior {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn client(&self) -> PinnedClient {
+        PinnedClient::from_pem_file(&self.stack.dir.join("nginx/ssl/cert.pem")).unwrap()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.stack.https_port))
+    }
+
+    fn get(&self, path: &str) -> elior::probe::https::Response {
+        runtime()
+            .block_on(self.client().get(
+                self.addr(),
+                &self.stack.domain,
+                path,
+                Duration::from_secs(10),
+            ))
+            .unwrap_or_else(|e| panic!("GET {path} through nginx: {e:#}"))
+    }
+
+    /// `METHOD path` through nginx with a JSON body and optional bearer token.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        request_id: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("X-Request-ID", request_id),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        let body = body.map(|b| b.to_string());
+        let r = runtime()
+            .block_on(self.client().send(
+                self.addr(),
+                &self.stack.domain,
+                method,
+                path,
+                &headers,
+                body.as_deref().map(str::as_bytes),
+                Duration::from_secs(10),
+            ))
+            .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e:#}"));
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Logs in `rounds` times through nginx, 4 per second (nginx allows 5 on /api/auth/),
+    /// each with its own request id, and reads /api/auth/me with each token.
+    fn login_rounds(&self, tag: &str, rounds: usize) {
+        let pace = Duration::from_millis(260);
+        for i in 0..rounds {
+            let id = format!("{tag}-{i}");
+            let (status, body) = self.call(
+                "POST",
+                "/api/auth/login",
+                None,
+                &id,
+                Some(serde_json::json!({"username": "swarm_user", "password": "correct-horse-battery"})),
+            );
+            assert_eq!(status, 200, "login {id}: {body}");
+            let token = body["access_token"].as_str().unwrap().to_string();
+            std::thread::sleep(pace);
+            let (status, me) = self.call(
+                "GET",
+                "/api/auth/me",
+                Some(&token),
+                &format!("{id}-me"),
+                None,
+            );
+            assert_eq!(status, 200, "me {id}: {me}");
+            assert_eq!(me["username"], "swarm_user");
+            std::thread::sleep(pace);
+        }
+    }
+
+    fn tasks(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "status --json: {e}: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                )
+            })
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The api tasks the engine runs and wants running.
+    fn running_api(&self) -> Vec<serde_json::Value> {
+        self.tasks()
+            .into_iter()
+            .filter(|t| {
+                t["service"] == "api" && t["state"] == "running" && t["desired"] == "running"
+            })
+            .collect()
+    }
+
+    fn owner(&self) -> elior::docker::Owner {
+        self.stack.owner()
+    }
+
+    /// Services, secrets and volumes of the stack on the engine, by its id.
+    fn engine_objects(&self) -> (usize, usize, usize) {
+        let owner = self.owner();
+        runtime().block_on(async move {
+            let docker = elior::docker::connect().await.unwrap();
+            (
+                elior::docker::swarm::services(&docker, &owner)
+                    .await
+                    .unwrap()
+                    .len(),
+                elior::docker::swarm::secrets(&docker, &owner)
+                    .await
+                    .unwrap()
+                    .len(),
+                elior::docker::swarm::volumes(&docker, &owner)
+                    .await
+                    .unwrap()
+                    .len(),
+            )
+        })
+    }
+}
+
+fn fixture_postgres_image() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-fixture-images");
+    let out = Command::new(script).arg("--postgres").output().unwrap();
+    assert!(
+        out.status.success(),
+        "building the postgres fixture image failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+/// A copy of the elior binary with one byte appended: a new API image, the same program.
+fn new_build_of_elior(dir: &Path) -> String {
+    let path = dir.join("elior-next");
+    let mut bytes = std::fs::read(BIN).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Requests `path` through nginx in a loop, one new TLS connection each; `expect` is the
+/// status that counts as success.
+fn request_loop(
+    stack: &SwarmStack,
+    path: &'static str,
+    expect: u16,
+    pause: Duration,
+) -> ClientLoop {
+    let (client, addr, domain) = (stack.client(), stack.addr(), stack.stack.domain.clone());
+    ClientLoop::start_every(pause, move || {
+        let (client, domain) = (client.clone(), domain.clone());
+        async move {
+            match client
+                .get(addr, &domain, path, Duration::from_secs(10))
+                .await
+            {
+                Ok(r) if r.status == expect => Ok(()),
+                Ok(r) => Err(format!("{path}: status {}: {}", r.status, r.body.trim())),
+                Err(e) => Err(format!("{path}: {e:#}")),
+            }
+        }
+    })
+}
+
+/// Deploy with 3 replicas on an empty single-node swarm, then update under load, scale,
+/// roll back and take it down: the issue's "done when", in one walk so the slow parts
+/// (image builds, health gates) are paid once.
+#[test]
+fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
+    let (mut swarm, inactive) = SwarmGuard::ensure();
+    let s = SwarmStack::new("swarm-life", 3);
+
+    // A manager that is not a swarm is refused with the command that fixes it.
+    if inactive {
+        let out = s.run(&["deploy", &s.stack.domain, "--swarm"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr)
+                .contains("not part of a swarm\nrun `docker swarm init --advertise-addr"),
+            "{}",
+            text(&out.stderr)
+        );
+        swarm.init();
+    }
+    // No node labelled for the database: refused, naming the label command.
+    if swarm.label_db_node(|| {
+        let out = s.run(&["deploy", &s.stack.domain, "--swarm"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("run `docker node update --label-add elior.db=true "),
+            "{}",
+            text(&out.stderr)
+        );
+    }) {
+        eprintln!("a node already has elior.db=true: the missing-label refusal is not exercised");
+    }
+    let out = s.ok(&["deploy", &s.stack.domain, "--swarm"]);
+    assert!(out.contains("3 of 3 API tasks running"), "{out}");
+
+    // HTTPS /health through nginx, 3 healthy API tasks, a healthy postgres service.
+    let health = s.get("/health");
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert!(health.header("strict-transport-security").is_some());
+    let tasks = s.tasks();
+    let api: Vec<_> = tasks.iter().filter(|t| t["service"] == "api").collect();
+    assert_eq!(api.len(), 3, "{tasks:#?}");
+    assert!(
+        api.iter()
+            .all(|t| t["state"] == "running" && t["health"] == "healthy"),
+        "{tasks:#?}"
+    );
+    assert!(
+        tasks.iter().any(|t| t["service"] == "postgres"
+            && t["state"] == "running"
+            && t["health"] == "healthy"),
+        "{tasks:#?}"
+    );
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["service"] == "nginx" && t["state"] == "running"),
+        "{tasks:#?}"
+    );
+    let first_image = api[0]["image"].as_str().unwrap().to_string();
+    // MODE=swarm was recorded, so the day-2 commands find the swarm stack.
+    let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
+    assert!(env.lines().any(|l| l == "MODE=swarm"), "{env}");
+    // One database for every replica: a user registered through one task logs in through
+    // any other (nginx spreads these logins over the 3 tasks; after the update below,
+    // through tasks that did not exist when the user registered).
+    assert!(out.contains("database: the postgres service"), "{out}");
+    let (status, body) = s.call(
+        "POST",
+        "/api/auth/register",
+        None,
+        "swarm-register",
+        Some(serde_json::json!({"username": "swarm_user", "email": "swarm@example.com", "password": "correct-horse-battery", "full_name": "Swarm User"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    s.login_rounds("swarm-login", 6);
+    let registered_on: Vec<String> = s
+        .running_api()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+
+    // doctor judges the swarm: a manager, the label, every task running and healthy.
+    let doctor = s.run(&["doctor", "swarm", "containers", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(&doctor.stderr)));
+    assert_eq!(doctor.status.code(), Some(0), "{report:#}");
+    let findings = report["checks"][1]["findings"].to_string();
+    for role in ["api: 3 of 3", "nginx: 1 of 1", "postgres: 1 of 1"] {
+        assert!(findings.contains(role), "{report:#}");
+    }
+    // Again with nothing changed: nothing to do.
+    let again = s.ok(&["deploy", &s.stack.domain]);
+    assert!(again.starts_with("up to date:"), "{again}");
+
+    // A new image under steady load: the engine rolls the tasks start-first, nginx follows
+    // them through DNS, and no request fails. Five loops on /health, one on
+    // /api/auth/me at the rate nginx's auth limit allows (5/s), anonymous: 401.
+    let next = new_build_of_elior(s.stack.tmp.path());
+    let loops: Vec<ClientLoop> = (0..5)
+        .map(|_| request_loop(&s, "/health", 200, Duration::from_millis(1)))
+        .chain([request_loop(
+            &s,
+            "/api/auth/me",
+            401,
+            Duration::from_millis(250),
+        )])
+        .collect();
+    let started = Instant::now();
+    let update = s.ok_with(&next, &["update"]);
+    let elapsed = started.elapsed();
+    let (mut ok, mut failures) = (0, Vec::new());
+    for l in loops {
+        let (n, f) = l.finish();
+        ok += n;
+        failures.extend(f);
+    }
+    eprintln!(
+        "update of 3 replicas: {:.1}s, {ok} requests ({:.0}/s) and {} failures",
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        failures.len()
+    );
+    assert!(update.contains("3 of 3 API tasks running"), "{update}");
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the update: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok > 100, "the load loop made only {ok} requests");
+    let updated: Vec<_> = s.running_api();
+    assert_eq!(updated.len(), 3, "{updated:#?}");
+    let new_image = updated[0]["image"].as_str().unwrap().to_string();
+    assert_ne!(new_image, first_image, "a new binary is a new image");
+    assert!(
+        updated.iter().all(|t| t["image"] == new_image.as_str()),
+        "{updated:#?}"
+    );
+
+    // A version whose tasks never start (an image without elior in it): the engine rolls
+    // the update back by itself, the running tasks keep serving without a failed request,
+    // and the command fails naming the rollback.
+    let loops: Vec<ClientLoop> = (0..2)
+        .map(|_| request_loop(&s, "/health", 200, Duration::from_millis(5)))
+        .collect();
+    let broken = docker_harness::fixture_nginx_image();
+    let out = s.run(&["rollback", "--to", &broken, "--timeout", "60"]);
+    let failures: Vec<String> = loops.into_iter().flat_map(|l| l.finish().1).collect();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("failed and the engine rolled it back"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rolled-back update: {failures:?}"
+    );
+    let after: Vec<_> = s.running_api();
+    assert_eq!(after.len(), 3, "{after:#?}");
+    assert!(
+        after
+            .iter()
+            .all(|t| t["image"] == new_image.as_str() && t["health"] == "healthy"),
+        "{after:#?}"
+    );
+
+    // Scale to 5, then 2: status --json shows 5, then 2 running tasks.
+    let out = s.ok(&["scale", "api=5", "--json"]);
+    assert!(out.contains("\"api.5\""), "{out}");
+    assert_eq!(s.running_api().len(), 5);
+    s.ok(&["scale", "api=2"]);
+    assert_eq!(s.running_api().len(), 2);
+    let out = s.run(&["scale", "nginx=3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("only api does"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // logs: every task's lines, prefixed by its task.
+    let logs = s.ok(&["logs", "api", "--tail", "5"]);
+    assert!(logs.lines().any(|l| l.starts_with("api.1.")), "{logs}");
+    assert!(logs.lines().any(|l| l.starts_with("api.2.")), "{logs}");
+
+    // Rollback: back to the image before the running one, by the same rolling update.
+    s.ok_with(&next, &["rollback"]);
+    let rolled: Vec<_> = s.running_api();
+    assert_eq!(rolled.len(), 3, "{rolled:#?}");
+    assert!(
+        rolled.iter().all(|t| t["image"] == first_image.as_str()),
+        "rollback did not restore {first_image}: {rolled:#?}"
+    );
+    assert_eq!(s.get("/health").status, 200);
+
+    // down: no services; the database volume and the secrets stay. --purge removes them.
+    s.ok(&["down"]);
+    let (services, secrets, volumes) = s.engine_objects();
+    assert_eq!(services, 0);
+    assert!(secrets >= 5, "secrets were removed by down: {secrets}");
+    assert_eq!(volumes, 1, "the database volume must survive down");
+    let out = s.ok(&["down", "--purge", "--json"]);
+    let removed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(removed["volumes"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(s.engine_objects(), (0, 0, 0));
+}
