@@ -4,6 +4,9 @@
 #
 #   examples/pg_bench.sh                 # release build, 10 s per run, 3 alternating rounds
 #   BIN=target/debug/elior ROUNDS=1 DURATION=5s examples/pg_bench.sh
+#   PG_OPTS="-c synchronous_commit=off" examples/pg_bench.sh
+#                                        # commits without waiting for the WAL fsync, as
+#                                        # SQLite's WAL mode with synchronous=NORMAL does
 #
 # Starts a throwaway PostgreSQL cluster (Debian's postgresql 15: initdb into a temp dir as
 # the postgres user, a free port, fsync on, removed at exit) and two `elior serve`
@@ -42,7 +45,7 @@ echo bench-pg-password >"$work/pw"; chmod 644 "$work/pw"
 "${as_pg[@]}" "$PGBIN/initdb" -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=trust \
   --auth-host=scram-sha-256 --pwfile="$work/pw" -D "$work/pg" >/dev/null
 "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start \
-  -o "-k $work -p $pgport -c listen_addresses=127.0.0.1 -c max_connections=100" >/dev/null
+  -o "-k $work -p $pgport -c listen_addresses=127.0.0.1 -c max_connections=100 ${PG_OPTS:-}" >/dev/null
 "${as_pg[@]}" "$PGBIN/psql" -X -q -h "$work" -p "$pgport" -U postgres -c "CREATE DATABASE elior" postgres
 pg_url="postgresql://postgres:bench-pg-password@127.0.0.1:$pgport/elior"
 
