@@ -3,13 +3,47 @@
 //! the OpenAPI document.
 
 mod api_harness;
+mod pg_harness;
 
-use api_harness::{matrix, Cast, Server};
+use api_harness::{matrix, Cast, Db, Server};
+
+/// Runs each named scenario twice: on SQLite, and on a throwaway PostgreSQL cluster with
+/// a fresh database (issue 16: every route behaves the same on both backends).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Db::Sqlite)
+            }
+
+            #[test]
+            fn postgresql() {
+                let cluster = super::pg_harness::Cluster::start();
+                super::$name(&super::Db::Postgres(cluster.database()))
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    users_role_matrix_and_assignment,
+    trainer_builds_plan_and_client_completes_it,
+    meal_photo_review_is_pushed_over_websocket,
+    weight_series_then_summary,
+    upload_rejections,
+    concurrent_completions_never_fail_with_busy,
+    collection_routes_answer_with_and_without_a_trailing_slash,
+    a_deleted_users_token_never_comes_back,
+    logout_all_and_password_change_end_every_session,
+    login_lock_is_keyed_by_the_resolved_account,
+    registration_is_throttled_per_address,
+    a_trainer_needs_the_clients_consent,
+);
 use serde_json::json;
 
-#[test]
-fn users_role_matrix_and_assignment() {
-    let s = Server::start();
+fn users_role_matrix_and_assignment(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let client = format!("/api/users/{}", cast.client.id);
 
@@ -142,9 +176,8 @@ fn users_role_matrix_and_assignment() {
 
 /// Flow 1: a trainer builds a plan and their client completes it; the role matrix on
 /// plans, sessions and completions along the way.
-#[test]
-fn trainer_builds_plan_and_client_completes_it() {
-    let s = Server::start();
+fn trainer_builds_plan_and_client_completes_it(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let t = &cast.trainer.token;
 
@@ -473,9 +506,8 @@ mod ws {
 /// Flow 2: a meal photo is uploaded, reviewed, and the review reaches the client over a
 /// live WebSocket (on both of their connections); the photo is served only to those who
 /// may see it.
-#[test]
-fn meal_photo_review_is_pushed_over_websocket() {
-    let s = Server::start();
+fn meal_photo_review_is_pushed_over_websocket(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let t = &cast.trainer.token;
     let c = &cast.client.token;
@@ -747,9 +779,8 @@ fn meal_photo_review_is_pushed_over_websocket() {
 }
 
 /// Flow 3: a weight series, then its summary against the profile's target.
-#[test]
-fn weight_series_then_summary() {
-    let s = Server::start();
+fn weight_series_then_summary(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let c = &cast.client.token;
     assert_eq!(
@@ -845,13 +876,15 @@ fn weight_series_then_summary() {
 }
 
 /// Uploads are judged by content: a renamed .exe, an oversize file and a `../` name.
-#[test]
-fn upload_rejections() {
+fn upload_rejections(db: &Db) {
     // Requests from 127.0.0.1 count as the stack's nginx here (TRUSTED_PROXIES).
-    let s = Server::start_with(&[
-        ("MAX_FILE_SIZE", "200000"),
-        ("TRUSTED_PROXIES", "127.0.0.1/32"),
-    ]);
+    let s = Server::start_on_with(
+        db,
+        &[
+            ("MAX_FILE_SIZE", "200000"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    );
     let cast = Cast::new(&s);
     let c = &cast.client.token;
     let url = "/api/files/upload/progress_photos";
@@ -1311,9 +1344,8 @@ fn openapi_lists_every_route() {
 
 /// Regression: completions read then write in one transaction; a deferred transaction
 /// failed with SQLITE_BUSY (a 500) when another writer committed in between.
-#[test]
-fn concurrent_completions_never_fail_with_busy() {
-    let s = Server::start();
+fn concurrent_completions_never_fail_with_busy(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let t = &cast.trainer.token;
     let ex = s
@@ -1388,9 +1420,8 @@ fn concurrent_completions_never_fail_with_busy() {
 
 /// The original frontend calls collection routes with a trailing slash; both spellings
 /// answer the same (query strings kept), and OpenAPI lists only the one without.
-#[test]
-fn collection_routes_answer_with_and_without_a_trailing_slash() {
-    let s = Server::start();
+fn collection_routes_answer_with_and_without_a_trailing_slash(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     for (path, token) in [
         ("/api/users", &cast.admin.token),
@@ -1599,9 +1630,8 @@ fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
 /// Issue 15, revival: a deleted user's token must not authenticate the next user to sign
 /// up, on REST or on the WebSocket, before or after a restart (ids are never reused and
 /// every token carries its user's random epoch).
-#[test]
-fn a_deleted_users_token_never_comes_back() {
-    let s = Server::start();
+fn a_deleted_users_token_never_comes_back(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let register = |name: &str| -> (i64, String) {
         let r = s.call(
@@ -1648,9 +1678,8 @@ fn a_deleted_users_token_never_comes_back() {
 
 /// `POST /api/auth/logout-all` and a password change end every token of the user (other
 /// devices included) and close their open WebSockets; other users are untouched.
-#[test]
-fn logout_all_and_password_change_end_every_session() {
-    let s = Server::start();
+fn logout_all_and_password_change_end_every_session(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let id = cast.client.id;
     let first = cast.client.token.clone();
@@ -1688,9 +1717,8 @@ fn logout_all_and_password_change_end_every_session() {
 /// Issue 15: the login lock belongs to the account, not to the string typed. Five wrong
 /// passwords by username lock the account for its email too (429 with `Retry-After`, even
 /// for the right password), while another account from the same address still logs in.
-#[test]
-fn login_lock_is_keyed_by_the_resolved_account() {
-    let s = Server::start();
+fn login_lock_is_keyed_by_the_resolved_account(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let login = |name: &str, password: &str| {
         s.call(
@@ -1730,9 +1758,8 @@ fn login_lock_is_keyed_by_the_resolved_account() {
 
 /// Public registration is limited per client address (each costs an argon2 hash); the
 /// refusal says when to retry.
-#[test]
-fn registration_is_throttled_per_address() {
-    let s = Server::start();
+fn registration_is_throttled_per_address(db: &Db) {
+    let s = Server::start_on(db);
     let register = |i: usize| {
         s.call(
             "POST",
@@ -1870,9 +1897,8 @@ fn pdf_polyglots_are_refused_and_documents_are_downloads() {
 /// (medical notes included) until the client accepts; the client can decline; an admin
 /// assigns directly. Admins read any client's notifications; a client cannot ask for
 /// another client's exercise progress.
-#[test]
-fn a_trainer_needs_the_clients_consent() {
-    let s = Server::start();
+fn a_trainer_needs_the_clients_consent(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     // A self-registered client with medical notes and no trainer.
     let r = s.call(
@@ -2113,4 +2139,85 @@ fn openapi_has_enums_formats_and_lengths() {
     for status in ["200", "401", "422", "429"] {
         assert!(login.get(status).is_some(), "login lacks {status}");
     }
+}
+
+/// Issue 15, the document tells the truth: the ranges, lengths and item counts the checks
+/// enforce are in the schemas, and a number the document calls an integer is accepted in
+/// any JSON spelling of one (`5.0`), as JSON Schema says it may be written.
+#[test]
+fn documented_limits_match_the_checks_and_integral_numbers_are_integers() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    let limits = |schema: &str, field: &str, lo: &str, hi: &str| {
+        let p = &schemas[schema]["properties"][field];
+        (p[lo].as_f64(), p[hi].as_f64())
+    };
+    assert_eq!(
+        limits("MealPlanBody", "total_calories", "minimum", "maximum"),
+        (Some(0.0), Some(20000.0))
+    );
+    assert_eq!(
+        limits(
+            "TrainerProfile",
+            "years_of_experience",
+            "minimum",
+            "maximum"
+        ),
+        (Some(0.0), Some(80.0))
+    );
+    assert_eq!(
+        limits(
+            "ClientProfile",
+            "target_weight",
+            "exclusiveMinimum",
+            "maximum"
+        ),
+        (Some(0.0), Some(500.0))
+    );
+    assert_eq!(
+        limits("BulkCompletions", "completions", "minItems", "maxItems"),
+        (Some(1.0), Some(100.0))
+    );
+    assert_eq!(
+        limits("NewNotification", "message", "minLength", "maxLength"),
+        (Some(1.0), Some(2000.0))
+    );
+    let download = &doc["paths"]["/api/files/media/{kind}/{name}"]["get"]["parameters"];
+    let size = download
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "size")
+        .unwrap();
+    assert_eq!(
+        size["schema"]["enum"],
+        json!(["original", "thumbnail", "medium"])
+    );
+
+    // The limit the document states is the one the server holds...
+    let cast = api_harness::Cast::new(&s);
+    let over = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "veteran", "email": "v@example.com", "password": api_harness::PASSWORD,
+               "full_name": "V", "years_of_experience": 81}),
+    );
+    assert_eq!(over.status, 422, "{:?}", over.body);
+    // ...and an integer written as 5.0 is an integer; 5.5 is still refused.
+    let half = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "halfyear", "email": "h@example.com", "password": api_harness::PASSWORD,
+               "full_name": "H", "years_of_experience": 5.5}),
+    );
+    assert_eq!(half.status, 422, "{:?}", half.body);
+    let whole = s.post(
+        "/api/auth/register/trainer",
+        &cast.admin.token,
+        json!({"username": "fiveyears", "email": "f@example.com", "password": api_harness::PASSWORD,
+               "full_name": "F", "years_of_experience": 5.0}),
+    );
+    assert_eq!(whole.status, 201, "{:?}", whole.body);
+    assert_eq!(whole.body["trainer_profile"]["years_of_experience"], 5);
 }

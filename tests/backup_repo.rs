@@ -13,7 +13,9 @@ use elior::backup::repo::Snapshot;
 use rusqlite::Connection;
 
 mod backup_support;
-use backup_support::{count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree};
+use backup_support::{
+    age_snapshot, count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree,
+};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
 /// In every database row and in one upload: it must never appear in an encrypted
@@ -503,26 +505,6 @@ fn corrupted_or_crafted_chunks_and_snapshots_are_caught_by_verify_and_refused_by
     }
 }
 
-/// Rewrites snapshot `id` as one taken `days` ago (plain repository), with a valid
-/// checksum; returns the new id.
-fn age_snapshot(stack: &Stack, id: &str, days: i64) -> String {
-    let old = (chrono::Local::now() - chrono::Duration::days(days))
-        .format("%Y%m%d_%H%M%S")
-        .to_string();
-    let dir = stack.repo().join("snapshots");
-    let mut snap: Snapshot =
-        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
-    snap.id = old.clone();
-    snap.seal_checksum();
-    fs::write(
-        dir.join(format!("{old}.json")),
-        serde_json::to_vec(&snap).unwrap(),
-    )
-    .unwrap();
-    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
-    old
-}
-
 fn repo_bytes(stack: &Stack) -> u64 {
     files_under(&stack.repo())
         .iter()
@@ -548,8 +530,8 @@ fn prune_killed_part_way_then_run_again_leaves_verify_all_passing() {
     let second = stack.backup();
     fs::remove_file(stack.uploads().join("old-video.bin")).unwrap();
     let kept = stack.backup();
-    let first = age_snapshot(&stack, &first, 60);
-    age_snapshot(&stack, &second, 59);
+    let first = age_snapshot(&stack.repo(), &first, 60);
+    age_snapshot(&stack.repo(), &second, 59);
     let before = repo_bytes(&stack);
 
     for point in [
@@ -641,6 +623,49 @@ fn killed_repository_backups_leave_nothing_after_prune() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+// Each run of an encrypted repository wraps a fresh key into keys/KEY.age; killed runs
+// used to leave theirs forever. Prune removes the keys no chunk and no snapshot uses, and
+// the snapshots still open, verify and restore with the identity.
+#[test]
+fn prune_removes_the_wrapped_keys_of_killed_runs() {
+    let stack = Stack::new(true);
+    stack.seed(500);
+    let id = stack.backup();
+    let keys = |stack: &Stack| files_under(&stack.repo().join("keys")).len();
+    assert_eq!(keys(&stack), 1);
+    fs::write(stack.uploads().join("new.bin"), random_bytes(2 << 20)).unwrap();
+    for point in ["backup:database-written", "backup:packs-written"] {
+        let out = stack
+            .command(&["backup"])
+            .env("ELIOR_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(killed_by_sigkill(&out), "{point}: {}", stderr(&out));
+    }
+    assert_eq!(keys(&stack), 3, "each killed run left its key");
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repository"]["keys_removed"], 2, "{report:#}");
+    assert_eq!(keys(&stack), 1);
+    let identity = stack.identity.to_str().unwrap();
+    let out = stack.elior(&["backup", "verify", "--all", "--identity", identity]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    fs::remove_file(stack.uploads().join("new.bin")).unwrap();
+    let before = tree(&stack.uploads());
+    let out = stack.elior(&["restore", &id, "--yes", "--identity", identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows(&stack.db_path()), 500);
+    assert_eq!(tree(&stack.uploads()), before);
+    // A second run adds a key that its new chunks use: it stays.
+    stack.backup();
+    let out = stack.elior(&["backup", "prune", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repository"]["keys_removed"], 0, "{report:#}");
+    let out = stack.elior(&["backup", "verify", "--all", "--identity", identity]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
 // Two backups at once: the second is refused while the first holds the repository, and
 // the first completes untouched.
 #[test]
@@ -692,6 +717,66 @@ fn a_second_backup_is_refused_while_one_runs_and_the_first_completes() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+// A backup started while `verify --all` holds the repository used to be refused; it now
+// waits (saying for whom), and runs once the check is done.
+#[test]
+fn a_backup_waits_for_a_running_verify_and_then_completes() {
+    let stack = Stack::new(false);
+    stack.seed(500);
+    stack.backup();
+    let marker = stack.dir.join("verify-paused");
+    let mut verify = stack
+        .command(&["backup", "verify", "--all"])
+        .env("ELIOR_FAULT", "verify:locked:pause")
+        .env("ELIOR_FAULT_MARKER", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "verify never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = stack.dir.join("backup.err");
+    let mut backup = stack
+        .command(&["backup"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for the backup repository: `elior backup verify`") {
+            break;
+        }
+        assert!(
+            backup.try_wait().unwrap().is_none(),
+            "the backup ended instead of waiting: {text}"
+        );
+        assert!(Instant::now() < deadline, "the backup never waited: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        1,
+        "nothing written while verify holds the repository"
+    );
+    fs::remove_file(&marker).unwrap();
+    assert!(verify.wait().unwrap().success());
+    let status = backup.wait().unwrap();
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        2
     );
 }
 

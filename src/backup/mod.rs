@@ -14,6 +14,7 @@ pub mod fault;
 pub mod journal;
 pub mod manifest;
 pub mod names;
+pub mod offsite;
 pub mod repo;
 pub mod restore;
 pub mod settings;
@@ -177,6 +178,15 @@ impl Reporter {
         }
     }
 
+    /// A live progress line (replaced in place), on a terminal only, at most 5 a second.
+    pub fn live(&mut self, text: &str) {
+        if self.live && self.last.elapsed() >= Duration::from_millis(200) {
+            self.last = Instant::now();
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
     fn archive_progress(&mut self, p: archive::Progress) {
         if self.live && self.last.elapsed() >= Duration::from_millis(200) {
             self.last = Instant::now();
@@ -257,7 +267,22 @@ fn create_snapshot(
         .mode(0o700)
         .create(&root)
         .with_context(|| format!("failed to create {}", root.display()))?;
-    let _lock = repo::lock(&root, "elior backup")?;
+    let waited = Instant::now();
+    let mut told = false;
+    let _lock = repo::lock_waiting(&root, "elior backup", deadline, &mut |holder| {
+        if !told {
+            told = true;
+            reporter.phase(&format!(
+                "waiting for the backup repository: `{}` (pid {}) holds it since {}; this backup fails if it is still held after --timeout",
+                holder.command, holder.pid, holder.since
+            ));
+        }
+        reporter.live(&format!(
+            "  waiting for `{}`: {}s",
+            holder.command,
+            waited.elapsed().as_secs()
+        ));
+    })?;
     repo::Repo::init(&root, &settings.recipients)?;
     let (count, bytes) = repo::Repo::clear_tmp(&root)?;
     if count > 0 {

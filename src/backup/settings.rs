@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::config::{self, RawSettings};
+use crate::files::settings::S3Settings;
 
 // The defaults are the stack config's, so backup, doctor and `config show` agree.
 use crate::config::stack::{
@@ -38,6 +39,9 @@ pub struct BackupSettings {
     /// The age recipients a repository's backups are encrypted to (BACKUP_RECIPIENTS);
     /// empty for an unencrypted repository.
     pub recipients: Vec<String>,
+    /// Where verified backups are copied (BACKUP_OFFSITE=s3://BUCKET/PREFIX, with the
+    /// S3_* and AWS_* keys uploads use), or `None` to keep them on this host only.
+    pub offsite: Option<S3Settings>,
 }
 
 /// The form new backups take (issue 17). Existing backups of either form stay readable.
@@ -139,7 +143,23 @@ impl BackupSettings {
                 "BACKUP_FORMAT: {v:?} is not a backup format\nuse `archive` (the default: a database copy and an uploads tar.gz per backup) or `repository` (deduplicated, optionally encrypted)"
             ),
         };
+        let lookup = |key: &str| {
+            raw.non_empty(key)
+                .map(|(v, o)| (v.to_string(), o.to_string()))
+        };
+        let offsite = match lookup("BACKUP_OFFSITE") {
+            None => None,
+            Some((url, origin)) => Some(S3Settings::parse(
+                "BACKUP_OFFSITE",
+                &url,
+                &origin,
+                "copies backups to S3",
+                "or leave BACKUP_OFFSITE unset to keep backups on this host only",
+                &lookup,
+            )?),
+        };
         Ok(BackupSettings {
+            offsite,
             stack_dir: std::path::absolute(stack_dir).unwrap_or_else(|_| stack_dir.to_path_buf()),
             database_path,
             uploads_dir,
@@ -232,6 +252,39 @@ mod tests {
             let err = format!("{:#}", settings(&pairs).unwrap_err());
             assert!(err.starts_with(key_named), "{err}");
         }
+    }
+
+    #[test]
+    fn offsite_reads_the_s3_keys_and_names_its_own() {
+        let s = settings(&[
+            ("BACKUP_OFFSITE", "s3://elior-backups/gym-a"),
+            ("S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ])
+        .unwrap();
+        let offsite = s.offsite.unwrap();
+        assert_eq!(offsite.url(), "s3://elior-backups/gym-a");
+        assert_eq!(offsite.endpoint_url(), "http://127.0.0.1:9000");
+        assert!(settings(&[]).unwrap().offsite.is_none());
+        let err = format!(
+            "{:#}",
+            settings(&[("BACKUP_OFFSITE", "/mnt/usb")]).unwrap_err()
+        );
+        assert!(
+            err.starts_with("BACKUP_OFFSITE (environment): \"/mnt/usb\" is not an s3:// URL"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            settings(&[("BACKUP_OFFSITE", "s3://elior-backups")]).unwrap_err()
+        );
+        assert!(
+            err.starts_with(
+                "AWS_ACCESS_KEY_ID is not set; BACKUP_OFFSITE (environment) copies backups to S3"
+            ),
+            "{err}"
+        );
     }
 
     /// Uploads in a bucket: refused, not an archive of the empty local folder (issue 16).

@@ -114,35 +114,30 @@ impl CreateArgs {
             }
             None => {
                 let raw = crate::config::model::read_settings(self.env_file.as_deref())?;
-                ServeConfig::from_raw(&raw, None)
-                    .context("invalid configuration")?
-                    .database_path
+                let config = ServeConfig::from_raw(&raw, None).context("invalid configuration")?;
+                // DATABASE_URL=postgresql://… (issue 16): the admin goes there.
+                if let Some(url) = config.postgres {
+                    let target = crate::db::Target::Postgres(url.clone());
+                    let hash = password::hash(&registration.password);
+                    let user =
+                        Db::session(&target, true, config.database_connect_retry, move |db| {
+                            insert_admin(db, &registration, &hash)
+                        })?;
+                    println!(
+                        "created admin {} (id {}) in {}",
+                        user.username,
+                        user.id,
+                        url.target()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                config.database_path
             }
         };
         let created_here = !database_path.exists();
         let db = Db::open_with_pool_size(&database_path, 1)?;
         let hash = password::hash(&registration.password);
-        let user = db
-            .blocking(|c| {
-                users::insert(
-                    c,
-                    &NewUser {
-                        username: &registration.username,
-                        email: &registration.email,
-                        full_name: &registration.full_name,
-                        password_hash: &hash,
-                        role: Role::Admin,
-                        trainer_id: None,
-                    },
-                )
-            })
-            .map_err(|e| match e.unique_violation() {
-                Some(column) => anyhow::anyhow!(
-                    "an account with that {} already exists",
-                    column.trim_start_matches("users.")
-                ),
-                None => anyhow::Error::from(e),
-            })?;
+        let user = insert_admin(&db, &registration, &hash)?;
         drop(db);
         if ctx.given_dir().is_some() {
             // A stack's database belongs to the API's user; the files this run created
@@ -157,6 +152,29 @@ impl CreateArgs {
         );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn insert_admin(db: &Db, registration: &Registration, hash: &str) -> Result<users::User> {
+    db.blocking(|c| {
+        users::insert(
+            c,
+            &NewUser {
+                username: &registration.username,
+                email: &registration.email,
+                full_name: &registration.full_name,
+                password_hash: hash,
+                role: Role::Admin,
+                trainer_id: None,
+            },
+        )
+    })
+    .map_err(|e| match e.unique_violation() {
+        Some(column) => anyhow::anyhow!(
+            "an account with that {} already exists",
+            column.trim_start_matches("users.")
+        ),
+        None => anyhow::Error::from(e),
+    })
 }
 
 /// The running API container of a deployed stack, if any.

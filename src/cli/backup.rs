@@ -23,14 +23,24 @@ use crate::plan::retention;
 /// snapshot still restores on its own. With BACKUP_RECIPIENTS=age1..., the repository is
 /// encrypted to those age recipients; restoring needs `--identity FILE`.
 ///
+/// With BACKUP_OFFSITE=s3://BUCKET/PREFIX (and S3_ENDPOINT, S3_REGION,
+/// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY as for uploads), each backup is verified and
+/// then copied to the bucket: only what it lacks, the snapshot last. If that copy fails,
+/// the backup stays here and the command exits 3.
+///
 /// Settings come from DIR/.env.production: DATABASE_URL, UPLOAD_DIR, BACKUP_DIR
 /// (default DIR/backups; `elior init` writes it), BACKUP_RETENTION_DAYS (default 30),
-/// BACKUP_FORMAT (archive or repository) and BACKUP_RECIPIENTS.
+/// BACKUP_FORMAT (archive or repository), BACKUP_RECIPIENTS and BACKUP_OFFSITE.
+///
+/// Exit codes: 0 ok; 1 a check failed; 2 error, no backup taken; 3 the backup was taken
+/// and kept here, but its offsite copy failed.
 ///
 /// Examples:
 ///     elior backup --dir /srv/elior            take a backup now
 ///     elior backup list                        show backups with age, size and status
+///     elior backup list --offsite              the backups in BACKUP_OFFSITE's bucket
 ///     elior backup verify --all                re-check every backup's checksums
+///     elior backup push                        finish a killed offsite copy
 ///     elior backup prune --dry-run             show what retention would delete
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
@@ -48,10 +58,15 @@ pub struct BackupArgs {
     scheduled: bool,
 }
 
+/// Exit code: the backup was taken and is kept here, but its offsite copy failed.
+pub const EXIT_OFFSITE_FAILED: u8 = 3;
+
 #[derive(Subcommand)]
 enum BackupCommand {
     /// List the backups with their size, age and status
-    List,
+    List(ListArgs),
+    /// Copy to BACKUP_OFFSITE what it lacks of the verified backups (resumes a killed copy)
+    Push,
     /// Re-check backups deeply: manifest, checksums, quick_check, uploads read back
     Verify(VerifyArgs),
     /// Delete backups that retention no longer keeps
@@ -81,6 +96,13 @@ struct ExportArgs {
     identity: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ListArgs {
+    /// List the backups in BACKUP_OFFSITE's bucket instead
+    #[arg(long)]
+    offsite: bool,
+}
+
 /// Re-check a backup: its manifest's own checksum first, then its files against the
 /// manifest, its database copy with `PRAGMA quick_check`, and every entry of its uploads
 /// archive read back. Exits 1 when a backup fails. `--all` skips backups still running.
@@ -92,6 +114,10 @@ struct VerifyArgs {
     /// Verify every backup
     #[arg(long)]
     all: bool,
+    /// Verify every backup in BACKUP_OFFSITE's bucket: each object is downloaded into
+    /// BACKUP_DIR/.offsite-verify (needs that much free disk) and checked in full
+    #[arg(long, conflicts_with = "id")]
+    offsite: bool,
     /// An age identity file: encrypted snapshots are then decrypted and checked in full
     /// (without it, the host checks that their chunks are present and intact)
     #[arg(long, value_name = "FILE")]
@@ -106,6 +132,10 @@ struct VerifyArgs {
 /// stays. The --keep-* options keep, in addition, the newest verified backup of each of
 /// the last N days, weeks or months (as restic's). Foreign files stay; incomplete
 /// backups and temporary files that no running backup holds (killed runs) are removed.
+///
+/// With BACKUP_OFFSITE, the backups deleted here are then deleted from the bucket too,
+/// and the packs no backup there uses; never while the newest verified backup is not
+/// offsite, and packs only when every backup offsite is also here (exit 3 if that fails).
 ///
 /// Example:
 ///     elior backup prune --keep-weekly 8 --keep-monthly 12 --dry-run
@@ -158,41 +188,159 @@ impl BackupArgs {
                 };
                 let mut reporter = Reporter::new(ctx.quiet);
                 let created = backup::create(&settings, &options, &mut reporter)?;
-                match created {
-                    backup::Created::Archive(manifest) if json => {
-                        outln!("{}", serde_json::to_string_pretty(&manifest)?)
-                    }
-                    backup::Created::Repository { snapshot, .. } if json => {
-                        outln!("{}", serde_json::to_string_pretty(&snapshot)?)
-                    }
-                    backup::Created::Archive(manifest) => {
-                        outln!(
-                            "backup {} complete in {}",
-                            manifest.id,
+                let offsite = settings
+                    .offsite
+                    .as_ref()
+                    .map(|_| backup::offsite::push(&settings, &mut reporter));
+                print_created(&settings, &created, offsite.as_ref(), json)?;
+                match offsite {
+                    Some(Err(e)) => {
+                        eprintln!(
+                            "elior: {e:#}\nbackup {} is kept in {}, but it is not offsite; `elior backup push` copies it once the bucket is reachable",
+                            created.id(),
                             settings.backup_dir.display()
                         );
-                        for file in &manifest.files {
-                            outln!("  {}  {}", file.name, backup::human_bytes(file.size));
-                        }
+                        Ok(ExitCode::from(EXIT_OFFSITE_FAILED))
                     }
-                    backup::Created::Repository { snapshot, stats } => outln!(
-                        "backup {} complete in {}: database {}, {} uploads ({}); {} added",
-                        snapshot.id,
-                        backup::repo::root(&settings.backup_dir).display(),
-                        backup::human_bytes(stats.database_bytes),
-                        stats.upload_files,
-                        backup::human_bytes(stats.upload_bytes),
-                        backup::human_bytes(stats.added_bytes)
-                    ),
+                    _ => Ok(ExitCode::SUCCESS),
                 }
-                Ok(ExitCode::SUCCESS)
             }
-            Some(BackupCommand::List) => list(&settings, json, ctx),
+            Some(BackupCommand::Push) => push(&settings, json),
+            Some(BackupCommand::List(args)) if args.offsite => list_offsite(&settings, json),
+            Some(BackupCommand::List(_)) => list(&settings, json, ctx),
             Some(BackupCommand::Verify(args)) => verify(&settings, &args, json),
             Some(BackupCommand::Prune(args)) => prune(&settings, &args, json),
             Some(BackupCommand::Export(args)) => export(&settings, &args, json),
         }
     }
+}
+
+fn print_created(
+    settings: &BackupSettings,
+    created: &backup::Created,
+    offsite: Option<&Result<backup::offsite::PushReport>>,
+    json: bool,
+) -> Result<()> {
+    if json {
+        let mut value = match created {
+            backup::Created::Archive(manifest) => serde_json::to_value(manifest)?,
+            backup::Created::Repository { snapshot, .. } => serde_json::to_value(snapshot)?,
+        };
+        if let (Some(offsite), Some(object)) = (offsite, value.as_object_mut()) {
+            object.insert(
+                "offsite".into(),
+                match offsite {
+                    Ok(report) => serde_json::to_value(report)?,
+                    Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+                },
+            );
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match created {
+        backup::Created::Archive(manifest) => {
+            outln!(
+                "backup {} complete in {}",
+                manifest.id,
+                settings.backup_dir.display()
+            );
+            for file in &manifest.files {
+                outln!("  {}  {}", file.name, backup::human_bytes(file.size));
+            }
+        }
+        backup::Created::Repository { snapshot, stats } => outln!(
+            "backup {} complete in {}: database {}, {} uploads ({}); {} added",
+            snapshot.id,
+            backup::repo::root(&settings.backup_dir).display(),
+            backup::human_bytes(stats.database_bytes),
+            stats.upload_files,
+            backup::human_bytes(stats.upload_bytes),
+            backup::human_bytes(stats.added_bytes)
+        ),
+    }
+    if let Some(Ok(report)) = offsite {
+        print_push(report);
+    }
+    Ok(())
+}
+
+fn print_push(report: &backup::offsite::PushReport) {
+    outln!(
+        "offsite {}: {} objects uploaded ({}), {} already there, {} read back and equal; {} backups offsite",
+        report.url,
+        report.uploaded,
+        backup::human_bytes(report.uploaded_bytes),
+        report.present,
+        report.sampled,
+        report.offsite_backups
+    );
+}
+
+fn push(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
+    let mut reporter = Reporter::new(false);
+    match backup::offsite::push(settings, &mut reporter) {
+        Ok(report) => {
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_push(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "elior: {e:#}\nthe local backups in {} are kept",
+                settings.backup_dir.display()
+            );
+            Ok(ExitCode::from(EXIT_OFFSITE_FAILED))
+        }
+    }
+}
+
+fn list_offsite(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
+    let offsite = settings.offsite.as_ref().context(
+        "BACKUP_OFFSITE is not set\nset it to s3://BUCKET/PREFIX in the stack's .env.production",
+    )?;
+    let (backups, total, stack) = backup::offsite::list(offsite)?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "url": offsite.url(),
+                "stack_id": stack.map(|s| s.to_string()),
+                "bytes": total,
+                "backups": backups.iter().rev().collect::<Vec<_>>(),
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if backups.is_empty() {
+        eprintln!("no backups in {}", offsite.url());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = chrono::Local::now().naive_local();
+    outln!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    for b in backups.iter().rev() {
+        let age = backup::names::parse_id(&b.id)
+            .map(|t| now.signed_duration_since(t).num_days())
+            .unwrap_or_default();
+        let status = match (b.complete, b.format) {
+            (false, _) => {
+                "incomplete (its upload was interrupted; `elior backup push` finishes it)"
+            }
+            (true, "repository") => "complete (repository)",
+            (true, _) => "complete",
+        };
+        outln!(
+            "{:<15}  {:>4}d  {:>10}  {status}",
+            b.id,
+            age,
+            backup::human_bytes(b.size)
+        );
+    }
+    outln!("{}: {} in all", offsite.url(), backup::human_bytes(total));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<ExitCode> {
@@ -266,6 +414,11 @@ fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<E
 }
 
 fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<ExitCode> {
+    if args.offsite {
+        let mut reporter = Reporter::new(false);
+        let results = backup::offsite::verify(settings, args.identity.as_deref(), &mut reporter)?;
+        return report_verifications(&results, json);
+    }
     let dir = &settings.backup_dir;
     let sets = backup::scan(dir)?;
     let chosen: Vec<&backup::BackupSet> = if args.all {
@@ -278,6 +431,7 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
         .filter(|set| !(args.all && set.is_running() && !set.has_manifest()))
         .collect();
     let _lock = backup::lock_repository(dir, "elior backup verify")?;
+    backup::fault::point("verify:locked");
     let results: Vec<backup::Verification> = backup::verify_sets(
         dir,
         &chosen,
@@ -288,10 +442,14 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
     .into_iter()
     .map(|(v, _)| v)
     .collect();
+    report_verifications(&results, json)
+}
+
+fn report_verifications(results: &[backup::Verification], json: bool) -> Result<ExitCode> {
     if json {
         outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        for v in &results {
+        for v in results {
             if v.ok {
                 outln!("ok      {}", v.id);
                 for note in &v.notes {
@@ -322,8 +480,26 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
     let now = chrono::Local::now().naive_local();
     let report =
         backup::prune(settings, &policy, now, args.dry_run).context("pruning backups failed")?;
+    let remote = settings
+        .offsite
+        .as_ref()
+        .map(|_| backup::offsite::prune(settings, &report, args.dry_run));
+    let code = match &remote {
+        Some(Err(e)) => {
+            eprintln!(
+                "elior: {e:#}\nthe local prune is done; nothing offsite was pruned past this point"
+            );
+            ExitCode::from(EXIT_OFFSITE_FAILED)
+        }
+        _ => ExitCode::SUCCESS,
+    };
+    let remote = remote.and_then(Result::ok);
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if let (Some(remote), Some(object)) = (&remote, value.as_object_mut()) {
+            object.insert("offsite".into(), serde_json::to_value(remote)?);
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         out!(
             "{}",
@@ -345,8 +521,26 @@ fn prune(settings: &BackupSettings, args: &PruneArgs, json: bool) -> Result<Exit
                 sweep.packs_written
             );
         }
+        if let Some(remote) = &remote {
+            let verb = if args.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            eprintln!(
+                "elior: offsite {}: {verb} {} backups ({}) and {} unused packs ({})",
+                remote.url,
+                remote.deleted.len(),
+                remote.deleted.join(", "),
+                remote.packs_deleted,
+                backup::human_bytes(remote.bytes_freed)
+            );
+            for note in &remote.notes {
+                eprintln!("elior: offsite: {note}");
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn export(settings: &BackupSettings, args: &ExportArgs, json: bool) -> Result<ExitCode> {

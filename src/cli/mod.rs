@@ -17,6 +17,7 @@ mod backup;
 mod cert;
 mod completions;
 mod config;
+mod db;
 mod deploy;
 mod doctor;
 mod down;
@@ -168,6 +169,8 @@ enum Command {
     /// Manage the API's administrator accounts
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Obtain, renew and inspect the HTTPS certificate (ACME HTTP-01)
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -239,6 +242,7 @@ impl Command {
             Command::Serve(args) => args.run(),
             Command::Healthcheck(args) => args.run(),
             Command::Admin(cmd) => cmd.run(ctx),
+            Command::Db(cmd) => cmd.run(ctx),
             Command::Cert(cmd) => cmd.run(ctx),
             Command::Init(args) => args.run(ctx),
             Command::Render(args) => args.run(ctx),

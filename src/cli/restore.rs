@@ -23,6 +23,12 @@ use crate::tls::settings::CertSettings;
 /// on this host's Docker Engine; on a bare directory the files are restored in place. If a step fails after the
 /// stop, the pre-restore state is put back.
 ///
+/// Disaster recovery: with --from s3://BUCKET/PREFIX, the backup is first downloaded from
+/// the bucket (BACKUP_OFFSITE of the old host) into BACKUP_DIR, then verified and restored
+/// as above. On a new host, DIR needs only the old stack's .env.production (it holds the
+/// S3 keys and JWT_SECRET) and, for an encrypted repository, --identity. A DIR without
+/// .elior/stack.json becomes the stack the bucket names; then run `elior deploy`.
+///
 /// Asks for confirmation unless --yes is given (and refuses without it when not on a
 /// terminal).
 ///
@@ -30,6 +36,8 @@ use crate::tls::settings::CertSettings;
 ///     elior restore --dir /srv/elior              the newest backup, after confirming
 ///     elior restore 20261129_020000 --yes         a given backup, no questions
 ///     elior restore latest --identity key.txt     an encrypted one (BACKUP_RECIPIENTS)
+///     elior restore --from s3://gym-backups/prod --dir /srv/elior --yes
+///                                                 the newest offsite backup, on a new host
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct RestoreArgs {
@@ -42,21 +50,50 @@ pub struct RestoreArgs {
     /// An age identity file (`age-keygen -o FILE`) that opens an encrypted backup
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Download the backup from this bucket first (s3://BUCKET/PREFIX, with the S3_* and
+    /// AWS_* keys of DIR/.env.production)
+    #[arg(long, value_name = "S3_URL")]
+    from: Option<String>,
 }
 
 impl RestoreArgs {
     /// With --json: what was restored.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        let settings = BackupSettings::load(ctx.dir())?;
+        let settings = match &self.from {
+            None => BackupSettings::load(ctx.dir())?,
+            Some(url) => {
+                let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
+                if !env_file.is_file() {
+                    bail!(
+                        "{} does not exist\na restore from a bucket needs the old stack's .env.production (its S3 keys and JWT_SECRET) in {}; copy it there first",
+                        env_file.display(),
+                        ctx.dir().display()
+                    );
+                }
+                // The one loader, with the bucket of --from as BACKUP_OFFSITE.
+                let mut raw = crate::config::model::settings(ctx.dir())?;
+                raw.overlay([("BACKUP_OFFSITE".to_string(), url.clone())]);
+                BackupSettings::from_raw(ctx.dir(), &raw)?
+            }
+        };
         crate::backup::recover_interrupted_restore(ctx.dir())?;
         if !self.yes {
             confirm(&self.id, &settings)?;
         }
         let mut reporter = Reporter::new(ctx.quiet);
+        let id = match (&self.from, &settings.offsite) {
+            (Some(_), Some(offsite)) => crate::backup::offsite::fetch_for_restore(
+                &settings,
+                offsite,
+                &self.id,
+                &mut reporter,
+            )?,
+            _ => self.id.clone(),
+        };
         let mut api = api_control(&settings)?;
         let report = restore::restore(
             &settings,
-            &self.id,
+            &id,
             self.identity.as_deref(),
             api.as_mut(),
             &mut reporter,

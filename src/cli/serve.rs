@@ -62,8 +62,14 @@ impl ServeArgs {
             .build()
             .context("failed to start the async runtime")?;
         runtime.block_on(async move {
-            crate::backup::recover_interrupted_restore_at(&config.database_path)?;
-            let db = tokio::task::block_in_place(|| Db::open(&config.database_path))?;
+            let target = match &config.postgres {
+                Some(url) => crate::db::Target::Postgres(url.clone()),
+                None => {
+                    crate::backup::recover_interrupted_restore_at(&config.database_path)?;
+                    crate::db::Target::Sqlite(config.database_path.clone())
+                }
+            };
+            let db = Db::open_target(&target, config.database_connect_retry).await?;
             // A bucket that is missing, refuses the keys or cannot be reached stops the
             // start here, in one line naming the key to fix, before serving (issue 16).
             let app = server::app(config.clone(), db);
@@ -78,7 +84,7 @@ impl ServeArgs {
             tracing::info!(
                 version = crate::VERSION,
                 environment = config.environment.as_str(),
-                database = %config.database_path.display(),
+                database = %target,
                 uploads = %app.state().uploads.describe(),
                 "listening on http://{local}"
             );

@@ -48,6 +48,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "WS_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    // PostgreSQL (issue 16): how long serve retries an unreachable database at start.
+    "DATABASE_CONNECT_RETRY_SECONDS",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/elior_fitness.db";
@@ -110,7 +112,13 @@ pub struct ServeConfig {
     /// (development only): tokens stop working at restart.
     pub jwt_secret_is_ephemeral: bool,
     pub access_token_ttl: Duration,
+    /// The SQLite file (the default; unused when `postgres` is set).
     pub database_path: PathBuf,
+    /// `DATABASE_URL=postgresql://…` (issue 16): the API keeps its data there instead.
+    pub postgres: Option<crate::db::pg::PgUrl>,
+    /// How long `serve` retries an unreachable PostgreSQL at start
+    /// (DATABASE_CONNECT_RETRY_SECONDS, default 30).
+    pub database_connect_retry: Duration,
     pub upload_dir: PathBuf,
     /// UPLOAD_DIR (the default) or a bucket (UPLOADS_URL); see [`crate::files::settings`].
     pub uploads: crate::files::settings::UploadsSettings,
@@ -216,7 +224,7 @@ impl RawSettings {
     }
 
     /// A non-empty value, or `None` when absent or blank (blank means "use the default").
-    fn non_empty(&self, key: &str) -> Option<(&str, &Origin)> {
+    pub fn non_empty(&self, key: &str) -> Option<(&str, &Origin)> {
         self.get_with_origin(key)
             .map(|(v, o)| (v.trim(), o))
             .filter(|(v, _)| !v.is_empty())
@@ -344,9 +352,30 @@ impl ServeConfig {
             },
         };
 
-        let database_path = match raw.non_empty("DATABASE_URL") {
-            None => sqlite_path(DEFAULT_DATABASE_URL).expect("default url is valid"),
-            Some((v, o)) => sqlite_path(v).map_err(|m| invalid("DATABASE_URL", o, m))?,
+        let default_path = || sqlite_path(DEFAULT_DATABASE_URL).expect("default url is valid");
+        let (database_path, postgres) = match raw.non_empty("DATABASE_URL") {
+            None => (default_path(), None),
+            Some((v, o)) => match crate::db::pg::PgUrl::parse(v) {
+                Some(url) => (
+                    default_path(),
+                    Some(url.map_err(|m| invalid("DATABASE_URL", o, m))?),
+                ),
+                None => (
+                    sqlite_path(v).map_err(|m| invalid("DATABASE_URL", o, m))?,
+                    None,
+                ),
+            },
+        };
+        let database_connect_retry = match raw.non_empty("DATABASE_CONNECT_RETRY_SECONDS") {
+            None => Duration::from_secs(30),
+            Some((v, o)) => match v.parse::<u64>() {
+                Ok(s) if s <= 600 => Duration::from_secs(s),
+                _ => bail!(invalid(
+                    "DATABASE_CONNECT_RETRY_SECONDS",
+                    o,
+                    format!("{v:?} is not a number of seconds between 0 and 600")
+                )),
+            },
         };
 
         let upload_dir = match raw.non_empty("UPLOAD_DIR") {
@@ -431,6 +460,8 @@ impl ServeConfig {
             jwt_secret_is_ephemeral,
             access_token_ttl,
             database_path,
+            postgres,
+            database_connect_retry,
             upload_dir,
             uploads,
             max_file_size,
@@ -507,7 +538,8 @@ fn parse_origins(value: &str, production: bool) -> Result<Vec<String>, String> {
 pub fn sqlite_path(url: &str) -> Result<PathBuf, String> {
     let Some(rest) = url.strip_prefix("sqlite:///") else {
         return Err(format!(
-            "{url:?} is not a SQLite URL; elior embeds SQLite, use sqlite:///./data/elior_fitness.db"
+            "{:?} is not a SQLite or PostgreSQL URL; use sqlite:///./data/elior_fitness.db (embedded, the default) or postgresql://USER:PASSWORD@HOST:5432/DATABASE",
+            crate::db::pg::redact(url)
         ));
     };
     if rest.is_empty() || rest.contains(":memory:") {
@@ -593,7 +625,9 @@ mod tests {
             ),
             (5 * 1024 * 1024, 31457280, 31457280)
         );
-        assert!(err(&[("DATABASE_URL", "postgresql://x")]).contains("sqlite:///"));
+        assert!(err(&[("DATABASE_URL", "mysql://u:pw@x/db")]).contains("sqlite:///"));
+        assert!(!err(&[("DATABASE_URL", "mysql://u:pw@x/db")]).contains("pw"));
+        assert!(err(&[("DATABASE_URL", "postgresql://x")]).contains("postgresql://USER"));
         assert!(err(&[("LOG_LEVEL", "loud")]).contains("LOG_LEVEL"));
         assert!(err(&[("BIND_ADDRESS", "8000")]).contains("IP:PORT"));
         assert!(err(&[("TRUSTED_PROXIES", "10.0.0.0/40")]).contains("TRUSTED_PROXIES"));

@@ -25,6 +25,8 @@ pub const STACK_KEYS: &[&str] = &[
     "ACME_EMAIL",
     "BACKUP_DIR",
     "BACKUP_FORMAT",
+    // Offsite copies (issue 17), with the S3_* and AWS_* keys of crate::files::settings.
+    "BACKUP_OFFSITE",
     "BACKUP_RECIPIENTS",
     "BACKUP_RETENTION_DAYS",
     "BACKUP_SCHEDULE",
@@ -247,7 +249,9 @@ impl StackConfig {
             }
             Ok(())
         };
-        in_container("DATABASE_URL", &serve.database_path, CONTAINER_DATABASE_URL)?;
+        if serve.postgres.is_none() {
+            in_container("DATABASE_URL", &serve.database_path, CONTAINER_DATABASE_URL)?;
+        }
         in_container("UPLOAD_DIR", &serve.upload_dir, CONTAINER_UPLOAD_DIR)?;
 
         let acme_email = match raw.non_empty("ACME_EMAIL") {
@@ -430,7 +434,11 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         ),
         (
             "DATABASE_URL",
-            format!("sqlite:///{}", s.database_path.display()),
+            // Display redacts the password.
+            match &s.postgres {
+                Some(url) => url.to_string(),
+                None => format!("sqlite:///{}", s.database_path.display()),
+            },
         ),
         ("UPLOAD_DIR", s.upload_dir.display().to_string()),
         ("MAX_FILE_SIZE", s.max_file_size.to_string()),
@@ -592,6 +600,18 @@ mod tests {
         let port = c.settings.iter().find(|s| s.key == "HTTP_PORT").unwrap();
         assert_eq!(port.source, "default");
         assert!(!format!("{c:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn config_show_redacts_the_postgresql_password() {
+        let c = StackConfig::from_raw(&raw(&[(
+            "DATABASE_URL",
+            "postgresql://elior:pg-pass-42@db.internal:5432/elior",
+        )]))
+        .unwrap();
+        let url = c.settings.iter().find(|s| s.key == "DATABASE_URL").unwrap();
+        assert_eq!(url.value, "postgresql://elior:***@db.internal:5432/elior");
+        assert!(!format!("{c:?}").contains("pg-pass-42"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Typed queries on `files`, the record of every stored upload and its owner (the client
 //! whose data it is). Every statement is parameterised.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{params, Conn, OptionalExtension};
 use serde::Serialize;
 
 use super::users::now;
@@ -22,7 +22,7 @@ pub struct FileRecord {
 }
 
 pub fn insert(
-    c: &Connection,
+    c: &Conn,
     kind: Kind,
     name: &str,
     owner_id: i64,
@@ -34,11 +34,11 @@ pub fn insert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![kind.as_str(), name, owner_id, content_type, size, now()],
     )?;
-    find(c, kind, name)?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find(c, kind, name)?.ok_or(DbError::NoRows)
 }
 
-pub fn find(c: &Connection, kind: Kind, name: &str) -> Result<Option<FileRecord>, DbError> {
-    Ok(c.prepare_cached(
+pub fn find(c: &Conn, kind: Kind, name: &str) -> Result<Option<FileRecord>, DbError> {
+    c.prepare_cached(
         "SELECT id, kind, name, owner_id, content_type, size, created_at
          FROM files WHERE kind = ?1 AND name = ?2",
     )?
@@ -53,10 +53,10 @@ pub fn find(c: &Connection, kind: Kind, name: &str) -> Result<Option<FileRecord>
             created_at: r.get(6)?,
         })
     })
-    .optional()?)
+    .optional()
 }
 
-pub fn delete(c: &Connection, kind: Kind, name: &str) -> Result<bool, DbError> {
+pub fn delete(c: &Conn, kind: Kind, name: &str) -> Result<bool, DbError> {
     Ok(c.execute(
         "DELETE FROM files WHERE kind = ?1 AND name = ?2",
         params![kind.as_str(), name],
@@ -65,20 +65,20 @@ pub fn delete(c: &Connection, kind: Kind, name: &str) -> Result<bool, DbError> {
 
 /// Whether a record still points at the file `url` (a meal photo, a weigh-in's photo or
 /// a completion's form photo); such a file is deleted through its record, not directly.
-pub fn is_referenced(c: &Connection, url: &str) -> Result<bool, DbError> {
-    Ok(c.prepare_cached(
+pub fn is_referenced(c: &Conn, url: &str) -> Result<bool, DbError> {
+    c.prepare_cached(
         "SELECT EXISTS(SELECT 1 FROM meal_uploads WHERE image_path = ?1)
              OR EXISTS(SELECT 1 FROM weight_entries WHERE photo_path = ?1)
              OR EXISTS(SELECT 1 FROM exercise_completions WHERE form_photo_path = ?1)",
     )?
-    .query_row([url], |r| r.get(0))?)
+    .query_row([url], |r| r.get(0))
 }
 
 /// Every file a user owns, to remove from disk when the user goes.
-pub fn owned_by(c: &Connection, owner_id: i64) -> Result<Vec<(Kind, String)>, DbError> {
+pub fn owned_by(c: &Conn, owner_id: i64) -> Result<Vec<(Kind, String)>, DbError> {
     let mut stmt = c.prepare_cached("SELECT kind, name FROM files WHERE owner_id = ?1")?;
     let rows = stmt.query_map([owner_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        Ok((r.get::<String>(0)?, r.get::<String>(1)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
@@ -98,16 +98,16 @@ pub struct KindStats {
     pub bytes: i64,
 }
 
-pub fn stats(c: &Connection) -> Result<Vec<KindStats>, DbError> {
+pub fn stats(c: &Conn) -> Result<Vec<KindStats>, DbError> {
     let mut stmt = c.prepare_cached(
-        "SELECT kind, count(*), coalesce(sum(size), 0) FROM files GROUP BY kind ORDER BY kind",
+        "SELECT kind, count(*), CAST(coalesce(sum(size), 0) AS BIGINT) FROM files GROUP BY kind ORDER BY kind",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok(KindStats {
             kind: r.get(0)?,
             files: r.get(1)?,
             bytes: r.get(2)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }

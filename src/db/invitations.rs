@@ -1,7 +1,7 @@
 //! Typed queries on `trainer_invitations`: a trainer's offer to coach a client, pending
 //! until the client accepts or declines it. Every statement is parameterised.
 
-use rusqlite::{params, Connection};
+use super::sql::{params, Conn};
 use serde::Serialize;
 
 use super::users::now;
@@ -19,7 +19,7 @@ pub struct Invitation {
 }
 
 /// Records (or renews) `trainer_id`'s invitation to `client_id`.
-pub fn invite(c: &Connection, client_id: i64, trainer_id: i64) -> Result<Invitation, DbError> {
+pub fn invite(c: &Conn, client_id: i64, trainer_id: i64) -> Result<Invitation, DbError> {
     c.execute(
         "INSERT INTO trainer_invitations (client_id, trainer_id, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (client_id, trainer_id) DO UPDATE SET created_at = excluded.created_at",
@@ -28,11 +28,11 @@ pub fn invite(c: &Connection, client_id: i64, trainer_id: i64) -> Result<Invitat
     for_client(c, client_id)?
         .into_iter()
         .find(|i| i.trainer_id == trainer_id)
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        .ok_or(DbError::NoRows)
 }
 
 /// The client's pending invitations, newest first.
-pub fn for_client(c: &Connection, client_id: i64) -> Result<Vec<Invitation>, DbError> {
+pub fn for_client(c: &Conn, client_id: i64) -> Result<Vec<Invitation>, DbError> {
     let mut stmt = c.prepare_cached(
         "SELECT i.client_id, i.trainer_id, u.full_name, i.created_at
          FROM trainer_invitations i JOIN users u ON u.id = i.trainer_id
@@ -46,11 +46,11 @@ pub fn for_client(c: &Connection, client_id: i64) -> Result<Vec<Invitation>, DbE
             created_at: r.get(3)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Removes one invitation; `false` if there was none.
-pub fn remove(c: &Connection, client_id: i64, trainer_id: i64) -> Result<bool, DbError> {
+pub fn remove(c: &Conn, client_id: i64, trainer_id: i64) -> Result<bool, DbError> {
     Ok(c.execute(
         "DELETE FROM trainer_invitations WHERE client_id = ?1 AND trainer_id = ?2",
         [client_id, trainer_id],
@@ -58,7 +58,7 @@ pub fn remove(c: &Connection, client_id: i64, trainer_id: i64) -> Result<bool, D
 }
 
 /// Removes every invitation to the client (they now have a trainer).
-pub fn clear(c: &Connection, client_id: i64) -> Result<(), DbError> {
+pub fn clear(c: &Conn, client_id: i64) -> Result<(), DbError> {
     c.execute(
         "DELETE FROM trainer_invitations WHERE client_id = ?1",
         [client_id],

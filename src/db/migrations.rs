@@ -9,6 +9,7 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use super::sql::{params, Backend, Conn};
 use super::DbError;
 
 pub struct Migration {
@@ -41,8 +42,105 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The PostgreSQL migrations (issue 16), numbered on their own: version 1 is the whole
+/// schema of SQLite's version 4.
+pub const PG_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("migrations/pg/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "throttle",
+        sql: include_str!("migrations/pg/0002_throttle.sql"),
+    },
+];
+
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The migrations of a backend.
+pub fn migrations_for(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Sqlite => MIGRATIONS,
+        Backend::Postgresql => PG_MIGRATIONS,
+    }
+}
+
+pub fn latest_for(backend: Backend) -> i64 {
+    migrations_for(backend).last().map_or(0, |m| m.version)
+}
+
+/// The applied version on either backend; 0 for an empty database.
+pub fn applied_version(c: &Conn) -> Result<i64, DbError> {
+    let exists = match c.backend() {
+        Backend::Sqlite => c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            (),
+            |r| r.get::<i64>(0),
+        )?,
+        Backend::Postgresql => c.query_row(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'",
+            (),
+            |r| r.get::<i64>(0),
+        )?,
+    };
+    if exists == 0 {
+        return Ok(0);
+    }
+    c.query_row(
+        "SELECT CAST(coalesce(max(version), 0) AS BIGINT) FROM schema_migrations",
+        (),
+        |r| r.get(0),
+    )
+}
+
+/// The migrations not applied yet, oldest first.
+pub fn pending(c: &Conn) -> Result<Vec<&'static Migration>, DbError> {
+    let applied = applied_version(c)?;
+    Ok(migrations_for(c.backend())
+        .iter()
+        .filter(|m| m.version > applied)
+        .collect())
+}
+
+/// Brings either backend to its latest version; the versions applied.
+pub fn migrate_any(c: &mut Conn) -> Result<Vec<i64>, DbError> {
+    match c {
+        Conn::Sqlite(s) => migrate(s),
+        Conn::Pg(_) => migrate_pg(c),
+    }
+}
+
+/// PostgreSQL: every pending migration in one transaction (DDL is transactional there, so
+/// a failure leaves nothing half-migrated), under an advisory lock so replicas starting
+/// together apply each migration once.
+fn migrate_pg(c: &Conn) -> Result<Vec<i64>, DbError> {
+    let tx = c.transaction()?;
+    tx.execute_batch(
+        "SELECT pg_advisory_xact_lock(7236837433217024115);
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    BIGINT PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let applied = applied_version(&tx)?;
+    let mut done = Vec::new();
+    for m in PG_MIGRATIONS.iter().filter(|m| m.version > applied) {
+        tx.execute_batch(m.sql).map_err(|e| {
+            DbError::Migration(format!("migration {} ({}) failed: {e}", m.version, m.name))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, chrono::Utc::now().to_rfc3339()],
+        )?;
+        done.push(m.version);
+    }
+    tx.commit()?;
+    Ok(done)
 }
 
 pub fn current_version(conn: &Connection) -> Result<i64, DbError> {
@@ -65,7 +163,9 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<Vec<i64>, DbErro
     // A no-op inside a transaction, so it is set here and restored after.
     let foreign_keys: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     conn.pragma_update(None, "foreign_keys", false)?;
+    super::trace_slow_statements(conn, false);
     let result = apply(conn, target);
+    super::trace_slow_statements(conn, true);
     conn.pragma_update(None, "foreign_keys", foreign_keys)?;
     result
 }

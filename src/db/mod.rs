@@ -1,18 +1,23 @@
-//! The SQLite database: a pool of WAL-mode connections, schema migrations, and typed
-//! queries (one module per table family).
+//! The database: SQLite (the embedded default: a pool of WAL-mode connections) or
+//! PostgreSQL (`DATABASE_URL=postgresql://…`, issue 16), schema migrations per backend,
+//! and typed queries (one module per table family) written once over [`sql::Conn`].
 //!
-//! SQLite calls block, so every query from the server goes through [`Db::call`], which runs
+//! Queries block, so every query from the server goes through [`Db::call`], which runs
 //! it on Tokio's blocking pool and never on the async workers. This is the fix for the
 //! original service, whose sync ORM calls inside async handlers stalled the event loop and
 //! deadlocked under 64 concurrent clients.
 
+pub mod copy;
 pub mod files;
 pub mod invitations;
 pub mod meals;
 pub mod migrations;
 pub mod notifications;
+pub mod pg;
 pub mod profiles;
 pub mod progress;
+pub mod sql;
+pub mod throttle;
 pub mod users;
 pub mod workouts;
 
@@ -24,6 +29,8 @@ use anyhow::{Context, Result};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::Connection;
+
+pub use sql::{Backend, Conn, OptionalExtension, Row};
 
 /// Pool size from the foundation issue: enough for 2 cores with blocking I/O in flight.
 pub const POOL_SIZE: u32 = 20;
@@ -42,6 +49,14 @@ pub enum DbError {
     PoolTimeout(Duration),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("query returned no rows")]
+    NoRows,
+    #[error("unexpected value: {0}")]
+    Conversion(String),
+    #[error("database pool: {0}")]
+    Pool(String),
     #[error("database task panicked or was cancelled")]
     Task,
     #[error("{0}")]
@@ -57,7 +72,27 @@ impl DbError {
             {
                 msg.strip_prefix("UNIQUE constraint failed: ")
             }
+            // The PostgreSQL schema names each unique constraint the way SQLite reports it.
+            DbError::Postgres(e) => e
+                .as_db_error()
+                .filter(|d| *d.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                .and_then(|d| d.constraint()),
             _ => None,
+        }
+    }
+
+    /// A row still referenced through an ON DELETE RESTRICT foreign key (or another
+    /// foreign-key failure).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER
+            }
+            DbError::Postgres(e) => e.as_db_error().is_some_and(|d| {
+                *d.code() == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION
+            }),
+            _ => false,
         }
     }
 }
@@ -65,12 +100,37 @@ impl DbError {
 /// A cheaply cloneable handle to the pool.
 #[derive(Clone)]
 pub struct Db {
-    pool: r2d2::Pool<SqliteConnectionManager>,
-    path: Arc<Path>,
-    /// Device and inode of the file when opened. If the path later names another file
-    /// (deleted, or replaced by a careless restore), our connections still write to the
-    /// old inode and every write would be lost at restart; `/health` reports that.
-    file_id: (u64, u64),
+    inner: Pools,
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite {
+        pool: r2d2::Pool<SqliteConnectionManager>,
+        path: Arc<Path>,
+        /// Device and inode of the file when opened. If the path later names another file
+        /// (deleted, or replaced by a careless restore), our connections still write to
+        /// the old inode and every write would be lost at restart; `/health` reports that.
+        file_id: (u64, u64),
+    },
+    /// Behind an `Arc`: every query clones the handle.
+    Pg(Arc<pg::PgPool>),
+}
+
+/// Where the data lives: the SQLite file or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(PathBuf),
+    Postgres(pg::PgUrl),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(p) => write!(f, "{}", p.display()),
+            Target::Postgres(u) => write!(f, "{u}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -89,6 +149,19 @@ impl Db {
     }
 
     pub fn open_with_pool_size(path: &Path, pool_size: u32) -> Result<Db> {
+        Self::open_sqlite(path, pool_size, true)
+    }
+
+    /// Opens the SQLite file, migrating it when `migrate` (`elior db status` and
+    /// `migrate --dry-run` look without changing anything).
+    fn open_sqlite(path: &Path, pool_size: u32, migrate: bool) -> Result<Db> {
+        if !migrate && !path.exists() {
+            anyhow::bail!(
+                "no database file at {}
+elior serve and elior db migrate create it",
+                path.display()
+            );
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
                 format!("failed to create database directory {}", dir.display())
@@ -99,7 +172,9 @@ impl Db {
         let mut conn = Connection::open(path)
             .and_then(|c| configure(&c).map(|_| c))
             .with_context(|| open_hint(path))?;
-        migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
+        if migrate {
+            migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
+        }
         drop(conn);
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
@@ -110,20 +185,108 @@ impl Db {
             .with_context(|| open_hint(path))?;
         let file_id = file_id(path).with_context(|| open_hint(path))?;
         Ok(Db {
-            pool,
-            path: Arc::from(path),
-            file_id,
+            inner: Pools::Sqlite {
+                pool,
+                path: Arc::from(path),
+                file_id,
+            },
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to PostgreSQL (retrying for up to `retry_for` while it is unreachable) and
+    /// migrates its schema. Must run inside a Tokio runtime.
+    pub async fn connect_pg(url: &pg::PgUrl, pool_size: u32, retry_for: Duration) -> Result<Db> {
+        let db = Self::connect_pg_unmigrated(url, pool_size, retry_for).await?;
+        db.call(migrations::migrate_any).await.with_context(|| {
+            format!("failed to migrate the PostgreSQL database {}", url.target())
+        })?;
+        Ok(db)
     }
 
-    /// Checks that the database path still names the file the pool has open.
+    /// Connects without touching the schema.
+    pub async fn connect_pg_unmigrated(
+        url: &pg::PgUrl,
+        pool_size: u32,
+        retry_for: Duration,
+    ) -> Result<Db> {
+        let pool = pg::connect(url, pool_size as usize, retry_for).await?;
+        Ok(Db {
+            inner: Pools::Pg(Arc::new(pool)),
+        })
+    }
+
+    /// For CLI commands: opens `target` with one connection (migrated only when `migrate`)
+    /// and runs `f` on a blocking thread of a runtime made for it.
+    pub fn session<T: Send + 'static>(
+        target: &Target,
+        migrate: bool,
+        retry_for: Duration,
+        f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        let target = target.clone();
+        runtime.block_on(async move {
+            let db = match &target {
+                Target::Sqlite(path) => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || Db::open_sqlite(&path, 2, migrate))
+                        .await
+                        .context("database task failed")??
+                }
+                Target::Postgres(url) if migrate => Db::connect_pg(url, 2, retry_for).await?,
+                Target::Postgres(url) => Db::connect_pg_unmigrated(url, 2, retry_for).await?,
+            };
+            tokio::task::spawn_blocking(move || f(&db))
+                .await
+                .context("database task failed")?
+        })
+    }
+
+    /// Opens either backend with the server's pool size; inside a Tokio runtime.
+    pub async fn open_target(target: &Target, retry_for: Duration) -> Result<Db> {
+        match target {
+            Target::Sqlite(path) => tokio::task::block_in_place(|| Db::open(path)),
+            Target::Postgres(url) => Db::connect_pg(url, POOL_SIZE, retry_for).await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match &self.inner {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Pg(_) => Backend::Postgresql,
+        }
+    }
+
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner {
+            Pools::Sqlite { path, .. } => Some(path),
+            Pools::Pg(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, for the notification listener.
+    pub fn pg(&self) -> Option<&pg::PgPool> {
+        match &self.inner {
+            Pools::Pg(p) => Some(p.as_ref()),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// Checks that the database path still names the file the pool has open (SQLite).
     pub fn check_file(&self) -> Result<(), &'static str> {
-        match file_id(&self.path) {
-            Ok(id) if id == self.file_id => Ok(()),
+        let Pools::Sqlite {
+            path, file_id: id0, ..
+        } = &self.inner
+        else {
+            return Ok(());
+        };
+        match file_id(path) {
+            Ok(id) if id == *id0 => Ok(()),
             Ok(_) => Err("database file was replaced while the server runs; restart elior serve"),
             Err(_) => {
                 Err("database file is missing; it was deleted or moved while the server runs")
@@ -131,54 +294,78 @@ impl Db {
         }
     }
 
+    fn get(&self) -> Result<Conn, DbError> {
+        match &self.inner {
+            Pools::Sqlite { pool, .. } => Ok(Conn::Sqlite(sql::SqliteConn::Pooled(
+                pool.get_timeout(POOL_WAIT)
+                    .map_err(|_| DbError::PoolTimeout(POOL_WAIT))?,
+            ))),
+            Pools::Pg(p) => Ok(Conn::Pg(p.get_blocking()?)),
+        }
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool.
     pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
     where
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
+        let db = self.clone();
         // The caller's span (a request's id, method and route) goes with the work, so a
         // slow-query warning from the blocking thread names the request it slowed.
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            let mut conn = pool
-                .get_timeout(POOL_WAIT)
-                .map_err(|_| DbError::PoolTimeout(POOL_WAIT))?;
+            let mut conn = db.get()?;
             f(&mut conn)
         })
         .await
         .map_err(|_| DbError::Task)?
     }
 
-    /// Runs `f` with a connection on the current thread; for CLI commands, not the server.
+    /// Runs `f` with a connection on the current thread; for CLI commands and blocking
+    /// threads, never an async worker.
     pub fn blocking<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
+        f: impl FnOnce(&mut Conn) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let mut conn = self
-            .pool
-            .get_timeout(POOL_WAIT)
-            .map_err(|_| DbError::PoolTimeout(POOL_WAIT))?;
+        let mut conn = self.get()?;
         f(&mut conn)
     }
 
     pub fn pool_stats(&self) -> PoolStats {
-        let state = self.pool.state();
-        PoolStats {
-            size: state.connections,
-            max_size: self.pool.max_size(),
-            idle: state.idle_connections,
-            in_use: state.connections - state.idle_connections,
+        match &self.inner {
+            Pools::Sqlite { pool, .. } => {
+                let state = pool.state();
+                PoolStats {
+                    size: state.connections,
+                    max_size: pool.max_size(),
+                    idle: state.idle_connections,
+                    in_use: state.connections - state.idle_connections,
+                }
+            }
+            Pools::Pg(p) => {
+                let s = p.pool.status();
+                let idle = s.available as u32;
+                PoolStats {
+                    size: s.size as u32,
+                    max_size: s.max_size as u32,
+                    idle,
+                    in_use: (s.size as u32).saturating_sub(idle),
+                }
+            }
         }
     }
 
     /// Folds the WAL back into the main file and truncates it; run at shutdown so the file
-    /// on disk is complete on its own (for backups and copies made while stopped).
+    /// on disk is complete on its own (for backups and copies made while stopped). Nothing
+    /// to do on PostgreSQL.
     pub fn checkpoint(&self) -> Result<(), DbError> {
+        if self.backend() == Backend::Postgresql {
+            return Ok(());
+        }
         self.blocking(|c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", (), |_| Ok(()))?;
             Ok(())
         })
     }
@@ -201,14 +388,23 @@ fn open_hint(path: &Path) -> String {
 /// synchronous is durable across application crashes in WAL mode and much faster than FULL.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(wait_for_writer))?;
+    // Every query goes through the statement cache (see `sql::Conn`): room for all of them.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    trace_slow_statements(conn, true);
+    Ok(())
+}
+
+/// Logs statements slower than [`SLOW_QUERY`], or stops doing so. Migrations turn it off:
+/// a schema change is expected to take its time, and a warning quoting its whole DDL at
+/// every start on a loaded host says nothing the operator can act on.
+fn trace_slow_statements(conn: &Connection, on: bool) {
     conn.trace_v2(
         TraceEventCodes::SQLITE_TRACE_PROFILE,
-        Some(log_slow_statement),
+        on.then_some(log_slow_statement as fn(TraceEvent<'_>)),
     );
-    Ok(())
 }
 
 /// Polls for the write lock every [`BUSY_POLL`] for up to [`BUSY_TIMEOUT`] (issue 19).
@@ -238,18 +434,38 @@ fn log_slow_statement(event: TraceEvent<'_>) {
     }
 }
 
-/// Facts about the database file for `/status/database` and `doctor`.
+/// Facts about the database for `/status/database` and `doctor`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DatabaseStatus {
+    pub backend: Backend,
     pub journal_mode: String,
     pub schema_version: i64,
+    pub latest_schema_version: i64,
+    /// The SQLite file, or PostgreSQL's `pg_database_size`.
     pub file_size_bytes: u64,
     pub wal_size_bytes: u64,
 }
 
-pub fn status(conn: &Connection, path: &Path) -> Result<DatabaseStatus, DbError> {
+pub fn status(c: &Conn, path: Option<&Path>) -> Result<DatabaseStatus, DbError> {
+    let backend = c.backend();
+    let schema_version = migrations::applied_version(c)?;
+    let latest_schema_version = migrations::latest_for(backend);
+    let (Some(conn), Some(path)) = (c.sqlite(), path) else {
+        let size: i64 = c.query_row(
+            "SELECT CAST(pg_database_size(current_database()) AS BIGINT)",
+            (),
+            |r| r.get(0),
+        )?;
+        return Ok(DatabaseStatus {
+            backend,
+            journal_mode: "postgresql".into(),
+            schema_version,
+            latest_schema_version,
+            file_size_bytes: size.max(0) as u64,
+            wal_size_bytes: 0,
+        });
+    };
     let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-    let schema_version = migrations::current_version(conn)?;
     let file_size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
@@ -257,8 +473,10 @@ pub fn status(conn: &Connection, path: &Path) -> Result<DatabaseStatus, DbError>
         .map(|m| m.len())
         .unwrap_or(0);
     Ok(DatabaseStatus {
+        backend,
         journal_mode,
         schema_version,
+        latest_schema_version,
         file_size_bytes,
         wal_size_bytes,
     })
@@ -266,9 +484,9 @@ pub fn status(conn: &Connection, path: &Path) -> Result<DatabaseStatus, DbError>
 
 /// The query `/health` runs: it reads a real table, so a database that is locked, gone
 /// or corrupt fails it (a bare `SELECT 1` would pass without touching the file).
-pub fn ping(conn: &Connection) -> Result<(), DbError> {
-    conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| {
-        r.get::<_, i64>(0)
+pub fn ping(conn: &Conn) -> Result<(), DbError> {
+    conn.query_row("SELECT count(*) FROM schema_migrations", (), |r| {
+        r.get::<i64>(0)
     })?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Typed queries on `notifications`. Every query is scoped to its recipient, so one user's
 //! id can never reach another's notification. Every statement is parameterised.
 
-use rusqlite::{params, Connection, Row};
+use super::sql::{params, Conn, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::users::now;
@@ -25,7 +25,7 @@ pub struct Notification {
 const COLUMNS: &str =
     "id, recipient_id, sender_id, title, message, type, is_read, created_at, read_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+fn from_row(r: &Row) -> Result<Notification, DbError> {
     Ok(Notification {
         id: r.get(0)?,
         recipient_id: r.get(1)?,
@@ -39,35 +39,94 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
     })
 }
 
+/// The PostgreSQL channel that announces new notifications to every replica.
+pub const CHANNEL: &str = "elior_notifications";
+
+/// What a replica announces about a notification it created (a few bytes: the
+/// listeners load the row; NOTIFY payloads are limited to 8000 bytes).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Announcement {
+    pub origin: u64,
+    pub id: i64,
+    pub recipient_id: i64,
+    /// Not a notification: the recipient's sessions ended (logout from every device, a
+    /// password change, the account deleted), so every replica closes their WebSockets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sessions_ended: bool,
+}
+
+fn announce(c: &Conn, a: &Announcement) -> Result<(), DbError> {
+    let payload = serde_json::to_string(a).map_err(|e| DbError::Conversion(e.to_string()))?;
+    // `execute`: pg_notify returns void, which no row type reads.
+    c.execute("SELECT pg_notify(?1, ?2)", params![CHANNEL, payload])?;
+    Ok(())
+}
+
+/// On PostgreSQL, tells the other replicas that `user_id`'s sessions ended; nothing to do
+/// on SQLite (one process).
+pub fn announce_sessions_ended(c: &Conn, user_id: i64) -> Result<(), DbError> {
+    if c.backend() != super::Backend::Postgresql {
+        return Ok(());
+    }
+    announce(
+        c,
+        &Announcement {
+            origin: replica_id(),
+            id: 0,
+            recipient_id: user_id,
+            sessions_ended: true,
+        },
+    )
+}
+
+/// This process's id among the replicas, drawn once.
+pub fn replica_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(rand::random)
+}
+
+/// Inserts a notification. On PostgreSQL it is also announced with `pg_notify` in the
+/// same transaction (delivered at commit), for the other replicas' WebSockets.
 pub fn insert(
-    c: &Connection,
+    c: &Conn,
     recipient_id: i64,
     sender_id: Option<i64>,
     title: &str,
     message: &str,
     kind: &str,
 ) -> Result<Notification, DbError> {
-    c.prepare_cached(
-        "INSERT INTO notifications (recipient_id, sender_id, title, message, type, created_at)
+    let id = c
+        .prepare_cached(
+            "INSERT INTO notifications (recipient_id, sender_id, title, message, type, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        recipient_id,
-        sender_id,
-        title,
-        message,
-        kind,
-        now()
-    ])?;
-    let id = c.last_insert_rowid();
-    Ok(c.prepare_cached(&format!(
+        )?
+        .insert(params![
+            recipient_id,
+            sender_id,
+            title,
+            message,
+            kind,
+            now()
+        ])?;
+    if c.backend() == super::Backend::Postgresql {
+        announce(
+            c,
+            &Announcement {
+                origin: replica_id(),
+                id,
+                recipient_id,
+                sessions_ended: false,
+            },
+        )?;
+    }
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM notifications WHERE id = ?1"
     ))?
-    .query_row([id], from_row)?)
+    .query_row([id], from_row)
 }
 
 pub fn list(
-    c: &Connection,
+    c: &Conn,
     recipient_id: i64,
     unread_only: bool,
     limit: i64,
@@ -79,19 +138,19 @@ pub fn list(
          ORDER BY id DESC LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![recipient_id, unread_only, limit, offset], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// (unread, total) for one recipient.
-pub fn count(c: &Connection, recipient_id: i64) -> Result<(i64, i64), DbError> {
-    Ok(c.prepare_cached(
-        "SELECT coalesce(sum(is_read = 0), 0), count(*) FROM notifications WHERE recipient_id = ?1",
+pub fn count(c: &Conn, recipient_id: i64) -> Result<(i64, i64), DbError> {
+    c.prepare_cached(
+        "SELECT count(*) FILTER (WHERE is_read = 0), count(*) FROM notifications WHERE recipient_id = ?1",
     )?
-    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Marks one notification read; `false` when it isn't the recipient's.
-pub fn mark_read(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbError> {
+pub fn mark_read(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> {
     Ok(c.execute(
         "UPDATE notifications SET is_read = 1, read_at = coalesce(read_at, ?3)
          WHERE id = ?1 AND recipient_id = ?2",
@@ -99,14 +158,14 @@ pub fn mark_read(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbE
     )? > 0)
 }
 
-pub fn mark_all_read(c: &Connection, recipient_id: i64) -> Result<usize, DbError> {
-    Ok(c.execute(
+pub fn mark_all_read(c: &Conn, recipient_id: i64) -> Result<usize, DbError> {
+    c.execute(
         "UPDATE notifications SET is_read = 1, read_at = ?2 WHERE recipient_id = ?1 AND is_read = 0",
         params![recipient_id, now()],
-    )?)
+    )
 }
 
-pub fn delete(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbError> {
+pub fn delete(c: &Conn, id: i64, recipient_id: i64) -> Result<bool, DbError> {
     Ok(c.execute(
         "DELETE FROM notifications WHERE id = ?1 AND recipient_id = ?2",
         params![id, recipient_id],
@@ -115,15 +174,10 @@ pub fn delete(c: &Connection, id: i64, recipient_id: i64) -> Result<bool, DbErro
 
 /// The notification `id` if `recipient_id` received it; `None` as recipient: anyone's
 /// (for admins).
-pub fn find(
-    c: &Connection,
-    id: i64,
-    recipient_id: Option<i64>,
-) -> Result<Option<Notification>, DbError> {
-    use rusqlite::OptionalExtension;
-    Ok(c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (?2 IS NULL OR recipient_id = ?2)"
+pub fn find(c: &Conn, id: i64, recipient_id: Option<i64>) -> Result<Option<Notification>, DbError> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR recipient_id = ?2)"
     ))?
     .query_row(params![id, recipient_id], from_row)
-    .optional()?)
+    .optional()
 }

@@ -4,7 +4,7 @@
 //! The profile structs don't deny unknown fields: registration flattens them beside the
 //! account fields, and the OpenAPI document would otherwise describe an impossible body.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{params, Conn, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::users::now;
@@ -12,24 +12,33 @@ use super::DbError;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TrainerProfile {
+    #[schema(max_length = 200)]
     pub specialization: Option<String>,
+    #[schema(max_length = 2000)]
     pub bio: Option<String>,
+    #[schema(minimum = 0, maximum = 80)]
     pub years_of_experience: Option<i64>,
+    #[schema(max_length = 200)]
     pub certification: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ClientProfile {
     /// Centimetres.
+    #[schema(minimum = 50, maximum = 300)]
     pub height: Option<f64>,
     /// Kilograms.
+    #[schema(exclusive_minimum = 0, maximum = 500)]
     pub target_weight: Option<f64>,
+    #[schema(max_length = 2000)]
     pub goals: Option<String>,
+    #[schema(max_length = 2000)]
     pub medical_conditions: Option<String>,
+    #[schema(max_length = 2000)]
     pub dietary_restrictions: Option<String>,
 }
 
-pub fn trainer(conn: &Connection, user_id: i64) -> Result<TrainerProfile, DbError> {
+pub fn trainer(conn: &Conn, user_id: i64) -> Result<TrainerProfile, DbError> {
     Ok(conn
         .prepare_cached(
             "SELECT specialization, bio, years_of_experience, certification
@@ -47,7 +56,7 @@ pub fn trainer(conn: &Connection, user_id: i64) -> Result<TrainerProfile, DbErro
         .unwrap_or_default())
 }
 
-pub fn client(conn: &Connection, user_id: i64) -> Result<ClientProfile, DbError> {
+pub fn client(conn: &Conn, user_id: i64) -> Result<ClientProfile, DbError> {
     Ok(conn
         .prepare_cached(
             "SELECT height, target_weight, goals, medical_conditions, dietary_restrictions
@@ -67,7 +76,7 @@ pub fn client(conn: &Connection, user_id: i64) -> Result<ClientProfile, DbError>
 }
 
 /// Replaces the trainer profile as a whole (PUT semantics).
-pub fn put_trainer(conn: &Connection, user_id: i64, p: &TrainerProfile) -> Result<(), DbError> {
+pub fn put_trainer(conn: &Conn, user_id: i64, p: &TrainerProfile) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO trainer_profiles
              (user_id, specialization, bio, years_of_experience, certification, updated_at)
@@ -86,7 +95,7 @@ pub fn put_trainer(conn: &Connection, user_id: i64, p: &TrainerProfile) -> Resul
     Ok(())
 }
 
-pub fn put_client(conn: &Connection, user_id: i64, p: &ClientProfile) -> Result<(), DbError> {
+pub fn put_client(conn: &Conn, user_id: i64, p: &ClientProfile) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO client_profiles
              (user_id, height, target_weight, goals, medical_conditions, dietary_restrictions,

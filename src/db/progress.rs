@@ -1,7 +1,7 @@
 //! Typed queries on `weight_entries`, a client's weigh-ins. Every statement is
 //! parameterised.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::users::now;
@@ -23,7 +23,7 @@ pub struct WeightEntry {
 
 const COLUMNS: &str = "id, client_id, date, weight, photo_path, notes, created_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<WeightEntry> {
+fn from_row(r: &Row) -> Result<WeightEntry, DbError> {
     Ok(WeightEntry {
         id: r.get(0)?,
         client_id: r.get(1)?,
@@ -36,32 +36,33 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<WeightEntry> {
 }
 
 pub fn insert(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     date: &str,
     weight: f64,
     photo_path: Option<&str>,
     notes: Option<&str>,
 ) -> Result<WeightEntry, DbError> {
-    c.prepare_cached(
-        "INSERT INTO weight_entries (client_id, date, weight, photo_path, notes, created_at)
+    let id = c
+        .prepare_cached(
+            "INSERT INTO weight_entries (client_id, date, weight, photo_path, notes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![client_id, date, weight, photo_path, notes, now()])?;
-    find(c, c.last_insert_rowid())?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        )?
+        .insert(params![client_id, date, weight, photo_path, notes, now()])?;
+    find(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn find(c: &Connection, id: i64) -> Result<Option<WeightEntry>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find(c: &Conn, id: i64) -> Result<Option<WeightEntry>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE id = ?1"
     ))?
     .query_row([id], from_row)
-    .optional()?)
+    .optional()
 }
 
 /// One client's entries in a date range (inclusive), oldest first.
 pub fn list(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     from: Option<&str>,
     to: Option<&str>,
@@ -70,22 +71,22 @@ pub fn list(
 ) -> Result<Vec<WeightEntry>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries
-         WHERE client_id = ?1 AND (?2 IS NULL OR date >= ?2) AND (?3 IS NULL OR date <= ?3)
+         WHERE client_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR date >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR date <= ?3)
          ORDER BY date, id LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt.query_map(params![client_id, from, to, limit, offset], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn latest(c: &Connection, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn latest(c: &Conn, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM weight_entries WHERE client_id = ?1 ORDER BY date DESC, id DESC LIMIT 1"
     ))?
     .query_row([client_id], from_row)
-    .optional()?)
+    .optional()
 }
 
-pub fn delete(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM weight_entries WHERE id = ?1", [id])? > 0)
 }
 
@@ -114,13 +115,13 @@ fn round1(v: f64) -> f64 {
 /// First and last entry, extremes and average over a date range, against the target of
 /// the client's profile.
 pub fn summary(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<WeightSummary, DbError> {
     const RANGE: &str =
-        "client_id = ?1 AND (?2 IS NULL OR date >= ?2) AND (?3 IS NULL OR date <= ?3)";
+        "client_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR date >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR date <= ?3)";
     let mut summary = c
         .prepare_cached(&format!(
             "SELECT count(*), min(date), max(date), min(weight), max(weight), avg(weight)
@@ -137,17 +138,17 @@ pub fn summary(
                 change: None,
                 min_weight: r.get(3)?,
                 max_weight: r.get(4)?,
-                average_weight: r.get::<_, Option<f64>>(5)?.map(round1),
+                average_weight: r.get::<Option<f64>>(5)?.map(round1),
                 target_weight: None,
                 remaining_to_target: None,
             })
         })?;
     let edge = |order: &str| -> Result<Option<f64>, DbError> {
-        Ok(c.prepare_cached(&format!(
+        c.prepare_cached(&format!(
             "SELECT weight FROM weight_entries WHERE {RANGE} ORDER BY date {order}, id {order} LIMIT 1"
         ))?
         .query_row(params![client_id, from, to], |r| r.get(0))
-        .optional()?)
+        .optional()
     };
     let starting_weight = edge("ASC")?;
     let current_weight = edge("DESC")?;

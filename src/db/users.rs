@@ -1,6 +1,6 @@
 //! Typed queries on `users`. Every statement is parameterised.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::DbError;
@@ -68,16 +68,15 @@ pub struct NewUser<'a> {
 const COLUMNS: &str = "id, username, email, full_name, role, is_active, trainer_id, created_at, \
                        updated_at, last_login, password_hash, token_epoch";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+fn from_row(row: &Row) -> Result<User, DbError> {
     let role: String = row.get(4)?;
     Ok(User {
         id: row.get(0)?,
         username: row.get(1)?,
         email: row.get(2)?,
         full_name: row.get(3)?,
-        role: Role::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, role.into())
-        })?,
+        role: Role::parse(&role)
+            .ok_or_else(|| DbError::Conversion(format!("{role:?} is not a role")))?,
         is_active: row.get(5)?,
         trainer_id: row.get(6)?,
         created_at: row.get(7)?,
@@ -92,10 +91,15 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub fn insert(conn: &Connection, new: &NewUser<'_>) -> Result<User, DbError> {
-    conn.execute(
-        "INSERT INTO users (username, email, full_name, password_hash, role, trainer_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+/// A fresh token epoch, drawn here rather than by SQL so both backends draw the same way.
+fn new_epoch() -> i64 {
+    rand::random()
+}
+
+pub fn insert(conn: &Conn, new: &NewUser<'_>) -> Result<User, DbError> {
+    let id = conn.insert(
+        "INSERT INTO users (username, email, full_name, password_hash, role, trainer_id, created_at, token_epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             new.username,
             new.email,
@@ -103,57 +107,53 @@ pub fn insert(conn: &Connection, new: &NewUser<'_>) -> Result<User, DbError> {
             new.password_hash,
             new.role.as_str(),
             new.trainer_id,
-            now()
+            now(),
+            new_epoch()
         ],
     )?;
-    let id = conn.last_insert_rowid();
-    find_by_id(conn, id)?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_by_id(conn, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn find_by_id(conn: &Connection, id: i64) -> Result<Option<User>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+pub fn find_by_id(conn: &Conn, id: i64) -> Result<Option<User>, DbError> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], from_row)
-        .optional()?)
+        .optional()
 }
 
 /// Finds a user by username or, as the original API allowed, by email.
-pub fn find_by_login(conn: &Connection, login: &str) -> Result<Option<User>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
-        ))?
-        .query_row([login], from_row)
-        .optional()?)
+pub fn find_by_login(conn: &Conn, login: &str) -> Result<Option<User>, DbError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
+    ))?
+    .query_row([login], from_row)
+    .optional()
 }
 
-pub fn count_admins(conn: &Connection) -> Result<i64, DbError> {
-    Ok(
-        conn.query_row("SELECT count(*) FROM users WHERE role = 'ADMIN'", [], |r| {
-            r.get(0)
-        })?,
-    )
+pub fn count_admins(conn: &Conn) -> Result<i64, DbError> {
+    conn.query_row("SELECT count(*) FROM users WHERE role = 'ADMIN'", (), |r| {
+        r.get(0)
+    })
 }
 
 /// Stores a new password hash and ends every session: the token epoch is redrawn.
-pub fn set_password(conn: &Connection, id: i64, password_hash: &str) -> Result<(), DbError> {
+pub fn set_password(conn: &Conn, id: i64, password_hash: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE users SET password_hash = ?2, token_epoch = random(), updated_at = ?3
+        "UPDATE users SET password_hash = ?2, token_epoch = ?4, updated_at = ?3
          WHERE id = ?1",
-        params![id, password_hash, now()],
+        params![id, password_hash, now(), new_epoch()],
     )?;
     Ok(())
 }
 
 /// Ends every session of the user (logout from every device); `false` if no such user.
-pub fn end_sessions(conn: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn end_sessions(conn: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(conn.execute(
-        "UPDATE users SET token_epoch = random() WHERE id = ?1",
-        [id],
+        "UPDATE users SET token_epoch = ?2 WHERE id = ?1",
+        params![id, new_epoch()],
     )? > 0)
 }
 
-pub fn touch_last_login(conn: &Connection, id: i64) -> Result<(), DbError> {
+pub fn touch_last_login(conn: &Conn, id: i64) -> Result<(), DbError> {
     conn.execute(
         "UPDATE users SET last_login = ?2 WHERE id = ?1",
         params![id, now()],
@@ -169,14 +169,14 @@ pub struct UserFilter {
 }
 
 pub fn list(
-    conn: &Connection,
+    conn: &Conn,
     filter: UserFilter,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<User>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM users
-         WHERE (?1 IS NULL OR role = ?1) AND (?2 IS NULL OR trainer_id = ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR role = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR trainer_id = ?2)
          ORDER BY id LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(
@@ -188,7 +188,7 @@ pub fn list(
         ],
         from_row,
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Changes to an account; `None` leaves a column as it is.
@@ -199,7 +199,7 @@ pub struct UserChanges {
     pub is_active: Option<bool>,
 }
 
-pub fn update(conn: &Connection, id: i64, ch: &UserChanges) -> Result<(), DbError> {
+pub fn update(conn: &Conn, id: i64, ch: &UserChanges) -> Result<(), DbError> {
     conn.execute(
         "UPDATE users SET email = coalesce(?2, email), full_name = coalesce(?3, full_name),
                 is_active = coalesce(?4, is_active), updated_at = ?5
@@ -209,11 +209,7 @@ pub fn update(conn: &Connection, id: i64, ch: &UserChanges) -> Result<(), DbErro
     Ok(())
 }
 
-pub fn set_trainer(
-    conn: &Connection,
-    client_id: i64,
-    trainer_id: Option<i64>,
-) -> Result<(), DbError> {
+pub fn set_trainer(conn: &Conn, client_id: i64, trainer_id: Option<i64>) -> Result<(), DbError> {
     conn.execute(
         "UPDATE users SET trainer_id = ?2, updated_at = ?3 WHERE id = ?1",
         params![client_id, trainer_id, now()],
@@ -221,16 +217,16 @@ pub fn set_trainer(
     Ok(())
 }
 
-pub fn count_clients_of(conn: &Connection, trainer_id: i64) -> Result<i64, DbError> {
-    Ok(conn.query_row(
+pub fn count_clients_of(conn: &Conn, trainer_id: i64) -> Result<i64, DbError> {
+    conn.query_row(
         "SELECT count(*) FROM users WHERE trainer_id = ?1",
         [trainer_id],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Deletes the account; its client-owned rows go with it (ON DELETE CASCADE).
-pub fn delete(conn: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete(conn: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
 }
 
@@ -238,10 +234,8 @@ pub fn delete(conn: &Connection, id: i64) -> Result<bool, DbError> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        crate::db::migrations::migrate(&mut c).unwrap();
-        c
+    fn db() -> Conn {
+        Conn::memory()
     }
 
     fn new<'a>(name: &'a str, email: &'a str) -> NewUser<'a> {

@@ -2,7 +2,7 @@
 //! session, and the completions clients log. Also the owner lookups the server's access
 //! checks start from (every plan belongs to one client). Every statement is parameterised.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::users::now;
@@ -29,9 +29,13 @@ pub struct ExerciseFields {
     pub name: String,
     #[schema(max_length = 2000)]
     pub description: Option<String>,
+    /// An http(s) URL.
+    #[schema(max_length = 500, pattern = "^https?://")]
     pub video_url: Option<String>,
     pub muscle_group: String,
+    #[schema(max_length = 200)]
     pub equipment_needed: Option<String>,
+    #[schema(max_length = 5000)]
     pub instructions: Option<String>,
 }
 
@@ -48,7 +52,7 @@ pub struct Exercise {
 const EXERCISE_COLUMNS: &str =
     "id, name, description, video_url, muscle_group, equipment_needed, instructions, created_by, created_at";
 
-fn exercise_from(r: &Row<'_>, at: usize) -> rusqlite::Result<Exercise> {
+fn exercise_from(r: &Row, at: usize) -> Result<Exercise, DbError> {
     Ok(Exercise {
         id: r.get(at)?,
         fields: ExerciseFields {
@@ -64,8 +68,8 @@ fn exercise_from(r: &Row<'_>, at: usize) -> rusqlite::Result<Exercise> {
     })
 }
 
-pub fn insert_exercise(c: &Connection, f: &ExerciseFields, by: i64) -> Result<Exercise, DbError> {
-    c.execute(
+pub fn insert_exercise(c: &Conn, f: &ExerciseFields, by: i64) -> Result<Exercise, DbError> {
+    let id = c.insert(
         "INSERT INTO exercises (name, description, video_url, muscle_group, equipment_needed,
                                 instructions, created_by, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -80,11 +84,10 @@ pub fn insert_exercise(c: &Connection, f: &ExerciseFields, by: i64) -> Result<Ex
             now()
         ],
     )?;
-    find_exercise(c, c.last_insert_rowid())?
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_exercise(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn update_exercise(c: &Connection, id: i64, f: &ExerciseFields) -> Result<(), DbError> {
+pub fn update_exercise(c: &Conn, id: i64, f: &ExerciseFields) -> Result<(), DbError> {
     c.execute(
         "UPDATE exercises SET name = ?2, description = ?3, video_url = ?4, muscle_group = ?5,
                 equipment_needed = ?6, instructions = ?7, updated_at = ?8 WHERE id = ?1",
@@ -102,34 +105,39 @@ pub fn update_exercise(c: &Connection, id: i64, f: &ExerciseFields) -> Result<()
     Ok(())
 }
 
-pub fn find_exercise(c: &Connection, id: i64) -> Result<Option<Exercise>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find_exercise(c: &Conn, id: i64) -> Result<Option<Exercise>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {EXERCISE_COLUMNS} FROM exercises WHERE id = ?1"
     ))?
     .query_row([id], |r| exercise_from(r, 0))
-    .optional()?)
+    .optional()
 }
 
 pub fn list_exercises(
-    c: &Connection,
+    c: &Conn,
     muscle_group: Option<&str>,
     search: Option<&str>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Exercise>, DbError> {
+    // SQLite's instr is PostgreSQL's strpos.
+    let find = match c.backend() {
+        super::Backend::Sqlite => "instr",
+        super::Backend::Postgresql => "strpos",
+    };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {EXERCISE_COLUMNS} FROM exercises
-         WHERE (?1 IS NULL OR muscle_group = ?1)
-           AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR muscle_group = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR {find}(lower(name), lower(?2)) > 0)
          ORDER BY name, id LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![muscle_group, search, limit, offset], |r| {
         exercise_from(r, 0)
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn delete_exercise(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete_exercise(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM exercises WHERE id = ?1", [id])? > 0)
 }
 
@@ -152,7 +160,7 @@ pub struct Plan {
 const PLAN_COLUMNS: &str =
     "p.id, p.trainer_id, p.client_id, p.name, p.description, p.start_date, p.end_date, p.created_at, p.updated_at";
 
-fn plan_from(r: &Row<'_>) -> rusqlite::Result<Plan> {
+fn plan_from(r: &Row) -> Result<Plan, DbError> {
     Ok(Plan {
         id: r.get(0)?,
         trainer_id: r.get(1)?,
@@ -174,21 +182,20 @@ pub struct PlanFields<'a> {
 }
 
 pub fn insert_plan(
-    c: &Connection,
+    c: &Conn,
     trainer_id: Option<i64>,
     client_id: i64,
     f: &PlanFields<'_>,
 ) -> Result<Plan, DbError> {
-    c.execute(
+    let id = c.insert(
         "INSERT INTO workout_plans (trainer_id, client_id, name, description, start_date, end_date, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![trainer_id, client_id, f.name, f.description, f.start_date, f.end_date, now()],
     )?;
-    find_plan(c, c.last_insert_rowid())?
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_plan(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn update_plan(c: &Connection, id: i64, f: &PlanFields<'_>) -> Result<(), DbError> {
+pub fn update_plan(c: &Conn, id: i64, f: &PlanFields<'_>) -> Result<(), DbError> {
     c.execute(
         "UPDATE workout_plans SET name = ?2, description = ?3, start_date = ?4, end_date = ?5,
                 updated_at = ?6 WHERE id = ?1",
@@ -197,18 +204,18 @@ pub fn update_plan(c: &Connection, id: i64, f: &PlanFields<'_>) -> Result<(), Db
     Ok(())
 }
 
-pub fn find_plan(c: &Connection, id: i64) -> Result<Option<Plan>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find_plan(c: &Conn, id: i64) -> Result<Option<Plan>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM workout_plans p WHERE p.id = ?1"
     ))?
     .query_row([id], plan_from)
-    .optional()?)
+    .optional()
 }
 
 /// Plans visible in a scope: `trainer` limits to that trainer's clients, `client` to one
 /// client (both `None` is everything, for admins).
 pub fn list_plans(
-    c: &Connection,
+    c: &Conn,
     trainer: Option<i64>,
     client: Option<i64>,
     limit: i64,
@@ -216,14 +223,14 @@ pub fn list_plans(
 ) -> Result<Vec<Plan>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {PLAN_COLUMNS} FROM workout_plans p JOIN users u ON u.id = p.client_id
-         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR p.client_id = ?2)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR u.trainer_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR p.client_id = ?2)
          ORDER BY p.id DESC LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![trainer, client, limit, offset], plan_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn delete_plan(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete_plan(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM workout_plans WHERE id = ?1", [id])? > 0)
 }
 
@@ -240,7 +247,7 @@ pub struct Session {
 
 const SESSION_COLUMNS: &str = "id, workout_plan_id, name, day_of_week, notes, created_at";
 
-fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
+fn session_from(r: &Row) -> Result<Session, DbError> {
     Ok(Session {
         id: r.get(0)?,
         workout_plan_id: r.get(1)?,
@@ -252,23 +259,22 @@ fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
 }
 
 pub fn insert_session(
-    c: &Connection,
+    c: &Conn,
     plan_id: i64,
     name: &str,
     day: Option<i64>,
     notes: Option<&str>,
 ) -> Result<Session, DbError> {
-    c.execute(
+    let id = c.insert(
         "INSERT INTO workout_sessions (workout_plan_id, name, day_of_week, notes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![plan_id, name, day, notes, now()],
     )?;
-    find_session(c, c.last_insert_rowid())?
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_session(c, id)?.ok_or(DbError::NoRows)
 }
 
 pub fn update_session(
-    c: &Connection,
+    c: &Conn,
     id: i64,
     name: &str,
     day: Option<i64>,
@@ -281,24 +287,24 @@ pub fn update_session(
     Ok(())
 }
 
-pub fn find_session(c: &Connection, id: i64) -> Result<Option<Session>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find_session(c: &Conn, id: i64) -> Result<Option<Session>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM workout_sessions WHERE id = ?1"
     ))?
     .query_row([id], session_from)
-    .optional()?)
+    .optional()
 }
 
-pub fn sessions_of(c: &Connection, plan_id: i64) -> Result<Vec<Session>, DbError> {
+pub fn sessions_of(c: &Conn, plan_id: i64) -> Result<Vec<Session>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM workout_sessions WHERE workout_plan_id = ?1
          ORDER BY coalesce(day_of_week, 7), id LIMIT 200"
     ))?;
     let rows = stmt.query_map([plan_id], session_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn delete_session(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete_session(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM workout_sessions WHERE id = ?1", [id])? > 0)
 }
 
@@ -306,11 +312,18 @@ pub fn delete_session(c: &Connection, id: i64) -> Result<bool, DbError> {
 #[serde(deny_unknown_fields)]
 pub struct WorkoutExerciseFields {
     pub exercise_id: i64,
+    #[schema(minimum = 1, maximum = 1000)]
     pub order: i64,
+    #[schema(minimum = 1, maximum = 100)]
     pub sets: Option<i64>,
+    #[schema(max_length = 50)]
     pub reps: Option<String>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub weight: Option<f64>,
+    /// Seconds.
+    #[schema(minimum = 0, maximum = 3600)]
     pub rest_time: Option<i64>,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
 }
 
@@ -327,7 +340,7 @@ pub struct WorkoutExercise {
 const WEX_COLUMNS: &str =
     "w.id, w.workout_session_id, w.exercise_id, w.order_index, w.sets, w.reps, w.weight, w.rest_time, w.notes";
 
-fn wex_from(r: &Row<'_>) -> rusqlite::Result<WorkoutExercise> {
+fn wex_from(r: &Row) -> Result<WorkoutExercise, DbError> {
     Ok(WorkoutExercise {
         id: r.get(0)?,
         workout_session_id: r.get(1)?,
@@ -345,16 +358,16 @@ fn wex_from(r: &Row<'_>) -> rusqlite::Result<WorkoutExercise> {
 }
 
 pub fn insert_wex(
-    c: &Connection,
+    c: &Conn,
     session_id: i64,
     f: &WorkoutExerciseFields,
 ) -> Result<WorkoutExercise, DbError> {
-    c.prepare_cached(
+    let id = c.prepare_cached(
         "INSERT INTO workout_exercises (workout_session_id, exercise_id, order_index, sets, reps,
                                         weight, rest_time, notes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![
+    .insert(params![
         session_id,
         f.exercise_id,
         f.order,
@@ -364,10 +377,10 @@ pub fn insert_wex(
         f.rest_time,
         f.notes
     ])?;
-    find_wex(c, c.last_insert_rowid())?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_wex(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn update_wex(c: &Connection, id: i64, f: &WorkoutExerciseFields) -> Result<(), DbError> {
+pub fn update_wex(c: &Conn, id: i64, f: &WorkoutExerciseFields) -> Result<(), DbError> {
     c.execute(
         "UPDATE workout_exercises SET exercise_id = ?2, order_index = ?3, sets = ?4, reps = ?5,
                 weight = ?6, rest_time = ?7, notes = ?8 WHERE id = ?1",
@@ -385,20 +398,20 @@ pub fn update_wex(c: &Connection, id: i64, f: &WorkoutExerciseFields) -> Result<
     Ok(())
 }
 
-pub fn find_wex(c: &Connection, id: i64) -> Result<Option<WorkoutExercise>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find_wex(c: &Conn, id: i64) -> Result<Option<WorkoutExercise>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {WEX_COLUMNS} FROM workout_exercises w WHERE w.id = ?1"
     ))?
     .query_row([id], wex_from)
-    .optional()?)
+    .optional()
 }
 
-pub fn delete_wex(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete_wex(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM workout_exercises WHERE id = ?1", [id])? > 0)
 }
 
 /// The exercises of every session of a plan, each with its exercise, in order.
-pub fn wex_of_plan(c: &Connection, plan_id: i64) -> Result<Vec<WorkoutExercise>, DbError> {
+pub fn wex_of_plan(c: &Conn, plan_id: i64) -> Result<Vec<WorkoutExercise>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {WEX_COLUMNS}, {} FROM workout_exercises w
          JOIN workout_sessions s ON s.id = w.workout_session_id
@@ -411,56 +424,59 @@ pub fn wex_of_plan(c: &Connection, plan_id: i64) -> Result<Vec<WorkoutExercise>,
         w.exercise = Some(exercise_from(r, 9)?);
         Ok(w)
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn wex_of_session(c: &Connection, session_id: i64) -> Result<Vec<WorkoutExercise>, DbError> {
+pub fn wex_of_session(c: &Conn, session_id: i64) -> Result<Vec<WorkoutExercise>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {WEX_COLUMNS} FROM workout_exercises w WHERE w.workout_session_id = ?1
          ORDER BY w.order_index, w.id LIMIT 500"
     ))?;
     let rows = stmt.query_map([session_id], wex_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// The client a plan belongs to.
-pub fn plan_client(c: &Connection, plan_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(
-        c.prepare_cached("SELECT client_id FROM workout_plans WHERE id = ?1")?
-            .query_row([plan_id], |r| r.get(0))
-            .optional()?,
-    )
+pub fn plan_client(c: &Conn, plan_id: i64) -> Result<Option<i64>, DbError> {
+    c.prepare_cached("SELECT client_id FROM workout_plans WHERE id = ?1")?
+        .query_row([plan_id], |r| r.get(0))
+        .optional()
 }
 
 /// The client a session belongs to, through its plan.
-pub fn session_client(c: &Connection, session_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached(
+pub fn session_client(c: &Conn, session_id: i64) -> Result<Option<i64>, DbError> {
+    c.prepare_cached(
         "SELECT p.client_id FROM workout_sessions s JOIN workout_plans p ON p.id = s.workout_plan_id
          WHERE s.id = ?1",
     )?
     .query_row([session_id], |r| r.get(0))
-    .optional()?)
+    .optional()
 }
 
 /// The client a workout exercise belongs to, through its session and plan.
-pub fn wex_client(c: &Connection, wex_id: i64) -> Result<Option<i64>, DbError> {
-    Ok(c.prepare_cached(
+pub fn wex_client(c: &Conn, wex_id: i64) -> Result<Option<i64>, DbError> {
+    c.prepare_cached(
         "SELECT p.client_id FROM workout_exercises w
          JOIN workout_sessions s ON s.id = w.workout_session_id
          JOIN workout_plans p ON p.id = s.workout_plan_id WHERE w.id = ?1",
     )?
     .query_row([wex_id], |r| r.get(0))
-    .optional()?)
+    .optional()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionFields {
     pub workout_exercise_id: i64,
+    #[schema(minimum = 0, maximum = 100)]
     pub actual_sets: Option<i64>,
+    #[schema(max_length = 50)]
     pub actual_reps: Option<String>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub weight_used: Option<f64>,
+    #[schema(minimum = 1, maximum = 5)]
     pub difficulty_rating: Option<i64>,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
     /// A URL from `/api/files/upload/form_photos`, owned by the same client.
     pub form_photo_path: Option<String>,
@@ -480,7 +496,7 @@ const COMPLETION_COLUMNS: &str =
     "id, client_id, workout_exercise_id, actual_sets, actual_reps, weight_used, \
                                   difficulty_rating, notes, form_photo_path, completed_at";
 
-fn completion_from(r: &Row<'_>) -> rusqlite::Result<Completion> {
+fn completion_from(r: &Row) -> Result<Completion, DbError> {
     Ok(Completion {
         id: r.get(0)?,
         client_id: r.get(1)?,
@@ -498,16 +514,16 @@ fn completion_from(r: &Row<'_>) -> rusqlite::Result<Completion> {
 }
 
 pub fn insert_completion(
-    c: &Connection,
+    c: &Conn,
     client_id: i64,
     f: &CompletionFields,
 ) -> Result<Completion, DbError> {
-    c.prepare_cached(
+    let id = c.prepare_cached(
         "INSERT INTO exercise_completions (workout_exercise_id, client_id, actual_sets, actual_reps,
              weight_used, difficulty_rating, notes, form_photo_path, completed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![
+    .insert(params![
         f.workout_exercise_id,
         client_id,
         f.actual_sets,
@@ -518,20 +534,19 @@ pub fn insert_completion(
         f.form_photo_path,
         now()
     ])?;
-    find_completion(c, c.last_insert_rowid())?
-        .ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    find_completion(c, id)?.ok_or(DbError::NoRows)
 }
 
-pub fn find_completion(c: &Connection, id: i64) -> Result<Option<Completion>, DbError> {
-    Ok(c.prepare_cached(&format!(
+pub fn find_completion(c: &Conn, id: i64) -> Result<Option<Completion>, DbError> {
+    c.prepare_cached(&format!(
         "SELECT {COMPLETION_COLUMNS} FROM exercise_completions WHERE id = ?1"
     ))?
     .query_row([id], completion_from)
-    .optional()?)
+    .optional()
 }
 
 pub fn list_completions(
-    c: &Connection,
+    c: &Conn,
     trainer: Option<i64>,
     client: Option<i64>,
     limit: i64,
@@ -539,7 +554,7 @@ pub fn list_completions(
 ) -> Result<Vec<Completion>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {} FROM exercise_completions x JOIN users u ON u.id = x.client_id
-         WHERE (?1 IS NULL OR u.trainer_id = ?1) AND (?2 IS NULL OR x.client_id = ?2)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR u.trainer_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR x.client_id = ?2)
          ORDER BY x.id DESC LIMIT ?3 OFFSET ?4",
         COMPLETION_COLUMNS
             .split(", ")
@@ -548,10 +563,10 @@ pub fn list_completions(
             .join(", ")
     ))?;
     let rows = stmt.query_map(params![trainer, client, limit, offset], completion_from)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn delete_completion(c: &Connection, id: i64) -> Result<bool, DbError> {
+pub fn delete_completion(c: &Conn, id: i64) -> Result<bool, DbError> {
     Ok(c.execute("DELETE FROM exercise_completions WHERE id = ?1", [id])? > 0)
 }
 
@@ -570,14 +585,15 @@ pub struct PlanSummary {
 
 /// Progress of one plan: a session counts as completed when each of its exercises has at
 /// least one completion.
-pub fn plan_summary(c: &Connection, plan: &Plan) -> Result<PlanSummary, DbError> {
+pub fn plan_summary(c: &Conn, plan: &Plan) -> Result<PlanSummary, DbError> {
     let (total_sessions, completed_sessions): (i64, i64) = c.prepare_cached(
-        "SELECT count(*), coalesce(sum(done), 0) FROM (
-             SELECT s.id, (count(w.id) > 0 AND count(w.id) = count(DISTINCT x.workout_exercise_id)) AS done
+        "SELECT count(*), CAST(coalesce(sum(done), 0) AS BIGINT) FROM (
+             SELECT s.id, CASE WHEN count(w.id) > 0 AND count(w.id) = count(DISTINCT x.workout_exercise_id)
+                               THEN 1 ELSE 0 END AS done
              FROM workout_sessions s
              LEFT JOIN workout_exercises w ON w.workout_session_id = s.id
              LEFT JOIN exercise_completions x ON x.workout_exercise_id = w.id
-             WHERE s.workout_plan_id = ?1 GROUP BY s.id)",
+             WHERE s.workout_plan_id = ?1 GROUP BY s.id) AS sessions",
     )?
     .query_row([plan.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (total_exercises, completed_exercises, total_completions, last): (i64, i64, i64, Option<String>) = c
@@ -634,7 +650,7 @@ pub struct ExerciseProgress {
 }
 
 pub fn exercise_progress(
-    c: &Connection,
+    c: &Conn,
     ex: &Exercise,
     client_id: i64,
 ) -> Result<ExerciseProgress, DbError> {
@@ -643,8 +659,9 @@ pub fn exercise_progress(
                         WHERE w.exercise_id = ?1 AND x.client_id = ?2";
     let (total, avg_sets, avg_weight, max_weight, avg_diff, last) = c
         .prepare_cached(&format!(
-            "SELECT count(*), avg(x.actual_sets), avg(x.weight_used), max(x.weight_used),
-                    avg(x.difficulty_rating), max(x.completed_at) {FROM}"
+            "SELECT count(*), CAST(avg(x.actual_sets) AS DOUBLE PRECISION), avg(x.weight_used),
+                    max(x.weight_used), CAST(avg(x.difficulty_rating) AS DOUBLE PRECISION),
+                    max(x.completed_at) {FROM}"
         ))?
         .query_row(params![ex.id, client_id], |r| {
             Ok((
@@ -658,7 +675,7 @@ pub fn exercise_progress(
         })?;
     let mut stmt = c.prepare_cached(&format!(
         "SELECT * FROM (SELECT x.completed_at, x.actual_sets, x.actual_reps, x.weight_used,
-                x.difficulty_rating, x.id {FROM} ORDER BY x.id DESC LIMIT 100) ORDER BY id"
+                x.difficulty_rating, x.id {FROM} ORDER BY x.id DESC LIMIT 100) AS recent ORDER BY id"
     ))?;
     let history = stmt
         .query_map(params![ex.id, client_id], |r| {

@@ -329,6 +329,9 @@ pub enum Size {
 }
 
 impl Size {
+    /// What [`Size::parse`] accepts (`?size=` of a download).
+    pub const NAMES: &'static [&'static str] = &["original", "thumbnail", "medium"];
+
     pub fn parse(s: &str) -> Option<Size> {
         match s {
             "original" => Some(Size::Original),

@@ -67,25 +67,22 @@ impl S3Settings {
 /// A value of one key and where it came from (`environment`, `FILE line N`).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<(String, String)>;
 
-impl UploadsSettings {
-    /// Reads the keys through `get`, which returns a non-blank value and its origin.
-    pub fn from_lookup(get: Lookup<'_>) -> Result<Self> {
-        let Some((url, url_origin)) = get("UPLOADS_URL") else {
-            // S3_* keys are elior's own: set without UPLOADS_URL, the user meant S3 and
-            // would otherwise see uploads land on the local disk without a word.
-            for key in ["S3_ENDPOINT", "S3_REGION"] {
-                if let Some((_, origin)) = get(key) {
-                    bail!(
-                        "{key} ({origin}) is set but UPLOADS_URL is not; set UPLOADS_URL=s3://BUCKET/PREFIX to keep uploads on S3, or remove {key} to keep them in UPLOAD_DIR"
-                    );
-                }
-            }
-            return Ok(UploadsSettings::Local);
-        };
-        let bad = |message: String| anyhow::anyhow!("UPLOADS_URL ({url_origin}): {message}");
+impl S3Settings {
+    /// Validates `url` (the value of `url_key`, from `url_origin`) and the S3_* and AWS_*
+    /// keys read through `get`. `purpose` completes "UPLOADS_URL (origin) ..." in the
+    /// message of a missing credential; `unset_hint` ends the message of a bad URL.
+    pub fn parse(
+        url_key: &str,
+        url: &str,
+        url_origin: &str,
+        purpose: &str,
+        unset_hint: &str,
+        get: Lookup<'_>,
+    ) -> Result<S3Settings> {
+        let bad = |message: String| anyhow::anyhow!("{url_key} ({url_origin}): {message}");
         let Some(rest) = url.strip_prefix("s3://") else {
             bail!(bad(format!(
-                "{url:?} is not an s3:// URL; use s3://BUCKET/PREFIX, or leave UPLOADS_URL unset to keep uploads in UPLOAD_DIR"
+                "{url:?} is not an s3:// URL; use s3://BUCKET/PREFIX, {unset_hint}"
             )));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -113,20 +110,51 @@ impl UploadsSettings {
         let credential = |key: &str| {
             get(key).map(|(v, _)| v).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "{key} is not set; UPLOADS_URL ({url_origin}) keeps uploads on S3, which needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the bucket's key pair)"
+                    "{key} is not set; {url_key} ({url_origin}) {purpose}, which needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the bucket's key pair)"
                 )
             })
         };
         let access_key_id = credential("AWS_ACCESS_KEY_ID")?;
         let secret_access_key = Secret::new(credential("AWS_SECRET_ACCESS_KEY")?);
-        Ok(UploadsSettings::S3(S3Settings {
+        Ok(S3Settings {
             bucket: bucket.to_string(),
             prefix,
             endpoint,
             region,
             access_key_id,
             secret_access_key,
-        }))
+        })
+    }
+}
+
+impl UploadsSettings {
+    /// Reads the keys through `get`, which returns a non-blank value and its origin.
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self> {
+        let Some((url, url_origin)) = get("UPLOADS_URL") else {
+            // S3_* keys are elior's own: set without UPLOADS_URL, the user meant S3 and
+            // would otherwise see uploads land on the local disk without a word. Unless
+            // BACKUP_OFFSITE (issue 17) is what they are for.
+            if get("BACKUP_OFFSITE").is_some() {
+                return Ok(UploadsSettings::Local);
+            }
+            for key in ["S3_ENDPOINT", "S3_REGION"] {
+                if let Some((_, origin)) = get(key) {
+                    bail!(
+                        "{key} ({origin}) is set but UPLOADS_URL is not; set UPLOADS_URL=s3://BUCKET/PREFIX to keep uploads on S3, or remove {key} to keep them in UPLOAD_DIR"
+                    );
+                }
+            }
+            return Ok(UploadsSettings::Local);
+        };
+        S3Settings::parse(
+            "UPLOADS_URL",
+            &url,
+            &url_origin,
+            "keeps uploads on S3",
+            "or leave UPLOADS_URL unset to keep uploads in UPLOAD_DIR",
+            get,
+        )
+        .map(UploadsSettings::S3)
     }
 
     /// `local` or `s3`, as `/health` reports it.
@@ -333,6 +361,15 @@ mod tests {
             ("AWS_ACCESS_KEY_ID", "AKID"),
         ]);
         assert!(e.starts_with("AWS_SECRET_ACCESS_KEY is not set"), "{e}");
+        // S3_ENDPOINT for BACKUP_OFFSITE (issue 17) is no uploads setting.
+        assert_eq!(
+            parse(&[
+                ("S3_ENDPOINT", "http://minio:9000"),
+                ("BACKUP_OFFSITE", "s3://backups/gym")
+            ])
+            .unwrap(),
+            UploadsSettings::Local
+        );
         let e = err(&[("S3_ENDPOINT", "http://minio:9000")]);
         assert!(
             e.starts_with("S3_ENDPOINT (environment) is set but UPLOADS_URL is not"),

@@ -222,56 +222,61 @@ impl Store {
     }
 }
 
+/// The one S3 client builder (issue 16; backups' BACKUP_OFFSITE uses it too, issue 17):
+/// this crate's HTTP/1.1 + rustls transport, the system's CA roots for https, path-style
+/// requests to a custom endpoint, and `retries` retries of idempotent requests. `url_key`
+/// is the setting named in messages.
+pub fn client(settings: &S3Settings, url_key: &str, retries: usize) -> Result<AmazonS3, String> {
+    let endpoint = settings.endpoint_url();
+    let roots = if endpoint.starts_with("https://") {
+        let roots = crate::tls::inspect::system_roots();
+        if roots.is_empty() {
+            return Err(format!(
+                "S3_ENDPOINT: found no trusted CA certificates on this host to reach {endpoint}; install the ca-certificates package, or set SSL_CERT_FILE to a PEM bundle"
+            ));
+        }
+        roots
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    let connector = super::http::Connector::new(roots, super::http::RESPONSE_TIMEOUT)
+        .map_err(|e| format!("{url_key}: failed to set up TLS for {endpoint}: {e}"))?;
+    let retry = object_store::RetryConfig {
+        max_retries: retries,
+        retry_timeout: Duration::from_secs(30),
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&settings.bucket)
+        .with_region(&settings.region)
+        .with_access_key_id(&settings.access_key_id)
+        .with_secret_access_key(settings.secret_access_key.expose())
+        .with_retry(retry)
+        .with_http_connector(connector);
+    if let Some(endpoint) = &settings.endpoint {
+        // Path-style requests (`endpoint/bucket/key`): what MinIO, Garage, Ceph and moto
+        // expect, with no DNS name per bucket.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("{url_key}: cannot use {}: {e}", settings.url()))
+}
+
 impl S3Store {
     fn new(settings: &S3Settings) -> Result<S3Store, String> {
-        let endpoint = settings.endpoint_url();
-        let roots = if endpoint.starts_with("https://") {
-            let roots = crate::tls::inspect::system_roots();
-            if roots.is_empty() {
-                return Err(format!(
-                    "S3_ENDPOINT: found no trusted CA certificates on this host to reach {endpoint}; install the ca-certificates package, or set SSL_CERT_FILE to a PEM bundle"
-                ));
-            }
-            roots
-        } else {
-            rustls::RootCertStore::empty()
-        };
-        let connector = super::http::Connector::new(roots, super::http::RESPONSE_TIMEOUT)
-            .map_err(|e| format!("UPLOADS_URL: failed to set up TLS for {endpoint}: {e}"))?;
-        let build = |retries: usize| {
-            let retry = object_store::RetryConfig {
-                max_retries: retries,
-                retry_timeout: Duration::from_secs(30),
-                backoff: object_store::BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-            };
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(&settings.bucket)
-                .with_region(&settings.region)
-                .with_access_key_id(&settings.access_key_id)
-                .with_secret_access_key(settings.secret_access_key.expose())
-                .with_retry(retry)
-                .with_http_connector(connector.clone());
-            if let Some(endpoint) = &settings.endpoint {
-                // Path-style requests (`endpoint/bucket/key`): what MinIO, Garage, Ceph
-                // and moto expect, with no DNS name per bucket.
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"))
-                    .with_virtual_hosted_style_request(false);
-            }
-            builder
-                .build()
-                .map_err(|e| format!("UPLOADS_URL: cannot use {}: {e}", settings.url()))
-        };
         let prefix = Key::parse(&settings.prefix)
             .map_err(|e| format!("UPLOADS_URL: prefix {:?}: {e}", settings.prefix))?;
         Ok(S3Store {
-            client: build(REQUEST_RETRIES)?,
-            probe: build(0)?,
+            client: client(settings, "UPLOADS_URL", REQUEST_RETRIES)?,
+            probe: client(settings, "UPLOADS_URL", 0)?,
             settings: settings.clone(),
             prefix,
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -437,28 +442,30 @@ impl S3Store {
 
     /// The key a user fixes when the endpoint cannot be reached.
     fn endpoint_key(&self) -> &'static str {
-        if self.settings.endpoint.is_some() {
-            "S3_ENDPOINT"
-        } else {
-            "S3_REGION"
-        }
+        endpoint_key(&self.settings)
     }
 
     /// One line for a failed start check: what is wrong and which key fixes it.
     fn explain(&self, e: &object_store::Error) -> String {
-        let s = &self.settings;
-        let endpoint = s.endpoint_url();
-        if let Some(cause) = find_cause::<super::http::Unreachable>(e) {
-            return format!(
+        explain(&self.settings, "UPLOADS_URL", "the start check", e)
+    }
+}
+
+/// One line for a failed request: what is wrong and which key fixes it. `url_key` names
+/// the setting of the bucket (UPLOADS_URL, BACKUP_OFFSITE), `what` the request.
+pub fn explain(s: &S3Settings, url_key: &str, what: &str, e: &object_store::Error) -> String {
+    let endpoint = s.endpoint_url();
+    if let Some(cause) = find_cause::<super::http::Unreachable>(e) {
+        return format!(
                 "{}: cannot reach {endpoint} ({cause}); check the address and that the store is running",
-                self.endpoint_key()
+                endpoint_key(s)
             );
-        }
-        let code = s3_code(e);
-        let code_text = code.as_deref().unwrap_or("no error code");
-        match (code.as_deref(), e) {
+    }
+    let code = s3_code(e);
+    let code_text = code.as_deref().unwrap_or("no error code");
+    match (code.as_deref(), e) {
             (Some("NoSuchBucket"), _) | (None, object_store::Error::NotFound { .. }) => format!(
-                "UPLOADS_URL: bucket {:?} does not exist at {endpoint}; create it first (e.g. `aws s3 mb s3://{}` or `mc mb`), or fix the bucket name",
+                "{url_key}: bucket {:?} does not exist at {endpoint}; create it first (e.g. `aws s3 mb s3://{}` or `mc mb`), or fix the bucket name",
                 s.bucket, s.bucket
             ),
             (
@@ -481,11 +488,19 @@ impl S3Store {
                 s.bucket, s.region
             ),
             _ => format!(
-                "UPLOADS_URL: the start check of {} at {endpoint} failed ({}); check the bucket and S3_ENDPOINT",
+                "{url_key}: {what} of {} at {endpoint} failed ({}); check the bucket and S3_ENDPOINT",
                 s.url(),
                 code.unwrap_or_else(|| one_line(e))
             ),
         }
+}
+
+/// The key a user fixes when the endpoint cannot be reached.
+pub fn endpoint_key(s: &S3Settings) -> &'static str {
+    if s.endpoint.is_some() {
+        "S3_ENDPOINT"
+    } else {
+        "S3_REGION"
     }
 }
 
@@ -539,7 +554,7 @@ fn s3_code(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// An error chain on one line, for logs (S3 error bodies are XML over several lines).
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

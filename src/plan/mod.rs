@@ -3,5 +3,6 @@
 
 pub mod certs;
 pub mod containers;
+pub mod offsite;
 pub mod render;
 pub mod retention;

@@ -5,7 +5,7 @@
 //! Also [`query`], the way handlers run a closure on the database that may itself answer
 //! with an [`ApiError`]. Nothing here renders responses or parses requests.
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::db::{Conn, OptionalExtension};
 
 use super::error::{ApiError, ApiResult};
 use super::state::AppState;
@@ -15,7 +15,7 @@ use crate::db::DbError;
 /// Runs `f` on a pooled connection off the async workers (through [`crate::db::Db::call`]).
 pub async fn query<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
-    F: FnOnce(&mut Connection) -> ApiResult<T> + Send + 'static,
+    F: FnOnce(&mut Conn) -> ApiResult<T> + Send + 'static,
     T: Send + 'static,
 {
     state.db.call(move |c| Ok(f(c))).await?
@@ -24,8 +24,8 @@ where
 /// Starts a write transaction that takes the write lock up front. A deferred one that
 /// reads first fails at once with SQLITE_BUSY when another writer commits in between
 /// (the busy timeout doesn't cover that upgrade), which showed as 500s under load.
-pub fn write_tx(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, DbError> {
-    Ok(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+pub fn write_tx(c: &mut Conn) -> Result<crate::db::sql::Tx<'_>, DbError> {
+    c.transaction()
 }
 
 /// Who is asking, reduced to what authorization needs; cheap to move into closures.
@@ -79,17 +79,15 @@ impl Actor {
 pub const STAFF: &[Role] = &[Role::Trainer, Role::Admin];
 
 /// The trainer of `user_id`, or `None` when there is no such user.
-pub fn trainer_of(c: &Connection, user_id: i64) -> Result<Option<Option<i64>>, DbError> {
-    Ok(
-        c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
-            .query_row([user_id], |r| r.get(0))
-            .optional()?,
-    )
+pub fn trainer_of(c: &Conn, user_id: i64) -> Result<Option<Option<i64>>, DbError> {
+    c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()
 }
 
 /// The trainer of a client the actor may see, or 404 (`what` names the object).
 pub fn visible_owner(
-    c: &Connection,
+    c: &Conn,
     actor: Actor,
     owner_id: i64,
     what: &'static str,
@@ -101,12 +99,7 @@ pub fn visible_owner(
 }
 
 /// Like [`visible_owner`], then 403 unless the actor may also change plans for the owner.
-pub fn plannable_owner(
-    c: &Connection,
-    actor: Actor,
-    owner_id: i64,
-    what: &'static str,
-) -> ApiResult<()> {
+pub fn plannable_owner(c: &Conn, actor: Actor, owner_id: i64, what: &'static str) -> ApiResult<()> {
     let trainer = visible_owner(c, actor, owner_id, what)?;
     if actor.may_plan_for(trainer) {
         Ok(())
@@ -121,7 +114,7 @@ pub fn plannable_owner(
 /// object): visibility to read, the planning rule to write. Missing and invisible both
 /// answer 404 with `missing`.
 pub fn owned(
-    c: &Connection,
+    c: &Conn,
     actor: Actor,
     owner: Result<Option<i64>, DbError>,
     write: bool,
@@ -137,7 +130,7 @@ pub fn owned(
 }
 
 /// A client the actor may see (must have the CLIENT role), or 404.
-pub fn visible_client(c: &Connection, actor: Actor, client_id: i64) -> ApiResult<User> {
+pub fn visible_client(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<User> {
     match crate::db::users::find_by_id(c, client_id)? {
         Some(u) if u.role == Role::Client && actor.may_see(u.id, u.trainer_id) => Ok(u),
         _ => Err(ApiError::NotFound("Client not found")),
@@ -146,14 +139,10 @@ pub fn visible_client(c: &Connection, actor: Actor, client_id: i64) -> ApiResult
 
 /// Maps a foreign-key RESTRICT failure to 409 with `msg`; other errors pass through.
 pub fn restrict_conflict(e: DbError, msg: &str) -> ApiError {
-    match &e {
-        DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER =>
-        {
-            ApiError::Conflict(msg.to_string())
-        }
-        _ => e.into(),
+    if e.is_foreign_key_violation() {
+        ApiError::Conflict(msg.to_string())
+    } else {
+        e.into()
     }
 }
 
@@ -174,7 +163,7 @@ pub fn list_scope(actor: Actor, client_filter: Option<i64>) -> Option<(Option<i6
 /// Checks that `url` names an uploaded file of `kind` owned by `owner_id`, so one user
 /// can't attach another's photo to their record.
 pub fn check_attachment(
-    c: &Connection,
+    c: &Conn,
     field: &'static str,
     url: Option<&str>,
     kind: crate::files::Kind,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, FieldError};
@@ -26,22 +26,94 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(ApiError::Validation(vec![FieldError {
+                loc: vec!["header".into(), "content-type".into()],
+                msg: "Expected request with `Content-Type: application/json`".into(),
+                kind: "content_type".into(),
+            }]));
+        }
+        let bytes = match bytes::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(too_large())
+            }
+            Err(rejection) => {
+                return Err(ApiError::Validation(vec![FieldError {
+                    loc: vec!["body".into()],
+                    msg: rejection.body_text(),
+                    kind: "value_error".into(),
+                }]))
+            }
+        };
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection @ JsonRejection::JsonDataError(_)) => integral_floats_as_integers(&bytes)
+                .map(ApiJson)
+                .ok_or_else(|| json_rejection(rejection)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
 }
 
+/// `application/json` or `application/*+json`, parameters allowed, as axum's `Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|s| s.ends_with("+json"))
+}
+
+/// JSON has one number type: `57.0` is a valid `integer` in JSON Schema (and so in the
+/// OpenAPI document), but serde refuses it for an `i64`. Only when the strict parse failed
+/// (the fast path stays one parse), numbers with no fractional part are read as integers
+/// and the body is tried again.
+fn integral_floats_as_integers<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    fn normalise(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) => {
+                if let Some(f) = n.as_f64().filter(|_| !n.is_i64() && !n.is_u64()) {
+                    // i64::MAX as f64 rounds up to 2^63, which does not fit: exclusive bound.
+                    if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                        *n = serde_json::Number::from(f as i64);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normalise),
+            serde_json::Value::Object(map) => map.values_mut().for_each(normalise),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    normalise(&mut value);
+    serde_json::from_value(value).ok()
+}
+
+fn too_large() -> ApiError {
+    ApiError::Limit {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        detail: format!(
+            "the request body is too large; the limit for JSON bodies is {} bytes",
+            JSON_BODY_LIMIT
+        ),
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::Limit {
-            status: rejection.status(),
-            detail: format!(
-                "the request body is too large; the limit for JSON bodies is {} bytes",
-                JSON_BODY_LIMIT
-            ),
-        };
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
     }
     let (loc, kind) = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {

@@ -31,6 +31,8 @@ pub struct Verdict {
     pub storage: Result<(), &'static str>,
     /// `local` or `s3`.
     pub storage_kind: &'static str,
+    /// `sqlite` or `postgresql` (never a host or a credential).
+    pub database_kind: &'static str,
 }
 
 impl Verdict {
@@ -69,6 +71,7 @@ impl HealthCache {
                         database: Err("health check still starting"),
                         storage: Err("health check still starting"),
                         storage_kind: store.kind(),
+                        database_kind: db.backend().as_str(),
                     })
                 }
             },
@@ -96,6 +99,7 @@ impl HealthCache {
         };
         let (database, storage) = tokio::join!(probe(db), storage);
         Verdict {
+            database_kind: db.backend().as_str(),
             database,
             storage,
             storage_kind: store.kind(),
@@ -148,6 +152,8 @@ pub struct HealthBody {
 
 #[cfg_attr(test, derive(serde::Serialize))]
 pub struct HealthDatabase {
+    /// `sqlite` or `postgresql`.
+    pub kind: &'static str,
     pub status: &'static str,
     pub error: Option<&'static str>,
 }
@@ -171,6 +177,7 @@ impl HealthBody {
             },
             timestamp,
             database: HealthDatabase {
+                kind: verdict.database_kind,
                 status: state(verdict.database.is_ok()),
                 error: verdict.database.err(),
             },
@@ -190,7 +197,9 @@ impl HealthBody {
         plain_string(&mut out, self.status);
         out.extend_from_slice(b",\"timestamp\":\"");
         rfc3339(&mut out, self.timestamp);
-        out.extend_from_slice(b"\",\"database\":{\"status\":");
+        out.extend_from_slice(b"\",\"database\":{\"kind\":");
+        plain_string(&mut out, self.database.kind);
+        out.extend_from_slice(b",\"status\":");
         plain_string(&mut out, self.database.status);
         out.extend_from_slice(b",\"error\":");
         optional_string(&mut out, self.database.error);
@@ -293,6 +302,7 @@ mod tests {
                 database,
                 storage,
                 storage_kind: "s3",
+                database_kind: "postgresql",
             };
             let body = HealthBody::new(verdict, Utc::now());
             let ours: serde_json::Value = serde_json::from_slice(&body.to_json()).unwrap();
@@ -300,6 +310,7 @@ mod tests {
             serde["timestamp"] = body.timestamp.to_rfc3339().into();
             assert_eq!(ours, serde);
             assert_eq!(ours["storage"]["kind"], "s3");
+            assert_eq!(ours["database"]["kind"], "postgresql");
             assert_eq!(
                 ours["status"] == "healthy",
                 database.is_ok() && storage.is_ok()

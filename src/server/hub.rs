@@ -257,6 +257,14 @@ impl Hub {
         }
     }
 
+    /// Whether `user_id` has a live connection here.
+    pub fn is_connected(&self, user_id: i64) -> bool {
+        self.connections
+            .lock()
+            .expect("hub lock")
+            .contains_key(&user_id)
+    }
+
     pub fn stats(&self) -> HubStats {
         let map = self.connections.lock().expect("hub lock");
         HubStats {

@@ -12,6 +12,7 @@ pub mod health;
 pub mod hub;
 pub mod json;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -117,6 +118,8 @@ pub async fn launch(
 ) -> Result<()> {
     let db = app.state().db.clone();
     let hub = app.state().hub.clone();
+    // PostgreSQL: notifications made by other replicas reach this one's WebSockets.
+    listen::spawn(app.state());
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = connection::serve(listener, app, async move {
         shutdown.await;

@@ -158,10 +158,13 @@ impl Modify for Enums {
                 }
             }
         }
-        // Query parameters checked the same way.
-        let params: [(&str, &[&str]); 2] = [
+        // Query and path parameters checked the same way.
+        let kinds: Vec<&str> = crate::files::Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let params: [(&str, &[&str]); 4] = [
             ("muscle_group", muscles),
             ("role", &["ADMIN", "TRAINER", "CLIENT"]),
+            ("size", crate::files::Size::NAMES),
+            ("kind", &kinds),
         ];
         for item in openapi.paths.paths.values_mut() {
             for op in [
@@ -230,8 +233,11 @@ pub struct ValidationErrorBody {
     pub detail: Vec<FieldErrorSchema>,
 }
 
-/// A multipart upload: the file in field `file` (or `image`).
-#[derive(ToSchema)]
+/// A multipart upload: the file in field `file` (or `image`). Other fields are refused
+/// (`additionalProperties: false`, from `deny_unknown_fields`).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: the handlers read the multipart stream
 pub struct UploadForm {
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,

@@ -45,6 +45,16 @@ impl Key {
         }
     }
 
+    /// The key as the shared (PostgreSQL) throttle stores it.
+    pub fn db_key(&self) -> String {
+        match self {
+            Key::Account(id) => format!("account:{id}"),
+            Key::UnknownLogin(s) => format!("login:{s}"),
+            Key::LoginAddress(ip) => format!("addr:{ip}"),
+            Key::Registration(ip) => format!("reg:{ip}"),
+        }
+    }
+
     pub fn policy(&self) -> Policy {
         match self {
             Key::Account(_) | Key::UnknownLogin(_) => PER_ACCOUNT,

@@ -11,7 +11,17 @@ use serde_json::{json, Value};
 
 pub const PASSWORD: &str = "correct-horse-battery";
 
+/// Which database a server keeps its data in (issue 16: the suite runs on both).
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite,
+    /// The URL of a fresh database (see `tests/pg_harness`).
+    Postgres(String),
+}
+
 pub struct Server {
+    /// DATABASE_URL when the server runs on PostgreSQL.
+    pub database_url: Option<String>,
     child: Child,
     pub base: String,
     pub port: u16,
@@ -53,17 +63,39 @@ impl Server {
         Self::start_in(tempfile::tempdir().unwrap(), env)
     }
 
+    /// A server on `db`.
+    pub fn start_on(db: &Db) -> Server {
+        Self::start_on_with(db, &[])
+    }
+
+    pub fn start_on_with(db: &Db, env: &[(&str, &str)]) -> Server {
+        let url = match db {
+            Db::Sqlite => None,
+            Db::Postgres(url) => Some(url.clone()),
+        };
+        Self::start_full(tempfile::tempdir().unwrap(), url, env)
+    }
+
     /// Stops this server (SIGTERM, waiting for the exit) and starts a new one on the same
     /// database, uploads and secret: a restart as an operator does it.
     pub fn restart(mut self, env: &[(&str, &str)]) -> Server {
         let status = self.terminate();
         assert!(status.success(), "server exit: {status:?}");
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Self::start_in(dir, env)
+        Self::start_full(dir, self.database_url.clone(), env)
     }
 
     /// Starts a server on the database and uploads in `dir` (fresh or left by another).
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
+        Self::start_full(dir, None, env)
+    }
+
+    /// Like [`Server::start_in`], on PostgreSQL when `database_url` is set.
+    pub fn start_full(
+        dir: tempfile::TempDir,
+        database_url: Option<String>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -82,11 +114,15 @@ impl Server {
             .env("LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(url) = &database_url {
+            cmd.env("DATABASE_URL", url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("elior serve starts");
         let server = Server {
+            database_url,
             child,
             base: format!("http://127.0.0.1:{port}"),
             port,

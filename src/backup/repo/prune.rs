@@ -31,6 +31,8 @@ pub struct SweepReport {
     pub bytes_freed: u64,
     /// Files of killed runs removed from `tmp/`.
     pub tmp_removed: usize,
+    /// Wrapped run keys (`keys/KEY.age`) that no chunk and no snapshot uses, removed.
+    pub keys_removed: usize,
     pub dry_run: bool,
 }
 
@@ -181,5 +183,65 @@ pub fn sweep(root: &std::path::Path, dry_run: bool) -> Result<SweepReport> {
     for dir in removed_dirs.into_iter().flatten() {
         manifest::sync_dir(&dir)?;
     }
+    report.keys_removed = sweep_keys(root, &snapshots)?;
     Ok(report)
+}
+
+/// Removes the wrapped run keys (`keys/KEY.age`) that no stored chunk and no snapshot
+/// names: those of killed runs, and of runs whose chunks are all gone (issue 17). A key
+/// is needed by every chunk its run encrypted, so each chunk's first bytes (its key id)
+/// are read; a damaged pack stops this (what its chunks need is unknown). Deleting an
+/// unused key is all there is to it, so a kill part-way leaves nothing to repair.
+fn sweep_keys(root: &std::path::Path, snapshots: &[Snapshot]) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let keys_dir = root.join(super::KEYS_DIR);
+    let Ok(entries) = fs::read_dir(&keys_dir) else {
+        return Ok(0);
+    };
+    let repo = Repo::open(root)?;
+    if !repo.damaged.is_empty() {
+        return Ok(0);
+    }
+    let mut used: HashSet<String> = snapshots
+        .iter()
+        .filter_map(|s| {
+            s.sealed
+                .as_ref()
+                .map(|sealed| sealed.key.to_ascii_lowercase())
+        })
+        .collect();
+    let mut head = [0u8; 1 + 16];
+    for info in &repo.packs {
+        let path = pack::path(root, &info.name);
+        let file = fs::File::open(&path)
+            .with_context(|| format!("failed to open pack {}", path.display()))?;
+        for entry in &info.entries {
+            if (entry.stored_len as usize) < head.len() {
+                continue;
+            }
+            file.read_exact_at(&mut head, entry.offset)
+                .with_context(|| format!("failed to read pack {}", path.display()))?;
+            if let Some(id) = super::crypto::key_of(&head) {
+                used.insert(hex::encode(id));
+            }
+        }
+    }
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to list {}", keys_dir.display()))?;
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".age")) else {
+            continue;
+        };
+        if used.contains(&id.to_ascii_lowercase()) {
+            continue;
+        }
+        fs::remove_file(entry.path())
+            .with_context(|| format!("failed to delete {}", entry.path().display()))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        manifest::sync_dir(&keys_dir)?;
+    }
+    Ok(removed)
 }

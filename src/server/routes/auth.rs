@@ -1,7 +1,7 @@
 //! `/api/auth`: registration, login (JSON and OAuth2 form), the current user, token
 //! refresh, password change and first-admin setup.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::server::json::Json;
@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::auth::password;
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, NewUser, Role, User};
-use crate::db::DbError;
+use crate::db::{Backend, DbError};
 use crate::server::access::{query, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
@@ -70,7 +70,7 @@ struct PasswordForm {
     password: String,
     /// OAuth2's password grant: "password" if given.
     #[serde(default)]
-    #[schema(pattern = "^password$")]
+    #[schema(pattern = "^password$", nullable = false)]
     grant_type: Option<String>,
 }
 
@@ -241,7 +241,7 @@ async fn register(
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     validate_registration(&r)?;
-    throttle_registration(&state, ip)?;
+    throttle_registration(&state, ip).await?;
     let user = create_user(&state, r, Role::Client, None).await?;
     tracing::info!(user_id = user.id, "client registered");
     Ok((StatusCode::CREATED, Json(user)))
@@ -259,9 +259,8 @@ async fn authenticate(
     const LOCKED: &str = "Too many failed attempts, try again later";
     let login = login.trim().to_string();
     let address = Key::LoginAddress(ip);
-    state
-        .throttle
-        .check(&[&address], Instant::now())
+    throttle_check(state, &[&address])
+        .await?
         .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let lookup = login.clone();
     let user = state
@@ -269,9 +268,8 @@ async fn authenticate(
         .call(move |c| users::find_by_login(c, &lookup))
         .await?;
     let account = Key::login(user.as_ref().map(|u| u.id), &login);
-    state
-        .throttle
-        .check(&[&account], Instant::now())
+    throttle_check(state, &[&account])
+        .await?
         .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
     let verified = argon2(move || match user {
         Some(u) if password::verify(&plain, &u.password_hash) => Some(u),
@@ -284,7 +282,7 @@ async fn authenticate(
     .await?;
     match verified {
         Some(user) if user.is_active => {
-            state.throttle.clear(&account);
+            throttle_clear(state, &account).await?;
             let id = user.id;
             state
                 .db
@@ -294,7 +292,7 @@ async fn authenticate(
         }
         // An inactive account gets the same answer as a bad password.
         _ => {
-            state.throttle.record(&[&account, &address], Instant::now());
+            throttle_record(state, &[&account, &address]).await?;
             tracing::info!(client = %ip, "failed login");
             Err(ApiError::Unauthorized(BAD_LOGIN))
         }
@@ -302,16 +300,64 @@ async fn authenticate(
 }
 
 /// Counts one public registration (or first-admin setup) against the client's address.
-fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    state
-        .throttle
-        .take(&Key::Registration(ip), Instant::now())
-        .map_err(|wait| {
-            ApiError::throttled(
-                "Too many registrations from this address, try again later",
-                wait,
-            )
+async fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
+    let key = Key::Registration(ip);
+    throttle_check(state, &[&key]).await?.map_err(|wait| {
+        ApiError::throttled(
+            "Too many registrations from this address, try again later",
+            wait,
+        )
+    })?;
+    throttle_record(state, &[&key]).await
+}
+
+// The throttle (issue 16): in memory on SQLite, where one process serves; in the
+// database on PostgreSQL, so every replica counts against one limit.
+
+async fn throttle_check(state: &AppState, keys: &[&Key]) -> ApiResult<Result<(), Duration>> {
+    if state.db.backend() == Backend::Sqlite {
+        return Ok(state.throttle.check(keys, Instant::now()));
+    }
+    let keys: Vec<String> = keys.iter().map(|k| k.db_key()).collect();
+    Ok(state
+        .db
+        .call(move |c| crate::db::throttle::check(c, &keys))
+        .await?)
+}
+
+async fn throttle_record(state: &AppState, keys: &[&Key]) -> ApiResult<()> {
+    if state.db.backend() == Backend::Sqlite {
+        state.throttle.record(keys, Instant::now());
+        return Ok(());
+    }
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let p = k.policy();
+            let limits = crate::db::throttle::Limits {
+                limit: p.limit,
+                window: p.window,
+                lockout: p.lockout,
+            };
+            (k.db_key(), limits)
         })
+        .collect();
+    Ok(state
+        .db
+        .call(move |c| crate::db::throttle::record(c, &keys))
+        .await?)
+}
+
+async fn throttle_clear(state: &AppState, key: &Key) -> ApiResult<()> {
+    if state.db.backend() == Backend::Sqlite {
+        state.throttle.clear(key);
+        return Ok(());
+    }
+    let key = key.db_key();
+    Ok(state
+        .db
+        .call(move |c| crate::db::throttle::clear(c, &key))
+        .await?)
 }
 
 #[utoipa::path(post, path = "/api/auth/login", operation_id = "auth_login", tag = "auth", request_body = Login, responses((status = 200, description = "Success", body = TokenResponse), (status = 401, description = "Wrong username or password", body = crate::server::openapi::ErrorBody), (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::server::openapi::ErrorBody)))]
@@ -370,7 +416,7 @@ async fn change_password(
         })
         .await?
         .ok_or(ApiError::Unauthorized("Could not validate credentials"))?;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "password changed; older tokens revoked");
     let token = token_for(&state, updated);
     Ok(Json(json!({
@@ -389,7 +435,7 @@ async fn logout_all(
 ) -> ApiResult<StatusCode> {
     let id = user.id;
     state.db.call(move |c| users::end_sessions(c, id)).await?;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "every session ended");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -403,7 +449,7 @@ async fn setup_admin(
     ApiJson(r): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     validate_registration(&r)?;
-    throttle_registration(&state, ip)?;
+    throttle_registration(&state, ip).await?;
     let hash = hash_password(r.password.clone()).await?;
     let created = state
         .db
@@ -419,11 +465,11 @@ async fn setup_admin(
 
 /// `Ok(None)` when an admin already exists.
 pub fn create_first_admin(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     r: &Registration,
     hash: &str,
 ) -> Result<Option<User>, DbError> {
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = c.transaction()?;
     if users::count_admins(&tx)? > 0 {
         return Ok(None);
     }

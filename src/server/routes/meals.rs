@@ -5,11 +5,11 @@
 //! The client's trainer or an admin writes plans; the client uploads meal photos for their
 //! own entries; the trainer (or an admin) reviews them and the client is notified live.
 
+use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -64,10 +64,15 @@ struct MealPlanBody {
     // through a flatten, and the OpenAPI schema of one would be unsatisfiable.
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     title: String,
+    #[schema(minimum = 0, maximum = 20000)]
     total_calories: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000)]
     protein_target: Option<i64>,
+    #[schema(minimum = 0, maximum = 2000)]
     carb_target: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000)]
     fat_target: Option<i64>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 
@@ -98,7 +103,7 @@ fn check_plan(b: &MealPlanBody) -> ApiResult<()> {
 
 const PLAN_MISSING: &str = "Meal plan not found";
 
-fn plan_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealPlan> {
+fn plan_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<MealPlan> {
     let plan = m::find_plan(c, id)?.ok_or(ApiError::NotFound(PLAN_MISSING))?;
     owned(c, actor, Ok(Some(plan.client_id)), write, PLAN_MISSING)?;
     Ok(plan)
@@ -246,7 +251,7 @@ async fn delete_plan(
         let paths = m::upload_paths(&tx, Some(id), None)?;
         forget_files(&tx, &paths)?;
         m::delete_plan(&tx, id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(paths)
     })
     .await?;
@@ -261,7 +266,7 @@ fn parsed(paths: &[String]) -> Vec<(Kind, String)> {
         .collect()
 }
 
-fn forget_files(c: &Connection, paths: &[String]) -> Result<(), DbError> {
+fn forget_files(c: &Conn, paths: &[String]) -> Result<(), DbError> {
     for (kind, name) in parsed(paths) {
         crate::db::files::delete(c, kind, &name)?;
     }
@@ -287,7 +292,7 @@ struct CompleteMealPlan {
     meal_entries: Vec<CompleteMealEntry>,
 }
 
-fn load_complete(c: &Connection, plan: MealPlan) -> ApiResult<CompleteMealPlan> {
+fn load_complete(c: &Conn, plan: MealPlan) -> ApiResult<CompleteMealPlan> {
     let entries = m::entries_of(c, plan.id)?;
     let components = m::components_of_plan(c, plan.id)?;
     let uploads = m::uploads_of_plan(c, plan.id)?;
@@ -355,7 +360,7 @@ async fn create_entry(
     .map(|e| (StatusCode::CREATED, Json(e)))
 }
 
-fn entry_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealEntry> {
+fn entry_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<MealEntry> {
     owned(c, actor, m::entry_client(c, id), write, ENTRY_MISSING)?;
     m::find_entry(c, id)?.ok_or(ApiError::NotFound(ENTRY_MISSING))
 }
@@ -403,7 +408,7 @@ async fn delete_entry(
         let paths = m::upload_paths(&tx, None, Some(id))?;
         forget_files(&tx, &paths)?;
         m::delete_entry(&tx, id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(paths)
     })
     .await?;
@@ -439,7 +444,7 @@ async fn create_component(
     .map(|k| (StatusCode::CREATED, Json(k)))
 }
 
-fn component_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<MealComponent> {
+fn component_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<MealComponent> {
     owned(
         c,
         actor,
@@ -547,7 +552,7 @@ async fn upload_photo(
     Ok((StatusCode::CREATED, Json(upload)))
 }
 
-fn upload_for(c: &Connection, actor: Actor, id: i64) -> ApiResult<MealUpload> {
+fn upload_for(c: &Conn, actor: Actor, id: i64) -> ApiResult<MealUpload> {
     let upload = m::find_upload(c, id)?.ok_or(ApiError::NotFound(UPLOAD_MISSING))?;
     visible_owner(c, actor, upload.client_id, UPLOAD_MISSING)?;
     Ok(upload)

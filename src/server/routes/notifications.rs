@@ -107,6 +107,7 @@ struct NewNotification {
     recipient_id: i64,
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     title: String,
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     message: String,
     #[serde(rename = "type", default = "default_kind")]
     kind: String,

@@ -50,8 +50,11 @@ struct NewEntry {
     client_id: Option<i64>,
     #[schema(format = Date)]
     date: String,
+    /// Kilograms.
+    #[schema(exclusive_minimum = 0, maximum = 500)]
     weight: f64,
     photo_path: Option<String>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 

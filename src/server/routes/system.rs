@@ -84,7 +84,7 @@ async fn database_status(
             ));
         }
     }
-    let path = state.db.path().to_path_buf();
+    let path = state.db.path().map(|p| p.to_path_buf());
     if let Err(reason) = state.db.check_file() {
         let body =
             json!({ "healthy": false, "error": reason, "connection_pool": state.db.pool_stats() });
@@ -94,7 +94,7 @@ async fn database_status(
         STATUS_DB_TIMEOUT,
         state.db.call(move |c| {
             db::ping(c)?;
-            db::status(c, &path)
+            db::status(c, path.as_deref())
         }),
     )
     .await;
@@ -106,11 +106,11 @@ async fn database_status(
                 "healthy": true,
                 "journal_mode": status.journal_mode,
                 "schema_version": status.schema_version,
-                "latest_schema_version": db::migrations::latest_version(),
+                "latest_schema_version": status.latest_schema_version,
                 "file_size_bytes": status.file_size_bytes,
                 "wal_size_bytes": status.wal_size_bytes,
                 "connection_pool": pool,
-                "database_url_type": "sqlite",
+                "database_url_type": status.backend,
                 "version": VERSION,
                 "environment": state.config.environment.as_str(),
                 "domain": state.config.domain,

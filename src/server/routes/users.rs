@@ -6,16 +6,15 @@
 //! trainer's client list holds their own clients. Visibility of one user follows
 //! [`user_visible`]; anything else answers 404.
 
+use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::State;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::invitations::{self, Invitation};
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, Role, User, UserChanges, UserFilter};
-use crate::db::DbError;
 use crate::server::access::{query, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
@@ -50,7 +49,7 @@ pub struct UserDetail {
     pub client_profile: Option<ClientProfile>,
 }
 
-pub fn detail(c: &Connection, user: User) -> ApiResult<UserDetail> {
+pub fn detail(c: &Conn, user: User) -> ApiResult<UserDetail> {
     let (trainer_profile, client_profile) = match user.role {
         Role::Trainer => (Some(profiles::trainer(c, user.id)?), None),
         Role::Client => (None, Some(profiles::client(c, user.id)?)),
@@ -72,7 +71,7 @@ fn user_visible(actor: Actor, target: &User, actor_trainer: Option<i64>) -> bool
         || (actor.role == Role::Client && actor_trainer == Some(target.id))
 }
 
-fn find_visible(c: &Connection, actor: &User, id: i64) -> ApiResult<User> {
+fn find_visible(c: &Conn, actor: &User, id: i64) -> ApiResult<User> {
     users::find_by_id(c, id)?
         .filter(|u| user_visible(Actor::from(actor), u, actor.trainer_id))
         .ok_or(ApiError::NotFound("User not found"))
@@ -132,7 +131,7 @@ struct UserUpdate {
 
 /// Validates and applies `u` to `target`. Only an admin changes `is_active`; only the
 /// user or an admin changes the email.
-fn apply_update(c: &Connection, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
+fn apply_update(c: &Conn, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
     let mut checks = Checks::new();
     if let Some(e) = &u.email {
         if !is_email(e.trim()) {
@@ -347,12 +346,12 @@ async fn delete_user(
         let tx = crate::server::access::write_tx(c)?;
         let files = crate::db::files::owned_by(&tx, target.id)?;
         users::delete(&tx, target.id)?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(files)
     })
     .await?;
     state.uploads.remove(&files).await;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "user deleted");
     Ok(deleted("User"))
 }
@@ -392,7 +391,7 @@ async fn assign_to_me(
             ),
             "trainer_invitation",
         )?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok((
             (axum::http::StatusCode::ACCEPTED, Json(invitation)).into_response(),
             Some(note),
@@ -445,7 +444,7 @@ async fn accept_invitation(
         users::set_trainer(&tx, me.id, Some(trainer_id))?;
         invitations::clear(&tx, me.id)?;
         let user = users::find_by_id(&tx, me.id)?.ok_or(ApiError::NotFound("User not found"))?;
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(user)
     })
     .await
@@ -488,7 +487,7 @@ async fn remove_client(
     .map(Json)
 }
 
-fn admin_set(c: &Connection, tid: i64, cid: i64, assign: bool) -> ApiResult<User> {
+fn admin_set(c: &Conn, tid: i64, cid: i64, assign: bool) -> ApiResult<User> {
     let trainer = users::find_by_id(c, tid)?
         .filter(|u| u.role == Role::Trainer)
         .ok_or(ApiError::NotFound("Trainer not found"))?;

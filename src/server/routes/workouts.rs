@@ -6,10 +6,10 @@
 //! the plan's client: visibility follows [`crate::server::access`], the client's trainer
 //! or an admin writes plans, and only the client logs completions.
 
+use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -19,7 +19,6 @@ use crate::db::workouts::{
     self as w, Completion, CompletionFields, Exercise, ExerciseFields, Plan, PlanFields, Session,
     WorkoutExercise, WorkoutExerciseFields, MUSCLE_GROUPS,
 };
-use crate::db::DbError;
 use crate::files::Kind;
 use crate::server::access::{
     check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
@@ -129,11 +128,11 @@ async fn create_exercise(
         .map(created)
 }
 
-fn find_exercise(c: &Connection, id: i64) -> ApiResult<Exercise> {
+fn find_exercise(c: &Conn, id: i64) -> ApiResult<Exercise> {
     w::find_exercise(c, id)?.ok_or(ApiError::NotFound("Exercise not found"))
 }
 
-fn writable_exercise(c: &Connection, actor: Actor, id: i64) -> ApiResult<Exercise> {
+fn writable_exercise(c: &Conn, actor: Actor, id: i64) -> ApiResult<Exercise> {
     let ex = find_exercise(c, id)?;
     if actor.is_admin() || ex.created_by == Some(actor.id) {
         Ok(ex)
@@ -275,14 +274,14 @@ fn plan_fields(b: &WorkoutPlanBody) -> PlanFields<'_> {
 }
 
 /// A plan the actor may see, or 404.
-fn visible_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
+fn visible_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
     let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
     visible_owner(c, actor, plan.client_id, "Workout plan not found")?;
     Ok(plan)
 }
 
 /// A plan the actor may change: 404 when invisible, 403 when only visible.
-fn writable_plan(c: &Connection, actor: Actor, id: i64) -> ApiResult<Plan> {
+fn writable_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
     let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
     plannable_owner(c, actor, plan.client_id, "Workout plan not found")?;
     Ok(plan)
@@ -470,7 +469,9 @@ async fn plan_summary(
 struct SessionBody {
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    #[schema(minimum = 0, maximum = 6)]
     day_of_week: Option<i64>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 
@@ -482,7 +483,7 @@ fn check_session(b: &SessionBody) -> ApiResult<()> {
     c.finish()
 }
 
-fn session_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<Session> {
+fn session_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<Session> {
     const MISSING: &str = "Workout session not found";
     owned(c, actor, w::session_client(c, id), write, MISSING)?;
     w::find_session(c, id)?.ok_or(ApiError::NotFound(MISSING))
@@ -587,7 +588,7 @@ fn check_wex(c: &mut Checks, prefix: &str, f: &WorkoutExerciseFields) {
 }
 
 fn insert_checked_wex(
-    c: &Connection,
+    c: &Conn,
     session_id: i64,
     f: &WorkoutExerciseFields,
     field: &str,
@@ -635,6 +636,7 @@ async fn add_session_exercise(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkExercises {
+    #[schema(min_items = 1, max_items = 100)]
     exercises: Vec<WorkoutExerciseFields>,
 }
 
@@ -667,14 +669,14 @@ async fn add_session_exercises(
                 &format!("exercises.{i}.exercise_id"),
             )?);
         }
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok(out)
     })
     .await
     .map(created)
 }
 
-fn wex_for(c: &Connection, actor: Actor, id: i64, write: bool) -> ApiResult<WorkoutExercise> {
+fn wex_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<WorkoutExercise> {
     const MISSING: &str = "Workout exercise not found";
     owned(c, actor, w::wex_client(c, id), write, MISSING)?;
     w::find_wex(c, id)?.ok_or(ApiError::NotFound(MISSING))
@@ -789,7 +791,7 @@ async fn log_completions(
             )?),
             None => None,
         };
-        tx.commit().map_err(DbError::from)?;
+        tx.commit()?;
         Ok((out, note))
     })
     .await?;
@@ -812,6 +814,7 @@ async fn create_completion(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkCompletions {
+    #[schema(min_items = 1, max_items = 100)]
     completions: Vec<CompletionFields>,
 }
 
@@ -856,7 +859,7 @@ async fn list_completions(
     .map(Json)
 }
 
-fn visible_completion(c: &Connection, actor: Actor, id: i64) -> ApiResult<Completion> {
+fn visible_completion(c: &Conn, actor: Actor, id: i64) -> ApiResult<Completion> {
     const MISSING: &str = "Completion not found";
     let done = w::find_completion(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
     visible_owner(c, actor, done.client_id, MISSING)?;
