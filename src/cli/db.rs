@@ -116,7 +116,8 @@ impl StatusArgs {
             outln!("database: {}", status.database);
             outln!(
                 "schema:   version {} of {}",
-                status.applied_version, status.latest_version
+                status.applied_version,
+                status.latest_version
             );
             if status.pending.is_empty() {
                 outln!("pending:  none");
@@ -178,7 +179,8 @@ impl MigrateArgs {
             if status.pending.is_empty() {
                 outln!(
                     "{} is at schema version {}: nothing to apply",
-                    status.database, status.applied_version
+                    status.database,
+                    status.applied_version
                 );
             } else {
                 outln!(
@@ -205,12 +207,14 @@ impl MigrateArgs {
         if status.applied_version == before {
             outln!(
                 "{} is at schema version {}: nothing to apply",
-                status.database, status.applied_version
+                status.database,
+                status.applied_version
             );
         } else {
             outln!(
                 "migrated {} from schema version {before} to {}",
-                status.database, status.applied_version
+                status.database,
+                status.applied_version
             );
         }
         Ok(ExitCode::SUCCESS)
