@@ -1132,8 +1132,16 @@ fn a_silent_websocket_is_closed_and_a_live_one_stays() {
         (pings, live)
     });
 
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let stats = s.get("/api/ws/ws/stats", &cast.admin.token).body;
+    // The silent one is dropped after the timeout: wait for that (10 s at most), not for
+    // a fixed 2 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        let stats = s.get("/api/ws/ws/stats", &cast.admin.token).body;
+        if stats["total_connections"] == 1 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let after = opened.elapsed();
     assert_eq!(stats["total_connections"], 1, "{stats} after {after:?}");
     let (code, reason) = ws::close_frame(&mut silent);

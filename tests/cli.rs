@@ -522,3 +522,38 @@ fn a_docker_socket_this_user_may_not_open_names_its_group_and_sudo() {
     );
     assert!(err.contains("group root") && err.contains("sudo"), "{err}");
 }
+
+/// `elior ARGS` on a pseudo-terminal (util-linux `script`), as a person at a terminal
+/// runs it; everything it wrote, stdout and stderr together.
+fn elior_on_a_terminal(args: &str) -> String {
+    let line = format!("{} {args}", env!("CARGO_BIN_EXE_elior"));
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("ELIOR_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    assert!(out.status.success(), "{line}: {}", text(&out.stdout));
+    text(&out.stdout)
+}
+
+#[test]
+fn live_progress_is_drawn_on_a_terminal_only_and_never_with_q() {
+    let stack = Stack::new("stack");
+    let dir = stack.dir.to_str().unwrap();
+    // A terminal: the progress line is redrawn in place (erase-line escapes).
+    let tty = elior_on_a_terminal(&format!("backup --dir '{dir}'"));
+    assert!(
+        tty.contains("\x1b[2K"),
+        "no live progress on a terminal: {tty:?}"
+    );
+    // -q on a terminal: the result only.
+    let quiet = elior_on_a_terminal(&format!("-q backup --dir '{dir}'"));
+    assert!(!quiet.contains('\x1b'), "{quiet:?}");
+    assert!(!quiet.contains("backing up"), "{quiet:?}");
+    assert!(quiet.starts_with("backup "), "{quiet:?}");
+    // A pipe: no escape codes at all, on either stream.
+    let piped = elior_env(&["backup", "--dir", dir], &[]);
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    assert!(!piped.stderr.contains(&0x1b) && !piped.stdout.contains(&0x1b));
+}

@@ -123,7 +123,7 @@ impl CreateArgs {
                         Db::session(&target, true, config.database_connect_retry, move |db| {
                             insert_admin(db, &registration, &hash)
                         })?;
-                    println!(
+                    outln!(
                         "created admin {} (id {}) in {}",
                         user.username,
                         user.id,

@@ -196,9 +196,10 @@ impl BackupArgs {
                 match offsite {
                     Some(Err(e)) => {
                         eprintln!(
-                            "elior: {e:#}\nbackup {} is kept in {}, but it is not offsite; `elior backup push` copies it once the bucket is reachable",
+                            "elior: {e:#}\nbackup {} is kept in {}, but it is not offsite; `{}` copies it once the bucket is reachable",
                             created.id(),
-                            settings.backup_dir.display()
+                            settings.backup_dir.display(),
+                            ctx.command("backup push")
                         );
                         Ok(ExitCode::from(EXIT_OFFSITE_FAILED))
                     }

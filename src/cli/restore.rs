@@ -123,7 +123,8 @@ impl RestoreArgs {
         }
         match &report.safety_backup {
             Some(id) => outln!(
-                "  the state before the restore is backup {id}; undo with `elior restore {id}`"
+                "  the state before the restore is backup {id}; undo with `{}`",
+                ctx.command(&format!("restore {id}"))
             ),
             None => outln!("  there was no previous state to keep"),
         }
