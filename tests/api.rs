@@ -39,6 +39,9 @@ on_both_backends!(
     login_lock_is_keyed_by_the_resolved_account,
     registration_is_throttled_per_address,
     a_trainer_needs_the_clients_consent,
+    assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim,
+    every_status_the_api_answers_is_documented,
+    unread_bodies_keep_the_connection_usable,
 );
 use serde_json::json;
 
@@ -1521,9 +1524,8 @@ impl KeepAlive {
 /// gets its next request answered on the same connection: small bodies (hyper discards
 /// an unread body it has buffered, about 64 KB) and larger ones up to nginx's 1 MB (the
 /// server reads those before the handler runs).
-#[test]
-fn unread_bodies_keep_the_connection_usable() {
-    let s = Server::start();
+fn unread_bodies_keep_the_connection_usable(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let body = r#"{"note": "sent by a client that always posts JSON"}"#;
     let large = format!(r#"{{"padding": "{}"}}"#, "x".repeat(200_000));
@@ -1563,9 +1565,8 @@ fn unread_bodies_keep_the_connection_usable() {
 /// of another trainer and a deleted client all get the same 404; only an unassigned
 /// client is invited (and becomes theirs once they accept). Admins keep the original's answer (403: assigning is a trainer's
 /// action; admins use /api/users/trainer/{tid}/clients/{cid}).
-#[test]
-fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim() {
-    let s = Server::start();
+fn assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let assign =
         |id: i64, token: &str| s.action("POST", &format!("/api/users/clients/{id}/assign"), token);
@@ -2023,9 +2024,8 @@ fn a_trainer_needs_the_clients_consent(db: &Db) {
 /// operation of the served document as nobody, a client, a trainer and an admin, with an
 /// id that exists and one that does not, and with an empty JSON body where there is one;
 /// every status seen must be documented for that operation.
-#[test]
-fn every_status_the_api_answers_is_documented() {
-    let s = Server::start();
+fn every_status_the_api_answers_is_documented(db: &Db) {
+    let s = Server::start_on(db);
     let cast = Cast::new(&s);
     let doc = s.call("GET", "/openapi.json", None, None).body;
     let who = [
