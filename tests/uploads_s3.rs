@@ -4,12 +4,13 @@
 //!
 //! Covered: upload, download (original, thumbnail, medium, a document), delete and user
 //! deletion with the objects in the bucket and nothing on local disk; two `elior serve`
-//! processes on one SQLite file and one bucket; each bad setting stopping the start in
+//! processes on one PostgreSQL database and one bucket; each bad setting stopping the start in
 //! one line; hostile names never leaving the prefix; the store going away (503s, no row
 //! recorded, no detail leaked) and coming back; `elior backup` refusing S3 uploads.
 
 mod api_harness;
 mod moto_support;
+mod pg_harness;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -228,18 +229,16 @@ fn uploads_live_in_the_bucket_not_on_disk() {
     assert!(files_under(&s.dir.path().join("uploads")).is_empty());
 }
 
-/// Two API processes on one SQLite file and one bucket, each with its own (unused) local
-/// folder: a file uploaded through one is downloaded, and deleted, through the other.
+/// Two API processes on one PostgreSQL database and one bucket, each with its own (unused)
+/// local folder, as N replicas run (issue 16): a file uploaded through one is downloaded,
+/// and deleted, through the other.
 #[test]
 fn two_servers_share_one_database_and_bucket() {
     let moto = Moto::start();
     moto.create_bucket(BUCKET);
-    let shared = tempfile::tempdir().unwrap();
+    let cluster = pg_harness::Cluster::start();
     let mut env = s3_env(&moto);
-    env.push((
-        "DATABASE_URL",
-        format!("sqlite:///{}", shared.path().join("elior.db").display()),
-    ));
+    env.push(("DATABASE_URL", cluster.database()));
     let a = start_server(tempfile::tempdir().unwrap(), &env);
     let b = start_server(tempfile::tempdir().unwrap(), &env);
     let cast = Cast::new(&a);
