@@ -527,6 +527,15 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         updated.iter().all(|t| t["image"] == new_image.as_str()),
         "{updated:#?}"
     );
+    // Every task was replaced, and the user registered before still logs in: the
+    // replicas share the database (SQLite in each task would have lost it).
+    assert!(
+        updated
+            .iter()
+            .all(|t| !registered_on.iter().any(|id| t["id"] == id.as_str())),
+        "{updated:#?}"
+    );
+    s.login_rounds("after-update", 3);
 
     // A version whose tasks never start (an image without elior in it): the engine rolls
     // the update back by itself, the running tasks keep serving without a failed request,
