@@ -479,6 +479,14 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     for role in ["api: 3 of 3", "nginx: 1 of 1", "postgres: 1 of 1"] {
         assert!(findings.contains(role), "{report:#}");
     }
+    // ACME through swarm nginx tasks is not built: cert issue says so and what to do.
+    let out = s.run(&["cert", "issue"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("runs on a swarm"),
+        "{}",
+        text(&out.stderr)
+    );
     // Again with nothing changed: nothing to do.
     let again = s.ok(&["deploy", &s.stack.domain]);
     assert!(again.starts_with("up to date:"), "{again}");
