@@ -487,6 +487,14 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         "{}",
         text(&out.stderr)
     );
+    // Backups of the postgres service are not built: refused, never an empty SQLite backup.
+    let out = s.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("a backup of a swarm stack is not built yet"),
+        "{}",
+        text(&out.stderr)
+    );
     // Again with nothing changed: nothing to do.
     let again = s.ok(&["deploy", &s.stack.domain]);
     assert!(again.starts_with("up to date:"), "{again}");
