@@ -125,6 +125,11 @@ impl Drop for DeployLock {
     }
 }
 
+/// Who holds the lock of `dir` now, if a live process does (for a caller that waits).
+pub fn current_holder(dir: &Path) -> Option<Holder> {
+    read_holder(&dir.join(STATE_DIR).join(LOCK_FILE)).filter(|h| !is_stale(h))
+}
+
 fn read_holder(path: &Path) -> Option<Holder> {
     let text = fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()

@@ -145,10 +145,15 @@ fn backup_taken_while_another_connection_inserts_is_consistent() {
             inserted
         })
     };
-    // Let the writer get going so the backup starts mid-stream.
-    while count_rows(&stack.db_path()) < 20_100 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Let the writer get going so the backup starts mid-stream (bounded: a writer that
+    // died must fail the test, not hang it).
+    wait_for("the writer's first 100 rows", || {
+        writer.is_finished() || count_rows(&stack.db_path()) >= 20_100
+    });
+    assert!(
+        !writer.is_finished(),
+        "the writer stopped before the backup"
+    );
     let before = count_rows(&stack.db_path());
     let manifest = stack.backup();
     let after = count_rows(&stack.db_path());
@@ -667,14 +672,15 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
 }
 
 #[test]
-fn schedule_install_print_shows_a_unit_running_this_binary_for_this_stack() {
+fn schedule_install_print_shows_a_unit_running_the_installed_binary_for_this_stack() {
     let stack = Stack::new();
     let out = stack.elior(&["schedule", "install", "--print"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let unit = stdout(&out);
+    // The stable path (issue 20), never the build tree's binary.
     assert!(
         unit.contains(&format!(
-            "ExecStart={ELIOR} schedule --dir {}\n",
+            "ExecStart=/usr/local/bin/elior schedule --dir {}\n",
             stack.dir.display()
         )),
         "{unit}"

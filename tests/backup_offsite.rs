@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use api_harness::{Cast, Server};
-use backup_support::{killed_by_sigkill, stderr, stdout, tree};
+use backup_support::{age_snapshot, killed_by_sigkill, stderr, stdout, tree};
 use moto_support::{free_port, Moto};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
@@ -239,6 +239,24 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     assert!(!stack.dir.exists());
 
     let new = tempfile::tempdir().unwrap();
+    // Without the old .env.production there are no keys to the bucket: said plainly.
+    let out = Command::new(ELIOR)
+        .args([
+            "restore",
+            "--from",
+            &format!("s3://{BUCKET}/gym/prod"),
+            "--yes",
+        ])
+        .arg("--dir")
+        .arg(new.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("needs the old stack's .env.production"),
+        "{}",
+        stderr(&out)
+    );
     let fresh = Stack::new(new.path(), &env);
     fs::remove_dir_all(new.path().join("uploads")).unwrap();
     let out = fresh.elior(&[
@@ -296,6 +314,15 @@ fn a_push_killed_mid_upload_resumes_and_never_lists_a_partial_snapshot() {
         let listed = stack.elior(&["backup", "list", "--json"]);
         assert!(stdout(&listed).contains("complete (repository)"), "{point}");
     }
+    // doctor says the bucket holds no backup yet, and how to send them.
+    let doctor = stack.elior(&["doctor", "backups"]);
+    assert_eq!(doctor.status.code(), Some(1), "{}", stdout(&doctor));
+    assert!(
+        stdout(&doctor).contains("there is no complete backup offsite")
+            && stdout(&doctor).contains("elior backup push"),
+        "{}",
+        stdout(&doctor)
+    );
     let before = remote(&moto, "killed");
     let out = stack.elior(&["backup", "push", "--json"]);
     assert!(out.status.success(), "push: {}", stderr(&out));
@@ -310,6 +337,12 @@ fn a_push_killed_mid_upload_resumes_and_never_lists_a_partial_snapshot() {
     assert_eq!(report["sent"].as_array().unwrap().len(), 2, "{report:#}");
     assert_eq!(complete_ids(&stack.offsite_list()).len(), 2);
 
+    let doctor = stack.elior(&["doctor", "backups"]);
+    assert!(
+        stdout(&doctor).contains("the newest offsite backup"),
+        "{}",
+        stdout(&doctor)
+    );
     let again = stack.elior(&["backup", "push", "--json"]);
     assert!(again.status.success(), "{}", stderr(&again));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
@@ -513,25 +546,6 @@ fn two_stacks_in_one_bucket_keep_apart() {
     );
 }
 
-/// Rewrites repository snapshot `id` as one taken `days` ago (plain repository).
-fn age_snapshot(stack: &Stack, id: &str, days: i64) -> String {
-    let old = (chrono::Local::now() - chrono::Duration::days(days))
-        .format("%Y%m%d_%H%M%S")
-        .to_string();
-    let dir = stack.backups().join("repository/snapshots");
-    let mut snap: elior::backup::repo::Snapshot =
-        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
-    snap.id = old.clone();
-    snap.seal_checksum();
-    fs::write(
-        dir.join(format!("{old}.json")),
-        serde_json::to_vec(&snap).unwrap(),
-    )
-    .unwrap();
-    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
-    old
-}
-
 /// Retention offsite follows the local prune: the expired backup goes from the bucket
 /// too, then (once the repacked packs are offsite) the packs only it used; the bucket
 /// ends as the mirror of the local repository and verifies. A host whose backups are
@@ -562,7 +576,7 @@ fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
         .collect();
     fs::write(stack.dir.join("uploads/old-video.bin"), video).unwrap();
     let first = stack.backup()["id"].as_str().unwrap().to_string();
-    let old = age_snapshot(&stack, &first, 40);
+    let old = age_snapshot(&stack.backups().join("repository"), &first, 40);
     fs::remove_file(stack.dir.join("uploads/old-video.bin")).unwrap();
     fs::write(stack.dir.join(".env.production"), &env).unwrap();
     let made = stack.backup();
@@ -608,4 +622,100 @@ fn prune_deletes_offsite_only_what_it_proved_redundant_here() {
         stdout(&verified),
         stderr(&verified)
     );
+}
+
+/// An encrypted repository offsite: restoring it from the bucket without the identity is
+/// refused before anything changes; with it, the data comes back.
+#[test]
+fn an_encrypted_backup_restores_from_the_bucket_only_with_the_identity() {
+    use age::secrecy::ExposeSecret;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = age::x25519::Identity::generate();
+    let identity = tmp.path().join("identity.txt");
+    fs::write(&identity, format!("{}\n", key.to_string().expose_secret())).unwrap();
+    let env = env_file(
+        &moto,
+        "enc",
+        "repository",
+        &format!("BACKUP_RECIPIENTS={}\n", key.to_public()),
+    );
+    let stack = Stack::new(&tmp.path().join("a"), &env);
+    stack.seed();
+    let uploads = tree(&stack.dir.join("uploads"));
+    stack.backup();
+
+    let fresh = Stack::new(&tmp.path().join("b"), &env);
+    fs::remove_dir_all(fresh.dir.join("uploads")).unwrap();
+    let from = format!("s3://{BUCKET}/enc");
+    let out = fresh.elior(&["restore", "--from", &from, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--identity"), "{}", stderr(&out));
+    assert!(!fresh.dir.join("elior.db").exists());
+    let out = fresh.elior(&[
+        "restore",
+        "--from",
+        &from,
+        "--yes",
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: i64 = rusqlite::Connection::open(fresh.dir.join("elior.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 500);
+    assert_eq!(tree(&fresh.dir.join("uploads")), uploads);
+}
+
+/// An archive backup whose uploads archive is sent in parts (a multipart upload: no MD5
+/// ETag, so its size is checked), then read back whole by `verify --offsite` and restored.
+#[test]
+fn a_big_archive_goes_up_in_parts_and_comes_back_whole() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_file(&moto, "parts", "archive", "");
+    let stack = Stack::new(&tmp.path().join("a"), &env);
+    stack.seed();
+    // 20 MiB that gzip cannot shrink: two parts of 16 MiB and 4 MiB.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let big: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    fs::write(stack.dir.join("uploads/progress/video.bin"), &big).unwrap();
+    let uploads = tree(&stack.dir.join("uploads"));
+    let out = stack
+        .command(&["backup", "--json"])
+        .env("ELIOR_OFFSITE_MULTIPART_ABOVE", (8u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(made["offsite"]["sent"], serde_json::json!([id]), "{made:#}");
+    let verified = stack.elior(&["backup", "verify", "--offsite"]);
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+    let fresh = Stack::new(&tmp.path().join("b"), &env);
+    fs::remove_dir_all(fresh.dir.join("uploads")).unwrap();
+    let out = fresh.elior(&[
+        "restore",
+        "--from",
+        &format!("s3://{BUCKET}/parts"),
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tree(&fresh.dir.join("uploads")), uploads);
 }

@@ -13,7 +13,9 @@ use elior::backup::repo::Snapshot;
 use rusqlite::Connection;
 
 mod backup_support;
-use backup_support::{count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree};
+use backup_support::{
+    age_snapshot, count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree,
+};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
 /// In every database row and in one upload: it must never appear in an encrypted
@@ -503,26 +505,6 @@ fn corrupted_or_crafted_chunks_and_snapshots_are_caught_by_verify_and_refused_by
     }
 }
 
-/// Rewrites snapshot `id` as one taken `days` ago (plain repository), with a valid
-/// checksum; returns the new id.
-fn age_snapshot(stack: &Stack, id: &str, days: i64) -> String {
-    let old = (chrono::Local::now() - chrono::Duration::days(days))
-        .format("%Y%m%d_%H%M%S")
-        .to_string();
-    let dir = stack.repo().join("snapshots");
-    let mut snap: Snapshot =
-        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
-    snap.id = old.clone();
-    snap.seal_checksum();
-    fs::write(
-        dir.join(format!("{old}.json")),
-        serde_json::to_vec(&snap).unwrap(),
-    )
-    .unwrap();
-    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
-    old
-}
-
 fn repo_bytes(stack: &Stack) -> u64 {
     files_under(&stack.repo())
         .iter()
@@ -548,8 +530,8 @@ fn prune_killed_part_way_then_run_again_leaves_verify_all_passing() {
     let second = stack.backup();
     fs::remove_file(stack.uploads().join("old-video.bin")).unwrap();
     let kept = stack.backup();
-    let first = age_snapshot(&stack, &first, 60);
-    age_snapshot(&stack, &second, 59);
+    let first = age_snapshot(&stack.repo(), &first, 60);
+    age_snapshot(&stack.repo(), &second, 59);
     let before = repo_bytes(&stack);
 
     for point in [
@@ -735,6 +717,66 @@ fn a_second_backup_is_refused_while_one_runs_and_the_first_completes() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+// A backup started while `verify --all` holds the repository used to be refused; it now
+// waits (saying for whom), and runs once the check is done.
+#[test]
+fn a_backup_waits_for_a_running_verify_and_then_completes() {
+    let stack = Stack::new(false);
+    stack.seed(500);
+    stack.backup();
+    let marker = stack.dir.join("verify-paused");
+    let mut verify = stack
+        .command(&["backup", "verify", "--all"])
+        .env("ELIOR_FAULT", "verify:locked:pause")
+        .env("ELIOR_FAULT_MARKER", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "verify never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = stack.dir.join("backup.err");
+    let mut backup = stack
+        .command(&["backup"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for the backup repository: `elior backup verify`") {
+            break;
+        }
+        assert!(
+            backup.try_wait().unwrap().is_none(),
+            "the backup ended instead of waiting: {text}"
+        );
+        assert!(Instant::now() < deadline, "the backup never waited: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        1,
+        "nothing written while verify holds the repository"
+    );
+    fs::remove_file(&marker).unwrap();
+    assert!(verify.wait().unwrap().success());
+    let status = backup.wait().unwrap();
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        elior::backup::repo::snapshot_files(&stack.repo())
+            .unwrap()
+            .len(),
+        2
     );
 }
 

@@ -360,3 +360,165 @@ fn a_result_that_cannot_be_written_is_exit_2_not_a_panic() {
     // The backup itself was finished before the result was printed.
     assert!(newest_backup_verifies(&stack));
 }
+
+/// The stack with `lines` appended to its env file.
+fn with_env(stack: &Stack, lines: &str) {
+    let path = stack.dir.join(".env.production");
+    let env = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{env}{lines}")).unwrap();
+}
+
+#[test]
+fn schedule_next_prints_runs_on_the_first_or_a_monday_in_the_named_zone() {
+    let stack = Stack::new("stack");
+    with_env(
+        &stack,
+        "BACKUP_SCHEDULE=\"0 3 1 * 1\"\nSCHEDULE_TIMEZONE=Asia/Tokyo\nCERT_RENEW_SCHEDULE=@daily\n",
+    );
+    let dir = stack.dir.to_str().unwrap();
+    let out = elior_env(&["schedule", "--next", "12", "--dir", dir], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let mut lines = listing.lines();
+    assert_eq!(lines.next(), Some("backup (0 3 1 * 1)"), "{listing}");
+    let backups: Vec<&str> = lines.by_ref().take(12).collect();
+    let (mut firsts, mut mondays) = (0, 0);
+    for line in &backups {
+        // "  Mon 2026-12-07 03:00:00 JST (Asia/Tokyo)"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&words[2..], ["03:00:00", "JST", "(Asia/Tokyo)"], "{line}");
+        let first = words[1].ends_with("-01");
+        assert!(
+            first || words[0] == "Mon",
+            "{line}: neither the 1st nor a Monday"
+        );
+        firsts += usize::from(first);
+        mondays += usize::from(words[0] == "Mon");
+    }
+    // 12 runs span about 2.5 months: both rules fire.
+    assert!(firsts >= 2 && mondays >= 9, "{listing}");
+    assert_eq!(lines.next(), Some("cert-renew (@daily)"), "{listing}");
+    assert!(lines.all(|l| l.contains(" 00:00:00 JST")), "{listing}");
+}
+
+#[test]
+fn a_bad_schedule_is_refused_naming_its_key_and_field() {
+    for (value, field) in [
+        ("\"0 3 * * 8\"", "the day-of-week field \"8\""),
+        ("\"0 24 * * *\"", "the hour field \"24\""),
+        ("\"0 3 * 0 *\"", "the month field \"0\""),
+    ] {
+        let stack = Stack::new("stack");
+        with_env(&stack, &format!("BACKUP_SCHEDULE={value}\n"));
+        let dir = stack.dir.to_str().unwrap();
+        let out = elior_env(&["schedule", "--next", "1", "--dir", dir], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert!(err.starts_with("elior: BACKUP_SCHEDULE: "), "{err}");
+        assert!(err.contains(field), "{value}: {err}");
+    }
+    let stack = Stack::new("stack");
+    with_env(&stack, "SCHEDULE_TIMEZONE=Mars/Olympus\n");
+    let out = elior_env(
+        &[
+            "schedule",
+            "--next",
+            "1",
+            "--dir",
+            stack.dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("SCHEDULE_TIMEZONE: \"Mars/Olympus\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dirs_split_around_the_subcommand_are_refused_not_dropped() {
+    // clap would keep only the last level's values: /a would be silently ignored.
+    let out = elior_env(
+        &[
+            "--dir", "/a", "schedule", "install", "--dir", "/b", "--print",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("put every --dir together"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn init_makes_backups_owner_only_and_the_first_backup_does_not_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stack");
+    let out = elior_env(&["init", "localhost", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::fs::metadata(dir.join("backups"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    rusqlite::Connection::open(dir.join("data/elior_fitness.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    let out = elior_env(&["backup", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_docker_socket_this_user_may_not_open_names_its_group_and_sudo() {
+    use std::os::unix::fs::PermissionsExt;
+    if Command::new("runuser").arg("--help").output().is_err() {
+        panic!("runuser (util-linux) is needed to run elior as another user");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = tmp.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let dir = tmp.path().join("stack");
+    let init = elior_env(
+        &["-q", "init", "localhost", "--dir", dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    for file in [".env.production", ".elior/stack.json"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir.join(".elior"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            env!("CARGO_BIN_EXE_elior"),
+            "status",
+            "--dir",
+        ])
+        .arg(&dir)
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env_remove("ELIOR_DIR")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("permission denied on the Docker socket"),
+        "{err}"
+    );
+    assert!(err.contains("group root") && err.contains("sudo"), "{err}");
+}

@@ -7,7 +7,6 @@
 mod api_harness;
 mod pg_harness;
 
-use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -360,6 +359,21 @@ mod ws {
             }
         }
     }
+
+    /// The close frame's code and reason within `within`, skipping messages before it.
+    pub fn close_within(socket: &mut Socket, within: Duration) -> (u16, String) {
+        if let MaybeTlsStream::Plain(s) = socket.get_mut() {
+            s.set_read_timeout(Some(within)).unwrap();
+        }
+        loop {
+            match socket.read() {
+                Ok(Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame within {within:?}: {e}"),
+            }
+        }
+    }
 }
 
 #[test]
@@ -417,7 +431,17 @@ fn a_notification_made_through_one_replica_reaches_a_websocket_on_the_other() {
         ws::next_json_within(&mut socket, Duration::from_secs(1))["data"]["title"],
         "after the reconnect"
     );
-    let _ = TcpStream::connect(("127.0.0.1", one.port));
+
+    // Logging out everywhere through replica two closes the socket held by replica one.
+    let r = two.call(
+        "POST",
+        "/api/auth/logout-all",
+        Some(&cast.client.token),
+        None,
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let (_, reason) = ws::close_within(&mut socket, Duration::from_secs(1));
+    assert_eq!(reason, "Session ended");
 }
 
 /// Failed logins spread over two replicas count against one limit: the lock is kept in

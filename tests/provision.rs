@@ -867,3 +867,88 @@ fn dry_run_json_on_this_machine_shows_every_step_and_changes_nothing() {
     assert_eq!(host_state(), before, "the dry run changed the host");
     assert_eq!(tree(stack.path()), stack_before);
 }
+
+// Issue 20: `schedule install` is provision's user and units steps, one unit per stack.
+#[test]
+fn schedule_install_writes_one_verified_unit_per_stack_and_uninstall_removes_only_its_own() {
+    let root = stack_root();
+    let at = |p: &str| root.path().join(p);
+    std::fs::create_dir_all(at("srv/other")).unwrap();
+    std::fs::write(
+        at("srv/other/.env.production"),
+        "DOMAIN=other.example.com\n",
+    )
+    .unwrap();
+    let schedule = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("schedule")
+            .args(args)
+            .arg("--root")
+            .arg(root.path())
+            .env_remove("ELIOR_DIR")
+            .env_remove("SSH_CONNECTION")
+            .output()
+            .unwrap()
+    };
+    let both = ["install", "--dir", "/srv/elior", "--dir", "/srv/other"];
+    let out = schedule(&both);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let units = at("etc/systemd/system");
+    for (name, dir) in [
+        ("elior-schedule-srv-elior.service", "/srv/elior"),
+        ("elior-schedule-srv-other.service", "/srv/other"),
+    ] {
+        let unit = std::fs::read_to_string(units.join(name)).unwrap();
+        for line in [
+            "User=elior".to_string(),
+            format!("ExecStart=/usr/local/bin/elior schedule --dir {dir}"),
+            "ProtectSystem=strict".to_string(),
+            format!("ReadWritePaths={dir}"),
+            "NoNewPrivileges=yes".to_string(),
+            "Restart=on-failure".to_string(),
+        ] {
+            assert!(
+                unit.lines().any(|l| l == line),
+                "{name}: {line} missing:\n{unit}"
+            );
+        }
+        assert!(at("etc/systemd/system/multi-user.target.wants")
+            .join(name)
+            .symlink_metadata()
+            .is_ok());
+        verify_unit(&units.join(name), Some(("/usr/local/bin/elior", BIN)));
+    }
+    // ExecStart names the stable path, and the binary is there.
+    assert_eq!(
+        std::fs::metadata(at("usr/local/bin/elior")).unwrap().len(),
+        std::fs::metadata(BIN).unwrap().len()
+    );
+
+    // A unit changed by hand is put back; the other is left alone.
+    let path = units.join("elior-schedule-srv-other.service");
+    let fresh = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        fresh.replace("ProtectSystem=strict", "ProtectSystem=no"),
+    )
+    .unwrap();
+    let again = schedule(&both);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).ends_with("applied 1 change\n"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), fresh);
+
+    let gone = schedule(&["uninstall", "--dir", "/srv/other"]);
+    assert!(gone.status.success(), "{}", text(&gone.stderr));
+    assert!(!path.exists());
+    assert!(units.join("elior-schedule-srv-elior.service").exists());
+    let twice = schedule(&["uninstall", "--dir", "/srv/other"]);
+    assert!(
+        text(&twice.stdout).contains("nothing to remove"),
+        "{}",
+        text(&twice.stdout)
+    );
+}

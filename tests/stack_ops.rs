@@ -148,9 +148,9 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    clients.wait_for(5);
     let renew = stack.elior(&["cert", "renew", "--force", "--json"]);
-    std::thread::sleep(Duration::from_millis(300));
+    clients.wait_for(5);
     let (ok, failures) = clients.finish();
     assert!(renew.status.success(), "renew: {}", text(&renew.stderr));
     assert!(

@@ -267,7 +267,22 @@ fn create_snapshot(
         .mode(0o700)
         .create(&root)
         .with_context(|| format!("failed to create {}", root.display()))?;
-    let _lock = repo::lock(&root, "elior backup")?;
+    let waited = Instant::now();
+    let mut told = false;
+    let _lock = repo::lock_waiting(&root, "elior backup", deadline, &mut |holder| {
+        if !told {
+            told = true;
+            reporter.phase(&format!(
+                "waiting for the backup repository: `{}` (pid {}) holds it since {}; this backup fails if it is still held after --timeout",
+                holder.command, holder.pid, holder.since
+            ));
+        }
+        reporter.live(&format!(
+            "  waiting for `{}`: {}s",
+            holder.command,
+            waited.elapsed().as_secs()
+        ));
+    })?;
     repo::Repo::init(&root, &settings.recipients)?;
     let (count, bytes) = repo::Repo::clear_tmp(&root)?;
     if count > 0 {

@@ -51,6 +51,8 @@ const MULTIPART_ABOVE: u64 = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Packs already offsite read back and compared on every push.
 const SAMPLE: usize = 3;
+/// How long a push waits for a check or prune that holds the repository.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// The setting named in messages.
 const KEY: &str = "BACKUP_OFFSITE";
 
@@ -155,10 +157,11 @@ impl Bucket {
     }
 
     /// Uploads `path` as `relative` and checks what the store says it stored.
-    async fn put_file(&self, relative: &str, path: &Path, size: u64) -> Result<()> {
+    async fn put_file(&self, relative: &str, path: PathBuf, size: u64) -> Result<()> {
+        let path = path.as_path();
         let key = self.key(relative);
         let what = format!("uploading {relative}");
-        if size <= MULTIPART_ABOVE {
+        if size <= multipart_above() {
             let bytes = tokio::fs::read(path)
                 .await
                 .with_context(|| format!("failed to read {}", path.display()))?;
@@ -232,7 +235,8 @@ impl Bucket {
 
     /// Downloads `relative` to `dest` (atomically, mode 0600), checking its size against
     /// the listing and its MD5 against the ETag when that is one.
-    async fn download(&self, relative: &str, remote: &Remote, dest: &Path) -> Result<()> {
+    async fn download(&self, relative: &str, remote: &Remote, dest: PathBuf) -> Result<()> {
+        let dest = dest.as_path();
         if let Some(parent) = dest.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -282,6 +286,53 @@ impl Bucket {
             let _ = fs::remove_file(&temp);
         }
         result
+    }
+
+    /// Runs `transfer` on every item, PARALLEL at a time, with a live progress line and
+    /// `after_each` after each success (a fault point). When one fails, the others in
+    /// flight still end, then the first error is returned. Returns the count and bytes.
+    fn transfer_all<'a, T, Fut>(
+        &self,
+        items: &'a [T],
+        size: impl Fn(&T) -> u64,
+        transfer: impl Fn(&'a T) -> Fut,
+        after_each: &dyn Fn(),
+        reporter: &mut Reporter,
+    ) -> Result<(usize, u64)>
+    where
+        Fut: std::future::Future<Output = Result<()>> + 'a,
+    {
+        let total = items.len();
+        let total_bytes: u64 = items.iter().map(&size).sum();
+        let (mut done, mut bytes, mut first_error) = (0usize, 0u64, None);
+        self.runtime.block_on(async {
+            let mut results = stream::iter(items.iter().map(|item| {
+                let transferred = transfer(item);
+                async move { (item, transferred.await) }
+            }))
+            .buffer_unordered(PARALLEL);
+            while let Some((item, result)) = results.next().await {
+                match result {
+                    Ok(()) => {
+                        done += 1;
+                        bytes += size(item);
+                        after_each();
+                        reporter.live(&format!(
+                            "  offsite: {done}/{total} objects, {} of {}",
+                            super::human_bytes(bytes),
+                            super::human_bytes(total_bytes)
+                        ));
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((done, bytes)),
+        }
     }
 
     /// The stack `PREFIX/stack.json` names, or an error when the prefix holds objects
@@ -338,6 +389,20 @@ impl Bucket {
     }
 }
 
+/// [`MULTIPART_ABOVE`]; debug builds read `ELIOR_OFFSITE_MULTIPART_ABOVE` (bytes) so a
+/// test can send a small file in parts. Release builds ignore it.
+fn multipart_above() -> u64 {
+    if cfg!(debug_assertions) {
+        if let Some(bytes) = std::env::var("ELIOR_OFFSITE_MULTIPART_ABOVE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return bytes;
+        }
+    }
+    MULTIPART_ABOVE
+}
+
 fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_ascii_lowercase()
 }
@@ -381,7 +446,28 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     let listing = bucket.list()?;
     let (mine, _) = identity::ensure(&settings.stack_dir)?;
     bucket.claim(&listing, &mine)?;
-    let _lock = super::lock_repository(dir, "elior backup (offsite copy)")?;
+    // A check or prune running now is waited for (a while): the copy reads packs.
+    let root = repo::root(dir);
+    let _lock = if repo::Repo::exists(&root) {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut told = false;
+        Some(repo::lock_waiting(
+            &root,
+            "elior backup (offsite copy)",
+            deadline,
+            &mut |holder| {
+                if !told {
+                    told = true;
+                    reporter.phase(&format!(
+                        "offsite: waiting for `{}` (pid {}) to release the backup repository",
+                        holder.command, holder.pid
+                    ));
+                }
+            },
+        )?)
+    } else {
+        None
+    };
 
     let sets = super::scan(dir)?;
     let complete: Vec<&super::BackupSet> = sets.iter().filter(|s| s.has_manifest()).collect();
@@ -422,7 +508,6 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     }
 
     let mut local = Vec::new();
-    let root = repo::root(dir);
     if repo::Repo::exists(&root) {
         local.extend(repository_files(dir)?);
     }
@@ -453,46 +538,20 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     }
     let (before_seals, seals): (Vec<_>, Vec<_>) =
         steps.into_iter().partition(|(l, _)| l.class != Class::Seal);
-    let mut done = 0usize;
-    let mut done_bytes = 0u64;
-    {
-        let bucket = &bucket;
-        let mut results = stream::iter(before_seals.iter().map(|(l, why)| async move {
-            let result = bucket.put_file(&l.path, &dir.join(&l.path), l.size).await;
-            (l, *why, result)
-        }))
-        .buffer_unordered(PARALLEL);
-        let mut first_error = None;
-        bucket.runtime.block_on(async {
-            while let Some((l, _why, result)) = results.next().await {
-                match result {
-                    Ok(()) => {
-                        done += 1;
-                        done_bytes += l.size;
-                        fault::point("offsite:object-uploaded");
-                        reporter.live(&format!(
-                            "  offsite: {done}/{total} objects, {} of {}",
-                            super::human_bytes(done_bytes),
-                            super::human_bytes(total_bytes)
-                        ));
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        });
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-    }
+    let (mut done, mut done_bytes) = bucket.transfer_all(
+        &before_seals,
+        |(l, _)| l.size,
+        |(l, _)| bucket.put_file(&l.path, dir.join(&l.path), l.size),
+        &|| fault::point("offsite:object-uploaded"),
+        reporter,
+    )?;
     fault::point("offsite:data-uploaded");
     // Seals one by one, after all the data: the bucket never lists a backup it cannot
     // restore.
     for (l, _) in &seals {
         bucket
             .runtime
-            .block_on(bucket.put_file(&l.path, &dir.join(&l.path), l.size))?;
+            .block_on(bucket.put_file(&l.path, dir.join(&l.path), l.size))?;
         done += 1;
         done_bytes += l.size;
         fault::point("offsite:seal-uploaded");
@@ -507,7 +566,10 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
     let uploaded: BTreeSet<&str> = before_seals.iter().map(|(l, _)| l.path.as_str()).collect();
     let mut already: Vec<&Local> = local
         .iter()
-        .filter(|l| l.class == Class::Data && !uploaded.contains(l.path.as_str()))
+        .filter(|l| {
+            // Packs only (about 16 MiB each): an archive's parts may be gigabytes.
+            l.path.starts_with("repository/packs/") && !uploaded.contains(l.path.as_str())
+        })
         .collect();
     use rand::seq::SliceRandom;
     already.shuffle(&mut rand::thread_rng());
@@ -684,34 +746,13 @@ fn fetch(
     ));
     let (data, seals): (Vec<_>, Vec<_>) =
         wanted.into_iter().partition(|(c, _, _)| *c != Class::Seal);
-    let mut done = 0usize;
-    let mut done_bytes = 0u64;
-    let mut first_error = None;
-    bucket.runtime.block_on(async {
-        let mut results = stream::iter(data.iter().map(|(_, key, remote)| async move {
-            (*remote, bucket.download(key, remote, &into.join(key)).await)
-        }))
-        .buffer_unordered(PARALLEL);
-        while let Some((remote, result)) = results.next().await {
-            match result {
-                Ok(()) => {
-                    done += 1;
-                    done_bytes += remote.size;
-                    reporter.live(&format!(
-                        "  offsite: {done}/{total} objects, {} of {}",
-                        super::human_bytes(done_bytes),
-                        super::human_bytes(total_bytes)
-                    ));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    let (mut done, _) = bucket.transfer_all(
+        &data,
+        |(_, _, remote)| remote.size,
+        |(_, key, remote)| bucket.download(key, remote, into.join(key)),
+        &|| {},
+        reporter,
+    )?;
     // The repository's folders that are never offsite (a fresh host has none yet).
     let root = repo::root(into);
     if repo::Repo::exists(&root) {
@@ -726,7 +767,7 @@ fn fetch(
     for (_, key, remote) in seals {
         bucket
             .runtime
-            .block_on(bucket.download(key, remote, &into.join(key)))?;
+            .block_on(bucket.download(key, remote, into.join(key)))?;
         done += 1;
     }
     Ok(done)

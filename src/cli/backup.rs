@@ -377,16 +377,16 @@ fn list(settings: &BackupSettings, json: bool, ctx: &super::Context) -> Result<E
         eprintln!("no backups in {}", settings.backup_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    let mut table = super::table::new(&["ID", "AGE", "SIZE", "STATUS"], &["AGE", "SIZE"]);
     for set in sets.iter().rev() {
-        outln!(
-            "{:<15}  {:>4}d  {:>10}  {}",
-            set.id,
-            now.signed_duration_since(set.taken_at).num_days(),
+        table.add_row(vec![
+            set.id.clone(),
+            format!("{}d", now.signed_duration_since(set.taken_at).num_days()),
             backup::human_bytes(set.total_size()),
-            status(set)
-        );
+            status(set).to_string(),
+        ]);
     }
+    out!("{}", super::table::render(&table));
     let root = backup::repo::root(&settings.backup_dir);
     if sets.iter().any(|s| s.is_repository()) {
         let (bytes, packs) = backup::repo::disk_usage(&root);
@@ -432,6 +432,7 @@ fn verify(settings: &BackupSettings, args: &VerifyArgs, json: bool) -> Result<Ex
         .filter(|set| !(args.all && set.is_running() && !set.has_manifest()))
         .collect();
     let _lock = backup::lock_repository(dir, "elior backup verify")?;
+    backup::fault::point("verify:locked");
     let results: Vec<backup::Verification> = backup::verify_sets(
         dir,
         &chosen,

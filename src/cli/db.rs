@@ -51,7 +51,8 @@ impl Source {
     }
 }
 
-/// Show the database's applied schema version and the migrations still pending.
+/// Show the database's applied schema version and the migrations still pending
+///
 ///
 /// Exit codes: 0 up to date, 1 migrations are pending, 2 the database can't be read.
 /// Example:
@@ -133,7 +134,8 @@ impl StatusArgs {
     }
 }
 
-/// Apply the pending schema migrations (elior serve also applies them at start).
+/// Apply the pending schema migrations (elior serve also applies them at start)
+///
 ///
 /// PostgreSQL applies them all in one transaction, under an advisory lock (replicas
 /// starting together apply each once); SQLite applies each in its own transaction.
@@ -219,7 +221,8 @@ impl MigrateArgs {
     }
 }
 
-/// Copy a SQLite database into PostgreSQL (moving a single-host stack to N replicas).
+/// Copy a SQLite database into PostgreSQL (moving a single-host stack to N replicas)
+///
 ///
 /// Every table is copied, identity sequences are set past the copied ids (deleted ids
 /// included, so none is ever reused), and each table's row count and checksum are
@@ -234,14 +237,17 @@ impl MigrateArgs {
 /// Example:
 ///     elior db copy --from sqlite:/srv/elior/data/elior_fitness.db \
 ///         --to postgresql://elior:PASSWORD@db.internal:5432/elior
+///     DATABASE_URL=postgresql://elior:PASSWORD@db.internal:5432/elior \
+///         elior db copy --from sqlite:/srv/elior/data/elior_fitness.db
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CopyArgs {
     /// The SQLite database: sqlite:PATH (or sqlite:///PATH as in DATABASE_URL)
     #[arg(long, value_name = "sqlite:PATH")]
     from: String,
-    /// The PostgreSQL database: postgresql://USER:PASSWORD@HOST:PORT/DATABASE
-    #[arg(long, value_name = "URL")]
+    /// The PostgreSQL database: postgresql://USER:PASSWORD@HOST:PORT/DATABASE; taken
+    /// from DATABASE_URL when not given (keeps the password out of `ps`)
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     to: String,
     /// Replace the rows of a target that is not empty
     #[arg(long)]

@@ -217,7 +217,15 @@ impl apply::Steps for Progress {
             self.started.elapsed().as_secs_f64()
         );
         match self.bar.take() {
-            Some(bar) => bar.finish_with_message(line),
+            Some(bar) => {
+                // The spinner's template adds `({elapsed})`: the finished line says the
+                // time once, as the plain lines do (issue 20: it said it twice).
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.finish_with_message(format!("done: {line}"));
+            }
             None if self.quiet => {}
             None => eprintln!("done: {line}"),
         }

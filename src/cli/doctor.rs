@@ -47,9 +47,11 @@ impl DoctorArgs {
     /// With --json: the gathered facts and findings.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
         if self.list_checks {
+            let mut table = super::table::new(&["CHECK", "GROUP", "LOOKS AT"], &[]);
             for c in CHECKS {
-                outln!("{:<12} {:<14} {}", c.name, c.group, c.about);
+                table.add_row(vec![c.name, c.group, c.about]);
             }
+            out!("{}", super::table::render(&table));
             return Ok(ExitCode::SUCCESS);
         }
         let mut selected = Vec::new();

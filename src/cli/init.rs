@@ -2,6 +2,7 @@
 //! or completes an existing one without touching what is there.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -79,6 +80,11 @@ impl InitArgs {
             }
             fs::create_dir_all(&path)
                 .with_context(|| format!("failed to create {}", path.display()))?;
+            // Backups hold the database and every upload: owner only (README, issue 20).
+            if *sub == "backups" {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("failed to make {} mode 0700", path.display()))?;
+            }
             outln!("created {}/", path.display());
             // The API runs as an unprivileged uid and must write its database and uploads.
             if matches!(*sub, "data" | "uploads") {

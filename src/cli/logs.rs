@@ -66,8 +66,8 @@ impl LogsArgs {
             containers.sort();
             if containers.is_empty() {
                 match &self.service {
-                    Some(s) => bail!("{project} has no {s} container\nservices are api and nginx; run `elior status` to see what runs"),
-                    None => bail!("{project} has no containers\nrun `elior deploy {}` first", config.domain.as_str()),
+                    Some(s) => bail!("{project} has no {s} container\nservices are api and nginx; run `{}` to see what runs", ctx.command("status")),
+                    None => bail!("{project} has no containers\nrun `{}` first", ctx.command(&format!("deploy {}", config.domain.as_str()))),
                 }
             }
             let prefix = containers.len() > 1;

@@ -34,6 +34,7 @@ mod schedule;
 mod serve;
 mod status;
 mod swarm;
+mod table;
 mod update;
 
 use std::io::IsTerminal;
@@ -75,10 +76,14 @@ pub struct Cli {
 
 /// The options of every command, accepted anywhere on the line.
 #[derive(Args, Debug)]
+#[group(skip)]
 struct GlobalArgs {
     /// The stack directory, which holds .env.production [default: .]
     /// (provision and `schedule install` take several)
-    #[arg(long = "dir", global = true, env = "ELIOR_DIR", value_name = "DIR",
+    // The id is "dir", as a subcommand's own `dir: PathBuf` field would be: clap then
+    // skips the global for that subcommand and hands it the value typed at any level, so
+    // a subcommand written before this (a parallel branch) keeps working unchanged.
+    #[arg(id = "dir", long = "dir", global = true, env = "ELIOR_DIR", value_name = "DIR",
           action = ArgAction::Append, value_hint = clap::ValueHint::DirPath)]
     dirs: Vec<PathBuf>,
     /// Print results as JSON on stdout; errors too, as {"error": ..., "hint": ...}
@@ -122,6 +127,14 @@ impl Context {
     /// The stack directory when one was named (`--dir` or `ELIOR_DIR`).
     pub fn given_dir(&self) -> Option<&Path> {
         self.dirs.first().map(PathBuf::as_path)
+    }
+
+    /// The same context for other stack directories (a command run on another's behalf).
+    pub fn with_dirs(&self, dirs: Vec<PathBuf>) -> Context {
+        Context {
+            dirs,
+            ..self.clone()
+        }
     }
 
     /// Every `--dir` given, for the commands that take several.
@@ -189,6 +202,18 @@ enum Command {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        // clap keeps a global option's values from one level of the line only: with
+        // `elior --dir A schedule install --dir B`, A would be dropped without a word.
+        let typed = std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .filter(|a| a == "--dir" || a.to_string_lossy().starts_with("--dir="))
+            .count();
+        if typed > self.global.dirs.len() {
+            anyhow::bail!(
+                "--dir given before and after the subcommand\nput every --dir together, e.g. `elior schedule install --dir /srv/a --dir /srv/b`"
+            );
+        }
         let ctx = Context::new(self.global);
         self.command.run(&ctx)
     }
@@ -288,4 +313,47 @@ fn print_json_error(error: &str, hint: &str) {
         "hint": if hint.is_empty() { None } else { Some(hint) },
     });
     outln!("{doc}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, CommandFactory};
+
+    /// A subcommand that still declares its own `--dir` and `--json` (as one written on a
+    /// branch before the global options) parses, and gets the values typed anywhere.
+    #[test]
+    fn a_subcommand_with_its_own_dir_and_json_still_gets_the_global_values() {
+        let command = Cli::command().subcommand(
+            clap::Command::new("legacy")
+                .arg(
+                    Arg::new("dir")
+                        .long("dir")
+                        .default_value(".")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue)),
+        );
+        command.clone().debug_assert();
+        for argv in [
+            &["elior", "--dir", "/srv/x", "--json", "legacy"][..],
+            &["elior", "legacy", "--dir", "/srv/x", "--json"][..],
+            &["elior", "--json", "legacy", "--dir", "/srv/x"][..],
+        ] {
+            let matches = command.clone().try_get_matches_from(argv).unwrap();
+            let (_, sub) = matches.subcommand().unwrap();
+            assert_eq!(
+                sub.get_one::<PathBuf>("dir").map(PathBuf::as_path),
+                Some(Path::new("/srv/x")),
+                "{argv:?}"
+            );
+            assert!(sub.get_flag("json"), "{argv:?}");
+        }
+        let matches = command.try_get_matches_from(["elior", "legacy"]).unwrap();
+        let (_, sub) = matches.subcommand().unwrap();
+        assert_eq!(
+            sub.get_one::<PathBuf>("dir").map(PathBuf::as_path),
+            Some(Path::new("."))
+        );
+    }
 }

@@ -63,8 +63,15 @@ impl RestoreArgs {
         let settings = match &self.from {
             None => BackupSettings::load(ctx.dir())?,
             Some(url) => {
+                let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
+                if !env_file.is_file() {
+                    bail!(
+                        "{} does not exist\na restore from a bucket needs the old stack's .env.production (its S3 keys and JWT_SECRET) in {}; copy it there first",
+                        env_file.display(),
+                        ctx.dir().display()
+                    );
+                }
                 // The one loader, with the bucket of --from as BACKUP_OFFSITE.
-                BackupSettings::load(ctx.dir())?;
                 let mut raw = crate::config::model::settings(ctx.dir())?;
                 raw.overlay([("BACKUP_OFFSITE".to_string(), url.clone())]);
                 BackupSettings::from_raw(ctx.dir(), &raw)?

@@ -39,7 +39,7 @@ impl RollbackArgs {
         let stack = Stack::load(ctx.dir())?;
         let target = match self.to.clone() {
             Some(image) => image,
-            None => previous_image(&stack)?,
+            None => previous_image(&stack, ctx)?,
         };
         if !ctx.quiet {
             eprintln!("rolling back to {target}");
@@ -56,7 +56,7 @@ impl RollbackArgs {
 }
 
 /// The newest API image older than the one the running API container uses.
-fn previous_image(stack: &Stack) -> Result<String> {
+fn previous_image(stack: &Stack, ctx: &super::Context) -> Result<String> {
     let config = &stack.config;
     let owner = stack
         .owner()
@@ -74,7 +74,8 @@ fn previous_image(stack: &Stack) -> Result<String> {
                 .and_then(|l| l.get(crate::plan::swarm::LABEL_IMAGE).cloned())
                 .ok_or_else(|| anyhow!("the service {api} names no image"))?
         } else {
-            running_image(&docker, &owner, &project, config.domain.as_str()).await?
+            let deploy_hint = ctx.command(&format!("deploy {}", config.domain.as_str()));
+            running_image(&docker, &owner, &project, &deploy_hint).await?
         };
         let images = api_images(&docker, config.api_image.as_str()).await?;
         let position = images.iter().position(|i| i.reference == current);
@@ -94,15 +95,13 @@ async fn running_image(
     docker: &bollard::Docker,
     owner: &crate::config::identity::Owner,
     project: &str,
-    domain: &str,
+    deploy_hint: &str,
 ) -> Result<String> {
     let running = docker::apply::observe(docker, owner)
         .await?
         .into_iter()
         .find(|c| c.service == API_SERVICE && c.state == "running")
-        .ok_or_else(|| {
-            anyhow!("{project} runs no api container\nrun `elior deploy {domain}` first")
-        })?;
+        .ok_or_else(|| anyhow!("{project} runs no api container\nrun `{deploy_hint}` first"))?;
     let inspect = docker
         .inspect_container(
             &running.name,

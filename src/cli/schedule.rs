@@ -7,9 +7,10 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, FromArgMatches, Subcommand};
 
-use crate::backup::{manifest, BackupSettings};
+use crate::backup::BackupSettings;
+use crate::provision::Target;
 use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 
 /// Run the stack's scheduled jobs in the foreground until SIGTERM or Ctrl-C.
@@ -17,8 +18,11 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// Jobs and their cron expressions come from DIR/.env.production:
 ///     BACKUP_SCHEDULE      backup, then prune (default "0 2 * * *", 02:00 daily)
 ///     CERT_RENEW_SCHEDULE  `elior cert renew --jitter 1800` (renews only when due)
-/// Expressions have 5 fields as in crontab (weekdays 0-7 or Sun-Sat), or 6 with seconds
-/// first. Times are local. Each run's start, result and duration are logged,
+/// Expressions follow crontab(5): 5 fields MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK
+/// (weekdays 0-7 or Sun-Sat; when both day fields are restricted, either one matching
+/// runs the job), names such as @daily or @hourly, or 6 fields with seconds first.
+/// Times are read in SCHEDULE_TIMEZONE (an IANA name such as Europe/Paris; default the
+/// host's zone); a run in an hour that DST skips happens once, after the jump. Each run's start, result and duration are logged,
 /// a failing job does not stop the scheduler, and the last success of each job is kept
 /// in DIR/.elior/state.json. On SIGTERM or Ctrl-C a running job is allowed to finish (the
 /// prune after a backup is skipped); a second signal aborts it, killing the child and
@@ -26,37 +30,72 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 ///
 /// Examples:
 ///     elior schedule --dir /srv/elior               run in the foreground
+///     elior schedule --dir /srv/elior --next 5      print the next 5 runs of each job
 ///     elior schedule install --dir /srv/elior       install and start a systemd service
+///     elior schedule install --dir /srv/a --dir /srv/b   one service per stack
 ///     elior schedule install --print                print that service's unit
+///     elior schedule uninstall --dir /srv/elior     stop and remove it
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct ScheduleArgs {
     #[command(subcommand)]
     command: Option<ScheduleCommand>,
+    /// Print the next N runs of each job (with their time zone) and exit
+    #[arg(long, value_name = "N")]
+    next: Option<usize>,
 }
 
 #[derive(Subcommand)]
 enum ScheduleCommand {
-    /// Write and enable a systemd service that runs `elior schedule` for this stack
+    /// Install, enable and start a hardened systemd service per stack directory (--dir,
+    /// repeatable): `elior-schedule-<DIR>.service`, run as the `elior` user from
+    /// /usr/local/bin/elior, restarted when its unit or the binary changed. The same
+    /// units, user and binary as `elior provision --only user,units`, by the same code.
+    #[command(after_help = "Examples:\n  \
+        elior schedule install --dir /srv/elior\n  \
+        elior schedule install --dir /srv/a --dir /srv/b --dry-run\n  \
+        elior schedule install --root /mnt/image --dir /srv/elior   # into a prefix")]
     Install(InstallArgs),
+    /// Stop, disable and remove the services of these stack directories (--dir); other
+    /// stacks' services stay
+    #[command(after_help = "Example:\n  elior schedule uninstall --dir /srv/elior")]
+    Uninstall(InstallArgs),
 }
 
 #[derive(Args)]
 struct InstallArgs {
-    /// Print the unit instead of installing it (for hosts without systemd)
-    #[arg(long)]
+    /// Print the units instead of installing them (for hosts without systemd)
+    #[arg(long, conflicts_with = "dry_run")]
     print: bool,
+    /// Show the plan and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Prefix for every file path (as `elior provision --root`): units are written and
+    /// enabled there, not started
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
 }
-
-const UNIT_DIR: &str = "/etc/systemd/system";
 
 impl ScheduleArgs {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        if ctx.dirs().len() > 1 && self.command.is_none() {
+            bail!(
+                "--dir given {} times; `elior schedule` runs the jobs of one stack\nrun one scheduler per directory, or `{}` for one service each",
+                ctx.dirs().len(),
+                ctx.command("schedule install")
+            );
+        }
         let dir = std::path::absolute(ctx.dir())
             .with_context(|| format!("failed to resolve {}", ctx.dir().display()))?;
-        match self.command {
-            Some(ScheduleCommand::Install(args)) => install(&dir, args.print),
-            None => run_scheduler(&dir),
+        match (self.command, self.next) {
+            (Some(_), Some(_)) => bail!(
+                "--next lists the runs of `elior schedule`; it takes no subcommand\nrun `{}`",
+                ctx.command("schedule --next 5")
+            ),
+            (Some(ScheduleCommand::Install(args)), None) => install(ctx, &args),
+            (Some(ScheduleCommand::Uninstall(args)), None) => uninstall(ctx, &args),
+            (None, Some(n)) => print_next(&dir, n, ctx.json),
+            (None, None) => run_scheduler(&dir),
         }
     }
 }
@@ -67,15 +106,55 @@ const CERT_JITTER_SECS: &str = "1800";
 fn jobs(dir: &Path) -> Result<Vec<Job>> {
     let settings = BackupSettings::load(dir)?;
     let raw = crate::config::model::settings(dir)?;
-    let mut jobs = vec![Job::new("backup", "BACKUP_SCHEDULE", &settings.schedule)?];
+    let key = crate::config::cron::TIMEZONE_KEY;
+    let zone =
+        crate::config::cron::timezone(raw.get(key)).map_err(|m| anyhow::anyhow!("{key}: {m}"))?;
+    let mut jobs = vec![Job::in_zone(
+        "backup",
+        "BACKUP_SCHEDULE",
+        &settings.schedule,
+        zone.clone(),
+    )?];
     if let Some(expression) = raw
         .get("CERT_RENEW_SCHEDULE")
         .map(str::trim)
         .filter(|v| !v.is_empty())
     {
-        jobs.push(Job::new("cert-renew", "CERT_RENEW_SCHEDULE", expression)?);
+        jobs.push(Job::in_zone(
+            "cert-renew",
+            "CERT_RENEW_SCHEDULE",
+            expression,
+            zone,
+        )?);
     }
     Ok(jobs)
+}
+
+/// `elior schedule --next N`: each job's next N runs, in its zone.
+fn print_next(dir: &Path, n: usize, json: bool) -> Result<ExitCode> {
+    let jobs = jobs(dir)?;
+    let now = chrono::Local::now();
+    if json {
+        let doc: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                serde_json::json!({
+                    "job": job.name,
+                    "schedule": job.expression,
+                    "runs": job.upcoming(&now, n).iter().map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%:z[%Q]").to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for job in &jobs {
+        outln!("{} ({})", job.name, job.expression);
+        for at in job.upcoming(&now, n) {
+            outln!("  {}", at.strftime("%a %Y-%m-%d %H:%M:%S %Z (%Q)"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_scheduler(dir: &Path) -> Result<ExitCode> {
@@ -211,56 +290,117 @@ fn watch_signals(stop: Stop) -> Result<()> {
     Ok(())
 }
 
-fn install(dir: &Path, print: bool) -> Result<ExitCode> {
-    // Validate first: a unit for a stack whose schedule is broken would only crash-loop.
-    unit::check_dir(dir)?;
-    jobs(dir)?;
-    // The one unit generator (issue 18): the provisioned binary and user when they exist.
-    let exe = if Path::new(unit::BINARY).exists() {
-        PathBuf::from(unit::BINARY)
-    } else {
-        std::env::current_exe().context("failed to find the elior executable")?
+/// Where install and uninstall act (`--root`), and the stack directories as the host
+/// sees them, each checked for a unit.
+fn install_target(ctx: &super::Context, args: &InstallArgs) -> Result<(Target, Vec<PathBuf>)> {
+    let root = std::path::absolute(&args.root)
+        .with_context(|| format!("--root {}: cannot resolve it", args.root.display()))?;
+    if !root.is_dir() {
+        bail!(
+            "--root {}: not a directory\npass an existing directory, or / for this host",
+            root.display()
+        );
+    }
+    let target = Target {
+        systemd: root == Path::new("/") && Path::new("/run/systemd/system").is_dir(),
+        root,
     };
-    let user = std::fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with(&format!("{}:", unit::USER)))
-        .then(|| unit::USER.to_string());
-    let backups = BackupSettings::load(dir)?.backup_dir;
-    let text = unit::render(&unit::Spec {
-        exe,
-        stack_dir: dir.to_path_buf(),
-        user,
-        extra_writable: vec![backups],
-    });
-    let unit_name = unit::name(dir);
-    if print {
-        out!("{text}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !Path::new("/run/systemd/system").is_dir() {
-        bail!("systemd is not running on this host, so there is nothing to install the service into\nrun `elior schedule install --print` and set the unit up by hand, or run `elior schedule` under your own supervisor");
-    }
-    let path = Path::new(UNIT_DIR).join(&unit_name);
-    manifest::write_atomic(&path, text.as_bytes())?;
-    for args in [&["daemon-reload"][..], &["enable", "--now", &unit_name][..]] {
-        let status = Command::new("systemctl")
-            .args(args)
-            .status()
-            .context("failed to run systemctl")?;
-        if !status.success() {
+    let given = if ctx.dirs().is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        ctx.dirs().to_vec()
+    };
+    let mut dirs = Vec::new();
+    for dir in given {
+        let dir = if dir.is_absolute() {
+            dir
+        } else if target.live() {
+            std::path::absolute(&dir)
+                .with_context(|| format!("--dir {}: cannot resolve it", dir.display()))?
+        } else {
             bail!(
-                "`systemctl {}` failed ({status})\nsee `journalctl -u {}`",
-                args.join(" "),
-                unit_name
+                "--dir {}: must be absolute with --root (it names the path as the host sees it)\nexample: --dir /srv/elior",
+                dir.display()
+            );
+        };
+        unit::check_dir(&dir)?;
+        if dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            bail!(
+                "--dir {}: a path with `..` could leave --root\nname the directory without `..`",
+                dir.display()
             );
         }
+        dirs.push(dir);
     }
-    outln!(
-        "installed and started {} ({}); follow it with `journalctl -fu {}`",
-        unit_name,
-        path.display(),
-        unit_name
-    );
+    Ok((target, dirs))
+}
+
+/// One unit per stack directory, through provision's user and units steps (issue 20: the
+/// one renderer, the one way to install, enable and restart it).
+fn install(ctx: &super::Context, args: &InstallArgs) -> Result<ExitCode> {
+    let (target, dirs) = install_target(ctx, args)?;
+    // Validate first: a unit for a stack whose schedule is broken would only crash-loop.
+    for dir in &dirs {
+        jobs(&target.at(dir))?;
+    }
+    if args.print {
+        let stacks = crate::provision::observe::stacks(&target, &dirs)?;
+        for (i, unit) in crate::provision::units::want(&stacks).iter().enumerate() {
+            if i > 0 {
+                outln!();
+            }
+            if dirs.len() > 1 {
+                outln!("# {}", unit.name);
+            }
+            out!("{}", unit.text);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let root = target.root.to_string_lossy().into_owned();
+    let mut argv = vec!["provision", "--only", "user,units", "--root", &root];
+    if args.dry_run {
+        argv.push("--dry-run");
+    }
+    let command = super::provision::ProvisionArgs::augment_args(clap::Command::new("elior"));
+    let matches = command
+        .try_get_matches_from(&argv)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let provision = super::provision::ProvisionArgs::from_arg_matches(&matches)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    provision.run(&ctx.with_dirs(dirs))
+}
+
+/// Stops, disables and removes the units of the named stack directories only.
+fn uninstall(ctx: &super::Context, args: &InstallArgs) -> Result<ExitCode> {
+    use crate::provision::{apply, observe, units};
+    let (target, dirs) = install_target(ctx, args)?;
+    let stacks = observe::stacks(&target, &dirs)?;
+    let names: Vec<String> = dirs.iter().map(|d| unit::name(d)).collect();
+    let mut have = observe::units(&target, &stacks)?;
+    have.ours.retain(|u| names.contains(&u.name));
+    let plan = units::plan_undo(&have);
+    if plan.actions.is_empty() {
+        outln!(
+            "no elior schedule service for {}: nothing to remove",
+            names.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for action in &plan.actions {
+        outln!(
+            "  {} {}",
+            if args.dry_run { "would" } else { "+" },
+            action.describe()
+        );
+    }
+    if args.dry_run || args.print {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lock = apply::lock(&target)?;
+    apply::step(&plan, &target)?;
+    outln!("removed {}", names.join(", "));
     Ok(ExitCode::SUCCESS)
 }

@@ -64,31 +64,7 @@ impl StatusArgs {
                 ctx.command(&format!("deploy {}", config.domain.as_str()))
             );
         } else {
-            outln!(
-                "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  PORTS",
-                "SERVICE",
-                "CONTAINER",
-                "IMAGE",
-                "STATE",
-                "HEALTH",
-                "UPTIME",
-                "RESTARTS"
-            );
-            for s in &statuses {
-                outln!(
-                    "{:<8} {:<32} {:<30} {:<10} {:<10} {:>8} {:>8}  {}",
-                    s.service,
-                    s.container,
-                    s.image,
-                    s.state,
-                    if s.health.is_empty() { "-" } else { &s.health },
-                    s.uptime_seconds
-                        .map(human_duration)
-                        .unwrap_or_else(|| "-".into()),
-                    s.restart_count,
-                    s.ports.join(", ")
-                );
-            }
+            out!("{}", render_table(&statuses));
         }
         let all_fine = !statuses.is_empty()
             && statuses
@@ -100,6 +76,42 @@ impl StatusArgs {
             ExitCode::from(super::EXIT_CHECK_FAILED)
         })
     }
+}
+
+/// One line per container, columns aligned however long a name is (issue 20).
+fn render_table(statuses: &[ContainerStatus]) -> String {
+    let mut table = super::table::new(
+        &[
+            "SERVICE",
+            "CONTAINER",
+            "IMAGE",
+            "STATE",
+            "HEALTH",
+            "UPTIME",
+            "RESTARTS",
+            "PORTS",
+        ],
+        &["UPTIME", "RESTARTS"],
+    );
+    for s in statuses {
+        table.add_row(vec![
+            s.service.clone(),
+            s.container.clone(),
+            s.image.clone(),
+            s.state.clone(),
+            if s.health.is_empty() {
+                "-".into()
+            } else {
+                s.health.clone()
+            },
+            s.uptime_seconds
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
+            s.restart_count.to_string(),
+            s.ports.join(", "),
+        ]);
+    }
+    super::table::render(&table)
 }
 
 async fn collect(owner: &docker::Owner) -> Result<Vec<ContainerStatus>> {
@@ -163,5 +175,48 @@ fn human_duration(seconds: i64) -> String {
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(service: &str, container: &str, image: &str) -> ContainerStatus {
+        ContainerStatus {
+            service: service.into(),
+            container: container.into(),
+            image: image.into(),
+            state: "running".into(),
+            health: "healthy".into(),
+            started_at: String::new(),
+            uptime_seconds: Some(4000),
+            restart_count: 0,
+            ports: vec!["0.0.0.0:443->443/tcp".into()],
+        }
+    }
+
+    // Issue 20: a name past the old fixed width (32) pushed every later column right.
+    #[test]
+    fn the_table_stays_aligned_with_long_names() {
+        let text = render_table(&[
+            status(
+                "api",
+                "elior-a-very-long-domain-example-com-1234abcd-api-0123abcd",
+                "elior-fitness-api:0123456789abcdef0123",
+            ),
+            status("nginx", "elior-x-nginx", "nginx:stable"),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for column in ["IMAGE", "STATE", "HEALTH", "PORTS"] {
+            let at = lines[0].find(column).unwrap();
+            for line in &lines[1..] {
+                assert!(
+                    line[..at].ends_with(' ') && !line[at..].starts_with(' '),
+                    "{column} is not aligned:\n{text}"
+                );
+            }
+        }
     }
 }

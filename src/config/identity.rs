@@ -124,8 +124,9 @@ pub fn read(dir: &Path) -> Result<Option<StackId>> {
     };
     let file: StackFile = serde_json::from_str(&text).with_context(|| {
         format!(
-            "{} is not a stack file\nit holds {{\"id\": \"<32 hex digits>\"}}; restore it from a backup, or remove it and run `elior deploy` to give this directory a new identity",
-            path.display()
+            "{} is not a stack file\nit holds {{\"id\": \"<32 hex digits>\"}}; restore it from a backup, or remove it and run `{}` to give this directory a new identity",
+            path.display(),
+            super::hint::command(Some(dir), "deploy DOMAIN")
         )
     })?;
     Ok(Some(file.id))

@@ -4,6 +4,7 @@
 //! Pure apart from reading the env file: no directories are created and nothing is opened
 //! here. Every error names the key, where its value came from, and how to fix it.
 
+pub mod cron;
 pub mod domain;
 pub mod envfile;
 pub mod hint;

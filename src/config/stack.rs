@@ -31,6 +31,7 @@ pub const STACK_KEYS: &[&str] = &[
     "BACKUP_RETENTION_DAYS",
     "BACKUP_SCHEDULE",
     "CERT_RENEW_SCHEDULE",
+    "SCHEDULE_TIMEZONE",
     "HTTP_PORT",
     "HTTPS_PORT",
     "API_IMAGE",
@@ -65,93 +66,9 @@ pub const DEFAULT_CERT_RENEW_SCHEDULE: &str = "0 12 * * *";
 pub const CONTAINER_DATABASE_URL: &str = "sqlite:////app/data/elior_fitness.db";
 pub const CONTAINER_UPLOAD_DIR: &str = "/app/uploads";
 
-/// A standard 5-field cron expression (minute hour day month weekday), checked with the
-/// `cron` crate, which wants a leading seconds field; we add `0 `.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CronExpr {
-    expr: String,
-    schedule: cron::Schedule,
-}
-
-impl CronExpr {
-    pub fn as_str(&self) -> &str {
-        &self.expr
-    }
-    /// The schedule the `cron` crate understands (with the seconds field).
-    pub fn schedule(&self) -> &cron::Schedule {
-        &self.schedule
-    }
-}
-
-impl FromStr for CronExpr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let fields: Vec<&str> = s.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(format!(
-                "{s:?} has {} fields; use the 5-field cron form MINUTE HOUR DAY MONTH WEEKDAY, such as \"0 2 * * *\"",
-                fields.len()
-            ));
-        }
-        let expr = fields.join(" ");
-        let weekday = cron_crate_weekdays(fields[4])
-            .map_err(|m| format!("{s:?} has a bad weekday field: {m}"))?;
-        let for_crate = format!("0 {} {weekday}", fields[..4].join(" "));
-        let schedule = cron::Schedule::from_str(&for_crate).map_err(|e| {
-            format!(
-                "{s:?} is not a cron expression ({e}); for example \"0 2 * * *\" is 02:00 daily"
-            )
-        })?;
-        Ok(CronExpr { expr, schedule })
-    }
-}
-
-/// Standard cron numbers weekdays 0-7 with Sunday as 0 and 7; the `cron` crate numbers
-/// them 1-7 from Sunday. Names (`Mon-Fri`) mean the same in both and pass through.
-fn cron_crate_weekdays(field: &str) -> Result<String, String> {
-    let shift = |n: &str| -> Result<u8, String> {
-        match n.parse::<u8>() {
-            Ok(7) => Ok(1),
-            Ok(d) if d < 7 => Ok(d + 1),
-            _ => Err(format!(
-                "{n:?} is not a weekday; use 0-7 (0 and 7 are Sunday) or Sun-Sat"
-            )),
-        }
-    };
-    let numeric = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    let mut items = Vec::new();
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, Some(s)),
-            None => (item, None),
-        };
-        let step_suffix = step.map_or(String::new(), |s| format!("/{s}"));
-        match range.split_once('-') {
-            Some((a, b)) if numeric(a) && numeric(b) => {
-                let (start, end) = (shift(a)?, b.parse::<u8>().unwrap_or(u8::MAX));
-                if end == 7 && a == "0" {
-                    items.push(format!("1-7{step_suffix}"));
-                } else if end == 7 {
-                    // `5-7` is Friday to Sunday: Friday-Saturday, then Sunday (1).
-                    if step.is_some() {
-                        return Err(format!(
-                            "{item:?}: a stepped range ending in 7 is ambiguous; use 0-6 or names"
-                        ));
-                    }
-                    items.push(format!("{start}-7"));
-                    items.push("1".to_string());
-                } else {
-                    items.push(format!("{start}-{}{step_suffix}", shift(b)?));
-                }
-            }
-            None if numeric(range) && !range.is_empty() => {
-                items.push(format!("{}{step_suffix}", shift(range)?))
-            }
-            _ => items.push(item.to_string()),
-        }
-    }
-    Ok(items.join(","))
-}
+/// Cron expressions as crontab(5) reads them (5 fields, or 6 with seconds first, or
+/// `@daily`-style names); see [`super::cron`].
+pub use super::cron::CronExpr;
 
 /// A Docker image reference: `[registry[:port]/]path[:tag][@sha256:digest]`, as the
 /// distribution spec's grammar allows (lower-case path components).
@@ -282,6 +199,8 @@ pub struct StackConfig {
     pub backup_retention_days: u32,
     pub backup_schedule: CronExpr,
     pub cert_renew_schedule: CronExpr,
+    /// The zone both schedules run in (`SCHEDULE_TIMEZONE`, default the host's).
+    pub schedule_timezone: jiff::tz::TimeZone,
     pub http_port: u16,
     pub https_port: u16,
     pub api_image: ImageRef,
@@ -422,6 +341,11 @@ impl StackConfig {
             DEFAULT_CERT_RENEW_SCHEDULE.parse().expect("valid"),
             CronExpr::from_str,
         )?;
+        let schedule_timezone = match raw.non_empty(super::cron::TIMEZONE_KEY) {
+            None => jiff::tz::TimeZone::system(),
+            Some((v, o)) => super::cron::timezone(Some(v))
+                .map_err(|m| invalid(super::cron::TIMEZONE_KEY, o, m))?,
+        };
         let http_port = parsed(raw, "HTTP_PORT", 80, parse_port)?;
         let https_port = parsed(raw, "HTTPS_PORT", 443, parse_port)?;
         if http_port == https_port {
@@ -474,6 +398,7 @@ impl StackConfig {
             backup_retention_days,
             backup_schedule,
             cert_renew_schedule,
+            schedule_timezone,
             http_port,
             https_port,
             api_image,
@@ -588,6 +513,10 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         ("BACKUP_RETENTION_DAYS", c.backup_retention_days.to_string()),
         ("BACKUP_SCHEDULE", c.backup_schedule.as_str().into()),
         ("CERT_RENEW_SCHEDULE", c.cert_renew_schedule.as_str().into()),
+        (
+            "SCHEDULE_TIMEZONE",
+            super::cron::zone_name(&c.schedule_timezone),
+        ),
         ("HTTP_PORT", c.http_port.to_string()),
         ("HTTPS_PORT", c.https_port.to_string()),
         ("API_IMAGE", c.api_image.to_string()),
@@ -788,10 +717,14 @@ mod tests {
                 vec![("MAX_DOCUMENT_SIZE", "0")],
                 "MAX_DOCUMENT_SIZE (.env.production line 6)",
             ),
-            (vec![("BACKUP_SCHEDULE", "0 2 * *")], "5-field"),
+            (vec![("BACKUP_SCHEDULE", "0 2 * *")], "has 4 fields"),
             (
                 vec![("CERT_RENEW_SCHEDULE", "0 25 * * *")],
-                "not a cron expression",
+                "the hour field \"25\"",
+            ),
+            (
+                vec![("SCHEDULE_TIMEZONE", "Mars/Olympus")],
+                "SCHEDULE_TIMEZONE",
             ),
             (vec![("BACKUP_RETENTION_DAYS", "0")], "between 1 and 3650"),
             (vec![("ACME_EMAIL", "not-an-email")], "ACME_EMAIL"),
@@ -860,37 +793,11 @@ mod tests {
     }
 
     #[test]
-    fn cron_weekdays_are_numbered_as_in_standard_cron() {
-        use chrono::{Datelike, TimeZone, Utc, Weekday::*};
-        let days = |expr: &str| {
-            let c: CronExpr = expr.parse().unwrap();
-            let from = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap(); // a Sunday
-            let mut days: Vec<_> = c
-                .schedule()
-                .after(&from)
-                .take(7)
-                .map(|t| t.weekday())
-                .collect();
-            days.sort_by_key(|d| d.num_days_from_sunday());
-            days.dedup();
-            days
-        };
-        assert_eq!(days("0 2 * * 0"), vec![Sun]);
-        assert_eq!(days("0 2 * * 7"), vec![Sun]);
-        assert_eq!(days("0 2 * * 1"), vec![Mon]);
-        assert_eq!(days("0 2 * * 1-5"), vec![Mon, Tue, Wed, Thu, Fri]);
-        assert_eq!(days("0 2 * * 5-7"), vec![Sun, Fri, Sat]);
-        assert_eq!(days("0 2 * * 0,6"), vec![Sun, Sat]);
-        assert_eq!(days("0 2 * * 1-5/2"), vec![Mon, Wed, Fri]);
-        assert_eq!(days("0 2 * * Sat"), vec![Sat]);
-        assert_eq!(days("0 2 * * 0-7").len(), 7);
-        assert!("0 2 * * 8".parse::<CronExpr>().is_err());
-    }
-
-    #[test]
     fn cron_accepts_the_standard_five_fields() {
         let c: CronExpr = "30  4 * * Mon-Fri".parse().unwrap();
         assert_eq!(c.as_str(), "30 4 * * Mon-Fri");
-        assert!("0 0 2 * * *".parse::<CronExpr>().is_err());
+        // The 6-field form has seconds first, as `elior schedule --help` says.
+        assert!("0 0 2 * * *".parse::<CronExpr>().is_ok());
+        assert!("0 0 2 * * * 2027".parse::<CronExpr>().is_err());
     }
 }

@@ -163,7 +163,9 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<Vec<i64>, DbErro
     // A no-op inside a transaction, so it is set here and restored after.
     let foreign_keys: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     conn.pragma_update(None, "foreign_keys", false)?;
+    super::trace_slow_statements(conn, false);
     let result = apply(conn, target);
+    super::trace_slow_statements(conn, true);
     conn.pragma_update(None, "foreign_keys", foreign_keys)?;
     result
 }

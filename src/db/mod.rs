@@ -113,7 +113,8 @@ enum Pools {
         /// the old inode and every write would be lost at restart; `/health` reports that.
         file_id: (u64, u64),
     },
-    Pg(pg::PgPool),
+    /// Behind an `Arc`: every query clones the handle.
+    Pg(Arc<pg::PgPool>),
 }
 
 /// Where the data lives: the SQLite file or a PostgreSQL database.
@@ -210,7 +211,7 @@ elior serve and elior db migrate create it",
     ) -> Result<Db> {
         let pool = pg::connect(url, pool_size as usize, retry_for).await?;
         Ok(Db {
-            inner: Pools::Pg(pool),
+            inner: Pools::Pg(Arc::new(pool)),
         })
     }
 
@@ -271,7 +272,7 @@ elior serve and elior db migrate create it",
     /// The PostgreSQL pool, for the notification listener.
     pub fn pg(&self) -> Option<&pg::PgPool> {
         match &self.inner {
-            Pools::Pg(p) => Some(p),
+            Pools::Pg(p) => Some(p.as_ref()),
             Pools::Sqlite { .. } => None,
         }
     }
@@ -392,11 +393,18 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    trace_slow_statements(conn, true);
+    Ok(())
+}
+
+/// Logs statements slower than [`SLOW_QUERY`], or stops doing so. Migrations turn it off:
+/// a schema change is expected to take its time, and a warning quoting its whole DDL at
+/// every start on a loaded host says nothing the operator can act on.
+fn trace_slow_statements(conn: &Connection, on: bool) {
     conn.trace_v2(
         TraceEventCodes::SQLITE_TRACE_PROFILE,
-        Some(log_slow_statement),
+        on.then_some(log_slow_statement as fn(TraceEvent<'_>)),
     );
-    Ok(())
 }
 
 /// Polls for the write lock every [`BUSY_POLL`] for up to [`BUSY_TIMEOUT`] (issue 19).

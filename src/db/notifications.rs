@@ -49,6 +49,34 @@ pub struct Announcement {
     pub origin: u64,
     pub id: i64,
     pub recipient_id: i64,
+    /// Not a notification: the recipient's sessions ended (logout from every device, a
+    /// password change, the account deleted), so every replica closes their WebSockets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sessions_ended: bool,
+}
+
+fn announce(c: &Conn, a: &Announcement) -> Result<(), DbError> {
+    let payload = serde_json::to_string(a).map_err(|e| DbError::Conversion(e.to_string()))?;
+    // `execute`: pg_notify returns void, which no row type reads.
+    c.execute("SELECT pg_notify(?1, ?2)", params![CHANNEL, payload])?;
+    Ok(())
+}
+
+/// On PostgreSQL, tells the other replicas that `user_id`'s sessions ended; nothing to do
+/// on SQLite (one process).
+pub fn announce_sessions_ended(c: &Conn, user_id: i64) -> Result<(), DbError> {
+    if c.backend() != super::Backend::Postgresql {
+        return Ok(());
+    }
+    announce(
+        c,
+        &Announcement {
+            origin: replica_id(),
+            id: 0,
+            recipient_id: user_id,
+            sessions_ended: true,
+        },
+    )
 }
 
 /// This process's id among the replicas, drawn once.
@@ -81,14 +109,15 @@ pub fn insert(
             now()
         ])?;
     if c.backend() == super::Backend::Postgresql {
-        let announcement = serde_json::to_string(&Announcement {
-            origin: replica_id(),
-            id,
-            recipient_id,
-        })
-        .map_err(|e| DbError::Conversion(e.to_string()))?;
-        // `execute`: pg_notify returns void, which no row type reads.
-        c.execute("SELECT pg_notify(?1, ?2)", params![CHANNEL, announcement])?;
+        announce(
+            c,
+            &Announcement {
+                origin: replica_id(),
+                id,
+                recipient_id,
+                sessions_ended: false,
+            },
+        )?;
     }
     c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM notifications WHERE id = ?1"

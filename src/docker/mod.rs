@@ -179,6 +179,9 @@ pub async fn connect() -> Result<Docker> {
             "cannot reach the Docker Engine at {at}: {e:#}\nis dockerd running there, and is its socket or port reachable by you? DOCKER_HOST chooses the engine"
         )
     };
+    if let Endpoint::Unix(path) = &endpoint {
+        socket_access(path)?;
+    }
     let version = bollard::API_DEFAULT_VERSION;
     let docker = match &endpoint {
         Endpoint::Unix(path) => {
@@ -208,6 +211,40 @@ pub async fn connect() -> Result<Docker> {
             CONNECT_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// A socket this user may not open fails here, naming the way in (issue 20), instead of
+/// as hyper's "client error (Connect)" on the first request. `access(2)` asks the kernel
+/// with the real uid, so no error text is matched.
+fn socket_access(path: &std::path::Path) -> Result<()> {
+    use rustix::fs::{access, Access};
+    match access(path, Access::READ_OK | Access::WRITE_OK) {
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => {}
+        // Missing or fine: connecting says the rest.
+        _ => return Ok(()),
+    }
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    let mode = meta.as_ref().map_or(0, |m| m.mode() & 0o777);
+    let group = meta
+        .as_ref()
+        .and_then(|m| group_name(m.gid()))
+        .unwrap_or_else(|| "docker".to_string());
+    bail!(
+        "permission denied on the Docker socket {} (group {group}, mode {mode:o})\nadd your user to the {group} group (`sudo usermod -aG {group} $USER`, then log in again), or run elior with sudo",
+        path.display()
+    )
+}
+
+/// The name of group `gid` in /etc/group.
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == gid).then(|| name.to_string())
+    })
 }
 
 /// True when the engine answered 404: the thing does not exist.

@@ -210,6 +210,20 @@ pub struct BackupFacts {
     pub latest_problems: Vec<String>,
     pub latest_database_bytes: Option<u64>,
     pub live_database_bytes: Option<u64>,
+    /// BACKUP_OFFSITE's bucket, when set (issue 17).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<OffsiteFacts>,
+}
+
+/// What the offsite bucket holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OffsiteFacts {
+    pub url: String,
+    pub error: Option<String>,
+    pub complete_backups: usize,
+    pub latest_id: Option<String>,
+    /// Unix seconds (local time of the id, read as this host's zone).
+    pub latest_taken_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -228,6 +242,8 @@ pub struct ScheduleFacts {
     /// PIDs of `elior schedule` processes for this stack.
     pub running_pids: Vec<u32>,
     pub state_error: Option<String>,
+    /// SCHEDULE_TIMEZONE as set (None: the host's zone), the zone the jobs run in.
+    pub timezone: Option<String>,
     pub jobs: Vec<JobFacts>,
 }
 

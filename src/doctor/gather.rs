@@ -734,22 +734,24 @@ impl Gatherer {
 
     fn backup_facts(&self) -> BackupFacts {
         let raw = self.raw.clone().unwrap_or_default();
-        let dir = match crate::backup::settings::BackupSettings::from_raw(&self.dir, &raw) {
-            Ok(s) => s.backup_dir,
-            Err(e) => {
-                return BackupFacts {
-                    error: Some(format!("{e:#}")),
-                    exists: true,
-                    ..Default::default()
+        let (dir, offsite) =
+            match crate::backup::settings::BackupSettings::from_raw(&self.dir, &raw) {
+                Ok(s) => (s.backup_dir, s.offsite),
+                Err(e) => {
+                    return BackupFacts {
+                        error: Some(format!("{e:#}")),
+                        exists: true,
+                        ..Default::default()
+                    }
                 }
-            }
-        };
+            };
         let mut f = BackupFacts {
             dir: dir.display().to_string(),
             exists: dir.is_dir(),
             live_database_bytes: std::fs::metadata(self.database_path())
                 .ok()
                 .map(|m| m.len()),
+            offsite: offsite.as_ref().map(offsite_facts),
             ..Default::default()
         };
         if !f.exists {
@@ -827,6 +829,13 @@ impl Gatherer {
             ("backup", Some(backup_schedule)),
             ("cert-renew", renew_schedule),
         ];
+        f.timezone = self
+            .raw
+            .as_ref()
+            .and_then(|r| r.get(crate::config::cron::TIMEZONE_KEY))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from);
         for (name, schedule) in jobs {
             let Some(schedule) = schedule else { continue };
             let job = state.jobs.get(name).cloned().unwrap_or_default();
@@ -1127,6 +1136,28 @@ fn scheduler_pids(dir: &Path) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// The newest complete backup in the offsite bucket (issue 17).
+fn offsite_facts(offsite: &crate::files::settings::S3Settings) -> super::facts::OffsiteFacts {
+    let mut f = super::facts::OffsiteFacts {
+        url: offsite.url(),
+        ..Default::default()
+    };
+    match crate::backup::offsite::list(offsite) {
+        Err(e) => f.error = Some(one_line(&e)),
+        Ok((backups, _, _)) => {
+            let complete: Vec<_> = backups.iter().filter(|b| b.complete).collect();
+            f.complete_backups = complete.len();
+            if let Some(latest) = complete.last() {
+                f.latest_id = Some(latest.id.clone());
+                f.latest_taken_at = crate::backup::names::parse_id(&latest.id)
+                    .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+                    .map(|t| t.timestamp());
+            }
+        }
+    }
+    f
 }
 
 #[cfg(test)]

@@ -805,7 +805,51 @@ pub fn backups(ctx: &Context, f: &BackupFacts) -> Vec<Finding> {
             ));
         }
     }
+    if let Some(offsite) = &f.offsite {
+        out.push(offsite_backups(ctx, offsite));
+    }
     out
+}
+
+/// The age of the newest backup in BACKUP_OFFSITE's bucket (issue 17).
+fn offsite_backups(ctx: &Context, f: &super::facts::OffsiteFacts) -> Finding {
+    let push = format!("elior backup push --dir {}", ctx.dir);
+    if let Some(e) = &f.error {
+        return Finding::failure(
+            format!("cannot read the offsite backups in {}: {e}", f.url),
+            format!(
+                "fix BACKUP_OFFSITE and the S3_* / AWS_* keys in {}, then {push}",
+                env_path(ctx)
+            ),
+        );
+    }
+    let (Some(id), Some(taken_at)) = (&f.latest_id, f.latest_taken_at) else {
+        return Finding::failure(
+            format!(
+                "there is no complete backup offsite in {}: a lost host loses them all",
+                f.url
+            ),
+            push,
+        );
+    };
+    let age = ctx.now - taken_at;
+    if age > BACKUP_MAX_AGE_SECS {
+        Finding::failure(
+            format!(
+                "the newest offsite backup {id} in {} is {} old (more than 26h: copies are failing)",
+                f.url,
+                human_age(age)
+            ),
+            format!("{push}  (it says why a copy fails)"),
+        )
+    } else {
+        Finding::ok(format!(
+            "the newest offsite backup {id} in {} is {} old ({} there)",
+            f.url,
+            human_age(age),
+            f.complete_backups
+        ))
+    }
 }
 
 pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
@@ -846,8 +890,13 @@ pub fn schedule(ctx: &Context, f: &ScheduleFacts) -> Vec<Finding> {
         ));
     }
     let now = chrono::DateTime::from_timestamp(ctx.now, 0).map(|t| t.with_timezone(&chrono::Local));
+    // The zone the scheduler reads the expressions in, so "due" means the same here.
+    let zone = crate::config::cron::timezone(f.timezone.as_deref())
+        .unwrap_or_else(|_| jiff::tz::TimeZone::system());
     for job in &f.jobs {
-        let Ok(parsed) = crate::schedule::Job::new(&job.name, &job.name, &job.schedule) else {
+        let Ok(parsed) =
+            crate::schedule::Job::in_zone(&job.name, &job.name, &job.schedule, zone.clone())
+        else {
             continue;
         };
         let last = job
@@ -1298,6 +1347,60 @@ mod tests {
             statuses(&backups(&ctx(), &tiny)),
             vec![Status::Ok, Status::Warning]
         );
+    }
+
+    #[test]
+    fn the_newest_offsite_backup_older_than_26_hours_fails() {
+        let offsite = crate::doctor::facts::OffsiteFacts {
+            url: "s3://gym-backups/prod".into(),
+            complete_backups: 3,
+            latest_id: Some("20261126_020000".into()),
+            latest_taken_at: Some(NOW - 2 * DAY),
+            ..Default::default()
+        };
+        let f = BackupFacts {
+            dir: "/srv/elior/backups".into(),
+            exists: true,
+            complete_backups: 1,
+            latest_id: Some("20261128_020000".into()),
+            latest_taken_at: Some(NOW - 3600),
+            offsite: Some(offsite.clone()),
+            ..Default::default()
+        };
+        let found = backups(&ctx(), &f);
+        assert_eq!(statuses(&found), vec![Status::Ok, Status::Failure]);
+        assert_eq!(
+            found[1].finding,
+            "the newest offsite backup 20261126_020000 in s3://gym-backups/prod is 2d 0h old (more than 26h: copies are failing)"
+        );
+        assert!(found[1]
+            .fix
+            .as_deref()
+            .unwrap()
+            .starts_with("elior backup push --dir /srv/elior"));
+        let fresh = BackupFacts {
+            offsite: Some(crate::doctor::facts::OffsiteFacts {
+                latest_taken_at: Some(NOW - 3600),
+                ..offsite.clone()
+            }),
+            ..f.clone()
+        };
+        assert_eq!(
+            statuses(&backups(&ctx(), &fresh)),
+            vec![Status::Ok, Status::Ok]
+        );
+        let unreachable = BackupFacts {
+            offsite: Some(crate::doctor::facts::OffsiteFacts {
+                error: Some("BACKUP_OFFSITE: bucket \"gym-backups\" does not exist".into()),
+                ..offsite
+            }),
+            ..f
+        };
+        let found = backups(&ctx(), &unreachable);
+        assert_eq!(found[1].status, Status::Failure);
+        assert!(found[1]
+            .finding
+            .starts_with("cannot read the offsite backups in s3://gym-backups/prod"));
     }
 
     #[test]

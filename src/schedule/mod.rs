@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use chrono::{DateTime, Local};
+use jiff::tz::TimeZone;
+
+use crate::config::cron::CronExpr;
 
 /// One scheduled job.
 #[derive(Debug, Clone)]
@@ -23,45 +26,59 @@ pub struct Job {
     pub name: String,
     /// The expression as the user wrote it, for messages.
     pub expression: String,
-    schedule: cron::Schedule,
+    cron: CronExpr,
+    /// The zone the expression's wall times are read in.
+    timezone: TimeZone,
 }
 
 impl Job {
-    /// A job on a crontab expression: 5 fields (`0 2 * * *`, read as crontab reads them),
-    /// or 6 with seconds first (`*/10 * * * * *`). `key` names the setting in errors.
+    /// A job on a crontab(5) expression (see [`crate::config::cron`]), in the host's
+    /// time zone. `key` names the setting in errors.
     pub fn new(name: &str, key: &str, expression: &str) -> Result<Job> {
-        let schedule = parse_expression(expression)
-            .map_err(|m| anyhow::anyhow!("{key}: {expression:?} {m}"))?;
+        Job::in_zone(name, key, expression, TimeZone::system())
+    }
+
+    /// The same, with its wall times read in `timezone` (`SCHEDULE_TIMEZONE`).
+    pub fn in_zone(name: &str, key: &str, expression: &str, timezone: TimeZone) -> Result<Job> {
+        let cron = CronExpr::from_str(expression).map_err(|m| anyhow::anyhow!("{key}: {m}"))?;
         Ok(Job {
             name: name.to_string(),
             expression: expression.to_string(),
-            schedule,
+            cron,
+            timezone,
         })
     }
 
     /// The first run time strictly after `after`.
     pub fn next_after(&self, after: &DateTime<Local>) -> Option<DateTime<Local>> {
-        self.schedule.after(after).next()
+        let from = jiff::Timestamp::new(after.timestamp(), after.timestamp_subsec_nanos() as i32)
+            .ok()?
+            .to_zoned(self.timezone.clone());
+        let next = self.cron.next_after(&from)?;
+        let at = DateTime::from_timestamp(
+            next.timestamp().as_second(),
+            next.subsec_nanosecond() as u32,
+        )?;
+        Some(at.with_timezone(&Local))
     }
-}
 
-fn parse_expression(expression: &str) -> Result<cron::Schedule, String> {
-    let fields: Vec<&str> = expression.split_whitespace().collect();
-    match fields.len() {
-        // The stack's own reading of crontab's form (weekdays 0-7, Sunday 0 and 7), so
-        // `elior config show`, doctor and the scheduler agree on what a schedule means.
-        5 => crate::config::stack::CronExpr::from_str(expression)
-            .map(|cron| cron.schedule().clone())
-            .map_err(|m| m.trim_start_matches(&format!("{expression:?} ")).to_string()),
-        // Seconds first, in the cron crate's syntax (weekdays as names, or 1-7 from
-        // Sunday): for schedules tighter than a minute, such as tests.
-        6 => cron::Schedule::from_str(&fields.join(" ")).map_err(|e| {
-            format!("is not a valid cron expression ({e}); example: \"0 2 * * *\"")
-        }),
-        _ => Err(
-            "is not a cron expression; use 5 fields like \"0 2 * * *\" (02:00 daily), or 6 with seconds first"
-                .into(),
-        ),
+    /// The next `n` runs after `after`, in the job's zone (`elior schedule --next N`).
+    pub fn upcoming(&self, after: &DateTime<Local>, n: usize) -> Vec<jiff::Zoned> {
+        let Ok(start) = jiff::Timestamp::new(after.timestamp(), 0) else {
+            return Vec::new();
+        };
+        let mut at = start.to_zoned(self.timezone.clone());
+        let mut runs = Vec::new();
+        while runs.len() < n {
+            match self.cron.next_after(&at) {
+                Some(next) => {
+                    runs.push(next.clone());
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        runs
     }
 }
 
@@ -277,12 +294,25 @@ mod tests {
     }
 
     #[test]
+    fn a_job_runs_at_its_wall_time_in_its_own_zone() {
+        let tz = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+        let job = Job::in_zone("backup", "BACKUP_SCHEDULE", "0 3 * * *", tz).unwrap();
+        let from = DateTime::from_timestamp(1_796_083_200, 0).unwrap(); // 2026-12-01 00:00Z
+        let next = job.next_after(&from.with_timezone(&Local)).unwrap();
+        // 03:00 in Tokyo (UTC+9) is 18:00 UTC the day before: 2026-12-01 18:00Z.
+        assert_eq!(next.timestamp(), 1_796_148_000);
+        let upcoming = job.upcoming(&from.with_timezone(&Local), 2);
+        assert_eq!(upcoming[0].timestamp().as_second(), 1_796_148_000);
+        assert_eq!(upcoming[1].timestamp().as_second(), 1_796_148_000 + 86_400);
+    }
+
+    #[test]
     fn expressions_are_checked_with_the_key_named() {
         assert!(Job::new("b", "BACKUP_SCHEDULE", "*/5 * * * * *").is_ok());
         assert!(Job::new("b", "BACKUP_SCHEDULE", "0 3 * * Mon-Fri").is_ok());
         let err = |e: &str| format!("{:#}", Job::new("b", "BACKUP_SCHEDULE", e).unwrap_err());
         assert!(err("daily").starts_with("BACKUP_SCHEDULE: \"daily\" is not a cron expression"));
         assert!(Job::new("b", "BACKUP_SCHEDULE", "0 2 * * 1-5").is_ok());
-        assert!(err("0 25 * * *").contains("not a cron expression"));
+        assert!(err("0 25 * * *").starts_with("BACKUP_SCHEDULE: \"0 25 * * *\": the hour field"));
     }
 }

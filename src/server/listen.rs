@@ -5,6 +5,9 @@
 //! connected to. The replica that created it already pushed it, and skips its own
 //! announcements (the payload names the origin replica).
 //!
+//! The end of a user's sessions travels the same way, closing their WebSockets on every
+//! replica ([`end_sessions`]).
+//!
 //! The listening connection is re-made with backoff when it drops, and LISTEN sent
 //! again; announcements made while it is down are not replayed (the client's list
 //! still has them).
@@ -77,12 +80,32 @@ async fn listen(url: &crate::db::pg::PgUrl, state: &AppState) -> anyhow::Result<
     }
 }
 
+/// Ends the live WebSockets of `user_id` here and, on PostgreSQL, on every other
+/// replica (their tokens already stopped working everywhere: the epoch is in the
+/// database).
+pub async fn end_sessions(state: &AppState, user_id: i64) {
+    state.hub.disconnect_user(user_id);
+    if state.db.pg().is_some() {
+        if let Err(e) = state
+            .db
+            .call(move |c| notifications::announce_sessions_ended(c, user_id))
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce the end of a user's sessions");
+        }
+    }
+}
+
 async fn deliver(state: &AppState, payload: &str) {
     let Ok(a) = serde_json::from_str::<Announcement>(payload) else {
         tracing::warn!("ignoring a malformed notification announcement");
         return;
     };
     if a.origin == notifications::replica_id() || !state.hub.is_connected(a.recipient_id) {
+        return;
+    }
+    if a.sessions_ended {
+        state.hub.disconnect_user(a.recipient_id);
         return;
     }
     let id = a.id;

@@ -1,4 +1,5 @@
-//! Helpers shared by the backup test binaries (`tests/backup.rs`, `tests/backup_repo.rs`).
+//! Helpers shared by the backup test binaries (`tests/backup.rs`, `tests/backup_repo.rs`,
+//! `tests/backup_offsite.rs`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -57,4 +58,24 @@ pub fn tree(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
 pub fn killed_by_sigkill(out: &Output) -> bool {
     use std::os::unix::process::ExitStatusExt;
     out.status.signal() == Some(9)
+}
+
+/// Rewrites snapshot `id` of the (plain) repository at `repo` as one taken `days` ago,
+/// with a valid checksum; returns the new id.
+pub fn age_snapshot(repo: &Path, id: &str, days: i64) -> String {
+    let old = (chrono::Local::now() - chrono::Duration::days(days))
+        .format("%Y%m%d_%H%M%S")
+        .to_string();
+    let dir = repo.join("snapshots");
+    let mut snap: elior::backup::repo::Snapshot =
+        serde_json::from_slice(&fs::read(dir.join(format!("{id}.json"))).unwrap()).unwrap();
+    snap.id = old.clone();
+    snap.seal_checksum();
+    fs::write(
+        dir.join(format!("{old}.json")),
+        serde_json::to_vec(&snap).unwrap(),
+    )
+    .unwrap();
+    fs::remove_file(dir.join(format!("{id}.json"))).unwrap();
+    old
 }

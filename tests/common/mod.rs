@@ -145,6 +145,19 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (5 s at most) until the log satisfies `done`, instead of sleeping and
+    /// hoping; returns the log either way, so the caller's assertion shows it.
+    pub fn wait_for_log(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.log_text();
+            if done(&text) || Instant::now() >= deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(self.child.id(), "TERM");

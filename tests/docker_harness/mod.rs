@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,6 +211,8 @@ pub fn remove_stack(dir: &std::path::Path, api_repo: &str) {
 /// times (about 10 minutes); counts the successes and keeps every failure.
 pub struct ClientLoop {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far (successes and failures), for [`ClientLoop::wait_for`].
+    answered: Arc<AtomicUsize>,
     handle: std::thread::JoinHandle<(usize, Vec<String>)>,
 }
 
@@ -231,6 +233,8 @@ impl ClientLoop {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
         let handle = std::thread::spawn(move || {
             runtime().block_on(async move {
                 let (mut ok, mut failures) = (0, Vec::new());
@@ -242,12 +246,38 @@ impl ClientLoop {
                         Ok(()) => ok += 1,
                         Err(e) => failures.push(e),
                     }
+                    count.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(pause).await;
                 }
                 (ok, failures)
             })
         });
-        ClientLoop { stop, handle }
+        ClientLoop {
+            stop,
+            answered,
+            handle,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits (30 s at most) until `more` further requests were answered: the loop is
+    /// then known to have run across whatever happened before the call (issue 20: no
+    /// fixed sleep and a count that hopes).
+    pub fn wait_for(&self, more: usize) {
+        let target = self.answered() + more;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.answered() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client loop answered {} of {target} requests in 30 s",
+                self.answered()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn finish(self) -> (usize, Vec<String>) {

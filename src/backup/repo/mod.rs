@@ -387,6 +387,38 @@ pub fn lock(root: &Path, command: &str) -> Result<crate::lock::DeployLock> {
         .with_context(|| format!("the backup repository {} is in use", root.display()))
 }
 
+/// [`lock`] for a backup: while a check, a prune, an export or a restore's staging holds
+/// the repository, waits for it (until `deadline`, calling `waiting` with the holder about
+/// every 200 ms) instead of failing; another backup holding it is refused at once, since
+/// a second backup of the same data at the same moment adds nothing (issue 17).
+pub fn lock_waiting(
+    root: &Path,
+    command: &str,
+    deadline: std::time::Instant,
+    waiting: &mut dyn FnMut(&crate::lock::Holder),
+) -> Result<crate::lock::DeployLock> {
+    loop {
+        let error = match lock(root, command) {
+            Ok(held) => return Ok(held),
+            Err(e) => e,
+        };
+        let Some(holder) = crate::lock::current_holder(root) else {
+            // Released (or stale) in between: try again at once.
+            if std::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            continue;
+        };
+        let another_backup =
+            holder.command == "elior backup" || holder.command.starts_with("elior backup (");
+        if another_backup || std::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        waiting(&holder);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// A snapshot: one backup in the repository (`snapshots/ID.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -416,7 +416,7 @@ async fn change_password(
         })
         .await?
         .ok_or(ApiError::Unauthorized("Could not validate credentials"))?;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "password changed; older tokens revoked");
     let token = token_for(&state, updated);
     Ok(Json(json!({
@@ -435,7 +435,7 @@ async fn logout_all(
 ) -> ApiResult<StatusCode> {
     let id = user.id;
     state.db.call(move |c| users::end_sessions(c, id)).await?;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "every session ended");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -351,7 +351,7 @@ async fn delete_user(
     })
     .await?;
     state.uploads.remove(&files).await;
-    state.hub.disconnect_user(id);
+    crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "user deleted");
     Ok(deleted("User"))
 }
