@@ -479,6 +479,22 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     for role in ["api: 3 of 3", "nginx: 1 of 1", "postgres: 1 of 1"] {
         assert!(findings.contains(role), "{report:#}");
     }
+    // ACME through swarm nginx tasks is not built: cert issue says so and what to do.
+    let out = s.run(&["cert", "issue"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("runs on a swarm"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Backups of the postgres service are not built: refused, never an empty SQLite backup.
+    let out = s.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("a backup of a swarm stack is not built yet"),
+        "{}",
+        text(&out.stderr)
+    );
     // Again with nothing changed: nothing to do.
     let again = s.ok(&["deploy", &s.stack.domain]);
     assert!(again.starts_with("up to date:"), "{again}");
@@ -527,6 +543,15 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         updated.iter().all(|t| t["image"] == new_image.as_str()),
         "{updated:#?}"
     );
+    // Every task was replaced, and the user registered before still logs in: the
+    // replicas share the database (SQLite in each task would have lost it).
+    assert!(
+        updated
+            .iter()
+            .all(|t| !registered_on.iter().any(|id| t["id"] == id.as_str())),
+        "{updated:#?}"
+    );
+    s.login_rounds("after-update", 3);
 
     // A version whose tasks never start (an image without elior in it): the engine rolls
     // the update back by itself, the running tasks keep serving without a failed request,

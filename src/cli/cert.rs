@@ -188,6 +188,15 @@ async fn stack_nginx(settings: &CertSettings, ctx: &super::Context) -> Result<St
     let Some(owner) = crate::config::model::owner_of(dir, &settings.domain)? else {
         return Err(missing(String::new()));
     };
+    // Swarm mode (issue 21): nginx runs as tasks that read the certificate from a swarm
+    // secret; ACME through them is not built yet.
+    if crate::config::model::Stack::load(dir).is_ok_and(|s| super::swarm::is_swarm(&s)) {
+        anyhow::bail!(
+            "the stack in {} runs on a swarm, where elior cannot answer ACME challenges yet\nput the certificate and key in nginx/ssl/ (cert.pem, key.pem) and run `{}`: nginx rolls to them as a new secret version",
+            dir.display(),
+            ctx.command("update")
+        );
+    }
     StackNginx::find(&docker, &owner, settings.https_port)
         .await?
         .ok_or_else(|| missing(String::new()))

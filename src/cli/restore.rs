@@ -59,6 +59,7 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// With --json: what was restored.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
+        super::swarm::refuse_backup(ctx.dir(), "a restore")?;
         let settings = match &self.from {
             None => BackupSettings::load(ctx.dir())?,
             Some(url) => {

@@ -15,6 +15,7 @@ use crate::config::model::Stack;
 use crate::config::stack::Mode;
 use crate::deploy::swarm::{self as deploy_swarm, SwarmReport};
 use crate::docker;
+use crate::plan::swarm::Names;
 
 /// Whether the stack in DIR runs on a swarm (MODE=swarm).
 pub fn is_swarm(stack: &Stack) -> bool {
@@ -27,6 +28,26 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")
+}
+
+/// `backup` and `restore` of a swarm stack are not built (its data is in the postgres
+/// service, not in data/): refused, naming the manual way, rather than saving an empty
+/// SQLite file as if it were the stack's data.
+pub fn refuse_backup(dir: &Path, what: &str) -> Result<()> {
+    let Ok(stack) = Stack::load(dir) else {
+        return Ok(());
+    };
+    if !is_swarm(&stack) {
+        return Ok(());
+    }
+    let service = stack.owner().map_or_else(
+        || "<project>-postgres".to_string(),
+        |o| Names(&o.project).service("postgres"),
+    );
+    anyhow::bail!(
+        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node: docker exec $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_dump -U elior -Fc elior > elior.dump",
+        dir.display()
+    )
 }
 
 /// `deploy`/`update` (and `rollback --to`) in swarm mode.
