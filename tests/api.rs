@@ -2183,6 +2183,23 @@ fn documented_limits_match_the_checks_and_integral_numbers_are_integers() {
         limits("NewNotification", "message", "minLength", "maxLength"),
         (Some(1.0), Some(2000.0))
     );
+    // A plan's create needs its client; its replace may leave the client out.
+    for (path, create, replace) in [
+        ("/api/meal-plans", "NewMealPlan", "MealPlanBody"),
+        ("/api/workouts/plans", "NewWorkoutPlan", "WorkoutPlanBody"),
+    ] {
+        let body = &doc["paths"][path]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(
+            body["schema"]["$ref"],
+            format!("#/components/schemas/{create}")
+        );
+        let required = |schema: &str| {
+            schemas[schema]["required"]
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("client_id")))
+        };
+        assert!(required(create) && !required(replace), "{path}");
+    }
     let download = &doc["paths"]["/api/files/media/{kind}/{name}"]["get"]["parameters"];
     let size = download
         .as_array()

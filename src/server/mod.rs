@@ -53,6 +53,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = doc;
     utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
     utoipa::Modify::modify(&openapi::Enums, &mut doc);
+    utoipa::Modify::modify(&openapi::CreateBodies, &mut doc);
     (router, doc)
 }
 

@@ -191,6 +191,60 @@ impl Modify for Enums {
     }
 }
 
+/// One body type serves a plan's create (`POST`) and its replace (`PUT`), where `client_id`
+/// is required on create and may be left out on replace (it can't change). A schema can't
+/// say "required on POST only", so the create operations get their own copy of the schema
+/// with `client_id` a required integer (issue 15: a schema-valid request must be accepted).
+/// Applied by [`super::api`] with [`CommonErrors`].
+pub struct CreateBodies;
+
+impl Modify for CreateBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Content, Ref, RefOr, Schema};
+        let creates = [
+            ("/api/meal-plans", "MealPlanBody", "NewMealPlan"),
+            ("/api/workouts/plans", "WorkoutPlanBody", "NewWorkoutPlan"),
+        ];
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (path, body, new) in creates {
+            let Some(RefOr::T(Schema::Object(shared))) = components.schemas.get(body) else {
+                continue;
+            };
+            let mut create = shared.clone();
+            let client_id = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Int64,
+                )))
+                .description(Some("The client the plan is for."))
+                .build();
+            create
+                .properties
+                .insert("client_id".into(), RefOr::T(Schema::Object(client_id)));
+            if !create.required.iter().any(|r| r == "client_id") {
+                create.required.push("client_id".into());
+            }
+            components
+                .schemas
+                .insert(new.into(), RefOr::T(Schema::Object(create)));
+            let post = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(RefOr::T(body)) = post {
+                for content in body.content.values_mut() {
+                    *content = RefOr::T(Content::new(Some(Ref::from_schema_name(new))));
+                }
+            }
+        }
+    }
+}
+
 fn set_enum(schema: &mut utoipa::openapi::Schema, values: &[&str]) {
     use utoipa::openapi::{RefOr, Schema};
     let list = || Some(values.iter().map(|v| serde_json::Value::from(*v)).collect());
