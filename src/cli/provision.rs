@@ -72,18 +72,7 @@ impl ProvisionArgs {
         } else {
             given
         };
-        let root = std::path::absolute(&self.root)
-            .with_context(|| format!("--root {}: cannot resolve it", self.root.display()))?;
-        if !root.is_dir() {
-            bail!(
-                "--root {}: not a directory\npass an existing directory, or / for this host",
-                root.display()
-            );
-        }
-        let target = Target {
-            systemd: root == Path::new("/") && Path::new("/run/systemd/system").is_dir(),
-            root,
-        };
+        let target = Target::from_root(&self.root)?;
         let mut dirs = Vec::new();
         for dir in &dirs_given {
             if dir.is_absolute() {

@@ -293,18 +293,7 @@ fn watch_signals(stop: Stop) -> Result<()> {
 /// Where install and uninstall act (`--root`), and the stack directories as the host
 /// sees them, each checked for a unit.
 fn install_target(ctx: &super::Context, args: &InstallArgs) -> Result<(Target, Vec<PathBuf>)> {
-    let root = std::path::absolute(&args.root)
-        .with_context(|| format!("--root {}: cannot resolve it", args.root.display()))?;
-    if !root.is_dir() {
-        bail!(
-            "--root {}: not a directory\npass an existing directory, or / for this host",
-            root.display()
-        );
-    }
-    let target = Target {
-        systemd: root == Path::new("/") && Path::new("/run/systemd/system").is_dir(),
-        root,
-    };
+    let target = Target::from_root(&args.root)?;
     let given = if ctx.dirs().is_empty() {
         vec![PathBuf::from(".")]
     } else {

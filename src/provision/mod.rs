@@ -72,6 +72,24 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target of `--root ROOT` (`/` for this host), which must be a directory;
+    /// systemd is driven only on the live host and only when it runs as PID 1.
+    pub fn from_root(root: &Path) -> anyhow::Result<Target> {
+        use anyhow::Context as _;
+        let root = std::path::absolute(root)
+            .with_context(|| format!("--root {}: cannot resolve it", root.display()))?;
+        if !root.is_dir() {
+            anyhow::bail!(
+                "--root {}: not a directory\npass an existing directory, or / for this host",
+                root.display()
+            );
+        }
+        Ok(Target {
+            systemd: root == Path::new("/") && Path::new("/run/systemd/system").is_dir(),
+            root,
+        })
+    }
+
     /// True when packages and services can be acted on (no `--root` prefix).
     pub fn live(&self) -> bool {
         self.root == Path::new("/")
