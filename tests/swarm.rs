@@ -503,6 +503,15 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     // them through DNS, and no request fails. Five loops on /health, one on
     // /api/auth/me at the rate nginx's auth limit allows (5/s), anonymous: 401.
     let next = new_build_of_elior(s.stack.tmp.path());
+    // --dry-run prints the plan: the API rolls because its image changed; nothing else.
+    let dry = s.ok_with(&next, &["update", "--dry-run"]);
+    assert!(
+        dry.contains("-api: rolling update (image changed;"),
+        "{dry}"
+    );
+    assert!(dry.contains("-nginx: keep"), "{dry}");
+    assert!(dry.ends_with("dry run: nothing was changed\n"), "{dry}");
+    assert_eq!(s.running_api().len(), 3);
     let loops: Vec<ClientLoop> = (0..5)
         .map(|_| request_loop(&s, "/health", 200, Duration::from_millis(1)))
         .chain([request_loop(
