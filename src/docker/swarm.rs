@@ -336,6 +336,52 @@ pub struct TaskInfo {
     pub container_id: Option<String>,
 }
 
+impl TaskInfo {
+    /// Wanted running, running, and healthy (or without a health check to say otherwise).
+    pub fn is_ready(&self) -> bool {
+        self.state == "running"
+            && self.desired == "running"
+            && (self.health.is_empty() || self.health == "healthy")
+    }
+}
+
+/// What elior reads off a service's spec, in one place for deploy, status and doctor.
+pub mod spec {
+    use bollard::models::ServiceSpec;
+
+    /// The service's role label (`api`, `nginx`, `postgres`), or "".
+    pub fn role(spec: &ServiceSpec) -> String {
+        label(spec, super::LABEL_SERVICE)
+    }
+
+    /// One of elior's labels on the service, or "".
+    pub fn label(spec: &ServiceSpec, key: &str) -> String {
+        spec.labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The image its tasks run (an id, since tasks never ask a registry).
+    pub fn image(spec: &ServiceSpec) -> String {
+        spec.task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replicas wanted; 1 for a global service (one node here).
+    pub fn wanted(spec: &ServiceSpec) -> i64 {
+        spec.mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas)
+            .unwrap_or(1)
+    }
+}
+
 /// Every task of the stack's services that the engine wants running or that is still
 /// running, with its node and (for tasks on this node) its container's health.
 pub async fn tasks(docker: &Docker, owner: &Owner) -> Result<Vec<TaskInfo>> {
@@ -351,24 +397,11 @@ pub async fn tasks(docker: &Docker, owner: &Owner) -> Result<Vec<TaskInfo>> {
     for service in services {
         let Some(spec) = service.spec else { continue };
         let name = spec.name.clone().unwrap_or_default();
-        let role = spec
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE))
-            .cloned()
+        let role = Some(spec::role(&spec))
+            .filter(|r| !r.is_empty())
             .unwrap_or_else(|| name.clone());
-        let image_label = spec
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_IMAGE))
-            .cloned()
-            .unwrap_or_default();
-        let service_image = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        let image_label = spec::label(&spec, LABEL_IMAGE);
+        let service_image = spec::image(&spec);
         let list = docker
             .list_tasks(Some(ListTasksOptions {
                 filters: Some(HashMap::from([("service".to_string(), vec![name.clone()])])),
@@ -504,28 +537,13 @@ pub async fn converge(
                 _ => {}
             }
             let spec = service.spec.unwrap_or_default();
-            let image = spec
-                .task_template
-                .and_then(|t| t.container_spec)
-                .and_then(|c| c.image)
-                .unwrap_or_default();
-            let role = spec
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SERVICE))
-                .cloned()
-                .unwrap_or_default();
-            let wanted = spec
-                .mode
-                .and_then(|m| m.replicated)
-                .and_then(|r| r.replicas)
-                .unwrap_or(1) as usize;
+            let image = spec::image(&spec);
+            let role = spec::role(&spec);
+            let wanted = spec::wanted(&spec) as usize;
             let mine: Vec<&TaskInfo> = all.iter().filter(|t| t.service == role).collect();
             let ready = mine
                 .iter()
-                .filter(|t| t.state == "running" && t.desired == "running")
-                .filter(|t| t.health.is_empty() || t.health == "healthy")
-                .filter(|t| task_runs(t, &image))
+                .filter(|t| t.is_ready() && task_runs(t, &image))
                 .count();
             let extra = mine.iter().filter(|t| t.desired != "running").count();
             if ready < wanted || extra > 0 {

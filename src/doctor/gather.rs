@@ -319,7 +319,7 @@ impl Gatherer {
             }
         };
         self.runtime.block_on(async {
-            use crate::plan::swarm::{SwarmState, DB_NODE_LABEL, LABEL_SERVICE};
+            use crate::plan::swarm::{SwarmState, DB_NODE_LABEL};
             let observed = match crate::docker::swarm::observe_swarm(&docker).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -353,26 +353,13 @@ impl Gatherer {
             };
             for service in services {
                 let Some(spec) = service.spec else { continue };
-                let role = spec
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_SERVICE))
-                    .cloned()
-                    .unwrap_or_default();
-                let wanted = spec
-                    .mode
-                    .and_then(|m| m.replicated)
-                    .and_then(|r| r.replicas)
-                    .unwrap_or(1);
+                let role = crate::docker::swarm::spec::role(&spec);
+                let wanted = crate::docker::swarm::spec::wanted(&spec);
                 let mine: Vec<_> = tasks.iter().filter(|t| t.service == role).collect();
                 f.services.push(SwarmServiceFacts {
                     name: spec.name.unwrap_or_default(),
                     wanted,
-                    ready: mine
-                        .iter()
-                        .filter(|t| t.desired == "running" && t.state == "running")
-                        .filter(|t| t.health.is_empty() || t.health == "healthy")
-                        .count(),
+                    ready: mine.iter().filter(|t| t.is_ready()).count(),
                     problems: mine
                         .iter()
                         .filter(|t| {
