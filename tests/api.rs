@@ -2214,7 +2214,7 @@ fn openapi_links_lead_to_real_operations_and_parameters() {
         "meal_plans_create_plan->meal_plans_put_plan",
         "meal_plans_create_plan->meal_plans_create_entry",
         "meal_plans_create_entry->meal_plans_create_component",
-        "notifications_create->notifications_mark_read",
+        "notifications_create->notifications_get_one",
     ] {
         assert!(linked.iter().any(|l| l == flow), "no link {flow}");
     }

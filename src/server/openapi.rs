@@ -245,6 +245,60 @@ impl Modify for CreateBodies {
     }
 }
 
+/// A response type that flattens a body type (`MealEntry` is `id`, `meal_plan_id` and the
+/// `EntryFields` a client sends) is documented as `allOf` the body's schema and its own
+/// fields. A body that refuses unknown fields has `additionalProperties: false`, which inside
+/// the `allOf` refused the response's own `id` too: every such response broke its schema
+/// (found by the stateful run once links created entries, components and session exercises).
+/// The response gets an inline copy of the body's schema without that refusal.
+/// Applied by [`super::api`] with [`CommonErrors`].
+pub struct FlattenedBodies;
+
+impl Modify for FlattenedBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let closed = |schema: &RefOr<Schema>| -> Option<Schema> {
+            let RefOr::Ref(r) = schema else {
+                return None;
+            };
+            let name = r.ref_location.rsplit('/').next()?;
+            match components.schemas.get(name) {
+                Some(RefOr::T(Schema::Object(object)))
+                    if matches!(
+                        object.additional_properties.as_deref(),
+                        Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(
+                            false
+                        ))
+                    ) =>
+                {
+                    let mut open = object.clone();
+                    open.additional_properties = None;
+                    Some(Schema::Object(open))
+                }
+                _ => None,
+            }
+        };
+        let mut fixes = Vec::new();
+        for (name, schema) in &components.schemas {
+            if let RefOr::T(Schema::AllOf(all)) = schema {
+                for (i, item) in all.items.iter().enumerate() {
+                    if let Some(open) = closed(item) {
+                        fixes.push((name.clone(), i, open));
+                    }
+                }
+            }
+        }
+        for (name, i, open) in fixes {
+            if let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get_mut(&name) {
+                all.items[i] = RefOr::T(open);
+            }
+        }
+    }
+}
+
 /// Where a link puts the `id` of the object a create answered with: a path parameter of
 /// the linked operation, or a field of its JSON body (merged into the generated body).
 #[derive(Clone, Copy)]
@@ -268,6 +322,9 @@ pub const LINKS: &[(&str, &str, &[(&str, LinkTo)])] = {
                 ("users_get_user", Path("id")),
                 ("users_put_user", Path("id")),
                 ("users_delete_user", Path("id")),
+                ("workouts_create_plan", Body("client_id")),
+                ("meal_plans_create_plan", Body("client_id")),
+                ("progress_create", Body("client_id")),
             ],
         ),
         (
@@ -366,14 +423,12 @@ pub const LINKS: &[(&str, &str, &[(&str, LinkTo)])] = {
                 ("meal_plans_delete_component", Path("id")),
             ],
         ),
+        // Only the recipient marks read or deletes a notification, and its sender (a trainer
+        // or an admin) is not the recipient: those would be links to a 404.
         (
             "notifications_create",
             "201",
-            &[
-                ("notifications_get_one", Path("id")),
-                ("notifications_mark_read", Path("id")),
-                ("notifications_delete", Path("id")),
-            ],
+            &[("notifications_get_one", Path("id"))],
         ),
         ("progress_create", "201", &[("progress_remove", Path("id"))]),
     ]
