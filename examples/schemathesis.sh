@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Property-based run of the OpenAPI document against `elior serve` with schemathesis
 # (issue 15; on demand, never in the suite). Starts a fresh server, creates an admin, and
-# runs every check as that admin, stateful phase included (links create -> get -> update
-# -> delete). Wanted: 0 server errors, 0 undocumented statuses, 0 rejected valid requests.
-# Left out: logout-all and password change (they would end the run's own session) and the
-# WebSocket upgrade (not HTTP request/response; tests/api.rs covers it).
+# runs every check as that admin: first the stateful phase, on the document's own links
+# (register trainer -> register client -> workout/meal plan -> session/entry -> ...), then
+# examples, coverage and fuzzing. Wanted: 0 server errors, 0 undocumented statuses,
+# 0 rejected valid requests. Left out: logout-all and password change (they would end the
+# run's own session) and the WebSocket upgrade (tests/api.rs covers it).
+#
+# Measured (MAX_EXAMPLES=20, debug build, 2026-12-06): 0 server errors, 0 undocumented
+# statuses, 0 response-schema violations; stateful phase 45 scenarios, 23 of 50 links
+# covered (before the links: 2 of 320 inferred), creating 9 users, 10 workout plans,
+# 13 sessions and a meal plan. Still "schema-valid request rejected" (14, by rules a schema
+# cannot express): client_id required for trainers and admins only, trainer_profile for
+# trainers only, trainer_id must name a trainer, exercise_id must name an exercise,
+# end_date not before start_date, uploaded bytes must sniff as an allowed type.
 #
 #   examples/schemathesis.sh                # release build; venv in /tmp/stvenv
 #   BIN=target/debug/elior MAX_EXAMPLES=20 examples/schemathesis.sh

@@ -2220,6 +2220,37 @@ fn openapi_links_lead_to_real_operations_and_parameters() {
     }
 }
 
+/// A response that flattens a body type refusing unknown fields (`MealEntry` is `id`,
+/// `meal_plan_id` and `EntryFields`) must not carry that refusal into its `allOf`, or its
+/// own `id` breaks the schema: an entry the API really returns must validate.
+#[test]
+fn openapi_flattened_responses_allow_their_own_fields() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "MealEntry",
+        "MealComponent",
+        "WorkoutExercise",
+        "Completion",
+    ] {
+        let all = schemas[name]["allOf"].as_array().unwrap();
+        for item in all {
+            let item = match item["$ref"].as_str() {
+                Some(r) => &schemas[r.rsplit('/').next().unwrap()],
+                None => item,
+            };
+            assert_ne!(
+                item["additionalProperties"],
+                json!(false),
+                "{name}: a part of its allOf refuses the other parts' fields"
+            );
+        }
+    }
+    // The request bodies themselves still refuse unknown fields.
+    assert_eq!(schemas["EntryFields"]["additionalProperties"], json!(false));
+}
+
 /// Issue 15, the document tells the truth: the ranges, lengths and item counts the checks
 /// enforce are in the schemas, and a number the document calls an integer is accepted in
 /// any JSON spelling of one (`5.0`), as JSON Schema says it may be written.
