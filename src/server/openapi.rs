@@ -307,12 +307,15 @@ pub enum LinkTo {
     Body(&'static str),
 }
 
+/// The operations a link leads to, and where each puts the new id.
+type Targets = &'static [(&'static str, LinkTo)];
+
 /// The create → get → update → delete flows (issue 15, item 7): for each create operation
 /// and its success status, the operations that take the new object's `id`. A stateful
 /// client (schemathesis) follows these instead of guessing, and the body links hand it the
 /// id of a client or trainer that exists, which a plan's `client_id` or a client's
 /// `trainer_id` must name (a rule a schema cannot express).
-pub const LINKS: &[(&str, &str, &[(&str, LinkTo)])] = {
+pub const LINKS: &[(&str, &str, Targets)] = {
     use LinkTo::{Body, Path};
     &[
         (
