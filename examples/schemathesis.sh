@@ -7,10 +7,11 @@
 # 0 rejected valid requests. Left out: logout-all and password change (they would end the
 # run's own session) and the WebSocket upgrade (tests/api.rs covers it).
 #
-# Measured (MAX_EXAMPLES=20, debug build, 2026-12-06): 0 server errors, 0 undocumented
-# statuses, 0 response-schema violations; stateful phase 45 scenarios, 23 of 50 links
-# covered (before the links: 2 of 320 inferred), creating 9 users, 10 workout plans,
-# 13 sessions and a meal plan. Still "schema-valid request rejected" (14, by rules a schema
+# Measured (MAX_EXAMPLES=20, debug build, 2026-12-06, two runs): 0 server errors,
+# 0 undocumented statuses, 0 response-schema violations; stateful phase 45-62 scenarios,
+# 23-38 of 50 links covered (before the links: 2 of 320 inferred), creating 8-9 users,
+# 10-12 workout plans, 1-9 meal plans with their sessions, entries and components.
+# Still "schema-valid request rejected" (13-14 over both runs, by rules a schema
 # cannot express): client_id required for trainers and admins only, trainer_profile for
 # trainers only, trainer_id must name a trainer, exercise_id must name an exercise,
 # end_date not before start_date, uploaded bytes must sniff as an allowed type.
