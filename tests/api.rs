@@ -2141,6 +2141,116 @@ fn openapi_has_enums_formats_and_lengths() {
     }
 }
 
+/// Issue 15, item 7: the create operations carry OpenAPI links to what takes the new
+/// object's id, so a stateful client can walk create -> get -> update -> delete. Every link
+/// names an operation that exists, every parameter a path parameter that operation declares,
+/// every body field a property of its JSON body, and the id it reads is in the response.
+#[test]
+fn openapi_links_lead_to_real_operations_and_parameters() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    // Whether a schema (a `$ref`, or an `allOf` as `#[serde(flatten)]` makes) has a property.
+    fn has_property(schemas: &serde_json::Value, schema: &serde_json::Value, name: &str) -> bool {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => &schemas[r.rsplit('/').next().unwrap()],
+            None => schema,
+        };
+        schema["properties"].get(name).is_some()
+            || schema["allOf"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|s| has_property(schemas, s, name)))
+    }
+    let mut ops = std::collections::HashMap::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            ops.insert(op["operationId"].as_str().unwrap().to_string(), op.clone());
+        }
+    }
+    let mut linked = Vec::new();
+    for (id, op) in &ops {
+        for (status, response) in op["responses"].as_object().unwrap() {
+            let Some(links) = response["links"].as_object() else {
+                continue;
+            };
+            let body = &response["content"]["application/json"]["schema"];
+            assert!(
+                has_property(schemas, body, "id"),
+                "{id} {status}: links read an id its response lacks"
+            );
+            for (name, link) in links {
+                let target = link["operationId"].as_str().unwrap();
+                let Some(to) = ops.get(target) else {
+                    panic!("{id} {status} link {name}: no operation {target}");
+                };
+                linked.push(format!("{id}->{target}"));
+                for (param, expr) in link["parameters"].as_object().into_iter().flatten() {
+                    assert_eq!(expr, "$response.body#/id", "{id} -> {target}");
+                    let declared = to["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["in"] == "path" && p["name"] == *param)
+                    });
+                    assert!(declared, "{id} -> {target}: no path parameter {param}");
+                }
+                for (field, expr) in link["requestBody"].as_object().into_iter().flatten() {
+                    assert_eq!(expr, "$response.body#/id", "{id} -> {target}");
+                    let target_body = &to["requestBody"]["content"]["application/json"]["schema"];
+                    assert!(
+                        has_property(schemas, target_body, field),
+                        "{id} -> {target}: its body has no field {field}"
+                    );
+                }
+            }
+        }
+    }
+    // The flows the issue names: users, workout plans and meal plans get created and used.
+    for flow in [
+        "auth_register_client->users_get_user",
+        "auth_register_client->users_delete_user",
+        "auth_register_trainer->auth_register_client",
+        "auth_register_client->workouts_create_plan",
+        "auth_register_client->meal_plans_create_plan",
+        "workouts_create_plan->workouts_create_session",
+        "workouts_create_session->workouts_add_session_exercise",
+        "meal_plans_create_plan->meal_plans_put_plan",
+        "meal_plans_create_plan->meal_plans_create_entry",
+        "meal_plans_create_entry->meal_plans_create_component",
+        "notifications_create->notifications_get_one",
+    ] {
+        assert!(linked.iter().any(|l| l == flow), "no link {flow}");
+    }
+}
+
+/// A response that flattens a body type refusing unknown fields (`MealEntry` is `id`,
+/// `meal_plan_id` and `EntryFields`) must not carry that refusal into its `allOf`, or its
+/// own `id` breaks the schema: an entry the API really returns must validate.
+#[test]
+fn openapi_flattened_responses_allow_their_own_fields() {
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "MealEntry",
+        "MealComponent",
+        "WorkoutExercise",
+        "Completion",
+    ] {
+        let all = schemas[name]["allOf"].as_array().unwrap();
+        for item in all {
+            let item = match item["$ref"].as_str() {
+                Some(r) => &schemas[r.rsplit('/').next().unwrap()],
+                None => item,
+            };
+            assert_ne!(
+                item["additionalProperties"],
+                json!(false),
+                "{name}: a part of its allOf refuses the other parts' fields"
+            );
+        }
+    }
+    // The request bodies themselves still refuse unknown fields.
+    assert_eq!(schemas["EntryFields"]["additionalProperties"], json!(false));
+}
+
 /// Issue 15, the document tells the truth: the ranges, lengths and item counts the checks
 /// enforce are in the schemas, and a number the document calls an integer is accepted in
 /// any JSON spelling of one (`5.0`), as JSON Schema says it may be written.

@@ -54,6 +54,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
     utoipa::Modify::modify(&openapi::Enums, &mut doc);
     utoipa::Modify::modify(&openapi::CreateBodies, &mut doc);
+    utoipa::Modify::modify(&openapi::FlattenedBodies, &mut doc);
+    utoipa::Modify::modify(&openapi::Links, &mut doc);
     (router, doc)
 }
 

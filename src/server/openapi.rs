@@ -245,6 +245,243 @@ impl Modify for CreateBodies {
     }
 }
 
+/// A response type that flattens a body type (`MealEntry` is `id`, `meal_plan_id` and the
+/// `EntryFields` a client sends) is documented as `allOf` the body's schema and its own
+/// fields. A body that refuses unknown fields has `additionalProperties: false`, which inside
+/// the `allOf` refused the response's own `id` too: every such response broke its schema
+/// (found by the stateful run once links created entries, components and session exercises).
+/// The response gets an inline copy of the body's schema without that refusal.
+/// Applied by [`super::api`] with [`CommonErrors`].
+pub struct FlattenedBodies;
+
+impl Modify for FlattenedBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let closed = |schema: &RefOr<Schema>| -> Option<Schema> {
+            let RefOr::Ref(r) = schema else {
+                return None;
+            };
+            let name = r.ref_location.rsplit('/').next()?;
+            match components.schemas.get(name) {
+                Some(RefOr::T(Schema::Object(object)))
+                    if matches!(
+                        object.additional_properties.as_deref(),
+                        Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(
+                            false
+                        ))
+                    ) =>
+                {
+                    let mut open = object.clone();
+                    open.additional_properties = None;
+                    Some(Schema::Object(open))
+                }
+                _ => None,
+            }
+        };
+        let mut fixes = Vec::new();
+        for (name, schema) in &components.schemas {
+            if let RefOr::T(Schema::AllOf(all)) = schema {
+                for (i, item) in all.items.iter().enumerate() {
+                    if let Some(open) = closed(item) {
+                        fixes.push((name.clone(), i, open));
+                    }
+                }
+            }
+        }
+        for (name, i, open) in fixes {
+            if let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get_mut(&name) {
+                all.items[i] = RefOr::T(open);
+            }
+        }
+    }
+}
+
+/// Where a link puts the `id` of the object a create answered with: a path parameter of
+/// the linked operation, or a field of its JSON body (merged into the generated body).
+#[derive(Clone, Copy)]
+pub enum LinkTo {
+    Path(&'static str),
+    Body(&'static str),
+}
+
+/// The operations a link leads to, and where each puts the new id.
+type Targets = &'static [(&'static str, LinkTo)];
+
+/// The create → get → update → delete flows (issue 15, item 7): for each create operation
+/// and its success status, the operations that take the new object's `id`. A stateful
+/// client (schemathesis) follows these instead of guessing, and the body links hand it the
+/// id of a client or trainer that exists, which a plan's `client_id` or a client's
+/// `trainer_id` must name (a rule a schema cannot express).
+pub const LINKS: &[(&str, &str, Targets)] = {
+    use LinkTo::{Body, Path};
+    &[
+        (
+            "auth_register",
+            "201",
+            &[
+                ("users_get_user", Path("id")),
+                ("users_put_user", Path("id")),
+                ("users_delete_user", Path("id")),
+                ("workouts_create_plan", Body("client_id")),
+                ("meal_plans_create_plan", Body("client_id")),
+                ("progress_create", Body("client_id")),
+            ],
+        ),
+        (
+            "auth_register_trainer",
+            "201",
+            &[
+                ("users_get_user", Path("id")),
+                ("users_put_user", Path("id")),
+                ("users_delete_user", Path("id")),
+                ("auth_register_client", Body("trainer_id")),
+            ],
+        ),
+        (
+            "auth_register_client",
+            "201",
+            &[
+                ("users_get_user", Path("id")),
+                ("users_put_user", Path("id")),
+                ("users_delete_user", Path("id")),
+                ("workouts_create_plan", Body("client_id")),
+                ("meal_plans_create_plan", Body("client_id")),
+                ("progress_create", Body("client_id")),
+            ],
+        ),
+        (
+            "workouts_create_exercise",
+            "201",
+            &[
+                ("workouts_get_exercise", Path("id")),
+                ("workouts_put_exercise", Path("id")),
+                ("workouts_delete_exercise", Path("id")),
+                ("workouts_exercise_progress", Path("id")),
+                ("workouts_add_session_exercise", Body("exercise_id")),
+            ],
+        ),
+        (
+            "workouts_create_plan",
+            "201",
+            &[
+                ("workouts_get_plan", Path("id")),
+                ("workouts_put_plan", Path("id")),
+                ("workouts_delete_plan", Path("id")),
+                ("workouts_complete_plan", Path("id")),
+                ("workouts_plan_summary", Path("id")),
+                ("workouts_list_sessions", Path("id")),
+                ("workouts_create_session", Path("id")),
+            ],
+        ),
+        (
+            "workouts_create_session",
+            "201",
+            &[
+                ("workouts_get_session", Path("id")),
+                ("workouts_put_session", Path("id")),
+                ("workouts_delete_session", Path("id")),
+                ("workouts_list_session_exercises", Path("id")),
+                ("workouts_add_session_exercise", Path("id")),
+            ],
+        ),
+        (
+            "workouts_add_session_exercise",
+            "201",
+            &[
+                ("workouts_get_workout_exercise", Path("id")),
+                ("workouts_put_workout_exercise", Path("id")),
+                ("workouts_delete_workout_exercise", Path("id")),
+            ],
+        ),
+        (
+            "meal_plans_create_plan",
+            "201",
+            &[
+                ("meal_plans_get_plan", Path("id")),
+                ("meal_plans_put_plan", Path("id")),
+                ("meal_plans_delete_plan", Path("id")),
+                ("meal_plans_complete_plan", Path("id")),
+                ("meal_plans_create_entry", Path("id")),
+            ],
+        ),
+        (
+            "meal_plans_create_entry",
+            "201",
+            &[
+                ("meal_plans_get_entry", Path("id")),
+                ("meal_plans_put_entry", Path("id")),
+                ("meal_plans_delete_entry", Path("id")),
+                ("meal_plans_create_component", Path("id")),
+            ],
+        ),
+        (
+            "meal_plans_create_component",
+            "201",
+            &[
+                ("meal_plans_get_component", Path("id")),
+                ("meal_plans_put_component", Path("id")),
+                ("meal_plans_delete_component", Path("id")),
+            ],
+        ),
+        // Only the recipient marks read or deletes a notification, and its sender (a trainer
+        // or an admin) is not the recipient: those would be links to a 404.
+        (
+            "notifications_create",
+            "201",
+            &[("notifications_get_one", Path("id"))],
+        ),
+        ("progress_create", "201", &[("progress_remove", Path("id"))]),
+    ]
+};
+
+/// Puts [`LINKS`] on the create operations' responses, each link named after the operation
+/// it leads to. Applied by [`super::api`] with [`CommonErrors`]; a link to an operation or
+/// status that is not in the document is skipped here and caught by the API tests, which
+/// walk the served document.
+pub struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::RefOr;
+        const NEW_ID: &str = "$response.body#/id";
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let Some(id) = op.operation_id.as_deref() else {
+                    continue;
+                };
+                for (_, status, targets) in LINKS.iter().filter(|(source, ..)| *source == id) {
+                    let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) else {
+                        continue;
+                    };
+                    for (target, into) in *targets {
+                        let link = LinkBuilder::new().operation_id(*target);
+                        let link = match into {
+                            LinkTo::Path(name) => link.parameter(*name, NEW_ID),
+                            LinkTo::Body(field) => {
+                                link.request_body(Some(serde_json::json!({ *field: NEW_ID })))
+                            }
+                        };
+                        response
+                            .links
+                            .insert((*target).to_string(), RefOr::T(link.build()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn set_enum(schema: &mut utoipa::openapi::Schema, values: &[&str]) {
     use utoipa::openapi::{RefOr, Schema};
     let list = || Some(values.iter().map(|v| serde_json::Value::from(*v)).collect());
