@@ -114,6 +114,9 @@ impl RestoreArgs {
                 .map_or("unknown".to_string(), |v| v.to_string());
             outln!("  database  {} (schema version {version})", db.display());
         }
+        if let Some(target) = &report.postgres {
+            outln!("  database  postgresql {target} (pg_restore, one transaction)");
+        }
         if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
             outln!(
                 "  uploads   {} ({} files, {})",
