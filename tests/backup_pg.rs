@@ -325,3 +325,29 @@ fn a_sqlite_backup_is_refused_by_a_postgresql_stack() {
     );
     assert_eq!(manifests(dir.path()).len(), 1, "no safety backup was taken");
 }
+
+/// pg_dump still running at `--timeout` (blocked on a lock) is stopped: exit 2, no backup.
+#[test]
+fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    cluster.psql(&db, "CREATE TABLE held (n int)");
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    let mut holder = cluster.psql_session(&db);
+    holder.send("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 'locked';");
+    holder.wait_for_line("locked");
+    let out = elior(dir.path(), &["backup", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("time limit"), "{}", text(&out));
+    assert!(manifests(dir.path()).is_empty());
+    // The killed pg_dump's connection goes; the lock holder is the only one left.
+    drop(holder);
+    assert!(Cluster::wait_for(Duration::from_secs(10), || {
+        cluster.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        ) == "0"
+    }));
+}

@@ -423,7 +423,7 @@ fn create_archive(
         cleanup.0.extend([temp.clone(), final_path.clone()]);
         reporter.phase(&format!("dumping PostgreSQL database {}", url.target()));
         let dump_started = Instant::now();
-        let dump = postgres::dump(url, &temp)?;
+        let dump = postgres::dump(url, &temp, deadline)?;
         fault::point("backup:database-copied");
         postgres::check_dump(&temp)?;
         manifest::commit(&temp, &final_path)?;

@@ -12,6 +12,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -102,8 +104,9 @@ pub struct Dump {
 }
 
 /// Dumps the database of `url` (`pg_dump -Fc`) into `temp`, created 0600, hashed as it is
-/// written and fsynced. A failed or killed pg_dump is an error; the caller removes `temp`.
-pub fn dump(url: &PgUrl, temp: &Path) -> Result<Dump> {
+/// written and fsynced. A failed or killed pg_dump, or one still running at `deadline`
+/// (then killed), is an error; the caller removes `temp`.
+pub fn dump(url: &PgUrl, temp: &Path, deadline: Instant) -> Result<Dump> {
     let program = tool("pg_dump")?;
     let out = manifest::create_private(temp)?;
     let mut child = command(&program, url)
@@ -122,12 +125,40 @@ pub fn dump(url: &PgUrl, temp: &Path) -> Result<Dump> {
         let _ = io::Read::read_to_end(&mut stderr, &mut buf);
         buf
     });
+    // The time limit (`backup --timeout`): pg_dump past it is killed. It is signalled only
+    // before it is reaped (below), so its pid cannot belong to another process by then.
+    let pid = child.id();
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let expired = matches!(
+            finished.recv_timeout(left),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        if expired {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        expired
+    });
     let mut writer = HashingWriter::new(out);
     let copied = io::copy(&mut stdout, &mut writer);
+    let _ = done.send(());
+    let expired = watchdog.join().unwrap_or(false);
     let status = child
         .wait()
         .with_context(|| format!("failed to wait for {}", program.display()))?;
     let errors = errors.join().unwrap_or_default();
+    if expired {
+        bail!(
+            "pg_dump of the PostgreSQL database {} did not finish within the time limit and was stopped; nothing was recorded as a backup\nraise it with `elior backup --timeout`",
+            url.target()
+        );
+    }
     if !status.success() {
         bail!(
             "pg_dump of the PostgreSQL database {} failed ({status})\n{}\ncheck that the server is up and that DATABASE_URL's user, password and database are right; nothing was recorded as a backup",
