@@ -284,9 +284,10 @@ fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
     assert_eq!(login_status(&s, "after_backup"), 200);
 }
 
-/// A SQLite backup into a PostgreSQL stack is refused, naming `elior db copy`.
+/// A SQLite backup into a PostgreSQL stack is refused, naming `elior db copy`, and a dump
+/// into a SQLite stack too; neither changes anything.
 #[test]
-fn a_sqlite_backup_is_refused_by_a_postgresql_stack() {
+fn a_backup_of_the_other_backend_is_refused_both_ways() {
     let cluster = Cluster::start();
     let url = cluster.database();
     let dir = tempfile::tempdir().unwrap();
@@ -324,6 +325,32 @@ fn a_sqlite_backup_is_refused_by_a_postgresql_stack() {
         text(&restore)
     );
     assert_eq!(manifests(dir.path()).len(), 1, "no safety backup was taken");
+
+    // And the other way: a dump into a SQLite stack.
+    stack_env(dir.path(), &url);
+    fs::remove_dir_all(dir.path().join("backups")).unwrap();
+    let backup = elior(dir.path(), &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    fs::write(
+        dir.path().join(".env.production"),
+        format!(
+            "DATABASE_URL=sqlite:///./data/elior.db\nBACKUP_DIR={}\n",
+            dir.path().join("backups").display()
+        ),
+    )
+    .unwrap();
+    let sqlite_before = fs::read(dir.path().join("data/elior.db")).unwrap();
+    let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(
+        fs::read(dir.path().join("data/elior.db")).unwrap(),
+        sqlite_before
+    );
 }
 
 /// pg_dump still running at `--timeout` (blocked on a lock) is stopped: exit 2, no backup.
@@ -350,4 +377,54 @@ fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
             &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
         ) == "0"
     }));
+}
+
+/// A dump whose manifest hashes match but which pg_restore cannot read (a backup written
+/// wrong) fails `verify` and is refused by `restore`, which changes nothing.
+#[test]
+fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    cluster.psql(
+        &db,
+        "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    let backup = elior(dir.path(), &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    let backups = dir.path().join("backups");
+    let name = &manifests(dir.path())[0];
+    let path = backups.join(name);
+    let mut manifest = elior::backup::manifest::Manifest::read(&path).unwrap();
+    let dump = backups.join(&manifest.files[0].name);
+    let mut bytes = fs::read(&dump).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0x5a);
+    fs::write(&dump, &bytes).unwrap();
+    let (size, sha) = elior::backup::manifest::sha256_file(&dump).unwrap();
+    manifest.files[0].size = size;
+    manifest.files[0].sha256 = sha;
+    manifest.seal();
+    elior::backup::manifest::write(&backups, &manifest).unwrap();
+    let verify = elior(dir.path(), &["backup", "verify", "--all"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("pg_restore --list"),
+        "{}",
+        text(&verify)
+    );
+    cluster.psql(&db, "INSERT INTO kept VALUES (8)");
+    let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("failed verification"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(
+        cluster.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY n) FROM kept"),
+        "7,8"
+    );
 }
