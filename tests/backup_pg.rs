@@ -121,6 +121,32 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
     assert_eq!(manifest["database_kind"], "postgresql-custom-dump");
     let verify = elior(&dir, &["backup", "verify", "--all"]);
     assert!(verify.status.success(), "{}", text(&verify));
+    // Exported, the dump is named for what it is.
+    let export = dir.join("export.tar.gz");
+    let out = elior(
+        &dir,
+        &[
+            "backup",
+            "export",
+            "latest",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(&export).unwrap(),
+    ));
+    let entries: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e.ends_with("/database.pgdump")),
+        "{entries:?}"
+    );
+    fs::remove_file(&export).unwrap();
 
     // Changes after the backup: a new user, a deleted one.
     register(&s, &cast.trainer.token, "after_backup");

@@ -76,7 +76,7 @@ enum BackupCommand {
 }
 
 /// Write one backup as a single plain tar.zst that any tar unpacks (a tar.gz when the
-/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db and
+/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db (database.pgdump on PostgreSQL) and
 /// uploads/. The backup is verified first; an existing file is never overwritten. An
 /// encrypted backup needs --identity, and its export is not encrypted.
 ///
