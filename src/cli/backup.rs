@@ -76,9 +76,10 @@ enum BackupCommand {
 }
 
 /// Write one backup as a single plain tar.zst that any tar unpacks (a tar.gz when the
-/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db (database.pgdump on PostgreSQL) and
-/// uploads/. The backup is verified first; an existing file is never overwritten. An
-/// encrypted backup needs --identity, and its export is not encrypted.
+/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db
+/// (database.pgdump on PostgreSQL) and uploads/. The backup is verified first; an
+/// existing file is never overwritten. An encrypted backup needs --identity, and its
+/// export is not encrypted.
 ///
 /// Example:
 ///     elior backup export latest --output /mnt/usb/elior.tar.zst
