@@ -18,6 +18,10 @@ use crate::plan::retention;
 /// with each file's size and sha256 is written last: a backup is complete only once its
 /// manifest exists. Files are mode 0600 in a 0700 folder.
 ///
+/// When DATABASE_URL is postgresql://..., the database part is `pg_dump -Fc` instead
+/// (Debian's postgresql-client; the password goes in PGPASSWORD, never on its command
+/// line), checked with `pg_restore --list`. Archives only, not the repository yet.
+///
 /// With BACKUP_FORMAT=repository, backups go into a deduplicated repository instead
 /// (BACKUP_DIR/repository): only pages and files not stored yet are written, and every
 /// snapshot still restores on its own. With BACKUP_RECIPIENTS=age1..., the repository is
