@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -112,6 +113,10 @@ pub fn dump(url: &PgUrl, temp: &Path, deadline: Instant) -> Result<Dump> {
     let mut child = command(&program, url)
         .args(["--format=custom", "--dbname"])
         .arg(database(url))
+        // Its own process group: a Ctrl-C at the terminal of `elior schedule`, which lets
+        // a running backup finish (issue 17, item 8), must not kill pg_dump under it. If
+        // elior dies, pg_dump ends at its next write to the closed pipe.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
