@@ -1455,21 +1455,35 @@ fn export_writes_one_plain_tar_gz_that_gnu_tar_unpacks_into_the_backup() {
     assert!(!stack.dir.join(".other.tar.gz.tmp").exists());
 }
 
+/// A PostgreSQL stack is backed up with pg_dump (tests/backup_pg.rs); an unreachable
+/// server fails naming it and leaves no backup, and the repository format is refused.
 #[test]
-fn a_postgres_stack_is_told_backups_are_not_supported_yet() {
+fn a_postgres_stack_with_an_unreachable_server_fails_naming_it() {
     let stack = Stack::new();
+    let env = format!(
+        "DATABASE_URL=postgresql://elior:hunter2@127.0.0.1:1/elior\nBACKUP_DIR={}\n",
+        stack.backups.display()
+    );
+    fs::write(stack.dir.join(".env.production"), &env).unwrap();
+    let out = stack.elior(&["backup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("pg_dump of the PostgreSQL database 127.0.0.1:1/elior failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    assert_eq!(backup_files(&stack.backups), Vec::<String>::new());
     fs::write(
         stack.dir.join(".env.production"),
-        "DATABASE_URL=postgresql://elior@db/elior\n",
+        format!("{env}BACKUP_FORMAT=repository\n"),
     )
     .unwrap();
-    for args in [&["backup"][..], &["restore", "--yes"][..]] {
-        let out = stack.elior(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&out).contains("PostgreSQL database are not supported yet"),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-    }
+    let out = stack.elior(&["backup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("written as archives only"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,7 +1,8 @@
 //! `elior backup export ID`: one backup as one plain tar.zst (or tar.gz, by the output's
 //! name) that any tar unpacks, for people who want a single file to carry elsewhere:
 //! `elior-backup-ID/backup.json` (the manifest, or for a repository snapshot a summary
-//! of it), `elior-backup-ID/database.db` and `elior-backup-ID/uploads/...`. An encrypted
+//! of it), `elior-backup-ID/database.db` (`database.pgdump`, for `pg_restore`, when the
+//! stack is on PostgreSQL) and `elior-backup-ID/uploads/...`. An encrypted
 //! snapshot needs its identity, and is exported in the clear: keep the file safe.
 //!
 //! The backup is verified deeply first, and the export is written under a temporary name,
@@ -224,7 +225,12 @@ pub fn export(
         out.append_path_with_name(set.manifest_path(dir), top.join("backup.json"))
             .context("failed to add the manifest")?;
         if let Some(db) = manifest.file(PartName::Database) {
-            out.append_path_with_name(dir.join(&db.name), top.join("database.db"))
+            // A pg_dump file is named for what it is, so nobody opens it with sqlite3.
+            let entry = match manifest.database_kind.as_deref() {
+                Some(super::postgres::KIND) => "database.pgdump",
+                _ => "database.db",
+            };
+            out.append_path_with_name(dir.join(&db.name), top.join(entry))
                 .with_context(|| format!("failed to add {}", db.name))?;
         }
         if let Some(uploads) = manifest.file(PartName::Uploads) {

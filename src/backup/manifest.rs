@@ -33,6 +33,11 @@ pub struct Manifest {
     pub reason: String,
     /// The check the database copy passed: `quick_check` or `integrity_check`.
     pub database_check: Option<String>,
+    /// What the database file is: absent for a SQLite copy, `postgresql-custom-dump` for
+    /// a `pg_dump -Fc` file (see [`super::postgres::KIND`]). Absent fields keep the
+    /// checksums of older manifests valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_kind: Option<String>,
     /// How many regular files the uploads archive holds.
     pub upload_files: Option<u64>,
     /// The bytes of file content in the uploads archive (bounds what a restore unpacks).

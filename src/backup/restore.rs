@@ -28,6 +28,7 @@ use super::archive::{self, ExtractStats};
 use super::fault;
 use super::journal::{Journal, Phase, Rename};
 use super::manifest::{self, PartName};
+use super::postgres;
 use super::snapshot;
 use super::{repo, BackupSettings, Check, CreateOptions, Reporter};
 use crate::lock::{self, DeployLock};
@@ -62,6 +63,8 @@ pub struct RestoreReport {
     pub created_at: String,
     pub safety_backup: Option<String>,
     pub database: Option<PathBuf>,
+    /// The PostgreSQL database (`host:port/name`) a dump was restored into.
+    pub postgres: Option<String>,
     pub schema_version: Option<i64>,
     pub uploads: Option<PathBuf>,
     pub upload_stats: Option<ExtractStats>,
@@ -88,6 +91,15 @@ struct RepoSource {
 }
 
 impl Source {
+    /// The kind of the database file: `None` for a SQLite copy (snapshots hold SQLite
+    /// pages only), or [`postgres::KIND`].
+    fn database_kind(&self) -> Option<&str> {
+        match self {
+            Source::Archive(m) => m.database_kind.as_deref(),
+            Source::Repository(_) => None,
+        }
+    }
+
     fn id(&self) -> &str {
         match self {
             Source::Archive(m) => &m.id,
@@ -229,8 +241,36 @@ fn restore_locked(
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
     let dir = &settings.backup_dir;
+    let has_db = source.has_database();
+    // The backup's database must be of the stack's backend: a dump is no SQLite file, and
+    // a SQLite copy is no dump (issue 17, item 9). Refused before anything is touched.
+    let pg_dump = match (has_db, source.database_kind(), &settings.postgres) {
+        (false, _, _) => None,
+        (true, Some(postgres::KIND), Some(url)) => {
+            let Source::Archive(m) = &*source else {
+                unreachable!("only archives hold dumps")
+            };
+            let db = m.file(PartName::Database).expect("has a database");
+            Some((url.clone(), dir.join(&db.name)))
+        }
+        (true, None, None) => None,
+        (true, Some(postgres::KIND), None) => bail!(
+            "backup {} holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite; nothing was changed\nset DATABASE_URL to the PostgreSQL database to restore into, or restore the dump by hand with `pg_restore`",
+            source.id()
+        ),
+        (true, None, Some(url)) => bail!(
+            "backup {} holds a SQLite database, but this stack's DATABASE_URL is PostgreSQL ({}); nothing was changed\nto move it there: restore it into a SQLite stack, then `elior db copy --to DATABASE_URL`",
+            source.id(),
+            url.target()
+        ),
+        (true, Some(other), _) => bail!(
+            "backup {} holds a database of kind {other:?}, which this elior cannot restore; nothing was changed\nuse a newer elior",
+            source.id()
+        ),
+    };
+    let stack_is_pg = settings.postgres.is_some();
     let was_running = api.is_running()?;
-    if !was_running {
+    if !was_running && !stack_is_pg {
         // Fail before doing anything when a server we do not control has the file open.
         refuse_if_open(&settings.database_path)?;
     }
@@ -238,11 +278,13 @@ fn restore_locked(
     // A symlinked uploads/ (to a bigger disk) keeps its link: the folder it points at is
     // what is restored, beside itself.
     let uploads = uploads_target(&settings.uploads_dir)?;
-    let has_db = source.has_database();
+    // The database swapped as files through the journal: SQLite only. A dump goes in
+    // with one pg_restore transaction, after the API is stopped.
+    let has_file_db = has_db && pg_dump.is_none();
     let has_uploads = source.has_uploads();
 
     let mut journal = Journal::new(source.id(), &settings.stack_dir, database);
-    if has_db {
+    if has_file_db {
         journal.staged.push(beside(database, "restore"));
     }
     if has_uploads {
@@ -265,7 +307,7 @@ fn restore_locked(
     let mut upload_stats = None;
     let mut stopped = false;
     let outcome = (|| -> Result<()> {
-        if has_db {
+        if has_file_db {
             reporter.phase("staging the database");
             let temp = &journal.staged[0];
             match &mut *source {
@@ -295,7 +337,7 @@ fn restore_locked(
         source.release();
         fault::point("restore:staged");
 
-        let has_state = database.is_file() || uploads.is_dir();
+        let has_state = stack_is_pg || database.is_file() || uploads.is_dir();
         if has_state {
             reporter.phase("taking a safety backup of the current state");
             let options = CreateOptions {
@@ -317,8 +359,17 @@ fn restore_locked(
                 .context("failed to stop the API; nothing was changed")?;
             stopped = true;
         }
-        refuse_if_open(database)?;
-        plan_swap(&mut journal, database, &uploads, has_db, has_uploads);
+        if let Some((url, dump)) = &pg_dump {
+            reporter.phase(&format!(
+                "restoring PostgreSQL database {} (pg_restore, one transaction)",
+                url.target()
+            ));
+            super::postgres::restore(url, dump)?;
+            fault::point("restore:pg-restored");
+        } else {
+            refuse_if_open(database)?;
+        }
+        plan_swap(&mut journal, database, &uploads, has_file_db, has_uploads);
         journal.phase = Phase::Swapping;
         journal.write()?;
         fault::point("restore:swapping");
@@ -386,7 +437,8 @@ fn restore_locked(
         backup: source.id().to_string(),
         created_at: source.created_at().to_string(),
         safety_backup,
-        database: has_db.then(|| settings.database_path.clone()),
+        database: has_file_db.then(|| settings.database_path.clone()),
+        postgres: pg_dump.as_ref().map(|(url, _)| url.target()),
         schema_version: source.schema_version(),
         uploads: has_uploads.then(|| settings.uploads_dir.clone()),
         upload_stats,

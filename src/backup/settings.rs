@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::config::{self, RawSettings};
+use crate::db::pg::PgUrl;
 use crate::files::settings::S3Settings;
 
 // The defaults are the stack config's, so backup, doctor and `config show` agree.
@@ -28,7 +29,11 @@ pub const UPLOADS_DIR: &str = "uploads";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupSettings {
     pub stack_dir: PathBuf,
+    /// The SQLite database file; for a PostgreSQL stack, where one would be (unused).
     pub database_path: PathBuf,
+    /// The database when DATABASE_URL is PostgreSQL: backed up with `pg_dump -Fc`,
+    /// restored with `pg_restore` (issue 17, item 9).
+    pub postgres: Option<PgUrl>,
     pub uploads_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub retention_days: u32,
@@ -74,15 +79,11 @@ impl BackupSettings {
         let resolve = |p: PathBuf| std::path::absolute(stack_dir.join(p)).unwrap_or_default();
 
         let database_url = value("DATABASE_URL").unwrap_or(config::DEFAULT_DATABASE_URL);
-        if ["postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| database_url.starts_with(scheme))
-        {
-            // Issue 17: the pg_dump -Fc backend is not written yet; say so plainly.
-            bail!(
-                "DATABASE_URL: backups and restores of a PostgreSQL database are not supported yet (elior backs up SQLite stacks)\nback the database up with `pg_dump -Fc` meanwhile"
-            );
-        }
+        let postgres = match PgUrl::parse(database_url) {
+            None => None,
+            Some(Ok(url)) => Some(url),
+            Some(Err(m)) => bail!("DATABASE_URL: {m}"),
+        };
         if let Some(url) = value("UPLOADS_URL") {
             // Issue 16: uploads in a bucket; archiving the (empty) local folder instead
             // would make a backup that silently restores no files.
@@ -90,15 +91,20 @@ impl BackupSettings {
                 "UPLOADS_URL: backups of uploads kept on S3 ({url}) are not supported yet (elior backs up a local UPLOAD_DIR)\nback the bucket up with the store's own tools meanwhile (versioning, replication, or `aws s3 sync`)"
             );
         }
-        let database =
-            config::sqlite_path(database_url).map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?;
-        let database_path = if database.is_absolute() {
-            let name = database.file_name().ok_or_else(|| {
-                anyhow::anyhow!("DATABASE_URL: {database_url:?} names no database file")
-            })?;
-            resolve(Path::new(DATA_DIR).join(name))
-        } else {
-            resolve(database)
+        let database_path = match &postgres {
+            Some(_) => resolve(Path::new(DATA_DIR).join("elior_fitness.db")),
+            None => {
+                let database = config::sqlite_path(database_url)
+                    .map_err(|m| anyhow::anyhow!("DATABASE_URL: {m}"))?;
+                if database.is_absolute() {
+                    let name = database.file_name().ok_or_else(|| {
+                        anyhow::anyhow!("DATABASE_URL: {database_url:?} names no database file")
+                    })?;
+                    resolve(Path::new(DATA_DIR).join(name))
+                } else {
+                    resolve(database)
+                }
+            }
         };
         let uploads_dir = match value("UPLOAD_DIR").map(PathBuf::from) {
             Some(dir) if dir.is_relative() => resolve(dir),
@@ -143,6 +149,12 @@ impl BackupSettings {
                 "BACKUP_FORMAT: {v:?} is not a backup format\nuse `archive` (the default: a database copy and an uploads tar.gz per backup) or `repository` (deduplicated, optionally encrypted)"
             ),
         };
+        if postgres.is_some() && format == Format::Repository {
+            // The repository chunks SQLite pages; a pg_dump stream is not stored there yet.
+            bail!(
+                "BACKUP_FORMAT: backups of a PostgreSQL database are written as archives only (pg_dump -Fc), not into the repository yet\nset BACKUP_FORMAT=archive and remove BACKUP_RECIPIENTS, or keep the stack on SQLite for encrypted, deduplicated backups"
+            );
+        }
         let lookup = |key: &str| {
             raw.non_empty(key)
                 .map(|(v, o)| (v.to_string(), o.to_string()))
@@ -162,6 +174,7 @@ impl BackupSettings {
             offsite,
             stack_dir: std::path::absolute(stack_dir).unwrap_or_else(|_| stack_dir.to_path_buf()),
             database_path,
+            postgres,
             uploads_dir,
             backup_dir,
             retention_days,
@@ -221,10 +234,7 @@ mod tests {
             settings(&[("DATABASE_URL", "postgres://x")]).unwrap_err()
         );
         assert!(err.starts_with("DATABASE_URL"), "{err}");
-        assert!(
-            err.contains("PostgreSQL database are not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("names no database"), "{err}");
         let s = settings(&[("BACKUP_DIR", "backups")]).unwrap();
         assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
         assert_eq!(s.format, Format::Archive);
@@ -282,6 +292,29 @@ mod tests {
         assert!(
             err.starts_with(
                 "AWS_ACCESS_KEY_ID is not set; BACKUP_OFFSITE (environment) copies backups to S3"
+            ),
+            "{err}"
+        );
+    }
+
+    /// A PostgreSQL stack is backed up with pg_dump, into archives only (issue 17, item 9).
+    #[test]
+    fn postgresql_is_backed_up_as_archives_and_the_password_never_shows() {
+        let s = settings(&[("DATABASE_URL", "postgresql://elior:s3cret@db:5432/elior")]).unwrap();
+        assert_eq!(s.postgres.as_ref().unwrap().target(), "db:5432/elior");
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        assert_eq!(s.format, Format::Archive);
+        let err = format!(
+            "{:#}",
+            settings(&[
+                ("DATABASE_URL", "postgresql://elior:s3cret@db:5432/elior"),
+                ("BACKUP_FORMAT", "repository"),
+            ])
+            .unwrap_err()
+        );
+        assert!(
+            err.starts_with(
+                "BACKUP_FORMAT: backups of a PostgreSQL database are written as archives only"
             ),
             "{err}"
         );

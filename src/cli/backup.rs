@@ -18,6 +18,10 @@ use crate::plan::retention;
 /// with each file's size and sha256 is written last: a backup is complete only once its
 /// manifest exists. Files are mode 0600 in a 0700 folder.
 ///
+/// When DATABASE_URL is postgresql://..., the database part is `pg_dump -Fc` instead
+/// (Debian's postgresql-client; the password goes in PGPASSWORD, never on its command
+/// line), checked with `pg_restore --list`. Archives only, not the repository yet.
+///
 /// With BACKUP_FORMAT=repository, backups go into a deduplicated repository instead
 /// (BACKUP_DIR/repository): only pages and files not stored yet are written, and every
 /// snapshot still restores on its own. With BACKUP_RECIPIENTS=age1..., the repository is
@@ -76,9 +80,10 @@ enum BackupCommand {
 }
 
 /// Write one backup as a single plain tar.zst that any tar unpacks (a tar.gz when the
-/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db and
-/// uploads/. The backup is verified first; an existing file is never overwritten. An
-/// encrypted backup needs --identity, and its export is not encrypted.
+/// output ends in .gz): elior-backup-ID/backup.json (the manifest), database.db
+/// (database.pgdump on PostgreSQL) and uploads/. The backup is verified first; an
+/// existing file is never overwritten. An encrypted backup needs --identity, and its
+/// export is not encrypted.
 ///
 /// Example:
 ///     elior backup export latest --output /mnt/usb/elior.tar.zst

@@ -23,6 +23,12 @@ use crate::tls::settings::CertSettings;
 /// on this host's Docker Engine; on a bare directory the files are restored in place. If a step fails after the
 /// stop, the pre-restore state is put back.
 ///
+/// On PostgreSQL (DATABASE_URL=postgresql://...), a backup's `pg_dump -Fc` file goes back
+/// with `pg_restore --clean --if-exists --single-transaction --no-owner` after the API is
+/// stopped: all or nothing, a failure leaves the database as it was. A SQLite backup
+/// into a PostgreSQL stack (or a dump into a SQLite one) is refused; to move SQLite data
+/// to PostgreSQL, use `elior db copy`.
+///
 /// Disaster recovery: with --from s3://BUCKET/PREFIX, the backup is first downloaded from
 /// the bucket (BACKUP_OFFSITE of the old host) into BACKUP_DIR, then verified and restored
 /// as above. On a new host, DIR needs only the old stack's .env.production (it holds the
@@ -113,6 +119,9 @@ impl RestoreArgs {
                 .schema_version
                 .map_or("unknown".to_string(), |v| v.to_string());
             outln!("  database  {} (schema version {version})", db.display());
+        }
+        if let Some(target) = &report.postgres {
+            outln!("  database  postgresql {target} (pg_restore, one transaction)");
         }
         if let (Some(uploads), Some(stats)) = (&report.uploads, &report.upload_stats) {
             outln!(

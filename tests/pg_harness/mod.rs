@@ -185,6 +185,22 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// An open psql session on the socket (a transaction held across a test step);
+    /// killed when dropped.
+    pub fn psql_session(&self, db: &str) -> Session {
+        let mut child = self
+            .command(&bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Session { child, stdout }
+    }
+
     /// Waits until `f` holds, for up to `within`.
     pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + within;
@@ -208,5 +224,41 @@ impl Drop for Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A psql process reading SQL from its stdin.
+pub struct Session {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    pub fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Reads psql's output until a line equal to `want` (psql exiting is a failure).
+    pub fn wait_for_line(&mut self, want: &str) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "psql ended before printing {want:?}");
+            if line.trim() == want {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

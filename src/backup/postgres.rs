@@ -1,0 +1,233 @@
+//! The database part of a backup when DATABASE_URL is PostgreSQL (issue 17, item 9):
+//! `pg_dump -Fc` into a backup file, `pg_restore --list` to check one, and
+//! `pg_restore --clean --if-exists --single-transaction --no-owner` to put one back, all
+//! or nothing.
+//!
+//! This module runs Debian's PostgreSQL client programs and nothing else; which backup
+//! file to write or read is the caller's. The password goes to the child through
+//! `PGPASSWORD` in its environment: never on a command line (where `ps` shows it), never
+//! in a message.
+
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::manifest::{self, HashingWriter};
+use crate::db::pg::PgUrl;
+
+/// The `database_kind` a manifest records for a `pg_dump -Fc` file. A manifest without
+/// one holds a SQLite database copy.
+pub const KIND: &str = "postgresql-custom-dump";
+
+/// Finds a PostgreSQL client program: on PATH, else the newest under
+/// /usr/lib/postgresql/*/bin (Debian installs them there, with only wrappers on PATH).
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if let Some(found) = on_path
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        return Ok(found);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin").join(name);
+            bin.is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "{name} is not installed: not on PATH, nor under /usr/lib/postgresql/*/bin; backups of a PostgreSQL database need it\ninstall Debian's PostgreSQL client (`apt-get install postgresql-client`), of a version at least the server's"
+        ),
+    }
+}
+
+/// A client program pointed at `url`'s server, database and user, with the password in
+/// its environment only.
+fn command(program: &Path, url: &PgUrl) -> Command {
+    let config = url.config();
+    let mut cmd = Command::new(program);
+    // Never prompt: a missing or wrong password is an error, not a hang.
+    cmd.arg("--no-password");
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => {
+            cmd.arg("--host").arg(h);
+        }
+        Some(tokio_postgres::config::Host::Unix(p)) => {
+            cmd.arg("--host").arg(p);
+        }
+        None => {}
+    }
+    if let Some(port) = config.get_ports().first() {
+        cmd.arg("--port").arg(port.to_string());
+    }
+    if let Some(user) = config.get_user() {
+        cmd.arg("--username").arg(user);
+    }
+    cmd.env_remove("PGPASSWORD");
+    if let Some(password) = config.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(password).as_ref());
+    }
+    cmd.env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+fn database(url: &PgUrl) -> String {
+    url.config().get_dbname().unwrap_or_default().to_string()
+}
+
+/// The last lines a client program wrote to stderr, for a message.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// What a dump wrote: its size and hex sha256.
+pub struct Dump {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Dumps the database of `url` (`pg_dump -Fc`) into `temp`, created 0600, hashed as it is
+/// written and fsynced. A failed or killed pg_dump, or one still running at `deadline`
+/// (then killed), is an error; the caller removes `temp`.
+pub fn dump(url: &PgUrl, temp: &Path, deadline: Instant) -> Result<Dump> {
+    let program = tool("pg_dump")?;
+    let out = manifest::create_private(temp)?;
+    let mut child = command(&program, url)
+        .args(["--format=custom", "--dbname"])
+        .arg(database(url))
+        // Its own process group: a Ctrl-C at the terminal of `elior schedule`, which lets
+        // a running backup finish (issue 17, item 8), must not kill pg_dump under it. If
+        // elior dies, pg_dump ends at its next write to the closed pipe.
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run {}", program.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    // stderr is drained beside stdout, so a chatty pg_dump never blocks on a full pipe.
+    let errors = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    // The time limit (`backup --timeout`): pg_dump past it is killed. It is signalled only
+    // before it is reaped (below), so its pid cannot belong to another process by then.
+    let pid = child.id();
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let expired = matches!(
+            finished.recv_timeout(left),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        if expired {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        expired
+    });
+    let mut writer = HashingWriter::new(out);
+    let copied = io::copy(&mut stdout, &mut writer);
+    let _ = done.send(());
+    let expired = watchdog.join().unwrap_or(false);
+    let status = child
+        .wait()
+        .with_context(|| format!("failed to wait for {}", program.display()))?;
+    let errors = errors.join().unwrap_or_default();
+    if expired {
+        bail!(
+            "pg_dump of the PostgreSQL database {} did not finish within the time limit and was stopped; nothing was recorded as a backup\nraise it with `elior backup --timeout`",
+            url.target()
+        );
+    }
+    if !status.success() {
+        bail!(
+            "pg_dump of the PostgreSQL database {} failed ({status})\n{}\ncheck that the server is up and that DATABASE_URL's user, password and database are right; nothing was recorded as a backup",
+            url.target(),
+            tail(&errors)
+        );
+    }
+    copied.with_context(|| format!("failed to write {}", temp.display()))?;
+    let (file, size, sha256) = writer.finish();
+    file.sync_all()
+        .with_context(|| format!("failed to fsync {}", temp.display()))?;
+    if size == 0 {
+        bail!(
+            "pg_dump of {} wrote nothing; nothing was recorded as a backup",
+            url.target()
+        );
+    }
+    Ok(Dump { size, sha256 })
+}
+
+/// Checks that `path` is a dump pg_restore can read (`pg_restore --list`).
+pub fn check_dump(path: &Path) -> Result<()> {
+    let program = tool("pg_restore")?;
+    let out = Command::new(&program)
+        .arg("--list")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} is not a readable PostgreSQL dump (`pg_restore --list` failed)\n{}",
+            path.display(),
+            tail(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Restores `dump` into the database of `url` in one transaction: either every object is
+/// replaced, or (on any error) the database is left exactly as it was.
+pub fn restore(url: &PgUrl, dump: &Path) -> Result<()> {
+    let program = tool("pg_restore")?;
+    let out = command(&program, url)
+        .args([
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+            "--dbname",
+        ])
+        .arg(database(url))
+        .arg(dump)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "pg_restore into the PostgreSQL database {} failed ({}); it ran as one transaction, so the database was left as it was\n{}",
+            url.target(),
+            out.status,
+            tail(&out.stderr)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! `elior backup` and `elior restore` of a stack whose DATABASE_URL is PostgreSQL (issue
+//! 17, item 9): `pg_dump -Fc` into the backup, `pg_restore` in one transaction back, run
+//! as the real binary against a throwaway cluster (tests/pg_harness, removed even when a
+//! test fails) and the real `elior serve`.
+
+mod api_harness;
+mod pg_harness;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use api_harness::{Cast, Server, PASSWORD};
+use pg_harness::{Cluster, PG_PASSWORD};
+use serde_json::{json, Value};
+
+const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
+
+/// Makes `dir` a stack whose database is `url`, with its backups in `dir/backups`.
+fn stack_env(dir: &Path, url: &str) {
+    fs::write(
+        dir.join(".env.production"),
+        format!(
+            "DATABASE_URL={url}\nUPLOAD_DIR=uploads\nBACKUP_DIR={}\n",
+            dir.join("backups").display()
+        ),
+    )
+    .unwrap();
+}
+
+fn elior(dir: &Path, args: &[&str]) -> Output {
+    Command::new(ELIOR)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The manifests in `dir/backups`.
+fn manifests(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(dir.join("backups"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("backup_") && n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn login_status(s: &Server, username: &str) -> u16 {
+    s.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": username, "password": PASSWORD})),
+    )
+    .status
+}
+
+fn without_last_login(mut users: Value) -> Value {
+    for user in users.as_array_mut().expect("a list of users") {
+        user.as_object_mut().unwrap().remove("last_login");
+    }
+    users
+}
+
+/// A stopped server's stack served again on the same database.
+fn serve_again(mut s: Server, url: &str) -> Server {
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    Server::start_full(dir, Some(url.to_string()), &[])
+}
+
+fn register(s: &Server, token: &str, name: &str) -> i64 {
+    let r = s.post(
+        "/api/auth/register/client",
+        token,
+        json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD, "full_name": name}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_i64().unwrap()
+}
+
+/// Data made through the API, backed up, changed and deleted, restored: the old data is
+/// back exactly (the deleted user logs in again; the one made after the backup is gone).
+#[test]
+fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old_data() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let mut s = Server::start_full(tempfile::tempdir().unwrap(), Some(url.clone()), &[]);
+    let dir = s.dir.path().to_path_buf();
+    stack_env(&dir, &url);
+    let cast = Cast::new(&s);
+    let before_id = register(&s, &cast.trainer.token, "before_backup");
+    let users_before = without_last_login(s.get("/api/users", &cast.admin.token).body);
+
+    let backup = elior(&dir, &["backup", "--json"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(!text(&backup).contains(PG_PASSWORD), "{}", text(&backup));
+    let listed = manifests(&dir);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(dir.join("backups").join(&listed[0])).unwrap()).unwrap();
+    assert_eq!(manifest["database_kind"], "postgresql-custom-dump");
+    let verify = elior(&dir, &["backup", "verify", "--all"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    // Exported, the dump is named for what it is.
+    let export = dir.join("export.tar.gz");
+    let out = elior(
+        &dir,
+        &[
+            "backup",
+            "export",
+            "latest",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(&export).unwrap(),
+    ));
+    let entries: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e.ends_with("/database.pgdump")),
+        "{entries:?}"
+    );
+    fs::remove_file(&export).unwrap();
+
+    // Changes after the backup: a new user, a deleted one.
+    register(&s, &cast.trainer.token, "after_backup");
+    assert_eq!(
+        s.delete(&format!("/api/users/{before_id}"), &cast.admin.token)
+            .status,
+        200
+    );
+    assert_eq!(login_status(&s, "before_backup"), 401);
+    assert!(s.terminate().success());
+
+    let restore = elior(&dir, &["restore", "latest", "--yes"]);
+    assert!(restore.status.success(), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("pg_restore, one transaction"),
+        "{}",
+        text(&restore)
+    );
+    assert!(!text(&restore).contains(PG_PASSWORD), "{}", text(&restore));
+
+    let s = serve_again(s, &url);
+    assert_eq!(login_status(&s, "before_backup"), 200);
+    assert_eq!(login_status(&s, "after_backup"), 401);
+    // The token issued before the backup still works, and sees the same users (logging
+    // in again only moves last_login).
+    let users = s.get("/api/users", &cast.admin.token);
+    assert_eq!(users.status, 200, "{:?}", users.body);
+    assert_eq!(without_last_login(users.body), users_before);
+    // The safety backup of the state before the restore is a second, complete backup.
+    assert_eq!(manifests(&dir).len(), 2);
+}
+
+/// A wrong password: a clear error naming host:port, exit non-zero, no backup recorded.
+#[test]
+fn a_wrong_password_fails_naming_the_server_and_records_no_backup() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = url.replace(PG_PASSWORD, "not-the-password");
+    stack_env(dir.path(), &wrong);
+    let out = elior(dir.path(), &["backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let target = format!("127.0.0.1:{}", cluster.port);
+    assert!(text(&out).contains(&target), "{}", text(&out));
+    assert!(
+        text(&out).contains("password authentication failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("not-the-password"), "{}", text(&out));
+    assert!(manifests(dir.path()).is_empty());
+    let left: Vec<_> = fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed backup left {left:?}");
+}
+
+/// pg_dump killed mid-way (it waits on a lock another session holds): no complete
+/// backup is recorded and elior exits non-zero.
+#[test]
+fn pg_dump_killed_mid_way_records_no_backup() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    cluster.psql(
+        &db,
+        "CREATE TABLE held (n int); INSERT INTO held VALUES (1)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    // A session that holds the table: pg_dump blocks on it until it is killed.
+    let mut holder = cluster.psql_session(&db);
+    holder.send("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 'locked';");
+    holder.wait_for_line("locked");
+    let backup = Command::new(ELIOR)
+        .args(["backup", "--dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pg_dump = None;
+    assert!(
+        Cluster::wait_for(Duration::from_secs(30), || {
+            pg_dump = child_named(backup.id(), "pg_dump");
+            pg_dump.is_some()
+        }),
+        "pg_dump never started"
+    );
+    let pid = pg_dump.unwrap();
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(PG_PASSWORD),
+        "the password is on pg_dump's command line"
+    );
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = backup.wait_with_output().unwrap();
+    drop(holder);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("pg_dump"), "{}", text(&out));
+    assert!(manifests(dir.path()).is_empty());
+    let list = elior(dir.path(), &["backup", "list"]);
+    assert!(!text(&list).contains("ok"), "{}", text(&list));
+}
+
+/// The pid of a child of `parent` whose program is `name`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+        let (comm, rest) = stat.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && comm.ends_with(&format!("({name}"))).then_some(pid)
+    })
+}
+
+/// A pg_restore that fails half-way (a view outside the backup depends on a table it
+/// must drop) leaves the database exactly as it was: one transaction.
+#[test]
+fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let mut s = Server::start_full(tempfile::tempdir().unwrap(), Some(url.clone()), &[]);
+    let dir = s.dir.path().to_path_buf();
+    stack_env(&dir, &url);
+    let cast = Cast::new(&s);
+    let backup = elior(&dir, &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    register(&s, &cast.trainer.token, "after_backup");
+    assert!(s.terminate().success());
+    cluster.psql(&db, "CREATE VIEW pins_users AS SELECT id FROM users");
+    let before = cluster.psql(
+        &db,
+        "SELECT string_agg(username, ',' ORDER BY id) FROM users",
+    );
+
+    let restore = elior(&dir, &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("left as it was"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(
+        cluster.psql(
+            &db,
+            "SELECT string_agg(username, ',' ORDER BY id) FROM users"
+        ),
+        before
+    );
+    assert!(before.contains("after_backup"), "{before}");
+    let s = serve_again(s, &url);
+    assert_eq!(login_status(&s, "after_backup"), 200);
+}
+
+/// A SQLite backup into a PostgreSQL stack is refused, naming `elior db copy`, and a dump
+/// into a SQLite stack too; neither changes anything.
+#[test]
+fn a_backup_of_the_other_backend_is_refused_both_ways() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("data")).unwrap();
+    fs::write(
+        dir.path().join(".env.production"),
+        format!(
+            "DATABASE_URL=sqlite:///./data/elior.db\nBACKUP_DIR={}\n",
+            dir.path().join("backups").display()
+        ),
+    )
+    .unwrap();
+    let migrate = Command::new(ELIOR)
+        .args(["db", "migrate"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite:///{}", dir.path().join("data/elior.db").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", text(&migrate));
+    let backup = elior(dir.path(), &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    stack_env(dir.path(), &url);
+    let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("holds a SQLite database"),
+        "{}",
+        text(&restore)
+    );
+    assert!(
+        text(&restore).contains("elior db copy"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(manifests(dir.path()).len(), 1, "no safety backup was taken");
+
+    // And the other way: a dump into a SQLite stack.
+    stack_env(dir.path(), &url);
+    fs::remove_dir_all(dir.path().join("backups")).unwrap();
+    let backup = elior(dir.path(), &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    fs::write(
+        dir.path().join(".env.production"),
+        format!(
+            "DATABASE_URL=sqlite:///./data/elior.db\nBACKUP_DIR={}\n",
+            dir.path().join("backups").display()
+        ),
+    )
+    .unwrap();
+    let sqlite_before = fs::read(dir.path().join("data/elior.db")).unwrap();
+    let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(
+        fs::read(dir.path().join("data/elior.db")).unwrap(),
+        sqlite_before
+    );
+}
+
+/// pg_dump still running at `--timeout` (blocked on a lock) is stopped: exit 2, no backup.
+#[test]
+fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    cluster.psql(&db, "CREATE TABLE held (n int)");
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    let mut holder = cluster.psql_session(&db);
+    holder.send("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 'locked';");
+    holder.wait_for_line("locked");
+    let out = elior(dir.path(), &["backup", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("time limit"), "{}", text(&out));
+    assert!(manifests(dir.path()).is_empty());
+    // The killed pg_dump's connection goes; the lock holder is the only one left.
+    drop(holder);
+    assert!(Cluster::wait_for(Duration::from_secs(10), || {
+        cluster.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        ) == "0"
+    }));
+}
+
+/// A dump whose manifest hashes match but which pg_restore cannot read (a backup written
+/// wrong) fails `verify` and is refused by `restore`, which changes nothing.
+#[test]
+fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    cluster.psql(
+        &db,
+        "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    let backup = elior(dir.path(), &["backup"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    let backups = dir.path().join("backups");
+    let name = &manifests(dir.path())[0];
+    let path = backups.join(name);
+    let mut manifest = elior::backup::manifest::Manifest::read(&path).unwrap();
+    let dump = backups.join(&manifest.files[0].name);
+    let mut bytes = fs::read(&dump).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0x5a);
+    fs::write(&dump, &bytes).unwrap();
+    let (size, sha) = elior::backup::manifest::sha256_file(&dump).unwrap();
+    manifest.files[0].size = size;
+    manifest.files[0].sha256 = sha;
+    manifest.seal();
+    elior::backup::manifest::write(&backups, &manifest).unwrap();
+    let verify = elior(dir.path(), &["backup", "verify", "--all"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("pg_restore --list"),
+        "{}",
+        text(&verify)
+    );
+    cluster.psql(&db, "INSERT INTO kept VALUES (8)");
+    let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
+    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("failed verification"),
+        "{}",
+        text(&restore)
+    );
+    assert_eq!(
+        cluster.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY n) FROM kept"),
+        "7,8"
+    );
+}
