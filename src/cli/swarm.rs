@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use super::deploy::{DeployOptions, ImageSource, Progress};
 use crate::config::model::Stack;
@@ -169,60 +168,27 @@ fn finish(
     }
 }
 
-/// One task in `status --json` (swarm mode).
-#[derive(Debug, Serialize)]
-pub struct TaskStatus {
-    pub service: String,
-    pub task: String,
-    pub id: String,
-    pub node: String,
-    pub image: String,
-    pub state: String,
-    pub desired: String,
-    pub health: String,
-    pub error: String,
-}
-
 /// `status` in swarm mode: every task, its node, its health. Exit 1 when a task that
 /// should run does not run healthy, or a service has fewer tasks than it wants.
 pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
     let owner = deploy_swarm::require_owner(stack)?;
-    let (tasks, wanted) = runtime()?.block_on(async {
+    let (rows, wanted) = runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let tasks = docker::swarm::tasks(&docker, &owner).await?;
         let services = docker::swarm::services(&docker, &owner).await?;
-        let wanted: Vec<(String, Option<i64>)> = services
+        let wanted: Vec<(String, i64)> = services
             .into_iter()
-            .filter_map(|s| {
-                let spec = s.spec?;
-                let role = spec
-                    .labels
-                    .as_ref()?
-                    .get(crate::plan::swarm::LABEL_SERVICE)?
-                    .clone();
-                let replicas = spec
-                    .mode
-                    .and_then(|m| m.replicated)
-                    .and_then(|r| r.replicas);
-                Some((role, replicas))
+            .filter_map(|s| s.spec)
+            .map(|spec| {
+                (
+                    docker::swarm::spec::role(&spec),
+                    docker::swarm::spec::wanted(&spec),
+                )
             })
+            .filter(|(role, _)| !role.is_empty())
             .collect();
         anyhow::Ok((tasks, wanted))
     })?;
-    let rows: Vec<TaskStatus> = tasks
-        .into_iter()
-        .map(|t| TaskStatus {
-            service: t.service,
-            task: t.task,
-            id: t.id,
-            node: t.node,
-            image: t.image,
-            state: t.state,
-            desired: t.desired,
-            health: t.health,
-            error: t.error,
-        })
-        .collect();
     if json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
@@ -232,15 +198,11 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
             stack.config.domain.as_str()
         );
     } else {
-        outln!(
-            "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}",
-            "SERVICE",
-            "TASK",
-            "ID",
-            "NODE",
-            "IMAGE",
-            "STATE",
-            "HEALTH"
+        let mut table = super::table::new(
+            &[
+                "SERVICE", "TASK", "ID", "NODE", "IMAGE", "STATE", "HEALTH", "ERROR",
+            ],
+            &[],
         );
         for r in &rows {
             let state = if r.desired == "running" {
@@ -248,33 +210,27 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
             } else {
                 format!("{}->{}", r.state, r.desired)
             };
-            outln!(
-                "{:<9} {:<14} {:<13} {:<12} {:<34} {:<10} {:<10}{}",
-                r.service,
-                r.task,
-                r.id,
-                r.node,
-                r.image,
-                state,
-                if r.health.is_empty() { "-" } else { &r.health },
-                if r.error.is_empty() {
-                    String::new()
-                } else {
-                    format!("  {}", r.error)
-                }
-            );
+            let health = if r.health.is_empty() { "-" } else { &r.health };
+            table.add_row(vec![
+                r.service.as_str(),
+                &r.task,
+                &r.id,
+                &r.node,
+                &r.image,
+                &state,
+                health,
+                &r.error,
+            ]);
         }
+        out!("{}", super::table::render(&table));
     }
-    let unhealthy = rows.iter().any(|r| {
-        r.desired == "running"
-            && (r.state != "running" || !(r.health.is_empty() || r.health == "healthy"))
-    });
+    let unhealthy = rows.iter().any(|r| r.desired == "running" && !r.is_ready());
     let short = wanted.iter().any(|(role, replicas)| {
         let running = rows
             .iter()
             .filter(|r| &r.service == role && r.state == "running" && r.desired == "running")
             .count() as i64;
-        running < replicas.unwrap_or(1)
+        running < *replicas
     });
     Ok(if unhealthy || short || wanted.is_empty() {
         ExitCode::from(super::EXIT_CHECK_FAILED)
