@@ -21,14 +21,6 @@ pub fn is_swarm(stack: &Stack) -> bool {
     stack.config.mode == Mode::Swarm
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")
-}
-
 /// `backup` and `restore` of a swarm stack are not built (its data is in the postgres
 /// service, not in data/): refused, naming the manual way, rather than saving an empty
 /// SQLite file as if it were the stack's data.
@@ -70,7 +62,7 @@ pub fn deploy(
     let mut progress = Progress::new(ctx);
     let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
     let started = Instant::now();
-    let result = runtime()?.block_on(deploy_swarm::run(
+    let result = docker::runtime()?.block_on(deploy_swarm::run(
         &stack,
         &owner,
         &options.deploy_options(),
@@ -172,7 +164,7 @@ fn finish(
 /// should run does not run healthy, or a service has fewer tasks than it wants.
 pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
     let owner = deploy_swarm::require_owner(stack)?;
-    let (rows, wanted) = runtime()?.block_on(async {
+    let (rows, wanted) = docker::runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let tasks = docker::swarm::tasks(&docker, &owner).await?;
         let services = docker::swarm::services(&docker, &owner).await?;
@@ -244,7 +236,7 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
 pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<ExitCode> {
     use futures_util::StreamExt;
     let owner = deploy_swarm::require_owner(stack)?;
-    runtime()?.block_on(async {
+    docker::runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let tasks = docker::swarm::tasks(&docker, &owner).await?;
         for t in tasks
@@ -281,7 +273,7 @@ pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<E
 /// the secrets stay unless `purge`.
 pub fn down(stack: &Stack, purge: bool, json: bool) -> Result<ExitCode> {
     let owner = deploy_swarm::require_owner(stack)?;
-    let removed = runtime()?.block_on(async {
+    let removed = docker::runtime()?.block_on(async {
         let docker = docker::connect().await?;
         docker::swarm::remove(&docker, &owner, purge, Duration::from_secs(120)).await
     })?;

@@ -215,22 +215,18 @@ pub async fn apply(docker: &Docker, owner: &Owner, plan: &SwarmPlan) -> Result<V
                     .await
                     .with_context(|| format!("failed to create the service {name}"))?;
             }
-            Change::Update { .. } => {
-                update_spec(docker, name, spec_of(&service.def)?, None).await?
-            }
+            Change::Update { .. } => update_spec(docker, name, spec_of(&service.def)?).await?,
         }
         changed.push(name.clone());
     }
     Ok(changed)
 }
 
-/// Updates a service to `spec` (or, with `rollback`, to its previous spec), at the
-/// version the engine has now.
+/// Updates a service to `spec`, at the version the engine has now.
 async fn update_spec(
     docker: &Docker,
     name: &str,
     spec: bollard::models::ServiceSpec,
-    rollback: Option<&str>,
 ) -> Result<()> {
     let current = docker
         .inspect_service(name, None::<InspectServiceOptions>)
@@ -246,7 +242,6 @@ async fn update_spec(
             spec,
             UpdateServiceOptions {
                 version: version as i32,
-                rollback: rollback.map(String::from),
                 ..Default::default()
             },
             None,
@@ -303,17 +298,7 @@ pub async fn scale(docker: &Docker, name: &str, replicas: u32) -> Result<()> {
         .and_then(|m| m.replicated.as_mut())
         .ok_or_else(|| anyhow!("the service {name} is not replicated"))?;
     mode.replicas = Some(i64::from(replicas));
-    update_spec(docker, name, spec, None).await
-}
-
-/// Asks the engine to return a service to its previous spec (its own rollback: the same
-/// health-gated, start-first roll as an update).
-pub async fn rollback(docker: &Docker, name: &str) -> Result<()> {
-    // The engine takes the previous spec it keeps (bollard's model does not show it).
-    let spec = current_spec(docker, name).await?;
-    update_spec(docker, name, spec, Some("previous"))
-        .await
-        .with_context(|| format!("the service {name} cannot be rolled back"))
+    update_spec(docker, name, spec).await
 }
 
 /// One task of a stack service, for `status`, progress and logs.
@@ -465,21 +450,12 @@ fn natural(task: &str) -> (usize, String) {
 }
 
 async fn container_health(docker: &Docker, id: &str) -> String {
-    match docker
-        .inspect_container(
-            id,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-    {
-        Ok(c) => c
+    match super::inspect_if_present(docker, id).await {
+        Ok(Some(c)) => c
             .state
-            .and_then(|s| s.health)
-            .and_then(|h| h.status)
-            .map(|s| s.to_string())
-            .filter(|s| s != "none" && !s.is_empty())
+            .map(|s| super::health_status(&s))
             .unwrap_or_default(),
-        Err(_) => String::new(),
+        _ => String::new(),
     }
 }
 
