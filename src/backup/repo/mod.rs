@@ -397,18 +397,23 @@ pub fn lock_waiting(
     deadline: std::time::Instant,
     waiting: &mut dyn FnMut(&crate::lock::Holder),
 ) -> Result<crate::lock::DeployLock> {
+    let mut retried_without_holder = false;
     loop {
         let error = match lock(root, command) {
             Ok(held) => return Ok(held),
             Err(e) => e,
         };
         let Some(holder) = crate::lock::current_holder(root) else {
-            // Released (or stale) in between: try again at once.
-            if std::time::Instant::now() >= deadline {
+            // Released (or stale) in between: try again at once, but only once. A lock that
+            // fails with no holder to name (an unreadable lock file, a directory we may not
+            // write) will not free itself: spinning on it until the deadline burnt a core.
+            if retried_without_holder || std::time::Instant::now() >= deadline {
                 return Err(error);
             }
+            retried_without_holder = true;
             continue;
         };
+        retried_without_holder = false;
         let another_backup =
             holder.command == "elior backup" || holder.command.starts_with("elior backup (");
         if another_backup || std::time::Instant::now() >= deadline {
