@@ -27,24 +27,31 @@ pub fn spawn(state: &AppState) {
     let url = pool.url.clone();
     let state = state.clone();
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_RETRY;
         loop {
-            match listen(&url, &state).await {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(e) => tracing::warn!(
-                    database = %url.target(),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "notification listener: {e}"
-                ),
-            }
+            // `listen` only returns when its connection is gone; it resets `backoff` once it
+            // is listening, so a drop after hours of service is retried quickly again.
+            let e = listen(&url, &state, &mut backoff).await.unwrap_err();
+            tracing::warn!(
+                database = %url.target(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "notification listener: {e}"
+            );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     });
 }
 
-/// One listening connection, until it drops.
-async fn listen(url: &crate::db::pg::PgUrl, state: &AppState) -> anyhow::Result<()> {
+/// The first wait before listening again after the connection dropped.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+/// One listening connection, until it drops (always an error).
+async fn listen(
+    url: &crate::db::pg::PgUrl,
+    state: &AppState,
+    backoff: &mut Duration,
+) -> anyhow::Result<std::convert::Infallible> {
     let mut config = url.config();
     config.application_name("elior-listen");
     config.connect_timeout(Duration::from_secs(5));
@@ -68,6 +75,7 @@ async fn listen(url: &crate::db::pg::PgUrl, state: &AppState) -> anyhow::Result<
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    *backoff = FIRST_RETRY;
     tracing::debug!("listening for notifications of other replicas");
     while let Some(payload) = rx.recv().await {
         deliver(state, &payload).await;
