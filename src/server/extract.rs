@@ -111,14 +111,9 @@ fn too_large() -> ApiError {
     }
 }
 
+/// An error of `Json::from_bytes` (the content type and the size were checked before it).
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large();
-    }
     let (loc, kind) = match &rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            (vec!["header".into(), "content-type".into()], "content_type")
-        }
         JsonRejection::JsonSyntaxError(_) => (vec!["body".into()], "json_invalid"),
         _ => (vec!["body".into()], "value_error"),
     };
