@@ -115,13 +115,13 @@ pub fn migrate_any(c: &mut Conn) -> Result<Vec<i64>, DbError> {
 }
 
 /// PostgreSQL: every pending migration in one transaction (DDL is transactional there, so
-/// a failure leaves nothing half-migrated), under an advisory lock so replicas starting
-/// together apply each migration once.
+/// a failure leaves nothing half-migrated), under the advisory lock every write
+/// transaction takes ([`Conn::transaction`]), so replicas starting together apply each
+/// migration once.
 fn migrate_pg(c: &Conn) -> Result<Vec<i64>, DbError> {
     let tx = c.transaction()?;
     tx.execute_batch(
-        "SELECT pg_advisory_xact_lock(7236837433217024115);
-         CREATE TABLE IF NOT EXISTS schema_migrations (
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_at TEXT NOT NULL

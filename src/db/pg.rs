@@ -69,25 +69,6 @@ impl PgUrl {
         };
         format!("{host}/{}", c.get_dbname().unwrap_or(""))
     }
-
-    /// The same server with another database (tests, `db copy`).
-    pub fn with_database(&self, db: &str) -> PgUrl {
-        let (base, query) = match self.url.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (self.url.as_str(), None),
-        };
-        let scheme_end = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[scheme_end..].find('/') {
-            Some(i) => &base[..scheme_end + i],
-            None => base,
-        };
-        let mut url = format!("{base}/{db}");
-        if let Some(q) = query {
-            url.push('?');
-            url.push_str(q);
-        }
-        PgUrl { url }
-    }
 }
 
 /// The URL with its password replaced by `***`.
@@ -404,10 +385,6 @@ mod tests {
             .unwrap();
         assert!(!format!("{url} {url:?}").contains("hunter2"));
         assert_eq!(url.target(), "h:6543/d");
-        assert_eq!(
-            url.with_database("other").expose(),
-            "postgresql://a:hunter2@h:6543/other"
-        );
     }
 
     #[test]
