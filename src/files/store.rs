@@ -227,6 +227,12 @@ impl Store {
 /// requests to a custom endpoint, and `retries` retries of idempotent requests. `url_key`
 /// is the setting named in messages.
 pub fn client(settings: &S3Settings, url_key: &str, retries: usize) -> Result<AmazonS3, String> {
+    client_on(settings, connector(settings, url_key)?, url_key, retries)
+}
+
+/// The transport of [`client`]: reading the system's CA roots is the costly part, so a
+/// caller that needs two clients (the store's and its probe's) builds it once.
+fn connector(settings: &S3Settings, url_key: &str) -> Result<super::http::Connector, String> {
     let endpoint = settings.endpoint_url();
     let roots = if endpoint.starts_with("https://") {
         let roots = crate::tls::inspect::system_roots();
@@ -239,8 +245,17 @@ pub fn client(settings: &S3Settings, url_key: &str, retries: usize) -> Result<Am
     } else {
         rustls::RootCertStore::empty()
     };
-    let connector = super::http::Connector::new(roots, super::http::RESPONSE_TIMEOUT)
-        .map_err(|e| format!("{url_key}: failed to set up TLS for {endpoint}: {e}"))?;
+    super::http::Connector::new(roots, super::http::RESPONSE_TIMEOUT)
+        .map_err(|e| format!("{url_key}: failed to set up TLS for {endpoint}: {e}"))
+}
+
+/// [`client`] over a transport already built.
+fn client_on(
+    settings: &S3Settings,
+    connector: super::http::Connector,
+    url_key: &str,
+    retries: usize,
+) -> Result<AmazonS3, String> {
     let retry = object_store::RetryConfig {
         max_retries: retries,
         retry_timeout: Duration::from_secs(30),
@@ -274,9 +289,10 @@ impl S3Store {
     fn new(settings: &S3Settings) -> Result<S3Store, String> {
         let prefix = Key::parse(&settings.prefix)
             .map_err(|e| format!("UPLOADS_URL: prefix {:?}: {e}", settings.prefix))?;
+        let connector = connector(settings, "UPLOADS_URL")?;
         Ok(S3Store {
-            client: client(settings, "UPLOADS_URL", REQUEST_RETRIES)?,
-            probe: client(settings, "UPLOADS_URL", 0)?,
+            client: client_on(settings, connector.clone(), "UPLOADS_URL", REQUEST_RETRIES)?,
+            probe: client_on(settings, connector, "UPLOADS_URL", 0)?,
             settings: settings.clone(),
             prefix,
             failing: std::sync::atomic::AtomicBool::new(false),
