@@ -799,7 +799,7 @@ pub fn fetch_for_restore(
             settings.stack_dir.display()
         ),
         Some(_) => {}
-        None => adopt(&settings.stack_dir, &theirs)?,
+        None => identity::write(&settings.stack_dir, &theirs)?,
     }
     let seals = seals_in(&listing);
     let chosen = if id == "latest" {
@@ -830,22 +830,6 @@ pub fn fetch_for_restore(
         reporter,
     )?;
     Ok(chosen)
-}
-
-/// Writes `DIR/.elior/stack.json` naming `id`.
-fn adopt(dir: &Path, id: &StackId) -> Result<()> {
-    #[derive(Serialize)]
-    struct StackFile<'a> {
-        id: &'a StackId,
-    }
-    let path = identity::stack_file(dir);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("failed to create {}", parent.display()))?;
-    }
-    let mut text = serde_json::to_string_pretty(&StackFile { id })?;
-    text.push('\n');
-    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
 }
 
 /// `verify --offsite`: every backup in the bucket downloaded into a staging folder beside

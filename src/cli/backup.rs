@@ -327,7 +327,7 @@ fn list_offsite(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Local::now().naive_local();
-    outln!("{:<15}  {:>5}  {:>10}  STATUS", "ID", "AGE", "SIZE");
+    let mut table = super::table::new(&["ID", "AGE", "SIZE", "STATUS"], &["AGE", "SIZE"]);
     for b in backups.iter().rev() {
         let age = backup::names::parse_id(&b.id)
             .map(|t| now.signed_duration_since(t).num_days())
@@ -339,13 +339,14 @@ fn list_offsite(settings: &BackupSettings, json: bool) -> Result<ExitCode> {
             (true, "repository") => "complete (repository)",
             (true, _) => "complete",
         };
-        outln!(
-            "{:<15}  {:>4}d  {:>10}  {status}",
-            b.id,
-            age,
-            backup::human_bytes(b.size)
-        );
+        table.add_row(vec![
+            b.id.clone(),
+            format!("{age}d"),
+            backup::human_bytes(b.size),
+            status.to_string(),
+        ]);
     }
+    out!("{}", super::table::render(&table));
     outln!("{}: {} in all", offsite.url(), backup::human_bytes(total));
     Ok(ExitCode::SUCCESS)
 }

@@ -139,10 +139,16 @@ pub fn ensure(dir: &Path) -> Result<(StackId, bool)> {
         return Ok((id, false));
     }
     let id = StackId::random();
+    write(dir, &id)?;
+    Ok((id, true))
+}
+
+/// Writes `DIR/.elior/stack.json` naming `id` (atomic, 0600): a new stack's, or the id a
+/// disaster recovery takes over from the backups it restores.
+pub fn write(dir: &Path, id: &StackId) -> Result<()> {
     let mut text = serde_json::to_string_pretty(&StackFile { id: id.clone() })?;
     text.push('\n');
-    crate::fsutil::write_atomic(&stack_file(dir), text.as_bytes(), 0o600)?;
-    Ok((id, true))
+    crate::fsutil::write_atomic(&stack_file(dir), text.as_bytes(), 0o600)
 }
 
 /// `elior-<domain>-<id8>`: the prefix of every container and network name of the stack.
