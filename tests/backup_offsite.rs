@@ -8,6 +8,7 @@
 
 mod api_harness;
 mod backup_support;
+mod docker_harness;
 mod moto_support;
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ use std::process::{Command, Output, Stdio};
 
 use api_harness::{Cast, Server};
 use backup_support::{age_snapshot, killed_by_sigkill, stderr, stdout, tree};
+use docker_harness::TestStack;
 use moto_support::{free_port, Moto};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
@@ -284,6 +286,144 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     server.login("client_a");
     let again = fresh.backup();
     assert_eq!(again["offsite"]["offsite_backups"], 2, "{again:#}");
+}
+
+/// `elior ARGS --dir DIR`, as an operator runs it (the bucket's keys come from the
+/// stack's .env.production, never from this process's environment).
+fn elior_in(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(ELIOR)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "elior {args:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// `elior admin create` for NAME@example.com, the password on standard input.
+fn admin_create(dir: &Path, name: &str) {
+    use std::io::Write;
+    let mut child = Command::new(ELIOR)
+        .args(["admin", "create", "--dir"])
+        .arg(dir)
+        .args([
+            "--email",
+            &format!("{name}@example.com"),
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Correct-Horse-9-Battery\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "admin create: {}", stderr(&out));
+}
+
+/// Logs in as NAME through the stack's nginx over HTTPS, trusting only the certificate
+/// in `pinned` (so a success also proves which certificate nginx serves), on the domain
+/// and HTTPS port of `stack`'s env file. The status.
+fn login_pinned(pinned: &Path, stack: &TestStack, name: &str) -> Result<u16, String> {
+    let client = elior::probe::https::PinnedClient::from_pem_file(pinned).unwrap();
+    let body = format!(r#"{{"username": "{name}", "password": "Correct-Horse-9-Battery"}}"#);
+    docker_harness::runtime()
+        .block_on(client.send(
+            std::net::SocketAddr::from(([127, 0, 0, 1], stack.https_port)),
+            &stack.domain,
+            "POST",
+            "/api/auth/login",
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+            std::time::Duration::from_secs(10),
+        ))
+        .map(|r| r.status)
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// The drill of the issue on a stack deployed on the Docker Engine: a user is created in
+/// the running API, the stack is backed up to the bucket, taken down and its directory
+/// deleted; a new directory holding only the old .env.production is restored from the
+/// bucket and deployed. The old user logs in over HTTPS, and nginx serves the old
+/// certificate (a client trusting only it connects), which came back with its key (mode
+/// 0600), as did the uploads.
+#[test]
+fn disaster_recovery_of_a_deployed_stack_brings_back_its_users_and_certificate() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let old = TestStack::new("dr-old");
+    old.init();
+    old.set_env(&[
+        ("BACKUP_FORMAT", "repository"),
+        ("BACKUP_OFFSITE", &format!("s3://{BUCKET}/deployed")),
+        ("S3_ENDPOINT", &moto.endpoint()),
+        ("S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDELIORTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "elior-test-secret-key"),
+    ]);
+    elior_in(&old.dir, &["deploy", &old.domain]);
+    admin_create(&old.dir, "keeper");
+    fs::write(old.dir.join("uploads/dr-note.txt"), "squat 3x5 at 120kg").unwrap();
+    // Kept outside the stack directory, as the operator keeps the env file.
+    let cert = old.tmp.path().join("served-before.pem");
+    fs::copy(old.dir.join("nginx/ssl/cert.pem"), &cert).unwrap();
+    let key = fs::read(old.dir.join("nginx/ssl/key.pem")).unwrap();
+    let env = fs::read(old.env_path()).unwrap();
+    assert_eq!(login_pinned(&cert, &old, "keeper"), Ok(200));
+    let uploads_before = tree(&old.dir.join("uploads"));
+
+    let out = elior_in(&old.dir, &["backup", "--json"]);
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(made["offsite"]["sent"], serde_json::json!([id]), "{made:#}");
+
+    // The host is gone: its containers, and the whole stack directory.
+    elior_in(&old.dir, &["down"]);
+    fs::remove_dir_all(&old.dir).unwrap();
+
+    // The new host: a directory with the old .env.production (the same domain and
+    // ports), restored from the bucket, then deployed.
+    let new = TestStack::new("dr-new");
+    fs::create_dir_all(&new.dir).unwrap();
+    fs::write(new.dir.join(".env.production"), &env).unwrap();
+    let from = format!("s3://{BUCKET}/deployed");
+    let out = elior_in(&new.dir, &["restore", "--from", &from, "--yes"]);
+    assert!(
+        stdout(&out).contains(&format!("restored backup {id}"))
+            && stdout(&out).contains("nginx/ssl/key.pem"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fs::read(new.dir.join("nginx/ssl/key.pem")).unwrap(), key);
+    let mode = |p: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(new.dir.join(p)).unwrap().permissions(),
+        ) & 0o777
+    };
+    assert_eq!(mode("nginx/ssl/key.pem"), 0o600);
+    assert_eq!(tree(&new.dir.join("uploads")), uploads_before);
+
+    let deployed = elior_in(&new.dir, &["deploy", &old.domain]);
+    assert!(
+        !stderr(&deployed).contains("self-signed"),
+        "deploy made a new certificate: {}",
+        stderr(&deployed)
+    );
+    // Served by the new containers (on the old ports of the old env file) with the old
+    // certificate, for the old user.
+    assert_eq!(login_pinned(&cert, &old, "keeper"), Ok(200));
 }
 
 /// Killed after its first object, and again after all data but before the snapshot: the

@@ -20,6 +20,7 @@ pub mod repo;
 pub mod restore;
 pub mod settings;
 pub mod snapshot;
+pub mod stack_files;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -354,6 +355,11 @@ fn create_snapshot(
             settings.uploads_dir.display()
         ));
     }
+    let stack_files = repo::write::stack_files(&mut session, &settings.stack_dir)?;
+    if let Some(part) = &stack_files {
+        let names: Vec<&str> = part.files.iter().map(|f| f.path.as_str()).collect();
+        reporter.phase(&format!("  stack files: {}", names.join(", ")));
+    }
     session.finish_packs()?;
     fault::point("backup:packs-written");
     let content = repo::Content {
@@ -361,6 +367,7 @@ fn create_snapshot(
         database_check,
         database,
         uploads,
+        stack_files,
     };
     let sealed = session.seal(&id, &content);
     let stats = session.stats.clone();

@@ -30,8 +30,10 @@ use super::journal::{Journal, Phase, Rename};
 use super::manifest::{self, PartName};
 use super::postgres;
 use super::snapshot;
+use super::stack_files;
 use super::{repo, BackupSettings, Check, CreateOptions, Reporter};
 use crate::lock::{self, DeployLock};
+use crate::plan::render::API_UID;
 
 /// How a restore stops and starts the stack's API.
 pub trait ApiControl {
@@ -68,6 +70,8 @@ pub struct RestoreReport {
     pub schema_version: Option<i64>,
     pub uploads: Option<PathBuf>,
     pub upload_stats: Option<ExtractStats>,
+    /// The certificate and ACME account put back (where the stack had none) or kept.
+    pub stack_files: Vec<stack_files::PutBack>,
     pub api_restarted: bool,
 }
 
@@ -290,13 +294,22 @@ fn restore_locked(
     if has_uploads {
         journal.staged.push(beside(&uploads, "restore"));
     }
-    for path in [Some(database.as_path()), Some(uploads.as_path())]
-        .into_iter()
-        .flatten()
-    {
+    // On a new host, the folders the API container mounts do not exist yet: created
+    // here, they are the API's, as `elior init` makes them, or it could not open them.
+    let api_owner = api_owned_layout(settings).then_some((API_UID, API_UID, 0o755));
+    // A replaced uploads folder keeps its owner and mode.
+    let uploads_owner = fs::metadata(&uploads)
+        .ok()
+        .map(|m| (m.uid(), m.gid(), m.mode()))
+        .or(api_owner);
+    for path in [database.as_path(), uploads.as_path()] {
         let parent = path.parent().unwrap_or(Path::new("."));
+        let fresh = !parent.exists();
         fs::create_dir_all(parent)
             .with_context(|| format!("failed to create {}", parent.display()))?;
+        if let (true, Some(owner)) = (fresh && path == database.as_path(), api_owner) {
+            give(parent, owner)?;
+        }
     }
     // Written before the first staged byte, so a restore killed while staging leaves no
     // copy behind that blocks or fills the disk for the next one.
@@ -305,6 +318,7 @@ fn restore_locked(
 
     let mut safety_backup = None;
     let mut upload_stats = None;
+    let mut files_to_put_back = Vec::new();
     let mut stopped = false;
     let outcome = (|| -> Result<()> {
         if has_file_db {
@@ -333,6 +347,16 @@ fn restore_locked(
                     extract_snapshot_uploads(r, dest, limits.clone())
                 })?,
             });
+            if let Some(owner) = uploads_owner {
+                give(temp, owner)?;
+            }
+        }
+        if let Source::Repository(r) = &mut *source {
+            if let Some(part) = &r.content.stack_files {
+                files_to_put_back =
+                    repo::read::stack_files(&r.repo, part, &r.snapshot.id, r.keyring.as_mut())
+                        .with_context(|| format!("backup {} cannot be restored", r.snapshot.id))?;
+            }
         }
         source.release();
         fault::point("restore:staged");
@@ -432,6 +456,9 @@ fn restore_locked(
     }
 
     journal.settle()?;
+    // After the swap, outside the journal: these files are only written where the stack
+    // has none (a new host), so there is no old state to go back to.
+    let stack_files = stack_files::put_back(&settings.stack_dir, &files_to_put_back)?;
 
     Ok(RestoreReport {
         backup: source.id().to_string(),
@@ -442,6 +469,7 @@ fn restore_locked(
         schema_version: source.schema_version(),
         uploads: has_uploads.then(|| settings.uploads_dir.clone()),
         upload_stats,
+        stack_files,
         api_restarted: was_running,
     })
 }
@@ -570,6 +598,22 @@ fn owner_and_mode(existing: &Path, parent: &Path, default_mode: u32) -> Option<(
     fs::metadata(parent)
         .ok()
         .map(|m| (m.uid(), m.gid(), default_mode))
+}
+
+/// Whether the stack runs its API in a container, which mounts `DIR/data` (where the
+/// database is) and `DIR/uploads` and runs as [`API_UID`].
+fn api_owned_layout(settings: &BackupSettings) -> bool {
+    let stack = std::path::absolute(&settings.stack_dir).unwrap_or_default();
+    settings.database_path.parent() == Some(stack.join(super::settings::DATA_DIR).as_path())
+}
+
+/// Gives `path` an owner and mode. Only root may give a file away; otherwise it stays
+/// ours, as a non-root restore of a bare directory expects.
+fn give(path: &Path, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+        .with_context(|| format!("failed to set the mode of {}", path.display()))?;
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    Ok(())
 }
 
 /// Copies the backup's database to `temp` beside `target`, with the owner and mode of the

@@ -131,6 +131,19 @@ impl RestoreArgs {
                 crate::backup::human_bytes(stats.bytes)
             );
         }
+        for put in &report.stack_files {
+            match &put.kept {
+                Some(why) => outln!("  {why}"),
+                None => {
+                    let paths: Vec<String> = put
+                        .written
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    outln!("  {:<9} {}", put.group, paths.join(", "));
+                }
+            }
+        }
         match &report.safety_backup {
             Some(id) => outln!(
                 "  the state before the restore is backup {id}; undo with `{}`",

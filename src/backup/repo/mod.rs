@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::manifest;
+pub use super::stack_files::StackFilesPart;
 use crypto::{Keyring, Naming};
 use pack::{Entry, Kind};
 
@@ -464,6 +465,10 @@ pub struct Content {
     pub database_check: Option<String>,
     pub database: Option<DatabasePart>,
     pub uploads: Option<UploadsPart>,
+    /// The certificate, its key and the ACME account ([`super::stack_files`]); absent
+    /// from snapshots of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_files: Option<StackFilesPart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -496,6 +501,9 @@ impl Content {
         if let Some(up) = &self.uploads {
             roots.extend(up.trees.iter().cloned());
             roots.extend(up.lists.iter().cloned());
+        }
+        if let Some(files) = &self.stack_files {
+            roots.extend(files.lists.iter().cloned());
         }
         roots
     }

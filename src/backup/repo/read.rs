@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 use super::crypto::Keyring;
 use super::pack::Kind;
 use super::write::{Node, NodeKind};
-use super::{parse_id, BlobId, Content, DatabasePart, Repo, Snapshot, UploadsPart};
+use super::{parse_id, BlobId, Content, DatabasePart, Repo, Snapshot, StackFilesPart, UploadsPart};
 use crate::backup::archive::ROOT_NAME;
-use crate::backup::{manifest, snapshot as db_snapshot, Check};
+use crate::backup::{manifest, snapshot as db_snapshot, stack_files, Check};
 
 fn ids(names: &[String], snapshot: &str) -> Result<Vec<BlobId>> {
     names
@@ -88,6 +88,49 @@ pub fn write_database(
         );
     }
     Ok(())
+}
+
+/// The stack files of a snapshot: (path, bytes), each checked against its recorded size,
+/// its path one elior backs up, and its blob one the snapshot's lists name (what prune
+/// keeps).
+pub fn stack_files(
+    repo: &Repo,
+    part: &StackFilesPart,
+    snapshot: &str,
+    mut keyring: Option<&mut Keyring>,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut listed = HashSet::new();
+    for list in ids(&part.lists, snapshot)? {
+        listed.extend(repo.load_list(&list)?);
+    }
+    let mut files = Vec::new();
+    for file in &part.files {
+        if stack_files::known(&file.path).is_none() {
+            bail!(
+                "snapshot {snapshot} names a stack file {:?} that elior never backs up: it was tampered with",
+                file.path
+            );
+        }
+        let id = parse_id(&file.blob)
+            .filter(|id| listed.contains(id))
+            .with_context(|| {
+                format!(
+                    "snapshot {snapshot}: stack file {} uses chunk {}, which its chunk lists do not name",
+                    file.path, file.blob
+                )
+            })?;
+        let bytes = repo.load(&id, keyring.as_deref_mut())?;
+        if bytes.len() as u64 != file.size {
+            bail!(
+                "snapshot {snapshot}: stack file {} is {} bytes, but its chunk holds {}",
+                file.path,
+                file.size,
+                bytes.len()
+            );
+        }
+        files.push((file.path.clone(), bytes));
+    }
+    Ok(files)
 }
 
 /// Reads a file's blobs in order.
@@ -385,6 +428,11 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
+            }
+        }
+        if let (Some(part), true) = (&content.stack_files, deep) {
+            if let Err(e) = stack_files(self.repo, part, &snapshot.id, self.keyring.as_mut()) {
+                found.problems.push(format!("{e:#}"));
             }
         }
         found.content = Some(content);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::crypto::{self, RunKey};
 use super::pack::{self, Kind};
 use super::{BlobId, Content, DatabasePart, PackInfo, Repo, Sealed, UploadsPart};
+use crate::backup::stack_files::{StackFile, StackFilesPart};
 use crate::backup::{archive, fault, manifest, snapshot as db_snapshot, Check};
 
 /// Uploads are cut into pieces of this size.
@@ -369,6 +370,30 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The stack files part: the certificate, its key and the ACME account, each one blob
+/// (encrypted in an encrypted repository). `None` when the stack has none of them.
+pub fn stack_files(session: &mut Session<'_>, stack_dir: &Path) -> Result<Option<StackFilesPart>> {
+    let files = crate::backup::stack_files::read(stack_dir)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let pieces: Vec<&[u8]> = files.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+    let ids = session.store(&pieces, Kind::Data, &vec![true; pieces.len()])?;
+    let lists = session.store_lists(&ids)?;
+    Ok(Some(StackFilesPart {
+        files: files
+            .iter()
+            .zip(&ids)
+            .map(|((path, bytes), id)| StackFile {
+                path: path.to_string(),
+                size: bytes.len() as u64,
+                blob: hex::encode(id),
+            })
+            .collect(),
+        lists,
+    }))
 }
 
 /// Pieces read from uploads, waiting to be stored: (node, piece).
