@@ -1456,7 +1456,7 @@ fn export_writes_one_plain_tar_gz_that_gnu_tar_unpacks_into_the_backup() {
 }
 
 /// A PostgreSQL stack is backed up with pg_dump (tests/backup_pg.rs); an unreachable
-/// server fails naming it and leaves no backup, and the repository format is refused.
+/// server fails naming it and leaves no backup, in either format.
 #[test]
 fn a_postgres_stack_with_an_unreachable_server_fails_naming_it() {
     let stack = Stack::new();
@@ -1482,8 +1482,16 @@ fn a_postgres_stack_with_an_unreachable_server_fails_naming_it() {
     let out = stack.elior(&["backup"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("written as archives only"),
+        stderr(&out).contains("pg_dump of the PostgreSQL database 127.0.0.1:1/elior failed"),
         "{}",
         stderr(&out)
     );
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    // Into the repository too: no snapshot, and no dump left in its tmp/.
+    let repository = stack.backups.join("repository");
+    assert_eq!(
+        backup_files(&repository.join("snapshots")),
+        Vec::<String>::new()
+    );
+    assert_eq!(backup_files(&repository.join("tmp")), Vec::<String>::new());
 }

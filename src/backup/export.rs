@@ -170,7 +170,7 @@ fn export_snapshot(
             let rebuilt = (|| -> Result<()> {
                 let file = manifest::create_private(&tmp)?;
                 super::repo::read::write_database(&repo, db, &set.id, keyring.as_mut(), file)?;
-                out.append_path_with_name(&tmp, top.join("database.db"))
+                out.append_path_with_name(&tmp, top.join(database_entry(db.kind.as_deref())))
                     .context("failed to add the database")
             })();
             let _ = fs::remove_file(&tmp);
@@ -225,11 +225,7 @@ pub fn export(
         out.append_path_with_name(set.manifest_path(dir), top.join("backup.json"))
             .context("failed to add the manifest")?;
         if let Some(db) = manifest.file(PartName::Database) {
-            // A pg_dump file is named for what it is, so nobody opens it with sqlite3.
-            let entry = match manifest.database_kind.as_deref() {
-                Some(super::postgres::KIND) => "database.pgdump",
-                _ => "database.db",
-            };
+            let entry = database_entry(manifest.database_kind.as_deref());
             out.append_path_with_name(dir.join(&db.name), top.join(entry))
                 .with_context(|| format!("failed to add {}", db.name))?;
         }
@@ -279,4 +275,13 @@ pub fn export(
         size,
         upload_files,
     })
+}
+
+/// The database's name in an export: a pg_dump file is named for what it is, so nobody
+/// opens it with sqlite3.
+fn database_entry(kind: Option<&str>) -> &'static str {
+    match kind {
+        Some(super::postgres::KIND) => "database.pgdump",
+        _ => "database.db",
+    }
 }

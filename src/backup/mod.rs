@@ -302,7 +302,19 @@ fn create_snapshot(
     let mut schema_version = None;
     let mut database_check = None;
     let mut database = None;
-    if settings.database_path.is_file() || options.require_database {
+    if let Some(url) = &settings.postgres {
+        reporter.phase(&format!("dumping PostgreSQL database {}", url.target()));
+        let part = repo::write::postgres_dump(&mut session, url, deadline)?;
+        fault::point("backup:database-written");
+        database_check = Some("pg_restore --list".to_string());
+        reporter.phase(&format!(
+            "  database: {} dumped in {:.1}s (pg_dump -Fc), readable by pg_restore, stored in {:.2}s",
+            human_bytes(part.size),
+            session.stats.database_snapshot_ms as f64 / 1000.0,
+            session.stats.database_store_ms as f64 / 1000.0
+        ));
+        database = Some(part);
+    } else if settings.database_path.is_file() || options.require_database {
         reporter.phase(&format!(
             "backing up database {}",
             settings.database_path.display()

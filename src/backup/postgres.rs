@@ -1,5 +1,6 @@
 //! The database part of a backup when DATABASE_URL is PostgreSQL (issue 17, item 9):
-//! `pg_dump -Fc` into a backup file, `pg_restore --list` to check one, and
+//! `pg_dump -Fc` into a backup file (an archive's, or one the repository cuts into chunks),
+//! `pg_restore --list` to check one, and
 //! `pg_restore --clean --if-exists --single-transaction --no-owner` to put one back, all
 //! or nothing.
 //!
@@ -108,9 +109,21 @@ pub struct Dump {
 /// written and fsynced. A failed or killed pg_dump, or one still running at `deadline`
 /// (then killed), is an error; the caller removes `temp`.
 pub fn dump(url: &PgUrl, temp: &Path, deadline: Instant) -> Result<Dump> {
+    dump_with(url, temp, deadline, &[])
+}
+
+/// [`dump`] without pg_dump's own compression, for the repository: it compresses each
+/// chunk itself, and a compressed dump changes from the first changed row to its end, so
+/// nothing after it would deduplicate.
+pub fn dump_uncompressed(url: &PgUrl, temp: &Path, deadline: Instant) -> Result<Dump> {
+    dump_with(url, temp, deadline, &["--compress=0"])
+}
+
+fn dump_with(url: &PgUrl, temp: &Path, deadline: Instant, options: &[&str]) -> Result<Dump> {
     let program = tool("pg_dump")?;
     let out = manifest::create_private(temp)?;
     let mut child = command(&program, url)
+        .args(options)
         .args(["--format=custom", "--dbname"])
         .arg(database(url))
         // Its own process group: a Ctrl-C at the terminal of `elior schedule`, which lets

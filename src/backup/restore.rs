@@ -95,12 +95,11 @@ struct RepoSource {
 }
 
 impl Source {
-    /// The kind of the database file: `None` for a SQLite copy (snapshots hold SQLite
-    /// pages only), or [`postgres::KIND`].
+    /// The kind of the database file: `None` for a SQLite copy, or [`postgres::KIND`].
     fn database_kind(&self) -> Option<&str> {
         match self {
             Source::Archive(m) => m.database_kind.as_deref(),
-            Source::Repository(_) => None,
+            Source::Repository(r) => r.content.database.as_ref()?.kind.as_deref(),
         }
     }
 
@@ -250,13 +249,16 @@ fn restore_locked(
     // a SQLite copy is no dump (issue 17, item 9). Refused before anything is touched.
     let pg_dump = match (has_db, source.database_kind(), &settings.postgres) {
         (false, _, _) => None,
-        (true, Some(postgres::KIND), Some(url)) => {
-            let Source::Archive(m) = &*source else {
-                unreachable!("only archives hold dumps")
-            };
-            let db = m.file(PartName::Database).expect("has a database");
-            Some((url.clone(), dir.join(&db.name)))
-        }
+        (true, Some(postgres::KIND), Some(url)) => Some((
+            url.clone(),
+            match &*source {
+                Source::Archive(m) => {
+                    dir.join(&m.file(PartName::Database).expect("has a database").name)
+                }
+                // Rebuilt from its chunks while staging, for pg_restore to read.
+                Source::Repository(_) => dir.join(format!(".restore-{}.pgdump", std::process::id())),
+            },
+        )),
         (true, None, None) => None,
         (true, Some(postgres::KIND), None) => bail!(
             "backup {} holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite; nothing was changed\nset DATABASE_URL to the PostgreSQL database to restore into, or restore the dump by hand with `pg_restore`",
@@ -294,6 +296,13 @@ fn restore_locked(
     if has_uploads {
         journal.staged.push(beside(&uploads, "restore"));
     }
+    // A dump rebuilt from the repository: staged last, so a restore killed before
+    // pg_restore read it leaves no copy behind.
+    let rebuilt_dump = match (&*source, &pg_dump) {
+        (Source::Repository(_), Some((_, path))) => Some(path.clone()),
+        _ => None,
+    };
+    journal.staged.extend(rebuilt_dump.clone());
     // On a new host, the folders the API container mounts do not exist yet: created
     // here, they are the API's, as `elior init` makes them, or it could not open them.
     let api_owner = api_owned_layout(settings).then_some((API_UID, API_UID, 0o755));
@@ -334,7 +343,7 @@ fn restore_locked(
         }
         if has_uploads {
             reporter.phase("extracting the uploads");
-            let temp = journal.staged.last().expect("uploads are staged last");
+            let temp = &journal.staged[usize::from(has_file_db)];
             let recorded = source.recorded_uploads();
             upload_stats = Some(match &mut *source {
                 Source::Archive(m) => {
@@ -350,6 +359,10 @@ fn restore_locked(
             if let Some(owner) = uploads_owner {
                 give(temp, owner)?;
             }
+        }
+        if let (Source::Repository(r), Some(temp)) = (&mut *source, &rebuilt_dump) {
+            reporter.phase("rebuilding the database dump");
+            rebuild_database(r, temp)?;
         }
         if let Source::Repository(r) = &mut *source {
             if let Some(part) = &r.content.stack_files {
@@ -390,6 +403,10 @@ fn restore_locked(
             ));
             super::postgres::restore(url, dump)?;
             fault::point("restore:pg-restored");
+            if let Some(temp) = &rebuilt_dump {
+                fs::remove_file(temp)
+                    .with_context(|| format!("failed to remove {}", temp.display()))?;
+            }
         } else {
             refuse_if_open(database)?;
         }
@@ -625,10 +642,17 @@ fn stage_database(backup: &Path, target: &Path, temp: &Path) -> Result<()> {
     finish_staged_database(target, temp)
 }
 
-/// Rebuilds a snapshot's database at `temp` beside `target` from its pages (each checked
-/// against its name, the whole against the sha256 recorded), and checks it with
-/// quick_check before it can be swapped in.
+/// Rebuilds a snapshot's database at `temp` beside `target` (see [`rebuild_database`]),
+/// with the owner and mode of the file it replaces.
 fn stage_snapshot_database(source: &mut RepoSource, target: &Path, temp: &Path) -> Result<()> {
+    rebuild_database(source, temp)?;
+    finish_staged_database(target, temp)
+}
+
+/// Rebuilds a snapshot's database file at `temp` from its chunks (each checked against
+/// its name, the whole against the sha256 recorded) and checks it before it can be used:
+/// quick_check for a SQLite database, `pg_restore --list` for a dump.
+fn rebuild_database(source: &mut RepoSource, temp: &Path) -> Result<()> {
     let db = source.content.database.as_ref().expect("has a database");
     let out = manifest::create_private(temp)?;
     repo::read::write_database(
@@ -638,10 +662,11 @@ fn stage_snapshot_database(source: &mut RepoSource, target: &Path, temp: &Path) 
         source.keyring.as_mut(),
         out,
     )
-    .with_context(|| format!("backup {} cannot be restored", source.snapshot.id))?;
-    snapshot::check_copy(temp, Check::Quick)
-        .with_context(|| format!("backup {} cannot be restored", source.snapshot.id))?;
-    finish_staged_database(target, temp)
+    .and_then(|()| match db.kind {
+        None => snapshot::check_copy(temp, Check::Quick).map(|_| ()),
+        Some(_) => postgres::check_dump(temp),
+    })
+    .with_context(|| format!("backup {} cannot be restored", source.snapshot.id))
 }
 
 /// Gives the staged database the owner and mode of the file it replaces, and fsyncs it

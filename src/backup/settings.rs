@@ -149,12 +149,6 @@ impl BackupSettings {
                 "BACKUP_FORMAT: {v:?} is not a backup format\nuse `archive` (the default: a database copy and an uploads tar.gz per backup) or `repository` (deduplicated, optionally encrypted)"
             ),
         };
-        if postgres.is_some() && format == Format::Repository {
-            // The repository chunks SQLite pages; a pg_dump stream is not stored there yet.
-            bail!(
-                "BACKUP_FORMAT: backups of a PostgreSQL database are written as archives only (pg_dump -Fc), not into the repository yet\nset BACKUP_FORMAT=archive and remove BACKUP_RECIPIENTS, or keep the stack on SQLite for encrypted, deduplicated backups"
-            );
-        }
         let lookup = |key: &str| {
             raw.non_empty(key)
                 .map(|(v, o)| (v.to_string(), o.to_string()))
@@ -297,27 +291,19 @@ mod tests {
         );
     }
 
-    /// A PostgreSQL stack is backed up with pg_dump, into archives only (issue 17, item 9).
+    /// A PostgreSQL stack is backed up with pg_dump, into either format (issue 17, item 9).
     #[test]
-    fn postgresql_is_backed_up_as_archives_and_the_password_never_shows() {
+    fn postgresql_is_backed_up_in_either_format_and_the_password_never_shows() {
         let s = settings(&[("DATABASE_URL", "postgresql://elior:s3cret@db:5432/elior")]).unwrap();
         assert_eq!(s.postgres.as_ref().unwrap().target(), "db:5432/elior");
         assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
         assert_eq!(s.format, Format::Archive);
-        let err = format!(
-            "{:#}",
-            settings(&[
-                ("DATABASE_URL", "postgresql://elior:s3cret@db:5432/elior"),
-                ("BACKUP_FORMAT", "repository"),
-            ])
-            .unwrap_err()
-        );
-        assert!(
-            err.starts_with(
-                "BACKUP_FORMAT: backups of a PostgreSQL database are written as archives only"
-            ),
-            "{err}"
-        );
+        let s = settings(&[
+            ("DATABASE_URL", "postgresql://elior:s3cret@db:5432/elior"),
+            ("BACKUP_FORMAT", "repository"),
+        ])
+        .unwrap();
+        assert_eq!(s.format, Format::Repository);
     }
 
     /// Uploads in a bucket: refused, not an archive of the empty local folder (issue 16).

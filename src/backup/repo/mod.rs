@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A blob is a database page (pages of the SQLite page size, so a changed row costs one
-//! page), a piece of an upload (files cut at 1 MiB), a list of blob names, or a piece of
+//! page; a PostgreSQL stack's `pg_dump -Fc` is cut at content-defined boundaries with
+//! FastCDC instead, so a changed row costs the chunks around it), a piece of an upload (files cut at 1 MiB), a list of blob names, or a piece of
 //! the uploads tree. Blobs are named by their content ([`crypto::Naming`]), so a page or a
 //! photo that did not change is stored once, however many snapshots use it. Every
 //! snapshot still names every blob it needs: each restores on its own.
@@ -475,8 +476,13 @@ pub struct Content {
 pub struct DatabasePart {
     pub size: u64,
     pub sha256: String,
-    /// The page size the database was cut at.
+    /// The page size the database was cut at; 0 for a dump cut at content-defined
+    /// boundaries.
     pub chunk_size: u32,
+    /// What the bytes are: `None` for a SQLite database, or
+    /// [`crate::backup::postgres::KIND`] for a `pg_dump -Fc` of a PostgreSQL one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// List blobs naming its pages in order.
     pub lists: Vec<String>,
 }

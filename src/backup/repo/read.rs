@@ -18,7 +18,7 @@ use super::pack::Kind;
 use super::write::{Node, NodeKind};
 use super::{parse_id, BlobId, Content, DatabasePart, Repo, Snapshot, StackFilesPart, UploadsPart};
 use crate::backup::archive::ROOT_NAME;
-use crate::backup::{manifest, snapshot as db_snapshot, stack_files, Check};
+use crate::backup::{manifest, postgres, snapshot as db_snapshot, stack_files, Check};
 
 fn ids(names: &[String], snapshot: &str) -> Result<Vec<BlobId>> {
     names
@@ -454,9 +454,16 @@ impl<'a> Checker<'a> {
         let result = (|| {
             let out = manifest::create_private(&temp)?;
             write_database(self.repo, db, &snapshot.id, self.keyring.as_mut(), out)?;
-            db_snapshot::check_copy(&temp, check)
+            match db.kind.as_deref() {
+                None => db_snapshot::check_copy(&temp, check).map(|_| ()),
+                Some(postgres::KIND) => postgres::check_dump(&temp),
+                Some(other) => bail!(
+                    "snapshot {} holds a database of kind {other:?}, which this elior cannot read\nuse a newer elior",
+                    snapshot.id
+                ),
+            }
         })();
         let _ = std::fs::remove_file(&temp);
-        result.map(|_| ())
+        result
     }
 }

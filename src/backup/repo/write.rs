@@ -21,7 +21,8 @@ use super::crypto::{self, RunKey};
 use super::pack::{self, Kind};
 use super::{BlobId, Content, DatabasePart, PackInfo, Repo, Sealed, UploadsPart};
 use crate::backup::stack_files::{StackFile, StackFilesPart};
-use crate::backup::{archive, fault, manifest, snapshot as db_snapshot, Check};
+use crate::backup::{archive, fault, manifest, postgres, snapshot as db_snapshot, Check};
+use crate::db::pg::PgUrl;
 
 /// Uploads are cut into pieces of this size.
 pub const FILE_PIECE: usize = 1 << 20;
@@ -355,6 +356,93 @@ fn cut_database(
         size,
         sha256: sha256.to_string(),
         chunk_size: page as u32,
+        kind: None,
+        lists: session.store_lists(&ids)?,
+    })
+}
+
+/// Content-defined chunk sizes of a dump (restic's are 512 KiB to 8 MiB for whole
+/// files; a database dump changes in small places, so smaller chunks deduplicate more).
+const DUMP_CHUNK_MIN: u32 = 16 << 10;
+const DUMP_CHUNK_AVG: u32 = 64 << 10;
+const DUMP_CHUNK_MAX: u32 = 256 << 10;
+
+/// The database part of a PostgreSQL stack: `pg_dump -Fc` (uncompressed, see
+/// [`postgres::dump_uncompressed`]) into `tmp/`, then cut at content-defined boundaries
+/// (FastCDC) so that a changed row costs the chunks around it, not the rest of the dump.
+pub fn postgres_dump(
+    session: &mut Session<'_>,
+    url: &PgUrl,
+    deadline: Instant,
+) -> Result<DatabasePart> {
+    let temp = session
+        .repo
+        .root
+        .join(super::TMP_DIR)
+        .join(format!("dump-{}.pgdump", std::process::id()));
+    let started = Instant::now();
+    let dumped = postgres::dump_uncompressed(url, &temp, deadline);
+    session.stats.database_snapshot_ms = started.elapsed().as_millis() as u64;
+    let result = dumped.and_then(|dump| {
+        fault::point("backup:database-copied");
+        postgres::check_dump(&temp)?;
+        let started = Instant::now();
+        let part = cut_dump(session, &temp, &dump, deadline)?;
+        session.stats.database_store_ms = started.elapsed().as_millis() as u64;
+        Ok(part)
+    });
+    let _ = fs::remove_file(&temp);
+    result
+}
+
+fn cut_dump(
+    session: &mut Session<'_>,
+    path: &Path,
+    dump: &postgres::Dump,
+    deadline: Instant,
+) -> Result<DatabasePart> {
+    let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut ids = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut size = 0u64;
+    let mut flush = |batch: &mut Vec<Vec<u8>>, session: &mut Session<'_>| -> Result<()> {
+        let pieces: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        ids.extend(session.store(&pieces, Kind::Data, &vec![true; pieces.len()])?);
+        batch.clear();
+        Ok(())
+    };
+    for chunk in
+        fastcdc::v2020::StreamCDC::new(file, DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX)
+    {
+        let chunk = chunk.map_err(|e| anyhow!("failed to read {}: {e}", path.display()))?;
+        if Instant::now() > deadline {
+            bail!(
+                "backup timed out while storing the database dump\nraise the limit with --timeout"
+            );
+        }
+        size += chunk.length as u64;
+        batch_bytes += chunk.length;
+        batch.push(chunk.data);
+        if batch_bytes >= BATCH_BYTES {
+            flush(&mut batch, session)?;
+            batch_bytes = 0;
+        }
+    }
+    flush(&mut batch, session)?;
+    if size != dump.size {
+        bail!(
+            "{} changed while it was stored ({size} bytes read, {} dumped); run the backup again",
+            path.display(),
+            dump.size
+        );
+    }
+    session.stats.database_bytes = size;
+    Ok(DatabasePart {
+        size,
+        sha256: dump.sha256.clone(),
+        chunk_size: 0,
+        kind: Some(postgres::KIND.to_string()),
         lists: session.store_lists(&ids)?,
     })
 }
