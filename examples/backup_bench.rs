@@ -6,13 +6,16 @@
 //!     cargo build --release && cargo run --release --example backup_bench -- /var/tmp/elior-bench
 //!
 //! Optional sizes: `--db-mib 1024 --uploads-mib 2048 --files 5000`; `--only
-//! db|db-quiet|db-writes|uploads`; `--runs 5` (database timings). Generated data is kept
+//! db|db-quiet|db-writes|uploads`; `--runs 5` (database timings); `--format
+//! archive|repository` (BACKUP_FORMAT of the benchmarked stack). Generated data is kept
 //! in the folder and reused by later runs. Needs the `sqlite3`, `tar` and `gzip` commands.
 //!
 //! 1. Database, 1 GiB: `sqlite3 .backup` vs `elior backup` on a quiet database (warm
 //!    cache); then `sqlite3 VACUUM INTO` vs `elior backup` while a writer inserts 500 rows/s,
 //!    reporting the writer's longest stall during and after each backup and the peak WAL
-//!    size. elior's times include its quick_check and sha256. Each case runs `--runs`
+//!    size. The writer's commit latency (p50, p99, max) during each backup is set against
+//!    the same writer over the same length of time with no backup, in the same run (issue
+//!    17's writer stall: the worst commit must stay under 100 ms). elior's times include its quick_check and sha256. Each case runs `--runs`
 //!    times, alternating the two tools so that both see the same load, and reports medians
 //!    with the range and the load average (the machine is shared, so single runs mislead).
 //! 2. Uploads, 2 GiB in ~5,000 files, 90% photos (incompressible, JPEG magic):
@@ -45,6 +48,12 @@ fn main() {
     let runs = opt("--runs", 5).max(1) as usize;
     let uploads_mib = opt("--uploads-mib", 2048);
     let files = opt("--files", 5000);
+    let format = args
+        .iter()
+        .position(|a| a == "--format")
+        .and_then(|i| args.get(i + 1))
+        .map_or("archive", String::as_str)
+        .to_string();
     let elior = std::env::current_exe()
         .unwrap()
         .parent()
@@ -68,7 +77,7 @@ fn main() {
         writes: matches!(only.as_deref(), None | Some("db") | Some("db-writes")),
     };
     if cases.quiet || cases.writes {
-        database_benchmark(&root.join("db-stack"), &elior, db_mib, runs, cases);
+        database_benchmark(&root.join("db-stack"), &elior, db_mib, runs, cases, &format);
     }
     if only.is_none() || only.as_deref() == Some("uploads") {
         uploads_benchmark(&root.join("uploads-stack"), &elior, uploads_mib, files);
@@ -82,11 +91,11 @@ struct DbCases {
     writes: bool,
 }
 
-fn stack(dir: &Path, backups: &Path) {
+fn stack(dir: &Path, backups: &Path, format: &str) {
     fs::create_dir_all(dir.join("data")).unwrap();
     fs::write(
         dir.join(".env.production"),
-        format!("BACKUP_DIR={}\n", backups.display()),
+        format!("BACKUP_DIR={}\nBACKUP_FORMAT={format}\n", backups.display()),
     )
     .unwrap();
 }
@@ -158,9 +167,16 @@ fn warm(path: &Path) {
     let _ = fs::read(path).map(|b| b.len());
 }
 
-fn database_benchmark(dir: &Path, elior: &Path, mib: u64, runs: usize, cases: DbCases) {
+fn database_benchmark(
+    dir: &Path,
+    elior: &Path,
+    mib: u64,
+    runs: usize,
+    cases: DbCases,
+    format: &str,
+) {
     let backups = dir.join("backups");
-    stack(dir, &backups);
+    stack(dir, &backups, format);
     let db = dir.join("data/elior_fitness.db");
     if !db.exists() {
         eprintln!("generating a {mib} MiB database...");
@@ -234,7 +250,7 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
     eprintln!("under 500 writes/s ({runs} runs each, alternating):");
     let load_before = load_average();
     let (mut vacuum, mut ours) = (Vec::new(), Vec::new());
-    let (mut vacuum_stalls, mut our_stalls) = (Vec::new(), Vec::new());
+    let (mut vacuum_stalls, mut our_stalls, mut idle_stalls) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let _ = fs::remove_file(&out);
         let (took, stalls) = under_writes(db, || {
@@ -250,6 +266,13 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         ours.push(took);
         our_stalls.push(stalls);
         let _ = fs::remove_dir_all(&backups);
+        // The reference: the same writer, as long as elior's backup took, with no backup.
+        let (_, stalls) = under_writes(db, || {
+            eprintln!("  no backup: {:.2}s", took.as_secs_f64());
+            std::thread::sleep(took);
+            took
+        });
+        idle_stalls.push(stalls);
     }
     compare(
         "db under 500 writes/s",
@@ -259,14 +282,85 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
     );
     println!("  VACUUM INTO: {}", Stalls::worst(&vacuum_stalls));
     println!("  elior:       {}", Stalls::worst(&our_stalls));
+    let (idle, with_vacuum, with_elior) = (
+        Latency::of(&idle_stalls),
+        Latency::of(&vacuum_stalls),
+        Latency::of(&our_stalls),
+    );
+    println!("  commit latency, all runs pooled:");
+    println!("    no backup:   {idle}");
+    println!(
+        "    VACUUM INTO: {with_vacuum} ({})",
+        with_vacuum.against(&idle)
+    );
+    println!(
+        "    elior:       {with_elior} ({})",
+        with_elior.against(&idle)
+    );
+}
+
+/// Commit latencies over a span: p50, p99, max and the count.
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    commits: usize,
+}
+
+impl Latency {
+    /// The latencies of every run's span, pooled.
+    fn of(runs: &[Stalls]) -> Latency {
+        let mut all: Vec<Duration> = runs
+            .iter()
+            .flat_map(|s| s.commits.iter().copied())
+            .collect();
+        all.sort();
+        let at = |q: f64| {
+            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Latency {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: all.last().copied().unwrap_or_default(),
+            commits: all.len(),
+        }
+    }
+
+    /// Each figure as a multiple of the reference's.
+    fn against(&self, reference: &Latency) -> String {
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        format!(
+            "{:.1}x / {:.1}x / {:.1}x the reference",
+            ratio(self.p50, reference.p50),
+            ratio(self.p99, reference.p99),
+            ratio(self.max, reference.max)
+        )
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} commits)",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.commits
+        )
+    }
 }
 
 /// What the writer saw during one backup: its longest stall during the backup and in the
-/// 5 s after, and the peak WAL size.
+/// 5 s after, the peak WAL size, and every commit's latency during the backup.
 struct Stalls {
     during: Duration,
     after: Duration,
     peak_wal: u64,
+    commits: Vec<Duration>,
 }
 
 impl Stalls {
@@ -343,6 +437,11 @@ fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, Stal
         during: max_in(began, ended),
         after: max_in(ended, ended + Duration::from_secs(5)),
         peak_wal: *peak_wal.lock().unwrap(),
+        commits: latencies
+            .iter()
+            .filter(|(at, _)| *at >= began && *at < ended)
+            .map(|(_, l)| *l)
+            .collect(),
     };
     let worst_at = latencies
         .iter()
@@ -360,7 +459,7 @@ fn under_writes(db: &Path, backup: impl FnOnce() -> Duration) -> (Duration, Stal
 
 fn uploads_benchmark(dir: &Path, elior: &Path, mib: u64, files: u64) {
     let backups = dir.join("backups");
-    stack(dir, &backups);
+    stack(dir, &backups, "archive");
     let uploads = dir.join("uploads");
     if !uploads.exists() {
         eprintln!("generating {mib} MiB of uploads in {files} files...");
