@@ -58,6 +58,18 @@ pub struct FileRecord {
     pub sha256: String,
 }
 
+impl FileRecord {
+    /// The record of part `part` of backup `id`, under the part's file name.
+    pub fn new(part: PartName, id: &str, size: u64, sha256: String) -> FileRecord {
+        FileRecord {
+            part,
+            name: part.part().file_name(id),
+            size,
+            sha256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartName {

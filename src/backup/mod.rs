@@ -236,6 +236,11 @@ impl Created {
     }
 }
 
+/// Says that a part of the stack is not there, so the backup goes on without it.
+fn left_out(reporter: &mut Reporter, what: &str, path: &Path) {
+    reporter.phase(&format!("no {what} at {}; leaving it out", path.display()));
+}
+
 /// Takes a backup of the stack in the form BACKUP_FORMAT names.
 pub fn create(
     settings: &BackupSettings,
@@ -337,10 +342,7 @@ fn create_snapshot(
         ));
         database = Some(part);
     } else {
-        reporter.phase(&format!(
-            "no database at {}; leaving it out",
-            settings.database_path.display()
-        ));
+        left_out(reporter, "database", &settings.database_path);
     }
     let mut uploads = None;
     let mut cache = None;
@@ -362,10 +364,7 @@ fn create_snapshot(
         uploads = Some(part);
         cache = Some(files_cache);
     } else {
-        reporter.phase(&format!(
-            "no uploads folder at {}; leaving it out",
-            settings.uploads_dir.display()
-        ));
+        left_out(reporter, "uploads folder", &settings.uploads_dir);
     }
     let stack_files = repo::write::stack_files(&mut session, &settings.stack_dir)?;
     if let Some(part) = &stack_files {
@@ -454,12 +453,12 @@ fn create_archive(
         ));
         database_check = Some("pg_restore --list".to_string());
         database_kind = Some(postgres::KIND.to_string());
-        files.push(FileRecord {
-            part: PartName::Database,
-            name: Part::Database.file_name(&id),
-            size: dump.size,
-            sha256: dump.sha256,
-        });
+        files.push(FileRecord::new(
+            PartName::Database,
+            &id,
+            dump.size,
+            dump.sha256,
+        ));
     } else if db_present || options.require_database {
         let final_path = dir.join(Part::Database.file_name(&id));
         let temp = manifest::temp_path(&final_path);
@@ -480,17 +479,14 @@ fn create_archive(
         ));
         schema_version = snap.schema_version;
         database_check = Some(options.check.pragma().to_string());
-        files.push(FileRecord {
-            part: PartName::Database,
-            name: Part::Database.file_name(&id),
-            size: snap.size,
-            sha256: snap.sha256,
-        });
-    } else {
-        reporter.phase(&format!(
-            "no database at {}; leaving it out",
-            settings.database_path.display()
+        files.push(FileRecord::new(
+            PartName::Database,
+            &id,
+            snap.size,
+            snap.sha256,
         ));
+    } else {
+        left_out(reporter, "database", &settings.database_path);
     }
 
     let mut upload_files = None;
@@ -520,17 +516,14 @@ fn create_archive(
         ));
         upload_files = Some(stats.files);
         upload_bytes = Some(stats.content_bytes);
-        files.push(FileRecord {
-            part: PartName::Uploads,
-            name: Part::Uploads.file_name(&id),
-            size: stats.size,
-            sha256: stats.sha256,
-        });
-    } else {
-        reporter.phase(&format!(
-            "no uploads folder at {}; leaving it out",
-            settings.uploads_dir.display()
+        files.push(FileRecord::new(
+            PartName::Uploads,
+            &id,
+            stats.size,
+            stats.sha256,
         ));
+    } else {
+        left_out(reporter, "uploads folder", &settings.uploads_dir);
     }
 
     let mut manifest = Manifest {
