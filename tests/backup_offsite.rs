@@ -414,6 +414,12 @@ fn disaster_recovery_of_a_deployed_stack_brings_back_its_users_and_certificate()
     };
     assert_eq!(mode("nginx/ssl/key.pem"), 0o600);
     assert_eq!(tree(&new.dir.join("uploads")), uploads_before);
+    // data/ did not exist here: the restore made it the API's (uid 10001), as init does,
+    // or the API container could not open the restored database.
+    for path in ["data", "data/elior_fitness.db", "uploads"] {
+        let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(new.dir.join(path)).unwrap());
+        assert_eq!(owner, 10001, "{path}");
+    }
 
     let deployed = elior_in(&new.dir, &["deploy", &old.domain]);
     assert!(
