@@ -623,6 +623,9 @@ pub async fn prune_secrets(docker: &Docker, owner: &Owner) -> Result<Vec<String>
 #[derive(Debug, Default, Serialize)]
 pub struct Removed {
     pub services: Vec<String>,
+    /// Containers of the single-host stack a migration stopped (`down --purge`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
     pub networks: Vec<String>,
     pub secrets: Vec<String>,
     pub volumes: Vec<String>,

@@ -80,6 +80,9 @@ pub struct SecretValues {
     pub database_url: Option<String>,
     /// The password of the postgres service, when elior runs one.
     pub db_password: Option<String>,
+    /// AWS_SECRET_ACCESS_KEY of the uploads bucket (UPLOADS_URL=s3://…), when set: a
+    /// secret read through AWS_SECRET_ACCESS_KEY_FILE, never in the service's env.
+    pub s3_secret_key: Option<String>,
     pub nginx_conf: String,
     pub tls_cert: String,
     pub tls_key: String,
@@ -493,6 +496,9 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
     if let (Some(password), Some(_)) = (&s.db_password, &inputs.postgres_image) {
         secret_values.push(("dbpw", password.clone()));
     }
+    if let Some(key) = &s.s3_secret_key {
+        secret_values.push(("s3key", key.clone()));
+    }
     secret_values.push(("conf", s.nginx_conf.clone()));
     secret_values.push(("cert", s.tls_cert.clone()));
     secret_values.push(("key", s.tls_key.clone()));
@@ -564,6 +570,9 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
     if s.database_url.is_some() {
         api_env.push("DATABASE_URL_FILE=/run/secrets/database_url".to_string());
     }
+    if s.s3_secret_key.is_some() {
+        api_env.push("AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/aws_secret_access_key".to_string());
+    }
     api_env.sort();
     let api_uid = crate::plan::render::API_UID;
     defs.push(ServiceDef {
@@ -577,6 +586,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         secrets: [
             mount("jwt", "jwt_secret", api_uid, 0o400),
             mount("dburl", "database_url", api_uid, 0o400),
+            mount("s3key", "aws_secret_access_key", api_uid, 0o400),
         ]
         .into_iter()
         .flatten()
@@ -761,6 +771,7 @@ mod tests {
                 jwt_secret: "j".repeat(40),
                 database_url: postgres.then(|| "postgresql://elior:pw@x:5432/elior".into()),
                 db_password: postgres.then(|| "pw".into()),
+                s3_secret_key: None,
                 nginx_conf: "events {}".into(),
                 tls_cert: "CERT".into(),
                 tls_key: "KEY".into(),
