@@ -893,6 +893,35 @@ fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
     assert!(dry.ends_with("dry run: nothing was changed\n"), "{dry}");
     serving("after --dry-run");
 
+    // With the database at 127.0.0.1: this host copies into it, but no swarm task
+    // reaches it, so the swarm stack never gets healthy. The single host is put back,
+    // serving, and says so; what it takes meanwhile is copied by the next run.
+    let loopback_url = database_url.replace(&gateway, "127.0.0.1");
+    s.stack.set_env(&[("DATABASE_URL", &loopback_url)]);
+    let out = s.run(&["migrate-to-swarm", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("the single-host stack serves again"),
+        "{}",
+        text(&out.stderr)
+    );
+    serving("after a failed switch");
+    assert_eq!(
+        s.engine_objects().0,
+        0,
+        "the swarm services were not removed"
+    );
+    let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
+    assert!(!env.lines().any(|l| l == "MODE=swarm"), "{env}");
+    let (status, body) = s.call_auth(
+        "POST",
+        "/api/auth/register/client",
+        Some(&trainer),
+        registration("late_client"),
+    );
+    assert_eq!(status, 201, "{body}");
+    s.stack.set_env(&[("DATABASE_URL", &database_url)]);
+
     // Killed right after the database copy (the single host is stopped by then): a
     // re-run resumes from there and finishes.
     let mut killed = Command::new(BIN);
@@ -931,7 +960,7 @@ fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
     let (status, me) = s.call("GET", "/api/auth/me", Some(&client), "me-before", None);
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["username"], "move_client");
-    for user in ["move_admin", "move_trainer", "move_client"] {
+    for user in ["move_admin", "move_trainer", "move_client", "late_client"] {
         s.login(user);
     }
     let (status, plans) = s.call("GET", "/api/workouts/plans", Some(&client), "plans", None);
