@@ -536,11 +536,41 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         "{}",
         text(&out.stderr)
     );
-    // Backups of the postgres service are not built: refused, never an empty SQLite backup.
-    let out = s.run(&["backup"]);
+    // A backup dumps the postgres service (pg_dump -Fc in its task, streamed here), in
+    // the archive format of a single host's PostgreSQL backup; verify reads it back
+    // with pg_restore --list. The registered user is in it.
+    let manifest: serde_json::Value = serde_json::from_str(&s.ok(&["backup", "--json"])).unwrap();
+    assert_eq!(
+        manifest["database_kind"], "postgresql-custom-dump",
+        "{manifest:#}"
+    );
+    let dump = s
+        .stack
+        .dir
+        .join("backups")
+        .join(manifest["files"][0]["name"].as_str().unwrap());
+    let bytes = std::fs::read(&dump).unwrap();
+    assert!(bytes.starts_with(b"PGDMP"), "not a pg_dump -Fc file");
+    assert_eq!(
+        bytes.len() as u64,
+        manifest["files"][0]["size"].as_u64().unwrap()
+    );
+    let sql = Command::new(elior::backup::postgres::tool("pg_restore").unwrap())
+        .args(["--data-only", "--file", "-"])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(sql.status.success(), "{}", text(&sql.stderr));
+    assert!(
+        text(&sql.stdout).contains("swarm_user"),
+        "the dump lacks the registered user"
+    );
+    s.ok(&["backup", "verify"]);
+    // Restore is not built: refused, naming the manual way.
+    let out = s.run(&["restore", "latest", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(
-        text(&out.stderr).contains("a backup of a swarm stack is not built yet"),
+        text(&out.stderr).contains("a restore of a swarm stack is not built yet"),
         "{}",
         text(&out.stderr)
     );
@@ -996,6 +1026,33 @@ fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
         "{:?}",
         moto.keys("elior-move")
     );
+
+    // A backup of the swarm stack: pg_dump of DATABASE_URL, and the bucket's objects
+    // listed in the manifest (key, size, etag), not copied.
+    let manifest: serde_json::Value = serde_json::from_str(&s.ok(&["backup", "--json"])).unwrap();
+    assert_eq!(
+        manifest["database_kind"], "postgresql-custom-dump",
+        "{manifest:#}"
+    );
+    let objects = manifest["upload_objects"].as_array().unwrap();
+    let document = objects
+        .iter()
+        .find(|o| o["key"].as_str().unwrap().starts_with("documents/"))
+        .unwrap_or_else(|| panic!("{manifest:#}"));
+    assert_eq!(
+        document["size"].as_u64(),
+        Some(PDF.len() as u64),
+        "{manifest:#}"
+    );
+    assert!(
+        document["etag"].as_str().is_some_and(|e| !e.is_empty()),
+        "{manifest:#}"
+    );
+    assert_eq!(
+        manifest["upload_files"].as_u64(),
+        Some(objects.len() as u64)
+    );
+    s.ok(&["backup", "verify"]);
 
     // The old containers are stopped, not removed; a re-run has nothing left to do.
     let old = single_host_containers(&s.owner());

@@ -21,10 +21,11 @@ pub fn is_swarm(stack: &Stack) -> bool {
     stack.config.mode == Mode::Swarm
 }
 
-/// `backup` and `restore` of a swarm stack are not built (its data is in the postgres
-/// service, not in data/): refused, naming the manual way, rather than saving an empty
-/// SQLite file as if it were the stack's data.
-pub fn refuse_backup(dir: &Path, what: &str) -> Result<()> {
+/// `restore` of a swarm stack is not built (its data is in the postgres service, not in
+/// data/): refused, naming the manual way, rather than restoring a SQLite file no task
+/// reads. (`backup` of a swarm stack dumps the postgres service: issue 21.)
+pub fn refuse_restore(dir: &Path) -> Result<()> {
+    let what = "a restore";
     let Ok(stack) = Stack::load(dir) else {
         return Ok(());
     };
@@ -36,7 +37,7 @@ pub fn refuse_backup(dir: &Path, what: &str) -> Result<()> {
         |o| Names(&o.project).service("postgres"),
     );
     anyhow::bail!(
-        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node: docker exec $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_dump -U elior -Fc elior > elior.dump",
+        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node, with the database file of an `elior backup`: docker exec -i $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_restore --clean --if-exists --single-transaction --no-owner -U elior -d elior < BACKUP_FILE",
         dir.display()
     )
 }

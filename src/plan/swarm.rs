@@ -42,6 +42,8 @@ pub const LABEL_SECRET: &str = "elior.secret";
 pub const API_HEALTH: &[&str] = &["CMD", "/usr/local/bin/elior", "healthcheck"];
 pub const POSTGRES_USER: &str = "elior";
 pub const POSTGRES_DB: &str = "elior";
+/// The file under /run/secrets of the postgres task that holds its password.
+pub const POSTGRES_PASSWORD_SECRET: &str = "postgres_password";
 const SECONDS: i64 = 1_000_000_000;
 
 /// What a swarm stack is deployed from: validated settings and prepared images.
@@ -541,12 +543,12 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
             env: vec![
                 format!("POSTGRES_USER={POSTGRES_USER}"),
                 format!("POSTGRES_DB={POSTGRES_DB}"),
-                "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password".to_string(),
+                format!("POSTGRES_PASSWORD_FILE=/run/secrets/{POSTGRES_PASSWORD_SECRET}"),
                 "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
             ],
             user: None,
             read_only: false,
-            secrets: mount("dbpw", "postgres_password", 999, 0o400)
+            secrets: mount("dbpw", POSTGRES_PASSWORD_SECRET, 999, 0o400)
                 .into_iter()
                 .collect(),
             mounts: vec![MountDef::Volume {
