@@ -952,6 +952,40 @@ fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
     assert_eq!(status, 201, "{body}");
     s.stack.set_env(&[("DATABASE_URL", &database_url)]);
 
+    // A second migrate-to-swarm while one runs (held right after its backup) is refused,
+    // naming the one that holds the stack; the held one is then killed there.
+    let marker = s.stack.tmp.path().join("migrate-paused");
+    let mut held = Command::new(BIN)
+        .args(["migrate-to-swarm", "--dir", s.stack.dir.to_str().unwrap()])
+        .env("ELIOR_FAULT", "migrate:backup:pause")
+        .env("ELIOR_FAULT_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never reached its backup"
+        );
+        assert!(
+            held.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = s.run(&["migrate-to-swarm"]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stdout));
+    assert!(
+        text(&second.stderr).contains("is locked by `elior migrate-to-swarm`"),
+        "{}",
+        text(&second.stderr)
+    );
+    held.kill().unwrap();
+    held.wait().unwrap();
+    serving("a run killed after its backup");
+
     // Killed right after the database copy (the single host is stopped by then): a
     // re-run resumes from there and finishes.
     let mut killed = Command::new(BIN);
