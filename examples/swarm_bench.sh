@@ -14,10 +14,15 @@
 # 2. times a rolling update of 3 replicas to a new API image (the same binary plus one
 #    byte) while wrk keeps loading /health, and reports wrk's errors and non-2xx answers.
 #
-# /api/auth/me is not measured through nginx: nginx limits /api/auth/ to 5 requests/s per
-# client address (limit_req), so one load generator measures the limit, not the API. On a
-# 2-core machine the replicas share the same two cores as nginx and wrk: do not expect
-# linear scaling. Needs wrk and curl (Debian packages).
+# 3. measures GET /api/auth/me (a valid bearer token: JWT check and a user read from
+#    PostgreSQL) at the API tasks DIRECTLY, one wrk per task at the task's address on
+#    docker_gwbridge (reachable from the node itself; no port is published), 48 connections
+#    split between the tasks; summed requests/s as a ratio of 1 replica. Not through nginx:
+#    nginx limits /api/auth/ to 5 requests/s per client address (limit_req), so one load
+#    generator would measure the limit, not the API.
+#
+# On a 2-core machine the replicas share the same two cores as nginx and wrk: do not expect
+# linear scaling. Needs wrk, curl and jq (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -78,7 +83,45 @@ measure() { # -> "rps p99"
   echo "$rps $p99 ${errors:-no errors}"
 }
 
+# A user and a token for /api/auth/me (through nginx once, within its limit).
+token=
+auth_header() {
+  if [ -z "$token" ]; then
+    local body='{"username":"bench_user","email":"bench@example.com","password":"correct-horse-battery","full_name":"Bench"}'
+    curl -sk --resolve "$domain:$https_port:127.0.0.1" -H 'Content-Type: application/json' \
+      -d "$body" "https://$domain:$https_port/api/auth/register" >/dev/null
+    token=$(curl -sk --resolve "$domain:$https_port:127.0.0.1" -H 'Content-Type: application/json' \
+      -d '{"username":"bench_user","password":"correct-horse-battery"}' \
+      "https://$domain:$https_port/api/auth/login" | jq -r .access_token)
+  fi
+  echo "Authorization: Bearer $token"
+}
+measure_me() { # REPLICAS -> "summed rps, non-2xx/errors"
+  local header ids i=0 total=0 bad=""
+  header=$(auth_header)
+  # The running API task containers of this stack (its project name holds the domain's).
+  mapfile -t ids < <(docker ps --filter label=com.docker.swarm.service.name \
+    --format '{{.ID}} {{.Label "com.docker.swarm.service.name"}}' |
+    awk -v d="swarm-bench-$$" 'index($2, d) && $2 ~ /-api$/ {print $1}')
+  local per=$((48 / ${#ids[@]}))
+  for container in "${ids[@]}"; do
+    # A task's docker_gwbridge endpoint is listed by the bridge, not by the container.
+    full=$(docker inspect -f '{{.Id}}' "$container")
+    ip=$(docker network inspect docker_gwbridge | jq -r --arg c "$full" '.[0].Containers[$c].IPv4Address' | cut -d/ -f1)
+    wrk -t1 -c"$per" -d"$DURATION" -H "$header" "http://$ip:8000/api/auth/me" >"$work/wrk-me-$i" 2>&1 &
+    i=$((i + 1))
+  done
+  wait
+  for f in "$work"/wrk-me-*; do
+    total=$(echo "$total + $(awk '/^Requests\/sec/ {print $2}' "$f")" | bc -l)
+    bad="$bad$(awk '/Non-2xx|Socket errors/' "$f" | tr '\n' ' ')"
+    rm -f "$f"
+  done
+  echo "$total ${bad:-no-errors}"
+}
+
 base=
+me_base=
 for replicas in 1 2 3; do
   set_env API_REPLICAS "$replicas"
   start=$(date +%s.%N)
@@ -88,6 +131,10 @@ for replicas in 1 2 3; do
   base=${base:-$rps}
   printf 'replicas=%d  deploy %.1fs  /health %8.0f req/s (x%.2f of 1 replica)  p99 %s  %s\n' \
     "$replicas" "$took" "$rps" "$(echo "$rps / $base" | bc -l)" "$p99" "$errors"
+  read -r me_rps me_errors < <(measure_me)
+  me_base=${me_base:-$me_rps}
+  printf 'replicas=%d  /api/auth/me at the tasks %8.0f req/s (x%.2f of 1 replica)  %s\n' \
+    "$replicas" "$me_rps" "$(echo "$me_rps / $me_base" | bc -l)" "$me_errors"
 done
 
 cp "$BIN" "$work/elior-next"

@@ -20,6 +20,8 @@ use docker_harness::{runtime, ClientLoop, TestStack};
 use elior::probe::https::PinnedClient;
 
 mod docker_harness;
+mod moto_support;
+mod pg_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -236,30 +238,77 @@ impl SwarmStack {
         request_id: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        let body = body.map(|b| b.to_string());
+        let r = self.send(
+            method,
+            path,
+            token,
+            request_id,
+            "application/json",
+            body.as_deref().map(str::as_bytes),
+        );
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `METHOD path` through nginx with any body.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        request_id: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> elior::probe::https::Response {
         let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![
-            ("X-Request-ID", request_id),
-            ("Content-Type", "application/json"),
-        ];
+        let mut headers = vec![("X-Request-ID", request_id), ("Content-Type", content_type)];
         if let Some(auth) = &auth {
             headers.push(("Authorization", auth));
         }
-        let body = body.map(|b| b.to_string());
-        let r = runtime()
+        runtime()
             .block_on(self.client().send(
                 self.addr(),
                 &self.stack.domain,
                 method,
                 path,
                 &headers,
-                body.as_deref().map(str::as_bytes),
+                body,
                 Duration::from_secs(10),
             ))
-            .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e:#}"));
-        (
-            r.status,
-            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
-        )
+            .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e:#}"))
+    }
+
+    /// [`SwarmStack::call`] on /api/auth/, which nginx rate-limits: a 429 is asked again
+    /// until it passes (within 30 s).
+    fn call_auth(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.call(method, path, token, "auth", Some(body.clone()));
+            if reply.0 != 429 || Instant::now() >= deadline {
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn login(&self, username: &str) -> String {
+        let (status, body) = self.call_auth(
+            "POST",
+            "/api/auth/login",
+            None,
+            serde_json::json!({"username": username, "password": "correct-horse-battery"}),
+        );
+        assert_eq!(status, 200, "login {username}: {body}");
+        body["access_token"].as_str().unwrap().to_string()
     }
 
     /// Logs in `rounds` times through nginx, 4 per second (nginx allows 5 on /api/auth/),
@@ -487,11 +536,41 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
         "{}",
         text(&out.stderr)
     );
-    // Backups of the postgres service are not built: refused, never an empty SQLite backup.
-    let out = s.run(&["backup"]);
+    // A backup dumps the postgres service (pg_dump -Fc in its task, streamed here), in
+    // the archive format of a single host's PostgreSQL backup; verify reads it back
+    // with pg_restore --list. The registered user is in it.
+    let manifest: serde_json::Value = serde_json::from_str(&s.ok(&["backup", "--json"])).unwrap();
+    assert_eq!(
+        manifest["database_kind"], "postgresql-custom-dump",
+        "{manifest:#}"
+    );
+    let dump = s
+        .stack
+        .dir
+        .join("backups")
+        .join(manifest["files"][0]["name"].as_str().unwrap());
+    let bytes = std::fs::read(&dump).unwrap();
+    assert!(bytes.starts_with(b"PGDMP"), "not a pg_dump -Fc file");
+    assert_eq!(
+        bytes.len() as u64,
+        manifest["files"][0]["size"].as_u64().unwrap()
+    );
+    let sql = Command::new(elior::backup::postgres::tool("pg_restore").unwrap())
+        .args(["--data-only", "--file", "-"])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(sql.status.success(), "{}", text(&sql.stderr));
+    assert!(
+        text(&sql.stdout).contains("swarm_user"),
+        "the dump lacks the registered user"
+    );
+    s.ok(&["backup", "verify"]);
+    // Restore is not built: refused, naming the manual way.
+    let out = s.run(&["restore", "latest", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(
-        text(&out.stderr).contains("a backup of a swarm stack is not built yet"),
+        text(&out.stderr).contains("a restore of a swarm stack is not built yet"),
         "{}",
         text(&out.stderr)
     );
@@ -629,4 +708,401 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     let removed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(removed["volumes"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(s.engine_objects(), (0, 0, 0));
+}
+
+/// The host's address on the bridge that swarm tasks use to leave their overlay
+/// (docker_gwbridge's gateway): where the test's PostgreSQL and S3 listen for them. The
+/// engine makes the bridge once the node joins a swarm, not always before init returns.
+fn host_address_for_tasks() -> String {
+    runtime().block_on(async {
+        let docker = elior::docker::connect().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let gateway = docker
+                .inspect_network(
+                    "docker_gwbridge",
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .ok()
+                .and_then(|n| n.ipam)
+                .and_then(|i| i.config)
+                .and_then(|c| c.into_iter().find_map(|c| c.gateway));
+            match gateway {
+                Some(gateway) => return gateway,
+                None if Instant::now() >= deadline => {
+                    panic!("docker_gwbridge has no gateway 30s after the swarm started")
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+}
+
+/// The containers of the single-host stack (not swarm tasks): (name, state).
+fn single_host_containers(owner: &elior::docker::Owner) -> Vec<(String, String)> {
+    let owner = owner.clone();
+    runtime().block_on(async move {
+        let docker = elior::docker::connect().await.unwrap();
+        elior::docker::stack_containers(&docker, &owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_none_or(|l| !l.contains_key("com.docker.swarm.task.id"))
+            })
+            .map(|c| {
+                (
+                    elior::docker::summary_name(&c),
+                    c.state.map(|s| s.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+}
+
+const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n\
+xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n\
+trailer << /Size 4 /Root 1 0 R >>\nstartxref\n182\n%%EOF\n";
+
+/// A populated single-host stack (an admin, a trainer, a client, an exercise, a plan, an
+/// upload) moves onto the swarm: refused first, naming each fix, while it keeps serving;
+/// killed mid-way and resumed; then everything is there, a token issued before still
+/// works, and the old containers are stopped, not removed, until `down --purge`.
+#[test]
+fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
+    let (mut swarm, inactive) = SwarmGuard::ensure();
+    let s = SwarmStack::new("swarm-move", 2);
+    s.ok(&["deploy", &s.stack.domain]);
+    let serving = |what: &str| {
+        assert_eq!(
+            s.get("/health").status,
+            200,
+            "{what}: the single host stopped serving"
+        );
+        let containers = single_host_containers(&s.owner());
+        assert!(
+            containers.len() == 2 && containers.iter().all(|(_, state)| state == "running"),
+            "{what}: {containers:?}"
+        );
+    };
+    serving("after the single-host deploy");
+
+    // Populate it through nginx.
+    let registration = |name: &str| serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "correct-horse-battery", "full_name": format!("{name} test")});
+    let (status, body) = s.call_auth(
+        "POST",
+        "/api/auth/setup/admin",
+        None,
+        registration("move_admin"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let admin = body["access_token"].as_str().unwrap().to_string();
+    let (status, body) = s.call_auth(
+        "POST",
+        "/api/auth/register/trainer",
+        Some(&admin),
+        registration("move_trainer"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let trainer = s.login("move_trainer");
+    let (status, body) = s.call_auth(
+        "POST",
+        "/api/auth/register/client",
+        Some(&trainer),
+        registration("move_client"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let client_id = body["id"].as_i64().unwrap();
+    let client = s.login("move_client");
+    let (status, body) = s.call(
+        "POST",
+        "/api/workouts/exercises",
+        Some(&trainer),
+        "exercise",
+        Some(serde_json::json!({"name": "Squat", "muscle_group": "legs", "equipment_needed": "barbell"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = s.call(
+        "POST",
+        "/api/workouts/plans",
+        Some(&trainer),
+        "plan",
+        Some(serde_json::json!({"client_id": client_id, "name": "Strength", "start_date": "2026-01-05", "end_date": "2026-03-01"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let boundary = "elior-move-boundary";
+    let mut upload = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"plan.pdf\"\r\nContent-Type: application/pdf\r\n\r\n").into_bytes();
+    upload.extend_from_slice(PDF);
+    upload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = s.send(
+        "POST",
+        "/api/files/upload/documents",
+        Some(&client),
+        "upload",
+        &format!("multipart/form-data; boundary={boundary}"),
+        Some(&upload),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let upload: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let upload_url = upload["url"].as_str().unwrap().to_string();
+
+    // Refused, naming the fix, and nothing stopped: no bucket, no PostgreSQL, no swarm.
+    let refused = |what: &str, expect: &str| {
+        let out = s.run(&["migrate-to-swarm"]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains(expect),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+        serving(what);
+    };
+    s.stack
+        .set_env(&[("DATABASE_URL", "postgresql://elior:pw@127.0.0.1:9/elior")]);
+    refused(
+        "no UPLOADS_URL",
+        "\nset UPLOADS_URL=s3://BUCKET/PREFIX with S3_ENDPOINT",
+    );
+    let placeholder_s3 = [
+        ("UPLOADS_URL", "s3://elior-move/gym"),
+        ("S3_ENDPOINT", "http://127.0.0.1:9"),
+        ("S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDMOVE"),
+        ("AWS_SECRET_ACCESS_KEY", "move-secret-key"),
+    ];
+    s.stack.set_env(&placeholder_s3);
+    s.stack
+        .set_env(&[("DATABASE_URL", "sqlite:////app/data/elior_fitness.db")]);
+    refused(
+        "DATABASE_URL on SQLite",
+        "\nset DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DATABASE",
+    );
+    s.stack
+        .set_env(&[("DATABASE_URL", "postgresql://elior:pw@127.0.0.1:9/elior")]);
+    if inactive {
+        refused(
+            "no swarm",
+            "not part of a swarm\nrun `docker swarm init --advertise-addr",
+        );
+        swarm.init();
+    }
+    // The database must be reachable, and checked before anything stops.
+    refused(
+        "an unreachable database",
+        "cannot be reached from this host; nothing was stopped",
+    );
+
+    // The swarm's database and bucket, where this host and the tasks reach them.
+    let gateway = host_address_for_tasks();
+    let pg = pg_harness::Cluster::start_listening(Some(&gateway));
+    let database_url = pg.database().replace("127.0.0.1", &gateway);
+    let moto = moto_support::Moto::start_on(&gateway, moto_support::free_port(), &[]);
+    moto.create_bucket("elior-move");
+    s.stack.set_env(&[
+        ("DATABASE_URL", &database_url),
+        ("S3_ENDPOINT", &moto.endpoint()),
+    ]);
+
+    // --dry-run prints the steps and changes nothing.
+    let dry = s.ok(&["migrate-to-swarm", "--dry-run"]);
+    assert!(
+        dry.starts_with("1. back up the single-host stack (SQLite database and uploads): to do\n"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(
+            "5. deploy the swarm stack and prove HTTPS /health through its nginx: to do\n"
+        ),
+        "{dry}"
+    );
+    assert!(dry.ends_with("dry run: nothing was changed\n"), "{dry}");
+    serving("after --dry-run");
+
+    // With the database at 127.0.0.1: this host copies into it, but no swarm task
+    // reaches it, so the swarm stack never gets healthy. The single host is put back,
+    // serving, and says so; what it takes meanwhile is copied by the next run.
+    let loopback_url = database_url.replace(&gateway, "127.0.0.1");
+    s.stack.set_env(&[("DATABASE_URL", &loopback_url)]);
+    let out = s.run(&["migrate-to-swarm", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("the single-host stack serves again"),
+        "{}",
+        text(&out.stderr)
+    );
+    serving("after a failed switch");
+    assert_eq!(
+        s.engine_objects().0,
+        0,
+        "the swarm services were not removed"
+    );
+    let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
+    assert!(!env.lines().any(|l| l == "MODE=swarm"), "{env}");
+    let (status, body) = s.call_auth(
+        "POST",
+        "/api/auth/register/client",
+        Some(&trainer),
+        registration("late_client"),
+    );
+    assert_eq!(status, 201, "{body}");
+    s.stack.set_env(&[("DATABASE_URL", &database_url)]);
+
+    // A second migrate-to-swarm while one runs (held right after its backup) is refused,
+    // naming the one that holds the stack; the held one is then killed there.
+    let marker = s.stack.tmp.path().join("migrate-paused");
+    let mut held = Command::new(BIN)
+        .args(["migrate-to-swarm", "--dir", s.stack.dir.to_str().unwrap()])
+        .env("ELIOR_FAULT", "migrate:backup:pause")
+        .env("ELIOR_FAULT_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never reached its backup"
+        );
+        assert!(
+            held.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = s.run(&["migrate-to-swarm"]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stdout));
+    assert!(
+        text(&second.stderr).contains("is locked by `elior migrate-to-swarm`"),
+        "{}",
+        text(&second.stderr)
+    );
+    held.kill().unwrap();
+    held.wait().unwrap();
+    serving("a run killed after its backup");
+
+    // Killed right after the database copy (the single host is stopped by then): a
+    // re-run resumes from there and finishes.
+    let mut killed = Command::new(BIN);
+    killed
+        .args(["migrate-to-swarm", "--dir", s.stack.dir.to_str().unwrap()])
+        .env("ELIOR_FAULT", "migrate:copy-database");
+    let out = killed.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "the fault point kills it: {}",
+        text(&out.stderr)
+    );
+    let stopped = single_host_containers(&s.owner());
+    assert!(
+        stopped.iter().all(|(_, state)| state == "exited"),
+        "{stopped:?}"
+    );
+    let out = s.ok(&["migrate-to-swarm"]);
+    assert!(out.contains("migrated "), "{out}");
+    let env = std::fs::read_to_string(s.stack.env_path()).unwrap();
+    assert!(env.lines().any(|l| l == "MODE=swarm"), "{env}");
+
+    // Through the swarm's nginx now: every user, the workout, the upload; the token made
+    // before the move still works (same JWT secret, same users).
+    assert_eq!(s.get("/health").status, 200);
+    let tasks = s.tasks();
+    assert!(
+        tasks
+            .iter()
+            .filter(|t| t["service"] == "api" && t["state"] == "running")
+            .count()
+            == 2,
+        "{tasks:#?}"
+    );
+    let (status, me) = s.call("GET", "/api/auth/me", Some(&client), "me-before", None);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["username"], "move_client");
+    for user in ["move_admin", "move_trainer", "move_client", "late_client"] {
+        s.login(user);
+    }
+    let (status, plans) = s.call("GET", "/api/workouts/plans", Some(&client), "plans", None);
+    assert_eq!(status, 200, "{plans}");
+    assert!(plans.to_string().contains("\"Strength\""), "{plans}");
+    let (status, exercises) = s.call(
+        "GET",
+        "/api/workouts/exercises",
+        Some(&client),
+        "exercises",
+        None,
+    );
+    assert_eq!(status, 200, "{exercises}");
+    assert!(exercises.to_string().contains("\"Squat\""), "{exercises}");
+    let r = s.send(
+        "GET",
+        &upload_url,
+        Some(&client),
+        "download",
+        "application/json",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body.as_bytes(),
+        PDF,
+        "the upload comes back byte for byte"
+    );
+    assert!(
+        moto.keys("elior-move")
+            .iter()
+            .any(|k| k.starts_with("gym/documents/")),
+        "{:?}",
+        moto.keys("elior-move")
+    );
+
+    // A backup of the swarm stack: pg_dump of DATABASE_URL, and the bucket's objects
+    // listed in the manifest (key, size, etag), not copied.
+    let manifest: serde_json::Value = serde_json::from_str(&s.ok(&["backup", "--json"])).unwrap();
+    assert_eq!(
+        manifest["database_kind"], "postgresql-custom-dump",
+        "{manifest:#}"
+    );
+    let objects = manifest["upload_objects"].as_array().unwrap();
+    let document = objects
+        .iter()
+        .find(|o| o["key"].as_str().unwrap().starts_with("documents/"))
+        .unwrap_or_else(|| panic!("{manifest:#}"));
+    assert_eq!(
+        document["size"].as_u64(),
+        Some(PDF.len() as u64),
+        "{manifest:#}"
+    );
+    assert!(
+        document["etag"].as_str().is_some_and(|e| !e.is_empty()),
+        "{manifest:#}"
+    );
+    assert_eq!(
+        manifest["upload_files"].as_u64(),
+        Some(objects.len() as u64)
+    );
+    s.ok(&["backup", "verify"]);
+
+    // The old containers are stopped, not removed; a re-run has nothing left to do.
+    let old = single_host_containers(&s.owner());
+    assert!(
+        old.len() == 2 && old.iter().all(|(_, state)| state == "exited"),
+        "{old:?}"
+    );
+    let again = s.ok(&["migrate-to-swarm"]);
+    assert!(again.contains("nothing to migrate"), "{again}");
+    let down = s.ok(&["down"]);
+    assert!(down.contains("kept the stopped container"), "{down}");
+    assert_eq!(single_host_containers(&s.owner()).len(), 2);
+    let purged = s.ok(&["down", "--purge"]);
+    assert!(
+        purged.contains("(the single-host stack before migrate-to-swarm)"),
+        "{purged}"
+    );
+    assert!(single_host_containers(&s.owner()).is_empty());
 }

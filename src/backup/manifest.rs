@@ -43,11 +43,24 @@ pub struct Manifest {
     /// The bytes of file content in the uploads archive (bounds what a restore unpacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_bytes: Option<u64>,
+    /// Swarm mode (issue 21): the objects of the uploads bucket when the backup was
+    /// taken, by key under UPLOADS_URL's prefix. A listing, not copies: the bucket keeps
+    /// the bytes (its versioning or replication protects them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_objects: Option<Vec<UploadObject>>,
     pub duration_ms: u64,
     pub files: Vec<FileRecord>,
     /// The sha256 of this manifest's JSON without this field (see [`Manifest::seal`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+}
+
+/// One object of the uploads bucket, as its listing gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -435,13 +435,18 @@ fn create_archive(
     let mut database_kind = None;
 
     let db_present = settings.database_path.is_file();
-    if let Some(url) = &settings.postgres {
+    let postgres_source = match (&settings.postgres, &settings.postgres_service) {
+        (Some(url), _) => Some(postgres::Source::Url(url)),
+        (None, Some(service)) => Some(postgres::Source::SwarmService(service)),
+        (None, None) => None,
+    };
+    if let Some(source) = postgres_source {
         let final_path = dir.join(Part::Database.file_name(&id));
         let temp = manifest::temp_path(&final_path);
         cleanup.0.extend([temp.clone(), final_path.clone()]);
-        reporter.phase(&format!("dumping PostgreSQL database {}", url.target()));
+        reporter.phase(&format!("dumping PostgreSQL database {source}"));
         let dump_started = Instant::now();
-        let dump = postgres::dump(url, &temp, deadline)?;
+        let dump = postgres::dump_from(&source, &temp, deadline)?;
         fault::point("backup:database-copied");
         postgres::check_dump(&temp)?;
         manifest::commit(&temp, &final_path)?;
@@ -522,8 +527,31 @@ fn create_archive(
             stats.size,
             stats.sha256,
         ));
-    } else {
+    } else if settings.uploads_bucket.is_none() {
         left_out(reporter, "uploads folder", &settings.uploads_dir);
+    }
+    let mut upload_objects = None;
+    if let Some(bucket) = &settings.uploads_bucket {
+        reporter.phase(&format!("listing the uploads in {}", bucket.url()));
+        let objects: Vec<manifest::UploadObject> = offsite::Bucket::new(bucket)?
+            .list()?
+            .into_iter()
+            // The store's own start-check object is not an upload.
+            .filter(|(key, _)| key != crate::files::store::CHECK_OBJECT)
+            .map(|(key, remote)| manifest::UploadObject {
+                key,
+                size: remote.size,
+                etag: remote.etag,
+            })
+            .collect();
+        reporter.phase(&format!(
+            "  uploads: {} objects, {} (listed; the bucket keeps them)",
+            objects.len(),
+            human_bytes(objects.iter().map(|o| o.size).sum())
+        ));
+        upload_files = Some(objects.len() as u64);
+        upload_bytes = Some(objects.iter().map(|o| o.size).sum());
+        upload_objects = Some(objects);
     }
 
     let mut manifest = Manifest {
@@ -537,6 +565,7 @@ fn create_archive(
         database_kind,
         upload_files,
         upload_bytes,
+        upload_objects,
         duration_ms: started.elapsed().as_millis() as u64,
         files,
         checksum: None,

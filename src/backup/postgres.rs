@@ -105,6 +105,83 @@ pub struct Dump {
     pub sha256: String,
 }
 
+/// Where a dump comes from.
+pub enum Source<'a> {
+    /// A server this host reaches: Debian's pg_dump here.
+    Url(&'a PgUrl),
+    /// The postgres service of a swarm stack (issue 21): pg_dump in its task on this
+    /// node, through the engine's exec, its output streamed here.
+    SwarmService(&'a str),
+}
+
+impl std::fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Url(url) => f.write_str(&url.target()),
+            Source::SwarmService(service) => write!(f, "in the swarm service {service}"),
+        }
+    }
+}
+
+/// [`dump`] from either source, into the same file format.
+pub fn dump_from(source: &Source, temp: &Path, deadline: Instant) -> Result<Dump> {
+    match source {
+        Source::Url(url) => dump(url, temp, deadline),
+        Source::SwarmService(service) => dump_in_service(service, temp, deadline),
+    }
+}
+
+/// `pg_dump -Fc` in the running task of `service` on this node, written to `temp` as
+/// [`dump`] writes: 0600, hashed, fsynced. The task's own socket and user, so no
+/// password leaves the swarm secret.
+fn dump_in_service(service: &str, temp: &Path, deadline: Instant) -> Result<Dump> {
+    let out = manifest::create_private(temp)?;
+    let mut writer = HashingWriter::new(out);
+    // The password from the task's own secret file, read by the shell's builtin `read`
+    // (no coreutils needed): never on a command line or in the exec's environment.
+    let script = format!(
+        "read -r PGPASSWORD < /run/secrets/{}; export PGPASSWORD; exec pg_dump --no-password --format=custom --username {} --dbname {}",
+        crate::plan::swarm::POSTGRES_PASSWORD_SECRET,
+        crate::plan::swarm::POSTGRES_USER,
+        crate::plan::swarm::POSTGRES_DB
+    );
+    let cmd = ["/bin/sh", "-c", script.as_str()];
+    let left = deadline.saturating_duration_since(Instant::now());
+    let runtime = crate::docker::runtime()?;
+    let result = runtime.block_on(async {
+        let docker = crate::docker::connect().await?;
+        tokio::time::timeout(
+            left,
+            crate::docker::swarm::exec_in_service(&docker, service, &cmd, &mut writer),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "pg_dump in the swarm service {service} did not finish within the time limit; nothing was recorded as a backup\nraise it with `elior backup --timeout`"
+            )
+        })?
+    })?;
+    let (code, errors) = result;
+    if code == 126 || code == 127 {
+        bail!(
+            "pg_dump in the swarm service {service} could not start (exit code {code}): its image lacks /bin/sh or pg_dump\nuse an image with both as POSTGRES_IMAGE (the official postgres image has them); nothing was recorded as a backup"
+        );
+    }
+    if code != 0 {
+        bail!(
+            "pg_dump in the swarm service {service} failed (exit code {code})\n{}\nrun `elior status` to check that its task runs healthy on this node; nothing was recorded as a backup",
+            tail(errors.as_bytes())
+        );
+    }
+    let (file, size, sha256) = writer.finish();
+    file.sync_all()
+        .with_context(|| format!("failed to fsync {}", temp.display()))?;
+    if size == 0 {
+        bail!("pg_dump in the swarm service {service} wrote nothing; nothing was recorded as a backup");
+    }
+    Ok(Dump { size, sha256 })
+}
+
 /// Dumps the database of `url` (`pg_dump -Fc`) into `temp`, created 0600, hashed as it is
 /// written and fsynced. A failed or killed pg_dump, or one still running at `deadline`
 /// (then killed), is an error; the caller removes `temp`.

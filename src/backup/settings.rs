@@ -47,6 +47,12 @@ pub struct BackupSettings {
     /// Where verified backups are copied (BACKUP_OFFSITE=s3://BUCKET/PREFIX, with the
     /// S3_* and AWS_* keys uploads use), or `None` to keep them on this host only.
     pub offsite: Option<S3Settings>,
+    /// Swarm mode (issue 21) with uploads in a bucket (UPLOADS_URL): listed into each
+    /// backup's manifest.
+    pub uploads_bucket: Option<S3Settings>,
+    /// Swarm mode with the postgres service elior runs (no external DATABASE_URL): the
+    /// service whose task `pg_dump` runs in. Set by [`BackupSettings::load`].
+    pub postgres_service: Option<String>,
 }
 
 /// The form new backups take (issue 17). Existing backups of either form stay readable.
@@ -70,7 +76,20 @@ impl BackupSettings {
             );
         }
         let raw = crate::config::model::settings(stack_dir)?;
-        Self::from_raw(stack_dir, &raw)
+        let mut settings = Self::from_raw(stack_dir, &raw)?;
+        if is_swarm(&raw) && settings.postgres.is_none() {
+            let domain = raw.get("DOMAIN").unwrap_or_default();
+            let owner = crate::config::model::owner_of(stack_dir, domain)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no stack id, so its swarm services cannot be found
+deploy it first: `elior deploy DOMAIN --swarm`",
+                    stack_dir.display()
+                )
+            })?;
+            settings.postgres_service =
+                Some(crate::plan::swarm::Names(&owner.project).service("postgres"));
+        }
+        Ok(settings)
     }
 
     pub fn from_raw(stack_dir: &Path, raw: &RawSettings) -> Result<Self> {
@@ -84,7 +103,23 @@ impl BackupSettings {
             Some(Ok(url)) => Some(url),
             Some(Err(m)) => bail!("DATABASE_URL: {m}"),
         };
-        if let Some(url) = value("UPLOADS_URL") {
+        let swarm = is_swarm(raw);
+        let lookup = |key: &str| {
+            raw.non_empty(key)
+                .map(|(v, o)| (v.to_string(), o.to_string()))
+        };
+        let uploads_bucket = match lookup("UPLOADS_URL") {
+            Some((url, origin)) if swarm => Some(S3Settings::parse(
+                "UPLOADS_URL",
+                &url,
+                &origin,
+                "keeps the uploads",
+                "or leave UPLOADS_URL unset",
+                &lookup,
+            )?),
+            _ => None,
+        };
+        if let (Some(url), false) = (value("UPLOADS_URL"), swarm) {
             // Issue 16: uploads in a bucket; archiving the (empty) local folder instead
             // would make a backup that silently restores no files.
             bail!(
@@ -149,10 +184,13 @@ impl BackupSettings {
                 "BACKUP_FORMAT: {v:?} is not a backup format\nuse `archive` (the default: a database copy and an uploads tar.gz per backup) or `repository` (deduplicated, optionally encrypted)"
             ),
         };
-        let lookup = |key: &str| {
-            raw.non_empty(key)
-                .map(|(v, o)| (v.to_string(), o.to_string()))
-        };
+        if swarm && format == Format::Repository {
+            // A swarm stack's dump is taken in the postgres task and streamed into an
+            // archive; the repository's chunker runs on this host's own pg_dump only.
+            bail!(
+                "BACKUP_FORMAT: backups of a swarm stack are written as archives only (pg_dump -Fc in the postgres task), not into the repository yet\nset BACKUP_FORMAT=archive and remove BACKUP_RECIPIENTS"
+            );
+        }
         let offsite = match lookup("BACKUP_OFFSITE") {
             None => None,
             Some((url, origin)) => Some(S3Settings::parse(
@@ -175,8 +213,16 @@ impl BackupSettings {
             schedule,
             format,
             recipients,
+            uploads_bucket,
+            postgres_service: None,
         })
     }
+}
+
+/// MODE=swarm (issue 21): the database and uploads are the swarm's, not in DIR.
+fn is_swarm(raw: &RawSettings) -> bool {
+    raw.get("MODE")
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("swarm"))
 }
 
 #[cfg(test)]

@@ -175,7 +175,6 @@ impl BackupArgs {
         backup::recover_interrupted_restore(ctx.dir())?;
         match self.command {
             None => {
-                super::swarm::refuse_backup(ctx.dir(), "a backup")?;
                 let options = CreateOptions {
                     check: if self.full_check {
                         Check::Full

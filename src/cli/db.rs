@@ -282,19 +282,7 @@ impl CopyArgs {
                 crate::db::pg::redact(&self.to)
             ),
         };
-        // The source first: a wrong --from fails before any connection is made.
-        drop(crate::db::copy::open_source(&path)?);
-        let force = self.force;
-        let target = Target::Postgres(url.clone());
-        let report = Db::session(&target, true, Duration::ZERO, move |db| {
-            let source = crate::db::copy::open_source(&path)?;
-            let mut result = None;
-            db.blocking(|c| {
-                result = Some(crate::db::copy::copy(&source, c, force));
-                Ok(())
-            })?;
-            result.expect("the copy ran")
-        })?;
+        let report = crate::db::copy::copy_file(&path, &url, self.force)?;
         if ctx.json {
             outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {

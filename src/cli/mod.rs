@@ -24,6 +24,7 @@ mod down;
 mod healthcheck;
 mod init;
 mod logs;
+mod migrate;
 mod probe;
 mod provision;
 mod render;
@@ -196,6 +197,7 @@ enum Command {
     Update(update::UpdateArgs),
     Rollback(rollback::RollbackArgs),
     Scale(scale::ScaleArgs),
+    MigrateToSwarm(migrate::MigrateArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }
@@ -263,6 +265,7 @@ impl Command {
             Command::Update(args) => args.run(ctx),
             Command::Rollback(args) => args.run(ctx),
             Command::Scale(args) => args.run(ctx),
+            Command::MigrateToSwarm(args) => args.run(ctx),
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
         }

@@ -65,7 +65,7 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// With --json: what was restored.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        super::swarm::refuse_backup(ctx.dir(), "a restore")?;
+        super::swarm::refuse_restore(ctx.dir())?;
         let settings = match &self.from {
             None => BackupSettings::load(ctx.dir())?,
             Some(url) => {

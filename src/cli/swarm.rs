@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::deploy::{DeployOptions, ImageSource, Progress};
 use crate::config::model::Stack;
@@ -21,10 +21,11 @@ pub fn is_swarm(stack: &Stack) -> bool {
     stack.config.mode == Mode::Swarm
 }
 
-/// `backup` and `restore` of a swarm stack are not built (its data is in the postgres
-/// service, not in data/): refused, naming the manual way, rather than saving an empty
-/// SQLite file as if it were the stack's data.
-pub fn refuse_backup(dir: &Path, what: &str) -> Result<()> {
+/// `restore` of a swarm stack is not built (its data is in the postgres service, not in
+/// data/): refused, naming the manual way, rather than restoring a SQLite file no task
+/// reads. (`backup` of a swarm stack dumps the postgres service: issue 21.)
+pub fn refuse_restore(dir: &Path) -> Result<()> {
+    let what = "a restore";
     let Ok(stack) = Stack::load(dir) else {
         return Ok(());
     };
@@ -36,7 +37,7 @@ pub fn refuse_backup(dir: &Path, what: &str) -> Result<()> {
         |o| Names(&o.project).service("postgres"),
     );
     anyhow::bail!(
-        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node: docker exec $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_dump -U elior -Fc elior > elior.dump",
+        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node, with the database file of an `elior backup`: docker exec -i $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_restore --clean --if-exists --single-transaction --no-owner -U elior -d elior < BACKUP_FILE",
         dir.display()
     )
 }
@@ -57,7 +58,7 @@ pub fn deploy(
         Some(crate::lock::DeployLock::acquire(&dir, command)?)
     };
     if !options.dry_run && stack.config.mode != Mode::Swarm {
-        record_swarm_mode(&dir)?;
+        deploy_swarm::record_swarm_mode(&dir)?;
     }
     let mut progress = Progress::new(ctx);
     let owner = crate::deploy::owner(&mut stack, options.dry_run, &progress)?;
@@ -70,25 +71,6 @@ pub fn deploy(
         &mut progress,
     ));
     finish(result, &dir, command, action, started, lock)
-}
-
-/// `deploy --swarm` writes MODE=swarm into .env.production, so `status`, `logs`, `down`
-/// and `update` of the directory act on the swarm stack too.
-fn record_swarm_mode(dir: &Path) -> Result<()> {
-    let path = dir.join(crate::config::stack::ENV_FILE);
-    let mut text = std::fs::read_to_string(&path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let mut lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("MODE="))
-        .collect();
-    lines.push("# Written by `elior deploy --swarm` (issue 21): single or swarm.");
-    lines.push("MODE=swarm");
-    text = lines.join("\n") + "\n";
-    let mode = std::fs::metadata(&path)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-        .unwrap_or(0o600);
-    crate::fsutil::write_atomic(&path, text.as_bytes(), mode)
 }
 
 fn finish(
@@ -269,19 +251,40 @@ pub fn logs(stack: &Stack, service: Option<&str>, tail: Option<u64>) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// `down` in swarm mode: removes the services and the network; the database volume and
-/// the secrets stay unless `purge`.
+/// `down` in swarm mode: removes the services and the network; the database volume, the
+/// secrets and the stopped containers of the single-host stack a migration left (issue
+/// 21) stay unless `purge`.
 pub fn down(stack: &Stack, purge: bool, json: bool) -> Result<ExitCode> {
     let owner = deploy_swarm::require_owner(stack)?;
-    let removed = docker::runtime()?.block_on(async {
+    let (removed, kept) = docker::runtime()?.block_on(async {
         let docker = docker::connect().await?;
-        docker::swarm::remove(&docker, &owner, purge, Duration::from_secs(120)).await
+        let mut removed =
+            docker::swarm::remove(&docker, &owner, purge, Duration::from_secs(120)).await?;
+        // The task containers are gone by now: what is left is the single-host stack's.
+        let left: Vec<String> = docker::stack_containers(&docker, &owner)
+            .await?
+            .iter()
+            .map(docker::summary_name)
+            .collect();
+        if !purge {
+            return anyhow::Ok((removed, left));
+        }
+        let (containers, networks) = docker::apply::remove_stack(&docker, &owner).await?;
+        removed.containers = containers;
+        removed.networks.extend(networks);
+        anyhow::Ok((removed, Vec::new()))
     })?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&removed)?);
     } else {
         for s in &removed.services {
             outln!("removed service {s}");
+        }
+        for c in &removed.containers {
+            outln!("removed container {c} (the single-host stack before migrate-to-swarm)");
+        }
+        for c in &kept {
+            outln!("kept the stopped container {c} (the single-host stack before migrate-to-swarm; `elior down --purge` removes it)");
         }
         for n in &removed.networks {
             outln!("removed network {n}");

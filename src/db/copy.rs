@@ -8,13 +8,15 @@
 //! is refused unless `force`, which empties it in the same transaction first.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rusqlite::OpenFlags;
 use sha2::{Digest, Sha256};
 
+use super::pg::PgUrl;
 use super::sql::{Conn, Row, SqliteConn, Value};
-use super::{migrations, Backend, DbError};
+use super::{migrations, Backend, Db, DbError, Target};
 
 /// Every table, parents before children.
 pub const TABLES: &[&str] = &[
@@ -174,6 +176,36 @@ pub fn target_rows(target: &Conn) -> Result<Vec<(&'static str, i64)>, DbError> {
             Ok((*t, n))
         })
         .collect()
+}
+
+/// Copies the elior SQLite database at `path` into the PostgreSQL database at `url`
+/// (migrated first): `elior db copy`, and the copy step of `elior migrate-to-swarm`.
+pub fn copy_file(path: &Path, url: &PgUrl, force: bool) -> Result<Vec<TableCopy>> {
+    // The source first: a wrong path fails before any connection is made.
+    drop(open_source(path)?);
+    let path = path.to_path_buf();
+    Db::session(
+        &Target::Postgres(url.clone()),
+        true,
+        Duration::ZERO,
+        move |db| {
+            let source = open_source(&path)?;
+            let mut result = None;
+            db.blocking(|c| {
+                result = Some(copy(&source, c, force));
+                Ok(())
+            })?;
+            result.expect("the copy ran")
+        },
+    )
+}
+
+/// Rows in the tables of the PostgreSQL database at `url` (migrated first, so an empty
+/// database counts 0): what tells an empty copy target from one in use.
+pub fn rows_at(url: &PgUrl) -> Result<i64> {
+    Db::session(&Target::Postgres(url.clone()), true, Duration::ZERO, |db| {
+        Ok(db.blocking(|c| Ok(target_rows(c)?.iter().map(|(_, n)| n).sum()))?)
+    })
 }
 
 /// Copies every table of `source` (an elior SQLite database) into `target` (a migrated

@@ -23,6 +23,7 @@ use crate::plan::containers::{self, Observed, Plan, API_SERVICE, PROXY_SERVICE};
 use crate::plan::render::{self, paths, Templates, Upstream};
 use crate::probe::https::PinnedClient;
 
+pub mod migrate;
 pub mod swarm;
 
 /// How a deploy runs.

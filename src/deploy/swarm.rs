@@ -269,13 +269,7 @@ pub async fn run(
     let upstream = Upstream::new(&plan::api_upstream_host(project), config.serve.bind.port())
         .map_err(|e| anyhow!(e))?;
     let nginx_conf = render::render_swarm_proxy(config, &Templates::embedded(), &upstream)?;
-    let mut scratch = vec![config
-        .serve
-        .database_path
-        .parent()
-        .unwrap_or(Path::new("/app/data"))
-        .to_string_lossy()
-        .into_owned()];
+    let mut scratch = vec![render::api_data_dir(config)?];
     if config.serve.uploads == crate::files::settings::UploadsSettings::Local {
         progress.note("note: uploads are in UPLOAD_DIR on a tmpfs of each API task; set UPLOADS_URL=s3://… so every replica shares them and they outlive a task");
         scratch.push(config.serve.upload_dir.to_string_lossy().into_owned());
@@ -296,6 +290,12 @@ pub async fn run(
             jwt_secret: config.serve.jwt_secret.expose().to_string(),
             database_url,
             db_password,
+            s3_secret_key: match &config.serve.uploads {
+                crate::files::settings::UploadsSettings::S3(s3) => {
+                    Some(s3.secret_access_key.expose().to_string())
+                }
+                crate::files::settings::UploadsSettings::Local => None,
+            },
             nginx_conf,
             tls_cert: read(&tls.cert())?,
             tls_key: read(&tls.key())?,
@@ -347,6 +347,27 @@ pub async fn run(
     }
     outcome.tasks = docker::swarm::tasks(&docker, owner).await?;
     Ok(SwarmReport::Done(outcome))
+}
+
+/// `deploy --swarm` (and `migrate-to-swarm`, once the swarm serves) writes MODE=swarm
+/// into .env.production, so `status`, `logs`, `down` and `update` of the directory act on
+/// the swarm stack too.
+pub fn record_swarm_mode(dir: &Path) -> Result<()> {
+    const NOTE: &str = "# Written by `elior deploy --swarm` (issue 21): single or swarm.";
+    let path = dir.join(crate::config::stack::ENV_FILE);
+    let mut text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("MODE=") && *l != NOTE)
+        .collect();
+    lines.push(NOTE);
+    lines.push("MODE=swarm");
+    text = lines.join("\n") + "\n";
+    let mode = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap_or(0o600);
+    crate::fsutil::write_atomic(&path, text.as_bytes(), mode)
 }
 
 /// Waits for the roll, with a deadline that grows with the number of API tasks (each is

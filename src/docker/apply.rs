@@ -252,9 +252,9 @@ pub async fn start(docker: &Docker, name: &str) -> Result<()> {
         .with_context(|| format!("failed to start container {name}"))
 }
 
-/// Stops (SIGTERM, or the image's stop signal, then SIGKILL after the grace) and removes a
-/// container; one that is already gone is fine.
-pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
+/// Stops a container (SIGTERM, or the image's stop signal, then SIGKILL after the
+/// grace) and keeps it; one already stopped or gone is fine.
+pub async fn stop(docker: &Docker, name: &str) -> Result<()> {
     absent_as_ok(
         docker
             .stop_container(
@@ -273,7 +273,12 @@ pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
         } => Ok(()),
         e => Err(e),
     })
-    .with_context(|| format!("failed to stop container {name}"))?;
+    .with_context(|| format!("failed to stop container {name}"))
+}
+
+/// Stops (see [`stop`]) and removes a container; one that is already gone is fine.
+pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
+    stop(docker, name).await?;
     absent_as_ok(
         docker
             .remove_container(

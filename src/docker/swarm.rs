@@ -623,6 +623,9 @@ pub async fn prune_secrets(docker: &Docker, owner: &Owner) -> Result<Vec<String>
 #[derive(Debug, Default, Serialize)]
 pub struct Removed {
     pub services: Vec<String>,
+    /// Containers of the single-host stack a migration stopped (`down --purge`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
     pub networks: Vec<String>,
     pub secrets: Vec<String>,
     pub volumes: Vec<String>,
@@ -732,4 +735,64 @@ pub async fn volumes(docker: &Docker, owner: &Owner) -> Result<Vec<String>> {
         .into_iter()
         .map(|v| v.name)
         .collect())
+}
+
+/// Runs `cmd` in the running task container of `service` on this node, its stdout
+/// written to `sink` as it comes (a dump may be larger than memory); returns the exit
+/// code and stderr.
+pub async fn exec_in_service(
+    docker: &Docker,
+    service: &str,
+    cmd: &[&str],
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<(i64, String)> {
+    use futures_util::StreamExt;
+    let running = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            filters: Some(super::label_filter(&[(
+                "com.docker.swarm.service.name",
+                service,
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("failed to list the tasks of {service}"))?;
+    let container = running
+        .iter()
+        .find_map(|c| c.id.clone())
+        .ok_or_else(|| anyhow!("no task of the swarm service {service} runs on this node\nrun elior on the node that runs it (`elior status` names it), or wait until `elior status` shows it running"))?;
+    let created = docker
+        .create_exec(
+            &container,
+            bollard::models::ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("failed to run {} in {service}", cmd[0]))?;
+    let mut errors = String::new();
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&created.id, None)
+        .await
+        .with_context(|| format!("failed to run {} in {service}", cmd[0]))?
+    {
+        while let Some(chunk) = output.next().await {
+            match chunk
+                .with_context(|| format!("failed to read the output of {} in {service}", cmd[0]))?
+            {
+                bollard::container::LogOutput::StdOut { message } => sink
+                    .write_all(&message)
+                    .context("failed to write the output")?,
+                other => errors.push_str(&other.to_string()),
+            }
+        }
+    }
+    let inspect = docker
+        .inspect_exec(&created.id)
+        .await
+        .with_context(|| format!("failed to read the exit code of {} in {service}", cmd[0]))?;
+    Ok((inspect.exit_code.unwrap_or(-1), errors))
 }

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod containers;
+pub mod migrate;
 pub mod offsite;
 pub mod render;
 pub mod retention;

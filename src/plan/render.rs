@@ -228,14 +228,7 @@ impl<'a> StackContext<'a> {
              connect-src 'self' wss://{public_authority}; frame-ancestors 'none'; \
              base-uri 'self'; form-action 'self'; object-src 'none'"
         );
-        let api_data_dir = container_dir(
-            config
-                .serve
-                .database_path
-                .parent()
-                .unwrap_or(Path::new("/")),
-            "DATABASE_URL",
-        )?;
+        let api_data_dir = api_data_dir(config)?;
         let api_upload_dir = container_dir(&config.serve.upload_dir, "UPLOAD_DIR")?;
         Ok(StackContext {
             domain: config.domain.as_str(),
@@ -262,6 +255,20 @@ impl<'a> StackContext<'a> {
             resolver_valid: "10s",
         })
     }
+}
+
+/// The API's data folder inside its container: DATABASE_URL's folder, or for PostgreSQL
+/// (no SQLite file; DATABASE_URL names no folder) the folder of the default SQLite URL.
+pub fn api_data_dir(config: &StackConfig) -> Result<String> {
+    let default;
+    let database = if config.serve.postgres.is_some() {
+        default = crate::config::sqlite_path(crate::config::stack::CONTAINER_DATABASE_URL)
+            .map_err(|m| anyhow::anyhow!(m))?;
+        default.as_path()
+    } else {
+        config.serve.database_path.as_path()
+    };
+    container_dir(database.parent().unwrap_or(Path::new("/")), "DATABASE_URL")
 }
 
 /// StackConfig already checked these paths; this keeps render honest on its own.

@@ -42,6 +42,8 @@ pub const LABEL_SECRET: &str = "elior.secret";
 pub const API_HEALTH: &[&str] = &["CMD", "/usr/local/bin/elior", "healthcheck"];
 pub const POSTGRES_USER: &str = "elior";
 pub const POSTGRES_DB: &str = "elior";
+/// The file under /run/secrets of the postgres task that holds its password.
+pub const POSTGRES_PASSWORD_SECRET: &str = "postgres_password";
 const SECONDS: i64 = 1_000_000_000;
 
 /// What a swarm stack is deployed from: validated settings and prepared images.
@@ -80,6 +82,9 @@ pub struct SecretValues {
     pub database_url: Option<String>,
     /// The password of the postgres service, when elior runs one.
     pub db_password: Option<String>,
+    /// AWS_SECRET_ACCESS_KEY of the uploads bucket (UPLOADS_URL=s3://…), when set: a
+    /// secret read through AWS_SECRET_ACCESS_KEY_FILE, never in the service's env.
+    pub s3_secret_key: Option<String>,
     pub nginx_conf: String,
     pub tls_cert: String,
     pub tls_key: String,
@@ -493,6 +498,9 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
     if let (Some(password), Some(_)) = (&s.db_password, &inputs.postgres_image) {
         secret_values.push(("dbpw", password.clone()));
     }
+    if let Some(key) = &s.s3_secret_key {
+        secret_values.push(("s3key", key.clone()));
+    }
     secret_values.push(("conf", s.nginx_conf.clone()));
     secret_values.push(("cert", s.tls_cert.clone()));
     secret_values.push(("key", s.tls_key.clone()));
@@ -535,12 +543,12 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
             env: vec![
                 format!("POSTGRES_USER={POSTGRES_USER}"),
                 format!("POSTGRES_DB={POSTGRES_DB}"),
-                "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password".to_string(),
+                format!("POSTGRES_PASSWORD_FILE=/run/secrets/{POSTGRES_PASSWORD_SECRET}"),
                 "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
             ],
             user: None,
             read_only: false,
-            secrets: mount("dbpw", "postgres_password", 999, 0o400)
+            secrets: mount("dbpw", POSTGRES_PASSWORD_SECRET, 999, 0o400)
                 .into_iter()
                 .collect(),
             mounts: vec![MountDef::Volume {
@@ -564,6 +572,9 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
     if s.database_url.is_some() {
         api_env.push("DATABASE_URL_FILE=/run/secrets/database_url".to_string());
     }
+    if s.s3_secret_key.is_some() {
+        api_env.push("AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/aws_secret_access_key".to_string());
+    }
     api_env.sort();
     let api_uid = crate::plan::render::API_UID;
     defs.push(ServiceDef {
@@ -577,6 +588,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         secrets: [
             mount("jwt", "jwt_secret", api_uid, 0o400),
             mount("dburl", "database_url", api_uid, 0o400),
+            mount("s3key", "aws_secret_access_key", api_uid, 0o400),
         ]
         .into_iter()
         .flatten()
@@ -761,6 +773,7 @@ mod tests {
                 jwt_secret: "j".repeat(40),
                 database_url: postgres.then(|| "postgresql://elior:pw@x:5432/elior".into()),
                 db_password: postgres.then(|| "pw".into()),
+                s3_secret_key: None,
                 nginx_conf: "events {}".into(),
                 tls_cert: "CERT".into(),
                 tls_key: "KEY".into(),

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// The address it listens on.
+    pub host: String,
 }
 
 impl Moto {
@@ -22,9 +24,14 @@ impl Moto {
 
     /// `env` is moto's own (INITIAL_NO_AUTH_ACTION_COUNT turns credential checks on).
     pub fn start_with(port: u16, env: &[(&str, &str)]) -> Moto {
+        Self::start_on("127.0.0.1", port, env)
+    }
+
+    /// A server listening on `host` (a Docker bridge's gateway, so containers reach it).
+    pub fn start_on(host: &str, port: u16, env: &[(&str, &str)]) -> Moto {
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let watchdog = r#"
-            "$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 &
+            "$0" -H "$3" -p "$1" >/dev/null 2>&1 &
             moto=$!
             trap 'kill -9 $moto 2>/dev/null' EXIT
             while kill -0 "$2" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 0.5; done
@@ -35,6 +42,7 @@ impl Moto {
             .arg(&program)
             .arg(port.to_string())
             .arg(std::process::id().to_string())
+            .arg(host)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -43,7 +51,11 @@ impl Moto {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("bash starts");
-        let mut moto = Moto { child, port };
+        let mut moto = Moto {
+            child,
+            port,
+            host: host.to_string(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if moto.http("GET", "/", None).is_ok() {
@@ -63,7 +75,7 @@ impl Moto {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn http(

@@ -18,6 +18,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     pub port: u16,
     as_postgres: bool,
+    /// `listen_addresses`: loopback, plus an address containers reach when asked.
+    listen: String,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -47,6 +49,12 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_listening(None)
+    }
+
+    /// A cluster that also listens on `address` (a Docker bridge's gateway, say), with
+    /// password authentication from any host: what containers connect to.
+    pub fn start_listening(address: Option<&str>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("elior-pg-")
             .tempdir()
@@ -67,6 +75,11 @@ impl Cluster {
             dir,
             port: 0,
             as_postgres,
+            listen: ["127.0.0.1"]
+                .into_iter()
+                .chain(address)
+                .collect::<Vec<_>>()
+                .join(","),
         };
         let out = cluster
             .command(&bin("initdb"))
@@ -81,6 +94,12 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if address.is_some() {
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
+            std::fs::write(&hba, text).unwrap();
+        }
         // A port that was free a moment ago may be taken by then: try a few.
         for _ in 0..5 {
             let port = free_port();
@@ -101,8 +120,9 @@ impl Cluster {
             .arg(self.dir.path().join("log"))
             .args(["-w", "-t", "30", "start", "-o"])
             .arg(format!(
-                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-                self.dir.path().display()
+                "-k {} -p {port} -c listen_addresses={} -c fsync=off -c max_connections=200",
+                self.dir.path().display(),
+                self.listen
             ))
             .stdout(Stdio::null())
             .output()
