@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 
-use crate::http::{ClientBuilder, Trust};
+use crate::http::{ClientBuilder, Trust, Unreachable};
 
 use super::files::{write_atomic, PUBLIC_MODE};
 use super::resolve;
@@ -78,6 +78,11 @@ async fn get(addr: SocketAddr, name: &str, path: &str) -> Result<(u16, String)> 
     let reply = client
         .get(&format!("http://{name}:{}{path}", addr.port()))
         .await
-        .map_err(|e| anyhow!("{addr}: {e}"))?;
+        .map_err(|e| match e {
+            crate::http::Error::Unreachable(Unreachable::Connect(why)) => {
+                anyhow!("cannot connect to {addr}: {why}")
+            }
+            other => anyhow!("{addr}: {other}"),
+        })?;
     Ok((reply.status.as_u16(), reply.text()))
 }
