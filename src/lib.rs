@@ -16,6 +16,7 @@ pub mod docker;
 pub mod doctor;
 pub mod files;
 pub mod fsutil;
+pub mod http;
 pub mod lock;
 pub mod logging;
 pub mod plan;

@@ -1469,54 +1469,62 @@ fn collection_routes_answer_with_and_without_a_trailing_slash(db: &Db) {
     );
 }
 
-/// Sends raw HTTP/1.1 requests on one keep-alive connection and reads each answer.
+/// Requests on one keep-alive connection, hyper's client connection (one connection, no
+/// pool), each answer read whole.
 struct KeepAlive {
-    reader: std::io::BufReader<std::net::TcpStream>,
+    runtime: tokio::runtime::Runtime,
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
 }
 
 impl KeepAlive {
     fn connect(s: &Server) -> KeepAlive {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        KeepAlive {
-            reader: std::io::BufReader::new(stream),
-        }
+        let sender = runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+                .await
+                .unwrap();
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+            // Runs while `send` blocks on the runtime.
+            tokio::spawn(connection);
+            sender
+        });
+        KeepAlive { runtime, sender }
     }
 
-    /// Writes one request and returns the status of its answer, or None when the server
+    /// Sends one request and returns the status of its answer, or None when the server
     /// closed the connection instead.
     fn send(&mut self, method: &str, path: &str, token: &str, body: &str) -> Option<u16> {
-        use std::io::{BufRead, Read, Write};
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.reader.get_mut().write_all(request.as_bytes()).ok()?;
-        let mut status_line = String::new();
-        if self.reader.read_line(&mut status_line).ok()? == 0 {
-            return None;
-        }
-        let status = status_line.split(' ').nth(1)?.parse().ok()?;
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).ok()?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut rest = vec![0; length];
-        self.reader.read_exact(&mut rest).ok()?;
-        Some(status)
+        use http_body_util::BodyExt;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        let sender = &mut self.sender;
+        self.runtime.block_on(async move {
+            sender.ready().await.ok()?;
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                sender.send_request(request),
+            )
+            .await
+            .expect("no answer within 10 s");
+            let response = answer.ok()?;
+            let status = response.status().as_u16();
+            response.into_body().collect().await.ok()?;
+            Some(status)
+        })
     }
 }
 

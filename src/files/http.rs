@@ -1,11 +1,11 @@
-//! The HTTP client object_store talks to S3 through: the hyper + rustls (ring) HTTP/1.1
-//! client elior already links for ACME (issue 5), so the S3 backend adds no second HTTP
-//! stack (reqwest, h2, aws-lc-rs: about 1 MB of the API image, issue 4).
+//! The transport object_store talks to S3 through: elior's one HTTP client
+//! ([`crate::http`]), so the S3 backend adds no second HTTP stack (reqwest, h2,
+//! aws-lc-rs: about 1 MB of the API image, issue 4).
 //!
-//! It owns the network timeouts: a short connect timeout, so an unreachable endpoint fails
-//! fast, and a bound on waiting for a response head. A body streams for as long as it
-//! flows. Errors keep their kind, so object_store retries what it may, and the store can
-//! tell "unreachable" from "refused" in its messages.
+//! The client owns the network timeouts: a short connect timeout, so an unreachable
+//! endpoint fails fast, and a bound on waiting for a response head. A body streams for as
+//! long as it flows. Errors keep their kind, so object_store retries what it may, and the
+//! store can tell "unreachable" from "refused" in its messages ([`Unreachable`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,88 +19,41 @@ use object_store::client::{
 };
 use object_store::ClientOptions;
 
-/// How long a TCP (and TLS) connection to the store may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::http::Unreachable;
+
 /// How long the store may take to answer once a request is sent (a whole upload body
 /// included: 25 MB at 1 MB/s fits).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections are dropped before the store drops them (AWS after about 20 s).
-const POOL_IDLE: Duration = Duration::from_secs(15);
-
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    HttpRequestBody,
->;
 
 /// Makes [`HttpClient`]s for object_store; every client it makes shares one pool.
 #[derive(Debug, Clone)]
 pub struct Connector {
-    service: Arc<Service>,
+    client: Arc<crate::http::Client<HttpRequestBody>>,
 }
 
 impl Connector {
     /// A client trusting `roots` for https endpoints (plain http is allowed too: MinIO on
     /// a private network).
     pub fn new(roots: rustls::RootCertStore, response_timeout: Duration) -> anyhow::Result<Self> {
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE)
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(https);
+        let client = crate::http::ClientBuilder::new(crate::http::Trust::Roots(Arc::new(roots)))
+            .response_timeout(response_timeout)
+            .build()?;
         Ok(Connector {
-            service: Arc::new(Service {
-                client,
-                response_timeout,
-            }),
+            client: Arc::new(client),
         })
     }
 }
 
 impl HttpConnector for Connector {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(SharedService(self.service.clone())))
-    }
-}
-
-struct Service {
-    client: Client,
-    response_timeout: Duration,
-}
-
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("elior::files::http::Service")
+        Ok(HttpClient::new(Service(self.client.clone())))
     }
 }
 
 #[derive(Debug)]
-struct SharedService(Arc<Service>);
+struct Service(Arc<crate::http::Client<HttpRequestBody>>);
 
-/// Why a request never got an answer: the store's message names the endpoint with it.
-#[derive(Debug, thiserror::Error)]
-pub enum Unreachable {
-    #[error("no answer within {0:?}")]
-    TimedOut(Duration),
-    #[error("cannot connect: {0}")]
-    Connect(String),
-}
-
-impl HttpService for SharedService {
+impl HttpService for Service {
     // What `#[async_trait]` would write for `async fn call`.
     fn call<'a, 'b>(
         &'a self,
@@ -111,26 +64,19 @@ impl HttpService for SharedService {
         Self: 'b,
     {
         Box::pin(async move {
-            let service = &self.0;
-            let answer =
-                tokio::time::timeout(service.response_timeout, service.client.request(request))
-                    .await;
-            let response = match answer {
-                Err(_) => {
-                    return Err(HttpError::new(
-                        HttpErrorKind::Timeout,
-                        Unreachable::TimedOut(service.response_timeout),
-                    ))
+            let response = self.0.request(request).await.map_err(|e| match e {
+                crate::http::Error::Unreachable(u @ Unreachable::TimedOut(_)) => {
+                    HttpError::new(HttpErrorKind::Timeout, u)
                 }
-                Ok(Err(e)) if e.is_connect() => {
-                    return Err(HttpError::new(
-                        HttpErrorKind::Connect,
-                        Unreachable::Connect(root_cause(&e)),
-                    ))
+                crate::http::Error::Unreachable(u @ Unreachable::Connect(_)) => {
+                    HttpError::new(HttpErrorKind::Connect, u)
                 }
-                Ok(Err(e)) => return Err(HttpError::new(HttpErrorKind::Request, e)),
-                Ok(Ok(response)) => response,
-            };
+                // A certificate the store's roots do not vouch for: unreachable, as before.
+                crate::http::Error::Tls(why) => {
+                    HttpError::new(HttpErrorKind::Connect, Unreachable::Connect(why))
+                }
+                other => HttpError::new(HttpErrorKind::Request, other),
+            })?;
             let (parts, body) = response.into_parts();
             let body = body.map_err(|e| {
                 let kind = if e.is_timeout() {
@@ -143,14 +89,4 @@ impl HttpService for SharedService {
             Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
         })
     }
-}
-
-/// The innermost message of an error chain ("Connection refused (os error 111)"): hyper's
-/// own outer messages ("client error (Connect)") say nothing a user can act on.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -1,10 +1,12 @@
-//! A minimal blocking HTTP/1.1 GET over plain TCP, bounded by one overall deadline.
+//! The container healthcheck's GET: plain http (the API behind nginx), blocking, bounded
+//! by one timeout, through elior's one HTTP client ([`crate::http`]). It runs in a `FROM
+//! scratch` image with no curl, shell or CA roots.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::http::{ClientBuilder, Trust};
 
 /// An `http://host[:port]/path` URL, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,76 +46,34 @@ impl HttpUrl {
     }
 }
 
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
 /// Sends a GET and returns the status code. Fails on connect errors, a malformed answer
-/// or when `timeout` passes.
+/// or when `timeout` passes. Blocking: the healthcheck is a whole process of its own.
 pub fn get_status(url: &HttpUrl, timeout: Duration) -> Result<u16> {
-    let deadline = Instant::now() + timeout;
-    let remaining = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    let addrs: Vec<_> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {}", url.host))?
-        .collect();
-    let mut last_err = None;
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, remaining()) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = Some(anyhow!(e).context(format!("cannot connect to {addr}"))),
-        }
-    }
-    let mut stream = stream.ok_or_else(|| {
-        last_err.unwrap_or_else(|| anyhow!("{} resolves to no address", url.host))
-    })?;
-    stream.set_write_timeout(Some(remaining()))?;
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    write!(
-        stream,
-        "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: elior-healthcheck\r\nConnection: close\r\n\r\n",
-        url.path, url.port
-    )
-    .context("failed to send the request")?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        stream.set_read_timeout(Some(remaining()))?;
-        let n = stream.read(&mut buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                anyhow!("no answer within {timeout:?}")
-            }
-            _ => anyhow!(e).context("failed to read the answer"),
-        })?;
-        if n == 0 {
-            bail!("connection closed before a status line");
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > 8192 {
-            bail!("status line too long");
-        }
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| line.starts_with("HTTP/1."))
-        .ok_or_else(|| {
-            anyhow!(
-                "not an HTTP answer: {:?}",
-                line.lines().next().unwrap_or("")
-            )
-        })?;
-    Ok(status)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        // Plain http only (parse refuses https): no certificate is ever trusted.
+        let nothing = Trust::Roots(std::sync::Arc::new(rustls::RootCertStore::empty()));
+        let client = ClientBuilder::new(nothing)
+            .connect_timeout(timeout)
+            .response_timeout(timeout)
+            .fresh_connections()
+            .build()?;
+        let reply = client.get(&url.to_string()).await?;
+        Ok(reply.status.as_u16())
+    })
 }
 
 #[cfg(test)]

@@ -187,10 +187,7 @@ pub async fn probe(o: &Options) -> Result<SslReport> {
         .collect();
     let leaf = chain.first().map(|c| &c.info);
     let name_matches = leaf.is_some_and(|l| l.covers(&o.host));
-    let roots = match Trust::system_plus(o.ca.as_deref())? {
-        Trust::Roots(r) => (*r).clone(),
-        Trust::Insecure => unreachable!("system_plus returns roots"),
-    };
+    let roots = crate::http::system_roots_plus(o.ca.as_deref())?;
     let trust_name = if name_matches {
         Some(o.host.clone())
     } else {

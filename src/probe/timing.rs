@@ -2,21 +2,19 @@
 //! TLS handshake, time to first byte and total. Used by `elior probe health`, by
 //! `elior probe ssl` for the headers of a page, and by `doctor` for the redirect check.
 //!
-//! HTTP/1.1 with `Connection: close`, one request per connection, so each run measures a
-//! cold connection (what a new visitor sees). Trust is the caller's choice: the system's
+//! Sent through elior's one HTTP client ([`crate::http`]), one request per connection, so
+//! each run measures a cold connection (what a new visitor sees). Trust is the caller's choice: the system's
 //! roots plus any `--ca`, or none at all with `--insecure`. It never sends credentials.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rustls::pki_types::ServerName;
-use rustls::RootCertStore;
+use bytes::Bytes;
+use hyper::Method;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+
+use crate::http::{ClientBuilder, Unreachable};
 
 /// An `http(s)://host[:port]/path` URL, split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,45 +102,9 @@ pub fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u1
     Ok((host.to_string(), port))
 }
 
-/// Whom to believe about the server's certificate.
-#[derive(Clone)]
-pub enum Trust {
-    /// These roots (the system's, plus any `--ca`).
-    Roots(Arc<RootCertStore>),
-    /// Any certificate (`--insecure`): for reading a page, never for sending secrets.
-    Insecure,
-}
-
-impl Trust {
-    /// The system's roots plus every certificate in `ca` (a PEM file).
-    pub fn system_plus(ca: Option<&std::path::Path>) -> Result<Trust> {
-        let mut roots = crate::tls::inspect::system_roots();
-        if let Some(path) = ca {
-            for der in crate::tls::inspect::load_roots(path)?.roots {
-                roots.roots.push(der);
-            }
-        }
-        Ok(Trust::Roots(Arc::new(roots)))
-    }
-
-    fn connector(&self) -> Result<TlsConnector> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS setup failed")?;
-        let mut config = match self {
-            Trust::Roots(roots) => builder
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth(),
-            Trust::Insecure => builder
-                .dangerous()
-                .with_custom_certificate_verifier(crate::tls::served::ObserveOnly::any())
-                .with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsConnector::from(Arc::new(config)))
-    }
-}
+/// Whom to believe about the server's certificate: the system's roots plus any `--ca`, or
+/// none at all with `--insecure`.
+pub use crate::http::Trust;
 
 /// How long each phase took, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -178,9 +140,6 @@ impl Exchange {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
@@ -199,142 +158,64 @@ pub async fn fetch(
 
 async fn fetch_unbounded(url: &Url, connect: Option<IpAddr>, trust: &Trust) -> Result<Exchange> {
     let start = Instant::now();
-    let addrs: Vec<SocketAddr> = match connect {
-        Some(ip) => vec![SocketAddr::new(ip, url.port)],
+    let addrs: Vec<IpAddr> = match connect {
+        Some(ip) => vec![ip],
         None => match url.host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+            Ok(ip) => vec![ip],
             Err(_) => tokio::net::lookup_host((url.host.as_str(), url.port))
                 .await
                 .with_context(|| format!("{} does not resolve", url.host))?
+                .map(|a| a.ip())
                 .collect(),
         },
     };
     let dns = start.elapsed();
     let mut last_err = anyhow!("{} resolves to no address", url.host);
-    let mut tcp = None;
-    for addr in &addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                tcp = Some((s, *addr));
-                break;
+    for ip in addrs {
+        let client = ClientBuilder::new(trust.clone())
+            .connect_to(ip)
+            .fresh_connections()
+            .build()?;
+        let target = url.display();
+        let request = client.send(Method::GET, &target, &[("accept", "*/*")], Bytes::new());
+        let reply = match request.await {
+            Ok(reply) => reply,
+            // Another address of the name may answer; a TLS failure is the server's answer.
+            Err(crate::http::Error::Unreachable(Unreachable::Connect(why))) => {
+                last_err = anyhow!("cannot connect to {ip}: {why}");
+                continue;
             }
-            Err(e) => last_err = anyhow!(e).context(format!("cannot connect to {addr}")),
-        }
-    }
-    let (tcp, remote) = tcp.ok_or(last_err)?;
-    let connected = start.elapsed();
-    let (mut stream, tls_version, cipher): (Box<dyn Stream>, _, _) = if url.https {
-        let name = ServerName::try_from(url.host.clone())
-            .map_err(|e| anyhow!("{:?} is not a server name: {e}", url.host))?;
-        let tls = trust
-            .connector()?
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS handshake with {} ({remote}) failed", url.host))?;
-        let (_, session) = tls.get_ref();
-        let version = session.protocol_version().map(|v| format!("{v:?}"));
-        let cipher = session
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()));
-        (Box::new(tls), version, cipher)
-    } else {
-        (Box::new(tcp), None, None)
-    };
-    let handshaken = start.elapsed();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: elior-probe/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority(),
-        crate::VERSION
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .context("failed to send the request")?;
-    let sent = start.elapsed();
-    let mut answer = Vec::with_capacity(4096);
-    let mut buf = [0u8; 8192];
-    let n = stream
-        .read(&mut buf)
-        .await
-        .context("failed to read the answer")?;
-    let first_byte = start.elapsed();
-    answer.extend_from_slice(&buf[..n]);
-    if n > 0 {
-        // nginx may close without a TLS close_notify; what arrived still counts.
-        let _ = stream.read_to_end(&mut answer).await;
-    }
-    let total = start.elapsed();
-    let (status, headers, body) = parse_response(&answer)
-        .with_context(|| format!("{} sent no valid HTTP answer", url.display()))?;
-    Ok(Exchange {
-        url: url.display(),
-        remote: remote.to_string(),
-        status,
-        headers,
-        body,
-        tls_version,
-        cipher,
-        timings: Timings {
-            dns_ms: ms(dns),
-            connect_ms: ms(connected - dns),
-            tls_ms: url.https.then(|| ms(handshaken - connected)),
-            ttfb_ms: ms(first_byte - sent),
-            total_ms: ms(total),
-        },
-    })
-}
-
-/// Status, headers (lower-case names) and body of an answer.
-pub type Parsed = (u16, Vec<(String, String)>, String);
-
-/// Splits an HTTP/1.x answer into status, headers (lower-case names) and body, decoding
-/// a chunked body.
-pub fn parse_response(raw: &[u8]) -> Result<Parsed> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let raw_body = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(raw_body)
-    } else {
-        raw_body.to_vec()
-    };
-    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else {
-            break;
+            Err(e) => {
+                return Err(anyhow!(e).context(format!("GET {} ({ip}) failed", url.display())))
+            }
         };
-        let start = line_end + 2;
-        if size == 0 || start + size > raw.len() {
-            break;
-        }
-        out.extend_from_slice(&raw[start..start + size]);
-        raw = &raw[(start + size + 2).min(raw.len())..];
+        let total = start.elapsed();
+        let connection = reply
+            .connection
+            .as_ref()
+            .context("the answer came without its connection")?;
+        let tls = connection.tls.as_ref();
+        return Ok(Exchange {
+            url: url.display(),
+            remote: connection
+                .remote
+                .unwrap_or(SocketAddr::new(ip, url.port))
+                .to_string(),
+            status: reply.status.as_u16(),
+            headers: reply.header_pairs(),
+            body: reply.text(),
+            tls_version: tls.and_then(|t| t.version.clone()),
+            cipher: tls.and_then(|t| t.cipher.clone()),
+            timings: Timings {
+                dns_ms: ms(dns),
+                connect_ms: ms(connection.tcp),
+                tls_ms: tls.map(|t| ms(t.handshake)),
+                ttfb_ms: ms(reply.head_at - connection.ready_at),
+                total_ms: ms(total),
+            },
+        });
     }
-    out
+    Err(last_err)
 }
 
 /// min, median and p99 of a sample (nearest-rank), or `None` when empty.
@@ -371,19 +252,6 @@ mod tests {
         assert_eq!(Url::parse("https://x").unwrap().path, "/");
         assert!(Url::parse("ftp://x").is_err());
         assert!(Url::parse("https://x:0/").is_err());
-    }
-
-    #[test]
-    fn parses_answers_and_chunked_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        let (status, headers, body) = parse_response(raw).unwrap();
-        assert_eq!(status, 200);
-        assert_eq!(
-            headers[0],
-            ("content-type".to_string(), "application/json".to_string())
-        );
-        assert_eq!(body, "{\"a\":1}");
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     }
 
     #[test]

@@ -8,6 +8,16 @@
 //! Plain functions, called from the one tracking middleware ([`super::middleware::Tracked`]):
 //! a layer of its own would cost every request a boxed clone of the route and a boxed
 //! future.
+//!
+//! Not tower-http's `CorsLayer` (issue 20 asked; it cannot say what this says). Its
+//! `Cors::call` adds `Access-Control-Allow-Methods`, `-Allow-Headers` and `-Max-Age` to
+//! every preflight and `Access-Control-Expose-Headers` (and a constant
+//! `-Allow-Credentials`) to every other answer whatever the Origin: only
+//! `Access-Control-Allow-Origin` follows the list, so a foreign origin would no longer get
+//! "no `Access-Control-*` header at all" (tests/serve.rs `cors_*` assert that). Its
+//! preflight is any `OPTIONS`, answered `200` for every origin, where this answers 204 to a
+//! listed origin, 403 to any other, and sends an `OPTIONS` without
+//! `Access-Control-Request-Method` to the router like any request (405 in the API's JSON).
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

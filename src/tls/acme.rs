@@ -103,42 +103,28 @@ fn builder(ca: &CaSettings) -> Result<AccountBuilder> {
             roots
         }
     };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS setup failed")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+    // RFC 8555 section 6.1: ACME is HTTPS only. The CA may take its time to validate,
+    // but each single request is answered promptly.
+    let client = crate::http::ClientBuilder::new(crate::http::Trust::Roots(Arc::new(roots)))
         .https_only()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, BodyWrapper<bytes::Bytes>>(connector);
+        .build()?;
     Ok(Account::builder_with_http(Box::new(AcmeHttp(client))))
 }
 
-/// Our HTTP/1.1 client for instant-acme. Its own client (feature `hyper-rustls`) always
-/// brings HTTP/2 (h2) and rustls-platform-verifier, about 1 MB of the binary and so of the
-/// API image (issue 4), for a few requests per certificate; system roots through
+/// instant-acme's transport: elior's one HTTP client. Its own (feature `hyper-rustls`)
+/// always brings HTTP/2 (h2) and rustls-platform-verifier, about 1 MB of the binary and
+/// so of the API image (issue 4), for a few requests per certificate; system roots through
 /// rustls-native-certs are what the platform verifier trusts on Linux anyway.
-struct AcmeHttp(
-    hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        BodyWrapper<bytes::Bytes>,
-    >,
-);
+struct AcmeHttp(crate::http::Client<BodyWrapper<bytes::Bytes>>);
 
 impl HttpClient for AcmeHttp {
     fn request(
         &self,
         req: axum::http::Request<BodyWrapper<bytes::Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        let response = self.0.request(req);
+        let client = self.0.clone();
         Box::pin(async move {
-            match response.await {
+            match client.request(req).await {
                 Ok(response) => Ok(BytesResponse::from(response)),
                 Err(e) => Err(instant_acme::Error::Other(Box::new(e))),
             }

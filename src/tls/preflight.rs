@@ -7,17 +7,20 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::http::{ClientBuilder, Trust, Unreachable};
 
 use super::files::{write_atomic, PUBLIC_MODE};
 use super::resolve;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The probe file is 32 bytes; an error page may be larger, never this large.
+const PROBE_BODY_LIMIT: usize = 64 * 1024;
 
 /// Resolves `name` and fetches a fresh probe file through `http://name:port`. Returns
 /// the address that answered.
@@ -61,28 +64,25 @@ pub async fn check_name(name: &str, port: u16, challenge_dir: &Path) -> Result<S
     }
 }
 
-/// A plain HTTP/1.1 GET to `addr` with `Host: name`; returns status and body.
+/// A plain http GET to `addr` with `Host: name`; returns status and body.
 async fn get(addr: SocketAddr, name: &str, path: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: elior-preflight\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.take(64 * 1024).read_to_end(&mut answer).await?;
-        let text = String::from_utf8_lossy(&answer);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .strip_prefix("HTTP/1.")
-            .and_then(|rest| rest.get(2..5))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| anyhow!("{addr} did not answer HTTP"))?;
-        Ok((status, body.to_string()))
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+    // Plain http only: no certificate is ever trusted.
+    let nothing = Trust::Roots(Arc::new(rustls::RootCertStore::empty()));
+    let client = ClientBuilder::new(nothing)
+        .connect_to(addr.ip())
+        .connect_timeout(PROBE_TIMEOUT)
+        .response_timeout(PROBE_TIMEOUT)
+        .body_limit(PROBE_BODY_LIMIT)
+        .fresh_connections()
+        .build()?;
+    let reply = client
+        .get(&format!("http://{name}:{}{path}", addr.port()))
         .await
-        .map_err(|_| anyhow!("{addr} did not answer within {PROBE_TIMEOUT:?}"))?
+        .map_err(|e| match e {
+            crate::http::Error::Unreachable(Unreachable::Connect(why)) => {
+                anyhow!("cannot connect to {addr}: {why}")
+            }
+            other => anyhow!("{addr}: {other}"),
+        })?;
+    Ok((reply.status.as_u16(), reply.text()))
 }

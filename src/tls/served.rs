@@ -2,6 +2,9 @@
 //! handshake and return the presented chain. Used to confirm that nginx serves the
 //! certificate on disk after a reload.
 //!
+//! A TLS handshake of its own, not an HTTP request: the chain is what it wants. Requests
+//! go through [`crate::http`].
+//!
 //! The handshake accepts any certificate on purpose: this module reports what is
 //! served and never decides trust (`inspect::verify_chain` does that). It must not be
 //! used to send secrets.
@@ -14,7 +17,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -34,32 +36,26 @@ pub async fn served_chain(
 }
 
 /// Sends `GET path` over HTTPS to `addr` with SNI and Host `server_name`, and returns
-/// the status code. For checks that a TLS listener answers requests.
+/// the status code. For checks that a TLS listener answers requests; like the chain above
+/// it accepts any certificate.
 pub async fn https_get_status(
     addr: SocketAddr,
     server_name: &str,
     path: &str,
     timeout: Duration,
 ) -> Result<u16> {
-    tokio::time::timeout(timeout, async {
-        let mut stream = connect(addr, server_name, timeout).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {server_name}\r\nUser-Agent: elior\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        // nginx may close without a TLS close_notify; what was read so far still counts.
-        let _ = stream.read_to_end(&mut answer).await;
-        let text = String::from_utf8_lossy(&answer);
-        let status = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|rest| rest.get(2..5))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| anyhow!("https://{server_name} at {addr} sent no HTTP status line"))?;
-        Ok(status)
-    })
-    .await
-    .map_err(|_| anyhow!("https://{server_name} at {addr} did not answer within {timeout:?}"))?
+    let client = crate::http::ClientBuilder::new(crate::http::Trust::Insecure)
+        .connect_to(addr.ip())
+        .connect_timeout(timeout)
+        .response_timeout(timeout)
+        .fresh_connections()
+        .build()?;
+    let url = format!("https://{server_name}:{}{path}", addr.port());
+    let reply = client
+        .get(&url)
+        .await
+        .with_context(|| format!("https://{server_name}{path} at {addr}"))?;
+    Ok(reply.status.as_u16())
 }
 
 async fn connect(

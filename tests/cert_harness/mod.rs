@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::CertificateDer;
 
 pub const DOMAIN: &str = "elior.test";
 
@@ -172,33 +171,24 @@ fn https_get(addr: SocketAddr, path: &str, ca_pem: &str) -> String {
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
+        // pebble's certificate names localhost; reach it at `addr` whatever its address.
+        let client = elior::http::ClientBuilder::new(elior::http::Trust::Roots(Arc::new(roots)))
+            .connect_to(addr.ip())
+            .fresh_connections()
+            .build()
             .unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tls.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
-        let text = String::from_utf8(answer).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        body.to_string()
+        let url = format!("https://localhost:{}{path}", addr.port());
+        let reply = client
+            .get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        reply.text()
     })
 }
 

@@ -1,8 +1,9 @@
 //! Shared helpers for integration tests: start the real `elior serve` on a free port in a
-//! temp dir, and a small raw HTTP/1.1 client (raw so tests can also send partial requests).
+//! temp dir, one request through elior's HTTP client, and a reader of raw answers for the
+//! tests that send partial requests by hand.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -221,7 +222,7 @@ impl Resp {
     }
 }
 
-/// One request on a fresh connection (`Connection: close`).
+/// One request on a fresh connection, sent through elior's own HTTP client.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -229,25 +230,48 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Resp {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    if let Some(b) = body {
-        stream.write_all(b).unwrap();
-    }
-    read_response(&mut stream)
+    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// [`request`], with a failed exchange as an error (a server that answers before it is
+/// asked, at its connection limit, breaks hyper's exchange).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Plain http to the test server: no certificate is ever trusted.
+        let nothing = elior::http::Trust::Roots(Arc::new(rustls::RootCertStore::empty()));
+        let client = elior::http::ClientBuilder::new(nothing)
+            .response_timeout(Duration::from_secs(30))
+            .body_limit(64 << 20)
+            .fresh_connections()
+            .build()
+            .unwrap();
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let body = bytes::Bytes::copy_from_slice(body.unwrap_or_default());
+        let url = format!("http://{addr}{path}");
+        let reply = client
+            .send(method.clone(), &url, headers, body)
+            .await
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+        Ok(Resp {
+            status: reply.status.as_u16(),
+            headers: reply.header_pairs(),
+            body: reply.text(),
+        })
+    })
+}
+
+/// Reads one answer from a raw connection to its end, for the tests that write requests
+/// by hand on purpose (partial or stalled requests: hyper would never send those).
 pub fn read_response(stream: &mut TcpStream) -> Resp {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");
