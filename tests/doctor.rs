@@ -194,7 +194,7 @@ fn doctor_names_a_placeholder_secret_and_survives_a_broken_or_missing_env_file()
         serde_json::from_slice(&stack.doctor(&["--json"], &[]).stdout).unwrap();
     assert_eq!(
         report["checks"].as_array().unwrap().len(),
-        elior::doctor::CHECKS.len()
+        elior::doctor::checks::ALL.len()
     );
     assert!(report["summary"]["failures"].as_u64().unwrap() >= 1);
 }
@@ -376,17 +376,108 @@ fn doctor_names_a_backup_three_days_old() {
     assert_eq!(code(&out), 0, "{}", text(&out.stdout));
 }
 
+/// Every registered check, as `--list-checks` names them.
+fn registered() -> Vec<elior::doctor::checks::CheckInfo> {
+    elior::doctor::checks::ALL
+        .iter()
+        .map(|c| c.info())
+        .collect()
+}
+
 #[test]
-fn doctor_lists_checks_and_refuses_unknown_ones() {
+fn doctor_lists_every_check_as_a_table_and_as_json() {
     let out = elior(&["doctor", "--list-checks"]);
-    assert_eq!(code(&out), 0);
-    for check in elior::doctor::CHECKS {
-        assert!(text(&out.stdout).contains(check.name));
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for check in registered() {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(check.name))
+            .unwrap_or_else(|| panic!("no row for {}:\n{stdout}", check.name));
+        assert!(row.contains(check.group.as_str()), "{row}");
+        assert!(row.contains(check.about), "{row}");
     }
-    let out = elior(&["doctor", "certficate"]);
+
+    let out = elior(&["doctor", "--list-checks", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--list-checks --json: {e}: {}", text(&out.stdout)));
+    let expected: Vec<serde_json::Value> = registered()
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "group": c.group.as_str(), "about": c.about}))
+        .collect();
+    assert_eq!(listed, serde_json::Value::Array(expected));
+}
+
+/// `--check` runs only the named checks, once each, in the usual order, with the named
+/// arguments too; its facts are in the JSON report.
+#[test]
+fn doctor_check_runs_only_the_named_checks() {
+    let stack = stack("doctor-select");
+    let out = stack.doctor(
+        &[
+            "--check", "lock", "--check", "env", "--check", "lock", "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["env", "lock"]);
+    assert_eq!(report["checks"][0]["group"], "Configuration");
+    assert_eq!(report["checks"][0]["facts"]["exists"], true);
+    assert_eq!(report["checks"][1]["facts"]["exists"], false);
+
+    let out = stack.doctor(&["--check", "lock", "env"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(stdout.contains("[✓] env: "), "{stdout}");
+    assert!(
+        stdout.contains("[✓] lock: no deploy lock is held"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ports:"), "{stdout}");
+}
+
+/// A misspelt check is a usage error (exit 2) that names it and every valid check, and
+/// runs nothing; with --json the error is JSON too.
+#[test]
+fn doctor_refuses_an_unknown_check_and_names_the_valid_ones() {
+    let stack = stack("doctor-unknown");
+    for args in [
+        &["--check", "certficate"][..],
+        &["--check", "lock", "--check", "certficate"][..],
+        &["certficate"][..],
+    ] {
+        let out = stack.doctor(args, &[]);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stdout));
+        assert_eq!(text(&out.stdout), "", "{args:?} ran checks");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("no check named \"certficate\""), "{stderr}");
+        for check in registered() {
+            assert!(
+                stderr.contains(check.name),
+                "{} missing: {stderr}",
+                check.name
+            );
+        }
+    }
+    let out = stack.doctor(&["--check", "certficate", "--json"], &[]);
     assert_eq!(code(&out), 2);
-    assert!(text(&out.stderr).contains("no check named \"certficate\""));
-    assert!(text(&out.stderr).contains("certificate"));
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("no check named \"certficate\""),
+        "{error}"
+    );
 }
 
 /// The running container of `service` in `project`.
