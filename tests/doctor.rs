@@ -480,6 +480,51 @@ fn doctor_refuses_an_unknown_check_and_names_the_valid_ones() {
     );
 }
 
+/// The examples `doctor --help` ends with run on a stack directory as written (the part
+/// before a pipe): none is a usage error, the JSON ones print JSON, and the one marked
+/// "the same" prints what the line above it prints.
+#[test]
+fn doctor_help_ends_with_examples_that_run() {
+    let stack = stack("doctor-help");
+    let help = text(&elior(&["doctor", "--help"]).stdout);
+    let (_, examples) = help
+        .rsplit_once("Examples:\n")
+        .unwrap_or_else(|| panic!("no examples at the end of:\n{help}"));
+    let examples: Vec<&str> = examples.lines().map(str::trim).collect();
+    assert!(examples.len() >= 3, "{examples:?}");
+    let mut previous = String::new();
+    for example in examples {
+        let (command, note) = example.split_once('#').unwrap_or((example, ""));
+        let (command, piped) = command.split_once('|').unwrap_or((command, ""));
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .map(|a| if a == "/srv/elior" { stack.path() } else { a })
+            .collect();
+        assert_eq!(args[..2], ["elior", "doctor"], "{example}");
+        let out = Command::new(stack_harness::BIN)
+            .args(&args[1..])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            matches!(code(&out), 0 | 1),
+            "{example}: exit {}: {}",
+            code(&out),
+            text(&out.stderr)
+        );
+        assert!(!stdout.is_empty(), "{example} printed nothing");
+        if !piped.is_empty() {
+            serde_json::from_str::<serde_json::Value>(&stdout)
+                .unwrap_or_else(|e| panic!("{example}: not JSON for jq: {e}: {stdout}"));
+        }
+        if note.contains("the same") {
+            assert_eq!(stdout, previous, "{example}");
+        }
+        previous = stdout;
+    }
+}
+
 /// The running container of `service` in `project`.
 fn service_container(project: &str, service: &str) -> String {
     let out = docker(&[

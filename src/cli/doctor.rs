@@ -27,16 +27,17 @@ use crate::doctor::checks::{self, AnyCheck, CheckInfo};
 ///
 /// Exit codes: 0 no failure (warnings allowed), 1 a failure was found, 2 usage error
 /// (such as an unknown check name).
-///
-/// Examples:
-///     elior doctor --dir /srv/elior
-///     elior doctor --dir /srv/elior --check certificate --check ports
-///     elior doctor --dir /srv/elior certificate ports          # the same
-///     elior doctor --list-checks
-///     elior doctor --list-checks --json | jq -r '.[].name'
-///     elior doctor --dir /srv/elior --json | jq '.checks[] | select(.name == "backups")'
 #[derive(Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  \
+    elior doctor --dir /srv/elior\n  \
+    elior doctor --dir /srv/elior --check certificate --check ports\n  \
+    elior doctor --dir /srv/elior certificate ports                  # the same\n  \
+    elior doctor --list-checks\n  \
+    elior doctor --list-checks --json | jq -r '.[].name'\n  \
+    elior doctor --dir /srv/elior --json | jq '.checks[] | select(.name == \"backups\")'"
+)]
 pub struct DoctorArgs {
     /// List the checks (name, group, what each looks at), then exit; --json as JSON
     #[arg(long)]
