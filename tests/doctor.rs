@@ -407,6 +407,15 @@ fn doctor_lists_every_check_as_a_table_and_as_json() {
         .map(|c| serde_json::json!({"name": c.name, "group": c.group.as_str(), "about": c.about}))
         .collect();
     assert_eq!(listed, serde_json::Value::Array(expected));
+
+    // Listing runs nothing, so naming checks beside it is a usage error, not ignored.
+    let out = elior(&["doctor", "--list-checks", "--check", "env"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("--list-checks"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `--check` runs only the named checks, once each, in the usual order, with the named

@@ -40,7 +40,7 @@ use crate::doctor::checks::{self, AnyCheck, CheckInfo};
 )]
 pub struct DoctorArgs {
     /// List the checks (name, group, what each looks at), then exit; --json as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["only", "checks"])]
     list_checks: bool,
     /// Run only this check (repeatable; see --list-checks)
     #[arg(long = "check", value_name = "NAME")]
