@@ -3,7 +3,9 @@
 //! a key of another certificate, the env file at 0644, a placeholder secret, a corrupted
 //! SQLite file, a stale deploy lock, a backup 3 days old) is named with its fix and exits
 //! 1; a stack deployed with `elior deploy` on the real Docker Engine reports no failure
-//! and exits 0, then names its API container once it is stopped.
+//! and exits 0, then names its API container once it is stopped. `--list-checks` prints
+//! the registry (as a table and as JSON), `--check NAME` runs only the named checks, an
+//! unknown name exits 2 naming the valid ones, and the examples of `--help` run.
 
 mod stack_harness;
 
