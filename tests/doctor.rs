@@ -3,7 +3,9 @@
 //! a key of another certificate, the env file at 0644, a placeholder secret, a corrupted
 //! SQLite file, a stale deploy lock, a backup 3 days old) is named with its fix and exits
 //! 1; a stack deployed with `elior deploy` on the real Docker Engine reports no failure
-//! and exits 0, then names its API container once it is stopped.
+//! and exits 0, then names its API container once it is stopped. `--list-checks` prints
+//! the registry (as a table and as JSON), `--check NAME` runs only the named checks, an
+//! unknown name exits 2 naming the valid ones, and the examples of `--help` run.
 
 mod stack_harness;
 
@@ -194,7 +196,7 @@ fn doctor_names_a_placeholder_secret_and_survives_a_broken_or_missing_env_file()
         serde_json::from_slice(&stack.doctor(&["--json"], &[]).stdout).unwrap();
     assert_eq!(
         report["checks"].as_array().unwrap().len(),
-        elior::doctor::CHECKS.len()
+        elior::doctor::checks::ALL.len()
     );
     assert!(report["summary"]["failures"].as_u64().unwrap() >= 1);
 }
@@ -376,17 +378,162 @@ fn doctor_names_a_backup_three_days_old() {
     assert_eq!(code(&out), 0, "{}", text(&out.stdout));
 }
 
+/// Every registered check, as `--list-checks` names them.
+fn registered() -> Vec<elior::doctor::checks::CheckInfo> {
+    elior::doctor::checks::ALL
+        .iter()
+        .map(|c| c.info())
+        .collect()
+}
+
 #[test]
-fn doctor_lists_checks_and_refuses_unknown_ones() {
+fn doctor_lists_every_check_as_a_table_and_as_json() {
     let out = elior(&["doctor", "--list-checks"]);
-    assert_eq!(code(&out), 0);
-    for check in elior::doctor::CHECKS {
-        assert!(text(&out.stdout).contains(check.name));
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for check in registered() {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(check.name))
+            .unwrap_or_else(|| panic!("no row for {}:\n{stdout}", check.name));
+        assert!(row.contains(check.group.as_str()), "{row}");
+        assert!(row.contains(check.about), "{row}");
     }
-    let out = elior(&["doctor", "certficate"]);
+
+    let out = elior(&["doctor", "--list-checks", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--list-checks --json: {e}: {}", text(&out.stdout)));
+    let expected: Vec<serde_json::Value> = registered()
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "group": c.group.as_str(), "about": c.about}))
+        .collect();
+    assert_eq!(listed, serde_json::Value::Array(expected));
+
+    // Listing runs nothing, so naming checks beside it is a usage error, not ignored.
+    let out = elior(&["doctor", "--list-checks", "--check", "env"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("--list-checks"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `--check` runs only the named checks, once each, in the usual order, with the named
+/// arguments too; its facts are in the JSON report.
+#[test]
+fn doctor_check_runs_only_the_named_checks() {
+    let stack = stack("doctor-select");
+    let out = stack.doctor(
+        &[
+            "--check", "lock", "--check", "env", "--check", "lock", "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["env", "lock"]);
+    assert_eq!(report["checks"][0]["group"], "Configuration");
+    assert_eq!(report["checks"][0]["facts"]["exists"], true);
+    assert_eq!(report["checks"][1]["facts"]["exists"], false);
+
+    let out = stack.doctor(&["--check", "lock", "env"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(stdout.contains("[✓] env: "), "{stdout}");
+    assert!(
+        stdout.contains("[✓] lock: no deploy lock is held"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ports:"), "{stdout}");
+}
+
+/// A misspelt check is a usage error (exit 2) that names it and every valid check, and
+/// runs nothing; with --json the error is JSON too.
+#[test]
+fn doctor_refuses_an_unknown_check_and_names_the_valid_ones() {
+    let stack = stack("doctor-unknown");
+    for args in [
+        &["--check", "certficate"][..],
+        &["--check", "lock", "--check", "certficate"][..],
+        &["certficate"][..],
+    ] {
+        let out = stack.doctor(args, &[]);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stdout));
+        assert_eq!(text(&out.stdout), "", "{args:?} ran checks");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("no check named \"certficate\""), "{stderr}");
+        for check in registered() {
+            assert!(
+                stderr.contains(check.name),
+                "{} missing: {stderr}",
+                check.name
+            );
+        }
+    }
+    let out = stack.doctor(&["--check", "certficate", "--json"], &[]);
     assert_eq!(code(&out), 2);
-    assert!(text(&out.stderr).contains("no check named \"certficate\""));
-    assert!(text(&out.stderr).contains("certificate"));
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("no check named \"certficate\""),
+        "{error}"
+    );
+}
+
+/// The examples `doctor --help` ends with run on a stack directory as written (the part
+/// before a pipe): none is a usage error, the JSON ones print JSON, and the one marked
+/// "the same" prints what the line above it prints.
+#[test]
+fn doctor_help_ends_with_examples_that_run() {
+    let stack = stack("doctor-help");
+    let help = text(&elior(&["doctor", "--help"]).stdout);
+    let (_, examples) = help
+        .rsplit_once("Examples:\n")
+        .unwrap_or_else(|| panic!("no examples at the end of:\n{help}"));
+    let examples: Vec<&str> = examples.lines().map(str::trim).collect();
+    assert!(examples.len() >= 3, "{examples:?}");
+    let mut previous = String::new();
+    for example in examples {
+        let (command, note) = example.split_once('#').unwrap_or((example, ""));
+        let (command, piped) = command.split_once('|').unwrap_or((command, ""));
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .map(|a| if a == "/srv/elior" { stack.path() } else { a })
+            .collect();
+        assert_eq!(args[..2], ["elior", "doctor"], "{example}");
+        let out = Command::new(stack_harness::BIN)
+            .args(&args[1..])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            matches!(code(&out), 0 | 1),
+            "{example}: exit {}: {}",
+            code(&out),
+            text(&out.stderr)
+        );
+        assert!(!stdout.is_empty(), "{example} printed nothing");
+        if !piped.is_empty() {
+            serde_json::from_str::<serde_json::Value>(&stdout)
+                .unwrap_or_else(|e| panic!("{example}: not JSON for jq: {e}: {stdout}"));
+        }
+        if note.contains("the same") {
+            assert_eq!(stdout, previous, "{example}");
+        }
+        previous = stdout;
+    }
 }
 
 /// The running container of `service` in `project`.

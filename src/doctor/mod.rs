@@ -1,17 +1,20 @@
 //! `elior doctor`: the troubleshooting runbook, automated (issue 7). Owns the list of
 //! checks, the shape of a report and how it reads on a terminal.
 //!
-//! Two halves, kept apart: `gather` looks at the world (files, Docker, sockets, DNS,
-//! the stack over HTTPS) and records *facts*; `judge` turns facts into findings, pure,
-//! so every verdict and every fix command is unit-tested without a stack. A check whose
-//! gathering fails or panics becomes a failed finding and the run goes on. Nothing here
-//! changes the stack: doctor only reads (the one exception is a probe file created and
-//! removed in the backup folder to prove it is writable).
+//! Each check is one file in `checks/`, a type with two halves kept apart: `gather`
+//! looks at the world (files, Docker, sockets, DNS, the stack over HTTPS) and records
+//! *facts*; `judge` turns facts into findings, pure, so every verdict and every fix
+//! command is unit-tested without a stack. What several checks read (the settings, the
+//! Docker client, nginx's answer) is loaded once, in `sources`. A check whose gathering
+//! panics becomes a failed finding and the run goes on. Nothing here changes the stack:
+//! doctor only reads (the one exception is a probe file created and removed in the
+//! backup folder to prove it is writable).
 
+pub mod checks;
+pub mod disk;
 pub mod facts;
-pub mod gather;
-pub mod judge;
 pub mod procfs;
+pub mod sources;
 
 use serde::Serialize;
 
@@ -93,89 +96,18 @@ impl Finding {
     }
 }
 
-/// A check doctor knows, in the order it runs and prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckInfo {
-    pub name: &'static str,
-    pub group: &'static str,
-    pub about: &'static str,
-}
+/// What a judge says when the settings it needs are not valid (the env check names why).
+pub const NEEDS_SETTINGS: &str = "needs valid settings (see the env check)";
 
-pub const CHECKS: &[CheckInfo] = &[
-    CheckInfo {
-        name: "docker",
-        group: "Host",
-        about: "the Docker Engine is reachable; its version, API and the disk use of its root",
-    },
-    CheckInfo {
-        name: "ports",
-        group: "Host",
-        about: "HTTP_PORT and HTTPS_PORT are free or held by the stack's nginx",
-    },
-    CheckInfo {
-        name: "dns",
-        group: "Host",
-        about: "DOMAIN resolves, to an address of this host, and not into a CDN range",
-    },
-    CheckInfo {
-        name: "clock",
-        group: "Host",
-        about: "this host's clock agrees with the HTTP Date of the stack",
-    },
-    CheckInfo {
-        name: "env",
-        group: "Configuration",
-        about: ".env.production is present, parses, is valid, mode 0600, with a real secret",
-    },
-    CheckInfo {
-        name: "drift",
-        group: "Configuration",
-        about: "the compose file and nginx.conf match what `elior render` writes",
-    },
-    CheckInfo {
-        name: "certificate",
-        group: "Configuration",
-        about: "the certificate and key: present, valid, not due, matching, trusted, served",
-    },
-    CheckInfo {
-        name: "containers",
-        group: "Stack",
-        about: "each service runs and is healthy; restarts, exit codes, OOM kills",
-    },
-    CheckInfo {
-        name: "swarm",
-        group: "Stack",
-        about: "swarm mode: a manager, the elior.db node label, every task running and healthy",
-    },
-    CheckInfo {
-        name: "nginx",
-        group: "Stack",
-        about: "/health over HTTPS through nginx says the database is connected; HTTP redirects",
-    },
-    CheckInfo {
-        name: "database",
-        group: "Stack",
-        about: "the SQLite file exists, is in WAL mode, passes quick_check; free disk",
-    },
-    CheckInfo {
-        name: "backups",
-        group: "Operations",
-        about: "the backup folder is writable; the last verified backup is recent and plausible",
-    },
-    CheckInfo {
-        name: "schedule",
-        group: "Operations",
-        about: "the scheduler is installed and running; each job succeeded recently",
-    },
-    CheckInfo {
-        name: "lock",
-        group: "Operations",
-        about: "no stale deploy lock is left behind",
-    },
-];
-
-pub fn check_info(name: &str) -> Option<&'static CheckInfo> {
-    CHECKS.iter().find(|c| c.name == name)
+/// `3d 4h`, `5h 2m`, `40s`: an age for a person.
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// One check's gathered facts and its findings.
@@ -322,12 +254,5 @@ mod tests {
         );
         assert!(report.failed());
         assert_eq!(report.checks[1].status(), Status::Failure);
-    }
-
-    #[test]
-    fn check_names_are_unique() {
-        for (i, c) in CHECKS.iter().enumerate() {
-            assert!(CHECKS[i + 1..].iter().all(|o| o.name != c.name));
-        }
     }
 }
