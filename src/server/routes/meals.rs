@@ -56,7 +56,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MealPlanBody {
-    /// Required when creating; a plan never moves to another client.
+    /// Required when creating. When replacing, it may be left out; naming another client
+    /// than the plan's is a 409 (a plan never moves).
     client_id: Option<i64>,
     #[schema(format = Date)]
     date: String,
@@ -219,12 +220,7 @@ async fn put_plan(
     let actor = Actor::from(&me);
     query(&state, move |c| {
         let plan = plan_for(c, actor, id, true)?;
-        if b.client_id.is_some_and(|cid| cid != plan.client_id) {
-            return Err(ApiError::field(
-                "client_id",
-                "a plan cannot move to another client",
-            ));
-        }
+        crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
         if m::plan_for_date(c, plan.client_id, &b.date)?.is_some_and(|other| other.id != plan.id) {
             return Err(ApiError::Conflict(
                 "The client already has a meal plan for this date".into(),

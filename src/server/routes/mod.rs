@@ -15,3 +15,15 @@ pub fn deleted(what: &str) -> crate::server::json::Json<serde_json::Value> {
         serde_json::json!({ "message": format!("{what} deleted successfully") }),
     )
 }
+
+/// A plan never moves to another client: a replace that names a different `client_id` than
+/// the plan's conflicts with the plan (409); the same id, or none, is fine. The body is
+/// well formed either way, so this is not a 422 (issue 15).
+pub fn stays_with_client(named: Option<i64>, owner: i64) -> crate::server::error::ApiResult<()> {
+    match named {
+        Some(id) if id != owner => Err(crate::server::error::ApiError::Conflict(format!(
+            "the plan belongs to client {owner}; a plan cannot move to another client"
+        ))),
+        _ => Ok(()),
+    }
+}

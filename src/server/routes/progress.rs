@@ -26,7 +26,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
 }
 
-/// The client a request is about: a client is always themselves; staff must name one.
+/// The client a request is about: without `client_id`, the caller's own weigh-ins, which
+/// only a client has; a trainer or an admin names the client. Staff asking for their own
+/// get 403 (the role has none), not 422: the request is well formed, the role is the
+/// problem, and the role comes from the token, which no schema sees (issue 15).
 fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
     match (me.role, client_id) {
         (Role::Client, None) => Ok(me.id),
@@ -34,19 +37,20 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
         // Another client's id reads as absent.
         (Role::Client, Some(_)) => Err(ApiError::NotFound("Client not found")),
         (_, Some(id)) => Ok(id),
-        (_, None) => Err(ApiError::Validation(vec![
-            crate::server::error::FieldError {
-                loc: vec!["query".into(), "client_id".into()],
-                msg: "is required for trainers and admins".into(),
-                kind: "value_error".into(),
-            },
-        ])),
+        (_, None) => Err(ApiError::Forbidden(STAFF_NAME_THE_CLIENT)),
     }
 }
+
+/// The 403 of a trainer or an admin who left out `client_id` where only clients have data
+/// of their own.
+pub const STAFF_NAME_THE_CLIENT: &str =
+    "Only clients have their own progress; trainers and admins name the client with client_id";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEntry {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
     #[schema(format = Date)]
     date: String,
@@ -96,6 +100,8 @@ async fn create(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct RangeQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
     #[schema(format = Date)]
     #[param(format = Date)]
@@ -141,6 +147,8 @@ async fn list(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct ClientQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
 }
 

@@ -193,6 +193,8 @@ async fn delete_exercise(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct ProgressQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
 }
 
@@ -214,9 +216,9 @@ async fn exercise_progress(
         (Role::Client, _) => me.id,
         (_, Some(id)) => id,
         (_, None) => {
-            let mut c = Checks::new();
-            c.push_query("client_id", "is required for trainers and admins");
-            return Err(c.finish().unwrap_err());
+            return Err(ApiError::Forbidden(
+                crate::server::routes::progress::STAFF_NAME_THE_CLIENT,
+            ))
         }
     };
     query(&state, move |c| {
@@ -233,7 +235,8 @@ async fn exercise_progress(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkoutPlanBody {
-    /// Required when creating; ignored (may not change) when updating.
+    /// Required when creating. When replacing, it may be left out; naming another client
+    /// than the plan's is a 409 (a plan never moves).
     client_id: Option<i64>,
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
@@ -359,7 +362,7 @@ async fn get_plan(
         .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan), (status = 409, description = "client_id names another client than the plan's", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -370,12 +373,7 @@ async fn put_plan(
     let actor = Actor::from(&me);
     query(&state, move |c| {
         let plan = writable_plan(c, actor, id)?;
-        if b.client_id.is_some_and(|cid| cid != plan.client_id) {
-            return Err(ApiError::field(
-                "client_id",
-                "a plan cannot move to another client",
-            ));
-        }
+        crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
         w::update_plan(c, id, &plan_fields(&b))?;
         visible_plan(c, actor, id)
     })
@@ -587,15 +585,21 @@ fn check_wex(c: &mut Checks, prefix: &str, f: &WorkoutExerciseFields) {
     c.opt_text(&field("notes"), f.notes.as_deref(), 2000);
 }
 
+/// An `exercise_id` in a body must name an exercise of the library: 404 naming the field.
+fn existing_exercise(c: &Conn, id: i64, field: &str) -> ApiResult<()> {
+    match w::find_exercise(c, id)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::unknown(field, "exercise")),
+    }
+}
+
 fn insert_checked_wex(
     c: &Conn,
     session_id: i64,
     f: &WorkoutExerciseFields,
     field: &str,
 ) -> ApiResult<WorkoutExercise> {
-    if w::find_exercise(c, f.exercise_id)?.is_none() {
-        return Err(ApiError::field(field, "no such exercise"));
-    }
+    existing_exercise(c, f.exercise_id, field)?;
     Ok(w::insert_wex(c, session_id, f)?)
 }
 
@@ -707,9 +711,7 @@ async fn put_workout_exercise(
     let actor = Actor::from(&me);
     query(&state, move |c| {
         wex_for(c, actor, id, true)?;
-        if w::find_exercise(c, f.exercise_id)?.is_none() {
-            return Err(ApiError::field("exercise_id", "no such exercise"));
-        }
+        existing_exercise(c, f.exercise_id, "exercise_id")?;
         w::update_wex(c, id, &f)?;
         wex_for(c, actor, id, false)
     })
