@@ -28,8 +28,8 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::openapi;
 use crate::server::params::{parse_date, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
 use crate::server::routes::files::{multipart_or_422, read_file_field, save};
+use crate::server::routes::{delete_one, deleted, read_one, replace_one};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -203,10 +203,7 @@ async fn get_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealPlan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| plan_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, plan_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
@@ -367,10 +364,7 @@ async fn get_entry(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealEntry>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| entry_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, entry_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_put_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 200, description = "Success", body = MealEntry)), security(("bearer" = [])))]
@@ -381,14 +375,10 @@ async fn put_entry(
     ApiJson(f): ApiJson<EntryFields>,
 ) -> ApiResult<Json<MealEntry>> {
     check_entry(&f)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        entry_for(c, actor, id, true)?;
-        m::update_entry(c, id, &f)?;
-        entry_for(c, actor, id, false)
+    replace_one(&state, &me, id, entry_for, move |c| {
+        Ok(m::update_entry(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_delete_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -457,10 +447,7 @@ async fn get_component(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealComponent>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| component_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, component_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_put_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 200, description = "Success", body = MealComponent)), security(("bearer" = [])))]
@@ -471,14 +458,10 @@ async fn put_component(
     ApiJson(f): ApiJson<ComponentFields>,
 ) -> ApiResult<Json<MealComponent>> {
     check_component(&f)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        component_for(c, actor, id, true)?;
-        m::update_component(c, id, &f)?;
-        component_for(c, actor, id, false)
+    replace_one(&state, &me, id, component_for, move |c| {
+        Ok(m::update_component(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_delete_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -487,13 +470,15 @@ async fn delete_component(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        component_for(c, actor, id, true)?;
-        Ok(m::delete_component(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Meal component"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        component_for,
+        m::delete_component,
+        "Meal component",
+    )
+    .await
 }
 
 // ----- meal photos -----------------------------------------------------------------------

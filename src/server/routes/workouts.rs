@@ -27,7 +27,7 @@ use crate::server::access::{
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
+use crate::server::routes::{delete_one, deleted, read_one, replace_one};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -531,10 +531,7 @@ async fn get_session(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Session>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| session_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, session_for).await
 }
 
 #[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
@@ -545,14 +542,16 @@ async fn put_session(
     ApiJson(b): ApiJson<SessionBody>,
 ) -> ApiResult<Json<Session>> {
     check_session(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        session_for(c, actor, id, true)?;
-        w::update_session(c, id, b.name.trim(), b.day_of_week, b.notes.as_deref())?;
-        session_for(c, actor, id, false)
+    replace_one(&state, &me, id, session_for, move |c| {
+        Ok(w::update_session(
+            c,
+            id,
+            b.name.trim(),
+            b.day_of_week,
+            b.notes.as_deref(),
+        )?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -561,13 +560,15 @@ async fn delete_session(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        session_for(c, actor, id, true)?;
-        Ok(w::delete_session(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout session"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        session_for,
+        w::delete_session,
+        "Workout session",
+    )
+    .await
 }
 
 // ----- session exercises ---------------------------------------------------------------
@@ -692,10 +693,7 @@ async fn get_workout_exercise(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WorkoutExercise>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| wex_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, wex_for).await
 }
 
 #[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
@@ -708,15 +706,11 @@ async fn put_workout_exercise(
     let mut checks = Checks::new();
     check_wex(&mut checks, "", &f);
     checks.finish()?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        wex_for(c, actor, id, true)?;
+    replace_one(&state, &me, id, wex_for, move |c| {
         existing_exercise(c, f.exercise_id, "exercise_id")?;
-        w::update_wex(c, id, &f)?;
-        wex_for(c, actor, id, false)
+        Ok(w::update_wex(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -725,13 +719,7 @@ async fn delete_workout_exercise(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        wex_for(c, actor, id, true)?;
-        Ok(w::delete_wex(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout exercise"))
+    delete_one(&state, &me, id, wex_for, w::delete_wex, "Workout exercise").await
 }
 
 // ----- completions ---------------------------------------------------------------------
