@@ -214,20 +214,16 @@ async fn put_plan(
     ApiJson(b): ApiJson<MealPlanBody>,
 ) -> ApiResult<Json<MealPlan>> {
     check_plan(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, true)?;
+    replace_one(&state, &me, id, plan_for, move |c, plan| {
         crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
         if m::plan_for_date(c, plan.client_id, &b.date)?.is_some_and(|other| other.id != plan.id) {
             return Err(ApiError::Conflict(
                 "The client already has a meal plan for this date".into(),
             ));
         }
-        m::update_plan(c, id, &b.date, &b.fields())?;
-        plan_for(c, actor, id, false)
+        Ok(m::update_plan(c, id, &b.date, &b.fields())?)
     })
     .await
-    .map(Json)
 }
 
 /// Removes the plan with its entries, components and meal photos (files included).
@@ -375,7 +371,7 @@ async fn put_entry(
     ApiJson(f): ApiJson<EntryFields>,
 ) -> ApiResult<Json<MealEntry>> {
     check_entry(&f)?;
-    replace_one(&state, &me, id, entry_for, move |c| {
+    replace_one(&state, &me, id, entry_for, move |c, _| {
         Ok(m::update_entry(c, id, &f)?)
     })
     .await
@@ -458,7 +454,7 @@ async fn put_component(
     ApiJson(f): ApiJson<ComponentFields>,
 ) -> ApiResult<Json<MealComponent>> {
     check_component(&f)?;
-    replace_one(&state, &me, id, component_for, move |c| {
+    replace_one(&state, &me, id, component_for, move |c, _| {
         Ok(m::update_component(c, id, &f)?)
     })
     .await

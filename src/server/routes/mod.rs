@@ -51,7 +51,8 @@ pub async fn read_one<T: Send + 'static>(
 }
 
 /// `PUT …/{id}` of a (checked) body: the object is found for writing, `change` applies the
-/// body, and the answer is the object read back as the caller sees it.
+/// body (given the object as it was), and the answer is the object read back as the caller
+/// sees it.
 pub async fn replace_one<T, F>(
     state: &AppState,
     me: &User,
@@ -61,12 +62,12 @@ pub async fn replace_one<T, F>(
 ) -> ApiResult<crate::server::json::Json<T>>
 where
     T: Send + 'static,
-    F: FnOnce(&crate::db::Conn) -> ApiResult<()> + Send + 'static,
+    F: FnOnce(&crate::db::Conn, T) -> ApiResult<()> + Send + 'static,
 {
     let actor = Actor::from(me);
     query(state, move |c| {
-        find(c, actor, id, true)?;
-        change(c)?;
+        let before = find(c, actor, id, true)?;
+        change(c, before)?;
         find(c, actor, id, false)
     })
     .await

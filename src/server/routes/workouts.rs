@@ -276,17 +276,11 @@ fn plan_fields(b: &WorkoutPlanBody) -> PlanFields<'_> {
     }
 }
 
-/// A plan the actor may see, or 404.
-fn visible_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
-    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
-    visible_owner(c, actor, plan.client_id, "Workout plan not found")?;
-    Ok(plan)
-}
-
-/// A plan the actor may change: 404 when invisible, 403 when only visible.
-fn writable_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
-    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
-    plannable_owner(c, actor, plan.client_id, "Workout plan not found")?;
+/// A plan the actor may see (`write`: may change), or 404 (403 when only visible).
+fn plan_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<Plan> {
+    const MISSING: &str = "Workout plan not found";
+    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+    owned(c, actor, Ok(Some(plan.client_id)), write, MISSING)?;
     Ok(plan)
 }
 
@@ -356,10 +350,7 @@ async fn get_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Plan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| visible_plan(c, actor, id))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, plan_for).await
 }
 
 #[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan), (status = 409, description = "client_id names another client than the plan's", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
@@ -370,15 +361,11 @@ async fn put_plan(
     ApiJson(b): ApiJson<WorkoutPlanBody>,
 ) -> ApiResult<Json<Plan>> {
     check_plan(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = writable_plan(c, actor, id)?;
+    replace_one(&state, &me, id, plan_for, move |c, plan| {
         crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
-        w::update_plan(c, id, &plan_fields(&b))?;
-        visible_plan(c, actor, id)
+        Ok(w::update_plan(c, id, &plan_fields(&b))?)
     })
     .await
-    .map(Json)
 }
 
 /// Deletes the plan with its sessions, their exercises and the completions logged on them.
@@ -388,13 +375,7 @@ async fn delete_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        writable_plan(c, actor, id)?;
-        Ok(w::delete_plan(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout plan"))
+    delete_one(&state, &me, id, plan_for, w::delete_plan, "Workout plan").await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -420,7 +401,7 @@ async fn complete_plan(
 ) -> ApiResult<Json<CompleteWorkoutPlan>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         let sessions = w::sessions_of(c, plan.id)?;
         let mut exercises = w::wex_of_plan(c, plan.id)?;
         let workout_sessions = sessions
@@ -453,7 +434,7 @@ async fn plan_summary(
 ) -> ApiResult<Json<w::PlanSummary>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         Ok(w::plan_summary(c, &plan)?)
     })
     .await
@@ -495,7 +476,7 @@ async fn list_sessions(
 ) -> ApiResult<Json<Vec<Session>>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         Ok(w::sessions_of(c, plan.id)?)
     })
     .await
@@ -512,7 +493,7 @@ async fn create_session(
     check_session(&b)?;
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = writable_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, true)?;
         Ok(w::insert_session(
             c,
             plan.id,
@@ -542,7 +523,7 @@ async fn put_session(
     ApiJson(b): ApiJson<SessionBody>,
 ) -> ApiResult<Json<Session>> {
     check_session(&b)?;
-    replace_one(&state, &me, id, session_for, move |c| {
+    replace_one(&state, &me, id, session_for, move |c, _| {
         Ok(w::update_session(
             c,
             id,
@@ -706,7 +687,7 @@ async fn put_workout_exercise(
     let mut checks = Checks::new();
     check_wex(&mut checks, "", &f);
     checks.finish()?;
-    replace_one(&state, &me, id, wex_for, move |c| {
+    replace_one(&state, &me, id, wex_for, move |c, _| {
         existing_exercise(c, f.exercise_id, "exercise_id")?;
         Ok(w::update_wex(c, id, &f)?)
     })
