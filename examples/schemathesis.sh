@@ -7,14 +7,15 @@
 # 0 rejected valid requests. Left out: logout-all and password change (they would end the
 # run's own session) and the WebSocket upgrade (tests/api.rs covers it).
 #
-# Measured (MAX_EXAMPLES=20, debug build, 2026-12-06, two runs): 0 server errors,
-# 0 undocumented statuses, 0 response-schema violations; stateful phase 45-62 scenarios,
-# 23-38 of 50 links covered (before the links: 2 of 320 inferred), creating 8-9 users,
-# 10-12 workout plans, 1-9 meal plans with their sessions, entries and components.
-# Still "schema-valid request rejected" (13-14 over both runs, by rules a schema
-# cannot express): client_id required for trainers and admins only, trainer_profile for
-# trainers only, trainer_id must name a trainer, exercise_id must name an exercise,
-# end_date not before start_date, uploaded bytes must sniff as an allowed type.
+# Measured (MAX_EXAMPLES=20, debug build, 2026-12-06, runs alternating on one machine):
+# before the issue-15 refusal changes (3 runs, the script without its hooks) 14-20
+# "schema-valid request rejected" (stateful 1-8 + other phases 10-13), after them (2 runs) 0, with 0 server errors and 0
+# undocumented statuses both times. Stateful phase after: 20-22 scenarios, 14-16 of 50
+# links covered, creating 13-17 users, 1-4 workout plans and 1-2 meal plans (before: 60-103
+# scenarios, as failing cases get shrunk, 10-27 links). The rules a schema cannot state
+# answer what they are: an id in a body naming nothing is 404, a role rule 403, a plan
+# moving to another client or a profile of another role 409; a plan's dates in the wrong
+# order stay a 422, and the hooks below keep generated dates in order.
 #
 #   examples/schemathesis.sh                # release build; venv in /tmp/stvenv
 #   BIN=target/debug/elior MAX_EXAMPLES=20 examples/schemathesis.sh
