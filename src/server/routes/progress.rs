@@ -41,6 +41,22 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
     }
 }
 
+/// Runs `f` with the id of the client the request is about ([`subject`]), once the caller
+/// may see that client (404 otherwise).
+async fn on_subject<T, F>(state: &AppState, me: &User, client_id: Option<i64>, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::Conn, i64) -> ApiResult<T> + Send + 'static,
+{
+    let client_id = subject(me, client_id)?;
+    let actor = Actor::from(me);
+    query(state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        f(c, client.id)
+    })
+    .await
+}
+
 /// The 403 of a trainer or an admin who left out `client_id` where only clients have data
 /// of their own.
 pub const STAFF_NAME_THE_CLIENT: &str =
@@ -73,20 +89,18 @@ async fn create(
     c.range_f64("weight", Some(e.weight), 0.0, 500.0, true);
     c.opt_text("notes", e.notes.as_deref(), 2000);
     c.finish()?;
-    let client_id = subject(&me, e.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    let client_id = e.client_id;
+    on_subject(&state, &me, client_id, move |c, client| {
         check_attachment(
             c,
             "photo_path",
             e.photo_path.as_deref(),
             Kind::ProgressPhotos,
-            client.id,
+            client,
         )?;
         Ok(progress::insert(
             c,
-            client.id,
+            client,
             &e.date,
             e.weight,
             e.photo_path.as_deref(),
@@ -127,13 +141,10 @@ async fn list(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<Vec<WeightEntry>>> {
     check_range(&q, &page)?;
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    on_subject(&state, &me, q.client_id, move |c, client| {
         Ok(progress::list(
             c,
-            client.id,
+            client,
             q.start_date.as_deref(),
             q.end_date.as_deref(),
             page.limit,
@@ -158,11 +169,8 @@ async fn current(
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<ClientQuery>,
 ) -> ApiResult<Json<WeightEntry>> {
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
-        progress::latest(c, client.id)?.ok_or(ApiError::NotFound("No weight entries yet"))
+    on_subject(&state, &me, q.client_id, |c, client| {
+        progress::latest(c, client)?.ok_or(ApiError::NotFound("No weight entries yet"))
     })
     .await
     .map(Json)
@@ -175,13 +183,10 @@ async fn summary(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<WeightSummary>> {
     check_range(&q, &Page::default())?;
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    on_subject(&state, &me, q.client_id, move |c, client| {
         Ok(progress::summary(
             c,
-            client.id,
+            client,
             q.start_date.as_deref(),
             q.end_date.as_deref(),
         )?)
