@@ -80,7 +80,10 @@ impl Modify for CommonErrors {
                     for (code, description) in [
                         ("401", "Missing or invalid token"),
                         ("403", "Role not allowed"),
-                        ("404", "Absent, or not the caller's to see"),
+                        (
+                            "404",
+                            "Absent, not the caller's to see, or an id in the body names nothing (the detail names the field)",
+                        ),
                     ] {
                         responses
                             .entry(code.into())
