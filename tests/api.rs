@@ -283,7 +283,7 @@ fn trainer_builds_plan_and_client_completes_it(db: &Db) {
     assert_eq!(refused.status, 404, "{:?}", refused.body);
     assert_eq!(
         refused.body["detail"],
-        "exercises.1.exercise_id: no exercise with this id"
+        "exercises.1.exercise_id: names no exercise"
     );
 
     matrix(&s, &cast, "GET plan", [200, 200, 404, 200, 404], |tok| {
@@ -353,7 +353,7 @@ fn trainer_builds_plan_and_client_completes_it(db: &Db) {
             json!({"workout_exercise_id": wex[0]})
         )
         .status,
-        422
+        404
     );
     assert_eq!(
         s.post(
@@ -987,7 +987,30 @@ fn upload_rejections(db: &Db) {
         &cast.other_client.token,
         json!({"date": "2026-01-01", "weight": 70.5, "photo_path": file_url}),
     );
-    assert_eq!(theirs.status, 422);
+    assert_eq!(theirs.status, 404, "{:?}", theirs.body);
+    assert_eq!(
+        theirs.body["detail"],
+        "photo_path: names no uploaded file of the client"
+    );
+    // What is no media URL of a progress photo at all is a bad field, as the document's
+    // pattern says.
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let pattern = doc["components"]["schemas"]["NewEntry"]["properties"]["photo_path"].to_string();
+    assert!(
+        pattern.contains("progress_photos/[0-9a-f]{32}"),
+        "{pattern}"
+    );
+    for not_a_photo_url in [
+        "../../elior.db".to_string(),
+        file_url.replace("progress_photos", "documents"),
+    ] {
+        let r = s.post(
+            "/api/progress/weight",
+            c,
+            json!({"date": "2026-01-02", "weight": 70.5, "photo_path": not_a_photo_url}),
+        );
+        assert_eq!(r.status, 422, "{not_a_photo_url}: {:?}", r.body);
+    }
 
     let stats = s.get("/api/files/media/stats", &cast.admin.token);
     assert_eq!(stats.body["total_files"], 1, "{:?}", stats.body);
@@ -2409,7 +2432,7 @@ fn refusals_a_schema_cannot_express_say_why() {
             new_client("orphan", not_a_trainer),
         );
         assert_eq!(r.status, 404, "{:?}", r.body);
-        assert_eq!(r.body["detail"], "trainer_id: no trainer with this id");
+        assert_eq!(r.body["detail"], "trainer_id: names no trainer");
     }
     // Only an admin chooses the trainer.
     let r = s.post(
@@ -2450,7 +2473,7 @@ fn refusals_a_schema_cannot_express_say_why() {
     let exercises = format!("/api/workouts/sessions/{}/exercises", session.body["id"]);
     let r = s.post(&exercises, t, json!({"exercise_id": 999_999, "order": 1}));
     assert_eq!(r.status, 404, "{:?}", r.body);
-    assert_eq!(r.body["detail"], "exercise_id: no exercise with this id");
+    assert_eq!(r.body["detail"], "exercise_id: names no exercise");
     assert_eq!(s.get(&exercises, t).body, json!([]));
     let added = s.post(&exercises, t, json!({"exercise_id": squat, "order": 1}));
     assert_eq!(added.status, 201, "{:?}", added.body);

@@ -43,7 +43,7 @@ pub enum ApiError {
     /// A field of the body names an object that does not exist (or that the caller may not
     /// see): 404 like the object itself would answer, naming the field (issue 15: the id is
     /// well formed, so it is not a 422 a schema could have prevented).
-    #[error("{field}: no {what} with this id")]
+    #[error("{field}: names no {what}")]
     Unknown { field: String, what: &'static str },
     /// The path exists, the method does not (axum adds the `Allow` header).
     #[error("method not allowed")]

@@ -73,6 +73,9 @@ struct NewEntry {
     /// Kilograms.
     #[schema(exclusive_minimum = 0, maximum = 500)]
     weight: f64,
+    /// A URL from `/api/files/upload/progress_photos`, owned by the client (404 when it
+    /// names no file of theirs).
+    #[schema(pattern = "^/api/files/media/progress_photos/[0-9a-f]{32}[.](jpg|png|webp|gif|pdf)$")]
     photo_path: Option<String>,
     #[schema(max_length = 2000)]
     notes: Option<String>,

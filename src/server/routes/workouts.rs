@@ -737,9 +737,9 @@ async fn log_completions(
             let prefix = prefix_for(i);
             // The client's own plan only; another's exercise id reads as absent.
             if w::wex_client(&tx, f.workout_exercise_id)? != Some(actor.id) {
-                return Err(ApiError::field(
-                    &format!("{prefix}workout_exercise_id"),
-                    "no such workout exercise in your plans",
+                return Err(ApiError::unknown(
+                    format!("{prefix}workout_exercise_id"),
+                    "workout exercise in your plans",
                 ));
             }
             check_attachment(
