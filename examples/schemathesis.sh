@@ -9,13 +9,15 @@
 #
 # Measured (MAX_EXAMPLES=20, debug build, 2026-12-06, runs alternating on one machine):
 # before the issue-15 refusal changes (3 runs, the script without its hooks) 14-20
-# "schema-valid request rejected" (stateful 1-8 + other phases 10-13), after them (2 runs) 0, with 0 server errors and 0
-# undocumented statuses both times. Stateful phase after: 20-22 scenarios, 14-16 of 50
-# links covered, creating 13-17 users, 1-4 workout plans and 1-2 meal plans (before: 60-103
-# scenarios, as failing cases get shrunk, 10-27 links). The rules a schema cannot state
-# answer what they are: an id in a body naming nothing is 404, a role rule 403, a plan
-# moving to another client or a profile of another role 409; a plan's dates in the wrong
-# order stay a 422, and the hooks below keep generated dates in order.
+# "schema-valid request rejected" (stateful 1-8 + other phases 10-13), after them (4 runs)
+# 0, with 0 server errors and 0 undocumented statuses every time. Stateful phase after:
+# 18-26 scenarios, 11-16 of 50 links covered, creating 6-18 users, and workout plans and
+# meal plans in 3 runs of 4 each (before: 60-103 scenarios, as failing cases get shrunk,
+# 10-27 links). At the default 50 examples (1 run): 0 of each failure, the stateful phase
+# creating 17 users, 1 workout plan and 2 meal plans. The rules a schema cannot state answer what they are: an id or media URL
+# in a body naming nothing is 404, a role rule 403, a plan moving to another client or a
+# profile of another role 409; a plan's dates in the wrong order stay a 422, and the
+# hooks below keep generated dates in order.
 #
 #   examples/schemathesis.sh                # release build; venv in /tmp/stvenv
 #   BIN=target/debug/elior MAX_EXAMPLES=20 examples/schemathesis.sh
