@@ -280,7 +280,11 @@ fn trainer_builds_plan_and_client_completes_it(db: &Db) {
             {"exercise_id": press, "order": 4}, {"exercise_id": 99999, "order": 5}
         ]}),
     );
-    assert_eq!(refused.status, 422);
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["detail"],
+        "exercises.1.exercise_id: names no exercise"
+    );
 
     matrix(&s, &cast, "GET plan", [200, 200, 404, 200, 404], |tok| {
         s.get(&plan_url, tok)
@@ -349,7 +353,7 @@ fn trainer_builds_plan_and_client_completes_it(db: &Db) {
             json!({"workout_exercise_id": wex[0]})
         )
         .status,
-        422
+        404
     );
     assert_eq!(
         s.post(
@@ -983,7 +987,30 @@ fn upload_rejections(db: &Db) {
         &cast.other_client.token,
         json!({"date": "2026-01-01", "weight": 70.5, "photo_path": file_url}),
     );
-    assert_eq!(theirs.status, 422);
+    assert_eq!(theirs.status, 404, "{:?}", theirs.body);
+    assert_eq!(
+        theirs.body["detail"],
+        "photo_path: names no uploaded file of the client"
+    );
+    // What is no media URL of a progress photo at all is a bad field, as the document's
+    // pattern says.
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let pattern = doc["components"]["schemas"]["NewEntry"]["properties"]["photo_path"].to_string();
+    assert!(
+        pattern.contains("progress_photos/[0-9a-f]{32}"),
+        "{pattern}"
+    );
+    for not_a_photo_url in [
+        "../../elior.db".to_string(),
+        file_url.replace("progress_photos", "documents"),
+    ] {
+        let r = s.post(
+            "/api/progress/weight",
+            c,
+            json!({"date": "2026-01-02", "weight": 70.5, "photo_path": not_a_photo_url}),
+        );
+        assert_eq!(r.status, 422, "{not_a_photo_url}: {:?}", r.body);
+    }
 
     let stats = s.get("/api/files/media/stats", &cast.admin.token);
     assert_eq!(stats.body["total_files"], 1, "{:?}", stats.body);
@@ -1325,6 +1352,7 @@ fn openapi_lists_every_route() {
         "GET /api/progress/weight/current",
         "GET /api/progress/weight/summary",
         "DELETE /api/progress/weight/{id}",
+        "POST /api/files/upload/documents",
         "POST /api/files/upload/{kind}",
         "GET /api/files/media/{kind}/{name}",
         "DELETE /api/files/media/{kind}/{name}",
@@ -2210,6 +2238,37 @@ fn openapi_links_lead_to_real_operations_and_parameters() {
             }
         }
     }
+    // Every entry of the table the document is built from is in the served document, with
+    // the id where the entry puts it, and the document has no link the table lacks.
+    use elior::server::openapi::{LinkTo, LINKS};
+    let mut listed = 0;
+    for (source, status, targets) in LINKS {
+        let Some(op) = ops.get(*source) else {
+            panic!("LINKS names {source}, which the document lacks");
+        };
+        let links = &op["responses"][*status]["links"];
+        for (target, into) in *targets {
+            let link = &links[*target];
+            assert_eq!(
+                link["operationId"], *target,
+                "{source} {status} -> {target}"
+            );
+            let (place, name) = match into {
+                LinkTo::Path(name) => ("parameters", name),
+                LinkTo::Body(name) => ("requestBody", name),
+            };
+            assert_eq!(
+                link[place][*name], "$response.body#/id",
+                "{source} -> {target}: the id is not in {place}.{name}"
+            );
+            listed += 1;
+        }
+    }
+    assert_eq!(
+        linked.len(),
+        listed,
+        "links in the document but not in LINKS"
+    );
     // The flows the issue names: users, workout plans and meal plans get created and used.
     for flow in [
         "auth_register_client->users_get_user",
@@ -2355,4 +2414,277 @@ fn documented_limits_match_the_checks_and_integral_numbers_are_integers() {
     );
     assert_eq!(whole.status, 201, "{:?}", whole.body);
     assert_eq!(whole.body["trainer_profile"]["years_of_experience"], 5);
+}
+
+/// Issue 15: a request the document calls valid, refused for a reason no schema can see,
+/// answers with the status that names the reason instead of a 422 (which says "you could
+/// have known from the schema"). An id in the body that names nothing is a 404 naming the
+/// field; what the caller's role may not do is a 403; a body at odds with the object it
+/// targets (a plan moving to another client, a profile of another role) is a 409. Each
+/// refusal leaves everything as it was.
+#[test]
+fn refusals_a_schema_cannot_express_say_why() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let (admin, t) = (cast.admin.token.as_str(), cast.trainer.token.as_str());
+    let new_client = |name: &str, trainer_id: i64| {
+        json!({"username": name, "email": format!("{name}@example.com"),
+               "password": api_harness::PASSWORD, "full_name": name, "trainer_id": trainer_id})
+    };
+
+    // trainer_id must name a trainer: a client's id and an unused one are both absent.
+    for not_a_trainer in [cast.client.id, 999_999] {
+        let r = s.post(
+            "/api/auth/register/client",
+            admin,
+            new_client("orphan", not_a_trainer),
+        );
+        assert_eq!(r.status, 404, "{:?}", r.body);
+        assert_eq!(r.body["detail"], "trainer_id: names no trainer");
+    }
+    // Only an admin chooses the trainer.
+    let r = s.post(
+        "/api/auth/register/client",
+        t,
+        new_client("poached", cast.other_trainer.id),
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    // Neither refusal made an account: the names are still free.
+    for name in ["orphan", "poached"] {
+        let r = s.post(
+            "/api/auth/register/client",
+            admin,
+            new_client(name, cast.trainer.id),
+        );
+        assert_eq!(r.status, 201, "{name}: {:?}", r.body);
+    }
+
+    // exercise_id must name an exercise of the library, on add and on replace.
+    let squat = s.post(
+        "/api/workouts/exercises",
+        t,
+        json!({"name": "Squat", "muscle_group": "legs"}),
+    );
+    let squat = squat.body["id"].as_i64().unwrap();
+    let plan = s.post(
+        "/api/workouts/plans",
+        t,
+        json!({"client_id": cast.client.id, "name": "Base"}),
+    );
+    assert_eq!(plan.status, 201, "{:?}", plan.body);
+    let plan_url = format!("/api/workouts/plans/{}", plan.body["id"]);
+    let session = s.post(
+        &format!("{plan_url}/sessions"),
+        t,
+        json!({"name": "Mon", "day_of_week": 0}),
+    );
+    let exercises = format!("/api/workouts/sessions/{}/exercises", session.body["id"]);
+    let r = s.post(&exercises, t, json!({"exercise_id": 999_999, "order": 1}));
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert_eq!(r.body["detail"], "exercise_id: names no exercise");
+    assert_eq!(s.get(&exercises, t).body, json!([]));
+    let added = s.post(&exercises, t, json!({"exercise_id": squat, "order": 1}));
+    assert_eq!(added.status, 201, "{:?}", added.body);
+    let wex = format!("/api/workouts/workout-exercises/{}", added.body["id"]);
+    let r = s.put(&wex, t, json!({"exercise_id": 999_999, "order": 2}));
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert_eq!(s.get(&wex, t).body["exercise_id"], squat);
+    assert_eq!(s.get(&wex, t).body["order"], 1);
+
+    // A plan never moves to another client: 409, and the plan is unchanged. Naming its own
+    // client is fine.
+    let meal_plan = s.post(
+        "/api/meal-plans",
+        t,
+        json!({"client_id": cast.client.id, "date": "2026-02-02", "title": "Day"}),
+    );
+    assert_eq!(meal_plan.status, 201, "{:?}", meal_plan.body);
+    let meal_url = format!("/api/meal-plans/{}", meal_plan.body["id"]);
+    for (url, body) in [
+        (&plan_url, json!({"name": "Moved"})),
+        (&meal_url, json!({"date": "2026-02-02", "title": "Moved"})),
+    ] {
+        let mut moved = body.clone();
+        moved["client_id"] = json!(cast.other_client.id);
+        let r = s.put(url, admin, moved);
+        assert_eq!(r.status, 409, "{url}: {:?}", r.body);
+        let now = s.get(url, admin).body;
+        assert_eq!(now["client_id"], cast.client.id, "{url}");
+        assert_ne!(
+            now["name"].as_str().or(now["title"].as_str()),
+            Some("Moved")
+        );
+        let mut kept = body;
+        kept["client_id"] = json!(cast.client.id);
+        assert_eq!(s.put(url, admin, kept).status, 200, "{url}");
+    }
+
+    // Staff leaving out client_id ask for their own progress, which only clients have.
+    let progress_reads = [
+        "/api/progress/weight".to_string(),
+        "/api/progress/weight/current".to_string(),
+        "/api/progress/weight/summary".to_string(),
+        format!("/api/workouts/exercises/{squat}/progress"),
+    ];
+    for staff in [admin, t] {
+        for url in &progress_reads {
+            let r = s.get(url, staff);
+            assert_eq!(r.status, 403, "{url}: {:?}", r.body);
+            assert!(r.body["detail"].as_str().unwrap().contains("client_id"));
+        }
+        let r = s.post(
+            "/api/progress/weight",
+            staff,
+            json!({"date": "2026-01-01", "weight": 80.0}),
+        );
+        assert_eq!(r.status, 403, "{:?}", r.body);
+    }
+    let own = s.get("/api/progress/weight", &cast.client.token);
+    assert_eq!((own.status, own.body.clone()), (200, json!([])));
+    let theirs = format!("/api/progress/weight?client_id={}", cast.client.id);
+    assert_eq!(s.get(&theirs, t).body, json!([]));
+
+    // A profile for another role than the user's conflicts with the user: 409, and nothing
+    // of the update is applied.
+    let client_url = format!("/api/users/{}", cast.client.id);
+    let trainer_url = format!("/api/users/{}", cast.trainer.id);
+    let before = s.get(&client_url, admin).body;
+    for (url, body) in [
+        (
+            client_url.as_str(),
+            json!({"full_name": "Renamed", "trainer_profile": {"bio": "x"}}),
+        ),
+        (
+            trainer_url.as_str(),
+            json!({"full_name": "Renamed", "client_profile": {"goals": "x"}}),
+        ),
+        ("/api/users/me", json!({"trainer_profile": {"bio": "x"}})),
+    ] {
+        let r = s.put(url, admin, body);
+        assert_eq!(r.status, 409, "{url}: {:?}", r.body);
+    }
+    assert_eq!(s.get(&client_url, admin).body, before);
+    assert_ne!(s.get(&trainer_url, admin).body["full_name"], "Renamed");
+
+    // What a role may change: 403, and the account is untouched.
+    let r = s.put("/api/users/me", admin, json!({"is_active": false}));
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(s.get("/api/users/me", admin).status, 200);
+    for body in [
+        json!({"is_active": false}),
+        json!({"email": "taken-over@example.com"}),
+    ] {
+        let r = s.put(&client_url, t, body);
+        assert_eq!(r.status, 403, "{:?}", r.body);
+    }
+    assert_eq!(s.get(&client_url, admin).body, before);
+    assert_eq!(s.get("/api/users/me", &cast.client.token).status, 200);
+}
+
+/// Issue 15: the upload operations list, in their `file` part's `encoding`, the media
+/// types the server accepts by content, and a file of each listed type is accepted; the
+/// photo upload's `kind` leaves out documents, which have an operation of their own.
+#[test]
+fn upload_operations_document_the_types_they_take() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let encoding = |path: &str| -> Vec<String> {
+        doc["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]
+            ["file"]["contentType"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no encoding for file"))
+            .split(", ")
+            .map(str::to_string)
+            .collect()
+    };
+    let images = encoding("/api/files/upload/{kind}");
+    assert_eq!(
+        images,
+        ["image/jpeg", "image/png", "image/webp", "image/gif"]
+    );
+    assert_eq!(encoding("/api/meal-plans/uploads/{id}/photo"), images);
+    assert_eq!(encoding("/api/files/upload/documents"), ["application/pdf"]);
+    let kinds = &doc["paths"]["/api/files/upload/{kind}"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kind")
+        .unwrap()["schema"]["enum"];
+    assert_eq!(
+        *kinds,
+        json!([
+            "meal_photos",
+            "progress_photos",
+            "form_photos",
+            "profile_photos"
+        ])
+    );
+
+    for kind in kinds.as_array().unwrap() {
+        let url = format!("/api/files/upload/{}", kind.as_str().unwrap());
+        for media_type in &images {
+            let format = image::ImageFormat::from_mime_type(media_type).unwrap();
+            let r = s.upload(&url, c, "file", "x", &image_bytes(format, 3, 2));
+            assert_eq!(r.status, 201, "{url} {media_type}: {:?}", r.body);
+            assert_eq!(r.body["content_type"], *media_type);
+        }
+        // A PDF is not one of the types listed here.
+        assert_eq!(s.upload(&url, c, "file", "x", MINIMAL_PDF).status, 422);
+    }
+    let documents = "/api/files/upload/documents";
+    let r = s.upload(documents, c, "file", "x", MINIMAL_PDF);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["content_type"], "application/pdf");
+    let png = image_bytes(image::ImageFormat::Png, 3, 2);
+    assert_eq!(s.upload(documents, c, "file", "x", &png).status, 422);
+}
+
+/// Issue 15: the document's "not blank" pattern and the server's trim agree on every
+/// character: a name of one whitespace character (as Rust's `char::is_whitespace` has it,
+/// U+0085 included, which ECMA-262's `\s` leaves out) is outside the pattern and refused;
+/// a name of a character the pattern allows (U+FEFF, U+200B, which `\s` or trim treat
+/// differently) is accepted.
+#[test]
+fn the_not_blank_pattern_is_the_servers_trim() {
+    let s = Server::start();
+    let cast = Cast::new(&s);
+    let t = &cast.trainer.token;
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let pattern = doc["components"]["schemas"]["WorkoutPlanBody"]["properties"]["name"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // `[^\uXXXX...]`: the characters a name may not consist of alone.
+    let excluded: Vec<char> = pattern
+        .strip_prefix("[^")
+        .and_then(|p| p.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a negated class: {pattern}"))
+        .split("\\u")
+        .filter(|hex| !hex.is_empty())
+        .map(|hex| char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap())
+        .collect();
+    assert!(excluded.contains(&'\u{85}') && excluded.contains(&' '));
+    let plan = s.post(
+        "/api/workouts/plans",
+        t,
+        json!({"client_id": cast.client.id, "name": "Base"}),
+    );
+    let plan_url = format!("/api/workouts/plans/{}", plan.body["id"]);
+    for c in excluded
+        .iter()
+        .copied()
+        .chain(['\u{feff}', '\u{200b}', '\u{1c}', 'x'])
+    {
+        let r = s.put(&plan_url, t, json!({"name": c.to_string()}));
+        let blank = excluded.contains(&c);
+        assert_eq!(
+            r.status,
+            if blank { 422 } else { 200 },
+            "U+{:04X}: {:?}",
+            u32::from(c),
+            r.body
+        );
+    }
 }

@@ -478,7 +478,9 @@ pub struct CompletionFields {
     pub difficulty_rating: Option<i64>,
     #[schema(max_length = 2000)]
     pub notes: Option<String>,
-    /// A URL from `/api/files/upload/form_photos`, owned by the same client.
+    /// A URL from `/api/files/upload/form_photos`, owned by the same client (404 when it
+    /// names no file of theirs).
+    #[schema(pattern = "^/api/files/media/form_photos/[0-9a-f]{32}[.](jpg|png|webp|gif|pdf)$")]
     pub form_photo_path: Option<String>,
 }
 

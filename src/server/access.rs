@@ -161,7 +161,9 @@ pub fn list_scope(actor: Actor, client_filter: Option<i64>) -> Option<(Option<i6
 }
 
 /// Checks that `url` names an uploaded file of `kind` owned by `owner_id`, so one user
-/// can't attach another's photo to their record.
+/// can't attach another's photo to their record. A string that is no media URL of `kind`
+/// is a 422 (the document's pattern says so); a media URL of no file of the owner's is a
+/// 404 naming the field, like any id in a body that names nothing (issue 15).
 pub fn check_attachment(
     c: &Conn,
     field: &'static str,
@@ -170,19 +172,15 @@ pub fn check_attachment(
     owner_id: i64,
 ) -> ApiResult<()> {
     let Some(url) = url else { return Ok(()) };
-    let owned = crate::files::parse_media_url(url)
-        .filter(|(k, _)| *k == kind)
-        .map(|(k, name)| crate::db::files::find(c, k, &name))
-        .transpose()?
-        .flatten()
-        .is_some_and(|f| f.owner_id == owner_id);
-    if owned {
-        Ok(())
-    } else {
-        Err(ApiError::field(
+    let Some((_, name)) = crate::files::parse_media_url(url).filter(|(k, _)| *k == kind) else {
+        return Err(ApiError::field(
             field,
             format!("must be the url of a {} file you uploaded", kind.as_str()),
-        ))
+        ));
+    };
+    match crate::db::files::find(c, kind, &name)? {
+        Some(f) if f.owner_id == owner_id => Ok(()),
+        _ => Err(ApiError::unknown(field, "uploaded file of the client")),
     }
 }
 

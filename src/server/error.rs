@@ -40,6 +40,11 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// A field of the body names an object that does not exist (or that the caller may not
+    /// see): 404 like the object itself would answer, naming the field (issue 15: the id is
+    /// well formed, so it is not a 422 a schema could have prevented).
+    #[error("{field}: names no {what}")]
+    Unknown { field: String, what: &'static str },
     /// The path exists, the method does not (axum adds the `Allow` header).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -75,6 +80,14 @@ impl ApiError {
     pub fn field(field: &str, msg: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::body(field, msg)])
     }
+
+    /// The body's `field` names no `what` (a 404; see [`ApiError::Unknown`]).
+    pub fn unknown(field: impl Into<String>, what: &'static str) -> Self {
+        ApiError::Unknown {
+            field: field.into(),
+            what,
+        }
+    }
 }
 
 impl From<DbError> for ApiError {
@@ -93,6 +106,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "detail": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "detail": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "detail": m })),
+            ApiError::Unknown { .. } => {
+                (StatusCode::NOT_FOUND, json!({ "detail": self.to_string() }))
+            }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({ "detail": "Method Not Allowed" }),

@@ -53,6 +53,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = doc;
     utoipa::Modify::modify(&openapi::CommonErrors, &mut doc);
     utoipa::Modify::modify(&openapi::Enums, &mut doc);
+    utoipa::Modify::modify(&openapi::Uploads, &mut doc);
+    utoipa::Modify::modify(&openapi::NonBlank, &mut doc);
     utoipa::Modify::modify(&openapi::CreateBodies, &mut doc);
     utoipa::Modify::modify(&openapi::FlattenedBodies, &mut doc);
     utoipa::Modify::modify(&openapi::Links, &mut doc);

@@ -80,7 +80,10 @@ impl Modify for CommonErrors {
                     for (code, description) in [
                         ("401", "Missing or invalid token"),
                         ("403", "Role not allowed"),
-                        ("404", "Absent, or not the caller's to see"),
+                        (
+                            "404",
+                            "Absent, not the caller's to see, or an id in the body names nothing (the detail names the field)",
+                        ),
                     ] {
                         responses
                             .entry(code.into())
@@ -183,6 +186,144 @@ impl Modify for Enums {
                     if let Some((_, values)) = params.iter().find(|(n, _)| *n == p.name) {
                         if let Some(utoipa::openapi::RefOr::T(schema)) = p.schema.as_mut() {
                             set_enum(schema, values);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A text the server trims must hold a character that is not whitespace. The attributes
+/// say `pattern = "\\S"`, but `\s` means other sets in the engines a client uses: ECMA-262
+/// (JSON Schema) leaves out U+0085, which Rust's `str::trim` removes, so `"\u{85}"` was
+/// schema-valid and refused as blank (found by schemathesis, issue 15). Each `\S` pattern is
+/// replaced by the class of every character that is not `char::is_whitespace`, built from
+/// Rust's own definition so the two cannot differ. Applied by [`super::api`] before the
+/// modifiers that copy schemas ([`CreateBodies`], [`FlattenedBodies`]).
+pub struct NonBlank;
+
+/// The character class [`NonBlank`] writes for `\S`.
+pub fn non_blank_pattern() -> String {
+    let escaped: String = (char::MIN..=char::MAX)
+        .filter(|c| c.is_whitespace())
+        .map(|c| format!("\\u{:04x}", u32::from(c)))
+        .collect();
+    format!("[^{escaped}]")
+}
+
+impl Modify for NonBlank {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::ArrayItems;
+        use utoipa::openapi::{RefOr, Schema};
+        fn walk(schema: &mut Schema, pattern: &str) {
+            match schema {
+                Schema::Object(object) => {
+                    if object.pattern.as_deref() == Some("\\S") {
+                        object.pattern = Some(pattern.to_string());
+                    }
+                    for property in object.properties.values_mut() {
+                        if let RefOr::T(property) = property {
+                            walk(property, pattern);
+                        }
+                    }
+                }
+                Schema::Array(array) => {
+                    if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                        if let RefOr::T(items) = items.as_mut() {
+                            walk(items, pattern);
+                        }
+                    }
+                }
+                Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(|i| walk_ref(i, pattern)),
+                Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(|i| walk_ref(i, pattern)),
+                Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(|i| walk_ref(i, pattern)),
+                _ => {}
+            }
+        }
+        fn walk_ref(schema: &mut RefOr<Schema>, pattern: &str) {
+            if let RefOr::T(schema) = schema {
+                walk(schema, pattern);
+            }
+        }
+        let pattern = non_blank_pattern();
+        for schema in openapi
+            .components
+            .iter_mut()
+            .flat_map(|c| c.schemas.values_mut())
+        {
+            walk_ref(schema, &pattern);
+        }
+    }
+}
+
+/// The media types each upload operation takes in its `file` part, as the server sniffs
+/// them: the image kinds take images, documents take PDFs ([`crate::files::check`]). The
+/// document says so with the part's `encoding` (issue 15: a client that generates bodies
+/// sends a file of a listed type; bytes of another type are a 422). The photo upload's
+/// `kind` lists only the image kinds: documents have their own operation.
+/// Applied by [`super::api`] after [`Enums`].
+pub struct Uploads;
+
+impl Modify for Uploads {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::files::{Detected, Kind};
+        use utoipa::openapi::encoding::EncodingBuilder;
+        use utoipa::openapi::RefOr;
+        // Every type the sniffer knows, by the extension it stores under.
+        let detected: Vec<Detected> = ["jpg", "png", "webp", "gif", "pdf"]
+            .into_iter()
+            .filter_map(Detected::from_ext)
+            .collect();
+        let types = |images: bool| {
+            detected
+                .iter()
+                .filter(|d| d.is_image() == images)
+                .map(|d| d.content_type())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let image_kinds: Vec<&str> = Kind::ALL
+            .into_iter()
+            .filter(|k| k.takes_images())
+            .map(Kind::as_str)
+            .collect();
+        let uploads = [
+            ("files_upload", types(true)),
+            ("files_upload_document", types(false)),
+            ("meal_plans_upload_photo", types(true)),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let Some(op) = item.post.as_mut() else {
+                continue;
+            };
+            let Some((id, accepted)) = uploads
+                .iter()
+                .find(|(id, _)| op.operation_id.as_deref() == Some(*id))
+            else {
+                continue;
+            };
+            if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+                for content in body.content.values_mut() {
+                    let RefOr::T(content) = content else {
+                        continue;
+                    };
+                    content.encoding.insert(
+                        "file".into(),
+                        EncodingBuilder::new()
+                            .content_type(Some(accepted.clone()))
+                            .build(),
+                    );
+                }
+            }
+            if *id == "files_upload" {
+                for p in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(p) = p else {
+                        continue;
+                    };
+                    if p.name == "kind" {
+                        if let Some(RefOr::T(schema)) = p.schema.as_mut() {
+                            set_enum(schema, &image_kinds);
                         }
                     }
                 }

@@ -502,7 +502,8 @@ struct ClientRegistration {
     account: Registration,
     #[serde(flatten)]
     profile: ClientProfile,
-    /// Admin only: the trainer to assign. A trainer always gets their own new client.
+    /// Admin only (403 for a trainer): the trainer to assign, which must be one (404).
+    /// A trainer always gets their own new client.
     #[serde(default)]
     trainer_id: Option<i64>,
 }
@@ -538,17 +539,19 @@ async fn register_client(
 ) -> ApiResult<(StatusCode, Json<UserDetail>)> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can create clients")?;
+    if r.trainer_id.is_some() && !actor.is_admin() {
+        return Err(ApiError::Forbidden(
+            "Only an admin can choose the trainer; leave out trainer_id",
+        ));
+    }
     let mut checks = Checks::new();
     check_client_profile(&mut checks, &r.profile);
-    if r.trainer_id.is_some() && !actor.is_admin() {
-        checks.push("trainer_id", "only an admin can choose the trainer");
-    }
     checks.finish()?;
     let trainer_id = if actor.is_admin() {
         if let Some(tid) = r.trainer_id {
             let trainer = state.db.call(move |c| users::find_by_id(c, tid)).await?;
             if !trainer.is_some_and(|t| t.role == Role::Trainer) {
-                return Err(ApiError::field("trainer_id", "is not a trainer"));
+                return Err(ApiError::unknown("trainer_id", "trainer"));
             }
         }
         r.trainer_id

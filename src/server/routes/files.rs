@@ -38,6 +38,10 @@ pub fn router() -> OpenApiRouter<AppState> {
             routes!(upload),
             DefaultBodyLimit::disable(),
         ))
+        .routes(openapi::layered(
+            routes!(upload_document),
+            DefaultBodyLimit::disable(),
+        ))
         .routes(routes!(stats))
         .routes(routes!(serve, remove))
 }
@@ -233,6 +237,9 @@ struct UploadQuery {
     client_id: Option<i64>,
 }
 
+/// A photo: `kind` is one of the image kinds, and the file a JPEG, PNG, WebP or GIF (by
+/// content). A PDF goes to `/api/files/upload/documents`, an operation of its own because
+/// it takes other bytes (the static path is matched before this one).
 #[utoipa::path(post, path = "/api/files/upload/{kind}", operation_id = "files_upload", tag = "files", params(("kind" = String, Path), UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile)), security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
@@ -241,18 +248,38 @@ async fn upload(
     ApiQuery(q): ApiQuery<UploadQuery>,
     m: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
-    let kind = parse_kind(&kind)?;
+    upload_as(&state, me, parse_kind(&kind)?, q, m).await
+}
+
+/// A PDF document (by content, parsed far enough to refuse an HTML polyglot).
+#[utoipa::path(post, path = "/api/files/upload/documents", operation_id = "files_upload_document", tag = "files", params(UploadQuery), request_body(content_type = "multipart/form-data", content = crate::server::openapi::UploadForm), responses((status = 201, description = "Success", body = UploadedFile)), security(("bearer" = [])))]
+async fn upload_document(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    m: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
+    upload_as(&state, me, Kind::Documents, q, m).await
+}
+
+async fn upload_as(
+    state: &AppState,
+    me: crate::db::users::User,
+    kind: Kind,
+    q: UploadQuery,
+    m: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
     let actor = Actor::from(&me);
     // Read the (bounded) body before refusing, so the client sees the answer.
     let m = multipart_or_422(m)?;
     let bytes = read_file_field(m, &["file", "image"], state.file_limits.for_kind(kind)).await?;
     let owner = match q.client_id {
         Some(id) if id != me.id => {
-            query(&state, move |c| visible_client(c, actor, id).map(|u| u.id)).await?
+            query(state, move |c| visible_client(c, actor, id).map(|u| u.id)).await?
         }
         _ => me.id,
     };
-    let record = save(&state, kind, owner, bytes, "file").await?;
+    let record = save(state, kind, owner, bytes, "file").await?;
     tracing::info!(kind = kind.as_str(), name = %record.name, owner, "file uploaded");
     Ok((StatusCode::CREATED, Json(record.into())))
 }

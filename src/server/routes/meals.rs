@@ -28,8 +28,8 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::openapi;
 use crate::server::params::{parse_date, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
 use crate::server::routes::files::{multipart_or_422, read_file_field, save};
+use crate::server::routes::{delete_one, deleted, read_one, replace_one};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,7 +56,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MealPlanBody {
-    /// Required when creating; a plan never moves to another client.
+    /// Required when creating. When replacing, it may be left out; naming another client
+    /// than the plan's is a 409 (a plan never moves).
     client_id: Option<i64>,
     #[schema(format = Date)]
     date: String,
@@ -202,10 +203,7 @@ async fn get_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealPlan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| plan_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, plan_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/{id}", operation_id = "meal_plans_put_plan", tag = "meal-plans", params(("id" = i64, Path)), request_body = MealPlanBody, responses((status = 200, description = "Success", body = MealPlan), (status = 409, description = "Conflicts with the current state", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
@@ -216,25 +214,16 @@ async fn put_plan(
     ApiJson(b): ApiJson<MealPlanBody>,
 ) -> ApiResult<Json<MealPlan>> {
     check_plan(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, true)?;
-        if b.client_id.is_some_and(|cid| cid != plan.client_id) {
-            return Err(ApiError::field(
-                "client_id",
-                "a plan cannot move to another client",
-            ));
-        }
+    replace_one(&state, &me, id, plan_for, move |c, plan| {
+        crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
         if m::plan_for_date(c, plan.client_id, &b.date)?.is_some_and(|other| other.id != plan.id) {
             return Err(ApiError::Conflict(
                 "The client already has a meal plan for this date".into(),
             ));
         }
-        m::update_plan(c, id, &b.date, &b.fields())?;
-        plan_for(c, actor, id, false)
+        Ok(m::update_plan(c, id, &b.date, &b.fields())?)
     })
     .await
-    .map(Json)
 }
 
 /// Removes the plan with its entries, components and meal photos (files included).
@@ -371,10 +360,7 @@ async fn get_entry(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealEntry>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| entry_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, entry_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_put_entry", tag = "meal-plans", params(("id" = i64, Path)), request_body = EntryFields, responses((status = 200, description = "Success", body = MealEntry)), security(("bearer" = [])))]
@@ -385,14 +371,10 @@ async fn put_entry(
     ApiJson(f): ApiJson<EntryFields>,
 ) -> ApiResult<Json<MealEntry>> {
     check_entry(&f)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        entry_for(c, actor, id, true)?;
-        m::update_entry(c, id, &f)?;
-        entry_for(c, actor, id, false)
+    replace_one(&state, &me, id, entry_for, move |c, _| {
+        Ok(m::update_entry(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/meal-plans/entries/{id}", operation_id = "meal_plans_delete_entry", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -461,10 +443,7 @@ async fn get_component(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<MealComponent>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| component_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, component_for).await
 }
 
 #[utoipa::path(put, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_put_component", tag = "meal-plans", params(("id" = i64, Path)), request_body = ComponentFields, responses((status = 200, description = "Success", body = MealComponent)), security(("bearer" = [])))]
@@ -475,14 +454,10 @@ async fn put_component(
     ApiJson(f): ApiJson<ComponentFields>,
 ) -> ApiResult<Json<MealComponent>> {
     check_component(&f)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        component_for(c, actor, id, true)?;
-        m::update_component(c, id, &f)?;
-        component_for(c, actor, id, false)
+    replace_one(&state, &me, id, component_for, move |c, _| {
+        Ok(m::update_component(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/meal-plans/components/{id}", operation_id = "meal_plans_delete_component", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -491,13 +466,15 @@ async fn delete_component(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        component_for(c, actor, id, true)?;
-        Ok(m::delete_component(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Meal component"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        component_for,
+        m::delete_component,
+        "Meal component",
+    )
+    .await
 }
 
 // ----- meal photos -----------------------------------------------------------------------

@@ -26,7 +26,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
 }
 
-/// The client a request is about: a client is always themselves; staff must name one.
+/// The client a request is about: without `client_id`, the caller's own weigh-ins, which
+/// only a client has; a trainer or an admin names the client. Staff asking for their own
+/// get 403 (the role has none), not 422: the request is well formed, the role is the
+/// problem, and the role comes from the token, which no schema sees (issue 15).
 fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
     match (me.role, client_id) {
         (Role::Client, None) => Ok(me.id),
@@ -34,25 +37,45 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
         // Another client's id reads as absent.
         (Role::Client, Some(_)) => Err(ApiError::NotFound("Client not found")),
         (_, Some(id)) => Ok(id),
-        (_, None) => Err(ApiError::Validation(vec![
-            crate::server::error::FieldError {
-                loc: vec!["query".into(), "client_id".into()],
-                msg: "is required for trainers and admins".into(),
-                kind: "value_error".into(),
-            },
-        ])),
+        (_, None) => Err(ApiError::Forbidden(STAFF_NAME_THE_CLIENT)),
     }
 }
+
+/// Runs `f` with the id of the client the request is about ([`subject`]), once the caller
+/// may see that client (404 otherwise).
+async fn on_subject<T, F>(state: &AppState, me: &User, client_id: Option<i64>, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::Conn, i64) -> ApiResult<T> + Send + 'static,
+{
+    let client_id = subject(me, client_id)?;
+    let actor = Actor::from(me);
+    query(state, move |c| {
+        let client = visible_client(c, actor, client_id)?;
+        f(c, client.id)
+    })
+    .await
+}
+
+/// The 403 of a trainer or an admin who left out `client_id` where only clients have data
+/// of their own.
+pub const STAFF_NAME_THE_CLIENT: &str =
+    "Only clients have their own progress; trainers and admins name the client with client_id";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEntry {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
     #[schema(format = Date)]
     date: String,
     /// Kilograms.
     #[schema(exclusive_minimum = 0, maximum = 500)]
     weight: f64,
+    /// A URL from `/api/files/upload/progress_photos`, owned by the client (404 when it
+    /// names no file of theirs).
+    #[schema(pattern = "^/api/files/media/progress_photos/[0-9a-f]{32}[.](jpg|png|webp|gif|pdf)$")]
     photo_path: Option<String>,
     #[schema(max_length = 2000)]
     notes: Option<String>,
@@ -69,20 +92,18 @@ async fn create(
     c.range_f64("weight", Some(e.weight), 0.0, 500.0, true);
     c.opt_text("notes", e.notes.as_deref(), 2000);
     c.finish()?;
-    let client_id = subject(&me, e.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    let client_id = e.client_id;
+    on_subject(&state, &me, client_id, move |c, client| {
         check_attachment(
             c,
             "photo_path",
             e.photo_path.as_deref(),
             Kind::ProgressPhotos,
-            client.id,
+            client,
         )?;
         Ok(progress::insert(
             c,
-            client.id,
+            client,
             &e.date,
             e.weight,
             e.photo_path.as_deref(),
@@ -96,6 +117,8 @@ async fn create(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct RangeQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
     #[schema(format = Date)]
     #[param(format = Date)]
@@ -121,13 +144,10 @@ async fn list(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<Vec<WeightEntry>>> {
     check_range(&q, &page)?;
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    on_subject(&state, &me, q.client_id, move |c, client| {
         Ok(progress::list(
             c,
-            client.id,
+            client,
             q.start_date.as_deref(),
             q.end_date.as_deref(),
             page.limit,
@@ -141,6 +161,8 @@ async fn list(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct ClientQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
 }
 
@@ -150,11 +172,8 @@ async fn current(
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<ClientQuery>,
 ) -> ApiResult<Json<WeightEntry>> {
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
-        progress::latest(c, client.id)?.ok_or(ApiError::NotFound("No weight entries yet"))
+    on_subject(&state, &me, q.client_id, |c, client| {
+        progress::latest(c, client)?.ok_or(ApiError::NotFound("No weight entries yet"))
     })
     .await
     .map(Json)
@@ -167,13 +186,10 @@ async fn summary(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<WeightSummary>> {
     check_range(&q, &Page::default())?;
-    let client_id = subject(&me, q.client_id)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
+    on_subject(&state, &me, q.client_id, move |c, client| {
         Ok(progress::summary(
             c,
-            client.id,
+            client,
             q.start_date.as_deref(),
             q.end_date.as_deref(),
         )?)

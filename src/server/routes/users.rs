@@ -122,47 +122,66 @@ pub fn check_client_profile(c: &mut Checks, p: &ClientProfile) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserUpdate {
+    /// The user themselves or an admin (403 for anyone else).
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
+    /// Not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     full_name: Option<String>,
+    /// Admins only (403 for others); an admin cannot deactivate themselves (403).
     is_active: Option<bool>,
+    /// For a trainer only: 409 when the user is not a trainer.
     trainer_profile: Option<TrainerProfile>,
+    /// For a client only: 409 when the user is not a client.
     client_profile: Option<ClientProfile>,
 }
 
-/// Validates and applies `u` to `target`. Only an admin changes `is_active`; only the
-/// user or an admin changes the email.
+/// Checks and applies `u` to `target`: who may change what (403: only an admin changes
+/// `is_active`, never their own to false; only the user or an admin changes the email),
+/// then the fields (422), then whether a profile fits the user's role (409).
 fn apply_update(c: &Conn, actor: Actor, target: &User, u: UserUpdate) -> ApiResult<User> {
+    // Who may change what comes from the token, which no schema sees: 403 (issue 15).
+    if u.email.is_some() && actor.id != target.id && !actor.is_admin() {
+        return Err(ApiError::Forbidden(
+            "Only the user or an admin can change the email",
+        ));
+    }
+    if u.is_active.is_some() && !actor.is_admin() {
+        return Err(ApiError::Forbidden("Only an admin can change is_active"));
+    }
+    if u.is_active == Some(false) && actor.id == target.id {
+        return Err(ApiError::Forbidden("You cannot deactivate yourself"));
+    }
     let mut checks = Checks::new();
     if let Some(e) = &u.email {
         if !is_email(e.trim()) {
             checks.push("email", "is not a valid email address");
         }
-        if actor.id != target.id && !actor.is_admin() {
-            checks.push("email", "only the user or an admin can change it");
-        }
     }
     if let Some(n) = &u.full_name {
         checks.text("full_name", n, 1, 100);
     }
-    if u.is_active.is_some() && !actor.is_admin() {
-        checks.push("is_active", "only an admin can change it");
-    }
     if let Some(p) = &u.trainer_profile {
-        if target.role != Role::Trainer {
-            checks.push("trainer_profile", "only trainers have a trainer profile");
-        }
         check_trainer_profile(&mut checks, p);
     }
     if let Some(p) = &u.client_profile {
-        if target.role != Role::Client {
-            checks.push("client_profile", "only clients have a client profile");
-        }
         check_client_profile(&mut checks, p);
     }
-    if u.is_active == Some(false) && actor.id == target.id {
-        checks.push("is_active", "you cannot deactivate yourself");
-    }
     checks.finish()?;
+    // A well-formed profile for a user of another role conflicts with what the user is
+    // (the role is the target's state, not part of the body): 409 (issue 15).
+    if u.trainer_profile.is_some() && target.role != Role::Trainer {
+        return Err(ApiError::Conflict(format!(
+            "user {} is not a trainer; only trainers have a trainer profile",
+            target.id
+        )));
+    }
+    if u.client_profile.is_some() && target.role != Role::Client {
+        return Err(ApiError::Conflict(format!(
+            "user {} is not a client; only clients have a client profile",
+            target.id
+        )));
+    }
     let changes = UserChanges {
         email: u.email.map(|s| s.trim().to_string()),
         full_name: u.full_name.map(|s| s.trim().to_string()),
@@ -189,7 +208,7 @@ async fn get_me(
     query(&state, move |c| detail(c, me)).await.map(Json)
 }
 
-#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/users/me", operation_id = "users_put_me", tag = "users", request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 409, description = "Email already registered, or a profile for another role than the user's", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -298,7 +317,7 @@ async fn get_user(
     .map(Json)
 }
 
-#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/users/{id}", operation_id = "users_put_user", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate, responses((status = 200, description = "Success", body = UserDetail), (status = 409, description = "Email already registered, or a profile for another role than the user's", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -27,7 +27,7 @@ use crate::server::access::{
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
+use crate::server::routes::{delete_one, deleted, read_one, replace_one};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -193,6 +193,8 @@ async fn delete_exercise(
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[into_params(parameter_in = Query)]
 struct ProgressQuery {
+    /// The client; leave it out for your own (clients). Trainers and admins must name one
+    /// (403 without it: only clients have their own).
     client_id: Option<i64>,
 }
 
@@ -214,9 +216,9 @@ async fn exercise_progress(
         (Role::Client, _) => me.id,
         (_, Some(id)) => id,
         (_, None) => {
-            let mut c = Checks::new();
-            c.push_query("client_id", "is required for trainers and admins");
-            return Err(c.finish().unwrap_err());
+            return Err(ApiError::Forbidden(
+                crate::server::routes::progress::STAFF_NAME_THE_CLIENT,
+            ))
         }
     };
     query(&state, move |c| {
@@ -233,7 +235,8 @@ async fn exercise_progress(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkoutPlanBody {
-    /// Required when creating; ignored (may not change) when updating.
+    /// Required when creating. When replacing, it may be left out; naming another client
+    /// than the plan's is a 409 (a plan never moves).
     client_id: Option<i64>,
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
@@ -273,17 +276,11 @@ fn plan_fields(b: &WorkoutPlanBody) -> PlanFields<'_> {
     }
 }
 
-/// A plan the actor may see, or 404.
-fn visible_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
-    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
-    visible_owner(c, actor, plan.client_id, "Workout plan not found")?;
-    Ok(plan)
-}
-
-/// A plan the actor may change: 404 when invisible, 403 when only visible.
-fn writable_plan(c: &Conn, actor: Actor, id: i64) -> ApiResult<Plan> {
-    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound("Workout plan not found"))?;
-    plannable_owner(c, actor, plan.client_id, "Workout plan not found")?;
+/// A plan the actor may see (`write`: may change), or 404 (403 when only visible).
+fn plan_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<Plan> {
+    const MISSING: &str = "Workout plan not found";
+    let plan = w::find_plan(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+    owned(c, actor, Ok(Some(plan.client_id)), write, MISSING)?;
     Ok(plan)
 }
 
@@ -353,13 +350,10 @@ async fn get_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Plan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| visible_plan(c, actor, id))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, plan_for).await
 }
 
-#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/workouts/plans/{id}", operation_id = "workouts_put_plan", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutPlanBody, responses((status = 200, description = "Success", body = Plan), (status = 409, description = "client_id names another client than the plan's", body = crate::server::openapi::ErrorBody)), security(("bearer" = [])))]
 async fn put_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -367,20 +361,11 @@ async fn put_plan(
     ApiJson(b): ApiJson<WorkoutPlanBody>,
 ) -> ApiResult<Json<Plan>> {
     check_plan(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = writable_plan(c, actor, id)?;
-        if b.client_id.is_some_and(|cid| cid != plan.client_id) {
-            return Err(ApiError::field(
-                "client_id",
-                "a plan cannot move to another client",
-            ));
-        }
-        w::update_plan(c, id, &plan_fields(&b))?;
-        visible_plan(c, actor, id)
+    replace_one(&state, &me, id, plan_for, move |c, plan| {
+        crate::server::routes::stays_with_client(b.client_id, plan.client_id)?;
+        Ok(w::update_plan(c, id, &plan_fields(&b))?)
     })
     .await
-    .map(Json)
 }
 
 /// Deletes the plan with its sessions, their exercises and the completions logged on them.
@@ -390,13 +375,7 @@ async fn delete_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        writable_plan(c, actor, id)?;
-        Ok(w::delete_plan(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout plan"))
+    delete_one(&state, &me, id, plan_for, w::delete_plan, "Workout plan").await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -422,7 +401,7 @@ async fn complete_plan(
 ) -> ApiResult<Json<CompleteWorkoutPlan>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         let sessions = w::sessions_of(c, plan.id)?;
         let mut exercises = w::wex_of_plan(c, plan.id)?;
         let workout_sessions = sessions
@@ -455,7 +434,7 @@ async fn plan_summary(
 ) -> ApiResult<Json<w::PlanSummary>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         Ok(w::plan_summary(c, &plan)?)
     })
     .await
@@ -497,7 +476,7 @@ async fn list_sessions(
 ) -> ApiResult<Json<Vec<Session>>> {
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = visible_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, false)?;
         Ok(w::sessions_of(c, plan.id)?)
     })
     .await
@@ -514,7 +493,7 @@ async fn create_session(
     check_session(&b)?;
     let actor = Actor::from(&me);
     query(&state, move |c| {
-        let plan = writable_plan(c, actor, id)?;
+        let plan = plan_for(c, actor, id, true)?;
         Ok(w::insert_session(
             c,
             plan.id,
@@ -533,10 +512,7 @@ async fn get_session(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Session>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| session_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, session_for).await
 }
 
 #[utoipa::path(put, path = "/api/workouts/sessions/{id}", operation_id = "workouts_put_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
@@ -547,14 +523,16 @@ async fn put_session(
     ApiJson(b): ApiJson<SessionBody>,
 ) -> ApiResult<Json<Session>> {
     check_session(&b)?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        session_for(c, actor, id, true)?;
-        w::update_session(c, id, b.name.trim(), b.day_of_week, b.notes.as_deref())?;
-        session_for(c, actor, id, false)
+    replace_one(&state, &me, id, session_for, move |c, _| {
+        Ok(w::update_session(
+            c,
+            id,
+            b.name.trim(),
+            b.day_of_week,
+            b.notes.as_deref(),
+        )?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/workouts/sessions/{id}", operation_id = "workouts_delete_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -563,13 +541,15 @@ async fn delete_session(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        session_for(c, actor, id, true)?;
-        Ok(w::delete_session(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout session"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        session_for,
+        w::delete_session,
+        "Workout session",
+    )
+    .await
 }
 
 // ----- session exercises ---------------------------------------------------------------
@@ -587,15 +567,21 @@ fn check_wex(c: &mut Checks, prefix: &str, f: &WorkoutExerciseFields) {
     c.opt_text(&field("notes"), f.notes.as_deref(), 2000);
 }
 
+/// An `exercise_id` in a body must name an exercise of the library: 404 naming the field.
+fn existing_exercise(c: &Conn, id: i64, field: &str) -> ApiResult<()> {
+    match w::find_exercise(c, id)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::unknown(field, "exercise")),
+    }
+}
+
 fn insert_checked_wex(
     c: &Conn,
     session_id: i64,
     f: &WorkoutExerciseFields,
     field: &str,
 ) -> ApiResult<WorkoutExercise> {
-    if w::find_exercise(c, f.exercise_id)?.is_none() {
-        return Err(ApiError::field(field, "no such exercise"));
-    }
+    existing_exercise(c, f.exercise_id, field)?;
     Ok(w::insert_wex(c, session_id, f)?)
 }
 
@@ -688,10 +674,7 @@ async fn get_workout_exercise(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WorkoutExercise>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| wex_for(c, actor, id, false))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, wex_for).await
 }
 
 #[utoipa::path(put, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_put_workout_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 200, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
@@ -704,17 +687,11 @@ async fn put_workout_exercise(
     let mut checks = Checks::new();
     check_wex(&mut checks, "", &f);
     checks.finish()?;
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        wex_for(c, actor, id, true)?;
-        if w::find_exercise(c, f.exercise_id)?.is_none() {
-            return Err(ApiError::field("exercise_id", "no such exercise"));
-        }
-        w::update_wex(c, id, &f)?;
-        wex_for(c, actor, id, false)
+    replace_one(&state, &me, id, wex_for, move |c, _| {
+        existing_exercise(c, f.exercise_id, "exercise_id")?;
+        Ok(w::update_wex(c, id, &f)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/workouts/workout-exercises/{id}", operation_id = "workouts_delete_workout_exercise", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = serde_json::Value)), security(("bearer" = [])))]
@@ -723,13 +700,7 @@ async fn delete_workout_exercise(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        wex_for(c, actor, id, true)?;
-        Ok(w::delete_wex(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Workout exercise"))
+    delete_one(&state, &me, id, wex_for, w::delete_wex, "Workout exercise").await
 }
 
 // ----- completions ---------------------------------------------------------------------
@@ -766,9 +737,9 @@ async fn log_completions(
             let prefix = prefix_for(i);
             // The client's own plan only; another's exercise id reads as absent.
             if w::wex_client(&tx, f.workout_exercise_id)? != Some(actor.id) {
-                return Err(ApiError::field(
-                    &format!("{prefix}workout_exercise_id"),
-                    "no such workout exercise in your plans",
+                return Err(ApiError::unknown(
+                    format!("{prefix}workout_exercise_id"),
+                    "workout exercise in your plans",
                 ));
             }
             check_attachment(
