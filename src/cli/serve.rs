@@ -69,7 +69,8 @@ impl ServeArgs {
                     crate::db::Target::Sqlite(config.database_path.clone())
                 }
             };
-            let db = Db::open_target(&target, config.database_connect_retry).await?;
+            let db = Db::open_target(&target, config.database_connect_retry, config.db_write_queue)
+                .await?;
             // A bucket that is missing, refuses the keys or cannot be reached stops the
             // start here, in one line naming the key to fix, before serving (issue 16).
             let app = server::app(config.clone(), db);

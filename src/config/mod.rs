@@ -48,6 +48,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "WS_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    // SQLite's one writer (issue 19): writes that may wait for it before a 503.
+    "DB_WRITE_QUEUE",
     // PostgreSQL (issue 16): how long serve retries an unreachable database at start.
     "DATABASE_CONNECT_RETRY_SECONDS",
 ];
@@ -137,6 +139,8 @@ pub struct ServeConfig {
     pub ws_timeout: Duration,
     /// Connections open at once (HTTP and WebSocket); `None`: the server's default.
     pub max_connections: Option<usize>,
+    /// SQLite: writes queued for the writer before new ones get 503 (`DB_WRITE_QUEUE`).
+    pub db_write_queue: usize,
 }
 
 /// Where a raw value came from, for error messages.
@@ -452,6 +456,18 @@ impl ServeConfig {
             },
         };
 
+        let db_write_queue = match raw.non_empty("DB_WRITE_QUEUE") {
+            None => crate::db::writer::DEFAULT_QUEUE,
+            Some((v, o)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => bail!(invalid(
+                    "DB_WRITE_QUEUE",
+                    o,
+                    format!("{v:?} is not a number of queued writes between 1 and 1000000")
+                )),
+            },
+        };
+
         Ok(ServeConfig {
             environment,
             domain,
@@ -472,6 +488,7 @@ impl ServeConfig {
             trusted_proxies,
             ws_timeout,
             max_connections,
+            db_write_queue,
         })
     }
 

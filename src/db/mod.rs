@@ -2,10 +2,12 @@
 //! PostgreSQL (`DATABASE_URL=postgresql://…`, issue 16), schema migrations per backend,
 //! and typed queries (one module per table family) written once over [`sql::Conn`].
 //!
-//! Queries block, so every query from the server goes through [`Db::call`], which runs
-//! it on Tokio's blocking pool and never on the async workers. This is the fix for the
+//! Queries block, so no query from the server runs on the async workers: a read goes
+//! through [`Db::read`], on Tokio's blocking pool with a pooled connection (the fix for the
 //! original service, whose sync ORM calls inside async handlers stalled the event loop and
-//! deadlocked under 64 concurrent clients.
+//! deadlocked under 64 concurrent clients); a write through [`Db::write`], which on SQLite
+//! queues it for the one writer connection ([`writer`], issue 19) and on PostgreSQL runs it
+//! like a read.
 
 pub mod copy;
 pub mod files;
@@ -20,6 +22,7 @@ pub mod sql;
 pub mod throttle;
 pub mod users;
 pub mod workouts;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +64,12 @@ pub enum DbError {
     Task,
     #[error("{0}")]
     Migration(String),
+    /// The writer's queue is full: the caller is told to come back (a 503), not made to wait.
+    #[error("the database write queue is full")]
+    WriteQueueFull,
+    /// The group commit a write ran in failed, so the write did not happen.
+    #[error("database write not committed: {0}")]
+    Commit(String),
 }
 
 impl DbError {
@@ -112,6 +121,8 @@ enum Pools {
         /// (deleted, or replaced by a careless restore), our connections still write to
         /// the old inode and every write would be lost at restart; `/health` reports that.
         file_id: (u64, u64),
+        /// The one connection that writes (issue 19).
+        writer: writer::Writer,
     },
     /// Behind an `Arc`: every query clones the handle.
     Pg(Arc<pg::PgPool>),
@@ -139,22 +150,25 @@ pub struct PoolStats {
     pub max_size: u32,
     pub idle: u32,
     pub in_use: u32,
+    /// SQLite: writes waiting for the writer (issue 19); always 0 on PostgreSQL.
+    pub queued_writes: usize,
 }
 
 impl Db {
     /// Opens (creating if needed) the database file and its directory, applies the
     /// connection settings, and migrates the schema to the latest version.
     pub fn open(path: &Path) -> Result<Db> {
-        Self::open_with_pool_size(path, POOL_SIZE)
+        Self::open_sqlite(path, POOL_SIZE, true, writer::DEFAULT_QUEUE)
     }
 
     pub fn open_with_pool_size(path: &Path, pool_size: u32) -> Result<Db> {
-        Self::open_sqlite(path, pool_size, true)
+        Self::open_sqlite(path, pool_size, true, writer::DEFAULT_QUEUE)
     }
 
     /// Opens the SQLite file, migrating it when `migrate` (`elior db status` and
-    /// `migrate --dry-run` look without changing anything).
-    fn open_sqlite(path: &Path, pool_size: u32, migrate: bool) -> Result<Db> {
+    /// `migrate --dry-run` look without changing anything), with room for `write_queue`
+    /// writes waiting for the writer.
+    fn open_sqlite(path: &Path, pool_size: u32, migrate: bool, write_queue: usize) -> Result<Db> {
         if !migrate && !path.exists() {
             anyhow::bail!(
                 "no database file at {}
@@ -175,7 +189,10 @@ elior serve and elior db migrate create it",
         if migrate {
             migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
         }
-        drop(conn);
+        // That connection becomes the writer's.
+        let writer = writer::Writer::start(conn, write_queue).with_context(|| {
+            format!("failed to start the database writer for {}", path.display())
+        })?;
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
         let pool = r2d2::Pool::builder()
@@ -189,6 +206,7 @@ elior serve and elior db migrate create it",
                 pool,
                 path: Arc::from(path),
                 file_id,
+                writer,
             },
         })
     }
@@ -197,7 +215,7 @@ elior serve and elior db migrate create it",
     /// migrates its schema. Must run inside a Tokio runtime.
     pub async fn connect_pg(url: &pg::PgUrl, pool_size: u32, retry_for: Duration) -> Result<Db> {
         let db = Self::connect_pg_unmigrated(url, pool_size, retry_for).await?;
-        db.call(migrations::migrate_any).await.with_context(|| {
+        db.write(migrations::migrate_any).await.with_context(|| {
             format!("failed to migrate the PostgreSQL database {}", url.target())
         })?;
         Ok(db)
@@ -233,9 +251,11 @@ elior serve and elior db migrate create it",
             let db = match &target {
                 Target::Sqlite(path) => {
                     let path = path.clone();
-                    tokio::task::spawn_blocking(move || Db::open_sqlite(&path, 2, migrate))
-                        .await
-                        .context("database task failed")??
+                    tokio::task::spawn_blocking(move || {
+                        Db::open_sqlite(&path, 2, migrate, writer::DEFAULT_QUEUE)
+                    })
+                    .await
+                    .context("database task failed")??
                 }
                 Target::Postgres(url) if migrate => Db::connect_pg(url, 2, retry_for).await?,
                 Target::Postgres(url) => Db::connect_pg_unmigrated(url, 2, retry_for).await?,
@@ -246,10 +266,17 @@ elior serve and elior db migrate create it",
         })
     }
 
-    /// Opens either backend with the server's pool size; inside a Tokio runtime.
-    pub async fn open_target(target: &Target, retry_for: Duration) -> Result<Db> {
+    /// Opens either backend with the server's pool size (and on SQLite room for
+    /// `write_queue` queued writes); inside a Tokio runtime.
+    pub async fn open_target(
+        target: &Target,
+        retry_for: Duration,
+        write_queue: usize,
+    ) -> Result<Db> {
         match target {
-            Target::Sqlite(path) => tokio::task::block_in_place(|| Db::open(path)),
+            Target::Sqlite(path) => {
+                tokio::task::block_in_place(|| Db::open_sqlite(path, POOL_SIZE, true, write_queue))
+            }
             Target::Postgres(url) => Db::connect_pg(url, POOL_SIZE, retry_for).await,
         }
     }
@@ -304,8 +331,8 @@ elior serve and elior db migrate create it",
         }
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
+    /// Runs `f`, which only reads, with a pooled connection on the blocking thread pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut Conn) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
@@ -323,6 +350,21 @@ elior serve and elior db migrate create it",
         .map_err(|_| DbError::Task)?
     }
 
+    /// Runs `f`, which writes: on SQLite in the writer's next group commit, answered once
+    /// that has committed (a full queue is [`DbError::WriteQueueFull`] at once); on
+    /// PostgreSQL like [`Db::read`]. An error from `f` undoes `f`'s writes only.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        match &self.inner {
+            Pools::Sqlite { writer, .. } => writer.write(f).await,
+            Pools::Pg(_) => self.read(move |c| Ok(f(c))).await?,
+        }
+    }
+
     /// Runs `f` with a connection on the current thread; for CLI commands and blocking
     /// threads, never an async worker.
     pub fn blocking<T>(
@@ -335,13 +377,14 @@ elior serve and elior db migrate create it",
 
     pub fn pool_stats(&self) -> PoolStats {
         match &self.inner {
-            Pools::Sqlite { pool, .. } => {
+            Pools::Sqlite { pool, writer, .. } => {
                 let state = pool.state();
                 PoolStats {
                     size: state.connections,
                     max_size: pool.max_size(),
                     idle: state.idle_connections,
                     in_use: state.connections - state.idle_connections,
+                    queued_writes: writer.queued(),
                 }
             }
             Pools::Pg(p) => {
@@ -352,6 +395,7 @@ elior serve and elior db migrate create it",
                     max_size: s.max_size as u32,
                     idle,
                     in_use: (s.size as u32).saturating_sub(idle),
+                    queued_writes: 0,
                 }
             }
         }

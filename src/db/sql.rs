@@ -9,7 +9,8 @@
 //! so an `i64` binds to an INTEGER column and a `bool` to an integer flag, as on SQLite.
 //! Where the dialects really differ a query asks [`Conn::backend`].
 //!
-//! Calls block: they run on Tokio's blocking pool through [`super::Db::call`], never on
+//! Calls block: they run on Tokio's blocking pool or the SQLite writer thread (through
+//! [`super::Db::read`] and [`super::Db::write`]), never on
 //! the async workers (the PostgreSQL side drives its async client with `Handle::block_on`,
 //! which is allowed on a blocking thread).
 
@@ -381,14 +382,28 @@ impl Conn {
     /// and on PostgreSQL a transaction-scoped advisory lock that serialises these
     /// transactions the same way, so a check-then-insert (the first admin, a client's
     /// trainer) can't race across replicas. Rolled back when dropped uncommitted.
+    ///
+    /// Inside a transaction already (a write on SQLite's writer runs inside its group
+    /// commit, see [`super::writer`]) it is a SAVEPOINT, released or rolled back alone.
     pub fn transaction(&self) -> Result<Tx<'_>, DbError> {
-        match self {
-            Conn::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Conn::Pg(c) => c.batch("BEGIN; SELECT pg_advisory_xact_lock(7236837433217024114)")?,
-        }
+        let nested = match self {
+            Conn::Sqlite(c) if !c.is_autocommit() => {
+                c.execute_batch("SAVEPOINT tx")?;
+                true
+            }
+            Conn::Sqlite(c) => {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                false
+            }
+            Conn::Pg(c) => {
+                c.batch("BEGIN; SELECT pg_advisory_xact_lock(7236837433217024114)")?;
+                false
+            }
+        };
         Ok(Tx {
             conn: self,
             done: false,
+            nested,
         })
     }
 }
@@ -457,12 +472,15 @@ impl Stmt<'_> {
 pub struct Tx<'c> {
     conn: &'c Conn,
     done: bool,
+    /// A SAVEPOINT inside an outer transaction rather than a transaction of its own.
+    nested: bool,
 }
 
 impl Tx<'_> {
     pub fn commit(mut self) -> Result<(), DbError> {
         self.done = true;
-        self.conn.execute_batch("COMMIT")
+        self.conn
+            .execute_batch(if self.nested { "RELEASE tx" } else { "COMMIT" })
     }
 }
 
@@ -476,7 +494,12 @@ impl Deref for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if !self.done {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            let rollback = if self.nested {
+                "ROLLBACK TO tx; RELEASE tx"
+            } else {
+                "ROLLBACK"
+            };
+            if let Err(e) = self.conn.execute_batch(rollback) {
                 tracing::warn!(error = %e, "rollback failed");
             }
         }
@@ -587,5 +610,27 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(xs, [2]);
+    }
+
+    #[test]
+    fn a_transaction_inside_one_is_a_savepoint_undone_alone() {
+        let c = Conn::memory();
+        c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE")
+            .unwrap();
+        c.execute("INSERT INTO t VALUES (1)", ()).unwrap();
+        {
+            let tx = c.transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES (2)", ()).unwrap();
+        }
+        let tx = c.transaction().unwrap();
+        tx.execute("INSERT INTO t VALUES (3)", ()).unwrap();
+        tx.commit().unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        let xs: Vec<i64> = c
+            .query_map("SELECT x FROM t ORDER BY x", (), |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(xs, [1, 3]);
     }
 }

@@ -2,8 +2,9 @@
 //! their own data, a trainer their own clients' data, an admin everything. An object the
 //! caller may not see answers 404 exactly like a missing one, so ids can't be probed.
 //!
-//! Also [`query`], the way handlers run a closure on the database that may itself answer
-//! with an [`ApiError`]. Nothing here renders responses or parses requests.
+//! Also [`query`] and [`write`], the ways handlers run a closure that reads, or writes, on
+//! the database and may itself answer with an [`ApiError`]. Nothing here renders
+//! responses or parses requests.
 
 use crate::db::{Conn, OptionalExtension};
 
@@ -12,13 +13,24 @@ use super::state::AppState;
 use crate::db::users::{Role, User};
 use crate::db::DbError;
 
-/// Runs `f` on a pooled connection off the async workers (through [`crate::db::Db::call`]).
+/// Runs `f`, which only reads, on a pooled connection off the async workers (through
+/// [`crate::db::Db::read`]).
 pub async fn query<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
     F: FnOnce(&mut Conn) -> ApiResult<T> + Send + 'static,
     T: Send + 'static,
 {
-    state.db.call(move |c| Ok(f(c))).await?
+    state.db.read(move |c| Ok(f(c))).await?
+}
+
+/// Runs `f`, which writes, through [`crate::db::Db::write`] (SQLite's one writer); an
+/// error from `f` undoes what `f` wrote. A full write queue answers 503 with Retry-After.
+pub async fn write<T, F>(state: &AppState, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&mut Conn) -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    state.db.write(f).await
 }
 
 /// Starts a write transaction that takes the write lock up front. A deferred one that

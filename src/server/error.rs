@@ -93,7 +93,9 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::PoolTimeout(_) => ApiError::Unavailable("Database busy, try again"),
+            DbError::PoolTimeout(_) | DbError::WriteQueueFull => {
+                ApiError::Unavailable("Database busy, try again")
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -199,7 +199,7 @@ pub async fn user_for_token(state: &AppState, token: &str) -> Result<User, Refus
     let id = claims.user_id().ok_or(Refusal::Invalid)?;
     state
         .db
-        .call(move |c| users::find_by_id(c, id))
+        .read(move |c| users::find_by_id(c, id))
         .await
         .map_err(Refusal::Db)?
         .filter(|u| u.is_active && u.token_epoch == claims.epoch)

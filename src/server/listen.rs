@@ -96,7 +96,7 @@ pub async fn end_sessions(state: &AppState, user_id: i64) {
     if state.db.pg().is_some() {
         if let Err(e) = state
             .db
-            .call(move |c| notifications::announce_sessions_ended(c, user_id))
+            .write(move |c| notifications::announce_sessions_ended(c, user_id))
             .await
         {
             tracing::warn!(error = %e, "could not announce the end of a user's sessions");
@@ -119,7 +119,7 @@ async fn deliver(state: &AppState, payload: &str) {
     let id = a.id;
     match state
         .db
-        .call(move |c| notifications::find(c, id, None))
+        .read(move |c| notifications::find(c, id, None))
         .await
     {
         Ok(Some(n)) => state.hub.push_notification(&n),

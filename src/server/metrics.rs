@@ -173,6 +173,12 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE elior_db_pool_max_connections gauge");
         let _ = writeln!(out, "elior_db_pool_max_connections {}", pool.max_size);
+        let _ = writeln!(
+            out,
+            "# HELP elior_db_queued_writes Writes waiting for the SQLite writer."
+        );
+        let _ = writeln!(out, "# TYPE elior_db_queued_writes gauge");
+        let _ = writeln!(out, "elior_db_queued_writes {}", pool.queued_writes);
 
         // A copy of each route's stats, sorted, so the exposition is stable from one scrape
         // to the next.
@@ -252,6 +258,7 @@ mod tests {
             max_size: 20,
             idle: 1,
             in_use: 1,
+            queued_writes: 3,
         }
     }
 

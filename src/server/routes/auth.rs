@@ -14,7 +14,7 @@ use crate::auth::password;
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, NewUser, Role, User};
 use crate::db::{Backend, DbError};
-use crate::server::access::{query, Actor, STAFF};
+use crate::server::access::{write, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
 use crate::server::params::Checks;
@@ -217,7 +217,7 @@ pub async fn create_user(
     let hash = hash_password(r.password).await?;
     state
         .db
-        .call(move |c| {
+        .write(move |c| {
             users::insert(
                 c,
                 &NewUser {
@@ -265,7 +265,7 @@ async fn authenticate(
     let lookup = login.clone();
     let user = state
         .db
-        .call(move |c| users::find_by_login(c, &lookup))
+        .read(move |c| users::find_by_login(c, &lookup))
         .await?;
     let account = Key::login(user.as_ref().map(|u| u.id), &login);
     throttle_check(state, &[&account])
@@ -286,7 +286,7 @@ async fn authenticate(
             let id = user.id;
             state
                 .db
-                .call(move |c| users::touch_last_login(c, id))
+                .write(move |c| users::touch_last_login(c, id))
                 .await?;
             Ok(user)
         }
@@ -321,7 +321,7 @@ async fn throttle_check(state: &AppState, keys: &[&Key]) -> ApiResult<Result<(),
     let keys: Vec<String> = keys.iter().map(|k| k.db_key()).collect();
     Ok(state
         .db
-        .call(move |c| crate::db::throttle::check(c, &keys))
+        .read(move |c| crate::db::throttle::check(c, &keys))
         .await?)
 }
 
@@ -344,7 +344,7 @@ async fn throttle_record(state: &AppState, keys: &[&Key]) -> ApiResult<()> {
         .collect();
     Ok(state
         .db
-        .call(move |c| crate::db::throttle::record(c, &keys))
+        .write(move |c| crate::db::throttle::record(c, &keys))
         .await?)
 }
 
@@ -356,7 +356,7 @@ async fn throttle_clear(state: &AppState, key: &Key) -> ApiResult<()> {
     let key = key.db_key();
     Ok(state
         .db
-        .call(move |c| crate::db::throttle::clear(c, &key))
+        .write(move |c| crate::db::throttle::clear(c, &key))
         .await?)
 }
 
@@ -410,7 +410,7 @@ async fn change_password(
     let id = user.id;
     let updated = state
         .db
-        .call(move |c| {
+        .write(move |c| {
             users::set_password(c, id, &hash)?;
             users::find_by_id(c, id)
         })
@@ -434,7 +434,7 @@ async fn logout_all(
     AuthUser(user): AuthUser,
 ) -> ApiResult<StatusCode> {
     let id = user.id;
-    state.db.call(move |c| users::end_sessions(c, id)).await?;
+    state.db.write(move |c| users::end_sessions(c, id)).await?;
     crate::server::listen::end_sessions(&state, id).await;
     tracing::info!(user_id = id, "every session ended");
     Ok(StatusCode::NO_CONTENT)
@@ -453,7 +453,7 @@ async fn setup_admin(
     let hash = hash_password(r.password.clone()).await?;
     let created = state
         .db
-        .call(move |c| create_first_admin(c, &r, &hash))
+        .read(move |c| create_first_admin(c, &r, &hash))
         .await
         .map_err(conflict_from)?;
     let user = created.ok_or(ApiError::Forbidden(
@@ -521,7 +521,7 @@ async fn register_trainer(
     checks.finish()?;
     let user = create_user(&state, r.account, Role::Trainer, None).await?;
     let profile = r.profile;
-    let detail = query(&state, move |c| {
+    let detail = write(&state, move |c| {
         profiles::put_trainer(c, user.id, &profile)?;
         detail(c, user)
     })
@@ -549,7 +549,7 @@ async fn register_client(
     checks.finish()?;
     let trainer_id = if actor.is_admin() {
         if let Some(tid) = r.trainer_id {
-            let trainer = state.db.call(move |c| users::find_by_id(c, tid)).await?;
+            let trainer = state.db.read(move |c| users::find_by_id(c, tid)).await?;
             if !trainer.is_some_and(|t| t.role == Role::Trainer) {
                 return Err(ApiError::unknown("trainer_id", "trainer"));
             }
@@ -560,7 +560,7 @@ async fn register_client(
     };
     let user = create_user(&state, r.account, Role::Client, trainer_id).await?;
     let profile = r.profile;
-    let detail = query(&state, move |c| {
+    let detail = write(&state, move |c| {
         profiles::put_client(c, user.id, &profile)?;
         detail(c, user)
     })

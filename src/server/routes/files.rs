@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::db::files::{self, FileRecord, KindStats};
 use crate::db::users::Role;
 use crate::files::{self as store, Kind, Rejection, Size};
-use crate::server::access::{query, visible_client, visible_owner, Actor};
+use crate::server::access::{query, visible_client, visible_owner, write, Actor};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::AuthUser;
 use crate::server::openapi;
@@ -191,7 +191,7 @@ pub async fn save(
         .map_err(store_error)?;
     let name = prepared.name;
     let stored = name.clone();
-    let record = query(state, move |c| {
+    let record = write(state, move |c| {
         Ok(files::insert(
             c,
             kind,
@@ -437,7 +437,7 @@ async fn remove(
 ) -> ApiResult<Json<serde_json::Value>> {
     let (kind, record) = visible_file(&state, Actor::from(&me), &kind, &name).await?;
     let stored = record.name.clone();
-    query(&state, move |c| {
+    write(&state, move |c| {
         if files::is_referenced(c, &store::media_url(kind, &stored))? {
             return Err(ApiError::Conflict(
                 "The file belongs to a meal photo, weigh-in or workout record; delete that instead"

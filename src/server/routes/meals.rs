@@ -22,7 +22,7 @@ use crate::db::users::Role;
 use crate::db::DbError;
 use crate::files::{self as store, Kind};
 use crate::server::access::{
-    list_scope, owned, plannable_owner, query, visible_client, visible_owner, Actor, STAFF,
+    list_scope, owned, plannable_owner, query, visible_client, visible_owner, write, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
@@ -165,7 +165,7 @@ async fn create_plan(
     let client_id = b
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
-    let (plan, note) = query(&state, move |c| {
+    let (plan, note) = write(&state, move |c| {
         let client = visible_client(c, actor, client_id)?;
         plannable_owner(c, actor, client.id, "Client not found")?;
         if m::plan_for_date(c, client.id, &b.date)?.is_some() {
@@ -234,7 +234,7 @@ async fn delete_plan(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    let paths = query(&state, move |c| {
+    let paths = write(&state, move |c| {
         plan_for(c, actor, id, true)?;
         let tx = crate::server::access::write_tx(c)?;
         let paths = m::upload_paths(&tx, Some(id), None)?;
@@ -341,7 +341,7 @@ async fn create_entry(
 ) -> ApiResult<(StatusCode, Json<MealEntry>)> {
     check_entry(&f)?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         plan_for(c, actor, id, true)?;
         Ok(m::insert_entry(c, id, &f)?)
     })
@@ -384,7 +384,7 @@ async fn delete_entry(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    let paths = query(&state, move |c| {
+    let paths = write(&state, move |c| {
         entry_for(c, actor, id, true)?;
         let tx = crate::server::access::write_tx(c)?;
         let paths = m::upload_paths(&tx, None, Some(id))?;
@@ -418,7 +418,7 @@ async fn create_component(
 ) -> ApiResult<(StatusCode, Json<MealComponent>)> {
     check_component(&f)?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         entry_for(c, actor, id, true)?;
         Ok(m::insert_component(c, id, &f)?)
     })
@@ -507,7 +507,7 @@ async fn upload_photo(
     .await?;
     let file = save(&state, Kind::MealPhotos, me.id, bytes, "image").await?;
     let url = store::media_url(Kind::MealPhotos, &file.name);
-    let (upload, note) = query(&state, move |c| {
+    let (upload, note) = write(&state, move |c| {
         let upload = m::insert_upload(c, entry_id, actor.id, &url)?;
         let note = match me.trainer_id {
             Some(t) => Some(notifications::insert(
@@ -567,7 +567,7 @@ async fn review_upload(
     c.opt_text("trainer_comment", r.trainer_comment.as_deref(), 2000);
     c.finish()?;
     let actor = Actor::from(&me);
-    let (upload, note) = query(&state, move |c| {
+    let (upload, note) = write(&state, move |c| {
         let upload = upload_for(c, actor, id)?;
         plannable_owner(c, actor, upload.client_id, UPLOAD_MISSING)?;
         m::review_upload(c, id, &r.status, r.trainer_comment.as_deref(), actor.id)?;
@@ -598,7 +598,7 @@ async fn delete_upload(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    let path = query(&state, move |c| {
+    let path = write(&state, move |c| {
         let upload = upload_for(c, actor, id)?;
         if !(actor.is_admin() || upload.client_id == actor.id) {
             return Err(ApiError::Forbidden(

@@ -33,7 +33,7 @@ pub fn stays_with_client(named: Option<i64>, owner: i64) -> crate::server::error
 pub type Finder<T> = fn(&crate::db::Conn, crate::server::access::Actor, i64, bool) -> ApiResult<T>;
 
 use crate::db::users::User;
-use crate::server::access::{query, Actor};
+use crate::server::access::{query, write, Actor};
 use crate::server::error::ApiResult;
 use crate::server::state::AppState;
 
@@ -65,7 +65,7 @@ where
     F: FnOnce(&crate::db::Conn, T) -> ApiResult<()> + Send + 'static,
 {
     let actor = Actor::from(me);
-    query(state, move |c| {
+    write(state, move |c| {
         let before = find(c, actor, id, true)?;
         change(c, before)?;
         find(c, actor, id, false)
@@ -85,7 +85,7 @@ pub async fn delete_one<T: Send + 'static>(
     what: &'static str,
 ) -> ApiResult<crate::server::json::Json<serde_json::Value>> {
     let actor = Actor::from(me);
-    query(state, move |c| {
+    write(state, move |c| {
         find(c, actor, id, true)?;
         Ok(delete(c, id)?)
     })

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::db::notifications::{self, Notification};
 use crate::db::users::{self, Role};
-use crate::server::access::{query, visible_client, Actor, STAFF};
+use crate::server::access::{query, visible_client, write, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{user_for_token, ApiJson, AuthUser};
 use crate::server::hub::HubStats;
@@ -130,7 +130,7 @@ async fn create(
     c.text("message", &n.message, 1, 2000);
     c.one_of("type", Some(&n.kind), KINDS);
     c.finish()?;
-    let note = query(&state, move |c| {
+    let note = write(&state, move |c| {
         // A trainer writes to their own clients; an admin to anyone who exists.
         let recipient = if actor.is_admin() {
             users::find_by_id(c, n.recipient_id)?
@@ -178,7 +178,7 @@ async fn mark_read(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Notification>> {
-    query(&state, move |c| {
+    write(&state, move |c| {
         if !notifications::mark_read(c, id, me.id)? {
             return Err(ApiError::NotFound(MISSING));
         }
@@ -193,7 +193,7 @@ async fn mark_all_read(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let n = query(&state, move |c| Ok(notifications::mark_all_read(c, me.id)?)).await?;
+    let n = write(&state, move |c| Ok(notifications::mark_all_read(c, me.id)?)).await?;
     Ok(Json(
         json!({ "message": "All notifications marked as read", "updated": n }),
     ))
@@ -205,7 +205,7 @@ async fn delete(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    query(&state, move |c| {
+    write(&state, move |c| {
         if notifications::delete(c, id, me.id)? {
             Ok(())
         } else {

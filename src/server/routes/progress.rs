@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::db::progress::{self, WeightEntry, WeightSummary};
 use crate::db::users::{Role, User};
 use crate::files::Kind;
-use crate::server::access::{check_attachment, query, visible_client, visible_owner, Actor};
+use crate::server::access::{check_attachment, query, visible_client, visible_owner, write, Actor};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
@@ -206,7 +206,7 @@ async fn remove(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         const MISSING: &str = "Weight entry not found";
         let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
         visible_owner(c, actor, entry.client_id, MISSING)?;

@@ -92,7 +92,7 @@ async fn database_status(
     }
     let result = tokio::time::timeout(
         STATUS_DB_TIMEOUT,
-        state.db.call(move |c| {
+        state.db.read(move |c| {
             db::ping(c)?;
             db::status(c, path.as_deref())
         }),

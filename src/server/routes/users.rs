@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::db::invitations::{self, Invitation};
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, Role, User, UserChanges, UserFilter};
-use crate::server::access::{query, Actor, STAFF};
+use crate::server::access::{query, write, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
@@ -214,7 +214,7 @@ async fn put_me(
     AuthUser(me): AuthUser,
     ApiJson(u): ApiJson<UserUpdate>,
 ) -> ApiResult<Json<UserDetail>> {
-    query(&state, move |c| {
+    write(&state, move |c| {
         let updated = apply_update(c, Actor::from(&me), &me, u)?;
         detail(c, updated)
     })
@@ -324,7 +324,7 @@ async fn put_user(
     ApiPath(id): ApiPath<i64>,
     ApiJson(u): ApiJson<UserUpdate>,
 ) -> ApiResult<Json<UserDetail>> {
-    query(&state, move |c| {
+    write(&state, move |c| {
         let target = find_visible(c, &me, id)?;
         let actor = Actor::from(&me);
         // Visible is not writable: a client sees their trainer but may not edit them.
@@ -349,7 +349,7 @@ async fn delete_user(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let files = query(&state, move |c| {
+    let files = write(&state, move |c| {
         let target = find_visible(c, &me, id)?;
         Actor::from(&me).require(&[Role::Admin], "Only admins can delete users")?;
         if target.id == me.id {
@@ -388,7 +388,7 @@ async fn assign_to_me(
     use axum::response::IntoResponse;
     Actor::from(&me).require(&[Role::Trainer], "Only trainers can take on clients")?;
     let trainer = me.clone();
-    let (answer, note) = query(&state, move |c| {
+    let (answer, note) = write(&state, move |c| {
         let client = users::find_by_id(c, id)?
             .filter(|u| {
                 u.role == Role::Client && (u.trainer_id.is_none() || u.trainer_id == Some(me.id))
@@ -449,7 +449,7 @@ async fn accept_invitation(
     ApiPath(trainer_id): ApiPath<i64>,
 ) -> ApiResult<Json<User>> {
     Actor::from(&me).require(&[Role::Client], "Only clients accept trainer invitations")?;
-    query(&state, move |c| {
+    write(&state, move |c| {
         let tx = crate::server::access::write_tx(c)?;
         let me = users::find_by_id(&tx, me.id)?.ok_or(ApiError::NotFound("User not found"))?;
         if !invitations::remove(&tx, me.id, trainer_id)? {
@@ -478,7 +478,7 @@ async fn decline_invitation(
     ApiPath(trainer_id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     Actor::from(&me).require(&[Role::Client], "Only clients decline trainer invitations")?;
-    let removed = query(&state, move |c| {
+    let removed = write(&state, move |c| {
         Ok(invitations::remove(c, me.id, trainer_id)?)
     })
     .await?;
@@ -497,7 +497,7 @@ async fn remove_client(
 ) -> ApiResult<Json<User>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can remove clients")?;
-    query(&state, move |c| {
+    write(&state, move |c| {
         let client = crate::server::access::visible_client(c, actor, id)?;
         users::set_trainer(c, client.id, None)?;
         users::find_by_id(c, client.id)?.ok_or(ApiError::NotFound("Client not found"))
@@ -531,7 +531,7 @@ async fn admin_assign(
     ApiPath((tid, cid)): ApiPath<(i64, i64)>,
 ) -> ApiResult<Json<User>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can assign clients to trainers")?;
-    query(&state, move |c| admin_set(c, tid, cid, true))
+    write(&state, move |c| admin_set(c, tid, cid, true))
         .await
         .map(Json)
 }
@@ -543,7 +543,7 @@ async fn admin_unassign(
     ApiPath((tid, cid)): ApiPath<(i64, i64)>,
 ) -> ApiResult<Json<User>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can unassign clients")?;
-    query(&state, move |c| admin_set(c, tid, cid, false))
+    write(&state, move |c| admin_set(c, tid, cid, false))
         .await
         .map(Json)
 }

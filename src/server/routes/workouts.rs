@@ -22,7 +22,7 @@ use crate::db::workouts::{
 use crate::files::Kind;
 use crate::server::access::{
     check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
-    visible_owner, Actor, STAFF,
+    visible_owner, write, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
@@ -123,7 +123,7 @@ async fn create_exercise(
 ) -> ApiResult<Created<Exercise>> {
     Actor::from(&me).require(STAFF, "Only trainers and admins can create exercises")?;
     check_exercise(&f)?;
-    query(&state, move |c| Ok(w::insert_exercise(c, &f, me.id)?))
+    write(&state, move |c| Ok(w::insert_exercise(c, &f, me.id)?))
         .await
         .map(created)
 }
@@ -161,7 +161,7 @@ async fn put_exercise(
 ) -> ApiResult<Json<Exercise>> {
     check_exercise(&f)?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         writable_exercise(c, actor, id)?;
         w::update_exercise(c, id, &f)?;
         find_exercise(c, id)
@@ -177,7 +177,7 @@ async fn delete_exercise(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         writable_exercise(c, actor, id)?;
         w::delete_exercise(c, id).map_err(|e| {
             restrict_conflict(
@@ -320,7 +320,7 @@ async fn create_plan(
     let client_id = b
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
-    let (plan, note) = query(&state, move |c| {
+    let (plan, note) = write(&state, move |c| {
         let client = visible_client(c, actor, client_id)?;
         plannable_owner(c, actor, client.id, "Client not found")?;
         let trainer = if actor.role == Role::Trainer {
@@ -492,7 +492,7 @@ async fn create_session(
 ) -> ApiResult<Created<Session>> {
     check_session(&b)?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         let plan = plan_for(c, actor, id, true)?;
         Ok(w::insert_session(
             c,
@@ -611,7 +611,7 @@ async fn add_session_exercise(
     check_wex(&mut checks, "", &f);
     checks.finish()?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         session_for(c, actor, id, true)?;
         insert_checked_wex(c, id, &f, "exercise_id")
     })
@@ -643,7 +643,7 @@ async fn add_session_exercises(
     }
     checks.finish()?;
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         session_for(c, actor, id, true)?;
         let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(b.exercises.len());
@@ -730,7 +730,7 @@ async fn log_completions(
     checks.finish()?;
     let trainer_id = me.trainer_id;
     let client_name = me.full_name.clone();
-    let (done, note) = query(state, move |c| {
+    let (done, note) = write(state, move |c| {
         let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(items.len());
         for (i, f) in items.iter().enumerate() {
@@ -857,7 +857,7 @@ async fn delete_completion(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(&me);
-    query(&state, move |c| {
+    write(&state, move |c| {
         let done = visible_completion(c, actor, id)?;
         if !(actor.is_admin() || done.client_id == actor.id) {
             return Err(ApiError::Forbidden(

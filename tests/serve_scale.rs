@@ -1,0 +1,176 @@
+//! Issue 19: SQLite's one writer, seen from outside. The real `elior serve` on a real
+//! SQLite file: a full write queue answers 503 with `Retry-After` and never makes a request
+//! wait without end, and a SIGKILL in the middle of group commits loses no write that was
+//! acknowledged.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{request, Resp, Server};
+use serde_json::json;
+
+/// The database file `elior serve` uses in its temp dir (the default `DATABASE_URL`).
+fn database(server: &Server) -> std::path::PathBuf {
+    server.dir.path().join("data").join("elior_fitness.db")
+}
+
+fn post_weight(addr: std::net::SocketAddr, token: &str, weight: f64) -> Resp {
+    let auth = format!("Bearer {token}");
+    let body = json!({ "date": "2026-03-01", "weight": weight }).to_string();
+    request(
+        addr,
+        "POST",
+        "/api/progress/weight",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        Some(body.as_bytes()),
+    )
+}
+
+/// Posts a weight entry; the new entry's id once the server acknowledged it with 201,
+/// `None` for any other answer or none (a killed server).
+fn saved_weight(addr: std::net::SocketAddr, token: &str, weight: f64) -> Option<i64> {
+    let r = ureq::post(&format!("http://{addr}/api/progress/weight"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .timeout(Duration::from_secs(30))
+        .send_json(json!({ "date": "2026-03-01", "weight": weight }))
+        .ok()?;
+    if r.status() != 201 {
+        return None;
+    }
+    r.into_json::<serde_json::Value>().ok()?["id"].as_i64()
+}
+
+/// Waits (20 s at most) until `done`, instead of sleeping a fixed time.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Another process holds SQLite's write lock (here the test, as a backup or the CLI
+/// would), so the writer waits on it with one write in hand and one queued
+/// (`DB_WRITE_QUEUE=1`): every other write is refused at once with 503, `Retry-After` and
+/// the app's JSON error, and once the lock is released the queued writes are answered
+/// and saved. No request is left hanging.
+#[test]
+fn a_full_write_queue_answers_503_with_retry_after_and_nothing_hangs() {
+    let server = Server::start(&[("DB_WRITE_QUEUE", "1")]);
+    let token = server.register_and_login("queue", "queue-password-1");
+    let addr = server.addr;
+
+    let lock = rusqlite::Connection::open(database(&server)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    const WRITES: usize = 12;
+    let answers: Arc<Mutex<Vec<Resp>>> = Arc::default();
+    let writers: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let (token, answers) = (token.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let r = post_weight(addr, &token, 60.0 + i as f64);
+                answers.lock().unwrap().push(r);
+            })
+        })
+        .collect();
+    // At most two writes fit (one the writer holds, one queued): the others answer while
+    // the lock is still held.
+    wait_until("the refused writes answered", || {
+        answers.lock().unwrap().len() >= WRITES - 2
+    });
+    lock.execute_batch("ROLLBACK").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for w in writers {
+        while !w.is_finished() {
+            assert!(Instant::now() < deadline, "a write request hangs");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.join().unwrap();
+    }
+
+    let answers = answers.lock().unwrap();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
+    let saved = answers.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        refused.len() + saved,
+        WRITES,
+        "every write is saved or refused: {answers:?}"
+    );
+    assert!(refused.len() >= WRITES - 2, "{answers:?}");
+    assert!(
+        saved >= 1,
+        "the queued write is saved once the lock is free"
+    );
+    for r in &refused {
+        assert_eq!(r.header("Retry-After"), Some("1"), "{r:?}");
+        assert_eq!(r.json()["detail"], "Database busy, try again", "{r:?}");
+    }
+    let listed = server.get_auth("/api/progress/weight?limit=100", &token);
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(
+        listed.json().as_array().unwrap().len(),
+        saved,
+        "{}",
+        listed.body
+    );
+}
+
+/// Writers keep posting while the server is killed with SIGKILL, in the middle of its
+/// group commits: every weight entry that got its 201 is in the file afterwards.
+#[test]
+fn a_sigkill_during_group_commits_loses_no_acknowledged_write() {
+    let mut server = Server::start(&[]);
+    let token = server.register_and_login("durable", "durable-password-1");
+    let addr = server.addr;
+
+    let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (token, acknowledged, stop) = (token.clone(), acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let weight = 50.0 + w as f64 + n as f64 / 1000.0;
+                    if let Some(id) = saved_weight(addr, &token, weight) {
+                        acknowledged.lock().unwrap().push(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("writes were acknowledged", || {
+        acknowledged.lock().unwrap().len() >= 300
+    });
+    common::signal(server.child.id(), "KILL");
+    common::wait_with_deadline(&mut server.child, Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let db = rusqlite::Connection::open(database(&server)).unwrap();
+    let mut present = db
+        .prepare("SELECT 1 FROM weight_entries WHERE id = ?1")
+        .unwrap();
+    let lost: Vec<i64> = acknowledged
+        .iter()
+        .copied()
+        .filter(|id| !present.exists([id]).unwrap())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+}
