@@ -5,7 +5,7 @@
 # (register trainer -> register client -> workout/meal plan -> session/entry -> ...), then
 # examples, coverage and fuzzing. Wanted: 0 server errors, 0 undocumented statuses,
 # 0 rejected valid requests. Left out: logout-all and password change (they would end the
-# run's own session) and the WebSocket upgrade (tests/api.rs covers it).
+# run's own session) and the WebSocket upgrade (tests/it/api.rs covers it).
 #
 # Measured (MAX_EXAMPLES=20, debug build, 2026-12-06, runs alternating on one machine):
 # before the issue-15 refusal changes (3 runs, the script without its hooks) 14-20

@@ -14,7 +14,7 @@
 //! every preflight and `Access-Control-Expose-Headers` (and a constant
 //! `-Allow-Credentials`) to every other answer whatever the Origin: only
 //! `Access-Control-Allow-Origin` follows the list, so a foreign origin would no longer get
-//! "no `Access-Control-*` header at all" (tests/serve.rs `cors_*` assert that). Its
+//! "no `Access-Control-*` header at all" (tests/it/serve.rs `cors_*` assert that). Its
 //! preflight is any `OPTIONS`, answered `200` for every origin, where this answers 204 to a
 //! listed origin, 403 to any other, and sends an `OPTIONS` without
 //! `Access-Control-Request-Method` to the router like any request (405 in the API's JSON).

@@ -6,10 +6,10 @@
 //! wrong credentials and a missing bucket, two stacks in one bucket, a prefix that holds
 //! another stack's backups.
 
-mod api_harness;
-mod backup_support;
-mod docker_harness;
-mod moto_support;
+use crate::harness::api as api_harness;
+use crate::harness::backup as backup_support;
+use crate::harness::docker as docker_harness;
+use crate::harness::moto as moto_support;
 
 use std::collections::BTreeSet;
 use std::fs;

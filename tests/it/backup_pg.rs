@@ -3,9 +3,9 @@
 //! as the real binary against a throwaway cluster (tests/pg_harness, removed even when a
 //! test fails) and the real `elior serve`.
 
-mod api_harness;
-mod moto_support;
-mod pg_harness;
+use crate::harness::api as api_harness;
+use crate::harness::moto as moto_support;
+use crate::harness::pg as pg_harness;
 
 use std::fs;
 use std::path::Path;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use elior::backup::repo::Snapshot;
 use rusqlite::Connection;
 
-mod backup_support;
+use crate::harness::backup as backup_support;
 use backup_support::{
     age_snapshot, count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree,
 };

@@ -1,7 +1,7 @@
 //! `elior serve` and `elior healthcheck` as a user runs them: the real binary on a free
 //! port, real SQLite files, HTTP over real sockets.
 
-mod common;
+use crate::harness::server as common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use docker_harness::{runtime, ClientLoop, TestStack};
 use elior::probe::https::PinnedClient;
 
-mod docker_harness;
-mod moto_support;
-mod pg_harness;
+use crate::harness::docker as docker_harness;
+use crate::harness::moto as moto_support;
+use crate::harness::pg as pg_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use elior::backup::manifest::Manifest;
 use rusqlite::Connection;
 
-mod backup_support;
+use crate::harness::backup as backup_support;
 use backup_support::{count_rows, killed_by_sigkill, sha256, stderr, stdout, tree};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");

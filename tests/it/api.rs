@@ -2,8 +2,8 @@
 //! each resource, the three full flows of issue 8, the WebSocket, upload rejections and
 //! the OpenAPI document.
 
-mod api_harness;
-mod pg_harness;
+use crate::harness::api as api_harness;
+use crate::harness::pg as pg_harness;
 
 use api_harness::{matrix, Cast, Db, Server};
 

@@ -6,7 +6,7 @@
 //! Against the real Docker Engine, one guard per stack directory removing what was
 //! deployed from it, even when the test fails.
 
-mod docker_harness;
+use crate::harness::docker as docker_harness;
 
 use std::process::{Command, Output};
 

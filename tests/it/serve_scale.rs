@@ -3,7 +3,7 @@
 //! wait without end, and a SIGKILL in the middle of group commits loses no write that was
 //! acknowledged.
 
-mod common;
+use crate::harness::server as common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

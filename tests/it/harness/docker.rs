@@ -23,6 +23,11 @@ pub struct TestStack {
 }
 
 impl TestStack {
+    /// The stack's HTTPS port on loopback.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.https_port))
+    }
+
     /// A stack of `domain` (another test stack's, or a spelling of it), in its own
     /// directory with its own ports and API image repository.
     pub fn with_domain(name: &str, domain: &str) -> TestStack {

@@ -4,8 +4,8 @@
 //! wrong URL, an unreachable server or a wrong password give. Each test runs its own
 //! throwaway cluster (tests/pg_harness), removed even when the test fails.
 
-mod api_harness;
-mod pg_harness;
+use crate::harness::api as api_harness;
+use crate::harness::pg as pg_harness;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

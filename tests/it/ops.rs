@@ -4,9 +4,9 @@
 //! (fixture nginx image, API image built from this binary) and Debian's pebble; every
 //! stack is removed by a guard even when a test fails.
 
-mod cert_harness;
-mod docker_harness;
-mod stack_harness;
+use crate::harness::cert as cert_harness;
+use crate::harness::docker as docker_harness;
+use crate::harness::stack as stack_harness;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

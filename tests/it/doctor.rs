@@ -7,7 +7,7 @@
 //! the registry (as a table and as JSON), `--check NAME` runs only the named checks, an
 //! unknown name exits 2 naming the valid ones, and the examples of `--help` run.
 
-mod stack_harness;
+use crate::harness::stack as stack_harness;
 
 use std::process::{Command, Output};
 

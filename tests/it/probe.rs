@@ -2,8 +2,8 @@
 //! nginx.conf served by the fixture nginx image (Debian's nginx) with a certificate from
 //! a test CA, and the real `elior serve`.
 
-mod common;
-mod stack_harness;
+use crate::harness::server as common;
+use crate::harness::stack as stack_harness;
 
 use std::path::Path;
 use std::process::Output;

@@ -7,7 +7,6 @@
 //! The lifecycle test walks one stack through everything a user does, so the slow parts
 //! (image builds, health gates) are paid once.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use docker_harness::{runtime, ClientLoop};
 use elior::probe::https::PinnedClient;
 
-mod docker_harness;
+use crate::harness::docker as docker_harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -34,10 +33,6 @@ impl Stack {
 
     fn client(&self) -> PinnedClient {
         PinnedClient::from_pem_file(&self.dir.join("nginx/ssl/cert.pem")).unwrap()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.https_port))
     }
 
     fn get_health(&self) -> elior::probe::https::Response {

@@ -2,7 +2,7 @@
 //! as its DNS, and Debian's nginx serving the stack's webroot and certificate.
 //! Names are pinned with ELIOR_RESOLVE; /etc/hosts is never touched.
 
-mod cert_harness;
+use crate::harness::cert as cert_harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,9 +8,9 @@
 //! one line; hostile names never leaving the prefix; the store going away (503s, no row
 //! recorded, no detail leaked) and coming back; `elior backup` refusing S3 uploads.
 
-mod api_harness;
-mod moto_support;
-mod pg_harness;
+use crate::harness::api as api_harness;
+use crate::harness::moto as moto_support;
+use crate::harness::pg as pg_harness;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -5,11 +5,10 @@
 //! One stack per test with its own project, ports and API image repository; a guard
 //! removes them by label and name even when the test fails.
 
-mod cert_harness;
-mod docker_harness;
-mod stack_harness;
+use crate::harness::cert as cert_harness;
+use crate::harness::docker as docker_harness;
+use crate::harness::stack as stack_harness;
 
-use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -46,10 +45,6 @@ impl Stack {
 
     fn deploy(&self) -> Output {
         self.elior(&["deploy", &self.domain])
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.https_port))
     }
 
     /// `curl` against the stack's API through nginx: (status, body).
