@@ -20,6 +20,7 @@ mod doctor;
 mod ops;
 mod probe;
 mod provision;
+mod routes;
 mod serve;
 mod serve_scale;
 mod stack_ops;

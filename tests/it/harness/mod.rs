@@ -3,6 +3,7 @@
 //! cleaned up by a guard's `Drop` even when a test fails.
 
 pub mod api;
+pub mod app;
 pub mod backup;
 pub mod cert;
 pub mod docker;
