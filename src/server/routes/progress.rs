@@ -41,20 +41,37 @@ fn subject(me: &User, client_id: Option<i64>) -> ApiResult<i64> {
     }
 }
 
+/// Whether `f` in [`on_subject`] writes: a write goes through SQLite's one writer, a read
+/// through the pool (issue 19).
+#[derive(Clone, Copy)]
+enum Work {
+    Reads,
+    Writes,
+}
+
 /// Runs `f` with the id of the client the request is about ([`subject`]), once the caller
 /// may see that client (404 otherwise).
-async fn on_subject<T, F>(state: &AppState, me: &User, client_id: Option<i64>, f: F) -> ApiResult<T>
+async fn on_subject<T, F>(
+    state: &AppState,
+    me: &User,
+    client_id: Option<i64>,
+    work: Work,
+    f: F,
+) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut crate::db::Conn, i64) -> ApiResult<T> + Send + 'static,
 {
     let client_id = subject(me, client_id)?;
     let actor = Actor::from(me);
-    query(state, move |c| {
+    let on_client = move |c: &mut crate::db::Conn| {
         let client = visible_client(c, actor, client_id)?;
         f(c, client.id)
-    })
-    .await
+    };
+    match work {
+        Work::Reads => query(state, on_client).await,
+        Work::Writes => write(state, on_client).await,
+    }
 }
 
 /// The 403 of a trainer or an admin who left out `client_id` where only clients have data
@@ -93,7 +110,7 @@ async fn create(
     c.opt_text("notes", e.notes.as_deref(), 2000);
     c.finish()?;
     let client_id = e.client_id;
-    on_subject(&state, &me, client_id, move |c, client| {
+    on_subject(&state, &me, client_id, Work::Writes, move |c, client| {
         check_attachment(
             c,
             "photo_path",
@@ -144,7 +161,7 @@ async fn list(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<Vec<WeightEntry>>> {
     check_range(&q, &page)?;
-    on_subject(&state, &me, q.client_id, move |c, client| {
+    on_subject(&state, &me, q.client_id, Work::Reads, move |c, client| {
         Ok(progress::list(
             c,
             client,
@@ -172,7 +189,7 @@ async fn current(
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<ClientQuery>,
 ) -> ApiResult<Json<WeightEntry>> {
-    on_subject(&state, &me, q.client_id, |c, client| {
+    on_subject(&state, &me, q.client_id, Work::Reads, |c, client| {
         progress::latest(c, client)?.ok_or(ApiError::NotFound("No weight entries yet"))
     })
     .await
@@ -186,7 +203,7 @@ async fn summary(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<WeightSummary>> {
     check_range(&q, &Page::default())?;
-    on_subject(&state, &me, q.client_id, move |c, client| {
+    on_subject(&state, &me, q.client_id, Work::Reads, move |c, client| {
         Ok(progress::summary(
             c,
             client,
