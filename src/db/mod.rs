@@ -67,6 +67,9 @@ pub enum DbError {
     /// The writer's queue is full: the caller is told to come back (a 503), not made to wait.
     #[error("the database write queue is full")]
     WriteQueueFull,
+    /// Another process (a backup, the CLI) held the write lock past the busy timeout.
+    #[error("{0}")]
+    WriteLockHeld(String),
     /// The group commit a write ran in failed, so the write did not happen.
     #[error("database write not committed: {0}")]
     Commit(String),

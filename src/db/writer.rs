@@ -97,7 +97,7 @@ trait Job: Send {
     /// once the transaction's fate is known.
     fn run(self: Box<Self>, conn: &mut Conn) -> Box<dyn Ran>;
     /// Answers the caller without running: the transaction could not start.
-    fn refuse(self: Box<Self>, why: &str);
+    fn refuse(self: Box<Self>, why: &Refusal);
     /// The span of the request that queued it.
     fn span(&self) -> &tracing::Span;
 }
@@ -135,10 +135,8 @@ where
         Box::new(Done { result, reply })
     }
 
-    fn refuse(self: Box<Self>, why: &str) {
-        let _ = self
-            .reply
-            .send(Err(DbError::Commit(why.to_string()).into()));
+    fn refuse(self: Box<Self>, why: &Refusal) {
+        let _ = self.reply.send(Err(why.to_error().into()));
     }
 
     fn span(&self) -> &tracing::Span {
@@ -174,6 +172,40 @@ fn run(mut conn: Conn, jobs: Receiver<Box<dyn Job>>, queued: &AtomicUsize) {
     }
 }
 
+/// Why a write was not run at all.
+#[derive(Debug)]
+enum Refusal {
+    /// Another process held the database's write lock past the busy timeout: a moment's
+    /// wait, so the caller is told to come back (a 503), not that the server failed.
+    LockHeld(String),
+    Failed(String),
+}
+
+impl Refusal {
+    fn of_begin(e: &DbError) -> Self {
+        let busy = matches!(
+            e,
+            DbError::Sqlite(e) if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        );
+        let why = format!("could not start a write transaction: {e}");
+        if busy {
+            Refusal::LockHeld(why)
+        } else {
+            Refusal::Failed(why)
+        }
+    }
+
+    fn to_error(&self) -> DbError {
+        match self {
+            Refusal::LockHeld(why) => DbError::WriteLockHeld(why.clone()),
+            Refusal::Failed(why) => DbError::Commit(why.clone()),
+        }
+    }
+}
+
 fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
     let mut jobs = batch.into_iter();
     let mut ran: Vec<Box<dyn Ran>> = Vec::new();
@@ -188,7 +220,7 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
                 .span()
                 .in_scope(|| conn.execute_batch("BEGIN IMMEDIATE"));
             if let Err(e) = begun {
-                let why = format!("could not start a write transaction: {e}");
+                let why = Refusal::of_begin(&e);
                 tracing::error!(error = %e, "database write transaction failed to start");
                 job.refuse(&why);
                 jobs.for_each(|j| j.refuse(&why));
@@ -197,7 +229,7 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             open = true;
         }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            job.refuse(&e.to_string());
+            job.refuse(&Refusal::Failed(e.to_string()));
             abandon(conn, &mut ran, &e.to_string());
             open = false;
             continue;
@@ -334,5 +366,30 @@ mod tests {
         release.send(()).unwrap();
         queued.await.unwrap().unwrap();
         assert_eq!(rows(&db), [1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_held_elsewhere_past_the_timeout_is_a_come_back_later_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let db = Db::open_sqlite(&path, 2, true, 16).unwrap();
+        db.write(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+            .await
+            .unwrap();
+        // Another connection (as a backup or the CLI would) takes the write lock and
+        // keeps it past the busy timeout.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = db.write(insert(1)).await;
+        let err = refused.expect_err("a write while the lock is held elsewhere");
+        assert!(matches!(err, DbError::WriteLockHeld(_)), "{err:?}");
+        let answer =
+            axum::response::IntoResponse::into_response(crate::server::error::ApiError::from(err));
+        assert_eq!(answer.status(), 503);
+        assert!(answer.headers().contains_key("retry-after"));
+        // Once it is let go, the next write lands.
+        other.execute_batch("COMMIT").unwrap();
+        db.write(insert(2)).await.unwrap();
+        assert_eq!(rows(&db), [2]);
     }
 }
