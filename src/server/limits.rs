@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -128,6 +129,76 @@ impl hyper::body::Body for TimeoutBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A streamed request body whose unread rest can be taken back after the handler has
+/// answered ([`Leftover::drain`]). hyper closes a keep-alive connection whose body was
+/// not read to its end, and closing a socket with unread bytes makes the kernel send a
+/// reset, which can destroy the answer before the client reads it (a multipart parser
+/// stops at the closing boundary; a refused upload stops earlier).
+pub struct SharedBody(Arc<Mutex<Body>>);
+
+/// The handle the middleware keeps on a [`SharedBody`].
+pub struct Leftover(Arc<Mutex<Body>>);
+
+impl SharedBody {
+    pub fn wrap(inner: Body) -> (Body, Leftover) {
+        let shared = Arc::new(Mutex::new(inner));
+        (Body::new(SharedBody(Arc::clone(&shared))), Leftover(shared))
+    }
+}
+
+impl hyper::body::Body for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        // Never contended: the middleware takes the body back only once the handler
+        // (and with it this half) is done.
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Pin::new(&mut *inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().map_or(true, |b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .lock()
+            .map_or_else(|_| hyper::body::SizeHint::default(), |b| b.size_hint())
+    }
+}
+
+/// How much of a body left unread is read and dropped after the answer, and for how long:
+/// beyond either, hyper closes the connection as it would have.
+pub const LEFTOVER_BYTES: usize = 1024 * 1024;
+pub const LEFTOVER_TIME: Duration = Duration::from_secs(5);
+
+impl Leftover {
+    /// Reads what the handler left of the body, within [`LEFTOVER_BYTES`] and
+    /// [`LEFTOVER_TIME`]. Does nothing if the handler still holds the body (a task it
+    /// spawned).
+    pub async fn drain(self) {
+        use http_body_util::BodyExt;
+        let Ok(body) = Arc::try_unwrap(self.0) else {
+            return;
+        };
+        let mut body = body.into_inner().unwrap_or_else(|e| e.into_inner());
+        let read_rest = async {
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len());
+                if read > LEFTOVER_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LEFTOVER_TIME, read_rest).await;
     }
 }
 

@@ -27,6 +27,7 @@ use tracing::{Instrument, Level, Span};
 
 use super::cors::Cors;
 use super::error::ApiError;
+use super::limits::{Leftover, SharedBody};
 use super::metrics::RouteId;
 use super::state::AppState;
 
@@ -187,12 +188,16 @@ impl Tracked {
         let response = match exchange.cors.preflight_response() {
             Some(answer) => answer,
             None => match read_small_body(limit_request(request)).await {
-                Ok(request) => {
+                Ok((request, leftover)) => {
                     let mut router = self.shared.router.clone();
-                    match router.call(request).instrument(span.clone()).await {
+                    let response = match router.call(request).instrument(span.clone()).await {
                         Ok(response) => response,
                         Err(never) => match never {},
+                    };
+                    if let Some(leftover) = leftover {
+                        leftover.drain().await;
                     }
+                    response
                 }
                 Err(refused) => refused,
             },
@@ -269,8 +274,11 @@ fn limit_request(request: Request) -> Result<Request, ApiError> {
 /// Reads a small non-multipart body in full before the handler runs. A handler that never
 /// reads its body (assign, mark read) would otherwise leave it on the socket, and hyper
 /// closes a keep-alive connection whose unread body is more than it has buffered. Uploads
-/// (multipart, or larger) still stream to their handlers.
-async fn read_small_body(request: Result<Request, ApiError>) -> Result<Request, Response> {
+/// (multipart, or larger) still stream to their handlers; what they leave unread is given
+/// back as a [`Leftover`] to read after the answer.
+async fn read_small_body(
+    request: Result<Request, ApiError>,
+) -> Result<(Request, Option<Leftover>), Response> {
     use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
     use axum::response::IntoResponse;
     let request = request.map_err(IntoResponse::into_response)?;
@@ -288,7 +296,7 @@ async fn read_small_body(request: Result<Request, ApiError>) -> Result<Request, 
         Some(n) if n > 0 && n <= BUFFERED_BODY_LIMIT && !multipart => {
             let (parts, body) = request.into_parts();
             match axum::body::to_bytes(body, BUFFERED_BODY_LIMIT as usize).await {
-                Ok(bytes) => Ok(Request::from_parts(parts, bytes.into())),
+                Ok(bytes) => Ok((Request::from_parts(parts, bytes.into()), None)),
                 Err(e) => Err(super::limits::BodyStalled::answer(&e)
                     .unwrap_or_else(|| {
                         ApiError::BadRequest("The request body could not be read".into())
@@ -296,7 +304,12 @@ async fn read_small_body(request: Result<Request, ApiError>) -> Result<Request, 
                     .into_response()),
             }
         }
-        _ => Ok(request),
+        _ if request.body().is_end_stream() => Ok((request, None)),
+        _ => {
+            let (parts, body) = request.into_parts();
+            let (body, leftover) = SharedBody::wrap(body);
+            Ok((Request::from_parts(parts, body), Some(leftover)))
+        }
     }
 }
 

@@ -42,6 +42,7 @@ on_both_backends!(
     assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim,
     every_status_the_api_answers_is_documented,
     unread_bodies_keep_the_connection_usable,
+    a_refused_upload_is_answered_whatever_follows_the_file,
 );
 use serde_json::json;
 
@@ -1525,18 +1526,29 @@ impl KeepAlive {
         KeepAlive { runtime, sender }
     }
 
-    /// Sends one request and returns the status of its answer, or None when the server
-    /// closed the connection instead.
+    /// Sends one JSON request and returns the status of its answer, or None when the
+    /// server closed the connection instead.
     fn send(&mut self, method: &str, path: &str, token: &str, body: &str) -> Option<u16> {
+        self.send_typed(method, path, token, "application/json", body.as_bytes())
+    }
+
+    fn send_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Option<u16> {
         use http_body_util::BodyExt;
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
             .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_owned(),
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+                body,
             )))
             .unwrap();
         let sender = &mut self.sender;
@@ -1593,6 +1605,50 @@ fn unread_bodies_keep_the_connection_usable(db: &Db) {
             conn.send("GET", "/api/users/me", token, ""),
             Some(200),
             "the connection broke after {method} {path} with a body"
+        );
+    }
+}
+
+/// A refused upload is answered, and the connection still serves the next request, when
+/// more of the form follows the file (a note field here): the server reads the rest of the
+/// form before it answers, as a connection closed on unread bytes is reset, and a reset can
+/// destroy the answer before the client reads it.
+fn a_refused_upload_is_answered_whatever_follows_the_file(db: &Db) {
+    let s = Server::start_on(db);
+    let cast = Cast::new(&s);
+    let token = &cast.client.token;
+    let boundary = "elior-test-boundary-9c1d";
+    let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(exe);
+    form.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n{}\r\n--{boundary}--\r\n",
+            "n".repeat(48 * 1024)
+        )
+        .as_bytes(),
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let mut conn = KeepAlive::connect(&s);
+    for attempt in 0..20 {
+        assert_eq!(
+            conn.send_typed(
+                "POST",
+                "/api/files/upload/progress_photos",
+                token,
+                &content_type,
+                &form
+            ),
+            Some(422),
+            "attempt {attempt}: the refusal was lost"
+        );
+        assert_eq!(
+            conn.send("GET", "/api/users/me", token, ""),
+            Some(200),
+            "attempt {attempt}: the connection broke after a refused upload"
         );
     }
 }
