@@ -96,8 +96,8 @@ trait Job: Send {
     /// Runs the write inside the open transaction; what it returns answers the caller
     /// once the transaction's fate is known.
     fn run(self: Box<Self>, conn: &mut Conn) -> Box<dyn Ran>;
-    /// Answers the caller without running: the transaction could not start.
-    fn refuse(self: Box<Self>, why: &Refusal);
+    /// Answers the caller with `why()` without running: the transaction could not start.
+    fn refuse(self: Box<Self>, why: &dyn Fn() -> DbError);
     /// The span of the request that queued it.
     fn span(&self) -> &tracing::Span;
 }
@@ -135,8 +135,8 @@ where
         Box::new(Done { result, reply })
     }
 
-    fn refuse(self: Box<Self>, why: &Refusal) {
-        let _ = self.reply.send(Err(why.to_error().into()));
+    fn refuse(self: Box<Self>, why: &dyn Fn() -> DbError) {
+        let _ = self.reply.send(Err(why().into()));
     }
 
     fn span(&self) -> &tracing::Span {
@@ -172,38 +172,17 @@ fn run(mut conn: Conn, jobs: Receiver<Box<dyn Job>>, queued: &AtomicUsize) {
     }
 }
 
-/// Why a write was not run at all.
-#[derive(Debug)]
-enum Refusal {
-    /// Another process held the database's write lock past the busy timeout: a moment's
-    /// wait, so the caller is told to come back (a 503), not that the server failed.
-    LockHeld(String),
-    Failed(String),
-}
-
-impl Refusal {
-    fn of_begin(e: &DbError) -> Self {
-        let busy = matches!(
-            e,
-            DbError::Sqlite(e) if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            )
-        );
-        let why = format!("could not start a write transaction: {e}");
-        if busy {
-            Refusal::LockHeld(why)
-        } else {
-            Refusal::Failed(why)
-        }
-    }
-
-    fn to_error(&self) -> DbError {
-        match self {
-            Refusal::LockHeld(why) => DbError::WriteLockHeld(why.clone()),
-            Refusal::Failed(why) => DbError::Commit(why.clone()),
-        }
-    }
+/// Whether `BEGIN` failed because another process (a backup, the CLI) held the write
+/// lock past the busy timeout: a moment's wait, so the caller is told to come back (a 503),
+/// not that the server failed.
+fn lock_held_elsewhere(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Sqlite(e) if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    )
 }
 
 fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
@@ -220,7 +199,15 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
                 .span()
                 .in_scope(|| conn.execute_batch("BEGIN IMMEDIATE"));
             if let Err(e) = begun {
-                let why = Refusal::of_begin(&e);
+                let held = lock_held_elsewhere(&e);
+                let text = format!("could not start a write transaction: {e}");
+                let why = || {
+                    if held {
+                        DbError::WriteLockHeld(text.clone())
+                    } else {
+                        DbError::Commit(text.clone())
+                    }
+                };
                 tracing::error!(error = %e, "database write transaction failed to start");
                 job.refuse(&why);
                 jobs.for_each(|j| j.refuse(&why));
@@ -229,7 +216,7 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             open = true;
         }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            job.refuse(&Refusal::Failed(e.to_string()));
+            job.refuse(&|| DbError::Commit(e.to_string()));
             abandon(conn, &mut ran, &e.to_string());
             open = false;
             continue;

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use hyper::body::Frame;
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::error::ApiError;
@@ -132,45 +132,58 @@ impl hyper::body::Body for TimeoutBody {
     }
 }
 
-/// A streamed request body whose unread rest can be taken back after the handler has
-/// answered ([`Leftover::drain`]). hyper closes a keep-alive connection whose body was
-/// not read to its end, and closing a socket with unread bytes makes the kernel send a
-/// reset, which can destroy the answer before the client reads it (a multipart parser
-/// stops at the closing boundary; a refused upload stops earlier).
-pub struct SharedBody(Arc<Mutex<Body>>);
+/// A streamed request body that goes back to the request layer when the handler drops
+/// it, so its unread rest can be read after the answer ([`Leftover::drain`]). hyper
+/// closes a keep-alive connection whose body was not read to its end, and closing a
+/// socket with unread bytes makes the kernel send a reset, which can destroy the answer
+/// before the client reads it (a multipart parser stops at the closing boundary; a
+/// refused upload stops earlier).
+pub struct ReturnedBody {
+    inner: Body,
+    back: Option<oneshot::Sender<Body>>,
+}
 
-/// The handle the middleware keeps on a [`SharedBody`].
-pub struct Leftover(Arc<Mutex<Body>>);
+/// The request layer's end of a [`ReturnedBody`].
+pub struct Leftover(oneshot::Receiver<Body>);
 
-impl SharedBody {
+impl ReturnedBody {
     pub fn wrap(inner: Body) -> (Body, Leftover) {
-        let shared = Arc::new(Mutex::new(inner));
-        (Body::new(SharedBody(Arc::clone(&shared))), Leftover(shared))
+        let (back, leftover) = oneshot::channel();
+        let body = ReturnedBody {
+            inner,
+            back: Some(back),
+        };
+        (Body::new(body), Leftover(leftover))
     }
 }
 
-impl hyper::body::Body for SharedBody {
+impl Drop for ReturnedBody {
+    fn drop(&mut self) {
+        if let Some(back) = self.back.take() {
+            if !hyper::body::Body::is_end_stream(&self.inner) {
+                let _ = back.send(std::mem::take(&mut self.inner));
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for ReturnedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        // Never contended: the middleware takes the body back only once the handler
-        // (and with it this half) is done.
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Pin::new(&mut *inner).poll_frame(cx)
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.lock().map_or(true, |b| b.is_end_stream())
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.0
-            .lock()
-            .map_or_else(|_| hyper::body::SizeHint::default(), |b| b.size_hint())
+        self.inner.size_hint()
     }
 }
 
@@ -181,14 +194,13 @@ pub const LEFTOVER_TIME: Duration = Duration::from_secs(5);
 
 impl Leftover {
     /// Reads what the handler left of the body, within [`LEFTOVER_BYTES`] and
-    /// [`LEFTOVER_TIME`]. Does nothing if the handler still holds the body (a task it
-    /// spawned).
-    pub async fn drain(self) {
+    /// [`LEFTOVER_TIME`]. Does nothing if the body was read to its end or the handler
+    /// still holds it (a task it spawned).
+    pub async fn drain(mut self) {
         use http_body_util::BodyExt;
-        let Ok(body) = Arc::try_unwrap(self.0) else {
+        let Ok(mut body) = self.0.try_recv() else {
             return;
         };
-        let mut body = body.into_inner().unwrap_or_else(|e| e.into_inner());
         let read_rest = async {
             let mut read = 0usize;
             while let Some(Ok(frame)) = body.frame().await {

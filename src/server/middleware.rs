@@ -27,7 +27,7 @@ use tracing::{Instrument, Level, Span};
 
 use super::cors::Cors;
 use super::error::ApiError;
-use super::limits::{Leftover, SharedBody};
+use super::limits::{Leftover, ReturnedBody};
 use super::metrics::RouteId;
 use super::state::AppState;
 
@@ -307,7 +307,7 @@ async fn read_small_body(
         _ if request.body().is_end_stream() => Ok((request, None)),
         _ => {
             let (parts, body) = request.into_parts();
-            let (body, leftover) = SharedBody::wrap(body);
+            let (body, leftover) = ReturnedBody::wrap(body);
             Ok((Request::from_parts(parts, body), Some(leftover)))
         }
     }
