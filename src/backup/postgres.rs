@@ -105,7 +105,7 @@ pub struct Dump {
     pub sha256: String,
 }
 
-/// Where a dump comes from.
+/// The stack's PostgreSQL database: where a dump comes from, and where a restore goes.
 pub enum Source<'a> {
     /// A server this host reaches: Debian's pg_dump here.
     Url(&'a PgUrl),
@@ -131,20 +131,36 @@ pub fn dump_from(source: &Source, temp: &Path, deadline: Instant) -> Result<Dump
     }
 }
 
+/// A shell script that runs `program_and_options` (a PostgreSQL client) in the postgres
+/// task against the stack's database, as its user. The password comes from the task's
+/// own secret file, read by the shell's builtin `read` (no coreutils needed): never on a
+/// command line or in the exec's environment.
+fn in_service(program_and_options: &str) -> String {
+    format!(
+        "read -r PGPASSWORD < /run/secrets/{}; export PGPASSWORD; exec {program_and_options} --no-password --username {} --dbname {}",
+        crate::plan::swarm::POSTGRES_PASSWORD_SECRET,
+        crate::plan::swarm::POSTGRES_USER,
+        crate::plan::swarm::POSTGRES_DB
+    )
+}
+
+/// Exit codes 126 and 127: the shell or the program is not in the task's image.
+fn refuse_missing_program(service: &str, program: &str, code: i64, unchanged: &str) -> Result<()> {
+    if code == 126 || code == 127 {
+        bail!(
+            "{program} in the swarm service {service} could not start (exit code {code}): its image lacks /bin/sh or {program}\nuse an image with both as POSTGRES_IMAGE (the official postgres image has them); {unchanged}"
+        );
+    }
+    Ok(())
+}
+
 /// `pg_dump -Fc` in the running task of `service` on this node, written to `temp` as
 /// [`dump`] writes: 0600, hashed, fsynced. The task's own socket and user, so no
 /// password leaves the swarm secret.
 fn dump_in_service(service: &str, temp: &Path, deadline: Instant) -> Result<Dump> {
     let out = manifest::create_private(temp)?;
     let mut writer = HashingWriter::new(out);
-    // The password from the task's own secret file, read by the shell's builtin `read`
-    // (no coreutils needed): never on a command line or in the exec's environment.
-    let script = format!(
-        "read -r PGPASSWORD < /run/secrets/{}; export PGPASSWORD; exec pg_dump --no-password --format=custom --username {} --dbname {}",
-        crate::plan::swarm::POSTGRES_PASSWORD_SECRET,
-        crate::plan::swarm::POSTGRES_USER,
-        crate::plan::swarm::POSTGRES_DB
-    );
+    let script = in_service("pg_dump --format=custom");
     let cmd = ["/bin/sh", "-c", script.as_str()];
     let left = deadline.saturating_duration_since(Instant::now());
     let runtime = crate::docker::runtime()?;
@@ -162,11 +178,7 @@ fn dump_in_service(service: &str, temp: &Path, deadline: Instant) -> Result<Dump
         })?
     })?;
     let (code, errors) = result;
-    if code == 126 || code == 127 {
-        bail!(
-            "pg_dump in the swarm service {service} could not start (exit code {code}): its image lacks /bin/sh or pg_dump\nuse an image with both as POSTGRES_IMAGE (the official postgres image has them); nothing was recorded as a backup"
-        );
-    }
+    refuse_missing_program(service, "pg_dump", code, "nothing was recorded as a backup")?;
     if code != 0 {
         bail!(
             "pg_dump in the swarm service {service} failed (exit code {code})\n{}\nrun `elior status` to check that its task runs healthy on this node; nothing was recorded as a backup",
@@ -293,19 +305,56 @@ pub fn check_dump(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`restore`] into either kind of database.
+pub fn restore_to(target: &Source, dump: &Path) -> Result<()> {
+    match target {
+        Source::Url(url) => restore(url, dump),
+        Source::SwarmService(service) => restore_in_service(service, dump),
+    }
+}
+
+/// The options that make a restore all or nothing, and leave ownership to the user
+/// restoring (a dump may come from a server with other roles).
+const RESTORE_OPTIONS: [&str; 5] = [
+    "--clean",
+    "--if-exists",
+    "--single-transaction",
+    "--exit-on-error",
+    "--no-owner",
+];
+
+/// [`restore`] in the running postgres task of a swarm stack (issue 21): `pg_restore` in
+/// the task, the dump streamed into its stdin through the engine's exec, with the task's
+/// own socket, user and secret (as [`dump_in_service`]).
+fn restore_in_service(service: &str, dump: &Path) -> Result<()> {
+    let script = in_service(&format!("pg_restore {}", RESTORE_OPTIONS.join(" ")));
+    let cmd = ["/bin/sh", "-c", script.as_str()];
+    let runtime = crate::docker::runtime()?;
+    let (code, errors) = runtime.block_on(async {
+        let mut input = tokio::fs::File::open(dump)
+            .await
+            .with_context(|| format!("failed to open {}", dump.display()))?;
+        let docker = crate::docker::connect().await?;
+        crate::docker::swarm::exec_in_service_with_input(&docker, service, &cmd, &mut input).await
+    })?;
+    let unchanged = "the database was not changed";
+    refuse_missing_program(service, "pg_restore", code, unchanged)?;
+    if code != 0 {
+        bail!(
+            "pg_restore in the swarm service {service} failed (exit code {code}); it ran as one transaction, so {unchanged}\n{}",
+            tail(errors.as_bytes())
+        );
+    }
+    Ok(())
+}
+
 /// Restores `dump` into the database of `url` in one transaction: either every object is
 /// replaced, or (on any error) the database is left exactly as it was.
 pub fn restore(url: &PgUrl, dump: &Path) -> Result<()> {
     let program = tool("pg_restore")?;
     let out = command(&program, url)
-        .args([
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "--exit-on-error",
-            "--no-owner",
-            "--dbname",
-        ])
+        .args(RESTORE_OPTIONS)
+        .arg("--dbname")
         .arg(database(url))
         .arg(dump)
         .stdin(Stdio::null())

@@ -217,6 +217,16 @@ deploy it first: `elior deploy DOMAIN --swarm`",
             postgres_service: None,
         })
     }
+
+    /// The stack's PostgreSQL database, when it has one: DATABASE_URL's server, or in
+    /// swarm mode the postgres service elior runs. `None` for SQLite.
+    pub fn postgres_database(&self) -> Option<super::postgres::Source<'_>> {
+        match (&self.postgres, &self.postgres_service) {
+            (Some(url), _) => Some(super::postgres::Source::Url(url)),
+            (None, Some(service)) => Some(super::postgres::Source::SwarmService(service)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// MODE=swarm (issue 21): the database and uploads are the swarm's, not in DIR.

@@ -737,16 +737,25 @@ pub async fn volumes(docker: &Docker, owner: &Owner) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Runs `cmd` in the running task container of `service` on this node, its stdout
-/// written to `sink` as it comes (a dump may be larger than memory); returns the exit
-/// code and stderr.
-pub async fn exec_in_service(
-    docker: &Docker,
-    service: &str,
-    cmd: &[&str],
-    sink: &mut (dyn std::io::Write + Send),
-) -> Result<(i64, String)> {
-    use futures_util::StreamExt;
+/// The replica count of a replicated service; `None` when the stack runs no such
+/// service (or it is global).
+pub async fn replicas(docker: &Docker, name: &str) -> Result<Option<u32>> {
+    let service = absent_as_none(
+        docker
+            .inspect_service(name, None::<InspectServiceOptions>)
+            .await,
+    )
+    .with_context(|| format!("failed to inspect the service {name}"))?;
+    Ok(service
+        .and_then(|s| s.spec)
+        .and_then(|s| s.mode)
+        .and_then(|m| m.replicated)
+        .and_then(|r| r.replicas)
+        .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32))
+}
+
+/// The running task container of `service` on this node.
+async fn task_container(docker: &Docker, service: &str) -> Result<String> {
     let running = docker
         .list_containers(Some(bollard::query_parameters::ListContainersOptions {
             filters: Some(super::label_filter(&[(
@@ -757,14 +766,54 @@ pub async fn exec_in_service(
         }))
         .await
         .with_context(|| format!("failed to list the tasks of {service}"))?;
-    let container = running
+    running
         .iter()
         .find_map(|c| c.id.clone())
-        .ok_or_else(|| anyhow!("no task of the swarm service {service} runs on this node\nrun elior on the node that runs it (`elior status` names it), or wait until `elior status` shows it running"))?;
+        .ok_or_else(|| anyhow!("no task of the swarm service {service} runs on this node\nrun elior on the node that runs it (`elior status` names it), or wait until `elior status` shows it running"))
+}
+
+/// Runs `cmd` in the running task container of `service` on this node, its stdout
+/// written to `sink` as it comes (a dump may be larger than memory); returns the exit
+/// code and stderr.
+pub async fn exec_in_service(
+    docker: &Docker,
+    service: &str,
+    cmd: &[&str],
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<(i64, String)> {
+    exec_attached(docker, service, cmd, None, sink).await
+}
+
+/// [`exec_in_service`] with `input` streamed into the command's stdin, which is closed
+/// at its end (a restore of a dump larger than memory); its stdout goes with stderr into
+/// the text returned.
+pub async fn exec_in_service_with_input(
+    docker: &Docker,
+    service: &str,
+    cmd: &[&str],
+    input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+) -> Result<(i64, String)> {
+    let mut stdout = Vec::new();
+    let (code, mut errors) = exec_attached(docker, service, cmd, Some(input), &mut stdout).await?;
+    errors.insert_str(0, &String::from_utf8_lossy(&stdout));
+    Ok((code, errors))
+}
+
+async fn exec_attached(
+    docker: &Docker,
+    service: &str,
+    cmd: &[&str],
+    input: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<(i64, String)> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let container = task_container(docker, service).await?;
     let created = docker
         .create_exec(
             &container,
             bollard::models::ExecConfig {
+                attach_stdin: Some(input.is_some()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -774,25 +823,51 @@ pub async fn exec_in_service(
         .await
         .with_context(|| format!("failed to run {} in {service}", cmd[0]))?;
     let mut errors = String::new();
-    if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker
+    let mut fed = Ok(());
+    if let bollard::exec::StartExecResults::Attached {
+        mut output,
+        input: mut stdin,
+    } = docker
         .start_exec(&created.id, None)
         .await
         .with_context(|| format!("failed to run {} in {service}", cmd[0]))?
     {
-        while let Some(chunk) = output.next().await {
-            match chunk
-                .with_context(|| format!("failed to read the output of {} in {service}", cmd[0]))?
-            {
-                bollard::container::LogOutput::StdOut { message } => sink
-                    .write_all(&message)
-                    .context("failed to write the output")?,
-                other => errors.push_str(&other.to_string()),
+        // Fed and drained at once: a command that writes while it reads must not block
+        // on a full pipe. Shutting the write half down is the stdin's end of file.
+        let feed = async {
+            if let Some(input) = input {
+                tokio::io::copy(input, &mut stdin).await?;
+                stdin.shutdown().await?;
             }
-        }
+            std::io::Result::Ok(())
+        };
+        let drain = async {
+            while let Some(chunk) = output.next().await {
+                match chunk.with_context(|| {
+                    format!("failed to read the output of {} in {service}", cmd[0])
+                })? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        sink.write_all(&message)
+                            .context("failed to write the output")?
+                    }
+                    other => errors.push_str(&other.to_string()),
+                }
+            }
+            anyhow::Ok(())
+        };
+        let (feed, drained) = tokio::join!(feed, drain);
+        drained?;
+        fed = feed;
     }
     let inspect = docker
         .inspect_exec(&created.id)
         .await
         .with_context(|| format!("failed to read the exit code of {} in {service}", cmd[0]))?;
-    Ok((inspect.exit_code.unwrap_or(-1), errors))
+    let code = inspect.exit_code.unwrap_or(-1);
+    // A command that stopped reading (it failed) closes its stdin: its exit code and
+    // stderr say why, not the broken pipe.
+    if code == 0 {
+        fed.with_context(|| format!("failed to send the input of {} in {service}", cmd[0]))?;
+    }
+    Ok((code, errors))
 }
