@@ -9,6 +9,7 @@
 //! backup leaves nothing behind.
 
 pub mod archive;
+pub mod bucket_uploads;
 pub mod export;
 pub mod fault;
 pub mod journal;
@@ -435,12 +436,7 @@ fn create_archive(
     let mut database_kind = None;
 
     let db_present = settings.database_path.is_file();
-    let postgres_source = match (&settings.postgres, &settings.postgres_service) {
-        (Some(url), _) => Some(postgres::Source::Url(url)),
-        (None, Some(service)) => Some(postgres::Source::SwarmService(service)),
-        (None, None) => None,
-    };
-    if let Some(source) = postgres_source {
+    if let Some(source) = settings.postgres_database() {
         let final_path = dir.join(Part::Database.file_name(&id));
         let temp = manifest::temp_path(&final_path);
         cleanup.0.extend([temp.clone(), final_path.clone()]);
@@ -586,6 +582,8 @@ fn create_archive(
 /// a directory with no env file (or settings that name no SQLite database) has nothing to
 /// recover.
 pub fn recover_interrupted_restore(stack_dir: &Path) -> Result<()> {
+    // A swarm restore killed while the API was at 0 tasks (issue 21).
+    crate::docker::swarm_api::recover(stack_dir)?;
     if !stack_dir.join(settings::ENV_FILE).is_file() {
         return Ok(());
     }

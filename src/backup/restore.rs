@@ -73,6 +73,10 @@ pub struct RestoreReport {
     /// The certificate and ACME account put back (where the stack had none) or kept.
     pub stack_files: Vec<stack_files::PutBack>,
     pub api_restarted: bool,
+    /// Swarm mode with uploads on S3: the objects the backup lists, checked against the
+    /// bucket (a restore cannot bring back a deleted one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploads_bucket: Option<super::bucket_uploads::UploadsCheck>,
 }
 
 /// What a restore puts back: an archive backup (its manifest) or a repository snapshot
@@ -247,10 +251,10 @@ fn restore_locked(
     let has_db = source.has_database();
     // The backup's database must be of the stack's backend: a dump is no SQLite file, and
     // a SQLite copy is no dump (issue 17, item 9). Refused before anything is touched.
-    let pg_dump = match (has_db, source.database_kind(), &settings.postgres) {
+    let pg_dump = match (has_db, source.database_kind(), settings.postgres_database()) {
         (false, _, _) => None,
-        (true, Some(postgres::KIND), Some(url)) => Some((
-            url.clone(),
+        (true, Some(postgres::KIND), Some(target)) => Some((
+            target,
             match &*source {
                 Source::Archive(m) => {
                     dir.join(&m.file(PartName::Database).expect("has a database").name)
@@ -261,20 +265,25 @@ fn restore_locked(
         )),
         (true, None, None) => None,
         (true, Some(postgres::KIND), None) => bail!(
-            "backup {} holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite; nothing was changed\nset DATABASE_URL to the PostgreSQL database to restore into, or restore the dump by hand with `pg_restore`",
+            "backup {} holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite; nothing was changed\nset DATABASE_URL to the PostgreSQL database to restore into (a swarm stack's backup goes back into a swarm stack, MODE=swarm, or that database), or restore the dump by hand with `pg_restore`; `elior db copy` and `elior migrate-to-swarm` move data from SQLite to PostgreSQL only",
             source.id()
         ),
-        (true, None, Some(url)) => bail!(
+        (true, None, Some(postgres::Source::Url(url))) => bail!(
             "backup {} holds a SQLite database, but this stack's DATABASE_URL is PostgreSQL ({}); nothing was changed\nto move it there: restore it into a SQLite stack, then `elior db copy --to DATABASE_URL`",
             source.id(),
             url.target()
+        ),
+        (true, None, Some(service)) => bail!(
+            "backup {} holds a SQLite database, but this stack runs on a swarm with its database {service}; nothing was changed\nto move a single-host stack's data onto the swarm, restore it into that single-host stack and run `elior migrate-to-swarm` there (or `elior db copy --to DATABASE_URL`)",
+            source.id()
         ),
         (true, Some(other), _) => bail!(
             "backup {} holds a database of kind {other:?}, which this elior cannot restore; nothing was changed\nuse a newer elior",
             source.id()
         ),
     };
-    let stack_is_pg = settings.postgres.is_some();
+    let uploads_bucket = check_bucket_uploads(settings, &*source, reporter);
+    let stack_is_pg = settings.postgres_database().is_some();
     let was_running = api.is_running()?;
     if !was_running && !stack_is_pg {
         // Fail before doing anything when a server we do not control has the file open.
@@ -396,12 +405,11 @@ fn restore_locked(
                 .context("failed to stop the API; nothing was changed")?;
             stopped = true;
         }
-        if let Some((url, dump)) = &pg_dump {
+        if let Some((target, dump)) = &pg_dump {
             reporter.phase(&format!(
-                "restoring PostgreSQL database {} (pg_restore, one transaction)",
-                url.target()
+                "restoring PostgreSQL database {target} (pg_restore, one transaction)"
             ));
-            super::postgres::restore(url, dump)?;
+            super::postgres::restore_to(target, dump)?;
             fault::point("restore:pg-restored");
             if let Some(temp) = &rebuilt_dump {
                 fs::remove_file(temp)
@@ -482,13 +490,48 @@ fn restore_locked(
         created_at: source.created_at().to_string(),
         safety_backup,
         database: has_file_db.then(|| settings.database_path.clone()),
-        postgres: pg_dump.as_ref().map(|(url, _)| url.target()),
+        postgres: pg_dump.as_ref().map(|(target, _)| target.to_string()),
         schema_version: source.schema_version(),
         uploads: has_uploads.then(|| settings.uploads_dir.clone()),
         upload_stats,
         stack_files,
         api_restarted: was_running,
+        uploads_bucket,
     })
+}
+
+/// The uploads a backup lists (a swarm stack's, on S3) checked against the bucket before
+/// anything is touched. Missing objects do not stop the restore, which cannot bring them
+/// back: they are named, here and in the report.
+fn check_bucket_uploads(
+    settings: &BackupSettings,
+    source: &Source,
+    reporter: &mut Reporter,
+) -> Option<super::bucket_uploads::UploadsCheck> {
+    let (Source::Archive(m), Some(bucket)) = (source, &settings.uploads_bucket) else {
+        return None;
+    };
+    let listed = m.upload_objects.as_ref()?;
+    reporter.phase(&format!(
+        "checking that the {} uploads the backup lists are in {}",
+        listed.len(),
+        bucket.url()
+    ));
+    match super::bucket_uploads::check(bucket, listed) {
+        Ok(check) => {
+            for problem in check.problems() {
+                eprintln!("warning: {problem}");
+            }
+            Some(check)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: could not list {} to check the backup's uploads: {e:#}",
+                bucket.url()
+            );
+            None
+        }
+    }
 }
 
 /// The folder restored uploads go into: `uploads` itself, or where it points when it is a

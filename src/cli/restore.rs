@@ -29,6 +29,17 @@ use crate::tls::settings::CertSettings;
 /// into a PostgreSQL stack (or a dump into a SQLite one) is refused; to move SQLite data
 /// to PostgreSQL, use `elior db copy`.
 ///
+/// Swarm mode (MODE=swarm): the dump goes back with the same pg_restore, run in the
+/// postgres service's task (the dump streamed into it through the engine, the password
+/// read from the swarm secret) or against an external DATABASE_URL. The API is stopped by
+/// scaling its service to 0 and waiting until its tasks are gone, and scaled back to its
+/// count after. A restore killed meanwhile is recorded in .elior/swarm-restore.json:
+/// `elior status` says so, and the next deploy, update, rollback, backup or restore
+/// scales the API back. Uploads on S3 are only listed in a backup: the restore checks
+/// that the objects it lists are still in the bucket and names the missing ones; it
+/// cannot bring a deleted object back. A SQLite backup is refused: move a single-host
+/// stack onto the swarm with `elior migrate-to-swarm` (or `elior db copy`).
+///
 /// Disaster recovery: with --from s3://BUCKET/PREFIX, the backup is first downloaded from
 /// the bucket (BACKUP_OFFSITE of the old host) into BACKUP_DIR, then verified and restored
 /// as above. On a new host, DIR needs only the old stack's .env.production (it holds the
@@ -65,7 +76,6 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// With --json: what was restored.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        super::swarm::refuse_restore(ctx.dir())?;
         let settings = match &self.from {
             None => BackupSettings::load(ctx.dir())?,
             Some(url) => {
@@ -97,7 +107,7 @@ impl RestoreArgs {
             )?,
             _ => self.id.clone(),
         };
-        let mut api = api_control(&settings)?;
+        let mut api = api_control(&settings, ctx.quiet)?;
         let report = restore::restore(
             &settings,
             &id,
@@ -131,6 +141,20 @@ impl RestoreArgs {
                 crate::backup::human_bytes(stats.bytes)
             );
         }
+        if let Some(check) = &report.uploads_bucket {
+            match check.problems().as_slice() {
+                [] => outln!(
+                    "  uploads   all {} objects the backup lists are in {}",
+                    check.listed,
+                    check.bucket
+                ),
+                problems => {
+                    for problem in problems {
+                        outln!("  warning: {problem}");
+                    }
+                }
+            }
+        }
         for put in &report.stack_files {
             match &put.kept {
                 Some(why) => outln!("  {why}"),
@@ -157,7 +181,10 @@ impl RestoreArgs {
 
 /// The deployed stack's API containers when this directory's stack is deployed on this
 /// host's engine; a bare directory (or no engine) restores in place.
-fn api_control(settings: &BackupSettings) -> Result<Box<dyn ApiControl>> {
+fn api_control(settings: &BackupSettings, quiet: bool) -> Result<Box<dyn ApiControl>> {
+    if let Some(api) = super::swarm::restore_api(&settings.stack_dir, API_HEALTH_TIMEOUT, quiet)? {
+        return Ok(api);
+    }
     let domain = CertSettings::load(&settings.stack_dir, false)?.domain;
     let Some(owner) = crate::config::model::owner_of(&settings.stack_dir, &domain)? else {
         return Ok(Box::new(NoStackRunning));

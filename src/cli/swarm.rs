@@ -14,32 +14,29 @@ use crate::config::model::Stack;
 use crate::config::stack::Mode;
 use crate::deploy::swarm::{self as deploy_swarm, SwarmReport};
 use crate::docker;
-use crate::plan::swarm::Names;
 
 /// Whether the stack in DIR runs on a swarm (MODE=swarm).
 pub fn is_swarm(stack: &Stack) -> bool {
     stack.config.mode == Mode::Swarm
 }
 
-/// `restore` of a swarm stack is not built (its data is in the postgres service, not in
-/// data/): refused, naming the manual way, rather than restoring a SQLite file no task
-/// reads. (`backup` of a swarm stack dumps the postgres service: issue 21.)
-pub fn refuse_restore(dir: &Path) -> Result<()> {
-    let what = "a restore";
+/// The API a restore stops and starts when the stack in `dir` runs on a swarm (issue
+/// 21): its api service, scaled to 0 and back to its count. `None` for a single-host
+/// stack (or a directory that holds none).
+pub fn restore_api(
+    dir: &Path,
+    health_timeout: Duration,
+    quiet: bool,
+) -> Result<Option<Box<dyn crate::backup::restore::ApiControl>>> {
     let Ok(stack) = Stack::load(dir) else {
-        return Ok(());
+        return Ok(None);
     };
     if !is_swarm(&stack) {
-        return Ok(());
+        return Ok(None);
     }
-    let service = stack.owner().map_or_else(
-        || "<project>-postgres".to_string(),
-        |o| Names(&o.project).service("postgres"),
-    );
-    anyhow::bail!(
-        "{what} of a swarm stack is not built yet: its data is in the {service} service, not in {}/data\nuntil then, on the database node, with the database file of an `elior backup`: docker exec -i $(docker ps -q -f label=com.docker.swarm.service.name={service}) pg_restore --clean --if-exists --single-transaction --no-owner -U elior -d elior < BACKUP_FILE",
-        dir.display()
-    )
+    let owner = deploy_swarm::require_owner(&stack)?;
+    let api = docker::swarm_api::SwarmApi::connect(&owner, health_timeout, quiet)?;
+    Ok(Some(Box::new(api)))
 }
 
 /// `deploy`/`update` (and `rollback --to`) in swarm mode.
@@ -146,6 +143,11 @@ fn finish(
 /// should run does not run healthy, or a service has fewer tasks than it wants.
 pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
     let owner = deploy_swarm::require_owner(stack)?;
+    // A restore holding the API at 0 tasks, or killed there: said before the tasks.
+    let restoring = docker::swarm_api::interrupted(&stack.dir);
+    if let Some(restore) = &restoring {
+        eprintln!("note: {restore}");
+    }
     let (rows, wanted) = docker::runtime()?.block_on(async {
         let docker = docker::connect().await?;
         let tasks = docker::swarm::tasks(&docker, &owner).await?;
@@ -206,11 +208,13 @@ pub fn status(stack: &Stack, json: bool) -> Result<ExitCode> {
             .count() as i64;
         running < *replicas
     });
-    Ok(if unhealthy || short || wanted.is_empty() {
-        ExitCode::from(super::EXIT_CHECK_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if unhealthy || short || wanted.is_empty() || restoring.is_some() {
+            ExitCode::from(super::EXIT_CHECK_FAILED)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// `logs` in swarm mode: the last `tail` lines (all by default) of every task on this node (of `service`

@@ -17,6 +17,7 @@ pub mod ports;
 pub mod proxy;
 pub mod stacks;
 pub mod swarm;
+pub mod swarm_api;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
