@@ -338,6 +338,7 @@ fn restore_locked(
     let mut upload_stats = None;
     let mut files_to_put_back = Vec::new();
     let mut stopped = false;
+    let mut pg_restored = false;
     let outcome = (|| -> Result<()> {
         if has_file_db {
             reporter.phase("staging the database");
@@ -410,6 +411,7 @@ fn restore_locked(
                 "restoring PostgreSQL database {target} (pg_restore, one transaction)"
             ));
             super::postgres::restore_to(target, dump)?;
+            pg_restored = true;
             fault::point("restore:pg-restored");
             if let Some(temp) = &rebuilt_dump {
                 fs::remove_file(temp)
@@ -467,12 +469,23 @@ fn restore_locked(
         let restart = if stopped { api.start().err() } else { None };
         let mut message = format!("{error:#}");
         match rollback {
+            Ok(_) if swapped && pg_restored => {
+                message.push_str("\nthe files the restore swapped were put back")
+            }
             Ok(_) if swapped => message.push_str("\nthe pre-restore state was put back"),
             Ok(_) => {}
             Err(e) => message.push_str(&format!(
                 "\nputting the pre-restore state back also failed: {e:#}\nrestore the safety backup {} by hand",
                 safety_backup.as_deref().unwrap_or("(none)")
             )),
+        }
+        if pg_restored {
+            // Its transaction committed: the journal cannot take it back.
+            message.push_str(&format!(
+                "\nthe PostgreSQL database is backup {} (its pg_restore committed); `elior restore {}` puts the state before it back",
+                source.id(),
+                safety_backup.as_deref().unwrap_or("(none)")
+            ));
         }
         if let Some(e) = restart {
             message.push_str(&format!("\nand the API did not start again: {e:#}"));
