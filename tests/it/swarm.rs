@@ -1080,6 +1080,57 @@ fn migrate_to_swarm_keeps_users_workouts_and_uploads() {
     );
     s.ok(&["backup", "verify"]);
 
+    // A restore of that backup into the external DATABASE_URL (pg_restore from this host,
+    // the API at 0 tasks meanwhile) after its upload was deleted from the bucket: a backup
+    // only lists the bucket, so the restore names the object it cannot bring back.
+    let gone = moto
+        .keys("elior-move")
+        .into_iter()
+        .find(|k| k.starts_with("gym/documents/"))
+        .unwrap();
+    let keys = [
+        ("S3_ENDPOINT", moto.endpoint()),
+        ("S3_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKIDMOVE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "move-secret-key".to_string()),
+    ];
+    let lookup = |key: &str| {
+        keys.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (v.clone(), "test".to_string()))
+    };
+    let settings = elior::files::settings::S3Settings::parse(
+        "UPLOADS_URL",
+        "s3://elior-move/gym",
+        "test",
+        "keeps the uploads",
+        "",
+        &lookup,
+    )
+    .unwrap();
+    let bucket = elior::files::store::client(&settings, "UPLOADS_URL", 0).unwrap();
+    runtime()
+        .block_on(object_store::ObjectStoreExt::delete(
+            &bucket,
+            &object_store::path::Path::from(gone.as_str()),
+        ))
+        .unwrap();
+    assert!(!moto.keys("elior-move").contains(&gone));
+    let restored = s.ok(&["restore", manifest["id"].as_str().unwrap(), "--yes"]);
+    assert!(
+        restored.contains(&format!(
+            "database  postgresql {}",
+            database_url.split('@').nth(1).unwrap()
+        )),
+        "{restored}"
+    );
+    assert!(
+        restored.contains("uploads this backup lists are no longer in s3://elior-move/gym, and a restore cannot bring them back")
+            && restored.contains(gone.strip_prefix("gym/").unwrap()),
+        "{restored}"
+    );
+    s.login("move_client");
+
     // The old containers are stopped, not removed; a re-run has nothing left to do.
     let old = single_host_containers(&s.owner());
     assert!(
