@@ -26,5 +26,6 @@ mod serve_scale;
 mod stack_ops;
 mod stacks;
 mod swarm;
+mod swarm_cert;
 mod templates;
 mod uploads_s3;
