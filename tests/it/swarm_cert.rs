@@ -103,10 +103,10 @@ fn https_loop(s: &SwarmStack) -> (ClientLoop, Arc<Mutex<Vec<Event>>>) {
     (client, events)
 }
 
-/// Deploy with ACME against pebble, a forced renewal under load, then a CA that cannot be
-/// reached: one walk, so the swarm deploy is paid once.
+/// Deploy with ACME against pebble, a forced renewal under load, then a challenge the CA
+/// refuses and a CA that cannot be reached: one walk, so the swarm deploy is paid once.
 #[test]
-fn swarm_acme_deploy_renew_rolls_nginx_and_a_dead_ca_changes_nothing() {
+fn swarm_acme_deploy_renew_rolls_nginx_and_a_refused_challenge_or_dead_ca_changes_nothing() {
     let (mut swarm, inactive) = SwarmGuard::ensure();
     if inactive {
         swarm.init();
@@ -216,22 +216,42 @@ fn swarm_acme_deploy_renew_rolls_nginx_and_a_dead_ca_changes_nothing() {
     }
     assert!(ok > 10, "the client loop made only {ok} requests");
 
-    // The CA cannot be reached: exit 2 naming the URL and what to check; nothing changed
-    // (no roll, the same certificate served, the same secrets).
-    let dead = format!("https://127.0.0.1:{}/dir", free_port());
-    s.stack.set_env(&[("ACME_DIRECTORY", &dead)]);
+    // Nothing changed: no roll, the same certificate on disk and served, the same secrets.
     let version = nginx_version(&s);
     let files = std::fs::read(dir.join("nginx/ssl/cert.pem")).unwrap();
+    let untouched = || {
+        assert_eq!(nginx_version(&s), version, "nginx was touched");
+        assert_eq!(served_leaf(&s).serial, renewed.serial);
+        assert_eq!(
+            std::fs::read(dir.join("nginx/ssl/cert.pem")).unwrap(),
+            files
+        );
+        assert_eq!(cert_secrets(&s), now_secrets);
+    };
+
+    // The CA refuses the challenge (its DNS no longer finds the name): exit 2 naming the
+    // domain and what the CA must reach.
+    pebble.resolve_nothing();
+    let out = s.run(&["cert", "renew", "--force"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains(&format!("the CA did not validate {}", s.stack.domain)),
+        "{said}"
+    );
+    assert!(
+        said.contains("the CA must reach http://NAME/.well-known/acme-challenge/"),
+        "{said}"
+    );
+    untouched();
+
+    // The CA cannot be reached: exit 2 naming the URL and what to check.
+    let dead = format!("https://127.0.0.1:{}/dir", free_port());
+    s.stack.set_env(&[("ACME_DIRECTORY", &dead)]);
     let out = s.run(&["cert", "renew", "--force"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let said = text(&out.stderr);
     assert!(said.contains(&dead), "{said}");
     assert!(said.contains("check ACME_DIRECTORY"), "{said}");
-    assert_eq!(nginx_version(&s), version, "nginx was touched");
-    assert_eq!(served_leaf(&s).serial, renewed.serial);
-    assert_eq!(
-        std::fs::read(dir.join("nginx/ssl/cert.pem")).unwrap(),
-        files
-    );
-    assert_eq!(cert_secrets(&s), now_secrets);
+    untouched();
 }
