@@ -419,6 +419,12 @@ fn trainer_builds_plan_and_client_completes_it(db: &Db) {
         "workout_plan"
     );
 
+    // Only the client who logged a completion (or an admin) deletes it: their trainer sees
+    // it but gets 403, another trainer 404 as for anything unseen.
+    for (token, want) in [(&cast.other_trainer.token, 404), (t, 403), (c, 200)] {
+        assert_eq!(s.delete(&done, token).status, want, "DELETE completion");
+    }
+
     // An exercise in use can't be deleted; deleting the plan removes everything under it.
     assert_eq!(
         s.delete(

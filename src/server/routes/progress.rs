@@ -9,12 +9,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
 use crate::db::users::{Role, User};
+use crate::db::Conn;
 use crate::files::Kind;
 use crate::server::access::{check_attachment, query, visible_client, visible_owner, write, Actor};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::{created, deleted, Created};
+use crate::server::routes::{created, delete_one, Created};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -217,13 +218,13 @@ async fn remove(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        const MISSING: &str = "Weight entry not found";
-        let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
-        visible_owner(c, actor, entry.client_id, MISSING)?;
-        Ok(progress::delete(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Weight entry"))
+    delete_one(&state, &me, id, entry_for, progress::delete, "Weight entry").await
+}
+
+/// A weigh-in the actor may see; whoever sees it may also delete it.
+fn entry_for(c: &Conn, actor: Actor, id: i64, _write: bool) -> ApiResult<WeightEntry> {
+    const MISSING: &str = "Weight entry not found";
+    let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+    visible_owner(c, actor, entry.client_id, MISSING)?;
+    Ok(entry)
 }

@@ -788,10 +788,17 @@ async fn list_completions(
     .map(Json)
 }
 
-fn visible_completion(c: &Conn, actor: Actor, id: i64) -> ApiResult<Completion> {
+/// A completion the actor may see; to delete it (`write`), they must also be the client who
+/// logged it or an admin (403).
+fn completion_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<Completion> {
     const MISSING: &str = "Completion not found";
     let done = w::find_completion(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
     visible_owner(c, actor, done.client_id, MISSING)?;
+    if write && !(actor.is_admin() || done.client_id == actor.id) {
+        return Err(ApiError::Forbidden(
+            "Only the client who logged it or an admin can delete it",
+        ));
+    }
     Ok(done)
 }
 
@@ -801,10 +808,7 @@ async fn get_completion(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Completion>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| visible_completion(c, actor, id))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, completion_for).await
 }
 
 /// The client who logged it (a mistake) or an admin deletes a completion.
@@ -814,16 +818,13 @@ async fn delete_completion(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        let done = visible_completion(c, actor, id)?;
-        if !(actor.is_admin() || done.client_id == actor.id) {
-            return Err(ApiError::Forbidden(
-                "Only the client who logged it or an admin can delete it",
-            ));
-        }
-        Ok(w::delete_completion(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Completion"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        completion_for,
+        w::delete_completion,
+        "Completion",
+    )
+    .await
 }
