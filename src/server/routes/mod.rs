@@ -1,4 +1,8 @@
-//! One router per resource, merged in [`crate::server::router`].
+//! One router per resource, merged in [`crate::server::api`], and the steps their
+//! handlers share, written once: find an object the caller owns ([`Finder`]) and read it,
+//! read from it, add to it, replace it or delete it; a write whose notification is pushed
+//! once it committed ([`write_notifying`]); the answers to a create and a delete. Reads run
+//! on the pool ([`query`]), writes through SQLite's one writer ([`write`]).
 
 pub mod auth;
 pub mod files;
