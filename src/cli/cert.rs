@@ -81,6 +81,15 @@ struct ObtainArgs {
 /// labels; `nginx -t` and SIGHUP through the Docker Engine), or a host nginx given with
 /// --nginx-conf.
 ///
+/// Swarm mode (MODE=swarm): every nginx task, on any node, answers HTTP-01 from its
+/// config as TOKEN.THUMBPRINT (the ACME account key's public thumbprint), so no challenge
+/// file has to reach a node. The account is loaded or registered first (an unreachable CA
+/// changes nothing), nginx rolls once if its config lacks the thumbprint, and the new
+/// certificate, once written to nginx/ssl/, rolls nginx as a new swarm secret version:
+/// one node at a time, each node's task stopped before its successor starts (host-mode
+/// ports). The new serial must then be served on 127.0.0.1:HTTPS_PORT, else the previous
+/// pair is put back and rolled out again. The replaced certificate's secrets are removed.
+///
 /// Settings (DIR/.env.production; the environment wins): DOMAIN, ACME_EMAIL,
 /// ACME_DIRECTORY (default Let's Encrypt), ACME_CA_FILE (PEM roots of a private CA),
 /// HTTP_PORT, HTTPS_PORT. ELIOR_RESOLVE=name:ip pins names like curl --resolve.
@@ -155,22 +164,66 @@ async fn obtain(
     jitter: u64,
 ) -> Result<ExitCode> {
     let settings = CertSettings::load(ctx.dir(), args.staging)?;
-    match &args.nginx_conf {
-        Some(conf) => {
+    let paths = StackPaths::new(ctx.dir());
+    let options = IssueOptions {
+        force: args.force,
+        ask_ari,
+    };
+    let progress = |line: &str| {
+        if !ctx.quiet {
+            eprintln!("{line}")
+        }
+    };
+    let swarm = match &args.nginx_conf {
+        Some(_) => None,
+        None => crate::config::model::Stack::load(ctx.dir())
+            .ok()
+            .filter(super::swarm::is_swarm),
+    };
+    if jitter > 0 {
+        let wait = rand::thread_rng().gen_range(0..=jitter);
+        eprintln!("waiting {wait} s (--jitter)");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    let (outcome, served_at) = match (&args.nginx_conf, swarm) {
+        (Some(conf), _) => {
             let conf = std::path::absolute(conf)
                 .with_context(|| format!("bad --nginx-conf path {}", conf.display()))?;
             let nginx = HostNginx::new(&conf, https_address(&args.stack, &settings));
-            obtain_through(&nginx, args, ctx, &settings, ask_ari, jitter).await
+            let outcome = issue::issue_if_due(&nginx, &paths, &settings, options, &progress);
+            (outcome.await?, nginx.https_address())
         }
-        None => {
+        // Swarm mode (issue 21): nginx answers challenges on every node from its config,
+        // and a new certificate rolls nginx as a new secret version.
+        (None, Some(stack)) => {
+            let owner = crate::deploy::swarm::require_owner(&stack)?;
+            let _lock = crate::lock::DeployLock::acquire(ctx.dir(), "cert")?;
+            let steps = super::deploy::Progress::new(ctx);
+            let outcome = crate::deploy::swarm::renew_certificate(
+                &stack,
+                &owner,
+                &settings,
+                options,
+                SWARM_HEALTH_TIMEOUT,
+                &steps,
+            );
+            let address = SocketAddr::from(([127, 0, 0, 1], settings.https_port));
+            (outcome.await?, address)
+        }
+        (None, None) => {
             let nginx = stack_nginx(&settings, ctx).await?;
             if !ctx.quiet {
                 eprintln!("using nginx container {}", nginx.container);
             }
-            obtain_through(&nginx, args, ctx, &settings, ask_ari, jitter).await
+            let outcome = issue::issue_if_due(&nginx, &paths, &settings, options, &progress);
+            (outcome.await?, nginx.https_address())
         }
-    }
+    };
+    report(&outcome, served_at, ctx)
 }
+
+/// How long a new nginx task gets to run, in swarm mode.
+const SWARM_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The deployed stack's running nginx container, or an error saying what to do.
 async fn stack_nginx(settings: &CertSettings, ctx: &super::Context) -> Result<StackNginx> {
@@ -188,45 +241,14 @@ async fn stack_nginx(settings: &CertSettings, ctx: &super::Context) -> Result<St
     let Some(owner) = crate::config::model::owner_of(dir, &settings.domain)? else {
         return Err(missing(String::new()));
     };
-    // Swarm mode (issue 21): nginx runs as tasks that read the certificate from a swarm
-    // secret; ACME through them is not built yet.
-    if crate::config::model::Stack::load(dir).is_ok_and(|s| super::swarm::is_swarm(&s)) {
-        anyhow::bail!(
-            "the stack in {} runs on a swarm, where elior cannot answer ACME challenges yet\nput the certificate and key in nginx/ssl/ (cert.pem, key.pem) and run `{}`: nginx rolls to them as a new secret version",
-            dir.display(),
-            ctx.command("update")
-        );
-    }
     StackNginx::find(&docker, &owner, settings.https_port)
         .await?
         .ok_or_else(|| missing(String::new()))
 }
 
-async fn obtain_through<P: Proxy + Sync>(
-    nginx: &P,
-    args: &ObtainArgs,
-    ctx: &super::Context,
-    settings: &CertSettings,
-    ask_ari: bool,
-    jitter: u64,
-) -> Result<ExitCode> {
-    let paths = StackPaths::new(ctx.dir());
-    if jitter > 0 {
-        let wait = rand::thread_rng().gen_range(0..=jitter);
-        eprintln!("waiting {wait} s (--jitter)");
-        tokio::time::sleep(Duration::from_secs(wait)).await;
-    }
-    let options = IssueOptions {
-        force: args.force,
-        ask_ari,
-    };
-    let progress = |line: &str| {
-        if !ctx.quiet {
-            eprintln!("{line}")
-        }
-    };
-    let outcome = issue::issue_if_due(nginx, &paths, settings, options, &progress).await?;
-    let report = match &outcome {
+/// What `issue`/`renew` did: JSON, or one line.
+fn report(outcome: &Outcome, served_at: SocketAddr, ctx: &super::Context) -> Result<ExitCode> {
+    let report = match outcome {
         Outcome::NotDue {
             names,
             current,
@@ -261,7 +283,7 @@ async fn obtain_through<P: Proxy + Sync>(
             report.names.join(", "),
             report.serial,
             report.not_after,
-            nginx.https_address()
+            served_at
         );
     } else {
         outln!(

@@ -46,7 +46,9 @@ use crate::plan::render::{self, Templates, Upstream};
 /// rollback. The database is DATABASE_URL when it names PostgreSQL, else a postgres
 /// service (POSTGRES_IMAGE) on the node labelled elior.db=true. JWT_SECRET, the database
 /// password, nginx.conf and the TLS pair are swarm secrets. `elior update`, `rollback`,
-/// `scale`, `status`, `logs` and `down` follow the mode.
+/// `scale`, `status`, `logs` and `down` follow the mode. ACME works there too: every
+/// nginx task answers HTTP-01 from its config (the account key's thumbprint), and a new
+/// certificate rolls nginx as a new secret version, one node at a time.
 ///
 /// Exit status: 0 deployed, 1 deployed but the CA certificate was not obtained, 2 error.
 ///
@@ -352,7 +354,13 @@ fn print_outcome(outcome: &Outcome, ctx: &super::Context) {
             outln!("  {} redirects to HTTPS", outcome.http_url);
         }
     }
-    match &outcome.certificate {
+    print_certificate(&outcome.certificate, ctx);
+}
+
+/// The certificate step's line on stdout (and a failed CA step's explanation on stderr),
+/// for a single host and a swarm alike.
+pub(super) fn print_certificate(step: &CertStep, ctx: &super::Context) {
+    match step {
         CertStep::Installed {
             from,
             serial,

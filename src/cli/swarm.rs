@@ -67,10 +67,11 @@ pub fn deploy(
         source,
         &mut progress,
     ));
-    finish(result, &dir, command, action, started, lock)
+    finish(ctx, result, &dir, command, action, started, lock)
 }
 
 fn finish(
+    ctx: &super::Context,
     result: Result<SwarmReport>,
     dir: &Path,
     command: &str,
@@ -113,6 +114,7 @@ fn finish(
                     outln!("  {}/health -> {status} {body}", outcome.url);
                 }
             }
+            super::deploy::print_certificate(&outcome.certificate, ctx);
             let _ = crate::lock::audit(
                 dir,
                 action,
@@ -123,10 +125,15 @@ fn finish(
                     "api_image": outcome.api_image,
                     "replicas": outcome.replicas,
                     "seconds": started.elapsed().as_secs_f64(),
+                    "certificate": outcome.certificate.describe(),
                 }),
             );
             drop(lock);
-            Ok(ExitCode::SUCCESS)
+            // As on a single host: the stack serves, but a failed CA step is a failed check.
+            Ok(match outcome.certificate {
+                crate::deploy::CertStep::Failed { .. } => ExitCode::from(super::EXIT_CHECK_FAILED),
+                _ => ExitCode::SUCCESS,
+            })
         }
         Err(err) => {
             let _ = crate::lock::audit(

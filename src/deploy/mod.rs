@@ -403,22 +403,27 @@ async fn certificate_step(
             serial: info.serial,
             not_after: crate::tls::inspect::rfc3339(info.not_after),
         }),
-        Err(err) => {
-            let served = crate::tls::issue::current(&paths)
-                .ok()
-                .flatten()
-                .map(|(_, info)| {
-                    if info.self_signed {
-                        "the self-signed bootstrap certificate"
-                    } else {
-                        "the previous certificate"
-                    }
-                })
-                .unwrap_or("the previous certificate");
-            Ok(CertStep::Failed {
-                error: format!("{err:#}"),
-                served,
+        Err(err) => Ok(CertStep::failed(&paths, &err)),
+    }
+}
+
+impl CertStep {
+    /// The CA step failed with `err`; what is in nginx/ssl/ keeps serving.
+    pub(crate) fn failed(paths: &crate::tls::files::StackPaths, err: &anyhow::Error) -> CertStep {
+        let served = crate::tls::issue::current(paths)
+            .ok()
+            .flatten()
+            .map(|(_, info)| {
+                if info.self_signed {
+                    "the self-signed bootstrap certificate"
+                } else {
+                    "the previous certificate"
+                }
             })
+            .unwrap_or("the previous certificate");
+        CertStep::Failed {
+            error: format!("{err:#}"),
+            served,
         }
     }
 }

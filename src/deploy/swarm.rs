@@ -11,18 +11,23 @@
 //! gets no DATABASE_URL and keeps SQLite on a tmpfs in each task: /health works, but the
 //! replicas do not share state; deploy says so.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::{ImageSource, Options, Progress};
+use super::{CertStep, ImageSource, Options, Progress};
 use crate::config::identity::Owner;
 use crate::config::model::Stack;
 use crate::config::{RawSettings, ServeConfig, SERVE_KEYS};
 use crate::docker::{self, apply, image};
 use crate::plan::render::{self, Templates, Upstream};
 use crate::plan::swarm::{self as plan, Image, Inputs, SecretValues, SwarmPlan};
+use crate::tls::acme::Http01;
+use crate::tls::files::StackPaths;
+use crate::tls::issue::{IssueOptions, Outcome};
+use crate::tls::settings::CertSettings;
 
 /// Where the password of the postgres service elior runs is kept (mode 0600).
 pub const DB_PASSWORD_FILE: &str = ".elior/swarm-db-password";
@@ -44,6 +49,8 @@ pub struct SwarmOutcome {
     /// `external`, `postgres service` or `sqlite in each task`.
     pub database: String,
     pub tasks: Vec<docker::swarm::TaskInfo>,
+    /// The ACME step (issue 21): nginx answers challenges statelessly on every node.
+    pub certificate: CertStep,
 }
 
 struct Notes<'a>(&'a dyn Progress);
@@ -149,6 +156,110 @@ async fn image_of(docker: &bollard::Docker, reference: &str) -> Result<Image> {
     })
 }
 
+/// What the plan is made from, besides the observed swarm: the stack's settings, the
+/// images (the API's given), the secrets' contents and nginx.conf (answering ACME
+/// challenges with `acme_thumbprint` when given). Also names the database for the report.
+async fn gather_inputs(
+    docker: &bollard::Docker,
+    loaded: &Stack,
+    owner: &Owner,
+    api_image: Image,
+    acme_thumbprint: Option<&str>,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<(Inputs, &'static str)> {
+    let dir = loaded.dir.as_path();
+    let config = &loaded.config;
+    let project = owner.project.as_str();
+    let database = database_of(&loaded.raw);
+    let speaks_pg = api_speaks_postgres();
+    let image_or_planned = |reference: &str| {
+        let docker = docker.clone();
+        let reference = reference.to_string();
+        async move {
+            Ok::<_, anyhow::Error>(Image {
+                id: apply::image_id(&docker, &reference)
+                    .await?
+                    .unwrap_or_else(|| "(pulled at deploy)".to_string()),
+                reference,
+            })
+        }
+    };
+    let proxy_image = image_or_planned(config.proxy_image.as_str()).await?;
+    let postgres_image = match database {
+        Database::Service => Some(image_or_planned(config.postgres_image.as_str()).await?),
+        Database::External(_) => None,
+    };
+
+    // Secrets.
+    let names = plan::Names(project);
+    let (database_url, db_password, database_label) = match (&database, speaks_pg) {
+        (Database::External(url), _) => (Some(url.clone()), None, "external PostgreSQL"),
+        (Database::Service, true) => {
+            let password = db_password(dir, dry_run)?;
+            let url = format!(
+                "postgresql://{}:{password}@{}:5432/{}",
+                plan::POSTGRES_USER,
+                names.service("postgres"),
+                plan::POSTGRES_DB
+            );
+            (Some(url), Some(password), "the postgres service")
+        }
+        (Database::Service, false) => {
+            progress.note("note: this elior's API cannot use PostgreSQL yet (issue 16): each API task keeps SQLite on its own tmpfs, so replicas do not share state; the postgres service runs for when it can");
+            (
+                None,
+                Some(db_password(dir, dry_run)?),
+                "SQLite in each task",
+            )
+        }
+    };
+    let tls = StackPaths::new(dir);
+    let read = |path: &Path| -> Result<String> {
+        if dry_run && !path.exists() {
+            return Ok("(made at deploy)".to_string());
+        }
+        std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))
+    };
+    let upstream = Upstream::new(&plan::api_upstream_host(project), config.serve.bind.port())
+        .map_err(|e| anyhow!(e))?;
+    let nginx_conf =
+        render::render_swarm_proxy(config, &Templates::embedded(), &upstream, acme_thumbprint)?;
+    let mut scratch = vec![render::api_data_dir(config)?];
+    if config.serve.uploads == crate::files::settings::UploadsSettings::Local {
+        progress.note("note: uploads are in UPLOAD_DIR on a tmpfs of each API task; set UPLOADS_URL=s3://… so every replica shares them and they outlive a task");
+        scratch.push(config.serve.upload_dir.to_string_lossy().into_owned());
+    }
+    let inputs = Inputs {
+        project: project.to_string(),
+        labels: docker::owner_labels(owner).into_iter().collect(),
+        api_image,
+        proxy_image,
+        postgres_image,
+        replicas: config.api_replicas,
+        api_port: config.serve.bind.port(),
+        http_port: config.http_port,
+        https_port: config.https_port,
+        api_env: api_env(loaded, database_url.is_some()),
+        api_scratch_dirs: scratch,
+        secrets: SecretValues {
+            jwt_secret: config.serve.jwt_secret.expose().to_string(),
+            database_url,
+            db_password,
+            s3_secret_key: match &config.serve.uploads {
+                crate::files::settings::UploadsSettings::S3(s3) => {
+                    Some(s3.secret_access_key.expose().to_string())
+                }
+                crate::files::settings::UploadsSettings::Local => None,
+            },
+            nginx_conf,
+            tls_cert: read(&tls.cert())?,
+            tls_key: read(&tls.key())?,
+        },
+    };
+    Ok((inputs, database_label))
+}
+
 /// Deploys `loaded` onto the swarm this engine manages.
 pub async fn run(
     loaded: &Stack,
@@ -163,7 +274,6 @@ pub async fn run(
     let project = owner.project.as_str();
 
     let database = database_of(&loaded.raw);
-    let speaks_pg = api_speaks_postgres();
     let observed = docker::swarm::observe(&docker, owner).await?;
     plan::check(&observed, database == Database::Service).map_err(|m| anyhow!(m))?;
 
@@ -218,89 +328,35 @@ pub async fn run(
         }
         super::ensure_bootstrap_certificate(dir, config.domain.as_str(), progress)?;
     }
-    let image_or_planned = |reference: &str| {
-        let docker = docker.clone();
-        let reference = reference.to_string();
-        async move {
-            Ok::<_, anyhow::Error>(Image {
-                id: apply::image_id(&docker, &reference)
-                    .await?
-                    .unwrap_or_else(|| "(pulled at deploy)".to_string()),
-                reference,
-            })
-        }
-    };
-    let proxy_image = image_or_planned(config.proxy_image.as_str()).await?;
-    let postgres_image = match database {
-        Database::Service => Some(image_or_planned(config.postgres_image.as_str()).await?),
-        Database::External(_) => None,
-    };
 
-    // Secrets.
-    let names = plan::Names(project);
-    let (database_url, db_password, database_label) = match (&database, speaks_pg) {
-        (Database::External(url), _) => (Some(url.clone()), None, "external PostgreSQL"),
-        (Database::Service, true) => {
-            let password = db_password(dir, options.dry_run)?;
-            let url = format!(
-                "postgresql://{}:{password}@{}:5432/{}",
-                plan::POSTGRES_USER,
-                names.service("postgres"),
-                plan::POSTGRES_DB
-            );
-            (Some(url), Some(password), "the postgres service")
+    let acme = acme_settings(loaded, options)?;
+    // The account's thumbprint goes into nginx.conf, so the first nginx tasks already
+    // answer challenges; without a CA to register with, the stack comes up all the same.
+    let thumbprint = match &acme {
+        Some(settings) if !options.dry_run => Some(
+            crate::tls::acme::account_thumbprint(&StackPaths::new(dir).account(), &settings.ca())
+                .await,
+        ),
+        // A dry run asks no CA: the thumbprint of a stored account, or none.
+        Some(settings) => {
+            crate::tls::acme::stored_thumbprint(&StackPaths::new(dir).account(), &settings.ca())
+                .ok()
+                .flatten()
+                .map(Ok)
         }
-        (Database::Service, false) => {
-            progress.note("note: this elior's API cannot use PostgreSQL yet (issue 16): each API task keeps SQLite on its own tmpfs, so replicas do not share state; the postgres service runs for when it can");
-            (
-                None,
-                Some(db_password(dir, options.dry_run)?),
-                "SQLite in each task",
-            )
-        }
+        None => None,
     };
-    let tls = crate::tls::files::StackPaths::new(dir);
-    let read = |path: &Path| -> Result<String> {
-        if options.dry_run && !path.exists() {
-            return Ok("(made at deploy)".to_string());
-        }
-        std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))
-    };
-    let upstream = Upstream::new(&plan::api_upstream_host(project), config.serve.bind.port())
-        .map_err(|e| anyhow!(e))?;
-    let nginx_conf = render::render_swarm_proxy(config, &Templates::embedded(), &upstream)?;
-    let mut scratch = vec![render::api_data_dir(config)?];
-    if config.serve.uploads == crate::files::settings::UploadsSettings::Local {
-        progress.note("note: uploads are in UPLOAD_DIR on a tmpfs of each API task; set UPLOADS_URL=s3://… so every replica shares them and they outlive a task");
-        scratch.push(config.serve.upload_dir.to_string_lossy().into_owned());
-    }
-    let inputs = Inputs {
-        project: project.to_string(),
-        labels: docker::owner_labels(owner).into_iter().collect(),
+    let nginx_thumbprint = thumbprint.as_ref().and_then(|t| t.as_ref().ok());
+    let (inputs, database_label) = gather_inputs(
+        &docker,
+        loaded,
+        owner,
         api_image,
-        proxy_image,
-        postgres_image,
-        replicas: config.api_replicas,
-        api_port: config.serve.bind.port(),
-        http_port: config.http_port,
-        https_port: config.https_port,
-        api_env: api_env(loaded, database_url.is_some()),
-        api_scratch_dirs: scratch,
-        secrets: SecretValues {
-            jwt_secret: config.serve.jwt_secret.expose().to_string(),
-            database_url,
-            db_password,
-            s3_secret_key: match &config.serve.uploads {
-                crate::files::settings::UploadsSettings::S3(s3) => {
-                    Some(s3.secret_access_key.expose().to_string())
-                }
-                crate::files::settings::UploadsSettings::Local => None,
-            },
-            nginx_conf,
-            tls_cert: read(&tls.cert())?,
-            tls_key: read(&tls.key())?,
-        },
-    };
+        nginx_thumbprint.map(String::as_str),
+        options.dry_run,
+        progress,
+    )
+    .await?;
     let plan = plan::plan(&inputs, &observed);
     if options.dry_run {
         return Ok(SwarmReport::DryRun(plan));
@@ -319,6 +375,7 @@ pub async fn run(
         proof: None,
         database: database_label.to_string(),
         tasks: Vec::new(),
+        certificate: CertStep::Kept("no CA issues for localhost or IP addresses"),
     };
     if !plan.is_noop() {
         for line in plan.render().lines().filter(|l| !l.ends_with(": keep")) {
@@ -345,8 +402,237 @@ pub async fn run(
             Err(e) => progress.note(&format!("warning: {e:#}")),
         }
     }
+    outcome.certificate = match (acme, thumbprint) {
+        (Some(settings), Some(thumbprint)) => {
+            let paths = StackPaths::new(dir);
+            let step = match thumbprint {
+                Ok(thumbprint) => {
+                    let rollout = NginxRollout {
+                        docker: &docker,
+                        owner,
+                        inputs,
+                        thumbprint,
+                        https_port: config.https_port,
+                        timeout: options.health_timeout,
+                        progress: &*progress,
+                    };
+                    certificate(&rollout, &settings, IssueOptions::default()).await
+                }
+                Err(err) => Err(err),
+            };
+            match step {
+                Ok(Outcome::NotDue { .. }) => CertStep::NotDue,
+                Ok(Outcome::Issued { names, info, .. }) => CertStep::Installed {
+                    from: format!("certificate for {} from the CA", names.join(", ")),
+                    serial: info.serial,
+                    not_after: crate::tls::inspect::rfc3339(info.not_after),
+                },
+                Err(err) => CertStep::failed(&paths, &err),
+            }
+        }
+        _ => cert_kept(loaded, options, progress)?,
+    };
     outcome.tasks = docker::swarm::tasks(&docker, owner).await?;
     Ok(SwarmReport::Done(outcome))
+}
+
+/// The certificate settings when deploy should obtain one from a CA: a public DOMAIN,
+/// ACME_EMAIL set, and neither --self-signed nor the user's own pair.
+fn acme_settings(loaded: &Stack, options: &Options) -> Result<Option<CertSettings>> {
+    if options.self_signed || options.cert.is_some() {
+        return Ok(None);
+    }
+    let settings = loaded.certs(false)?;
+    Ok((settings.wants_acme() && settings.email.is_some()).then_some(settings))
+}
+
+/// Why deploy asks no CA, as on a single host.
+fn cert_kept(loaded: &Stack, options: &Options, progress: &dyn Progress) -> Result<CertStep> {
+    if options.self_signed {
+        return Ok(CertStep::Kept("--self-signed"));
+    }
+    if options.cert.is_some() {
+        return Ok(CertStep::Kept("your --cert is served"));
+    }
+    let settings = loaded.certs(false)?;
+    if !settings.wants_acme() {
+        return Ok(CertStep::Kept("no CA issues for localhost or IP addresses"));
+    }
+    progress.note(&format!(
+        "note: {} keeps the certificate in nginx/ssl/; set ACME_EMAIL in {} for one from a CA",
+        settings.domain,
+        StackPaths::new(&loaded.dir).env_file().display()
+    ));
+    Ok(CertStep::Kept("ACME_EMAIL is not set"))
+}
+
+/// `elior cert issue|renew` of a swarm stack: the account (registered now if there is
+/// none: before anything changes, so an unreachable CA leaves the stack untouched), an
+/// nginx.conf that carries its thumbprint (nginx rolls once if the running one does not),
+/// then [`certificate`]. The API runs on as it is: only nginx is planned.
+pub async fn renew_certificate(
+    loaded: &Stack,
+    owner: &Owner,
+    settings: &CertSettings,
+    issue: IssueOptions,
+    health_timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    if !settings.wants_acme() {
+        anyhow::bail!(
+            "DOMAIN {} is not a public name; no CA issues for localhost or IP addresses\nset DOMAIN in {} to the site's name, or keep the self-signed certificate",
+            settings.domain,
+            StackPaths::new(&loaded.dir).env_file().display()
+        );
+    }
+    let docker = docker::connect().await?;
+    let observed = docker::swarm::observe(&docker, owner).await?;
+    plan::check(&observed, false).map_err(|m| anyhow!(m))?;
+    let api_image = docker::swarm::running_image(&docker, owner, "api")
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "the stack in {} is not deployed on this swarm\nrun `{}` first",
+                loaded.dir.display(),
+                crate::config::hint::command(
+                    Some(&loaded.dir),
+                    &format!("deploy {}", settings.domain)
+                )
+            )
+        })?;
+    let paths = StackPaths::new(&loaded.dir);
+    let thumbprint = crate::tls::acme::account_thumbprint(&paths.account(), &settings.ca()).await?;
+    let (inputs, _) = gather_inputs(
+        &docker,
+        loaded,
+        owner,
+        Image {
+            id: api_image.0,
+            reference: api_image.1,
+        },
+        Some(&thumbprint),
+        false,
+        progress,
+    )
+    .await?;
+    let rollout = NginxRollout {
+        docker: &docker,
+        owner,
+        inputs,
+        thumbprint,
+        https_port: settings.https_port,
+        timeout: health_timeout,
+        progress,
+    };
+    certificate(&rollout, settings, issue).await
+}
+
+/// Makes sure the running nginx answers ACME challenges (the config in `rollout.inputs`
+/// carries the account's thumbprint; nginx rolls once if the running one does not), then
+/// obtains a certificate when due and rolls nginx to it as a new secret version. Once the
+/// new certificate is served, the replaced certificate and key secrets are removed.
+async fn certificate(
+    rollout: &NginxRollout<'_>,
+    settings: &CertSettings,
+    issue: IssueOptions,
+) -> Result<Outcome> {
+    let paths = StackPaths::new(&rollout.owner.dir);
+    rollout
+        .roll()
+        .await
+        .context("nginx did not take the config that answers ACME challenges")?;
+    let note = |line: &str| rollout.progress.note(line);
+    let outcome = crate::tls::issue::issue_if_due(rollout, &paths, settings, issue, &note).await?;
+    if let Outcome::Issued { .. } = outcome {
+        match docker::swarm::remove_unused_secrets(rollout.docker, rollout.owner, &["cert", "key"])
+            .await
+        {
+            Ok(removed) if !removed.is_empty() => note(&format!(
+                "removed the replaced certificate's secrets: {}",
+                removed.join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => note(&format!("warning: {e:#}")),
+        }
+    }
+    Ok(outcome)
+}
+
+/// The swarm's nginx as `tls::install` drives it: "reload" is a rolling update of the
+/// nginx service to the certificate now in nginx/ssl/ (a new secret version; one node at
+/// a time, see `plan::swarm`), and challenges are answered statelessly by every task.
+struct NginxRollout<'a> {
+    docker: &'a bollard::Docker,
+    owner: &'a Owner,
+    /// The stack as deployed; the certificate pair is read again at each roll.
+    inputs: Inputs,
+    /// The ACME account's key thumbprint, which `inputs`' nginx.conf answers with.
+    thumbprint: String,
+    https_port: u16,
+    timeout: Duration,
+    progress: &'a dyn Progress,
+}
+
+impl NginxRollout<'_> {
+    /// Plans nginx alone with the pair in nginx/ssl/ and, when that changes the running
+    /// service, rolls it and waits until every node's task runs the new version.
+    async fn roll(&self) -> Result<()> {
+        let paths = StackPaths::new(&self.owner.dir);
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read {}", path.display()))
+        };
+        let mut inputs = self.inputs.clone();
+        inputs.secrets.tls_cert = read(&paths.cert())?;
+        inputs.secrets.tls_key = read(&paths.key())?;
+        let observed = docker::swarm::observe(self.docker, self.owner).await?;
+        let plan = plan::plan(&inputs, &observed).nginx_only();
+        if plan.is_noop() {
+            return Ok(());
+        }
+        for line in plan.render().lines().filter(|l| !l.ends_with(": keep")) {
+            self.progress.note(&format!("plan: {line}"));
+        }
+        docker::swarm::apply(self.docker, self.owner, &plan).await?;
+        let nginx: Vec<String> = plan.services.iter().map(|s| s.def.name.clone()).collect();
+        let nodes = observed.nodes.len().max(1) as u32;
+        // Per node: stop, start, the engine's monitor period and the pause before the next.
+        let per_node = Duration::from_secs(20 + plan::NGINX_UPDATE_DELAY_SECONDS as u64);
+        docker::swarm::converge(
+            self.docker,
+            self.owner,
+            &nginx,
+            self.timeout + per_node * nodes,
+            &Notes(self.progress),
+        )
+        .await
+    }
+}
+
+impl crate::tls::install::Proxy for NginxRollout<'_> {
+    /// The pair was validated before it was written (`install::install_and_verify`); the
+    /// engine's health of the new task, and its automatic rollback, gate the rest.
+    async fn test_config(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<()> {
+        self.roll().await
+    }
+
+    fn https_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https_port))
+    }
+
+    fn http01(&self, _paths: &StackPaths) -> Http01 {
+        Http01::Stateless {
+            thumbprint: self.thumbprint.clone(),
+        }
+    }
+
+    fn installing(&self) -> &'static str {
+        "installing it: nginx rolls to it as a new secret version, one node at a time"
+    }
 }
 
 /// `deploy --swarm` (and `migrate-to-swarm`, once the swarm serves) writes MODE=swarm

@@ -153,8 +153,9 @@ pub async fn secrets(docker: &Docker, owner: &Owner) -> Result<Vec<(String, Stri
         .collect())
 }
 
-/// Reports progress (the CLI's spinner or plain lines).
-pub trait Notes {
+/// Reports progress (the CLI's spinner or plain lines). Sync, so a wait on the engine can
+/// run inside a `Send` future (the certificate roll, issue 21).
+pub trait Notes: Sync {
     fn note(&self, line: &str);
 }
 
@@ -614,6 +615,64 @@ pub async fn prune_secrets(docker: &Docker, owner: &Owner) -> Result<Vec<String>
             if !used.contains(name) && absent_as_ok(docker.delete_secret(id).await).is_ok() {
                 removed.push(name.clone());
             }
+        }
+    }
+    Ok(removed)
+}
+
+/// The image a stack service runs now, by its role (`api`…): (id, reference), or `None`
+/// when the stack runs no such service. For `elior cert`, which rolls nginx alone.
+pub async fn running_image(
+    docker: &Docker,
+    owner: &Owner,
+    role: &str,
+) -> Result<Option<(String, String)>> {
+    Ok(services(docker, owner)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.spec)
+        .find(|s| spec::role(s) == role)
+        .map(|s| (spec::image(&s), spec::label(&s, LABEL_IMAGE))))
+}
+
+/// Removes the stack's secrets of `kinds` that no service's current spec uses: the
+/// certificate and key a renewal replaced (issue 21), once nginx serves the new pair.
+/// Unlike [`prune_secrets`] it keeps no previous version: rolling back to a replaced
+/// certificate is not wanted, and its private key should not linger in the raft log.
+pub async fn remove_unused_secrets(
+    docker: &Docker,
+    owner: &Owner,
+    kinds: &[&str],
+) -> Result<Vec<String>> {
+    let used: std::collections::BTreeSet<String> = services(docker, owner)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.spec?.task_template?.container_spec?.secrets)
+        .flatten()
+        .filter_map(|s| s.secret_name)
+        .collect();
+    let list = docker
+        .list_secrets(Some(ListSecretsOptions {
+            filters: Some(stack_filter(owner)),
+        }))
+        .await
+        .context("failed to list swarm secrets")?;
+    let mut removed = Vec::new();
+    for secret in list {
+        let (Some(id), Some(spec)) = (secret.id, secret.spec) else {
+            continue;
+        };
+        let name = spec.name.unwrap_or_default();
+        let kind = spec
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SECRET))
+            .map(String::as_str)
+            .unwrap_or_default();
+        if kinds.contains(&kind) && !used.contains(&name) {
+            absent_as_ok(docker.delete_secret(&id).await)
+                .with_context(|| format!("failed to remove the secret {name}"))?;
+            removed.push(name);
         }
     }
     Ok(removed)

@@ -203,6 +203,9 @@ struct StackContext<'a> {
     /// How long nginx trusts Docker's DNS answer for the API (10 s on one host, where the
     /// name changes only on a deploy; 1 s in swarm mode, where tasks come and go).
     resolver_valid: &'static str,
+    /// Swarm mode with ACME (issue 21): the account key's thumbprint, with which nginx
+    /// answers every HTTP-01 token itself (no challenge files on any node).
+    acme_thumbprint: Option<String>,
 }
 
 impl<'a> StackContext<'a> {
@@ -253,6 +256,7 @@ impl<'a> StackContext<'a> {
             frontend_mount: paths::NGINX_FRONTEND_MOUNT,
             accel_uploads_prefix: paths::ACCEL_UPLOADS_PREFIX,
             resolver_valid: "10s",
+            acme_thumbprint: None,
         })
     }
 }
@@ -304,14 +308,28 @@ pub fn render_stack(
 }
 
 /// nginx.conf for a swarm stack (issue 21): `upstream` is `tasks.<api service>`, which
-/// Docker's DNS answers with every API task, re-resolved each second.
+/// Docker's DNS answers with every API task, re-resolved each second. With
+/// `acme_thumbprint` (the base64url RFC 7638 thumbprint of the stack's ACME account key),
+/// port 80 answers any HTTP-01 token as `TOKEN.THUMBPRINT` instead of serving the webroot.
 pub fn render_swarm_proxy(
     config: &StackConfig,
     templates: &Templates,
     upstream: &Upstream,
+    acme_thumbprint: Option<&str>,
 ) -> Result<String> {
     let mut context = StackContext::new(config, upstream)?;
     context.resolver_valid = "1s";
+    if let Some(thumbprint) = acme_thumbprint {
+        // A SHA-256 in base64url is 43 characters; it is pasted into a quoted string.
+        if thumbprint.len() != 43
+            || !thumbprint
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!("{thumbprint:?} is not an ACME account key thumbprint (43 base64url characters)");
+        }
+        context.acme_thumbprint = Some(thumbprint.to_string());
+    }
     templates.render(NGINX_TEMPLATE, &context)
 }
 
@@ -431,6 +449,69 @@ mod tests {
             .contains("set $elior_api elior-api-blue:8000;"));
         assert!(Upstream::new("api;evil", 80).is_err());
         assert!(Upstream::new("", 80).is_err());
+    }
+
+    /// Swarm mode with ACME (issue 21): the webroot location gives way to a stateless
+    /// answer carrying the account thumbprint, and nothing else changes.
+    #[test]
+    fn swarm_proxy_with_a_thumbprint_answers_challenges_statelessly() {
+        let config = config_from(&fixture_env());
+        let upstream = Upstream::new("tasks.elior-x-api", 8000).unwrap();
+        let thumbprint = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let render = |t| render_swarm_proxy(&config, &Templates::embedded(), &upstream, t).unwrap();
+        let (without, with) = (render(None), render(Some(thumbprint)));
+        let port_80 = |conf: &str| -> String {
+            let start = conf.find("    server {\n        listen 80").unwrap();
+            let end = start + conf[start..].find("\n    }\n").unwrap();
+            conf[start..end].to_string()
+        };
+        let headers = "            add_header X-Frame-Options \"DENY\" always;
+            add_header X-Content-Type-Options \"nosniff\" always;
+            add_header Referrer-Policy \"strict-origin-when-cross-origin\" always;
+            add_header Permissions-Policy \"camera=(self), microphone=(), geolocation=(), payment=(), usb=()\" always;
+            add_header Content-Security-Policy \"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' wss://example.com; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'\" always;";
+        assert_eq!(
+            port_80(&with),
+            format!(
+                r#"    server {{
+        listen 80 default_server;
+        server_name _;
+
+        # Swarm mode (issue 21): HTTP-01 answered statelessly, so every nginx task on every
+        # node answers whatever token the CA asks for, with no challenge file to copy. The
+        # answer is TOKEN.THUMBPRINT (RFC 8555 section 8.3), and the thumbprint of the ACME
+        # account key (RFC 7638) is public. Tokens are base64url; anything else is a 404.
+        location ~ "^/\.well-known/acme-challenge/([-_A-Za-z0-9]+)$" {{
+            default_type text/plain;
+{headers}
+            return 200 "$1.NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        }}
+
+        # A plain prefix (not ^~), so the regex above is still looked at.
+        location /.well-known/acme-challenge/ {{
+            return 404;
+{headers}
+        }}
+
+        location / {{
+            return 301 https://example.com$request_uri;
+{headers}
+        }}"#
+            )
+        );
+        // Nothing else differs from the config without a thumbprint.
+        assert_eq!(
+            with.replace(&port_80(&with), ""),
+            without.replace(&port_80(&without), "")
+        );
+        assert!(port_80(&without).contains("root /etc/nginx/elior/acme;"));
+        assert!(render_swarm_proxy(
+            &config,
+            &Templates::embedded(),
+            &upstream,
+            Some("x\"; return 200 \"pwned")
+        )
+        .is_err());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub const POSTGRES_DB: &str = "elior";
 /// The file under /run/secrets of the postgres task that holds its password.
 pub const POSTGRES_PASSWORD_SECRET: &str = "postgres_password";
 const SECONDS: i64 = 1_000_000_000;
+/// The pause between two nodes' nginx tasks in a rolling update.
+pub const NGINX_UPDATE_DELAY_SECONDS: i64 = 5;
 
 /// What a swarm stack is deployed from: validated settings and prepared images.
 #[derive(Debug, Clone)]
@@ -230,8 +232,17 @@ pub struct ServiceDef {
     pub start_first: bool,
     pub sysctls: Vec<(String, String)>,
     pub stop_grace_seconds: i64,
+    /// The pause between two tasks of a rolling update (nginx: one node after another, so
+    /// a certificate roll never stops every node's nginx at once). Left out of the parts
+    /// hash when 0, so services that never had one do not roll for it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub update_delay_seconds: i64,
     pub labels: Vec<(String, String)>,
     pub network: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Serialize for Image {
@@ -423,7 +434,7 @@ impl ServiceDef {
             }),
             update_config: Some(ServiceSpecUpdateConfig {
                 parallelism: Some(1),
-                delay: Some(0),
+                delay: Some(self.update_delay_seconds * SECONDS),
                 failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
                 monitor: Some(10 * SECONDS),
                 max_failure_ratio: Some(0.0),
@@ -563,6 +574,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
             start_first: false,
             sysctls: Vec::new(),
             stop_grace_seconds: 30,
+            update_delay_seconds: 0,
             labels: inputs.labels.clone(),
             network: network.clone(),
         });
@@ -605,6 +617,7 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         start_first: true,
         sysctls: Vec::new(),
         stop_grace_seconds: 15,
+        update_delay_seconds: 0,
         labels: inputs.labels.clone(),
         network: network.clone(),
     });
@@ -638,10 +651,13 @@ pub fn plan(inputs: &Inputs, observed: &Observed) -> SwarmPlan {
         replicas: None,
         ports: vec![(80, inputs.http_port), (443, inputs.https_port)],
         constraints: Vec::new(),
-        // Host-mode ports: two nginx tasks cannot hold them on one node at once.
+        // Host-mode ports: two nginx tasks cannot hold them on one node at once, so each
+        // node's task stops before its successor starts; one node at a time, with a pause,
+        // so the other nodes keep answering (no restart storm when a certificate rolls).
         start_first: false,
         sysctls: vec![("net.ipv4.tcp_tw_reuse".to_string(), "1".to_string())],
         stop_grace_seconds: 10,
+        update_delay_seconds: NGINX_UPDATE_DELAY_SECONDS,
         labels: inputs.labels.clone(),
         network: network.clone(),
     });
@@ -698,6 +714,21 @@ fn change_of(def: &ServiceDef, found: &ServiceFacts) -> Change {
 }
 
 impl SwarmPlan {
+    /// The plan for nginx alone: what `elior cert` changes in swarm mode (an nginx.conf
+    /// that answers ACME challenges, a new certificate), so a renewal never rolls the API
+    /// or the database for a setting edited since the last deploy.
+    pub fn nginx_only(mut self) -> SwarmPlan {
+        self.services.retain(|s| s.def.role == "nginx");
+        let used: Vec<&str> = self
+            .services
+            .iter()
+            .flat_map(|s| s.def.secrets.iter().map(|m| m.secret.as_str()))
+            .collect();
+        self.secrets.retain(|s| used.contains(&s.name.as_str()));
+        self.volumes.clear();
+        self
+    }
+
     pub fn is_noop(&self) -> bool {
         !self.create_network
             && self.secrets.iter().all(|s| !s.create)
@@ -939,6 +970,66 @@ mod tests {
                 "service elior-fit-test-a1a1a1a1-nginx: rolling update (secrets changed; one task per node, nginx:stable-alpine)".to_string(),
             ]
         );
+    }
+
+    /// Issue 21: nginx publishes host-mode ports, so a node's task stops before its
+    /// successor starts; one node at a time with a pause, never all at once.
+    #[test]
+    fn nginx_rolls_one_node_at_a_time_stop_first_with_a_pause() {
+        use bollard::models::*;
+        let plan = plan(&inputs(true), &manager());
+        assert_eq!(
+            plan.services[2].def.spec().update_config,
+            Some(ServiceSpecUpdateConfig {
+                parallelism: Some(1),
+                delay: Some(5 * SECONDS),
+                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+                monitor: Some(10 * SECONDS),
+                max_failure_ratio: Some(0.0),
+                order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+            })
+        );
+        // The API and the database roll as before (their parts hash did not change).
+        for i in [0, 1] {
+            let def = &plan.services[i].def;
+            assert_eq!(def.spec().update_config.unwrap().delay, Some(0));
+            assert!(!def.parts().is_empty());
+            assert!(!serde_json::to_string(def)
+                .unwrap()
+                .contains("update_delay_seconds"));
+        }
+    }
+
+    /// `elior cert` in swarm mode: a new nginx.conf (the ACME thumbprint) and a new
+    /// certificate roll nginx alone, even when the API's settings were edited since.
+    #[test]
+    fn a_certificate_change_plans_nginx_alone() {
+        let first = plan(&inputs(true), &manager());
+        let observed = observed_after(&first);
+        let mut changed = inputs(true);
+        changed.api_env.push("LOG_LEVEL=debug".into());
+        changed.secrets.nginx_conf = "events {} # acme".into();
+        changed.secrets.tls_cert = "RENEWED".into();
+        changed.secrets.tls_key = "NEW KEY".into();
+        let names = Names(&changed.project);
+        let next = plan(&changed, &observed).nginx_only();
+        assert_eq!(
+            next.render(),
+            format!(
+                "network elior-fit-test-a1a1a1a1-net: keep (overlay)\n\
+                 secret {}: create\n\
+                 secret {}: create\n\
+                 secret {}: create\n\
+                 service elior-fit-test-a1a1a1a1-nginx: rolling update (secrets changed; one task per node, nginx:stable-alpine)\n",
+                names.secret("conf", "events {} # acme"),
+                names.secret("cert", "RENEWED"),
+                names.secret("key", "NEW KEY"),
+            )
+        );
+        // Unchanged: nothing to do, though the API's settings differ.
+        let mut same = inputs(true);
+        same.api_env.push("LOG_LEVEL=debug".into());
+        assert!(plan(&same, &observed).nginx_only().is_noop());
     }
 
     #[test]

@@ -174,13 +174,6 @@ pub fn plan(have: &Have, target: &Target) -> StepPlan {
 mod tests {
     use super::*;
 
-    fn live() -> Target {
-        Target {
-            root: "/".into(),
-            systemd: true,
-        }
-    }
-
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -243,7 +236,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let plan = plan(&have, &live());
+        let plan = plan(&have, &Target::this_host());
         assert_eq!(
             plan.actions,
             [
@@ -273,7 +266,7 @@ mod tests {
             api_version: Some("1.46".into()),
             ..Default::default()
         };
-        let plan = plan(&have, &live());
+        let plan = plan(&have, &Target::this_host());
         assert_eq!(plan.actions, []);
         assert!(plan.warnings.is_empty());
     }
@@ -286,7 +279,7 @@ mod tests {
             api_version: Some("1.40".into()),
             ..Default::default()
         };
-        let plan = plan(&have, &live());
+        let plan = plan(&have, &Target::this_host());
         assert_eq!(plan.actions, []);
         assert_eq!(
             plan.notes,

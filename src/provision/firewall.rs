@@ -357,13 +357,6 @@ pub fn plan_undo(have: &Have) -> StepPlan {
 mod tests {
     use super::*;
 
-    fn live() -> Target {
-        Target {
-            root: "/".into(),
-            systemd: true,
-        }
-    }
-
     #[test]
     fn renders_the_table_as_nft_lists_it() {
         assert_eq!(
@@ -425,9 +418,22 @@ mod tests {
         }
     }
 
+    /// A host where elior's firewall allowing `ports` (and UDP 443) is in place.
+    fn have_applied(ports: &[u16]) -> Have {
+        let table = render_table(ports, &[443]);
+        Have {
+            rules_file: Some(rules_file(&table)),
+            table: Some(table),
+            unit: Some(unit()),
+            unit_enabled: true,
+            before: Some(None),
+            ..have_live_nothing()
+        }
+    }
+
     #[test]
     fn a_bare_host_gets_the_file_the_unit_and_then_the_rules() {
-        let plan = plan(&have_live_nothing(), &live());
+        let plan = plan(&have_live_nothing(), &Target::this_host());
         let kinds: Vec<String> = plan.actions.iter().map(Action::describe).collect();
         assert_eq!(
             kinds,
@@ -449,16 +455,8 @@ mod tests {
 
     #[test]
     fn an_applied_firewall_plans_nothing() {
-        let table = render_table(&[80, 443, 2222], &[443]);
-        let have = Have {
-            table: Some(table.clone()),
-            rules_file: Some(rules_file(&table)),
-            unit: Some(unit()),
-            unit_enabled: true,
-            before: Some(None),
-            ..have_live_nothing()
-        };
-        assert_eq!(plan(&have, &live()).actions, []);
+        let have = have_applied(&[80, 443, 2222]);
+        assert_eq!(plan(&have, &Target::this_host()).actions, []);
     }
 
     #[test]
@@ -467,7 +465,7 @@ mod tests {
             session_port: Some(2200),
             ..have_live_nothing()
         };
-        let plan = plan(&have, &live());
+        let plan = plan(&have, &Target::this_host());
         assert_eq!(
             plan.blocked.unwrap(),
             "this SSH session came in on port 2200, which the firewall would close (it allows { 80, 443, 2222 })\nset that port in sshd's configuration (Port 2200) and run elior provision again"
@@ -476,15 +474,7 @@ mod tests {
 
     #[test]
     fn undo_puts_the_previous_table_back() {
-        let table = render_table(&[22, 80, 443], &[443]);
-        let have = Have {
-            table: Some(table.clone()),
-            rules_file: Some(rules_file(&table)),
-            unit: Some(unit()),
-            unit_enabled: true,
-            before: Some(None),
-            ..have_live_nothing()
-        };
+        let have = have_applied(&[22, 80, 443]);
         let plan = plan_undo(&have);
         let kinds: Vec<String> = plan.actions.iter().map(Action::describe).collect();
         assert_eq!(

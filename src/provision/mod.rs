@@ -90,6 +90,15 @@ impl Target {
         })
     }
 
+    /// This host, run by systemd: the target of the planners' tests.
+    #[cfg(test)]
+    pub fn this_host() -> Target {
+        Target {
+            root: "/".into(),
+            systemd: true,
+        }
+    }
+
     /// True when packages and services can be acted on (no `--root` prefix).
     pub fn live(&self) -> bool {
         self.root == Path::new("/")

@@ -141,6 +141,20 @@ pub fn owned(
     Ok(client)
 }
 
+/// The client a new plan is for, once the actor may plan for them (404 unseen, 403 not
+/// theirs to plan for), and the plan's trainer: the trainer who creates it, or the client's
+/// own when an admin does.
+pub fn new_plan_owner(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<(User, Option<i64>)> {
+    let client = visible_client(c, actor, client_id)?;
+    plannable_owner(c, actor, client.id, "Client not found")?;
+    let trainer = if actor.role == Role::Trainer {
+        Some(actor.id)
+    } else {
+        client.trainer_id
+    };
+    Ok((client, trainer))
+}
+
 /// A client the actor may see (must have the CLIENT role), or 404.
 pub fn visible_client(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<User> {
     match crate::db::users::find_by_id(c, client_id)? {

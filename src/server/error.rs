@@ -20,13 +20,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    /// An error in a field of the JSON body.
-    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+    /// A `value_error` at `loc`: `["body", "title"]`, `["query", "size"]`, `["path"]`.
+    pub fn at(loc: &[&str], msg: impl Into<String>) -> Self {
         FieldError {
-            loc: vec!["body".into(), field.into()],
+            loc: loc.iter().map(|part| part.to_string()).collect(),
             msg: msg.into(),
             kind: "value_error".into(),
         }
+    }
+
+    /// An error in a field of the JSON body.
+    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+        FieldError::at(&["body", field], msg)
     }
 }
 
@@ -78,7 +83,12 @@ impl ApiError {
     }
 
     pub fn field(field: &str, msg: impl Into<String>) -> Self {
-        ApiError::Validation(vec![FieldError::body(field, msg)])
+        ApiError::invalid(&["body", field], msg)
+    }
+
+    /// A 422 naming one bad input at `loc` (see [`FieldError::at`]).
+    pub fn invalid(loc: &[&str], msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::at(loc, msg)])
     }
 
     /// The body's `field` names no `what` (a 404; see [`ApiError::Unknown`]).

@@ -38,13 +38,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(too_large())
             }
-            Err(rejection) => {
-                return Err(ApiError::Validation(vec![FieldError {
-                    loc: vec!["body".into()],
-                    msg: rejection.body_text(),
-                    kind: "value_error".into(),
-                }]))
-            }
+            Err(rejection) => return Err(ApiError::invalid(&["body"], rejection.body_text())),
         };
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
@@ -147,11 +141,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
 }
 
 fn form_rejection(rejection: FormRejection) -> ApiError {
-    ApiError::Validation(vec![FieldError {
-        loc: vec!["body".into()],
-        msg: rejection.body_text(),
-        kind: "value_error".into(),
-    }])
+    ApiError::invalid(&["body"], rejection.body_text())
 }
 
 /// The user behind a valid bearer token. The user is re-read on every request, so a

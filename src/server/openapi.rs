@@ -66,65 +66,51 @@ impl Modify for CommonErrors {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
-                let responses = &mut op.responses.responses;
-                if op.security.is_some() {
-                    for (code, description) in [
-                        ("401", "Missing or invalid token"),
-                        ("403", "Role not allowed"),
-                        (
-                            "404",
-                            "Absent, not the caller's to see, or an id in the body names nothing (the detail names the field)",
-                        ),
-                    ] {
-                        responses
-                            .entry(code.into())
-                            .or_insert_with(|| answer(description, "ErrorBody").into());
-                    }
-                }
-                let mut shared = vec![
-                    ("414", "The request target is over 8 KiB"),
-                    ("431", "The request headers are over 16 KiB"),
+        for op in operations_mut(openapi) {
+            let mut errors = Vec::new();
+            if op.security.is_some() {
+                errors.extend([
+                    ("401", "Missing or invalid token"),
+                    ("403", "Role not allowed"),
                     (
-                        "500",
-                        "Internal error; the log has it under the X-Request-ID",
+                        "404",
+                        "Absent, not the caller's to see, or an id in the body names nothing (the detail names the field)",
                     ),
-                    ("503", "The database is busy or unavailable; retry"),
-                ];
-                if op.request_body.is_some() {
-                    shared.extend([
-                        ("400", "The request body could not be read"),
-                        ("408", "The request body stopped arriving"),
-                        (
-                            "413",
-                            "The request body (or an image's pixel count) is over the limit",
-                        ),
-                    ]);
-                }
-                for (code, description) in shared {
-                    responses
-                        .entry(code.into())
-                        .or_insert_with(|| answer(description, "ErrorBody").into());
-                }
-                if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
-                    || op.request_body.is_some()
-                {
-                    responses.entry("422".into()).or_insert_with(|| {
-                        answer(
-                            "Invalid input, one entry per bad field",
-                            "ValidationErrorBody",
-                        )
-                        .into()
-                    });
-                }
+                ]);
+            }
+            errors.extend([
+                ("414", "The request target is over 8 KiB"),
+                ("431", "The request headers are over 16 KiB"),
+                (
+                    "500",
+                    "Internal error; the log has it under the X-Request-ID",
+                ),
+                ("503", "The database is busy or unavailable; retry"),
+            ]);
+            if op.request_body.is_some() {
+                errors.extend([
+                    ("400", "The request body could not be read"),
+                    ("408", "The request body stopped arriving"),
+                    (
+                        "413",
+                        "The request body (or an image's pixel count) is over the limit",
+                    ),
+                ]);
+            }
+            let responses = &mut op.responses.responses;
+            for (code, description) in errors {
+                responses
+                    .entry(code.into())
+                    .or_insert_with(|| answer(description, "ErrorBody").into());
+            }
+            if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some() {
+                responses.entry("422".into()).or_insert_with(|| {
+                    answer(
+                        "Invalid input, one entry per bad field",
+                        "ValidationErrorBody",
+                    )
+                    .into()
+                });
             }
         }
     }
@@ -169,26 +155,9 @@ impl Modify for Enums {
             ("size", crate::files::Size::NAMES),
             ("kind", &kinds),
         ];
-        for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                for p in op.parameters.iter_mut().flatten() {
-                    let utoipa::openapi::RefOr::T(p) = p else {
-                        continue;
-                    };
-                    if let Some((_, values)) = params.iter().find(|(n, _)| *n == p.name) {
-                        if let Some(utoipa::openapi::RefOr::T(schema)) = p.schema.as_mut() {
-                            set_enum(schema, values);
-                        }
-                    }
-                }
+        for op in operations_mut(openapi) {
+            for (name, values) in params {
+                set_parameter_enum(op, name, values);
             }
         }
     }
@@ -317,16 +286,7 @@ impl Modify for Uploads {
                 }
             }
             if *id == "files_upload" {
-                for p in op.parameters.iter_mut().flatten() {
-                    let RefOr::T(p) = p else {
-                        continue;
-                    };
-                    if p.name == "kind" {
-                        if let Some(RefOr::T(schema)) = p.schema.as_mut() {
-                            set_enum(schema, &image_kinds);
-                        }
-                    }
-                }
+                set_parameter_enum(op, "kind", &image_kinds);
             }
         }
     }
@@ -451,63 +411,50 @@ pub enum LinkTo {
 /// The operations a link leads to, and where each puts the new id.
 type Targets = &'static [(&'static str, LinkTo)];
 
+/// A new user's own operations, which take its id in the path.
+const USER: Targets = &[
+    ("users_get_user", LinkTo::Path("id")),
+    ("users_put_user", LinkTo::Path("id")),
+    ("users_delete_user", LinkTo::Path("id")),
+];
+
+/// The creates whose body names the client they are for.
+const FOR_CLIENT: Targets = &[
+    ("workouts_create_plan", LinkTo::Body("client_id")),
+    ("meal_plans_create_plan", LinkTo::Body("client_id")),
+    ("progress_create", LinkTo::Body("client_id")),
+];
+
 /// The create → get → update → delete flows (issue 15, item 7): for each create operation
-/// and its success status, the operations that take the new object's `id`. A stateful
-/// client (schemathesis) follows these instead of guessing, and the body links hand it the
-/// id of a client or trainer that exists, which a plan's `client_id` or a client's
-/// `trainer_id` must name (a rule a schema cannot express).
-pub const LINKS: &[(&str, &str, Targets)] = {
+/// and its success status, the operations that take the new object's `id` (in groups). A
+/// stateful client (schemathesis) follows these instead of guessing, and the body links
+/// hand it the id of a client or trainer that exists, which a plan's `client_id` or a
+/// client's `trainer_id` must name (a rule a schema cannot express).
+pub const LINKS: &[(&str, &str, &[Targets])] = {
     use LinkTo::{Body, Path};
     &[
-        (
-            "auth_register",
-            "201",
-            &[
-                ("users_get_user", Path("id")),
-                ("users_put_user", Path("id")),
-                ("users_delete_user", Path("id")),
-                ("workouts_create_plan", Body("client_id")),
-                ("meal_plans_create_plan", Body("client_id")),
-                ("progress_create", Body("client_id")),
-            ],
-        ),
+        ("auth_register", "201", &[USER, FOR_CLIENT]),
         (
             "auth_register_trainer",
             "201",
-            &[
-                ("users_get_user", Path("id")),
-                ("users_put_user", Path("id")),
-                ("users_delete_user", Path("id")),
-                ("auth_register_client", Body("trainer_id")),
-            ],
+            &[USER, &[("auth_register_client", Body("trainer_id"))]],
         ),
-        (
-            "auth_register_client",
-            "201",
-            &[
-                ("users_get_user", Path("id")),
-                ("users_put_user", Path("id")),
-                ("users_delete_user", Path("id")),
-                ("workouts_create_plan", Body("client_id")),
-                ("meal_plans_create_plan", Body("client_id")),
-                ("progress_create", Body("client_id")),
-            ],
-        ),
+        ("auth_register_client", "201", &[USER, FOR_CLIENT]),
         (
             "workouts_create_exercise",
             "201",
-            &[
+            &[&[
                 ("workouts_get_exercise", Path("id")),
                 ("workouts_put_exercise", Path("id")),
                 ("workouts_delete_exercise", Path("id")),
                 ("workouts_exercise_progress", Path("id")),
                 ("workouts_add_session_exercise", Body("exercise_id")),
-            ],
+            ]],
         ),
         (
             "workouts_create_plan",
             "201",
-            &[
+            &[&[
                 ("workouts_get_plan", Path("id")),
                 ("workouts_put_plan", Path("id")),
                 ("workouts_delete_plan", Path("id")),
@@ -515,66 +462,70 @@ pub const LINKS: &[(&str, &str, Targets)] = {
                 ("workouts_plan_summary", Path("id")),
                 ("workouts_list_sessions", Path("id")),
                 ("workouts_create_session", Path("id")),
-            ],
+            ]],
         ),
         (
             "workouts_create_session",
             "201",
-            &[
+            &[&[
                 ("workouts_get_session", Path("id")),
                 ("workouts_put_session", Path("id")),
                 ("workouts_delete_session", Path("id")),
                 ("workouts_list_session_exercises", Path("id")),
                 ("workouts_add_session_exercise", Path("id")),
-            ],
+            ]],
         ),
         (
             "workouts_add_session_exercise",
             "201",
-            &[
+            &[&[
                 ("workouts_get_workout_exercise", Path("id")),
                 ("workouts_put_workout_exercise", Path("id")),
                 ("workouts_delete_workout_exercise", Path("id")),
-            ],
+            ]],
         ),
         (
             "meal_plans_create_plan",
             "201",
-            &[
+            &[&[
                 ("meal_plans_get_plan", Path("id")),
                 ("meal_plans_put_plan", Path("id")),
                 ("meal_plans_delete_plan", Path("id")),
                 ("meal_plans_complete_plan", Path("id")),
                 ("meal_plans_create_entry", Path("id")),
-            ],
+            ]],
         ),
         (
             "meal_plans_create_entry",
             "201",
-            &[
+            &[&[
                 ("meal_plans_get_entry", Path("id")),
                 ("meal_plans_put_entry", Path("id")),
                 ("meal_plans_delete_entry", Path("id")),
                 ("meal_plans_create_component", Path("id")),
-            ],
+            ]],
         ),
         (
             "meal_plans_create_component",
             "201",
-            &[
+            &[&[
                 ("meal_plans_get_component", Path("id")),
                 ("meal_plans_put_component", Path("id")),
                 ("meal_plans_delete_component", Path("id")),
-            ],
+            ]],
         ),
         // Only the recipient marks read or deletes a notification, and its sender (a trainer
         // or an admin) is not the recipient: those would be links to a 404.
         (
             "notifications_create",
             "201",
-            &[("notifications_get_one", Path("id"))],
+            &[&[("notifications_get_one", Path("id"))]],
         ),
-        ("progress_create", "201", &[("progress_remove", Path("id"))]),
+        (
+            "progress_create",
+            "201",
+            &[&[("progress_remove", Path("id"))]],
+        ),
     ]
 };
 
@@ -589,34 +540,55 @@ impl Modify for Links {
         use utoipa::openapi::link::LinkBuilder;
         use utoipa::openapi::RefOr;
         const NEW_ID: &str = "$response.body#/id";
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
-                let Some(id) = op.operation_id.as_deref() else {
+        for op in operations_mut(openapi) {
+            let Some(id) = op.operation_id.as_deref() else {
+                continue;
+            };
+            for (_, status, groups) in LINKS.iter().filter(|(source, ..)| *source == id) {
+                let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) else {
                     continue;
                 };
-                for (_, status, targets) in LINKS.iter().filter(|(source, ..)| *source == id) {
-                    let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) else {
-                        continue;
+                for (target, into) in groups.iter().copied().flatten() {
+                    let link = LinkBuilder::new().operation_id(*target);
+                    let link = match into {
+                        LinkTo::Path(name) => link.parameter(*name, NEW_ID),
+                        LinkTo::Body(field) => {
+                            link.request_body(Some(serde_json::json!({ *field: NEW_ID })))
+                        }
                     };
-                    for (target, into) in *targets {
-                        let link = LinkBuilder::new().operation_id(*target);
-                        let link = match into {
-                            LinkTo::Path(name) => link.parameter(*name, NEW_ID),
-                            LinkTo::Body(field) => {
-                                link.request_body(Some(serde_json::json!({ *field: NEW_ID })))
-                            }
-                        };
-                        response
-                            .links
-                            .insert((*target).to_string(), RefOr::T(link.build()));
-                    }
+                    response
+                        .links
+                        .insert((*target).to_string(), RefOr::T(link.build()));
+                }
+            }
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations_mut(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// Lists `values` as the enum of the operation's parameter `name`, if it has one.
+fn set_parameter_enum(op: &mut utoipa::openapi::path::Operation, name: &str, values: &[&str]) {
+    for p in op.parameters.iter_mut().flatten() {
+        if let utoipa::openapi::RefOr::T(p) = p {
+            if p.name == name {
+                if let Some(utoipa::openapi::RefOr::T(schema)) = p.schema.as_mut() {
+                    set_enum(schema, values);
                 }
             }
         }

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, ApiResult, FieldError};
 
 /// The most rows one list request returns.
 pub const MAX_LIMIT: i64 = 100;
@@ -25,13 +25,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| {
-                ApiError::Validation(vec![FieldError {
-                    loc: vec!["query".into()],
-                    msg: e.body_text(),
-                    kind: "value_error".into(),
-                }])
-            })
+            .map_err(|e| ApiError::invalid(&["query"], e.body_text()))
     }
 }
 
@@ -45,13 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(v)| ApiPath(v))
-            .map_err(|e| {
-                ApiError::Validation(vec![FieldError {
-                    loc: vec!["path".into()],
-                    msg: e.body_text(),
-                    kind: "value_error".into(),
-                }])
-            })
+            .map_err(|e| ApiError::invalid(&["path"], e.body_text()))
     }
 }
 
@@ -83,6 +71,22 @@ impl Default for Page {
 }
 
 impl Page {
+    /// The page alone: a 422 naming `limit` or `offset`.
+    pub fn valid(&self) -> ApiResult<()> {
+        let mut c = Checks::new();
+        self.check(&mut c);
+        c.finish()
+    }
+
+    /// The page and a date range in the query (`start_date`, `end_date`), in one 422.
+    pub fn valid_with_dates(&self, start: Option<&str>, end: Option<&str>) -> ApiResult<()> {
+        let mut c = Checks::new();
+        self.check(&mut c);
+        c.query_date("start_date", start);
+        c.query_date("end_date", end);
+        c.finish()
+    }
+
     pub fn check(&self, c: &mut Checks) {
         if !(1..=MAX_LIMIT).contains(&self.limit) {
             c.push_query("limit", format!("must be between 1 and {MAX_LIMIT}"));
@@ -107,11 +111,7 @@ impl Checks {
     }
 
     pub fn push_query(&mut self, field: &str, msg: impl Into<String>) {
-        self.0.push(FieldError {
-            loc: vec!["query".into(), field.into()],
-            msg: msg.into(),
-            kind: "value_error".into(),
-        });
+        self.0.push(FieldError::at(&["query", field], msg));
     }
 
     /// A required text of `min..=max` characters (after trimming).

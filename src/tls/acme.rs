@@ -1,5 +1,6 @@
-//! ACME (RFC 8555) through instant-acme: the stored account, HTTP-01 orders answered
-//! from the stack's webroot, and the CA's renewal window (ARI, RFC 9773).
+//! ACME (RFC 8555) through instant-acme: the stored account and its key thumbprint,
+//! HTTP-01 orders answered from the stack's webroot or statelessly by nginx itself (swarm
+//! mode, issue 21), and the CA's renewal window (ARI, RFC 9773).
 //!
 //! Owns talking to the CA and the account file. It does not install certificates
 //! (`install`), decide when to renew (`plan::certs`) or check reachability
@@ -88,6 +89,65 @@ pub async fn account(path: &Path, ca: &CaSettings) -> Result<Account> {
     Ok(account)
 }
 
+/// The RFC 7638 thumbprint (base64url) of the account key stored for `ca.directory`,
+/// read offline from the account file; with no stored account, one is registered first
+/// (which needs the CA).
+pub async fn account_thumbprint(path: &Path, ca: &CaSettings) -> Result<String> {
+    match stored_thumbprint(path, ca)? {
+        Some(thumbprint) => Ok(thumbprint),
+        None => Ok(account(path, ca).await?.key_thumbprint().to_string()),
+    }
+}
+
+/// The thumbprint of the account stored for `ca.directory`, if there is one; offline.
+pub fn stored_thumbprint(path: &Path, ca: &CaSettings) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let stored: AccountFile = serde_json::from_slice(&files::read(path)?).with_context(|| {
+        format!(
+            "account file {} is corrupt\nmove it away to register a new account",
+            path.display()
+        )
+    })?;
+    stored
+        .accounts
+        .get(&ca.directory)
+        .map(thumbprint)
+        .transpose()
+}
+
+/// The JWK thumbprint (RFC 7638, SHA-256, base64url) of an account's key: instant-acme
+/// makes ECDSA P-256 keys, whose JWK members in lexical order are crv, kty, x, y.
+pub fn thumbprint(credentials: &AccountCredentials) -> Result<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::try_from(credentials.private_key())
+        .map_err(|e| anyhow!("the stored ACME account key is unreadable: {e}"))?;
+    // The uncompressed point: 0x04, then x and y, 32 bytes each.
+    let point = key.public_key_raw();
+    if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) || point.len() != 65 || point[0] != 4 {
+        bail!("the stored ACME account key is not ECDSA P-256\nmove .elior/acme/account.json away to register a new account");
+    }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        b64(&point[1..33]),
+        b64(&point[33..])
+    );
+    Ok(b64(&sha2::Sha256::digest(jwk.as_bytes())))
+}
+
+/// How HTTP-01 challenges reach the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Http01 {
+    /// Token files written under this folder, which nginx serves (one host).
+    Webroot(PathBuf),
+    /// nginx answers any token as `TOKEN.THUMBPRINT` from its config (swarm mode: every
+    /// nginx task on every node answers, with no file to copy); nothing is written.
+    Stateless { thumbprint: String },
+}
+
 fn builder(ca: &CaSettings) -> Result<AccountBuilder> {
     let roots = match &ca.ca_file {
         Some(ca_file) => super::inspect::load_roots(ca_file)?,
@@ -156,13 +216,13 @@ fn ca_error(err: instant_acme::Error, ca: &CaSettings, what: &str) -> anyhow::Er
 }
 
 /// Orders a certificate for `names` (the first is the main name) and answers HTTP-01
-/// challenges by writing tokens under `challenge_dir`. `replaces` marks the order as a
-/// renewal of that certificate (ARI). Returns the full chain and a new ECDSA P-256 key.
+/// challenges as `http01` says. `replaces` marks the order as a renewal of that
+/// certificate (ARI). Returns the full chain and a new ECDSA P-256 key.
 pub async fn obtain(
     account: &Account,
     ca: &CaSettings,
     names: &[String],
-    challenge_dir: &Path,
+    http01: &Http01,
     replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<Issued> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
@@ -176,7 +236,10 @@ pub async fn obtain(
         .map_err(|e| ca_error(e, ca, "the CA refused the order"))?;
 
     let mut tokens = TokenFiles {
-        dir: challenge_dir.to_path_buf(),
+        dir: match http01 {
+            Http01::Webroot(dir) => Some(dir.clone()),
+            Http01::Stateless { .. } => None,
+        },
         written: Vec::new(),
     };
     let mut authorizations = order.authorizations();
@@ -188,7 +251,14 @@ pub async fn obtain(
         let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
             anyhow!("the CA offers no HTTP-01 challenge for {names:?}\nelior only answers HTTP-01")
         })?;
-        tokens.write(&challenge.token, challenge.key_authorization().as_str())?;
+        let key_authorization = challenge.key_authorization();
+        if let Http01::Stateless { thumbprint } = http01 {
+            // nginx answers with the thumbprint in its config: it must be this account's.
+            if key_authorization.as_str() != format!("{}.{thumbprint}", challenge.token) {
+                bail!("nginx answers ACME challenges for another account than the one in .elior/acme/account.json ({})\nrun `elior deploy` again so nginx carries this account's thumbprint", ca.directory);
+            }
+        }
+        tokens.write(&challenge.token, key_authorization.as_str())?;
         challenge
             .set_ready()
             .await
@@ -270,8 +340,9 @@ pub fn certificate_id(leaf: &CertificateDer<'_>) -> Result<CertificateIdentifier
 }
 
 /// HTTP-01 token files written for one order; removed when it ends, however it ends.
+/// With no folder (stateless answers) nothing is written, but tokens are still checked.
 struct TokenFiles {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     written: Vec<PathBuf>,
 }
 
@@ -285,7 +356,10 @@ impl TokenFiles {
         {
             bail!("the CA sent a malformed challenge token {token:?}");
         }
-        let path = self.dir.join(token);
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(token);
         // World-readable: nginx workers do not run as root.
         write_atomic(&path, key_authorization.as_bytes(), PUBLIC_MODE)?;
         self.written.push(path);
@@ -298,5 +372,24 @@ impl Drop for TokenFiles {
         for path in &self.written {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The expected value was computed apart from this code: openssl extracted the public
+    /// point and Python hashed the RFC 7638 JWK (`{"crv","kty","x","y"}`, no spaces).
+    #[test]
+    fn the_thumbprint_is_rfc_7638_of_the_account_key() {
+        let credentials: AccountCredentials = serde_json::from_str(
+            r#"{"id":"id","key_pkcs8":"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgJVWC_QzOTCS5vtsJp2IG-UDc8cdDfeoKtxSZxaznM-mhRANCAAQenCPoGgPFTdPJ7VLLKt56RxPlYT1wNXnHc54PEyBg3LxKaH0-sJkX0mL8LyPEdsfL_Oz4TxHkWLJGrXVtNhfH","directory":"https://ca.test/dir"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            thumbprint(&credentials).unwrap(),
+            "CdiznY-cyjYqyzhZlrR9EFX3c04SnJV4BuzDtyNklsQ"
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::acme::Http01;
 use super::files::{self, write_atomic, StackPaths, PUBLIC_MODE, SECRET_MODE};
 use super::inspect::{self, CertInfo};
 use super::served;
@@ -26,6 +27,15 @@ pub trait Proxy {
     fn reload(&self) -> impl Future<Output = Result<()>> + Send;
     /// Where to connect to see the served certificate.
     fn https_address(&self) -> SocketAddr;
+    /// How this nginx answers ACME HTTP-01 challenges: token files in the stack's
+    /// webroot, unless it answers them from its config (swarm mode).
+    fn http01(&self, paths: &StackPaths) -> Http01 {
+        Http01::Webroot(paths.challenge_dir())
+    }
+    /// The progress line while a new certificate goes in.
+    fn installing(&self) -> &'static str {
+        "installing it and reloading nginx"
+    }
 }
 
 /// How long to wait for the reloaded workers to serve the new certificate.

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
 
-use super::acme::{self, CaSettings};
+use super::acme;
 use super::files::{self, StackPaths};
 use super::inspect::{self, unix_now, CertInfo};
 use super::install::{self, Proxy};
@@ -80,11 +80,7 @@ pub async fn issue_if_due<P: Proxy + Sync>(
             paths.env_file().display()
         );
     }
-    let ca = CaSettings {
-        directory: settings.directory.clone(),
-        email: settings.email.clone(),
-        ca_file: settings.ca_file.clone(),
-    };
+    let ca = settings.ca();
     let www = format!("www.{}", settings.domain);
     let mut names = vec![settings.domain.clone()];
     if resolve::lookup(&www, settings.http_port).is_ok() {
@@ -128,17 +124,16 @@ pub async fn issue_if_due<P: Proxy + Sync>(
     };
     progress(&format!("{}: {}", settings.domain, reason.describe()));
 
-    let challenge_dir = paths.challenge_dir();
+    let http01 = proxy.http01(paths);
     progress(&format!(
         "checking that the CA can reach http://{}:{}/{}/",
         settings.domain,
         settings.http_port,
         files::CHALLENGE_DIR
     ));
-    preflight::check_name(&names[0], settings.http_port, &challenge_dir).await?;
+    preflight::check_name(&names[0], settings.http_port, &http01).await?;
     if names.len() > 1 {
-        if let Err(err) = preflight::check_name(&names[1], settings.http_port, &challenge_dir).await
-        {
+        if let Err(err) = preflight::check_name(&names[1], settings.http_port, &http01).await {
             progress(&format!(
                 "note: leaving {} out of the certificate: {err:#}",
                 names[1]
@@ -167,8 +162,8 @@ pub async fn issue_if_due<P: Proxy + Sync>(
         names.join(", "),
         ca.directory
     ));
-    let issued = acme::obtain(&account, &ca, &names, &challenge_dir, replaces).await?;
-    progress("installing it and reloading nginx");
+    let issued = acme::obtain(&account, &ca, &names, &http01, replaces).await?;
+    progress(proxy.installing());
     let info = install::install_and_verify(
         proxy,
         paths,

@@ -6,7 +6,6 @@
 //! addresses: behind 1:1 NAT the public address is not on any interface here.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use rand::Rng;
 
 use crate::http::{ClientBuilder, Trust, Unreachable};
 
+use super::acme::Http01;
 use super::files::{write_atomic, PUBLIC_MODE};
 use super::resolve;
 
@@ -22,9 +22,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The probe file is 32 bytes; an error page may be larger, never this large.
 const PROBE_BODY_LIMIT: usize = 64 * 1024;
 
-/// Resolves `name` and fetches a fresh probe file through `http://name:port`. Returns
-/// the address that answered.
-pub async fn check_name(name: &str, port: u16, challenge_dir: &Path) -> Result<SocketAddr> {
+/// Resolves `name` and fetches a fresh probe through `http://name:port`: a file placed in
+/// the webroot, or (stateless answers) a random token that must come back as
+/// `TOKEN.THUMBPRINT`. Returns the address that answered.
+pub async fn check_name(name: &str, port: u16, http01: &Http01) -> Result<SocketAddr> {
     let addrs = resolve::lookup(name, port).map_err(|e| {
         anyhow!(
             "{e:#}\npoint its DNS A/AAAA record at this host (tests and split DNS: {}={name}:IP)",
@@ -36,25 +37,37 @@ pub async fn check_name(name: &str, port: u16, challenge_dir: &Path) -> Result<S
         .take(32)
         .map(char::from)
         .collect();
-    let file_name = format!("elior-probe-{token}");
-    let path = challenge_dir.join(&file_name);
-    write_atomic(&path, token.as_bytes(), PUBLIC_MODE)?;
+    let (file_name, expected, written) = match http01 {
+        Http01::Webroot(challenge_dir) => {
+            let file_name = format!("elior-probe-{token}");
+            let path = challenge_dir.join(&file_name);
+            write_atomic(&path, token.as_bytes(), PUBLIC_MODE)?;
+            (file_name, token.clone(), Some(path))
+        }
+        Http01::Stateless { thumbprint } => (token.clone(), format!("{token}.{thumbprint}"), None),
+    };
     let url_path = format!("/{}/{file_name}", super::files::CHALLENGE_DIR);
     let mut failures = Vec::new();
     let mut answered = None;
     for addr in &addrs {
         match get(*addr, name, &url_path).await {
-            Ok((200, body)) if body.trim() == token => {
+            Ok((200, body)) if body.trim() == expected => {
                 answered = Some(*addr);
                 break;
             }
-            Ok((status, _)) => {
+            Ok((status, _)) if written.is_some() => {
                 failures.push(format!("{addr} answered {status} without the probe file"))
             }
+            Ok((status, body)) => failures.push(format!(
+                "{addr} answered {status} {:?}, not the ACME account's thumbprint",
+                body.trim().chars().take(120).collect::<String>()
+            )),
             Err(err) => failures.push(format!("{err:#}")),
         }
     }
-    let _ = std::fs::remove_file(&path);
+    if let Some(path) = written {
+        let _ = std::fs::remove_file(path);
+    }
     match answered {
         Some(addr) => Ok(addr),
         None => bail!(

@@ -80,6 +80,15 @@ impl CertSettings {
         })
     }
 
+    /// Where to find the CA and how to reach it.
+    pub fn ca(&self) -> super::acme::CaSettings {
+        super::acme::CaSettings {
+            directory: self.directory.clone(),
+            email: self.email.clone(),
+            ca_file: self.ca_file.clone(),
+        }
+    }
+
     /// True when a public CA can issue for DOMAIN: not `localhost` and not an IP literal.
     /// Other names get the self-signed certificate.
     pub fn wants_acme(&self) -> bool {

@@ -26,6 +26,7 @@ mod serve_scale;
 mod stack_ops;
 mod stacks;
 mod swarm;
+mod swarm_cert;
 mod swarm_restore;
 mod templates;
 mod uploads_s3;

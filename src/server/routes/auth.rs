@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::auth::password;
 use crate::db::profiles::{self, ClientProfile, TrainerProfile};
 use crate::db::users::{self, NewUser, Role, User};
-use crate::db::{Backend, DbError};
+use crate::db::{Backend, Conn, DbError};
 use crate::server::access::{write, Actor, STAFF};
 use crate::server::error::{ApiError, ApiResult, FieldError};
 use crate::server::extract::{ApiForm, ApiJson, AuthUser, ClientIp};
@@ -21,6 +21,7 @@ use crate::server::params::Checks;
 use crate::server::routes::users::{
     check_client_profile, check_trainer_profile, detail, UserDetail,
 };
+use crate::server::routes::{created, Created};
 use crate::server::state::AppState;
 use crate::server::throttle::Key;
 
@@ -239,12 +240,12 @@ async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
-) -> ApiResult<(StatusCode, Json<User>)> {
+) -> ApiResult<Created<User>> {
     validate_registration(&r)?;
     throttle_registration(&state, ip).await?;
     let user = create_user(&state, r, Role::Client, None).await?;
     tracing::info!(user_id = user.id, "client registered");
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok(created(user))
 }
 
 /// Checks a login against the one throttling policy ([`throttle`]): the address's lock
@@ -447,25 +448,25 @@ async fn setup_admin(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(r): ApiJson<Registration>,
-) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+) -> ApiResult<Created<TokenResponse>> {
     validate_registration(&r)?;
     throttle_registration(&state, ip).await?;
     let hash = hash_password(r.password.clone()).await?;
-    let created = state
+    let admin = state
         .db
         .read(move |c| create_first_admin(c, &r, &hash))
         .await
         .map_err(conflict_from)?;
-    let user = created.ok_or(ApiError::Forbidden(
+    let user = admin.ok_or(ApiError::Forbidden(
         "An admin already exists; ask them to create your account",
     ))?;
     tracing::info!(user_id = user.id, "first admin created through the API");
-    Ok((StatusCode::CREATED, Json(token_for(&state, user))))
+    Ok(created(token_for(&state, user)))
 }
 
 /// `Ok(None)` when an admin already exists.
 pub fn create_first_admin(
-    c: &mut crate::db::Conn,
+    c: &mut Conn,
     r: &Registration,
     hash: &str,
 ) -> Result<Option<User>, DbError> {
@@ -514,20 +515,14 @@ async fn register_trainer(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(r): ApiJson<TrainerRegistration>,
-) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+) -> ApiResult<Created<UserDetail>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can create trainers")?;
     let mut checks = Checks::new();
     check_trainer_profile(&mut checks, &r.profile);
     checks.finish()?;
-    let user = create_user(&state, r.account, Role::Trainer, None).await?;
     let profile = r.profile;
-    let detail = write(&state, move |c| {
-        profiles::put_trainer(c, user.id, &profile)?;
-        detail(c, user)
-    })
-    .await?;
-    tracing::info!(user_id = detail.user.id, by = me.id, "trainer created");
-    Ok((StatusCode::CREATED, Json(detail)))
+    let put_profile = move |c: &Conn, user| profiles::put_trainer(c, user, &profile);
+    create_with_profile(&state, &me, r.account, Role::Trainer, None, put_profile).await
 }
 
 /// A trainer (for themselves) or an admin creates a client account with its profile.
@@ -536,7 +531,7 @@ async fn register_client(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(r): ApiJson<ClientRegistration>,
-) -> ApiResult<(StatusCode, Json<UserDetail>)> {
+) -> ApiResult<Created<UserDetail>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can create clients")?;
     if r.trainer_id.is_some() && !actor.is_admin() {
@@ -558,15 +553,45 @@ async fn register_client(
     } else {
         Some(me.id)
     };
-    let user = create_user(&state, r.account, Role::Client, trainer_id).await?;
     let profile = r.profile;
-    let detail = write(&state, move |c| {
-        profiles::put_client(c, user.id, &profile)?;
+    let put_profile = move |c: &Conn, user| profiles::put_client(c, user, &profile);
+    create_with_profile(
+        &state,
+        &me,
+        r.account,
+        Role::Client,
+        trainer_id,
+        put_profile,
+    )
+    .await
+}
+
+/// The admin's (or a trainer's) forms: creates the account (`role`, `trainer_id`), then
+/// writes its profile with `put_profile`, and answers 201 with the user's detail.
+async fn create_with_profile<F>(
+    state: &AppState,
+    me: &User,
+    account: Registration,
+    role: Role,
+    trainer_id: Option<i64>,
+    put_profile: F,
+) -> ApiResult<Created<UserDetail>>
+where
+    F: FnOnce(&Conn, i64) -> Result<(), DbError> + Send + 'static,
+{
+    let user = create_user(state, account, role, trainer_id).await?;
+    let detail = write(state, move |c| {
+        put_profile(c, user.id)?;
         detail(c, user)
     })
     .await?;
-    tracing::info!(user_id = detail.user.id, by = me.id, "client created");
-    Ok((StatusCode::CREATED, Json(detail)))
+    let what = if role == Role::Trainer {
+        "trainer"
+    } else {
+        "client"
+    };
+    tracing::info!(user_id = detail.user.id, by = me.id, "{what} created");
+    Ok(created(detail))
 }
 
 #[cfg(test)]

@@ -19,11 +19,11 @@ use crate::db::files::{self, FileRecord, KindStats};
 use crate::db::users::Role;
 use crate::files::{self as store, Kind, Rejection, Size};
 use crate::server::access::{query, visible_client, visible_owner, write, Actor};
-use crate::server::error::{ApiError, ApiResult, FieldError};
+use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::AuthUser;
 use crate::server::openapi;
 use crate::server::params::{ApiPath, ApiQuery};
-use crate::server::routes::deleted;
+use crate::server::routes::{created, deleted, Created};
 use crate::server::state::AppState;
 
 /// Behind the stack's nginx (the TCP peer is one of TRUSTED_PROXIES) a permitted download
@@ -76,22 +76,14 @@ impl From<FileRecord> for UploadedFile {
     }
 }
 
-fn upload_error(field: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::Validation(vec![FieldError {
-        loc: vec!["body".into(), field.into()],
-        msg: msg.into(),
-        kind: "value_error".into(),
-    }])
-}
-
 /// A multipart read that failed: 408 when the body stalled, else 422 naming the field.
 fn multipart_error(field: &str, e: axum::extract::multipart::MultipartError) -> ApiError {
     crate::server::limits::BodyStalled::answer(&e)
-        .unwrap_or_else(|| upload_error(field, e.body_text()))
+        .unwrap_or_else(|| ApiError::field(field, e.body_text()))
 }
 
 pub fn multipart_or_422(m: Result<Multipart, MultipartRejection>) -> ApiResult<Multipart> {
-    m.map_err(|e| upload_error("file", e.body_text()))
+    m.map_err(|e| ApiError::field("file", e.body_text()))
 }
 
 /// Reads the first field named one of `names`, refusing it as soon as it passes `limit`
@@ -124,14 +116,14 @@ pub async fn read_file_field(mut m: Multipart, names: &[&str], limit: u64) -> Ap
             }
         }
         if seen > limit {
-            return Err(upload_error(
+            return Err(ApiError::field(
                 field_name,
                 Rejection::TooLarge { limit }.to_string(),
             ));
         }
         return Ok(bytes);
     }
-    Err(upload_error(
+    Err(ApiError::field(
         field_name,
         "is required (a multipart file field)",
     ))
@@ -149,11 +141,11 @@ pub async fn save(
     let detected = store::check(kind, &bytes, &state.file_limits).map_err(|r| {
         if r.is_limit() {
             ApiError::Limit {
-                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                status: StatusCode::PAYLOAD_TOO_LARGE,
                 detail: r.to_string(),
             }
         } else {
-            upload_error(field, r.to_string())
+            ApiError::field(field, r.to_string())
         }
     })?;
     let size = bytes.len() as i64;
@@ -176,7 +168,7 @@ pub async fn save(
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| {
             if e.is::<store::UndecodableImage>() {
-                upload_error(field, Rejection::Undecodable.to_string())
+                ApiError::field(field, Rejection::Undecodable.to_string())
             } else {
                 ApiError::Internal(e)
             }
@@ -222,11 +214,10 @@ pub fn store_error(e: store::StoreError) -> ApiError {
 
 fn parse_kind(kind: &str) -> ApiResult<Kind> {
     Kind::parse(kind).ok_or_else(|| {
-        ApiError::Validation(vec![FieldError {
-            loc: vec!["path".into(), "kind".into()],
-            msg: format!("must be one of: {}", Kind::ALL.map(Kind::as_str).join(", ")),
-            kind: "value_error".into(),
-        }])
+        ApiError::invalid(
+            &["path", "kind"],
+            format!("must be one of: {}", Kind::ALL.map(Kind::as_str).join(", ")),
+        )
     })
 }
 
@@ -247,7 +238,7 @@ async fn upload(
     ApiPath(kind): ApiPath<String>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     m: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
+) -> ApiResult<Created<UploadedFile>> {
     upload_as(&state, me, parse_kind(&kind)?, q, m).await
 }
 
@@ -258,7 +249,7 @@ async fn upload_document(
     AuthUser(me): AuthUser,
     ApiQuery(q): ApiQuery<UploadQuery>,
     m: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
+) -> ApiResult<Created<UploadedFile>> {
     upload_as(&state, me, Kind::Documents, q, m).await
 }
 
@@ -268,7 +259,7 @@ async fn upload_as(
     kind: Kind,
     q: UploadQuery,
     m: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<UploadedFile>)> {
+) -> ApiResult<Created<UploadedFile>> {
     let actor = Actor::from(&me);
     // Read the (bounded) body before refusing, so the client sees the answer.
     let m = multipart_or_422(m)?;
@@ -281,7 +272,7 @@ async fn upload_as(
     };
     let record = save(state, kind, owner, bytes, "file").await?;
     tracing::info!(kind = kind.as_str(), name = %record.name, owner, "file uploaded");
-    Ok((StatusCode::CREATED, Json(record.into())))
+    Ok(created(record.into()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
@@ -332,11 +323,10 @@ async fn serve(
     let size = match q.size.as_deref() {
         None => Size::Original,
         Some(s) => Size::parse(s).ok_or_else(|| {
-            ApiError::Validation(vec![FieldError {
-                loc: vec!["query".into(), "size".into()],
-                msg: "must be one of: original, thumbnail, medium".into(),
-                kind: "value_error".into(),
-            }])
+            ApiError::invalid(
+                &["query", "size"],
+                "must be one of: original, thumbnail, medium",
+            )
         })?,
     };
     let (kind, record) = visible_file(&state, Actor::from(&me), &kind, &name).await?;

@@ -9,7 +9,6 @@ use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -22,14 +21,18 @@ use crate::db::users::Role;
 use crate::db::DbError;
 use crate::files::{self as store, Kind};
 use crate::server::access::{
-    list_scope, owned, plannable_owner, query, visible_client, visible_owner, write, Actor, STAFF,
+    list_scope, new_plan_owner, owned, plannable_owner, query, visible_client, visible_owner,
+    write, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::openapi;
 use crate::server::params::{parse_date, ApiPath, ApiQuery, Checks, Page};
 use crate::server::routes::files::{multipart_or_422, read_file_field, save};
-use crate::server::routes::{delete_one, deleted, read_one, replace_one};
+use crate::server::routes::{
+    add_to, created, delete_one, deleted, read_from, read_one, replace_one, write_notifying,
+    Created, Finder,
+};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -129,11 +132,7 @@ async fn list_plans(
     ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> ApiResult<Json<Vec<MealPlan>>> {
-    let mut c = Checks::new();
-    page.check(&mut c);
-    c.query_date("start_date", q.start_date.as_deref());
-    c.query_date("end_date", q.end_date.as_deref());
-    c.finish()?;
+    page.valid_with_dates(q.start_date.as_deref(), q.end_date.as_deref())?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
     };
@@ -158,26 +157,20 @@ async fn create_plan(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(b): ApiJson<MealPlanBody>,
-) -> ApiResult<(StatusCode, Json<MealPlan>)> {
+) -> ApiResult<Created<MealPlan>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can create meal plans")?;
     check_plan(&b)?;
     let client_id = b
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
-    let (plan, note) = write(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
-        plannable_owner(c, actor, client.id, "Client not found")?;
+    write_notifying(&state, move |c| {
+        let (client, trainer) = new_plan_owner(c, actor, client_id)?;
         if m::plan_for_date(c, client.id, &b.date)?.is_some() {
             return Err(ApiError::Conflict(
                 "The client already has a meal plan for this date".into(),
             ));
         }
-        let trainer = if actor.role == Role::Trainer {
-            Some(actor.id)
-        } else {
-            client.trainer_id
-        };
         let plan = m::insert_plan(c, client.id, trainer, &b.date, &b.fields())?;
         let note = notifications::insert(
             c,
@@ -190,11 +183,10 @@ async fn create_plan(
             ),
             "meal_plan",
         )?;
-        Ok((plan, note))
+        Ok((plan, Some(note)))
     })
-    .await?;
-    state.hub.push_notification(&note);
-    Ok((StatusCode::CREATED, Json(plan)))
+    .await
+    .map(created)
 }
 
 #[utoipa::path(get, path = "/api/meal-plans/{id}", operation_id = "meal_plans_get_plan", tag = "meal-plans", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = MealPlan)), security(("bearer" = [])))]
@@ -233,19 +225,43 @@ async fn delete_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    let paths = write(&state, move |c| {
-        plan_for(c, actor, id, true)?;
+    let photos = |c: &Conn, id| m::upload_paths(c, Some(id), None);
+    delete_with_photos(
+        &state,
+        &me,
+        id,
+        plan_for,
+        photos,
+        m::delete_plan,
+        "Meal plan",
+    )
+    .await
+}
+
+/// `DELETE` of a plan or an entry, with the meal photos under it: the rows and the photos'
+/// records go in one transaction, then the photo files (`photos` lists them).
+async fn delete_with_photos<T: Send + 'static>(
+    state: &AppState,
+    me: &crate::db::users::User,
+    id: i64,
+    find: Finder<T>,
+    photos: fn(&Conn, i64) -> Result<Vec<String>, DbError>,
+    delete: fn(&Conn, i64) -> Result<bool, DbError>,
+    what: &'static str,
+) -> ApiResult<Json<serde_json::Value>> {
+    let actor = Actor::from(me);
+    let paths = write(state, move |c| {
+        find(c, actor, id, true)?;
         let tx = crate::server::access::write_tx(c)?;
-        let paths = m::upload_paths(&tx, Some(id), None)?;
+        let paths = photos(&tx, id)?;
         forget_files(&tx, &paths)?;
-        m::delete_plan(&tx, id)?;
+        delete(&tx, id)?;
         tx.commit()?;
         Ok(paths)
     })
     .await?;
-    remove_files(&state, &paths).await;
-    Ok(deleted("Meal plan"))
+    remove_files(state, &paths).await;
+    Ok(deleted(what))
 }
 
 fn parsed(paths: &[String]) -> Vec<(Kind, String)> {
@@ -310,13 +326,7 @@ async fn complete_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<CompleteMealPlan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, false)?;
-        load_complete(c, plan)
-    })
-    .await
-    .map(Json)
+    read_from(&state, &me, id, plan_for, load_complete).await
 }
 
 // ----- entries and components ------------------------------------------------------------
@@ -338,15 +348,12 @@ async fn create_entry(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(f): ApiJson<EntryFields>,
-) -> ApiResult<(StatusCode, Json<MealEntry>)> {
+) -> ApiResult<Created<MealEntry>> {
     check_entry(&f)?;
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        plan_for(c, actor, id, true)?;
-        Ok(m::insert_entry(c, id, &f)?)
+    add_to(&state, &me, id, plan_for, move |c, plan| {
+        Ok(m::insert_entry(c, plan.id, &f)?)
     })
     .await
-    .map(|e| (StatusCode::CREATED, Json(e)))
 }
 
 fn entry_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<MealEntry> {
@@ -383,19 +390,17 @@ async fn delete_entry(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    let paths = write(&state, move |c| {
-        entry_for(c, actor, id, true)?;
-        let tx = crate::server::access::write_tx(c)?;
-        let paths = m::upload_paths(&tx, None, Some(id))?;
-        forget_files(&tx, &paths)?;
-        m::delete_entry(&tx, id)?;
-        tx.commit()?;
-        Ok(paths)
-    })
-    .await?;
-    remove_files(&state, &paths).await;
-    Ok(deleted("Meal entry"))
+    let photos = |c: &Conn, id| m::upload_paths(c, None, Some(id));
+    delete_with_photos(
+        &state,
+        &me,
+        id,
+        entry_for,
+        photos,
+        m::delete_entry,
+        "Meal entry",
+    )
+    .await
 }
 
 fn check_component(f: &ComponentFields) -> ApiResult<()> {
@@ -415,15 +420,12 @@ async fn create_component(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(f): ApiJson<ComponentFields>,
-) -> ApiResult<(StatusCode, Json<MealComponent>)> {
+) -> ApiResult<Created<MealComponent>> {
     check_component(&f)?;
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        entry_for(c, actor, id, true)?;
-        Ok(m::insert_component(c, id, &f)?)
+    add_to(&state, &me, id, entry_for, move |c, entry| {
+        Ok(m::insert_component(c, entry.id, &f)?)
     })
     .await
-    .map(|k| (StatusCode::CREATED, Json(k)))
 }
 
 fn component_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<MealComponent> {
@@ -488,7 +490,7 @@ async fn upload_photo(
     AuthUser(me): AuthUser,
     ApiPath(entry_id): ApiPath<i64>,
     mp: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<MealUpload>)> {
+) -> ApiResult<Created<MealUpload>> {
     let actor = Actor::from(&me);
     // The body (bounded by the size limit) is read before refusing: answering while the
     // client still sends makes many HTTP clients see a reset instead of the answer.
@@ -507,7 +509,7 @@ async fn upload_photo(
     .await?;
     let file = save(&state, Kind::MealPhotos, me.id, bytes, "image").await?;
     let url = store::media_url(Kind::MealPhotos, &file.name);
-    let (upload, note) = write(&state, move |c| {
+    write_notifying(&state, move |c| {
         let upload = m::insert_upload(c, entry_id, actor.id, &url)?;
         let note = match me.trainer_id {
             Some(t) => Some(notifications::insert(
@@ -522,11 +524,8 @@ async fn upload_photo(
         };
         Ok((upload, note))
     })
-    .await?;
-    if let Some(n) = note {
-        state.hub.push_notification(&n);
-    }
-    Ok((StatusCode::CREATED, Json(upload)))
+    .await
+    .map(created)
 }
 
 fn upload_for(c: &Conn, actor: Actor, id: i64) -> ApiResult<MealUpload> {
@@ -567,7 +566,7 @@ async fn review_upload(
     c.opt_text("trainer_comment", r.trainer_comment.as_deref(), 2000);
     c.finish()?;
     let actor = Actor::from(&me);
-    let (upload, note) = write(&state, move |c| {
+    write_notifying(&state, move |c| {
         let upload = upload_for(c, actor, id)?;
         plannable_owner(c, actor, upload.client_id, UPLOAD_MISSING)?;
         m::review_upload(c, id, &r.status, r.trainer_comment.as_deref(), actor.id)?;
@@ -583,11 +582,10 @@ async fn review_upload(
             &message,
             "meal_review",
         )?;
-        Ok((upload_for(c, actor, id)?, note))
+        Ok((upload_for(c, actor, id)?, Some(note)))
     })
-    .await?;
-    state.hub.push_notification(&note);
-    Ok(Json(upload))
+    .await
+    .map(Json)
 }
 
 /// The client who posted it or an admin deletes a meal photo, file included.
@@ -719,13 +717,10 @@ async fn summary(
     date: String,
 ) -> ApiResult<Json<DaySummary>> {
     if parse_date(&date).is_none() {
-        return Err(ApiError::Validation(vec![
-            crate::server::error::FieldError {
-                loc: vec!["path".into(), "date".into()],
-                msg: "must be a date as YYYY-MM-DD".into(),
-                kind: "value_error".into(),
-            },
-        ]));
+        return Err(ApiError::invalid(
+            &["path", "date"],
+            "must be a date as YYYY-MM-DD",
+        ));
     }
     query(state, move |c| {
         let client = visible_client(c, actor, client_id)?;

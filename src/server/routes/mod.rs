@@ -1,4 +1,8 @@
-//! One router per resource, merged in [`crate::server::router`].
+//! One router per resource, merged in [`crate::server::api`], and the steps their
+//! handlers share, written once: find an object the caller owns ([`Finder`]) and read it,
+//! read from it, add to it, replace it or delete it; a write whose notification is pushed
+//! once it committed ([`write_notifying`]); the answers to a create and a delete. Reads run
+//! on the pool ([`query`]), writes through SQLite's one writer ([`write`]).
 
 pub mod auth;
 pub mod files;
@@ -9,19 +13,25 @@ pub mod system;
 pub mod users;
 pub mod workouts;
 
+use crate::db::notifications::Notification;
+use crate::db::users::User;
+use crate::db::{Conn, DbError};
+use crate::server::access::{query, write, Actor};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::json::Json;
+use crate::server::state::AppState;
+
 /// The answer to a successful DELETE, as the original API gave it.
-pub fn deleted(what: &str) -> crate::server::json::Json<serde_json::Value> {
-    crate::server::json::Json(
-        serde_json::json!({ "message": format!("{what} deleted successfully") }),
-    )
+pub fn deleted(what: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "message": format!("{what} deleted successfully") }))
 }
 
 /// A plan never moves to another client: a replace that names a different `client_id` than
 /// the plan's conflicts with the plan (409); the same id, or none, is fine. The body is
 /// well formed either way, so this is not a 422 (issue 15).
-pub fn stays_with_client(named: Option<i64>, owner: i64) -> crate::server::error::ApiResult<()> {
+pub fn stays_with_client(named: Option<i64>, owner: i64) -> ApiResult<()> {
     match named {
-        Some(id) if id != owner => Err(crate::server::error::ApiError::Conflict(format!(
+        Some(id) if id != owner => Err(ApiError::Conflict(format!(
             "the plan belongs to client {owner}; a plan cannot move to another client"
         ))),
         _ => Ok(()),
@@ -30,12 +40,28 @@ pub fn stays_with_client(named: Option<i64>, owner: i64) -> crate::server::error
 
 /// How a route finds one object by id for the caller; `write` asks for the right to change
 /// it (absent or not the caller's: 404; visible but not theirs to change: 403).
-pub type Finder<T> = fn(&crate::db::Conn, crate::server::access::Actor, i64, bool) -> ApiResult<T>;
+pub type Finder<T> = fn(&Conn, Actor, i64, bool) -> ApiResult<T>;
 
-use crate::db::users::User;
-use crate::server::access::{query, write, Actor};
-use crate::server::error::ApiResult;
-use crate::server::state::AppState;
+/// The answer to a successful create: 201 with the new object.
+pub type Created<T> = (axum::http::StatusCode, Json<T>);
+
+pub fn created<T>(v: T) -> Created<T> {
+    (axum::http::StatusCode::CREATED, Json(v))
+}
+
+/// Runs `f`, which writes and may notify someone, through [`write`]; the notification it
+/// returns is pushed live once the write has committed.
+pub async fn write_notifying<T, F>(state: &AppState, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&mut Conn) -> ApiResult<(T, Option<Notification>)> + Send + 'static,
+    T: Send + 'static,
+{
+    let (value, note) = write(state, f).await?;
+    if let Some(note) = note {
+        state.hub.push_notification(&note);
+    }
+    Ok(value)
+}
 
 /// `GET …/{id}`: the object as the caller may see it.
 pub async fn read_one<T: Send + 'static>(
@@ -43,11 +69,55 @@ pub async fn read_one<T: Send + 'static>(
     me: &User,
     id: i64,
     find: Finder<T>,
-) -> ApiResult<crate::server::json::Json<T>> {
+) -> ApiResult<Json<T>> {
+    read_from(state, me, id, find, |_, found| Ok(found)).await
+}
+
+/// `GET …/{id}/…`: what `read` takes from the object the caller may see (its children, a
+/// summary of it), given the object.
+pub async fn read_from<T, R, F>(
+    state: &AppState,
+    me: &User,
+    id: i64,
+    find: Finder<T>,
+    read: F,
+) -> ApiResult<Json<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(&Conn, T) -> ApiResult<R> + Send + 'static,
+{
     let actor = Actor::from(me);
-    query(state, move |c| find(c, actor, id, false))
-        .await
-        .map(crate::server::json::Json)
+    query(state, move |c| {
+        let found = find(c, actor, id, false)?;
+        read(c, found)
+    })
+    .await
+    .map(Json)
+}
+
+/// `POST …/{id}/…` that adds to the object (a plan's session, an entry's component): the
+/// object is found for writing, `add` inserts given the object, and the answer is 201 with
+/// what `add` made.
+pub async fn add_to<T, R, F>(
+    state: &AppState,
+    me: &User,
+    id: i64,
+    find: Finder<T>,
+    add: F,
+) -> ApiResult<Created<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(&mut Conn, T) -> ApiResult<R> + Send + 'static,
+{
+    let actor = Actor::from(me);
+    write(state, move |c| {
+        let parent = find(c, actor, id, true)?;
+        add(c, parent)
+    })
+    .await
+    .map(created)
 }
 
 /// `PUT …/{id}` of a (checked) body: the object is found for writing, `change` applies the
@@ -59,10 +129,10 @@ pub async fn replace_one<T, F>(
     id: i64,
     find: Finder<T>,
     change: F,
-) -> ApiResult<crate::server::json::Json<T>>
+) -> ApiResult<Json<T>>
 where
     T: Send + 'static,
-    F: FnOnce(&crate::db::Conn, T) -> ApiResult<()> + Send + 'static,
+    F: FnOnce(&Conn, T) -> ApiResult<()> + Send + 'static,
 {
     let actor = Actor::from(me);
     write(state, move |c| {
@@ -71,7 +141,7 @@ where
         find(c, actor, id, false)
     })
     .await
-    .map(crate::server::json::Json)
+    .map(Json)
 }
 
 /// `DELETE …/{id}` of an object that owns nothing outside its rows (the database cascades
@@ -81,9 +151,9 @@ pub async fn delete_one<T: Send + 'static>(
     me: &User,
     id: i64,
     find: Finder<T>,
-    delete: fn(&crate::db::Conn, i64) -> Result<bool, crate::db::DbError>,
+    delete: fn(&Conn, i64) -> Result<bool, DbError>,
     what: &'static str,
-) -> ApiResult<crate::server::json::Json<serde_json::Value>> {
+) -> ApiResult<Json<serde_json::Value>> {
     let actor = Actor::from(me);
     write(state, move |c| {
         find(c, actor, id, true)?;

@@ -9,7 +9,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::server::json::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,7 +20,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{user_for_token, ApiJson, AuthUser};
 use crate::server::hub::HubStats;
 use crate::server::params::{ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
+use crate::server::routes::{created, deleted, write_notifying, Created};
 use crate::server::state::AppState;
 use crate::server::ws;
 
@@ -53,9 +52,7 @@ async fn list(
     ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Notification>>> {
-    let mut c = Checks::new();
-    page.check(&mut c);
-    c.finish()?;
+    page.valid()?;
     let actor = Actor::from(&me);
     let recipient = match q.user_id {
         Some(id) if id != me.id => {
@@ -122,7 +119,7 @@ async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(n): ApiJson<NewNotification>,
-) -> ApiResult<(StatusCode, Json<Notification>)> {
+) -> ApiResult<Created<Notification>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can send notifications")?;
     let mut c = Checks::new();
@@ -130,7 +127,7 @@ async fn create(
     c.text("message", &n.message, 1, 2000);
     c.one_of("type", Some(&n.kind), KINDS);
     c.finish()?;
-    let note = write(&state, move |c| {
+    write_notifying(&state, move |c| {
         // A trainer writes to their own clients; an admin to anyone who exists.
         let recipient = if actor.is_admin() {
             users::find_by_id(c, n.recipient_id)?
@@ -141,18 +138,18 @@ async fn create(
                 .map_err(|_| ApiError::NotFound("Recipient not found"))?
                 .id
         };
-        Ok(notifications::insert(
+        let note = notifications::insert(
             c,
             recipient,
             Some(actor.id),
             n.title.trim(),
             n.message.trim(),
             &n.kind,
-        )?)
+        )?;
+        Ok((note.clone(), Some(note)))
     })
-    .await?;
-    state.hub.push_notification(&note);
-    Ok((StatusCode::CREATED, Json(note)))
+    .await
+    .map(created)
 }
 
 const MISSING: &str = "Notification not found";

@@ -4,18 +4,18 @@
 
 use crate::server::json::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
 use crate::db::users::{Role, User};
+use crate::db::Conn;
 use crate::files::Kind;
 use crate::server::access::{check_attachment, query, visible_client, visible_owner, write, Actor};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::deleted;
+use crate::server::routes::{created, delete_one, Created};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -103,7 +103,7 @@ async fn create(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     ApiJson(e): ApiJson<NewEntry>,
-) -> ApiResult<(StatusCode, Json<WeightEntry>)> {
+) -> ApiResult<Created<WeightEntry>> {
     let mut c = Checks::new();
     c.date("date", Some(&e.date));
     c.range_f64("weight", Some(e.weight), 0.0, 500.0, true);
@@ -128,7 +128,7 @@ async fn create(
         )?)
     })
     .await
-    .map(|v| (StatusCode::CREATED, Json(v)))
+    .map(created)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
@@ -146,11 +146,7 @@ struct RangeQuery {
 }
 
 fn check_range(q: &RangeQuery, page: &Page) -> ApiResult<()> {
-    let mut c = Checks::new();
-    page.check(&mut c);
-    c.query_date("start_date", q.start_date.as_deref());
-    c.query_date("end_date", q.end_date.as_deref());
-    c.finish()
+    page.valid_with_dates(q.start_date.as_deref(), q.end_date.as_deref())
 }
 
 #[utoipa::path(get, path = "/api/progress/weight", operation_id = "progress_list", tag = "progress", params(crate::server::params::Page, RangeQuery), responses((status = 200, description = "Success", body = Vec<WeightEntry>)), security(("bearer" = [])))]
@@ -222,13 +218,13 @@ async fn remove(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        const MISSING: &str = "Weight entry not found";
-        let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
-        visible_owner(c, actor, entry.client_id, MISSING)?;
-        Ok(progress::delete(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Weight entry"))
+    delete_one(&state, &me, id, entry_for, progress::delete, "Weight entry").await
+}
+
+/// A weigh-in the actor may see; whoever sees it may also delete it.
+fn entry_for(c: &Conn, actor: Actor, id: i64, _write: bool) -> ApiResult<WeightEntry> {
+    const MISSING: &str = "Weight entry not found";
+    let entry = progress::find(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
+    visible_owner(c, actor, entry.client_id, MISSING)?;
+    Ok(entry)
 }

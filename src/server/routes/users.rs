@@ -253,7 +253,15 @@ async fn list_users(
         role,
         trainer_id: None,
     };
-    query(&state, move |c| {
+    list_where(&state, filter, page).await
+}
+
+async fn list_where(
+    state: &AppState,
+    filter: UserFilter,
+    page: Page,
+) -> ApiResult<Json<Vec<User>>> {
+    query(state, move |c| {
         Ok(users::list(c, filter, page.limit, page.offset)?)
     })
     .await
@@ -268,18 +276,12 @@ async fn list_clients(
 ) -> ApiResult<Json<Vec<User>>> {
     let actor = Actor::from(&me);
     actor.require(STAFF, "Only trainers and admins can list clients")?;
-    let mut checks = Checks::new();
-    page.check(&mut checks);
-    checks.finish()?;
+    page.valid()?;
     let filter = UserFilter {
         role: Some(Role::Client),
         trainer_id: (!actor.is_admin()).then_some(actor.id),
     };
-    query(&state, move |c| {
-        Ok(users::list(c, filter, page.limit, page.offset)?)
-    })
-    .await
-    .map(Json)
+    list_where(&state, filter, page).await
 }
 
 #[utoipa::path(get, path = "/api/users/trainers", operation_id = "users_list_trainers", tag = "users", params(crate::server::params::Page), responses((status = 200, description = "Success", body = Vec<User>)), security(("bearer" = [])))]
@@ -289,18 +291,12 @@ async fn list_trainers(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<Vec<User>>> {
     Actor::from(&me).require(&[Role::Admin], "Only admins can list trainers")?;
-    let mut checks = Checks::new();
-    page.check(&mut checks);
-    checks.finish()?;
+    page.valid()?;
     let filter = UserFilter {
         role: Some(Role::Trainer),
         trainer_id: None,
     };
-    query(&state, move |c| {
-        Ok(users::list(c, filter, page.limit, page.offset)?)
-    })
-    .await
-    .map(Json)
+    list_where(&state, filter, page).await
 }
 
 #[utoipa::path(get, path = "/api/users/{id}", operation_id = "users_get_user", tag = "users", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = UserDetail)), security(("bearer" = [])))]

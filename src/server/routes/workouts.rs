@@ -9,7 +9,6 @@
 use crate::db::Conn;
 use crate::server::json::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -21,13 +20,16 @@ use crate::db::workouts::{
 };
 use crate::files::Kind;
 use crate::server::access::{
-    check_attachment, list_scope, owned, plannable_owner, query, restrict_conflict, visible_client,
+    check_attachment, list_scope, new_plan_owner, owned, query, restrict_conflict, visible_client,
     visible_owner, write, Actor, STAFF,
 };
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
-use crate::server::routes::{delete_one, deleted, read_one, replace_one};
+use crate::server::routes::{
+    add_to, created, delete_one, deleted, read_from, read_one, replace_one, write_notifying,
+    Created,
+};
 use crate::server::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,18 +53,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_completions, create_completion))
         .routes(routes!(create_completions))
         .routes(routes!(get_completion, delete_completion))
-}
-
-type Created<T> = (StatusCode, Json<T>);
-
-fn created<T>(v: T) -> Created<T> {
-    (StatusCode::CREATED, Json(v))
-}
-
-fn check_page(page: &Page) -> ApiResult<()> {
-    let mut c = Checks::new();
-    page.check(&mut c);
-    c.finish()
 }
 
 // ----- exercises -----------------------------------------------------------------------
@@ -297,7 +287,7 @@ async fn list_plans(
     ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ClientListQuery>,
 ) -> ApiResult<Json<Vec<Plan>>> {
-    check_page(&page)?;
+    page.valid()?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
     };
@@ -320,14 +310,8 @@ async fn create_plan(
     let client_id = b
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
-    let (plan, note) = write(&state, move |c| {
-        let client = visible_client(c, actor, client_id)?;
-        plannable_owner(c, actor, client.id, "Client not found")?;
-        let trainer = if actor.role == Role::Trainer {
-            Some(actor.id)
-        } else {
-            client.trainer_id
-        };
+    write_notifying(&state, move |c| {
+        let (client, trainer) = new_plan_owner(c, actor, client_id)?;
         let plan = w::insert_plan(c, trainer, client.id, &plan_fields(&b))?;
         let note = notifications::insert(
             c,
@@ -337,11 +321,10 @@ async fn create_plan(
             &format!("You have a new workout plan: {}", plan.name),
             "workout_plan",
         )?;
-        Ok((plan, note))
+        Ok((plan, Some(note)))
     })
-    .await?;
-    state.hub.push_notification(&note);
-    Ok(created(plan))
+    .await
+    .map(created)
 }
 
 #[utoipa::path(get, path = "/api/workouts/plans/{id}", operation_id = "workouts_get_plan", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Plan)), security(("bearer" = [])))]
@@ -399,9 +382,7 @@ async fn complete_plan(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<CompleteWorkoutPlan>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, false)?;
+    read_from(&state, &me, id, plan_for, |c, plan| {
         let sessions = w::sessions_of(c, plan.id)?;
         let mut exercises = w::wex_of_plan(c, plan.id)?;
         let workout_sessions = sessions
@@ -423,7 +404,6 @@ async fn complete_plan(
         })
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(get, path = "/api/workouts/plans/{id}/summary", operation_id = "workouts_plan_summary", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = w::PlanSummary)), security(("bearer" = [])))]
@@ -432,13 +412,10 @@ async fn plan_summary(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<w::PlanSummary>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, false)?;
+    read_from(&state, &me, id, plan_for, |c, plan| {
         Ok(w::plan_summary(c, &plan)?)
     })
     .await
-    .map(Json)
 }
 
 // ----- sessions ------------------------------------------------------------------------
@@ -474,13 +451,10 @@ async fn list_sessions(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Vec<Session>>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        let plan = plan_for(c, actor, id, false)?;
+    read_from(&state, &me, id, plan_for, |c, plan| {
         Ok(w::sessions_of(c, plan.id)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(post, path = "/api/workouts/plans/{id}/sessions", operation_id = "workouts_create_session", tag = "workouts", params(("id" = i64, Path)), request_body = SessionBody, responses((status = 201, description = "Success", body = Session)), security(("bearer" = [])))]
@@ -491,9 +465,7 @@ async fn create_session(
     ApiJson(b): ApiJson<SessionBody>,
 ) -> ApiResult<Created<Session>> {
     check_session(&b)?;
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        let plan = plan_for(c, actor, id, true)?;
+    add_to(&state, &me, id, plan_for, move |c, plan| {
         Ok(w::insert_session(
             c,
             plan.id,
@@ -503,7 +475,6 @@ async fn create_session(
         )?)
     })
     .await
-    .map(created)
 }
 
 #[utoipa::path(get, path = "/api/workouts/sessions/{id}", operation_id = "workouts_get_session", tag = "workouts", params(("id" = i64, Path)), responses((status = 200, description = "Success", body = Session)), security(("bearer" = [])))]
@@ -591,13 +562,10 @@ async fn list_session_exercises(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Vec<WorkoutExercise>>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| {
-        session_for(c, actor, id, false)?;
-        Ok(w::wex_of_session(c, id)?)
+    read_from(&state, &me, id, session_for, |c, session| {
+        Ok(w::wex_of_session(c, session.id)?)
     })
     .await
-    .map(Json)
 }
 
 #[utoipa::path(post, path = "/api/workouts/sessions/{id}/exercises", operation_id = "workouts_add_session_exercise", tag = "workouts", params(("id" = i64, Path)), request_body = WorkoutExerciseFields, responses((status = 201, description = "Success", body = WorkoutExercise)), security(("bearer" = [])))]
@@ -610,13 +578,10 @@ async fn add_session_exercise(
     let mut checks = Checks::new();
     check_wex(&mut checks, "", &f);
     checks.finish()?;
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        session_for(c, actor, id, true)?;
-        insert_checked_wex(c, id, &f, "exercise_id")
+    add_to(&state, &me, id, session_for, move |c, session| {
+        insert_checked_wex(c, session.id, &f, "exercise_id")
     })
     .await
-    .map(created)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -642,15 +607,13 @@ async fn add_session_exercises(
         check_wex(&mut checks, &format!("exercises.{i}."), f);
     }
     checks.finish()?;
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        session_for(c, actor, id, true)?;
+    add_to(&state, &me, id, session_for, move |c, session| {
         let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(b.exercises.len());
         for (i, f) in b.exercises.iter().enumerate() {
             out.push(insert_checked_wex(
                 &tx,
-                id,
+                session.id,
                 f,
                 &format!("exercises.{i}.exercise_id"),
             )?);
@@ -659,7 +622,6 @@ async fn add_session_exercises(
         Ok(out)
     })
     .await
-    .map(created)
 }
 
 fn wex_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<WorkoutExercise> {
@@ -730,7 +692,7 @@ async fn log_completions(
     checks.finish()?;
     let trainer_id = me.trainer_id;
     let client_name = me.full_name.clone();
-    let (done, note) = write(state, move |c| {
+    write_notifying(state, move |c| {
         let tx = crate::server::access::write_tx(c)?;
         let mut out = Vec::with_capacity(items.len());
         for (i, f) in items.iter().enumerate() {
@@ -765,11 +727,7 @@ async fn log_completions(
         tx.commit()?;
         Ok((out, note))
     })
-    .await?;
-    if let Some(n) = note {
-        state.hub.push_notification(&n);
-    }
-    Ok(done)
+    .await
 }
 
 #[utoipa::path(post, path = "/api/workouts/completions", operation_id = "workouts_create_completion", tag = "workouts", request_body = CompletionFields, responses((status = 201, description = "Success", body = Completion)), security(("bearer" = [])))]
@@ -813,7 +771,7 @@ async fn list_completions(
     ApiQuery(page): ApiQuery<Page>,
     ApiQuery(q): ApiQuery<ClientListQuery>,
 ) -> ApiResult<Json<Vec<Completion>>> {
-    check_page(&page)?;
+    page.valid()?;
     let Some((trainer, client)) = list_scope(Actor::from(&me), q.client_id) else {
         return Ok(Json(Vec::new()));
     };
@@ -830,10 +788,17 @@ async fn list_completions(
     .map(Json)
 }
 
-fn visible_completion(c: &Conn, actor: Actor, id: i64) -> ApiResult<Completion> {
+/// A completion the actor may see; to delete it (`write`), they must also be the client who
+/// logged it or an admin (403).
+fn completion_for(c: &Conn, actor: Actor, id: i64, write: bool) -> ApiResult<Completion> {
     const MISSING: &str = "Completion not found";
     let done = w::find_completion(c, id)?.ok_or(ApiError::NotFound(MISSING))?;
     visible_owner(c, actor, done.client_id, MISSING)?;
+    if write && !(actor.is_admin() || done.client_id == actor.id) {
+        return Err(ApiError::Forbidden(
+            "Only the client who logged it or an admin can delete it",
+        ));
+    }
     Ok(done)
 }
 
@@ -843,10 +808,7 @@ async fn get_completion(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Completion>> {
-    let actor = Actor::from(&me);
-    query(&state, move |c| visible_completion(c, actor, id))
-        .await
-        .map(Json)
+    read_one(&state, &me, id, completion_for).await
 }
 
 /// The client who logged it (a mistake) or an admin deletes a completion.
@@ -856,16 +818,13 @@ async fn delete_completion(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let actor = Actor::from(&me);
-    write(&state, move |c| {
-        let done = visible_completion(c, actor, id)?;
-        if !(actor.is_admin() || done.client_id == actor.id) {
-            return Err(ApiError::Forbidden(
-                "Only the client who logged it or an admin can delete it",
-            ));
-        }
-        Ok(w::delete_completion(c, id)?)
-    })
-    .await?;
-    Ok(deleted("Completion"))
+    delete_one(
+        &state,
+        &me,
+        id,
+        completion_for,
+        w::delete_completion,
+        "Completion",
+    )
+    .await
 }

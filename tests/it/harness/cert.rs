@@ -61,6 +61,8 @@ pub struct Pebble {
     pub ca_bundle: PathBuf,
     /// Pebble's issuing root alone.
     pub issuing_root: CertificateDer<'static>,
+    /// pebble-challtestsrv's management port (its DNS answers).
+    dns_management: u16,
 }
 
 impl Pebble {
@@ -110,6 +112,9 @@ impl Pebble {
             .arg(&config_path)
             .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Every order validates its challenges: by default pebble reuses half of the
+            // valid authorizations at random, so a renewal might ask no challenge at all.
+            .env("PEBBLE_AUTHZREUSE", "0")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -122,6 +127,7 @@ impl Pebble {
             ca_bundle: dir.path().join("bundle.pem"),
             issuing_root: CertificateDer::from(Vec::new()),
             dir,
+            dns_management,
         };
         wait_for_port(dns_management, "pebble-challtestsrv", &dns_log);
         wait_for_port(acme, "pebble", &pebble_log);
@@ -134,6 +140,24 @@ impl Pebble {
         this.issuing_root = CertificateDer::from_pem_slice(root_pem.as_bytes()).unwrap();
         std::fs::write(&this.ca_bundle, format!("{ca_pem}{root_pem}")).unwrap();
         this
+    }
+}
+
+impl Pebble {
+    /// From now on pebble's DNS answers no address for any name, so the CA refuses every
+    /// HTTP-01 challenge, while elior's own checks (ELIOR_RESOLVE) still reach nginx.
+    pub fn resolve_nothing(&self) {
+        let client = elior::http::ClientBuilder::new(elior::http::Trust::Insecure)
+            .build::<http_body_util::Full<bytes::Bytes>>()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/set-default-ipv4", self.dns_management);
+        let reply = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client.post_json(&url, &serde_json::json!({ "ip": "" })))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(reply.status, 200, "{url}: {}", reply.text());
     }
 }
 
