@@ -154,44 +154,44 @@ pub fn is_email(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Runs argon2 work off the async workers, at most one per core at once (issue 19): each
-/// hash holds 9 MiB, and more at once than there are cores only wait for the CPU while
-/// holding their memory and the blocking threads the database calls need (1% of logins in
-/// a c1024 mix took the server from 60 to 190 MiB). At most [`ARGON2_QUEUE`] per core may
-/// wait for a turn (about a second of work); past that the answer is 503 with Retry-After.
+/// Runs argon2 work off the async workers, one at a time (issue 19): each hash holds
+/// 9 MiB, so the peak memory grows by that for each one running at once (1% of logins in
+/// a c1024 mix took the server from 60 to 190 MiB), and a second one would share the cores
+/// with the requests rather than finish sooner. At most [`ARGON2_QUEUE`] may wait for
+/// their turn (about a second of work); past that the answer is 503 with Retry-After.
 async fn argon2<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    static PERMITS: std::sync::OnceLock<(tokio::sync::Semaphore, usize)> =
-        std::sync::OnceLock::new();
+    static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     static WAITING: AtomicUsize = AtomicUsize::new(0);
-    let (permits, queue) = PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        (tokio::sync::Semaphore::new(cores), cores * ARGON2_QUEUE)
-    });
     struct Waiting;
     impl Drop for Waiting {
         fn drop(&mut self) {
             WAITING.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    if WAITING.fetch_add(1, Ordering::AcqRel) >= *queue {
+    if WAITING.fetch_add(1, Ordering::AcqRel) >= ARGON2_QUEUE {
         WAITING.fetch_sub(1, Ordering::AcqRel);
         return Err(ApiError::Unavailable(
             "Too many password checks at once, try again",
         ));
     }
     let waiting = Waiting;
-    let _permit = permits
+    let turn = TURN
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     drop(waiting);
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))
+    // The turn ends with the work, not with the request: a client that hangs up does not
+    // let a second hash start beside its own.
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// Password checks that may wait for a core, per core.
+/// Password checks that may wait for their turn.
 const ARGON2_QUEUE: usize = 16;
 
 /// Hashes off the async workers: argon2 is deliberately slow.
