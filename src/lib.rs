@@ -4,7 +4,9 @@
 //! Layout (see STYLE.md): `config` and `plan` are pure; `deploy` computes a stack's
 //! rollout and carries it out; `db`, `probe` and the other effect modules talk to the world; `server` is the API; `cli` wires them together and
 //! nothing imports it.
-#![forbid(unsafe_code)]
+//!
+//! No unsafe code, in any target: `[lints]` in Cargo.toml forbids it (with the other lints
+//! every target is held to).
 
 pub mod auth;
 pub mod backup;

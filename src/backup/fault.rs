@@ -33,8 +33,8 @@ pub fn point(name: &str) {
     if wanted != name {
         return;
     }
-    // No unsafe code here (lib.rs forbids it), so `kill(1)` delivers the signal; this
-    // process dies while it waits for that child.
+    // No unsafe code here (Cargo.toml's [lints] forbid it), so `kill(1)` delivers the
+    // signal; this process dies while it waits for that child.
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &std::process::id().to_string()])
         .status();

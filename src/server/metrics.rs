@@ -1,28 +1,39 @@
-//! Request metrics in Prometheus text format: counts by route and status, and a latency
-//! histogram by route. Routes are the matched templates (`/api/users/{id}`), never raw
-//! paths, so the label set stays bounded whatever clients request.
+//! Request metrics in the Prometheus text format (0.0.4), written by prometheus-client
+//! (issue 20): counts by route and status, a latency histogram by route, the database
+//! pool's gauges, uptime and build info. Routes are the matched templates
+//! (`/api/users/{id}`), never raw paths, so the label set stays bounded whatever clients
+//! request.
+//!
+//! The names, labels, help texts and buckets are those dashboards were built on before the
+//! crate wrote them; `tests/it/serve.rs` scrapes a running server to keep them so.
+//!
+//! [`Metrics::record`] runs on every request, `/health` probes included, so it never looks
+//! a series up in a family (a lock and a hash of the labels): each route keeps, per method,
+//! handles to its own series, made on first use. Recording is then a few atomic loads, one
+//! atomic increment and the histogram's own lock.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::Method;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use crate::db::PoolStats;
 
-/// Upper bounds of the latency buckets, in seconds.
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
-
-#[derive(Default, Clone)]
-struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum_seconds: f64,
-}
 
 /// The methods counted under their own name; any other (an extension method a client
 /// made up) is counted as `OTHER`, so clients cannot grow the label set.
@@ -51,17 +62,56 @@ fn method_label(slot: usize) -> &'static str {
 /// The label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
-/// One route's label and its stats, one slot per method.
+/// How many statuses of one route and method have a cached counter; a route answering
+/// more (rare: each status is a distinct outcome) counts the rest through the family.
+const STATUS_SLOTS: usize = 8;
+
+/// The labels of a latency histogram, in the order they are written.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: Arc<str>,
+}
+
+/// The labels of a request counter, in the order they are written.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    method: &'static str,
+    route: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// One route and method's series, made on its first request: a series nobody called is
+/// not listed.
+#[derive(Default)]
+struct Series {
+    duration: OnceLock<Histogram>,
+    /// The counters of the statuses answered so far, in the order first seen.
+    by_status: [OnceLock<(u16, Counter)>; STATUS_SLOTS],
+}
+
+/// One route's label and its series, one per method.
 struct Route {
-    label: Box<str>,
-    stats: Mutex<[RouteStats; METHOD_SLOTS]>,
+    label: Arc<str>,
+    by_method: [Series; METHOD_SLOTS],
 }
 
 impl Route {
-    fn new(label: Box<str>) -> Route {
+    fn new(label: &str) -> Route {
         Route {
-            label,
-            stats: Mutex::default(),
+            label: label.into(),
+            by_method: Default::default(),
         }
     }
 }
@@ -71,12 +121,20 @@ impl Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteId(usize);
 
+type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
 /// Stats by route template. Every route is known from the start (the router's own
-/// templates, plus `unmatched`), so the set of labels is fixed whatever clients request,
-/// and each route has its own lock: `/health` probes never wait on the API's traffic.
+/// templates, plus `unmatched`), so the set of labels is fixed whatever clients request.
 pub struct Metrics {
     templates: matchit::Router<RouteId>,
     routes: Vec<Route>,
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    durations: DurationFamily,
+    uptime: Gauge<f64, AtomicU64>,
+    pool_connections: Family<PoolLabels, Gauge>,
+    pool_max: Gauge,
+    queued_writes: Gauge,
 }
 
 impl Metrics {
@@ -89,16 +147,72 @@ impl Metrics {
             let template = template.into();
             // The router accepted these same paths; a duplicate keeps its first id.
             if table
-                .insert(template.clone(), RouteId(routes.len()))
+                .insert(template.as_str(), RouteId(routes.len()))
                 .is_ok()
             {
-                routes.push(Route::new(template.into()));
+                routes.push(Route::new(&template));
             }
         }
-        routes.push(Route::new(UNMATCHED.into()));
+        routes.push(Route::new(UNMATCHED));
+
+        // Registered in the order they are written. The crate ends each help text with a
+        // period, and a counter's name with `_total`.
+        let mut registry = Registry::default();
+        registry.register(
+            "elior_build",
+            "Version and git revision of this elior",
+            Info::new(BuildLabels {
+                version: crate::VERSION,
+                revision: crate::GIT_REVISION,
+            }),
+        );
+        let uptime = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "elior_uptime_seconds",
+            "Seconds since the server started",
+            uptime.clone(),
+        );
+        let pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "elior_db_pool_connections",
+            "Database pool connections by state",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "elior_db_pool_max_connections",
+            "Database pool capacity",
+            pool_max.clone(),
+        );
+        let queued_writes = Gauge::default();
+        registry.register(
+            "elior_db_queued_writes",
+            "Writes waiting for the SQLite writer",
+            queued_writes.clone(),
+        );
+        let requests = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "elior_http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let durations: DurationFamily = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "elior_http_request_duration_seconds",
+            "Time to produce the response headers",
+            durations.clone(),
+        );
+
         Metrics {
             templates: table,
             routes,
+            registry,
+            requests,
+            durations,
+            uptime,
+            pool_connections,
+            pool_max,
+            queued_writes,
         }
     }
 
@@ -115,137 +229,55 @@ impl Metrics {
     }
 
     pub fn record(&self, method: &Method, route: RouteId, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let mut by_method = self.routes[route.0]
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let stats = &mut by_method[method_slot(method)];
-        *stats.by_status.entry(status).or_default() += 1;
-        if let Some(i) = BUCKETS.iter().position(|&le| seconds <= le) {
-            stats.buckets[i] += 1;
+        let route = &self.routes[route.0];
+        let slot = method_slot(method);
+        let series = &route.by_method[slot];
+        let labels = || RouteLabels {
+            method: method_label(slot),
+            route: route.label.clone(),
+        };
+        series
+            .duration
+            .get_or_init(|| self.durations.get_or_create_owned(&labels()))
+            .observe(elapsed.as_secs_f64());
+
+        let status_labels = || {
+            let RouteLabels { method, route } = labels();
+            StatusLabels {
+                method,
+                route,
+                status,
+            }
+        };
+        for cached in &series.by_status {
+            // An empty slot is taken for this status, unless another request's status
+            // took it first: then the search goes on.
+            let (seen, counter) = cached
+                .get_or_init(|| (status, self.requests.get_or_create_owned(&status_labels())));
+            if *seen == status {
+                counter.inc();
+                return;
+            }
         }
-        stats.count += 1;
-        stats.sum_seconds += seconds;
+        self.requests.get_or_create(&status_labels()).inc();
     }
 
-    pub fn render(
-        &self,
-        pool: PoolStats,
-        uptime: Duration,
-        version: &str,
-        revision: &str,
-    ) -> String {
+    /// The exposition: the request series, and the pool and uptime as they are now.
+    pub fn render(&self, pool: PoolStats, uptime: Duration) -> String {
+        self.uptime.set(uptime.as_secs_f64());
+        for (state, n) in [("idle", pool.idle), ("in_use", pool.in_use)] {
+            self.pool_connections
+                .get_or_create(&PoolLabels { state })
+                .set(n.into());
+        }
+        self.pool_max.set(pool.max_size.into());
+        self.queued_writes
+            .set(i64::try_from(pool.queued_writes).unwrap_or(i64::MAX));
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP elior_build_info Version and git revision of this elior."
-        );
-        let _ = writeln!(out, "# TYPE elior_build_info gauge");
-        let _ = writeln!(
-            out,
-            "elior_build_info{{version=\"{version}\",revision=\"{revision}\"}} 1"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP elior_uptime_seconds Seconds since the server started."
-        );
-        let _ = writeln!(out, "# TYPE elior_uptime_seconds gauge");
-        let _ = writeln!(out, "elior_uptime_seconds {:.3}", uptime.as_secs_f64());
-        let _ = writeln!(
-            out,
-            "# HELP elior_db_pool_connections Database pool connections by state."
-        );
-        let _ = writeln!(out, "# TYPE elior_db_pool_connections gauge");
-        let _ = writeln!(
-            out,
-            "elior_db_pool_connections{{state=\"idle\"}} {}",
-            pool.idle
-        );
-        let _ = writeln!(
-            out,
-            "elior_db_pool_connections{{state=\"in_use\"}} {}",
-            pool.in_use
-        );
-        let _ = writeln!(
-            out,
-            "# HELP elior_db_pool_max_connections Database pool capacity."
-        );
-        let _ = writeln!(out, "# TYPE elior_db_pool_max_connections gauge");
-        let _ = writeln!(out, "elior_db_pool_max_connections {}", pool.max_size);
-        let _ = writeln!(
-            out,
-            "# HELP elior_db_queued_writes Writes waiting for the SQLite writer."
-        );
-        let _ = writeln!(out, "# TYPE elior_db_queued_writes gauge");
-        let _ = writeln!(out, "elior_db_queued_writes {}", pool.queued_writes);
-
-        // A copy of each route's stats, sorted, so the exposition is stable from one scrape
-        // to the next.
-        let mut routes: BTreeMap<(&str, &str), RouteStats> = BTreeMap::new();
-        for route in &self.routes {
-            let by_method = route
-                .stats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            for (slot, stats) in by_method.into_iter().enumerate() {
-                if stats.count > 0 {
-                    routes.insert((method_label(slot), &route.label), stats);
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP elior_http_requests_total HTTP requests by route and status."
-        );
-        let _ = writeln!(out, "# TYPE elior_http_requests_total counter");
-        for ((method, route), stats) in routes.iter() {
-            for (status, n) in &stats.by_status {
-                let _ = writeln!(
-                    out,
-                    "elior_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
-                    escape(route)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP elior_http_request_duration_seconds Time to produce the response headers."
-        );
-        let _ = writeln!(out, "# TYPE elior_http_request_duration_seconds histogram");
-        for ((method, route), stats) in routes.iter() {
-            let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
-            let mut cumulative = 0;
-            for (le, n) in BUCKETS.iter().zip(stats.buckets) {
-                cumulative += n;
-                let _ = writeln!(out, "elior_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(
-                out,
-                "elior_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                stats.count
-            );
-            let _ = writeln!(
-                out,
-                "elior_http_request_duration_seconds_sum{{{labels}}} {:.6}",
-                stats.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "elior_http_request_duration_seconds_count{{{labels}}} {}",
-                stats.count
-            );
-        }
+        prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -269,7 +301,7 @@ mod tests {
         m.record(&Method::GET, health, 200, Duration::from_micros(500));
         m.record(&Method::GET, health, 200, Duration::from_millis(30));
         m.record(&Method::GET, health, 503, Duration::from_secs(20));
-        let text = m.render(pool(), Duration::from_secs(5), "1.0", "abc");
+        let text = m.render(pool(), Duration::from_secs(5));
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"
         ));
@@ -278,8 +310,10 @@ mod tests {
         ));
         assert!(text.contains("route=\"/health\",le=\"0.001\"} 1\n"));
         assert!(text.contains("route=\"/health\",le=\"0.05\"} 2\n"));
+        assert!(text.contains("route=\"/health\",le=\"10\"} 2\n"));
         assert!(text.contains("route=\"/health\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("elior_db_pool_connections{state=\"in_use\"} 1"));
+        assert!(text.contains("elior_db_queued_writes 3\n"));
     }
 
     #[test]
@@ -292,7 +326,7 @@ mod tests {
         }
         m.record(&Method::GET, m.route("/api/users/1"), 200, Duration::ZERO);
         m.record(&Method::GET, m.route("/api/users/2"), 200, Duration::ZERO);
-        let text = m.render(pool(), Duration::from_secs(1), "1.0", "abc");
+        let text = m.render(pool(), Duration::from_secs(1));
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/api/users/{id}\",status=\"200\"} 2"
         ));
@@ -308,7 +342,7 @@ mod tests {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             m.record(&method, unmatched, 405, Duration::from_millis(1));
         }
-        let text = m.render(pool(), Duration::from_secs(1), "1.0", "abc");
+        let text = m.render(pool(), Duration::from_secs(1));
         assert!(text.contains(
             "elior_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 2"
         ));
@@ -316,5 +350,25 @@ mod tests {
             "elior_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"405\"} 1"
         ));
         assert!(!text.contains("BREW"));
+    }
+
+    #[test]
+    fn statuses_past_the_cached_slots_are_still_counted() {
+        let m = Metrics::new(["/health"]);
+        let health = m.route("/health");
+        let statuses: Vec<u16> = (200..200 + STATUS_SLOTS as u16 + 3).collect();
+        for _ in 0..2 {
+            for &status in &statuses {
+                m.record(&Method::GET, health, status, Duration::ZERO);
+            }
+        }
+        let text = m.render(pool(), Duration::from_secs(1));
+        for status in statuses {
+            let line = format!(
+                "elior_http_requests_total{{method=\"GET\",route=\"/health\",status=\"{status}\"}} 2\n"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("route=\"/health\",le=\"+Inf\"} 22\n"));
     }
 }

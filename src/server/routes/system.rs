@@ -15,7 +15,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ClientIp, NotProxied};
 use crate::server::health::{HealthBody, Verdict};
 use crate::server::state::AppState;
-use crate::{GIT_REVISION, VERSION};
+use crate::VERSION;
 
 /// How long `/status/database` waits for the database.
 const STATUS_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -146,17 +146,11 @@ async fn metrics(
             "Metrics are only available from internal networks",
         ));
     }
-    let text = state.metrics.render(
-        state.db.pool_stats(),
-        state.started.elapsed(),
-        VERSION,
-        GIT_REVISION,
-    );
+    let text = state
+        .metrics
+        .render(state.db.pool_stats(), state.started.elapsed());
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response())
