@@ -59,44 +59,6 @@ pub struct Snapshot {
 /// Copies `source` into `dest` (a new file) and checks and hashes the copy, all before
 /// `deadline`. `dest` is left in place for the caller to commit or remove.
 pub fn take(source: &Path, dest: &Path, check: Check, deadline: Instant) -> Result<Snapshot> {
-    take_copy(source, dest, check, deadline, true).map(|(snapshot, _)| snapshot)
-}
-
-/// [`take`] for a caller that writes the copy on (the repository cuts it into packs): the
-/// source's read snapshot stays held until the returned [`Held`] is dropped, which the
-/// caller does once what it wrote is on disk.
-///
-/// Why: released after the copy's own fsync (as [`take`] does), the API's next automatic
-/// checkpoint had the frames written during the copy to sync, and its fsync then waited
-/// behind the packs the repository was fsyncing at that moment: the worst commit during a
-/// repository backup of 1 GiB was 125 ms against 88 ms with no backup (issue 17, item 8).
-/// Held until the packs are durable, the checkpoint has nothing to sync until then.
-pub fn take_held(
-    source: &Path,
-    dest: &Path,
-    check: Check,
-    deadline: Instant,
-) -> Result<(Snapshot, Held)> {
-    take_copy(source, dest, check, deadline, false)
-}
-
-/// The source's read snapshot of a copy, ended (and the WAL frames written meanwhile
-/// checkpointed, see [`release`]) when this is dropped.
-pub struct Held(Arc<Mutex<Option<Connection>>>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        release(&self.0);
-    }
-}
-
-fn take_copy(
-    source: &Path,
-    dest: &Path,
-    check: Check,
-    deadline: Instant,
-    release_after_fsync: bool,
-) -> Result<(Snapshot, Held)> {
     if !source.is_file() {
         bail!(
             "database {} does not exist\ncheck DATABASE_URL in the env file, or start the stack once so it creates the database",
@@ -110,15 +72,14 @@ fn take_copy(
         timed("online backup", || copy(&src, &dst))
     })?;
     let copy_duration = started.elapsed();
-    // The copy's snapshot is held until the copy is on disk (see `copy`), or longer (see
-    // `take_held`). The flushing thread releases it then, while the hash still runs; this
-    // function releases it too after a failure, in case that thread is stuck past the
-    // deadline.
-    let held = Held(Arc::new(Mutex::new(Some(source_conn))));
+    // The copy's snapshot is held until the copy is on disk (see `copy`). The flushing
+    // thread releases it then, while the hash still runs; this function releases it too,
+    // in case that thread is stuck past the deadline.
+    let held_snapshot = Arc::new(Mutex::new(Some(source_conn)));
 
     // Check, hash and flush to disk at once: each reads the whole copy (from the page
     // cache), and together they keep both cores and the disk busy.
-    let (dst, snapshot) = (dest.to_path_buf(), held.0.clone());
+    let (dst, held) = (dest.to_path_buf(), held_snapshot.clone());
     let post = with_deadline(deadline, "checking the database copy", move || {
         std::thread::scope(|s| {
             let hash = s.spawn(|| timed("sha256", || manifest::sha256_file(&dst)));
@@ -128,31 +89,24 @@ fn take_copy(
                         .and_then(|f| f.sync_all())
                         .with_context(|| format!("failed to flush {}", dst.display()))
                 });
-                if release_after_fsync {
-                    release(&snapshot);
-                }
+                release(&held);
                 synced
             });
             let checked = timed(check.pragma(), || check_copy(&dst, check));
             Ok((checked, joined(hash.join()), joined(sync.join())))
         })
     });
-    if release_after_fsync || post.is_err() {
-        release(&held.0);
-    }
+    release(&held_snapshot);
     let (checked, hashed, synced) = post?;
     let schema_version = checked?;
     let (size, sha256) = hashed?;
     synced?;
-    Ok((
-        Snapshot {
-            size,
-            sha256,
-            schema_version,
-            copy_duration,
-        },
-        held,
-    ))
+    Ok(Snapshot {
+        size,
+        sha256,
+        schema_version,
+        copy_duration,
+    })
 }
 
 /// Ends the copy's read transaction on the source, if still held, then checkpoints (from
@@ -539,40 +493,5 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tables, 0);
-    }
-
-    /// While a repository backup writes its packs, the writer's checkpoint must find
-    /// nothing to backfill (and so nothing to fsync behind the packs); once the hold
-    /// ends, everything written meanwhile is checkpointed (issue 17, item 8).
-    #[test]
-    fn a_held_snapshot_keeps_the_writes_after_it_out_of_checkpoints_until_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("source.db");
-        let writer = database(&source, 4096, true);
-        let (_, held) = take_held(
-            &source,
-            &dir.path().join("copy.db"),
-            Check::Quick,
-            Instant::now() + Duration::from_secs(60),
-        )
-        .unwrap();
-        writer
-            .execute("INSERT INTO t (body) VALUES ('during the packs')", [])
-            .unwrap();
-        let checkpoint = || -> (i64, i64) {
-            writer
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(1)?, r.get(2)?))
-                })
-                .unwrap()
-        };
-        let (frames, checkpointed) = checkpoint();
-        assert!(checkpointed < frames, "{checkpointed} of {frames} frames");
-        drop(held);
-        writer
-            .execute("INSERT INTO t (body) VALUES ('after')", [])
-            .unwrap();
-        let (frames, checkpointed) = checkpoint();
-        assert_eq!(checkpointed, frames);
     }
 }

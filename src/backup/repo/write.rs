@@ -256,14 +256,6 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Makes every pack written so far durable ([`Session::finish_packs`]); the run goes on
-    /// with a new pack committer.
-    pub fn flush_packs(&mut self) -> Result<()> {
-        self.finish_packs()?;
-        self.committer = Some(pack::Committer::start(&self.repo.root));
-        Ok(())
-    }
-
     /// Seals the content with the run key (encrypted repository).
     pub fn seal(&self, id: &str, content: &Content) -> Option<Sealed> {
         self.key.as_ref().map(|key| Sealed {
@@ -310,16 +302,12 @@ pub fn database(
         .join(super::TMP_DIR)
         .join(format!("database-{}.db", std::process::id()));
     let started = Instant::now();
-    let snap = db_snapshot::take_held(source, &temp, check, deadline);
+    let snap = db_snapshot::take(source, &temp, check, deadline);
     session.stats.database_snapshot_ms = started.elapsed().as_millis() as u64;
-    let result = snap.and_then(|(snap, held)| {
+    let result = snap.and_then(|snap| {
         fault::point("backup:database-copied");
         let started = Instant::now();
         let part = cut_database(session, &temp, &snap.sha256, deadline)?;
-        // The source's read snapshot ends once the packs are on disk, so the API's
-        // checkpoints never wait behind their fsyncs (see `take_held`).
-        session.flush_packs()?;
-        drop(held);
         session.stats.database_store_ms = started.elapsed().as_millis() as u64;
         Ok((part, snap.schema_version))
     });
