@@ -7,7 +7,9 @@
 //!
 //! Optional sizes: `--db-mib 1024 --uploads-mib 2048 --files 5000`; `--only
 //! db|db-quiet|db-writes|uploads`; `--runs 5` (database timings); `--format
-//! archive|repository` (BACKUP_FORMAT of the benchmarked stack). Generated data is kept
+//! archive|repository` (BACKUP_FORMAT of the benchmarked stack); `--before PATH`, an
+//! earlier `elior` binary whose backups run in the writes case too, alternating with this
+//! one's, for a before/after in the same run. Generated data is kept
 //! in the folder and reused by later runs. Needs the `sqlite3`, `tar` and `gzip` commands.
 //!
 //! 1. Database, 1 GiB: `sqlite3 .backup` vs `elior backup` on a quiet database (warm
@@ -67,6 +69,11 @@ fn main() {
     );
     fs::create_dir_all(&root).unwrap();
 
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -77,11 +84,21 @@ fn main() {
         writes: matches!(only.as_deref(), None | Some("db") | Some("db-writes")),
     };
     if cases.quiet || cases.writes {
+        let elior = Binaries {
+            now: elior.clone(),
+            before,
+        };
         database_benchmark(&root.join("db-stack"), &elior, db_mib, runs, cases, &format);
     }
     if only.is_none() || only.as_deref() == Some("uploads") {
         uploads_benchmark(&root.join("uploads-stack"), &elior, uploads_mib, files);
     }
+}
+
+/// The elior binary benchmarked and, optionally, an earlier one to set it against.
+struct Binaries {
+    now: PathBuf,
+    before: Option<PathBuf>,
 }
 
 /// Which database cases to run.
@@ -169,7 +186,7 @@ fn warm(path: &Path) {
 
 fn database_benchmark(
     dir: &Path,
-    elior: &Path,
+    elior: &Binaries,
     mib: u64,
     runs: usize,
     cases: DbCases,
@@ -211,7 +228,7 @@ fn database_benchmark(
     eprintln!("database: {:.0} MiB", size as f64 / (1 << 20) as f64);
 
     if cases.quiet {
-        quiet_benchmark(dir, elior, &db, runs);
+        quiet_benchmark(dir, &elior.now, &db, runs);
     }
     if cases.writes {
         writes_benchmark(dir, elior, &db, runs);
@@ -244,13 +261,14 @@ fn quiet_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
     );
 }
 
-fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
+fn writes_benchmark(dir: &Path, elior: &Binaries, db: &Path, runs: usize) {
     let backups = dir.join("backups");
     let out = dir.join("out.db");
     eprintln!("under 500 writes/s ({runs} runs each, alternating):");
     let load_before = load_average();
     let (mut vacuum, mut ours) = (Vec::new(), Vec::new());
     let (mut vacuum_stalls, mut our_stalls, mut idle_stalls) = (Vec::new(), Vec::new(), Vec::new());
+    let mut before_stalls = Vec::new();
     for _ in 0..runs {
         let _ = fs::remove_file(&out);
         let (took, stalls) = under_writes(db, || {
@@ -262,7 +280,15 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         vacuum.push(took);
         vacuum_stalls.push(stalls);
         let _ = fs::remove_file(&out);
-        let (took, stalls) = under_writes(db, || timed("elior backup", elior_backup(elior, dir)));
+        if let Some(before) = &elior.before {
+            let (_, stalls) = under_writes(db, || {
+                timed("elior backup (before)", elior_backup(before, dir))
+            });
+            before_stalls.push(stalls);
+            let _ = fs::remove_dir_all(&backups);
+        }
+        let (took, stalls) =
+            under_writes(db, || timed("elior backup", elior_backup(&elior.now, dir)));
         ours.push(took);
         our_stalls.push(stalls);
         let _ = fs::remove_dir_all(&backups);
@@ -281,6 +307,9 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         &load_before,
     );
     println!("  VACUUM INTO: {}", Stalls::worst(&vacuum_stalls));
+    if !before_stalls.is_empty() {
+        println!("  elior before: {}", Stalls::worst(&before_stalls));
+    }
     println!("  elior:       {}", Stalls::worst(&our_stalls));
     let (idle, with_vacuum, with_elior) = (
         Latency::of(&idle_stalls),
@@ -293,6 +322,13 @@ fn writes_benchmark(dir: &Path, elior: &Path, db: &Path, runs: usize) {
         "    VACUUM INTO: {with_vacuum} ({})",
         with_vacuum.against(&idle)
     );
+    if !before_stalls.is_empty() {
+        let with_before = Latency::of(&before_stalls);
+        println!(
+            "    elior before: {with_before} ({})",
+            with_before.against(&idle)
+        );
+    }
     println!(
         "    elior:       {with_elior} ({})",
         with_elior.against(&idle)

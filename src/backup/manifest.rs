@@ -88,6 +88,7 @@ impl FileRecord {
 pub enum PartName {
     Database,
     Uploads,
+    Stack,
 }
 
 impl PartName {
@@ -95,6 +96,7 @@ impl PartName {
         match self {
             PartName::Database => Part::Database,
             PartName::Uploads => Part::Uploads,
+            PartName::Stack => Part::Stack,
         }
     }
 }
@@ -134,7 +136,8 @@ impl Manifest {
             )),
             _ => {}
         }
-        if self.files.is_empty() {
+        // The stack's own files alone restore no data.
+        if self.files.iter().all(|f| f.part == PartName::Stack) {
             problems.push(format!(
                 "manifest of backup {} lists no files, so it restores nothing",
                 self.id

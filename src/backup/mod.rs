@@ -550,6 +550,23 @@ fn create_archive(
         upload_objects = Some(objects);
     }
 
+    // Archives are never encrypted: the env file goes without its secrets.
+    let carried = stack_files::read(&settings.stack_dir, false)?;
+    if !carried.is_empty() {
+        let final_path = dir.join(Part::Stack.file_name(&id));
+        cleanup.0.push(final_path.clone());
+        let tar = stack_files::to_tar(&carried)?;
+        manifest::write_atomic(&final_path, &tar)?;
+        let names: Vec<&str> = carried.iter().map(|(path, _)| *path).collect();
+        reporter.phase(&format!("  stack files: {}", names.join(", ")));
+        files.push(FileRecord::new(
+            PartName::Stack,
+            &id,
+            tar.len() as u64,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tar)),
+        ));
+    }
+
     let mut manifest = Manifest {
         format: manifest::FORMAT_VERSION,
         id: id.clone(),
@@ -1054,6 +1071,13 @@ fn verify_with(
                         ));
                     }
                 }
+            }
+        }
+    }
+    if let Some(stack) = manifest.as_ref().and_then(|m| m.file(PartName::Stack)) {
+        if problems.is_empty() && read_back {
+            if let Err(e) = stack_files::from_tar(&dir.join(&stack.name)) {
+                problems.push(format!("{e:#}"));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Backup file names, as the original backup script spelled them:
 //! `db_backup_YYYYmmdd_HHMMSS.db`, `uploads_backup_YYYYmmdd_HHMMSS.tar.gz`, and elior's
+//! `stack_backup_YYYYmmdd_HHMMSS.tar` (the env file, certificate and ACME account) and
 //! `backup_YYYYmmdd_HHMMSS.json` manifest. The timestamp (local time) is the backup's id.
 //!
 //! Pure: parsing and formatting only. Anything else in a backup folder is foreign and is
@@ -15,16 +16,21 @@ pub const ID_FORMAT: &str = "%Y%m%d_%H%M%S";
 pub enum Part {
     Database,
     Uploads,
+    /// The stack's own files ([`super::stack_files`]).
+    Stack,
     Manifest,
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::Database, Part::Uploads, Part::Manifest];
+    pub const ALL: [Part; 4] = [Part::Database, Part::Uploads, Part::Stack, Part::Manifest];
+    /// The parts that hold data, which the manifest lists.
+    pub const DATA: [Part; 3] = [Part::Database, Part::Uploads, Part::Stack];
 
     fn affixes(self) -> (&'static str, &'static str) {
         match self {
             Part::Database => ("db_backup_", ".db"),
             Part::Uploads => ("uploads_backup_", ".tar.gz"),
+            Part::Stack => ("stack_backup_", ".tar"),
             Part::Manifest => ("backup_", ".json"),
         }
     }
@@ -70,6 +76,10 @@ mod tests {
         assert_eq!(
             parse_file_name("uploads_backup_20261129_020000.tar.gz"),
             Some((Part::Uploads, "20261129_020000".to_string()))
+        );
+        assert_eq!(
+            parse_file_name("stack_backup_20261129_020000.tar"),
+            Some((Part::Stack, "20261129_020000".to_string()))
         );
         assert_eq!(
             parse_file_name("backup_20261129_020000.json"),

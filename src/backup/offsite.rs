@@ -515,7 +515,7 @@ pub fn push(settings: &BackupSettings, reporter: &mut Reporter) -> Result<PushRe
         if set.is_repository() {
             local.push(file_of(dir, &seal_of(set), Class::Seal)?);
         } else {
-            for part in [Part::Database, Part::Uploads] {
+            for part in Part::DATA {
                 let name = part.file_name(&set.id);
                 if dir.join(&name).is_file() {
                     local.push(file_of(dir, &name, Class::Data)?);
@@ -957,7 +957,7 @@ pub fn prune(
             // The seal first: killed after it, what is left is data no backup names.
             bucket.delete(seal)?;
             if !is_repo {
-                for part in [Part::Database, Part::Uploads] {
+                for part in Part::DATA {
                     bucket.delete(&part.file_name(id))?;
                 }
             }

@@ -72,6 +72,9 @@ pub struct RestoreReport {
     pub upload_stats: Option<ExtractStats>,
     /// The certificate and ACME account put back (where the stack had none) or kept.
     pub stack_files: Vec<stack_files::PutBack>,
+    /// What became of the backup's env file, which the restore command puts back first
+    /// ([`stack_files::put_back_env`]).
+    pub env_file: Option<stack_files::EnvPutBack>,
     pub api_restarted: bool,
     /// Swarm mode with uploads on S3: the objects the backup lists, checked against the
     /// bucket (a restore cannot bring back a deleted one).
@@ -374,11 +377,20 @@ fn restore_locked(
             reporter.phase("rebuilding the database dump");
             rebuild_database(r, temp)?;
         }
-        if let Source::Repository(r) = &mut *source {
-            if let Some(part) = &r.content.stack_files {
-                files_to_put_back =
-                    repo::read::stack_files(&r.repo, part, &r.snapshot.id, r.keyring.as_mut())
-                        .with_context(|| format!("backup {} cannot be restored", r.snapshot.id))?;
+        match &mut *source {
+            Source::Repository(r) => {
+                if let Some(part) = &r.content.stack_files {
+                    files_to_put_back =
+                        repo::read::stack_files(&r.repo, part, &r.snapshot.id, r.keyring.as_mut())
+                            .with_context(|| {
+                                format!("backup {} cannot be restored", r.snapshot.id)
+                            })?;
+                }
+            }
+            Source::Archive(m) => {
+                if let Some(record) = m.file(PartName::Stack) {
+                    files_to_put_back = stack_files::from_tar(&dir.join(&record.name))?;
+                }
             }
         }
         source.release();
@@ -508,6 +520,7 @@ fn restore_locked(
         uploads: has_uploads.then(|| settings.uploads_dir.clone()),
         upload_stats,
         stack_files,
+        env_file: None,
         api_restarted: was_running,
         uploads_bucket,
     })

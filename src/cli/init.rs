@@ -47,7 +47,7 @@ impl InitArgs {
             .map(stack::parse_email)
             .transpose()
             .map_err(|m| anyhow::anyhow!("--email {m}"))?;
-        let secret = new_secret();
+        let secret = crate::config::stack::new_jwt_secret();
         let values = stack::init_values(&domain, email.as_deref(), &secret);
         let fresh = render::render_env(&Templates::embedded(), &values)?;
         // What init writes must pass the same validation render applies.
@@ -160,12 +160,4 @@ fn complete_env_file(
     let keys: Vec<&str> = missing.iter().map(|e| e.key.as_str()).collect();
     outln!("added to {}: {}", path.display(), keys.join(", "));
     Ok(())
-}
-
-/// 32 bytes from the OS CSPRNG, in hex.
-fn new_secret() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }

@@ -1,7 +1,8 @@
 //! `elior restore`: put a backup back over a stack.
 
+use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::backup::restore::{self, ApiControl, NoStackRunning};
-use crate::backup::{BackupSettings, Reporter};
+use crate::backup::{stack_files, BackupSettings, Reporter};
 use crate::docker::control::StackApi;
 use crate::tls::settings::CertSettings;
 
@@ -40,11 +41,18 @@ use crate::tls::settings::CertSettings;
 /// cannot bring a deleted object back. A SQLite backup is refused: move a single-host
 /// stack onto the swarm with `elior migrate-to-swarm` (or `elior db copy`).
 ///
+/// The backup's .env.production, certificate and ACME account come back where the stack
+/// has none; an env file already in DIR is never replaced (a different one is kept, and
+/// the backup's is written beside it as .env.production.backup-ID).
+///
 /// Disaster recovery: with --from s3://BUCKET/PREFIX, the backup is first downloaded from
 /// the bucket (BACKUP_OFFSITE of the old host) into BACKUP_DIR, then verified and restored
-/// as above. On a new host, DIR needs only the old stack's .env.production (it holds the
-/// S3 keys and JWT_SECRET) and, for an encrypted repository, --identity. A DIR without
-/// .elior/stack.json becomes the stack the bucket names; then run `elior deploy`.
+/// as above. On a new host, DIR may be empty: give the bucket's S3_ENDPOINT, S3_REGION,
+/// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (or bring the old
+/// .env.production), and --identity for an encrypted repository. An unencrypted backup
+/// carries the env file without its secrets: the S3 keys come from the environment and
+/// JWT_SECRET is new (users sign in again). A DIR without .elior/stack.json becomes the
+/// stack the bucket names; then run `elior deploy`.
 ///
 /// Asks for confirmation unless --yes is given (and refuses without it when not on a
 /// terminal).
@@ -53,7 +61,8 @@ use crate::tls::settings::CertSettings;
 ///     elior restore --dir /srv/elior              the newest backup, after confirming
 ///     elior restore 20261129_020000 --yes         a given backup, no questions
 ///     elior restore latest --identity key.txt     an encrypted one (BACKUP_RECIPIENTS)
-///     elior restore --from s3://gym-backups/prod --dir /srv/elior --yes
+///     S3_ENDPOINT=https://s3.example.com S3_REGION=eu-west-1 AWS_ACCESS_KEY_ID=... \
+///     AWS_SECRET_ACCESS_KEY=... elior restore --from s3://gym-backups/prod --dir /srv/elior --yes
 ///                                                 the newest offsite backup, on a new host
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
@@ -68,7 +77,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
     /// Download the backup from this bucket first (s3://BUCKET/PREFIX, with the S3_* and
-    /// AWS_* keys of DIR/.env.production)
+    /// AWS_* keys of the environment or of DIR/.env.production)
     #[arg(long, value_name = "S3_URL")]
     from: Option<String>,
 }
@@ -76,23 +85,9 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// With --json: what was restored.
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        let settings = match &self.from {
-            None => BackupSettings::load(ctx.dir())?,
-            Some(url) => {
-                let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
-                if !env_file.is_file() {
-                    bail!(
-                        "{} does not exist\na restore from a bucket needs the old stack's .env.production (its S3 keys and JWT_SECRET) in {}; copy it there first",
-                        env_file.display(),
-                        ctx.dir().display()
-                    );
-                }
-                // The one loader, with the bucket of --from as BACKUP_OFFSITE.
-                let mut raw = crate::config::model::settings(ctx.dir())?;
-                raw.overlay([("BACKUP_OFFSITE".to_string(), url.clone())]);
-                BackupSettings::from_raw(ctx.dir(), &raw)?
-            }
-        };
+        let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
+        let had_env_file = env_file.is_file();
+        let settings = settings_for(ctx.dir(), self.from.as_deref())?;
         crate::backup::recover_interrupted_restore(ctx.dir())?;
         if !self.yes {
             confirm(&self.id, &settings)?;
@@ -107,14 +102,41 @@ impl RestoreArgs {
             )?,
             _ => self.id.clone(),
         };
+        // The env file first: it says where the database, the uploads and the backups go.
+        let (id, carried) =
+            stack_files::of_backup(&settings.backup_dir, &id, self.identity.as_deref())?;
+        let env = match carried.iter().find(|(path, _)| path == stack_files::ENV_FILE) {
+            Some((_, bytes)) => Some(stack_files::put_back_env(
+                ctx.dir(),
+                &id,
+                bytes,
+                &|key| std::env::var(key).ok(),
+            )?),
+            None if had_env_file => None,
+            None => bail!(
+                "backup {id} does not carry {} (backups taken before elior carried it do not)\ncopy the old stack's .env.production into {} and run this again",
+                crate::backup::settings::ENV_FILE,
+                ctx.dir().display()
+            ),
+        };
+        let settings = if had_env_file {
+            settings
+        } else {
+            // The restored env file may put the backups elsewhere than the defaults this
+            // command downloaded them to: they follow it.
+            let restored = settings_for(ctx.dir(), self.from.as_deref())?;
+            move_backups(&settings.backup_dir, &restored.backup_dir)?;
+            restored
+        };
         let mut api = api_control(&settings, ctx.quiet)?;
-        let report = restore::restore(
+        let mut report = restore::restore(
             &settings,
             &id,
             self.identity.as_deref(),
             api.as_mut(),
             &mut reporter,
         )?;
+        report.env_file = env;
         if ctx.json {
             outln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
@@ -155,6 +177,9 @@ impl RestoreArgs {
                 }
             }
         }
+        if let Some(env) = &report.env_file {
+            outln!("  {}", env.describe());
+        }
         for put in &report.stack_files {
             match &put.kept {
                 Some(why) => outln!("  {why}"),
@@ -177,6 +202,46 @@ impl RestoreArgs {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The backup settings of the stack in `dir`: its env file (when it has one) under the
+/// process environment, with the bucket of `--from` as BACKUP_OFFSITE. A restore from a
+/// bucket into a directory without an env file reads the bucket's coordinates and keys
+/// from the environment.
+fn settings_for(dir: &Path, from: Option<&str>) -> Result<BackupSettings> {
+    let Some(url) = from else {
+        return BackupSettings::load(dir);
+    };
+    // The one loader, with the bucket of --from as BACKUP_OFFSITE.
+    let mut raw = crate::config::model::settings(dir)?;
+    raw.overlay([("BACKUP_OFFSITE".to_string(), url.to_string())]);
+    BackupSettings::from_raw(dir, &raw).with_context(|| {
+        format!(
+            "a restore from {url} needs the bucket's endpoint, region and keys: set S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or copy the old stack's {} into {}",
+            crate::backup::settings::ENV_FILE,
+            dir.display()
+        )
+    })
+}
+
+/// Moves the backups downloaded into `from` to `to`, the BACKUP_DIR of the env file just
+/// restored, when they differ (on one filesystem; otherwise says how to download there).
+fn move_backups(from: &Path, to: &Path) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    fs::rename(from, to).with_context(|| {
+        format!(
+            "the restored env file puts the backups in {}, but they were downloaded to {}, which cannot be moved there\nrun this again with BACKUP_DIR={} in the environment",
+            to.display(),
+            from.display(),
+            to.display()
+        )
+    })
 }
 
 /// The deployed stack's API containers when this directory's stack is deployed on this

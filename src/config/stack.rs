@@ -554,6 +554,15 @@ fn effective_settings(c: &StackConfig, raw: &RawSettings) -> Vec<Setting> {
         .collect()
 }
 
+/// A new JWT_SECRET: 32 bytes from the OS CSPRNG, in hex (`elior init`, and a restore
+/// whose backup withheld the old one).
+pub fn new_jwt_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// The keys and values `elior init` writes, in file order, for a new stack. Render this
 /// with [`envfile::quote`]; the template in `templates/env.production` adds the comments.
 pub fn init_values(

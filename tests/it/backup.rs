@@ -207,13 +207,14 @@ fn backup_then_delete_then_restore_brings_back_rows_and_files() {
         .unwrap();
     assert!(listing.status.success(), "{}", stderr(&listing));
     assert!(stdout(&listing).contains("uploads/progress/2026/front.jpg"));
-    // The backup folder holds the three files and nothing else (no temporary or claim file).
+    // The backup folder holds the four files and nothing else (no temporary or claim file).
     let id = manifest["id"].as_str().unwrap();
     assert_eq!(
         backup_files(&stack.backups),
         [
             format!("backup_{id}.json"),
             format!("db_backup_{id}.db"),
+            format!("stack_backup_{id}.tar"),
             format!("uploads_backup_{id}.tar.gz"),
         ]
     );
@@ -279,6 +280,7 @@ fn clone_backup(backups: &Path, from: &str, to: &str) {
     for name in [
         format!("db_backup_{from}.db"),
         format!("uploads_backup_{from}.tar.gz"),
+        format!("stack_backup_{from}.tar"),
     ] {
         if backups.join(&name).exists() {
             fs::copy(backups.join(&name), backups.join(name.replace(from, to))).unwrap();
@@ -390,6 +392,7 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
         expected.push(format!("backup_{id}.json"));
         expected.push(format!("db_backup_{id}.db"));
         expected.push(format!("uploads_backup_{id}.tar.gz"));
+        expected.push(format!("stack_backup_{id}.tar"));
     }
     expected.sort();
     let mut gone: Vec<String> = gone.into_iter().cloned().collect();
@@ -1494,4 +1497,180 @@ fn a_postgres_stack_with_an_unreachable_server_fails_naming_it() {
         Vec::<String>::new()
     );
     assert_eq!(backup_files(&repository.join("tmp")), Vec::<String>::new());
+}
+
+/// Writes the stack files an archive backup carries besides data: a certificate pair and
+/// an ACME account, as `elior cert` leaves them.
+fn seed_stack_files(stack: &Stack) {
+    fs::create_dir_all(stack.dir.join("nginx/ssl")).unwrap();
+    fs::create_dir_all(stack.dir.join(".elior/acme")).unwrap();
+    fs::write(
+        stack.dir.join("nginx/ssl/cert.pem"),
+        "CERTIFICATE of the old host",
+    )
+    .unwrap();
+    fs::write(
+        stack.dir.join("nginx/ssl/key.pem"),
+        "PRIVATE KEY of the old host",
+    )
+    .unwrap();
+    fs::write(
+        stack.dir.join(".elior/acme/account.json"),
+        "{\"account\": 1}",
+    )
+    .unwrap();
+    for path in ["nginx/ssl/key.pem", ".elior/acme/account.json"] {
+        fs::set_permissions(stack.dir.join(path), fs::Permissions::from_mode(0o640)).unwrap();
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Issue 17, item 7: archive backups carried no certificate, so a restore from them came
+/// back with a new one. They carry the same stack files as repository snapshots, checked
+/// by verify and put back with elior's modes where the stack has none.
+#[test]
+fn an_archive_backup_carries_the_certificate_account_and_env_file_and_restores_them() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    seed_stack_files(&stack);
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    let listed = Command::new("tar")
+        .arg("tf")
+        .arg(stack.backups.join(format!("stack_backup_{id}.tar")))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&listed),
+        ".env.production\nnginx/ssl/cert.pem\nnginx/ssl/key.pem\n.elior/acme/account.json\n"
+    );
+    let verified = stack.elior(&["backup", "verify", "--all"]);
+    assert!(verified.status.success(), "{}", stdout(&verified));
+
+    for path in [
+        "nginx/ssl/cert.pem",
+        "nginx/ssl/key.pem",
+        ".elior/acme/account.json",
+    ] {
+        fs::remove_file(stack.dir.join(path)).unwrap();
+    }
+    let out = stack.elior(&["restore", &id, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("is the backup's; kept"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "certificate {}, {}",
+            stack.dir.join("nginx/ssl/cert.pem").display(),
+            stack.dir.join("nginx/ssl/key.pem").display()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(stack.dir.join("nginx/ssl/key.pem")).unwrap(),
+        "PRIVATE KEY of the old host"
+    );
+    // Modes are elior's, not the archive's or the old files'.
+    assert_eq!(mode_of(&stack.dir.join("nginx/ssl/cert.pem")), 0o644);
+    assert_eq!(mode_of(&stack.dir.join("nginx/ssl/key.pem")), 0o600);
+    assert_eq!(mode_of(&stack.dir.join(".elior/acme/account.json")), 0o600);
+}
+
+/// A stack part as a hostile archive would write it: raw entry names, no checks.
+fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mut h = header(*kind, data.len() as u64, 0o4755);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        builder.append(&h, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// The stack part of an archive backup is refused, naming the entry, before anything is
+/// written: a path elior never backs up, a link, a file twice, a file too big.
+#[test]
+fn hostile_stack_files_in_an_archive_are_refused_before_anything_is_written() {
+    use tar::EntryType::{Regular, Symlink};
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    seed_stack_files(&stack);
+    let id = stack.backup()["id"].as_str().unwrap().to_string();
+    fs::remove_file(stack.dir.join("nginx/ssl/cert.pem")).unwrap();
+    fs::remove_file(stack.dir.join("nginx/ssl/key.pem")).unwrap();
+    let outside = stack.dir.parent().unwrap().to_path_buf();
+    let outside_before = backup_files(&outside);
+    let live = tree(&stack.dir);
+    let big = vec![b'x'; 2 << 20];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "../../evil.txt",
+            raw_tar(&[("../../evil.txt", Regular, b"owned", "")]),
+            "is not a file elior backs up",
+        ),
+        (
+            "nginx/ssl/key.pem",
+            raw_tar(&[
+                ("nginx/ssl/cert.pem", Regular, b"CERT", ""),
+                ("nginx/ssl/key.pem", Symlink, b"", "/etc/shadow"),
+            ]),
+            "is not a regular file",
+        ),
+        (
+            "nginx/ssl/cert.pem",
+            raw_tar(&[
+                ("nginx/ssl/cert.pem", Regular, b"CERT", ""),
+                ("nginx/ssl/cert.pem", Regular, b"OTHER", ""),
+            ]),
+            "comes twice",
+        ),
+        (
+            "nginx/ssl/cert.pem",
+            raw_tar(&[("nginx/ssl/cert.pem", Regular, &big, "")]),
+            "over the 1048576 a stack file may have",
+        ),
+    ];
+    let part = stack.backups.join(format!("stack_backup_{id}.tar"));
+    for (entry, hostile, why) in cases {
+        fs::write(&part, &hostile).unwrap();
+        edit_manifest(&stack.backups, &id, &id, |m| {
+            let record = m
+                .files
+                .iter_mut()
+                .find(|f| f.name.starts_with("stack_"))
+                .unwrap();
+            record.size = hostile.len() as u64;
+            record.sha256 = sha256(&hostile);
+        });
+        let verified = stack.elior(&["backup", "verify", &id]);
+        assert_eq!(
+            verified.status.code(),
+            Some(1),
+            "{entry}: {}",
+            stdout(&verified)
+        );
+        assert!(
+            stdout(&verified).contains(why),
+            "{entry}: {}",
+            stdout(&verified)
+        );
+        let out = stack.elior(&["restore", &id, "--yes"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{entry}: {err}");
+        assert!(err.contains(&format!("entry {entry:?} ")), "{entry}: {err}");
+        assert!(err.contains(why), "{entry}: {err}");
+        assert!(
+            err.contains("refused, nothing was written"),
+            "{entry}: {err}"
+        );
+        assert_eq!(tree(&stack.dir), live, "{entry}");
+        assert_eq!(backup_files(&outside), outside_before, "{entry}");
+    }
 }

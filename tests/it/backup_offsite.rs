@@ -1,8 +1,8 @@
 //! Offsite copies and disaster recovery (issue 17, items 6 and 7) against a real
 //! `moto_server`, running the `elior` binary as a user does: the backup goes to the
-//! bucket after it is verified, the whole stack directory is deleted, and a fresh
-//! directory holding only the old `.env.production` is restored from the bucket and
-//! served, with the old users. Then the attacks: a kill mid-upload, a tampered object,
+//! bucket after it is verified, the whole stack directory is deleted, and an empty
+//! directory is restored from the bucket (its keys in the environment; the env file comes
+//! back from the backup) and served, with the old users. Then the attacks: a kill mid-upload, a tampered object,
 //! wrong credentials and a missing bucket, two stacks in one bucket, a prefix that holds
 //! another stack's backups.
 
@@ -196,8 +196,9 @@ fn complete_ids(list: &serde_json::Value) -> Vec<String> {
 }
 
 /// The drill of the issue: back up a stack with users and uploads, delete the whole
-/// directory, restore from the bucket into a fresh one that holds only the old
-/// .env.production, serve it, and log in as a user created before the backup.
+/// directory, restore from the bucket into an empty one, with only the bucket's keys in
+/// the environment, serve it, and log in as a user created before the backup. A
+/// directory that brings its own, different env file keeps it.
 #[test]
 fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     let moto = Moto::start();
@@ -241,32 +242,58 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     assert!(!stack.dir.exists());
 
     let new = tempfile::tempdir().unwrap();
-    // Without the old .env.production there are no keys to the bucket: said plainly.
-    let out = Command::new(ELIOR)
-        .args([
-            "restore",
-            "--from",
-            &format!("s3://{BUCKET}/gym/prod"),
-            "--yes",
-        ])
-        .arg("--dir")
-        .arg(new.path())
-        .output()
-        .unwrap();
+    let from = format!("s3://{BUCKET}/gym/prod");
+    // Neither an env file nor keys in the environment: said plainly, nothing written.
+    let fresh = Stack {
+        dir: new.path().to_path_buf(),
+    };
+    let out = fresh.elior(&["restore", "--from", &from, "--yes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("needs the old stack's .env.production"),
+        stderr(&out).contains("set S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"),
         "{}",
         stderr(&out)
     );
-    let fresh = Stack::new(new.path(), &env);
-    fs::remove_dir_all(new.path().join("uploads")).unwrap();
-    let out = fresh.elior(&[
-        "restore",
-        "--from",
-        &format!("s3://{BUCKET}/gym/prod"),
-        "--yes",
-    ]);
+    assert!(!new.path().join(".env.production").exists());
+
+    // The old way: a directory that brings its own env file, here a different one. It is
+    // kept, and the backup's (without its secrets) is put beside it.
+    let own = tempfile::tempdir().unwrap();
+    let own_env = format!("{env}LOG_LEVEL=debug\n");
+    let byo = Stack::new(own.path(), &own_env);
+    fs::remove_dir_all(own.path().join("uploads")).unwrap();
+    let out = byo.elior(&["restore", "--from", &from, "--yes"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let beside = own.path().join(format!(".env.production.backup-{id}"));
+    assert!(
+        stdout(&out).contains(&format!(
+            "kept {}, which differs from the backup's; the backup's is at {}",
+            own.path().join(".env.production").display(),
+            beside.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(own.path().join(".env.production")).unwrap(),
+        own_env
+    );
+    let carried = fs::read_to_string(&beside).unwrap();
+    assert_eq!(mode(&beside), 0o600);
+    assert!(carried.contains(&format!("BACKUP_OFFSITE=s3://{BUCKET}/gym/prod")));
+    // Whoever reads the bucket gets neither the signing key nor the bucket's keys.
+    for secret in ["elior-test-secret-key", "test-secret-0123456789abcdef"] {
+        assert!(!carried.contains(secret), "{secret} in {carried}");
+    }
+    assert_eq!(tree(&own.path().join("uploads")), uploads_before);
+
+    // A fresh host: an empty directory, the bucket's coordinates and keys in the
+    // environment. The env file comes back from the backup and says where the rest goes.
+    let out = fresh
+        .command(&["restore", "--from", &from, "--yes"])
+        .envs(bucket_env(&moto))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "restore --from: {}{}",
@@ -274,9 +301,23 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
         stderr(&out)
     );
     assert!(
-        stdout(&out).contains(&format!("restored backup {id}")),
+        stdout(&out).contains(&format!("restored backup {id}"))
+            && stdout(&out).contains("JWT_SECRET: a new one")
+            && stdout(&out).contains("AWS_SECRET_ACCESS_KEY: from this command's environment"),
         "{}",
         stdout(&out)
+    );
+    let restored_env = new.path().join(".env.production");
+    assert_eq!(mode(&restored_env), 0o600);
+    let restored = elior::config::RawSettings::from_env_file(&restored_env).unwrap();
+    assert_eq!(restored.get("DATABASE_URL"), Some("sqlite:///./elior.db"));
+    assert_eq!(
+        restored.get("AWS_SECRET_ACCESS_KEY"),
+        Some("elior-test-secret-key")
+    );
+    assert_ne!(
+        restored.get("JWT_SECRET"),
+        Some("test-secret-0123456789abcdef0123456789")
     );
     assert_eq!(tree(&new.path().join("uploads")), uploads_before);
     // The new directory is the same stack: its next backups go to the same prefix.
@@ -284,8 +325,23 @@ fn disaster_recovery_from_the_bucket_serves_the_old_users() {
     let server = Server::start_in(new, &[]);
     server.login("trainer_a");
     server.login("client_a");
+    // With the keys of the restored env file alone (the environment has none).
     let again = fresh.backup();
     assert_eq!(again["offsite"]["offsite_backups"], 2, "{again:#}");
+}
+
+/// The bucket's coordinates and keys, as an operator exports them on a new host.
+fn bucket_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![
+        ("S3_ENDPOINT", moto.endpoint()),
+        ("S3_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDELIORTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "elior-test-secret-key".into()),
+    ]
+}
+
+fn mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&fs::metadata(path).unwrap().permissions()) & 0o777
 }
 
 /// `elior ARGS --dir DIR`, as an operator runs it (the bucket's keys come from the
@@ -402,7 +458,8 @@ fn disaster_recovery_of_a_deployed_stack_brings_back_its_users_and_certificate()
     let out = elior_in(&new.dir, &["restore", "--from", &from, "--yes"]);
     assert!(
         stdout(&out).contains(&format!("restored backup {id}"))
-            && stdout(&out).contains("nginx/ssl/key.pem"),
+            && stdout(&out).contains("nginx/ssl/key.pem")
+            && stdout(&out).contains("is the backup's; kept"),
         "{}",
         stdout(&out)
     );
@@ -792,22 +849,40 @@ fn an_encrypted_backup_restores_from_the_bucket_only_with_the_identity() {
     let uploads = tree(&stack.dir.join("uploads"));
     stack.backup();
 
-    let fresh = Stack::new(&tmp.path().join("b"), &env);
-    fs::remove_dir_all(fresh.dir.join("uploads")).unwrap();
+    // A fresh host: no env file, the bucket's keys in the environment.
+    let fresh = Stack {
+        dir: tmp.path().join("b"),
+    };
     let from = format!("s3://{BUCKET}/enc");
-    let out = fresh.elior(&["restore", "--from", &from, "--yes"]);
+    let out = fresh
+        .command(&["restore", "--from", &from, "--yes"])
+        .envs(bucket_env(&moto))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--identity"), "{}", stderr(&out));
     assert!(!fresh.dir.join("elior.db").exists());
-    let out = fresh.elior(&[
-        "restore",
-        "--from",
-        &from,
-        "--yes",
-        "--identity",
-        identity.to_str().unwrap(),
-    ]);
+    assert!(!fresh.dir.join(".env.production").exists());
+    let out = fresh
+        .command(&[
+            "restore",
+            "--from",
+            &from,
+            "--yes",
+            "--identity",
+            identity.to_str().unwrap(),
+        ])
+        .envs(bucket_env(&moto))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // Encrypted to the recipients, the env file travels whole: the same JWT_SECRET, so
+    // sessions from before the disaster go on.
+    assert_eq!(
+        fs::read_to_string(fresh.dir.join(".env.production")).unwrap(),
+        env
+    );
+    assert_eq!(mode(&fresh.dir.join(".env.production")), 0o600);
     let rows: i64 = rusqlite::Connection::open(fresh.dir.join("elior.db"))
         .unwrap()
         .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))

@@ -460,10 +460,12 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The stack files part: the certificate, its key and the ACME account, each one blob
-/// (encrypted in an encrypted repository). `None` when the stack has none of them.
+/// The stack files part: the env file (its secrets withheld unless the repository is
+/// encrypted), the certificate, its key and the ACME account, each one blob (encrypted in
+/// an encrypted repository). `None` when the stack has none of them.
 pub fn stack_files(session: &mut Session<'_>, stack_dir: &Path) -> Result<Option<StackFilesPart>> {
-    let files = crate::backup::stack_files::read(stack_dir)?;
+    let encrypted = session.repo.config.encryption.is_some();
+    let files = crate::backup::stack_files::read(stack_dir, encrypted)?;
     if files.is_empty() {
         return Ok(None);
     }
