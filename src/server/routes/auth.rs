@@ -452,9 +452,11 @@ async fn setup_admin(
     validate_registration(&r)?;
     throttle_registration(&state, ip).await?;
     let hash = hash_password(r.password.clone()).await?;
+    // Through the one writer like every write: its transaction becomes a savepoint of the
+    // writer's batch, so the check and the insert still commit or vanish together.
     let admin = state
         .db
-        .read(move |c| create_first_admin(c, &r, &hash))
+        .write(move |c| create_first_admin(c, &r, &hash))
         .await
         .map_err(conflict_from)?;
     let user = admin.ok_or(ApiError::Forbidden(
