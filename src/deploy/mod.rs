@@ -396,20 +396,29 @@ async fn certificate_step(
         force: false,
         ask_ari: false,
     };
-    match crate::tls::issue::issue_if_due(&nginx, &paths, &settings, options, &note).await {
-        Ok(crate::tls::issue::Outcome::NotDue { .. }) => Ok(CertStep::NotDue),
-        Ok(crate::tls::issue::Outcome::Issued { names, info, .. }) => Ok(CertStep::Installed {
-            from: format!("certificate for {} from the CA", names.join(", ")),
-            serial: info.serial,
-            not_after: crate::tls::inspect::rfc3339(info.not_after),
-        }),
-        Err(err) => Ok(CertStep::failed(&paths, &err)),
-    }
+    let issued = crate::tls::issue::issue_if_due(&nginx, &paths, &settings, options, &note).await;
+    Ok(CertStep::from_ca(&paths, issued))
 }
 
 impl CertStep {
+    /// What the CA step of either mode came to; a failure keeps what nginx/ssl/ serves.
+    pub(crate) fn from_ca(
+        paths: &crate::tls::files::StackPaths,
+        issued: Result<crate::tls::issue::Outcome>,
+    ) -> CertStep {
+        match issued {
+            Ok(crate::tls::issue::Outcome::NotDue { .. }) => CertStep::NotDue,
+            Ok(crate::tls::issue::Outcome::Issued { names, info, .. }) => CertStep::Installed {
+                from: format!("certificate for {} from the CA", names.join(", ")),
+                serial: info.serial,
+                not_after: crate::tls::inspect::rfc3339(info.not_after),
+            },
+            Err(err) => CertStep::failed(paths, &err),
+        }
+    }
+
     /// The CA step failed with `err`; what is in nginx/ssl/ keeps serving.
-    pub(crate) fn failed(paths: &crate::tls::files::StackPaths, err: &anyhow::Error) -> CertStep {
+    fn failed(paths: &crate::tls::files::StackPaths, err: &anyhow::Error) -> CertStep {
         let served = crate::tls::issue::current(paths)
             .ok()
             .flatten()

@@ -420,15 +420,7 @@ pub async fn run(
                 }
                 Err(err) => Err(err),
             };
-            match step {
-                Ok(Outcome::NotDue { .. }) => CertStep::NotDue,
-                Ok(Outcome::Issued { names, info, .. }) => CertStep::Installed {
-                    from: format!("certificate for {} from the CA", names.join(", ")),
-                    serial: info.serial,
-                    not_after: crate::tls::inspect::rfc3339(info.not_after),
-                },
-                Err(err) => CertStep::failed(&paths, &err),
-            }
+            CertStep::from_ca(&paths, step)
         }
         _ => cert_kept(loaded, options, progress)?,
     };
