@@ -23,8 +23,11 @@ use crate::plan::containers::{self, Observed, Plan, API_SERVICE, PROXY_SERVICE};
 use crate::plan::render::{self, paths, Templates, Upstream};
 use crate::probe::https::PinnedClient;
 
+pub mod cert;
 pub mod migrate;
 pub mod swarm;
+
+pub use cert::{CertSource, CertStep};
 
 /// How a deploy runs.
 #[derive(Debug, Clone, Default)]
@@ -113,8 +116,9 @@ pub async fn run(
 ) -> Result<Report> {
     let dir = loaded.dir.as_path();
     let config = &loaded.config;
-    // Bad certificate files are refused before anything changes.
-    let own_pair = own_certificate(options, config.domain.as_str())?;
+    // Where the certificate comes from, decided before anything changes (bad
+    // certificate files are refused here).
+    let cert_source = CertSource::of(loaded, options)?;
     let docker = docker::connect().await?;
     let project = owner.project.as_str();
 
@@ -229,20 +233,19 @@ pub async fn run(
             format!(":{}", config.http_port)
         }
     );
-    let mut outcome = Outcome {
+    let outcome = |proof, certificate| Outcome {
         project: project.to_string(),
-        api_image,
-        api_container,
+        api_image: api_image.clone(),
+        api_container: api_container.clone(),
         up_to_date: plan.is_noop(),
-        url,
-        http_url,
-        proof: None,
-        certificate: CertStep::NotDue,
+        url: url.clone(),
+        http_url: http_url.clone(),
+        proof,
+        certificate,
     };
     if plan.is_noop() {
-        outcome.certificate =
-            certificate_step(loaded, owner, options, own_pair.as_ref(), &docker, progress).await?;
-        return Ok(Report::Done(outcome));
+        let certificate = certificate_step(loaded, owner, &cert_source, &docker, progress).await?;
+        return Ok(Report::Done(outcome(None, certificate)));
     }
     for line in plan.render().lines().filter(|l| !l.contains(": keep")) {
         progress.note(&format!("plan: {line}"));
@@ -272,167 +275,48 @@ pub async fn run(
         }
     }
 
-    progress.begin(&format!("proving {}/health through nginx", outcome.url));
+    progress.begin(&format!("proving {url}/health through nginx"));
     let response = prove(dir, config.domain.as_str(), config.https_port).await?;
     progress.end();
-    outcome.proof = Some((response.status, response.body.trim().to_string()));
-    if let Err(e) = prune_api_images(&docker, config.api_image.as_str(), &outcome.api_image).await {
+    let proof = Some((response.status, response.body.trim().to_string()));
+    if let Err(e) = prune_api_images(&docker, config.api_image.as_str(), &api_image).await {
         progress.note(&format!("warning: {e:#}"));
     }
-    outcome.certificate =
-        certificate_step(loaded, owner, options, own_pair.as_ref(), &docker, progress).await?;
-    Ok(Report::Done(outcome))
+    let certificate = certificate_step(loaded, owner, &cert_source, &docker, progress).await?;
+    Ok(Report::Done(outcome(proof, certificate)))
 }
 
-/// What the certificate step after the containers ended with.
-pub enum CertStep {
-    /// The certificate in nginx/ssl/ stays (self-signed or not, and no CA asked).
-    Kept(&'static str),
-    /// A CA certificate is in place and not due.
-    NotDue,
-    /// A new certificate is served: `from` is "your certificate" or the names the CA
-    /// certified.
-    Installed {
-        from: String,
-        serial: String,
-        not_after: String,
-    },
-    /// The CA step failed; `served` (the previous certificate) keeps serving.
-    Failed { error: String, served: &'static str },
-}
-
-impl CertStep {
-    /// One phrase for the audit log.
-    pub fn describe(&self) -> String {
-        match self {
-            CertStep::Kept(why) => format!("kept ({why})"),
-            CertStep::NotDue => "not due".to_string(),
-            CertStep::Installed { serial, .. } => format!("installed serial {serial}"),
-            CertStep::Failed { error, .. } => format!("failed: {error}"),
-        }
-    }
-}
-
-/// The user's --cert/--key, read and checked against DOMAIN.
-struct OwnPair {
-    chain: String,
-    key: String,
-}
-
-fn own_certificate(options: &Options, domain: &str) -> Result<Option<OwnPair>> {
-    let (Some(cert), Some(key)) = (&options.cert, &options.key) else {
-        return Ok(None);
-    };
-    let read = |path: &Path| -> Result<String> {
-        String::from_utf8(crate::tls::files::read(path)?)
-            .with_context(|| format!("{} is not PEM text", path.display()))
-    };
-    let pair = OwnPair {
-        chain: read(cert)?,
-        key: read(key)?,
-    };
-    crate::tls::inspect::validate_pair(pair.chain.as_bytes(), pair.key.as_bytes(), domain)
-        .with_context(|| {
-            format!(
-                "--cert {} / --key {} cannot serve {domain}; nothing was changed",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    Ok(Some(pair))
-}
-
-/// After nginx serves the bootstrap (or current) certificate: install the user's pair,
-/// or obtain a CA certificate when DOMAIN is public and ACME_EMAIL is set. A CA failure
-/// is reported (the stack keeps serving what it served), not returned as an error.
+/// The certificate step after nginx serves the bootstrap (or current) certificate:
+/// `source` carried out through this host's nginx container. A CA failure is reported
+/// (the stack keeps serving what it served), not returned as an error.
 async fn certificate_step(
     loaded: &Stack,
     owner: &Owner,
-    options: &Options,
-    own_pair: Option<&OwnPair>,
+    source: &CertSource,
     docker: &Docker,
     progress: &dyn Progress,
 ) -> Result<CertStep> {
-    let dir = loaded.dir.as_path();
     let config = &loaded.config;
-    let paths = crate::tls::files::StackPaths::new(dir);
+    let paths = crate::tls::files::StackPaths::new(&loaded.dir);
     let domain = config.domain.as_str();
     let nginx = || async {
         docker::proxy::StackNginx::find(docker, owner, config.https_port)
             .await?
             .ok_or_else(|| anyhow!("the nginx container of {domain} is not running"))
     };
-    if let Some(pair) = own_pair {
-        if crate::tls::files::read(&paths.cert()).ok().as_deref() == Some(pair.chain.as_bytes()) {
-            return Ok(CertStep::Kept("your --cert is already served"));
-        }
-        let nginx = nginx().await?;
-        let info =
-            crate::tls::install::install_and_verify(&nginx, &paths, &pair.chain, &pair.key, domain)
-                .await?;
-        return Ok(CertStep::Installed {
-            from: "your certificate".to_string(),
-            serial: info.serial,
-            not_after: crate::tls::inspect::rfc3339(info.not_after),
-        });
-    }
-    if options.self_signed {
-        return Ok(CertStep::Kept("--self-signed"));
-    }
-    let settings = loaded.certs(false)?;
-    if !settings.wants_acme() {
-        return Ok(CertStep::Kept("no CA issues for localhost or IP addresses"));
-    }
-    if settings.email.is_none() {
-        progress.note(&format!(
-            "note: {domain} keeps the certificate in nginx/ssl/; set ACME_EMAIL in {} for one from a CA",
-            paths.env_file().display()
-        ));
-        return Ok(CertStep::Kept("ACME_EMAIL is not set"));
-    }
-    let nginx = nginx().await?;
-    let note = |line: &str| progress.note(line);
-    let options = crate::tls::issue::IssueOptions {
-        force: false,
-        ask_ari: false,
-    };
-    let issued = crate::tls::issue::issue_if_due(&nginx, &paths, &settings, options, &note).await;
-    Ok(CertStep::from_ca(&paths, issued))
-}
-
-impl CertStep {
-    /// What the CA step of either mode came to; a failure keeps what nginx/ssl/ serves.
-    pub(crate) fn from_ca(
-        paths: &crate::tls::files::StackPaths,
-        issued: Result<crate::tls::issue::Outcome>,
-    ) -> CertStep {
-        match issued {
-            Ok(crate::tls::issue::Outcome::NotDue { .. }) => CertStep::NotDue,
-            Ok(crate::tls::issue::Outcome::Issued { names, info, .. }) => CertStep::Installed {
-                from: format!("certificate for {} from the CA", names.join(", ")),
-                serial: info.serial,
-                not_after: crate::tls::inspect::rfc3339(info.not_after),
-            },
-            Err(err) => CertStep::failed(paths, &err),
-        }
-    }
-
-    /// The CA step failed with `err`; what is in nginx/ssl/ keeps serving.
-    fn failed(paths: &crate::tls::files::StackPaths, err: &anyhow::Error) -> CertStep {
-        let served = crate::tls::issue::current(paths)
-            .ok()
-            .flatten()
-            .map(|(_, info)| {
-                if info.self_signed {
-                    "the self-signed bootstrap certificate"
-                } else {
-                    "the previous certificate"
-                }
-            })
-            .unwrap_or("the previous certificate");
-        CertStep::Failed {
-            error: format!("{err:#}"),
-            served,
+    match source {
+        CertSource::Keep(kept) => Ok(kept.step(&paths, domain, progress)),
+        CertSource::UserPair(pair) => pair.serve(&paths, domain, nginx).await,
+        CertSource::Acme(settings) => {
+            let nginx = nginx().await?;
+            let note = |line: &str| progress.note(line);
+            let options = crate::tls::issue::IssueOptions {
+                force: false,
+                ask_ari: false,
+            };
+            let issued =
+                crate::tls::issue::issue_if_due(&nginx, &paths, settings, options, &note).await;
+            Ok(CertStep::from_ca(&paths, issued))
         }
     }
 }

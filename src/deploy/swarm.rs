@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::{CertStep, ImageSource, Options, Progress};
+use super::{CertSource, CertStep, ImageSource, Options, Progress};
 use crate::config::identity::Owner;
 use crate::config::model::Stack;
 use crate::config::{RawSettings, ServeConfig, SERVE_KEYS};
@@ -270,6 +270,9 @@ pub async fn run(
 ) -> Result<SwarmReport> {
     let dir = loaded.dir.as_path();
     let config = &loaded.config;
+    // Where the certificate comes from, decided before anything changes (bad certificate
+    // files are refused here); a CA's settings are needed before the apply.
+    let cert_source = CertSource::of(loaded, options)?;
     let docker = docker::connect().await?;
     let project = owner.project.as_str();
 
@@ -329,22 +332,21 @@ pub async fn run(
         super::ensure_bootstrap_certificate(dir, config.domain.as_str(), progress)?;
     }
 
-    let acme = acme_settings(loaded, options)?;
     // The account's thumbprint goes into nginx.conf, so the first nginx tasks already
     // answer challenges; without a CA to register with, the stack comes up all the same.
-    let thumbprint = match &acme {
-        Some(settings) if !options.dry_run => Some(
+    let thumbprint = match &cert_source {
+        CertSource::Acme(settings) if !options.dry_run => Some(
             crate::tls::acme::account_thumbprint(&StackPaths::new(dir).account(), &settings.ca())
                 .await,
         ),
         // A dry run asks no CA: the thumbprint of a stored account, or none.
-        Some(settings) => {
+        CertSource::Acme(settings) => {
             crate::tls::acme::stored_thumbprint(&StackPaths::new(dir).account(), &settings.ca())
                 .ok()
                 .flatten()
                 .map(Ok)
         }
-        None => None,
+        CertSource::Keep(_) | CertSource::UserPair(_) => None,
     };
     let nginx_thumbprint = thumbprint.as_ref().and_then(|t| t.as_ref().ok());
     let (inputs, database_label) = gather_inputs(
@@ -366,18 +368,8 @@ pub async fn run(
         config.domain.url_host(),
         super::port_suffix(config.https_port)
     );
-    let mut outcome = SwarmOutcome {
-        project: project.to_string(),
-        api_image: inputs.api_image.reference.clone(),
-        replicas: config.api_replicas,
-        up_to_date: plan.is_noop(),
-        url,
-        proof: None,
-        database: database_label.to_string(),
-        tasks: Vec::new(),
-        certificate: CertStep::Kept("no CA issues for localhost or IP addresses"),
-    };
-    if !plan.is_noop() {
+    let up_to_date = plan.is_noop();
+    if !up_to_date {
         for line in plan.render().lines().filter(|l| !l.ends_with(": keep")) {
             progress.note(&format!("plan: {line}"));
         }
@@ -388,11 +380,12 @@ pub async fn run(
     let waited = converge(&docker, owner, &all, options, progress).await;
     progress.end();
     waited?;
-    if !plan.is_noop() {
-        progress.begin(&format!("proving {}/health through nginx", outcome.url));
+    let mut proof = None;
+    if !up_to_date {
+        progress.begin(&format!("proving {url}/health through nginx"));
         let response = super::prove(dir, config.domain.as_str(), config.https_port).await?;
         progress.end();
-        outcome.proof = Some((response.status, response.body.trim().to_string()));
+        proof = Some((response.status, response.body.trim().to_string()));
         match docker::swarm::prune_secrets(&docker, owner).await {
             Ok(removed) if !removed.is_empty() => progress.note(&format!(
                 "removed old secret versions: {}",
@@ -402,60 +395,56 @@ pub async fn run(
             Err(e) => progress.note(&format!("warning: {e:#}")),
         }
     }
-    outcome.certificate = match (acme, thumbprint) {
-        (Some(settings), Some(thumbprint)) => {
-            let paths = StackPaths::new(dir);
-            let step = match thumbprint {
-                Ok(thumbprint) => {
-                    let rollout = NginxRollout {
-                        docker: &docker,
-                        owner,
-                        inputs,
-                        thumbprint,
-                        https_port: config.https_port,
-                        timeout: options.health_timeout,
-                        progress: &*progress,
-                    };
+
+    let paths = StackPaths::new(dir);
+    let api_image = inputs.api_image.reference.clone();
+    let rollout = |thumbprint| NginxRollout {
+        docker: &docker,
+        owner,
+        inputs,
+        thumbprint,
+        https_port: config.https_port,
+        timeout: options.health_timeout,
+        progress: &*progress,
+    };
+    let certificate = match cert_source {
+        CertSource::Keep(kept) => kept.step(&paths, config.domain.as_str(), &*progress),
+        CertSource::UserPair(pair) => {
+            let rollout = rollout(None);
+            let step = pair
+                .serve(&paths, config.domain.as_str(), move || async move {
+                    Ok::<_, anyhow::Error>(rollout)
+                })
+                .await?;
+            if let CertStep::Installed { .. } = step {
+                remove_replaced_cert_secrets(&docker, owner, &*progress).await;
+            }
+            step
+        }
+        CertSource::Acme(settings) => {
+            let issued = match thumbprint {
+                Some(Ok(thumbprint)) => {
+                    let rollout = rollout(Some(thumbprint));
                     certificate(&rollout, &settings, IssueOptions::default()).await
                 }
-                Err(err) => Err(err),
+                Some(Err(err)) => Err(err),
+                // Computed above for every CA source; kept total rather than unwrapped.
+                None => Err(anyhow!("no ACME account thumbprint was computed")),
             };
-            CertStep::from_ca(&paths, step)
+            CertStep::from_ca(&paths, issued)
         }
-        _ => cert_kept(loaded, options, progress)?,
     };
-    outcome.tasks = docker::swarm::tasks(&docker, owner).await?;
-    Ok(SwarmReport::Done(outcome))
-}
-
-/// The certificate settings when deploy should obtain one from a CA: a public DOMAIN,
-/// ACME_EMAIL set, and neither --self-signed nor the user's own pair.
-fn acme_settings(loaded: &Stack, options: &Options) -> Result<Option<CertSettings>> {
-    if options.self_signed || options.cert.is_some() {
-        return Ok(None);
-    }
-    let settings = loaded.certs(false)?;
-    Ok((settings.wants_acme() && settings.email.is_some()).then_some(settings))
-}
-
-/// Why deploy asks no CA, as on a single host.
-fn cert_kept(loaded: &Stack, options: &Options, progress: &dyn Progress) -> Result<CertStep> {
-    if options.self_signed {
-        return Ok(CertStep::Kept("--self-signed"));
-    }
-    if options.cert.is_some() {
-        return Ok(CertStep::Kept("your --cert is served"));
-    }
-    let settings = loaded.certs(false)?;
-    if !settings.wants_acme() {
-        return Ok(CertStep::Kept("no CA issues for localhost or IP addresses"));
-    }
-    progress.note(&format!(
-        "note: {} keeps the certificate in nginx/ssl/; set ACME_EMAIL in {} for one from a CA",
-        settings.domain,
-        StackPaths::new(&loaded.dir).env_file().display()
-    ));
-    Ok(CertStep::Kept("ACME_EMAIL is not set"))
+    Ok(SwarmReport::Done(SwarmOutcome {
+        project: project.to_string(),
+        api_image,
+        replicas: config.api_replicas,
+        up_to_date,
+        url,
+        proof,
+        database: database_label.to_string(),
+        tasks: docker::swarm::tasks(&docker, owner).await?,
+        certificate,
+    }))
 }
 
 /// `elior cert issue|renew` of a swarm stack: the account (registered now if there is
@@ -511,7 +500,7 @@ pub async fn renew_certificate(
         docker: &docker,
         owner,
         inputs,
-        thumbprint,
+        thumbprint: Some(thumbprint),
         https_port: settings.https_port,
         timeout: health_timeout,
         progress,
@@ -536,18 +525,26 @@ async fn certificate(
     let note = |line: &str| rollout.progress.note(line);
     let outcome = crate::tls::issue::issue_if_due(rollout, &paths, settings, issue, &note).await?;
     if let Outcome::Issued { .. } = outcome {
-        match docker::swarm::remove_unused_secrets(rollout.docker, rollout.owner, &["cert", "key"])
-            .await
-        {
-            Ok(removed) if !removed.is_empty() => note(&format!(
-                "removed the replaced certificate's secrets: {}",
-                removed.join(", ")
-            )),
-            Ok(_) => {}
-            Err(e) => note(&format!("warning: {e:#}")),
-        }
+        remove_replaced_cert_secrets(rollout.docker, rollout.owner, rollout.progress).await;
     }
     Ok(outcome)
+}
+
+/// Once a new certificate is served, the secrets of the one it replaced go: no rollback
+/// of nginx should bring a replaced certificate back. A failure here only warns.
+async fn remove_replaced_cert_secrets(
+    docker: &bollard::Docker,
+    owner: &Owner,
+    progress: &dyn Progress,
+) {
+    match docker::swarm::remove_unused_secrets(docker, owner, &["cert", "key"]).await {
+        Ok(removed) if !removed.is_empty() => progress.note(&format!(
+            "removed the replaced certificate's secrets: {}",
+            removed.join(", ")
+        )),
+        Ok(_) => {}
+        Err(e) => progress.note(&format!("warning: {e:#}")),
+    }
 }
 
 /// The swarm's nginx as `tls::install` drives it: "reload" is a rolling update of the
@@ -558,8 +555,9 @@ struct NginxRollout<'a> {
     owner: &'a Owner,
     /// The stack as deployed; the certificate pair is read again at each roll.
     inputs: Inputs,
-    /// The ACME account's key thumbprint, which `inputs`' nginx.conf answers with.
-    thumbprint: String,
+    /// The ACME account's key thumbprint, which `inputs`' nginx.conf answers with; none
+    /// when the user's own pair is rolled in (that nginx.conf answers no challenge).
+    thumbprint: Option<String>,
     https_port: u16,
     timeout: Duration,
     progress: &'a dyn Progress,
@@ -617,8 +615,10 @@ impl crate::tls::install::Proxy for NginxRollout<'_> {
     }
 
     fn http01(&self, _paths: &StackPaths) -> Http01 {
+        // No thumbprint: nginx.conf answers no challenge, and the ACME client refuses an
+        // empty one before the CA is asked ("run `elior deploy` again").
         Http01::Stateless {
-            thumbprint: self.thumbprint.clone(),
+            thumbprint: self.thumbprint.clone().unwrap_or_default(),
         }
     }
 

@@ -104,9 +104,11 @@ fn https_loop(s: &SwarmStack) -> (ClientLoop, Arc<Mutex<Vec<Event>>>) {
 }
 
 /// Deploy with ACME against pebble, a forced renewal under load, then a challenge the CA
-/// refuses and a CA that cannot be reached: one walk, so the swarm deploy is paid once.
+/// refuses and a CA that cannot be reached, then the user's own pair: one walk, so the
+/// swarm deploy is paid once.
 #[test]
-fn swarm_acme_deploy_renew_rolls_nginx_and_a_refused_challenge_or_dead_ca_changes_nothing() {
+fn swarm_acme_deploy_renew_rolls_nginx_a_refused_challenge_or_dead_ca_changes_nothing_and_an_own_pair_rolls_in(
+) {
     let (mut swarm, inactive) = SwarmGuard::ensure();
     if inactive {
         swarm.init();
@@ -254,4 +256,66 @@ fn swarm_acme_deploy_renew_rolls_nginx_and_a_refused_challenge_or_dead_ca_change
     assert!(said.contains(&dead), "{said}");
     assert!(said.contains("check ACME_DIRECTORY"), "{said}");
     untouched();
+
+    // The user's own pair (issue 20): decided as on a single host, before ACME_EMAIL.
+    // A key that does not match is refused before anything changes; a good pair rolls
+    // nginx to it like a CA's certificate (the swarm said "served" and kept the old one).
+    let own = rcgen::generate_simple_self_signed(vec![s.stack.domain.clone()]).unwrap();
+    let files = s.stack.tmp.path();
+    let (cert, key, wrong_key) = (
+        files.join("own.pem"),
+        files.join("own.key"),
+        files.join("other.key"),
+    );
+    std::fs::write(&cert, own.cert.pem()).unwrap();
+    std::fs::write(&key, own.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&wrong_key, other.serialize_pem()).unwrap();
+    let (cert, key, wrong_key) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        wrong_key.to_str().unwrap(),
+    );
+    let domain = s.stack.domain.clone();
+    let deploy_own =
+        |key: &str| s.run(&["deploy", &domain, "--swarm", "--cert", cert, "--key", key]);
+    let refused = deploy_own(wrong_key);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stdout));
+    let said = text(&refused.stderr);
+    assert!(said.contains("nothing was changed"), "{said}");
+    untouched();
+    let out = deploy_own(key);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("serving your certificate: serial"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mine = elior::tls::inspect::describe(own.cert.der()).unwrap();
+    assert_eq!(served_leaf(&s).serial, mine.serial);
+    assert!(nginx_version(&s) > version, "nginx was not rolled");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("nginx/ssl/cert.pem")).unwrap(),
+        own.cert.pem()
+    );
+    assert_eq!(mode("nginx/ssl/key.pem"), 0o600);
+    let own_secrets = cert_secrets(&s);
+    assert_eq!(own_secrets.len(), 1, "{own_secrets:?}");
+    assert_ne!(own_secrets, now_secrets);
+    // Again: nothing to install, nothing rolled.
+    let rolled = nginx_version(&s);
+    let again = deploy_own(key);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stdout).contains("serving your certificate"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(nginx_version(&s), rolled);
+    assert_eq!(served_leaf(&s).serial, mine.serial);
 }
