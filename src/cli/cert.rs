@@ -31,10 +31,7 @@ pub enum CertCommand {
 
 impl CertCommand {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the async runtime")?;
+        let runtime = crate::docker::runtime()?;
         match self {
             CertCommand::Issue(args) => runtime.block_on(obtain(&args.common, ctx, false, 0)),
             CertCommand::Renew(args) => {

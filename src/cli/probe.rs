@@ -19,10 +19,7 @@ pub enum ProbeCommand {
 
 impl ProbeCommand {
     pub fn run(self, ctx: &super::Context) -> Result<ExitCode> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the async runtime")?;
+        let runtime = crate::docker::runtime()?;
         match self {
             ProbeCommand::Health(args) => runtime.block_on(args.run(ctx.json)),
             ProbeCommand::Ssl(args) => runtime.block_on(args.run(ctx.json)),

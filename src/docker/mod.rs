@@ -337,8 +337,9 @@ pub fn owner_labels(owner: &Owner) -> [(String, String); 3] {
     ]
 }
 
-/// The async runtime for one command's engine calls (a current-thread one: the calls
-/// are sequential and the process is short-lived).
+/// The async runtime of one command (engine calls, probes, a CA): a current-thread one,
+/// as the calls are sequential and the process is short-lived. Deploy alone wants two
+/// workers, and `serve` its own.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -59,10 +59,7 @@ impl std::fmt::Display for HttpUrl {
 /// Sends a GET and returns the status code. Fails on connect errors, a malformed answer
 /// or when `timeout` passes. Blocking: the healthcheck is a whole process of its own.
 pub fn get_status(url: &HttpUrl, timeout: Duration) -> Result<u16> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime = crate::docker::runtime()?;
     runtime.block_on(async {
         // Plain http only (parse refuses https): no certificate is ever trusted.
         let nothing = Trust::Roots(std::sync::Arc::new(rustls::RootCertStore::empty()));
