@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::provision::{
@@ -73,35 +73,7 @@ impl ProvisionArgs {
             given
         };
         let target = Target::from_root(&self.root)?;
-        let mut dirs = Vec::new();
-        for dir in &dirs_given {
-            if dir.is_absolute() {
-                dirs.push(dir.clone());
-            } else if target.live() {
-                dirs.push(
-                    std::path::absolute(dir)
-                        .with_context(|| format!("--dir {}: cannot resolve it", dir.display()))?,
-                );
-            } else {
-                bail!(
-                    "--dir {}: must be absolute with --root (it names the path as the host sees it)\nexample: --dir /srv/elior",
-                    dir.display()
-                );
-            }
-        }
-        for dir in &dirs {
-            crate::schedule::unit::check_dir(dir).context("--dir")?;
-            // Under --root, `..` would step out of the prefix.
-            if dir
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
-            {
-                bail!(
-                    "--dir {}: a path with `..` could leave --root\nname the directory without `..`",
-                    dir.display()
-                );
-            }
-        }
+        let dirs = super::schedule::unit_dirs(&target, dirs_given)?;
         let mut steps = if self.only.is_empty() {
             Step::ALL.to_vec()
         } else {

@@ -299,6 +299,14 @@ fn install_target(ctx: &super::Context, args: &InstallArgs) -> Result<(Target, V
     } else {
         ctx.dirs().to_vec()
     };
+    let dirs = unit_dirs(&target, given)?;
+    Ok((target, dirs))
+}
+
+/// The stack directories a unit is written for, as the host sees them (`schedule install`
+/// and `provision` alike): absolute, resolved against this host only when `target` is
+/// it, named safely in a unit, and never stepping out of --root.
+pub(super) fn unit_dirs(target: &Target, given: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for dir in given {
         let dir = if dir.is_absolute() {
@@ -312,7 +320,8 @@ fn install_target(ctx: &super::Context, args: &InstallArgs) -> Result<(Target, V
                 dir.display()
             );
         };
-        unit::check_dir(&dir)?;
+        unit::check_dir(&dir).context("--dir")?;
+        // Under --root, `..` would step out of the prefix.
         if dir
             .components()
             .any(|c| c == std::path::Component::ParentDir)
@@ -324,7 +333,7 @@ fn install_target(ctx: &super::Context, args: &InstallArgs) -> Result<(Target, V
         }
         dirs.push(dir);
     }
-    Ok((target, dirs))
+    Ok(dirs)
 }
 
 /// One unit per stack directory, through provision's user and units steps (issue 20: the
