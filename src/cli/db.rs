@@ -98,6 +98,15 @@ fn status_of(db: &Db, target: &Target) -> Result<Status> {
     })
 }
 
+/// What `db migrate` (and its dry run) says when the schema is current.
+fn print_nothing_to_apply(status: &Status) {
+    outln!(
+        "{} is at schema version {}: nothing to apply",
+        status.database,
+        status.applied_version
+    );
+}
+
 fn print_pending(pending: &[PendingMigration]) {
     for m in pending {
         outln!("  {:>4}  {}", m.version, m.name);
@@ -177,11 +186,7 @@ impl MigrateArgs {
                 }
             };
             if status.pending.is_empty() {
-                outln!(
-                    "{} is at schema version {}: nothing to apply",
-                    status.database,
-                    status.applied_version
-                );
+                print_nothing_to_apply(&status);
             } else {
                 outln!(
                     "would apply {} migration(s) to {} (now at version {}):",
@@ -205,11 +210,7 @@ impl MigrateArgs {
         let t = target.clone();
         let status = Db::session(&target, true, retry, move |db| status_of(db, &t))?;
         if status.applied_version == before {
-            outln!(
-                "{} is at schema version {}: nothing to apply",
-                status.database,
-                status.applied_version
-            );
+            print_nothing_to_apply(&status);
         } else {
             outln!(
                 "migrated {} from schema version {before} to {}",

@@ -294,18 +294,7 @@ pub fn deploy_stack(
         &mut progress,
     ));
     match result {
-        Ok(Report::DryRun(plan)) => {
-            out!("{}", plan.render());
-            outln!(
-                "{}",
-                if plan.is_noop() {
-                    "up to date: nothing would change"
-                } else {
-                    "dry run: nothing was changed"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(Report::DryRun(plan)) => Ok(print_dry_run(&plan.render(), plan.is_noop())),
         Ok(Report::Done(outcome)) => {
             print_outcome(&outcome, ctx);
             let _ = crate::lock::audit(
@@ -355,6 +344,20 @@ fn print_outcome(outcome: &Outcome, ctx: &super::Context) {
         }
     }
     print_certificate(&outcome.certificate, ctx);
+}
+
+/// A dry run's plan and its last line, for a single host and a swarm alike.
+pub(super) fn print_dry_run(plan: &str, up_to_date: bool) -> ExitCode {
+    out!("{plan}");
+    outln!(
+        "{}",
+        if up_to_date {
+            "up to date: nothing would change"
+        } else {
+            "dry run: nothing was changed"
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 /// The certificate step's line on stdout (and a failed CA step's explanation on stderr),

@@ -81,16 +81,7 @@ fn finish(
 ) -> Result<ExitCode> {
     match result {
         Ok(SwarmReport::DryRun(plan)) => {
-            out!("{}", plan.render());
-            outln!(
-                "{}",
-                if plan.is_noop() {
-                    "up to date: nothing would change"
-                } else {
-                    "dry run: nothing was changed"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
+            Ok(super::deploy::print_dry_run(&plan.render(), plan.is_noop()))
         }
         Ok(SwarmReport::Done(outcome)) => {
             let api_tasks = outcome
