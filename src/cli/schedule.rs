@@ -402,3 +402,42 @@ fn uninstall(ctx: &super::Context, args: &InstallArgs) -> Result<ExitCode> {
     outln!("removed {}", names.join(", "));
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one check of `schedule install` and `provision` (they each had a copy).
+    #[test]
+    fn unit_dirs_under_a_root_are_absolute_safe_and_stay_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let target = Target::from_root(root.path()).unwrap();
+        let dirs = |given: &[&str]| {
+            unit_dirs(&target, given.iter().map(PathBuf::from).collect())
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(
+            dirs(&["/srv/elior", "/srv/b"]).unwrap(),
+            [PathBuf::from("/srv/elior"), PathBuf::from("/srv/b")]
+        );
+        let relative = dirs(&["/srv/elior", "srv/b"]).unwrap_err();
+        assert!(
+            relative.starts_with("--dir srv/b: must be absolute with --root"),
+            "{relative}"
+        );
+        let parent = dirs(&["/srv/../etc"]).unwrap_err();
+        assert!(
+            parent.starts_with("--dir /srv/../etc: a path with `..` could leave --root"),
+            "{parent}"
+        );
+        let control = dirs(&["/srv/a\nb"]).unwrap_err();
+        assert!(
+            control
+                .starts_with("--dir: \"/srv/a\\nb\": a stack directory with a control character"),
+            "{control}"
+        );
+        // On this host (no --root), a relative directory is resolved.
+        let here = unit_dirs(&Target::this_host(), vec![PathBuf::from("stack")]).unwrap();
+        assert_eq!(here, [std::env::current_dir().unwrap().join("stack")]);
+    }
+}
