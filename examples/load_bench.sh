@@ -48,9 +48,10 @@ echo "machine load at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 
 wait_200() { # start_ns url -> prints ms until the first 200 (gives up after 30 s)
   local start=$1 url=$2
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ]; do
+  local code
+  until code=$(curl -s -o /dev/null -w '%{http_code}' "$url"); [ "$code" = 200 ]; do
     if [ $(( $(date +%s%N) - start )) -gt 30000000000 ]; then
-      echo "load_bench: no 200 from $url within 30 s" >&2; exit 1
+      echo "load_bench: no 200 from $url within 30 s (last answer: HTTP $code)" >&2; exit 1
     fi
     sleep 0.005
   done
