@@ -54,21 +54,22 @@ impl ServeArgs {
             tracing::warn!("JWT_SECRET is not set: using a random secret for this run; tokens stop working at restart");
         }
 
+        let target = match &config.postgres {
+            Some(url) => crate::db::Target::Postgres(url.clone()),
+            None => crate::db::Target::Sqlite(config.database_path.clone()),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             // Blocking threads run database calls; more of them than pooled connections
-            // would only wait on the pool while holding a stack and a malloc arena each.
-            .max_blocking_threads(crate::db::POOL_SIZE as usize + 4)
+            // would only wait on the pool while holding a stack each (the 4 spare ones are
+            // for file I/O and password hashes beside a full pool).
+            .max_blocking_threads(target.pool_size() as usize + 4)
             .build()
             .context("failed to start the async runtime")?;
         runtime.block_on(async move {
-            let target = match &config.postgres {
-                Some(url) => crate::db::Target::Postgres(url.clone()),
-                None => {
-                    crate::backup::recover_interrupted_restore_at(&config.database_path)?;
-                    crate::db::Target::Sqlite(config.database_path.clone())
-                }
-            };
+            if let crate::db::Target::Sqlite(path) = &target {
+                crate::backup::recover_interrupted_restore_at(path)?;
+            }
             let db = Db::open_target(&target, config.database_connect_retry, config.db_write_queue)
                 .await?;
             // A bucket that is missing, refuses the keys or cannot be reached stops the

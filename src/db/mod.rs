@@ -35,8 +35,20 @@ use rusqlite::Connection;
 
 pub use sql::{Backend, Conn, OptionalExtension, Row};
 
-/// Pool size from the foundation issue: enough for 2 cores with blocking I/O in flight.
+/// PostgreSQL's pool size, from the foundation issue: its queries wait on the network and
+/// on the database server, so more of them are in flight than there are cores.
 pub const POOL_SIZE: u32 = 20;
+/// SQLite's read connections (issue 19). A read is CPU work on this host's own cores, so a
+/// few connections keep them busy; each connection holds its own schema, prepared
+/// statements, lookaside and page cache, which at 20 connections were a tenth of the
+/// c1024 peak for no more throughput (see the README's benchmark section).
+pub const SQLITE_READERS: u32 = 8;
+/// The page cache of a read connection, in KiB (SQLite's default is 2,000 KiB). In WAL
+/// mode a reader drops its whole cache whenever another connection has committed since
+/// its last read, which under load is nearly every read, so a large cache is not reused;
+/// its pages come back from the OS page cache, which the connections share. The writer
+/// keeps the default: only its own commits change the file.
+const READER_CACHE_KIB: i64 = 256;
 /// How long a writer waits for another writer's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiting writer tries the lock again.
@@ -138,6 +150,16 @@ pub enum Target {
     Postgres(pg::PgUrl),
 }
 
+impl Target {
+    /// The server's connections for this backend: what its blocking threads are sized by.
+    pub fn pool_size(&self) -> u32 {
+        match self {
+            Target::Sqlite(_) => SQLITE_READERS,
+            Target::Postgres(_) => POOL_SIZE,
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -161,7 +183,7 @@ impl Db {
     /// Opens (creating if needed) the database file and its directory, applies the
     /// connection settings, and migrates the schema to the latest version.
     pub fn open(path: &Path) -> Result<Db> {
-        Self::open_sqlite(path, POOL_SIZE, true, writer::DEFAULT_QUEUE)
+        Self::open_sqlite(path, SQLITE_READERS, true, writer::DEFAULT_QUEUE)
     }
 
     pub fn open_with_pool_size(path: &Path, pool_size: u32) -> Result<Db> {
@@ -197,7 +219,10 @@ elior serve and elior db migrate create it",
             format!("failed to start the database writer for {}", path.display())
         })?;
 
-        let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            configure(c)?;
+            c.pragma_update(None, "cache_size", -READER_CACHE_KIB)
+        });
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(POOL_WAIT)
@@ -269,7 +294,7 @@ elior serve and elior db migrate create it",
         })
     }
 
-    /// Opens either backend with the server's pool size (and on SQLite room for
+    /// Opens either backend with the server's pool size ([`Target::pool_size`]) (and on SQLite room for
     /// `write_queue` queued writes); inside a Tokio runtime.
     pub async fn open_target(
         target: &Target,
@@ -277,10 +302,10 @@ elior serve and elior db migrate create it",
         write_queue: usize,
     ) -> Result<Db> {
         match target {
-            Target::Sqlite(path) => {
-                tokio::task::block_in_place(|| Db::open_sqlite(path, POOL_SIZE, true, write_queue))
-            }
-            Target::Postgres(url) => Db::connect_pg(url, POOL_SIZE, retry_for).await,
+            Target::Sqlite(path) => tokio::task::block_in_place(|| {
+                Db::open_sqlite(path, target.pool_size(), true, write_queue)
+            }),
+            Target::Postgres(url) => Db::connect_pg(url, target.pool_size(), retry_for).await,
         }
     }
 

@@ -59,7 +59,10 @@ fn status_database_shows_wal_and_schema() {
     assert_eq!(body["journal_mode"], "wal");
     assert_eq!(body["schema_version"], body["latest_schema_version"]);
     assert!(body["file_size_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(body["connection_pool"]["max_size"], 20);
+    assert_eq!(
+        body["connection_pool"]["max_size"],
+        elior::db::SQLITE_READERS
+    );
     assert_eq!(body["environment"], "development");
 }
 
