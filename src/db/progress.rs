@@ -21,7 +21,13 @@ pub struct WeightEntry {
     pub created_at: String,
 }
 
-const COLUMNS: &str = "id, client_id, date, weight, photo_path, notes, created_at";
+/// The columns [`from_row`] reads, in its order; a macro so statements are literals
+/// (`concat!`), not a `format!` per call (issue 19: `find` follows every weigh-in).
+macro_rules! columns {
+    () => {
+        "id, client_id, date, weight, photo_path, notes, created_at"
+    };
+}
 
 fn from_row(r: &Row) -> Result<WeightEntry, DbError> {
     Ok(WeightEntry {
@@ -53,8 +59,10 @@ pub fn insert(
 }
 
 pub fn find(c: &Conn, id: i64) -> Result<Option<WeightEntry>, DbError> {
-    c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM weight_entries WHERE id = ?1"
+    c.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM weight_entries WHERE id = ?1"
     ))?
     .query_row([id], from_row)
     .optional()
@@ -69,8 +77,10 @@ pub fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<WeightEntry>, DbError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM weight_entries
+    let mut stmt = c.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM weight_entries
          WHERE client_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR date >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR date <= ?3)
          ORDER BY date, id LIMIT ?4 OFFSET ?5"
     ))?;
@@ -79,8 +89,10 @@ pub fn list(
 }
 
 pub fn latest(c: &Conn, client_id: i64) -> Result<Option<WeightEntry>, DbError> {
-    c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM weight_entries WHERE client_id = ?1 ORDER BY date DESC, id DESC LIMIT 1"
+    c.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM weight_entries WHERE client_id = ?1 ORDER BY date DESC, id DESC LIMIT 1"
     ))?
     .query_row([client_id], from_row)
     .optional()

@@ -22,13 +22,12 @@ impl Role {
         }
     }
 
+    /// The role named in any case. Compared in place, not upper-cased into a new string:
+    /// every user row read (one per authenticated request) parses its role.
     pub fn parse(s: &str) -> Option<Role> {
-        match s.to_ascii_uppercase().as_str() {
-            "ADMIN" => Some(Role::Admin),
-            "TRAINER" => Some(Role::Trainer),
-            "CLIENT" => Some(Role::Client),
-            _ => None,
-        }
+        [Role::Admin, Role::Trainer, Role::Client]
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -65,8 +64,15 @@ pub struct NewUser<'a> {
     pub trainer_id: Option<i64>,
 }
 
-const COLUMNS: &str = "id, username, email, full_name, role, is_active, trainer_id, created_at, \
-                       updated_at, last_login, password_hash, token_epoch";
+/// The columns [`from_row`] reads, in its order. A macro, so a statement is one literal
+/// (`concat!`) rather than a `format!` on every call: `find_by_id` runs on every
+/// authenticated request (issue 19).
+macro_rules! columns {
+    () => {
+        "id, username, email, full_name, role, is_active, trainer_id, created_at, \
+         updated_at, last_login, password_hash, token_epoch"
+    };
+}
 
 fn from_row(row: &Row) -> Result<User, DbError> {
     let role: String = row.get(4)?;
@@ -115,15 +121,30 @@ pub fn insert(conn: &Conn, new: &NewUser<'_>) -> Result<User, DbError> {
 }
 
 pub fn find_by_id(conn: &Conn, id: i64) -> Result<Option<User>, DbError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+    conn.prepare_cached(concat!("SELECT ", columns!(), " FROM users WHERE id = ?1"))?
         .query_row([id], from_row)
+        .optional()
+}
+
+/// A user's role and trainer, or `None` when there is no such user: what authorization
+/// asks of a client named in a request, without the rest of the row.
+pub fn role_and_trainer(conn: &Conn, id: i64) -> Result<Option<(Role, Option<i64>)>, DbError> {
+    conn.prepare_cached("SELECT role, trainer_id FROM users WHERE id = ?1")?
+        .query_row([id], |row| {
+            let role: String = row.get(0)?;
+            let role = Role::parse(&role)
+                .ok_or_else(|| DbError::Conversion(format!("{role:?} is not a role")))?;
+            Ok((role, row.get(1)?))
+        })
         .optional()
 }
 
 /// Finds a user by username or, as the original API allowed, by email.
 pub fn find_by_login(conn: &Conn, login: &str) -> Result<Option<User>, DbError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE username = ?1 OR email = ?1 LIMIT 1"
     ))?
     .query_row([login], from_row)
     .optional()
@@ -174,8 +195,10 @@ pub fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<User>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM users
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users
          WHERE (CAST(?1 AS TEXT) IS NULL OR role = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR trainer_id = ?2)
          ORDER BY id LIMIT ?3 OFFSET ?4"
     ))?;

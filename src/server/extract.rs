@@ -58,16 +58,20 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|s| s.ends_with("+json"))
+    // Compared in place, without a lower-cased copy: every JSON body passes here.
+    let essence = value.split(';').next().unwrap_or("").trim().as_bytes();
+    let starts = |prefix: &[u8]| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &[u8]| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .is_some_and(|at| essence[at..].eq_ignore_ascii_case(suffix))
+    };
+    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 /// JSON has one number type: `57.0` is a valid `integer` in JSON Schema (and so in the
@@ -178,21 +182,23 @@ pub enum Refusal {
 }
 
 /// The one check behind every authenticated REST request and the WebSocket upgrade: the
-/// signature and expiry, then the user's row, which must exist, be active and carry the
-/// token's epoch. The row is the one read the handler gets anyway (one database round
-/// trip); a deleted user's id is never reused, and a redrawn epoch ends older tokens.
+/// signature and expiry (a token seen before is not verified again, see
+/// [`crate::auth::token`]), then the user's row, read on every request, which must exist,
+/// be active and carry the token's epoch. The row is the one read the handler gets anyway
+/// (one database round trip); a deleted user's id is never reused, and a redrawn epoch
+/// ends older tokens.
 pub async fn user_for_token(state: &AppState, token: &str) -> Result<User, Refusal> {
-    let claims = state.tokens.verify(token).map_err(|e| match e {
+    let identity = state.tokens.identity(token).map_err(|e| match e {
         TokenError::Expired => Refusal::Expired,
         TokenError::Invalid => Refusal::Invalid,
     })?;
-    let id = claims.user_id().ok_or(Refusal::Invalid)?;
+    let (id, epoch) = (identity.user_id, identity.epoch);
     state
         .db
         .read(move |c| users::find_by_id(c, id))
         .await
         .map_err(Refusal::Db)?
-        .filter(|u| u.is_active && u.token_epoch == claims.epoch)
+        .filter(|u| u.is_active && u.token_epoch == epoch)
         .ok_or(Refusal::Invalid)
 }
 
@@ -338,6 +344,30 @@ mod tests {
         // An IPv4-mapped peer is the IPv4 address.
         let mapped: IpAddr = "::ffff:172.18.0.5".parse().unwrap();
         assert!(forwarded_by_proxy(mapped, &chain, &trusted));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=y",
+            "application/merge-patch+json",
+            "APPLICATION/VND.API+JSON",
+        ] {
+            assert!(is_json(&headers(&[("content-type", ok)])), "{ok}");
+        }
+        for bad in [
+            "text/json",
+            "application/jsonx",
+            "application/",
+            "application+json",
+            "text/plain+json",
+            "json",
+        ] {
+            assert!(!is_json(&headers(&[("content-type", bad)])), "{bad}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 
     #[test]

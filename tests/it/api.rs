@@ -36,6 +36,7 @@ on_both_backends!(
     collection_routes_answer_with_and_without_a_trailing_slash,
     a_deleted_users_token_never_comes_back,
     logout_all_and_password_change_end_every_session,
+    a_deactivated_users_remembered_token_is_refused_at_once,
     login_lock_is_keyed_by_the_resolved_account,
     registration_is_throttled_per_address,
     a_trainer_needs_the_clients_consent,
@@ -1811,6 +1812,37 @@ fn logout_all_and_password_change_end_every_session(db: &Db) {
         401,
         "logout-all needs a token"
     );
+}
+
+/// Issue 19: the server remembers the tokens whose signature it checked, and the user's
+/// row is still read on every request, so a token that was just accepted stops working as
+/// soon as an admin deactivates its user (on reads and writes), and works again once the
+/// account is active again (its epoch was not redrawn).
+fn a_deactivated_users_remembered_token_is_refused_at_once(db: &Db) {
+    let s = Server::start_on(db);
+    let cast = Cast::new(&s);
+    let token = &cast.client.token;
+    let weigh_in = || {
+        s.post(
+            "/api/progress/weight",
+            token,
+            json!({"date": "2026-01-02", "weight": 80.5}),
+        )
+    };
+    assert_eq!(s.get("/api/auth/me", token).status, 200);
+    assert_eq!(weigh_in().status, 201);
+
+    let url = format!("/api/users/{}", cast.client.id);
+    let r = s.put(&url, &cast.admin.token, json!({"is_active": false}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", token).status, 401);
+    let r = weigh_in();
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", &cast.other_client.token).status, 200);
+
+    let r = s.put(&url, &cast.admin.token, json!({"is_active": true}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", token).status, 200);
 }
 
 /// Issue 15: the login lock belongs to the account, not to the string typed. Five wrong

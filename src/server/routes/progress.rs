@@ -8,10 +8,10 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
-use crate::db::users::{Role, User};
+use crate::db::users::{self, Role, User};
 use crate::db::Conn;
 use crate::files::Kind;
-use crate::server::access::{check_attachment, query, visible_client, visible_owner, write, Actor};
+use crate::server::access::{check_attachment, query, visible_owner, write, Actor};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
@@ -64,9 +64,11 @@ where
 {
     let client_id = subject(me, client_id)?;
     let actor = Actor::from(me);
-    let on_client = move |c: &mut crate::db::Conn| {
-        let client = visible_client(c, actor, client_id)?;
-        f(c, client.id)
+    // `visible_client`'s rule on the two columns it needs: the whole row (twelve columns,
+    // seven strings) was read again for a weigh-in, on SQLite's one writer thread (issue 19).
+    let on_client = move |c: &mut crate::db::Conn| match users::role_and_trainer(c, client_id)? {
+        Some((Role::Client, trainer)) if actor.may_see(client_id, trainer) => f(c, client_id),
+        _ => Err(ApiError::NotFound("Client not found")),
     };
     match work {
         Work::Reads => query(state, on_client).await,
