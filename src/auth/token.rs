@@ -12,10 +12,11 @@
 //! request: nothing here can keep a revoked token alive.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::db::users::Role;
 
@@ -120,7 +121,7 @@ impl TokenKeys {
     /// that is a user id), from the tokens verified before when it is one of them. The
     /// caller still checks the user's row: see the module doc.
     pub fn identity(&self, token: &str) -> Result<Identity, TokenError> {
-        self.identity_at(token, unix_now())
+        self.identity_at(token, chrono::Utc::now().timestamp())
     }
 
     fn identity_at(&self, token: &str, now: i64) -> Result<Identity, TokenError> {
@@ -128,7 +129,10 @@ impl TokenKeys {
         let remembered = slot.and_then(|slot| {
             let held = slot.lock().unwrap_or_else(|p| p.into_inner());
             held.as_ref()
-                .filter(|(seen, _)| same_bytes(seen.as_bytes(), token.as_bytes()))
+                // In constant time: a remembered token is a credential, and a client
+                // guessing one byte at a time must learn nothing from how long a wrong
+                // guess took to refuse.
+                .filter(|(seen, _)| bool::from(seen.as_bytes().ct_eq(token.as_bytes())))
                 .map(|(_, identity)| *identity)
         });
         if let Some(identity) = remembered {
@@ -152,13 +156,6 @@ impl TokenKeys {
     }
 }
 
-/// Seconds since the Unix epoch, the clock jsonwebtoken checks `exp` against.
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// A token's slot among the remembered ones: from the last 8 bytes of its signature (HMAC
 /// output in base64, so already uniform for the tokens worth remembering). A forged token
 /// can pick any slot, but it is compared in full there and never stored, so all it gets
@@ -167,13 +164,6 @@ fn slot_of(token: &str) -> Option<usize> {
     let tail = token.as_bytes().last_chunk::<8>()?;
     let mixed = u64::from_le_bytes(*tail).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     Some((mixed >> 32) as usize % REMEMBERED)
-}
-
-/// Byte equality in time that depends on the length only, not on where the first
-/// difference is: a remembered token is a credential, and a client guessing one byte at a
-/// time must learn nothing from how long a wrong guess took to refuse.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -239,7 +229,7 @@ mod tests {
     #[test]
     fn a_remembered_token_still_expires() {
         let k = keys();
-        let now = unix_now();
+        let now = chrono::Utc::now().timestamp();
         let token = k.issue_at(1, Role::Client, 0, now);
         let exp = now + 60;
         assert!(k.identity_at(&token, now).is_ok());

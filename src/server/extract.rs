@@ -58,20 +58,14 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    // Compared in place, without a lower-cased copy: every JSON body passes here.
-    let essence = value.split(';').next().unwrap_or("").trim().as_bytes();
-    let starts = |prefix: &[u8]| {
-        essence
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    };
-    let ends = |suffix: &[u8]| {
-        essence
-            .len()
-            .checked_sub(suffix.len())
-            .is_some_and(|at| essence[at..].eq_ignore_ascii_case(suffix))
-    };
-    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
+    // Compared in place, without a lower-cased copy: every JSON body passes here. `get`
+    // is None off a character boundary or past the end, so odd input is simply not JSON.
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let prefix = essence.get(.."application/".len());
+    let suffix = essence.get(essence.len().saturating_sub("+json".len())..);
+    essence.eq_ignore_ascii_case("application/json")
+        || (prefix.is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+            && suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
 /// JSON has one number type: `57.0` is a valid `integer` in JSON Schema (and so in the
