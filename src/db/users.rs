@@ -74,15 +74,19 @@ macro_rules! columns {
     };
 }
 
+/// The role in column `i`, refused by name when the row holds no known role.
+fn role_at(row: &Row, i: usize) -> Result<Role, DbError> {
+    let role: String = row.get(i)?;
+    Role::parse(&role).ok_or_else(|| DbError::Conversion(format!("{role:?} is not a role")))
+}
+
 fn from_row(row: &Row) -> Result<User, DbError> {
-    let role: String = row.get(4)?;
     Ok(User {
         id: row.get(0)?,
         username: row.get(1)?,
         email: row.get(2)?,
         full_name: row.get(3)?,
-        role: Role::parse(&role)
-            .ok_or_else(|| DbError::Conversion(format!("{role:?} is not a role")))?,
+        role: role_at(row, 4)?,
         is_active: row.get(5)?,
         trainer_id: row.get(6)?,
         created_at: row.get(7)?,
@@ -130,12 +134,7 @@ pub fn find_by_id(conn: &Conn, id: i64) -> Result<Option<User>, DbError> {
 /// asks of a client named in a request, without the rest of the row.
 pub fn role_and_trainer(conn: &Conn, id: i64) -> Result<Option<(Role, Option<i64>)>, DbError> {
     conn.prepare_cached("SELECT role, trainer_id FROM users WHERE id = ?1")?
-        .query_row([id], |row| {
-            let role: String = row.get(0)?;
-            let role = Role::parse(&role)
-                .ok_or_else(|| DbError::Conversion(format!("{role:?} is not a role")))?;
-            Ok((role, row.get(1)?))
-        })
+        .query_row([id], |row| Ok((role_at(row, 0)?, row.get(1)?)))
         .optional()
 }
 

@@ -165,16 +165,16 @@ async fn create_plan(
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
     write_notifying(&state, move |c| {
-        let (client, trainer) = new_plan_owner(c, actor, client_id)?;
-        if m::plan_for_date(c, client.id, &b.date)?.is_some() {
+        let trainer = new_plan_owner(c, actor, client_id)?;
+        if m::plan_for_date(c, client_id, &b.date)?.is_some() {
             return Err(ApiError::Conflict(
                 "The client already has a meal plan for this date".into(),
             ));
         }
-        let plan = m::insert_plan(c, client.id, trainer, &b.date, &b.fields())?;
+        let plan = m::insert_plan(c, client_id, trainer, &b.date, &b.fields())?;
         let note = notifications::insert(
             c,
-            client.id,
+            client_id,
             Some(actor.id),
             "New meal plan",
             &format!(

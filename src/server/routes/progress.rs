@@ -8,10 +8,12 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::progress::{self, WeightEntry, WeightSummary};
-use crate::db::users::{self, Role, User};
+use crate::db::users::{Role, User};
 use crate::db::Conn;
 use crate::files::Kind;
-use crate::server::access::{check_attachment, query, visible_owner, write, Actor};
+use crate::server::access::{
+    check_attachment, query, visible_client_id, visible_owner, write, Actor,
+};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, AuthUser};
 use crate::server::params::{clean, ApiPath, ApiQuery, Checks, Page};
@@ -64,11 +66,9 @@ where
 {
     let client_id = subject(me, client_id)?;
     let actor = Actor::from(me);
-    // `visible_client`'s rule on the two columns it needs: the whole row (twelve columns,
-    // seven strings) was read again for a weigh-in, on SQLite's one writer thread (issue 19).
-    let on_client = move |c: &mut crate::db::Conn| match users::role_and_trainer(c, client_id)? {
-        Some((Role::Client, trainer)) if actor.may_see(client_id, trainer) => f(c, client_id),
-        _ => Err(ApiError::NotFound("Client not found")),
+    let on_client = move |c: &mut crate::db::Conn| {
+        visible_client_id(c, actor, client_id)?;
+        f(c, client_id)
     };
     match work {
         Work::Reads => query(state, on_client).await,

@@ -311,11 +311,11 @@ async fn create_plan(
         .client_id
         .ok_or_else(|| ApiError::field("client_id", "is required"))?;
     write_notifying(&state, move |c| {
-        let (client, trainer) = new_plan_owner(c, actor, client_id)?;
-        let plan = w::insert_plan(c, trainer, client.id, &plan_fields(&b))?;
+        let trainer = new_plan_owner(c, actor, client_id)?;
+        let plan = w::insert_plan(c, trainer, client_id, &plan_fields(&b))?;
         let note = notifications::insert(
             c,
-            client.id,
+            client_id,
             Some(actor.id),
             "New workout plan",
             &format!("You have a new workout plan: {}", plan.name),
