@@ -184,8 +184,7 @@ const WITHHELD: &str = "# elior backup: withheld (the backup is not encrypted): 
 /// Whether an env-file value is one an unencrypted backup withholds: the secrets `config
 /// show` hides, and a DATABASE_URL that carries a password.
 fn is_secret(key: &str, value: &str) -> bool {
-    crate::config::stack::SECRET_KEYS.contains(&key)
-        || (key == "DATABASE_URL" && crate::db::pg::redact(value) != value)
+    may_be_withheld(key) && (key != "DATABASE_URL" || crate::db::pg::redact(value) != value)
 }
 
 /// Whether an unencrypted backup may have withheld `key` (and so a restore may fill it).

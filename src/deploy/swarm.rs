@@ -459,16 +459,11 @@ pub async fn renew_certificate(
     health_timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    if !settings.wants_acme() {
-        anyhow::bail!(
-            "DOMAIN {} is not a public name; no CA issues for localhost or IP addresses\nset DOMAIN in {} to the site's name, or keep the self-signed certificate",
-            settings.domain,
-            StackPaths::new(&loaded.dir).env_file().display()
-        );
-    }
+    crate::tls::issue::require_public(settings, &StackPaths::new(&loaded.dir))?;
     let docker = docker::connect().await?;
-    let observed = docker::swarm::observe(&docker, owner).await?;
-    plan::check(&observed, false).map_err(|m| anyhow!(m))?;
+    // The manager check alone: the nginx roll observes the stack's services itself.
+    let swarm = docker::swarm::observe_swarm(&docker).await?;
+    plan::check(&swarm, false).map_err(|m| anyhow!(m))?;
     let api_image = docker::swarm::running_image(&docker, owner, "api")
         .await?
         .ok_or_else(|| {

@@ -262,10 +262,7 @@ impl Modify for Uploads {
             ("files_upload_document", types(false)),
             ("meal_plans_upload_photo", types(true)),
         ];
-        for item in openapi.paths.paths.values_mut() {
-            let Some(op) = item.post.as_mut() else {
-                continue;
-            };
+        for op in operations_mut(openapi) {
             let Some((id, accepted)) = uploads
                 .iter()
                 .find(|(id, _)| op.operation_id.as_deref() == Some(*id))

@@ -48,16 +48,7 @@ struct AccountFile {
 /// Loads the account stored for `ca.directory` from `path`, or registers a new one and
 /// stores it (mode 0600) before using it.
 pub async fn account(path: &Path, ca: &CaSettings) -> Result<Account> {
-    let mut stored: AccountFile = if path.exists() {
-        serde_json::from_slice(&files::read(path)?).with_context(|| {
-            format!(
-                "account file {} is corrupt\nmove it away to register a new account",
-                path.display()
-            )
-        })?
-    } else {
-        AccountFile::default()
-    };
+    let mut stored = read_account_file(path)?;
     if let Some(credentials) = stored.accounts.remove(&ca.directory) {
         return builder(ca)?
             .from_credentials(credentials)
@@ -101,20 +92,25 @@ pub async fn account_thumbprint(path: &Path, ca: &CaSettings) -> Result<String> 
 
 /// The thumbprint of the account stored for `ca.directory`, if there is one; offline.
 pub fn stored_thumbprint(path: &Path, ca: &CaSettings) -> Result<Option<String>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let stored: AccountFile = serde_json::from_slice(&files::read(path)?).with_context(|| {
-        format!(
-            "account file {} is corrupt\nmove it away to register a new account",
-            path.display()
-        )
-    })?;
-    stored
+    read_account_file(path)?
         .accounts
         .get(&ca.directory)
         .map(thumbprint)
         .transpose()
+}
+
+/// The stored accounts, none when there is no file yet; a file that does not parse is
+/// refused with what to do.
+fn read_account_file(path: &Path) -> Result<AccountFile> {
+    if !path.exists() {
+        return Ok(AccountFile::default());
+    }
+    serde_json::from_slice(&files::read(path)?).with_context(|| {
+        format!(
+            "account file {} is corrupt\nmove it away to register a new account",
+            path.display()
+        )
+    })
 }
 
 /// The JWK thumbprint (RFC 7638, SHA-256, base64url) of an account's key: instant-acme

@@ -64,6 +64,19 @@ pub fn facts(info: &CertInfo, names: &[String]) -> certs::Current {
     }
 }
 
+/// Refuses a DOMAIN no CA issues for (localhost, an IP address), naming the fix; swarm
+/// mode asks before it rolls anything.
+pub fn require_public(settings: &CertSettings, paths: &StackPaths) -> Result<()> {
+    if !settings.wants_acme() {
+        bail!(
+            "DOMAIN {} is not a public name; no CA issues for localhost or IP addresses\nset DOMAIN in {} to the site's name, or keep the self-signed certificate",
+            settings.domain,
+            paths.env_file().display()
+        );
+    }
+    Ok(())
+}
+
 /// Obtains and installs a CA certificate for DOMAIN (plus www.DOMAIN when it resolves
 /// and is reachable) when one is due, or `options.force`.
 pub async fn issue_if_due<P: Proxy + Sync>(
@@ -73,13 +86,7 @@ pub async fn issue_if_due<P: Proxy + Sync>(
     options: IssueOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
-    if !settings.wants_acme() {
-        bail!(
-            "DOMAIN {} is not a public name; no CA issues for localhost or IP addresses\nset DOMAIN in {} to the site's name, or keep the self-signed certificate",
-            settings.domain,
-            paths.env_file().display()
-        );
-    }
+    require_public(settings, paths)?;
     let ca = settings.ca();
     let www = format!("www.{}", settings.domain);
     let mut names = vec![settings.domain.clone()];

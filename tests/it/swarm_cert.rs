@@ -149,10 +149,7 @@ fn swarm_acme_deploy_renew_rolls_nginx_a_refused_challenge_or_dead_ca_changes_no
     };
     assert_eq!(mode("nginx/ssl/key.pem"), 0o600);
     assert_eq!(mode(".elior/acme/account.json"), 0o600);
-    // No challenge file was written anywhere: nginx answers any token from its config.
-    let webroot = dir.join("nginx/acme/.well-known/acme-challenge");
-    let written = std::fs::read_dir(&webroot).map_or(0, |d| d.count());
-    assert_eq!(written, 0, "files in {}", webroot.display());
+    // nginx answers any token from its config, one never written to a file included.
     let (status, body) = challenge_answer(&s, "any-Token_42");
     assert_eq!(status, 200, "{body}");
     let (token, thumbprint) = body.split_once('.').unwrap();
