@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::backup::restore::{self, ApiControl, NoStackRunning};
-use crate::backup::{stack_files, BackupSettings, Reporter};
+use crate::backup::stack_files::{self, EnvPutBack};
+use crate::backup::{BackupSettings, Reporter};
 use crate::docker::control::StackApi;
 use crate::tls::settings::CertSettings;
 
@@ -129,13 +130,26 @@ impl RestoreArgs {
             restored
         };
         let mut api = api_control(&settings, ctx.quiet)?;
-        let mut report = restore::restore(
+        let restored = restore::restore(
             &settings,
             &id,
             self.identity.as_deref(),
             api.as_mut(),
             &mut reporter,
-        )?;
+        );
+        // The env file came back before the full verification, so a refusal's "nothing
+        // was changed" must not hide that one file was written.
+        let mut report = restored.map_err(|e| match &env {
+            Some(EnvPutBack::Written { path, .. }) => e.context(format!(
+                "{} was written from the backup before this check",
+                path.display()
+            )),
+            Some(EnvPutBack::KeptDifferent { backup_copy, .. }) => e.context(format!(
+                "the backup's env file was written beside yours, as {}, before this check",
+                backup_copy.display()
+            )),
+            _ => e,
+        })?;
         report.env_file = env;
         if ctx.json {
             outln!("{}", serde_json::to_string_pretty(&report)?);
