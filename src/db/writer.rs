@@ -185,6 +185,10 @@ fn lock_held_elsewhere(e: &DbError) -> bool {
     )
 }
 
+/// The transaction's own statements (BEGIN, SAVEPOINT, RELEASE, COMMIT) go through
+/// `Conn::execute`, whose statements are prepared once and cached: `execute_batch` parsed
+/// and prepared them again for every write, ~7,000 instructions a write on the one thread
+/// every write waits for (issue 19, `examples/insn_bench.sh`).
 fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
     let mut jobs = batch.into_iter();
     let mut ran: Vec<Box<dyn Ran>> = Vec::new();
@@ -195,9 +199,7 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             // waits for it up to its timeout. If it never comes, nothing of the rest ran.
             // In the first write's span: a slow-query warning for that wait names the
             // request that waited.
-            let begun = job
-                .span()
-                .in_scope(|| conn.execute_batch("BEGIN IMMEDIATE"));
+            let begun = job.span().in_scope(|| conn.execute("BEGIN IMMEDIATE", ()));
             if let Err(e) = begun {
                 let held = lock_held_elsewhere(&e);
                 let text = format!("could not start a write transaction: {e}");
@@ -215,7 +217,7 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             }
             open = true;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = conn.execute("SAVEPOINT job", ()) {
             job.refuse(&|| DbError::Commit(e.to_string()));
             abandon(conn, &mut ran, &e.to_string());
             open = false;
@@ -223,9 +225,10 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
         }
         let done = job.run(conn);
         let kept = if done.succeeded() {
-            conn.execute_batch("RELEASE job")
+            conn.execute("RELEASE job", ())
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            conn.execute("ROLLBACK TO job", ())
+                .and_then(|_| conn.execute("RELEASE job", ()))
         };
         ran.push(done);
         // SQLite ends the whole transaction itself on a full disk or an I/O error; what
@@ -240,8 +243,8 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
         }
     }
     if open {
-        match conn.execute_batch("COMMIT") {
-            Ok(()) => ran.into_iter().for_each(|r| r.answer(Ok(()))),
+        match conn.execute("COMMIT", ()) {
+            Ok(_) => ran.into_iter().for_each(|r| r.answer(Ok(()))),
             Err(e) => {
                 tracing::error!(error = %e, writes = ran.len(), "database group commit failed");
                 abandon(conn, &mut ran, &e.to_string());
