@@ -187,8 +187,8 @@ fn lock_held_elsewhere(e: &DbError) -> bool {
 
 /// The transaction's own statements (BEGIN, SAVEPOINT, RELEASE, COMMIT) go through
 /// `Conn::execute`, whose statements are prepared once and cached: `execute_batch` parsed
-/// and prepared them again for every write, ~7,000 instructions a write on the one thread
-/// every write waits for (issue 19, `examples/insn_bench.sh`).
+/// and prepared them again for every write, ~4,000 instructions (2.5% of a weight entry's)
+/// on the one thread every write waits for (issue 19, `examples/insn_bench.sh`).
 fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
     let mut jobs = batch.into_iter();
     let mut ran: Vec<Box<dyn Ran>> = Vec::new();
