@@ -6,7 +6,7 @@
 //! the database and may itself answer with an [`ApiError`]. Nothing here renders
 //! responses or parses requests.
 
-use crate::db::{Conn, OptionalExtension};
+use crate::db::Conn;
 
 use super::error::{ApiError, ApiResult};
 use super::state::AppState;
@@ -90,11 +90,25 @@ impl Actor {
 
 pub const STAFF: &[Role] = &[Role::Trainer, Role::Admin];
 
-/// The trainer of `user_id`, or `None` when there is no such user.
-pub fn trainer_of(c: &Conn, user_id: i64) -> Result<Option<Option<i64>>, DbError> {
-    c.prepare_cached("SELECT trainer_id FROM users WHERE id = ?1")?
-        .query_row([user_id], |r| r.get(0))
-        .optional()
+/// The trainer of user `id` when the actor may see that user's data, or 404 with
+/// `missing`; with `client_only`, a user without the CLIENT role is missing too. It reads
+/// the two columns the rule needs (`users::role_and_trainer`), not the whole row: writes
+/// run it on SQLite's one writer thread (issue 19).
+fn visible_trainer(
+    c: &Conn,
+    actor: Actor,
+    id: i64,
+    client_only: bool,
+    missing: &'static str,
+) -> ApiResult<Option<i64>> {
+    match crate::db::users::role_and_trainer(c, id)? {
+        Some((role, trainer))
+            if (!client_only || role == Role::Client) && actor.may_see(id, trainer) =>
+        {
+            Ok(trainer)
+        }
+        _ => Err(ApiError::NotFound(missing)),
+    }
 }
 
 /// The trainer of a client the actor may see, or 404 (`what` names the object).
@@ -104,15 +118,11 @@ pub fn visible_owner(
     owner_id: i64,
     what: &'static str,
 ) -> ApiResult<Option<i64>> {
-    match trainer_of(c, owner_id)? {
-        Some(trainer) if actor.may_see(owner_id, trainer) => Ok(trainer),
-        _ => Err(ApiError::NotFound(what)),
-    }
+    visible_trainer(c, actor, owner_id, false, what)
 }
 
-/// Like [`visible_owner`], then 403 unless the actor may also change plans for the owner.
-pub fn plannable_owner(c: &Conn, actor: Actor, owner_id: i64, what: &'static str) -> ApiResult<()> {
-    let trainer = visible_owner(c, actor, owner_id, what)?;
+/// 403 unless the actor may change plans for a client whose trainer is `trainer`.
+fn require_planner(actor: Actor, trainer: Option<i64>) -> ApiResult<()> {
     if actor.may_plan_for(trainer) {
         Ok(())
     } else {
@@ -120,6 +130,11 @@ pub fn plannable_owner(c: &Conn, actor: Actor, owner_id: i64, what: &'static str
             "Only the client's trainer or an admin can change this",
         ))
     }
+}
+
+/// Like [`visible_owner`], then 403 unless the actor may also change plans for the owner.
+pub fn plannable_owner(c: &Conn, actor: Actor, owner_id: i64, what: &'static str) -> ApiResult<()> {
+    require_planner(actor, visible_owner(c, actor, owner_id, what)?)
 }
 
 /// Checks an object through the client who owns it (`owner`, as looked up from the
@@ -146,11 +161,7 @@ pub fn owned(
 /// own when an admin does.
 pub fn new_plan_owner(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<Option<i64>> {
     let clients_trainer = visible_client_id(c, actor, client_id)?;
-    if !actor.may_plan_for(clients_trainer) {
-        return Err(ApiError::Forbidden(
-            "Only the client's trainer or an admin can change this",
-        ));
-    }
+    require_planner(actor, clients_trainer)?;
     Ok(if actor.role == Role::Trainer {
         Some(actor.id)
     } else {
@@ -166,14 +177,10 @@ pub fn visible_client(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<User>
     }
 }
 
-/// [`visible_client`]'s rule on the two columns it needs, for callers that use only the
-/// id: the client's trainer, or 404. Writes run it on SQLite's one writer thread, where the
-/// whole row (twelve columns, seven strings) would be read for nothing (issue 19).
+/// [`visible_client`]'s rule for callers that use only the id: the client's trainer, or
+/// 404, without reading the whole row (twelve columns, seven strings).
 pub fn visible_client_id(c: &Conn, actor: Actor, client_id: i64) -> ApiResult<Option<i64>> {
-    match crate::db::users::role_and_trainer(c, client_id)? {
-        Some((Role::Client, trainer)) if actor.may_see(client_id, trainer) => Ok(trainer),
-        _ => Err(ApiError::NotFound("Client not found")),
-    }
+    visible_trainer(c, actor, client_id, true, "Client not found")
 }
 
 /// Maps a foreign-key RESTRICT failure to 409 with `msg`; other errors pass through.
