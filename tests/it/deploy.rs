@@ -15,6 +15,7 @@ use docker_harness::{runtime, ClientLoop};
 use elior::probe::https::PinnedClient;
 
 use crate::harness::docker as docker_harness;
+use crate::harness::stack::{succeeded, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -67,10 +68,6 @@ fn elior(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Requests /health through nginx with the certificate pinned, one connection each,
 /// until stopped.
 fn health_loop(stack: &Stack) -> ClientLoop {
@@ -119,18 +116,8 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
 
     // First deploy: render, image, certificate, containers, health gate, HTTPS proof.
     stack.init();
-    let out = elior(&["deploy", &stack.domain, "--dir", &dir]);
-    assert!(
-        out.status.success(),
-        "deploy failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("deployed"),
-        "{}",
-        text(&out.stdout)
-    );
+    let said = succeeded(&elior(&["deploy", &stack.domain, "--dir", &dir]));
+    assert!(said.contains("deployed"), "{said}");
     let health = stack.get_health();
     assert_eq!(health.status, 200, "{}", health.body);
     assert!(

@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_elior");
+use crate::harness::stack::{succeeded, text};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
 fn must(command: &mut Command) -> String {
     let out = command.output().expect("run command");
@@ -288,18 +286,8 @@ fn firewall_in_a_namespace_opens_ssh_and_web_only_and_undo_restores_it() {
     assert_eq!(server.ruleset(), before);
     assert_eq!(tree(root.path()), files_before);
 
-    let first = provision_in(&server, root.path(), &["--only", "firewall"]);
-    assert!(
-        first.status.success(),
-        "{}{}",
-        text(&first.stdout),
-        text(&first.stderr)
-    );
-    assert!(
-        text(&first.stdout).ends_with("applied 4 changes\n"),
-        "{}",
-        text(&first.stdout)
-    );
+    let first = succeeded(&provision_in(&server, root.path(), &["--only", "firewall"]));
+    assert!(first.ends_with("applied 4 changes\n"), "{first}");
     let applied = server.ruleset();
     // Docker's table is intact and first; elior's table is added after it.
     assert!(applied.starts_with(DOCKER_LIKE), "{applied}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cert_harness::{free_port, Pebble};
 use docker_harness::{runtime, ClientLoop};
-use stack_harness::text;
+use stack_harness::{succeeded, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
 
@@ -109,18 +109,8 @@ fn deploy_obtains_a_ca_certificate_and_renewal_reloads_the_container_without_a_f
 
     // With the CA reachable, deploying again replaces the bootstrap certificate.
     stack.set_env(&[("ACME_DIRECTORY", &pebble.directory_url)]);
-    let out = stack.deploy();
-    assert!(
-        out.status.success(),
-        "deploy: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("from the CA"),
-        "{}",
-        text(&out.stdout)
-    );
+    let said = succeeded(&stack.deploy());
+    assert!(said.contains("from the CA"), "{said}");
     let chain = served_chain(&stack);
     let leaf = elior::tls::inspect::describe(&chain[0]).unwrap();
     assert!(!leaf.self_signed, "still the bootstrap certificate");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::cert::{free_port, Pebble};
 use crate::harness::docker::{runtime, ClientLoop};
+use crate::harness::stack::succeeded;
 use crate::swarm::{text, SwarmGuard, SwarmStack};
 
 fn served_leaf(s: &SwarmStack) -> elior::tls::inspect::CertInfo {
@@ -281,18 +282,8 @@ fn swarm_acme_deploy_renew_rolls_nginx_a_refused_challenge_or_dead_ca_changes_no
     let said = text(&refused.stderr);
     assert!(said.contains("nothing was changed"), "{said}");
     untouched();
-    let out = deploy_own(key);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("serving your certificate: serial"),
-        "{}",
-        text(&out.stdout)
-    );
+    let said = succeeded(&deploy_own(key));
+    assert!(said.contains("serving your certificate: serial"), "{said}");
     let mine = elior::tls::inspect::describe(own.cert.der()).unwrap();
     assert_eq!(served_leaf(&s).serial, mine.serial);
     assert!(nginx_version(&s) > version, "nginx was not rolled");
@@ -306,13 +297,8 @@ fn swarm_acme_deploy_renew_rolls_nginx_a_refused_challenge_or_dead_ca_changes_no
     assert_ne!(own_secrets, now_secrets);
     // Again: nothing to install, nothing rolled.
     let rolled = nginx_version(&s);
-    let again = deploy_own(key);
-    assert!(again.status.success(), "{}", text(&again.stderr));
-    assert!(
-        !text(&again.stdout).contains("serving your certificate"),
-        "{}",
-        text(&again.stdout)
-    );
+    let again = succeeded(&deploy_own(key));
+    assert!(!again.contains("serving your certificate"), "{again}");
     assert_eq!(nginx_version(&s), rolled);
     assert_eq!(served_leaf(&s).serial, mine.serial);
 }
