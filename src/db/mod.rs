@@ -294,7 +294,7 @@ elior serve and elior db migrate create it",
         })
     }
 
-    /// Opens either backend with the server's pool size ([`Target::pool_size`]) (and on SQLite room for
+    /// Opens either backend with [`Target::pool_size`] connections (and on SQLite room for
     /// `write_queue` queued writes); inside a Tokio runtime.
     pub async fn open_target(
         target: &Target,
