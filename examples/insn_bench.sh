@@ -73,13 +73,15 @@ for bin in "$@"; do
   echo "== $name ($N requests per kind, $WARMUP warm-up)"
   echo "warm-up: POST $(send "$WARMUP" "$base/api/progress/weight" POST "$weight")" \
     "me $(send "$WARMUP" "$base/api/auth/me" GET)"
-  kinds=("POST /api/progress/weight" "GET /api/auth/me" "GET /health")
+  kinds=("POST /api/progress/weight" "GET /api/auth/me" "GET /api/progress/weight" "GET /health")
   for kind in "${kinds[@]}" idle; do
     callgrind_control --zero "$vpid" >/dev/null 2>&1
     t0=$(date +%s%N)
     case $kind in
       POST*) statuses=$(send "$N" "$base/api/progress/weight" POST "$weight") ;;
       "GET /api/auth/me") statuses=$(send "$N" "$base/api/auth/me" GET) ;;
+      # A page of 20 of the entries the POSTs made, as serve_load's weight lists read.
+      "GET /api/progress/weight") statuses=$(send "$N" "$base/api/progress/weight?limit=20" GET) ;;
       "GET /health") statuses=$(send "$N" "$base/health" GET) ;;
       idle) sleep "$(awk -v ns="$last_ns" 'BEGIN {print ns / 1e9}')"; statuses=- ;;
     esac

@@ -13,8 +13,7 @@ use super::state::AppState;
 use crate::db::users::{Role, User};
 use crate::db::DbError;
 
-/// Runs `f`, which only reads, on a pooled connection off the async workers (through
-/// [`crate::db::Db::read`]).
+/// Runs `f`, which only reads, on a pooled connection (through [`crate::db::Db::read`]).
 pub async fn query<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
     F: FnOnce(&mut Conn) -> ApiResult<T> + Send + 'static,

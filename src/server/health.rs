@@ -122,10 +122,11 @@ impl HealthCache {
     }
 }
 
-/// Checks that the file is still ours and that a real table can be read in time.
+/// Checks that the file is still ours and that a real table can be read in time (off the
+/// async workers, so the timeout can give up on a read that hangs).
 pub async fn probe(db: &Db) -> Result<(), &'static str> {
     db.check_file()?;
-    match tokio::time::timeout(PROBE_TIMEOUT, db.read(|c| db::ping(c))).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, db.read_off_thread(|c| db::ping(c))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "database health check failed");

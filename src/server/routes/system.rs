@@ -90,9 +90,10 @@ async fn database_status(
             json!({ "healthy": false, "error": reason, "connection_pool": state.db.pool_stats() });
         return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
     }
+    // Off the async workers: a database that hangs must not hang this report too.
     let result = tokio::time::timeout(
         STATUS_DB_TIMEOUT,
-        state.db.read(move |c| {
+        state.db.read_off_thread(move |c| {
             db::ping(c)?;
             db::status(c, path.as_deref())
         }),
