@@ -172,6 +172,19 @@ fn run(mut conn: Conn, jobs: Receiver<Box<dyn Job>>, queued: &AtomicUsize) {
     }
 }
 
+/// Whether `BEGIN` failed because another process (a backup, the CLI) held the write
+/// lock past the busy timeout: a moment's wait, so the caller is told to come back (a 503),
+/// not that the server failed.
+fn lock_held_elsewhere(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Sqlite(e) if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    )
+}
+
 /// The transaction's own statements (BEGIN, SAVEPOINT, RELEASE, COMMIT) go through
 /// `Conn::execute`, whose statements are prepared once and cached: `execute_batch` parsed
 /// and prepared them again for every write, ~4,000 instructions (2.5% of a weight entry's)
@@ -188,11 +201,11 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             // request that waited.
             let begun = job.span().in_scope(|| conn.execute("BEGIN IMMEDIATE", ()));
             if let Err(e) = begun {
-                let held = super::lock_held_elsewhere(&e);
+                let held = lock_held_elsewhere(&e);
                 let text = format!("could not start a write transaction: {e}");
                 let why = || {
                     if held {
-                        DbError::LockHeld(text.clone())
+                        DbError::WriteLockHeld(text.clone())
                     } else {
                         DbError::Commit(text.clone())
                     }
@@ -359,7 +372,7 @@ mod tests {
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let refused = db.write(insert(1)).await;
         let err = refused.expect_err("a write while the lock is held elsewhere");
-        assert!(matches!(err, DbError::LockHeld(_)), "{err:?}");
+        assert!(matches!(err, DbError::WriteLockHeld(_)), "{err:?}");
         let answer =
             axum::response::IntoResponse::into_response(crate::server::error::ApiError::from(err));
         assert_eq!(answer.status(), 503);

@@ -103,7 +103,7 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::PoolTimeout(_) | DbError::WriteQueueFull | DbError::LockHeld(_) => {
+            DbError::PoolTimeout(_) | DbError::WriteQueueFull | DbError::WriteLockHeld(_) => {
                 ApiError::Unavailable("Database busy, try again")
             }
             other => ApiError::Internal(other.into()),
