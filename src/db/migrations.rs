@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trainer_invitations",
         sql: include_str!("migrations/0004_trainer_invitations.sql"),
     },
+    Migration {
+        version: 5,
+        name: "notifications_newest_first",
+        sql: include_str!("migrations/0005_notifications_newest_first.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations (issue 16), numbered on their own: version 1 is the whole
@@ -54,6 +59,11 @@ pub const PG_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "throttle",
         sql: include_str!("migrations/pg/0002_throttle.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "notifications_newest_first",
+        sql: include_str!("migrations/pg/0003_notifications_newest_first.sql"),
     },
 ];
 

@@ -132,21 +132,29 @@ pub fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Notification>, DbError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE recipient_id = ?1 AND (?2 = 0 OR is_read = 0)
-         ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-    ))?;
+    let mut stmt = c.prepare_cached(&page_sql())?;
     let rows = stmt.query_map(params![recipient_id, unread_only, limit, offset], from_row)?;
     rows.collect::<Result<_, _>>()
 }
 
+/// A page of a recipient's notifications, newest first (`?2`: unread only). The index
+/// `(recipient_id, id, is_read)` hands the page over in order (migration 5).
+fn page_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE recipient_id = ?1 AND (?2 = 0 OR is_read = 0)
+         ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+    )
+}
+
+/// (unread, total) for one recipient: read from the index alone.
+const COUNT_SQL: &str =
+    "SELECT count(*) FILTER (WHERE is_read = 0), count(*) FROM notifications WHERE recipient_id = ?1";
+
 /// (unread, total) for one recipient.
 pub fn count(c: &Conn, recipient_id: i64) -> Result<(i64, i64), DbError> {
-    c.prepare_cached(
-        "SELECT count(*) FILTER (WHERE is_read = 0), count(*) FROM notifications WHERE recipient_id = ?1",
-    )?
-    .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    c.prepare_cached(COUNT_SQL)?
+        .query_row([recipient_id], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Marks one notification read; `false` when it isn't the recipient's.
@@ -180,4 +188,34 @@ pub fn find(c: &Conn, id: i64, recipient_id: Option<i64>) -> Result<Option<Notif
     ))?
     .query_row(params![id, recipient_id], from_row)
     .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page is read from the index in order, however many notifications the recipient
+    /// has, and the unread count reads the index alone: no query sorts or reads every row.
+    #[test]
+    fn pages_and_counts_come_from_the_index() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::db::migrations::migrate(&mut conn).unwrap();
+        let plan = |sql: &str, bindings: &[i64]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let bindings = rusqlite::params_from_iter(bindings);
+            let rows = stmt.query_map(bindings, |r| r.get::<_, String>(3)).unwrap();
+            rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+        };
+        let page = plan(&page_sql(), &[1, 0, 20, 0]);
+        assert!(
+            page.contains("USING INDEX notifications_recipient"),
+            "{page}"
+        );
+        assert!(!page.contains("TEMP B-TREE"), "{page}");
+        let count = plan(COUNT_SQL, &[1]);
+        assert!(
+            count.contains("COVERING INDEX notifications_recipient"),
+            "{count}"
+        );
+    }
 }
