@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::harness::stack::both_streams;
 use api_harness::{Cast, Server, PASSWORD};
 use moto_support::Moto;
 use pg_harness::{Cluster, PG_PASSWORD};
@@ -42,14 +43,6 @@ fn elior(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The manifests in `dir/backups`.
@@ -114,15 +107,19 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
     let users_before = without_last_login(s.get("/api/users", &cast.admin.token).body);
 
     let backup = elior(&dir, &["backup", "--json"]);
-    assert!(backup.status.success(), "{}", text(&backup));
-    assert!(!text(&backup).contains(PG_PASSWORD), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", both_streams(&backup));
+    assert!(
+        !both_streams(&backup).contains(PG_PASSWORD),
+        "{}",
+        both_streams(&backup)
+    );
     let listed = manifests(&dir);
     assert_eq!(listed.len(), 1, "{listed:?}");
     let manifest: Value =
         serde_json::from_slice(&fs::read(dir.join("backups").join(&listed[0])).unwrap()).unwrap();
     assert_eq!(manifest["database_kind"], "postgresql-custom-dump");
     let verify = elior(&dir, &["backup", "verify", "--all"]);
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(verify.status.success(), "{}", both_streams(&verify));
     // Exported, the dump is named for what it is.
     let export = dir.join("export.tar.gz");
     let out = elior(
@@ -135,7 +132,7 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
             export.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", both_streams(&out));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
         fs::File::open(&export).unwrap(),
     ));
@@ -161,13 +158,17 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
     assert!(s.terminate().success());
 
     let restore = elior(&dir, &["restore", "latest", "--yes"]);
-    assert!(restore.status.success(), "{}", text(&restore));
+    assert!(restore.status.success(), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("pg_restore, one transaction"),
+        both_streams(&restore).contains("pg_restore, one transaction"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
-    assert!(!text(&restore).contains(PG_PASSWORD), "{}", text(&restore));
+    assert!(
+        !both_streams(&restore).contains(PG_PASSWORD),
+        "{}",
+        both_streams(&restore)
+    );
 
     let s = serve_again(s, &url);
     assert_eq!(login_status(&s, "before_backup"), 200);
@@ -190,15 +191,23 @@ fn a_wrong_password_fails_naming_the_server_and_records_no_backup() {
     let wrong = url.replace(PG_PASSWORD, "not-the-password");
     stack_env(dir.path(), &wrong);
     let out = elior(dir.path(), &["backup"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
     let target = format!("127.0.0.1:{}", cluster.port);
-    assert!(text(&out).contains(&target), "{}", text(&out));
     assert!(
-        text(&out).contains("password authentication failed"),
+        both_streams(&out).contains(&target),
         "{}",
-        text(&out)
+        both_streams(&out)
     );
-    assert!(!text(&out).contains("not-the-password"), "{}", text(&out));
+    assert!(
+        both_streams(&out).contains("password authentication failed"),
+        "{}",
+        both_streams(&out)
+    );
+    assert!(
+        !both_streams(&out).contains("not-the-password"),
+        "{}",
+        both_streams(&out)
+    );
     assert!(manifests(dir.path()).is_empty());
     let left: Vec<_> = fs::read_dir(dir.path().join("backups"))
         .unwrap()
@@ -254,11 +263,19 @@ fn pg_dump_killed_mid_way_records_no_backup() {
         .success());
     let out = backup.wait_with_output().unwrap();
     drop(holder);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("pg_dump"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+    assert!(
+        both_streams(&out).contains("pg_dump"),
+        "{}",
+        both_streams(&out)
+    );
     assert!(manifests(dir.path()).is_empty());
     let list = elior(dir.path(), &["backup", "list"]);
-    assert!(!text(&list).contains("ok"), "{}", text(&list));
+    assert!(
+        !both_streams(&list).contains("ok"),
+        "{}",
+        both_streams(&list)
+    );
 }
 
 /// The pid of a child of `parent` whose program is `name`.
@@ -284,7 +301,7 @@ fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
     stack_env(&dir, &url);
     let cast = Cast::new(&s);
     let backup = elior(&dir, &["backup"]);
-    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", both_streams(&backup));
     register(&s, &cast.trainer.token, "after_backup");
     assert!(s.terminate().success());
     cluster.psql(&db, "CREATE VIEW pins_users AS SELECT id FROM users");
@@ -294,11 +311,11 @@ fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
     );
 
     let restore = elior(&dir, &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("left as it was"),
+        both_streams(&restore).contains("left as it was"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     assert_eq!(
         cluster.psql(
@@ -336,21 +353,21 @@ fn a_backup_of_the_other_backend_is_refused_both_ways() {
         )
         .output()
         .unwrap();
-    assert!(migrate.status.success(), "{}", text(&migrate));
+    assert!(migrate.status.success(), "{}", both_streams(&migrate));
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", both_streams(&backup));
     stack_env(dir.path(), &url);
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("holds a SQLite database"),
+        both_streams(&restore).contains("holds a SQLite database"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     assert!(
-        text(&restore).contains("elior db copy"),
+        both_streams(&restore).contains("elior db copy"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     assert_eq!(manifests(dir.path()).len(), 1, "no safety backup was taken");
 
@@ -358,7 +375,7 @@ fn a_backup_of_the_other_backend_is_refused_both_ways() {
     stack_env(dir.path(), &url);
     fs::remove_dir_all(dir.path().join("backups")).unwrap();
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", both_streams(&backup));
     fs::write(
         dir.path().join(".env.production"),
         format!(
@@ -369,11 +386,12 @@ fn a_backup_of_the_other_backend_is_refused_both_ways() {
     .unwrap();
     let sqlite_before = fs::read(dir.path().join("data/elior.db")).unwrap();
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
+        both_streams(&restore)
+            .contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     assert_eq!(
         fs::read(dir.path().join("data/elior.db")).unwrap(),
@@ -394,8 +412,12 @@ fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
     holder.send("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 'locked';");
     holder.wait_for_line("locked");
     let out = elior(dir.path(), &["backup", "--timeout", "2"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("time limit"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+    assert!(
+        both_streams(&out).contains("time limit"),
+        "{}",
+        both_streams(&out)
+    );
     assert!(manifests(dir.path()).is_empty());
     // The killed pg_dump's connection goes; the lock holder is the only one left.
     drop(holder);
@@ -421,7 +443,7 @@ fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
     let dir = tempfile::tempdir().unwrap();
     stack_env(dir.path(), &url);
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(backup.status.success(), "{}", both_streams(&backup));
     let backups = dir.path().join("backups");
     let name = &manifests(dir.path())[0];
     let path = backups.join(name);
@@ -437,19 +459,19 @@ fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
     manifest.seal();
     elior::backup::manifest::write(&backups, &manifest).unwrap();
     let verify = elior(dir.path(), &["backup", "verify", "--all"]);
-    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert_eq!(verify.status.code(), Some(1), "{}", both_streams(&verify));
     assert!(
-        text(&verify).contains("pg_restore --list"),
+        both_streams(&verify).contains("pg_restore --list"),
         "{}",
-        text(&verify)
+        both_streams(&verify)
     );
     cluster.psql(&db, "INSERT INTO kept VALUES (8)");
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", text(&restore));
+    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("failed verification"),
+        both_streams(&restore).contains("failed verification"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     assert_eq!(
         cluster.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY n) FROM kept"),
@@ -515,8 +537,12 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
     let users_before = without_last_login(s.get("/api/users", &cast.admin.token).body);
 
     let first = elior(&dir, &["backup", "--json"]);
-    assert!(first.status.success(), "{}", text(&first));
-    assert!(!text(&first).contains(PG_PASSWORD), "{}", text(&first));
+    assert!(first.status.success(), "{}", both_streams(&first));
+    assert!(
+        !both_streams(&first).contains(PG_PASSWORD),
+        "{}",
+        both_streams(&first)
+    );
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
     let id = first["id"].as_str().unwrap().to_string();
     assert_eq!(first["offsite"]["sent"], json!([id]), "{first:#}");
@@ -536,7 +562,7 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(verify.status.success(), "{}", both_streams(&verify));
 
     // One changed row: the next backup stores the chunks around it, not the dump again.
     cluster.psql(
@@ -544,7 +570,7 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         "UPDATE bulk_notes SET body = 'changed' WHERE id = 12345",
     );
     let second = elior(&dir, &["backup", "--json"]);
-    assert!(second.status.success(), "{}", text(&second));
+    assert!(second.status.success(), "{}", both_streams(&second));
     let second: Value = serde_json::from_slice(&second.stdout).unwrap();
     let (first_added, second_added) = (
         first["added_bytes"].as_u64().unwrap(),
@@ -564,8 +590,12 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
     );
     assert!(s.terminate().success());
     let refused = elior(&dir, &["restore", &id, "--yes"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(text(&refused).contains("--identity"), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", both_streams(&refused));
+    assert!(
+        both_streams(&refused).contains("--identity"),
+        "{}",
+        both_streams(&refused)
+    );
     assert_eq!(
         cluster.psql(
             &db_name,
@@ -581,11 +611,11 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(restore.status.success(), "{}", text(&restore));
+    assert!(restore.status.success(), "{}", both_streams(&restore));
     assert!(
-        text(&restore).contains("pg_restore, one transaction"),
+        both_streams(&restore).contains("pg_restore, one transaction"),
         "{}",
-        text(&restore)
+        both_streams(&restore)
     );
     let leftovers: Vec<String> = fs::read_dir(dir.join("backups"))
         .unwrap()
@@ -623,10 +653,14 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .output()
         .unwrap();
-    assert!(from_bucket.status.success(), "{}", text(&from_bucket));
     assert!(
-        text(&from_bucket).contains(&format!("restored backup {id}")),
+        from_bucket.status.success(),
         "{}",
-        text(&from_bucket)
+        both_streams(&from_bucket)
+    );
+    assert!(
+        both_streams(&from_bucket).contains(&format!("restored backup {id}")),
+        "{}",
+        both_streams(&from_bucket)
     );
 }

@@ -1,6 +1,7 @@
 //! The command line as a shell user meets it: completions that a shell loads, a man page
 //! that `man` renders, global options anywhere on the line, JSON errors (issue 20).
 
+use crate::harness::stack::text;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -151,10 +152,6 @@ fn elior_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
         command.env(key, value);
     }
     command.output().expect("failed to run elior")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

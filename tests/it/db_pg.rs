@@ -10,6 +10,7 @@ use crate::harness::pg as pg_harness;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::harness::stack::both_streams;
 use api_harness::{Cast, Server};
 use pg_harness::{Cluster, PG_PASSWORD};
 use serde_json::{json, Value};
@@ -25,14 +26,6 @@ fn elior(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn db_status_and_migrate_on_postgresql_and_sqlite() {
     let cluster = Cluster::start();
@@ -42,7 +35,7 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     // A fresh database: version 0, one migration pending (exit 1), nothing changed by
     // a dry run.
     let status = elior(&["db", "status", "--json"], &env);
-    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert_eq!(status.status.code(), Some(1), "{}", both_streams(&status));
     let body: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(body["backend"], "postgresql");
     assert_eq!(body["applied_version"], 0);
@@ -51,13 +44,17 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     // status, so a new migration doesn't break the assertions below.
     let latest = body["latest_version"].as_i64().unwrap();
     assert_eq!(body["pending"].as_array().unwrap().len() as i64, latest);
-    assert!(!text(&status).contains(PG_PASSWORD), "{}", text(&status));
-    let dry = elior(&["db", "migrate", "--dry-run"], &env);
-    assert!(dry.status.success(), "{}", text(&dry));
     assert!(
-        text(&dry).contains(&format!("would apply {latest} migration")),
+        !both_streams(&status).contains(PG_PASSWORD),
         "{}",
-        text(&dry)
+        both_streams(&status)
+    );
+    let dry = elior(&["db", "migrate", "--dry-run"], &env);
+    assert!(dry.status.success(), "{}", both_streams(&dry));
+    assert!(
+        both_streams(&dry).contains(&format!("would apply {latest} migration")),
+        "{}",
+        both_streams(&dry)
     );
     let url_name = url.rsplit('/').next().unwrap();
     assert_eq!(
@@ -69,24 +66,24 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     );
 
     let migrate = elior(&["db", "migrate"], &env);
-    assert!(migrate.status.success(), "{}", text(&migrate));
+    assert!(migrate.status.success(), "{}", both_streams(&migrate));
     assert!(
-        text(&migrate).contains(&format!("from schema version 0 to {latest}")),
+        both_streams(&migrate).contains(&format!("from schema version 0 to {latest}")),
         "{}",
-        text(&migrate)
+        both_streams(&migrate)
     );
     let status = elior(&["db", "status"], &env);
-    assert!(status.status.success(), "{}", text(&status));
+    assert!(status.status.success(), "{}", both_streams(&status));
     assert!(
-        text(&status).contains(&format!("version {latest} of {latest}")),
+        both_streams(&status).contains(&format!("version {latest} of {latest}")),
         "{}",
-        text(&status)
+        both_streams(&status)
     );
     let again = elior(&["db", "migrate"], &env);
     assert!(
-        text(&again).contains("nothing to apply"),
+        both_streams(&again).contains("nothing to apply"),
         "{}",
-        text(&again)
+        both_streams(&again)
     );
 
     // SQLite: a missing file is an error for status (exit 2), created by migrate.
@@ -94,16 +91,16 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     let file = format!("sqlite:///{}", dir.path().join("e.db").display());
     let env = [("DATABASE_URL", file.as_str())];
     let missing = elior(&["db", "status"], &env);
-    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert_eq!(missing.status.code(), Some(2), "{}", both_streams(&missing));
     assert!(
-        text(&missing).contains("no database file"),
+        both_streams(&missing).contains("no database file"),
         "{}",
-        text(&missing)
+        both_streams(&missing)
     );
     let migrate = elior(&["db", "migrate"], &env);
-    assert!(migrate.status.success(), "{}", text(&migrate));
+    assert!(migrate.status.success(), "{}", both_streams(&migrate));
     let status = elior(&["db", "status", "--json"], &env);
-    assert!(status.status.success(), "{}", text(&status));
+    assert!(status.status.success(), "{}", both_streams(&status));
     let body: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(body["backend"], "sqlite");
     assert_eq!(body["applied_version"], body["latest_version"]);
@@ -167,8 +164,8 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
     let from = format!("sqlite:{}", db_file.display());
 
     let copy = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-    assert!(copy.status.success(), "{}", text(&copy));
-    let out = text(&copy);
+    assert!(copy.status.success(), "{}", both_streams(&copy));
+    let out = both_streams(&copy);
     assert!(out.contains("copied and verified"), "{out}");
     assert!(out.contains("users"), "{out}");
     assert!(!out.contains(PG_PASSWORD), "{out}");
@@ -177,9 +174,17 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
     let db_name = url.rsplit('/').next().unwrap();
     let users = cluster.psql(db_name, "SELECT count(*) FROM users");
     let again = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
-    assert!(text(&again).contains("not empty"), "{}", text(&again));
-    assert!(text(&again).contains("--force"), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(2), "{}", both_streams(&again));
+    assert!(
+        both_streams(&again).contains("not empty"),
+        "{}",
+        both_streams(&again)
+    );
+    assert!(
+        both_streams(&again).contains("--force"),
+        "{}",
+        both_streams(&again)
+    );
     assert_eq!(cluster.psql(db_name, "SELECT count(*) FROM users"), users);
     let forced = elior(
         &[
@@ -187,7 +192,7 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
         ],
         &[],
     );
-    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(forced.status.success(), "{}", both_streams(&forced));
     let report: Value = serde_json::from_slice(&forced.stdout).unwrap();
     assert_eq!(report[0]["table"], "users");
     assert_eq!(report[0]["rows"].as_u64().unwrap().to_string(), users);
@@ -249,8 +254,8 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
     ] {
         let from = format!("sqlite:{}", path.display());
         let out = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(text(&out).contains(says), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+        assert!(both_streams(&out).contains(says), "{}", both_streams(&out));
     }
 
     // A real source, a wrong password: one clear error naming the server and the fix.
@@ -259,8 +264,8 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
     let from = format!("sqlite:{}", s.dir.path().join("elior.db").display());
     let wrong = url.replace(PG_PASSWORD, "not-the-password");
     let out = elior(&["db", "copy", "--from", &from, "--to", &wrong], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+    let msg = both_streams(&out);
     assert!(
         msg.contains(&format!("127.0.0.1:{}", cluster.port)),
         "{msg}"
@@ -280,9 +285,17 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("postgresql://USER"), "{}", text(&out));
-    assert!(!text(&out).contains("secret"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+    assert!(
+        both_streams(&out).contains("postgresql://USER"),
+        "{}",
+        both_streams(&out)
+    );
+    assert!(
+        !both_streams(&out).contains("secret"),
+        "{}",
+        both_streams(&out)
+    );
 }
 
 #[test]
@@ -303,7 +316,7 @@ fn serve_names_an_unreachable_database_retries_and_never_shows_its_password() {
             ("JWT_SECRET", "test-secret-0123456789abcdef0123456789"),
         ],
     );
-    let msg = text(&out);
+    let msg = both_streams(&out);
     assert_eq!(out.status.code(), Some(2), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
     assert!(msg.contains("check that PostgreSQL is running"), "{msg}");

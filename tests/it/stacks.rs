@@ -10,13 +10,10 @@ use crate::harness::docker as docker_harness;
 
 use std::process::{Command, Output};
 
+use crate::harness::stack::text;
 use docker_harness::TestStack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elior");
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `elior ARGS --dir DIR`.
 fn run(stack: &TestStack, args: &[&str]) -> Output {

@@ -22,12 +22,9 @@ use elior::probe::https::PinnedClient;
 use crate::harness::docker as docker_harness;
 use crate::harness::moto as moto_support;
 use crate::harness::pg as pg_harness;
+pub(crate) use crate::harness::stack::text;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_elior");
-
-pub(crate) fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The swarm and the database node label, as the test found or made them.
 pub(crate) struct SwarmGuard {

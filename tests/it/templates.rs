@@ -4,6 +4,7 @@
 //! docker-compose. Everything made in Docker is labelled `elior.test=1` and removed by a
 //! guard, even when a test fails.
 
+use crate::harness::stack::text;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -19,10 +20,6 @@ fn elior(args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("run elior")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn code(out: &Output) -> i32 {

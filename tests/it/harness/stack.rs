@@ -19,6 +19,11 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Both streams of a command, for failure messages and for checks on what it said.
+pub fn both_streams(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
 /// The stdout of a command that must have succeeded; when it did not, the failure shows
 /// both streams.
 #[track_caller]
