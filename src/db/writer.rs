@@ -344,17 +344,23 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_at_once_and_the_queued_write_still_lands() {
         let (_dir, db, release) = held(1).await;
-        let w = db.clone();
-        let queued = tokio::spawn(async move { w.write(insert(1)).await });
-        while db.pool_stats().queued_writes < 1 {
-            tokio::task::yield_now().await;
+        // Polled once here, the write is in the queue before the next one tries. Waiting
+        // on `queued_writes` from another task raced: a write is counted just before it
+        // is sent, so the next one could take the last place and wait behind the held
+        // writer for good.
+        let mut queued = std::pin::pin!(db.write(insert(1)));
+        tokio::select! {
+            biased;
+            _ = &mut queued => panic!("a write answered while the writer was held"),
+            _ = std::future::ready(()) => {}
         }
+        assert_eq!(db.pool_stats().queued_writes, 1);
         assert!(matches!(
             db.write(insert(2)).await,
             Err(DbError::WriteQueueFull)
         ));
         release.send(()).unwrap();
-        queued.await.unwrap().unwrap();
+        queued.await.unwrap();
         assert_eq!(rows(&db), [1]);
     }
 
