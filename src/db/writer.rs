@@ -291,6 +291,18 @@ mod tests {
         (dir, db, release)
     }
 
+    /// Polls `write` once, which queues it: the writer is held, so it cannot answer yet.
+    /// Waiting on `queued_writes` from other tasks raced instead: a write is counted just
+    /// before it is sent, so a later write could take the last place in the queue (and
+    /// then wait behind the held writer for good), or miss the batch it was meant for.
+    async fn queue<F: std::future::Future + Unpin>(write: &mut F) {
+        tokio::select! {
+            biased;
+            _ = write => panic!("a write answered while the writer was held"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+
     fn rows(db: &Db) -> Vec<i64> {
         db.blocking(|c| {
             c.query_map("SELECT x FROM t ORDER BY x", (), |r| r.get(0))?
@@ -306,54 +318,36 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_or_panicking_write_is_undone_alone_in_its_batch() {
         let (_dir, db, release) = held(16).await;
-        let (w1, w2, w3) = (db.clone(), db.clone(), db.clone());
-        let ok1 = tokio::spawn(async move { w1.write(insert(1)).await });
-        let failing = tokio::spawn(async move {
-            w2.write(|c| {
-                insert(2)(c)?;
-                Err::<(), _>(DbError::Conversion("refused after writing".into()))
-            })
-            .await
-        });
-        let panicking = tokio::spawn(async move {
-            w3.write(|c| -> Result<(), DbError> {
-                insert(3)(c)?;
-                panic!("a bug in a handler")
-            })
-            .await
-        });
-        let ok4 = {
-            let w = db.clone();
-            tokio::spawn(async move { w.write(insert(4)).await })
-        };
-        // All four are queued behind the held write before it is let go.
-        while db.pool_stats().queued_writes < 4 {
-            tokio::task::yield_now().await;
-        }
+        let mut ok1 = std::pin::pin!(db.write(insert(1)));
+        let mut failing = std::pin::pin!(db.write(|c| {
+            insert(2)(c)?;
+            Err::<(), _>(DbError::Conversion("refused after writing".into()))
+        }));
+        let mut panicking = std::pin::pin!(db.write(|c| -> Result<(), DbError> {
+            insert(3)(c)?;
+            panic!("a bug in a handler")
+        }));
+        let mut ok4 = std::pin::pin!(db.write(insert(4)));
+        // All four are queued behind the held write before it is let go, so they run in
+        // one batch.
+        queue(&mut ok1).await;
+        queue(&mut failing).await;
+        queue(&mut panicking).await;
+        queue(&mut ok4).await;
+        assert_eq!(db.pool_stats().queued_writes, 4);
         release.send(()).unwrap();
-        ok1.await.unwrap().unwrap();
-        assert!(matches!(
-            failing.await.unwrap(),
-            Err(DbError::Conversion(_))
-        ));
-        assert!(matches!(panicking.await.unwrap(), Err(DbError::Task)));
-        ok4.await.unwrap().unwrap();
+        ok1.await.unwrap();
+        assert!(matches!(failing.await, Err(DbError::Conversion(_))));
+        assert!(matches!(panicking.await, Err(DbError::Task)));
+        ok4.await.unwrap();
         assert_eq!(rows(&db), [1, 4]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_at_once_and_the_queued_write_still_lands() {
         let (_dir, db, release) = held(1).await;
-        // Polled once here, the write is in the queue before the next one tries. Waiting
-        // on `queued_writes` from another task raced: a write is counted just before it
-        // is sent, so the next one could take the last place and wait behind the held
-        // writer for good.
         let mut queued = std::pin::pin!(db.write(insert(1)));
-        tokio::select! {
-            biased;
-            _ = &mut queued => panic!("a write answered while the writer was held"),
-            _ = std::future::ready(()) => {}
-        }
+        queue(&mut queued).await;
         assert_eq!(db.pool_stats().queued_writes, 1);
         assert!(matches!(
             db.write(insert(2)).await,
