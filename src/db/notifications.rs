@@ -198,10 +198,12 @@ mod tests {
     /// has, and the unread count reads the index alone: no query sorts or reads every row.
     #[test]
     fn pages_and_counts_come_from_the_index() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        crate::db::migrations::migrate(&mut conn).unwrap();
+        let conn = Conn::memory();
+        let sqlite = conn.sqlite().unwrap();
         let plan = |sql: &str, bindings: &[i64]| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut stmt = sqlite
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
             let bindings = rusqlite::params_from_iter(bindings);
             let rows = stmt.query_map(bindings, |r| r.get::<_, String>(3)).unwrap();
             rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
