@@ -6,7 +6,9 @@
 //! nothing imports it.
 //!
 //! No unsafe code, in any target: `[lints]` in Cargo.toml forbids it (with the other lints
-//! every target is held to).
+//! every target is held to). The one foreign call no maintained crate wraps (glibc's
+//! `malloc_trim` and `mallinfo2`, [`server::heap`]) is the workspace crate
+//! `crates/heap-release`, behind safe functions.
 
 pub mod auth;
 pub mod backup;

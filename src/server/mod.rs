@@ -9,6 +9,7 @@ pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod heap;
 pub mod hub;
 pub mod json;
 pub mod limits;
@@ -125,6 +126,9 @@ pub async fn launch(
     let hub = app.state().hub.clone();
     // PostgreSQL: notifications made by other replicas reach this one's WebSockets.
     listen::spawn(app.state());
+    // What building the app freed, then what bursts of connections free.
+    heap::release();
+    heap::spawn();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = connection::serve(listener, app, async move {
         shutdown.await;
