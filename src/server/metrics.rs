@@ -202,6 +202,8 @@ impl Metrics {
             "Time to produce the response headers",
             durations.clone(),
         );
+        // process_* (memory, CPU, descriptors), read at each scrape.
+        registry.register_collector(Box::new(super::process::ProcessCollector));
 
         Metrics {
             templates: table,

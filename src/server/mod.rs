@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod params;
+pub mod process;
 pub mod routes;
 pub mod state;
 pub mod throttle;

@@ -612,6 +612,12 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
             ("elior_db_queued_writes", "gauge"),
             ("elior_http_requests_total", "counter"),
             ("elior_http_request_duration_seconds", "histogram"),
+            ("process_cpu_seconds_total", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_start_time_seconds", "gauge"),
         ],
         "{}",
         r.body
@@ -680,6 +686,61 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
     ] {
         assert!(scrape.value(gauge).is_some(), "{gauge} in {}", r.body);
     }
+
+    // The process's own series, under the names every Prometheus client library uses,
+    // against what the kernel says of the server (read just after the scrape).
+    let pid = server.child.id();
+    let proc_line = |file: &str, key: &str| -> String {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {file}"));
+        line[key.len()..].trim().to_string()
+    };
+    let value = |name: &str| {
+        scrape
+            .value(name)
+            .unwrap_or_else(|| panic!("{name} in {}", r.body))
+    };
+    let rss_kib: f64 = proc_line("status", "VmRSS:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let resident = value("process_resident_memory_bytes") / 1024.0;
+    assert!(
+        (resident - rss_kib).abs() < rss_kib / 4.0,
+        "process_resident_memory_bytes {resident} KiB, VmRSS {rss_kib} KiB"
+    );
+    assert!(value("process_virtual_memory_bytes") / 1024.0 > rss_kib);
+    let soft_limit: f64 = proc_line("limits", "Max open files")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(value("process_max_fds"), soft_limit);
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let open = value("process_open_fds");
+    assert!(
+        open >= 3.0 && (open - open_now).abs() <= 4.0,
+        "process_open_fds {open}, {open_now} in /proc/{pid}/fd"
+    );
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    // It started when the test started it: before the uptime it reports, give or take.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    let uptime = value("elior_uptime_seconds");
+    assert!(
+        (now - uptime - started).abs() < 5.0,
+        "process_start_time_seconds {started}, now {now}, uptime {uptime}"
+    );
 }
 
 /// A scrape as [`check_exposition`] read it.
