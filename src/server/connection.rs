@@ -67,9 +67,10 @@ const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// (WebSockets included: the hub has asked them to close). The caller bounds that wait
 /// (`launch`'s drain deadline).
 pub async fn serve(listener: TcpListener, app: Tracked, shutdown: impl Future<Output = ()>) {
-    let limit = Arc::new(Limit::new(effective_max_connections(
-        app.state().config.max_connections,
-    )));
+    let limit = Arc::new(Limit::new(
+        effective_max_connections(app.state().config.max_connections),
+        app.state().metrics.connections.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection holds a clone in its place; `recv` returns `None` once all are gone.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
@@ -157,12 +158,19 @@ fn effective_max_connections(configured: Option<usize>) -> usize {
     max
 }
 
+/// Connections open and refused, and the limit: what `/metrics` shows of them.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    pub max: AtomicUsize,
+    pub open: AtomicUsize,
+    pub refused: AtomicU64,
+}
+
 /// How many connections are open, and the limit.
 struct Limit {
     max: usize,
-    open: AtomicUsize,
+    counts: Arc<ConnectionCounts>,
     refusing: AtomicUsize,
-    refused: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
     /// The whole refusal, written before anything is read.
     answer: Bytes,
@@ -176,12 +184,12 @@ struct Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        self.limit.counts.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Limit {
-    fn new(max: usize) -> Limit {
+    fn new(max: usize, counts: Arc<ConnectionCounts>) -> Limit {
         let body = format!(
             r#"{{"detail":"The server is at its connection limit ({max}); retry in a moment"}}"#
         );
@@ -190,11 +198,11 @@ impl Limit {
              retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
+        counts.max.store(max, Ordering::Relaxed);
         Limit {
             max,
-            open: AtomicUsize::new(0),
+            counts,
             refusing: AtomicUsize::new(0),
-            refused: AtomicU64::new(0),
             last_warning: Mutex::new(None),
             answer: Bytes::from(answer),
         }
@@ -202,10 +210,10 @@ impl Limit {
 
     fn take(self: &Arc<Self>, open: &mpsc::Sender<()>) -> Option<Place> {
         // Only the accept loop adds, so checking then adding cannot overshoot.
-        if self.open.load(Ordering::Acquire) >= self.max {
+        if self.counts.open.load(Ordering::Acquire) >= self.max {
             return None;
         }
-        self.open.fetch_add(1, Ordering::AcqRel);
+        self.counts.open.fetch_add(1, Ordering::AcqRel);
         Some(Place {
             limit: self.clone(),
             _open: open.clone(),
@@ -214,7 +222,7 @@ impl Limit {
 
     /// Answers a connection over the limit with the canned 503, off the accept loop.
     fn refuse(self: &Arc<Self>, mut stream: TcpStream) {
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let refused = self.counts.refused.fetch_add(1, Ordering::Relaxed) + 1;
         self.warn(refused);
         if self.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             self.refusing.fetch_sub(1, Ordering::AcqRel);

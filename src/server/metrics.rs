@@ -17,14 +17,18 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::Method;
-use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::connection::ConnectionCounts;
 use crate::db::PoolStats;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -135,6 +139,8 @@ pub struct Metrics {
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
     queued_writes: Gauge,
+    /// Kept by the accept loop ([`super::connection`]), read at each scrape.
+    pub connections: Arc<ConnectionCounts>,
 }
 
 impl Metrics {
@@ -202,6 +208,8 @@ impl Metrics {
             "Time to produce the response headers",
             durations.clone(),
         );
+        let connections = Arc::new(ConnectionCounts::default());
+        registry.register_collector(Box::new(ConnectionsCollector(connections.clone())));
         // process_* (memory, CPU, descriptors), read at each scrape.
         registry.register_collector(Box::new(super::process::ProcessCollector));
 
@@ -215,6 +223,7 @@ impl Metrics {
             pool_connections,
             pool_max,
             queued_writes,
+            connections,
         }
     }
 
@@ -280,6 +289,49 @@ impl Metrics {
             .expect("writing to a String does not fail");
         out
     }
+}
+
+/// The connection series, read from the accept loop's counts at each scrape.
+#[derive(Debug)]
+struct ConnectionsCollector(Arc<ConnectionCounts>);
+
+impl Collector for ConnectionsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counts = &self.0;
+        for (name, help, value) in [
+            (
+                "elior_http_connections",
+                "Connections open now, HTTP and WebSocket",
+                counts.open.load(Relaxed),
+            ),
+            (
+                "elior_http_max_connections",
+                "Connections allowed open at once (MAX_CONNECTIONS within the open-file limit)",
+                counts.max.load(Relaxed),
+            ),
+        ] {
+            encode_gauge(&mut encoder, name, help, value as i64)?;
+        }
+        let refused = ConstCounter::new(counts.refused.load(Relaxed));
+        refused.encode(encoder.encode_descriptor(
+            "elior_http_refused_connections",
+            "Connections answered 503 at the connection limit",
+            None,
+            refused.metric_type(),
+        )?)
+    }
+}
+
+/// Writes one gauge of a [`Collector`]'s scrape, its value as it is now.
+pub fn encode_gauge<N: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
 #[cfg(test)]

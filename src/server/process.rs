@@ -7,7 +7,6 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Encodes the `process_*` series at each scrape.
 #[derive(Debug)]
@@ -53,8 +52,7 @@ impl Collector for ProcessCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            super::metrics::encode_gauge(&mut encoder, name, help, value)?;
         }
         Ok(())
     }

@@ -612,6 +612,9 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
             ("elior_db_queued_writes", "gauge"),
             ("elior_http_requests_total", "counter"),
             ("elior_http_request_duration_seconds", "histogram"),
+            ("elior_http_connections", "gauge"),
+            ("elior_http_max_connections", "gauge"),
+            ("elior_http_refused_connections_total", "counter"),
             ("process_cpu_seconds_total", "counter"),
             ("process_resident_memory_bytes", "gauge"),
             ("process_virtual_memory_bytes", "gauge"),
@@ -678,6 +681,22 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
     assert!(scrape
         .value("elior_uptime_seconds")
         .is_some_and(|s| s > 0.0));
+    // The scrape's own connection is open (the earlier ones may not be let go yet);
+    // nothing was refused.
+    assert!(
+        scrape
+            .value("elior_http_connections")
+            .is_some_and(|open| (1.0..=10.0).contains(&open)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        scrape.value("elior_http_refused_connections_total"),
+        Some(0.0)
+    );
+    assert!(scrape
+        .value("elior_http_max_connections")
+        .is_some_and(|m| m >= 1.0));
     for gauge in [
         "elior_db_pool_connections{state=\"idle\"}",
         "elior_db_pool_connections{state=\"in_use\"}",
@@ -1310,7 +1329,12 @@ fn method_not_allowed_and_too_large_bodies_answer_json() {
 /// GET /health, or status 0 when the server refused the connection at its limit (it
 /// answers 503 before the request is written, which ends hyper's exchange).
 fn health_or_refused(addr: std::net::SocketAddr) -> common::Resp {
-    common::try_request(addr, "GET", "/health", &[], None).unwrap_or_else(|e| common::Resp {
+    get_or_refused(addr, "/health")
+}
+
+/// `GET path`, or a refused exchange as status 0 with the error as its body.
+fn get_or_refused(addr: std::net::SocketAddr, path: &str) -> common::Resp {
+    common::try_request(addr, "GET", path, &[], None).unwrap_or_else(|e| common::Resp {
         status: 0,
         headers: Vec::new(),
         body: e,
@@ -1409,4 +1433,24 @@ fn connections_past_max_connections_get_503_with_retry_after() {
     );
     let log = server.log_text();
     assert!(log.contains("connection limit reached"), "{log}");
+
+    // /metrics counts them: the WebSocket and the scrape open (once the last health
+    // check's connection has been let go), the limit, and the refusals (this one, and any
+    // health check above that came while the register and login connections closed).
+    let metrics = poll_until(
+        || get_or_refused(server.addr, "/metrics"),
+        |r| r.body.contains("elior_http_connections 2\n"),
+    )
+    .body;
+    assert!(metrics.contains("elior_http_connections 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("elior_http_max_connections 3\n"),
+        "{metrics}"
+    );
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("elior_http_refused_connections_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no refusal count in {metrics}"));
+    assert!(refused >= 1, "{metrics}");
 }
