@@ -158,7 +158,8 @@ fn effective_max_connections(configured: Option<usize>) -> usize {
     max
 }
 
-/// Connections open and refused, and the limit: what `/metrics` shows of them.
+/// Connections open and refused, and the limit (set once, at the start of [`serve`]):
+/// what `/metrics` shows of them.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
     pub max: AtomicUsize,
@@ -168,7 +169,6 @@ pub struct ConnectionCounts {
 
 /// How many connections are open, and the limit.
 struct Limit {
-    max: usize,
     counts: Arc<ConnectionCounts>,
     refusing: AtomicUsize,
     last_warning: Mutex<Option<Instant>>,
@@ -200,7 +200,6 @@ impl Limit {
         );
         counts.max.store(max, Ordering::Relaxed);
         Limit {
-            max,
             counts,
             refusing: AtomicUsize::new(0),
             last_warning: Mutex::new(None),
@@ -210,7 +209,7 @@ impl Limit {
 
     fn take(self: &Arc<Self>, open: &mpsc::Sender<()>) -> Option<Place> {
         // Only the accept loop adds, so checking then adding cannot overshoot.
-        if self.counts.open.load(Ordering::Acquire) >= self.max {
+        if self.counts.open.load(Ordering::Acquire) >= self.counts.max.load(Ordering::Relaxed) {
             return None;
         }
         self.counts.open.fetch_add(1, Ordering::AcqRel);
@@ -253,7 +252,7 @@ impl Limit {
         }
         *last = Some(now);
         tracing::warn!(
-            max_connections = self.max,
+            max_connections = self.counts.max.load(Ordering::Relaxed),
             refused_so_far = refused,
             "connection limit reached: answering new connections 503 (MAX_CONNECTIONS)"
         );

@@ -18,15 +18,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// again would cost more than keeping it.
 const RELEASE_ABOVE: usize = 4 << 20;
 
-/// Hands the free heap back to the system now (startup: the garbage of building the app).
-pub fn release() {
-    heap_release::release_free();
-}
-
-/// Looks at the heap every 5 s for as long as the runtime runs, and releases what is
-/// free when the resident memory not in use has grown by more than 4 MiB since the last
-/// release. Call it right after [`release`].
+/// Hands the free heap back to the system now (startup: the garbage of building the
+/// app), then looks at the heap every 5 s for as long as the runtime runs, and releases
+/// what is free again when the resident memory not in use has grown by more than 4 MiB
+/// since the last release.
 pub fn spawn() {
+    heap_release::release_free();
     let Some(mut floor) = idle_resident_bytes() else {
         return;
     };
@@ -49,22 +46,9 @@ pub fn spawn() {
 /// count of resident pages is the one that tells.
 fn idle_resident_bytes() -> Option<usize> {
     let in_use = heap_release::in_use_bytes()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let anon_kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((anon_kib << 10).saturating_sub(in_use))
+    Some(super::process::anonymous_resident_bytes()?.saturating_sub(in_use))
 }
 
-/// Releases the free heap if the resident memory not in use is over `floor` by more
-/// than [`RELEASE_ABOVE`]. Returns the floor for the next look: what is left after a
-/// release, or the lower of `floor` and now. Part of what is not in use is never
-/// released (thread stacks, the runtime's mappings: a few MiB), hence a floor, not zero.
 fn release_if_grown(floor: usize) -> usize {
     let Some(idle) = idle_resident_bytes() else {
         return floor;

@@ -19,7 +19,8 @@ use std::time::Duration;
 use axum::http::Method;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+    prometheus_text, DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet,
+    EncodeMetric,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -313,14 +314,25 @@ impl Collector for ConnectionsCollector {
         ] {
             encode_gauge(&mut encoder, name, help, value as i64)?;
         }
-        let refused = ConstCounter::new(counts.refused.load(Relaxed));
-        refused.encode(encoder.encode_descriptor(
+        encode_counter(
+            &mut encoder,
             "elior_http_refused_connections",
             "Connections answered 503 at the connection limit",
-            None,
-            refused.metric_type(),
-        )?)
+            counts.refused.load(Relaxed),
+        )
     }
+}
+
+/// Writes one counter of a [`Collector`]'s scrape (`name` without `_total`, which the
+/// encoder adds).
+pub fn encode_counter<N: EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
 }
 
 /// Writes one gauge of a [`Collector`]'s scrape, its value as it is now.

@@ -128,7 +128,6 @@ pub async fn launch(
     // PostgreSQL: notifications made by other replicas reach this one's WebSockets.
     listen::spawn(app.state());
     // What building the app freed, then what bursts of connections free.
-    heap::release();
     heap::spawn();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = connection::serve(listener, app, async move {

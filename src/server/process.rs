@@ -5,8 +5,7 @@
 //! at each scrape; where it cannot be read (not Linux), the series are left out.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
 
 /// Encodes the `process_*` series at each scrape.
 #[derive(Debug)]
@@ -17,23 +16,22 @@ impl Collector for ProcessCollector {
         let Some(now) = Figures::read() else {
             return Ok(());
         };
-        let cpu = ConstCounter::new(now.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
+        super::metrics::encode_counter(
+            &mut encoder,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds",
-            None,
-            cpu.metric_type(),
-        )?)?;
+            now.stat.cpu_seconds,
+        )?;
         let gauges = [
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
-                now.resident_bytes,
+                now.stat.resident_bytes,
             ),
             (
                 "process_virtual_memory_bytes",
                 "Virtual memory size in bytes",
-                now.virtual_bytes,
+                now.stat.virtual_bytes,
             ),
             (
                 "process_open_fds",
@@ -48,7 +46,7 @@ impl Collector for ProcessCollector {
             (
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds",
-                now.start_time_seconds,
+                now.stat.start_time_seconds,
             ),
         ];
         for (name, help, value) in gauges {
@@ -59,58 +57,80 @@ impl Collector for ProcessCollector {
 }
 
 /// One reading of the process's figures.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Figures {
-    cpu_seconds: f64,
-    resident_bytes: f64,
-    virtual_bytes: f64,
+    stat: Stat,
     open_fds: f64,
     max_fds: f64,
-    start_time_seconds: f64,
 }
 
 impl Figures {
     fn read() -> Option<Figures> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let boot_time = boot_time(&std::fs::read_to_string("/proc/stat").ok()?)?;
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
-        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .map_or(f64::INFINITY, |n| n as f64);
-        let mut figures = from_stat(
+        let stat = from_stat(
             &stat,
             rustix::param::clock_ticks_per_second() as f64,
             rustix::param::page_size() as f64,
-            boot_time,
+            boot_time()?,
         )?;
-        // read_dir's own descriptor was open while it counted.
-        figures.open_fds = open_fds.saturating_sub(1) as f64;
-        figures.max_fds = max_fds;
-        Some(figures)
+        // read_dir's own descriptor is open while it counts.
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .count()
+            .saturating_sub(1);
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(f64::INFINITY, |n| n as f64);
+        Some(Figures {
+            stat,
+            open_fds: open_fds as f64,
+            max_fds,
+        })
     }
 }
 
-/// The figures in `/proc/self/stat` (proc(5)), without the descriptors. The command name,
-/// in parentheses, may itself hold spaces and parentheses: the fields are counted from
-/// the last `)`.
-fn from_stat(stat: &str, ticks_per_second: f64, page_size: f64, boot_time: f64) -> Option<Figures> {
+/// What `/proc/self/stat` says of the process.
+#[derive(Debug, PartialEq)]
+struct Stat {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    start_time_seconds: f64,
+}
+
+/// The figures in `/proc/self/stat` (proc(5)). The command name, in parentheses, may
+/// itself hold spaces and parentheses: the fields are counted from the last `)`.
+fn from_stat(stat: &str, ticks_per_second: f64, page_size: f64, boot_time: f64) -> Option<Stat> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     // Field 3 (state) is the first after the name; proc(5) numbers fields from 1.
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
     let (utime, stime) = (field(14)?, field(15)?);
-    Some(Figures {
+    Some(Stat {
         cpu_seconds: (utime + stime) / ticks_per_second,
         resident_bytes: field(24)? * page_size,
         virtual_bytes: field(23)?,
-        open_fds: 0.0,
-        max_fds: 0.0,
         start_time_seconds: boot_time + field(22)? / ticks_per_second,
     })
 }
 
-/// The boot time, in seconds since the epoch (`btime` in `/proc/stat`).
-fn boot_time(proc_stat: &str) -> Option<f64> {
+/// Resident memory that is not file-backed: the heap, stacks and other anonymous
+/// mappings, in bytes (`/proc/self/statm`: resident pages less shared ones).
+pub fn anonymous_resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut pages = statm.split_whitespace().skip(1).map(str::parse::<usize>);
+    let (resident, shared) = (pages.next()?.ok()?, pages.next()?.ok()?);
+    Some(resident.saturating_sub(shared) * rustix::param::page_size())
+}
+
+/// The boot time, in seconds since the epoch, read once: it does not change.
+fn boot_time() -> Option<f64> {
+    static BOOT_TIME: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *BOOT_TIME.get_or_init(|| btime(&std::fs::read_to_string("/proc/stat").ok()?))
+}
+
+/// `btime` in `/proc/stat`: the boot time, in seconds since the epoch.
+fn btime(proc_stat: &str) -> Option<f64> {
     proc_stat
         .lines()
         .find_map(|l| l.strip_prefix("btime "))?
@@ -131,12 +151,10 @@ mod tests {
         let figures = from_stat(stat, 100.0, 4096.0, 1_700_000_000.0).unwrap();
         assert_eq!(
             figures,
-            Figures {
+            Stat {
                 cpu_seconds: 2.0,
                 resident_bytes: 5120.0 * 4096.0,
                 virtual_bytes: 123_456_789.0,
-                open_fds: 0.0,
-                max_fds: 0.0,
                 start_time_seconds: 1_700_000_030.0,
             }
         );
@@ -151,19 +169,17 @@ mod tests {
     #[test]
     fn boot_time_comes_from_btime() {
         let proc_stat = "cpu  1 2 3 4\nintr 5\nbtime 1765000000\nprocesses 7\n";
-        assert_eq!(boot_time(proc_stat), Some(1_765_000_000.0));
-        assert_eq!(boot_time("cpu 1 2 3\n"), None);
+        assert_eq!(btime(proc_stat), Some(1_765_000_000.0));
+        assert_eq!(btime("cpu 1 2 3\n"), None);
     }
 
     /// This test process: its own figures are all there and plausible.
     #[test]
     fn this_process_reads_plausibly() {
         let figures = Figures::read().unwrap();
-        assert!(figures.resident_bytes > 1e6, "{figures:?}");
-        assert!(
-            figures.virtual_bytes >= figures.resident_bytes,
-            "{figures:?}"
-        );
+        let stat = &figures.stat;
+        assert!(stat.resident_bytes > 1e6, "{figures:?}");
+        assert!(stat.virtual_bytes >= stat.resident_bytes, "{figures:?}");
         assert!(
             figures.open_fds >= 3.0 && figures.open_fds <= figures.max_fds,
             "{figures:?}"
@@ -173,7 +189,7 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         assert!(
-            figures.start_time_seconds <= now + 1.0 && figures.start_time_seconds > now - 3600.0,
+            stat.start_time_seconds <= now + 1.0 && stat.start_time_seconds > now - 3600.0,
             "{figures:?}, now {now}"
         );
     }

@@ -709,31 +709,20 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
     // The process's own series, under the names every Prometheus client library uses,
     // against what the kernel says of the server (read just after the scrape).
     let pid = server.child.id();
-    let proc_line = |file: &str, key: &str| -> String {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("no {key} in {file}"));
-        line[key.len()..].trim().to_string()
-    };
+
     let value = |name: &str| {
         scrape
             .value(name)
             .unwrap_or_else(|| panic!("{name} in {}", r.body))
     };
-    let rss_kib: f64 = proc_line("status", "VmRSS:")
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
+    let rss_kib = common::status_kib(pid, "VmRSS:") as f64;
     let resident = value("process_resident_memory_bytes") / 1024.0;
     assert!(
         (resident - rss_kib).abs() < rss_kib / 4.0,
         "process_resident_memory_bytes {resident} KiB, VmRSS {rss_kib} KiB"
     );
     assert!(value("process_virtual_memory_bytes") / 1024.0 > rss_kib);
-    let soft_limit: f64 = proc_line("limits", "Max open files")
+    let soft_limit: f64 = common::proc_field(pid, "limits", "Max open files")
         .split_whitespace()
         .next()
         .unwrap()

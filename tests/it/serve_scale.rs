@@ -176,16 +176,6 @@ fn a_sigkill_during_group_commits_loses_no_acknowledged_write() {
     );
 }
 
-/// The server's anonymous resident memory (`RssAnon`), in KiB.
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no RssAnon in /proc/{pid}/status"))
-}
-
 /// One keep-alive `GET /api/auth/me` on a raw connection, its answer read whole; the
 /// connection stays open (and hyper keeps its buffers for it).
 fn open_connection(addr: std::net::SocketAddr, token: &str) -> std::net::TcpStream {
@@ -237,14 +227,14 @@ fn the_memory_of_closed_connections_is_given_back_to_the_system() {
     let server = Server::start(&env);
     let token = server.register_and_login("burst", "burst-password-1");
     let pid = server.child.id();
-    let before = rss_anon_kib(pid);
+    let before = common::status_kib(pid, "RssAnon:");
 
     // About 10 KiB for each open connection (hyper's buffers, the task, the socket's
     // registration); 700 stay under the 768 connections a 1,024-descriptor limit allows.
     let connections: Vec<_> = (0..700)
         .map(|_| open_connection(server.addr, &token))
         .collect();
-    let during = rss_anon_kib(pid);
+    let during = common::status_kib(pid, "RssAnon:");
     assert!(
         during > before + 4 * 1024,
         "700 open connections took RssAnon only from {before} to {during} KiB"
@@ -252,13 +242,13 @@ fn the_memory_of_closed_connections_is_given_back_to_the_system() {
     drop(connections);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut now = rss_anon_kib(pid);
+    let mut now = common::status_kib(pid, "RssAnon:");
     while now > before + (during - before) / 4 {
         assert!(
             Instant::now() < deadline,
             "30 s after 700 connections closed, RssAnon is {now} KiB: {before} before them, {during} with them open"
         );
         std::thread::sleep(Duration::from_millis(100));
-        now = rss_anon_kib(pid);
+        now = common::status_kib(pid, "RssAnon:");
     }
 }

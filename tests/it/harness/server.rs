@@ -173,6 +173,26 @@ impl Drop for Server {
     }
 }
 
+/// What follows `key` on its line of `/proc/PID/FILE` (`status`, `limits`...), trimmed.
+pub fn proc_field(pid: u32, file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"));
+    line[key.len()..].trim().to_string()
+}
+
+/// A `kB` figure of `/proc/PID/status` (`VmRSS:`, `RssAnon:`...), in KiB.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let value = proc_field(pid, "status", key);
+    value
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} {value} in /proc/{pid}/status"))
+}
+
 pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{name}"))
