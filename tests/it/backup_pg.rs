@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::stack::both_streams;
+use crate::harness::stack::exited;
 use api_harness::{Cast, Server, PASSWORD};
 use moto_support::Moto;
 use pg_harness::{Cluster, PG_PASSWORD};
@@ -107,19 +107,15 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
     let users_before = without_last_login(s.get("/api/users", &cast.admin.token).body);
 
     let backup = elior(&dir, &["backup", "--json"]);
-    assert!(backup.status.success(), "{}", both_streams(&backup));
-    assert!(
-        !both_streams(&backup).contains(PG_PASSWORD),
-        "{}",
-        both_streams(&backup)
-    );
+    let backup_said = exited(&backup, 0);
+    assert!(!backup_said.contains(PG_PASSWORD), "{backup_said}");
     let listed = manifests(&dir);
     assert_eq!(listed.len(), 1, "{listed:?}");
     let manifest: Value =
         serde_json::from_slice(&fs::read(dir.join("backups").join(&listed[0])).unwrap()).unwrap();
     assert_eq!(manifest["database_kind"], "postgresql-custom-dump");
     let verify = elior(&dir, &["backup", "verify", "--all"]);
-    assert!(verify.status.success(), "{}", both_streams(&verify));
+    exited(&verify, 0);
     // Exported, the dump is named for what it is.
     let export = dir.join("export.tar.gz");
     let out = elior(
@@ -132,7 +128,7 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
             export.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", both_streams(&out));
+    exited(&out, 0);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
         fs::File::open(&export).unwrap(),
     ));
@@ -158,17 +154,12 @@ fn postgresql_stack_backup_then_changes_then_restore_brings_back_exactly_the_old
     assert!(s.terminate().success());
 
     let restore = elior(&dir, &["restore", "latest", "--yes"]);
-    assert!(restore.status.success(), "{}", both_streams(&restore));
+    let restore_said = exited(&restore, 0);
     assert!(
-        both_streams(&restore).contains("pg_restore, one transaction"),
-        "{}",
-        both_streams(&restore)
+        restore_said.contains("pg_restore, one transaction"),
+        "{restore_said}"
     );
-    assert!(
-        !both_streams(&restore).contains(PG_PASSWORD),
-        "{}",
-        both_streams(&restore)
-    );
+    assert!(!restore_said.contains(PG_PASSWORD), "{restore_said}");
 
     let s = serve_again(s, &url);
     assert_eq!(login_status(&s, "before_backup"), 200);
@@ -191,23 +182,14 @@ fn a_wrong_password_fails_naming_the_server_and_records_no_backup() {
     let wrong = url.replace(PG_PASSWORD, "not-the-password");
     stack_env(dir.path(), &wrong);
     let out = elior(dir.path(), &["backup"]);
-    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
+    let out_said = exited(&out, 2);
     let target = format!("127.0.0.1:{}", cluster.port);
+    assert!(out_said.contains(&target), "{out_said}");
     assert!(
-        both_streams(&out).contains(&target),
-        "{}",
-        both_streams(&out)
+        out_said.contains("password authentication failed"),
+        "{out_said}"
     );
-    assert!(
-        both_streams(&out).contains("password authentication failed"),
-        "{}",
-        both_streams(&out)
-    );
-    assert!(
-        !both_streams(&out).contains("not-the-password"),
-        "{}",
-        both_streams(&out)
-    );
+    assert!(!out_said.contains("not-the-password"), "{out_said}");
     assert!(manifests(dir.path()).is_empty());
     let left: Vec<_> = fs::read_dir(dir.path().join("backups"))
         .unwrap()
@@ -263,19 +245,12 @@ fn pg_dump_killed_mid_way_records_no_backup() {
         .success());
     let out = backup.wait_with_output().unwrap();
     drop(holder);
-    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
-    assert!(
-        both_streams(&out).contains("pg_dump"),
-        "{}",
-        both_streams(&out)
-    );
+    let out_said = exited(&out, 2);
+    assert!(out_said.contains("pg_dump"), "{out_said}");
     assert!(manifests(dir.path()).is_empty());
     let list = elior(dir.path(), &["backup", "list"]);
-    assert!(
-        !both_streams(&list).contains("ok"),
-        "{}",
-        both_streams(&list)
-    );
+    let list_said = exited(&list, 0);
+    assert!(!list_said.contains("ok"), "{list_said}");
 }
 
 /// The pid of a child of `parent` whose program is `name`.
@@ -301,7 +276,7 @@ fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
     stack_env(&dir, &url);
     let cast = Cast::new(&s);
     let backup = elior(&dir, &["backup"]);
-    assert!(backup.status.success(), "{}", both_streams(&backup));
+    exited(&backup, 0);
     register(&s, &cast.trainer.token, "after_backup");
     assert!(s.terminate().success());
     cluster.psql(&db, "CREATE VIEW pins_users AS SELECT id FROM users");
@@ -311,12 +286,8 @@ fn a_restore_failing_half_way_leaves_the_database_as_it_was() {
     );
 
     let restore = elior(&dir, &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
-    assert!(
-        both_streams(&restore).contains("left as it was"),
-        "{}",
-        both_streams(&restore)
-    );
+    let restore_said = exited(&restore, 2);
+    assert!(restore_said.contains("left as it was"), "{restore_said}");
     assert_eq!(
         cluster.psql(
             &db,
@@ -353,29 +324,24 @@ fn a_backup_of_the_other_backend_is_refused_both_ways() {
         )
         .output()
         .unwrap();
-    assert!(migrate.status.success(), "{}", both_streams(&migrate));
+    exited(&migrate, 0);
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", both_streams(&backup));
+    exited(&backup, 0);
     stack_env(dir.path(), &url);
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
+    let restore_said = exited(&restore, 2);
     assert!(
-        both_streams(&restore).contains("holds a SQLite database"),
-        "{}",
-        both_streams(&restore)
+        restore_said.contains("holds a SQLite database"),
+        "{restore_said}"
     );
-    assert!(
-        both_streams(&restore).contains("elior db copy"),
-        "{}",
-        both_streams(&restore)
-    );
+    assert!(restore_said.contains("elior db copy"), "{restore_said}");
     assert_eq!(manifests(dir.path()).len(), 1, "no safety backup was taken");
 
     // And the other way: a dump into a SQLite stack.
     stack_env(dir.path(), &url);
     fs::remove_dir_all(dir.path().join("backups")).unwrap();
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", both_streams(&backup));
+    exited(&backup, 0);
     fs::write(
         dir.path().join(".env.production"),
         format!(
@@ -386,12 +352,10 @@ fn a_backup_of_the_other_backend_is_refused_both_ways() {
     .unwrap();
     let sqlite_before = fs::read(dir.path().join("data/elior.db")).unwrap();
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
+    let restore_said = exited(&restore, 2);
     assert!(
-        both_streams(&restore)
-            .contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
-        "{}",
-        both_streams(&restore)
+        restore_said.contains("holds a PostgreSQL dump, but this stack's DATABASE_URL is SQLite"),
+        "{restore_said}"
     );
     assert_eq!(
         fs::read(dir.path().join("data/elior.db")).unwrap(),
@@ -412,12 +376,8 @@ fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
     holder.send("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 'locked';");
     holder.wait_for_line("locked");
     let out = elior(dir.path(), &["backup", "--timeout", "2"]);
-    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
-    assert!(
-        both_streams(&out).contains("time limit"),
-        "{}",
-        both_streams(&out)
-    );
+    let out_said = exited(&out, 2);
+    assert!(out_said.contains("time limit"), "{out_said}");
     assert!(manifests(dir.path()).is_empty());
     // The killed pg_dump's connection goes; the lock holder is the only one left.
     drop(holder);
@@ -443,7 +403,7 @@ fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
     let dir = tempfile::tempdir().unwrap();
     stack_env(dir.path(), &url);
     let backup = elior(dir.path(), &["backup"]);
-    assert!(backup.status.success(), "{}", both_streams(&backup));
+    exited(&backup, 0);
     let backups = dir.path().join("backups");
     let name = &manifests(dir.path())[0];
     let path = backups.join(name);
@@ -459,19 +419,14 @@ fn a_garbled_dump_with_matching_hashes_fails_verify_and_restore() {
     manifest.seal();
     elior::backup::manifest::write(&backups, &manifest).unwrap();
     let verify = elior(dir.path(), &["backup", "verify", "--all"]);
-    assert_eq!(verify.status.code(), Some(1), "{}", both_streams(&verify));
-    assert!(
-        both_streams(&verify).contains("pg_restore --list"),
-        "{}",
-        both_streams(&verify)
-    );
+    let verify_said = exited(&verify, 1);
+    assert!(verify_said.contains("pg_restore --list"), "{verify_said}");
     cluster.psql(&db, "INSERT INTO kept VALUES (8)");
     let restore = elior(dir.path(), &["restore", "latest", "--yes"]);
-    assert_eq!(restore.status.code(), Some(2), "{}", both_streams(&restore));
+    let restore_said = exited(&restore, 2);
     assert!(
-        both_streams(&restore).contains("failed verification"),
-        "{}",
-        both_streams(&restore)
+        restore_said.contains("failed verification"),
+        "{restore_said}"
     );
     assert_eq!(
         cluster.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY n) FROM kept"),
@@ -537,12 +492,8 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
     let users_before = without_last_login(s.get("/api/users", &cast.admin.token).body);
 
     let first = elior(&dir, &["backup", "--json"]);
-    assert!(first.status.success(), "{}", both_streams(&first));
-    assert!(
-        !both_streams(&first).contains(PG_PASSWORD),
-        "{}",
-        both_streams(&first)
-    );
+    let first_said = exited(&first, 0);
+    assert!(!first_said.contains(PG_PASSWORD), "{first_said}");
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
     let id = first["id"].as_str().unwrap().to_string();
     assert_eq!(first["offsite"]["sent"], json!([id]), "{first:#}");
@@ -562,7 +513,7 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", both_streams(&verify));
+    exited(&verify, 0);
 
     // One changed row: the next backup stores the chunks around it, not the dump again.
     cluster.psql(
@@ -570,7 +521,7 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         "UPDATE bulk_notes SET body = 'changed' WHERE id = 12345",
     );
     let second = elior(&dir, &["backup", "--json"]);
-    assert!(second.status.success(), "{}", both_streams(&second));
+    exited(&second, 0);
     let second: Value = serde_json::from_slice(&second.stdout).unwrap();
     let (first_added, second_added) = (
         first["added_bytes"].as_u64().unwrap(),
@@ -590,12 +541,8 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
     );
     assert!(s.terminate().success());
     let refused = elior(&dir, &["restore", &id, "--yes"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", both_streams(&refused));
-    assert!(
-        both_streams(&refused).contains("--identity"),
-        "{}",
-        both_streams(&refused)
-    );
+    let refused_said = exited(&refused, 2);
+    assert!(refused_said.contains("--identity"), "{refused_said}");
     assert_eq!(
         cluster.psql(
             &db_name,
@@ -611,11 +558,10 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(restore.status.success(), "{}", both_streams(&restore));
+    let restore_said = exited(&restore, 0);
     assert!(
-        both_streams(&restore).contains("pg_restore, one transaction"),
-        "{}",
-        both_streams(&restore)
+        restore_said.contains("pg_restore, one transaction"),
+        "{restore_said}"
     );
     let leftovers: Vec<String> = fs::read_dir(dir.join("backups"))
         .unwrap()
@@ -653,14 +599,9 @@ fn a_postgresql_stack_backs_up_into_the_encrypted_repository_and_offsite() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .output()
         .unwrap();
+    let from_bucket_said = exited(&from_bucket, 0);
     assert!(
-        from_bucket.status.success(),
-        "{}",
-        both_streams(&from_bucket)
-    );
-    assert!(
-        both_streams(&from_bucket).contains(&format!("restored backup {id}")),
-        "{}",
-        both_streams(&from_bucket)
+        from_bucket_said.contains(&format!("restored backup {id}")),
+        "{from_bucket_said}"
     );
 }

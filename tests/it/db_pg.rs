@@ -10,7 +10,7 @@ use crate::harness::pg as pg_harness;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::harness::stack::both_streams;
+use crate::harness::stack::exited;
 use api_harness::{Cast, Server};
 use pg_harness::{Cluster, PG_PASSWORD};
 use serde_json::{json, Value};
@@ -35,7 +35,7 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     // A fresh database: version 0, one migration pending (exit 1), nothing changed by
     // a dry run.
     let status = elior(&["db", "status", "--json"], &env);
-    assert_eq!(status.status.code(), Some(1), "{}", both_streams(&status));
+    let status_said = exited(&status, 1);
     let body: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(body["backend"], "postgresql");
     assert_eq!(body["applied_version"], 0);
@@ -44,17 +44,12 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     // status, so a new migration doesn't break the assertions below.
     let latest = body["latest_version"].as_i64().unwrap();
     assert_eq!(body["pending"].as_array().unwrap().len() as i64, latest);
-    assert!(
-        !both_streams(&status).contains(PG_PASSWORD),
-        "{}",
-        both_streams(&status)
-    );
+    assert!(!status_said.contains(PG_PASSWORD), "{status_said}");
     let dry = elior(&["db", "migrate", "--dry-run"], &env);
-    assert!(dry.status.success(), "{}", both_streams(&dry));
+    let dry_said = exited(&dry, 0);
     assert!(
-        both_streams(&dry).contains(&format!("would apply {latest} migration")),
-        "{}",
-        both_streams(&dry)
+        dry_said.contains(&format!("would apply {latest} migration")),
+        "{dry_said}"
     );
     let url_name = url.rsplit('/').next().unwrap();
     assert_eq!(
@@ -66,41 +61,32 @@ fn db_status_and_migrate_on_postgresql_and_sqlite() {
     );
 
     let migrate = elior(&["db", "migrate"], &env);
-    assert!(migrate.status.success(), "{}", both_streams(&migrate));
+    let migrate_said = exited(&migrate, 0);
     assert!(
-        both_streams(&migrate).contains(&format!("from schema version 0 to {latest}")),
-        "{}",
-        both_streams(&migrate)
+        migrate_said.contains(&format!("from schema version 0 to {latest}")),
+        "{migrate_said}"
     );
     let status = elior(&["db", "status"], &env);
-    assert!(status.status.success(), "{}", both_streams(&status));
+    let status_said = exited(&status, 0);
     assert!(
-        both_streams(&status).contains(&format!("version {latest} of {latest}")),
-        "{}",
-        both_streams(&status)
+        status_said.contains(&format!("version {latest} of {latest}")),
+        "{status_said}"
     );
     let again = elior(&["db", "migrate"], &env);
-    assert!(
-        both_streams(&again).contains("nothing to apply"),
-        "{}",
-        both_streams(&again)
-    );
+    let again_said = exited(&again, 0);
+    assert!(again_said.contains("nothing to apply"), "{again_said}");
 
     // SQLite: a missing file is an error for status (exit 2), created by migrate.
     let dir = tempfile::tempdir().unwrap();
     let file = format!("sqlite:///{}", dir.path().join("e.db").display());
     let env = [("DATABASE_URL", file.as_str())];
     let missing = elior(&["db", "status"], &env);
-    assert_eq!(missing.status.code(), Some(2), "{}", both_streams(&missing));
-    assert!(
-        both_streams(&missing).contains("no database file"),
-        "{}",
-        both_streams(&missing)
-    );
+    let missing_said = exited(&missing, 2);
+    assert!(missing_said.contains("no database file"), "{missing_said}");
     let migrate = elior(&["db", "migrate"], &env);
-    assert!(migrate.status.success(), "{}", both_streams(&migrate));
+    exited(&migrate, 0);
     let status = elior(&["db", "status", "--json"], &env);
-    assert!(status.status.success(), "{}", both_streams(&status));
+    exited(&status, 0);
     let body: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(body["backend"], "sqlite");
     assert_eq!(body["applied_version"], body["latest_version"]);
@@ -164,8 +150,7 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
     let from = format!("sqlite:{}", db_file.display());
 
     let copy = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-    assert!(copy.status.success(), "{}", both_streams(&copy));
-    let out = both_streams(&copy);
+    let out = exited(&copy, 0);
     assert!(out.contains("copied and verified"), "{out}");
     assert!(out.contains("users"), "{out}");
     assert!(!out.contains(PG_PASSWORD), "{out}");
@@ -174,17 +159,9 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
     let db_name = url.rsplit('/').next().unwrap();
     let users = cluster.psql(db_name, "SELECT count(*) FROM users");
     let again = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-    assert_eq!(again.status.code(), Some(2), "{}", both_streams(&again));
-    assert!(
-        both_streams(&again).contains("not empty"),
-        "{}",
-        both_streams(&again)
-    );
-    assert!(
-        both_streams(&again).contains("--force"),
-        "{}",
-        both_streams(&again)
-    );
+    let again_said = exited(&again, 2);
+    assert!(again_said.contains("not empty"), "{again_said}");
+    assert!(again_said.contains("--force"), "{again_said}");
     assert_eq!(cluster.psql(db_name, "SELECT count(*) FROM users"), users);
     let forced = elior(
         &[
@@ -192,7 +169,7 @@ fn copy_a_populated_sqlite_database_and_serve_it_from_postgresql() {
         ],
         &[],
     );
-    assert!(forced.status.success(), "{}", both_streams(&forced));
+    exited(&forced, 0);
     let report: Value = serde_json::from_slice(&forced.stdout).unwrap();
     assert_eq!(report[0]["table"], "users");
     assert_eq!(report[0]["rows"].as_u64().unwrap().to_string(), users);
@@ -254,8 +231,8 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
     ] {
         let from = format!("sqlite:{}", path.display());
         let out = elior(&["db", "copy", "--from", &from, "--to", &url], &[]);
-        assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
-        assert!(both_streams(&out).contains(says), "{}", both_streams(&out));
+        let out_said = exited(&out, 2);
+        assert!(out_said.contains(says), "{out_said}");
     }
 
     // A real source, a wrong password: one clear error naming the server and the fix.
@@ -264,8 +241,7 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
     let from = format!("sqlite:{}", s.dir.path().join("elior.db").display());
     let wrong = url.replace(PG_PASSWORD, "not-the-password");
     let out = elior(&["db", "copy", "--from", &from, "--to", &wrong], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
-    let msg = both_streams(&out);
+    let msg = exited(&out, 2);
     assert!(
         msg.contains(&format!("127.0.0.1:{}", cluster.port)),
         "{msg}"
@@ -285,17 +261,9 @@ fn copy_refuses_what_is_not_an_elior_database_and_names_a_wrong_password() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", both_streams(&out));
-    assert!(
-        both_streams(&out).contains("postgresql://USER"),
-        "{}",
-        both_streams(&out)
-    );
-    assert!(
-        !both_streams(&out).contains("secret"),
-        "{}",
-        both_streams(&out)
-    );
+    let out_said = exited(&out, 2);
+    assert!(out_said.contains("postgresql://USER"), "{out_said}");
+    assert!(!out_said.contains("secret"), "{out_said}");
 }
 
 #[test]
@@ -316,8 +284,7 @@ fn serve_names_an_unreachable_database_retries_and_never_shows_its_password() {
             ("JWT_SECRET", "test-secret-0123456789abcdef0123456789"),
         ],
     );
-    let msg = both_streams(&out);
-    assert_eq!(out.status.code(), Some(2), "{msg}");
+    let msg = exited(&out, 2);
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
     assert!(msg.contains("check that PostgreSQL is running"), "{msg}");
     assert!(!msg.contains("hunter2secret"), "{msg}");

@@ -24,6 +24,15 @@ pub fn both_streams(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
+/// Both streams of a command that must have exited with `code`; when it did not, the
+/// failure shows them.
+#[track_caller]
+pub fn exited(out: &Output, code: i32) -> String {
+    let said = both_streams(out);
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    said
+}
+
 /// The stdout of a command that must have succeeded; when it did not, the failure shows
 /// both streams.
 #[track_caller]
