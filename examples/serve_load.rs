@@ -101,7 +101,8 @@ struct Args {
     /// More environment for the server, KEY=VALUE (repeatable), e.g. MAX_CONNECTIONS=20000
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Write the RSS samples (ms since start, KiB, phase) to this CSV file
+    /// Write the RSS samples (ms since start; total, anonymous and file-backed KiB; phase)
+    /// to this CSV file
     #[arg(long)]
     rss_csv: Option<PathBuf>,
     /// Keep the run's directory (database, server log) and print where it is
@@ -364,7 +365,7 @@ async fn run(args: Args) -> Result<()> {
     let mut per_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
     let mut stalls = 0;
     let mut drain_secs = 0.0;
-    let mut load_max = 0;
+    let mut load_peak = RssSample::default();
     let mut slow_gone_after = None;
     if args.conns > 0 {
         set_phase(&shared, "load");
@@ -435,7 +436,7 @@ async fn run(args: Args) -> Result<()> {
             w.abort();
             slow_gone_after = w.await.ok().flatten();
         }
-        load_max = rss_max_of("load");
+        load_peak = rss_peak_of("load");
     }
     // Deliveries still on their way get a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -508,10 +509,12 @@ async fn run(args: Args) -> Result<()> {
         println!("stalls: {stalls} (drain {drain_secs:.2} s)");
     }
     println!(
-        "server RSS: {:.1} MiB before the sockets, {:.1} MiB idle with {sockets} sockets, {:.1} MiB peak under load, VmHWM {:.1} MiB",
+        "server RSS: {:.1} MiB before the sockets, {:.1} MiB idle with {sockets} sockets, {:.1} MiB peak under load ({:.1} anonymous, {:.1} file-backed), VmHWM {:.1} MiB",
         mib(baseline_kib),
         mib(idle_max),
-        mib(load_max),
+        mib(load_peak.rss_kib),
+        mib(load_peak.anon_kib),
+        mib(load_peak.file_kib),
         mib(hwm)
     );
     println!("server hub after: {stats_after}");
@@ -657,37 +660,66 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
 
-static RSS_SAMPLES: Mutex<Vec<(u64, u64, &'static str)>> = Mutex::new(Vec::new());
+/// One look at the server's resident memory: the total, and how much of it is anonymous
+/// (heap, stacks: what the server allocated) and file-backed (the binary's and glibc's
+/// pages, which the kernel can drop and read again).
+#[derive(Clone, Copy, Default)]
+struct RssSample {
+    ms: u64,
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    phase: &'static str,
+}
+
+static RSS_SAMPLES: Mutex<Vec<RssSample>> = Mutex::new(Vec::new());
 
 /// Samples the server's RSS every 100 ms.
 async fn sample_rss(pid: u32, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let Some(kib) = rss_kib(pid) else { return };
-        let phase = *shared.phase.lock().unwrap();
-        RSS_SAMPLES
-            .lock()
-            .unwrap()
-            .push((shared.base.elapsed().as_millis() as u64, kib, phase));
+        // One read of /proc/PID/status, so the three figures are of the same moment.
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        let sample = RssSample {
+            ms: shared.base.elapsed().as_millis() as u64,
+            rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+            phase: *shared.phase.lock().unwrap(),
+        };
+        RSS_SAMPLES.lock().unwrap().push(sample);
     }
 }
 
-fn rss_max_of(phase: &str) -> u64 {
+/// The sample of `phase` with the highest RSS.
+fn rss_peak_of(phase: &str) -> RssSample {
     RSS_SAMPLES
         .lock()
         .unwrap()
         .iter()
-        .filter(|(_, _, p)| *p == phase)
-        .map(|(_, k, _)| *k)
-        .max()
-        .unwrap_or(0)
+        .filter(|s| s.phase == phase)
+        .max_by_key(|s| s.rss_kib)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn write_csv(path: &Path) -> Result<()> {
-    let mut text = String::from("ms,rss_kib,phase\n");
-    for (ms, kib, phase) in RSS_SAMPLES.lock().unwrap().iter() {
-        text.push_str(&format!("{ms},{kib},{phase}\n"));
+    let mut text = String::from("ms,rss_kib,anon_kib,file_kib,phase\n");
+    for s in RSS_SAMPLES.lock().unwrap().iter() {
+        text.push_str(&format!(
+            "{},{},{},{},{}\n",
+            s.ms, s.rss_kib, s.anon_kib, s.file_kib, s.phase
+        ));
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
