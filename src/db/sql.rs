@@ -14,7 +14,7 @@
 //! the async workers (the PostgreSQL side drives its async client with `Handle::block_on`,
 //! which is allowed on a blocking thread).
 
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 
 use r2d2_sqlite::SqliteConnectionManager;
 
@@ -316,38 +316,31 @@ impl Conn {
 
     /// Every row of a query.
     pub fn query_rows(&self, sql: &str, params: impl Params) -> Result<Vec<Row>, DbError> {
-        let values = params.into_values();
-        match self {
-            Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let columns = stmt.column_count();
-                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let mut values = Vec::with_capacity(columns);
-                    for i in 0..columns {
-                        values.push(from_sqlite(row.get_ref(i)?));
-                    }
-                    out.push(Row { values });
-                }
-                Ok(out)
-            }
-            Conn::Pg(c) => c.query(sql, &values),
-        }
+        let mut out = Vec::new();
+        self.each_row(sql, params, |row| {
+            out.push(Row {
+                values: std::mem::take(&mut row.values),
+            });
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
     }
 
-    /// The first row mapped by `f`; [`DbError::NoRows`] when there is none.
+    /// The first row mapped by `f`; [`DbError::NoRows`] when there is none. SQLite
+    /// stops stepping after it.
     pub fn query_row<T>(
         &self,
         sql: &str,
         params: impl Params,
         f: impl FnOnce(&Row) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let rows = self.query_rows(sql, params)?;
-        match rows.first() {
-            Some(row) => f(row),
-            None => Err(DbError::NoRows),
-        }
+        let mut f = Some(f);
+        let mut first = None;
+        self.each_row(sql, params, |row| {
+            first = f.take().map(|f| f(row));
+            Ok(ControlFlow::Break(()))
+        })?;
+        first.unwrap_or(Err(DbError::NoRows))
     }
 
     /// Every row mapped by `f`.
@@ -357,8 +350,52 @@ impl Conn {
         params: impl Params,
         mut f: impl FnMut(&Row) -> Result<T, DbError>,
     ) -> Result<std::vec::IntoIter<Result<T, DbError>>, DbError> {
-        let rows = self.query_rows(sql, params)?;
-        Ok(rows.iter().map(&mut f).collect::<Vec<_>>().into_iter())
+        let mut out = Vec::new();
+        self.each_row(sql, params, |row| {
+            out.push(f(row));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out.into_iter())
+    }
+
+    /// Hands each row of the query to `each` until it breaks. On SQLite the rows are
+    /// read one at a time into one reused [`Row`] (`each` may take its values): a page
+    /// of results is never held twice, once as values and once as what the caller maps
+    /// them to, and the vector of values is not allocated again for every row.
+    fn each_row(
+        &self,
+        sql: &str,
+        params: impl Params,
+        mut each: impl FnMut(&mut Row) -> Result<ControlFlow<()>, DbError>,
+    ) -> Result<(), DbError> {
+        let values = params.into_values();
+        match self {
+            Conn::Sqlite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let columns = stmt.column_count();
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+                let mut row = Row {
+                    values: Vec::with_capacity(columns),
+                };
+                while let Some(sqlite_row) = rows.next()? {
+                    row.values.clear();
+                    for i in 0..columns {
+                        row.values.push(from_sqlite(sqlite_row.get_ref(i)?));
+                    }
+                    if each(&mut row)?.is_break() {
+                        break;
+                    }
+                }
+            }
+            Conn::Pg(c) => {
+                for mut row in c.query(sql, &values)? {
+                    if each(&mut row)?.is_break() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs statements separated by `;`, without parameters.
@@ -574,6 +611,35 @@ mod tests {
             "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d = $12 OR e = $13"
         );
         assert_eq!(to_pg_placeholders("\"x?\" = ?"), "\"x?\" = $1");
+    }
+
+    #[test]
+    fn rows_come_whole_and_in_order_however_they_are_read() {
+        // One reused row buffer underneath: no row may keep another's values.
+        let c = Conn::memory();
+        let sql = "SELECT value, 'row ' || value, CASE WHEN value % 2 = 0 THEN NULL ELSE value END \
+                   FROM (WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < 5) SELECT value FROM n)";
+        let mapped: Vec<(i64, String, Option<i64>)> = c
+            .query_map(sql, (), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected: Vec<(i64, String, Option<i64>)> = (1..=5)
+            .map(|i| (i, format!("row {i}"), (i % 2 == 1).then_some(i)))
+            .collect();
+        assert_eq!(mapped, expected);
+        let rows = c.query_rows(sql, ()).unwrap();
+        assert_eq!(rows.len(), 5);
+        for (row, (i, text, odd)) in rows.iter().zip(&expected) {
+            assert_eq!(row.get::<i64>(0).unwrap(), *i);
+            assert_eq!(&row.get::<String>(1).unwrap(), text);
+            assert_eq!(row.get::<Option<i64>>(2).unwrap(), *odd);
+        }
+        // The first row only, whatever follows it.
+        assert_eq!(
+            c.query_row(sql, (), |r| r.get::<String>(1)).unwrap(),
+            "row 1"
+        );
     }
 
     #[test]
