@@ -652,6 +652,11 @@ fn mib(kib: u64) -> f64 {
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib_in(&status, field)
+}
+
+/// A `Name:   123 kB` line's figure in the text of /proc/PID/status.
+fn kib_in(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -683,13 +688,7 @@ async fn sample_rss(pid: u32, shared: Arc<Shared>) {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             return;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| kib_in(&status, name).unwrap_or(0);
         let sample = RssSample {
             ms: shared.base.elapsed().as_millis() as u64,
             rss_kib: field("VmRSS:"),
