@@ -19,8 +19,7 @@ use std::time::Duration;
 use axum::http::Method;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    prometheus_text, DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet,
-    EncodeMetric,
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -312,38 +311,26 @@ impl Collector for ConnectionsCollector {
                 counts.max.load(Relaxed),
             ),
         ] {
-            encode_gauge(&mut encoder, name, help, value as i64)?;
+            encode_const(&mut encoder, name, help, ConstGauge::new(value as i64))?;
         }
-        encode_counter(
+        encode_const(
             &mut encoder,
             "elior_http_refused_connections",
             "Connections answered 503 at the connection limit",
-            counts.refused.load(Relaxed),
+            ConstCounter::new(counts.refused.load(Relaxed)),
         )
     }
 }
 
-/// Writes one counter of a [`Collector`]'s scrape (`name` without `_total`, which the
-/// encoder adds).
-pub fn encode_counter<N: EncodeCounterValue>(
+/// Writes one series of a [`Collector`]'s scrape, its value as it is now: a
+/// [`ConstGauge`], or a [`ConstCounter`] (`name` without `_total`, which the encoder adds).
+pub fn encode_const(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: N,
+    metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
-    let counter = ConstCounter::new(value);
-    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
-}
-
-/// Writes one gauge of a [`Collector`]'s scrape, its value as it is now.
-pub fn encode_gauge<N: EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: N,
-) -> Result<(), std::fmt::Error> {
-    let gauge = ConstGauge::new(value);
-    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
 #[cfg(test)]

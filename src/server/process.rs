@@ -6,6 +6,10 @@
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::metrics::encode_const;
 
 /// Encodes the `process_*` series at each scrape.
 #[derive(Debug)]
@@ -16,11 +20,11 @@ impl Collector for ProcessCollector {
         let Some(now) = Figures::read() else {
             return Ok(());
         };
-        super::metrics::encode_counter(
+        encode_const(
             &mut encoder,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds",
-            now.stat.cpu_seconds,
+            ConstCounter::new(now.stat.cpu_seconds),
         )?;
         let gauges = [
             (
@@ -50,7 +54,7 @@ impl Collector for ProcessCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            super::metrics::encode_gauge(&mut encoder, name, help, value)?;
+            encode_const(&mut encoder, name, help, ConstGauge::new(value))?;
         }
         Ok(())
     }
