@@ -359,4 +359,35 @@ mod tests {
             Some(Path::new("."))
         );
     }
+
+    /// Help written as wrapped lines (verbatim doc comments) is printed as written, except
+    /// that clap breaks a line longer than its 100 columns, leaving a stub line mid-sentence;
+    /// and a summary of several lines breaks the command list of `elior --help`. (A
+    /// paragraph written as one line is wrapped by clap as a whole, which is fine.)
+    #[test]
+    fn wrapped_help_fits_in_100_columns_and_every_summary_is_one_line() {
+        fn check(command: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if let Some(about) = command.get_about() {
+                if about.to_string().contains('\n') {
+                    bad.push(format!("{path}: the summary has several lines"));
+                }
+            }
+            let long = command.get_long_about().map(|t| t.to_string());
+            for paragraph in long.iter().flat_map(|t| t.split("\n\n")) {
+                let lines: Vec<&str> = paragraph.lines().collect();
+                for line in lines.iter().filter(|_| lines.len() > 1) {
+                    if line.chars().count() > 100 {
+                        bad.push(format!("{path}: {} columns: {line}", line.chars().count()));
+                    }
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, bad);
+            }
+        }
+        let mut bad = Vec::new();
+        check(&Cli::command(), "", &mut bad);
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
 }

@@ -35,7 +35,8 @@ impl ProbeCommand {
 ///
 /// Examples:
 ///     elior probe health https://fit.example.com/health
-///     elior probe health https://fit.example.com:8443/health --resolve fit.example.com:127.0.0.1 --ca ca.pem
+///     elior probe health https://fit.example.com:8443/health \
+///         --resolve fit.example.com:127.0.0.1 --ca ca.pem
 ///     elior probe health https://fit.example.com/health -n 20 --json
 #[derive(Args)]
 #[command(verbatim_doc_comment)]

@@ -22,8 +22,8 @@ use crate::tls::settings::CertSettings;
 /// current state, stops the API if it runs, swaps the restored files in atomically
 /// (removing stale -wal/-shm files), and starts the API again and waits until it is
 /// healthy. The API is the deployed stack's container when this directory's stack runs
-/// on this host's Docker Engine; on a bare directory the files are restored in place. If a step fails after the
-/// stop, the pre-restore state is put back.
+/// on this host's Docker Engine; on a bare directory the files are restored in place.
+/// If a step fails after the stop, the pre-restore state is put back.
 ///
 /// On PostgreSQL (DATABASE_URL=postgresql://...), a backup's `pg_dump -Fc` file goes back
 /// with `pg_restore --clean --if-exists --single-transaction --no-owner` after the API is

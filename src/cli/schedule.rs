@@ -22,8 +22,9 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// (weekdays 0-7 or Sun-Sat; when both day fields are restricted, either one matching
 /// runs the job), names such as @daily or @hourly, or 6 fields with seconds first.
 /// Times are read in SCHEDULE_TIMEZONE (an IANA name such as Europe/Paris; default the
-/// host's zone); a run in an hour that DST skips happens once, after the jump. Each run's start, result and duration are logged,
-/// a failing job does not stop the scheduler, and the last success of each job is kept
+/// host's zone); a run in an hour that DST skips happens once, after the jump. Each
+/// run's start, result and duration are logged, a failing job does not stop the
+/// scheduler, and the last success of each job is kept
 /// in DIR/.elior/state.json. On SIGTERM or Ctrl-C a running job is allowed to finish (the
 /// prune after a backup is skipped); a second signal aborts it, killing the child and
 /// removing the backup's partial files. Each outcome is logged.

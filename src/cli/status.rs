@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::config::model::Stack;
 use crate::docker;
 
-/// Show the stack's containers: service, container, image, state, health, uptime,
-/// restart count and published ports.
+/// Show the stack's containers and whether each is running and healthy.
+///
+/// For each: service, container, image, state, health, uptime, restart count and
+/// published ports.
 ///
 /// In swarm mode (MODE=swarm): every task of every service, its node and its health.
 ///

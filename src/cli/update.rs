@@ -8,9 +8,11 @@ use clap::Args;
 
 use super::deploy::{deploy_stack, DeployOptions, ImageSource};
 
-/// Redeploy the stack in DIR with its own DOMAIN: rebuild the API image from this binary
-/// if it changed, apply changes to .env.production or docker-compose.prod.yml, and swap
-/// containers without downtime. Nothing changed: "up to date".
+/// Redeploy the stack with what changed, swapping containers without downtime.
+///
+/// Uses the stack's own DOMAIN: rebuilds the API image from this binary if it changed,
+/// applies changes to .env.production or docker-compose.prod.yml, and swaps containers
+/// without downtime. Nothing changed: "up to date".
 ///
 /// Example:
 ///     elior update --dir /srv/elior
