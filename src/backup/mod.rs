@@ -253,10 +253,55 @@ pub fn create(
     for abandoned in remove_abandoned(&settings.backup_dir, false)? {
         reporter.phase(&abandoned.describe(false));
     }
-    match settings.format {
+    let created = match settings.format {
         Format::Archive => create_archive(settings, options, reporter).map(Created::Archive),
         Format::Repository => create_snapshot(settings, options, reporter),
+    };
+    created.map_err(|e| explain_full_disk(e, &settings.backup_dir))
+}
+
+/// Says a backup that ran out of space in terms of BACKUP_DIR, with what is free there
+/// and the fix: SQLite's bare "database or disk is full" reads as if the live database
+/// were full, and ENOSPC alone does not say which disk or what to do.
+fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
+    if !is_out_of_space(&error) {
+        return error;
     }
+    let free = crate::doctor::disk::measure(backup_dir)
+        .map(|disk| {
+            format!(
+                " ({} of {} free now that its files are removed)",
+                human_bytes(disk.free_bytes),
+                human_bytes(disk.total_bytes)
+            )
+        })
+        .unwrap_or_default();
+    // The hint goes on its own line, after the cause: the CLI prints it so, and `--json`
+    // gives it as "hint".
+    anyhow::anyhow!(
+        "BACKUP_DIR {} ran out of space{free}: {error:#}\nThis backup was not taken and what \
+         it had written is removed; earlier backups are untouched. Make room there (`elior \
+         backup prune` deletes the backups past BACKUP_RETENTION_DAYS) or set BACKUP_DIR in \
+         .env.production to a larger disk, then back up again.",
+        backup_dir.display()
+    )
+}
+
+/// Whether a write in `error`'s chain failed for want of space (ENOSPC, a quota, or
+/// SQLite's SQLITE_FULL).
+fn is_out_of_space(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let io_full = cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        });
+        let sqlite_full = cause
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull));
+        io_full || sqlite_full
+    })
 }
 
 /// Takes a backup into the repository: database pages and upload pieces not stored yet,
@@ -299,10 +344,30 @@ fn create_snapshot(
             human_bytes(bytes)
         ));
     }
+    let taken = take_snapshot(settings, options, reporter, &root, started, deadline);
+    if taken.is_err() {
+        // This run's unfinished packs: left in tmp/, they would keep a full disk full
+        // until the next backup. Packs already moved into place stay: the next run
+        // reuses their blobs, and prune sweeps them if none does.
+        let _ = repo::Repo::clear_tmp(&root);
+    }
+    taken
+}
+
+/// The part of [`create_snapshot`] that runs under the repository lock.
+fn take_snapshot(
+    settings: &BackupSettings,
+    options: &CreateOptions,
+    reporter: &mut Reporter,
+    root: &Path,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Created> {
+    let dir = &settings.backup_dir;
     let (id, claim) = claim_id(dir)?;
     let cleanup = Cleanup(vec![claim.clone()]);
     fault::point("backup:claimed");
-    let mut repository = repo::Repo::open(&root)?;
+    let mut repository = repo::Repo::open(root)?;
     let mut session = repo::write::Session::start(&mut repository)?;
 
     let mut schema_version = None;
@@ -403,7 +468,7 @@ fn create_snapshot(
     manifest::write_atomic(&repository.snapshot_path(&id), text.as_bytes())?;
     fault::point("backup:manifest-written");
     if let Some(cache) = cache {
-        cache.write(&root);
+        cache.write(root);
     }
     reporter.phase(&format!(
         "  added {} in {} new chunks",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,7 @@ use elior::backup::manifest::Manifest;
 use rusqlite::Connection;
 
 use crate::harness::backup as backup_support;
+use crate::harness::tmpfs::TmpfsMount;
 use backup_support::{count_rows, killed_by_sigkill, sha256, stderr, stdout, tree};
 
 const ELIOR: &str = env!("CARGO_BIN_EXE_elior");
@@ -610,6 +611,77 @@ fn unwritable_backup_dir_gives_a_clear_error() {
     );
     assert!(err.contains("set BACKUP_DIR"), "{err}");
     assert!(!target.exists());
+}
+
+/// `n` bytes that no compressor shrinks.
+fn incompressible(n: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(n);
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(n as u64)
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// A backup that fills BACKUP_DIR's disk fails as a whole: exit 2, an error that names
+/// BACKUP_DIR and the fix, none of its files left to keep the disk full, and the
+/// earlier backup still verified. Once there is room the next backup just works.
+#[test]
+fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
+    let stack = Stack::new();
+    let disk = TmpfsMount::new(&stack.backups, "4m");
+    stack.seed_database(500);
+    stack.seed_uploads();
+    let first = stack.backup();
+    let kept = backup_files(&stack.backups);
+
+    let assert_refused = |out: &Output, part: &str| {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+        let err = stderr(out);
+        let named = format!(
+            "elior: BACKUP_DIR {} ran out of space",
+            stack.backups.display()
+        );
+        assert!(err.contains(&named), "{part}: {err}");
+        assert!(err.contains("`elior backup prune`"), "{part}: {err}");
+        assert!(err.contains("set BACKUP_DIR"), "{part}: {err}");
+        assert_eq!(backup_files(&stack.backups), kept, "{part}: {err}");
+        let verified = stack.elior(&["backup", "verify", "--all"]);
+        assert!(verified.status.success(), "{part}: {}", stdout(&verified));
+    };
+    // An upload as big as the whole disk: the uploads archive hits ENOSPC.
+    fs::write(stack.uploads().join("video.mp4"), incompressible(4 << 20)).unwrap();
+    assert_refused(&stack.elior(&["backup"]), "uploads");
+    // The same, as a script reads it: the error and the fix apart.
+    let out = stack.elior(&["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["error"].as_str().unwrap().contains("ran out of space"),
+        "{doc}"
+    );
+    assert!(
+        doc["hint"].as_str().unwrap().contains("set BACKUP_DIR"),
+        "{doc}"
+    );
+
+    // A database bigger than the disk: SQLite's copy fails with SQLITE_FULL.
+    fs::remove_file(stack.uploads().join("video.mp4")).unwrap();
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
+    for _ in 0..5 {
+        conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
+            .unwrap();
+    }
+    drop(conn);
+    assert_refused(&stack.elior(&["backup"]), "database");
+
+    disk.resize("32m");
+    let second = stack.backup();
+    assert_ne!(second["id"], first["id"]);
+    let out = stack.elior(&["backup", "verify", "--all"]);
+    assert!(out.status.success(), "{}", stdout(&out));
 }
 
 /// Kills the scheduler if the test fails before it stops it.

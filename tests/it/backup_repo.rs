@@ -13,6 +13,7 @@ use elior::backup::repo::Snapshot;
 use rusqlite::Connection;
 
 use crate::harness::backup as backup_support;
+use crate::harness::tmpfs::TmpfsMount;
 use backup_support::{
     age_snapshot, count_rows as rows, killed_by_sigkill, sha256, stderr, stdout, tree,
 };
@@ -621,6 +622,36 @@ fn killed_repository_backups_leave_nothing_after_prune() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A repository backup that fills BACKUP_DIR's disk fails naming BACKUP_DIR, and takes
+/// its unfinished pack out of tmp/ (it used to stay there, keeping the disk full, until
+/// the next run). The earlier snapshot verifies, and once there is room the next backup
+/// completes.
+#[test]
+fn a_full_backup_disk_leaves_no_unfinished_pack_and_the_repository_verifies() {
+    let stack = Stack::new(false);
+    let disk = TmpfsMount::new(&stack.backups, "8m");
+    stack.seed(1000);
+    stack.backup();
+    let snapshots = || files_under(&stack.repo().join("snapshots"));
+    let before = snapshots();
+
+    fs::write(stack.uploads().join("video.mp4"), random_bytes(8 << 20)).unwrap();
+    let out = stack.elior(&["backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let named = format!("BACKUP_DIR {} ran out of space", stack.backups.display());
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
+    assert!(files_under(&stack.repo().join("tmp")).is_empty());
+    assert_eq!(snapshots(), before);
+    let out = verify_all(&stack);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    disk.resize("32m");
+    stack.backup();
+    assert_eq!(snapshots().len(), before.len() + 1);
+    let out = verify_all(&stack);
+    assert!(out.status.success(), "{}", stdout(&out));
 }
 
 // Each run of an encrypted repository wraps a fresh key into keys/KEY.age; killed runs

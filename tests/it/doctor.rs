@@ -8,6 +8,7 @@
 //! unknown name exits 2 naming the valid ones, and the examples of `--help` run.
 
 use crate::harness::stack as stack_harness;
+use crate::harness::tmpfs::TmpfsMount;
 
 use std::process::{Command, Output};
 
@@ -222,29 +223,6 @@ fn doctor_refuses_every_example_secret_and_any_secret_under_32_bytes() {
         "JWT_SECRET is 31 bytes; it needs at least 32",
         "openssl rand -hex 32",
     );
-}
-
-/// A tmpfs mounted on a folder for the length of a test; unmounted on drop, after a
-/// failure too.
-struct TmpfsMount(std::path::PathBuf);
-
-impl TmpfsMount {
-    fn new(at: &std::path::Path, size: &str) -> TmpfsMount {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount tmpfs: {}", text(&out.stderr));
-        TmpfsMount(at.to_path_buf())
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-    }
 }
 
 // Regression (issue 14): a full data disk was only a warning while writes returned 500,

@@ -11,3 +11,4 @@ pub mod moto;
 pub mod pg;
 pub mod server;
 pub mod stack;
+pub mod tmpfs;

@@ -1,0 +1,51 @@
+//! A small filesystem of its own for a test that needs a full disk: a tmpfs mounted on a
+//! folder for the length of the test, unmounted on drop, after a failure too.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size` (`mount`'s syntax: `4m`) on `at`, creating the folder.
+    pub fn new(at: &Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TmpfsMount(at.to_path_buf())
+    }
+
+    /// Grows (or shrinks) the filesystem in place; what it holds stays.
+    pub fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
