@@ -145,6 +145,14 @@ impl Source {
         }
     }
 
+    /// Bytes of the database file or dump it holds.
+    fn database_size(&self) -> Option<u64> {
+        match self {
+            Source::Archive(m) => m.file(PartName::Database).map(|f| f.size),
+            Source::Repository(r) => r.content.database.as_ref().map(|d| d.size),
+        }
+    }
+
     /// (bytes, files) of the uploads, as recorded: what extraction may unpack.
     fn recorded_uploads(&self) -> Option<(u64, u64)> {
         match self {
@@ -332,6 +340,20 @@ fn restore_locked(
             give(parent, owner)?;
         }
     }
+    let database_size = source.database_size().unwrap_or(0);
+    let mut staged_sizes = Vec::new();
+    if has_file_db {
+        staged_sizes.push((database.parent().unwrap_or(Path::new(".")), database_size));
+    }
+    if let (true, Some((bytes, files))) = (has_uploads, source.recorded_uploads()) {
+        // Each file takes at least one 4 KiB block.
+        let uploads_parent = uploads.parent().unwrap_or(Path::new("."));
+        staged_sizes.push((uploads_parent, bytes + files * 4096));
+    }
+    if let Some(dump) = &rebuilt_dump {
+        staged_sizes.push((dump.parent().unwrap_or(dir), database_size));
+    }
+    check_room(&staged_sizes)?;
     // Written before the first staged byte, so a restore killed while staging leaves no
     // copy behind that blocks or fills the disk for the next one.
     journal.write()?;
@@ -562,6 +584,37 @@ fn check_bucket_uploads(
 
 /// The folder restored uploads go into: `uploads` itself, or where it points when it is a
 /// symlink (even a dangling one, whose target is then created).
+/// Refuses, before anything is written, a restore whose staged copies cannot fit: the
+/// database and the uploads are staged in full beside the live ones before the swap, so
+/// each disk needs what is staged on it free (a full disk used to fail part-way through
+/// staging with a bare ENOSPC).
+fn check_room(staged: &[(&Path, u64)]) -> Result<()> {
+    let mut per_disk: Vec<(u64, &Path, u64)> = Vec::new();
+    for &(folder, bytes) in staged {
+        let Ok(meta) = fs::metadata(folder) else {
+            continue;
+        };
+        match per_disk.iter_mut().find(|(dev, ..)| *dev == meta.dev()) {
+            Some((_, _, need)) => *need += bytes,
+            None => per_disk.push((meta.dev(), folder, bytes)),
+        }
+    }
+    for (_, folder, need) in per_disk {
+        let Some(disk) = crate::doctor::disk::measure(folder) else {
+            continue;
+        };
+        if disk.free_bytes < need {
+            bail!(
+                "the disk of {} has {} free, but this restore stages {} there beside the live data before it swaps them; nothing was changed\nmake room on that disk (or move the stack's data to a larger one), then restore again",
+                folder.display(),
+                super::human_bytes(disk.free_bytes),
+                super::human_bytes(need)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn uploads_target(uploads: &Path) -> Result<PathBuf> {
     let is_link = fs::symlink_metadata(uploads).is_ok_and(|m| m.file_type().is_symlink());
     if !is_link {

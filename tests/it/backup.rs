@@ -684,6 +684,57 @@ fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
     assert!(out.status.success(), "{}", stdout(&out));
 }
 
+/// A restore whose staged copy cannot fit on the data disk is refused before it writes:
+/// exit 2, the disk, what is free and what it needs named, the live database as it was
+/// and no staged copy left. With room, the same restore goes through.
+#[test]
+fn a_restore_that_cannot_fit_on_the_data_disk_is_refused_before_it_writes() {
+    let stack = Stack::new();
+    stack.seed_database(100);
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
+    for _ in 0..3 {
+        conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
+            .unwrap();
+    }
+    drop(conn);
+    stack.backup();
+    // The live database shrinks, then moves onto a 4 MiB disk it shares with a filler
+    // that leaves less room than the backup's 3 MiB database.
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute_batch("DROP TABLE blobs; PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+        .unwrap();
+    drop(conn);
+    let live = fs::read(stack.db_path()).unwrap();
+    let data = stack.db_path().parent().unwrap().to_path_buf();
+    fs::remove_dir_all(&data).unwrap();
+    let disk = TmpfsMount::new(&data, "4m");
+    fs::write(stack.db_path(), &live).unwrap();
+    fs::write(data.join("filler"), vec![0u8; 2 << 20]).unwrap();
+    let before = backup_files(&data);
+
+    let out = stack.elior(&["restore", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the disk of {} has", data.display())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(err.contains("make room on that disk"), "{err}");
+    assert_eq!(backup_files(&data), before);
+    assert_eq!(fs::read(stack.db_path()).unwrap(), live);
+
+    disk.resize("16m");
+    let out = stack.elior(&["restore", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conn = Connection::open(stack.db_path()).unwrap();
+    let blobs: i64 = conn
+        .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(blobs, 3);
+}
+
 /// Kills the scheduler if the test fails before it stops it.
 struct KillOnDrop(Child);
 
