@@ -44,9 +44,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether an error anywhere in `error`'s chain is a write that failed for want of space
+/// (ENOSPC or a disk quota): a full disk, which an operator must free, not a bug.
+pub fn is_out_of_space(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_space_is_found_under_any_context_and_only_for_a_full_disk() {
+        let full = anyhow::Error::new(std::io::Error::from_raw_os_error(28))
+            .context("failed to write /srv/uploads/a.png");
+        assert!(is_out_of_space(&full.context("upload failed")));
+        let quota = anyhow::Error::new(std::io::Error::from_raw_os_error(122));
+        assert!(is_out_of_space(&quota));
+        let denied = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("x");
+        assert!(!is_out_of_space(&denied));
+        assert!(!is_out_of_space(&anyhow::anyhow!("no space left on device")));
+    }
 
     #[test]
     fn write_atomic_sets_mode_and_replaces() {

@@ -290,18 +290,12 @@ fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
 /// Whether a write in `error`'s chain failed for want of space (ENOSPC, a quota, or
 /// SQLite's SQLITE_FULL).
 fn is_out_of_space(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        let io_full = cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
-        });
-        let sqlite_full = cause
+    let sqlite_full = error.chain().any(|cause| {
+        cause
             .downcast_ref::<rusqlite::Error>()
-            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull));
-        io_full || sqlite_full
-    })
+            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    });
+    sqlite_full || crate::fsutil::is_out_of_space(error)
 }
 
 /// Takes a backup into the repository: database pages and upload pieces not stored yet,

@@ -86,9 +86,24 @@ pub enum DbError {
     /// The group commit a write ran in failed, so the write did not happen.
     #[error("database write not committed: {0}")]
     Commit(String),
+    /// The same, because the database's disk is full.
+    #[error("database write not committed, the disk is full: {0}")]
+    StorageFull(String),
 }
 
 impl DbError {
+    /// Whether this failed because the database's disk is full (SQLite's SQLITE_FULL,
+    /// PostgreSQL's disk_full): nothing was written, and nothing will be until an operator
+    /// frees space.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            DbError::StorageFull(_) => true,
+            DbError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            DbError::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
     /// The column of a UNIQUE constraint this error violated, e.g. `users.email`.
     pub fn unique_violation(&self) -> Option<&str> {
         match self {

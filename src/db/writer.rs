@@ -106,7 +106,7 @@ trait Job: Send {
 trait Ran: Send {
     fn succeeded(&self) -> bool;
     /// `Err` carries why the transaction did not commit.
-    fn answer(self: Box<Self>, committed: Result<(), &str>);
+    fn answer(self: Box<Self>, committed: Result<(), &dyn Fn() -> DbError>);
 }
 
 struct Pending<T, E, F> {
@@ -149,12 +149,12 @@ impl<T: Send, E: From<DbError> + Send> Ran for Done<T, E> {
         self.result.is_ok()
     }
 
-    fn answer(self: Box<Self>, committed: Result<(), &str>) {
+    fn answer(self: Box<Self>, committed: Result<(), &dyn Fn() -> DbError>) {
         let result = match committed {
             // A failed write answers with its own error whatever became of the batch.
             Ok(()) => self.result,
             Err(_) if self.result.is_err() => self.result,
-            Err(why) => Err(DbError::Commit(why.to_string()).into()),
+            Err(why) => Err(why().into()),
         };
         // The caller may be gone (a client that hung up); its write stands.
         let _ = self.reply.send(result);
@@ -218,8 +218,8 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             open = true;
         }
         if let Err(e) = conn.execute("SAVEPOINT job", ()) {
-            job.refuse(&|| DbError::Commit(e.to_string()));
-            abandon(conn, &mut ran, &e.to_string());
+            job.refuse(&|| not_committed(&e));
+            abandon(conn, &mut ran, &|| not_committed(&e));
             open = false;
             continue;
         }
@@ -235,10 +235,11 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
         // ran in it can't be vouched for, so it is answered as failed.
         let ended = conn.sqlite().is_some_and(|c| c.is_autocommit());
         if let Err(e) = kept {
-            abandon(conn, &mut ran, &e.to_string());
+            abandon(conn, &mut ran, &|| not_committed(&e));
             open = false;
         } else if ended {
-            abandon(conn, &mut ran, "the write transaction ended early");
+            let ended_early = || DbError::Commit("the write transaction ended early".into());
+            abandon(conn, &mut ran, &ended_early);
             open = false;
         }
     }
@@ -247,15 +248,25 @@ fn commit_batch(conn: &mut Conn, batch: Vec<Box<dyn Job>>) {
             Ok(_) => ran.into_iter().for_each(|r| r.answer(Ok(()))),
             Err(e) => {
                 tracing::error!(error = %e, writes = ran.len(), "database group commit failed");
-                abandon(conn, &mut ran, &e.to_string());
+                abandon(conn, &mut ran, &|| not_committed(&e));
             }
         }
     }
 }
 
+/// What a write that ran in a failed transaction is answered: the disk being full is
+/// told apart (the API answers it 503, not 500).
+fn not_committed(e: &DbError) -> DbError {
+    if e.is_storage_full() {
+        DbError::StorageFull(e.to_string())
+    } else {
+        DbError::Commit(e.to_string())
+    }
+}
+
 /// Rolls back the open transaction (if SQLite has not already) and answers every write
 /// that ran in it with `why`.
-fn abandon(conn: &Conn, ran: &mut Vec<Box<dyn Ran>>, why: &str) {
+fn abandon(conn: &Conn, ran: &mut Vec<Box<dyn Ran>>, why: &dyn Fn() -> DbError) {
     if conn.sqlite().is_some_and(|c| !c.is_autocommit()) {
         let _ = conn.execute_batch("ROLLBACK");
     }

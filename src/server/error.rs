@@ -65,6 +65,11 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The disk under the database or the uploads is full, so nothing was saved: a 503
+    /// that asks the client to come back in a minute (space is freed by an operator, not
+    /// by retrying), logged as an error with its cause.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// A limit of the server (body or image size, request head size, a read timeout):
     /// 408, 413, 414 or 431, with the limit named in `detail`.
     #[error("{detail}")]
@@ -106,6 +111,7 @@ impl From<DbError> for ApiError {
             DbError::PoolTimeout(_) | DbError::WriteQueueFull | DbError::WriteLockHeld(_) => {
                 ApiError::Unavailable("Database busy, try again")
             }
+            full if full.is_storage_full() => ApiError::StorageFull(full.to_string()),
             other => ApiError::Internal(other.into()),
         }
     }
@@ -145,6 +151,16 @@ impl IntoResponse for ApiError {
                 tracing::warn!(reason = m, "service unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "detail": m }))
             }
+            ApiError::StorageFull(cause) => {
+                tracing::error!(
+                    error = %cause,
+                    "the disk is full: writes fail until space is freed (`elior doctor` names the disk)"
+                );
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "detail": "The server's storage is full, so nothing was saved; try again later" }),
+                )
+            }
             ApiError::Internal(e) => {
                 // The span of the request carries its id, so this line can be found from
                 // the X-Request-ID the client saw.
@@ -174,6 +190,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::StorageFull(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             _ => {}
         }

@@ -2782,3 +2782,58 @@ fn the_not_blank_pattern_is_the_servers_trim() {
         );
     }
 }
+
+/// A full data disk: writes and uploads are answered 503 with `Retry-After: 60` and a
+/// body that says why (they were 500s), nothing of them is kept, and once space is freed
+/// the same server takes writes again, without a restart.
+#[test]
+fn a_full_disk_answers_writes_503_and_they_resume_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let _disk = crate::harness::tmpfs::TmpfsMount::new(&root, "8m");
+    let s = Server::start_in(dir, &[]);
+    let cast = Cast::new(&s);
+    let c = &cast.client.token;
+    let entry = |day: u32| json!({"date": format!("2026-01-{day:02}"), "weight": 80.0, "notes": "x".repeat(900)});
+    assert_eq!(s.post("/api/progress/weight", c, entry(1)).status, 201);
+
+    // Fill the rest of the disk, as a runaway log would.
+    let filler = root.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0x55u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    // SQLite may still fit a few writes into the WAL's pages; then it needs new ones.
+    let mut saved = 1;
+    let full = (2..=28)
+        .map(|day| s.post("/api/progress/weight", c, entry(day)))
+        .find(|r| {
+            assert!(matches!(r.status, 201 | 503), "{} {:?}", r.status, r.body);
+            saved += usize::from(r.status == 201);
+            r.status == 503
+        })
+        .expect("a write on a full disk is refused");
+    assert_eq!(full.header("retry-after"), Some("60"));
+    let detail = full.body["detail"].as_str().unwrap();
+    assert!(detail.contains("storage is full"), "{detail}");
+    let png = image_bytes(image::ImageFormat::Png, 64, 64);
+    let photo = "/api/files/upload/progress_photos";
+    let up = s.upload(photo, c, "file", "p.png", &png);
+    assert_eq!(up.status, 503, "{:?}", up.body);
+    assert_eq!(up.header("retry-after"), Some("60"));
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut later = entry(1);
+    later["date"] = json!("2026-02-01");
+    let again = s.post("/api/progress/weight", c, later);
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    let up = s.upload(photo, c, "file", "p.png", &png);
+    assert_eq!(up.status, 201, "{:?}", up.body);
+    let list = s.get("/api/progress/weight?limit=100", c);
+    assert_eq!(
+        list.body.as_array().unwrap().len(),
+        saved + 1,
+        "{:?}",
+        list.body
+    );
+}

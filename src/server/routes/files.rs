@@ -201,12 +201,16 @@ pub async fn save(
 }
 
 /// A store failure as an answer: 503 with a generic body when the S3 store failed (the
-/// detail, with endpoint and key, is logged), 500 for the local disk as before.
+/// detail, with endpoint and key, is logged) or the local disk is full, 500 for any other
+/// failure of the local disk.
 pub fn store_error(e: store::StoreError) -> ApiError {
     match e {
         store::StoreError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "upload store failed");
             ApiError::Unavailable("File storage is unavailable, try again later")
+        }
+        store::StoreError::Local(e) if crate::fsutil::is_out_of_space(&e) => {
+            ApiError::StorageFull(format!("{e:#}"))
         }
         store::StoreError::Local(e) => ApiError::Internal(e),
     }
