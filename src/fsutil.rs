@@ -70,7 +70,9 @@ mod tests {
         assert!(is_out_of_space(&quota));
         let denied = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("x");
         assert!(!is_out_of_space(&denied));
-        assert!(!is_out_of_space(&anyhow::anyhow!("no space left on device")));
+        assert!(!is_out_of_space(&anyhow::anyhow!(
+            "no space left on device"
+        )));
     }
 
     #[test]

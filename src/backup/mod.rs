@@ -260,6 +260,24 @@ pub fn create(
     created.map_err(|e| explain_full_disk(e, &settings.backup_dir))
 }
 
+/// A backup that found BACKUP_DIR full: nothing of it was kept. `elior backup` exits 4
+/// with it, so the scheduler can tell it from other failures: retention can make room.
+// The hint goes on its own line, after the cause: the CLI prints it so, and `--json`
+// gives it as "hint".
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "BACKUP_DIR {dir} ran out of space{free}: {cause}\nThis backup was not taken and what it \
+     had written is removed; earlier backups are untouched. Make room there (`elior backup \
+     prune` deletes the backups past BACKUP_RETENTION_DAYS) or set BACKUP_DIR in \
+     .env.production to a larger disk, then back up again."
+)]
+pub struct BackupDirFull {
+    dir: String,
+    /// ` (X of Y free now ...)`, or empty when the disk could not be measured.
+    free: String,
+    cause: String,
+}
+
 /// Says a backup that ran out of space in terms of BACKUP_DIR, with what is free there
 /// and the fix: SQLite's bare "database or disk is full" reads as if the live database
 /// were full, and ENOSPC alone does not say which disk or what to do.
@@ -276,15 +294,12 @@ fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
             )
         })
         .unwrap_or_default();
-    // The hint goes on its own line, after the cause: the CLI prints it so, and `--json`
-    // gives it as "hint".
-    anyhow::anyhow!(
-        "BACKUP_DIR {} ran out of space{free}: {error:#}\nThis backup was not taken and what \
-         it had written is removed; earlier backups are untouched. Make room there (`elior \
-         backup prune` deletes the backups past BACKUP_RETENTION_DAYS) or set BACKUP_DIR in \
-         .env.production to a larger disk, then back up again.",
-        backup_dir.display()
-    )
+    BackupDirFull {
+        dir: backup_dir.display().to_string(),
+        free,
+        cause: format!("{error:#}"),
+    }
+    .into()
 }
 
 /// Whether a write in `error`'s chain failed for want of space (ENOSPC, a quota, or

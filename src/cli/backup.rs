@@ -37,7 +37,8 @@ use crate::plan::retention;
 /// BACKUP_FORMAT (archive or repository), BACKUP_RECIPIENTS and BACKUP_OFFSITE.
 ///
 /// Exit codes: 0 ok; 1 a check failed; 2 error, no backup taken; 3 the backup was taken
-/// and kept here, but its offsite copy failed.
+/// and kept here, but its offsite copy failed; 4 BACKUP_DIR ran out of space, no backup
+/// taken (`elior schedule` then runs the prune, which makes room for the next run).
 ///
 /// Examples:
 ///     elior backup --dir /srv/elior            take a backup now
@@ -64,6 +65,8 @@ pub struct BackupArgs {
 
 /// Exit code: the backup was taken and is kept here, but its offsite copy failed.
 pub const EXIT_OFFSITE_FAILED: u8 = 3;
+/// Exit code: BACKUP_DIR ran out of space; no backup was taken.
+pub const EXIT_BACKUP_DIR_FULL: u8 = 4;
 
 #[derive(Subcommand)]
 enum BackupCommand {

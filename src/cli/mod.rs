@@ -293,18 +293,27 @@ pub fn main() -> ExitCode {
         (Ok(_), Some(e)) => Err(anyhow::Error::new(e).context("failed to write to stdout")),
         (result, _) => result,
     };
-    match result {
-        Ok(code) => code,
-        Err(err) if json => {
-            let text = format!("{err:#}");
-            let (error, hint) = text.split_once('\n').unwrap_or((&text, ""));
-            print_json_error(error, hint.trim());
-            ExitCode::from(EXIT_ERROR)
-        }
-        Err(err) => {
-            eprintln!("elior: {err:#}");
-            ExitCode::from(EXIT_ERROR)
-        }
+    let err = match result {
+        Ok(code) => return code,
+        Err(err) => err,
+    };
+    if json {
+        let text = format!("{err:#}");
+        let (error, hint) = text.split_once('\n').unwrap_or((&text, ""));
+        print_json_error(error, hint.trim());
+    } else {
+        eprintln!("elior: {err:#}");
+    }
+    ExitCode::from(exit_code_of(&err))
+}
+
+/// The exit code of a failed command: EXIT_ERROR, unless the error is one that scripts
+/// (and `elior schedule`) must tell apart.
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    if err.is::<crate::backup::BackupDirFull>() {
+        backup::EXIT_BACKUP_DIR_FULL
+    } else {
+        EXIT_ERROR
     }
 }
 

@@ -24,10 +24,12 @@ use crate::schedule::{self, state, unit, Job, Stop, SystemClock};
 /// Times are read in SCHEDULE_TIMEZONE (an IANA name such as Europe/Paris; default the
 /// host's zone); a run in an hour that DST skips happens once, after the jump. Each
 /// run's start, result and duration are logged, a failing job does not stop the
-/// scheduler, and the last success of each job is kept
-/// in DIR/.elior/state.json. On SIGTERM or Ctrl-C a running job is allowed to finish (the
-/// prune after a backup is skipped); a second signal aborts it, killing the child and
-/// removing the backup's partial files. Each outcome is logged.
+/// scheduler, and the last success of each job is kept in DIR/.elior/state.json.
+/// The prune also runs after a backup that found BACKUP_DIR full (it makes room for the
+/// next run) or whose offsite copy failed, never after any other failed backup.
+/// On SIGTERM or Ctrl-C a running job is allowed to finish (the prune after a backup is
+/// skipped); a second signal aborts it, killing the child and removing the backup's
+/// partial files. Each outcome is logged.
 ///
 /// Examples:
 ///     elior schedule --dir /srv/elior               run in the foreground
@@ -174,12 +176,16 @@ fn run_scheduler(dir: &Path) -> Result<ExitCode> {
         &stop,
         &mut |job| match job.name.as_str() {
             "backup" => {
-                run_child(&exe, &["backup", "--scheduled"], dir, &stop)?;
+                let backup = run_child(&exe, &["backup", "--scheduled"], dir, &stop);
+                if !prune_after(&backup) {
+                    return backup;
+                }
                 if stop.requested() {
                     tracing::info!("skipping the prune after the backup: stop requested");
-                    return Ok(());
+                    return backup;
                 }
-                run_child(&exe, &["backup", "prune"], dir, &stop)
+                run_child(&exe, &["backup", "prune"], dir, &stop)?;
+                backup
             }
             "cert-renew" => run_child(
                 &exe,
@@ -245,9 +251,43 @@ fn run_child(exe: &Path, args: &[&str], dir: &Path, stop: &Stop) -> Result<()> {
         }
     };
     if !status.success() {
-        bail!("`elior {}` failed ({status})", args.join(" "));
+        return Err(ChildFailed {
+            command: args.join(" "),
+            status,
+        }
+        .into());
     }
     Ok(())
+}
+
+/// A job's child `elior` that exited unsuccessfully.
+#[derive(Debug, thiserror::Error)]
+#[error("`elior {command}` failed ({status})")]
+struct ChildFailed {
+    command: String,
+    status: std::process::ExitStatus,
+}
+
+/// Whether retention runs after this scheduled backup: after a success; after a backup
+/// kept here whose offsite copy failed (it was taken, and backups must not pile up while
+/// the bucket is away); and after one that found BACKUP_DIR full, where the prune is what
+/// makes room for the next run (skipping it left the disk full for good). Any other
+/// failure leaves the backups as they are, for a person to look at.
+fn prune_after(backup: &Result<()>) -> bool {
+    let Err(e) = backup else {
+        return true;
+    };
+    let code = e
+        .downcast_ref::<ChildFailed>()
+        .and_then(|failed| failed.status.code())
+        .and_then(|code| u8::try_from(code).ok());
+    code.is_some_and(|code| {
+        [
+            super::backup::EXIT_OFFSITE_FAILED,
+            super::backup::EXIT_BACKUP_DIR_FULL,
+        ]
+        .contains(&code)
+    })
 }
 
 /// Counts SIGTERM and SIGINT, from a small thread with its own runtime: the first lets
@@ -407,6 +447,30 @@ fn uninstall(ctx: &super::Context, args: &InstallArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prune_runs_after_a_backup_taken_or_one_that_found_backup_dir_full_only() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = |code: i32| -> Result<()> {
+            Err(ChildFailed {
+                command: "backup --scheduled".into(),
+                status: std::process::ExitStatus::from_raw(code << 8),
+            }
+            .into())
+        };
+        assert!(prune_after(&Ok(())));
+        assert!(prune_after(&exited(3)), "offsite copy failed");
+        assert!(prune_after(&exited(4)), "BACKUP_DIR full");
+        assert!(!prune_after(&exited(2)), "an error");
+        assert!(!prune_after(&exited(1)), "a check failed");
+        let killed = Err(ChildFailed {
+            command: "backup --scheduled".into(),
+            status: std::process::ExitStatus::from_raw(9),
+        }
+        .into());
+        assert!(!prune_after(&killed), "killed by a signal");
+        assert!(!prune_after(&Err(anyhow::anyhow!("failed to run elior"))));
+    }
 
     /// The one check of `schedule install` and `provision` (they each had a copy).
     #[test]

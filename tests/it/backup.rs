@@ -624,7 +624,7 @@ fn incompressible(n: usize) -> Vec<u8> {
     bytes
 }
 
-/// A backup that fills BACKUP_DIR's disk fails as a whole: exit 2, an error that names
+/// A backup that fills BACKUP_DIR's disk fails as a whole: exit 4, an error that names
 /// BACKUP_DIR and the fix, none of its files left to keep the disk full, and the
 /// earlier backup still verified. Once there is room the next backup just works.
 #[test]
@@ -637,7 +637,7 @@ fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
     let kept = backup_files(&stack.backups);
 
     let assert_refused = |out: &Output, part: &str| {
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(out));
         let err = stderr(out);
         let named = format!(
             "elior: BACKUP_DIR {} ran out of space",
@@ -655,7 +655,7 @@ fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
     assert_refused(&stack.elior(&["backup"]), "uploads");
     // The same, as a script reads it: the error and the fix apart.
     let out = stack.elior(&["backup", "--json"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         doc["error"].as_str().unwrap().contains("ran out of space"),
@@ -795,6 +795,62 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("job succeeded"), "{log}");
     assert!(log.contains("scheduler stopped"), "{log}");
+}
+
+/// A scheduled backup that finds BACKUP_DIR full still runs the prune: the backups past
+/// retention go, and the next run has room. (The prune used to be skipped after any
+/// failed backup, so a full backup disk stayed full and every later backup failed.)
+#[test]
+fn schedule_prunes_after_a_backup_that_found_backup_dir_full_and_the_next_run_succeeds() {
+    let stack = Stack::new();
+    let _disk = TmpfsMount::new(&stack.backups, "4m");
+    stack.seed_database(10);
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
+    conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
+        .unwrap();
+    drop(conn);
+    let newest = stack.backup()["id"].as_str().unwrap().to_string();
+    // Two copies past the 30 days of retention fill the disk: no fourth backup fits.
+    let expired = [id_days_ago(40), id_days_ago(41)];
+    for id in &expired {
+        clone_backup(&stack.backups, &newest, id);
+    }
+    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
+    fs::write(
+        stack.dir.join(".env.production"),
+        format!("{env}BACKUP_SCHEDULE=\"*/2 * * * * *\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(ELIOR)
+        .args(["schedule", "--dir"])
+        .arg(&stack.dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let state_path = stack.dir.join(".elior/state.json");
+    wait_for("a scheduled backup that succeeds", || {
+        fs::read_to_string(&state_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|s| s["jobs"]["backup"]["last_result"] == "ok")
+    });
+    signal(child.0.id(), "TERM");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "scheduler exited with {status}");
+    let mut log = String::new();
+    Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    // The first run found the disk full, the prune after it made room.
+    assert!(log.contains("ran out of space"), "{log}");
+    let files = backup_files(&stack.backups);
+    for id in &expired {
+        assert!(!files.iter().any(|n| n.contains(id.as_str())), "{files:?}");
+    }
+    let manifests = files.iter().filter(|n| n.ends_with(".json")).count();
+    assert_eq!(manifests, 2, "the newest and the scheduled one: {files:?}");
 }
 
 #[test]

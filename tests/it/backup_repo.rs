@@ -639,7 +639,7 @@ fn a_full_backup_disk_leaves_no_unfinished_pack_and_the_repository_verifies() {
 
     fs::write(stack.uploads().join("video.mp4"), random_bytes(8 << 20)).unwrap();
     let out = stack.elior(&["backup"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let named = format!("BACKUP_DIR {} ran out of space", stack.backups.display());
     assert!(stderr(&out).contains(&named), "{}", stderr(&out));
     assert!(files_under(&stack.repo().join("tmp")).is_empty());
