@@ -250,6 +250,29 @@ fn doctor_fails_on_a_full_data_disk_with_a_fix_that_keeps_the_data() {
     assert!(stack.dir.join("data/elior_fitness.db").exists());
 }
 
+/// A backup disk that cannot hold the next backup fails the backups check before the
+/// scheduled backup does, naming the folder and the prune.
+#[test]
+fn doctor_fails_when_the_next_backup_will_not_fit_in_backup_dir() {
+    let stack = stack("doctor-backup-room");
+    let _backups = TmpfsMount::new(&stack.dir.join("backups"), "2m");
+    create_database(&stack);
+    take_backup(&stack);
+    let out = stack.doctor(&["backups"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+    // Fill the rest of the backup disk, as other backups or a stray dump would.
+    let mut filler = std::fs::File::create(stack.dir.join("backups/filler")).unwrap();
+    let block = vec![0x55u8; 16 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let out = stack.doctor(&["backups"], &[]);
+    assert_names(
+        &out,
+        "the next backup will not fit in",
+        "elior backup prune --dir",
+    );
+}
+
 // Regression (issue 14): the chain check took only the system roots, so a stack on a
 // private CA always failed it, and a broken ACME_CA_FILE went unnoticed.
 #[test]

@@ -1,6 +1,6 @@
-//! The backup folder is writable and private; the newest complete backup verifies, is
-//! under 26 h old and plausibly sized; and, with BACKUP_OFFSITE, the newest backup in
-//! the bucket is under 26 h old too.
+//! The backup folder is writable and private, and its disk has room for the next backup;
+//! the newest complete backup verifies, is under 26 h old and plausibly sized; and, with
+//! BACKUP_OFFSITE, the newest backup in the bucket is under 26 h old too.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -33,6 +33,11 @@ pub struct BackupFacts {
     pub latest_problems: Vec<String>,
     pub latest_database_bytes: Option<u64>,
     pub live_database_bytes: Option<u64>,
+    /// Free space on the backup folder's disk.
+    pub free_bytes: Option<u64>,
+    /// About what the next backup writes: the latest archive backup's size, or in a
+    /// repository the live database (copied whole into tmp/ before it is cut).
+    pub next_backup_bytes: Option<u64>,
     /// BACKUP_OFFSITE's bucket, when set (issue 17).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offsite: Option<OffsiteFacts>,
@@ -108,7 +113,13 @@ impl Check for Backups {
             }
         };
         f.complete_backups = sets.iter().filter(|s| s.has_manifest()).count();
+        f.free_bytes = crate::doctor::disk::measure(&dir).map(|d| d.free_bytes);
         if let Some(latest) = sets.iter().rev().find(|s| s.has_manifest()) {
+            f.next_backup_bytes = if latest.is_repository() {
+                f.live_database_bytes
+            } else {
+                Some(latest.total_size())
+            };
             let (verification, _) = crate::backup::verify(&dir, latest, None);
             f.latest_problems = verification.problems;
             f.latest_id = Some(latest.id.clone());
@@ -200,6 +211,23 @@ impl Check for Backups {
                         human_bytes(live)
                     ),
                     format!("take a new one and compare: {take}"),
+                ));
+            }
+        }
+        if let (Some(free), Some(need)) = (f.free_bytes, f.next_backup_bytes) {
+            if free < need {
+                out.push(Finding::failure(
+                    format!(
+                        "the next backup will not fit in {}: {} free there, and it needs about {} (as the latest did)",
+                        f.dir,
+                        human_bytes(free),
+                        human_bytes(need)
+                    ),
+                    format!(
+                        "elior backup prune --dir {} (deletes the backups past BACKUP_RETENTION_DAYS), or set BACKUP_DIR in {} to a larger disk",
+                        stack.dir,
+                        stack.env_path()
+                    ),
                 ));
             }
         }
@@ -327,6 +355,41 @@ mod tests {
         assert_eq!(
             statuses(&Backups::judge(&test_stack(), &tiny)),
             vec![Status::Ok, Status::Warning]
+        );
+    }
+
+    #[test]
+    fn a_backup_disk_without_room_for_the_next_backup_fails() {
+        let f = BackupFacts {
+            dir: "/srv/elior/backups".into(),
+            exists: true,
+            complete_backups: 2,
+            latest_id: Some("20261126_020000".into()),
+            latest_taken_at: Some(TEST_NOW - 3600),
+            free_bytes: Some(40 << 20),
+            next_backup_bytes: Some(50 << 20),
+            ..Default::default()
+        };
+        let found = Backups::judge(&test_stack(), &f);
+        assert_eq!(statuses(&found), vec![Status::Ok, Status::Failure]);
+        assert!(
+            found[1].finding.contains("40.0 MiB free there")
+                && found[1].finding.contains("about 50.0 MiB"),
+            "{}",
+            found[1].finding
+        );
+        assert!(found[1]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("elior backup prune"));
+        let roomy = BackupFacts {
+            free_bytes: Some(60 << 20),
+            ..f
+        };
+        assert_eq!(
+            statuses(&Backups::judge(&test_stack(), &roomy)),
+            vec![Status::Ok]
         );
     }
 
