@@ -254,6 +254,13 @@ fn dump_with(url: &PgUrl, temp: &Path, deadline: Instant, options: &[&str]) -> R
     });
     let mut writer = HashingWriter::new(out);
     let copied = io::copy(&mut stdout, &mut writer);
+    // If the copy stopped early (a full disk), what pg_dump writes has nowhere to go: it
+    // is stopped (not yet reaped, so the pid is still its own) and its pipe closed. With
+    // the pipe left open it blocked on it, and the wait below waited for it for good.
+    if copied.is_err() {
+        let _ = child.kill();
+    }
+    drop(stdout);
     let _ = done.send(());
     let expired = watchdog.join().unwrap_or(false);
     let status = child
@@ -266,6 +273,8 @@ fn dump_with(url: &PgUrl, temp: &Path, deadline: Instant, options: &[&str]) -> R
             url.target()
         );
     }
+    // A failed write is the cause; pg_dump's own failure then only follows from it.
+    copied.with_context(|| format!("failed to write {}", temp.display()))?;
     if !status.success() {
         bail!(
             "pg_dump of the PostgreSQL database {} failed ({status})\n{}\ncheck that the server is up and that DATABASE_URL's user, password and database are right; nothing was recorded as a backup",
@@ -273,7 +282,6 @@ fn dump_with(url: &PgUrl, temp: &Path, deadline: Instant, options: &[&str]) -> R
             tail(&errors)
         );
     }
-    copied.with_context(|| format!("failed to write {}", temp.display()))?;
     let (file, size, sha256) = writer.finish();
     file.sync_all()
         .with_context(|| format!("failed to fsync {}", temp.display()))?;

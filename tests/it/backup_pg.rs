@@ -389,6 +389,54 @@ fn pg_dump_past_the_time_limit_is_stopped_and_records_no_backup() {
     }));
 }
 
+/// A dump that fills BACKUP_DIR's disk fails at once, naming BACKUP_DIR (exit 4), and
+/// leaves nothing. It used to hang: elior stopped reading pg_dump's output at the full
+/// disk but kept the pipe open, so pg_dump blocked on it and elior waited for pg_dump
+/// for good, past the time limit.
+#[test]
+fn a_dump_that_fills_backup_dir_fails_naming_it_instead_of_hanging() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    // About 4 MiB that no compressor shrinks, against a 1 MiB disk.
+    cluster.psql(
+        &db,
+        "CREATE TABLE photos AS SELECT decode(string_agg(md5(random()::text), ''), 'hex') AS b
+         FROM generate_series(1, 65536) GROUP BY (generate_series % 16)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    stack_env(dir.path(), &url);
+    let backups = dir.path().join("backups");
+    let _disk = crate::harness::tmpfs::TmpfsMount::new(&backups, "1m");
+    let mut backup = Command::new(ELIOR)
+        .args(["backup", "--dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = Cluster::wait_for(Duration::from_secs(60), || {
+        backup.try_wait().unwrap().is_some()
+    });
+    if !finished {
+        let _ = backup.kill();
+    }
+    let out = backup.wait_with_output().unwrap();
+    assert!(finished, "elior backup hung on a full BACKUP_DIR");
+    let said = exited(&out, 4);
+    let named = format!("BACKUP_DIR {} ran out of space", backups.display());
+    assert!(said.contains(&named), "{said}");
+    assert!(manifests(dir.path()).is_empty());
+    let left: Vec<_> = fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed backup left {left:?}");
+}
+
 /// A dump whose manifest hashes match but which pg_restore cannot read (a backup written
 /// wrong) fails `verify` and is refused by `restore`, which changes nothing.
 #[test]
