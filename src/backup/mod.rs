@@ -282,7 +282,7 @@ pub struct BackupDirFull {
 /// and the fix: SQLite's bare "database or disk is full" reads as if the live database
 /// were full, and ENOSPC alone does not say which disk or what to do.
 fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
-    if !is_out_of_space(&error) {
+    if !crate::db::is_out_of_space(&error) {
         return error;
     }
     let free = crate::doctor::disk::measure(backup_dir)
@@ -300,17 +300,6 @@ fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
         cause: format!("{error:#}"),
     }
     .into()
-}
-
-/// Whether a write in `error`'s chain failed for want of space (ENOSPC, a quota, or
-/// SQLite's SQLITE_FULL).
-fn is_out_of_space(error: &anyhow::Error) -> bool {
-    let sqlite_full = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<rusqlite::Error>()
-            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
-    });
-    sqlite_full || crate::fsutil::is_out_of_space(error)
 }
 
 /// Takes a backup into the repository: database pages and upload pieces not stored yet,

@@ -226,9 +226,9 @@ elior serve and elior db migrate create it",
         // than a pool that fails to fill.
         let mut conn = Connection::open(path)
             .and_then(|c| configure(&c).map(|_| c))
-            .with_context(|| open_hint(path))?;
+            .map_err(|e| open_error(path, e))?;
         if migrate {
-            migrations::migrate(&mut conn).with_context(|| open_hint(path))?;
+            migrations::migrate(&mut conn).map_err(|e| open_error(path, e))?;
         }
         // That connection becomes the writer's.
         let writer = writer::Writer::start(conn, write_queue).with_context(|| {
@@ -243,8 +243,8 @@ elior serve and elior db migrate create it",
             .max_size(pool_size)
             .connection_timeout(POOL_WAIT)
             .build(manager)
-            .with_context(|| open_hint(path))?;
-        let file_id = file_id(path).with_context(|| open_hint(path))?;
+            .map_err(|e| open_error(path, e))?;
+        let file_id = file_id(path).map_err(|e| open_error(path, e))?;
         Ok(Db {
             inner: Pools::Sqlite {
                 pool,
@@ -491,11 +491,36 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
-fn open_hint(path: &Path) -> String {
-    format!(
+/// Why the database could not be opened or migrated, with the fix: a full disk says so
+/// (the generic hint blamed the file or its folder's permissions).
+fn open_error(path: &Path, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    let error = error.into();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if is_out_of_space(&error) {
+        let free = crate::doctor::disk::measure(dir)
+            .map(|d| format!(" ({} free)", crate::backup::human_bytes(d.free_bytes)))
+            .unwrap_or_default();
+        return error.context(format!(
+            "failed to open database {}: its disk is full{free}\nfree space on the disk of {} (`elior doctor` names what fills it), then start again",
+            path.display(),
+            dir.display()
+        ));
+    }
+    error.context(format!(
         "failed to open database {}\ncheck that the file is a SQLite database and that its directory is writable",
         path.display()
-    )
+    ))
+}
+
+/// Whether a write in `error`'s chain failed for want of space: SQLite's SQLITE_FULL, or
+/// ENOSPC or a quota from the filesystem.
+pub fn is_out_of_space(error: &anyhow::Error) -> bool {
+    let sqlite_full = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    });
+    sqlite_full || crate::fsutil::is_out_of_space(error)
 }
 
 /// Per-connection settings. WAL lets readers run beside the one writer; NORMAL

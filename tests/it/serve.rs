@@ -994,6 +994,39 @@ fn an_unusable_database_path_is_a_clear_error_not_a_panic() {
     }
 }
 
+/// A server that cannot create its database on a full disk says the disk is full and
+/// where, not that the file may not be a database; with room it starts.
+#[test]
+fn a_full_disk_at_start_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _disk = crate::harness::tmpfs::TmpfsMount::new(&data, "1m");
+    let filler = data.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while file.write_all(&[0u8; 16 * 1024]).is_ok() {}
+    drop(file);
+    let url = format!("sqlite:///{}", data.join("elior.db").display());
+    let serve = || {
+        Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env_clear()
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let out = serve();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("its disk is full"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("free space on the disk of {}", data.display())),
+        "{stderr}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let server = Server::start(&[("DATABASE_URL", &url)]);
+    assert_eq!(server.get("/health").status, 200);
+}
+
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let mut server = Server::start(&[]);
