@@ -2790,19 +2790,17 @@ fn the_not_blank_pattern_is_the_servers_trim() {
 fn a_full_disk_answers_writes_503_and_they_resume_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let _disk = crate::harness::tmpfs::TmpfsMount::new(&root, "8m");
+    let disk = crate::harness::tmpfs::TmpfsMount::new(&root, "8m");
     let s = Server::start_in(dir, &[]);
     let cast = Cast::new(&s);
     let c = &cast.client.token;
-    let entry = |day: u32| json!({"date": format!("2026-01-{day:02}"), "weight": 80.0, "notes": "x".repeat(900)});
+    let entry = |day: u32| {
+        let date = format!("2026-01-{day:02}");
+        json!({"date": date, "weight": 80.0, "notes": "x".repeat(900)})
+    };
     assert_eq!(s.post("/api/progress/weight", c, entry(1)).status, 201);
 
-    // Fill the rest of the disk, as a runaway log would.
-    let filler = root.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let block = vec![0x55u8; 64 * 1024];
-    while std::io::Write::write_all(&mut file, &block).is_ok() {}
-    drop(file);
+    let filler = disk.fill();
     // SQLite may still fit a few writes into the WAL's pages; then it needs new ones.
     let mut saved = 1;
     let full = (2..=28)

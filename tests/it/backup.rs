@@ -745,10 +745,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
-    let stack = Stack::new();
-    stack.seed_database(10);
+/// `elior schedule` on the stack, its backup due every 2 seconds, its log piped.
+fn scheduler_backing_up_every_2_seconds(stack: &Stack) -> KillOnDrop {
     let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
     fs::write(
         stack.dir.join(".env.production"),
@@ -763,7 +761,14 @@ fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop(child);
+    KillOnDrop(child)
+}
+
+#[test]
+fn schedule_runs_the_backup_at_its_cron_time_and_stops_on_sigterm() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let mut child = scheduler_backing_up_every_2_seconds(&stack);
     let state_path = stack.dir.join(".elior/state.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     let state = loop {
@@ -816,21 +821,7 @@ fn schedule_prunes_after_a_backup_that_found_backup_dir_full_and_the_next_run_su
     for id in &expired {
         clone_backup(&stack.backups, &newest, id);
     }
-    let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
-    fs::write(
-        stack.dir.join(".env.production"),
-        format!("{env}BACKUP_SCHEDULE=\"*/2 * * * * *\"\n"),
-    )
-    .unwrap();
-    let child = Command::new(ELIOR)
-        .args(["schedule", "--dir"])
-        .arg(&stack.dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
+    let mut child = scheduler_backing_up_every_2_seconds(&stack);
     let state_path = stack.dir.join(".elior/state.json");
     wait_for("a scheduled backup that succeeds", || {
         fs::read_to_string(&state_path)

@@ -230,14 +230,9 @@ fn doctor_refuses_every_example_secret_and_any_secret_under_32_bytes() {
 #[test]
 fn doctor_fails_on_a_full_data_disk_with_a_fix_that_keeps_the_data() {
     let stack = stack("doctor-full");
-    let _data = TmpfsMount::new(&stack.dir.join("data"), "4m");
+    let data = TmpfsMount::new(&stack.dir.join("data"), "4m");
     create_database(&stack);
-    // Fill the rest of the filesystem, as uploads or a runaway log would.
-    let mut filler = std::fs::File::create(stack.dir.join("data/filler")).unwrap();
-    let block = vec![0x55u8; 64 * 1024];
-    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
-    let _ = std::io::Write::write_all(&mut filler, &block[..1]);
-    drop(filler);
+    data.fill();
     let out = stack.doctor(&["database"], &[]);
     assert_names(
         &out,
@@ -255,16 +250,13 @@ fn doctor_fails_on_a_full_data_disk_with_a_fix_that_keeps_the_data() {
 #[test]
 fn doctor_fails_when_the_next_backup_will_not_fit_in_backup_dir() {
     let stack = stack("doctor-backup-room");
-    let _backups = TmpfsMount::new(&stack.dir.join("backups"), "2m");
+    let backups = TmpfsMount::new(&stack.dir.join("backups"), "2m");
     create_database(&stack);
     take_backup(&stack);
     let out = stack.doctor(&["backups"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out.stdout));
-    // Fill the rest of the backup disk, as other backups or a stray dump would.
-    let mut filler = std::fs::File::create(stack.dir.join("backups/filler")).unwrap();
-    let block = vec![0x55u8; 16 * 1024];
-    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
-    drop(filler);
+    // Other backups or a stray dump fill the rest of the backup disk.
+    backups.fill();
     let out = stack.doctor(&["backups"], &[]);
     assert_names(
         &out,

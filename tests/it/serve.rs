@@ -1000,11 +1000,8 @@ fn an_unusable_database_path_is_a_clear_error_not_a_panic() {
 fn a_full_disk_at_start_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let _disk = crate::harness::tmpfs::TmpfsMount::new(&data, "1m");
-    let filler = data.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    while file.write_all(&[0u8; 16 * 1024]).is_ok() {}
-    drop(file);
+    let disk = crate::harness::tmpfs::TmpfsMount::new(&data, "1m");
+    let filler = disk.fill();
     let url = format!("sqlite:///{}", data.join("elior.db").display());
     let serve = || {
         Command::new(BIN)

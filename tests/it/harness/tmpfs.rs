@@ -1,6 +1,7 @@
 //! A small filesystem of its own for a test that needs a full disk: a tmpfs mounted on a
 //! folder for the length of the test, unmounted on drop, after a failure too.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,6 +28,17 @@ impl TmpfsMount {
             String::from_utf8_lossy(&out.stderr)
         );
         TmpfsMount(at.to_path_buf())
+    }
+
+    /// Fills what is left of the filesystem with one file, as a runaway log would, down
+    /// to the last byte; returns its path, so the test can free the space again.
+    pub fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0x55u8; 16 * 1024];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&block[..1]).is_ok() {}
+        path
     }
 
     /// Grows (or shrinks) the filesystem in place; what it holds stays.
