@@ -353,6 +353,12 @@ fn restore_locked(
     if let Some(dump) = &rebuilt_dump {
         staged_sizes.push((dump.parent().unwrap_or(dir), database_size));
     }
+    // The safety backup copies the live database into BACKUP_DIR. (Its uploads archive is
+    // left to that backup's own failure: compressed, its size is not known here, and a
+    // guess could refuse a restore that fits.)
+    if let Some(live) = fs::metadata(database).ok().filter(|_| !stack_is_pg) {
+        staged_sizes.push((dir.as_path(), live.len()));
+    }
     check_room(&staged_sizes)?;
     // Written before the first staged byte, so a restore killed while staging leaves no
     // copy behind that blocks or fills the disk for the next one.
@@ -584,10 +590,10 @@ fn check_bucket_uploads(
 
 /// The folder restored uploads go into: `uploads` itself, or where it points when it is a
 /// symlink (even a dangling one, whose target is then created).
-/// Refuses, before anything is written, a restore whose staged copies cannot fit: the
-/// database and the uploads are staged in full beside the live ones before the swap, so
-/// each disk needs what is staged on it free (a full disk used to fail part-way through
-/// staging with a bare ENOSPC).
+/// Refuses, before anything is written, a restore whose copies cannot fit: the database
+/// and the uploads are staged in full beside the live ones before the swap, and the
+/// safety backup copies the live database into BACKUP_DIR, so each disk needs what is
+/// written on it free (a full disk used to fail part-way with a bare ENOSPC).
 fn check_room(staged: &[(&Path, u64)]) -> Result<()> {
     let mut per_disk: Vec<(u64, &Path, u64)> = Vec::new();
     for &(folder, bytes) in staged {
@@ -605,7 +611,7 @@ fn check_room(staged: &[(&Path, u64)]) -> Result<()> {
         };
         if disk.free_bytes < need {
             bail!(
-                "the disk of {} has {} free, but this restore stages {} there beside the live data before it swaps them; nothing was changed\nmake room on that disk (or move the stack's data to a larger one), then restore again",
+                "the disk of {} has {} free, but this restore writes {} there before it swaps anything (the backup's copy beside the live data, and the safety backup of the live database); nothing was changed\nmake room on that disk (or move the stack's data to a larger one), then restore again",
                 folder.display(),
                 super::human_bytes(disk.free_bytes),
                 super::human_bytes(need)

@@ -745,6 +745,47 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The safety backup of the live database must fit in BACKUP_DIR too: a restore whose
+/// safety backup cannot is refused before it stages anything, naming BACKUP_DIR's disk.
+#[test]
+fn a_restore_whose_safety_backup_cannot_fit_is_refused_before_it_writes() {
+    let stack = Stack::new();
+    let _disk = TmpfsMount::new(&stack.backups, "6m");
+    stack.seed_database(100);
+    let conn = Connection::open(stack.db_path()).unwrap();
+    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
+    let add_blobs = |n: usize| {
+        for _ in 0..n {
+            conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
+                .unwrap();
+        }
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    };
+    add_blobs(2);
+    stack.backup();
+    // The live database grows past what is left of the backup disk.
+    add_blobs(3);
+    drop(conn);
+    let live = fs::read(stack.db_path()).unwrap();
+    let kept = backup_files(&stack.backups);
+
+    let out = stack.elior(&["restore", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let named = format!("the disk of {} has", stack.backups.display());
+    assert!(err.contains(&named), "{err}");
+    assert!(err.contains("safety backup"), "{err}");
+    assert_eq!(backup_files(&stack.backups), kept);
+    assert_eq!(fs::read(stack.db_path()).unwrap(), live);
+    assert!(
+        !backup_files(&stack.dir.join("data"))
+            .iter()
+            .any(|n| n.contains("restore")),
+        "a staged copy was left"
+    );
+}
+
 /// `elior schedule` on the stack, its backup due every 2 seconds, its log piped.
 fn scheduler_backing_up_every_2_seconds(stack: &Stack) -> KillOnDrop {
     let env = fs::read_to_string(stack.dir.join(".env.production")).unwrap();
