@@ -1315,3 +1315,25 @@ pub fn require_complete(set: &BackupSet) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `elior restore` wraps its safety backup's error in context; the CLI's exit code 4
+    /// (and the scheduler's prune) must still see a full BACKUP_DIR through it.
+    #[test]
+    fn a_full_backup_dir_is_seen_through_context() {
+        let full: anyhow::Error = BackupDirFull {
+            dir: "/srv/elior/backups".into(),
+            free: String::new(),
+            cause: "No space left on device (os error 28)".into(),
+        }
+        .into();
+        let wrapped = Err::<(), _>(full)
+            .context("the safety backup of the current state failed")
+            .unwrap_err();
+        assert!(wrapped.is::<BackupDirFull>());
+        assert!(!anyhow::anyhow!("BACKUP_DIR ran out of space").is::<BackupDirFull>());
+    }
+}
