@@ -182,6 +182,12 @@ async fn obtain(
         eprintln!("waiting {wait} s (--jitter)");
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
+    // Single host: the pair in nginx/ssl/ is replaced under the deploy lock, as a deploy
+    // replaces it, so a scheduled renewal and a deploy never interleave their files.
+    let _lock = match &swarm {
+        None => Some(crate::lock::DeployLock::acquire(ctx.dir(), "elior cert")?),
+        Some(_) => None,
+    };
     let (outcome, served_at) = match (&args.nginx_conf, swarm) {
         (Some(conf), _) => {
             let conf = std::path::absolute(conf)

@@ -76,6 +76,7 @@ pub async fn install_and_verify<P: Proxy + Sync>(
     };
 
     let promoted = std::fs::rename(&staged_key, &key_path)
+        .inspect(|()| crate::backup::fault::point("cert:key-promoted"))
         .and_then(|()| std::fs::rename(&staged_cert, &cert_path))
         .with_context(|| {
             format!(
@@ -118,6 +119,67 @@ pub async fn install_and_verify<P: Proxy + Sync>(
         .await);
     }
     Ok(info)
+}
+
+/// Finishes what an install killed part-way left in `nginx/ssl/`, through `proxy`
+/// (call it holding the deploy lock, before the pair is read or replaced). The new key is
+/// moved into place before the new certificate, so a process killed between the two
+/// renames leaves the new key beside the old certificate: a pair nginx refuses at its next
+/// start or reload. The staged certificate is still there and belongs to that key, so it
+/// is moved in, and nginx tests, reloads and serves it. Staged files of an install killed
+/// before its first rename are removed: the installed pair is whole.
+pub async fn finish_interrupted_install<P: Proxy + Sync>(
+    proxy: &P,
+    paths: &StackPaths,
+    server_name: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let (cert_path, key_path) = (paths.cert(), paths.key());
+    let (staged_cert, staged_key) = (sibling(&cert_path, "new"), sibling(&key_path, "new"));
+    if !staged_cert.exists() && !staged_key.exists() {
+        return Ok(());
+    }
+    let staged_chain = || -> Result<Vec<u8>> { files::read(&staged_cert) };
+    let belongs = |chain_pem: &[u8]| -> Result<Option<String>> {
+        let chain = inspect::parse_chain(chain_pem, "the staged certificate")?;
+        let key = inspect::parse_key(&files::read(&key_path)?, "key.pem")?;
+        let info = inspect::describe(&chain[0])?;
+        Ok(inspect::key_matches(&chain[0], &key)?.then_some(info.serial))
+    };
+    let serial = match staged_key.exists() {
+        true => None,
+        false => staged_chain().and_then(|pem| belongs(&pem)).unwrap_or(None),
+    };
+    let Some(serial) = serial else {
+        for staged in [&staged_cert, &staged_key] {
+            match std::fs::remove_file(staged) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("failed to remove {}", staged.display()))
+                }
+                _ => {}
+            }
+        }
+        progress("removed the staged files of a certificate install that was interrupted; the installed pair is unchanged");
+        return Ok(());
+    };
+    std::fs::rename(&staged_cert, &cert_path).with_context(|| {
+        format!(
+            "failed to move {} to {}",
+            staged_cert.display(),
+            cert_path.display()
+        )
+    })?;
+    progress(&format!(
+        "finishing a certificate install that was interrupted: {} now belongs to the key beside it; {}",
+        cert_path.display(),
+        proxy.installing()
+    ));
+    proxy
+        .test_config()
+        .await
+        .context("nginx rejected the finished install")?;
+    proxy.reload().await.context("nginx did not reload")?;
+    wait_until_served(proxy.https_address(), server_name, &serial).await
 }
 
 /// Puts the previous files back (and reloads nginx when it may have loaded the new

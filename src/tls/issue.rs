@@ -87,6 +87,8 @@ pub async fn issue_if_due<P: Proxy + Sync>(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
     require_public(settings, paths)?;
+    // Every caller holds the deploy lock: no install of another process is under way.
+    install::finish_interrupted_install(proxy, paths, &settings.domain, progress).await?;
     let ca = settings.ca();
     let www = format!("www.{}", settings.domain);
     let mut names = vec![settings.domain.clone()];

@@ -147,6 +147,69 @@ fn cert_issue_replaces_the_bootstrap_cert_with_a_served_pebble_cert() {
     );
 }
 
+/// A renewal killed between moving the new key and the new certificate into place leaves
+/// the new key beside the old certificate, a pair nginx refuses at its next start or
+/// reload. The next `elior cert` run (under the deploy lock, as a deploy) finishes the
+/// install: the pair matches again and nginx serves it.
+#[test]
+fn a_renewal_killed_between_its_two_renames_is_finished_by_the_next_run() {
+    let (stack, _pebble, nginx) = served_stack();
+    let conf = nginx.conf.to_str().unwrap();
+    stdout_json(&stack.elior(&["cert", "issue", "--json", "--nginx-conf", conf]));
+    let before = file_serial(&stack);
+    let renew = ["cert", "renew", "--force", "--nginx-conf", conf];
+    let killed = stack.elior_with(&renew, &[("ELIOR_FAULT", "cert:key-promoted")]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    // What the kill left: the new key beside the old certificate.
+    let status = stack.elior(&["cert", "status", "--json"]);
+    assert_eq!(status.status.code(), Some(1));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["key_matches"], false, "{status}");
+
+    // The next run (not due: the certificate it finds is fresh) finishes the install.
+    let next = stack.elior(&["cert", "renew", "--nginx-conf", conf]);
+    let said = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{said}");
+    assert!(
+        said.contains("finishing a certificate install that was interrupted"),
+        "{said}"
+    );
+    // nginx reloaded and serves the finished pair.
+    let status = stdout_json(&stack.elior(&["cert", "status", "--json"]));
+    assert_eq!(status["key_matches"], true, "{status}");
+    assert_eq!(status["served"], true, "{status}");
+    let after = file_serial(&stack);
+    assert_ne!(after, before);
+    assert_eq!(served_serial(&stack), after);
+    let staged: Vec<_> = std::fs::read_dir(stack.path().join("nginx/ssl"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "cert.pem" && n != "key.pem")
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+
+    // A second instance: while a deploy holds the stack's lock, a renewal (the scheduled
+    // one, say) is refused and touches nothing, instead of writing the same staged files.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = serde_json::json!({
+        "pid": std::process::id(),
+        "host": hostname.trim(),
+        "command": "elior deploy elior.test",
+        "since": "2026-01-01T00:00:00+00:00",
+    });
+    std::fs::write(stack.path().join(".elior/deploy.lock"), holder.to_string()).unwrap();
+    let refused = stack.elior(&renew);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("elior deploy elior.test"), "{said}");
+    assert_eq!(file_serial(&stack), after);
+}
+
 #[test]
 fn forced_renewal_changes_the_serial_without_a_failed_request() {
     let (stack, _pebble, nginx) = served_stack();

@@ -269,6 +269,11 @@ impl Stack {
 
     /// Runs `elior ARGS --dir STACK` with `ELIOR_RESOLVE` pinning the test names.
     pub fn elior(&self, args: &[&str]) -> Output {
+        self.elior_with(args, &[])
+    }
+
+    /// The same, with more environment (`ELIOR_FAULT` for a crash test).
+    pub fn elior_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_elior"))
             .args(args)
             .arg("--dir")
@@ -278,6 +283,7 @@ impl Stack {
                 format!("{DOMAIN}:127.0.0.1,www.{DOMAIN}:127.0.0.1"),
             )
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
