@@ -3,8 +3,10 @@
 //! Commands that change a running stack (restore now; deploy later) take the lock at
 //! `DIR/.elior/deploy.lock` so two of them never interleave. The lock is a file created
 //! with `O_EXCL` that records who holds it (pid, host, command, time), so a refusal can say
-//! who to wait for. A lock whose pid is gone on this host is stale and is taken over. The
-//! lock is released when the guard drops. This module only manages that file and appends
+//! who to wait for. A lock whose pid is gone on this host is stale and is taken over, and
+//! so is a lock file that is still empty (or garbled) seconds after it was made: what a
+//! process killed between creating and writing it, or a full disk, leaves. The lock is
+//! released when the guard drops. This module only manages that file and appends
 //! to `DIR/.elior/audit.log`; it knows nothing about what the holder does.
 
 use std::fs::{self, OpenOptions};
@@ -19,6 +21,9 @@ use serde::{Deserialize, Serialize};
 pub const STATE_DIR: &str = ".elior";
 const LOCK_FILE: &str = "deploy.lock";
 const AUDIT_LOG: &str = "audit.log";
+/// A holder writes the lock file right after creating it; one still without a holder
+/// after this long never will be.
+const UNWRITTEN_LOCK_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Who holds a lock; written into the lock file as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +63,20 @@ impl DeployLock {
                 .open(&path)
             {
                 Ok(mut file) => {
-                    file.write_all(body.as_bytes())
-                        .and_then(|_| file.sync_all())
-                        .with_context(|| format!("failed to write lock file {}", path.display()))?;
+                    let written = file
+                        .write_all(body.as_bytes())
+                        .and_then(|_| file.sync_all());
+                    if let Err(e) = written {
+                        // An empty lock left behind (a full disk) would lock the stack
+                        // until someone removed it.
+                        let _ = fs::remove_file(&path);
+                        return Err(e).with_context(|| {
+                            format!(
+                                "failed to write lock file {}; nothing was started",
+                                path.display()
+                            )
+                        });
+                    }
                     return Ok(DeployLock { path, holder });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -74,6 +90,13 @@ impl DeployLock {
                             );
                             // A small race remains if two processes break the same stale
                             // lock at once; both then retry O_EXCL and only one wins.
+                            let _ = fs::remove_file(&path);
+                        }
+                        None if is_unwritten(&path) => {
+                            tracing::warn!(
+                                lock = %path.display(),
+                                "taking over a deploy lock that holds no holder: its writer was killed, or the disk was full, as it made it"
+                            );
                             let _ = fs::remove_file(&path);
                         }
                         Some(other) => bail!(
@@ -133,6 +156,17 @@ pub fn current_holder(dir: &Path) -> Option<Holder> {
 fn read_holder(path: &Path) -> Option<Holder> {
     let text = fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// A lock file that can be read but names no holder, made longer ago than a holder takes to
+/// write one. (One that cannot be read at all is left to a person.)
+fn is_unwritten(path: &Path) -> bool {
+    let old = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age > UNWRITTEN_LOCK_AGE);
+    old && fs::read(path).is_ok()
 }
 
 /// A lock is stale when it was taken on this host by a process that no longer exists.
@@ -213,6 +247,29 @@ mod tests {
         );
         drop(lock);
         DeployLock::acquire(dir.path(), "elior deploy").unwrap();
+    }
+
+    /// A process killed between creating the lock file and writing it (or a full disk)
+    /// leaves it empty: once older than a writer could take, it is taken over; a fresh one
+    /// may be a writer at work and is refused.
+    #[test]
+    fn an_empty_lock_file_is_taken_over_only_once_it_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ensure_state_dir(dir.path()).unwrap();
+        let empty = fs::File::create(state.join(LOCK_FILE)).unwrap();
+        let err = format!(
+            "{:#}",
+            DeployLock::acquire(dir.path(), "elior deploy").unwrap_err()
+        );
+        assert!(err.contains("the lock file"), "{err}");
+        let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        empty.set_modified(minute_ago).unwrap();
+        let lock = DeployLock::acquire(dir.path(), "elior deploy").unwrap();
+        assert_eq!(lock.holder().pid, std::process::id());
+        assert_eq!(
+            read_holder(&state.join(LOCK_FILE)).as_ref(),
+            Some(lock.holder())
+        );
     }
 
     #[test]

@@ -554,3 +554,54 @@ fn live_progress_is_drawn_on_a_terminal_only_and_never_with_q() {
     assert!(piped.status.success(), "{}", text(&piped.stderr));
     assert!(!piped.stderr.contains(&0x1b) && !piped.stdout.contains(&0x1b));
 }
+
+/// A full disk under the stack's `.elior/` once left an empty deploy lock behind (it was
+/// created, then could not be written), and every later deploy, restore and renewal was
+/// refused until someone removed it. Now the failed attempt removes it, says nothing was
+/// started, and once there is room the next command takes the lock.
+#[test]
+fn a_lock_that_cannot_be_written_on_a_full_disk_is_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack");
+    let stack_arg = stack.to_str().unwrap();
+    let init = elior(&[
+        "init",
+        "elior-lock.invalid",
+        "--email",
+        "ops@example.com",
+        "--dir",
+        stack_arg,
+    ]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let disk = crate::harness::tmpfs::TmpfsMount::new(&stack.join(".elior"), "64k");
+    let filler = disk.fill();
+    let renew = [
+        "cert",
+        "renew",
+        "--nginx-conf",
+        "/nonexistent/nginx.conf",
+        "--dir",
+        stack_arg,
+    ];
+    let out = elior(&renew);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("failed to write lock file"), "{said}");
+    assert!(said.contains("nothing was started"), "{said}");
+    assert!(!stack.join(".elior/deploy.lock").exists());
+
+    std::fs::remove_file(filler).unwrap();
+    // With room, the renewal gets past the lock (and fails later, on its unresolvable
+    // name: this test is about the lock).
+    let out = elior(&renew);
+    let said = text(&out.stderr);
+    assert!(
+        !said.contains("lock file") && !said.contains("is locked"),
+        "{said}"
+    );
+    assert!(
+        said.contains("elior-lock.invalid does not resolve"),
+        "{said}"
+    );
+    assert!(!stack.join(".elior/deploy.lock").exists());
+}
