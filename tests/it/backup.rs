@@ -96,6 +96,20 @@ impl Stack {
         tx.commit().unwrap();
     }
 
+    /// `mib` more MiB of incompressible rows in table `blobs` (made if missing), folded
+    /// into the database file: a database of a known size, whatever compresses it.
+    fn add_blobs(&self, mib: usize) {
+        let conn = Connection::open(self.db_path()).unwrap();
+        conn.execute("CREATE TABLE IF NOT EXISTS blobs (b BLOB)", [])
+            .unwrap();
+        for _ in 0..mib {
+            conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
+                .unwrap();
+        }
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+
     fn seed_uploads(&self) {
         let up = self.uploads();
         fs::create_dir_all(up.join("progress/2026")).unwrap();
@@ -668,13 +682,7 @@ fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
 
     // A database bigger than the disk: SQLite's copy fails with SQLITE_FULL.
     fs::remove_file(stack.uploads().join("video.mp4")).unwrap();
-    let conn = Connection::open(stack.db_path()).unwrap();
-    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
-    for _ in 0..5 {
-        conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
-            .unwrap();
-    }
-    drop(conn);
+    stack.add_blobs(5);
     assert_refused(&stack.elior(&["backup"]), "database");
 
     disk.resize("32m");
@@ -691,13 +699,7 @@ fn a_full_backup_disk_fails_naming_backup_dir_and_keeps_the_earlier_backup() {
 fn a_restore_that_cannot_fit_on_the_data_disk_is_refused_before_it_writes() {
     let stack = Stack::new();
     stack.seed_database(100);
-    let conn = Connection::open(stack.db_path()).unwrap();
-    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
-    for _ in 0..3 {
-        conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
-            .unwrap();
-    }
-    drop(conn);
+    stack.add_blobs(3);
     stack.backup();
     // The live database shrinks, then moves onto a 4 MiB disk it shares with a filler
     // that leaves less room than the backup's 3 MiB database.
@@ -752,21 +754,10 @@ fn a_restore_whose_safety_backup_cannot_fit_is_refused_before_it_writes() {
     let stack = Stack::new();
     let _disk = TmpfsMount::new(&stack.backups, "6m");
     stack.seed_database(100);
-    let conn = Connection::open(stack.db_path()).unwrap();
-    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
-    let add_blobs = |n: usize| {
-        for _ in 0..n {
-            conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
-                .unwrap();
-        }
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-    };
-    add_blobs(2);
+    stack.add_blobs(2);
     stack.backup();
     // The live database grows past what is left of the backup disk.
-    add_blobs(3);
-    drop(conn);
+    stack.add_blobs(3);
     let live = fs::read(stack.db_path()).unwrap();
     let kept = backup_files(&stack.backups);
 
@@ -851,11 +842,7 @@ fn schedule_prunes_after_a_backup_that_found_backup_dir_full_and_the_next_run_su
     let stack = Stack::new();
     let _disk = TmpfsMount::new(&stack.backups, "4m");
     stack.seed_database(10);
-    let conn = Connection::open(stack.db_path()).unwrap();
-    conn.execute("CREATE TABLE blobs (b BLOB)", []).unwrap();
-    conn.execute("INSERT INTO blobs VALUES (?1)", [incompressible(1 << 20)])
-        .unwrap();
-    drop(conn);
+    stack.add_blobs(1);
     let newest = stack.backup()["id"].as_str().unwrap().to_string();
     // Two copies past the 30 days of retention fill the disk: no fourth backup fits.
     let expired = [id_days_ago(40), id_days_ago(41)];

@@ -195,14 +195,7 @@ fn a_renewal_killed_between_its_two_renames_is_finished_by_the_next_run() {
 
     // A second instance: while a deploy holds the stack's lock, a renewal (the scheduled
     // one, say) is refused and touches nothing, instead of writing the same staged files.
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let holder = serde_json::json!({
-        "pid": std::process::id(),
-        "host": hostname.trim(),
-        "command": "elior deploy elior.test",
-        "since": "2026-01-01T00:00:00+00:00",
-    });
-    std::fs::write(stack.path().join(".elior/deploy.lock"), holder.to_string()).unwrap();
+    crate::harness::stack::hold_deploy_lock(stack.path(), "elior deploy elior.test");
     let refused = stack.elior(&renew);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{said}");

@@ -358,15 +358,7 @@ fn a_held_deploy_lock_refuses_a_concurrent_deploy() {
     // Regression guard: two deploys at once would fight over containers and nginx.conf.
     let stack = Stack::new("lock");
     stack.init();
-    std::fs::create_dir_all(stack.dir.join(".elior")).unwrap();
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let holder = serde_json::json!({
-        "pid": std::process::id(),
-        "host": hostname.trim(),
-        "command": "elior restore latest",
-        "since": "2026-01-01T00:00:00+00:00",
-    });
-    std::fs::write(stack.dir.join(".elior/deploy.lock"), holder.to_string()).unwrap();
+    crate::harness::stack::hold_deploy_lock(&stack.dir, "elior restore latest");
     let out = elior(&[
         "deploy",
         &stack.domain,

@@ -63,6 +63,20 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// Writes `dir`'s deploy lock as held by this (live) test process running `command`, as a
+/// concurrent deploy or restore would hold it.
+pub fn hold_deploy_lock(dir: &Path, command: &str) {
+    std::fs::create_dir_all(dir.join(".elior")).unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = serde_json::json!({
+        "pid": std::process::id(),
+        "host": hostname.trim(),
+        "command": command,
+        "since": "2026-01-01T00:00:00+00:00",
+    });
+    std::fs::write(dir.join(".elior/deploy.lock"), holder.to_string()).unwrap();
+}
+
 /// A stack directory (`elior init` + `elior render`) in a temp dir.
 pub struct Stack {
     _tmp: tempfile::TempDir,
