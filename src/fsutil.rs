@@ -44,6 +44,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Space on the filesystem holding a path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Disk {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// Space on the filesystem holding `path` (for doctor's checks, and for the errors of
+/// backups, restores and the server that ran out of it).
+pub fn disk_space(path: &Path) -> Option<Disk> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(Disk {
+        total_bytes: s.f_blocks * s.f_frsize,
+        free_bytes: s.f_bavail * s.f_frsize,
+    })
+}
+
 /// Whether an error anywhere in `error`'s chain is a write that failed for want of space
 /// (ENOSPC or a disk quota): a full disk, which an operator must free, not a bug.
 pub fn is_out_of_space(error: &anyhow::Error) -> bool {

@@ -285,7 +285,7 @@ fn explain_full_disk(error: anyhow::Error, backup_dir: &Path) -> anyhow::Error {
     if !crate::db::is_out_of_space(&error) {
         return error;
     }
-    let free = crate::doctor::disk::measure(backup_dir)
+    let free = crate::fsutil::disk_space(backup_dir)
         .map(|disk| {
             format!(
                 " ({} of {} free now that its files are removed)",

@@ -606,7 +606,7 @@ fn check_room(staged: &[(&Path, u64)]) -> Result<()> {
         }
     }
     for (_, folder, need) in per_disk {
-        let Some(disk) = crate::doctor::disk::measure(folder) else {
+        let Some(disk) = crate::fsutil::disk_space(folder) else {
             continue;
         };
         if disk.free_bytes < need {

@@ -98,7 +98,7 @@ impl DbError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             DbError::StorageFull(_) => true,
-            DbError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            DbError::Sqlite(e) => sqlite_disk_full(e),
             DbError::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
             _ => false,
         }
@@ -497,7 +497,7 @@ fn open_error(path: &Path, error: impl Into<anyhow::Error>) -> anyhow::Error {
     let error = error.into();
     let dir = path.parent().unwrap_or(Path::new("."));
     if is_out_of_space(&error) {
-        let free = crate::doctor::disk::measure(dir)
+        let free = crate::fsutil::disk_space(dir)
             .map(|d| format!(" ({} free)", crate::backup::human_bytes(d.free_bytes)))
             .unwrap_or_default();
         return error.context(format!(
@@ -515,12 +515,15 @@ fn open_error(path: &Path, error: impl Into<anyhow::Error>) -> anyhow::Error {
 /// Whether a write in `error`'s chain failed for want of space: SQLite's SQLITE_FULL, or
 /// ENOSPC or a quota from the filesystem.
 pub fn is_out_of_space(error: &anyhow::Error) -> bool {
-    let sqlite_full = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<rusqlite::Error>()
-            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
-    });
+    let sqlite_full = error
+        .chain()
+        .any(|cause| cause.downcast_ref().is_some_and(sqlite_disk_full));
     sqlite_full || crate::fsutil::is_out_of_space(error)
+}
+
+/// SQLite's SQLITE_FULL: a write found its disk full.
+fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 /// Per-connection settings. WAL lets readers run beside the one writer; NORMAL

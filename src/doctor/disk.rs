@@ -1,7 +1,6 @@
-//! Free space on a filesystem, measured and judged the same way for the Docker root
-//! (the docker check) and the database's disk (the database check).
-
-use serde::Serialize;
+//! Free space on a filesystem (measured by [`crate::fsutil::disk_space`]), judged the
+//! same way for the Docker root (the docker check) and the database's disk (the database
+//! check).
 
 use super::Finding;
 use crate::backup::human_bytes;
@@ -10,24 +9,10 @@ use crate::backup::human_bytes;
 pub const LOW_DISK_FRACTION: f64 = 0.10;
 pub const LOW_DISK_BYTES: u64 = 1 << 30;
 /// Free disk below this fraction fails: SQLite and uploads start failing with ENOSPC,
-/// and the API answers 500 to writes (issue 14).
+/// and the API answers 503 to writes.
 pub const FULL_DISK_FRACTION: f64 = 0.05;
 
-/// Space on the filesystem holding a path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Disk {
-    pub total_bytes: u64,
-    pub free_bytes: u64,
-}
-
-/// Space on the filesystem holding `path`.
-pub fn measure(path: &std::path::Path) -> Option<Disk> {
-    let s = rustix::fs::statvfs(path).ok()?;
-    Some(Disk {
-        total_bytes: s.f_blocks * s.f_frsize,
-        free_bytes: s.f_bavail * s.f_frsize,
-    })
-}
+pub use crate::fsutil::Disk;
 
 /// `what path: X free of Y`, failed when (nearly) full, warned when low, with `fix`.
 pub fn finding(what: &str, path: &str, disk: &Disk, fix: &str) -> Finding {

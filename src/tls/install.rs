@@ -59,8 +59,7 @@ pub async fn install_and_verify<P: Proxy + Sync>(
     let staged_cert = sibling(&cert_path, "new");
     let staged_key = sibling(&key_path, "new");
     let remove_staged = || {
-        let _ = std::fs::remove_file(&staged_cert);
-        let _ = std::fs::remove_file(&staged_key);
+        let _ = remove_staged(&staged_cert, &staged_key);
     };
     let staged = write_atomic(&staged_key, key_pem.as_bytes(), SECRET_MODE)
         .and_then(|()| write_atomic(&staged_cert, chain_pem.as_bytes(), PUBLIC_MODE))
@@ -139,7 +138,6 @@ pub async fn finish_interrupted_install<P: Proxy + Sync>(
     if !staged_cert.exists() && !staged_key.exists() {
         return Ok(());
     }
-    let staged_chain = || -> Result<Vec<u8>> { files::read(&staged_cert) };
     let belongs = |chain_pem: &[u8]| -> Result<Option<String>> {
         let chain = inspect::parse_chain(chain_pem, "the staged certificate")?;
         let key = inspect::parse_key(&files::read(&key_path)?, "key.pem")?;
@@ -148,17 +146,12 @@ pub async fn finish_interrupted_install<P: Proxy + Sync>(
     };
     let serial = match staged_key.exists() {
         true => None,
-        false => staged_chain().and_then(|pem| belongs(&pem)).unwrap_or(None),
+        false => files::read(&staged_cert)
+            .and_then(|pem| belongs(&pem))
+            .unwrap_or(None),
     };
     let Some(serial) = serial else {
-        for staged in [&staged_cert, &staged_key] {
-            match std::fs::remove_file(staged) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("failed to remove {}", staged.display()))
-                }
-                _ => {}
-            }
-        }
+        remove_staged(&staged_cert, &staged_key)?;
         progress("removed the staged files of a certificate install that was interrupted; the installed pair is unchanged");
         return Ok(());
     };
@@ -180,6 +173,19 @@ pub async fn finish_interrupted_install<P: Proxy + Sync>(
         .context("nginx rejected the finished install")?;
     proxy.reload().await.context("nginx did not reload")?;
     wait_until_served(proxy.https_address(), server_name, &serial).await
+}
+
+/// Removes the staged pair (either file may be missing).
+fn remove_staged(staged_cert: &Path, staged_key: &Path) -> Result<()> {
+    for staged in [staged_cert, staged_key] {
+        match std::fs::remove_file(staged) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("failed to remove {}", staged.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Puts the previous files back (and reloads nginx when it may have loaded the new

@@ -113,7 +113,7 @@ impl Check for Backups {
             }
         };
         f.complete_backups = sets.iter().filter(|s| s.has_manifest()).count();
-        f.free_bytes = crate::doctor::disk::measure(&dir).map(|d| d.free_bytes);
+        f.free_bytes = crate::fsutil::disk_space(&dir).map(|d| d.free_bytes);
         if let Some(latest) = sets.iter().rev().find(|s| s.has_manifest()) {
             f.next_backup_bytes = if latest.is_repository() {
                 f.live_database_bytes

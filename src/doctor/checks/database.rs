@@ -41,7 +41,7 @@ impl Check for Database {
             exists: path.is_file(),
             ..Default::default()
         };
-        f.disk = path.parent().and_then(disk::measure);
+        f.disk = path.parent().and_then(crate::fsutil::disk_space);
         if !f.exists {
             return f;
         }

@@ -51,7 +51,7 @@ impl Check for Docker {
             f.disk = info
                 .docker_root_dir
                 .as_deref()
-                .and_then(|p| disk::measure(Path::new(p)));
+                .and_then(|p| crate::fsutil::disk_space(Path::new(p)));
             f.root_dir = info.docker_root_dir;
         }
         f

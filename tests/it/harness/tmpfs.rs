@@ -11,22 +11,8 @@ impl TmpfsMount {
     /// Mounts a tmpfs of `size` (`mount`'s syntax: `4m`) on `at`, creating the folder.
     pub fn new(at: &Path, size: &str) -> TmpfsMount {
         std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let options = format!("size={size},mode=0700");
+        mount(&["-t", "tmpfs", "-o", &options, "tmpfs"], at);
         TmpfsMount(at.to_path_buf())
     }
 
@@ -43,17 +29,19 @@ impl TmpfsMount {
 
     /// Grows (or shrinks) the filesystem in place; what it holds stays.
     pub fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        mount(&["-o", &format!("remount,size={size}")], &self.0);
     }
+}
+
+/// `mount ARGS AT`, which must succeed.
+fn mount(args: &[&str], at: &Path) {
+    let out = Command::new("mount").args(args).arg(at).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mount {args:?} {}: {}",
+        at.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for TmpfsMount {
