@@ -11,11 +11,17 @@
 //! is keyed by the lower-cased string, so probing unknown names is throttled too. A
 //! success clears the account's failures but not the address's: one good password must not
 //! reset a password-spraying client. Pure bookkeeping: no I/O, time passed in.
+//!
+//! What an attacker controls cannot grow a key: an address is counted by the network one
+//! client holds ([`client_network`]), and an unknown login by at most [`LONGEST_LOGIN`]
+//! bytes of it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::config::net::canonical;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -31,18 +37,30 @@ pub enum Key {
     Account(i64),
     /// Failed logins naming no account (lower-cased).
     UnknownLogin(String),
-    /// Failed logins from one client address, whatever account they tried.
+    /// Failed logins from one client network ([`client_network`]), whatever account they
+    /// tried.
     LoginAddress(IpAddr),
-    /// Public registrations (and first-admin setups) from one client address.
+    /// Public registrations (and first-admin setups) from one client network.
     Registration(IpAddr),
 }
+
+/// The longest login that can name an account: an email address (usernames are shorter).
+pub const LONGEST_LOGIN: usize = 254;
 
 impl Key {
     pub fn login(account: Option<i64>, typed: &str) -> Key {
         match account {
             Some(id) => Key::Account(id),
-            None => Key::UnknownLogin(typed.trim().to_lowercase()),
+            None => Key::UnknownLogin(clip(typed.trim(), LONGEST_LOGIN).to_lowercase()),
         }
+    }
+
+    pub fn login_address(client: IpAddr) -> Key {
+        Key::LoginAddress(client_network(client))
+    }
+
+    pub fn registration(client: IpAddr) -> Key {
+        Key::Registration(client_network(client))
     }
 
     /// The key as the shared (PostgreSQL) throttle stores it.
@@ -50,8 +68,8 @@ impl Key {
         match self {
             Key::Account(id) => format!("account:{id}"),
             Key::UnknownLogin(s) => format!("login:{s}"),
-            Key::LoginAddress(ip) => format!("addr:{ip}"),
-            Key::Registration(ip) => format!("reg:{ip}"),
+            Key::LoginAddress(net) => format!("addr:{}", network_name(*net)),
+            Key::Registration(net) => format!("reg:{}", network_name(*net)),
         }
     }
 
@@ -62,6 +80,34 @@ impl Key {
             Key::Registration(_) => REGISTRATIONS,
         }
     }
+}
+
+/// The block of addresses one client holds, by its first address: an IPv4 address, or
+/// an IPv6 /64. Every IPv6 subscriber and server is given at least a /64 and may use any
+/// address in it, so counting single IPv6 addresses would hand one client 2^64 budgets.
+pub fn client_network(client: IpAddr) -> IpAddr {
+    // An IPv4 client seen through a dual-stack socket is still one IPv4 address.
+    let client = canonical(client);
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+    }
+}
+
+fn network_name(net: IpAddr) -> String {
+    match net {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let end = (0..=max.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    &s[..end]
 }
 
 pub const PER_ACCOUNT: Policy = Policy {
@@ -161,7 +207,7 @@ mod tests {
     #[test]
     fn locks_after_limit_and_expires() {
         let t = Throttle::default();
-        let addr = Key::LoginAddress(ip("198.51.100.1"));
+        let addr = Key::login_address(ip("198.51.100.1"));
         let alice = Key::Account(7);
         let start = Instant::now();
         for _ in 0..PER_ACCOUNT.limit - 1 {
@@ -172,7 +218,7 @@ mod tests {
         assert_eq!(t.check(&[&alice], start), Err(PER_ACCOUNT.lockout));
         assert!(t
             .check(
-                &[&Key::Account(8), &Key::LoginAddress(ip("198.51.100.2"))],
+                &[&Key::Account(8), &Key::login_address(ip("198.51.100.2"))],
                 start
             )
             .is_ok());
@@ -189,9 +235,47 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_login_key_keeps_at_most_the_longest_login() {
+        let long = "é".repeat(1000);
+        let Key::UnknownLogin(kept) = Key::login(None, &long) else {
+            panic!("an unknown login");
+        };
+        assert_eq!(kept, "é".repeat(LONGEST_LOGIN / 2));
+        let Key::UnknownLogin(kept) = Key::login(None, &format!("a{long}")) else {
+            panic!("an unknown login");
+        };
+        assert_eq!(
+            kept.len(),
+            LONGEST_LOGIN - 1,
+            "cut before a split character"
+        );
+        assert_eq!(
+            Key::login(None, &"B".repeat(LONGEST_LOGIN)),
+            Key::UnknownLogin("b".repeat(LONGEST_LOGIN))
+        );
+    }
+
+    #[test]
+    fn one_ipv6_network_is_one_client_and_ipv4_addresses_are_apart() {
+        let key = |s: &str| Key::login_address(ip(s));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("198.51.100.1"), key("198.51.100.2"));
+        assert_ne!(key("::ffff:198.51.100.1"), key("::ffff:198.51.100.2"));
+        assert_eq!(key("2001:db8:1:2::7").db_key(), "addr:2001:db8:1:2::/64");
+        assert_eq!(
+            Key::registration(ip("198.51.100.1")).db_key(),
+            "reg:198.51.100.1"
+        );
+    }
+
+    #[test]
     fn success_clears_account_but_not_address() {
         let t = Throttle::default();
-        let addr = Key::LoginAddress(ip("198.51.100.1"));
+        let addr = Key::login_address(ip("198.51.100.1"));
         let now = Instant::now();
         for i in 0..PER_ADDRESS.limit {
             t.record(&[&Key::Account(i as i64), &addr], now);
@@ -206,8 +290,8 @@ mod tests {
     #[test]
     fn registrations_are_limited_per_address() {
         let t = Throttle::default();
-        let here = Key::Registration(ip("203.0.113.5"));
-        let there = Key::Registration(ip("203.0.113.6"));
+        let here = Key::registration(ip("203.0.113.5"));
+        let there = Key::registration(ip("203.0.113.6"));
         let now = Instant::now();
         for _ in 0..REGISTRATIONS.limit {
             assert!(t.take(&here, now).is_ok());

@@ -39,13 +39,15 @@ on_both_backends!(
     a_deactivated_users_remembered_token_is_refused_at_once,
     login_lock_is_keyed_by_the_resolved_account,
     registration_is_throttled_per_address,
+    a_huge_unknown_login_is_a_wrong_login_that_costs_no_memory,
+    one_ipv6_network_is_one_client_to_the_throttle,
     a_trainer_needs_the_clients_consent,
     assign_answers_trainers_the_same_404_for_every_id_they_may_not_claim,
     every_status_the_api_answers_is_documented,
     unread_bodies_keep_the_connection_usable,
     a_refused_upload_is_answered_whatever_follows_the_file,
 );
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn users_role_matrix_and_assignment(db: &Db) {
     let s = Server::start_on(db);
@@ -1904,13 +1906,106 @@ fn registration_is_throttled_per_address(db: &Db) {
             })),
         )
     };
-    for i in 0..10 {
+    for i in 0..api_harness::REGISTRATIONS_PER_ADDRESS {
         assert_eq!(register(i).status, 201, "registration {i}");
     }
-    let r = register(10);
+    let r = register(api_harness::REGISTRATIONS_PER_ADDRESS);
     assert_eq!(r.status, 429, "{:?}", r.body);
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
     assert!(r.body["detail"].as_str().unwrap().contains("registrations"));
+}
+
+/// A login names its account in at most 254 bytes (an email address); an attacker's
+/// megabyte-long names were kept whole as throttle keys, so each failed login held its
+/// name in memory for the window (SQLite) or overflowed PostgreSQL's index entry (a 500
+/// that also skipped counting the address). Now each is an ordinary wrong login, counted
+/// against the address until it locks, and the server's memory does not grow with them.
+fn a_huge_unknown_login_is_a_wrong_login_that_costs_no_memory(db: &Db) {
+    let s = Server::start_on_with(db, &crate::harness::server::image_malloc_env());
+    let cast = Cast::new(&s);
+    let huge_login = |i: usize| {
+        let name = format!("{i:02}{}", "x".repeat(1024 * 1024));
+        s.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"username": name, "password": "wrong-password-here"})),
+        )
+    };
+    // The first one grows the server's buffers to the size of such a request.
+    assert_eq!(huge_login(0).status, 401);
+    let before = s.heap_kib();
+    for i in 1..api_harness::LOGIN_FAILURES_PER_ADDRESS {
+        let r = huge_login(i);
+        assert_eq!(r.status, 401, "attempt {i}: {:?}", r.body);
+        assert_eq!(r.body["detail"], "Incorrect username or password");
+    }
+    let grown_mib = s.heap_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 8,
+        "{} names of 1 MiB grew the server by {grown_mib} MiB",
+        api_harness::LOGIN_FAILURES_PER_ADDRESS - 1
+    );
+    let r = s.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "client_a", "password": api_harness::PASSWORD})),
+    );
+    assert_eq!(r.status, 429, "the address is locked: {:?}", r.body);
+    assert_eq!(s.get("/api/auth/me", &cast.client.token).status, 200);
+}
+
+/// Behind a trusted proxy the throttle counts an IPv6 client by its /64, the block every
+/// IPv6 subscriber picks addresses from at will: failed logins and registrations from
+/// fresh addresses in one /64 share one budget, while the next /64 has its own.
+fn one_ipv6_network_is_one_client_to_the_throttle(db: &Db) {
+    let s = Server::start_on_with(db, &[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let from = |client: String, path: &str, body: Value| {
+        s.call_with_headers("POST", path, &[("X-Forwarded-For", &client)], Some(body))
+    };
+    let login = |client: String, i: usize| {
+        from(
+            client,
+            "/api/auth/login",
+            json!({"username": format!("nobody{i}"), "password": "wrong-password-here"}),
+        )
+    };
+    for i in 0..api_harness::LOGIN_FAILURES_PER_ADDRESS {
+        let r = login(format!("2001:db8:1:2::{:x}", i + 1), i);
+        assert_eq!(r.status, 401, "attempt {i}: {:?}", r.body);
+    }
+    let r = login("2001:db8:1:2:ffff::9".into(), 99);
+    assert_eq!(
+        r.status, 429,
+        "a fresh address in the same /64: {:?}",
+        r.body
+    );
+    assert_eq!(
+        login("2001:db8:1:3::1".into(), 99).status,
+        401,
+        "the next /64"
+    );
+
+    let register = |client: String, i: usize| {
+        from(
+            client,
+            "/api/auth/register",
+            json!({
+                "username": format!("v6signup{i}"),
+                "email": format!("v6signup{i}@example.com"),
+                "password": api_harness::PASSWORD,
+                "full_name": "Sign Up",
+            }),
+        )
+    };
+    for i in 0..api_harness::REGISTRATIONS_PER_ADDRESS {
+        let r = register(format!("2001:db8:5:6::{:x}", i + 1), i);
+        assert_eq!(r.status, 201, "registration {i}: {:?}", r.body);
+    }
+    let r = register("2001:db8:5:6:abcd::1".into(), 99);
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(register("2001:db8:5:7::1".into(), 100).status, 201);
 }
 
 /// A real 1-bit grey PNG of `w` x `h` pixels, all black: tens of KB on the wire, hundreds

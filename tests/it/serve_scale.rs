@@ -218,13 +218,8 @@ fn open_connection(addr: std::net::SocketAddr, token: &str) -> std::net::TcpStre
 /// trimmed it, the freed buffers of closed connections stayed resident for good.
 #[test]
 fn the_memory_of_closed_connections_is_given_back_to_the_system() {
-    // glibc tuned as the API image tunes it (a password hash's 9 MiB block is mapped on
-    // its own and unmapped when freed, so logging in leaves no free heap behind).
-    let env: Vec<(&str, &str)> = elior::docker::image::MALLOC_ENV
-        .split(' ')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    let server = Server::start(&env);
+    // Logging in leaves no free heap behind with glibc tuned as in the image.
+    let server = Server::start(&common::image_malloc_env());
     let token = server.register_and_login("burst", "burst-password-1");
     let pid = server.child.id();
     let before = common::status_kib(pid, "RssAnon:");

@@ -23,7 +23,7 @@ use crate::server::routes::users::{
 };
 use crate::server::routes::{created, Created};
 use crate::server::state::AppState;
-use crate::server::throttle::Key;
+use crate::server::throttle::{Key, LONGEST_LOGIN};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -145,7 +145,7 @@ pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
-    s.len() <= 254
+    s.len() <= LONGEST_LOGIN
         && !local.is_empty()
         && !domain.contains('@')
         && domain.contains('.')
@@ -259,15 +259,20 @@ async fn authenticate(
 ) -> ApiResult<User> {
     const LOCKED: &str = "Too many failed attempts, try again later";
     let login = login.trim().to_string();
-    let address = Key::LoginAddress(ip);
+    let address = Key::login_address(ip);
     throttle_check(state, &[&address])
         .await?
         .map_err(|wait| ApiError::throttled(LOCKED, wait))?;
-    let lookup = login.clone();
-    let user = state
-        .db
-        .read(move |c| users::find_by_login(c, &lookup))
-        .await?;
+    // A login longer than any email address names no account: not worth a query.
+    let user = if login.len() <= LONGEST_LOGIN {
+        let lookup = login.clone();
+        state
+            .db
+            .read(move |c| users::find_by_login(c, &lookup))
+            .await?
+    } else {
+        None
+    };
     let account = Key::login(user.as_ref().map(|u| u.id), &login);
     throttle_check(state, &[&account])
         .await?
@@ -302,7 +307,7 @@ async fn authenticate(
 
 /// Counts one public registration (or first-admin setup) against the client's address.
 async fn throttle_registration(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    let key = Key::Registration(ip);
+    let key = Key::registration(ip);
     throttle_check(state, &[&key]).await?.map_err(|wait| {
         ApiError::throttled(
             "Too many registrations from this address, try again later",

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const PASSWORD: &str = "correct-horse-battery";
+/// The server's throttle: failed logins from one client before its address is locked,
+/// and registrations from one client per hour.
+pub const LOGIN_FAILURES_PER_ADDRESS: usize = 20;
+pub const REGISTRATIONS_PER_ADDRESS: usize = 10;
 
 /// Which database a server keeps its data in (issue 16: the suite runs on both).
 #[derive(Debug, Clone)]
@@ -207,18 +211,27 @@ impl Server {
         self.call(method, path, Some(token), None)
     }
 
+    /// [`Server::call`] with extra request headers (`X-Forwarded-For` from a trusted proxy).
     pub fn call_with_headers(
         &self,
         method: &str,
         path: &str,
-        token: &str,
         headers: &[(&str, &str)],
+        body: Option<Value>,
     ) -> Reply {
-        let mut r = self.req(method, path, Some(token));
+        let mut r = self.req(method, path, None);
         for (k, v) in headers {
             r = r.set(k, v);
         }
-        Self::finish(r.call())
+        Self::finish(match body {
+            Some(b) => r.send_json(b),
+            None => r.call(),
+        })
+    }
+
+    /// The server's anonymous resident memory now (its heap), in KiB.
+    pub fn heap_kib(&self) -> u64 {
+        crate::harness::server::status_kib(self.child.id(), "RssAnon:")
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -173,6 +173,16 @@ impl Drop for Server {
     }
 }
 
+/// glibc tuned as the API image tunes it ([`elior::docker::image::MALLOC_ENV`]: a
+/// password hash's 9 MiB block is mapped on its own and unmapped when freed), for tests
+/// that measure the server's memory.
+pub fn image_malloc_env() -> Vec<(&'static str, &'static str)> {
+    elior::docker::image::MALLOC_ENV
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
 /// What follows `key` on its line of `/proc/PID/FILE` (`status`, `limits`...), trimmed.
 pub fn proc_field(pid: u32, file: &str, key: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
