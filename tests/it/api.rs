@@ -2366,6 +2366,68 @@ fn openapi_has_enums_formats_and_lengths() {
     }
 }
 
+/// Every string a request body takes is bounded in the document (a length, a list or a
+/// pattern), as the server bounds it: an unbounded field is one a client can fill with
+/// the 2 MiB a JSON body may carry, in every row it writes. Passwords and login names are
+/// the exceptions; the server keeps neither as sent.
+#[test]
+fn openapi_bounds_every_string_a_request_body_takes() {
+    use std::collections::BTreeSet;
+    let s = Server::start();
+    let doc = s.call("GET", "/openapi.json", None, None).body;
+    let schemas = &doc["components"]["schemas"];
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => out.push(r.rsplit('/').next().unwrap().to_string()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            refs(&op["requestBody"], &mut todo);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut unbounded = Vec::new();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let schema = &schemas[&name];
+        refs(schema, &mut todo);
+        for (field, p) in schema["properties"].as_object().into_iter().flatten() {
+            let is_string = p["type"] == "string"
+                || p["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("string")));
+            let bounded = ["maxLength", "enum", "pattern"]
+                .iter()
+                .any(|k| p.get(*k).is_some())
+                || ["date", "date-time", "binary", "password"]
+                    .contains(&p["format"].as_str().unwrap_or(""));
+            let login_name =
+                ["Login", "PasswordForm"].contains(&name.as_str()) && field == "username";
+            if is_string && !bounded && !login_name {
+                unbounded.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert!(seen.len() > 20, "request schemas found: {seen:?}");
+    assert!(
+        unbounded.is_empty(),
+        "request strings without a bound: {unbounded:?}"
+    );
+}
+
 /// Issue 15, item 7: the create operations carry OpenAPI links to what takes the new
 /// object's id, so a stateful client can walk create -> get -> update -> delete. Every link
 /// names an operation that exists, every parameter a path parameter that operation declares,

@@ -550,6 +550,7 @@ async fn get_upload(
 #[serde(deny_unknown_fields)]
 struct Review {
     status: String,
+    #[schema(max_length = 2000)]
     trainer_comment: Option<String>,
 }
 
