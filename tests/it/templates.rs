@@ -959,6 +959,9 @@ fn nginx_serves_the_rendered_config() {
     );
     assert_eq!(body, "{\"detail\":\"The API is not reachable\"}\n");
     assert_security_headers("502", &headers, true);
+    // nginx logs that failure with the request line; a WebSocket's carries its token.
+    let (status, _, _) = get("/api/ws/ws/7?token=early.secret.jwt", &[]);
+    assert_eq!(status, 502);
 
     // A 5 MB meal photo passes nginx's size limit (502: no API to take it yet), while
     // the same body to an ordinary API path is refused by nginx with JSON 413.
@@ -1036,6 +1039,36 @@ http { server { listen 8000;
     );
     assert!(headers.contains("http/2"), "not HTTP/2: {headers}");
     assert_security_headers("api", &headers, true);
+    // The API gets the WebSocket's token; the log shows neither it nor any query
+    // naming a token, while other queries are logged as they came.
+    let (status, _, body) = get("/api/ws/ws/7?token=late.secret.jwt", &[]);
+    assert_eq!(status, 200);
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["uri"], "/api/ws/ws/7?token=late.secret.jwt");
+    get("/api/users?Access_Token=query.secret&limit=5", &[]);
+    get("/api/users?limit=5&offset=10", &[]);
+    let logged = |line: &str| {
+        let logs = docker(&["logs", &proxy]);
+        let all = format!("{}{}", text(&logs.stdout), text(&logs.stderr));
+        (all.contains(line), all)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged("/api/users?limit=5&offset=10").0 {
+        assert!(Instant::now() < deadline, "{}", logged("").1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, logs) = logged("");
+    assert!(
+        !logs.contains("secret"),
+        "a token reached nginx's logs:\n{logs}"
+    );
+    for line in [
+        r#""uri":"/api/ws/ws/7?[redacted]""#,
+        r#""uri":"/api/users?[redacted]""#,
+    ] {
+        assert!(logs.contains(line), "no {line} in nginx's log:\n{logs}");
+    }
+
     // A forged id is replaced by nginx's own (32 hex digits).
     let (_, _, body) = get("/api/x", &["-H", "X-Request-ID: a b\"c"]);
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
