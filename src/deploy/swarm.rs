@@ -360,6 +360,13 @@ pub async fn run(
     )
     .await?;
     let plan = plan::plan(&inputs, &observed);
+    // nginx runs on every node, this one included: a port it does not publish yet must
+    // be free here and on the swarm, or its tasks would fail until the deploy timed out.
+    let claims = plan::ports_to_claim(&plan, &observed);
+    plan::check_ports(&claims, &observed).map_err(|m| anyhow!(m))?;
+    for (port, service) in &claims {
+        docker::ports::check_free("", *port, service)?;
+    }
     if options.dry_run {
         return Ok(SwarmReport::DryRun(plan));
     }

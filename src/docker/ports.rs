@@ -1,5 +1,5 @@
-//! The port preflight of a deploy: every host port a new container will publish must be
-//! free on both address families before anything is created, and when it is not, the
+//! The port preflight of a deploy: every host port a new container (or swarm service)
+//! will publish must be free on both address families before anything is created, and when it is not, the
 //! error names the process that holds it (PID and command, from /proc through
 //! [`crate::doctor::procfs`], the same lookup `elior doctor ports` makes).
 //!
@@ -84,28 +84,33 @@ pub fn preflight_ports(plan: &Plan, specs: &[ContainerSpec]) -> Result<()> {
             continue;
         };
         for port in &spec.ports {
-            for addr in addresses(&port.host_ip, port.host_port)? {
-                if !is_held(addr) {
-                    continue;
-                }
-                let holders: Vec<Listener> = procfs::listeners(port.host_port)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|h| h.pid != std::process::id())
-                    .collect();
-                let kill = holders
-                    .first()
-                    .map(|h| format!("stop it (kill {}), or ", h.pid))
-                    .unwrap_or_default();
-                bail!(
-                    "port {} that {} publishes is held on {} by {}; nothing was created\n{kill}set HTTP_PORT/HTTPS_PORT in .env.production and run `elior render`",
-                    port.host_port,
-                    step.service,
-                    describe_addr(addr),
-                    describe_holders(&holders, port.host_port),
-                );
-            }
+            check_free(&port.host_ip, port.host_port, &step.service)?;
         }
+    }
+    Ok(())
+}
+
+/// Fails, naming the process that holds it, when `host_ip:port` (both families for a
+/// wildcard) is taken on this host: the port that `service` is about to publish.
+pub fn check_free(host_ip: &str, port: u16, service: &str) -> Result<()> {
+    for addr in addresses(host_ip, port)? {
+        if !is_held(addr) {
+            continue;
+        }
+        let holders: Vec<Listener> = procfs::listeners(port)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| h.pid != std::process::id())
+            .collect();
+        let kill = holders
+            .first()
+            .map(|h| format!("stop it (kill {}), or ", h.pid))
+            .unwrap_or_default();
+        bail!(
+            "port {port} that {service} publishes is held on {} by {}; nothing was created\n{kill}set HTTP_PORT/HTTPS_PORT in .env.production and run `elior render`",
+            describe_addr(addr),
+            describe_holders(&holders, port),
+        );
     }
     Ok(())
 }

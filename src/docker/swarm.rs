@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use super::{absent_as_none, absent_as_ok, label_filter, owner_labels, Owner, LABEL_STACK_ID};
 use crate::plan::swarm::{
-    Change, NodeFacts, Observed, ServiceFacts, SwarmPlan, SwarmState, LABEL_CONFIG_PARTS,
-    LABEL_IMAGE, LABEL_SECRET, LABEL_SERVICE,
+    Change, ForeignPort, NodeFacts, Observed, ServiceFacts, SwarmPlan, SwarmState,
+    LABEL_CONFIG_PARTS, LABEL_IMAGE, LABEL_SECRET, LABEL_SERVICE,
 };
 
 fn stack_filter(owner: &Owner) -> HashMap<String, Vec<String>> {
@@ -83,11 +83,35 @@ pub async fn observe(docker: &Docker, owner: &Owner) -> Result<Observed> {
     if observed.swarm != SwarmState::Manager {
         return Ok(observed);
     }
-    observed.services = services(docker, owner)
-        .await?
+    let own = services(docker, owner).await?;
+    let own_ids: Vec<&str> = own.iter().filter_map(|s| s.id.as_deref()).collect();
+    observed.foreign_ports = docker
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .context("failed to list swarm services")?
+        .iter()
+        .filter(|s| !s.id.as_deref().is_some_and(|id| own_ids.contains(&id)))
+        .filter_map(|s| s.spec.as_ref())
+        .flat_map(|spec| {
+            let service = spec.name.clone().unwrap_or_default();
+            let stack_dir = spec
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(super::LABEL_STACK_DIR).cloned());
+            published_ports(spec)
+                .into_iter()
+                .map(move |port| ForeignPort {
+                    port,
+                    service: service.clone(),
+                    stack_dir: stack_dir.clone(),
+                })
+        })
+        .collect();
+    observed.services = own
         .into_iter()
         .filter_map(|s| {
             let spec = s.spec?;
+            let published = published_ports(&spec);
             let labels = spec.labels.unwrap_or_default();
             Some(ServiceFacts {
                 name: spec.name?,
@@ -97,6 +121,7 @@ pub async fn observe(docker: &Docker, owner: &Owner) -> Result<Observed> {
                     .and_then(|m| m.replicated)
                     .and_then(|r| r.replicas)
                     .map(|n| n as u32),
+                published,
             })
         })
         .collect();
@@ -115,6 +140,15 @@ pub async fn observe(docker: &Docker, owner: &Owner) -> Result<Observed> {
         .filter_map(|n| n.name)
         .collect();
     Ok(observed)
+}
+
+/// The host ports a service's spec publishes (host mode or through the routing mesh).
+fn published_ports(spec: &bollard::models::ServiceSpec) -> Vec<u16> {
+    spec.endpoint_spec
+        .iter()
+        .flat_map(|e| e.ports.iter().flatten())
+        .filter_map(|p| p.published_port.and_then(|n| u16::try_from(n).ok()))
+        .collect()
 }
 
 /// The stack's services (by its id label, and its directory: a copied stack.json is

@@ -108,6 +108,17 @@ pub struct Observed {
     pub services: Vec<ServiceFacts>,
     pub secrets: Vec<String>,
     pub networks: Vec<String>,
+    /// Host ports that services of other stacks on this swarm publish.
+    pub foreign_ports: Vec<ForeignPort>,
+}
+
+/// A host port another service on the swarm publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignPort {
+    pub port: u16,
+    pub service: String,
+    /// The directory of the elior stack it belongs to (its `elior.stack-dir` label).
+    pub stack_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,6 +147,8 @@ pub struct ServiceFacts {
     pub parts: String,
     /// `None` for a global service.
     pub replicas: Option<u32>,
+    /// The host ports it publishes.
+    pub published: Vec<u16>,
 }
 
 /// Refuses an engine the stack cannot be deployed on, with the command that fixes it.
@@ -490,6 +503,58 @@ impl Names<'_> {
             &hex::encode(Sha256::digest(data.as_bytes()))[..10]
         )
     }
+}
+
+/// The host ports `plan` publishes that its services do not publish yet, each with the
+/// service that will: what must be free before the plan is applied. A port a service of
+/// this stack already publishes is its own, held by its running tasks.
+pub fn ports_to_claim(plan: &SwarmPlan, observed: &Observed) -> Vec<(u16, String)> {
+    plan.services
+        .iter()
+        .flat_map(|service| {
+            let publishing = observed
+                .services
+                .iter()
+                .find(|o| o.name == service.def.name)
+                .map(|o| o.published.as_slice())
+                .unwrap_or_default();
+            service
+                .def
+                .ports
+                .iter()
+                .filter(|(_, published)| !publishing.contains(published))
+                .map(|(_, published)| (*published, service.def.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Refuses ports another stack's service publishes on this swarm: the swarm would keep
+/// this stack's nginx pending (or failing) on every node until the deploy timed out.
+pub fn check_ports(claims: &[(u16, String)], observed: &Observed) -> Result<(), String> {
+    for (port, service) in claims {
+        let Some(other) = observed.foreign_ports.iter().find(|f| f.port == *port) else {
+            continue;
+        };
+        let (whose, remove) = match &other.stack_dir {
+            Some(dir) => (
+                format!("the stack in {dir}"),
+                format!("remove that stack (`elior down --dir {dir}`)"),
+            ),
+            None => (
+                "not an elior stack".to_string(),
+                format!(
+                    "remove that service (`docker service rm {}`)",
+                    other.service
+                ),
+            ),
+        };
+        return Err(format!(
+            "port {port} that {service} publishes is already published by the swarm service {} ({whose}); nothing was changed\nset HTTP_PORT/HTTPS_PORT in .env.production, or {remove}",
+            other.service
+        ));
+    }
+    Ok(())
 }
 
 /// Where nginx reaches the API: every task's address, re-resolved through Docker's DNS.
@@ -937,10 +1002,54 @@ mod tests {
                     name: s.def.name.clone(),
                     parts: s.def.parts(),
                     replicas: s.def.replicas,
+                    published: s.def.ports.iter().map(|(_, p)| *p).collect(),
                 })
                 .collect(),
             ..manager()
         }
+    }
+
+    #[test]
+    fn ports_new_to_the_stack_must_be_free_of_other_stacks() {
+        let first = plan(&inputs(false), &manager());
+        let nginx = Names("elior-fit-test-a1a1a1a1").service("nginx");
+        let both = vec![(80, nginx.clone()), (443, nginx.clone())];
+        assert_eq!(ports_to_claim(&first, &manager()), both);
+        let deployed = observed_after(&first);
+        assert!(
+            ports_to_claim(&first, &deployed).is_empty(),
+            "its own ports"
+        );
+        let mut moved = inputs(false);
+        moved.https_port = 8443;
+        assert_eq!(
+            ports_to_claim(&plan(&moved, &deployed), &deployed),
+            vec![(8443, nginx.clone())]
+        );
+
+        let crowded = Observed {
+            foreign_ports: vec![ForeignPort {
+                port: 443,
+                service: "elior-fit-other-b2b2b2b2-nginx".into(),
+                stack_dir: Some("/srv/other".into()),
+            }],
+            ..manager()
+        };
+        let err = check_ports(&ports_to_claim(&first, &crowded), &crowded).unwrap_err();
+        assert_eq!(
+            err,
+            "port 443 that elior-fit-test-a1a1a1a1-nginx publishes is already published by the swarm service elior-fit-other-b2b2b2b2-nginx (the stack in /srv/other); nothing was changed\n\
+             set HTTP_PORT/HTTPS_PORT in .env.production, or remove that stack (`elior down --dir /srv/other`)"
+        );
+        assert!(check_ports(&both[..1], &crowded).is_ok());
+        let mut stranger = crowded.clone();
+        stranger.foreign_ports[0].stack_dir = None;
+        let err = check_ports(&both, &stranger).unwrap_err();
+        assert!(
+            err.contains("(not an elior stack)")
+                && err.ends_with("`docker service rm elior-fit-other-b2b2b2b2-nginx`)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use docker_harness::{runtime, ClientLoop, TestStack};
+use docker_harness::{new_build_of_elior, runtime, ClientLoop, TestStack};
 use elior::probe::https::PinnedClient;
 
 use crate::harness::docker as docker_harness;
@@ -405,16 +405,6 @@ fn fixture_postgres_image() -> String {
     text(&out.stdout).trim().to_string()
 }
 
-/// A copy of the elior binary with one byte appended: a new API image, the same program.
-fn new_build_of_elior(dir: &Path) -> String {
-    let path = dir.join("elior-next");
-    let mut bytes = std::fs::read(BIN).unwrap();
-    bytes.push(b'\n');
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 /// Requests `path` through nginx in a loop, one new TLS connection each; `expect` is the
 /// status that counts as success.
 fn request_loop(
@@ -471,8 +461,47 @@ fn swarm_lifecycle_deploy_update_under_load_scale_rollback_down() {
     }) {
         eprintln!("a node already has elior.db=true: the missing-label refusal is not exercised");
     }
+    // A port nginx would publish, held by another process (this test): refused before
+    // anything is created, naming the holder, instead of nginx tasks failing on every
+    // node until the deploy times out.
+    {
+        let _held = std::net::TcpListener::bind(("0.0.0.0", s.stack.https_port)).unwrap();
+        let out = s.run(&["deploy", &s.stack.domain, "--swarm"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let expected = format!(
+            "port {} that {}-nginx publishes is held on 0.0.0.0:{} (IPv4) by pid {}",
+            s.stack.https_port,
+            s.stack.project(),
+            s.stack.https_port,
+            std::process::id()
+        );
+        assert!(err.contains(&expected), "{err}");
+        assert_eq!(s.engine_objects(), (0, 0, 0), "{err}");
+    }
     let out = s.ok(&["deploy", &s.stack.domain, "--swarm"]);
     assert!(out.contains("3 of 3 API tasks running"), "{out}");
+
+    // A second stack on the same ports is refused before anything of it is created,
+    // naming the service that publishes them; the first goes on serving.
+    let rival = SwarmStack::new("swarm-rival", 1);
+    rival.stack.set_env(&[
+        ("HTTP_PORT", &s.stack.http_port.to_string()),
+        ("HTTPS_PORT", &s.stack.https_port.to_string()),
+    ]);
+    let refused = rival.run(&["deploy", &rival.stack.domain, "--swarm"]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "is already published by the swarm service {}-nginx (the stack in {}); nothing was changed",
+            s.stack.project(),
+            s.stack.dir.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(rival.engine_objects(), (0, 0, 0), "{err}");
+    drop(rival);
 
     // HTTPS /health through nginx, 3 healthy API tasks, a healthy postgres service.
     let health = s.get("/health");

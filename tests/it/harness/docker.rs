@@ -116,6 +116,18 @@ impl Drop for TestStack {
     }
 }
 
+/// A copy of the elior binary with `dir`'s path appended: the same program, a content
+/// hash of its own (one for each directory), so deploying it is an update to a new API
+/// image.
+pub fn new_build_of_elior(dir: &std::path::Path) -> String {
+    let path = dir.join("elior-next");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_elior")).unwrap();
+    bytes.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// A port nothing listens on now, on any address (nginx publishes on 0.0.0.0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0")
