@@ -443,6 +443,15 @@ pub async fn execute(
         .map(|s| s.container.clone());
     let spec_of = |service: &str| specs.iter().find(|s| s.service == service);
     let mut retired_api: Option<String> = None;
+    // API containers an interrupted swap left beside the current one. They answer to
+    // `api` too, so they go while nginx is pinned to the current container by name:
+    // once nginx resolves `api` again, none is left to send a request to.
+    let mut leftover_apis: Vec<String> = plan
+        .remove
+        .iter()
+        .filter(|r| r.service == API_SERVICE)
+        .map(|r| r.container.clone())
+        .collect();
     for step in &plan.services {
         let spec = spec_of(&step.service)
             .ok_or_else(|| anyhow!("service {} has no spec", step.service))?;
@@ -471,6 +480,7 @@ pub async fn execute(
                 stop_and_remove(docker, &step.container).await?;
                 create_container(docker, owner, spec, &step.container).await?;
                 start(docker, &step.container).await?;
+                crate::backup::fault::point("deploy:api-started");
                 if let Err(err) =
                     health::wait_healthy(docker, &step.container, health_timeout).await
                 {
@@ -497,12 +507,8 @@ pub async fn execute(
                         return Err(err.context(format!("{old} keeps serving")));
                     }
                     steps.end();
-                    steps.begin(&format!("draining and stopping {old}"));
-                    // Requests old nginx workers already accepted still reach the old
-                    // API; after the pause it gets SIGTERM and finishes its own.
-                    tokio::time::sleep(DRAIN).await;
-                    stop_and_remove(docker, old).await?;
-                    steps.end();
+                    crate::backup::fault::point("deploy:nginx-switched");
+                    retire_apis(docker, old, &mut leftover_apis, steps).await?;
                 } else {
                     retired_api = old;
                 }
@@ -537,6 +543,29 @@ pub async fn execute(
         }
     }
 
+    let kept_api = plan
+        .services
+        .iter()
+        .find(|s| s.service == API_SERVICE && s.change == Change::Keep);
+    if let (Some(nginx), Some(api), false) = (&kept_nginx, kept_api, leftover_apis.is_empty()) {
+        // A swap that was interrupted after the current container started: it must pass
+        // the health gate before nginx is pinned to it.
+        steps.begin(&format!("waiting until {} is healthy", api.container));
+        let healthy = health::wait_healthy(docker, &api.container, health_timeout).await;
+        steps.end();
+        healthy.with_context(|| {
+            format!(
+                "{} keeps serving; run `elior update` again to replace {}",
+                leftover_apis.join(", "),
+                api.container
+            )
+        })?;
+        steps.begin(&format!("pinning nginx to {}", api.container));
+        switch_proxy(docker, nginx, proxy, &api.container).await?;
+        steps.end();
+        let first = leftover_apis[0].clone();
+        retire_apis(docker, &first, &mut leftover_apis, steps).await?;
+    }
     if let Some(nginx) = &kept_nginx {
         // Back to the steady state (`api`), or a changed nginx.conf taking effect.
         let reason = plan.reload_proxy.as_deref().unwrap_or("nginx.conf changed");
@@ -550,6 +579,9 @@ pub async fn execute(
         steps.end();
     }
     for removal in &plan.remove {
+        if removal.service == API_SERVICE && !leftover_apis.contains(&removal.container) {
+            continue; // retired while nginx was pinned
+        }
         steps.begin(&format!(
             "removing {} ({})",
             removal.container, removal.reason
@@ -557,6 +589,27 @@ pub async fn execute(
         stop_and_remove(docker, &removal.container).await?;
         steps.end();
     }
+    Ok(())
+}
+
+/// Drains and removes the API container `old` that nginx no longer sends requests to,
+/// and every leftover API container with it (taken out of `leftovers`). Requests old
+/// nginx workers already accepted still reach them during the pause; then each gets
+/// SIGTERM and finishes its own.
+async fn retire_apis(
+    docker: &Docker,
+    old: &str,
+    leftovers: &mut Vec<String>,
+    steps: &mut dyn Steps,
+) -> Result<()> {
+    let mut retiring = vec![old.to_string()];
+    retiring.extend(leftovers.drain(..).filter(|l| l != old));
+    steps.begin(&format!("draining and stopping {}", retiring.join(", ")));
+    tokio::time::sleep(DRAIN).await;
+    for name in &retiring {
+        stop_and_remove(docker, name).await?;
+    }
+    steps.end();
     Ok(())
 }
 

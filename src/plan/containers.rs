@@ -193,6 +193,7 @@ pub struct NetworkStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Removal {
     pub container: String,
+    pub service: String,
     pub reason: String,
 }
 
@@ -321,7 +322,9 @@ pub fn plan(
             Change::Keep
         } else if let Some(old) = of_service
             .iter()
-            .find(|c| c.state == "running")
+            // After an interrupted swap two run: the one that serves is the healthy one.
+            .find(|c| c.state == "running" && c.health == "healthy")
+            .or_else(|| of_service.iter().find(|c| c.state == "running"))
             .or(of_service.first())
         {
             used.push(&old.name);
@@ -378,6 +381,7 @@ pub fn plan(
         .filter(|c| !used.contains(&c.name.as_str()))
         .map(|c| Removal {
             container: c.name.clone(),
+            service: c.service.clone(),
             reason: if specs.iter().any(|s| s.service == c.service) {
                 format!("a leftover {} container ({})", c.service, c.state)
             } else {
@@ -544,6 +548,29 @@ mod tests {
             proxy_config_differs: false,
         };
         (api, proxy, observed)
+    }
+
+    // An update killed mid-swap leaves two API containers of older builds, or the old one
+    // beside a current one that never passed the health gate.
+    #[test]
+    fn after_an_interrupted_swap_the_healthy_api_is_the_one_replaced_and_the_other_goes() {
+        let (_, proxy, mut observed) = running_stack();
+        let mut starting = observe(&spec("api", "api:2"), "running", "starting");
+        starting.name = "p-api-starting".into();
+        let mut serving = observe(&spec("api", "api:1"), "running", "healthy");
+        serving.name = "p-api-serving".into();
+        observed.containers = vec![starting, serving, observe(&proxy, "running", "")];
+        let plan = plan("p", &nets(), &[spec("api", "api:3"), proxy], &observed);
+        let text = plan.render();
+        assert!(text.contains("api: replace p-api-serving with"), "{text}");
+        assert_eq!(
+            plan.remove,
+            vec![Removal {
+                container: "p-api-starting".into(),
+                service: "api".into(),
+                reason: "a leftover api container (running)".into(),
+            }]
+        );
     }
 
     // Issue 14: a container killed through the engine left the stack "up to date".

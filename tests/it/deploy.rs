@@ -7,11 +7,10 @@
 //! The lifecycle test walks one stack through everything a user does, so the slow parts
 //! (image builds, health gates) are paid once.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use docker_harness::{runtime, ClientLoop};
+use docker_harness::{new_build_of_elior, runtime, ClientLoop};
 use elior::probe::https::PinnedClient;
 
 use crate::harness::docker as docker_harness;
@@ -85,17 +84,6 @@ fn health_loop(stack: &Stack) -> ClientLoop {
             }
         }
     })
-}
-
-/// A copy of the elior binary with one byte appended: the same program, a new content
-/// hash, so deploying it is an update to a new API image.
-fn new_build_of_elior(dir: &Path) -> String {
-    let path = dir.join("elior-next");
-    let mut bytes = std::fs::read(BIN).unwrap();
-    bytes.push(b'\n');
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 #[test]
@@ -351,6 +339,69 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
             .unwrap()
             .is_empty());
     });
+}
+
+/// An update killed mid-swap (a second Ctrl-C, the OOM killer, a reboot of the shell's
+/// host) leaves two API containers and nginx pinned to one of them by name. The next
+/// update finishes the swap as an update does: nginx moves to the healthy new container
+/// before the other is drained and removed, so no request fails, and nginx.conf ends as
+/// `elior render` writes it.
+#[test]
+fn an_update_killed_mid_swap_is_finished_by_the_next_one_without_a_failed_request() {
+    let stack = Stack::new("killed-swap");
+    stack.init();
+    succeeded(&stack.run(&["deploy", &stack.domain]));
+    let first = stack.api_container()["container"].clone();
+
+    for (round, point) in ["deploy:api-started", "deploy:nginx-switched"]
+        .into_iter()
+        .enumerate()
+    {
+        let build = stack.tmp.path().join(format!("build-{round}"));
+        std::fs::create_dir_all(&build).unwrap();
+        let next = new_build_of_elior(&build);
+        let killed = Command::new(&next)
+            .args(["update", "--dir", stack.dir.to_str().unwrap()])
+            .env("ELIOR_FAULT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "{point}: {}",
+            text(&killed.stderr)
+        );
+        let apis = stack
+            .status()
+            .iter()
+            .filter(|c| c["service"] == "api")
+            .count();
+        assert_eq!(apis, 2, "{point}: both API containers are left");
+
+        let clients = health_loop(&stack);
+        clients.wait_for(5);
+        let out = stack.run_with(&next, &["update"]);
+        clients.wait_for(5);
+        let (ok, failures) = clients.finish();
+        assert!(
+            out.status.success(),
+            "{point}: the update after the kill failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            failures.is_empty(),
+            "{point}: {} of {} requests failed while the swap was finished: {failures:?}\n{}",
+            failures.len(),
+            ok + failures.len(),
+            text(&out.stderr)
+        );
+        let status = stack.status();
+        assert_eq!(status.len(), 2, "{point}: {status:?}");
+        assert_ne!(stack.api_container()["container"], first, "{point}");
+        let out = stack.run(&["render", "--check"]);
+        assert!(out.status.success(), "{point}: {}", text(&out.stdout));
+    }
 }
 
 #[test]
