@@ -1186,6 +1186,18 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
+/// Deletes a file of an expired backup. One already gone was deleted by another prune
+/// that weighed the same backups at the same time (the scheduler's and one run by hand):
+/// the backup is gone either way, which is what both wanted.
+fn remove_expired(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("failed to delete {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Applies retention to the backup folder. Every complete backup is verified deeply
 /// first ([`verify_deep`]); only verified backups that no rule keeps are deleted, and the
 /// newest verified backup always stays. Abandoned files of killed backups are removed.
@@ -1240,6 +1252,7 @@ pub fn prune(
         })
         .collect();
     let decisions = retention::plan(&candidates, policy, now);
+    fault::point("prune:decided");
     let mut deleted = Vec::new();
     for decision in decisions.iter().filter(|d| d.deletes()) {
         let (set, _, manifest) = checked
@@ -1253,8 +1266,7 @@ pub fn prune(
             // The snapshot file is the whole backup; its chunks go in the sweep below,
             // if no other snapshot uses them.
             let path = repo::snapshot_path(&repo::root(dir), &set.id);
-            fs::remove_file(&path)
-                .with_context(|| format!("failed to delete {}", path.display()))?;
+            remove_expired(&path)?;
             deleted.push(set.id.clone());
             continue;
         }
@@ -1267,8 +1279,7 @@ pub fn prune(
         let mut paths = vec![set.manifest_path(dir)];
         paths.extend(manifest.files.iter().map(|f| dir.join(&f.name)));
         for path in paths {
-            fs::remove_file(&path)
-                .with_context(|| format!("failed to delete {}", path.display()))?;
+            remove_expired(&path)?;
         }
         deleted.push(set.id.clone());
     }

@@ -423,6 +423,51 @@ fn prune_deletes_only_complete_backups_past_retention_and_never_foreign_files() 
     );
 }
 
+/// Two prunes at once (the scheduler's and one run by hand) weigh the same backups; the
+/// one that deleted second found the files gone and failed, so a scheduled job reported
+/// an error for a prune that had happened. Both succeed, and retention keeps the same.
+#[test]
+fn two_prunes_at_once_both_succeed_and_keep_what_retention_keeps() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    let taken = stack.backup()["id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = [40, 31, 29, 1].map(id_days_ago).to_vec();
+    for id in &ids {
+        clone_backup(&stack.backups, &taken, id);
+    }
+    remove_backup(&stack.backups, &taken);
+    let marker = stack.dir.join("decided");
+    let log = stack.dir.join("first-prune.log");
+    let mut first = KillOnDrop(
+        Command::new(ELIOR)
+            .args(["backup", "prune", "--dir"])
+            .arg(&stack.dir)
+            .env("ELIOR_FAULT", "prune:decided:pause")
+            .env("ELIOR_FAULT_MARKER", &marker)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the first prune to weigh the backups", || marker.exists());
+    let second = stack.elior(&["backup", "prune"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    fs::remove_file(&marker).unwrap();
+    let status = first.0.wait().unwrap();
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    let manifests: Vec<String> = backup_files(&stack.backups)
+        .into_iter()
+        .filter(|n| n.starts_with("backup_"))
+        .collect();
+    assert_eq!(
+        manifests,
+        [&ids[2], &ids[3]].map(|id| format!("backup_{id}.json")),
+        "only the backups of 29 and 1 days ago stay"
+    );
+    let verify = stack.elior(&["backup", "verify", "--all"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
+
 #[test]
 fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
     let stack = Stack::new();
