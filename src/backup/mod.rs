@@ -16,6 +16,7 @@ pub mod journal;
 pub mod manifest;
 pub mod names;
 pub mod offsite;
+pub mod owner;
 pub mod postgres;
 pub mod repo;
 pub mod restore;
@@ -249,14 +250,16 @@ pub fn create(
     reporter: &mut Reporter,
 ) -> Result<Created> {
     ensure_backup_dir(&settings.backup_dir)?;
-    // What killed backups left behind goes first, so they never pile up (issue 17).
-    for abandoned in remove_abandoned(&settings.backup_dir, false)? {
-        reporter.phase(&abandoned.describe(false));
-    }
-    let created = match settings.format {
-        Format::Archive => create_archive(settings, options, reporter).map(Created::Archive),
-        Format::Repository => create_snapshot(settings, options, reporter),
-    };
+    let created = owner::claim(settings).and_then(|()| {
+        // What killed backups left behind goes first, so they never pile up (issue 17).
+        for abandoned in remove_abandoned(&settings.backup_dir, false)? {
+            reporter.phase(&abandoned.describe(false));
+        }
+        match settings.format {
+            Format::Archive => create_archive(settings, options, reporter).map(Created::Archive),
+            Format::Repository => create_snapshot(settings, options, reporter),
+        }
+    });
     created.map_err(|e| explain_full_disk(e, &settings.backup_dir))
 }
 
@@ -1208,6 +1211,7 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let dir = &settings.backup_dir;
+    owner::check(settings)?;
     // Held to the end: no backup adds to the repository while its snapshots are weighed
     // and its unused chunks swept.
     let repo_lock = lock_repository(dir, "elior backup prune")?;

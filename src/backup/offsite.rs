@@ -32,10 +32,11 @@ use md5::{Digest as _, Md5};
 use object_store::aws::AmazonS3;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 
 use super::names::Part;
+use super::owner::StackRecord;
 use super::{fault, manifest, repo, BackupSettings, Reporter};
 use crate::config::identity::{self, StackId};
 use crate::files::settings::S3Settings;
@@ -61,14 +62,6 @@ pub struct Bucket {
     client: AmazonS3,
     settings: S3Settings,
     runtime: tokio::runtime::Runtime,
-}
-
-/// `PREFIX/stack.json`.
-#[derive(Debug, Serialize, Deserialize)]
-struct StackRecord {
-    stack_id: String,
-    #[serde(default)]
-    elior_version: String,
 }
 
 impl Bucket {
@@ -350,18 +343,16 @@ impl Bucket {
             );
         }
         let bytes = self.get_bytes(STACK_OBJECT)?;
-        let record: StackRecord = serde_json::from_slice(&bytes)
+        serde_json::from_slice::<StackRecord>(&bytes)
             .ok()
-            .filter(|r: &StackRecord| StackId::try_from(r.stack_id.clone()).is_ok())
+            .and_then(|r| r.id())
+            .map(Some)
             .with_context(|| {
                 format!(
                     "{KEY}: {} is not an elior stack record; the prefix holds something else, use another one",
                     self.url_of(STACK_OBJECT)
                 )
-            })?;
-        Ok(Some(
-            StackId::try_from(record.stack_id).map_err(|e| anyhow!("{e}"))?,
-        ))
+            })
     }
 
     /// Refuses a prefix that holds another stack's backups; claims an empty one.
@@ -378,6 +369,7 @@ impl Bucket {
                 let record = StackRecord {
                     stack_id: mine.to_string(),
                     elior_version: crate::VERSION.to_string(),
+                    stack_dir: None,
                 };
                 let body = serde_json::to_vec_pretty(&record).expect("record serialises");
                 self.runtime

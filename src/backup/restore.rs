@@ -228,6 +228,7 @@ pub fn restore(
     api: &mut dyn ApiControl,
     reporter: &mut Reporter,
 ) -> Result<RestoreReport> {
+    super::owner::adopt(settings)?;
     reporter.phase(&format!("verifying backup {id}"));
     let mut source = open_source(settings, id, identity)?;
     let backup_id = source.id().to_string();

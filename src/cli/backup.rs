@@ -175,6 +175,7 @@ impl BackupArgs {
             bail!("--full-check and --timeout apply to taking a backup (`elior backup`), not to its subcommands\nput them without a subcommand");
         }
         let settings = BackupSettings::load(ctx.dir())?;
+        backup::owner::check(&settings)?;
         backup::recover_interrupted_restore(ctx.dir())?;
         match self.command {
             None => {

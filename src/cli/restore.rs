@@ -89,6 +89,7 @@ impl RestoreArgs {
         let env_file = ctx.dir().join(crate::backup::settings::ENV_FILE);
         let had_env_file = env_file.is_file();
         let settings = settings_for(ctx.dir(), self.from.as_deref())?;
+        crate::backup::owner::check(&settings)?;
         crate::backup::recover_interrupted_restore(ctx.dir())?;
         if !self.yes {
             confirm(&self.id, &settings)?;

@@ -468,6 +468,77 @@ fn two_prunes_at_once_both_succeed_and_keep_what_retention_keeps() {
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
 
+/// Two stacks pointed at one BACKUP_DIR (a shared /var/backups/elior): backup ids are
+/// timestamps, so each took the other's backups for its own, and `restore latest` brought
+/// the other stack's data in. The folder belongs to the stack that backed up into it
+/// first; the other is refused by every backup command, naming both stacks and the fix,
+/// and neither the folder nor its own database is touched. A directory without an id (a
+/// disaster recovery from a copy of the folder) restores from it and takes its id.
+#[test]
+fn a_backup_dir_of_another_stack_is_refused_and_nothing_is_touched() {
+    use elior::config::identity;
+    let owner = Stack::new();
+    owner.seed_database(10);
+    let (owner_id, _) = identity::ensure(&owner.dir).unwrap();
+    owner.backup();
+    let before = backup_files(&owner.backups);
+    assert!(before.contains(&"stack.json".to_string()), "{before:?}");
+
+    let other = Stack::new();
+    other.seed_database(20);
+    let (other_id, _) = identity::ensure(&other.dir).unwrap();
+    let env = other.dir.join(".env.production");
+    let text = fs::read_to_string(&env).unwrap().replace(
+        &other.backups.display().to_string(),
+        &owner.backups.display().to_string(),
+    );
+    fs::write(&env, text).unwrap();
+    for args in [
+        &["backup"][..],
+        &["backup", "list"],
+        &["backup", "verify", "--all"],
+        &["backup", "prune"],
+        &["restore", "latest", "--yes"],
+    ] {
+        let out = other.elior(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "holds the backups of another stack ({owner_id}, in {})",
+                owner.dir.display()
+            )) && err.contains(&format!("not of this one ({other_id}"))
+                && err.contains("give each stack a BACKUP_DIR of its own"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(backup_files(&owner.backups), before);
+    assert_eq!(
+        count_rows(&other.db_path()),
+        20,
+        "the other stack's data stays"
+    );
+    let doctor = other.elior(&["doctor", "--check", "backups"]);
+    assert!(
+        stdout(&doctor).contains("holds the backups of another stack"),
+        "{}",
+        stdout(&doctor)
+    );
+
+    // The owner's stack lost on its host: a new directory with its env file and a copy
+    // of the folder restores the data and becomes that stack.
+    let recovered = Stack::new();
+    fs::copy(
+        owner.dir.join(".env.production"),
+        recovered.dir.join(".env.production"),
+    )
+    .unwrap();
+    let out = recovered.elior(&["restore", "latest", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count_rows(&recovered.db_path()), 10);
+    assert_eq!(identity::read(&recovered.dir).unwrap(), Some(owner_id));
+}
+
 #[test]
 fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
     let stack = Stack::new();

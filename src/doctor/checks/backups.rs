@@ -65,7 +65,9 @@ impl Check for Backups {
     async fn gather(sources: &Sources) -> BackupFacts {
         let raw = sources.raw.clone().unwrap_or_default();
         let (dir, offsite) =
-            match crate::backup::settings::BackupSettings::from_raw(&sources.dir, &raw) {
+            match crate::backup::settings::BackupSettings::from_raw(&sources.dir, &raw)
+                .and_then(|s| crate::backup::owner::check(&s).map(|()| s))
+            {
                 Ok(s) => (s.backup_dir, s.offsite),
                 Err(e) => {
                     return BackupFacts {
@@ -164,7 +166,15 @@ impl Check for Backups {
         ));
         }
         if let Some(e) = &f.error {
-            out.push(Finding::failure(format!("cannot list backups: {e}"), take));
+            // An error that names its own fix (on its second line) is shown with it.
+            let (problem, fix) = match e.split_once('\n') {
+                Some((problem, fix)) => (problem, fix.to_string()),
+                None => (e.as_str(), take),
+            };
+            out.push(Finding::failure(
+                format!("cannot list backups: {problem}"),
+                fix,
+            ));
             return out;
         }
         let (Some(id), Some(taken_at)) = (&f.latest_id, f.latest_taken_at) else {

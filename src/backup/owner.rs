@@ -1,0 +1,118 @@
+//! Which stack a backup folder belongs to: `stack.json` in BACKUP_DIR (and under an
+//! offsite prefix, [`super::offsite`]), written by the first backup of a stack that has
+//! an id (`.elior/stack.json`) and checked before anything reads or writes the folder.
+//!
+//! Backup ids are timestamps, and nothing else in a backup says whose it is. Two stacks
+//! pointed at one folder (a shared `/var/backups/elior`) each took the other's backups for
+//! their own: `restore latest` brought the other stack's users and data in, and a prune
+//! weighed the other's backups by this stack's retention and deleted them.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::BackupSettings;
+use crate::config::identity::{self, StackId};
+
+/// The record's name, in BACKUP_DIR and under an offsite prefix.
+pub const RECORD: &str = crate::plan::offsite::STACK_OBJECT;
+
+/// Whose backups a folder (or an offsite prefix) holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackRecord {
+    pub stack_id: String,
+    #[serde(default)]
+    pub elior_version: String,
+    /// The stack's directory when the record was written, for messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_dir: Option<String>,
+}
+
+impl StackRecord {
+    pub fn of(id: &StackId, stack_dir: &Path) -> StackRecord {
+        StackRecord {
+            stack_id: id.to_string(),
+            elior_version: crate::VERSION.to_string(),
+            stack_dir: Some(stack_dir.display().to_string()),
+        }
+    }
+
+    /// The record's stack id, when it is one.
+    pub fn id(&self) -> Option<StackId> {
+        StackId::try_from(self.stack_id.clone()).ok()
+    }
+
+    fn whose(&self) -> String {
+        match &self.stack_dir {
+            Some(dir) => format!("{}, in {dir}", self.stack_id),
+            None => self.stack_id.clone(),
+        }
+    }
+}
+
+/// The folder's record, or `None` when no stack has claimed it yet.
+pub fn read(backup_dir: &Path) -> Result<Option<StackRecord>> {
+    let path = backup_dir.join(RECORD);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    };
+    let record = serde_json::from_slice::<StackRecord>(&bytes)
+        .ok()
+        .filter(|r| r.id().is_some())
+        .with_context(|| {
+            format!(
+                "{} is not an elior stack record\nBACKUP_DIR holds something else: give the stack a BACKUP_DIR of its own",
+                path.display()
+            )
+        })?;
+    Ok(Some(record))
+}
+
+/// Refuses a folder that holds another stack's backups. A stack without an id (an
+/// earlier release's directory) cannot tell, and is not refused.
+pub fn check(settings: &BackupSettings) -> Result<()> {
+    let Some(mine) = identity::read(&settings.stack_dir)? else {
+        return Ok(());
+    };
+    match read(&settings.backup_dir)? {
+        Some(theirs) if theirs.id().as_ref() != Some(&mine) => bail!(
+            "BACKUP_DIR {} holds the backups of another stack ({}), not of this one ({mine}, in {})\ngive each stack a BACKUP_DIR of its own: set BACKUP_DIR in {}",
+            settings.backup_dir.display(),
+            theirs.whose(),
+            identity::stack_file(&settings.stack_dir).display(),
+            settings.stack_dir.join(".env.production").display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// [`check`], then records this stack as the folder's owner if no stack is recorded yet
+/// (the folder exists by now).
+pub fn claim(settings: &BackupSettings) -> Result<()> {
+    check(settings)?;
+    let Some(mine) = identity::read(&settings.stack_dir)? else {
+        return Ok(());
+    };
+    if read(&settings.backup_dir)?.is_some() {
+        return Ok(());
+    }
+    let mut text = serde_json::to_vec_pretty(&StackRecord::of(&mine, &settings.stack_dir))
+        .expect("record serialises");
+    text.push(b'\n');
+    crate::fsutil::write_atomic(&settings.backup_dir.join(RECORD), &text, 0o600)
+}
+
+/// Before a restore: a directory without an id takes the one the folder names (it is
+/// that stack, recovered on a new host from a copy of its backups), as a restore from
+/// an offsite copy does; any other is [`check`]ed.
+pub fn adopt(settings: &BackupSettings) -> Result<()> {
+    if identity::read(&settings.stack_dir)?.is_none() {
+        if let Some(id) = read(&settings.backup_dir)?.and_then(|r| r.id()) {
+            return identity::write(&settings.stack_dir, &id);
+        }
+    }
+    check(settings)
+}
