@@ -148,6 +148,14 @@ deploy it first: `elior deploy DOMAIN --swarm`",
         let backup_dir = resolve(PathBuf::from(
             value("BACKUP_DIR").unwrap_or(DEFAULT_BACKUP_DIR),
         ));
+        if lies_within(&backup_dir, &uploads_dir) {
+            bail!(
+                "BACKUP_DIR: {} is inside the uploads folder {}: each backup would archive the ones before it, and a restore, which replaces that folder, would lose every backup taken since the one restored (its own safety backup too)\nset BACKUP_DIR to a folder outside it, such as {} (the default)",
+                backup_dir.display(),
+                uploads_dir.display(),
+                resolve(PathBuf::from(DEFAULT_BACKUP_DIR)).display()
+            );
+        }
         let retention_days = match value("BACKUP_RETENTION_DAYS") {
             None => DEFAULT_BACKUP_RETENTION_DAYS,
             Some(v) => match v.parse::<u32>() {
@@ -235,6 +243,31 @@ fn is_swarm(raw: &RawSettings) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("swarm"))
 }
 
+/// Whether `inner` is `outer` or lies under it, as written or once symlinks are followed
+/// (an uploads folder that links to another disk); a path that does not exist yet is
+/// taken as written.
+fn lies_within(inner: &Path, outer: &Path) -> bool {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| without_dot_dot(p));
+    without_dot_dot(inner).starts_with(without_dot_dot(outer))
+        || real(inner).starts_with(real(outer))
+}
+
+/// `path` with its `..` components applied (each removes the one before), as the kernel
+/// would read it without symlinks: `/srv/a/../b` is `/srv/b`.
+fn without_dot_dot(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +321,37 @@ mod tests {
         let s = settings(&[("BACKUP_DIR", "backups")]).unwrap();
         assert_eq!(s.backup_dir, PathBuf::from("/srv/stack/backups"));
         assert_eq!(s.format, Format::Archive);
+    }
+
+    #[test]
+    fn a_backup_dir_inside_the_uploads_folder_is_refused() {
+        for inside in [
+            "uploads",
+            "uploads/backups",
+            "./x/../uploads/b",
+            "/srv/stack/uploads/b",
+        ] {
+            let err = format!("{:#}", settings(&[("BACKUP_DIR", inside)]).unwrap_err());
+            assert!(
+                err.contains("is inside the uploads folder /srv/stack/uploads")
+                    && err.ends_with("such as /srv/stack/backups (the default)"),
+                "{inside}: {err}"
+            );
+        }
+        for outside in ["uploads-backups", "/srv/backups", "uploads/../backups"] {
+            assert!(settings(&[("BACKUP_DIR", outside)]).is_ok(), "{outside}");
+        }
+        // An uploads folder that links to another disk: a BACKUP_DIR there is inside it.
+        let tmp = tempfile::tempdir().unwrap();
+        let (disk, stack) = (tmp.path().join("disk/uploads"), tmp.path().join("stack"));
+        std::fs::create_dir_all(&disk).unwrap();
+        std::fs::create_dir_all(&stack).unwrap();
+        std::os::unix::fs::symlink(&disk, stack.join("uploads")).unwrap();
+        let mut raw = RawSettings::default();
+        let inside = disk.join("backups").display().to_string();
+        raw.overlay([("BACKUP_DIR".to_string(), inside)]);
+        let err = format!("{:#}", BackupSettings::from_raw(&stack, &raw).unwrap_err());
+        assert!(err.contains("is inside the uploads folder"), "{err}");
     }
 
     #[test]

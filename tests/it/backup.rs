@@ -539,6 +539,47 @@ fn a_backup_dir_of_another_stack_is_refused_and_nothing_is_touched() {
     assert_eq!(identity::read(&recovered.dir).unwrap(), Some(owner_id));
 }
 
+/// A BACKUP_DIR inside the uploads folder: each backup archived every backup before it,
+/// and a restore, which replaces the uploads folder, put back the backups of the time
+/// restored: every later one was lost, the restore's own safety backup too (its "undo
+/// with" named a backup that no longer existed). Every command refuses it, naming both
+/// folders and the default, and writes nothing.
+#[test]
+fn a_backup_dir_inside_the_uploads_folder_is_refused_before_anything_is_written() {
+    let stack = Stack::new();
+    stack.seed_database(10);
+    stack.seed_uploads();
+    let env = stack.dir.join(".env.production");
+    let text = fs::read_to_string(&env)
+        .unwrap()
+        .replace(&stack.backups.display().to_string(), "uploads/backups");
+    fs::write(&env, text).unwrap();
+    let before = tree(&stack.uploads());
+    for args in [&["backup"][..], &["backup", "list"], &["restore", "--yes"]] {
+        let out = stack.elior(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "BACKUP_DIR: {}/uploads/backups is inside the uploads folder {}/uploads",
+                stack.dir.display(),
+                stack.dir.display()
+            )) && err.contains(&format!(
+                "such as {}/backups (the default)",
+                stack.dir.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(tree(&stack.uploads()), before, "nothing was written");
+    let doctor = stack.elior(&["doctor", "--check", "backups"]);
+    assert!(
+        stdout(&doctor).contains("is inside the uploads folder"),
+        "{}",
+        stdout(&doctor)
+    );
+}
+
 #[test]
 fn prune_keeps_the_only_backup_even_when_it_is_90_days_old() {
     let stack = Stack::new();
