@@ -86,6 +86,30 @@ fn health_loop(stack: &Stack) -> ClientLoop {
     })
 }
 
+/// `elior update` with the binary `bin` while a client keeps asking for /health through
+/// nginx: requests flow before it starts and go on after it ends (on the new container),
+/// and it must succeed without a failed request.
+fn update_without_a_failed_request(stack: &Stack, bin: &str, what: &str) {
+    let clients = health_loop(stack);
+    clients.wait_for(5);
+    let out = stack.run_with(bin, &["update"]);
+    clients.wait_for(5);
+    let (ok, failures) = clients.finish();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during {what}: {failures:?}\n{}",
+        failures.len(),
+        ok + failures.len(),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn deploy_lifecycle_from_an_empty_directory_to_down() {
     let stack = Stack::new("life");
@@ -242,24 +266,7 @@ fn deploy_lifecycle_from_an_empty_directory_to_down() {
 
     // A new binary and config: zero-downtime update while a client keeps asking.
     let next = new_build_of_elior(stack.tmp.path());
-    let clients = health_loop(&stack);
-    // Requests flow before the update starts and go on after it ends (the new container).
-    clients.wait_for(5);
-    let out = stack.run_with(&next, &["update"]);
-    clients.wait_for(5);
-    let (ok, failures) = clients.finish();
-    assert!(
-        out.status.success(),
-        "update failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed during the update: {failures:?}",
-        failures.len(),
-        ok + failures.len()
-    );
+    update_without_a_failed_request(&stack, &next, "the update");
     let updated = stack.api_container();
     assert_ne!(updated["container"], api["container"]);
     assert_ne!(
@@ -378,23 +385,10 @@ fn an_update_killed_mid_swap_is_finished_by_the_next_one_without_a_failed_reques
             .count();
         assert_eq!(apis, 2, "{point}: both API containers are left");
 
-        let clients = health_loop(&stack);
-        clients.wait_for(5);
-        let out = stack.run_with(&next, &["update"]);
-        clients.wait_for(5);
-        let (ok, failures) = clients.finish();
-        assert!(
-            out.status.success(),
-            "{point}: the update after the kill failed:\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert!(
-            failures.is_empty(),
-            "{point}: {} of {} requests failed while the swap was finished: {failures:?}\n{}",
-            failures.len(),
-            ok + failures.len(),
-            text(&out.stderr)
+        update_without_a_failed_request(
+            &stack,
+            &next,
+            &format!("the update after a kill at {point}"),
         );
         let status = stack.status();
         assert_eq!(status.len(), 2, "{point}: {status:?}");
