@@ -116,3 +116,70 @@ pub fn adopt(settings: &BackupSettings) -> Result<()> {
     }
     check(settings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn stack_with_id(root: &Path, name: &str) -> (BackupSettings, StackId) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (id, _) = identity::ensure(&dir).unwrap();
+        let mut raw = crate::config::RawSettings::default();
+        let backups = root.join("shared-backups").display().to_string();
+        raw.overlay([("BACKUP_DIR".to_string(), backups)]);
+        (BackupSettings::from_raw(&dir, &raw).unwrap(), id)
+    }
+
+    #[test]
+    fn the_first_stack_to_claim_a_folder_owns_it_and_another_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (first, first_id) = stack_with_id(root.path(), "a");
+        let (second, _) = stack_with_id(root.path(), "b");
+        std::fs::create_dir_all(&first.backup_dir).unwrap();
+        assert!(read(&first.backup_dir).unwrap().is_none());
+        claim(&first).unwrap();
+        let record = read(&first.backup_dir).unwrap().unwrap();
+        assert_eq!(record.id(), Some(first_id.clone()));
+        let mode = std::fs::metadata(first.backup_dir.join(RECORD))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        claim(&first).unwrap();
+        check(&first).unwrap();
+        for refused in [check(&second), claim(&second)] {
+            let err = format!("{:#}", refused.unwrap_err());
+            assert!(
+                err.contains(&format!(
+                    "holds the backups of another stack ({first_id}, in "
+                )),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            read(&first.backup_dir).unwrap().unwrap().id(),
+            Some(first_id)
+        );
+    }
+
+    #[test]
+    fn a_record_that_is_not_one_names_its_file_and_a_stack_without_id_is_not_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (stack, _) = stack_with_id(root.path(), "a");
+        std::fs::create_dir_all(&stack.backup_dir).unwrap();
+        let path = stack.backup_dir.join(RECORD);
+        for garbage in ["not json", "{\"stack_id\": \"../../etc\"}"] {
+            std::fs::write(&path, garbage).unwrap();
+            let err = format!("{:#}", check(&stack).unwrap_err());
+            assert!(
+                err.starts_with(&format!("{} is not an elior stack record", path.display())),
+                "{err}"
+            );
+        }
+        std::fs::remove_file(identity::stack_file(&stack.stack_dir)).unwrap();
+        std::fs::write(&path, "not json").unwrap();
+        check(&stack).unwrap();
+    }
+}
