@@ -123,8 +123,13 @@ impl StatusArgs {
         } else {
             outln!("backend:  {}", status.backend.as_str());
             outln!("database: {}", status.database);
+            let newer = if status.applied_version > status.latest_version {
+                " (newer than this build: a later release migrated it)"
+            } else {
+                ""
+            };
             outln!(
-                "schema:   version {} of {}",
+                "schema:   version {} of {}{newer}",
                 status.applied_version,
                 status.latest_version
             );

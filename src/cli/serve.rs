@@ -72,6 +72,7 @@ impl ServeArgs {
             }
             let db = Db::open_target(&target, config.database_connect_retry, config.db_write_queue)
                 .await?;
+            warn_if_the_schema_is_newer(&db).await;
             // A bucket that is missing, refuses the keys or cannot be reached stops the
             // start here, in one line naming the key to fix, before serving (issue 16).
             let app = server::app(config.clone(), db);
@@ -93,5 +94,20 @@ impl ServeArgs {
             server::launch(listener, app, server::shutdown_signal()).await
         })?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A database a later release migrated (an image rolled back past a migration) is served:
+/// refusing it could block an emergency rollback. The log says what it is and the ways
+/// back, since this build does not know the newer tables.
+async fn warn_if_the_schema_is_newer(db: &Db) {
+    let known = crate::db::migrations::latest_for(db.backend());
+    let applied = db.read(|c| crate::db::migrations::applied_version(c)).await;
+    if let Some(applied) = applied.ok().filter(|v| *v > known) {
+        tracing::warn!(
+            applied,
+            known,
+            "the database's schema (version {applied}) is newer than this build's ({known}): a later release migrated it; deploy that release again, or restore a backup taken before it"
+        );
     }
 }

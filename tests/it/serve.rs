@@ -1193,6 +1193,49 @@ fn admin_create_from_the_shell_then_login() {
     );
 }
 
+/// A database a later release migrated (an image rolled back past a migration) is still
+/// served, and the log and `elior db status` say so, with the ways back.
+#[test]
+fn a_schema_newer_than_the_build_is_served_and_named() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("elior.db");
+    let url = format!("sqlite:///{}", db.display());
+    let env = [("JWT_SECRET", SECRET), ("DATABASE_URL", url.as_str())];
+    drop(Server::start(&env));
+    let known = elior::db::migrations::latest_version();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, 'later', '2027-01-01')",
+            [known + 1],
+        )
+        .unwrap();
+
+    let server = Server::start(&env);
+    assert_eq!(server.get("/health").status, 200);
+    let log = server.wait_for_log(|l| l.contains("newer than this build"));
+    assert!(
+        log.contains(&format!(
+            "the database's schema (version {}) is newer than this build's ({known})",
+            known + 1
+        )) && log.contains("deploy that release again, or restore a backup taken before it"),
+        "{log}"
+    );
+    let status = Command::new(BIN)
+        .args(["db", "status"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains(&format!(
+            "schema:   version {} of {known} (newer than this build: a later release migrated it)",
+            known + 1
+        )),
+        "{said}"
+    );
+}
+
 #[test]
 fn version_names_the_git_revision() {
     // The revision of this checkout, as git says it (not the constant the binary carries,
