@@ -71,14 +71,14 @@ pub fn read(backup_dir: &Path) -> Result<Option<StackRecord>> {
     Ok(Some(record))
 }
 
-/// Refuses a folder that holds another stack's backups. A stack without an id (an
-/// earlier release's directory) cannot tell, and is not refused.
-pub fn check(settings: &BackupSettings) -> Result<()> {
-    let Some(mine) = identity::read(&settings.stack_dir)? else {
-        return Ok(());
-    };
-    match read(&settings.backup_dir)? {
-        Some(theirs) if theirs.id().as_ref() != Some(&mine) => bail!(
+/// Refuses a record of another stack than `mine`.
+fn refuse_foreign(
+    settings: &BackupSettings,
+    mine: &StackId,
+    record: Option<&StackRecord>,
+) -> Result<()> {
+    match record {
+        Some(theirs) if theirs.id().as_ref() != Some(mine) => bail!(
             "BACKUP_DIR {} holds the backups of another stack ({}), not of this one ({mine}, in {})\ngive each stack a BACKUP_DIR of its own: set BACKUP_DIR in {}",
             settings.backup_dir.display(),
             theirs.whose(),
@@ -89,14 +89,24 @@ pub fn check(settings: &BackupSettings) -> Result<()> {
     }
 }
 
+/// Refuses a folder that holds another stack's backups. A stack without an id (an
+/// earlier release's directory) cannot tell, and is not refused.
+pub fn check(settings: &BackupSettings) -> Result<()> {
+    match identity::read(&settings.stack_dir)? {
+        Some(mine) => refuse_foreign(settings, &mine, read(&settings.backup_dir)?.as_ref()),
+        None => Ok(()),
+    }
+}
+
 /// [`check`], then records this stack as the folder's owner if no stack is recorded yet
-/// (the folder exists by now).
+/// (the folder exists by now). Each file is read once.
 pub fn claim(settings: &BackupSettings) -> Result<()> {
-    check(settings)?;
     let Some(mine) = identity::read(&settings.stack_dir)? else {
         return Ok(());
     };
-    if read(&settings.backup_dir)?.is_some() {
+    let record = read(&settings.backup_dir)?;
+    refuse_foreign(settings, &mine, record.as_ref())?;
+    if record.is_some() {
         return Ok(());
     }
     let mut text = serde_json::to_vec_pretty(&StackRecord::of(&mine, &settings.stack_dir))
@@ -109,12 +119,14 @@ pub fn claim(settings: &BackupSettings) -> Result<()> {
 /// that stack, recovered on a new host from a copy of its backups), as a restore from
 /// an offsite copy does; any other is [`check`]ed.
 pub fn adopt(settings: &BackupSettings) -> Result<()> {
-    if identity::read(&settings.stack_dir)?.is_none() {
-        if let Some(id) = read(&settings.backup_dir)?.and_then(|r| r.id()) {
-            return identity::write(&settings.stack_dir, &id);
-        }
+    let record = read(&settings.backup_dir)?;
+    match identity::read(&settings.stack_dir)? {
+        Some(mine) => refuse_foreign(settings, &mine, record.as_ref()),
+        None => match record.and_then(|r| r.id()) {
+            Some(theirs) => identity::write(&settings.stack_dir, &theirs),
+            None => Ok(()),
+        },
     }
-    check(settings)
 }
 
 #[cfg(test)]

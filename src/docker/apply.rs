@@ -508,7 +508,9 @@ pub async fn execute(
                     }
                     steps.end();
                     crate::backup::fault::point("deploy:nginx-switched");
-                    retire_apis(docker, old, &mut leftover_apis, steps).await?;
+                    let mut retiring = vec![old.to_string()];
+                    retiring.append(&mut leftover_apis);
+                    retire_apis(docker, &retiring, steps).await?;
                 } else {
                     retired_api = old;
                 }
@@ -563,8 +565,7 @@ pub async fn execute(
         steps.begin(&format!("pinning nginx to {}", api.container));
         switch_proxy(docker, nginx, proxy, &api.container).await?;
         steps.end();
-        let first = leftover_apis[0].clone();
-        retire_apis(docker, &first, &mut leftover_apis, steps).await?;
+        retire_apis(docker, &std::mem::take(&mut leftover_apis), steps).await?;
     }
     if let Some(nginx) = &kept_nginx {
         // Back to the steady state (`api`), or a changed nginx.conf taking effect.
@@ -592,21 +593,13 @@ pub async fn execute(
     Ok(())
 }
 
-/// Drains and removes the API container `old` that nginx no longer sends requests to,
-/// and every leftover API container with it (taken out of `leftovers`). Requests old
+/// Drains and removes API containers nginx no longer sends requests to. Requests old
 /// nginx workers already accepted still reach them during the pause; then each gets
 /// SIGTERM and finishes its own.
-async fn retire_apis(
-    docker: &Docker,
-    old: &str,
-    leftovers: &mut Vec<String>,
-    steps: &mut dyn Steps,
-) -> Result<()> {
-    let mut retiring = vec![old.to_string()];
-    retiring.extend(leftovers.drain(..).filter(|l| l != old));
+async fn retire_apis(docker: &Docker, retiring: &[String], steps: &mut dyn Steps) -> Result<()> {
     steps.begin(&format!("draining and stopping {}", retiring.join(", ")));
     tokio::time::sleep(DRAIN).await;
-    for name in &retiring {
+    for name in retiring {
         stop_and_remove(docker, name).await?;
     }
     steps.end();
