@@ -22,8 +22,9 @@ use crate::server;
 /// UPLOADS_URL=s3://BUCKET/PREFIX keeps uploads in an S3-compatible bucket instead of
 /// UPLOAD_DIR, with S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 /// MAX_CONNECTIONS (default 20000, or what the open-file limit allows; HTTP and WebSocket
-/// together; past it a 503 with Retry-After) and WS_TIMEOUT_SECONDS (default 30: a
-/// WebSocket silent that long is closed).
+/// together; past it a 503 with Retry-After), MAX_CONCURRENT_REQUESTS (default 64
+/// requests handled at once; the others wait their turn; 0: no limit) and
+/// WS_TIMEOUT_SECONDS (default 30: a WebSocket silent that long is closed).
 ///
 /// In development a missing JWT_SECRET is replaced by a random one for this run. In
 /// production the server refuses to start without a secret of at least 32 characters.

@@ -48,6 +48,8 @@ pub const SERVE_KEYS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "WS_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
+    // Requests handled at once; the rest wait their turn in arrival order (issue 19).
+    "MAX_CONCURRENT_REQUESTS",
     // SQLite's one writer (issue 19): writes that may wait for it before a 503.
     "DB_WRITE_QUEUE",
     // PostgreSQL (issue 16): how long serve retries an unreachable database at start.
@@ -141,6 +143,8 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// SQLite: writes queued for the writer before new ones get 503 (`DB_WRITE_QUEUE`).
     pub db_write_queue: usize,
+    /// Requests handled at once (`MAX_CONCURRENT_REQUESTS`); `None`: no limit.
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// Where a raw value came from, for error messages.
@@ -468,6 +472,21 @@ impl ServeConfig {
             },
         };
 
+        let max_concurrent_requests = match raw.non_empty("MAX_CONCURRENT_REQUESTS") {
+            None => Some(crate::server::admission::DEFAULT_MAX_CONCURRENT_REQUESTS),
+            Some((v, o)) => match v.parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) if n <= 1_000_000 => Some(n),
+                _ => bail!(invalid(
+                    "MAX_CONCURRENT_REQUESTS",
+                    o,
+                    format!(
+                        "{v:?} is not a number of requests between 1 and 1000000 (or 0: no limit)"
+                    )
+                )),
+            },
+        };
+
         Ok(ServeConfig {
             environment,
             domain,
@@ -489,6 +508,7 @@ impl ServeConfig {
             ws_timeout,
             max_connections,
             db_write_queue,
+            max_concurrent_requests,
         })
     }
 
@@ -649,6 +669,24 @@ mod tests {
         assert!(err(&[("BIND_ADDRESS", "8000")]).contains("IP:PORT"));
         assert!(err(&[("TRUSTED_PROXIES", "10.0.0.0/40")]).contains("TRUSTED_PROXIES"));
         assert!(err(&[("JWT_ALGORITHM", "RS256")]).contains("HS256"));
+        for bad in ["-1", "lots", "2000000"] {
+            let e = err(&[("MAX_CONCURRENT_REQUESTS", bad)]);
+            assert!(
+                e.starts_with("MAX_CONCURRENT_REQUESTS") && e.contains("0: no limit"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_requests_default_to_a_limit_and_zero_lifts_it() {
+        let limit = |pairs: &[(&str, &str)]| config(pairs).unwrap().max_concurrent_requests;
+        assert_eq!(
+            limit(&[]),
+            Some(crate::server::admission::DEFAULT_MAX_CONCURRENT_REQUESTS)
+        );
+        assert_eq!(limit(&[("MAX_CONCURRENT_REQUESTS", "8")]), Some(8));
+        assert_eq!(limit(&[("MAX_CONCURRENT_REQUESTS", "0")]), None);
     }
 
     #[test]

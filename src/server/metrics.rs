@@ -139,6 +139,8 @@ pub struct Metrics {
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
     queued_writes: Gauge,
+    waiting_requests: Gauge,
+    max_concurrent_requests: Gauge,
     /// Kept by the accept loop ([`super::connection`]), read at each scrape.
     pub connections: Arc<ConnectionCounts>,
 }
@@ -196,6 +198,18 @@ impl Metrics {
             "Writes waiting for the SQLite writer",
             queued_writes.clone(),
         );
+        let waiting_requests = Gauge::default();
+        registry.register(
+            "elior_http_waiting_requests",
+            "Requests waiting for a place to be handled (MAX_CONCURRENT_REQUESTS)",
+            waiting_requests.clone(),
+        );
+        let max_concurrent_requests = Gauge::default();
+        registry.register(
+            "elior_http_max_concurrent_requests",
+            "Requests handled at once (MAX_CONCURRENT_REQUESTS; 0: no limit)",
+            max_concurrent_requests.clone(),
+        );
         let requests = Family::<StatusLabels, Counter>::default();
         registry.register(
             "elior_http_requests",
@@ -223,6 +237,8 @@ impl Metrics {
             pool_connections,
             pool_max,
             queued_writes,
+            waiting_requests,
+            max_concurrent_requests,
             connections,
         }
     }
@@ -274,7 +290,12 @@ impl Metrics {
     }
 
     /// The exposition: the request series, and the pool and uptime as they are now.
-    pub fn render(&self, pool: PoolStats, uptime: Duration) -> String {
+    pub fn render(
+        &self,
+        pool: PoolStats,
+        admission: &super::admission::Admission,
+        uptime: Duration,
+    ) -> String {
         self.uptime.set(uptime.as_secs_f64());
         for (state, n) in [("idle", pool.idle), ("in_use", pool.in_use)] {
             self.pool_connections
@@ -284,6 +305,9 @@ impl Metrics {
         self.pool_max.set(pool.max_size.into());
         self.queued_writes
             .set(i64::try_from(pool.queued_writes).unwrap_or(i64::MAX));
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.waiting_requests.set(gauge(admission.waiting()));
+        self.max_concurrent_requests.set(gauge(admission.limit()));
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
@@ -335,6 +359,7 @@ pub fn encode_const(
 
 #[cfg(test)]
 mod tests {
+    use super::super::admission::Admission;
     use super::*;
 
     fn pool() -> PoolStats {
@@ -354,7 +379,7 @@ mod tests {
         m.record(&Method::GET, health, 200, Duration::from_micros(500));
         m.record(&Method::GET, health, 200, Duration::from_millis(30));
         m.record(&Method::GET, health, 503, Duration::from_secs(20));
-        let text = m.render(pool(), Duration::from_secs(5));
+        let text = m.render(pool(), &Admission::new(Some(8)), Duration::from_secs(5));
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"
         ));
@@ -367,6 +392,11 @@ mod tests {
         assert!(text.contains("route=\"/health\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("elior_db_pool_connections{state=\"in_use\"} 1"));
         assert!(text.contains("elior_db_queued_writes 3\n"));
+        assert!(text.contains("elior_http_waiting_requests 0\n"), "{text}");
+        assert!(
+            text.contains("elior_http_max_concurrent_requests 8\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -379,7 +409,7 @@ mod tests {
         }
         m.record(&Method::GET, m.route("/api/users/1"), 200, Duration::ZERO);
         m.record(&Method::GET, m.route("/api/users/2"), 200, Duration::ZERO);
-        let text = m.render(pool(), Duration::from_secs(1));
+        let text = m.render(pool(), &Admission::new(Some(8)), Duration::from_secs(1));
         assert!(text.contains(
             "elior_http_requests_total{method=\"GET\",route=\"/api/users/{id}\",status=\"200\"} 2"
         ));
@@ -395,7 +425,7 @@ mod tests {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             m.record(&method, unmatched, 405, Duration::from_millis(1));
         }
-        let text = m.render(pool(), Duration::from_secs(1));
+        let text = m.render(pool(), &Admission::new(Some(8)), Duration::from_secs(1));
         assert!(text.contains(
             "elior_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 2"
         ));
@@ -415,7 +445,7 @@ mod tests {
                 m.record(&Method::GET, health, status, Duration::ZERO);
             }
         }
-        let text = m.render(pool(), Duration::from_secs(1));
+        let text = m.render(pool(), &Admission::new(Some(8)), Duration::from_secs(1));
         for status in statuses {
             let line = format!(
                 "elior_http_requests_total{{method=\"GET\",route=\"/health\",status=\"{status}\"}} 2\n"

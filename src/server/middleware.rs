@@ -69,16 +69,25 @@ struct Shared {
     router: Router,
     state: AppState,
     health_route: RouteId,
+    /// The routes that are never queued for admission: `/health`, `/metrics` and
+    /// `/status/database`, which tell how the server is doing.
+    unqueued: [RouteId; 3],
 }
 
 impl Tracked {
     pub fn new(router: Router, state: AppState) -> Tracked {
         let health_route = state.metrics.route("/health");
+        let unqueued = [
+            health_route,
+            state.metrics.route("/metrics"),
+            state.metrics.route("/status/database"),
+        ];
         Tracked {
             shared: Arc::new(Shared {
                 router,
                 state,
                 health_route,
+                unqueued,
             }),
             peer: None,
         }
@@ -181,28 +190,38 @@ impl Tracked {
         let mut request = super::strip_trailing_slash(request);
         let route = self.state().metrics.route(request.uri().path());
         let exchange = self.begin(&request, route, started);
-        let span = self.span(&exchange.id, &exchange.method, exchange.route);
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        let response = match exchange.cors.preflight_response() {
-            Some(answer) => answer,
+        let (response, span) = match exchange.cors.preflight_response() {
+            Some(answer) => (answer, None),
             None => match read_small_body(limit_request(request)).await {
                 Ok((request, leftover)) => {
+                    // Uploads stream while they are handled, and the server's own probes
+                    // must not queue: see super::admission for why neither waits.
+                    let queued = leftover.is_none() && !self.shared.unqueued.contains(&route);
+                    let admitted = if queued {
+                        Some(self.state().admission.enter().await)
+                    } else {
+                        None
+                    };
+                    // Made once admitted: a waiting request holds no log span.
+                    let span = self.span(&exchange.id, &exchange.method, exchange.route);
                     let mut router = self.shared.router.clone();
                     let response = match router.call(request).instrument(span.clone()).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     };
+                    drop(admitted);
                     if let Some(leftover) = leftover {
                         leftover.drain().await;
                     }
-                    response
+                    (response, Some(span))
                 }
-                Err(refused) => refused,
+                Err(refused) => (refused, None),
             },
         };
-        self.finish(exchange, Some(span), response)
+        self.finish(exchange, span, response)
     }
 
     /// Adds the tracking and CORS headers, counts the request and logs its outcome.

@@ -4,6 +4,7 @@
 //! Must not import `cli`.
 
 pub mod access;
+pub mod admission;
 pub mod connection;
 pub mod cors;
 pub mod error;

@@ -33,6 +33,8 @@ pub struct Shared {
     pub uploads: crate::files::Store,
     /// Permits for image decodes running at once (one per core).
     pub decodes: Arc<tokio::sync::Semaphore>,
+    /// The requests handled at once (`MAX_CONCURRENT_REQUESTS`).
+    pub admission: super::admission::Admission,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             _ => None,
         });
         let uploads = crate::files::Store::new(&config.uploads, &config.upload_dir);
+        let admission = super::admission::Admission::new(config.max_concurrent_requests);
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
@@ -63,6 +66,7 @@ impl AppState {
             decodes: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            admission,
         }))
     }
 }

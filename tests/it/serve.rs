@@ -610,6 +610,8 @@ fn metrics_count_known_requests_in_valid_prometheus_text() {
             ("elior_db_pool_connections", "gauge"),
             ("elior_db_pool_max_connections", "gauge"),
             ("elior_db_queued_writes", "gauge"),
+            ("elior_http_waiting_requests", "gauge"),
+            ("elior_http_max_concurrent_requests", "gauge"),
             ("elior_http_requests_total", "counter"),
             ("elior_http_request_duration_seconds", "histogram"),
             ("elior_http_connections", "gauge"),

@@ -2,7 +2,8 @@
 //! SQLite file: a full write queue answers 503 with `Retry-After` and never makes a request
 //! wait without end, and a SIGKILL in the middle of group commits loses no write that was
 //! acknowledged. And the memory a burst of connections took goes back to the system once
-//! they close.
+//! they close. Past `MAX_CONCURRENT_REQUESTS`, changes wait their turn without holding up
+//! reads, probes or anything else.
 
 use crate::harness::server as common;
 
@@ -118,6 +119,103 @@ fn a_full_write_queue_answers_503_with_retry_after_and_nothing_hangs() {
     assert_eq!(
         listed.json().as_array().unwrap().len(),
         saved,
+        "{}",
+        listed.body
+    );
+}
+
+/// A value of the server's `/metrics`.
+fn metric(server: &Server, name: &str) -> i64 {
+    let text = server.get("/metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// `MAX_CONCURRENT_REQUESTS=1`: a client that sent half its body and paused holds no
+/// place, so a change after it is answered at once. Then a change is stuck behind SQLite's
+/// write lock (held by the test, as the CLI would) and holds the one place: another
+/// change and a read wait their turn, counted in `/metrics`, while `/health` and
+/// `/metrics` never queue. Once the lock is released, everything is answered and saved.
+#[test]
+fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
+    use std::io::Write;
+    let server = Server::start(&[("MAX_CONCURRENT_REQUESTS", "1")]);
+    let token = server.register_and_login("admit", "admit-password-1");
+    let addr = server.addr;
+    assert_eq!(metric(&server, "elior_http_max_concurrent_requests"), 1);
+    let change = |weight: f64| {
+        let token = token.clone();
+        std::thread::spawn(move || post_weight(addr, &token, weight))
+    };
+
+    // Half a body, then a pause.
+    let body = json!({ "date": "2026-03-02", "weight": 69.5 }).to_string();
+    let (head, rest) = body.split_at(10);
+    let mut trickling = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        trickling,
+        "POST /api/progress/weight HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+        body.len()
+    )
+    .unwrap();
+    let after = change(70.0);
+    wait_until("the change is answered or waits", || {
+        after.is_finished() || metric(&server, "elior_http_waiting_requests") > 0
+    });
+    assert!(
+        after.is_finished(),
+        "a change waited for the place of a client that sent half its body"
+    );
+    assert_eq!(after.join().unwrap().status, 201);
+
+    let lock = rusqlite::Connection::open(database(&server)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = change(71.0);
+    let second = change(72.0);
+    // Whichever of the two came first holds the place, stuck behind the lock.
+    wait_until("a change waits for the place", || {
+        metric(&server, "elior_http_waiting_requests") == 1
+    });
+    let read = {
+        let auth = format!("Bearer {token}");
+        std::thread::spawn(move || {
+            common::request(
+                addr,
+                "GET",
+                "/api/auth/me",
+                &[("Authorization", &auth)],
+                None,
+            )
+        })
+    };
+    wait_until("the read waits its turn too", || {
+        metric(&server, "elior_http_waiting_requests") == 2
+    });
+    assert_eq!(server.get("/health").status, 200);
+    assert!(
+        !first.is_finished() && !second.is_finished() && !read.is_finished(),
+        "a request was answered while the only place was held"
+    );
+
+    lock.execute_batch("ROLLBACK").unwrap();
+    for change in [first, second] {
+        let r = change.join().unwrap();
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let me = read.join().unwrap();
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(metric(&server, "elior_http_waiting_requests"), 0);
+    // The paused client finishes its request, and it is saved like any other.
+    trickling.write_all(rest.as_bytes()).unwrap();
+    let r = common::read_response(&mut trickling);
+    assert_eq!(r.status, 201, "{r:?}");
+    let listed = server.get_auth("/api/progress/weight?limit=10", &token);
+    assert_eq!(
+        listed.json().as_array().unwrap().len(),
+        4,
         "{}",
         listed.body
     );

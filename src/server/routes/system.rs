@@ -147,9 +147,11 @@ async fn metrics(
             "Metrics are only available from internal networks",
         ));
     }
-    let text = state
-        .metrics
-        .render(state.db.pool_stats(), state.started.elapsed());
+    let text = state.metrics.render(
+        state.db.pool_stats(),
+        &state.admission,
+        state.started.elapsed(),
+    );
     Ok((
         [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
         text,
