@@ -223,9 +223,21 @@ pub fn audit(dir: &Path, action: &str, fields: serde_json::Value) -> Result<()> 
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("failed to open audit log {}", path.display()))?;
-    writeln!(file, "{record}")
-        .and_then(|_| file.sync_data())
-        .with_context(|| format!("failed to append to audit log {}", path.display()))
+    // One write of the whole line, and on failure (a full disk) the log cut back to where
+    // it was: `writeln!` wrote a line in pieces, and a full disk or a kill between them
+    // left half a record that the next line ran on from, spoiling both. Appends happen
+    // under the stack's deploy lock, so no other writer's line can follow ours meanwhile.
+    let line = format!("{record}\n");
+    let before = file.metadata().map(|m| m.len());
+    let appended = file
+        .write_all(line.as_bytes())
+        .and_then(|()| file.sync_data());
+    if appended.is_err() {
+        if let Ok(len) = before {
+            let _ = file.set_len(len);
+        }
+    }
+    appended.with_context(|| format!("failed to append to audit log {}", path.display()))
 }
 
 #[cfg(test)]

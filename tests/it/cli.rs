@@ -555,6 +555,68 @@ fn live_progress_is_drawn_on_a_terminal_only_and_never_with_q() {
     assert!(!piped.stderr.contains(&0x1b) && !piped.stdout.contains(&0x1b));
 }
 
+/// An audit record that meets a full disk is cut back, not left half-written. The record
+/// used to go out in several writes: on a disk with room for part of it, half a JSON line
+/// stayed, and the next record ran on from it, so neither could be read.
+#[test]
+fn an_audit_record_that_meets_a_full_disk_leaves_no_half_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack");
+    let stack_arg = stack.to_str().unwrap();
+    let init = elior(&[
+        "init",
+        "elior-audit.invalid",
+        "--email",
+        "ops@example.com",
+        "--dir",
+        stack_arg,
+    ]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let state = stack.join(".elior");
+    let identity = std::fs::read(state.join("stack.json")).unwrap();
+    let disk = crate::harness::tmpfs::TmpfsMount::new(&state, "64k");
+    std::fs::write(state.join("stack.json"), &identity).unwrap();
+    // Earlier records fill the log's one page but for 96 bytes, less than a record.
+    let mut earlier = String::new();
+    for n in 0.. {
+        let line = format!("{{\"action\":\"earlier\",\"n\":{n}}}\n");
+        if earlier.len() + line.len() > 4000 {
+            break;
+        }
+        earlier.push_str(&line);
+    }
+    earlier.push_str(&" ".repeat(3999 - earlier.len()));
+    earlier.push('\n');
+    let log = state.join("audit.log");
+    std::fs::write(&log, &earlier).unwrap();
+    let filler = disk.fill();
+    // One free page: the deploy lock's.
+    disk.resize("68k");
+
+    let down = ["down", "--dir", stack_arg];
+    let out = elior(&down);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        earlier,
+        "the audit log changed on a full disk"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let out = elior(&down);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("{line:?} is not a record: {e}"));
+    }
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["action"],
+        "down"
+    );
+}
+
 /// A full disk under the stack's `.elior/` once left an empty deploy lock behind (it was
 /// created, then could not be written), and every later deploy, restore and renewal was
 /// refused until someone removed it. Now the failed attempt removes it, says nothing was
