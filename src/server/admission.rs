@@ -39,11 +39,6 @@ pub struct Admission {
     waiting: AtomicUsize,
 }
 
-/// An admitted request's place; dropping it admits the next.
-pub struct Admitted<'a> {
-    _permit: Option<SemaphorePermit<'a>>,
-}
-
 impl Admission {
     /// `limit` places; `None`: no limit.
     pub fn new(limit: Option<usize>) -> Admission {
@@ -54,24 +49,18 @@ impl Admission {
         }
     }
 
-    /// Waits for a place (first come, first served); at once when one is free, or when
-    /// there is no limit.
-    pub async fn enter(&self) -> Admitted<'_> {
-        let Some(gate) = &self.gate else {
-            return Admitted { _permit: None };
-        };
+    /// Waits for a place (first come, first served); at once when one is free. The place
+    /// is held until the permit is dropped; `None` when there is no limit.
+    pub async fn enter(&self) -> Option<SemaphorePermit<'_>> {
+        let gate = self.gate.as_ref()?;
         if let Ok(permit) = gate.try_acquire() {
-            return Admitted {
-                _permit: Some(permit),
-            };
+            return Some(permit);
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
         // Counted back also when the request is dropped while it waits (its client left).
         let _counted = Waiting(&self.waiting);
-        Admitted {
-            // The gate is never closed.
-            _permit: gate.acquire().await.ok(),
-        }
+        // The gate is never closed.
+        gate.acquire().await.ok()
     }
 
     /// Requests waiting for a place now.

@@ -201,7 +201,7 @@ impl Tracked {
                     // must not queue: see super::admission for why neither waits.
                     let queued = leftover.is_none() && !self.shared.unqueued.contains(&route);
                     let admitted = if queued {
-                        Some(self.state().admission.enter().await)
+                        self.state().admission.enter().await
                     } else {
                         None
                     };
