@@ -124,12 +124,12 @@ fn a_full_write_queue_answers_503_with_retry_after_and_nothing_hangs() {
     );
 }
 
-/// A value of the server's `/metrics`.
-fn metric(server: &Server, name: &str) -> i64 {
-    let text = server.get("/metrics").body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+/// A value of the server's `/metrics`, read from an exposition checked as valid.
+fn metric(server: &Server, name: &str) -> f64 {
+    let scrape = crate::harness::metrics::check_exposition(&server.get("/metrics").body);
+    scrape
+        .value(name)
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// `MAX_CONCURRENT_REQUESTS=1`: a client that sent half its body and paused holds no
@@ -143,7 +143,7 @@ fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
     let server = Server::start(&[("MAX_CONCURRENT_REQUESTS", "1")]);
     let token = server.register_and_login("admit", "admit-password-1");
     let addr = server.addr;
-    assert_eq!(metric(&server, "elior_http_max_concurrent_requests"), 1);
+    assert_eq!(metric(&server, "elior_http_max_concurrent_requests"), 1.0);
     let change = |weight: f64| {
         let token = token.clone();
         std::thread::spawn(move || post_weight(addr, &token, weight))
@@ -163,7 +163,7 @@ fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
     .unwrap();
     let after = change(70.0);
     wait_until("the change is answered or waits", || {
-        after.is_finished() || metric(&server, "elior_http_waiting_requests") > 0
+        after.is_finished() || metric(&server, "elior_http_waiting_requests") > 0.0
     });
     assert!(
         after.is_finished(),
@@ -177,7 +177,7 @@ fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
     let second = change(72.0);
     // Whichever of the two came first holds the place, stuck behind the lock.
     wait_until("a change waits for the place", || {
-        metric(&server, "elior_http_waiting_requests") == 1
+        metric(&server, "elior_http_waiting_requests") == 1.0
     });
     let read = {
         let auth = format!("Bearer {token}");
@@ -192,7 +192,7 @@ fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
         })
     };
     wait_until("the read waits its turn too", || {
-        metric(&server, "elior_http_waiting_requests") == 2
+        metric(&server, "elior_http_waiting_requests") == 2.0
     });
     assert_eq!(server.get("/health").status, 200);
     assert!(
@@ -207,7 +207,7 @@ fn past_max_concurrent_requests_requests_wait_their_turn_and_probes_never_do() {
     }
     let me = read.join().unwrap();
     assert_eq!(me.status, 200, "{me:?}");
-    assert_eq!(metric(&server, "elior_http_waiting_requests"), 0);
+    assert_eq!(metric(&server, "elior_http_waiting_requests"), 0.0);
     // The paused client finishes its request, and it is saved like any other.
     trickling.write_all(rest.as_bytes()).unwrap();
     let r = common::read_response(&mut trickling);

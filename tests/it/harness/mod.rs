@@ -7,6 +7,7 @@ pub mod app;
 pub mod backup;
 pub mod cert;
 pub mod docker;
+pub mod metrics;
 pub mod moto;
 pub mod pg;
 pub mod server;
