@@ -555,23 +555,29 @@ fn live_progress_is_drawn_on_a_terminal_only_and_never_with_q() {
     assert!(!piped.stderr.contains(&0x1b) && !piped.stdout.contains(&0x1b));
 }
 
+/// `elior init DOMAIN` in ROOT/stack, which must succeed; the stack's directory.
+fn initialized_stack(root: &std::path::Path, domain: &str) -> std::path::PathBuf {
+    let stack = root.join("stack");
+    let init = elior(&[
+        "init",
+        domain,
+        "--email",
+        "ops@example.com",
+        "--dir",
+        stack.to_str().unwrap(),
+    ]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    stack
+}
+
 /// An audit record that meets a full disk is cut back, not left half-written. The record
 /// used to go out in several writes: on a disk with room for part of it, half a JSON line
 /// stayed, and the next record ran on from it, so neither could be read.
 #[test]
 fn an_audit_record_that_meets_a_full_disk_leaves_no_half_line() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack");
+    let stack = initialized_stack(dir.path(), "elior-audit.invalid");
     let stack_arg = stack.to_str().unwrap();
-    let init = elior(&[
-        "init",
-        "elior-audit.invalid",
-        "--email",
-        "ops@example.com",
-        "--dir",
-        stack_arg,
-    ]);
-    assert!(init.status.success(), "{}", text(&init.stderr));
     let state = stack.join(".elior");
     let identity = std::fs::read(state.join("stack.json")).unwrap();
     let disk = crate::harness::tmpfs::TmpfsMount::new(&state, "64k");
@@ -624,17 +630,8 @@ fn an_audit_record_that_meets_a_full_disk_leaves_no_half_line() {
 #[test]
 fn a_lock_that_cannot_be_written_on_a_full_disk_is_not_left_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack");
+    let stack = initialized_stack(dir.path(), "elior-lock.invalid");
     let stack_arg = stack.to_str().unwrap();
-    let init = elior(&[
-        "init",
-        "elior-lock.invalid",
-        "--email",
-        "ops@example.com",
-        "--dir",
-        stack_arg,
-    ]);
-    assert!(init.status.success(), "{}", text(&init.stderr));
     let disk = crate::harness::tmpfs::TmpfsMount::new(&stack.join(".elior"), "64k");
     let filler = disk.fill();
     let renew = [
